@@ -1,0 +1,107 @@
+/* autograd/ internals: the op descriptor, the node, tg_apply and the gradcheck case table.
+ * Never installed. See DESIGN.md §4 for the shape of an op block. */
+#ifndef TAPEGRAD_AUTOGRAD_INTERNAL_H
+#define TAPEGRAD_AUTOGRAD_INTERNAL_H
+
+#include "autograd.h"
+#include "../tensor/internal.h"
+
+/* Most inputs one op takes (concat is the variadic one). */
+#define TG_MAX_INPUTS 16
+/* Bytes of op parameters a node holds (a small POD struct, copied). */
+#define TG_MAX_PARAMS 128
+/* Most inputs a gradcheck case lists. */
+#define TG_CASE_INPUTS 4
+
+typedef struct tg_op tg_op;
+
+/* One gradcheck case: input shapes, op parameters, and how to draw the inputs. */
+typedef struct tg_case {
+    /* Shapes of the inputs; a row ends at its first 0 ({0} alone is a 0-dimensional tensor). */
+    int64_t shape[TG_CASE_INPUTS][TG_MAX_DIMS];
+    int n_in;              /* for variadic ops; 0 means op->n_in */
+    const void *params;    /* op parameters (NULL: all zero); set both with TG_CASE_PARAMS */
+    size_t params_size;
+    float lo, hi;          /* inputs are drawn uniformly from [lo, hi]; both 0 means [-1, 1] */
+    float kinks[4];        /* points where the op is not differentiable; inputs keep 4*eps away */
+    int n_kinks;
+    uint32_t no_grad;      /* mask of inputs that are not differentiated (e.g. class labels) */
+    /* Optional: fills input i itself (distinct values for max, valid labels, ...). */
+    void (*init)(int i, tg_tensor *t, tg_rng *rng);
+    const char *name;      /* optional label for the test name */
+} tg_case;
+
+/* In a tg_case initialiser: .params and .params_size from a compound literal, e.g.
+ * TG_CASE_PARAMS(sum_params, .axis = 1, .keepdim = true). */
+#define TG_CASE_PARAMS(type, ...) .params = &(const type){__VA_ARGS__}, .params_size = sizeof(type)
+
+/* True for the all-zero entry that ends a case table. */
+static inline bool tg_case_is_end(const tg_case *c)
+{
+    return c->shape[0][0] == 0 && !c->init && !c->n_in && !c->name && !c->params;
+}
+
+/* The descriptor of a differentiable op. */
+struct tg_op {
+    const char *name;      /* "matmul": tests print it; messages say "tg_matmul" */
+    int n_in;              /* number of tensor inputs; -1 for variadic */
+    /* Validates inputs and params, sets the output's ndim and shape, and n->scratch_bytes when
+     * forward needs saved state. The only step that can fail: it sets the error message. */
+    tg_status (*check)(tg_node *n, int *ndim, int64_t shape[TG_MAX_DIMS]);
+    /* Computes n->out from n->in. Cannot fail; allocates nothing. */
+    void (*forward)(tg_node *n);
+    /* Accumulates into n->in[i]->grad (allocated, zeroed or holding earlier contributions) for
+     * every input with requires_grad, from n->out->grad. A pure function of the node. */
+    void (*backward)(tg_node *n);
+    const tg_case *cases;  /* gradcheck cases, ended by an all-zero entry */
+    const char *no_case_reason; /* why an op has no case (the suite fails an op with neither) */
+    bool view;             /* the output shares input 0's storage (reshape, flatten) */
+};
+
+/* A recorded application of an op. Holds (retains) its inputs, never its output. */
+struct tg_node {
+    const tg_op *op;
+    int n_in;
+    tg_tensor *in[TG_MAX_INPUTS];
+    uint64_t in_version[TG_MAX_INPUTS];
+    tg_tensor *out;        /* borrowed: the tape owns it and outlives the node */
+    uint64_t out_version;
+    void *scratch;         /* saved state from forward, n->scratch_bytes long */
+    size_t scratch_bytes;
+    _Alignas(16) unsigned char params[TG_MAX_PARAMS];
+};
+
+/* The node's parameters as their struct type. */
+#define TG_PARAMS(node, type) ((type *)(void *)(node)->params)
+
+/* Runs op on the inputs: check, allocate, forward, and record on the innermost tape when it
+ * is a grad tape and an input requires grad. params (op-specific POD struct of params_size
+ * bytes, at most TG_MAX_PARAMS) is copied into the node. */
+tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int n_in,
+                    tg_tensor *const *in);
+/* tg_apply for one and two inputs. */
+tg_tensor *tg_apply1(const tg_op *op, const void *params, size_t params_size, tg_tensor *a);
+tg_tensor *tg_apply2(const tg_op *op, const void *params, size_t params_size, tg_tensor *a,
+                     tg_tensor *b);
+
+/* The gradient buffer of input i, or NULL when input i needs no gradient. */
+static inline float *tg_grad_of(const tg_node *n, int i)
+{
+    return n->in[i]->requires_grad && n->in[i]->grad ? n->in[i]->grad->data : NULL;
+}
+
+/* Shape of tensor t as "[2, 3]" in a caller's buffer (for messages). */
+#define TG_SHAPE_STR(t, buf) tg_shape_str((t)->ndim, (t)->shape, (buf), sizeof(buf))
+
+/* Normalises a possibly negative axis against ndim; -1 when out of range. */
+static inline int tg_axis(int axis, int ndim)
+{
+    if (axis < 0)
+        axis += ndim;
+    return axis >= 0 && axis < ndim ? axis : -1;
+}
+
+/* The registry: every differentiable op, NULL-terminated (registry.c). */
+extern const tg_op *const tg_op_registry[];
+
+#endif

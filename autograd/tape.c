@@ -1,0 +1,381 @@
+/* The tape: ownership of op results, recording, and backward.
+ *
+ * A tape owns every tensor computed while it is the innermost open tape, and (on a grad tape)
+ * the node of every op that had an input requiring grad. Nodes are kept in creation order,
+ * which is a topological order, so backward is one newest-first walk with no graph search and
+ * no recursion. Nested tapes form a thread-local stack: while an inner tape is open nothing is
+ * added to the outer ones, so walking the stack innermost-first keeps the order. */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+struct tg_tape {
+    tg_grad_mode mode;
+    tg_tape *outer;
+    tg_tensor **owned; /* results, one reference each */
+    int64_t n_owned, cap_owned;
+    tg_node **nodes;   /* recorded nodes, oldest first */
+    int64_t n_nodes, cap_nodes;
+};
+
+static _Thread_local tg_tape *innermost;
+
+/* TG_CHECK_FINITE=1 in the environment: trap the first NaN or Inf an op produces. */
+static int check_finite = -1;
+
+static bool finite_trap(void)
+{
+    if (check_finite < 0) {
+        const char *v = getenv("TG_CHECK_FINITE");
+        check_finite = v && v[0] && strcmp(v, "0") != 0;
+    }
+    return check_finite;
+}
+
+/* Index of the first non-finite value of t, or -1. */
+static int64_t first_non_finite(const tg_tensor *t)
+{
+    for (int64_t i = 0; i < t->numel; i++)
+        if (!isfinite(t->data[i]))
+            return i;
+    return -1;
+}
+
+static bool grow(void **arr, int64_t *cap, int64_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    int64_t ncap = *cap ? *cap * 2 : 64;
+    while (ncap < need)
+        ncap *= 2;
+    void *p = realloc(*arr, (size_t)ncap * elem);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = ncap;
+    return true;
+}
+
+tg_tape *tg_tape_begin(tg_grad_mode mode)
+{
+    if (mode != TG_GRAD && mode != TG_NO_GRAD) {
+        tg_set_error(TG_ERR_ARG, "tg_tape_begin: mode %d is neither TG_GRAD nor TG_NO_GRAD",
+                     (int)mode);
+        return NULL;
+    }
+    tg_tape *t = calloc(1, sizeof *t);
+    if (!t) {
+        tg_set_error(TG_ERR_NOMEM, "tg_tape_begin: out of memory");
+        return NULL;
+    }
+    t->mode = mode;
+    t->outer = innermost;
+    innermost = t;
+    return t;
+}
+
+bool tg_grad_enabled(void) { return innermost && innermost->mode == TG_GRAD; }
+
+static void node_free(tg_node *n)
+{
+    for (int i = 0; i < n->n_in; i++)
+        tg_release(n->in[i]);
+    tg_free(n->scratch, n->scratch_bytes);
+    free(n);
+    atomic_fetch_sub(&tg_live_nodes, 1);
+}
+
+tg_status tg_tape_end(tg_tape *tape)
+{
+    if (!tape)
+        return tg_set_error(TG_ERR_ARG, "tg_tape_end: tape is NULL");
+    if (tape != innermost)
+        return tg_set_error(TG_ERR_STATE, "tg_tape_end: this tape is not the innermost open "
+                            "one; end the tapes in the reverse order of tg_tape_begin");
+    /* Nodes first: they borrow their outputs, which the owned list still holds. A result the
+     * user retained survives as a plain constant tensor, cut from the freed graph. */
+    for (int64_t i = tape->n_nodes - 1; i >= 0; i--) {
+        tg_node *n = tape->nodes[i];
+        n->out->node = NULL;
+        n->out->requires_grad = false;
+        tg_release(n->out->grad);
+        n->out->grad = NULL;
+        node_free(n);
+    }
+    for (int64_t i = 0; i < tape->n_owned; i++)
+        tg_release(tape->owned[i]);
+    innermost = tape->outer;
+    free(tape->nodes);
+    free(tape->owned);
+    free(tape);
+    return TG_OK;
+}
+
+/* Room for one more owned tensor and one more node, taken before an op runs so that handing
+ * its result to the tape cannot fail half-way. */
+static bool tape_reserve(tg_tape *tape, const char *opname)
+{
+    if (grow((void **)&tape->owned, &tape->cap_owned, tape->n_owned + 1, sizeof(tg_tensor *)) &&
+        grow((void **)&tape->nodes, &tape->cap_nodes, tape->n_nodes + 1, sizeof(tg_node *)))
+        return true;
+    tg_set_error(TG_ERR_NOMEM, "tg_%s: out of memory growing the tape", opname);
+    return false;
+}
+
+/* Common entry checks; returns the innermost tape or NULL with the error set. */
+static tg_tape *entry_check(const char *opname, int n_in, tg_tensor *const *in)
+{
+    for (int i = 0; i < n_in; i++) {
+        if (!in[i]) {
+            /* A NULL from an earlier failure: keep that error, it names the real cause. */
+            if (tg_last_status() == TG_OK)
+                tg_set_error(TG_ERR_ARG, "tg_%s: input %d is NULL", opname, i);
+            return NULL;
+        }
+    }
+    if (!innermost) {
+        tg_set_error(TG_ERR_STATE, "tg_%s: no open tape; wrap the computation in "
+                     "tg_tape_begin / tg_tape_end", opname);
+        return NULL;
+    }
+    return tape_reserve(innermost, opname) ? innermost : NULL;
+}
+
+tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int n_in,
+                    tg_tensor *const *in)
+{
+    TG_ASSERT(params_size <= TG_MAX_PARAMS);
+    TG_ASSERT(op->n_in < 0 || op->n_in == n_in);
+    if (n_in < 1 || n_in > TG_MAX_INPUTS) {
+        tg_set_error(TG_ERR_ARG, "tg_%s: %d inputs; it takes 1 to %d", op->name, n_in,
+                     TG_MAX_INPUTS);
+        return NULL;
+    }
+    tg_tape *tape = entry_check(op->name, n_in, in);
+    if (!tape)
+        return NULL;
+
+    tg_node *n = malloc(sizeof *n);
+    if (!n) {
+        tg_set_error(TG_ERR_NOMEM, "tg_%s: out of memory for a node", op->name);
+        return NULL;
+    }
+    atomic_fetch_add(&tg_live_nodes, 1);
+    n->op = op;
+    n->n_in = n_in;
+    memcpy(n->in, in, (size_t)n_in * sizeof(tg_tensor *));
+    n->out = NULL;
+    n->scratch = NULL;
+    n->scratch_bytes = 0;
+    if (params_size)
+        memcpy(n->params, params, params_size);
+    memset(n->params + params_size, 0, TG_MAX_PARAMS - params_size);
+
+    int ndim = 0;
+    int64_t shape[TG_MAX_DIMS] = {0};
+    bool ok = op->check(n, &ndim, shape) == TG_OK;
+    if (ok) {
+        n->out = op->view ? tg_tensor_wrap(in[0]->storage, in[0]->data, ndim, shape)
+                          : tg_tensor_new(ndim, shape);
+        ok = n->out != NULL;
+    }
+    if (ok && n->scratch_bytes) {
+        n->scratch = tg_alloc(n->scratch_bytes);
+        ok = n->scratch != NULL;
+    }
+    if (!ok) {
+        tg_release(n->out);
+        n->n_in = 0; /* inputs were not retained yet */
+        node_free(n);
+        return NULL;
+    }
+
+    op->forward(n);
+    tg_tensor *out = n->out;
+    if (finite_trap()) {
+        int64_t bad = first_non_finite(out);
+        if (bad >= 0) {
+            char s[160];
+            tg_set_error(TG_ERR_STATE, "tg_%s: TG_CHECK_FINITE: output %s has %g at element "
+                         "%lld", op->name, TG_SHAPE_STR(out, s), out->data[bad], (long long)bad);
+            tg_release(out);
+            n->n_in = 0;
+            node_free(n);
+            return NULL;
+        }
+    }
+
+    bool record = false;
+    if (tape->mode == TG_GRAD)
+        for (int i = 0; i < n_in; i++)
+            record |= in[i]->requires_grad;
+    tape->owned[tape->n_owned++] = out;
+    if (!record) {
+        n->n_in = 0;
+        node_free(n);
+        return out;
+    }
+    for (int i = 0; i < n_in; i++) {
+        tg_retain(in[i]);
+        n->in_version[i] = in[i]->storage->version;
+    }
+    n->out_version = out->storage->version;
+    out->node = n;
+    out->requires_grad = true;
+    tape->nodes[tape->n_nodes++] = n;
+    return out;
+}
+
+tg_tensor *tg_apply1(const tg_op *op, const void *params, size_t params_size, tg_tensor *a)
+{
+    return tg_apply(op, params, params_size, 1, &a);
+}
+
+tg_tensor *tg_apply2(const tg_op *op, const void *params, size_t params_size, tg_tensor *a,
+                     tg_tensor *b)
+{
+    tg_tensor *in[2] = {a, b};
+    return tg_apply(op, params, params_size, 2, in);
+}
+
+tg_tensor *tg_detach(tg_tensor *x)
+{
+    tg_tape *tape = entry_check("detach", 1, &x);
+    if (!tape)
+        return NULL;
+    tg_tensor *out = tg_tensor_wrap(x->storage, x->data, x->ndim, x->shape);
+    if (out)
+        tape->owned[tape->n_owned++] = out;
+    return out;
+}
+
+/* ---- backward --------------------------------------------------------------------------- */
+
+/* Checks that a node's saved tensors are as they were when it ran. */
+static tg_status version_check(const tg_node *n)
+{
+    for (int i = 0; i < n->n_in; i++) {
+        if (n->in[i]->storage->version != n->in_version[i]) {
+            char s[160];
+            return tg_set_error(TG_ERR_STATE, "tg_backward: input %d %s of %s was modified in "
+                                "place after %s used it (version %llu, now %llu); compute it "
+                                "again or clone it before changing it", i,
+                                TG_SHAPE_STR(n->in[i], s), n->op->name, n->op->name,
+                                (unsigned long long)n->in_version[i],
+                                (unsigned long long)n->in[i]->storage->version);
+        }
+    }
+    if (n->out->storage->version != n->out_version) {
+        char s[160];
+        return tg_set_error(TG_ERR_STATE, "tg_backward: the output %s of %s was modified in "
+                            "place before backward", TG_SHAPE_STR(n->out, s), n->op->name);
+    }
+    return TG_OK;
+}
+
+/* Gives every input of n that requires grad a gradient buffer (zeros when new). */
+static tg_status ensure_input_grads(tg_node *n)
+{
+    for (int i = 0; i < n->n_in; i++) {
+        tg_tensor *x = n->in[i];
+        if (x->requires_grad && !x->grad) {
+            x->grad = tg_tensor_zeros(x->ndim, x->shape);
+            if (!x->grad)
+                return tg_last_status();
+        }
+    }
+    return TG_OK;
+}
+
+static tg_status finite_grads(const tg_node *n)
+{
+    for (int i = 0; i < n->n_in; i++) {
+        tg_tensor *g = n->in[i]->requires_grad ? n->in[i]->grad : NULL;
+        int64_t bad = g ? first_non_finite(g) : -1;
+        if (bad >= 0) {
+            char s[160];
+            return tg_set_error(TG_ERR_STATE, "tg_backward: TG_CHECK_FINITE: the backward of "
+                                "%s gave input %d %s the gradient %g at element %lld",
+                                n->op->name, i, TG_SHAPE_STR(g, s), g->data[bad],
+                                (long long)bad);
+        }
+    }
+    return TG_OK;
+}
+
+/* Frees the gradients of every non-leaf result on the open tapes. */
+static void free_intermediate_grads(void)
+{
+    for (tg_tape *t = innermost; t; t = t->outer)
+        for (int64_t i = 0; i < t->n_nodes; i++) {
+            tg_release(t->nodes[i]->out->grad);
+            t->nodes[i]->out->grad = NULL;
+        }
+}
+
+static tg_status backward_walk(void)
+{
+    bool trap = finite_trap();
+    for (tg_tape *t = innermost; t; t = t->outer) {
+        for (int64_t i = t->n_nodes - 1; i >= 0; i--) {
+            tg_node *n = t->nodes[i];
+            if (!n->out->grad)
+                continue; /* not on a path from the loss */
+            tg_status st = version_check(n);
+            if (st == TG_OK)
+                st = ensure_input_grads(n);
+            if (st != TG_OK)
+                return st;
+            n->op->backward(n);
+            if (trap && (st = finite_grads(n)) != TG_OK)
+                return st;
+        }
+    }
+    return TG_OK;
+}
+
+tg_status tg_backward_grad(tg_tensor *y, const tg_tensor *dy)
+{
+    if (!y || !dy) {
+        if (tg_last_status() != TG_OK)
+            return tg_last_status();
+        return tg_set_error(TG_ERR_ARG, "tg_backward: %s is NULL", y ? "dy" : "the loss");
+    }
+    if (!y->node) {
+        return tg_set_error(TG_ERR_STATE, "tg_backward: the loss has no recorded history: no "
+                            "input requires grad, it was computed on a TG_NO_GRAD tape, or its "
+                            "tape has ended");
+    }
+    if (!tg_shape_equal(y, dy)) {
+        char a[160], b[160];
+        return tg_set_error(TG_ERR_SHAPE, "tg_backward: output %s and its gradient %s differ",
+                            TG_SHAPE_STR(y, a), TG_SHAPE_STR(dy, b));
+    }
+    TG_ASSERT(!y->grad); /* intermediate grads never outlive a backward */
+    y->grad = tg_tensor_clone(dy);
+    if (!y->grad)
+        return tg_last_status();
+    tg_status st = backward_walk();
+    free_intermediate_grads();
+    return st;
+}
+
+tg_status tg_backward(tg_tensor *loss)
+{
+    if (loss && loss->numel != 1) {
+        char s[160];
+        return tg_set_error(TG_ERR_SHAPE, "tg_backward: the loss has shape %s (%lld elements); "
+                            "backward needs a one-element loss (reduce it with tg_sum or "
+                            "tg_mean, or use tg_backward_grad)", TG_SHAPE_STR(loss, s),
+                            (long long)loss->numel);
+    }
+    if (!loss)
+        return tg_backward_grad(NULL, NULL);
+    tg_tensor *one = tg_tensor_ones(loss->ndim, loss->shape);
+    if (!one)
+        return tg_last_status();
+    tg_status st = tg_backward_grad(loss, one);
+    tg_release(one);
+    return st;
+}

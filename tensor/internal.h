@@ -1,0 +1,54 @@
+/* tensor/ internals shared by the library's own files; never installed. */
+#ifndef TAPEGRAD_TENSOR_INTERNAL_H
+#define TAPEGRAD_TENSOR_INTERNAL_H
+
+#include "tensor.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* An engine bug (never a user mistake): print where and abort. */
+#define TG_ASSERT(cond)                                                                   \
+    do {                                                                                  \
+        if (!(cond)) {                                                                    \
+            fprintf(stderr, "tapegrad: internal error at %s:%d: %s\n", __FILE__, __LINE__, \
+                    #cond);                                                               \
+            abort();                                                                      \
+        }                                                                                 \
+    } while (0)
+
+/* Refcounted buffer behind one or more tensors. version counts in-place changes. */
+struct tg_storage {
+    int64_t refcount;
+    size_t nbytes;
+    float *data;
+    uint64_t version;
+};
+
+/* ---- caching allocator (storage.c) -----------------------------------------------------
+ * Buffers are 64-byte aligned and rounded up to a size bucket; freed buffers wait in a
+ * per-thread cache for the next request of the same bucket. */
+void *tg_alloc(size_t nbytes);      /* NULL on failure (error set) */
+void *tg_alloc_zeroed(size_t nbytes);
+void tg_free(void *ptr, size_t nbytes); /* nbytes as given to tg_alloc */
+
+tg_storage *tg_storage_new(size_t nbytes);
+void tg_storage_release(tg_storage *s);
+
+/* A tensor struct over an existing storage (retained), starting at data. */
+tg_tensor *tg_tensor_wrap(tg_storage *s, float *data, int ndim, const int64_t *shape);
+
+/* Live counters (atomics, shared with autograd/ for nodes). */
+extern _Atomic int64_t tg_live_tensors;
+extern _Atomic int64_t tg_live_nodes;
+extern _Atomic int64_t tg_live_bytes;
+
+/* ---- GEMM (blas.c, the only file that includes <cblas.h>) ------------------------------
+ * C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, row-major, with leading dimensions.
+ * Never call from inside an OpenMP parallel region. */
+void tg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+              int64_t ldc);
+
+#endif

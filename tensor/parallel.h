@@ -1,0 +1,27 @@
+/* The OpenMP policy — the one header that holds it. Kernels write
+ *     TG_PARALLEL_FOR(n) for (int64_t i = 0; i < n; i++) ...
+ * and get a parallel loop only when n elements are worth the fork (about 5 us of work). */
+#ifndef TAPEGRAD_PARALLEL_H
+#define TAPEGRAD_PARALLEL_H
+
+#include <stdint.h>
+
+/* Below this many elements of simple work a loop runs on one thread: waking the team costs
+ * more than it saves. Measured with bench/bench_core (elementwise add, 2 cores). */
+#define TG_PARALLEL_MIN 32768
+
+#define TG_PRAGMA(x) _Pragma(#x)
+#ifdef _OPENMP
+#include <omp.h>
+/* Parallel for over n items, static schedule, only when n >= TG_PARALLEL_MIN. */
+#define TG_PARALLEL_FOR(n) TG_PRAGMA(omp parallel for schedule(static) if ((n) >= TG_PARALLEL_MIN))
+/* Same, for loops whose n items are each heavy (rows, channels): cost hint is elements per item. */
+#define TG_PARALLEL_FOR_WORK(n, per_item)                                                      \
+    TG_PRAGMA(omp parallel for schedule(static) if ((int64_t)(n) * (int64_t)(per_item) >=      \
+                                                    TG_PARALLEL_MIN && (n) > 1))
+#else
+#define TG_PARALLEL_FOR(n)
+#define TG_PARALLEL_FOR_WORK(n, per_item)
+#endif
+
+#endif

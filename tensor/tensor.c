@@ -1,0 +1,267 @@
+/* Tensor creation, reference counting and small in-place helpers. */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+int64_t tg_shape_numel(int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / shape[i]))
+            return -1;
+        n *= shape[i];
+    }
+    return n;
+}
+
+char *tg_shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
+{
+    size_t used = 0;
+    used += (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < ndim && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, i ? ", %lld" : "%lld",
+                                 (long long)shape[i]);
+    if (used < size)
+        snprintf(buf + used, size - used, "]");
+    return buf;
+}
+
+bool tg_shape_equal(const tg_tensor *a, const tg_tensor *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i])
+            return false;
+    return true;
+}
+
+/* Validates a shape given by a caller; fn names the public function for the message. */
+static int64_t shape_check(const char *fn, int ndim, const int64_t *shape)
+{
+    if (ndim < 0 || ndim > TG_MAX_DIMS) {
+        tg_set_error(TG_ERR_SHAPE, "%s: ndim %d is outside 0..%d", fn, ndim, TG_MAX_DIMS);
+        return -1;
+    }
+    if (ndim > 0 && !shape) {
+        tg_set_error(TG_ERR_ARG, "%s: shape is NULL for ndim %d", fn, ndim);
+        return -1;
+    }
+    int64_t n = tg_shape_numel(ndim, shape);
+    if (n < 0 || n > (INT64_MAX / (int64_t)sizeof(float))) {
+        char s[160];
+        tg_set_error(TG_ERR_SHAPE, "%s: shape %s has a negative size or too many elements", fn,
+                     tg_shape_str(ndim, shape, s, sizeof s));
+        return -1;
+    }
+    return n;
+}
+
+tg_tensor *tg_tensor_wrap(tg_storage *s, float *data, int ndim, const int64_t *shape)
+{
+    tg_tensor *t = malloc(sizeof *t);
+    if (!t) {
+        tg_set_error(TG_ERR_NOMEM, "tg_tensor: out of memory for a tensor header");
+        return NULL;
+    }
+    memset(t, 0, sizeof *t);
+    t->refcount = 1;
+    t->ndim = ndim;
+    if (ndim)
+        memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
+    t->numel = tg_shape_numel(ndim, shape);
+    s->refcount++;
+    t->storage = s;
+    t->data = data;
+    atomic_fetch_add(&tg_live_tensors, 1);
+    return t;
+}
+
+static tg_tensor *tensor_alloc(const char *fn, int ndim, const int64_t *shape)
+{
+    int64_t n = shape_check(fn, ndim, shape);
+    if (n < 0)
+        return NULL;
+    tg_storage *s = tg_storage_new((size_t)n * sizeof(float));
+    if (!s)
+        return NULL;
+    tg_tensor *t = tg_tensor_wrap(s, s->data, ndim, shape);
+    tg_storage_release(s); /* the tensor holds the only reference now */
+    return t;
+}
+
+tg_tensor *tg_tensor_new(int ndim, const int64_t *shape)
+{
+    return tensor_alloc("tg_tensor_new", ndim, shape);
+}
+
+tg_tensor *tg_tensor_empty(int ndim, const int64_t *shape)
+{
+    return tensor_alloc("tg_tensor_empty", ndim, shape);
+}
+
+static tg_tensor *tensor_filled(const char *fn, int ndim, const int64_t *shape, float v)
+{
+    tg_tensor *t = tensor_alloc(fn, ndim, shape);
+    if (t) {
+        if (v == 0.0f)
+            memset(t->data, 0, (size_t)t->numel * sizeof(float));
+        else
+            for (int64_t i = 0; i < t->numel; i++)
+                t->data[i] = v;
+    }
+    return t;
+}
+
+tg_tensor *tg_tensor_zeros(int ndim, const int64_t *shape)
+{
+    return tensor_filled("tg_tensor_zeros", ndim, shape, 0.0f);
+}
+
+tg_tensor *tg_tensor_ones(int ndim, const int64_t *shape)
+{
+    return tensor_filled("tg_tensor_ones", ndim, shape, 1.0f);
+}
+
+tg_tensor *tg_tensor_full(int ndim, const int64_t *shape, float value)
+{
+    return tensor_filled("tg_tensor_full", ndim, shape, value);
+}
+
+tg_tensor *tg_tensor_scalar(float value)
+{
+    return tensor_filled("tg_tensor_scalar", 0, NULL, value);
+}
+
+tg_tensor *tg_tensor_from_data(int ndim, const int64_t *shape, const float *data)
+{
+    if (!data) {
+        tg_set_error(TG_ERR_ARG, "tg_tensor_from_data: data is NULL");
+        return NULL;
+    }
+    tg_tensor *t = tensor_alloc("tg_tensor_from_data", ndim, shape);
+    if (t && t->numel)
+        memcpy(t->data, data, (size_t)t->numel * sizeof(float));
+    return t;
+}
+
+tg_tensor *tg_tensor_arange(float start, float stop, float step)
+{
+    if (step == 0.0f || !isfinite(start) || !isfinite(stop) || !isfinite(step)) {
+        tg_set_error(TG_ERR_ARG, "tg_tensor_arange: start %g, stop %g, step %g: step must be "
+                     "non-zero and all finite", start, stop, step);
+        return NULL;
+    }
+    double count = ceil(((double)stop - start) / step);
+    int64_t n = count > 0 ? (int64_t)count : 0;
+    tg_tensor *t = tensor_alloc("tg_tensor_arange", 1, &n);
+    for (int64_t i = 0; t && i < n; i++)
+        t->data[i] = (float)(start + (double)i * step);
+    return t;
+}
+
+tg_tensor *tg_tensor_clone(const tg_tensor *src)
+{
+    if (!src)
+        return NULL;
+    return tg_tensor_from_data(src->ndim, src->shape, src->data);
+}
+
+tg_tensor *tg_retain(tg_tensor *t)
+{
+    if (t) {
+        TG_ASSERT(t->refcount > 0);
+        t->refcount++;
+    }
+    return t;
+}
+
+void tg_release(tg_tensor *t)
+{
+    if (!t)
+        return;
+    TG_ASSERT(t->refcount > 0);
+    if (--t->refcount > 0)
+        return;
+    /* A grad is a plain tensor with no grad of its own, so this never recurses deeper. */
+    tg_release(t->grad);
+    tg_storage_release(t->storage);
+    atomic_fetch_sub(&tg_live_tensors, 1);
+    free(t);
+}
+
+tg_status tg_tensor_set_requires_grad(tg_tensor *t, bool requires_grad)
+{
+    if (!t)
+        return tg_last_status() ? tg_last_status()
+                                : tg_set_error(TG_ERR_ARG, "tg_tensor_set_requires_grad: t is NULL");
+    if (t->node)
+        return tg_set_error(TG_ERR_STATE, "tg_tensor_set_requires_grad: the tensor is the "
+                            "result of an op, not a leaf; tg_detach it first");
+    t->requires_grad = requires_grad;
+    return TG_OK;
+}
+
+void tg_tensor_zero_grad(tg_tensor *t)
+{
+    if (t) {
+        tg_release(t->grad);
+        t->grad = NULL;
+    }
+}
+
+tg_status tg_tensor_fill(tg_tensor *t, float value)
+{
+    if (!t)
+        return tg_set_error(TG_ERR_ARG, "tg_tensor_fill: t is NULL");
+    for (int64_t i = 0; i < t->numel; i++)
+        t->data[i] = value;
+    t->storage->version++;
+    return TG_OK;
+}
+
+tg_status tg_tensor_copy_(tg_tensor *dst, const tg_tensor *src)
+{
+    if (!dst || !src)
+        return tg_set_error(TG_ERR_ARG, "tg_tensor_copy_: %s is NULL", dst ? "src" : "dst");
+    if (dst->numel != src->numel) {
+        char a[160], b[160];
+        return tg_set_error(TG_ERR_SHAPE, "tg_tensor_copy_: dst %s and src %s hold %lld and "
+                            "%lld elements", tg_shape_str(dst->ndim, dst->shape, a, sizeof a),
+                            tg_shape_str(src->ndim, src->shape, b, sizeof b),
+                            (long long)dst->numel, (long long)src->numel);
+    }
+    if (dst->numel)
+        memmove(dst->data, src->data, (size_t)dst->numel * sizeof(float));
+    dst->storage->version++;
+    return TG_OK;
+}
+
+void tg_tensor_bump_version(tg_tensor *t)
+{
+    if (t)
+        t->storage->version++;
+}
+
+uint64_t tg_tensor_version(const tg_tensor *t) { return t ? t->storage->version : 0; }
+
+float tg_tensor_item_at(const tg_tensor *t, int64_t index)
+{
+    if (!t || index < 0 || index >= t->numel) {
+        tg_set_error(TG_ERR_ARG, "tg_tensor_item_at: index %lld outside a tensor of %lld "
+                     "elements", (long long)index, t ? (long long)t->numel : 0LL);
+        return NAN;
+    }
+    return t->data[index];
+}
+
+float tg_tensor_item(const tg_tensor *t)
+{
+    if (!t || t->numel != 1) {
+        tg_set_error(TG_ERR_SHAPE, "tg_tensor_item: the tensor holds %lld elements, not 1",
+                     t ? (long long)t->numel : 0LL);
+        return NAN;
+    }
+    return t->data[0];
+}

@@ -1,0 +1,168 @@
+/* tapegrad — tensors, storage, errors, RNG and threads (the bottom layer).
+ *
+ * Ownership (the whole list, see docs/guide.md):
+ *  1. tg_tensor_* creation functions (*_new, *_empty, *_zeros, *_ones, *_full, *_from_data,
+ *     *_arange, *_clone, *_load) and tg_retain give you one reference; end it with one
+ *     tg_release.
+ *  2. Everything computed inside a tape is owned by the innermost open tape (autograd.h).
+ *  3. Arguments are borrowed; whatever stores a pointer retains it.
+ *  4. Graph edges point backwards only; no cycles.
+ *  5. A leaf's grad lives until zeroed or until the leaf is freed. */
+#ifndef TAPEGRAD_TENSOR_H
+#define TAPEGRAD_TENSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Most dimensions a tensor may have. */
+#define TG_MAX_DIMS 6
+
+/* Expands to "ndim, shape" for the creation functions: tg_tensor_zeros(TG_DIMS(2, 3)). */
+#define TG_DIMS(...)                                                                   \
+    (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),                   \
+        (const int64_t[]) { __VA_ARGS__ }
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+typedef enum {
+    TG_OK = 0,
+    TG_ERR_ARG,    /* a bad argument value (NULL, out of range, unknown name) */
+    TG_ERR_SHAPE,  /* shapes that do not fit together */
+    TG_ERR_STATE,  /* a call at the wrong time (no tape, modified saved input, NaN trap) */
+    TG_ERR_NOMEM,  /* an allocation failed */
+    TG_ERR_IO,     /* a file could not be opened, read or written */
+    TG_ERR_FORMAT, /* a file's contents are malformed */
+} tg_status;
+
+/* The message of the latest error on this thread, "" when none. */
+const char *tg_last_error(void);
+/* The status of the latest error on this thread, TG_OK when none. */
+tg_status tg_last_status(void);
+/* Forgets the latest error on this thread. */
+void tg_clear_error(void);
+/* Records an error (printf-style message that names the function); returns status. */
+tg_status tg_set_error(tg_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* A short name for a status code ("TG_ERR_SHAPE"). */
+const char *tg_status_name(tg_status status);
+
+/* ---- tensors ----------------------------------------------------------------------------- */
+
+typedef struct tg_storage tg_storage;
+typedef struct tg_node tg_node;
+
+/* A float32 tensor: contiguous, row-major, reference-counted. Read the fields; change them only
+ * through the functions below. */
+typedef struct tg_tensor {
+    int64_t refcount;
+    int ndim;                    /* 0 for a scalar */
+    int64_t shape[TG_MAX_DIMS];
+    int64_t numel;
+    tg_storage *storage;         /* shared by views */
+    float *data;                 /* first element, inside storage */
+    bool requires_grad;
+    struct tg_tensor *grad;      /* owned; NULL until a backward reaches it */
+    tg_node *node;               /* the op that produced it; NULL for leaves */
+} tg_tensor;
+
+/* An uninitialised tensor of the given shape (ndim 0..TG_MAX_DIMS, every size >= 0). */
+tg_tensor *tg_tensor_new(int ndim, const int64_t *shape);
+/* Same as tg_tensor_new: contents undefined. */
+tg_tensor *tg_tensor_empty(int ndim, const int64_t *shape);
+/* A tensor filled with 0. */
+tg_tensor *tg_tensor_zeros(int ndim, const int64_t *shape);
+/* A tensor filled with 1. */
+tg_tensor *tg_tensor_ones(int ndim, const int64_t *shape);
+/* A tensor filled with value. */
+tg_tensor *tg_tensor_full(int ndim, const int64_t *shape, float value);
+/* A tensor holding a copy of numel(shape) floats from data. */
+tg_tensor *tg_tensor_from_data(int ndim, const int64_t *shape, const float *data);
+/* A 0-dimensional tensor holding value. */
+tg_tensor *tg_tensor_scalar(float value);
+/* The 1-D tensor start, start+step, ... below stop (above it for a negative step). */
+tg_tensor *tg_tensor_arange(float start, float stop, float step);
+/* A deep copy (new storage) of t's values; no grad, no history. */
+tg_tensor *tg_tensor_clone(const tg_tensor *t);
+/* Adds one reference to t; returns t. */
+tg_tensor *tg_retain(tg_tensor *t);
+/* Ends one reference; frees t (and its grad) at zero. NULL is ignored. */
+void tg_release(tg_tensor *t);
+
+/* Marks a leaf as a parameter whose gradient backward computes. */
+tg_status tg_tensor_set_requires_grad(tg_tensor *t, bool requires_grad);
+/* Frees t's gradient (the next backward starts it at zero). */
+void tg_tensor_zero_grad(tg_tensor *t);
+
+/* Fills t with value in place (bumps the version: saved uses of t will refuse backward). */
+tg_status tg_tensor_fill(tg_tensor *t, float value);
+/* Copies src's values into dst in place; shapes must hold the same number of elements. */
+tg_status tg_tensor_copy_(tg_tensor *dst, const tg_tensor *src);
+/* Records that t's values were changed in place by the caller (e.g. an optimizer step). */
+void tg_tensor_bump_version(tg_tensor *t);
+/* The version counter of t's storage (increases on every in-place change). */
+uint64_t tg_tensor_version(const tg_tensor *t);
+/* The element at a flat row-major index (NaN and an error when out of range). */
+float tg_tensor_item_at(const tg_tensor *t, int64_t index);
+/* The only element of a one-element tensor (NaN and an error otherwise). */
+float tg_tensor_item(const tg_tensor *t);
+
+/* True when a and b have the same ndim and sizes. */
+bool tg_shape_equal(const tg_tensor *a, const tg_tensor *b);
+/* Writes "[2, 3, 4]" into buf (size bytes); returns buf. */
+char *tg_shape_str(int ndim, const int64_t *shape, char *buf, size_t size);
+/* numel of a shape, or -1 when a size is negative or the product overflows. */
+int64_t tg_shape_numel(int ndim, const int64_t *shape);
+
+/* ---- RNG --------------------------------------------------------------------------------- */
+
+/* A xoshiro128** generator: same seed, same numbers, on every machine. The state
+ * is plain data: copy it to save it, copy it back to restore. */
+typedef struct tg_rng {
+    uint32_t s[4];
+    /* A cached second normal from Box-Muller: has_spare says whether spare holds one. */
+    uint32_t has_spare;
+    float spare;
+} tg_rng;
+
+/* Seeds rng (every seed, 0 included, gives a good stream). */
+void tg_rng_seed(tg_rng *rng, uint64_t seed);
+/* The next 32 random bits. */
+uint32_t tg_rng_u32(tg_rng *rng);
+/* A uniform float in [0, 1). */
+float tg_rng_uniform01(tg_rng *rng);
+/* A standard normal float. */
+float tg_rng_normal01(tg_rng *rng);
+/* Fills t with uniform values in [lo, hi). */
+tg_status tg_tensor_uniform_(tg_tensor *t, tg_rng *rng, float lo, float hi);
+/* Fills t with normal values of the given mean and standard deviation. */
+tg_status tg_tensor_normal_(tg_tensor *t, tg_rng *rng, float mean, float std);
+/* Writes a uniformly random permutation of 0..n-1 into out. */
+void tg_rng_permutation(tg_rng *rng, int64_t n, int64_t *out);
+
+/* ---- threads and diagnostics ------------------------------------------------------------- */
+
+/* Sets the thread count of tapegrad's kernels and of OpenBLAS together (n >= 1). */
+tg_status tg_set_num_threads(int n);
+/* The thread count in force. */
+int tg_get_num_threads(void);
+/* "OpenBLAS 0.3.21 openmp Haswell": the BLAS build, threading flavour and kernel in use. */
+const char *tg_blas_info(void);
+
+/* Tensors alive now (created and not yet freed), on all threads. */
+int64_t tg_debug_live_tensors(void);
+/* Graph nodes alive now. */
+int64_t tg_debug_live_nodes(void);
+/* Bytes of tensor storage handed out now (not counting the allocator's cache). */
+int64_t tg_debug_live_bytes(void);
+/* Returns every cached buffer of this thread to the system. */
+void tg_allocator_trim(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,54 @@
+/* Shared by the cmocka suites: every test's teardown checks that nothing leaked. */
+#ifndef TAPEGRAD_TESTS_COMMON_H
+#define TAPEGRAD_TESTS_COMMON_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <string.h>
+
+#include "autograd.h"
+
+/* Teardown for every test: live tensors and nodes are back to zero, the error is cleared. */
+static inline int tg_test_teardown(void **state)
+{
+    (void)state;
+    int64_t tensors = tg_debug_live_tensors(), nodes = tg_debug_live_nodes();
+    if (tensors != 0 || nodes != 0) {
+        print_error("leak: %lld live tensors, %lld live nodes after the test\n",
+                    (long long)tensors, (long long)nodes);
+        return -1;
+    }
+    tg_clear_error();
+    return 0;
+}
+
+static inline int tg_test_setup(void **state)
+{
+    (void)state;
+    tg_clear_error();
+    return 0;
+}
+
+/* A test with the leak-checking setup and teardown. */
+#define TG_TEST(f) cmocka_unit_test_setup_teardown(f, tg_test_setup, tg_test_teardown)
+
+/* Asserts that the latest error message contains the given fragment. */
+#define assert_error_contains(fragment)                                                       \
+    do {                                                                                      \
+        if (!strstr(tg_last_error(), (fragment)))                                             \
+            fail_msg("error \"%s\" does not contain \"%s\"", tg_last_error(), (fragment));    \
+    } while (0)
+
+/* Asserts |a - b| <= tol. */
+#define assert_close(a, b, tol)                                                               \
+    do {                                                                                      \
+        double a_ = (a), b_ = (b);                                                            \
+        if (!(fabs(a_ - b_) <= (tol)))                                                        \
+            fail_msg("%s = %.7g, expected %.7g (tolerance %g)", #a, a_, b_, (double)(tol));   \
+    } while (0)
+
+#endif

@@ -1,0 +1,177 @@
+/* The gradcheck suite: one test per (op, case) of the op registry (DESIGN.md §7).
+ *
+ * For each case: inputs drawn from the case's domain (kept 4*eps away from kinks); the loss
+ * L = sum(out * r) with a fixed random r (a plain sum passes vacuously for softmax and
+ * normalisation); the analytic gradient from the op's backward, seeded with dL/dout = r; the
+ * numeric one from central differences with eps = 1e-2 and L summed in double. An element
+ * passes when |analytic - numeric| <= 3e-3 + 3e-3 |numeric|, and the case passes when also
+ * max |analytic - numeric| / max |numeric| <= 3e-3. An op with no case fails unless it states
+ * a reason. */
+#include "common.h"
+
+#include "../autograd/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define EPS 1e-2f
+#define ATOL 3e-3
+#define RTOL 3e-3
+#define MAX_CHECKED 512
+
+typedef struct {
+    const tg_op *op;
+    const tg_case *c; /* NULL: the op has no case */
+    int index;
+} gc_item;
+
+static int case_n_in(const gc_item *it)
+{
+    return it->c->n_in ? it->c->n_in : it->op->n_in;
+}
+
+/* Moves v out of [k - 4 eps, k + 4 eps] for every kink k. */
+static float avoid_kinks(const tg_case *c, float v)
+{
+    for (int k = 0; k < c->n_kinks; k++) {
+        float d = v - c->kinks[k];
+        if (fabsf(d) < 4 * EPS)
+            v = c->kinks[k] + (d < 0 ? -1.0f : 1.0f) * (4 * EPS + fabsf(d));
+    }
+    return v;
+}
+
+static tg_tensor *make_input(const tg_case *c, int i, tg_rng *rng)
+{
+    int ndim = 0;
+    while (ndim < TG_MAX_DIMS && c->shape[i][ndim] > 0)
+        ndim++;
+    tg_tensor *t = tg_tensor_new(ndim, c->shape[i]);
+    assert_non_null(t);
+    if (c->init) {
+        c->init(i, t, rng);
+    } else {
+        float lo = c->lo, hi = c->hi;
+        if (lo == 0.0f && hi == 0.0f)
+            lo = -1.0f, hi = 1.0f;
+        for (int64_t e = 0; e < t->numel; e++)
+            t->data[e] = avoid_kinks(c, lo + (hi - lo) * tg_rng_uniform01(rng));
+    }
+    return t;
+}
+
+/* sum(out * r) in double, for the current input values, on a no-grad tape. */
+static double loss_at(const gc_item *it, tg_tensor **in, const tg_tensor *r)
+{
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    tg_tensor *out = tg_apply(it->op, it->c->params, it->c->params_size, case_n_in(it), in);
+    if (!out)
+        fail_msg("%s: forward failed: %s", it->op->name, tg_last_error());
+    double L = 0;
+    for (int64_t e = 0; e < out->numel; e++)
+        L += (double)out->data[e] * r->data[e];
+    tg_tape_end(tape);
+    return L;
+}
+
+static void gradcheck_case(void **state)
+{
+    const gc_item *it = *state;
+    if (!it->c)
+        fail_msg("op '%s' has no gradcheck case and states no reason", it->op->name);
+    const tg_case *c = it->c;
+    int n_in = case_n_in(it);
+    tg_rng rng;
+    tg_rng_seed(&rng, 1234 + (uint64_t)it->index);
+
+    tg_tensor *in[TG_CASE_INPUTS];
+    for (int i = 0; i < n_in; i++) {
+        in[i] = make_input(c, i, &rng);
+        if (!(c->no_grad >> i & 1))
+            tg_tensor_set_requires_grad(in[i], true);
+    }
+
+    /* Analytic: one backward seeded with dL/dout = r. */
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *out = tg_apply(it->op, c->params, c->params_size, n_in, in);
+    if (!out)
+        fail_msg("%s: forward failed: %s", it->op->name, tg_last_error());
+    tg_tensor *r = tg_tensor_new(out->ndim, out->shape);
+    tg_tensor_uniform_(r, &rng, -1.0f, 1.0f);
+    assert_int_equal(tg_backward_grad(out, r), TG_OK);
+    tg_tape_end(tape);
+
+    int checked = 0;
+    for (int i = 0; i < n_in; i++) {
+        if (c->no_grad >> i & 1)
+            continue;
+        tg_tensor *x = in[i];
+        assert_true(x->numel <= MAX_CHECKED);
+        assert_non_null(x->grad);
+        double max_err = 0, max_num = 0;
+        for (int64_t e = 0; e < x->numel; e++) {
+            float saved = x->data[e];
+            x->data[e] = saved + EPS;
+            double lp = loss_at(it, in, r);
+            x->data[e] = saved - EPS;
+            double lm = loss_at(it, in, r);
+            x->data[e] = saved;
+            double num = (lp - lm) / (2.0 * EPS);
+            double ana = x->grad->data[e];
+            double err = fabs(ana - num);
+            if (err > ATOL + RTOL * fabs(num))
+                fail_msg("%s case %d input %d element %lld: analytic %.6g, numeric %.6g",
+                         it->op->name, it->index, i, (long long)e, ana, num);
+            max_err = fmax(max_err, err);
+            max_num = fmax(max_num, fabs(num));
+        }
+        if (max_num > 0 && max_err / max_num > RTOL)
+            fail_msg("%s case %d input %d: max error %.3g is %.3g of max |numeric| %.3g",
+                     it->op->name, it->index, i, max_err, max_err / max_num, max_num);
+        checked++;
+    }
+    assert_true(checked > 0);
+    tg_release(r);
+    for (int i = 0; i < n_in; i++)
+        tg_release(in[i]);
+}
+
+int main(void)
+{
+    tg_set_num_threads(2);
+    int count = 0;
+    for (int o = 0; tg_op_registry[o]; o++) {
+        const tg_op *op = tg_op_registry[o];
+        int k = 0;
+        while (op->cases && !tg_case_is_end(&op->cases[k]))
+            k++;
+        count += k ? k : (op->no_case_reason ? 0 : 1);
+    }
+    struct CMUnitTest *tests = calloc((size_t)count, sizeof *tests);
+    gc_item *items = calloc((size_t)count, sizeof *items);
+    char (*names)[96] = calloc((size_t)count, sizeof *names);
+    int t = 0;
+    for (int o = 0; tg_op_registry[o]; o++) {
+        const tg_op *op = tg_op_registry[o];
+        int k = 0;
+        for (; op->cases && !tg_case_is_end(&op->cases[k]); k++) {
+            items[t] = (gc_item){op, &op->cases[k], k};
+            snprintf(names[t], sizeof names[t], "%s/%d%s%s", op->name, k,
+                     op->cases[k].name ? "_" : "", op->cases[k].name ? op->cases[k].name : "");
+            t++;
+        }
+        if (k == 0 && !op->no_case_reason) {
+            items[t] = (gc_item){op, NULL, 0};
+            snprintf(names[t], sizeof names[t], "%s/no_case", op->name);
+            t++;
+        }
+    }
+    for (int i = 0; i < count; i++)
+        tests[i] = (struct CMUnitTest){names[i], gradcheck_case, tg_test_setup, tg_test_teardown,
+                                       &items[i]};
+    int failed = _cmocka_run_group_tests("gradcheck", tests, (size_t)count, NULL, NULL);
+    free(tests);
+    free(items);
+    free(names);
+    return failed;
+}
