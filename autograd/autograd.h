@@ -120,6 +120,62 @@ tg_tensor *tg_concat(tg_tensor *const *xs, int n, int axis);
 /* x[..., start:stop:step, ...] along axis (Python slice rules for negative start/stop). */
 tg_tensor *tg_slice(tg_tensor *x, int axis, int64_t start, int64_t stop, int64_t step);
 
+/* ---- convolution (conv.c) ---------------------------------------------------------------- */
+
+/* x[N,C,H,W] * w[O,C,kh,kw] + b[O] -> [N,O,Ho,Wo]; b may be NULL. Square stride, padding and
+ * dilation, as PyTorch's conv2d with int arguments. */
+tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
+                     int dilation);
+/* The transpose (gradient) of conv2d: x[N,C,H,W], w[C,O,kh,kw], b[O] or NULL ->
+ * [N,O,(H-1)*stride - 2*padding + kh + output_padding, ...], as PyTorch's conv_transpose2d. */
+tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride,
+                               int padding, int output_padding);
+
+/* ---- pooling and resizing (pool.c, resize.c) -------------------------------------------- */
+
+/* Max over kernel x kernel windows of x[N,C,H,W] (padding counts as -inf). */
+tg_tensor *tg_max_pool2d(tg_tensor *x, int kernel, int stride, int padding);
+/* Mean over kernel x kernel windows (padding counts as zeros, as PyTorch's default). */
+tg_tensor *tg_avg_pool2d(tg_tensor *x, int kernel, int stride, int padding);
+
+typedef enum {
+    TG_UPSAMPLE_NEAREST,
+    /* Bilinear, corner pixels of input and output aligned: PaddlePaddle 1.x image_resize's
+     * default, PyTorch's align_corners=True. */
+    TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS,
+    /* Bilinear on pixel centres: PyTorch's default (align_corners=False). */
+    TG_UPSAMPLE_BILINEAR_HALF_PIXEL,
+} tg_upsample_mode;
+
+/* x[N,C,H,W] -> [N,C,H*scale,W*scale]. */
+tg_tensor *tg_upsample(tg_tensor *x, int scale, tg_upsample_mode mode);
+
+/* ---- normalisation and regularisation (norm.c) ------------------------------------------ */
+
+/* Batch norm of x[N,C] or x[N,C,H,W] over all axes but C; weight and bias [C] may be NULL.
+ * training: batch statistics, and running_mean/running_var (if not NULL) are updated in place
+ * as PyTorch does (momentum, unbiased variance); eval: the running statistics are used. */
+tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                         tg_tensor *running_mean, tg_tensor *running_var, bool training,
+                         float momentum, float eps);
+/* Zeroes each element with probability p and scales the rest by 1/(1-p); identity when not
+ * training. rng draws the mask. */
+tg_tensor *tg_dropout(tg_tensor *x, float p, bool training, tg_rng *rng);
+/* softmax along axis. */
+tg_tensor *tg_softmax(tg_tensor *x, int axis);
+/* log(softmax) along axis, computed stably. */
+tg_tensor *tg_log_softmax(tg_tensor *x, int axis);
+
+/* ---- losses (loss.c), each the mean over all elements or the batch ----------------------- */
+
+/* mean(max(z,0) - z*t + log(1 + e^-|z|)): stable for any logits z; targets t in [0, 1]. */
+tg_tensor *tg_bce_with_logits(tg_tensor *logits, tg_tensor *targets);
+/* Mean over the batch of -log softmax(logits[N,C])[label]; labels[N] hold class indices as
+ * floats (not differentiated). */
+tg_tensor *tg_cross_entropy(tg_tensor *logits, tg_tensor *labels);
+/* mean((pred - target)^2) */
+tg_tensor *tg_mse(tg_tensor *pred, tg_tensor *target);
+
 #ifdef __cplusplus
 }
 #endif

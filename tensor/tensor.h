@@ -162,6 +162,33 @@ int64_t tg_debug_live_bytes(void);
 /* Returns every cached buffer of this thread to the system. */
 void tg_allocator_trim(void);
 
+/* ---- state dicts: named tensors plus string metadata ------------------------------------
+ * What a checkpoint holds. Modules and optimizers put their state in (nn.h, optim.h); data.h
+ * writes and reads it as safetensors. Names keep insertion order and are unique. */
+typedef struct tg_state_dict tg_state_dict;
+
+/* An empty state dict; free it with tg_state_dict_free. */
+tg_state_dict *tg_state_dict_new(void);
+/* Frees sd and its references to its tensors. NULL is ignored. */
+void tg_state_dict_free(tg_state_dict *sd);
+/* Adds name -> t, retaining t (the dict shares its values); an existing name is an error. */
+tg_status tg_state_dict_put(tg_state_dict *sd, const char *name, tg_tensor *t);
+/* The tensor under name (borrowed), or NULL when there is none (no error is set). */
+tg_tensor *tg_state_dict_get(const tg_state_dict *sd, const char *name);
+/* Number of tensors. */
+int64_t tg_state_dict_size(const tg_state_dict *sd);
+/* Name and tensor (borrowed) of entry i, in insertion order. */
+const char *tg_state_dict_name(const tg_state_dict *sd, int64_t i);
+tg_tensor *tg_state_dict_tensor(const tg_state_dict *sd, int64_t i);
+/* Sets a metadata string (copied); an existing key is replaced. */
+tg_status tg_state_dict_set_meta(tg_state_dict *sd, const char *key, const char *value);
+/* The metadata string under key, or NULL. */
+const char *tg_state_dict_meta(const tg_state_dict *sd, const char *key);
+/* Number of metadata entries, and key/value of entry i. */
+int64_t tg_state_dict_meta_size(const tg_state_dict *sd);
+const char *tg_state_dict_meta_key(const tg_state_dict *sd, int64_t i);
+const char *tg_state_dict_meta_value(const tg_state_dict *sd, int64_t i);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,2 @@
+/* conv.c — ops to be written here. */
+#include "internal.h"

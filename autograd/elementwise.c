@@ -1,0 +1,2 @@
+/* elementwise.c — ops to be written here. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* loss.c — ops to be written here. */
+#include "internal.h"

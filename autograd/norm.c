@@ -1,0 +1,2 @@
+/* norm.c — ops to be written here. */
+#include "internal.h"

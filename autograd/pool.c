@@ -1,0 +1,2 @@
+/* pool.c — ops to be written here. */
+#include "internal.h"

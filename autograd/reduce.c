@@ -1,0 +1,2 @@
+/* reduce.c — ops to be written here. */
+#include "internal.h"

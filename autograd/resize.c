@@ -1,0 +1,2 @@
+/* resize.c — ops to be written here. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* shape.c — ops to be written here. */
+#include "internal.h"
