@@ -36,6 +36,10 @@ tg_status tg_backward(tg_tensor *loss);
 tg_status tg_backward_grad(tg_tensor *y, const tg_tensor *dy);
 /* A tape-owned view of x's values that no gradient flows through. */
 tg_tensor *tg_detach(tg_tensor *x);
+/* Turns the NaN/Inf trap on or off (initially on when the environment has TG_CHECK_FINITE=1):
+ * the first op whose output, or whose backward's gradient, is not finite fails with
+ * TG_ERR_STATE and a message naming the op. */
+void tg_set_check_finite(bool on);
 
 /* ---- elementwise (NumPy broadcasting between the two inputs) ----------------------------- */
 

@@ -33,6 +33,8 @@ static bool finite_trap(void)
     return check_finite;
 }
 
+void tg_set_check_finite(bool on) { check_finite = on; }
+
 /* Index of the first non-finite value of t, or -1. */
 static int64_t first_non_finite(const tg_tensor *t)
 {
