@@ -4,4 +4,79 @@
 
 #include "tensor.h"
 
+#include <stdio.h>
+
+/* ---- atomic files (atomic.c) --------------------------------------------------------------
+ * Write to a temporary file beside the target, then tg_atomic_commit renames it over the
+ * target: a crash or a failed write never leaves a torn file or destroys the previous one. */
+typedef struct tg_atomic_file tg_atomic_file;
+
+/* Starts writing path (a temporary file in the same folder); NULL with TG_ERR_IO on failure. */
+tg_atomic_file *tg_atomic_open(const char *path);
+/* Appends n bytes; a failure is remembered and makes the commit fail. */
+tg_status tg_atomic_write(tg_atomic_file *af, const void *buf, size_t n);
+/* The underlying stream, for fprintf; check the commit's status. */
+FILE *tg_atomic_stream(tg_atomic_file *af);
+/* Flushes, syncs and renames over the target; frees af. On failure the target is untouched. */
+tg_status tg_atomic_commit(tg_atomic_file *af);
+/* Discards the temporary file; the target is untouched; frees af. */
+void tg_atomic_abort(tg_atomic_file *af);
+
+/* ---- idx files, MNIST datasets and the batch loader (idx.c, dataset.c) -------------------- */
+
+/* Reads an idx file (raw or .gz; unsigned-byte or float32 elements) as a float tensor of its
+ * shape, values as stored; validates magic, dimensions and the exact length. */
+tg_tensor *tg_data_read_idx(const char *path);
+/* Writes images [N,1,H,W] or [N,H,W] in [-1, 1] as an idx3 unsigned-byte file (0..255),
+ * atomically; tg_data_read_idx and tg_data_load_mnist read it back. */
+tg_status tg_data_write_idx_images(const char *path, const tg_tensor *images);
+
+typedef struct tg_dataset {
+    tg_tensor *images; /* [N, 1, H, W], scaled to [-1, 1] */
+    tg_tensor *labels; /* [N], class indices as floats */
+} tg_dataset;
+
+/* Loads dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte (raw or .gz); digit 0..9 keeps only
+ * that class, -1 keeps all. */
+tg_dataset *tg_data_load_mnist(const char *dir, bool train, int digit);
+/* Frees a dataset. NULL is ignored. */
+void tg_dataset_free(tg_dataset *ds);
+
+/* Where a loader stands: plain data, to save in a checkpoint and restore. */
+typedef struct tg_loader_state {
+    tg_rng epoch_rng; /* the seed of the current epoch's shuffle */
+    int64_t epoch;    /* epochs completed */
+    int64_t batch;    /* index of the next batch within the epoch */
+} tg_loader_state;
+
+typedef struct tg_loader tg_loader;
+
+/* A loader over ds (borrowed, must outlive it): shuffled batches of `batch`, a fresh shuffle
+ * every epoch, the incomplete last batch dropped. */
+tg_loader *tg_loader_new(const tg_dataset *ds, int64_t batch, uint64_t seed);
+/* Frees a loader. NULL is ignored. */
+void tg_loader_free(tg_loader *l);
+/* The next batch as new references (release both); labels may be NULL if not wanted. */
+tg_status tg_loader_next(tg_loader *l, tg_tensor **images, tg_tensor **labels);
+/* Full batches per epoch. */
+int64_t tg_loader_batches_per_epoch(const tg_loader *l);
+/* The loader's position (before the next batch). */
+tg_loader_state tg_loader_get_state(const tg_loader *l);
+/* Moves the loader to a saved position. */
+tg_status tg_loader_set_state(tg_loader *l, const tg_loader_state *st);
+
+/* ---- PNG images (png.c) --------------------------------------------------------------------- */
+
+typedef enum {
+    TG_GRID_FIXED,     /* -1 black, 1 white: the true values */
+    TG_GRID_PER_IMAGE, /* each image stretched to its own range, as matplotlib's imshow does */
+} tg_grid_scale;
+
+/* Writes 8-bit grayscale pixels [height][width] as a PNG file, atomically. */
+tg_status tg_data_write_png_gray(const char *path, const unsigned char *pixels, int64_t width,
+                                 int64_t height);
+/* Writes images [N,1,H,W] or [N,H,W] as a grid of `cols` columns with a one-pixel gap. */
+tg_status tg_data_write_png_grid(const char *path, const tg_tensor *images, int cols,
+                                 tg_grid_scale scale);
+
 #endif

@@ -1,0 +1,207 @@
+/* MNIST-format datasets and a shuffling batch loader.
+ *
+ * Images become float [N, 1, H, W] scaled to [-1, 1] (as PaddlePaddle's MNIST reader yields
+ * them, matching a generator's tanh output); labels float [N]. The loader shuffles afresh
+ * every epoch from its own seeded RNG and drops the incomplete last batch, as the tutorial's
+ * reader does. Its position (the RNG state at the start of the epoch, epoch and batch index)
+ * is plain data, so a checkpoint can resume the exact batch sequence. */
+#include "data.h"
+#include "../tensor/internal.h"
+
+#include <string.h>
+#include <sys/stat.h>
+
+/* The four standard file names, looked up raw first, then with .gz. */
+static const char *const mnist_files[2][2] = {
+    {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"},
+    {"train-images-idx3-ubyte", "train-labels-idx1-ubyte"},
+};
+
+/* dir/name or dir/name.gz, whichever exists (raw preferred); false when neither does. */
+static bool find_file(const char *dir, const char *name, char *out, size_t size)
+{
+    struct stat st;
+    snprintf(out, size, "%s/%s", dir, name);
+    if (stat(out, &st) == 0)
+        return true;
+    snprintf(out, size, "%s/%s.gz", dir, name);
+    return stat(out, &st) == 0;
+}
+
+void tg_dataset_free(tg_dataset *ds)
+{
+    if (!ds)
+        return;
+    tg_release(ds->images);
+    tg_release(ds->labels);
+    free(ds);
+}
+
+tg_dataset *tg_data_load_mnist(const char *dir, bool train, int digit)
+{
+    if (!dir || digit < -1 || digit > 9) {
+        tg_set_error(TG_ERR_ARG, "tg_data_load_mnist: %s: digit %d (use 0..9, or -1 for all)",
+                     dir ? dir : "(null dir)", digit);
+        return NULL;
+    }
+    char ipath[4096], lpath[4096];
+    for (int k = 0; k < 2; k++) {
+        char *p = k ? lpath : ipath;
+        if (!find_file(dir, mnist_files[train][k], p, sizeof ipath)) {
+            tg_set_error(TG_ERR_IO, "tg_data_load_mnist: %s/%s: no such file (nor .gz)", dir,
+                         mnist_files[train][k]);
+            return NULL;
+        }
+    }
+    tg_tensor *img = tg_data_read_idx(ipath);
+    tg_tensor *lab = img ? tg_data_read_idx(lpath) : NULL;
+    tg_dataset *ds = NULL;
+    char s[160], s2[160];
+    if (!lab)
+        goto done;
+    if (img->ndim != 3 || img->shape[1] < 1 || img->shape[2] < 1) {
+        tg_set_error(TG_ERR_FORMAT, "tg_data_load_mnist: %s: images %s: expected [N, rows, "
+                     "cols]", ipath, tg_shape_str(img->ndim, img->shape, s, sizeof s));
+        goto done;
+    }
+    if (lab->ndim != 1 || lab->shape[0] != img->shape[0]) {
+        tg_set_error(TG_ERR_FORMAT, "tg_data_load_mnist: %s: labels %s do not match the %lld "
+                     "images of %s", lpath, tg_shape_str(lab->ndim, lab->shape, s2, sizeof s2),
+                     (long long)img->shape[0], ipath);
+        goto done;
+    }
+    int64_t n = img->shape[0], h = img->shape[1], w = img->shape[2], keep = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float y = lab->data[i];
+        if (y < 0 || y > 9) {
+            tg_set_error(TG_ERR_FORMAT, "tg_data_load_mnist: %s: label %g at index %lld is not "
+                         "a digit 0..9", lpath, y, (long long)i);
+            goto done;
+        }
+        keep += digit < 0 || (int)y == digit;
+    }
+    ds = calloc(1, sizeof *ds);
+    if (!ds) {
+        tg_set_error(TG_ERR_NOMEM, "tg_data_load_mnist: out of memory");
+        goto done;
+    }
+    ds->images = tg_tensor_new(TG_DIMS(keep, 1, h, w));
+    ds->labels = tg_tensor_new(TG_DIMS(keep));
+    if (!ds->images || !ds->labels) {
+        tg_dataset_free(ds);
+        ds = NULL;
+        goto done;
+    }
+    for (int64_t i = 0, j = 0; i < n; i++) {
+        if (digit >= 0 && (int)lab->data[i] != digit)
+            continue;
+        for (int64_t k = 0; k < h * w; k++)
+            ds->images->data[j * h * w + k] = img->data[i * h * w + k] * (2.0f / 255.0f) - 1.0f;
+        ds->labels->data[j++] = lab->data[i];
+    }
+done:
+    tg_release(img);
+    tg_release(lab);
+    return ds;
+}
+
+struct tg_loader {
+    const tg_dataset *ds; /* borrowed: must outlive the loader */
+    int64_t batch;
+    int64_t *perm;        /* this epoch's order */
+    tg_loader_state st;
+};
+
+/* Draws the epoch's permutation from st.epoch_rng (kept unchanged: it is the epoch's seed). */
+static void loader_shuffle(tg_loader *l)
+{
+    tg_rng r = l->st.epoch_rng;
+    tg_rng_permutation(&r, l->ds->images->shape[0], l->perm);
+}
+
+tg_loader *tg_loader_new(const tg_dataset *ds, int64_t batch, uint64_t seed)
+{
+    if (!ds || !ds->images) {
+        tg_set_error(TG_ERR_ARG, "tg_loader_new: dataset is NULL");
+        return NULL;
+    }
+    int64_t n = ds->images->shape[0];
+    if (batch < 1 || batch > n) {
+        tg_set_error(TG_ERR_ARG, "tg_loader_new: batch %lld for a dataset of %lld images (need "
+                     "1 <= batch <= images)", (long long)batch, (long long)n);
+        return NULL;
+    }
+    tg_loader *l = calloc(1, sizeof *l);
+    int64_t *perm = malloc(sizeof(int64_t) * (size_t)n);
+    if (!l || !perm) {
+        free(l), free(perm);
+        tg_set_error(TG_ERR_NOMEM, "tg_loader_new: out of memory");
+        return NULL;
+    }
+    l->ds = ds;
+    l->batch = batch;
+    l->perm = perm;
+    tg_rng_seed(&l->st.epoch_rng, seed);
+    loader_shuffle(l);
+    return l;
+}
+
+void tg_loader_free(tg_loader *l)
+{
+    if (l) {
+        free(l->perm);
+        free(l);
+    }
+}
+
+int64_t tg_loader_batches_per_epoch(const tg_loader *l)
+{
+    return l->ds->images->shape[0] / l->batch;
+}
+
+tg_loader_state tg_loader_get_state(const tg_loader *l) { return l->st; }
+
+tg_status tg_loader_set_state(tg_loader *l, const tg_loader_state *st)
+{
+    if (st->epoch < 0 || st->batch < 0 || st->batch >= tg_loader_batches_per_epoch(l))
+        return tg_set_error(TG_ERR_ARG, "tg_loader_set_state: epoch %lld, batch %lld: out of "
+                            "range (%lld batches per epoch)", (long long)st->epoch,
+                            (long long)st->batch, (long long)tg_loader_batches_per_epoch(l));
+    l->st = *st;
+    loader_shuffle(l);
+    return TG_OK;
+}
+
+tg_status tg_loader_next(tg_loader *l, tg_tensor **images, tg_tensor **labels)
+{
+    const tg_tensor *src = l->ds->images;
+    int64_t h = src->shape[2], w = src->shape[3], b = l->batch, hw = h * w;
+    tg_tensor *x = tg_tensor_new(TG_DIMS(b, 1, h, w));
+    tg_tensor *y = tg_tensor_new(TG_DIMS(b));
+    if (!x || !y) {
+        tg_release(x);
+        tg_release(y);
+        return tg_last_status();
+    }
+    const int64_t *idx = l->perm + l->st.batch * b;
+    for (int64_t i = 0; i < b; i++) {
+        memcpy(x->data + i * hw, src->data + idx[i] * hw, sizeof(float) * (size_t)hw);
+        y->data[i] = l->ds->labels->data[idx[i]];
+    }
+    /* Advance; a new epoch draws its seed from the previous one, then reshuffles. */
+    if (++l->st.batch == tg_loader_batches_per_epoch(l)) {
+        l->st.batch = 0;
+        l->st.epoch++;
+        tg_rng next;
+        tg_rng_seed(&next, ((uint64_t)tg_rng_u32(&l->st.epoch_rng) << 32) |
+                               tg_rng_u32(&l->st.epoch_rng));
+        l->st.epoch_rng = next;
+        loader_shuffle(l);
+    }
+    *images = x;
+    if (labels)
+        *labels = y;
+    else
+        tg_release(y);
+    return TG_OK;
+}

@@ -1,0 +1,379 @@
+/* data/: idx reader and writer (raw and gzip), MNIST dataset and loader, PNG writer, atomic
+ * files. Every file is made by the test in a fresh temporary folder. */
+#include "common.h"
+
+#include "data.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static char dir[256];
+
+static int make_dir(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/tg_test_data.XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int remove_dir(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char *path_of(const char *name)
+{
+    static char p[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+    return p[k];
+}
+
+static void write_bytes(const char *path, const unsigned char *b, size_t n, bool gz)
+{
+    if (gz) {
+        gzFile f = gzopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(gzwrite(f, b, (unsigned)n), (int)n);
+        assert_int_equal(gzclose(f), Z_OK);
+    } else {
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(b, 1, n, f), n);
+        fclose(f);
+    }
+}
+
+/* An idx file of n images h x w (pixel = (i*7 + k) % 256) and n labels (i % 10). */
+static void write_mnist(const char *d, const char *split, int n, int h, int w, bool gz)
+{
+    size_t ni = 16 + (size_t)(n * h * w), nl = 8 + (size_t)n;
+    unsigned char *img = calloc(ni, 1), *lab = calloc(nl, 1);
+    img[2] = 0x08, img[3] = 3;
+    img[7] = (unsigned char)n, img[6] = (unsigned char)(n >> 8);
+    img[11] = (unsigned char)h, img[15] = (unsigned char)w;
+    for (int i = 0; i < n * h * w; i++)
+        img[16 + i] = (unsigned char)((i / (h * w) * 7 + i % (h * w)) % 256);
+    lab[2] = 0x08, lab[3] = 1;
+    lab[7] = (unsigned char)n, lab[6] = (unsigned char)(n >> 8);
+    for (int i = 0; i < n; i++)
+        lab[8 + i] = (unsigned char)(i % 10);
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte%s", d, split, gz ? ".gz" : "");
+    write_bytes(p, img, ni, gz);
+    snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte%s", d, split, gz ? ".gz" : "");
+    write_bytes(p, lab, nl, gz);
+    free(img);
+    free(lab);
+}
+
+static void test_idx_raw_and_gz(void **state)
+{
+    (void)state;
+    const unsigned char f[] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 250, 251, 255};
+    for (int gz = 0; gz < 2; gz++) {
+        const char *p = path_of(gz ? "a.idx.gz" : "a.idx");
+        write_bytes(p, f, sizeof f, gz);
+        tg_tensor *t = tg_data_read_idx(p);
+        assert_non_null(t);
+        assert_int_equal(t->ndim, 2);
+        assert_int_equal(t->shape[0], 2);
+        assert_int_equal(t->shape[1], 3);
+        assert_true(t->data[0] == 1.0f && t->data[5] == 255.0f);
+        tg_release(t);
+    }
+}
+
+/* Each malformed file gets its own message, and nothing is returned. */
+static void test_idx_bad_files(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        unsigned char bytes[24];
+        size_t n;
+        const char *msg;
+    } cases[] = {
+        {"empty", {0}, 0, "file ends at byte 0 inside the header"},
+        {"magic", {1, 0, 8, 1, 0, 0, 0, 1, 7}, 9, "bad magic 01 00 08 01"},
+        {"type", {0, 0, 0x0B, 1, 0, 0, 0, 1, 7}, 9, "bad magic 00 00 0b 01"},
+        {"ndim", {0, 0, 8, 0}, 4, "0 dimensions"},
+        {"short_dims", {0, 0, 8, 2, 0, 0, 0, 2}, 8, "inside the dimensions"},
+        {"short_data", {0, 0, 8, 1, 0, 0, 0, 5, 1, 2}, 10, "file ends at byte 10 inside the data"},
+        {"extra", {0, 0, 8, 1, 0, 0, 0, 1, 1, 2}, 10, "extra bytes after the 1 data bytes"},
+        {"huge", {0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 9}, 16,
+         "dimensions hold more than"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *p = path_of(cases[i].name);
+        write_bytes(p, cases[i].bytes, cases[i].n, false);
+        tg_clear_error();
+        assert_null(tg_data_read_idx(p));
+        assert_int_equal(tg_last_status(), TG_ERR_FORMAT);
+        assert_error_contains(cases[i].msg);
+        assert_error_contains(p);
+    }
+    assert_null(tg_data_read_idx(path_of("missing")));
+    assert_int_equal(tg_last_status(), TG_ERR_IO);
+    assert_error_contains("No such file");
+}
+
+/* Reads a whole file. */
+static unsigned char *slurp(const char *p, long *n)
+{
+    FILE *f = fopen(p, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)*n);
+    assert_int_equal(fread(b, 1, (size_t)*n, f), (size_t)*n);
+    fclose(f);
+    return b;
+}
+
+/* A truncated .gz: gzread may deliver what it has; the reader still reports the damage. */
+static void test_idx_truncated_gz(void **state)
+{
+    (void)state;
+    unsigned char f[16 + 4000];
+    memset(f, 0, sizeof f);
+    f[2] = 8, f[3] = 1, f[6] = 0x0f, f[7] = 0xa0; /* 4000 elements */
+    for (int i = 0; i < 4000; i++)
+        f[8 + i] = (unsigned char)(i * 31);
+    const char *p = path_of("t.gz");
+    write_bytes(p, f, 8 + 4000, true);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    /* A wrong CRC in the trailer: every data byte arrives, the check fails at the end. */
+    long n;
+    unsigned char *b = slurp(p, &n);
+    b[n - 8] ^= 0x5a;
+    write_bytes(p, b, (size_t)n, false);
+    free(b);
+    tg_clear_error();
+    assert_null(tg_data_read_idx(p));
+    assert_int_equal(tg_last_status(), TG_ERR_FORMAT);
+    for (off_t cut = 4; cut <= 8; cut += 4) { /* drop the CRC/length trailer, or part of it */
+        assert_int_equal(truncate(p, st.st_size - cut), 0);
+        tg_clear_error();
+        assert_null(tg_data_read_idx(p));
+        assert_int_equal(tg_last_status(), TG_ERR_FORMAT);
+    }
+}
+
+static void test_idx_write_read_back(void **state)
+{
+    (void)state;
+    tg_tensor *img = tg_tensor_new(TG_DIMS(3, 1, 2, 2));
+    for (int i = 0; i < 12; i++)
+        img->data[i] = -1.0f + 2.0f * (float)i / 11.0f;
+    const char *p = path_of("w-idx3");
+    assert_int_equal(tg_data_write_idx_images(p, img), TG_OK);
+    tg_tensor *back = tg_data_read_idx(p);
+    assert_non_null(back);
+    assert_int_equal(back->ndim, 3);
+    for (int i = 0; i < 12; i++)
+        assert_close(back->data[i], roundf((img->data[i] + 1) * 127.5f), 0);
+    tg_release(back);
+    tg_release(img);
+}
+
+static void test_mnist_dataset_and_filter(void **state)
+{
+    (void)state;
+    write_mnist(dir, "train", 25, 4, 3, true);
+    write_mnist(dir, "t10k", 12, 4, 3, false);
+    tg_dataset *tr = tg_data_load_mnist(dir, true, -1);
+    assert_non_null(tr);
+    assert_int_equal(tr->images->shape[0], 25);
+    assert_int_equal(tr->images->shape[1], 1);
+    assert_int_equal(tr->images->shape[2], 4);
+    assert_close(tr->images->data[0], -1.0f, 1e-6);                      /* pixel 0 */
+    assert_close(tr->images->data[1 * 12 + 5], (7 + 5) / 127.5f - 1, 1e-6); /* image 1 pixel 5 */
+    tg_dataset *fives = tg_data_load_mnist(dir, true, 5);
+    assert_non_null(fives);
+    assert_int_equal(fives->images->shape[0], 2); /* images 5 and 15 */
+    assert_true(fives->labels->data[1] == 5.0f);
+    assert_close(fives->images->data[12], (15 * 7) / 127.5f - 1, 1e-6);
+    tg_dataset *te = tg_data_load_mnist(dir, false, -1);
+    assert_int_equal(te->images->shape[0], 12);
+    tg_dataset_free(tr);
+    tg_dataset_free(fives);
+    tg_dataset_free(te);
+    assert_null(tg_data_load_mnist(path_of("nowhere"), true, -1));
+    assert_int_equal(tg_last_status(), TG_ERR_IO);
+    assert_error_contains("train-images-idx3-ubyte: no such file");
+}
+
+static void test_mnist_label_count_mismatch(void **state)
+{
+    (void)state;
+    const char *d = path_of("mismatch");
+    mkdir(d, 0755);
+    write_mnist(d, "train", 5, 2, 2, false);
+    const unsigned char lab[] = {0, 0, 8, 1, 0, 0, 0, 4, 1, 2, 3, 4};
+    char p[600];
+    snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte", d);
+    write_bytes(p, lab, sizeof lab, false);
+    assert_null(tg_data_load_mnist(d, true, -1));
+    assert_int_equal(tg_last_status(), TG_ERR_FORMAT);
+    assert_error_contains("labels [4] do not match the 5 images");
+}
+
+static void test_loader_shuffles_drops_and_resumes(void **state)
+{
+    (void)state;
+    tg_dataset *ds = calloc(1, sizeof *ds);
+    ds->images = tg_tensor_new(TG_DIMS(10, 1, 1, 1));
+    ds->labels = tg_tensor_new(TG_DIMS(10));
+    for (int i = 0; i < 10; i++)
+        ds->images->data[i] = ds->labels->data[i] = (float)i;
+    tg_loader *l = tg_loader_new(ds, 3, 7);
+    assert_int_equal(tg_loader_batches_per_epoch(l), 3); /* 10 / 3: the last image dropped */
+    float seen[2][9];
+    tg_loader_state mid;
+    for (int e = 0; e < 2; e++) {
+        int count[10] = {0};
+        for (int b = 0; b < 3; b++) {
+            if (e == 1 && b == 1)
+                mid = tg_loader_get_state(l);
+            tg_tensor *x, *y;
+            assert_int_equal(tg_loader_next(l, &x, &y), TG_OK);
+            for (int i = 0; i < 3; i++) {
+                assert_true(x->data[i] == y->data[i]); /* images and labels stay paired */
+                seen[e][b * 3 + i] = x->data[i];
+                count[(int)x->data[i]]++;
+            }
+            tg_release(x);
+            tg_release(y);
+        }
+        for (int i = 0; i < 10; i++)
+            assert_true(count[i] <= 1); /* no repeats within an epoch */
+    }
+    assert_true(memcmp(seen[0], seen[1], sizeof seen[0]) != 0); /* a fresh shuffle per epoch */
+    /* Restoring a saved position replays the same batches. */
+    tg_loader *l2 = tg_loader_new(ds, 3, 999);
+    assert_int_equal(tg_loader_set_state(l2, &mid), TG_OK);
+    for (int b = 1; b < 3; b++) {
+        tg_tensor *x;
+        assert_int_equal(tg_loader_next(l2, &x, NULL), TG_OK);
+        for (int i = 0; i < 3; i++)
+            assert_true(x->data[i] == seen[1][b * 3 + i]);
+        tg_release(x);
+    }
+    tg_loader_free(l);
+    tg_loader_free(l2);
+    assert_null(tg_loader_new(ds, 11, 1));
+    assert_error_contains("batch 11 for a dataset of 10 images");
+    tg_dataset_free(ds);
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Decodes the PNG we wrote (chunks, CRCs, filter bytes) and checks every pixel of the grid. */
+static void test_png_grid(void **state)
+{
+    (void)state;
+    tg_tensor *img = tg_tensor_new(TG_DIMS(3, 1, 2, 2)); /* 3 images in 2 columns */
+    for (int i = 0; i < 12; i++)
+        img->data[i] = i % 4 == 0 ? -1.0f : i % 4 == 3 ? 1.0f : 0.0f;
+    const char *p = path_of("grid.png");
+    assert_int_equal(tg_data_write_png_grid(p, img, 2, TG_GRID_FIXED), TG_OK);
+    long n;
+    unsigned char *b = slurp(p, &n);
+    assert_memory_equal(b, "\x89PNG\r\n\x1a\n", 8);
+    long off = 8;
+    unsigned char raw[64];
+    uLongf raw_n = sizeof raw;
+    int w = 0, h = 0, chunks = 0;
+    while (off < n) {
+        uint32_t len = be32(b + off);
+        const unsigned char *type = b + off + 4, *data = b + off + 8;
+        uLong crc = crc32(crc32(0, type, 4), data, len);
+        assert_int_equal(be32(data + len), (uint32_t)crc);
+        if (!memcmp(type, "IHDR", 4)) {
+            w = (int)be32(data), h = (int)be32(data + 4);
+            assert_int_equal(data[8], 8);
+            assert_int_equal(data[9], 0);
+        } else if (!memcmp(type, "IDAT", 4)) {
+            assert_int_equal(uncompress(raw, &raw_n, data, len), Z_OK);
+        }
+        chunks++;
+        off += 12 + len;
+    }
+    assert_int_equal(chunks, 3);
+    assert_int_equal(w, 5); /* 2 cells of 2 + 1 gap */
+    assert_int_equal(h, 5);
+    assert_int_equal((int)raw_n, h * (w + 1));
+    const unsigned char expect[5][5] = {
+        {0, 128, 128, 0, 128},     /* row 0 of images 0 and 1, the gap between them */
+        {128, 255, 128, 128, 255}, /* row 1 */
+        {128, 128, 128, 128, 128}, /* the gap row */
+        {0, 128, 128, 128, 128},   /* image 2, then the empty cell (gap colour) */
+        {128, 255, 128, 128, 128},
+    };
+    for (int y = 0; y < 5; y++) {
+        assert_int_equal(raw[y * 6], 0); /* filter byte */
+        for (int x = 0; x < 5; x++)
+            if (raw[y * 6 + 1 + x] != expect[y][x])
+                fail_msg("pixel (%d, %d) = %d, expected %d", x, y, raw[y * 6 + 1 + x],
+                         expect[y][x]);
+    }
+    free(b);
+    tg_release(img);
+}
+
+/* A failed write leaves the previous file intact and no temporary file behind. */
+static void test_atomic_failure_keeps_old_file(void **state)
+{
+    (void)state;
+    const char *p = path_of("keep.png");
+    tg_tensor *img = tg_tensor_zeros(TG_DIMS(1, 1, 2, 2));
+    assert_int_equal(tg_data_write_png_grid(p, img, 16, TG_GRID_FIXED), TG_OK);
+    long n0, n1;
+    unsigned char *before = slurp(p, &n0);
+    tg_atomic_file *af = tg_atomic_open(p);
+    assert_non_null(af);
+    assert_int_equal(tg_atomic_write(af, "partial", 7), TG_OK);
+    tg_atomic_abort(af); /* as if the program failed half-way */
+    unsigned char *after = slurp(p, &n1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, (size_t)n0);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -q tmp", dir);
+    assert_int_not_equal(system(cmd), 0);
+    /* A folder that does not exist: an error naming the path. */
+    assert_int_equal(tg_data_write_png_grid(path_of("no/such/dir/x.png"), img, 4, TG_GRID_FIXED),
+                     TG_ERR_IO);
+    assert_error_contains("no/such/dir/x.png");
+    free(before);
+    free(after);
+    tg_release(img);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TG_TEST(test_idx_raw_and_gz),
+        TG_TEST(test_idx_bad_files),
+        TG_TEST(test_idx_truncated_gz),
+        TG_TEST(test_idx_write_read_back),
+        TG_TEST(test_mnist_dataset_and_filter),
+        TG_TEST(test_mnist_label_count_mismatch),
+        TG_TEST(test_loader_shuffles_drops_and_resumes),
+        TG_TEST(test_png_grid),
+        TG_TEST(test_atomic_failure_keeps_old_file),
+    };
+    return cmocka_run_group_tests_name("data", tests, make_dir, remove_dir);
+}
