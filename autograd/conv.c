@@ -1,2 +1,571 @@
-/* conv.c — ops to be written here. */
+/* Convolution ops: conv2d and conv_transpose2d (groups = 1), lowered to GEMM with im2col and
+ * col2im.
+ *
+ * Both ops share one lowering. The side of the convolution that is unfolded into columns is
+ * the image side, the other the flat side; Wm is the weight read as a matrix:
+ *   conv2d:           image = x [N, C, H, W],    flat = y [N, O, Ho, Wo],  Wm = w [O, C*kh*kw]
+ *   conv_transpose2d: image = y [N, O, Hy, Wy],  flat = x [N, C, H, W],    Wm = w [C, O*kh*kw]
+ * With cols = im2col(image) [Kc = Ci*kh*kw, P = flat plane size]:
+ *   flat   = Wm @ cols              conv2d forward,          conv_transpose2d backward-data
+ *   image += col2im(Wm^T @ flat)    conv2d backward-data,    conv_transpose2d forward
+ *   dWm   += flat @ cols^T          the weight gradient of both
+ * so conv_transpose2d is conv2d with the roles of forward and backward-data swapped.
+ *
+ * Images go through in chunks of B whose columns sit side by side, cols [Kc, B*P], so that
+ * every GEMM is one call with N = B*P (a 7x7 plane alone would make GEMMs 49 wide). The flat
+ * side is copied between its tensor layout [B, Co, P] and the GEMM layout [Co, B*P] (Kc/Co
+ * times less data than the columns); a chunk of one image uses the tensor directly. A chunk
+ * holds as many images as fit in CONV_CHUNK_BYTES of working space (at least one), so the
+ * scratch stays bounded whatever the batch. */
 #include "internal.h"
+
+#include "../tensor/parallel.h"
+
+#include <string.h>
+
+/* Working space per chunk: columns plus the flat side's staging buffer. 8 MB keeps a chunk
+ * of the GAN's layers at batch 128 to a few dozen images (bench/bench_conv). */
+#define CONV_CHUNK_BYTES ((int64_t)8 << 20)
+
+typedef struct {
+    int stride, padding, dilation, output_padding;
+} conv_params;
+
+/* The lowering's sizes: see the top of the file for image and flat side. */
+typedef struct {
+    int64_t N;          /* images in the batch */
+    int64_t Ci, H, W;   /* image side: channels and plane size */
+    int64_t Co, Ho, Wo; /* flat side: channels and plane size (the column count per image) */
+    int64_t kh, kw, stride, pad, dil;
+    int64_t Kc, P;      /* Ci*kh*kw rows and Ho*Wo columns of one image's cols */
+    int64_t chunk;      /* images per chunk */
+} conv_geom;
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* floor(a / b) for b > 0 (C's division truncates toward zero). */
+static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+/* One output size of a convolution: floor((in + 2 pad - dil (k - 1) - 1) / stride) + 1; may be
+ * <= 0 (check says so). */
+static int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil)
+{
+    return floor_div(in + 2 * pad - dil * (k - 1) - 1, stride) + 1;
+}
+
+/* One output size of a transposed convolution (PyTorch's formula, dilation 1). */
+static int64_t conv_transpose_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad,
+                                       int64_t out_pad)
+{
+    return (in - 1) * stride - 2 * pad + (k - 1) + out_pad + 1;
+}
+
+/* Completes g (Kc, P, chunk) once its sizes are set. */
+static void conv_geom_finish(conv_geom *g)
+{
+    g->Kc = g->Ci * g->kh * g->kw;
+    g->P = g->Ho * g->Wo;
+    int64_t per_image = (g->Kc + g->Co) * g->P * (int64_t)sizeof(float);
+    int64_t b = per_image > 0 ? CONV_CHUNK_BYTES / per_image : g->N;
+    g->chunk = max64(1, min64(b, g->N));
+}
+
+/* Floats of cols, rounded up so the staging buffer after them stays 64-byte aligned. */
+static int64_t conv_cols_floats(const conv_geom *g)
+{
+    return (g->Kc * g->chunk * g->P + 15) / 16 * 16;
+}
+
+/* Working space of one chunk: cols, plus the staging buffer when a chunk has several images.
+ * It is declared as the node's scratch because forward allocates nothing; it holds no state
+ * between forward and backward, so backward overwrites it freely (and a second backward on
+ * the same tape works the same way). */
+static size_t conv_scratch_bytes(const conv_geom *g)
+{
+    int64_t floats = g->chunk == 1 ? g->Kc * g->P : conv_cols_floats(g) + g->Co * g->chunk * g->P;
+    return (size_t)floats * sizeof(float);
+}
+
+/* The staging buffer of the flat side, [Co, chunk*P], after the columns. */
+static float *conv_flat_buf(const conv_geom *g, void *scratch)
+{
+    return (float *)scratch + conv_cols_floats(g);
+}
+
+/* ---- the shared kernels ------------------------------------------------------------------
+ * cols [Kc, ldc]: row (c, i, j) holds, for each output position (oh, ow) of one image,
+ * img[c][oh*stride - pad + i*dil][ow*stride - pad + j*dil], 0 where that falls in the padding.
+ * One image's block starts at column b*P of the chunk. */
+
+/* The range [*lo, *hi) of ow with 0 <= ow*stride + off < W. */
+static void conv_valid_range(const conv_geom *g, int64_t off, int64_t *lo, int64_t *hi)
+{
+    int64_t s = g->stride;
+    int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
+    int64_t b = g->W - off <= 0 ? 0 : (g->W - 1 - off) / s + 1;
+    a = min64(a, g->Wo);
+    *lo = a;
+    *hi = max64(a, min64(b, g->Wo));
+}
+
+/* Unfolds one channel plane img [H, W] into its kh*kw rows of cols (row stride ldc). */
+static void im2col_plane(const conv_geom *g, const float *img, float *cols, int64_t ldc)
+{
+    const int64_t H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, s = g->stride;
+    for (int64_t i = 0; i < g->kh; i++) {
+        for (int64_t j = 0; j < g->kw; j++) {
+            float *row = cols + (i * g->kw + j) * ldc;
+            int64_t off = j * g->dil - g->pad; /* iw = ow*s + off */
+            int64_t lo, hi;
+            conv_valid_range(g, off, &lo, &hi);
+            for (int64_t oh = 0; oh < Ho; oh++) {
+                float *r = row + oh * Wo;
+                int64_t ih = oh * s - g->pad + i * g->dil;
+                if (ih < 0 || ih >= H) {
+                    memset(r, 0, (size_t)Wo * sizeof(float));
+                    continue;
+                }
+                const float *src = img + ih * W;
+                for (int64_t ow = 0; ow < lo; ow++)
+                    r[ow] = 0.0f;
+                if (s == 1) {
+                    memcpy(r + lo, src + lo + off, (size_t)(hi - lo) * sizeof(float));
+                } else {
+                    for (int64_t ow = lo; ow < hi; ow++)
+                        r[ow] = src[ow * s + off];
+                }
+                for (int64_t ow = hi; ow < Wo; ow++)
+                    r[ow] = 0.0f;
+            }
+        }
+    }
+}
+
+/* The transpose of im2col_plane: adds every value of the plane's kh*kw rows of cols into the
+ * pixel of img it came from (padding positions are dropped). */
+static void col2im_plane(const conv_geom *g, const float *cols, int64_t ldc, float *img)
+{
+    const int64_t H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, s = g->stride;
+    for (int64_t i = 0; i < g->kh; i++) {
+        for (int64_t j = 0; j < g->kw; j++) {
+            const float *row = cols + (i * g->kw + j) * ldc;
+            int64_t off = j * g->dil - g->pad;
+            int64_t lo, hi;
+            conv_valid_range(g, off, &lo, &hi);
+            for (int64_t oh = 0; oh < Ho; oh++) {
+                int64_t ih = oh * s - g->pad + i * g->dil;
+                if (ih < 0 || ih >= H)
+                    continue;
+                const float *r = row + oh * Wo;
+                float *dst = img + ih * W;
+                if (s == 1) {
+                    for (int64_t ow = lo; ow < hi; ow++)
+                        dst[ow + off] += r[ow];
+                } else {
+                    for (int64_t ow = lo; ow < hi; ow++)
+                        dst[ow * s + off] += r[ow];
+                }
+            }
+        }
+    }
+}
+
+/* im2col of B images img [B, Ci, H, W] into cols [Kc, B*P]. Each (image, channel) writes its
+ * own rows and columns, so the threads never share an output. */
+static void im2col_chunk(const conv_geom *g, const float *img, int64_t B, float *cols)
+{
+    const int64_t items = B * g->Ci, ldc = B * g->P, kk = g->kh * g->kw;
+    TG_PARALLEL_FOR_WORK(items, kk * g->P)
+    for (int64_t t = 0; t < items; t++) {
+        int64_t b = t / g->Ci, c = t % g->Ci;
+        im2col_plane(g, img + t * g->H * g->W, cols + c * kk * ldc + b * g->P, ldc);
+    }
+}
+
+/* img [B, Ci, H, W] += col2im(cols [Kc, B*P]). A channel plane only receives values from its
+ * own rows, so splitting (image, channel) pairs between threads is race-free. */
+static void col2im_chunk(const conv_geom *g, const float *cols, int64_t B, float *img)
+{
+    const int64_t items = B * g->Ci, ldc = B * g->P, kk = g->kh * g->kw;
+    TG_PARALLEL_FOR_WORK(items, kk * g->P)
+    for (int64_t t = 0; t < items; t++) {
+        int64_t b = t / g->Ci, c = t % g->Ci;
+        col2im_plane(g, cols + c * kk * ldc + b * g->P, ldc, img + t * g->H * g->W);
+    }
+}
+
+/* Flat side, tensor layout src [B, Co, P] -> GEMM layout F [Co, B*P]. */
+static void flat_gather(const conv_geom *g, const float *src, int64_t B, float *F)
+{
+    const int64_t items = B * g->Co, P = g->P;
+    TG_PARALLEL_FOR_WORK(items, P)
+    for (int64_t t = 0; t < items; t++) {
+        int64_t b = t / g->Co, o = t % g->Co;
+        memcpy(F + (o * B + b) * P, src + t * P, (size_t)P * sizeof(float));
+    }
+}
+
+/* Flat side, GEMM layout F [Co, B*P] -> tensor layout dst [B, Co, P]: dst += F when
+ * accumulate, else dst = F + bias[o] (bias may be NULL). */
+static void flat_scatter(const conv_geom *g, const float *F, int64_t B, float *dst,
+                         bool accumulate, const float *bias)
+{
+    const int64_t items = B * g->Co, P = g->P;
+    TG_PARALLEL_FOR_WORK(items, P)
+    for (int64_t t = 0; t < items; t++) {
+        int64_t b = t / g->Co, o = t % g->Co;
+        const float *f = F + (o * B + b) * P;
+        float *d = dst + t * P;
+        if (accumulate) {
+            for (int64_t p = 0; p < P; p++)
+                d[p] += f[p];
+        } else {
+            float v = bias ? bias[o] : 0.0f;
+            for (int64_t p = 0; p < P; p++)
+                d[p] = f[p] + v;
+        }
+    }
+}
+
+/* Sets every plane of y [N, C, S] to its channel's bias (0 when bias is NULL). */
+static void fill_planes(float *y, int64_t N, int64_t C, int64_t S, const float *bias)
+{
+    TG_PARALLEL_FOR_WORK(N * C, S)
+    for (int64_t t = 0; t < N * C; t++) {
+        float v = bias ? bias[t % C] : 0.0f;
+        float *p = y + t * S;
+        for (int64_t s = 0; s < S; s++)
+            p[s] = v;
+    }
+}
+
+/* db[c] += sum over n and s of dy [N, C, S]: the bias gradient. Eight partial sums per plane
+ * so the loop vectorises; planes are added in double. */
+static void channel_sums(const float *dy, int64_t N, int64_t C, int64_t S, float *db)
+{
+    TG_PARALLEL_FOR_WORK(C, N * S)
+    for (int64_t c = 0; c < C; c++) {
+        double total = 0.0;
+        for (int64_t n = 0; n < N; n++) {
+            const float *p = dy + (n * C + c) * S;
+            float acc[8] = {0};
+            int64_t s = 0;
+            for (; s + 8 <= S; s += 8)
+                for (int k = 0; k < 8; k++)
+                    acc[k] += p[s + k];
+            for (; s < S; s++)
+                acc[0] += p[s];
+            for (int k = 0; k < 8; k++)
+                total += acc[k];
+        }
+        db[c] += (float)total;
+    }
+}
+
+/* ---- checks shared by both ops ---------------------------------------------------------- */
+
+/* Ranks, bias shape and the parameters common to both ops. Cin_axis is the axis of w that
+ * must match x's channels, out_axis the one that counts output channels (bias size). */
+static tg_status conv_check_common(const tg_node *n, const char *fn, int cin_axis,
+                                   int out_axis)
+{
+    if (n->n_in < 2 || n->n_in > 3)
+        return tg_set_error(TG_ERR_ARG, "%s: %d inputs; it takes x, w and b", fn, n->n_in);
+    const tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    const conv_params *p = TG_PARAMS(n, conv_params);
+    char sx[160], sw[160], sb[160];
+    if (x->ndim != 4)
+        return tg_set_error(TG_ERR_SHAPE, "%s: x %s must be 4-D [N, C, H, W]", fn,
+                            TG_SHAPE_STR(x, sx));
+    if (w->ndim != 4)
+        return tg_set_error(TG_ERR_SHAPE, "%s: w %s must be 4-D [%s, kh, kw]", fn,
+                            TG_SHAPE_STR(w, sw), cin_axis == 1 ? "O, C" : "C, O");
+    if (x->shape[1] != w->shape[cin_axis])
+        return tg_set_error(TG_ERR_SHAPE, "%s: x %s has %lld channels but w %s expects %lld",
+                            fn, TG_SHAPE_STR(x, sx), (long long)x->shape[1],
+                            TG_SHAPE_STR(w, sw), (long long)w->shape[cin_axis]);
+    if (w->shape[2] < 1 || w->shape[3] < 1)
+        return tg_set_error(TG_ERR_SHAPE, "%s: w %s has an empty kernel", fn,
+                            TG_SHAPE_STR(w, sw));
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[out_axis]))
+        return tg_set_error(TG_ERR_SHAPE, "%s: b %s must be [%lld], one value per output "
+                            "channel of w %s", fn, TG_SHAPE_STR(b, sb),
+                            (long long)w->shape[out_axis], TG_SHAPE_STR(w, sw));
+    if (p->stride < 1)
+        return tg_set_error(TG_ERR_ARG, "%s: stride %d must be at least 1", fn, p->stride);
+    if (p->padding < 0)
+        return tg_set_error(TG_ERR_ARG, "%s: padding %d must not be negative", fn,
+                            p->padding);
+    return TG_OK;
+}
+
+/* ---- conv2d --------------------------------------------------------------------------------
+ * y[N,O,Ho,Wo] = w[O,C,kh,kw] (*) x[N,C,H,W] + b[O], Ho = (H + 2 pad - dil (kh-1) - 1) / s + 1.
+ * Per chunk: cols = im2col(x); y = w @ cols (+ b).
+ * Backward: dw += dy @ cols^T;  dx += col2im(w^T @ dy);  db += sums of dy over N, Ho, Wo. */
+static void conv2d_geom(const tg_node *n, conv_geom *g)
+{
+    const tg_tensor *x = n->in[0], *w = n->in[1];
+    const conv_params *p = TG_PARAMS(n, conv_params);
+    *g = (conv_geom){.N = x->shape[0], .Ci = x->shape[1], .H = x->shape[2], .W = x->shape[3],
+                     .Co = w->shape[0], .kh = w->shape[2], .kw = w->shape[3],
+                     .stride = p->stride, .pad = p->padding, .dil = p->dilation};
+    g->Ho = conv_out_size(g->H, g->kh, g->stride, g->pad, g->dil);
+    g->Wo = conv_out_size(g->W, g->kw, g->stride, g->pad, g->dil);
+    conv_geom_finish(g);
+}
+
+static tg_status conv2d_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const char *fn = "tg_conv2d";
+    tg_status st = conv_check_common(n, fn, 1, 0);
+    if (st != TG_OK)
+        return st;
+    const conv_params *p = TG_PARAMS(n, conv_params);
+    if (p->dilation < 1)
+        return tg_set_error(TG_ERR_ARG, "%s: dilation %d must be at least 1", fn, p->dilation);
+    conv_geom g;
+    conv2d_geom(n, &g);
+    if (g.Ho < 1 || g.Wo < 1) {
+        char sx[160], sw[160];
+        return tg_set_error(TG_ERR_SHAPE, "%s: x %s with w %s, stride %d, padding %d, "
+                            "dilation %d gives an output of %lld x %lld: the padded input "
+                            "%lld x %lld is smaller than the dilated kernel %lld x %lld", fn,
+                            TG_SHAPE_STR(n->in[0], sx), TG_SHAPE_STR(n->in[1], sw), p->stride,
+                            p->padding, p->dilation, (long long)g.Ho, (long long)g.Wo,
+                            (long long)(g.H + 2 * g.pad), (long long)(g.W + 2 * g.pad),
+                            (long long)(g.dil * (g.kh - 1) + 1),
+                            (long long)(g.dil * (g.kw - 1) + 1));
+    }
+    *ndim = 4;
+    shape[0] = g.N;
+    shape[1] = g.Co;
+    shape[2] = g.Ho;
+    shape[3] = g.Wo;
+    n->scratch_bytes = conv_scratch_bytes(&g);
+    return TG_OK;
+}
+
+static void conv2d_forward(tg_node *n)
+{
+    conv_geom g;
+    conv2d_geom(n, &g);
+    const float *x = n->in[0]->data, *w = n->in[1]->data;
+    const float *bias = n->n_in > 2 ? n->in[2]->data : NULL;
+    float *y = n->out->data, *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
+    const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
+    for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
+        int64_t B = min64(g.chunk, g.N - b0), BP = B * g.P;
+        float *yb = y + b0 * y_img;
+        im2col_chunk(&g, x + b0 * x_img, B, cols);
+        if (B == 1) {
+            if (bias)
+                fill_planes(yb, 1, g.Co, g.P, bias);
+            tg_sgemm(false, false, g.Co, g.P, g.Kc, 1.0f, w, g.Kc, cols, g.P,
+                     bias ? 1.0f : 0.0f, yb, g.P);
+        } else {
+            tg_sgemm(false, false, g.Co, BP, g.Kc, 1.0f, w, g.Kc, cols, BP, 0.0f, F, BP);
+            flat_scatter(&g, F, B, yb, false, bias);
+        }
+    }
+}
+
+static void conv2d_backward(tg_node *n)
+{
+    conv_geom g;
+    conv2d_geom(n, &g);
+    const float *x = n->in[0]->data, *w = n->in[1]->data, *dy = n->out->grad->data;
+    float *dx = tg_grad_of(n, 0), *dw = tg_grad_of(n, 1);
+    float *db = n->n_in > 2 ? tg_grad_of(n, 2) : NULL;
+    /* The scratch is working space only (see conv_scratch_bytes): nothing is read from it
+     * before this backward writes it. */
+    float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
+    const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
+    if (db)
+        channel_sums(dy, g.N, g.Co, g.P, db);
+    if (!dx && !dw)
+        return;
+    for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
+        int64_t B = min64(g.chunk, g.N - b0), BP = B * g.P;
+        const float *dyF = dy + b0 * y_img;
+        if (B > 1) {
+            flat_gather(&g, dyF, B, F);
+            dyF = F;
+        }
+        if (dw) {
+            im2col_chunk(&g, x + b0 * x_img, B, cols);
+            tg_sgemm(false, true, g.Co, g.Kc, BP, 1.0f, dyF, BP, cols, BP, 1.0f, dw, g.Kc);
+        }
+        if (dx) {
+            tg_sgemm(true, false, g.Kc, BP, g.Co, 1.0f, w, g.Kc, dyF, BP, 0.0f, cols, BP);
+            col2im_chunk(&g, cols, B, dx + b0 * x_img);
+        }
+    }
+}
+
+/* Parameters need dilation 1 spelled out: a zero-initialised conv_params is invalid. */
+#define CONV2D(s, p, d) TG_CASE_PARAMS(conv_params, .stride = s, .padding = p, .dilation = d)
+static const tg_case conv2d_cases[] = {
+    {.shape = {{2, 2, 5, 5}, {3, 2, 3, 3}, {3}}, .n_in = 3, CONV2D(1, 0, 1), .name = "plain"},
+    {.shape = {{2, 2, 5, 5}, {3, 2, 3, 3}, {3}}, .n_in = 3, CONV2D(2, 1, 1),
+     .name = "stride2_pad1"},
+    {.shape = {{2, 2, 6, 6}, {3, 2, 3, 3}, {3}}, .n_in = 3, CONV2D(1, 1, 2), .name = "dilation2"},
+    {.shape = {{2, 2, 5, 5}, {3, 2, 3, 3}}, .n_in = 2, CONV2D(1, 1, 1), .name = "no_bias"},
+    {.shape = {{2, 3, 4, 4}, {4, 3, 1, 1}, {4}}, .n_in = 3, CONV2D(1, 0, 1), .name = "1x1"},
+    /* One image: a chunk of one, where the GEMMs use the tensors directly. */
+    {.shape = {{1, 2, 5, 6}, {3, 2, 2, 3}, {3}}, .n_in = 3, CONV2D(2, 1, 1),
+     .name = "one_image_rect_kernel"},
+    {0},
+};
+#undef CONV2D
+const tg_op tg_op_conv2d = {.name = "conv2d", .n_in = -1, .check = conv2d_check,
+                            .forward = conv2d_forward, .backward = conv2d_backward,
+                            .cases = conv2d_cases};
+
+tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
+                     int dilation)
+{
+    conv_params p = {.stride = stride, .padding = padding, .dilation = dilation};
+    tg_tensor *in[3] = {x, w, b};
+    return tg_apply(&tg_op_conv2d, &p, sizeof p, b ? 3 : 2, in);
+}
+
+/* ---- conv_transpose2d ----------------------------------------------------------------------
+ * y[N,O,Hy,Wy] = col2im(w^T @ x) + b[O] with w[C,O,kh,kw] read as [C, O*kh*kw], x[N,C,H,W],
+ * Hy = (H - 1) s - 2 pad + kh + output_padding: conv2d's backward-data, whose image side is y.
+ * Backward: cols = im2col(dy);  dx += w @ cols (conv2d's forward);  dw += x @ cols^T;
+ * db += sums of dy over N, Hy, Wy. */
+static void conv_transpose2d_geom(const tg_node *n, conv_geom *g)
+{
+    const tg_tensor *x = n->in[0], *w = n->in[1];
+    const conv_params *p = TG_PARAMS(n, conv_params);
+    *g = (conv_geom){.N = x->shape[0], .Co = x->shape[1], .Ho = x->shape[2], .Wo = x->shape[3],
+                     .Ci = w->shape[1], .kh = w->shape[2], .kw = w->shape[3],
+                     .stride = p->stride, .pad = p->padding, .dil = 1};
+    g->H = conv_transpose_out_size(g->Ho, g->kh, g->stride, g->pad, p->output_padding);
+    g->W = conv_transpose_out_size(g->Wo, g->kw, g->stride, g->pad, p->output_padding);
+    conv_geom_finish(g);
+}
+
+static tg_status conv_transpose2d_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const char *fn = "tg_conv_transpose2d";
+    tg_status st = conv_check_common(n, fn, 0, 1);
+    if (st != TG_OK)
+        return st;
+    const conv_params *p = TG_PARAMS(n, conv_params);
+    if (p->output_padding < 0)
+        return tg_set_error(TG_ERR_ARG, "%s: output_padding %d must not be negative", fn,
+                            p->output_padding);
+    /* PyTorch's rule: smaller than stride or dilation, and dilation is 1 here. */
+    if (p->output_padding >= p->stride)
+        return tg_set_error(TG_ERR_ARG, "%s: output_padding %d must be smaller than stride %d",
+                            fn, p->output_padding, p->stride);
+    conv_geom g;
+    conv_transpose2d_geom(n, &g);
+    if (g.H < 1 || g.W < 1) {
+        char sx[160], sw[160];
+        return tg_set_error(TG_ERR_SHAPE, "%s: x %s with w %s, stride %d, padding %d, "
+                            "output_padding %d gives an output of %lld x %lld; it must be at "
+                            "least 1 x 1", fn, TG_SHAPE_STR(n->in[0], sx),
+                            TG_SHAPE_STR(n->in[1], sw), p->stride, p->padding,
+                            p->output_padding, (long long)g.H, (long long)g.W);
+    }
+    /* The lowering runs conv2d's geometry backwards: y's plane must unfold to exactly x's. */
+    TG_ASSERT(conv_out_size(g.H, g.kh, g.stride, g.pad, 1) == g.Ho &&
+              conv_out_size(g.W, g.kw, g.stride, g.pad, 1) == g.Wo);
+    *ndim = 4;
+    shape[0] = g.N;
+    shape[1] = g.Ci;
+    shape[2] = g.H;
+    shape[3] = g.W;
+    n->scratch_bytes = conv_scratch_bytes(&g);
+    return TG_OK;
+}
+
+static void conv_transpose2d_forward(tg_node *n)
+{
+    conv_geom g;
+    conv_transpose2d_geom(n, &g);
+    const float *x = n->in[0]->data, *w = n->in[1]->data;
+    const float *bias = n->n_in > 2 ? n->in[2]->data : NULL;
+    float *y = n->out->data, *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
+    const int64_t x_img = g.Co * g.P, y_img = g.Ci * g.H * g.W;
+    fill_planes(y, g.N, g.Ci, g.H * g.W, bias);
+    for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
+        int64_t B = min64(g.chunk, g.N - b0), BP = B * g.P;
+        const float *xF = x + b0 * x_img;
+        if (B > 1) {
+            flat_gather(&g, xF, B, F);
+            xF = F;
+        }
+        tg_sgemm(true, false, g.Kc, BP, g.Co, 1.0f, w, g.Kc, xF, BP, 0.0f, cols, BP);
+        col2im_chunk(&g, cols, B, y + b0 * y_img);
+    }
+}
+
+static void conv_transpose2d_backward(tg_node *n)
+{
+    conv_geom g;
+    conv_transpose2d_geom(n, &g);
+    const float *x = n->in[0]->data, *w = n->in[1]->data, *dy = n->out->grad->data;
+    float *dx = tg_grad_of(n, 0), *dw = tg_grad_of(n, 1);
+    float *db = n->n_in > 2 ? tg_grad_of(n, 2) : NULL;
+    /* Working space only, as in conv2d_backward. */
+    float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
+    const int64_t x_img = g.Co * g.P, y_img = g.Ci * g.H * g.W;
+    if (db)
+        channel_sums(dy, g.N, g.Ci, g.H * g.W, db);
+    if (!dx && !dw)
+        return;
+    for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
+        int64_t B = min64(g.chunk, g.N - b0), BP = B * g.P;
+        im2col_chunk(&g, dy + b0 * y_img, B, cols);
+        if (dw) {
+            const float *xF = x + b0 * x_img;
+            if (B > 1) {
+                flat_gather(&g, xF, B, F);
+                xF = F;
+            }
+            tg_sgemm(false, true, g.Co, g.Kc, BP, 1.0f, xF, BP, cols, BP, 1.0f, dw, g.Kc);
+        }
+        if (dx) {
+            if (B == 1) {
+                tg_sgemm(false, false, g.Co, g.P, g.Kc, 1.0f, w, g.Kc, cols, g.P, 1.0f,
+                         dx + b0 * x_img, g.P);
+            } else {
+                tg_sgemm(false, false, g.Co, BP, g.Kc, 1.0f, w, g.Kc, cols, BP, 0.0f, F, BP);
+                flat_scatter(&g, F, B, dx + b0 * x_img, true, NULL);
+            }
+        }
+    }
+}
+
+#define CONVT(s, p, op) \
+    TG_CASE_PARAMS(conv_params, .stride = s, .padding = p, .dilation = 1, .output_padding = op)
+static const tg_case conv_transpose2d_cases[] = {
+    {.shape = {{2, 3, 4, 4}, {3, 2, 3, 3}, {2}}, .n_in = 3, CONVT(2, 1, 1),
+     .name = "s2_p1_op1"},
+    /* The GAN generator's upsampling layer. */
+    {.shape = {{2, 3, 3, 3}, {3, 2, 4, 4}, {2}}, .n_in = 3, CONVT(2, 1, 0), .name = "k4_s2_p1"},
+    {.shape = {{2, 2, 4, 4}, {2, 3, 3, 3}}, .n_in = 2, CONVT(1, 0, 0), .name = "no_bias"},
+    {.shape = {{1, 2, 3, 4}, {2, 3, 2, 3}, {3}}, .n_in = 3, CONVT(3, 1, 2),
+     .name = "one_image_rect_kernel"},
+    {0},
+};
+#undef CONVT
+const tg_op tg_op_conv_transpose2d = {.name = "conv_transpose2d", .n_in = -1,
+                                      .check = conv_transpose2d_check,
+                                      .forward = conv_transpose2d_forward,
+                                      .backward = conv_transpose2d_backward,
+                                      .cases = conv_transpose2d_cases};
+
+tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride,
+                               int padding, int output_padding)
+{
+    conv_params p = {.stride = stride, .padding = padding, .dilation = 1,
+                     .output_padding = output_padding};
+    tg_tensor *in[3] = {x, w, b};
+    return tg_apply(&tg_op_conv_transpose2d, &p, sizeof p, b ? 3 : 2, in);
+}

@@ -1,0 +1,519 @@
+/* conv2d and conv_transpose2d: forward and gradients against PyTorch (golden/conv_golden.h),
+ * argument errors, batch chunking against one image at a time and a direct formula, equal
+ * results at 1 and 2 threads, and a second backward on the same tape. */
+#include "common.h"
+
+#include "../autograd/internal.h"
+#include "golden/conv_golden.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Relative tolerance against PyTorch, with a floor for values near 0 (DESIGN.md §7). */
+#define RTOL 1e-4
+#define ATOL 1e-5
+
+/* Elementwise |got - want| <= atol + rtol |want| over n floats. */
+static void check_close(const float *got, const float *want, int64_t n, double rtol,
+                        double atol, const char *what)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double g = got[i], w = want[i];
+        if (!(fabs(g - w) <= atol + rtol * fabs(w)))
+            fail_msg("%s[%lld] = %.8g, expected %.8g", what, (long long)i, g, w);
+    }
+}
+
+static tg_tensor *tensor4(const int64_t shape[4], const float *data, bool grad)
+{
+    tg_tensor *t = data ? tg_tensor_from_data(4, shape, data) : tg_tensor_new(4, shape);
+    assert_non_null(t);
+    if (grad)
+        assert_int_equal(tg_tensor_set_requires_grad(t, true), TG_OK);
+    return t;
+}
+
+static tg_tensor *tensor1(int64_t n, const float *data, bool grad)
+{
+    tg_tensor *t = tg_tensor_from_data(1, &n, data);
+    assert_non_null(t);
+    if (grad)
+        assert_int_equal(tg_tensor_set_requires_grad(t, true), TG_OK);
+    return t;
+}
+
+static tg_tensor *apply_conv(bool transpose, tg_tensor *x, tg_tensor *w, tg_tensor *b,
+                             int stride, int padding, int dilation, int output_padding)
+{
+    return transpose ? tg_conv_transpose2d(x, w, b, stride, padding, output_padding)
+                     : tg_conv2d(x, w, b, stride, padding, dilation);
+}
+
+/* ---- goldens ------------------------------------------------------------------------------ */
+
+/* One golden case, with gradients requested for x only (mask 1), for w and b only (mask 6),
+ * or for all three (mask 7). */
+static void run_golden(const conv_golden *g, unsigned mask)
+{
+    tg_tensor *x = tensor4(g->x_shape, g->x, mask & 1);
+    tg_tensor *w = tensor4(g->w_shape, g->w, mask & 2);
+    int64_t O = g->y_shape[1];
+    tg_tensor *b = tensor1(O, g->b, mask & 4);
+    tg_tensor *dy = tensor4(g->y_shape, g->dy, false);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = apply_conv(g->transpose, x, w, b, g->stride, g->padding, g->dilation,
+                              g->output_padding);
+    if (!y)
+        fail_msg("%s: %s", g->name, tg_last_error());
+    for (int d = 0; d < 4; d++)
+        assert_int_equal(y->shape[d], g->y_shape[d]);
+    check_close(y->data, g->y, y->numel, RTOL, ATOL, g->name);
+    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+
+    char what[96];
+    if (mask & 1) {
+        snprintf(what, sizeof what, "%s dx", g->name);
+        check_close(x->grad->data, g->dx, x->numel, RTOL, ATOL, what);
+    } else {
+        assert_null(x->grad);
+    }
+    if (mask & 2) {
+        snprintf(what, sizeof what, "%s dw", g->name);
+        check_close(w->grad->data, g->dw, w->numel, RTOL, ATOL, what);
+    } else {
+        assert_null(w->grad);
+    }
+    if (mask & 4) {
+        snprintf(what, sizeof what, "%s db", g->name);
+        check_close(b->grad->data, g->db, O, RTOL, ATOL, what);
+    }
+    tg_release(x);
+    tg_release(w);
+    tg_release(b);
+    tg_release(dy);
+}
+
+static void golden_case(int i, const char *name)
+{
+    assert_string_equal(conv_goldens[i].name, name);
+    run_golden(&conv_goldens[i], 7);
+    run_golden(&conv_goldens[i], 1);
+    run_golden(&conv_goldens[i], 6);
+}
+
+static void test_golden_conv2d_s2_p1(void **state)
+{
+    (void)state;
+    golden_case(0, "conv2d_s2_p1");
+}
+
+static void test_golden_conv2d_dilation2(void **state)
+{
+    (void)state;
+    golden_case(1, "conv2d_dil2");
+}
+
+static void test_golden_convt_k4_s2_p1(void **state)
+{
+    (void)state;
+    golden_case(2, "convt_k4_s2_p1");
+}
+
+static void test_golden_convt_k3_s2_p1_op1(void **state)
+{
+    (void)state;
+    golden_case(3, "convt_k3_s2_p1_op1");
+}
+
+/* ---- errors ------------------------------------------------------------------------------- */
+
+/* Runs conv2d / conv_transpose2d on zero-filled tensors of the given shapes (b_n 0: no bias)
+ * and expects NULL with status and a message containing fragment. */
+static void expect_error(bool transpose, int x_ndim, const int64_t *xs, const int64_t ws[4],
+                         int64_t b_n, int stride, int padding, int dil_or_op,
+                         tg_status status, const char *fragment)
+{
+    tg_tensor *x = tg_tensor_zeros(x_ndim, xs);
+    tg_tensor *w = tg_tensor_zeros(4, ws);
+    tg_tensor *b = b_n ? tg_tensor_zeros(1, &b_n) : NULL;
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_clear_error();
+    tg_tensor *y = transpose ? tg_conv_transpose2d(x, w, b, stride, padding, dil_or_op)
+                             : tg_conv2d(x, w, b, stride, padding, dil_or_op);
+    assert_null(y);
+    assert_int_equal(tg_last_status(), status);
+    assert_error_contains(fragment);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_release(x);
+    tg_release(w);
+    tg_release(b);
+}
+
+static void test_conv2d_errors(void **state)
+{
+    (void)state;
+    const int64_t x[4] = {8, 3, 28, 28};
+    expect_error(false, 4, x, (const int64_t[]){64, 1, 5, 5}, 64, 1, 0, 1, TG_ERR_SHAPE,
+                 "tg_conv2d: x [8, 3, 28, 28] has 3 channels but w [64, 1, 5, 5] expects 1");
+    expect_error(false, 3, (const int64_t[]){3, 28, 28}, (const int64_t[]){64, 3, 5, 5}, 0, 1,
+                 0, 1, TG_ERR_SHAPE, "tg_conv2d: x [3, 28, 28] must be 4-D [N, C, H, W]");
+    expect_error(false, 4, x, (const int64_t[]){64, 3, 5, 5}, 3, 1, 0, 1, TG_ERR_SHAPE,
+                 "tg_conv2d: b [3] must be [64]");
+    expect_error(false, 4, x, (const int64_t[]){64, 3, 5, 5}, 64, 0, 0, 1, TG_ERR_ARG,
+                 "tg_conv2d: stride 0 must be at least 1");
+    expect_error(false, 4, x, (const int64_t[]){64, 3, 5, 5}, 64, 1, -1, 1, TG_ERR_ARG,
+                 "tg_conv2d: padding -1 must not be negative");
+    expect_error(false, 4, x, (const int64_t[]){64, 3, 5, 5}, 64, 1, 0, 0, TG_ERR_ARG,
+                 "tg_conv2d: dilation 0 must be at least 1");
+    expect_error(false, 4, (const int64_t[]){1, 1, 3, 3}, (const int64_t[]){2, 1, 5, 5}, 0, 1,
+                 0, 1, TG_ERR_SHAPE,
+                 "tg_conv2d: x [1, 1, 3, 3] with w [2, 1, 5, 5], stride 1, padding 0, "
+                 "dilation 1 gives an output of -1 x -1");
+    /* Dilation 2 makes a 3x3 kernel span 5x5: a 4x4 input is too small even with stride 2. */
+    expect_error(false, 4, (const int64_t[]){1, 1, 4, 4}, (const int64_t[]){2, 1, 3, 3}, 0, 2,
+                 0, 2, TG_ERR_SHAPE, "gives an output of 0 x 0");
+}
+
+static void test_conv_transpose2d_errors(void **state)
+{
+    (void)state;
+    const int64_t x[4] = {2, 3, 7, 7};
+    expect_error(true, 4, x, (const int64_t[]){4, 2, 4, 4}, 2, 2, 1, 0, TG_ERR_SHAPE,
+                 "tg_conv_transpose2d: x [2, 3, 7, 7] has 3 channels but w [4, 2, 4, 4] "
+                 "expects 4");
+    expect_error(true, 4, x, (const int64_t[]){3, 2, 4, 4}, 3, 2, 1, 0, TG_ERR_SHAPE,
+                 "tg_conv_transpose2d: b [3] must be [2]");
+    expect_error(true, 4, x, (const int64_t[]){3, 2, 4, 4}, 2, 2, 1, 2, TG_ERR_ARG,
+                 "tg_conv_transpose2d: output_padding 2 must be smaller than stride 2");
+    expect_error(true, 4, x, (const int64_t[]){3, 2, 4, 4}, 2, 1, 0, 1, TG_ERR_ARG,
+                 "tg_conv_transpose2d: output_padding 1 must be smaller than stride 1");
+    expect_error(true, 4, x, (const int64_t[]){3, 2, 4, 4}, 2, 0, 1, 0, TG_ERR_ARG,
+                 "tg_conv_transpose2d: stride 0 must be at least 1");
+    expect_error(true, 4, x, (const int64_t[]){3, 2, 4, 4}, 2, 2, -1, 0, TG_ERR_ARG,
+                 "tg_conv_transpose2d: padding -1 must not be negative");
+    expect_error(true, 4, (const int64_t[]){1, 1, 1, 1}, (const int64_t[]){1, 1, 1, 1}, 0, 1,
+                 1, 0, TG_ERR_SHAPE,
+                 "tg_conv_transpose2d: x [1, 1, 1, 1] with w [1, 1, 1, 1], stride 1, "
+                 "padding 1, output_padding 0 gives an output of -1 x -1");
+}
+
+/* A NULL input (an earlier failure) keeps that failure's message. */
+static void test_null_input_keeps_error(void **state)
+{
+    (void)state;
+    tg_tensor *w = tg_tensor_zeros(TG_DIMS(2, 1, 3, 3));
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_set_error(TG_ERR_IO, "earlier failure");
+    assert_null(tg_conv2d(NULL, w, NULL, 1, 0, 1));
+    assert_null(tg_conv_transpose2d(NULL, w, NULL, 1, 0, 0));
+    assert_int_equal(tg_last_status(), TG_ERR_IO);
+    assert_error_contains("earlier failure");
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_release(w);
+}
+
+/* ---- chunking ------------------------------------------------------------------------------ */
+
+static void fill_uniform(tg_tensor *t, uint64_t seed)
+{
+    tg_rng rng;
+    tg_rng_seed(&rng, seed);
+    assert_int_equal(tg_tensor_uniform_(t, &rng, -1.0f, 1.0f), TG_OK);
+}
+
+/* y, dx, dw, db of one conv with upstream gradient dy (of y's shape); release with
+ * conv_result_release. scratch_bytes (may be NULL) receives the node's working space. */
+typedef struct {
+    tg_tensor *y, *dx, *dw, *db;
+} conv_result;
+
+static conv_result conv_run(bool transpose, tg_tensor *x, tg_tensor *w, tg_tensor *b,
+                            const tg_tensor *dy, int s, int p, int d_or_op,
+                            size_t *scratch_bytes)
+{
+    tg_tensor_zero_grad(x);
+    tg_tensor_zero_grad(w);
+    tg_tensor_zero_grad(b);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = apply_conv(transpose, x, w, b, s, p, d_or_op, d_or_op);
+    if (!y)
+        fail_msg("%s", tg_last_error());
+    if (scratch_bytes)
+        *scratch_bytes = y->node->scratch_bytes;
+    conv_result r = {tg_retain(y), NULL, NULL, NULL};
+    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    r.dx = tg_tensor_clone(x->grad);
+    r.dw = tg_tensor_clone(w->grad);
+    r.db = tg_tensor_clone(b->grad);
+    assert_true(r.dx && r.dw && r.db);
+    return r;
+}
+
+static void conv_result_release(conv_result *r)
+{
+    tg_release(r->y);
+    tg_release(r->dx);
+    tg_release(r->dw);
+    tg_release(r->db);
+}
+
+/* conv2d straight from its definition, in double, at one output element. */
+static double direct_conv2d(const tg_tensor *x, const tg_tensor *w, const tg_tensor *b,
+                            int64_t n, int64_t o, int64_t oh, int64_t ow, int s, int p, int d)
+{
+    const int64_t C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t kh = w->shape[2], kw = w->shape[3];
+    double acc = b->data[o];
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t i = 0; i < kh; i++)
+            for (int64_t j = 0; j < kw; j++) {
+                int64_t ih = oh * s - p + i * d, iw = ow * s - p + j * d;
+                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                    acc += (double)x->data[((n * C + c) * H + ih) * W + iw] *
+                           w->data[((o * C + c) * kh + i) * kw + j];
+            }
+    return acc;
+}
+
+/* conv_transpose2d from its definition (every x pixel scatters w into y), in double, at one
+ * output element: the x pixels (h, v) with h*s - p + i = hy, v*s - p + j = wy. */
+static double direct_conv_transpose2d(const tg_tensor *x, const tg_tensor *w,
+                                      const tg_tensor *b, int64_t n, int64_t o, int64_t hy,
+                                      int64_t wy, int s, int p)
+{
+    const int64_t C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t O = w->shape[1], kh = w->shape[2], kw = w->shape[3];
+    double acc = b->data[o];
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t v = 0; v < W; v++) {
+                int64_t i = hy - (h * s - p), j = wy - (v * s - p);
+                if (i >= 0 && i < kh && j >= 0 && j < kw)
+                    acc += (double)x->data[((n * C + c) * H + h) * W + v] *
+                           w->data[((c * O + o) * kh + i) * kw + j];
+            }
+    return acc;
+}
+
+/* A batch of N images in several chunks gives what the images give one at a time (each a
+ * chunk of one): y and dx image by image, dw and db summed over the images. Also checks a
+ * few outputs against the direct formula, and that the working space is a chunk's, not the
+ * batch's. */
+static void check_chunking(bool transpose, const int64_t xs[4], const int64_t ws[4], int s,
+                           int p, int d_or_op)
+{
+    tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
+    int64_t O = transpose ? ws[1] : ws[0], N = xs[0];
+    tg_tensor *b = tg_tensor_new(1, &O);
+    tg_tensor_set_requires_grad(b, true);
+    fill_uniform(x, 1);
+    fill_uniform(w, 2);
+    fill_uniform(b, 3);
+
+    /* The output shape, from a no-grad run. */
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    tg_tensor *y0 = apply_conv(transpose, x, w, b, s, p, d_or_op, d_or_op);
+    assert_non_null(y0);
+    tg_tensor *dy = tg_tensor_new(4, y0->shape);
+    tg_tape_end(tape);
+    fill_uniform(dy, 4);
+
+    size_t scratch = 0;
+    conv_result all = conv_run(transpose, x, w, b, dy, s, p, d_or_op, &scratch);
+    /* Columns of one image: Kc rows (image-side channels, w's axis 1 for both ops, times
+     * kh * kw) by the flat plane (y's for conv2d, x's for conv_transpose2d). */
+    int64_t Kc = ws[1] * ws[2] * ws[3];
+    int64_t P = transpose ? xs[2] * xs[3] : all.y->shape[2] * all.y->shape[3];
+    int64_t one_image = Kc * P * (int64_t)sizeof(float);
+    if (!((int64_t)scratch >= 2 * one_image && (int64_t)scratch < (N - 1) * one_image))
+        fail_msg("scratch %zu bytes: expected chunks of 2 to %lld images of %lld bytes",
+                 scratch, (long long)(N - 2), (long long)one_image);
+
+    int64_t x_img = x->numel / N, y_img = all.y->numel / N;
+    int64_t xs1[4] = {1, xs[1], xs[2], xs[3]}, ys1[4] = {1, 0, 0, 0};
+    for (int dd = 1; dd < 4; dd++)
+        ys1[dd] = all.y->shape[dd];
+    double *dw_sum = calloc((size_t)w->numel, sizeof(double));
+    double *db_sum = calloc((size_t)O, sizeof(double));
+    for (int64_t n = 0; n < N; n++) {
+        tg_tensor *xn = tensor4(xs1, x->data + n * x_img, true);
+        tg_tensor *dyn = tensor4(ys1, dy->data + n * y_img, false);
+        conv_result one = conv_run(transpose, xn, w, b, dyn, s, p, d_or_op, NULL);
+        check_close(all.y->data + n * y_img, one.y->data, y_img, 1e-5, 1e-5, "y");
+        check_close(all.dx->data + n * x_img, one.dx->data, x_img, 1e-5, 1e-5, "dx");
+        for (int64_t e = 0; e < w->numel; e++)
+            dw_sum[e] += one.dw->data[e];
+        for (int64_t e = 0; e < O; e++)
+            db_sum[e] += one.db->data[e];
+        conv_result_release(&one);
+        tg_release(xn);
+        tg_release(dyn);
+    }
+    for (int64_t e = 0; e < w->numel; e++)
+        if (!(fabs(all.dw->data[e] - dw_sum[e]) <= 1e-3 + 1e-4 * fabs(dw_sum[e])))
+            fail_msg("dw[%lld] = %.8g, images one at a time give %.8g", (long long)e,
+                     all.dw->data[e], dw_sum[e]);
+    for (int64_t e = 0; e < O; e++)
+        if (!(fabs(all.db->data[e] - db_sum[e]) <= 1e-3 + 1e-4 * fabs(db_sum[e])))
+            fail_msg("db[%lld] = %.8g, images one at a time give %.8g", (long long)e,
+                     all.db->data[e], db_sum[e]);
+
+    /* Spot checks of y against the definition, in every image. */
+    const int64_t *yshape = all.y->shape;
+    for (int64_t k = 0; k < 40; k++) {
+        int64_t n = k % N, o = (k * 7) % O, h = (k * 13) % yshape[2], v = (k * 29) % yshape[3];
+        double want = transpose ? direct_conv_transpose2d(x, w, b, n, o, h, v, s, p)
+                                : direct_conv2d(x, w, b, n, o, h, v, s, p, d_or_op);
+        float got = all.y->data[((n * O + o) * yshape[2] + h) * yshape[3] + v];
+        assert_close(got, want, 1e-4 + 1e-5 * fabs(want));
+    }
+    free(dw_sum);
+    free(db_sum);
+    conv_result_release(&all);
+    tg_release(x);
+    tg_release(w);
+    tg_release(b);
+    tg_release(dy);
+}
+
+/* conv2d columns of 72 x 104*104 floats (2.9 MB) an image: 2 images to a chunk, so 5 images
+ * run as 2 + 2 + 1 (both the staged and the direct single-image path). */
+static void test_conv2d_chunking(void **state)
+{
+    (void)state;
+    check_chunking(false, (const int64_t[]){5, 8, 104, 104}, (const int64_t[]){4, 8, 3, 3},
+                   1, 1, 1);
+}
+
+/* conv_transpose2d columns of 8*16 x 64*64 floats (2 MB) an image: 3 to a chunk, 7 images run
+ * as 3 + 3 + 1. */
+static void test_conv_transpose2d_chunking(void **state)
+{
+    (void)state;
+    check_chunking(true, (const int64_t[]){7, 4, 64, 64}, (const int64_t[]){4, 8, 4, 4}, 2, 1,
+                   0);
+}
+
+/* ---- threads and repeated backward ------------------------------------------------------ */
+
+/* 1 and 2 threads agree: bit for bit in db (our own reduction), and to float rounding
+ * elsewhere, because OpenBLAS's sgemm itself rounds differently when it splits a product
+ * between threads (measured here: 11758 of the 51200 elements of a 32x1600x144 product differ
+ * in the last bits). A race or a lost chunk would be off by whole terms. */
+static void threads_agree(const tg_tensor *a, const tg_tensor *b, bool exact, const char *what)
+{
+    assert_true(tg_shape_equal(a, b));
+    for (int64_t i = 0; i < a->numel; i++) {
+        double d = fabs((double)a->data[i] - b->data[i]);
+        if (exact ? d != 0 : !(d <= 1e-5 + 1e-5 * fabs(a->data[i])))
+            fail_msg("%s[%lld]: %.9g at 1 thread, %.9g at 2", what, (long long)i, a->data[i],
+                     b->data[i]);
+    }
+}
+
+static void check_threads(bool transpose, const int64_t xs[4], const int64_t ws[4],
+                          const int64_t ys[4], int s, int p, int d_or_op)
+{
+    tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
+    int64_t O = ys[1];
+    tg_tensor *b = tg_tensor_new(1, &O), *dy = tensor4(ys, NULL, false);
+    tg_tensor_set_requires_grad(b, true);
+    fill_uniform(x, 5);
+    fill_uniform(w, 6);
+    fill_uniform(b, 7);
+    fill_uniform(dy, 8);
+    int saved = tg_get_num_threads();
+    tg_set_num_threads(1);
+    conv_result r1 = conv_run(transpose, x, w, b, dy, s, p, d_or_op, NULL);
+    tg_set_num_threads(2);
+    conv_result r2 = conv_run(transpose, x, w, b, dy, s, p, d_or_op, NULL);
+    tg_set_num_threads(saved);
+    threads_agree(r1.y, r2.y, false, "y");
+    threads_agree(r1.dx, r2.dx, false, "dx");
+    threads_agree(r1.dw, r2.dw, false, "dw");
+    threads_agree(r1.db, r2.db, true, "db");
+    conv_result_release(&r1);
+    conv_result_release(&r2);
+    tg_release(x);
+    tg_release(w);
+    tg_release(b);
+    tg_release(dy);
+}
+
+/* Big enough that the im2col/col2im loops and the GEMMs split between threads. */
+static void test_threads_equal(void **state)
+{
+    (void)state;
+    check_threads(false, (const int64_t[]){4, 16, 20, 20}, (const int64_t[]){32, 16, 3, 3},
+                  (const int64_t[]){4, 32, 20, 20}, 1, 1, 1);
+    check_threads(true, (const int64_t[]){4, 16, 10, 10}, (const int64_t[]){16, 8, 4, 4},
+                  (const int64_t[]){4, 8, 20, 20}, 2, 1, 0);
+}
+
+/* backward twice on one tape: the second must not depend on what forward left in the working
+ * space (the first backward overwrote it), so the gradients simply double. */
+static void check_second_backward(bool transpose, const int64_t xs[4], const int64_t ws[4],
+                                  const int64_t ys[4], int s, int p, int d_or_op)
+{
+    tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
+    int64_t O = ys[1];
+    tg_tensor *b = tg_tensor_new(1, &O), *dy = tensor4(ys, NULL, false);
+    tg_tensor_set_requires_grad(b, true);
+    fill_uniform(x, 9);
+    fill_uniform(w, 10);
+    fill_uniform(b, 11);
+    fill_uniform(dy, 12);
+    conv_result once = conv_run(transpose, x, w, b, dy, s, p, d_or_op, NULL);
+    tg_tensor_zero_grad(x);
+    tg_tensor_zero_grad(w);
+    tg_tensor_zero_grad(b);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = apply_conv(transpose, x, w, b, s, p, d_or_op, d_or_op);
+    assert_non_null(y);
+    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    const tg_tensor *got[3] = {x->grad, w->grad, b->grad};
+    const tg_tensor *want[3] = {once.dx, once.dw, once.db};
+    for (int k = 0; k < 3; k++)
+        for (int64_t e = 0; e < want[k]->numel; e++)
+            assert_close(got[k]->data[e], 2.0 * want[k]->data[e],
+                         1e-5 + 1e-5 * fabs(want[k]->data[e]));
+    conv_result_release(&once);
+    tg_release(x);
+    tg_release(w);
+    tg_release(b);
+    tg_release(dy);
+}
+
+static void test_second_backward(void **state)
+{
+    (void)state;
+    check_second_backward(false, (const int64_t[]){3, 2, 6, 6}, (const int64_t[]){3, 2, 3, 3},
+                          (const int64_t[]){3, 3, 3, 3}, 2, 1, 1);
+    check_second_backward(true, (const int64_t[]){3, 2, 3, 3}, (const int64_t[]){2, 3, 4, 4},
+                          (const int64_t[]){3, 3, 6, 6}, 2, 1, 0);
+    /* One image: the single-image path. */
+    check_second_backward(false, (const int64_t[]){1, 2, 6, 6}, (const int64_t[]){3, 2, 3, 3},
+                          (const int64_t[]){1, 3, 6, 6}, 1, 1, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TG_TEST(test_golden_conv2d_s2_p1),
+        TG_TEST(test_golden_conv2d_dilation2),
+        TG_TEST(test_golden_convt_k4_s2_p1),
+        TG_TEST(test_golden_convt_k3_s2_p1_op1),
+        TG_TEST(test_conv2d_errors),
+        TG_TEST(test_conv_transpose2d_errors),
+        TG_TEST(test_null_input_keeps_error),
+        TG_TEST(test_conv2d_chunking),
+        TG_TEST(test_conv_transpose2d_chunking),
+        TG_TEST(test_threads_equal),
+        TG_TEST(test_second_backward),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
