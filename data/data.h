@@ -30,6 +30,8 @@ tg_tensor *tg_data_read_idx(const char *path);
 /* Writes images [N,1,H,W] or [N,H,W] in [-1, 1] as an idx3 unsigned-byte file (0..255),
  * atomically; tg_data_read_idx and tg_data_load_mnist read it back. */
 tg_status tg_data_write_idx_images(const char *path, const tg_tensor *images);
+/* Writes labels [N] (whole numbers 0..255) as an idx1 unsigned-byte file, atomically. */
+tg_status tg_data_write_idx_labels(const char *path, const tg_tensor *labels);
 
 typedef struct tg_dataset {
     tg_tensor *images; /* [N, 1, H, W], scaled to [-1, 1] */
@@ -78,5 +80,20 @@ tg_status tg_data_write_png_gray(const char *path, const unsigned char *pixels, 
 /* Writes images [N,1,H,W] or [N,H,W] as a grid of `cols` columns with a one-pixel gap. */
 tg_status tg_data_write_png_grid(const char *path, const tg_tensor *images, int cols,
                                  tg_grid_scale scale);
+
+/* ---- safetensors checkpoints (safetensors.c) ---------------------------------------------
+ * The format of Hugging Face's safetensors: an 8-byte little-endian header length, a JSON header
+ * {"__metadata__": {...}, "name": {"dtype", "shape", "data_offsets"}, ...} padded with spaces
+ * to a multiple of 8 bytes, then the raw little-endian data. Python reads it with json and
+ * numpy alone (or safetensors / PyTorch). */
+
+/* Writes sd's tensors (as F32, in insertion order) and metadata to path, atomically: a failure
+ * (TG_ERR_IO naming the path and the system's reason) leaves any previous file as it was. */
+tg_status tg_data_save_safetensors(const tg_state_dict *sd, const char *path);
+/* Reads a safetensors file into a new state dict (free it with tg_state_dict_free), names in
+ * file order. F32 loads as is; F64, F16, BF16, integer and BOOL tensors are converted to
+ * float32. Everything is validated first: NULL with TG_ERR_FORMAT naming the file and the
+ * tensor for a malformed file, TG_ERR_IO when it cannot be read. */
+tg_state_dict *tg_data_load_safetensors(const char *path);
 
 #endif

@@ -182,3 +182,40 @@ tg_status tg_data_write_idx_images(const char *path, const tg_tensor *images)
     free(px);
     return tg_atomic_commit(af);
 }
+
+tg_status tg_data_write_idx_labels(const char *path, const tg_tensor *labels)
+{
+    if (!labels)
+        return tg_last_status() ? tg_last_status()
+                                : tg_set_error(TG_ERR_ARG, "tg_data_write_idx_labels: labels is "
+                                               "NULL");
+    char s[160];
+    if (labels->ndim != 1 || labels->shape[0] > UINT32_MAX)
+        return tg_set_error(TG_ERR_SHAPE, "tg_data_write_idx_labels: %s: labels %s: need [N]",
+                            path ? path : "(null)",
+                            tg_shape_str(labels->ndim, labels->shape, s, sizeof s));
+    int64_t n = labels->shape[0];
+    unsigned char head[8] = {0, 0, 0x08, 1, (unsigned char)(n >> 24), (unsigned char)(n >> 16),
+                             (unsigned char)(n >> 8), (unsigned char)n};
+    unsigned char *b = malloc((size_t)n + 1);
+    if (!b)
+        return tg_set_error(TG_ERR_NOMEM, "tg_data_write_idx_labels: out of memory");
+    for (int64_t i = 0; i < n; i++) {
+        float v = labels->data[i];
+        if (!(v >= 0 && v <= 255 && v == floorf(v))) {
+            free(b);
+            return tg_set_error(TG_ERR_ARG, "tg_data_write_idx_labels: %s: label %g at index "
+                                "%lld is not a whole number 0..255", path, v, (long long)i);
+        }
+        b[i] = (unsigned char)v;
+    }
+    tg_atomic_file *af = tg_atomic_open(path);
+    if (!af) {
+        free(b);
+        return tg_last_status();
+    }
+    tg_atomic_write(af, head, sizeof head);
+    tg_atomic_write(af, b, (size_t)n);
+    free(b);
+    return tg_atomic_commit(af);
+}
