@@ -1,2 +1,535 @@
-/* norm.c — ops to be written here. */
+/* Normalisation and regularisation ops: batch_norm, dropout, softmax and log_softmax, each
+ * fused with its own backward (DESIGN.md §4). Semantics are PyTorch's; where a formula or a
+ * default could differ from another framework, the comment says so. */
 #include "internal.h"
+
+#include "../tensor/parallel.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- batch_norm ---------------------------------------------------------------------------
+ * x[N,C,S...] (S = the product of the sizes after C, 1 for x[N,C]); statistics per channel c
+ * over the m = N*S values x[:,c,...].
+ *   training:  mean = sum(x)/m,  var = sum((x - mean)^2)/m  (biased),  invstd = 1/sqrt(var+eps)
+ *   eval:      mean = running_mean,  invstd = 1/sqrt(running_var + eps)
+ *   y = (x - mean) * invstd * w + b         (w = 1, b = 0 without affine)
+ * Backward, with xhat = (x - mean) * invstd and dxhat = dy * w:
+ *   dw += sum(dy * xhat);  db += sum(dy)
+ *   training: dx += invstd/m * (m*dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))
+ *             (mean and invstd are functions of x, so every x in the channel gets a share)
+ *   eval:     dx += dxhat * invstd  (the statistics are constants)
+ * Running statistics, in training when given, as PyTorch's BatchNorm:
+ *   running_mean = (1 - momentum) * running_mean + momentum * mean
+ *   running_var  = (1 - momentum) * running_var  + momentum * var * m/(m-1)   (unbiased)
+ * PaddlePaddle differs on both counts: its momentum weighs the old value (moving = moving *
+ * momentum + batch * (1 - momentum), default 0.9) and it averages the biased batch variance;
+ * weights converted from it need momentum' = 1 - momentum and slightly different statistics.
+ *
+ * Inputs are x, then weight if has_weight, then bias if has_bias. The running buffers are not
+ * inputs but borrowed pointers in the params: they get no gradient, and in training they are
+ * a side effect of forward, not data the output depends on. As inputs they would be retained
+ * and version-checked, so a GAN discriminator run twice on one tape (real batch, then fake
+ * batch, each updating the running statistics in place) would fail its first backward with
+ * "modified in place". Forward reads them while tg_batch_norm runs (the caller holds them
+ * then) and saves what backward needs (mean, invstd) in scratch, so nothing touches them
+ * after the call returns. */
+typedef struct {
+    tg_tensor *running_mean, *running_var; /* borrowed, used only during forward; or NULL */
+    float momentum, eps;
+    bool training, has_weight, has_bias;
+} batch_norm_params;
+
+/* The affine parameters' data, NULL when absent. */
+static const float *batch_norm_weight(const tg_node *n)
+{
+    return TG_PARAMS(n, batch_norm_params)->has_weight ? n->in[1]->data : NULL;
+}
+
+static const float *batch_norm_bias(const tg_node *n)
+{
+    const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
+    return p->has_bias ? n->in[p->has_weight ? 2 : 1]->data : NULL;
+}
+
+/* Values per channel after C: 1 for [N,C], H*W for [N,C,H,W]. */
+static int64_t batch_norm_spatial(const tg_tensor *x)
+{
+    int64_t S = 1;
+    for (int d = 2; d < x->ndim; d++)
+        S *= x->shape[d];
+    return S;
+}
+
+/* Checks that t (named name) is a 1-D [C] tensor. */
+static tg_status batch_norm_check_vec(const tg_tensor *x, const tg_tensor *t, const char *name)
+{
+    if (t->ndim == 1 && t->shape[0] == x->shape[1])
+        return TG_OK;
+    char sx[160], st[160];
+    return tg_set_error(TG_ERR_SHAPE, "tg_batch_norm: x %s has %lld channels; %s %s must be "
+                        "[%lld]", TG_SHAPE_STR(x, sx), (long long)x->shape[1], name,
+                        TG_SHAPE_STR(t, st), (long long)x->shape[1]);
+}
+
+static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
+    const tg_tensor *x = n->in[0];
+    char sx[160];
+    if (n->n_in != 1 + p->has_weight + p->has_bias)
+        return tg_set_error(TG_ERR_ARG, "tg_batch_norm: %d inputs, but the params announce %d "
+                            "(x%s%s)", n->n_in, 1 + p->has_weight + p->has_bias,
+                            p->has_weight ? ", weight" : "", p->has_bias ? ", bias" : "");
+    if (x->ndim < 2)
+        return tg_set_error(TG_ERR_SHAPE, "tg_batch_norm: x %s must be [N, C] or [N, C, H, W]",
+                            TG_SHAPE_STR(x, sx));
+    tg_status st = TG_OK;
+    if (p->has_weight)
+        st = batch_norm_check_vec(x, n->in[1], "weight");
+    if (st == TG_OK && p->has_bias)
+        st = batch_norm_check_vec(x, n->in[p->has_weight ? 2 : 1], "bias");
+    if (st != TG_OK)
+        return st;
+    if (!p->running_mean != !p->running_var)
+        return tg_set_error(TG_ERR_ARG, "tg_batch_norm: running_mean is %s but running_var is "
+                            "%s; give both or neither", p->running_mean ? "given" : "NULL",
+                            p->running_var ? "given" : "NULL");
+    if (p->running_mean && ((st = batch_norm_check_vec(x, p->running_mean, "running_mean")) ||
+                            (st = batch_norm_check_vec(x, p->running_var, "running_var"))))
+        return st;
+    if (!(p->momentum >= 0.0f && p->momentum <= 1.0f))
+        return tg_set_error(TG_ERR_ARG, "tg_batch_norm: momentum = %g is outside [0, 1]",
+                            (double)p->momentum);
+    if (!(p->eps >= 0.0f && isfinite(p->eps)))
+        return tg_set_error(TG_ERR_ARG, "tg_batch_norm: eps = %g must be finite and >= 0",
+                            (double)p->eps);
+    if (p->training && x->shape[0] * batch_norm_spatial(x) <= 1)
+        return tg_set_error(TG_ERR_SHAPE, "tg_batch_norm: expected more than 1 value per "
+                            "channel when training, got x %s", TG_SHAPE_STR(x, sx));
+    if (!p->training && !p->running_mean)
+        return tg_set_error(TG_ERR_ARG, "tg_batch_norm: eval mode (training = false) needs "
+                            "running_mean and running_var");
+    *ndim = x->ndim;
+    memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    n->scratch_bytes = 2 * (size_t)x->shape[1] * sizeof(float); /* mean[C], invstd[C] */
+    return TG_OK;
+}
+
+static void batch_norm_forward(tg_node *n)
+{
+    const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
+    const tg_tensor *x = n->in[0];
+    const float *w = batch_norm_weight(n), *b = batch_norm_bias(n);
+    const int64_t N = x->shape[0], C = x->shape[1], S = batch_norm_spatial(x), m = N * S;
+    float *rm = p->running_mean ? p->running_mean->data : NULL;
+    float *rv = p->running_var ? p->running_var->data : NULL;
+    float *mean = n->scratch, *invstd = mean + C;
+    float *y = n->out->data;
+
+    TG_PARALLEL_FOR_WORK(C, m)
+    for (int64_t c = 0; c < C; c++) {
+        if (p->training) {
+            /* Two passes in double: the one-pass sum-of-squares formula loses the variance
+             * to cancellation when |mean| >> std. */
+            double s = 0;
+            for (int64_t i = 0; i < N; i++) {
+                const float *xc = x->data + (i * C + c) * S;
+                for (int64_t j = 0; j < S; j++)
+                    s += xc[j];
+            }
+            double mu = s / (double)m, ss = 0;
+            for (int64_t i = 0; i < N; i++) {
+                const float *xc = x->data + (i * C + c) * S;
+                for (int64_t j = 0; j < S; j++) {
+                    double d = xc[j] - mu;
+                    ss += d * d;
+                }
+            }
+            double var = ss / (double)m;
+            mean[c] = (float)mu;
+            invstd[c] = (float)(1.0 / sqrt(var + (double)p->eps));
+            if (rm) {
+                double mom = p->momentum;
+                rm[c] = (float)((1.0 - mom) * rm[c] + mom * mu);
+                rv[c] = (float)((1.0 - mom) * rv[c] + mom * var * (double)m / (double)(m - 1));
+            }
+        } else {
+            mean[c] = rm[c];
+            invstd[c] = (float)(1.0 / sqrt((double)rv[c] + (double)p->eps));
+        }
+        const float mu = mean[c], scale = invstd[c] * (w ? w[c] : 1.0f);
+        const float shift = b ? b[c] : 0.0f;
+        for (int64_t i = 0; i < N; i++) {
+            const float *xc = x->data + (i * C + c) * S;
+            float *yc = y + (i * C + c) * S;
+            for (int64_t j = 0; j < S; j++)
+                yc[j] = (xc[j] - mu) * scale + shift;
+        }
+    }
+    if (p->training && rm) {
+        tg_tensor_bump_version(p->running_mean);
+        tg_tensor_bump_version(p->running_var);
+    }
+}
+
+static void batch_norm_backward(tg_node *n)
+{
+    const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
+    const tg_tensor *x = n->in[0];
+    const float *w = batch_norm_weight(n);
+    const int64_t N = x->shape[0], C = x->shape[1], S = batch_norm_spatial(x), m = N * S;
+    const float *mean = n->scratch, *invstd = mean + C;
+    const float *dy = n->out->grad->data;
+    float *dx = tg_grad_of(n, 0);
+    float *dw = p->has_weight ? tg_grad_of(n, 1) : NULL;
+    float *db = p->has_bias ? tg_grad_of(n, p->has_weight ? 2 : 1) : NULL;
+    const bool need_sums = dw || db || (dx && p->training);
+
+    TG_PARALLEL_FOR_WORK(C, m)
+    for (int64_t c = 0; c < C; c++) {
+        const float mu = mean[c], is = invstd[c];
+        double sdy = 0, sdyx = 0; /* sum(dy), sum(dy * xhat) over the channel */
+        if (need_sums) {
+            for (int64_t i = 0; i < N; i++) {
+                const float *xc = x->data + (i * C + c) * S, *dyc = dy + (i * C + c) * S;
+                for (int64_t j = 0; j < S; j++) {
+                    sdy += dyc[j];
+                    sdyx += (double)dyc[j] * ((xc[j] - mu) * is);
+                }
+            }
+        }
+        if (dw)
+            dw[c] += (float)sdyx;
+        if (db)
+            db[c] += (float)sdy;
+        if (!dx)
+            continue;
+        const float g = is * (w ? w[c] : 1.0f);
+        /* With sum(dxhat) = w*sdy and sum(dxhat*xhat) = w*sdyx the training formula becomes
+         * dx = w*invstd * (dy - sdy/m - xhat * sdyx/m). */
+        const float a = p->training ? (float)(sdy / (double)m) : 0.0f;
+        const float k = p->training ? (float)(sdyx / (double)m) : 0.0f;
+        for (int64_t i = 0; i < N; i++) {
+            const float *xc = x->data + (i * C + c) * S, *dyc = dy + (i * C + c) * S;
+            float *dxc = dx + (i * C + c) * S;
+            for (int64_t j = 0; j < S; j++)
+                dxc[j] += g * (dyc[j] - a - (xc[j] - mu) * is * k);
+        }
+    }
+}
+
+/* Fixed running statistics for the eval-mode cases. A case table is static data and cannot
+ * hold tensors made by tg_tensor_new, so these are static tensor structs over static arrays:
+ * eval mode only reads ->data, so nothing ever frees or changes them. */
+static float bn_case_rm_data[3] = {0.2f, -0.3f, 0.1f};
+static float bn_case_rv_data[3] = {0.6f, 1.4f, 0.9f};
+static tg_storage bn_case_rm_storage = {.refcount = 1, .nbytes = sizeof bn_case_rm_data,
+                                        .data = bn_case_rm_data};
+static tg_storage bn_case_rv_storage = {.refcount = 1, .nbytes = sizeof bn_case_rv_data,
+                                        .data = bn_case_rv_data};
+static tg_tensor bn_case_rm = {.refcount = 1, .ndim = 1, .shape = {3}, .numel = 3,
+                               .storage = &bn_case_rm_storage, .data = bn_case_rm_data};
+static tg_tensor bn_case_rv = {.refcount = 1, .ndim = 1, .shape = {3}, .numel = 3,
+                               .storage = &bn_case_rv_storage, .data = bn_case_rv_data};
+
+static const tg_case batch_norm_cases[] = {
+    {.shape = {{6, 3}, {3}, {3}}, .n_in = 3, .name = "train_2d",
+     TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true,
+                    .has_weight = true, .has_bias = true)},
+    {.shape = {{2, 3, 3, 3}, {3}, {3}}, .n_in = 3, .name = "train_4d",
+     TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true,
+                    .has_weight = true, .has_bias = true)},
+    {.shape = {{2, 3, 3, 3}}, .n_in = 1, .name = "train_no_affine",
+     TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true)},
+    {.shape = {{5, 3}, {3}}, .n_in = 2, .name = "train_weight_only",
+     TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true,
+                    .has_weight = true)},
+    {.shape = {{4, 3}, {3}, {3}}, .n_in = 3, .name = "eval_2d",
+     TG_CASE_PARAMS(batch_norm_params, .running_mean = &bn_case_rm, .running_var = &bn_case_rv,
+                    .momentum = 0.1f, .eps = 1e-5f, .has_weight = true, .has_bias = true)},
+    {.shape = {{2, 3, 2, 2}, {3}}, .n_in = 2, .name = "eval_4d_bias_only",
+     TG_CASE_PARAMS(batch_norm_params, .running_mean = &bn_case_rm, .running_var = &bn_case_rv,
+                    .momentum = 0.1f, .eps = 1e-5f, .has_bias = true)},
+    {0},
+};
+const tg_op tg_op_batch_norm = {.name = "batch_norm", .n_in = -1, .check = batch_norm_check,
+                                .forward = batch_norm_forward, .backward = batch_norm_backward,
+                                .cases = batch_norm_cases};
+
+tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                         tg_tensor *running_mean, tg_tensor *running_var, bool training,
+                         float momentum, float eps)
+{
+    batch_norm_params p = {.running_mean = running_mean, .running_var = running_var,
+                           .momentum = momentum, .eps = eps, .training = training,
+                           .has_weight = weight != NULL, .has_bias = bias != NULL};
+    tg_tensor *in[3] = {x};
+    int k = 1;
+    if (weight)
+        in[k++] = weight;
+    if (bias)
+        in[k++] = bias;
+    return tg_apply(&tg_op_batch_norm, &p, sizeof p, k, in);
+}
+
+/* ---- dropout ------------------------------------------------------------------------------
+ * training, 0 < p < 1: element i is zeroed when the i-th uniform draw u_i < p, otherwise
+ *   y = x * (1/(1-p));  dx += dy * (1/(1-p)) where kept, 0 where dropped (mask in scratch).
+ * not training, or p == 0: y = x, dx += dy.
+ * The params hold a copy of the caller's rng state and forward draws from a local copy of
+ * that: the gradcheck (and anyone) may re-run forward from the same node and must get the same
+ * mask. The wrapper then advances the caller's rng past exactly the draws forward made, so
+ * the caller's stream is where drawing the mask from it directly would have left it. */
+typedef struct {
+    tg_rng rng;
+    float p;
+    bool training;
+} dropout_params;
+
+static bool dropout_active(const dropout_params *p) { return p->training && p->p > 0.0f; }
+
+static tg_status dropout_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const dropout_params *p = TG_PARAMS(n, dropout_params);
+    const tg_tensor *x = n->in[0];
+    if (!(p->p >= 0.0f && p->p < 1.0f))
+        return tg_set_error(TG_ERR_ARG, "tg_dropout: p = %g is outside [0, 1)", (double)p->p);
+    *ndim = x->ndim;
+    memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    if (dropout_active(p))
+        n->scratch_bytes = (size_t)x->numel; /* one keep byte per element */
+    return TG_OK;
+}
+
+static void dropout_forward(tg_node *n)
+{
+    const dropout_params *p = TG_PARAMS(n, dropout_params);
+    const tg_tensor *x = n->in[0];
+    float *y = n->out->data;
+    if (!dropout_active(p)) {
+        memcpy(y, x->data, sizeof(float) * (size_t)x->numel);
+        return;
+    }
+    tg_rng rng = p->rng;
+    const float scale = 1.0f / (1.0f - p->p);
+    uint8_t *keep = n->scratch;
+    /* One stream, in element order, so a seed gives the same mask at any thread count. */
+    for (int64_t i = 0; i < x->numel; i++) {
+        keep[i] = tg_rng_uniform01(&rng) >= p->p;
+        y[i] = keep[i] ? x->data[i] * scale : 0.0f;
+    }
+}
+
+static void dropout_backward(tg_node *n)
+{
+    const dropout_params *p = TG_PARAMS(n, dropout_params);
+    const int64_t numel = n->out->numel;
+    const float *dy = n->out->grad->data;
+    float *dx = tg_grad_of(n, 0);
+    if (!dx)
+        return;
+    if (!dropout_active(p)) {
+        TG_PARALLEL_FOR(numel)
+        for (int64_t i = 0; i < numel; i++)
+            dx[i] += dy[i];
+        return;
+    }
+    const uint8_t *keep = n->scratch;
+    const float scale = 1.0f / (1.0f - p->p);
+    TG_PARALLEL_FOR(numel)
+    for (int64_t i = 0; i < numel; i++)
+        dx[i] += keep[i] ? dy[i] * scale : 0.0f;
+}
+
+/* Any non-zero xoshiro state will do; written out so the case does not depend on seeding. */
+#define DROPOUT_CASE_RNG {.s = {0x9E3779B9u, 0x243F6A88u, 0xB7E15162u, 0x0BADC0DEu}}
+
+static const tg_case dropout_cases[] = {
+    {.shape = {{4, 5, 6}}, .name = "train_p0.3",
+     TG_CASE_PARAMS(dropout_params, .rng = DROPOUT_CASE_RNG, .p = 0.3f, .training = true)},
+    {.shape = {{4, 5}}, .name = "eval",
+     TG_CASE_PARAMS(dropout_params, .p = 0.3f, .training = false)},
+    {.shape = {{7}}, .name = "train_p0",
+     TG_CASE_PARAMS(dropout_params, .rng = DROPOUT_CASE_RNG, .p = 0.0f, .training = true)},
+    {0},
+};
+const tg_op tg_op_dropout = {.name = "dropout", .n_in = 1, .check = dropout_check,
+                             .forward = dropout_forward, .backward = dropout_backward,
+                             .cases = dropout_cases};
+
+tg_tensor *tg_dropout(tg_tensor *x, float p, bool training, tg_rng *rng)
+{
+    dropout_params prm = {.p = p, .training = training};
+    /* Only a valid p draws; an invalid one is reported by dropout_check. */
+    const bool draws = x && training && p > 0.0f && p < 1.0f;
+    if (draws && !rng) {
+        tg_set_error(TG_ERR_ARG, "tg_dropout: rng is NULL; training with p = %g draws the mask "
+                     "from it", (double)p);
+        return NULL;
+    }
+    if (draws)
+        prm.rng = *rng;
+    tg_tensor *y = tg_apply1(&tg_op_dropout, &prm, sizeof prm, x);
+    if (y && draws)
+        for (int64_t i = 0; i < x->numel; i++)
+            (void)tg_rng_uniform01(rng);
+    return y;
+}
+
+/* ---- softmax and log_softmax --------------------------------------------------------------
+ * x viewed as [O, D, I]: O = the product of the sizes before axis, D = shape[axis], I = the
+ * product after it; each of the O*I rows of D values (stride I) is normalised on its own.
+ *   softmax:      y = e^(x - max) / sum(e^(x - max));  dx += y * (dy - sum(dy * y))
+ *   log_softmax:  y = (x - max) - log(sum(e^(x - max)));  dx += dy - e^y * sum(dy)
+ * Subtracting the row max keeps e^ in [0, 1]: no overflow for any finite input. Both backwards
+ * need only the output, so nothing is saved. */
+typedef struct {
+    int axis; /* as given; check replaces it with the non-negative axis */
+} softmax_params;
+
+/* The [O, D, I] view of x along axis. */
+static void softmax_geometry(const tg_tensor *x, int axis, int64_t *O, int64_t *D, int64_t *I)
+{
+    *O = 1;
+    *I = 1;
+    for (int d = 0; d < axis; d++)
+        *O *= x->shape[d];
+    for (int d = axis + 1; d < x->ndim; d++)
+        *I *= x->shape[d];
+    *D = x->shape[axis];
+}
+
+static tg_status softmax_check_common(tg_node *n, int *ndim, int64_t shape[], const char *fn)
+{
+    softmax_params *p = TG_PARAMS(n, softmax_params);
+    const tg_tensor *x = n->in[0];
+    int axis = tg_axis(p->axis, x->ndim);
+    if (axis < 0) {
+        char sx[160];
+        return tg_set_error(TG_ERR_ARG, "%s: axis %d is out of range for x %s (%d axes)", fn,
+                            p->axis, TG_SHAPE_STR(x, sx), x->ndim);
+    }
+    p->axis = axis;
+    *ndim = x->ndim;
+    memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    return TG_OK;
+}
+
+static tg_status softmax_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    return softmax_check_common(n, ndim, shape, "tg_softmax");
+}
+
+static tg_status log_softmax_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    return softmax_check_common(n, ndim, shape, "tg_log_softmax");
+}
+
+/* Forward of both: one row at a time, each row of D values at stride I. */
+static void softmax_rows(tg_node *n, bool log_out)
+{
+    const tg_tensor *x = n->in[0];
+    int64_t O, D, I;
+    softmax_geometry(x, TG_PARAMS(n, softmax_params)->axis, &O, &D, &I);
+    const int64_t rows = O * I;
+    float *y = n->out->data;
+    TG_PARALLEL_FOR_WORK(rows, D)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t base = (r / I) * D * I + r % I;
+        const float *xr = x->data + base;
+        float *yr = y + base;
+        float mx = -INFINITY;
+        for (int64_t d = 0; d < D; d++)
+            mx = fmaxf(mx, xr[d * I]);
+        float s = 0.0f;
+        if (log_out) {
+            for (int64_t d = 0; d < D; d++)
+                s += expf(xr[d * I] - mx);
+            const float ls = logf(s);
+            for (int64_t d = 0; d < D; d++)
+                yr[d * I] = (xr[d * I] - mx) - ls;
+        } else {
+            for (int64_t d = 0; d < D; d++) {
+                const float e = expf(xr[d * I] - mx);
+                yr[d * I] = e;
+                s += e;
+            }
+            const float inv = 1.0f / s;
+            for (int64_t d = 0; d < D; d++)
+                yr[d * I] *= inv;
+        }
+    }
+}
+
+static void softmax_forward(tg_node *n) { softmax_rows(n, false); }
+
+static void log_softmax_forward(tg_node *n) { softmax_rows(n, true); }
+
+/* Backward of both, from the output y. */
+static void softmax_rows_backward(tg_node *n, bool log_out)
+{
+    float *dx = tg_grad_of(n, 0);
+    if (!dx)
+        return;
+    int64_t O, D, I;
+    softmax_geometry(n->in[0], TG_PARAMS(n, softmax_params)->axis, &O, &D, &I);
+    const int64_t rows = O * I;
+    const float *y = n->out->data, *dy = n->out->grad->data;
+    TG_PARALLEL_FOR_WORK(rows, D)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t base = (r / I) * D * I + r % I;
+        const float *yr = y + base, *dyr = dy + base;
+        float *dxr = dx + base;
+        float s = 0.0f;
+        if (log_out) {
+            for (int64_t d = 0; d < D; d++)
+                s += dyr[d * I];
+            for (int64_t d = 0; d < D; d++)
+                dxr[d * I] += dyr[d * I] - expf(yr[d * I]) * s;
+        } else {
+            for (int64_t d = 0; d < D; d++)
+                s += dyr[d * I] * yr[d * I];
+            for (int64_t d = 0; d < D; d++)
+                dxr[d * I] += yr[d * I] * (dyr[d * I] - s);
+        }
+    }
+}
+
+static void softmax_backward(tg_node *n) { softmax_rows_backward(n, false); }
+
+static void log_softmax_backward(tg_node *n) { softmax_rows_backward(n, true); }
+
+static const tg_case softmax_cases[] = {
+    {.shape = {{2, 4, 3}}, .name = "axis1", TG_CASE_PARAMS(softmax_params, .axis = 1)},
+    {.shape = {{3, 2, 5}}, .name = "axis-1", TG_CASE_PARAMS(softmax_params, .axis = -1)},
+    {.shape = {{4, 6}}, .lo = -3.0f, .hi = 3.0f, .name = "2d_wide",
+     TG_CASE_PARAMS(softmax_params, .axis = 1)},
+    {0},
+};
+const tg_op tg_op_softmax = {.name = "softmax", .n_in = 1, .check = softmax_check,
+                             .forward = softmax_forward, .backward = softmax_backward,
+                             .cases = softmax_cases};
+
+static const tg_case log_softmax_cases[] = {
+    {.shape = {{2, 4, 3}}, .name = "axis1", TG_CASE_PARAMS(softmax_params, .axis = 1)},
+    {.shape = {{3, 2, 5}}, .name = "axis-1", TG_CASE_PARAMS(softmax_params, .axis = -1)},
+    {.shape = {{4, 6}}, .lo = -3.0f, .hi = 3.0f, .name = "2d_wide",
+     TG_CASE_PARAMS(softmax_params, .axis = 1)},
+    {0},
+};
+const tg_op tg_op_log_softmax = {.name = "log_softmax", .n_in = 1, .check = log_softmax_check,
+                                 .forward = log_softmax_forward,
+                                 .backward = log_softmax_backward, .cases = log_softmax_cases};
+
+tg_tensor *tg_softmax(tg_tensor *x, int axis)
+{
+    softmax_params p = {.axis = axis};
+    return tg_apply1(&tg_op_softmax, &p, sizeof p, x);
+}
+
+tg_tensor *tg_log_softmax(tg_tensor *x, int axis)
+{
+    softmax_params p = {.axis = axis};
+    return tg_apply1(&tg_op_log_softmax, &p, sizeof p, x);
+}
