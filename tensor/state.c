@@ -28,8 +28,8 @@ typedef struct {
 struct tg_state_dict {
     state_entry *entries;
     int64_t n, cap;
-    int64_t *index;   /* hash slots holding entry numbers, -1 when empty */
-    int64_t n_slots;  /* a power of two, at least twice n */
+    int64_t *index;  /* hash slots holding entry numbers, -1 when empty */
+    int64_t n_slots; /* a power of two, at least twice n */
     state_meta *meta;
     int64_t n_meta, cap_meta;
 };
@@ -211,8 +211,7 @@ tg_status tg_state_dict_put(tg_state_dict *sd, const char *name, tg_tensor *t)
         return tg_set_error(TG_ERR_ARG,
                             "%s: name \"__metadata__\" is reserved for checkpoint metadata", fn);
     if (sd->n_slots && sd->index[state_slot(sd, name)] >= 0)
-        return tg_set_error(TG_ERR_ARG, "%s: name \"%s\" is already in the state dict", fn,
-                            name);
+        return tg_set_error(TG_ERR_ARG, "%s: name \"%s\" is already in the state dict", fn, name);
     if ((st = state_reserve(sd)) != TG_OK)
         return st;
     char *copy = state_strdup(fn, name);
