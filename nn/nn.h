@@ -1,7 +1,165 @@
-/* tapegrad — neural-network modules built from autograd ops (to be written). */
+/* tapegrad — neural-network modules built from autograd ops.
+ *
+ * A module is a tree: a type ("Linear"), named parameters, named buffers (running statistics),
+ * named children, a forward function and a small per-layer config. Modules contain no backward
+ * code: their forward composes autograd ops, so every result is owned by the innermost open
+ * tape like any op's.
+ *
+ * Ownership: a module owns its parameters, buffers and children; tg_module_free frees the whole
+ * tree. Functions that take a tensor or a child ("add") take ownership of it even when they
+ * fail, so a constructor call can be passed straight in. Constructors return NULL on failure
+ * with tg_last_error() set; a NULL handed to an add or to a Sequential keeps that first error
+ * and fails in turn, so a chain of constructor calls needs one check at the end:
+ *
+ *     tg_module *G = TG_NN_SEQUENTIAL(
+ *         tg_nn_linear(nz, 128 * 7 * 7, true, rng), tg_nn_batch_norm1d(128 * 7 * 7),
+ *         tg_nn_relu(), tg_nn_reshape(TG_DIMS(-1, 128, 7, 7)),
+ *         tg_nn_conv_transpose2d(128, 64, 4, 2, 1, 0, true, rng), tg_nn_batch_norm2d(64),
+ *         tg_nn_relu(), tg_nn_conv_transpose2d(64, 1, 4, 2, 1, 0, true, rng), tg_nn_tanh());
+ *     if (!G) die(tg_last_error());
+ *
+ * Qualified names follow PyTorch: a parameter "weight" of the child "1" of the child "fc" is
+ * "fc.1.weight"; with a prefix "G" it is "G.fc.1.weight". The root's own name is not part of
+ * them. Orders are depth-first in registration order, a module's own tensors before its
+ * children's, as PyTorch's named_parameters() and state_dict(). */
 #ifndef TAPEGRAD_NN_H
 #define TAPEGRAD_NN_H
 
 #include "autograd.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tg_module tg_module;
+
+/* A module's forward: x in, a tape-owned result out, or NULL with the error set. */
+typedef tg_tensor *(*tg_forward_fn)(tg_module *m, tg_tensor *x);
+
+/* ---- the module base --------------------------------------------------------------------- */
+
+/* A new empty module of the given type name (copied) whose forward is forward (may be NULL for
+ * a pure container) and whose config is a copy of config_size bytes (config may be NULL). */
+tg_module *tg_module_new(const char *type, tg_forward_fn forward, const void *config,
+                         size_t config_size);
+/* Frees m with its parameters, buffers and children. NULL is ignored. */
+void tg_module_free(tg_module *m);
+
+/* Adds a parameter: takes ownership of t (released on failure too) and sets requires_grad.
+ * name must be new in m, non-empty and free of '.'. */
+tg_status tg_module_add_param(tg_module *m, const char *name, tg_tensor *t);
+/* Adds a buffer (saved and loaded with the parameters, never trained): takes ownership of t. */
+tg_status tg_module_add_buffer(tg_module *m, const char *name, tg_tensor *t);
+/* Adds a child module under name: takes ownership of child (freed on failure too). */
+tg_status tg_module_add_child(tg_module *m, const char *name, tg_module *child);
+
+/* The forward of m on x (tape-owned result), or NULL with the error set; NULL x keeps the
+ * error that produced it. */
+tg_tensor *tg_nn_forward(tg_module *m, tg_tensor *x);
+
+/* The type name ("Linear"). */
+const char *tg_module_type(const tg_module *m);
+/* The name the parent gave m ("fc1"), "" for a root. */
+const char *tg_module_name(const tg_module *m);
+/* The config bytes given to tg_module_new (owned by m), or NULL. */
+void *tg_module_config(const tg_module *m);
+/* True in training mode (the default for a new module). */
+bool tg_module_is_training(const tg_module *m);
+/* Sets training mode on m and every module below it (false: evaluation, as model.eval()). */
+void tg_module_train(tg_module *m, bool training);
+
+/* m's own parameter under name (borrowed), or NULL (no error set). */
+tg_tensor *tg_module_param(const tg_module *m, const char *name);
+/* m's own buffer under name (borrowed), or NULL (no error set). */
+tg_tensor *tg_module_buffer(const tg_module *m, const char *name);
+/* m's direct child under name (borrowed), or NULL (no error set). */
+tg_module *tg_module_child(const tg_module *m, const char *name);
+/* The number of direct children of m. */
+int64_t tg_module_num_children(const tg_module *m);
+/* Direct child i (borrowed, registration order), or NULL when out of range. */
+tg_module *tg_module_child_at(const tg_module *m, int64_t i);
+
+/* Every parameter of the tree in the fixed order (depth-first, registration order) as a
+ * malloc'ed array of borrowed pointers; *n gets the count. The caller frees the array (not the
+ * tensors) with free(). NULL on failure, or with *n = 0 when there are none. */
+tg_tensor **tg_module_parameters(const tg_module *m, int64_t *n);
+/* The qualified names of those parameters, same order, each "prefix.path.name" (prefix NULL or
+ * "" for none), as one malloc'ed block: free(names) frees the array and the strings. */
+char **tg_module_parameter_names(const tg_module *m, const char *prefix, int64_t *n);
+/* The total number of parameter elements in the tree (PyTorch's sum(p.numel())). */
+int64_t tg_module_num_parameters(const tg_module *m);
+/* Frees the gradient of every parameter in the tree. */
+void tg_module_zero_grad(tg_module *m);
+
+/* Puts every parameter and buffer of the tree into sd under its qualified name (prefix NULL
+ * or "" for none). The dict retains the module's own tensors: it shares their values. */
+tg_status tg_module_state_dict(const tg_module *m, const char *prefix, tg_state_dict *sd);
+/* Copies values from sd into the tree's parameters and buffers. Everything is validated first
+ * — a missing name, an entry under "prefix." (any entry when the prefix is empty) that is not
+ * the module's, a shape mismatch — and on any error nothing is changed. */
+tg_status tg_module_load_state_dict(tg_module *m, const char *prefix, const tg_state_dict *sd);
+
+/* ---- layers ------------------------------------------------------------------------------
+ * Each constructor returns a new module, or NULL with the error set. Layers with weights draw
+ * their initial values from the caller's rng, in the distribution PyTorch's reset_parameters
+ * gives (stated per layer). */
+
+/* Linear (y = x w^T + b; x [N, in], w [out, in], b [out]). PyTorch's default init:
+ * kaiming_uniform(a = sqrt(5)) gives w ~ U(-1/sqrt(in), 1/sqrt(in)); b ~ the same bound. */
+tg_module *tg_nn_linear(int64_t in, int64_t out, bool bias, tg_rng *rng);
+/* Conv2d (x [N, in_ch, H, W], w [out_ch, in_ch, k, k], b [out_ch]). PyTorch's init:
+ * fan_in = in_ch * k * k; w and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)). */
+tg_module *tg_nn_conv2d(int64_t in_ch, int64_t out_ch, int kernel, int stride, int padding,
+                        int dilation, bool bias, tg_rng *rng);
+/* ConvTranspose2d (w [in_ch, out_ch, k, k], b [out_ch]). PyTorch's init takes fan_in from
+ * weight dimension 1: fan_in = out_ch * k * k; w and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)). */
+tg_module *tg_nn_conv_transpose2d(int64_t in_ch, int64_t out_ch, int kernel, int stride,
+                                  int padding, int output_padding, bool bias, tg_rng *rng);
+/* BatchNorm1d over x [N, C]: weight 1, bias 0, buffers running_mean 0 and running_var 1;
+ * PyTorch's defaults momentum 0.1, eps 1e-5. */
+tg_module *tg_nn_batch_norm1d(int64_t channels);
+/* BatchNorm2d over x [N, C, H, W], with the same parameters and defaults as batch_norm1d. */
+tg_module *tg_nn_batch_norm2d(int64_t channels);
+/* MaxPool2d; stride 0 means stride = kernel (PyTorch's default). */
+tg_module *tg_nn_max_pool2d(int kernel, int stride, int padding);
+/* AvgPool2d (padding counts as zeros); stride 0 means stride = kernel (PyTorch's default). */
+tg_module *tg_nn_avg_pool2d(int kernel, int stride, int padding);
+/* Upsample by an integer scale factor with the given mode. */
+tg_module *tg_nn_upsample(int scale, tg_upsample_mode mode);
+/* Dropout with probability p in [0, 1) while training, identity in eval. Keeps the borrowed
+ * rng pointer: rng must outlive the module. */
+tg_module *tg_nn_dropout(float p, tg_rng *rng);
+/* Flatten from axis 1 to the last (PyTorch's nn.Flatten defaults): [N, ...] -> [N, rest]. */
+tg_module *tg_nn_flatten(void);
+/* ReLU. */
+tg_module *tg_nn_relu(void);
+/* LeakyReLU with the given negative slope (PyTorch's default is 0.01). */
+tg_module *tg_nn_leaky_relu(float slope);
+/* Tanh. */
+tg_module *tg_nn_tanh(void);
+/* Sigmoid. */
+tg_module *tg_nn_sigmoid(void);
+/* Reshape to a fixed shape, one size may be -1: tg_nn_reshape(TG_DIMS(-1, 128, 7, 7)). */
+tg_module *tg_nn_reshape(int ndim, const int64_t *shape);
+
+/* ---- Sequential --------------------------------------------------------------------------
+ * Runs its children in order, each on the previous one's output. */
+
+/* An empty Sequential, to fill with tg_nn_sequential_add. */
+tg_module *tg_nn_sequential_new(void);
+/* Appends module to seq under name (NULL: its index, "0", "1", ... as PyTorch) and returns
+ * seq. Takes ownership of both: when either is NULL or the add fails, both are freed and the
+ * result is NULL with the first error kept, so seq = tg_nn_sequential_add(seq, ...) chains. */
+tg_module *tg_nn_sequential_add(tg_module *seq, const char *name, tg_module *module);
+/* A Sequential of the n modules that follow, named "0" .. "n-1"; takes ownership of all of
+ * them (all freed when one is NULL, which keeps its error). */
+tg_module *tg_nn_sequential(int n, ...);
+/* tg_nn_sequential with the count filled in: TG_NN_SEQUENTIAL(tg_nn_linear(...), ...). */
+#define TG_NN_SEQUENTIAL(...)                                                                 \
+    tg_nn_sequential((int)(sizeof((tg_module *[]){__VA_ARGS__}) / sizeof(tg_module *)),       \
+                     __VA_ARGS__)
+
+#ifdef __cplusplus
+}
+#endif
 #endif

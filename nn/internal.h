@@ -1,0 +1,12 @@
+/* nn/ internals shared by the layer files; never installed. */
+#ifndef TAPEGRAD_NN_INTERNAL_H
+#define TAPEGRAD_NN_INTERNAL_H
+
+#include "nn.h"
+
+/* A new parameter tensor of the given shape drawn from U(-bound, bound) with rng, or NULL with
+ * the error set (fn names the constructor). */
+tg_tensor *tg_nn_uniform_param(const char *fn, int ndim, const int64_t *shape, float bound,
+                               tg_rng *rng);
+
+#endif

@@ -1,0 +1,623 @@
+/* The module base: named parameters, buffers and children, qualified names, train/eval,
+ * parameter collection, state dicts; and Sequential, the container every model starts from.
+ * Module trees are a few levels deep, so walking them recursively is fine. */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    char *name;
+    tg_tensor *t;
+} named_tensor;
+
+struct tg_module {
+    char *type;
+    char *name; /* "" until a parent adopts it */
+    bool training;
+    tg_forward_fn forward;
+    void *config;
+    named_tensor *params;
+    int64_t n_params, cap_params;
+    named_tensor *buffers;
+    int64_t n_buffers, cap_buffers;
+    tg_module **children;
+    int64_t n_children, cap_children;
+};
+
+/* Sets a "NULL argument" error unless an earlier error explains the NULL; returns the status. */
+static tg_status null_arg(const char *fn, const char *what)
+{
+    if (tg_last_status() != TG_OK)
+        return tg_last_status();
+    return tg_set_error(TG_ERR_ARG, "%s: %s is NULL", fn, what);
+}
+
+static char *str_dup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Grows *arr (elements of elem bytes) to hold need; false when out of memory. */
+static bool grow(void **arr, int64_t *cap, int64_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    int64_t ncap = *cap ? *cap * 2 : 4;
+    while (ncap < need)
+        ncap *= 2;
+    void *p = realloc(*arr, (size_t)ncap * elem);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = ncap;
+    return true;
+}
+
+tg_module *tg_module_new(const char *type, tg_forward_fn forward, const void *config,
+                         size_t config_size)
+{
+    if (!type || !type[0]) {
+        tg_set_error(TG_ERR_ARG, "tg_module_new: the type name is %s", type ? "empty" : "NULL");
+        return NULL;
+    }
+    tg_module *m = calloc(1, sizeof *m);
+    if (m) {
+        m->type = str_dup(type);
+        m->name = str_dup("");
+        if (config_size)
+            m->config = calloc(1, config_size);
+    }
+    if (!m || !m->type || !m->name || (config_size && !m->config)) {
+        tg_module_free(m);
+        tg_set_error(TG_ERR_NOMEM, "tg_module_new: out of memory for a %s module", type);
+        return NULL;
+    }
+    if (config_size && config)
+        memcpy(m->config, config, config_size);
+    m->training = true;
+    m->forward = forward;
+    return m;
+}
+
+static void named_free(named_tensor *list, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        free(list[i].name);
+        tg_release(list[i].t);
+    }
+    free(list);
+}
+
+void tg_module_free(tg_module *m)
+{
+    if (!m)
+        return;
+    named_free(m->params, m->n_params);
+    named_free(m->buffers, m->n_buffers);
+    for (int64_t i = 0; i < m->n_children; i++)
+        tg_module_free(m->children[i]);
+    free(m->children);
+    free(m->config);
+    free(m->type);
+    free(m->name);
+    free(m);
+}
+
+/* True when name is taken by a parameter, buffer or child of m: they share one namespace, as in
+ * PyTorch, because they share the qualified names of a state dict. */
+static bool name_taken(const tg_module *m, const char *name)
+{
+    for (int64_t i = 0; i < m->n_params; i++)
+        if (strcmp(m->params[i].name, name) == 0)
+            return true;
+    for (int64_t i = 0; i < m->n_buffers; i++)
+        if (strcmp(m->buffers[i].name, name) == 0)
+            return true;
+    for (int64_t i = 0; i < m->n_children; i++)
+        if (strcmp(m->children[i]->name, name) == 0)
+            return true;
+    return false;
+}
+
+/* Checks the name of a new entry of m; fn names the public function. */
+static tg_status name_check(const char *fn, const tg_module *m, const char *name)
+{
+    if (!name || !name[0] || strchr(name, '.'))
+        return tg_set_error(TG_ERR_ARG, "%s: name \"%s\" in a %s module: a name must be "
+                            "non-empty and contain no '.'", fn, name ? name : "(null)", m->type);
+    if (name_taken(m, name))
+        return tg_set_error(TG_ERR_ARG, "%s: a %s module already has an entry named \"%s\"", fn,
+                            m->type, name);
+    return TG_OK;
+}
+
+/* Adds name -> t to a list of m (params or buffers) after the checks; releases t on failure. */
+static tg_status add_tensor(const char *fn, tg_module *m, named_tensor **list, int64_t *n,
+                            int64_t *cap, const char *name, tg_tensor *t)
+{
+    tg_status st;
+    if (!m || !t) {
+        st = null_arg(fn, m ? "the tensor" : "the module");
+        tg_release(t);
+        return st;
+    }
+    if ((st = name_check(fn, m, name)) != TG_OK) {
+        tg_release(t);
+        return st;
+    }
+    if (t->node) {
+        tg_release(t);
+        return tg_set_error(TG_ERR_STATE, "%s: \"%s\" is the result of an op, not a leaf; "
+                            "give the module a tensor of its own (tg_tensor_clone)", fn, name);
+    }
+    char *copy = str_dup(name);
+    if (!copy || !grow((void **)list, cap, *n + 1, sizeof(named_tensor))) {
+        free(copy);
+        tg_release(t);
+        return tg_set_error(TG_ERR_NOMEM, "%s: out of memory adding \"%s\"", fn, name);
+    }
+    (*list)[(*n)++] = (named_tensor){.name = copy, .t = t};
+    return TG_OK;
+}
+
+tg_status tg_module_add_param(tg_module *m, const char *name, tg_tensor *t)
+{
+    if (!m || !t)
+        return add_tensor("tg_module_add_param", m, NULL, NULL, NULL, name, t);
+    tg_status st = add_tensor("tg_module_add_param", m, &m->params, &m->n_params,
+                              &m->cap_params, name, t);
+    if (st == TG_OK)
+        st = tg_tensor_set_requires_grad(t, true); /* a leaf (checked above): cannot fail */
+    return st;
+}
+
+tg_status tg_module_add_buffer(tg_module *m, const char *name, tg_tensor *t)
+{
+    if (!m || !t)
+        return add_tensor("tg_module_add_buffer", m, NULL, NULL, NULL, name, t);
+    return add_tensor("tg_module_add_buffer", m, &m->buffers, &m->n_buffers, &m->cap_buffers,
+                      name, t);
+}
+
+tg_status tg_module_add_child(tg_module *m, const char *name, tg_module *child)
+{
+    const char *fn = "tg_module_add_child";
+    tg_status st;
+    if (!m || !child) {
+        st = null_arg(fn, m ? "the child" : "the module");
+        tg_module_free(child);
+        return st;
+    }
+    if (child->name[0] || child == m) {
+        /* Owned elsewhere already: freeing it here would pull it out from under its parent. */
+        return tg_set_error(TG_ERR_ARG, "%s: the %s module given as \"%s\" is already a child "
+                            "(\"%s\") of another module", fn, child->type, name ? name : "",
+                            child->name);
+    }
+    if ((st = name_check(fn, m, name)) != TG_OK) {
+        tg_module_free(child);
+        return st;
+    }
+    char *copy = str_dup(name);
+    if (!copy || !grow((void **)&m->children, &m->cap_children, m->n_children + 1,
+                       sizeof(tg_module *))) {
+        free(copy);
+        tg_module_free(child);
+        return tg_set_error(TG_ERR_NOMEM, "%s: out of memory adding \"%s\"", fn, name);
+    }
+    free(child->name);
+    child->name = copy;
+    m->children[m->n_children++] = child;
+    return TG_OK;
+}
+
+tg_tensor *tg_nn_forward(tg_module *m, tg_tensor *x)
+{
+    if (!m || !x) {
+        null_arg("tg_nn_forward", m ? "the input" : "the module");
+        return NULL;
+    }
+    if (!m->forward) {
+        tg_set_error(TG_ERR_STATE, "tg_nn_forward: the %s module \"%s\" has no forward", m->type,
+                     m->name);
+        return NULL;
+    }
+    return m->forward(m, x);
+}
+
+/* ---- accessors --------------------------------------------------------------------------- */
+
+const char *tg_module_type(const tg_module *m) { return m ? m->type : ""; }
+
+const char *tg_module_name(const tg_module *m) { return m ? m->name : ""; }
+
+void *tg_module_config(const tg_module *m) { return m ? m->config : NULL; }
+
+bool tg_module_is_training(const tg_module *m) { return m && m->training; }
+
+void tg_module_train(tg_module *m, bool training)
+{
+    if (!m)
+        return;
+    m->training = training;
+    for (int64_t i = 0; i < m->n_children; i++)
+        tg_module_train(m->children[i], training);
+}
+
+static tg_tensor *named_get(const named_tensor *list, int64_t n, const char *name)
+{
+    for (int64_t i = 0; name && i < n; i++)
+        if (strcmp(list[i].name, name) == 0)
+            return list[i].t;
+    return NULL;
+}
+
+tg_tensor *tg_module_param(const tg_module *m, const char *name)
+{
+    return m ? named_get(m->params, m->n_params, name) : NULL;
+}
+
+tg_tensor *tg_module_buffer(const tg_module *m, const char *name)
+{
+    return m ? named_get(m->buffers, m->n_buffers, name) : NULL;
+}
+
+tg_module *tg_module_child(const tg_module *m, const char *name)
+{
+    for (int64_t i = 0; m && name && i < m->n_children; i++)
+        if (strcmp(m->children[i]->name, name) == 0)
+            return m->children[i];
+    return NULL;
+}
+
+int64_t tg_module_num_children(const tg_module *m) { return m ? m->n_children : 0; }
+
+tg_module *tg_module_child_at(const tg_module *m, int64_t i)
+{
+    return m && i >= 0 && i < m->n_children ? m->children[i] : NULL;
+}
+
+/* ---- walking the tree -------------------------------------------------------------------- */
+
+/* Qualified name and tensor of one parameter or buffer. */
+typedef struct {
+    char *name;
+    tg_tensor *t;
+} entry;
+
+typedef struct {
+    entry *e;
+    int64_t n, cap;
+} entry_list;
+
+static void entries_free(entry_list *l)
+{
+    for (int64_t i = 0; i < l->n; i++)
+        free(l->e[i].name);
+    free(l->e);
+    *l = (entry_list){0};
+}
+
+/* "path.name", or "name" when path is empty; NULL when out of memory. */
+static char *join(const char *path, const char *name)
+{
+    size_t a = strlen(path), b = strlen(name);
+    char *s = malloc(a + b + 2);
+    if (!s)
+        return NULL;
+    if (a) {
+        memcpy(s, path, a);
+        s[a++] = '.';
+    }
+    memcpy(s + a, name, b + 1);
+    return s;
+}
+
+static bool entries_push(entry_list *l, const char *path, const named_tensor *nt)
+{
+    char *name = join(path, nt->name);
+    if (!name || !grow((void **)&l->e, &l->cap, l->n + 1, sizeof(entry))) {
+        free(name);
+        return false;
+    }
+    l->e[l->n++] = (entry){.name = name, .t = nt->t};
+    return true;
+}
+
+/* Appends m's parameters (and buffers, when buffers is true) under path, in state-dict order:
+ * a module's own parameters, its own buffers, then each child's. false when out of memory. */
+static bool collect(const tg_module *m, const char *path, bool buffers, entry_list *out)
+{
+    for (int64_t i = 0; i < m->n_params; i++)
+        if (!entries_push(out, path, &m->params[i]))
+            return false;
+    for (int64_t i = 0; buffers && i < m->n_buffers; i++)
+        if (!entries_push(out, path, &m->buffers[i]))
+            return false;
+    for (int64_t i = 0; i < m->n_children; i++) {
+        char *child_path = join(path, m->children[i]->name);
+        bool ok = child_path && collect(m->children[i], child_path, buffers, out);
+        free(child_path);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* Collects with a prefix (NULL or "" for none); false with an error set (fn) on failure. */
+static bool collect_all(const char *fn, const tg_module *m, const char *prefix, bool buffers,
+                        entry_list *out)
+{
+    *out = (entry_list){0};
+    if (collect(m, prefix ? prefix : "", buffers, out))
+        return true;
+    entries_free(out);
+    tg_set_error(TG_ERR_NOMEM, "%s: out of memory listing the tensors of a %s module", fn,
+                 m->type);
+    return false;
+}
+
+static int64_t count_params(const tg_module *m)
+{
+    int64_t n = m->n_params;
+    for (int64_t i = 0; i < m->n_children; i++)
+        n += count_params(m->children[i]);
+    return n;
+}
+
+static void fill_params(const tg_module *m, tg_tensor **out, int64_t *k)
+{
+    for (int64_t i = 0; i < m->n_params; i++)
+        out[(*k)++] = m->params[i].t;
+    for (int64_t i = 0; i < m->n_children; i++)
+        fill_params(m->children[i], out, k);
+}
+
+tg_tensor **tg_module_parameters(const tg_module *m, int64_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!m || !n) {
+        null_arg("tg_module_parameters", m ? "n" : "the module");
+        return NULL;
+    }
+    int64_t count = count_params(m), k = 0;
+    if (count == 0)
+        return NULL;
+    tg_tensor **out = malloc((size_t)count * sizeof *out);
+    if (!out) {
+        tg_set_error(TG_ERR_NOMEM, "tg_module_parameters: out of memory for %lld pointers",
+                     (long long)count);
+        return NULL;
+    }
+    fill_params(m, out, &k);
+    *n = count;
+    return out;
+}
+
+char **tg_module_parameter_names(const tg_module *m, const char *prefix, int64_t *n)
+{
+    const char *fn = "tg_module_parameter_names";
+    if (n)
+        *n = 0;
+    if (!m || !n) {
+        null_arg(fn, m ? "n" : "the module");
+        return NULL;
+    }
+    entry_list l;
+    if (!collect_all(fn, m, prefix, false, &l))
+        return NULL;
+    if (l.n == 0) {
+        entries_free(&l);
+        return NULL;
+    }
+    /* One block: the pointer array, then the strings it points to. */
+    size_t bytes = (size_t)l.n * sizeof(char *);
+    for (int64_t i = 0; i < l.n; i++)
+        bytes += strlen(l.e[i].name) + 1;
+    char **names = malloc(bytes);
+    if (!names) {
+        entries_free(&l);
+        tg_set_error(TG_ERR_NOMEM, "%s: out of memory", fn);
+        return NULL;
+    }
+    char *s = (char *)(names + l.n);
+    for (int64_t i = 0; i < l.n; i++) {
+        size_t len = strlen(l.e[i].name) + 1;
+        memcpy(s, l.e[i].name, len);
+        names[i] = s;
+        s += len;
+    }
+    *n = l.n;
+    entries_free(&l);
+    return names;
+}
+
+int64_t tg_module_num_parameters(const tg_module *m)
+{
+    if (!m)
+        return 0;
+    int64_t total = 0;
+    for (int64_t i = 0; i < m->n_params; i++)
+        total += m->params[i].t->numel;
+    for (int64_t i = 0; i < m->n_children; i++)
+        total += tg_module_num_parameters(m->children[i]);
+    return total;
+}
+
+void tg_module_zero_grad(tg_module *m)
+{
+    if (!m)
+        return;
+    for (int64_t i = 0; i < m->n_params; i++)
+        tg_tensor_zero_grad(m->params[i].t);
+    for (int64_t i = 0; i < m->n_children; i++)
+        tg_module_zero_grad(m->children[i]);
+}
+
+/* ---- state dicts ------------------------------------------------------------------------- */
+
+tg_status tg_module_state_dict(const tg_module *m, const char *prefix, tg_state_dict *sd)
+{
+    const char *fn = "tg_module_state_dict";
+    if (!m || !sd)
+        return null_arg(fn, m ? "the state dict" : "the module");
+    entry_list l;
+    if (!collect_all(fn, m, prefix, true, &l))
+        return tg_last_status();
+    tg_status st = TG_OK;
+    for (int64_t i = 0; i < l.n && st == TG_OK; i++)
+        st = tg_state_dict_put(sd, l.e[i].name, l.e[i].t);
+    entries_free(&l);
+    return st;
+}
+
+/* True when name lies under prefix: "prefix.<rest>", or anything for an empty prefix. */
+static bool under_prefix(const char *name, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return n == 0 || (strncmp(name, prefix, n) == 0 && name[n] == '.');
+}
+
+tg_status tg_module_load_state_dict(tg_module *m, const char *prefix, const tg_state_dict *sd)
+{
+    const char *fn = "tg_module_load_state_dict";
+    if (!m || !sd)
+        return null_arg(fn, m ? "the state dict" : "the module");
+    if (!prefix)
+        prefix = "";
+    entry_list l;
+    if (!collect_all(fn, m, prefix, true, &l))
+        return tg_last_status();
+
+    /* Validate everything first, remembering the first problem of each kind. */
+    int64_t n_missing = 0, n_unexpected = 0, n_shape = 0;
+    const char *missing = NULL, *unexpected = NULL, *bad_shape = NULL;
+    char s_sd[160] = "", s_mod[160] = "";
+    for (int64_t i = 0; i < l.n; i++) {
+        const tg_tensor *src = tg_state_dict_get(sd, l.e[i].name);
+        if (!src) {
+            if (!n_missing++)
+                missing = l.e[i].name;
+        } else if (!tg_shape_equal(src, l.e[i].t)) {
+            if (!n_shape++) {
+                bad_shape = l.e[i].name;
+                tg_shape_str(src->ndim, src->shape, s_sd, sizeof s_sd);
+                tg_shape_str(l.e[i].t->ndim, l.e[i].t->shape, s_mod, sizeof s_mod);
+            }
+        }
+    }
+    for (int64_t j = 0; j < tg_state_dict_size(sd); j++) {
+        const char *name = tg_state_dict_name(sd, j);
+        if (!under_prefix(name, prefix))
+            continue;
+        bool known = false;
+        for (int64_t i = 0; i < l.n && !known; i++)
+            known = strcmp(l.e[i].name, name) == 0;
+        if (!known && !n_unexpected++)
+            unexpected = name;
+    }
+
+    tg_status st = TG_OK;
+    if (n_missing || n_unexpected || n_shape) {
+        char msg[900];
+        int len = snprintf(msg, sizeof msg, "%s: the state dict does not fit the %s module "
+                           "(prefix \"%s\"):", fn, m->type, prefix);
+        if (n_missing && len > 0 && (size_t)len < sizeof msg)
+            len += snprintf(msg + len, sizeof msg - (size_t)len, " %lld missing (first \"%s\");",
+                            (long long)n_missing, missing);
+        if (n_unexpected && len > 0 && (size_t)len < sizeof msg)
+            len += snprintf(msg + len, sizeof msg - (size_t)len, " %lld unexpected (first "
+                            "\"%s\");", (long long)n_unexpected, unexpected);
+        if (n_shape && len > 0 && (size_t)len < sizeof msg)
+            snprintf(msg + len, sizeof msg - (size_t)len, " %lld of the wrong shape (first "
+                     "\"%s\": %s in the state dict, %s in the module);", (long long)n_shape,
+                     bad_shape, s_sd, s_mod);
+        st = tg_set_error(n_missing || n_unexpected ? TG_ERR_ARG : TG_ERR_SHAPE, "%s", msg);
+    } else {
+        /* Every copy now has a matching source of the same numel, so none can fail. */
+        for (int64_t i = 0; i < l.n; i++)
+            tg_tensor_copy_(l.e[i].t, tg_state_dict_get(sd, l.e[i].name));
+    }
+    entries_free(&l);
+    return st;
+}
+
+/* ---- initialisation helper for the layers ------------------------------------------------ */
+
+tg_tensor *tg_nn_uniform_param(const char *fn, int ndim, const int64_t *shape, float bound,
+                               tg_rng *rng)
+{
+    if (!rng) {
+        tg_set_error(TG_ERR_ARG, "%s: rng is NULL; layers draw their initial weights from it",
+                     fn);
+        return NULL;
+    }
+    tg_tensor *t = tg_tensor_new(ndim, shape);
+    if (t)
+        tg_tensor_uniform_(t, rng, -bound, bound);
+    return t;
+}
+
+/* ---- Sequential -------------------------------------------------------------------------- */
+
+static tg_tensor *sequential_forward(tg_module *m, tg_tensor *x)
+{
+    /* A failure returns NULL, which every later forward passes on with the first error. */
+    for (int64_t i = 0; i < m->n_children; i++)
+        x = tg_nn_forward(m->children[i], x);
+    return x;
+}
+
+tg_module *tg_nn_sequential_new(void)
+{
+    return tg_module_new("Sequential", sequential_forward, NULL, 0);
+}
+
+tg_module *tg_nn_sequential_add(tg_module *seq, const char *name, tg_module *module)
+{
+    const char *fn = "tg_nn_sequential_add";
+    if (!seq || !module) {
+        null_arg(fn, seq ? "the module" : "the Sequential");
+        tg_module_free(seq);
+        tg_module_free(module);
+        return NULL;
+    }
+    if (seq->forward != sequential_forward) {
+        tg_set_error(TG_ERR_ARG, "%s: the container is a %s module, not a Sequential", fn,
+                     seq->type);
+        tg_module_free(seq);
+        tg_module_free(module);
+        return NULL;
+    }
+    char index[32];
+    if (!name) {
+        snprintf(index, sizeof index, "%lld", (long long)seq->n_children);
+        name = index;
+    }
+    if (tg_module_add_child(seq, name, module) != TG_OK) {
+        tg_module_free(seq);
+        return NULL;
+    }
+    return seq;
+}
+
+tg_module *tg_nn_sequential(int n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    tg_module *seq = n >= 0 ? tg_nn_sequential_new() : NULL;
+    if (n < 0)
+        tg_set_error(TG_ERR_ARG, "tg_nn_sequential: n = %d modules", n);
+    for (int i = 0; i < n; i++)
+        seq = tg_nn_sequential_add(seq, NULL, va_arg(ap, tg_module *));
+    va_end(ap);
+    return seq;
+}
