@@ -426,7 +426,51 @@ static tg_status log_softmax_check(tg_node *n, int *ndim, int64_t shape[])
     return softmax_check_common(n, ndim, shape, "tg_log_softmax");
 }
 
-/* Forward of both: one row at a time, each row of D values at stride I. */
+/* One row of D values at stride I, forward. Inlined twice below, once with I = 1 as a
+ * constant, so the common last-axis case runs unit-stride loops. */
+static inline void softmax_row(const float *xr, float *yr, int64_t D, int64_t I, bool log_out)
+{
+    float mx = -INFINITY;
+    for (int64_t d = 0; d < D; d++)
+        mx = fmaxf(mx, xr[d * I]);
+    float s = 0.0f;
+    if (log_out) {
+        for (int64_t d = 0; d < D; d++)
+            s += expf(xr[d * I] - mx);
+        const float ls = logf(s);
+        for (int64_t d = 0; d < D; d++)
+            yr[d * I] = (xr[d * I] - mx) - ls;
+    } else {
+        for (int64_t d = 0; d < D; d++) {
+            const float e = expf(xr[d * I] - mx);
+            yr[d * I] = e;
+            s += e;
+        }
+        const float inv = 1.0f / s;
+        for (int64_t d = 0; d < D; d++)
+            yr[d * I] *= inv;
+    }
+}
+
+/* One row, backward, from the output y. */
+static inline void softmax_row_backward(const float *yr, const float *dyr, float *dxr, int64_t D,
+                                        int64_t I, bool log_out)
+{
+    float s = 0.0f;
+    if (log_out) {
+        for (int64_t d = 0; d < D; d++)
+            s += dyr[d * I];
+        for (int64_t d = 0; d < D; d++)
+            dxr[d * I] += dyr[d * I] - expf(yr[d * I]) * s;
+    } else {
+        for (int64_t d = 0; d < D; d++)
+            s += dyr[d * I] * yr[d * I];
+        for (int64_t d = 0; d < D; d++)
+            dxr[d * I] += yr[d * I] * (dyr[d * I] - s);
+    }
+}
+
+/* Forward of both over the O*I rows. */
 static void softmax_rows(tg_node *n, bool log_out)
 {
     const tg_tensor *x = n->in[0];
@@ -437,28 +481,10 @@ static void softmax_rows(tg_node *n, bool log_out)
     TG_PARALLEL_FOR_WORK(rows, D)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t base = (r / I) * D * I + r % I;
-        const float *xr = x->data + base;
-        float *yr = y + base;
-        float mx = -INFINITY;
-        for (int64_t d = 0; d < D; d++)
-            mx = fmaxf(mx, xr[d * I]);
-        float s = 0.0f;
-        if (log_out) {
-            for (int64_t d = 0; d < D; d++)
-                s += expf(xr[d * I] - mx);
-            const float ls = logf(s);
-            for (int64_t d = 0; d < D; d++)
-                yr[d * I] = (xr[d * I] - mx) - ls;
-        } else {
-            for (int64_t d = 0; d < D; d++) {
-                const float e = expf(xr[d * I] - mx);
-                yr[d * I] = e;
-                s += e;
-            }
-            const float inv = 1.0f / s;
-            for (int64_t d = 0; d < D; d++)
-                yr[d * I] *= inv;
-        }
+        if (I == 1)
+            softmax_row(x->data + base, y + base, D, 1, log_out);
+        else
+            softmax_row(x->data + base, y + base, D, I, log_out);
     }
 }
 
@@ -479,20 +505,10 @@ static void softmax_rows_backward(tg_node *n, bool log_out)
     TG_PARALLEL_FOR_WORK(rows, D)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t base = (r / I) * D * I + r % I;
-        const float *yr = y + base, *dyr = dy + base;
-        float *dxr = dx + base;
-        float s = 0.0f;
-        if (log_out) {
-            for (int64_t d = 0; d < D; d++)
-                s += dyr[d * I];
-            for (int64_t d = 0; d < D; d++)
-                dxr[d * I] += dyr[d * I] - expf(yr[d * I]) * s;
-        } else {
-            for (int64_t d = 0; d < D; d++)
-                s += dyr[d * I] * yr[d * I];
-            for (int64_t d = 0; d < D; d++)
-                dxr[d * I] += yr[d * I] * (dyr[d * I] - s);
-        }
+        if (I == 1)
+            softmax_row_backward(y + base, dy + base, dx + base, D, 1, log_out);
+        else
+            softmax_row_backward(y + base, dy + base, dx + base, D, I, log_out);
     }
 }
 
