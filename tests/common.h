@@ -12,23 +12,32 @@
 
 #include "autograd.h"
 
-/* Teardown for every test: live tensors and nodes are back to zero, the error is cleared. */
-static inline int tg_test_teardown(void **state)
-{
-    (void)state;
-    int64_t tensors = tg_debug_live_tensors(), nodes = tg_debug_live_nodes();
-    if (tensors != 0 || nodes != 0) {
-        print_error("leak: %lld live tensors, %lld live nodes after the test\n",
-                    (long long)tensors, (long long)nodes);
-        return -1;
-    }
-    tg_clear_error();
-    return 0;
-}
+/* Live counters when the current test started. They are zero unless an earlier test failed
+ * half-way (a failed assertion leaves its tensors behind); comparing against them reports a
+ * leak in the test that made it, instead of in every test after a failure. */
+static int64_t tg_test_tensors0, tg_test_nodes0;
 
 static inline int tg_test_setup(void **state)
 {
     (void)state;
+    tg_clear_error();
+    tg_test_tensors0 = tg_debug_live_tensors();
+    tg_test_nodes0 = tg_debug_live_nodes();
+    return 0;
+}
+
+/* Teardown for every test: live tensors and nodes are back where they were (zero when every
+ * test before passed), the error is cleared. */
+static inline int tg_test_teardown(void **state)
+{
+    (void)state;
+    int64_t tensors = tg_debug_live_tensors() - tg_test_tensors0;
+    int64_t nodes = tg_debug_live_nodes() - tg_test_nodes0;
+    if (tensors != 0 || nodes != 0) {
+        print_error("leak: %lld live tensors, %lld live nodes left by the test\n",
+                    (long long)tensors, (long long)nodes);
+        return -1;
+    }
     tg_clear_error();
     return 0;
 }
