@@ -1,2 +1,430 @@
-/* reduce.c — ops to be written here. */
+/* Reductions: sum and mean of all elements, and sum, mean and max along one axis.
+ *
+ * All five ops see their input as x[outer, len, inner]: the axis reduced is the middle one
+ * (for the whole-tensor sum and mean, outer = inner = 1 and len = numel). The decomposition is
+ * made once, in reduce_setup, and stored beside the user's parameters; one loop structure
+ * (reduce_run) walks [outer, inner-tile] work items and hands each to a kernel for a
+ * contiguous row (inner == 1) or for a tile of columns (inner > 1).
+ *
+ * Accuracy and determinism: sums accumulate in double. A row is cut into chunks whose length
+ * depends only on the row's length; each chunk is summed with a SIMD double reduction, the
+ * chunk sums are added in chunk order. Threads only ever split work at chunk or output
+ * boundaries, so every result is bit-identical for any thread count. */
 #include "internal.h"
+
+#include "../tensor/parallel.h"
+
+#include <string.h>
+
+/* A vectorised reduction loop (OpenMP SIMD; no threads). */
+#ifdef _OPENMP
+#define REDUCE_SIMD(clauses) TG_PRAGMA(omp simd clauses)
+#else
+#define REDUCE_SIMD(clauses)
+#endif
+
+/* Columns one work item of a column kernel handles (its accumulators live on the stack). */
+#define REDUCE_TILE 128
+/* Shortest chunk of a summed row; rows up to this length are one chunk. */
+#define SUM_CHUNK_MIN 4096
+/* Most chunks a row is cut into (longer rows get longer chunks): bounds the stack array. */
+#define SUM_MAX_CHUNKS 1024
+
+/* User parameters (the first two; cases and wrappers set them) and what check derives. */
+typedef struct {
+    int axis;      /* the axis reduced, negative counts from the end (axis ops only) */
+    bool keepdim;  /* keep the reduced axis as size 1 (axis ops only) */
+    /* Set by check: x seen as [outer, len, inner], and the factor applied to sums. */
+    int64_t outer, len, inner;
+    double scale;  /* 1 for sum, 1/len for mean */
+} reduce_params;
+
+typedef enum { REDUCE_SUM, REDUCE_MAX } reduce_kind;
+
+/* Validates the axis, derives [outer, len, inner] and the output shape. all: reduce every
+ * element to a 0-d tensor (axis and keepdim ignored). */
+static tg_status reduce_setup(tg_node *n, const char *fn, bool all, bool mean, int *ndim,
+                              int64_t shape[])
+{
+    reduce_params *p = TG_PARAMS(n, reduce_params);
+    const tg_tensor *x = n->in[0];
+    char s[160];
+    if (all) {
+        p->outer = p->inner = 1;
+        p->len = x->numel;
+        *ndim = 0;
+    } else {
+        int axis = tg_axis(p->axis, x->ndim);
+        if (axis < 0)
+            return tg_set_error(TG_ERR_ARG, "%s: axis %d is out of range for %s", fn, p->axis,
+                                TG_SHAPE_STR(x, s));
+        p->outer = p->inner = 1;
+        for (int a = 0; a < axis; a++)
+            p->outer *= x->shape[a];
+        for (int a = axis + 1; a < x->ndim; a++)
+            p->inner *= x->shape[a];
+        p->len = x->shape[axis];
+        *ndim = 0;
+        for (int a = 0; a < x->ndim; a++) {
+            if (a != axis)
+                shape[(*ndim)++] = x->shape[a];
+            else if (p->keepdim)
+                shape[(*ndim)++] = 1;
+        }
+    }
+    /* Mean of nothing is NaN (0 * inf), as in PyTorch. */
+    p->scale = mean ? 1.0 / (double)p->len : 1.0;
+    return TG_OK;
+}
+
+/* ---- kernels ---------------------------------------------------------------------------- */
+
+/* Sum of x[0..n) in double, one SIMD reduction. */
+static double sum_chunk(const float *x, int64_t n)
+{
+    double s = 0.0;
+    REDUCE_SIMD(reduction(+ : s))
+    for (int64_t i = 0; i < n; i++)
+        s += (double)x[i];
+    return s;
+}
+
+/* Chunk length for a row of n: a multiple of 64 floats, so that every chunk starts at the
+ * same alignment relative to the row. */
+static int64_t sum_chunk_len(int64_t n)
+{
+    int64_t c = (n + SUM_MAX_CHUNKS - 1) / SUM_MAX_CHUNKS;
+    c = (c + 63) / 64 * 64;
+    return c > SUM_CHUNK_MIN ? c : SUM_CHUNK_MIN;
+}
+
+/* Sum of a contiguous row in double: fixed chunks (sum_chunk_len), added in order. parallel:
+ * sum the chunks on the thread team (same result, chunks do not depend on threads). */
+static double sum_row(const float *x, int64_t n, bool parallel)
+{
+    int64_t clen = sum_chunk_len(n);
+    if (n <= clen)
+        return sum_chunk(x, n);
+    int64_t nc = (n + clen - 1) / clen;
+    double part[SUM_MAX_CHUNKS];
+    if (parallel) {
+        TG_PARALLEL_FOR_WORK(nc, clen)
+        for (int64_t c = 0; c < nc; c++)
+            part[c] = sum_chunk(x + c * clen, c == nc - 1 ? n - c * clen : clen);
+    } else {
+        for (int64_t c = 0; c < nc; c++)
+            part[c] = sum_chunk(x + c * clen, c == nc - 1 ? n - c * clen : clen);
+    }
+    double s = 0.0;
+    for (int64_t c = 0; c < nc; c++)
+        s += part[c];
+    return s;
+}
+
+/* Columns: y[i] = scale * sum_k x[k * stride + i] for i < w (one tile), accumulated in double
+ * row by row so that the inner loop runs along contiguous memory. */
+static void sum_cols(const float *x, int64_t len, int64_t stride, int64_t w, double scale,
+                     float *y)
+{
+    double acc[REDUCE_TILE] = {0};
+    for (int64_t k = 0; k < len; k++) {
+        const float *r = x + k * stride;
+        for (int64_t i = 0; i < w; i++)
+            acc[i] += (double)r[i];
+    }
+    for (int64_t i = 0; i < w; i++)
+        y[i] = (float)(acc[i] * scale);
+}
+
+/* Index of the first maximum of a contiguous row (len >= 1); the first NaN if there is one
+ * (NaN propagates, as in PyTorch). Two vectorised passes: the value, then where it is. */
+static int64_t max_row(const float *x, int64_t len)
+{
+    float m = x[0];
+    int nan = 0;
+    REDUCE_SIMD(reduction(max : m) reduction(| : nan))
+    for (int64_t k = 0; k < len; k++) {
+        m = x[k] > m ? x[k] : m;
+        nan |= x[k] != x[k];
+    }
+    for (int64_t k = 0; k < len; k++)
+        if (nan ? x[k] != x[k] : x[k] == m)
+            return k;
+    TG_ASSERT(!"max_row: the maximum vanished");
+    return 0;
+}
+
+/* Columns: the first maximum of x[k * stride + i] over k, for i < w (one tile). A later
+ * element replaces the best only when strictly greater, or when it is the first NaN. */
+static void max_cols(const float *x, int64_t len, int64_t stride, int64_t w, float *y,
+                     int64_t *arg)
+{
+    float best[REDUCE_TILE];
+    int64_t at[REDUCE_TILE];
+    for (int64_t i = 0; i < w; i++) {
+        best[i] = x[i];
+        at[i] = 0;
+    }
+    for (int64_t k = 1; k < len; k++) {
+        const float *r = x + k * stride;
+        for (int64_t i = 0; i < w; i++) {
+            float v = r[i];
+            bool take = v > best[i] || (v != v && best[i] == best[i]);
+            best[i] = take ? v : best[i];
+            at[i] = take ? k : at[i];
+        }
+    }
+    memcpy(y, best, (size_t)w * sizeof(float));
+    memcpy(arg, at, (size_t)w * sizeof(int64_t));
+}
+
+/* The one loop structure of every reduction: x[outer, len, inner] -> y[outer, inner]. Work
+ * items are (outer index, tile of up to REDUCE_TILE columns); each output is computed by one
+ * thread in a fixed order. arg receives argmax indices (max only). kind is a constant at every
+ * call, so the branches fold away after inlining. */
+static inline void reduce_run(reduce_kind kind, const reduce_params *p, const float *x,
+                              float *y, int64_t *arg)
+{
+    int64_t outer = p->outer, len = p->len, inner = p->inner;
+    if (outer * inner == 0)
+        return;
+    if (kind == REDUCE_SUM && outer == 1 && inner == 1) {
+        /* One long row (the whole-tensor sum): split it across threads by chunks. */
+        y[0] = (float)(sum_row(x, len, true) * p->scale);
+        return;
+    }
+    int64_t tiles = inner == 1 ? 1 : (inner + REDUCE_TILE - 1) / REDUCE_TILE;
+    int64_t items = outer * tiles;
+    TG_PARALLEL_FOR_WORK(items, len * (inner < REDUCE_TILE ? inner : REDUCE_TILE))
+    for (int64_t it = 0; it < items; it++) {
+        int64_t o = it / tiles, i0 = (it % tiles) * REDUCE_TILE;
+        const float *xs = x + o * len * inner + i0;
+        int64_t j = o * inner + i0; /* first output of this item */
+        if (inner == 1) {
+            if (kind == REDUCE_SUM) {
+                y[j] = (float)(sum_row(xs, len, false) * p->scale);
+            } else {
+                arg[j] = max_row(xs, len);
+                y[j] = xs[arg[j]];
+            }
+        } else {
+            int64_t w = inner - i0 < REDUCE_TILE ? inner - i0 : REDUCE_TILE;
+            if (kind == REDUCE_SUM)
+                sum_cols(xs, len, inner, w, p->scale, y + j);
+            else
+                max_cols(xs, len, inner, w, y + j, arg + j);
+        }
+    }
+}
+
+/* ---- sum and mean (all elements or one axis) ----------------------------------------------
+ * y[o, i] = scale * sum_k x[o, k, i];   dx[o, k, i] += scale * dy[o, i]
+ * (scale = 1 for sum, 1/len for mean: the four ops share forward and backward) */
+static tg_status sum_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    return reduce_setup(n, "tg_sum", true, false, ndim, shape);
+}
+
+static tg_status mean_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    return reduce_setup(n, "tg_mean", true, true, ndim, shape);
+}
+
+static tg_status sum_axis_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    return reduce_setup(n, "tg_sum_axis", false, false, ndim, shape);
+}
+
+static tg_status mean_axis_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    return reduce_setup(n, "tg_mean_axis", false, true, ndim, shape);
+}
+
+static void sum_forward(tg_node *n)
+{
+    reduce_run(REDUCE_SUM, TG_PARAMS(n, reduce_params), n->in[0]->data, n->out->data, NULL);
+}
+
+static void sum_backward(tg_node *n)
+{
+    const reduce_params *p = TG_PARAMS(n, reduce_params);
+    int64_t outer = p->outer, len = p->len, inner = p->inner;
+    const float *dy = n->out->grad->data;
+    float *dx = tg_grad_of(n, 0);
+    if (!dx)
+        return;
+    float scale = (float)p->scale;
+    if (inner == 1) {
+        /* Each dy[o] spreads over a contiguous row of dx. */
+        if (outer == 1) {
+            float g = scale * dy[0];
+            TG_PARALLEL_FOR(len)
+            for (int64_t k = 0; k < len; k++)
+                dx[k] += g;
+        } else {
+            TG_PARALLEL_FOR_WORK(outer, len)
+            for (int64_t o = 0; o < outer; o++) {
+                float g = scale * dy[o];
+                float *row = dx + o * len;
+                for (int64_t k = 0; k < len; k++)
+                    row[k] += g;
+            }
+        }
+        return;
+    }
+    /* dy[o, :] is added to each of the len rows dx[o, k, :]. */
+    TG_PARALLEL_FOR_WORK(outer * len, inner)
+    for (int64_t ok = 0; ok < outer * len; ok++) {
+        const float *g = dy + (ok / len) * inner;
+        float *row = dx + ok * inner;
+        for (int64_t i = 0; i < inner; i++)
+            row[i] += scale * g[i];
+    }
+}
+
+/* Cases: axis 0, 1 and -1, with and without keepdim, on 3-D shapes; a 0-d input, a size-1
+ * axis, and inner > REDUCE_TILE (two column tiles). */
+static const tg_case sum_cases[] = {
+    {.shape = {{3, 4, 5}}},
+    {.shape = {{7}}, .name = "1d"},
+    {.shape = {{0}}, .name = "0d"},
+    {0},
+};
+static const tg_case mean_cases[] = {
+    {.shape = {{3, 4, 5}}},
+    {.shape = {{2, 9}}, .name = "2d"},
+    {0},
+};
+
+#define AXIS_CASES                                                                           \
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 0), .name = "axis0"},       \
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 1), .name = "axis1"},       \
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = -1), .name = "axis-1"},     \
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 0, .keepdim = true),        \
+     .name = "axis0_keepdim"},                                                               \
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 1, .keepdim = true),        \
+     .name = "axis1_keepdim"},                                                               \
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = -1, .keepdim = true),       \
+     .name = "axis-1_keepdim"},                                                              \
+    {.shape = {{2, 3, 1}}, TG_CASE_PARAMS(reduce_params, .axis = 2), .name = "size1_axis"},  \
+    {.shape = {{2, 130}}, TG_CASE_PARAMS(reduce_params, .axis = 0), .name = "two_tiles"}
+
+static const tg_case sum_axis_cases[] = {AXIS_CASES, {0}};
+static const tg_case mean_axis_cases[] = {AXIS_CASES, {0}};
+
+const tg_op tg_op_sum = {.name = "sum", .n_in = 1, .check = sum_check,
+                         .forward = sum_forward, .backward = sum_backward, .cases = sum_cases};
+const tg_op tg_op_mean = {.name = "mean", .n_in = 1, .check = mean_check,
+                          .forward = sum_forward, .backward = sum_backward,
+                          .cases = mean_cases};
+const tg_op tg_op_sum_axis = {.name = "sum_axis", .n_in = 1, .check = sum_axis_check,
+                              .forward = sum_forward, .backward = sum_backward,
+                              .cases = sum_axis_cases};
+const tg_op tg_op_mean_axis = {.name = "mean_axis", .n_in = 1, .check = mean_axis_check,
+                               .forward = sum_forward, .backward = sum_backward,
+                               .cases = mean_axis_cases};
+
+tg_tensor *tg_sum(tg_tensor *x)
+{
+    return tg_apply1(&tg_op_sum, NULL, 0, x);
+}
+
+tg_tensor *tg_mean(tg_tensor *x)
+{
+    return tg_apply1(&tg_op_mean, NULL, 0, x);
+}
+
+tg_tensor *tg_sum_axis(tg_tensor *x, int axis, bool keepdim)
+{
+    reduce_params p = {.axis = axis, .keepdim = keepdim};
+    return tg_apply1(&tg_op_sum_axis, &p, sizeof p, x);
+}
+
+tg_tensor *tg_mean_axis(tg_tensor *x, int axis, bool keepdim)
+{
+    reduce_params p = {.axis = axis, .keepdim = keepdim};
+    return tg_apply1(&tg_op_mean_axis, &p, sizeof p, x);
+}
+
+/* ---- max along an axis --------------------------------------------------------------------
+ * y[o, i] = x[o, a, i] with a = the first k maximising x[o, k, i] (saved in scratch);
+ * dx[o, a, i] += dy[o, i] (only the first maximal element gets the gradient). */
+static tg_status max_axis_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    tg_status st = reduce_setup(n, "tg_max_axis", false, false, ndim, shape);
+    if (st != TG_OK)
+        return st;
+    const reduce_params *p = TG_PARAMS(n, reduce_params);
+    if (p->len == 0 && p->outer * p->inner > 0) {
+        char s[160];
+        return tg_set_error(TG_ERR_SHAPE, "tg_max_axis: axis %d of %s is empty; the maximum "
+                            "of no elements is undefined", p->axis, TG_SHAPE_STR(n->in[0], s));
+    }
+    n->scratch_bytes = (size_t)(p->outer * p->inner) * sizeof(int64_t);
+    return TG_OK;
+}
+
+static void max_axis_forward(tg_node *n)
+{
+    reduce_run(REDUCE_MAX, TG_PARAMS(n, reduce_params), n->in[0]->data, n->out->data,
+               n->scratch);
+}
+
+static void max_axis_backward(tg_node *n)
+{
+    const reduce_params *p = TG_PARAMS(n, reduce_params);
+    int64_t len = p->len, inner = p->inner, m = p->outer * p->inner;
+    const int64_t *arg = n->scratch;
+    const float *dy = n->out->grad->data;
+    float *dx = tg_grad_of(n, 0);
+    if (!dx)
+        return;
+    /* Each output owns one distinct input element: no two iterations write the same place. */
+    TG_PARALLEL_FOR(m)
+    for (int64_t j = 0; j < m; j++) {
+        int64_t o = j / inner, i = j % inner;
+        dx[(o * len + arg[j]) * inner + i] += dy[j];
+    }
+}
+
+/* Distinct values 0.1 apart (a shuffled arithmetic sequence centred on 0): central
+ * differences with eps = 0.01 never change which element is the maximum. */
+static void max_axis_init(int i, tg_tensor *t, tg_rng *rng)
+{
+    (void)i;
+    int64_t n = t->numel;
+    for (int64_t e = 0; e < n; e++)
+        t->data[e] = 0.1f * (float)(e - n / 2);
+    for (int64_t e = n - 1; e > 0; e--) {
+        int64_t j = (int64_t)(tg_rng_u32(rng) % (uint32_t)(e + 1));
+        float tmp = t->data[e];
+        t->data[e] = t->data[j];
+        t->data[j] = tmp;
+    }
+}
+
+static const tg_case max_axis_cases[] = {
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 0), .init = max_axis_init,
+     .name = "axis0"},
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 1), .init = max_axis_init,
+     .name = "axis1"},
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = -1), .init = max_axis_init,
+     .name = "axis-1"},
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 1, .keepdim = true),
+     .init = max_axis_init, .name = "axis1_keepdim"},
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = -1, .keepdim = true),
+     .init = max_axis_init, .name = "axis-1_keepdim"},
+    {.shape = {{3, 130}}, TG_CASE_PARAMS(reduce_params, .axis = 0), .init = max_axis_init,
+     .name = "two_tiles"},
+    {0},
+};
+
+const tg_op tg_op_max_axis = {.name = "max_axis", .n_in = 1, .check = max_axis_check,
+                              .forward = max_axis_forward, .backward = max_axis_backward,
+                              .cases = max_axis_cases};
+
+tg_tensor *tg_max_axis(tg_tensor *x, int axis, bool keepdim)
+{
+    reduce_params p = {.axis = axis, .keepdim = keepdim};
+    return tg_apply1(&tg_op_max_axis, &p, sizeof p, x);
+}
