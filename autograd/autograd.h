@@ -156,28 +156,39 @@ tg_tensor *tg_upsample(tg_tensor *x, int scale, tg_upsample_mode mode);
 
 /* ---- normalisation and regularisation (norm.c) ------------------------------------------ */
 
-/* Batch norm of x[N,C] or x[N,C,H,W] over all axes but C; weight and bias [C] may be NULL.
- * training: batch statistics, and running_mean/running_var (if not NULL) are updated in place
- * as PyTorch does (momentum, unbiased variance); eval: the running statistics are used. */
+/* Batch norm of x[N,C] or x[N,C,H,W] (any x[N,C,...]) over all axes but C, as PyTorch's
+ * F.batch_norm: y = (x - mean) / sqrt(var + eps) * weight + bias; weight and bias [C] may be
+ * NULL (no affine). training: the batch mean and biased variance, and N*H*W must exceed 1;
+ * running_mean and running_var [C] (both or neither) are then updated in place with
+ * running = (1 - momentum) * running + momentum * batch_stat, using the unbiased variance
+ * (PaddlePaddle weighs the old value by momentum instead and uses the biased variance).
+ * eval: running_mean and running_var are required and used. The running buffers get no
+ * gradient and are not held after the call (PyTorch defaults: momentum 0.1, eps 1e-5). */
 tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                          tg_tensor *running_mean, tg_tensor *running_var, bool training,
                          float momentum, float eps);
-/* Zeroes each element with probability p and scales the rest by 1/(1-p); identity when not
- * training. rng draws the mask. */
+/* training with 0 < p < 1: zeroes element i when the i-th uniform draw from rng is below p
+ * and scales the others by 1/(1-p); rng advances by one draw per element, so a seed
+ * reproduces the mask. Not training, or p == 0: a copy of x (rng may be NULL). p must be in
+ * [0, 1). */
 tg_tensor *tg_dropout(tg_tensor *x, float p, bool training, tg_rng *rng);
-/* softmax along axis. */
+/* softmax along axis (negative counts from the end), computed stably (the row max is
+ * subtracted first). */
 tg_tensor *tg_softmax(tg_tensor *x, int axis);
-/* log(softmax) along axis, computed stably. */
+/* log(softmax) along axis, computed stably: finite for any finite input. */
 tg_tensor *tg_log_softmax(tg_tensor *x, int axis);
 
 /* ---- losses (loss.c), each the mean over all elements or the batch ----------------------- */
 
-/* mean(max(z,0) - z*t + log(1 + e^-|z|)): stable for any logits z; targets t in [0, 1]. */
+/* mean(max(z,0) - z*t + log(1 + e^-|z|)) for logits z and targets t (in [0, 1]) of the same
+ * shape: stable for any logits (finite loss and gradient at z = +-100). Both are
+ * differentiated (targets may come from another network). */
 tg_tensor *tg_bce_with_logits(tg_tensor *logits, tg_tensor *targets);
 /* Mean over the batch of -log softmax(logits[N,C])[label]; labels[N] hold class indices as
- * floats (not differentiated). */
+ * floats (0 .. C-1; a non-integer or out-of-range label is an error naming its row) and are
+ * never differentiated. */
 tg_tensor *tg_cross_entropy(tg_tensor *logits, tg_tensor *labels);
-/* mean((pred - target)^2) */
+/* mean((pred - target)^2) for pred and target of the same shape; both are differentiated. */
 tg_tensor *tg_mse(tg_tensor *pred, tg_tensor *target);
 
 #ifdef __cplusplus
