@@ -90,15 +90,16 @@ tg_tensor *tg_rdiv_scalar(tg_tensor *x, float s);
 
 /* ---- reductions -------------------------------------------------------------------------- */
 
-/* Sum of all elements (a 0-dimensional tensor). */
+/* Sum of all elements (a 0-dimensional tensor), accumulated in double; the same result for any
+ * thread count. */
 tg_tensor *tg_sum(tg_tensor *x);
 /* Mean of all elements (a 0-dimensional tensor). */
 tg_tensor *tg_mean(tg_tensor *x);
 /* Sum along axis (negative counts from the end); keepdim keeps it as size 1. */
 tg_tensor *tg_sum_axis(tg_tensor *x, int axis, bool keepdim);
-/* Mean along axis. */
+/* Mean along axis (axis and keepdim as in tg_sum_axis). */
 tg_tensor *tg_mean_axis(tg_tensor *x, int axis, bool keepdim);
-/* Maximum along axis (the gradient goes to the first maximal element). */
+/* Maximum along axis (NaN propagates; the gradient goes to the first maximal element). */
 tg_tensor *tg_max_axis(tg_tensor *x, int axis, bool keepdim);
 
 /* ---- linear algebra ---------------------------------------------------------------------- */
@@ -119,9 +120,10 @@ tg_tensor *tg_flatten(tg_tensor *x, int start_axis, int end_axis);
 tg_tensor *tg_transpose(tg_tensor *x, int a, int b);
 /* x with its axes reordered: out axis i is x's axis perm[i] (a copy). */
 tg_tensor *tg_permute(tg_tensor *x, const int *perm);
-/* The n tensors joined along axis (all other sizes equal; n <= TG_MAX_INPUTS). */
+/* The n tensors (1 <= n <= 16) joined along axis; all other sizes must be equal (a copy). */
 tg_tensor *tg_concat(tg_tensor *const *xs, int n, int axis);
-/* x[..., start:stop:step, ...] along axis (Python slice rules for negative start/stop). */
+/* x[..., start:stop:step, ...] along axis (a copy), step >= 1; as in Python, negative start and
+ * stop count from the end and out-of-range ones are clamped. */
 tg_tensor *tg_slice(tg_tensor *x, int axis, int64_t start, int64_t stop, int64_t step);
 
 /* ---- convolution (conv.c) ---------------------------------------------------------------- */
