@@ -1,2 +1,515 @@
-/* elementwise.c — ops to be written here. */
+/* Elementwise ops: the generic loops that expand elementwise.def (DESIGN.md §4).
+ *
+ * Every line of elementwise.def becomes small kernels over one contiguous run of elements with
+ * the op's expressions written inline (restrict pointers, no calls but the op's own libm ones,
+ * so GCC vectorises the arithmetic ops), plus the op's cases, descriptor and public wrapper.
+ * The generic code below splits a tensor into runs of at most EW_RUN elements, hands runs to
+ * threads (TG_PARALLEL_FOR) and calls the kernels through a pointer once per run — never per
+ * element.
+ *
+ * Binary ops broadcast as NumPy. check computes the output shape. forward and backward build an
+ * ew_plan: the output's axes with size-1 axes dropped and neighbours merged wherever both inputs
+ * allow it, and for each input a stride per axis (0 where it is broadcast). After merging, the
+ * fast paths are simply the small plans: same shapes and scalar-with-anything are one axis (runs
+ * over the flat tensor), [M,N] op [N] is two (each row of the full input against the one row);
+ * anything else is the general strided path, one run per row of the innermost axis with the
+ * outer axes giving each row's offsets.
+ *
+ * Summing a gradient back over broadcast axes is written once, in ew_binary_backward_input,
+ * for every binary op: it walks the output's runs and accumulates dy * dy/dinput straight into
+ * the input's gradient through the input's strides, so each output element lands on the input
+ * element it was broadcast from. There is no temporary output-sized buffer: along the run the
+ * input is either full (a vector accumulation) or broadcast (one sum per run), and threads never
+ * share a gradient element (they split rows only when every row owns its gradient row, columns
+ * when rows share one, and a sum over rows that share one element stays on one thread). Sums run
+ * in a fixed order, so the results do not depend on the thread count. */
 #include "internal.h"
+#include "ops.h"
+
+#include "../tensor/parallel.h"
+
+#include <math.h>
+#include <string.h>
+
+/* The selects in relu, leaky_relu, clamp, abs and their derivatives vectorise on SSE/AVX2 only
+ * when GCC may evaluate both arms: otherwise it moves dy * (x > 0 ? 1 : s) into branches (where
+ * dy * 1 folds to dy) and keeps the branch because the other arm's multiply "might trap".
+ * -fno-trapping-math changes no computed value (we never read the FP exception flags; it is
+ * not -ffast-math, which we do not use). With AVX-512 masking GCC vectorises them regardless. */
+#pragma GCC optimize("no-trapping-math")
+
+/* Elements per run: a task big enough to amortise the call and the offset arithmetic, small
+ * enough to balance threads and stay in L1/L2. */
+#define EW_RUN 8192
+
+/* A unary op's parameters: slope, scalar, exponent, or clamp's lo and hi. */
+typedef struct {
+    float c0, c1;
+} ew_params;
+
+static inline int64_t ew_min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* max(x, lo) and min(x, hi) as selects that keep a NaN x (fmaxf/fminf would drop it, and do not
+ * vectorise without -ffast-math). */
+static inline float ew_max(float x, float lo)
+{
+    return x < lo ? lo : x;
+}
+
+static inline float ew_min(float x, float hi)
+{
+    return x > hi ? hi : x;
+}
+
+/* 1 / (1 + e^-x) as 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, with e = e^-|x| in
+ * (0, 1]: nothing overflows (sigmoid(-100) is the denormal e^-100, not 1 / inf), and the small
+ * values keep their relative precision. The sign picks the numerator arithmetically: a select
+ * here compiles to a branch (the loop does not vectorise, expf is a call) that mispredicts on
+ * mixed signs and made the op 3x slower. pos + (1 - pos) e is exactly 1 or e. */
+static inline float ew_sigmoid(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    const float pos = (float)(1u - (bits >> 31)); /* 1 for x >= +0, 0 for x <= -0 */
+    const float e = expf(-fabsf(x));
+    return (pos + (1.0f - pos) * e) / (1.0f + e);
+}
+
+/* ---- unary: generic loops ---------------------------------------------------------------- */
+
+typedef void (*ew_unary_fwd_fn)(float *restrict y, const float *restrict x, int64_t len,
+                                const ew_params *p);
+typedef void (*ew_unary_bwd_fn)(float *restrict dx, const float *restrict dy,
+                                const float *restrict x, const float *restrict y, int64_t len,
+                                const ew_params *p);
+
+static tg_status ew_unary_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const tg_tensor *x = n->in[0];
+    *ndim = x->ndim;
+    for (int d = 0; d < x->ndim; d++)
+        shape[d] = x->shape[d];
+    return TG_OK;
+}
+
+static void ew_unary_forward(tg_node *n, ew_unary_fwd_fn f)
+{
+    const ew_params *p = TG_PARAMS(n, ew_params);
+    const float *x = n->in[0]->data;
+    float *y = n->out->data;
+    const int64_t N = n->out->numel, runs = (N + EW_RUN - 1) / EW_RUN;
+    TG_PARALLEL_FOR(N)
+    for (int64_t r = 0; r < runs; r++)
+        f(y + r * EW_RUN, x + r * EW_RUN, ew_min64(EW_RUN, N - r * EW_RUN), p);
+}
+
+static void ew_unary_backward(tg_node *n, ew_unary_bwd_fn f)
+{
+    const ew_params *p = TG_PARAMS(n, ew_params);
+    float *dx = tg_grad_of(n, 0);
+    if (!dx)
+        return;
+    const float *x = n->in[0]->data, *y = n->out->data, *dy = n->out->grad->data;
+    const int64_t N = n->out->numel, runs = (N + EW_RUN - 1) / EW_RUN;
+    TG_PARALLEL_FOR(N)
+    for (int64_t r = 0; r < runs; r++) {
+        const int64_t i = r * EW_RUN;
+        f(dx + i, dy + i, x + i, y + i, ew_min64(EW_RUN, N - i), p);
+    }
+}
+
+/* ---- binary: broadcasting plan and generic loops ----------------------------------------- */
+
+/* The output as nd merged axes (no size-1 axis), and where each input's element lies. */
+typedef struct {
+    int nd; /* >= 1 */
+    int64_t size[TG_MAX_DIMS];
+    int64_t stride[2][TG_MAX_DIMS]; /* element strides of a and b; 0 where broadcast */
+    int64_t rows, n;                /* rows = product of the outer sizes, n = innermost size */
+} ew_plan;
+
+/* Kernels of one binary op over a run. "vs": b is one element for the whole run (b[0]), "sv":
+ * a is. acc[i][v] accumulates into input i's gradient, v = 1 when the other input is a vector
+ * along the run; sum[i] returns the run's total for input i broadcast along it. */
+typedef void (*ew_binary_fwd_fn)(float *restrict y, const float *restrict a,
+                                 const float *restrict b, int64_t len);
+typedef void (*ew_binary_acc_fn)(float *restrict g, const float *restrict dy,
+                                 const float *restrict y, const float *restrict a,
+                                 const float *restrict b, int64_t len);
+typedef double (*ew_binary_sum_fn)(const float *restrict dy, const float *restrict y,
+                                   const float *restrict a, const float *restrict b, int64_t len);
+typedef struct {
+    ew_binary_fwd_fn fwd_vv, fwd_vs, fwd_sv;
+    ew_binary_acc_fn acc[2][2];
+    ew_binary_sum_fn sum[2];
+} ew_binary_kernels;
+
+/* Input size along output axis d (right-aligned, 1 where the input has no such axis). */
+static inline int64_t ew_size_at(const tg_tensor *t, int nd, int d)
+{
+    const int k = d - (nd - t->ndim);
+    return k >= 0 ? t->shape[k] : 1;
+}
+
+static tg_status ew_binary_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const tg_tensor *a = n->in[0], *b = n->in[1];
+    const int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
+    char sa[160], sb[160];
+    for (int d = nd - 1; d >= 0; d--) {
+        const int64_t na = ew_size_at(a, nd, d), nb = ew_size_at(b, nd, d);
+        if (na != nb && na != 1 && nb != 1)
+            return tg_set_error(TG_ERR_SHAPE,
+                                "tg_%s: a %s and b %s: shapes do not broadcast "
+                                "(axis %d: %lld vs %lld)",
+                                n->op->name, TG_SHAPE_STR(a, sa), TG_SHAPE_STR(b, sb), d - nd,
+                                (long long)na, (long long)nb);
+        shape[d] = na == 1 ? nb : na;
+    }
+    if (tg_shape_numel(nd, shape) < 0) {
+        char so[160];
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_%s: a %s and b %s: the broadcast shape %s has too "
+                            "many elements",
+                            n->op->name, TG_SHAPE_STR(a, sa), TG_SHAPE_STR(b, sb),
+                            tg_shape_str(nd, shape, so, sizeof so));
+    }
+    *ndim = nd;
+    return TG_OK;
+}
+
+static void ew_plan_make(ew_plan *pl, const tg_tensor *a, const tg_tensor *b, const tg_tensor *y)
+{
+    const tg_tensor *in[2] = {a, b};
+    const int nd = y->ndim;
+    int64_t st[2][TG_MAX_DIMS];
+    for (int i = 0; i < 2; i++) {
+        int64_t s = 1;
+        for (int d = nd - 1; d >= 0; d--) {
+            const int64_t size = ew_size_at(in[i], nd, d);
+            st[i][d] = size == 1 ? 0 : s;
+            s *= size;
+        }
+    }
+    pl->nd = 0;
+    for (int d = 0; d < nd; d++) {
+        if (y->shape[d] == 1)
+            continue; /* both inputs have size 1 here: nothing to step over */
+        const int p = pl->nd - 1;
+        bool merge = p >= 0;
+        for (int i = 0; i < 2 && merge; i++) {
+            /* Axis d continues axis p for input i when both are broadcast, or when both are full
+             * and p's stride is d's stride times d's size (contiguous). */
+            const int64_t outer = pl->stride[i][p], inner = st[i][d];
+            merge = (outer == 0 && inner == 0) || (inner != 0 && outer == inner * y->shape[d]);
+        }
+        if (merge) {
+            pl->size[p] *= y->shape[d];
+            pl->stride[0][p] = st[0][d];
+            pl->stride[1][p] = st[1][d];
+        } else {
+            pl->size[pl->nd] = y->shape[d];
+            pl->stride[0][pl->nd] = st[0][d];
+            pl->stride[1][pl->nd] = st[1][d];
+            pl->nd++;
+        }
+    }
+    if (pl->nd == 0) { /* one element: both inputs hold one too */
+        pl->nd = 1;
+        pl->size[0] = 1;
+        pl->stride[0][0] = pl->stride[1][0] = 1;
+    }
+    pl->n = pl->size[pl->nd - 1];
+    pl->rows = 1;
+    for (int d = 0; d < pl->nd - 1; d++)
+        pl->rows *= pl->size[d];
+}
+
+/* Offsets in a and b of the first element of output row r. */
+static inline void ew_row_offsets(const ew_plan *pl, int64_t r, int64_t off[2])
+{
+    off[0] = off[1] = 0;
+    for (int d = pl->nd - 2; d >= 0; d--) {
+        const int64_t i = r % pl->size[d];
+        r /= pl->size[d];
+        off[0] += i * pl->stride[0][d];
+        off[1] += i * pl->stride[1][d];
+    }
+}
+
+static void ew_binary_forward(tg_node *n, const ew_binary_kernels *k)
+{
+    const int64_t N = n->out->numel;
+    if (N == 0)
+        return;
+    ew_plan pl;
+    ew_plan_make(&pl, n->in[0], n->in[1], n->out);
+    const float *a = n->in[0]->data, *b = n->in[1]->data;
+    float *y = n->out->data;
+    const int64_t sa = pl.stride[0][pl.nd - 1], sb = pl.stride[1][pl.nd - 1];
+    const ew_binary_fwd_fn f = sa && sb ? k->fwd_vv : sa ? k->fwd_vs : k->fwd_sv;
+    const int64_t runs = (pl.n + EW_RUN - 1) / EW_RUN, tasks = pl.rows * runs;
+    TG_PARALLEL_FOR(N)
+    for (int64_t t = 0; t < tasks; t++) {
+        const int64_t r = t / runs, j = t % runs * EW_RUN;
+        int64_t off[2];
+        ew_row_offsets(&pl, r, off);
+        f(y + r * pl.n + j, a + off[0] + j * sa, b + off[1] + j * sb, ew_min64(EW_RUN, pl.n - j));
+    }
+}
+
+/* Accumulates dL/d input i into g (input i's gradient): the sum over broadcast axes. */
+static void ew_binary_backward_input(const ew_plan *pl, int i, float *g, const float *dy,
+                                     const float *y, const float *a, const float *b,
+                                     const ew_binary_kernels *k)
+{
+    const int last = pl->nd - 1;
+    const int64_t n = pl->n, sa = pl->stride[0][last], sb = pl->stride[1][last];
+    const int64_t si = pl->stride[i][last], so = pl->stride[1 - i][last];
+    const int64_t N = pl->rows * n, runs = (n + EW_RUN - 1) / EW_RUN;
+    /* Does every output row own its gradient row (input i not broadcast over outer axes)? */
+    bool own_rows = true;
+    for (int d = 0; d < last; d++)
+        own_rows &= pl->stride[i][d] != 0;
+
+    if (si == 0) {
+        /* Input i is broadcast along the run: each run adds its total to one element. Rows run
+         * in parallel only when they add to distinct elements. */
+        const ew_binary_sum_fn f = k->sum[i];
+        TG_PARALLEL_FOR_WORK(own_rows ? pl->rows : 0, n)
+        for (int64_t r = 0; r < pl->rows; r++) {
+            int64_t off[2];
+            ew_row_offsets(pl, r, off);
+            g[off[i]] += (float)f(dy + r * n, y + r * n, a + off[0], b + off[1], n);
+        }
+    } else if (own_rows) {
+        /* One gradient element per output element: any split is race-free. */
+        const ew_binary_acc_fn f = k->acc[i][so != 0];
+        const int64_t tasks = pl->rows * runs;
+        TG_PARALLEL_FOR(N)
+        for (int64_t t = 0; t < tasks; t++) {
+            const int64_t r = t / runs, j = t % runs * EW_RUN;
+            int64_t off[2];
+            ew_row_offsets(pl, r, off);
+            f(g + off[i] + j, dy + r * n + j, y + r * n + j, a + off[0] + j * sa,
+              b + off[1] + j * sb, ew_min64(EW_RUN, n - j));
+        }
+    } else {
+        /* Broadcast over outer axes (a bias [N] under [M, N]): rows share a gradient row, so
+         * threads take column blocks and each walks every row over its block. Gradient offsets
+         * are multiples of n, so distinct blocks never touch the same element. */
+        const ew_binary_acc_fn f = k->acc[i][so != 0];
+        TG_PARALLEL_FOR_WORK(runs, N / runs)
+        for (int64_t c = 0; c < runs; c++) {
+            const int64_t j = c * EW_RUN, len = ew_min64(EW_RUN, n - j);
+            for (int64_t r = 0; r < pl->rows; r++) {
+                int64_t off[2];
+                ew_row_offsets(pl, r, off);
+                f(g + off[i] + j, dy + r * n + j, y + r * n + j, a + off[0] + j * sa,
+                  b + off[1] + j * sb, len);
+            }
+        }
+    }
+}
+
+static void ew_binary_backward(tg_node *n, const ew_binary_kernels *k)
+{
+    if (n->out->numel == 0)
+        return;
+    ew_plan pl;
+    ew_plan_make(&pl, n->in[0], n->in[1], n->out);
+    for (int i = 0; i < 2; i++) {
+        float *g = tg_grad_of(n, i);
+        if (g)
+            ew_binary_backward_input(&pl, i, g, n->out->grad->data, n->out->data, n->in[0]->data,
+                                     n->in[1]->data, k);
+    }
+}
+
+/* ---- gradcheck helpers used by elementwise.def ------------------------------------------- */
+
+/* A value of either sign with magnitude in [0.5, 2]: away from a pole at 0. */
+static float ew_draw_nonzero(tg_rng *rng)
+{
+    const float m = 0.5f + 1.5f * tg_rng_uniform01(rng);
+    return tg_rng_uniform01(rng) < 0.5f ? -m : m;
+}
+
+/* Every input away from 0 (rdiv_scalar). */
+static void ew_init_nonzero(int i, tg_tensor *t, tg_rng *rng)
+{
+    (void)i;
+    for (int64_t e = 0; e < t->numel; e++)
+        t->data[e] = ew_draw_nonzero(rng);
+}
+
+/* Numerator from [-1, 1], denominator (input 1) away from 0 (div). */
+static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
+{
+    for (int64_t e = 0; e < t->numel; e++)
+        t->data[e] = i == 1 ? ew_draw_nonzero(rng) : -1.0f + 2.0f * tg_rng_uniform01(rng);
+}
+
+/* The generator macros below are laid out by hand. */
+/* clang-format off */
+/* One [3, 4] input from [lo, hi], then optional designators: EW_CASE(-1, 1, EW_KINKS(0)). */
+#define EW_CASE(lo_, ...) {.shape = {{3, 4}}, .lo = (lo_), .hi = __VA_ARGS__}
+/* The parameters c0 [, c1] (c1 defaults to 0). */
+#define EW_P(...) EW_P_(__VA_ARGS__, 0.0f, 0.0f)
+#define EW_P_(c0_, c1_, ...) TG_CASE_PARAMS(ew_params, (c0_), (c1_))
+#define EW_KINKS(...)                                                                              \
+    .kinks = {__VA_ARGS__}, .n_kinks = (int)(sizeof((const float[]){__VA_ARGS__}) / sizeof(float))
+/* Every binary op's cases: same shapes, and each way a shape broadcasts. */
+#define EW_BCAST_CASES(init_)                                                                      \
+    {.shape = {{2, 3}, {2, 3}}, .init = (init_), .name = "same"},                                  \
+    {.shape = {{3, 1}, {1, 4}}, .init = (init_), .name = "outer"},                                 \
+    {.shape = {{2, 3}, {3}}, .init = (init_), .name = "row"},                                      \
+    {.shape = {{3}, {2, 3}}, .init = (init_), .name = "row_a"},                                    \
+    {.shape = {{0}, {2, 3}}, .init = (init_), .name = "scalar_a"},                                 \
+    {.shape = {{2, 3}, {0}}, .init = (init_), .name = "scalar_b"},                                 \
+    {.shape = {{4}, {2, 1, 4}}, .init = (init_), .name = "lead"},                                  \
+    {.shape = {{5, 1, 3}, {4, 1}}, .init = (init_), .name = "mixed"},                              \
+    {.shape = {{2, 1, 3, 1}, {1, 4, 1, 2}}, .init = (init_), .name = "alternating"}
+
+/* ---- the ops: one block per line of elementwise.def --------------------------------------
+ * Kernel locals are ew_-prefixed so they cannot capture the names the expressions use (x, y,
+ * a, b and the parameters). */
+#define EW_UNPAREN(...) __VA_ARGS__
+
+#define EW_UNARY_IMPL(OP, DECL, SIG, ARGS, fwd, deriv, ...)                                        \
+    static void OP##_fwd(float *restrict ew_y, const float *restrict ew_x, int64_t ew_len,         \
+                         const ew_params *ew_p)                                                    \
+    {                                                                                              \
+        DECL for (int64_t ew_j = 0; ew_j < ew_len; ew_j++)                                         \
+        {                                                                                          \
+            const float x = ew_x[ew_j];                                                            \
+            ew_y[ew_j] = (fwd);                                                                    \
+        }                                                                                          \
+    }                                                                                              \
+    static void OP##_bwd(float *restrict ew_dx, const float *restrict ew_dy,                       \
+                         const float *restrict ew_x, const float *restrict ew_y, int64_t ew_len,   \
+                         const ew_params *ew_p)                                                    \
+    {                                                                                              \
+        DECL for (int64_t ew_j = 0; ew_j < ew_len; ew_j++)                                         \
+        {                                                                                          \
+            const float x = ew_x[ew_j], y = ew_y[ew_j];                                            \
+            (void)x;                                                                               \
+            (void)y;                                                                               \
+            ew_dx[ew_j] += ew_dy[ew_j] * (deriv);                                                  \
+        }                                                                                          \
+    }                                                                                              \
+    static void OP##_forward(tg_node *n)                                                           \
+    {                                                                                              \
+        ew_unary_forward(n, OP##_fwd);                                                             \
+    }                                                                                              \
+    static void OP##_backward(tg_node *n)                                                          \
+    {                                                                                              \
+        ew_unary_backward(n, OP##_bwd);                                                            \
+    }                                                                                              \
+    static const tg_case OP##_cases[] = {__VA_ARGS__, {0}};                                        \
+    const tg_op tg_op_##OP = {.name = #OP,                                                         \
+                              .n_in = 1,                                                           \
+                              .check = ew_unary_check,                                             \
+                              .forward = OP##_forward,                                             \
+                              .backward = OP##_backward,                                           \
+                              .cases = OP##_cases};                                                \
+    tg_tensor *tg_##OP SIG                                                                         \
+    {                                                                                              \
+        const ew_params ew_p = {EW_UNPAREN ARGS};                                                  \
+        return tg_apply1(&tg_op_##OP, &ew_p, sizeof ew_p, x);                                      \
+    }
+
+#define EW_UNARY0(OP, fwd, deriv, ...)                                                             \
+    EW_UNARY_IMPL(OP, (void)ew_p;, (tg_tensor * x), (0.0f, 0.0f), fwd, deriv, __VA_ARGS__)
+#define EW_UNARY1(OP, P, fwd, deriv, ...)                                                          \
+    EW_UNARY_IMPL(OP, const float P = ew_p->c0; (void)P;                                           \
+                  , (tg_tensor * x, float P), (P, 0.0f), fwd, deriv, __VA_ARGS__)
+#define EW_UNARY2(OP, P, Q, fwd, deriv, ...)                                                       \
+    EW_UNARY_IMPL(OP, const float P = ew_p->c0; const float Q = ew_p->c1; (void)P; (void)Q;        \
+                  , (tg_tensor * x, float P, float Q), (P, Q), fwd, deriv, __VA_ARGS__)
+
+/* Binary kernels. A and B say how a run reads a and b: ew_a[ew_j] (a vector along the run) or
+ * ew_a[0] (one element for the whole run). */
+#define EW_BINARY_FWD(OP, suffix, A, B, fwd)                                                       \
+    static void OP##_fwd_##suffix(float *restrict ew_y, const float *restrict ew_a,                \
+                                  const float *restrict ew_b, int64_t ew_len)                      \
+    {                                                                                              \
+        for (int64_t ew_j = 0; ew_j < ew_len; ew_j++) {                                            \
+            const float a = A, b = B;                                                              \
+            ew_y[ew_j] = (fwd);                                                                    \
+        }                                                                                          \
+    }
+#define EW_BINARY_ACC(OP, suffix, A, B, deriv)                                                     \
+    static void OP##_acc_##suffix(float *restrict ew_g, const float *restrict ew_dy,               \
+                                  const float *restrict ew_y, const float *restrict ew_a,          \
+                                  const float *restrict ew_b, int64_t ew_len)                      \
+    {                                                                                              \
+        for (int64_t ew_j = 0; ew_j < ew_len; ew_j++) {                                            \
+            const float a = A, b = B, y = ew_y[ew_j];                                              \
+            (void)a;                                                                               \
+            (void)b;                                                                               \
+            (void)y;                                                                               \
+            ew_g[ew_j] += ew_dy[ew_j] * (deriv);                                                   \
+        }                                                                                          \
+    }
+/* Sums in double: a run can be long (a scalar broadcast over a million elements). */
+#define EW_BINARY_SUM(OP, suffix, A, B, deriv)                                                     \
+    static double OP##_sum_##suffix(const float *restrict ew_dy, const float *restrict ew_y,       \
+                                    const float *restrict ew_a, const float *restrict ew_b,        \
+                                    int64_t ew_len)                                                \
+    {                                                                                              \
+        double ew_s = 0.0;                                                                         \
+        for (int64_t ew_j = 0; ew_j < ew_len; ew_j++) {                                            \
+            const float a = A, b = B, y = ew_y[ew_j];                                              \
+            (void)a;                                                                               \
+            (void)b;                                                                               \
+            (void)y;                                                                               \
+            ew_s += (double)(ew_dy[ew_j] * (deriv));                                               \
+        }                                                                                          \
+        return ew_s;                                                                               \
+    }
+
+#define EW_V(p) p[ew_j]
+#define EW_S(p) p[0]
+
+#define EW_BINARY(OP, fwd, da, db, ...)                                                            \
+    EW_BINARY_FWD(OP, vv, EW_V(ew_a), EW_V(ew_b), fwd)                                             \
+    EW_BINARY_FWD(OP, vs, EW_V(ew_a), EW_S(ew_b), fwd)                                             \
+    EW_BINARY_FWD(OP, sv, EW_S(ew_a), EW_V(ew_b), fwd)                                             \
+    EW_BINARY_ACC(OP, a_vv, EW_V(ew_a), EW_V(ew_b), da)                                            \
+    EW_BINARY_ACC(OP, a_vs, EW_V(ew_a), EW_S(ew_b), da)                                            \
+    EW_BINARY_ACC(OP, b_vv, EW_V(ew_a), EW_V(ew_b), db)                                            \
+    EW_BINARY_ACC(OP, b_sv, EW_S(ew_a), EW_V(ew_b), db)                                            \
+    EW_BINARY_SUM(OP, a, EW_S(ew_a), EW_V(ew_b), da)                                               \
+    EW_BINARY_SUM(OP, b, EW_V(ew_a), EW_S(ew_b), db)                                               \
+    static const ew_binary_kernels OP##_kernels = {                                                \
+        .fwd_vv = OP##_fwd_vv,                                                                     \
+        .fwd_vs = OP##_fwd_vs,                                                                     \
+        .fwd_sv = OP##_fwd_sv,                                                                     \
+        .acc = {{OP##_acc_a_vs, OP##_acc_a_vv}, {OP##_acc_b_sv, OP##_acc_b_vv}},                   \
+        .sum = {OP##_sum_a, OP##_sum_b}};                                                          \
+    static void OP##_forward(tg_node *n)                                                           \
+    {                                                                                              \
+        ew_binary_forward(n, &OP##_kernels);                                                       \
+    }                                                                                              \
+    static void OP##_backward(tg_node *n)                                                          \
+    {                                                                                              \
+        ew_binary_backward(n, &OP##_kernels);                                                      \
+    }                                                                                              \
+    static const tg_case OP##_cases[] = {__VA_ARGS__, {0}};                                        \
+    const tg_op tg_op_##OP = {.name = #OP,                                                         \
+                              .n_in = 2,                                                           \
+                              .check = ew_binary_check,                                            \
+                              .forward = OP##_forward,                                             \
+                              .backward = OP##_backward,                                           \
+                              .cases = OP##_cases};                                                \
+    tg_tensor *tg_##OP(tg_tensor *a, tg_tensor *b)                                                 \
+    {                                                                                              \
+        return tg_apply2(&tg_op_##OP, NULL, 0, a, b);                                              \
+    }
+
+/* clang-format on */
+#include "elementwise.def"
