@@ -1,0 +1,254 @@
+#!/usr/bin/python3
+"""Writes tests/fixtures/gan_conformance.safetensors: three training iterations of mnist_gan's
+models, run by PyTorch, for tests/test_gan_conformance.c to repeat with tapegrad.
+
+Run once with Debian's Python (torch 1.13, numpy) from the repository root:
+    /usr/bin/python3 examples/mnist_gan/conformance/make_fixture.py
+Tests never need Python: the fixture is committed.
+
+The models mirror examples/mnist_gan/models.c layer for layer, at the same nn.Sequential
+indices, so PyTorch's state_dict names ("0.weight", "1.running_mean", ...) are tapegrad's
+qualified names. tapegrad keeps BatchNorm's num_batches_tracked too (a float count), so it is
+saved (as F32) and checked: it counts the training-mode forwards of each model. The
+iteration mirrors examples/mnist_gan/step.c statement by statement, in both modes:
+
+  tutorial  gradients accumulate until cleared; D's are cleared after each D update, G's only
+            after the G update; nothing is detached; one z serves the fake-D and the G step.
+            So G's update carries loss_fake's gradient too, and the next real-D update carries
+            what loss_g left in D's gradients.
+  clean     gradients cleared before every backward, G(z1) detached for D, a second z2 for G.
+
+"Clearing" frees the gradient (set_to_none=True), as tg_module_zero_grad does; torch 1.13's
+default would keep zero tensors, and Adam steps a parameter whose gradient is a zero tensor but
+skips one whose gradient is None. (In these steps every optimizer's parameters always have a
+fresh gradient, so both spellings give the same numbers; we write the one tapegrad means.)
+
+Widths are reduced so the fixture stays small (under 1 MB with all six cases); the C test reads
+them from the metadata and builds the same shapes with an explicit gan_widths. The learning
+rate is 10x the program's default: Adam's first steps move each parameter by about lr whatever
+the gradient's size, so with lr = 2e-4 three iterations would change parameters by less than
+the 1e-3 the test allows, and a wrong gradient could pass.
+
+Fixture layout (all F32):
+  real.<it>                         [B,1,28,28]  MNIST training images 0.. in [-1, 1]
+  z.<it>.<k>                        [B,nz]       k = 0: fake-D (and tutorial G) step;
+                                                 k = 1: the clean mode's G step
+  init.<cfg>.G.<name>, init.<cfg>.D.<name>       initial parameters and buffers
+  loss.<cfg>.<mode>                 [iters,3]    d_real, d_fake, g of each iteration
+  final.<cfg>.<mode>.G.<name>, ...D.<name>       parameters and buffers after the iterations
+with <cfg> in tutorial_upsample, tutorial_convt, dcgan and <mode> in tutorial, clean.
+Metadata: widths, batch, iters, lr, beta1.<cfg>, configs, modes, torch version, source.
+"""
+import copy
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+OUT = os.path.join(ROOT, "tests", "fixtures", "gan_conformance.safetensors")
+MNIST = os.path.join(ROOT, "data-cache", "mnist", "train-images-idx3-ubyte")
+
+# Reduced widths: every layer kept, channels small and unequal (a swapped in/out channel
+# count cannot hide behind a square weight).
+W = dict(nz=32, g_fc=32, g_ch1=4, g_ch2=3, d_ch1=3, d_ch2=5, d_fc=24)
+WIDTH_ORDER = ("nz", "g_fc", "g_ch1", "g_ch2", "d_ch1", "d_ch2", "d_fc")
+B, ITERS, LR = 8, 3, 2e-3
+# (name, recipe, generator, beta1): beta1 is each recipe's default in cli.c.
+CONFIGS = (("tutorial_upsample", "tutorial", "upsample", 0.9),
+           ("tutorial_convt", "tutorial", "convt", 0.9),
+           ("dcgan", "dcgan", "convt", 0.5))
+MODES = ("tutorial", "clean")
+PADDLE_LEAKY_SLOPE = 0.02  # PaddlePaddle's leaky_relu default, used by the convt G
+DCGAN_LEAKY_SLOPE = 0.2
+
+
+def tutorial_g_upsample(w):
+    c1, c2 = w["g_ch1"], w["g_ch2"]
+    up = lambda: nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+    return nn.Sequential(
+        nn.Linear(w["nz"], w["g_fc"]), nn.BatchNorm1d(w["g_fc"]), nn.Tanh(),      # 0 1 2
+        nn.Linear(w["g_fc"], c1 * 49), nn.BatchNorm1d(c1 * 49), nn.Tanh(),      # 3 4 5
+        nn.Unflatten(1, (c1, 7, 7)),                                           # 6
+        up(), nn.Conv2d(c1, c2, 5, 1, 2), nn.BatchNorm2d(c2), nn.Tanh(),         # 7 8 9 10
+        up(), nn.Conv2d(c2, 1, 5, 1, 2), nn.Tanh())                            # 11 12 13
+
+
+def tutorial_g_convt(w):
+    c1, c2 = w["g_ch1"], w["g_ch2"]
+    lk = lambda: nn.LeakyReLU(PADDLE_LEAKY_SLOPE)
+    return nn.Sequential(
+        nn.Linear(w["nz"], w["g_fc"]), nn.BatchNorm1d(w["g_fc"]), lk(),          # 0 1 2
+        nn.Linear(w["g_fc"], c1 * 49), nn.BatchNorm1d(c1 * 49), lk(),          # 3 4 5
+        nn.Unflatten(1, (c1, 7, 7)),                                           # 6
+        nn.ConvTranspose2d(c1, c2, 4, 2, 1), nn.BatchNorm2d(c2), lk(),          # 7 8 9
+        nn.ConvTranspose2d(c2, 1, 4, 2, 1), lk())                              # 10 11
+
+
+def tutorial_d(w):
+    c1, c2 = w["d_ch1"], w["d_ch2"]
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2, 2),  # 0 1 2 3
+        nn.Conv2d(c1, c2, 3), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2, 2), # 4 5 6 7
+        nn.Flatten(),                                                          # 8
+        nn.Linear(c2 * 25, w["d_fc"]), nn.BatchNorm1d(w["d_fc"]), nn.ReLU(),     # 9 10 11
+        nn.Linear(w["d_fc"], 1))                                               # 12
+
+
+def dcgan_g(w):
+    c1, c2 = w["g_ch1"], w["g_ch2"]
+    return nn.Sequential(
+        nn.Linear(w["nz"], c1 * 49), nn.Unflatten(1, (c1, 7, 7)),              # 0 1
+        nn.BatchNorm2d(c1), nn.ReLU(),                                         # 2 3
+        nn.ConvTranspose2d(c1, c2, 4, 2, 1), nn.BatchNorm2d(c2), nn.ReLU(),     # 4 5 6
+        nn.ConvTranspose2d(c2, 1, 4, 2, 1), nn.Tanh())                         # 7 8
+
+
+def dcgan_d(w):
+    c1, c2 = w["d_ch1"], w["d_ch2"]
+    lk = lambda: nn.LeakyReLU(DCGAN_LEAKY_SLOPE)
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 4, 2, 1), lk(),                                       # 0 1
+        nn.Conv2d(c1, c2, 4, 2, 1), nn.BatchNorm2d(c2), lk(),                   # 2 3 4
+        nn.Flatten(), nn.Linear(c2 * 49, 1))                                   # 5 6
+
+
+def build(recipe, gen, w):
+    if recipe == "dcgan":
+        return dcgan_g(w), dcgan_d(w)
+    g = tutorial_g_convt(w) if gen == "convt" else tutorial_g_upsample(w)
+    return g, tutorial_d(w)
+
+
+def bce(logits, label):
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
+
+
+def train(G, D, mode, beta1, reals, zs):
+    """step.c's gan_step, ITERS times; returns the losses [ITERS, 3]."""
+    clean = mode == "clean"
+    adam = lambda m: torch.optim.Adam(m.parameters(), lr=LR, betas=(beta1, 0.999), eps=1e-8)
+    opt_d_real, opt_d_fake, opt_g = adam(D), adam(D), adam(G)
+    losses = []
+    for it in range(ITERS):
+        if clean:
+            D.zero_grad(set_to_none=True)
+        loss_real = bce(D(reals[it]), 1.0)
+        loss_real.backward()
+        opt_d_real.step()
+        D.zero_grad(set_to_none=True)
+
+        z = zs[it][0]
+        fake = G(z)
+        if clean:
+            fake = fake.detach()
+        loss_fake = bce(D(fake), 0.0)
+        loss_fake.backward()
+        opt_d_fake.step()
+        D.zero_grad(set_to_none=True)
+        if clean:
+            z = zs[it][1]
+            G.zero_grad(set_to_none=True)
+
+        loss_g = bce(D(G(z)), 1.0)
+        loss_g.backward()
+        opt_g.step()
+        G.zero_grad(set_to_none=True)
+        losses.append([loss_real.item(), loss_fake.item(), loss_g.item()])
+    return np.array(losses, dtype=np.float32)
+
+
+def model_tensors(prefix, G, D):
+    out = {}
+    for part, m in (("G", G), ("D", D)):
+        for name, t in m.state_dict().items():
+            out[f"{prefix}{part}.{name}"] = t.detach().numpy().astype(np.float32)
+    return out
+
+
+def real_batches():
+    """ITERS batches of B real MNIST images scaled to [-1, 1] (x/255*2-1); deterministic
+    synthetic strokes when MNIST has not been fetched (scripts/fetch-mnist.sh)."""
+    n = ITERS * B
+    if os.path.exists(MNIST):
+        with open(MNIST, "rb") as f:
+            magic, count, rows, cols = struct.unpack(">IIII", f.read(16))
+            assert magic == 2051 and rows == 28 and cols == 28 and count >= n
+            x = np.frombuffer(f.read(n * 784), dtype=np.uint8).astype(np.float32)
+        source = "MNIST train-images-idx3-ubyte, images 0..%d" % (n - 1)
+    else:
+        rng = np.random.default_rng(7)
+        yy, xx = np.mgrid[0:28, 0:28]
+        x = np.zeros((n, 28, 28), np.float32)
+        for i in range(n):
+            cy, cx, r = rng.uniform(10, 18), rng.uniform(10, 18), rng.uniform(4, 9)
+            d = np.abs(np.hypot(yy - cy, xx - cx) - r)
+            x[i] = 255.0 * np.clip(1.5 - d, 0.0, 1.0)
+        source = "synthetic rings (MNIST was not fetched)"
+    x = x.reshape(ITERS, B, 1, 28, 28) / 255.0 * 2.0 - 1.0
+    return [torch.from_numpy(np.ascontiguousarray(x[i], dtype=np.float32)) for i in range(ITERS)], source
+
+
+def write_safetensors(path, tensors, meta):
+    """safetensors: 8-byte little-endian header length, JSON header padded with spaces to a
+    multiple of 8, then the raw little-endian float32 data in header order."""
+    header = {"__metadata__": meta}
+    blobs, off = [], 0
+    for name, a in tensors.items():
+        b = np.ascontiguousarray(a, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(np.shape(a)),
+                        "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+
+
+def main():
+    torch.set_num_threads(1)
+    torch.manual_seed(20240611)
+    reals, source = real_batches()
+    zs = [[torch.randn(B, W["nz"]) for _ in range(2)] for _ in range(ITERS)]
+
+    tensors = {}
+    for it in range(ITERS):
+        tensors[f"real.{it}"] = reals[it].numpy()
+        for k in range(2):
+            tensors[f"z.{it}.{k}"] = zs[it][k].numpy()
+    meta = {"widths": " ".join(str(W[k]) for k in WIDTH_ORDER),
+            "widths_order": " ".join(WIDTH_ORDER), "batch": str(B), "iters": str(ITERS),
+            "lr": repr(LR), "configs": " ".join(c[0] for c in CONFIGS),
+            "modes": " ".join(MODES), "torch": torch.__version__, "real": source,
+            "made_by": "examples/mnist_gan/conformance/make_fixture.py"}
+    for cfg, recipe, gen, beta1 in CONFIGS:
+        meta[f"beta1.{cfg}"] = repr(beta1)
+        G0, D0 = build(recipe, gen, W)
+        tensors.update(model_tensors(f"init.{cfg}.", G0, D0))
+        for mode in MODES:
+            G, D = copy.deepcopy(G0), copy.deepcopy(D0)
+            losses = train(G, D, mode, beta1, reals, zs)
+            tensors[f"loss.{cfg}.{mode}"] = losses
+            tensors.update(model_tensors(f"final.{cfg}.{mode}.", G, D))
+            print(f"{cfg:18s} {mode:8s} losses", " ".join("%.5f" % v for v in losses.ravel()))
+
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    write_safetensors(OUT, tensors, meta)
+    print(f"wrote {OUT}: {len(tensors)} tensors, {os.path.getsize(OUT)} bytes")
+    if os.path.getsize(OUT) >= 1 << 20:
+        sys.exit("the fixture is over 1 MB: reduce the widths")
+
+
+if __name__ == "__main__":
+    main()
