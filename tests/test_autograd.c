@@ -1,9 +1,11 @@
-/* Autograd semantics: ownership, accumulation, detach, no-grad, errors, version checks. */
+/* Autograd semantics: ownership, accumulation, detach, no-grad, errors, version checks, the
+ * NaN trap. Each test builds its own leaves and releases them; the teardown checks that the
+ * live-tensor and live-node counters are back to zero. */
 #include "common.h"
 
 #include <stdlib.h>
 
-/* A leaf [n] filled with the given values, requiring grad. */
+/* A leaf [n] holding v, requiring grad. */
 static tg_tensor *leaf(int64_t n, const float *v)
 {
     tg_tensor *t = tg_tensor_from_data(1, &n, v);
@@ -12,29 +14,167 @@ static tg_tensor *leaf(int64_t n, const float *v)
     return t;
 }
 
-/* y = sum(x * x) gives dx = 2x: the two uses of x accumulate. */
+/* x used twice: L = sum(x * x), dL/dx = 2x, the two paths accumulate. */
 static void test_fanout_accumulates(void **state)
 {
     (void)state;
     tg_tensor *x = leaf(3, (const float[]){1, -2, 3});
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *w = tg_tensor_from_data(TG_DIMS(3, 1), (const float[]){1, 1, 1});
-    /* x [1,3] @ x^T-like [3,1] needs reshape; use matmul of x as a row with itself as column */
-    tg_tensor *row = tg_tensor_from_data(TG_DIMS(1, 3), x->data);
-    tg_tensor_set_requires_grad(row, true);
-    tg_tensor *col = tg_tensor_from_data(TG_DIMS(3, 1), x->data);
-    (void)w;
-    tg_tensor *y = tg_matmul(row, col);
-    assert_non_null(y);
-    assert_int_equal(tg_backward(y), TG_OK);
-    /* d(row . col)/d row = col */
+    tg_tensor *loss = tg_sum(tg_mul(x, x));
+    assert_non_null(loss);
+    assert_int_equal(tg_backward(loss), TG_OK);
     for (int i = 0; i < 3; i++)
-        assert_close(row->grad->data[i], x->data[i], 0);
+        assert_close(x->grad->data[i], 2 * x->data[i], 1e-6);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(w);
-    tg_release(row);
-    tg_release(col);
     tg_release(x);
+}
+
+/* A parameter used by two losses gets both contributions, whether the losses are summed or
+ * back-propagated one after the other on the same tape. */
+static void test_two_losses_accumulate(void **state)
+{
+    (void)state;
+    tg_tensor *w = leaf(2, (const float[]){0.5f, -1.5f});
+    tg_tensor *a = tg_tensor_from_data(TG_DIMS(2), (const float[]){2, 3});
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *l1 = tg_sum(tg_mul(w, a));      /* dl1/dw = a */
+    tg_tensor *l2 = tg_sum(tg_square(w));      /* dl2/dw = 2w */
+    assert_int_equal(tg_backward(l1), TG_OK);
+    assert_int_equal(tg_backward(l2), TG_OK);
+    for (int i = 0; i < 2; i++)
+        assert_close(w->grad->data[i], a->data[i] + 2 * w->data[i], 1e-6);
+    /* A second backward of the same loss on the same tape accumulates again. */
+    assert_int_equal(tg_backward(l1), TG_OK);
+    for (int i = 0; i < 2; i++)
+        assert_close(w->grad->data[i], 2 * a->data[i] + 2 * w->data[i], 1e-6);
+    /* Zeroing frees the gradient; the next backward starts from zero. */
+    tg_tensor_zero_grad(w);
+    assert_null(w->grad);
+    assert_int_equal(tg_backward(tg_add(l1, l2)), TG_OK);
+    for (int i = 0; i < 2; i++)
+        assert_close(w->grad->data[i], a->data[i] + 2 * w->data[i], 1e-6);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_release(a);
+    tg_release(w);
+}
+
+/* Intermediate results get no lasting gradient; only leaves keep theirs. */
+static void test_intermediate_grads_freed(void **state)
+{
+    (void)state;
+    tg_tensor *x = leaf(2, (const float[]){1, 2});
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_exp(x);
+    tg_tensor *loss = tg_sum(y);
+    assert_int_equal(tg_backward(loss), TG_OK);
+    assert_null(y->grad);
+    assert_null(loss->grad);
+    assert_non_null(x->grad);
+    assert_close(x->grad->data[1], expf(2.0f), 1e-5);
+    tg_tape_end(tape);
+    tg_release(x);
+}
+
+/* detach cuts the graph: nothing flows into x through the detached branch. */
+static void test_detach_cuts(void **state)
+{
+    (void)state;
+    tg_tensor *x = leaf(2, (const float[]){3, 4});
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *d = tg_detach(x);
+    assert_false(d->requires_grad);
+    assert_null(d->node);
+    assert_ptr_equal(d->data, x->data); /* a view, not a copy */
+    /* L = sum(x * detach(x)): dL/dx = detach(x) only, not 2x. */
+    tg_tensor *loss = tg_sum(tg_mul(x, d));
+    assert_int_equal(tg_backward(loss), TG_OK);
+    assert_close(x->grad->data[0], 3, 1e-6);
+    assert_close(x->grad->data[1], 4, 1e-6);
+    tg_tape_end(tape);
+    tg_release(x);
+}
+
+/* A no-grad tape runs ops but records nothing. */
+static void test_no_grad_records_nothing(void **state)
+{
+    (void)state;
+    tg_tensor *x = leaf(2, (const float[]){1, 2});
+    int64_t nodes = tg_debug_live_nodes();
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    assert_false(tg_grad_enabled());
+    tg_tensor *y = tg_sum(tg_mul(x, x));
+    assert_non_null(y);
+    assert_close(y->data[0], 5, 1e-6);
+    assert_false(y->requires_grad);
+    assert_null(y->node);
+    assert_int_equal(tg_debug_live_nodes(), nodes);
+    assert_int_equal(tg_backward(y), TG_ERR_STATE);
+    assert_error_contains("tg_backward: the loss has no recorded history");
+    /* A grad tape nested inside records again; the no-grad outer one still owns nothing of it. */
+    tg_tape *inner = tg_tape_begin(TG_GRAD);
+    assert_true(tg_grad_enabled());
+    tg_tensor *z = tg_sum(tg_mul(x, x));
+    assert_non_null(z->node);
+    assert_int_equal(tg_backward(z), TG_OK);
+    assert_close(x->grad->data[1], 4, 1e-6);
+    assert_int_equal(tg_tape_end(inner), TG_OK);
+    assert_false(tg_grad_enabled());
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_release(x);
+}
+
+static void test_backward_needs_scalar(void **state)
+{
+    (void)state;
+    tg_tensor *x = leaf(3, (const float[]){1, 2, 3});
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_mul(x, x);
+    assert_int_equal(tg_backward(y), TG_ERR_SHAPE);
+    assert_error_contains("tg_backward: the loss has shape [3] (3 elements)");
+    assert_null(x->grad);
+    /* With an explicit output gradient it works. */
+    tg_tensor *dy = tg_tensor_ones(TG_DIMS(3));
+    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+    assert_close(x->grad->data[2], 6, 1e-6);
+    tg_tensor *bad = tg_tensor_ones(TG_DIMS(2));
+    assert_int_equal(tg_backward_grad(y, bad), TG_ERR_SHAPE);
+    assert_error_contains("output [3] and its gradient [2] differ");
+    tg_tape_end(tape);
+    tg_release(dy);
+    tg_release(bad);
+    tg_release(x);
+}
+
+/* Changing a saved input in place between forward and backward is caught. */
+static void test_inplace_after_use_caught(void **state)
+{
+    (void)state;
+    tg_tensor *x = leaf(2, (const float[]){1, 2});
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *loss = tg_sum(tg_mul(x, x));
+    assert_int_equal(tg_tensor_fill(x, 5.0f), TG_OK);
+    assert_int_equal(tg_backward(loss), TG_ERR_STATE);
+    assert_error_contains("of mul was modified in place after mul used it (version 0, now 1)");
+    tg_tape_end(tape);
+    tg_release(x);
+}
+
+/* The first error survives the rest of a chain: one check at the end names the real cause. */
+static void test_error_sticky_through_chain(void **state)
+{
+    (void)state;
+    tg_tensor *a = tg_tensor_ones(TG_DIMS(2, 3));
+    tg_tensor *b = tg_tensor_ones(TG_DIMS(4, 5));
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_sum(tg_exp(tg_mul(tg_matmul(a, b), a)));
+    assert_null(y);
+    assert_int_equal(tg_last_status(), TG_ERR_SHAPE);
+    assert_error_contains("tg_matmul: a [2, 3] @ b [4, 5]: inner sizes 3 and 4 differ");
+    assert_int_equal(tg_backward(y), TG_ERR_SHAPE); /* still the matmul error */
+    assert_error_contains("tg_matmul");
+    tg_tape_end(tape);
+    tg_release(a);
+    tg_release(b);
 }
 
 static void test_no_tape_is_an_error(void **state)
@@ -47,26 +187,114 @@ static void test_no_tape_is_an_error(void **state)
     tg_release(a);
 }
 
-static void test_shape_error_message(void **state)
+/* Ending a tape frees every result, node and gradient it owns; a retained result survives as a
+ * plain constant. */
+static void test_tape_end_frees_everything(void **state)
 {
     (void)state;
-    tg_tensor *a = tg_tensor_ones(TG_DIMS(64, 784));
-    tg_tensor *b = tg_tensor_ones(TG_DIMS(128, 10));
+    int64_t tensors = tg_debug_live_tensors(), bytes = tg_debug_live_bytes();
+    tg_tensor *x = leaf(4, (const float[]){1, 2, 3, 4});
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    assert_null(tg_matmul(a, b));
-    assert_int_equal(tg_last_status(), TG_ERR_SHAPE);
-    assert_error_contains("tg_matmul: a [64, 784] @ b [128, 10]: inner sizes 784 and 128 differ");
+    tg_tensor *y = tg_exp(tg_mul(x, x));
+    tg_tensor *kept = tg_retain(tg_sum(y));
+    assert_int_equal(tg_backward(kept), TG_OK);
+    assert_true(tg_debug_live_nodes() >= 3);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    assert_int_equal(tg_debug_live_nodes(), 0);
+    assert_int_equal(tg_debug_live_tensors(), tensors + 3); /* x, x->grad, kept */
+    assert_null(kept->node);
+    assert_false(kept->requires_grad);
+    assert_close(kept->data[0], expf(1) + expf(4) + expf(9) + expf(16), 1e-1);
+    tg_release(kept);
+    tg_release(x);
+    assert_int_equal(tg_debug_live_tensors(), tensors);
+    assert_int_equal(tg_debug_live_bytes(), bytes);
+}
+
+static void test_tapes_end_in_order(void **state)
+{
+    (void)state;
+    tg_tape *outer = tg_tape_begin(TG_GRAD);
+    tg_tape *inner = tg_tape_begin(TG_GRAD);
+    assert_int_equal(tg_tape_end(outer), TG_ERR_STATE);
+    assert_error_contains("not the innermost");
+    assert_int_equal(tg_tape_end(inner), TG_OK);
+    assert_int_equal(tg_tape_end(outer), TG_OK);
+}
+
+/* Results of an outer tape used on an inner tape: backward crosses both. */
+static void test_nested_tapes_backward(void **state)
+{
+    (void)state;
+    tg_tensor *x = leaf(2, (const float[]){1, 2});
+    tg_tape *outer = tg_tape_begin(TG_GRAD);
+    tg_tensor *h = tg_mul(x, x); /* owned by outer */
+    tg_tape *inner = tg_tape_begin(TG_GRAD);
+    tg_tensor *loss = tg_sum(tg_mul(h, x)); /* x^3 */
+    assert_int_equal(tg_backward(loss), TG_OK);
+    assert_close(x->grad->data[1], 12, 1e-5);
+    tg_tape_end(inner);
+    assert_non_null(h->node); /* the outer tape's graph is intact */
+    tg_tape_end(outer);
+    tg_release(x);
+}
+
+/* The NaN trap names the op that first produced a non-finite value, in forward and backward. */
+static void test_check_finite_trap(void **state)
+{
+    (void)state;
+    tg_tensor *x = leaf(2, (const float[]){1, -1});
+    tg_set_check_finite(true);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_sum(tg_log(tg_mul(x, x)));
+    assert_non_null(y); /* log(x^2) is finite */
+    tg_tensor *z = tg_sum(tg_sqrt(tg_mul_scalar(x, -1.0f)));
+    assert_null(z);
+    assert_int_equal(tg_last_status(), TG_ERR_STATE);
+    assert_error_contains("tg_sqrt: TG_CHECK_FINITE");
+    tg_clear_error();
+    /* sqrt(0) is finite but its derivative is not */
+    tg_tensor *zero = tg_tensor_zeros(TG_DIMS(2));
+    tg_tensor_set_requires_grad(zero, true);
+    tg_tensor *w = tg_sum(tg_sqrt(zero));
+    assert_non_null(w);
+    assert_int_equal(tg_backward(w), TG_ERR_STATE);
+    assert_error_contains("the backward of sqrt gave input 0 [2] the gradient inf");
+    tg_set_check_finite(false);
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
+    tg_release(zero);
+    tg_release(x);
+}
+
+static void test_requires_grad_only_on_leaves(void **state)
+{
+    (void)state;
+    tg_tensor *x = leaf(1, (const float[]){1});
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_exp(x);
+    assert_int_equal(tg_tensor_set_requires_grad(y, false), TG_ERR_STATE);
+    assert_error_contains("not a leaf");
+    tg_tape_end(tape);
+    tg_release(x);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         TG_TEST(test_fanout_accumulates),
+        TG_TEST(test_two_losses_accumulate),
+        TG_TEST(test_intermediate_grads_freed),
+        TG_TEST(test_detach_cuts),
+        TG_TEST(test_no_grad_records_nothing),
+        TG_TEST(test_backward_needs_scalar),
+        TG_TEST(test_inplace_after_use_caught),
+        TG_TEST(test_error_sticky_through_chain),
         TG_TEST(test_no_tape_is_an_error),
-        TG_TEST(test_shape_error_message),
+        TG_TEST(test_tape_end_frees_everything),
+        TG_TEST(test_tapes_end_in_order),
+        TG_TEST(test_nested_tapes_backward),
+        TG_TEST(test_check_finite_trap),
+        TG_TEST(test_requires_grad_only_on_leaves),
     };
     return cmocka_run_group_tests_name("autograd", tests, NULL, NULL);
 }
