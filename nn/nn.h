@@ -115,8 +115,8 @@ tg_module *tg_nn_conv2d(int64_t in_ch, int64_t out_ch, int kernel, int stride, i
  * weight dimension 1: fan_in = out_ch * k * k; w and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)). */
 tg_module *tg_nn_conv_transpose2d(int64_t in_ch, int64_t out_ch, int kernel, int stride,
                                   int padding, int output_padding, bool bias, tg_rng *rng);
-/* BatchNorm1d over x [N, C]: weight 1, bias 0, buffers running_mean 0 and running_var 1;
- * PyTorch's defaults momentum 0.1, eps 1e-5. */
+/* BatchNorm1d over x [N, C]: weight 1, bias 0, buffers running_mean 0, running_var 1 and
+ * num_batches_tracked 0 (0-d, counts training forwards); PyTorch's momentum 0.1, eps 1e-5. */
 tg_module *tg_nn_batch_norm1d(int64_t channels);
 /* BatchNorm2d over x [N, C, H, W], with the same parameters and defaults as batch_norm1d. */
 tg_module *tg_nn_batch_norm2d(int64_t channels);

@@ -1,0 +1,218 @@
+/* Layers without convolution: Linear, the activations, Flatten, Reshape, Dropout, BatchNorm.
+ * Each forward only composes autograd ops (no backward code in nn/). */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- Linear ------------------------------------------------------------------------------ */
+
+static tg_tensor *linear_forward(tg_module *m, tg_tensor *x)
+{
+    return tg_linear(x, tg_module_param(m, "weight"), tg_module_param(m, "bias"));
+}
+
+tg_module *tg_nn_linear(int64_t in, int64_t out, bool bias, tg_rng *rng)
+{
+    const char *fn = "tg_nn_linear";
+    if (in < 1 || out < 1) {
+        tg_set_error(TG_ERR_ARG, "%s: in %lld, out %lld: both must be at least 1", fn,
+                     (long long)in, (long long)out);
+        return NULL;
+    }
+    /* PyTorch: kaiming_uniform_(w, a=sqrt(5)) has bound gain*sqrt(3/fan_in) with gain
+     * sqrt(2/(1+a^2)) = sqrt(1/3), i.e. 1/sqrt(fan_in); the bias uses 1/sqrt(fan_in) too. */
+    float bound = 1.0f / sqrtf((float)in);
+    tg_module *m = tg_module_new("Linear", linear_forward, NULL, 0);
+    if (!m)
+        return NULL;
+    tg_status st = tg_module_add_param(
+        m, "weight", tg_nn_uniform_param(fn, TG_DIMS(out, in), bound, rng));
+    if (st == TG_OK && bias)
+        st = tg_module_add_param(m, "bias", tg_nn_uniform_param(fn, TG_DIMS(out), bound, rng));
+    if (st != TG_OK) {
+        tg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ---- activations ------------------------------------------------------------------------- */
+
+static tg_tensor *relu_forward(tg_module *m, tg_tensor *x)
+{
+    (void)m;
+    return tg_relu(x);
+}
+
+static tg_tensor *tanh_forward(tg_module *m, tg_tensor *x)
+{
+    (void)m;
+    return tg_tanh(x);
+}
+
+static tg_tensor *sigmoid_forward(tg_module *m, tg_tensor *x)
+{
+    (void)m;
+    return tg_sigmoid(x);
+}
+
+typedef struct {
+    float slope;
+} leaky_relu_config;
+
+static tg_tensor *leaky_relu_forward(tg_module *m, tg_tensor *x)
+{
+    const leaky_relu_config *c = tg_module_config(m);
+    return tg_leaky_relu(x, c->slope);
+}
+
+tg_module *tg_nn_relu(void) { return tg_module_new("ReLU", relu_forward, NULL, 0); }
+
+tg_module *tg_nn_tanh(void) { return tg_module_new("Tanh", tanh_forward, NULL, 0); }
+
+tg_module *tg_nn_sigmoid(void) { return tg_module_new("Sigmoid", sigmoid_forward, NULL, 0); }
+
+tg_module *tg_nn_leaky_relu(float slope)
+{
+    if (!isfinite(slope)) {
+        tg_set_error(TG_ERR_ARG, "tg_nn_leaky_relu: slope %g is not finite", slope);
+        return NULL;
+    }
+    leaky_relu_config c = {.slope = slope};
+    return tg_module_new("LeakyReLU", leaky_relu_forward, &c, sizeof c);
+}
+
+/* ---- Flatten and Reshape ----------------------------------------------------------------- */
+
+static tg_tensor *flatten_forward(tg_module *m, tg_tensor *x)
+{
+    (void)m;
+    return tg_flatten(x, 1, -1);
+}
+
+tg_module *tg_nn_flatten(void) { return tg_module_new("Flatten", flatten_forward, NULL, 0); }
+
+typedef struct {
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+} reshape_config;
+
+static tg_tensor *reshape_forward(tg_module *m, tg_tensor *x)
+{
+    const reshape_config *c = tg_module_config(m);
+    return tg_reshape(x, c->ndim, c->shape);
+}
+
+tg_module *tg_nn_reshape(int ndim, const int64_t *shape)
+{
+    const char *fn = "tg_nn_reshape";
+    if (ndim < 1 || ndim > TG_MAX_DIMS || !shape) {
+        tg_set_error(TG_ERR_ARG, "%s: ndim %d%s: need 1..%d sizes", fn, ndim,
+                     shape ? "" : " with a NULL shape", TG_MAX_DIMS);
+        return NULL;
+    }
+    reshape_config c = {.ndim = ndim};
+    int inferred = 0;
+    for (int i = 0; i < ndim; i++) {
+        c.shape[i] = shape[i];
+        inferred += shape[i] == -1;
+        if (shape[i] < -1 || inferred > 1) {
+            char s[160];
+            tg_set_error(TG_ERR_ARG, "%s: shape %s: sizes must be >= 0, with at most one -1",
+                         fn, tg_shape_str(ndim, shape, s, sizeof s));
+            return NULL;
+        }
+    }
+    return tg_module_new("Reshape", reshape_forward, &c, sizeof c);
+}
+
+/* ---- Dropout ----------------------------------------------------------------------------- */
+
+typedef struct {
+    float p;
+    tg_rng *rng; /* borrowed */
+} dropout_config;
+
+static tg_tensor *dropout_forward(tg_module *m, tg_tensor *x)
+{
+    const dropout_config *c = tg_module_config(m);
+    return tg_dropout(x, c->p, tg_module_is_training(m), c->rng);
+}
+
+tg_module *tg_nn_dropout(float p, tg_rng *rng)
+{
+    if (!(p >= 0.0f && p < 1.0f) || !rng) {
+        tg_set_error(TG_ERR_ARG, "tg_nn_dropout: p = %g%s: need 0 <= p < 1 and an rng", p,
+                     rng ? "" : " and rng NULL");
+        return NULL;
+    }
+    dropout_config c = {.p = p, .rng = rng};
+    return tg_module_new("Dropout", dropout_forward, &c, sizeof c);
+}
+
+/* ---- BatchNorm --------------------------------------------------------------------------- */
+
+typedef struct {
+    int ndim; /* 2 for BatchNorm1d ([N, C]), 4 for BatchNorm2d ([N, C, H, W]) */
+    int64_t channels;
+    float momentum, eps;
+} batch_norm_config;
+
+static tg_tensor *batch_norm_forward(tg_module *m, tg_tensor *x)
+{
+    const batch_norm_config *c = tg_module_config(m);
+    if (x->ndim != c->ndim || x->shape[1] != c->channels) {
+        char s[160];
+        tg_set_error(TG_ERR_SHAPE, "tg_nn_forward: %s \"%s\" with %lld channels got x %s; it "
+                     "takes %s with C = %lld", tg_module_type(m), tg_module_name(m),
+                     (long long)c->channels, tg_shape_str(x->ndim, x->shape, s, sizeof s),
+                     c->ndim == 2 ? "[N, C]" : "[N, C, H, W]", (long long)c->channels);
+        return NULL;
+    }
+    tg_tensor *y = tg_batch_norm(x, tg_module_param(m, "weight"), tg_module_param(m, "bias"),
+                                 tg_module_buffer(m, "running_mean"),
+                                 tg_module_buffer(m, "running_var"), tg_module_is_training(m),
+                                 c->momentum, c->eps);
+    if (y && tg_module_is_training(m)) {
+        /* Counted as PyTorch does; a float holds every count up to 2^24 exactly. */
+        tg_tensor *count = tg_module_buffer(m, "num_batches_tracked");
+        count->data[0] += 1.0f;
+        tg_tensor_bump_version(count);
+    }
+    return y;
+}
+
+static tg_module *batch_norm_new(const char *fn, const char *type, int ndim, int64_t channels)
+{
+    if (channels < 1) {
+        tg_set_error(TG_ERR_ARG, "%s: %lld channels; need at least 1", fn, (long long)channels);
+        return NULL;
+    }
+    /* PyTorch's defaults: momentum 0.1, eps 1e-5; weight 1, bias 0, running_mean 0,
+     * running_var 1. num_batches_tracked is used by PyTorch only when momentum is None (not
+     * offered here); it is kept so that state dicts have PyTorch's names both ways. */
+    batch_norm_config c = {.ndim = ndim, .channels = channels, .momentum = 0.1f, .eps = 1e-5f};
+    tg_module *m = tg_module_new(type, batch_norm_forward, &c, sizeof c);
+    if (!m)
+        return NULL;
+    if (tg_module_add_param(m, "weight", tg_tensor_ones(TG_DIMS(channels))) != TG_OK ||
+        tg_module_add_param(m, "bias", tg_tensor_zeros(TG_DIMS(channels))) != TG_OK ||
+        tg_module_add_buffer(m, "running_mean", tg_tensor_zeros(TG_DIMS(channels))) != TG_OK ||
+        tg_module_add_buffer(m, "running_var", tg_tensor_ones(TG_DIMS(channels))) != TG_OK ||
+        tg_module_add_buffer(m, "num_batches_tracked", tg_tensor_scalar(0.0f)) != TG_OK) {
+        tg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+tg_module *tg_nn_batch_norm1d(int64_t channels)
+{
+    return batch_norm_new("tg_nn_batch_norm1d", "BatchNorm1d", 2, channels);
+}
+
+tg_module *tg_nn_batch_norm2d(int64_t channels)
+{
+    return batch_norm_new("tg_nn_batch_norm2d", "BatchNorm2d", 4, channels);
+}

@@ -1,0 +1,436 @@
+/* Optimizers: golden steps against PyTorch, skipped parameters, shared parameters, learning
+ * rate, state dicts and their validation, argument errors, and a small MLP trained to near zero
+ * loss with each optimizer. */
+#include "common.h"
+
+#include "data.h"
+#include "nn.h"
+#include "optim.h"
+
+#include "golden/optim_golden.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* |got - want| <= 1e-4 |want| + 1e-5 for every element. */
+static void assert_values(const char *what, int step, const float *got, const float *want,
+                          int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double tol = 1e-4 * fabs(want[i]) + 1e-5;
+        if (!(fabs((double)got[i] - want[i]) <= tol))
+            fail_msg("%s, step %d, element %lld: %.9g, PyTorch %.9g", what, step + 1,
+                     (long long)i, got[i], want[i]);
+    }
+}
+
+/* Gives the leaf p (2-D) the gradient g through the engine: y = p @ I, backward with dy = g. */
+static void set_grad(tg_tensor *p, const float *g)
+{
+    tg_tensor_zero_grad(p);
+    int64_t cols = p->shape[1];
+    tg_tensor *eye = tg_tensor_zeros(TG_DIMS(cols, cols));
+    tg_tensor *dy = tg_tensor_from_data(p->ndim, p->shape, g);
+    for (int64_t i = 0; i < cols; i++)
+        eye->data[i * cols + i] = 1.0f;
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    assert_int_equal(tg_backward_grad(tg_matmul(p, eye), dy), TG_OK);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_release(eye);
+    tg_release(dy);
+}
+
+static tg_tensor *param(int ndim, const int64_t *shape, const float *v)
+{
+    tg_tensor *t = tg_tensor_from_data(ndim, shape, v);
+    assert_non_null(t);
+    assert_int_equal(tg_tensor_set_requires_grad(t, true), TG_OK);
+    return t;
+}
+
+static tg_optim *golden_optim(const optim_golden_case *c, tg_tensor **ps, int64_t n)
+{
+    tg_optim *o = NULL;
+    if (c->kind == 0)
+        o = tg_optim_sgd(ps, n, c->lr, c->momentum, c->dampening, c->weight_decay, c->nesterov);
+    else if (c->kind == 1)
+        o = tg_optim_adam(ps, n, c->lr, c->beta1, c->beta2, c->eps, c->weight_decay);
+    else
+        o = tg_optim_adamw(ps, n, c->lr, c->beta1, c->beta2, c->eps, c->weight_decay);
+    if (!o)
+        fail_msg("%s: %s", c->name, tg_last_error());
+    return o;
+}
+
+/* Gradients of golden step s for the two parameters (b gets none on step 2). */
+static void golden_grads(tg_tensor *a, tg_tensor *b, int s)
+{
+    set_grad(a, golden_grad_a[s]);
+    if (golden_has_grad_b[s])
+        set_grad(b, golden_grad_b[s]);
+    else
+        tg_tensor_zero_grad(b);
+}
+
+/* Three steps of every optimizer configuration match torch.optim, including a parameter
+ * skipped on one step (its Adam step count must not advance). */
+static void test_golden_steps(void **state)
+{
+    (void)state;
+    size_t n_cases = sizeof golden_optim_cases / sizeof golden_optim_cases[0];
+    for (size_t k = 0; k < n_cases; k++) {
+        const optim_golden_case *c = &golden_optim_cases[k];
+        tg_tensor *a = param(TG_DIMS(1, 7), golden_p0_a);
+        tg_tensor *b = param(TG_DIMS(2, 3), golden_p0_b);
+        tg_tensor *ps[2] = {a, b};
+        tg_optim *o = golden_optim(c, ps, 2);
+        for (int s = 0; s < OPTIM_GOLDEN_STEPS; s++) {
+            golden_grads(a, b, s);
+            uint64_t va = tg_tensor_version(a);
+            assert_int_equal(tg_optim_step(o), TG_OK);
+            assert_true(tg_tensor_version(a) > va); /* in-place change recorded */
+            char what[96];
+            snprintf(what, sizeof what, "%s param 0", c->name);
+            assert_values(what, s, a->data, c->a[s], 7);
+            snprintf(what, sizeof what, "%s param 1", c->name);
+            assert_values(what, s, b->data, c->b[s], 6);
+        }
+        tg_optim_free(o);
+        tg_release(a);
+        tg_release(b);
+    }
+}
+
+/* A parameter without a gradient is left exactly as it was. */
+static void test_no_grad_is_skipped(void **state)
+{
+    (void)state;
+    tg_tensor *a = param(TG_DIMS(1, 7), golden_p0_a);
+    tg_optim *o = tg_optim_adam(&a, 1, 0.1f, TG_ADAM_BETA1, TG_ADAM_BETA2, TG_ADAM_EPS, 0.1f);
+    assert_non_null(o);
+    uint64_t v = tg_tensor_version(a);
+    assert_int_equal(tg_optim_step(o), TG_OK);
+    assert_memory_equal(a->data, golden_p0_a, sizeof golden_p0_a);
+    assert_true(tg_tensor_version(a) == v);
+    /* zero_grad frees the gradient: a step after it changes nothing either. */
+    set_grad(a, golden_grad_a[0]);
+    tg_optim_zero_grad(o);
+    assert_null(a->grad);
+    assert_int_equal(tg_optim_step(o), TG_OK);
+    assert_memory_equal(a->data, golden_p0_a, sizeof golden_p0_a);
+    tg_optim_free(o);
+    tg_release(a);
+}
+
+/* Two optimizers over the same tensor keep separate state: A's second step continues A's
+ * moments while B's first step is a fresh one. Replayed on a copy with separate optimizers. */
+static void test_shared_params_separate_state(void **state)
+{
+    (void)state;
+    tg_tensor *p = param(TG_DIMS(1, 7), golden_p0_a), *q = param(TG_DIMS(1, 7), golden_p0_a);
+    tg_optim *oa = tg_optim_adam(&p, 1, 0.05f, 0.9f, 0.999f, 1e-8f, 0.0f);
+    tg_optim *ob = tg_optim_adam(&p, 1, 0.05f, 0.9f, 0.999f, 1e-8f, 0.0f);
+    tg_optim *qa = tg_optim_adam(&q, 1, 0.05f, 0.9f, 0.999f, 1e-8f, 0.0f);
+    tg_optim *qb = tg_optim_adam(&q, 1, 0.05f, 0.9f, 0.999f, 1e-8f, 0.0f);
+    assert_true(oa && ob && qa && qb);
+
+    set_grad(p, golden_grad_a[0]);
+    set_grad(q, golden_grad_a[0]);
+    assert_int_equal(tg_optim_step(oa), TG_OK);
+    assert_int_equal(tg_optim_step(qa), TG_OK);
+    /* B's first step: Adam's first update is lr * g / (|g| + eps) per element. */
+    set_grad(p, golden_grad_a[1]);
+    float before[7];
+    memcpy(before, p->data, sizeof before);
+    assert_int_equal(tg_optim_step(ob), TG_OK);
+    for (int i = 0; i < 7; i++) {
+        float g = golden_grad_a[1][i];
+        assert_close(p->data[i], before[i] - 0.05f * g / (fabsf(g) + 1e-8f), 1e-6);
+    }
+    set_grad(q, golden_grad_a[1]);
+    assert_int_equal(tg_optim_step(qb), TG_OK);
+    /* A's second step: the same as qa's, whose state saw only step 1. */
+    set_grad(p, golden_grad_a[2]);
+    set_grad(q, golden_grad_a[2]);
+    assert_int_equal(tg_optim_step(oa), TG_OK);
+    assert_int_equal(tg_optim_step(qa), TG_OK);
+    assert_memory_equal(p->data, q->data, 7 * sizeof(float));
+
+    tg_optim_free(oa);
+    tg_optim_free(ob);
+    tg_optim_free(qa);
+    tg_optim_free(qb);
+    tg_release(p);
+    tg_release(q);
+}
+
+/* The learning rate can change between steps; plain SGD moves by exactly lr * g. */
+static void test_set_lr(void **state)
+{
+    (void)state;
+    tg_tensor *a = param(TG_DIMS(1, 7), golden_p0_a);
+    tg_optim *o = tg_optim_sgd(&a, 1, 0.5f, 0.0f, 0.0f, 0.0f, false);
+    assert_non_null(o);
+    assert_true(tg_optim_lr(o) == 0.5f);
+    assert_int_equal(tg_optim_set_lr(o, 0.25f), TG_OK);
+    assert_true(tg_optim_lr(o) == 0.25f);
+    assert_int_equal(tg_optim_set_lr(o, -1.0f), TG_ERR_ARG);
+    assert_error_contains("tg_optim_set_lr: learning rate -1");
+    set_grad(a, golden_grad_a[0]);
+    assert_int_equal(tg_optim_step(o), TG_OK);
+    for (int i = 0; i < 7; i++)
+        assert_close(a->data[i], golden_p0_a[i] - 0.25f * golden_grad_a[0][i], 1e-6);
+    tg_optim_free(o);
+    tg_release(a);
+}
+
+/* Steps 1-2 with one optimizer, save (through a file), load into a fresh optimizer over copies
+ * of the parameters, step 3: the result is PyTorch's step 3 (hyper-parameters restored from the
+ * metadata too, though the fresh optimizer was created with other values). */
+static void test_state_dict_round_trip(void **state)
+{
+    (void)state;
+    size_t n_cases = sizeof golden_optim_cases / sizeof golden_optim_cases[0];
+    for (size_t k = 0; k < n_cases; k++) {
+        const optim_golden_case *c = &golden_optim_cases[k];
+        tg_tensor *a = param(TG_DIMS(1, 7), golden_p0_a);
+        tg_tensor *b = param(TG_DIMS(2, 3), golden_p0_b);
+        tg_tensor *ps[2] = {a, b};
+        tg_optim *o = golden_optim(c, ps, 2);
+        for (int s = 0; s < 2; s++) {
+            golden_grads(a, b, s);
+            assert_int_equal(tg_optim_step(o), TG_OK);
+        }
+        tg_state_dict *sd = tg_state_dict_new();
+        assert_int_equal(tg_optim_state_dict(o, "opt", sd), TG_OK);
+        if (c->kind != 0) {
+            assert_non_null(tg_state_dict_get(sd, "opt.0.exp_avg_sq"));
+            tg_tensor *steps_b = tg_state_dict_get(sd, "opt.1.step");
+            assert_non_null(steps_b);
+            assert_true(tg_tensor_item(steps_b) == 1.0f); /* skipped on step 2 */
+            assert_string_equal(tg_state_dict_meta(sd, "opt.type"), c->kind == 1 ? "Adam"
+                                                                                 : "AdamW");
+        }
+        tg_optim_free(o); /* the dict keeps the state tensors alive */
+        /* Through a safetensors file: 0-d steps and the metadata survive it. */
+        char path[] = "/tmp/tg_test_optim_XXXXXX";
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        close(fd);
+        if (tg_data_save_safetensors(sd, path) != TG_OK)
+            fail_msg("%s", tg_last_error());
+        tg_state_dict_free(sd);
+        sd = tg_data_load_safetensors(path);
+        unlink(path);
+        if (!sd)
+            fail_msg("%s", tg_last_error());
+
+        tg_tensor *a2 = param(TG_DIMS(1, 7), a->data), *b2 = param(TG_DIMS(2, 3), b->data);
+        tg_tensor *ps2[2] = {a2, b2};
+        optim_golden_case other = *c;
+        other.lr = 1.0f;
+        other.weight_decay = 0.0f;
+        other.nesterov = 0;
+        tg_optim *o2 = golden_optim(&other, ps2, 2);
+        assert_int_equal(tg_optim_load_state_dict(o2, "opt", sd), TG_OK);
+        assert_true(tg_optim_lr(o2) == c->lr);
+        tg_state_dict_free(sd);
+        golden_grads(a2, b2, 2);
+        assert_int_equal(tg_optim_step(o2), TG_OK);
+        char what[96];
+        snprintf(what, sizeof what, "%s after load", c->name);
+        assert_values(what, 2, a2->data, c->a[2], 7);
+        assert_values(what, 2, b2->data, c->b[2], 6);
+        tg_optim_free(o2);
+        tg_release(a);
+        tg_release(b);
+        tg_release(a2);
+        tg_release(b2);
+    }
+}
+
+/* Every bad state dict is refused with a message naming the problem, and the optimizer is
+ * unchanged afterwards: its next step still matches PyTorch's. */
+static void test_load_errors_change_nothing(void **state)
+{
+    (void)state;
+    const optim_golden_case *c = &golden_optim_cases[4]; /* adam */
+    assert_string_equal(c->name, "adam");
+    tg_tensor *a = param(TG_DIMS(1, 7), golden_p0_a);
+    tg_tensor *b = param(TG_DIMS(2, 3), golden_p0_b);
+    tg_tensor *ps[2] = {a, b};
+    tg_optim *o = golden_optim(c, ps, 2);
+    for (int s = 0; s < 2; s++) {
+        golden_grads(a, b, s);
+        assert_int_equal(tg_optim_step(o), TG_OK);
+    }
+    tg_tensor *m7 = tg_tensor_zeros(TG_DIMS(1, 7)), *m3 = tg_tensor_zeros(TG_DIMS(3));
+    tg_tensor *one = tg_tensor_scalar(1.0f), *half = tg_tensor_scalar(0.5f);
+    struct {
+        const char *entries[3]; /* names; tensors chosen below */
+        tg_tensor *tensors[3];
+        const char *meta_key, *meta_value;
+        tg_status status;
+        const char *message;
+    } bad[] = {
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m7}, "o.type", "SGD",
+         TG_ERR_ARG, "\"o.type\" is \"SGD\", this optimizer is Adam"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m7}, "o.num_params", "3",
+         TG_ERR_ARG, "this optimizer has 2 parameters"},
+        {{"o.0.step", "o.0.exp_avg", "o.2.exp_avg"}, {one, m7, m7}, NULL, NULL, TG_ERR_ARG,
+         "unexpected entry \"o.2.exp_avg\""},
+        {{"o.0.step", "o.0.exp_avg", "o.0.momentum_buffer"}, {one, m7, m7}, NULL, NULL,
+         TG_ERR_ARG, "unexpected entry \"o.0.momentum_buffer\""},
+        {{"o.0.step", "o.0.exp_avg", NULL}, {one, m7, NULL}, NULL, NULL, TG_ERR_ARG,
+         "incomplete: \"o.0.exp_avg_sq\" is missing"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m3}, NULL, NULL,
+         TG_ERR_SHAPE, "\"o.0.exp_avg_sq\" has shape [3]; parameter 0 has [1, 7]"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {half, m7, m7}, NULL, NULL,
+         TG_ERR_ARG, "\"o.0.step\" [] must hold one whole step count"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m7}, "o.lr", "fast",
+         TG_ERR_FORMAT, "\"o.lr\" is \"fast\", not a number"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m7}, "o.betas", "0.9",
+         TG_ERR_FORMAT, "not \"beta1,beta2\""},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m7}, "o.betas", "0.9,1.5",
+         TG_ERR_ARG, "betas (0.9, 1.5): each must lie in [0, 1)"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        tg_state_dict *sd = tg_state_dict_new();
+        for (int e = 0; e < 3; e++)
+            if (bad[k].entries[e])
+                assert_int_equal(tg_state_dict_put(sd, bad[k].entries[e], bad[k].tensors[e]),
+                                 TG_OK);
+        if (bad[k].meta_key)
+            assert_int_equal(tg_state_dict_set_meta(sd, bad[k].meta_key, bad[k].meta_value),
+                             TG_OK);
+        tg_clear_error();
+        assert_int_equal(tg_optim_load_state_dict(o, "o", sd), bad[k].status);
+        assert_error_contains("tg_optim_load_state_dict: ");
+        assert_error_contains(bad[k].message);
+        tg_state_dict_free(sd);
+    }
+    /* Entries under other prefixes are not the optimizer's business. */
+    tg_state_dict *sd = tg_state_dict_new();
+    assert_int_equal(tg_state_dict_put(sd, "G.fc.weight", m7), TG_OK);
+    assert_int_equal(tg_state_dict_put(sd, "other.0.exp_avg", m3), TG_OK);
+    assert_int_equal(tg_optim_state_dict(o, "o", sd), TG_OK);
+    assert_int_equal(tg_optim_load_state_dict(o, "o", sd), TG_OK);
+    tg_state_dict_free(sd);
+
+    assert_true(tg_optim_lr(o) == c->lr);
+    golden_grads(a, b, 2);
+    assert_int_equal(tg_optim_step(o), TG_OK);
+    assert_values("adam after refused loads", 2, a->data, c->a[2], 7);
+    assert_values("adam after refused loads", 2, b->data, c->b[2], 6);
+    tg_optim_free(o);
+    tg_release(a);
+    tg_release(b);
+    tg_release(m7);
+    tg_release(m3);
+    tg_release(one);
+    tg_release(half);
+}
+
+static void test_argument_errors(void **state)
+{
+    (void)state;
+    tg_tensor *a = param(TG_DIMS(1, 7), golden_p0_a);
+    tg_tensor *twice[2] = {a, a}, *none[1] = {NULL};
+    assert_null(tg_optim_sgd(&a, 1, 0.1f, 0.9f, 0.5f, 0.0f, true));
+    assert_error_contains("tg_optim_sgd: Nesterov momentum needs momentum > 0 and dampening 0");
+    assert_null(tg_optim_sgd(&a, 1, 0.1f, 0.0f, 0.0f, 0.0f, true));
+    assert_error_contains("Nesterov");
+    assert_null(tg_optim_adam(&a, 1, 0.1f, 1.0f, 0.999f, 1e-8f, 0.0f));
+    assert_error_contains("tg_optim_adam: betas (1, 0.999): each must lie in [0, 1)");
+    assert_null(tg_optim_adamw(&a, 1, -0.1f, 0.9f, 0.999f, 1e-8f, 0.0f));
+    assert_error_contains("tg_optim_adamw: learning rate -0.1");
+    assert_null(tg_optim_adam(&a, 1, 0.1f, 0.9f, 0.999f, 1e-8f, -1.0f));
+    assert_error_contains("weight_decay -1");
+    assert_null(tg_optim_adam(twice, 2, 0.1f, 0.9f, 0.999f, 1e-8f, 0.0f));
+    assert_error_contains("parameters 0 and 1 are the same tensor");
+    assert_null(tg_optim_adam(none, 1, 0.1f, 0.9f, 0.999f, 1e-8f, 0.0f));
+    assert_error_contains("parameter 0 is NULL");
+    assert_null(tg_optim_adam(&a, 0, 0.1f, 0.9f, 0.999f, 1e-8f, 0.0f));
+    assert_error_contains("at least one parameter");
+    tg_tensor *ones = tg_tensor_ones(TG_DIMS(7, 1));
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_matmul(a, ones);
+    assert_null(tg_optim_sgd(&y, 1, 0.1f, 0.0f, 0.0f, 0.0f, false));
+    assert_error_contains("parameter 0 is the result of an op, not a leaf");
+    tg_tape_end(tape);
+    tg_release(ones);
+    tg_release(a);
+}
+
+/* ---- an MLP learns XOR with each optimizer ----------------------------------------------- */
+
+typedef enum { USE_SGD, USE_ADAM, USE_ADAMW } which_optim;
+
+/* Trains a 2-8-1 tanh MLP on XOR (mean squared error) for iters full-batch steps; returns the
+ * first and last losses. */
+static void train_xor(which_optim which, int iters, float *first, float *last)
+{
+    tg_rng rng;
+    tg_rng_seed(&rng, 7);
+    tg_module *net = TG_NN_SEQUENTIAL(tg_nn_linear(2, 8, true, &rng), tg_nn_tanh(),
+                                      tg_nn_linear(8, 1, true, &rng));
+    assert_non_null(net);
+    int64_t n;
+    tg_tensor **params = tg_module_parameters(net, &n);
+    assert_int_equal(n, 4);
+    tg_optim *opt = which == USE_SGD    ? tg_optim_sgd(params, n, 0.1f, 0.9f, 0.0f, 0.0f, false)
+                    : which == USE_ADAM ? tg_optim_adam(params, n, 0.05f, TG_ADAM_BETA1,
+                                                        TG_ADAM_BETA2, TG_ADAM_EPS, 0.0f)
+                                        : tg_optim_adamw(params, n, 0.05f, TG_ADAM_BETA1,
+                                                         TG_ADAM_BETA2, TG_ADAM_EPS,
+                                                         TG_ADAMW_WEIGHT_DECAY);
+    free(params);
+    assert_non_null(opt);
+    tg_tensor *x = tg_tensor_from_data(TG_DIMS(4, 2), (const float[]){0, 0, 0, 1, 1, 0, 1, 1});
+    tg_tensor *t = tg_tensor_from_data(TG_DIMS(4, 1), (const float[]){0, 1, 1, 0});
+    for (int it = 0; it < iters; it++) {
+        tg_tape *tape = tg_tape_begin(TG_GRAD);
+        tg_tensor *loss = tg_mse(tg_nn_forward(net, x), t);
+        if (tg_backward(loss) != TG_OK)
+            fail_msg("%s", tg_last_error());
+        if (it == 0)
+            *first = tg_tensor_item(loss);
+        *last = tg_tensor_item(loss);
+        assert_int_equal(tg_optim_step(opt), TG_OK);
+        tg_optim_zero_grad(opt);
+        tg_tape_end(tape);
+    }
+    tg_optim_free(opt);
+    tg_module_free(net);
+    tg_release(x);
+    tg_release(t);
+}
+
+static void test_mlp_learns_xor(void **state)
+{
+    (void)state;
+    const char *names[] = {"SGD momentum", "Adam", "AdamW"};
+    for (int w = USE_SGD; w <= USE_ADAMW; w++) {
+        float first = 0, last = 0;
+        train_xor((which_optim)w, 400, &first, &last);
+        print_message("XOR with %s: loss %.4g -> %.3g\n", names[w], first, last);
+        if (!(last < 1e-3f && last < first / 100.0f))
+            fail_msg("XOR with %s: loss %g -> %g", names[w], first, last);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TG_TEST(test_golden_steps),
+        TG_TEST(test_no_grad_is_skipped),
+        TG_TEST(test_shared_params_separate_state),
+        TG_TEST(test_set_lr),
+        TG_TEST(test_state_dict_round_trip),
+        TG_TEST(test_load_errors_change_nothing),
+        TG_TEST(test_argument_errors),
+        TG_TEST(test_mlp_learns_xor),
+    };
+    return cmocka_run_group_tests_name("optim", tests, NULL, NULL);
+}
