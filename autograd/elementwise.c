@@ -101,6 +101,10 @@ static void ew_unary_forward(tg_node *n, ew_unary_fwd_fn f)
     const float *x = n->in[0]->data;
     float *y = n->out->data;
     const int64_t N = n->out->numel, runs = (N + EW_RUN - 1) / EW_RUN;
+    if (runs <= 1) { /* one run: skip the OpenMP runtime (see TG_PARALLEL_MIN) */
+        f(y, x, N, p);
+        return;
+    }
     TG_PARALLEL_FOR(N)
     for (int64_t r = 0; r < runs; r++)
         f(y + r * EW_RUN, x + r * EW_RUN, ew_min64(EW_RUN, N - r * EW_RUN), p);
@@ -114,6 +118,10 @@ static void ew_unary_backward(tg_node *n, ew_unary_bwd_fn f)
         return;
     const float *x = n->in[0]->data, *y = n->out->data, *dy = n->out->grad->data;
     const int64_t N = n->out->numel, runs = (N + EW_RUN - 1) / EW_RUN;
+    if (runs <= 1) { /* one run: skip the OpenMP runtime (see TG_PARALLEL_MIN) */
+        f(dx, dy, x, y, N, p);
+        return;
+    }
     TG_PARALLEL_FOR(N)
     for (int64_t r = 0; r < runs; r++) {
         const int64_t i = r * EW_RUN;
@@ -252,6 +260,10 @@ static void ew_binary_forward(tg_node *n, const ew_binary_kernels *k)
     const int64_t sa = pl.stride[0][pl.nd - 1], sb = pl.stride[1][pl.nd - 1];
     const ew_binary_fwd_fn f = sa && sb ? k->fwd_vv : sa ? k->fwd_vs : k->fwd_sv;
     const int64_t runs = (pl.n + EW_RUN - 1) / EW_RUN, tasks = pl.rows * runs;
+    if (tasks == 1) { /* one run: skip the OpenMP runtime (see TG_PARALLEL_MIN) */
+        f(y, a, b, pl.n);
+        return;
+    }
     TG_PARALLEL_FOR(N)
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t r = t / runs, j = t % runs * EW_RUN;
@@ -279,6 +291,10 @@ static void ew_binary_backward_input(const ew_plan *pl, int i, float *g, const f
         /* Input i is broadcast along the run: each run adds its total to one element. Rows run
          * in parallel only when they add to distinct elements. */
         const ew_binary_sum_fn f = k->sum[i];
+        if (pl->rows == 1) { /* one run: skip the OpenMP runtime (see TG_PARALLEL_MIN) */
+            g[0] += (float)f(dy, y, a, b, n);
+            return;
+        }
         TG_PARALLEL_FOR_WORK(own_rows ? pl->rows : 0, n)
         for (int64_t r = 0; r < pl->rows; r++) {
             int64_t off[2];
@@ -289,6 +305,10 @@ static void ew_binary_backward_input(const ew_plan *pl, int i, float *g, const f
         /* One gradient element per output element: any split is race-free. */
         const ew_binary_acc_fn f = k->acc[i][so != 0];
         const int64_t tasks = pl->rows * runs;
+        if (tasks == 1) { /* one run: skip the OpenMP runtime (see TG_PARALLEL_MIN) */
+            f(g, dy, y, a, b, n);
+            return;
+        }
         TG_PARALLEL_FOR(N)
         for (int64_t t = 0; t < tasks; t++) {
             const int64_t r = t / runs, j = t % runs * EW_RUN;

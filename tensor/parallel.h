@@ -7,7 +7,10 @@
 #include <stdint.h>
 
 /* Below this many elements of simple work a loop runs on one thread: waking the team costs
- * more than it saves. Measured with bench/bench_core (elementwise add, 2 cores). */
+ * more than it saves. Measured with bench/bench_core (elementwise add, 2 cores).
+ * Note that a region whose if clause is false still enters libgomp, which costs a futex
+ * system call (about 2 us on these VMs): hot paths that often see tiny inputs (the elementwise
+ * ops) call their kernel directly when there is a single chunk of work. */
 #define TG_PARALLEL_MIN 32768
 
 #define TG_PRAGMA(x) _Pragma(#x)
