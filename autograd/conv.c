@@ -11,12 +11,14 @@
  *   dWm   += flat @ cols^T          the weight gradient of both
  * so conv_transpose2d is conv2d with the roles of forward and backward-data swapped.
  *
- * Images go through in chunks of B whose columns sit side by side, cols [Kc, B*P], so that
- * every GEMM is one call with N = B*P (a 7x7 plane alone would make GEMMs 49 wide). The flat
- * side is copied between its tensor layout [B, Co, P] and the GEMM layout [Co, B*P] (Kc/Co
- * times less data than the columns); a chunk of one image uses the tensor directly. A chunk
+ * Images go through in chunks of B whose columns sit side by side, cols [Kc, B*P]; a chunk
  * holds as many images as fit in CONV_CHUNK_BYTES of working space (at least one), so the
- * scratch stays bounded whatever the batch. */
+ * scratch stays bounded whatever the batch. Small planes with a deep Kc are "staged": the flat
+ * side is copied between its tensor layout [B, Co, P] and [Co, B*P], so that each GEMM is one
+ * call with N = B*P (a 7x7 plane alone would make GEMMs 49 wide); the copy moves Kc/Co times
+ * less data than the columns. Otherwise each image has its own GEMMs, reading and writing the
+ * tensors in place: where Kc is shallow (1 -> 64 channels, 3x3) the copy would cost as much
+ * as the GEMM itself (bench/bench_conv). */
 #include "internal.h"
 
 #include "../tensor/parallel.h"
@@ -26,6 +28,10 @@
 /* Working space per chunk: columns plus the flat side's staging buffer. 8 MB keeps a chunk
  * of the GAN's layers at batch 128 to a few dozen images (bench/bench_conv). */
 #define CONV_CHUNK_BYTES ((int64_t)8 << 20)
+/* Staging (see above) for planes of fewer than CONV_STAGE_MAX_P positions and columns of at
+ * least CONV_STAGE_MIN_KC rows. */
+#define CONV_STAGE_MAX_P 256
+#define CONV_STAGE_MIN_KC 64
 
 typedef struct {
     int stride, padding, dilation, output_padding;
@@ -39,6 +45,8 @@ typedef struct {
     int64_t kh, kw, stride, pad, dil;
     int64_t Kc, P;      /* Ci*kh*kw rows and Ho*Wo columns of one image's cols */
     int64_t chunk;      /* images per chunk */
+    bool staged;        /* chunks of several images go through the staging buffer */
+    bool direct;        /* conv2d with one output channel: direct loops, no lowering */
 } conv_geom;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -61,14 +69,17 @@ static int64_t conv_transpose_out_size(int64_t in, int64_t k, int64_t stride, in
     return (in - 1) * stride - 2 * pad + (k - 1) + out_pad + 1;
 }
 
-/* Completes g (Kc, P, chunk) once its sizes are set. */
+/* Completes g (Kc, P, staged, chunk) once its sizes are set. */
 static void conv_geom_finish(conv_geom *g)
 {
     g->Kc = g->Ci * g->kh * g->kw;
     g->P = g->Ho * g->Wo;
-    int64_t per_image = (g->Kc + g->Co) * g->P * (int64_t)sizeof(float);
+    g->staged = g->P < CONV_STAGE_MAX_P && g->Kc >= CONV_STAGE_MIN_KC;
+    int64_t per_image = (g->Kc + (g->staged ? g->Co : 0)) * g->P * (int64_t)sizeof(float);
     int64_t b = per_image > 0 ? CONV_CHUNK_BYTES / per_image : g->N;
     g->chunk = max64(1, min64(b, g->N));
+    if (g->chunk == 1)
+        g->staged = false; /* one image: its tensors are already in GEMM layout */
 }
 
 /* Floats of cols, rounded up so the staging buffer after them stays 64-byte aligned. */
@@ -77,13 +88,16 @@ static int64_t conv_cols_floats(const conv_geom *g)
     return (g->Kc * g->chunk * g->P + 15) / 16 * 16;
 }
 
-/* Working space of one chunk: cols, plus the staging buffer when a chunk has several images.
- * It is declared as the node's scratch because forward allocates nothing; it holds no state
- * between forward and backward, so backward overwrites it freely (and a second backward on
- * the same tape works the same way). */
+/* Working space of one chunk: cols, plus the staging buffer when staged. It is declared as
+ * the node's scratch because forward allocates nothing; it holds no state between forward
+ * and backward, so backward overwrites it freely (and a second backward on the same tape
+ * works the same way). */
 static size_t conv_scratch_bytes(const conv_geom *g)
 {
-    int64_t floats = g->chunk == 1 ? g->Kc * g->P : conv_cols_floats(g) + g->Co * g->chunk * g->P;
+    if (g->direct)
+        return 0;
+    int64_t floats = g->staged ? conv_cols_floats(g) + g->Co * g->chunk * g->P
+                               : g->Kc * g->chunk * g->P;
     return (size_t)floats * sizeof(float);
 }
 
@@ -98,42 +112,88 @@ static float *conv_flat_buf(const conv_geom *g, void *scratch)
  * img[c][oh*stride - pad + i*dil][ow*stride - pad + j*dil], 0 where that falls in the padding.
  * One image's block starts at column b*P of the chunk. */
 
-/* The range [*lo, *hi) of ow with 0 <= ow*stride + off < W. */
-static void conv_valid_range(const conv_geom *g, int64_t off, int64_t *lo, int64_t *hi)
+/* The range [*lo, *hi) of output positions o < n_out with 0 <= o*stride + off < n_in. */
+static void conv_valid_range(int64_t off, int64_t stride, int64_t n_in, int64_t n_out,
+                             int64_t *lo, int64_t *hi)
 {
-    int64_t s = g->stride;
-    int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
-    int64_t b = g->W - off <= 0 ? 0 : (g->W - 1 - off) / s + 1;
-    a = min64(a, g->Wo);
+    int64_t a = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int64_t b = n_in - off <= 0 ? 0 : (n_in - 1 - off) / stride + 1;
+    a = min64(a, n_out);
     *lo = a;
-    *hi = max64(a, min64(b, g->Wo));
+    *hi = max64(a, min64(b, n_out));
 }
 
-/* Unfolds one channel plane img [H, W] into its kh*kw rows of cols (row stride ldc). */
-static void im2col_plane(const conv_geom *g, const float *img, float *cols, int64_t ldc)
+/* Stride 1 and output width = input width (the "same" convolutions): then a row of cols over
+ * the valid output rows is one contiguous run of the plane shifted by hoff*W + woff, except
+ * the |woff| columns at each row's edge that wrap into the neighbouring image row and belong
+ * to the padding. One long vectorised copy plus a few stores per row replaces a loop per
+ * output row, which matters on planes of 14x14 (segments of 14 floats). */
+static bool conv_rows_contiguous(const conv_geom *g)
 {
-    const int64_t H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, s = g->stride;
+    return g->stride == 1 && g->Wo == g->W;
+}
+
+/* For a contiguous row (see above) with shift = hoff*W + woff: the range [*k0, *k1) of
+ * positions in the valid output rows [oh_lo*W, oh_hi*W) whose source lies inside the plane.
+ * Positions of those rows outside it are padding. */
+static void conv_row_span(const conv_geom *g, int64_t shift, int64_t oh_lo, int64_t oh_hi,
+                          int64_t *k0, int64_t *k1)
+{
+    *k0 = max64(oh_lo * g->W, -shift);
+    *k1 = max64(*k0, min64(oh_hi * g->W, g->H * g->W - shift));
+}
+
+/* Unfolds one channel plane img [H, W] into its kh*kw rows of cols (row stride ldc). The
+ * segments are a few floats long: plain loops over restrict pointers, which the compiler
+ * vectorises inline, instead of memcpy and memset calls. */
+static void im2col_plane(const conv_geom *g, const float *restrict img, float *restrict cols,
+                         int64_t ldc)
+{
+    const int64_t W = g->W, Ho = g->Ho, Wo = g->Wo, s = g->stride;
+    const bool contiguous = conv_rows_contiguous(g);
     for (int64_t i = 0; i < g->kh; i++) {
+        int64_t hoff = i * g->dil - g->pad; /* ih = oh*s + hoff */
+        int64_t oh_lo, oh_hi;
+        conv_valid_range(hoff, s, g->H, Ho, &oh_lo, &oh_hi);
         for (int64_t j = 0; j < g->kw; j++) {
-            float *row = cols + (i * g->kw + j) * ldc;
-            int64_t off = j * g->dil - g->pad; /* iw = ow*s + off */
+            float *restrict row = cols + (i * g->kw + j) * ldc;
+            int64_t woff = j * g->dil - g->pad; /* iw = ow*s + woff */
             int64_t lo, hi;
-            conv_valid_range(g, off, &lo, &hi);
-            for (int64_t oh = 0; oh < Ho; oh++) {
-                float *r = row + oh * Wo;
-                int64_t ih = oh * s - g->pad + i * g->dil;
-                if (ih < 0 || ih >= H) {
-                    memset(r, 0, (size_t)Wo * sizeof(float));
-                    continue;
+            conv_valid_range(woff, s, W, Wo, &lo, &hi);
+            for (int64_t e = 0; e < oh_lo * Wo; e++)
+                row[e] = 0.0f;
+            for (int64_t e = oh_hi * Wo; e < Ho * Wo; e++)
+                row[e] = 0.0f;
+            if (contiguous) {
+                int64_t shift = hoff * W + woff, k0, k1;
+                conv_row_span(g, shift, oh_lo, oh_hi, &k0, &k1);
+                for (int64_t k = oh_lo * W; k < k0; k++)
+                    row[k] = 0.0f;
+                for (int64_t k = k0; k < k1; k++)
+                    row[k] = img[k + shift];
+                for (int64_t k = k1; k < oh_hi * W; k++)
+                    row[k] = 0.0f;
+                if (lo > 0 || hi < Wo) {
+                    for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+                        for (int64_t ow = 0; ow < lo; ow++)
+                            row[oh * Wo + ow] = 0.0f;
+                        for (int64_t ow = hi; ow < Wo; ow++)
+                            row[oh * Wo + ow] = 0.0f;
+                    }
                 }
-                const float *src = img + ih * W;
+                continue;
+            }
+            for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+                float *restrict r = row + oh * Wo;
+                const float *restrict src = img + (oh * s + hoff) * W; /* input row ih */
                 for (int64_t ow = 0; ow < lo; ow++)
                     r[ow] = 0.0f;
                 if (s == 1) {
-                    memcpy(r + lo, src + lo + off, (size_t)(hi - lo) * sizeof(float));
+                    for (int64_t ow = lo; ow < hi; ow++)
+                        r[ow] = src[ow + woff];
                 } else {
                     for (int64_t ow = lo; ow < hi; ow++)
-                        r[ow] = src[ow * s + off];
+                        r[ow] = src[ow * s + woff];
                 }
                 for (int64_t ow = hi; ow < Wo; ow++)
                     r[ow] = 0.0f;
@@ -143,28 +203,46 @@ static void im2col_plane(const conv_geom *g, const float *img, float *cols, int6
 }
 
 /* The transpose of im2col_plane: adds every value of the plane's kh*kw rows of cols into the
- * pixel of img it came from (padding positions are dropped). */
-static void col2im_plane(const conv_geom *g, const float *cols, int64_t ldc, float *img)
+ * pixel of img it came from; values at padding positions are dropped. For contiguous rows it
+ * first zeroes those values in cols (working space), so that one run adds the whole row. */
+static void col2im_plane(const conv_geom *g, float *restrict cols, int64_t ldc,
+                         float *restrict img)
 {
-    const int64_t H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, s = g->stride;
+    const int64_t W = g->W, Wo = g->Wo, s = g->stride;
+    const bool contiguous = conv_rows_contiguous(g);
     for (int64_t i = 0; i < g->kh; i++) {
+        int64_t hoff = i * g->dil - g->pad;
+        int64_t oh_lo, oh_hi;
+        conv_valid_range(hoff, s, g->H, g->Ho, &oh_lo, &oh_hi);
         for (int64_t j = 0; j < g->kw; j++) {
-            const float *row = cols + (i * g->kw + j) * ldc;
-            int64_t off = j * g->dil - g->pad;
+            float *restrict row = cols + (i * g->kw + j) * ldc;
+            int64_t woff = j * g->dil - g->pad;
             int64_t lo, hi;
-            conv_valid_range(g, off, &lo, &hi);
-            for (int64_t oh = 0; oh < Ho; oh++) {
-                int64_t ih = oh * s - g->pad + i * g->dil;
-                if (ih < 0 || ih >= H)
-                    continue;
-                const float *r = row + oh * Wo;
-                float *dst = img + ih * W;
+            conv_valid_range(woff, s, W, Wo, &lo, &hi);
+            if (contiguous) {
+                int64_t shift = hoff * W + woff, k0, k1;
+                if (lo > 0 || hi < Wo) {
+                    for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+                        for (int64_t ow = 0; ow < lo; ow++)
+                            row[oh * Wo + ow] = 0.0f;
+                        for (int64_t ow = hi; ow < Wo; ow++)
+                            row[oh * Wo + ow] = 0.0f;
+                    }
+                }
+                conv_row_span(g, shift, oh_lo, oh_hi, &k0, &k1);
+                for (int64_t k = k0; k < k1; k++)
+                    img[k + shift] += row[k];
+                continue;
+            }
+            for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+                const float *restrict r = row + oh * Wo;
+                float *restrict dst = img + (oh * s + hoff) * W;
                 if (s == 1) {
                     for (int64_t ow = lo; ow < hi; ow++)
-                        dst[ow + off] += r[ow];
+                        dst[ow + woff] += r[ow];
                 } else {
                     for (int64_t ow = lo; ow < hi; ow++)
-                        dst[ow * s + off] += r[ow];
+                        dst[ow * s + woff] += r[ow];
                 }
             }
         }
@@ -183,9 +261,10 @@ static void im2col_chunk(const conv_geom *g, const float *img, int64_t B, float 
     }
 }
 
-/* img [B, Ci, H, W] += col2im(cols [Kc, B*P]). A channel plane only receives values from its
- * own rows, so splitting (image, channel) pairs between threads is race-free. */
-static void col2im_chunk(const conv_geom *g, const float *cols, int64_t B, float *img)
+/* img [B, Ci, H, W] += col2im(cols [Kc, B*P]); cols is working space (see col2im_plane). A
+ * channel plane only receives values from its own rows, so splitting (image, channel) pairs
+ * between threads is race-free. */
+static void col2im_chunk(const conv_geom *g, float *cols, int64_t B, float *img)
 {
     const int64_t items = B * g->Ci, ldc = B * g->P, kk = g->kh * g->kw;
     TG_PARALLEL_FOR_WORK(items, kk * g->P)
@@ -240,6 +319,74 @@ static void fill_planes(float *y, int64_t N, int64_t C, int64_t S, const float *
     }
 }
 
+/* ---- the three GEMMs, on a chunk of B images ---------------------------------------------
+ * The flat side of a chunk is either staged, F [Co, B*P] (conv_staged), or the tensor itself,
+ * [B, Co, P], with one GEMM per image. */
+
+static bool conv_staged(const conv_geom *g, int64_t B)
+{
+    return g->staged && B > 1;
+}
+
+/* The flat operand of a chunk whose tensor data start at src: gathered into F when staged. */
+static const float *flat_operand(const conv_geom *g, int64_t B, const float *src, float *F)
+{
+    if (!conv_staged(g, B))
+        return src;
+    flat_gather(g, src, B, F);
+    return F;
+}
+
+/* dst [B, Co, P] = Wm @ cols + bias[o] (bias may be NULL), or dst += Wm @ cols when
+ * accumulate. F is the staging buffer. */
+static void gemm_flat_from_cols(const conv_geom *g, int64_t B, const float *Wm,
+                                const float *cols, float *F, float *dst, bool accumulate,
+                                const float *bias)
+{
+    const int64_t Co = g->Co, Kc = g->Kc, P = g->P, BP = B * P;
+    if (conv_staged(g, B)) {
+        tg_sgemm(false, false, Co, BP, Kc, 1.0f, Wm, Kc, cols, BP, 0.0f, F, BP);
+        flat_scatter(g, F, B, dst, accumulate, bias);
+        return;
+    }
+    float beta = accumulate || bias ? 1.0f : 0.0f;
+    for (int64_t b = 0; b < B; b++) {
+        /* The bias goes in just before the GEMM adds to it, while the image is in cache. */
+        if (!accumulate && bias)
+            fill_planes(dst + b * Co * P, 1, Co, P, bias);
+        tg_sgemm(false, false, Co, P, Kc, 1.0f, Wm, Kc, cols + b * P, BP, beta,
+                 dst + b * Co * P, P);
+    }
+}
+
+/* cols = Wm^T @ flat, flat from flat_operand. */
+static void gemm_cols_from_flat(const conv_geom *g, int64_t B, const float *Wm,
+                                const float *flat, float *cols)
+{
+    const int64_t Co = g->Co, Kc = g->Kc, P = g->P, BP = B * P;
+    if (conv_staged(g, B)) {
+        tg_sgemm(true, false, Kc, BP, Co, 1.0f, Wm, Kc, flat, BP, 0.0f, cols, BP);
+        return;
+    }
+    for (int64_t b = 0; b < B; b++)
+        tg_sgemm(true, false, Kc, P, Co, 1.0f, Wm, Kc, flat + b * Co * P, P, 0.0f,
+                 cols + b * P, BP);
+}
+
+/* dWm += flat @ cols^T, flat from flat_operand. */
+static void gemm_weight_grad(const conv_geom *g, int64_t B, const float *flat,
+                             const float *cols, float *dWm)
+{
+    const int64_t Co = g->Co, Kc = g->Kc, P = g->P, BP = B * P;
+    if (conv_staged(g, B)) {
+        tg_sgemm(false, true, Co, Kc, BP, 1.0f, flat, BP, cols, BP, 1.0f, dWm, Kc);
+        return;
+    }
+    for (int64_t b = 0; b < B; b++)
+        tg_sgemm(false, true, Co, Kc, P, 1.0f, flat + b * Co * P, P, cols + b * P, BP, 1.0f,
+                 dWm, Kc);
+}
+
 /* db[c] += sum over n and s of dy [N, C, S]: the bias gradient. Eight partial sums per plane
  * so the loop vectorises; planes are added in double. */
 static void channel_sums(const float *dy, int64_t N, int64_t C, int64_t S, float *db)
@@ -260,6 +407,123 @@ static void channel_sums(const float *dy, int64_t N, int64_t C, int64_t S, float
                 total += acc[k];
         }
         db[c] += (float)total;
+    }
+}
+
+/* ---- conv2d with one output channel: direct loops ---------------------------------------
+ * With O = 1 every GEMM of the lowering is a matrix-vector product that streams the columns
+ * (Kc*P floats an image: 5 MB for 64 channels 5x5 on 28x28) for two flops per float, so
+ * writing them costs as much again; the lowering took twice as long as its GEMMs
+ * (bench/bench_conv). These loops walk the same (channel, i, j, output row) structure as
+ * im2col_plane on planes that stay in L1, and never write the columns. */
+
+/* y [N, 1, Ho, Wo] = bias + sum over c, i, j of w[c,i,j] * x[n,c] at the shifted positions.
+ * One image per iteration: each thread owns its output planes. */
+static void conv2d_direct_forward(const conv_geom *g, const float *x, const float *w,
+                                  const float *bias, float *y)
+{
+    const int64_t HW = g->H * g->W, Wo = g->Wo, s = g->stride, kk = g->kh * g->kw;
+    TG_PARALLEL_FOR_WORK(g->N, g->Kc * g->P)
+    for (int64_t n = 0; n < g->N; n++) {
+        float *restrict yn = y + n * g->P;
+        float b = bias ? bias[0] : 0.0f;
+        for (int64_t e = 0; e < g->P; e++)
+            yn[e] = b;
+        for (int64_t c = 0; c < g->Ci; c++) {
+            const float *restrict img = x + (n * g->Ci + c) * HW;
+            for (int64_t i = 0; i < g->kh; i++) {
+                int64_t hoff = i * g->dil - g->pad, oh_lo, oh_hi;
+                conv_valid_range(hoff, s, g->H, g->Ho, &oh_lo, &oh_hi);
+                for (int64_t j = 0; j < g->kw; j++) {
+                    int64_t woff = j * g->dil - g->pad, lo, hi;
+                    conv_valid_range(woff, s, g->W, Wo, &lo, &hi);
+                    const float wv = w[c * kk + i * g->kw + j];
+                    for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+                        float *restrict r = yn + oh * Wo;
+                        const float *restrict src = img + (oh * s + hoff) * g->W;
+                        if (s == 1) {
+                            for (int64_t ow = lo; ow < hi; ow++)
+                                r[ow] += wv * src[ow + woff];
+                        } else {
+                            for (int64_t ow = lo; ow < hi; ow++)
+                                r[ow] += wv * src[ow * s + woff];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* dx [N, C, H, W] += w[c,i,j] * dy[n] scattered back to the positions it was read from: the
+ * transpose of the forward. One (image, channel) plane per iteration. */
+static void conv2d_direct_dx(const conv_geom *g, const float *dy, const float *w, float *dx)
+{
+    const int64_t HW = g->H * g->W, Wo = g->Wo, s = g->stride, kk = g->kh * g->kw;
+    TG_PARALLEL_FOR_WORK(g->N * g->Ci, kk * g->P)
+    for (int64_t t = 0; t < g->N * g->Ci; t++) {
+        int64_t n = t / g->Ci, c = t % g->Ci;
+        float *restrict img = dx + t * HW;
+        const float *restrict dyn = dy + n * g->P;
+        for (int64_t i = 0; i < g->kh; i++) {
+            int64_t hoff = i * g->dil - g->pad, oh_lo, oh_hi;
+            conv_valid_range(hoff, s, g->H, g->Ho, &oh_lo, &oh_hi);
+            for (int64_t j = 0; j < g->kw; j++) {
+                int64_t woff = j * g->dil - g->pad, lo, hi;
+                conv_valid_range(woff, s, g->W, Wo, &lo, &hi);
+                const float wv = w[c * kk + i * g->kw + j];
+                for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+                    float *restrict dst = img + (oh * s + hoff) * g->W;
+                    const float *restrict r = dyn + oh * Wo;
+                    if (s == 1) {
+                        for (int64_t ow = lo; ow < hi; ow++)
+                            dst[ow + woff] += wv * r[ow];
+                    } else {
+                        for (int64_t ow = lo; ow < hi; ow++)
+                            dst[ow * s + woff] += wv * r[ow];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* dw[c,i,j] += sum over images and output positions of dy * x at the shifted position: one
+ * dot product per weight, summed image by image with eight partial sums (so it vectorises).
+ * One input channel per iteration: each thread owns its weights. */
+static void conv2d_direct_dw(const conv_geom *g, const float *x, const float *dy, float *dw)
+{
+    const int64_t HW = g->H * g->W, Wo = g->Wo, s = g->stride, kk = g->kh * g->kw;
+    TG_PARALLEL_FOR_WORK(g->Ci, g->N * kk * g->P)
+    for (int64_t c = 0; c < g->Ci; c++) {
+        for (int64_t n = 0; n < g->N; n++) {
+            const float *restrict img = x + (n * g->Ci + c) * HW;
+            const float *restrict dyn = dy + n * g->P;
+            for (int64_t i = 0; i < g->kh; i++) {
+                int64_t hoff = i * g->dil - g->pad, oh_lo, oh_hi;
+                conv_valid_range(hoff, s, g->H, g->Ho, &oh_lo, &oh_hi);
+                for (int64_t j = 0; j < g->kw; j++) {
+                    int64_t woff = j * g->dil - g->pad, lo, hi;
+                    conv_valid_range(woff, s, g->W, Wo, &lo, &hi);
+                    float acc[8] = {0};
+                    for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
+                        const float *restrict src = img + (oh * s + hoff) * g->W;
+                        const float *restrict r = dyn + oh * Wo;
+                        int64_t ow = lo;
+                        if (s == 1)
+                            for (; ow + 8 <= hi; ow += 8)
+                                for (int k = 0; k < 8; k++)
+                                    acc[k] += r[ow + k] * src[ow + k + woff];
+                        for (; ow < hi; ow++)
+                            acc[0] += r[ow] * src[ow * s + woff];
+                    }
+                    float sum = 0.0f;
+                    for (int k = 0; k < 8; k++)
+                        sum += acc[k];
+                    dw[c * kk + i * g->kw + j] += sum;
+                }
+            }
+        }
     }
 }
 
@@ -314,6 +578,7 @@ static void conv2d_geom(const tg_node *n, conv_geom *g)
     g->Ho = conv_out_size(g->H, g->kh, g->stride, g->pad, g->dil);
     g->Wo = conv_out_size(g->W, g->kw, g->stride, g->pad, g->dil);
     conv_geom_finish(g);
+    g->direct = g->Co == 1;
 }
 
 static tg_status conv2d_check(tg_node *n, int *ndim, int64_t shape[])
@@ -355,19 +620,14 @@ static void conv2d_forward(tg_node *n)
     const float *bias = n->n_in > 2 ? n->in[2]->data : NULL;
     float *y = n->out->data, *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
     const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
+    if (g.direct) {
+        conv2d_direct_forward(&g, x, w, bias, y);
+        return;
+    }
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
-        int64_t B = min64(g.chunk, g.N - b0), BP = B * g.P;
-        float *yb = y + b0 * y_img;
+        int64_t B = min64(g.chunk, g.N - b0);
         im2col_chunk(&g, x + b0 * x_img, B, cols);
-        if (B == 1) {
-            if (bias)
-                fill_planes(yb, 1, g.Co, g.P, bias);
-            tg_sgemm(false, false, g.Co, g.P, g.Kc, 1.0f, w, g.Kc, cols, g.P,
-                     bias ? 1.0f : 0.0f, yb, g.P);
-        } else {
-            tg_sgemm(false, false, g.Co, BP, g.Kc, 1.0f, w, g.Kc, cols, BP, 0.0f, F, BP);
-            flat_scatter(&g, F, B, yb, false, bias);
-        }
+        gemm_flat_from_cols(&g, B, w, cols, F, y + b0 * y_img, false, bias);
     }
 }
 
@@ -384,21 +644,24 @@ static void conv2d_backward(tg_node *n)
     const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
     if (db)
         channel_sums(dy, g.N, g.Co, g.P, db);
+    if (g.direct) {
+        if (dw)
+            conv2d_direct_dw(&g, x, dy, dw);
+        if (dx)
+            conv2d_direct_dx(&g, dy, w, dx);
+        return;
+    }
     if (!dx && !dw)
         return;
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
-        int64_t B = min64(g.chunk, g.N - b0), BP = B * g.P;
-        const float *dyF = dy + b0 * y_img;
-        if (B > 1) {
-            flat_gather(&g, dyF, B, F);
-            dyF = F;
-        }
+        int64_t B = min64(g.chunk, g.N - b0);
+        const float *dyF = flat_operand(&g, B, dy + b0 * y_img, F);
         if (dw) {
             im2col_chunk(&g, x + b0 * x_img, B, cols);
-            tg_sgemm(false, true, g.Co, g.Kc, BP, 1.0f, dyF, BP, cols, BP, 1.0f, dw, g.Kc);
+            gemm_weight_grad(&g, B, dyF, cols, dw);
         }
         if (dx) {
-            tg_sgemm(true, false, g.Kc, BP, g.Co, 1.0f, w, g.Kc, dyF, BP, 0.0f, cols, BP);
+            gemm_cols_from_flat(&g, B, w, dyF, cols);
             col2im_chunk(&g, cols, B, dx + b0 * x_img);
         }
     }
@@ -416,6 +679,10 @@ static const tg_case conv2d_cases[] = {
     /* One image: a chunk of one, where the GEMMs use the tensors directly. */
     {.shape = {{1, 2, 5, 6}, {3, 2, 2, 3}, {3}}, .n_in = 3, CONV2D(2, 1, 1),
      .name = "one_image_rect_kernel"},
+    /* One output channel: the direct loops. */
+    {.shape = {{2, 3, 5, 5}, {1, 3, 3, 3}, {1}}, .n_in = 3, CONV2D(1, 1, 1), .name = "o1"},
+    {.shape = {{2, 2, 7, 6}, {1, 2, 3, 2}}, .n_in = 2, CONV2D(2, 2, 2),
+     .name = "o1_s2_dil2_no_bias"},
     {0},
 };
 #undef CONV2D
@@ -494,13 +761,8 @@ static void conv_transpose2d_forward(tg_node *n)
     const int64_t x_img = g.Co * g.P, y_img = g.Ci * g.H * g.W;
     fill_planes(y, g.N, g.Ci, g.H * g.W, bias);
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
-        int64_t B = min64(g.chunk, g.N - b0), BP = B * g.P;
-        const float *xF = x + b0 * x_img;
-        if (B > 1) {
-            flat_gather(&g, xF, B, F);
-            xF = F;
-        }
-        tg_sgemm(true, false, g.Kc, BP, g.Co, 1.0f, w, g.Kc, xF, BP, 0.0f, cols, BP);
+        int64_t B = min64(g.chunk, g.N - b0);
+        gemm_cols_from_flat(&g, B, w, flat_operand(&g, B, x + b0 * x_img, F), cols);
         col2im_chunk(&g, cols, B, y + b0 * y_img);
     }
 }
@@ -520,25 +782,13 @@ static void conv_transpose2d_backward(tg_node *n)
     if (!dx && !dw)
         return;
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
-        int64_t B = min64(g.chunk, g.N - b0), BP = B * g.P;
+        int64_t B = min64(g.chunk, g.N - b0);
         im2col_chunk(&g, dy + b0 * y_img, B, cols);
-        if (dw) {
-            const float *xF = x + b0 * x_img;
-            if (B > 1) {
-                flat_gather(&g, xF, B, F);
-                xF = F;
-            }
-            tg_sgemm(false, true, g.Co, g.Kc, BP, 1.0f, xF, BP, cols, BP, 1.0f, dw, g.Kc);
-        }
-        if (dx) {
-            if (B == 1) {
-                tg_sgemm(false, false, g.Co, g.P, g.Kc, 1.0f, w, g.Kc, cols, g.P, 1.0f,
-                         dx + b0 * x_img, g.P);
-            } else {
-                tg_sgemm(false, false, g.Co, BP, g.Kc, 1.0f, w, g.Kc, cols, BP, 0.0f, F, BP);
-                flat_scatter(&g, F, B, dx + b0 * x_img, true, NULL);
-            }
-        }
+        if (dw)
+            gemm_weight_grad(&g, B, flat_operand(&g, B, x + b0 * x_img, F), cols, dw);
+        /* F is free again: the weight gradient is done with it. */
+        if (dx)
+            gemm_flat_from_cols(&g, B, w, cols, F, dx + b0 * x_img, true, NULL);
     }
 }
 

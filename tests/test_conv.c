@@ -114,16 +114,22 @@ static void test_golden_conv2d_dilation2(void **state)
     golden_case(1, "conv2d_dil2");
 }
 
+static void test_golden_conv2d_one_output_channel(void **state)
+{
+    (void)state;
+    golden_case(2, "conv2d_o1_k5_p2");
+}
+
 static void test_golden_convt_k4_s2_p1(void **state)
 {
     (void)state;
-    golden_case(2, "convt_k4_s2_p1");
+    golden_case(3, "convt_k4_s2_p1");
 }
 
 static void test_golden_convt_k3_s2_p1_op1(void **state)
 {
     (void)state;
-    golden_case(3, "convt_k3_s2_p1_op1");
+    golden_case(4, "convt_k3_s2_p1_op1");
 }
 
 /* ---- errors ------------------------------------------------------------------------------- */
@@ -302,7 +308,7 @@ static double direct_conv_transpose2d(const tg_tensor *x, const tg_tensor *w,
  * few outputs against the direct formula, and that the working space is a chunk's, not the
  * batch's. */
 static void check_chunking(bool transpose, const int64_t xs[4], const int64_t ws[4], int s,
-                           int p, int d_or_op)
+                           int p, int d_or_op, int64_t chunk, bool staged)
 {
     tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
     int64_t O = transpose ? ws[1] : ws[0], N = xs[0];
@@ -324,12 +330,15 @@ static void check_chunking(bool transpose, const int64_t xs[4], const int64_t ws
     conv_result all = conv_run(transpose, x, w, b, dy, s, p, d_or_op, &scratch);
     /* Columns of one image: Kc rows (image-side channels, w's axis 1 for both ops, times
      * kh * kw) by the flat plane (y's for conv2d, x's for conv_transpose2d). */
-    int64_t Kc = ws[1] * ws[2] * ws[3];
+    int64_t Kc = ws[1] * ws[2] * ws[3], Co = transpose ? xs[1] : ws[0];
     int64_t P = transpose ? xs[2] * xs[3] : all.y->shape[2] * all.y->shape[3];
-    int64_t one_image = Kc * P * (int64_t)sizeof(float);
-    if (!((int64_t)scratch >= 2 * one_image && (int64_t)scratch < (N - 1) * one_image))
-        fail_msg("scratch %zu bytes: expected chunks of 2 to %lld images of %lld bytes",
-                 scratch, (long long)(N - 2), (long long)one_image);
+    /* Staged: cols rounded up to 16 floats, then the staging buffer [Co, chunk * P]. */
+    int64_t want = staged ? ((Kc * chunk * P + 15) / 16 * 16 + Co * chunk * P) * 4
+                          : Kc * chunk * P * 4;
+    if ((int64_t)scratch != want)
+        fail_msg("working space %zu bytes, expected %lld: chunks of %lld images (%s); has "
+                 "conv.c's chunk rule changed?", scratch, (long long)want, (long long)chunk,
+                 staged ? "staged" : "not staged");
 
     int64_t x_img = x->numel / N, y_img = all.y->numel / N;
     int64_t xs1[4] = {1, xs[1], xs[2], xs[3]}, ys1[4] = {1, 0, 0, 0};
@@ -378,22 +387,43 @@ static void check_chunking(bool transpose, const int64_t xs[4], const int64_t ws
     tg_release(dy);
 }
 
-/* conv2d columns of 72 x 104*104 floats (2.9 MB) an image: 2 images to a chunk, so 5 images
- * run as 2 + 2 + 1 (both the staged and the direct single-image path). */
+/* The shapes below assume conv.c's 8 MB chunk budget and its staging rule (planes under 256
+ * positions with at least 64 rows of columns); check_chunking fails if the working space
+ * says otherwise. */
+
+/* Columns of 72 x 104*104 floats (2.9 MB) an image, not staged: 2 images to a chunk, so 5
+ * images run as 2 + 2 + 1, one GEMM per image. */
 static void test_conv2d_chunking(void **state)
 {
     (void)state;
     check_chunking(false, (const int64_t[]){5, 8, 104, 104}, (const int64_t[]){4, 8, 3, 3},
-                   1, 1, 1);
+                   1, 1, 1, 2, false);
 }
 
-/* conv_transpose2d columns of 8*16 x 64*64 floats (2 MB) an image: 3 to a chunk, 7 images run
- * as 3 + 3 + 1. */
+/* Columns of 3456 x 15*15 floats (3.1 MB) an image, staged: 2 images to a chunk, one GEMM
+ * per chunk, and a last chunk of one image that is not staged. */
+static void test_conv2d_chunking_staged(void **state)
+{
+    (void)state;
+    check_chunking(false, (const int64_t[]){5, 384, 15, 15}, (const int64_t[]){4, 384, 3, 3},
+                   1, 1, 1, 2, true);
+}
+
+/* Columns of 128 x 64*64 floats (2 MB) an image, not staged: 4 images to a chunk, 7 images run
+ * as 4 + 3. */
 static void test_conv_transpose2d_chunking(void **state)
 {
     (void)state;
     check_chunking(true, (const int64_t[]){7, 4, 64, 64}, (const int64_t[]){4, 8, 4, 4}, 2, 1,
-                   0);
+                   0, 4, false);
+}
+
+/* Columns of 3200 x 15*15 floats (2.9 MB) an image, staged: 5 images run as 2 + 2 + 1. */
+static void test_conv_transpose2d_chunking_staged(void **state)
+{
+    (void)state;
+    check_chunking(true, (const int64_t[]){5, 4, 15, 15}, (const int64_t[]){4, 200, 4, 4}, 2,
+                   1, 0, 2, true);
 }
 
 /* ---- threads and repeated backward ------------------------------------------------------ */
@@ -450,6 +480,9 @@ static void test_threads_equal(void **state)
                   (const int64_t[]){4, 32, 20, 20}, 1, 1, 1);
     check_threads(true, (const int64_t[]){4, 16, 10, 10}, (const int64_t[]){16, 8, 4, 4},
                   (const int64_t[]){4, 8, 20, 20}, 2, 1, 0);
+    /* One output channel: the direct loops, no GEMM. */
+    check_threads(false, (const int64_t[]){8, 16, 20, 20}, (const int64_t[]){1, 16, 5, 5},
+                  (const int64_t[]){8, 1, 20, 20}, 1, 2, 1);
 }
 
 /* backward twice on one tape: the second must not depend on what forward left in the working
@@ -505,13 +538,16 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TG_TEST(test_golden_conv2d_s2_p1),
         TG_TEST(test_golden_conv2d_dilation2),
+        TG_TEST(test_golden_conv2d_one_output_channel),
         TG_TEST(test_golden_convt_k4_s2_p1),
         TG_TEST(test_golden_convt_k3_s2_p1_op1),
         TG_TEST(test_conv2d_errors),
         TG_TEST(test_conv_transpose2d_errors),
         TG_TEST(test_null_input_keeps_error),
         TG_TEST(test_conv2d_chunking),
+        TG_TEST(test_conv2d_chunking_staged),
         TG_TEST(test_conv_transpose2d_chunking),
+        TG_TEST(test_conv_transpose2d_chunking_staged),
         TG_TEST(test_threads_equal),
         TG_TEST(test_second_backward),
     };

@@ -22,6 +22,8 @@ def quantized(*shape):
 CASES = [
     ("conv2d_s2_p1", False, (2, 3, 7, 7), (4, 3, 3, 3), 2, 1, 1, 0),
     ("conv2d_dil2", False, (2, 3, 7, 7), (4, 3, 3, 3), 1, 2, 2, 0),
+    # One output channel: conv.c's direct loops (the GAN generator's last layer, small).
+    ("conv2d_o1_k5_p2", False, (2, 3, 7, 7), (1, 3, 5, 5), 1, 2, 1, 0),
     ("convt_k4_s2_p1", True, (2, 3, 4, 4), (3, 4, 4, 4), 2, 1, 1, 0),
     ("convt_k3_s2_p1_op1", True, (2, 3, 4, 4), (3, 4, 3, 3), 2, 1, 1, 1),
 ]
