@@ -1,0 +1,243 @@
+/* bench_conv: forward and backward of the GAN's convolutions at batch 128 against the GEMMs
+ * their lowering performs (DESIGN.md §8).
+ *
+ *   bench_conv [threads] [repetitions] [filter]   (defaults: 2 threads, 5 repetitions)
+ *
+ * filter: run only the layers whose name contains it (e.g. "convT", for profiling).
+ *
+ * For each layer: the median over the repetitions of forward (the op call on a grad tape) and
+ * backward (tg_backward_grad: dx, dw and db), and of the reference: plain tg_sgemm calls with
+ * the M, N, K of every GEMM the lowering makes (chunk by chunk), measured in the same run.
+ * ratio = (forward + backward) / reference; the issue's target is <= 1.5.
+ *
+ * tg_backward_grad starts by copying dy into the output's gradient; in training that seed is a
+ * single 1 and dy comes from the next layer's backward, so the backward column subtracts the
+ * time of that copy, measured in the same repetition (clone of dy), and prints it apart. */
+#include "autograd/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    const char *name;
+    bool transpose;
+    int64_t N, C, H, W; /* x */
+    int64_t O, k;       /* output channels, square kernel */
+    int stride, padding;
+} layer;
+
+/* The GAN's layers (generator: transposed convs and the 5x5 convs; discriminator: the 3x3
+ * convs, without padding as in its 28 -> 26 -> pool 13 -> 11 stack). */
+static const layer layers[] = {
+    {"conv2d 128->64 5x5 p2 14x14", false, 128, 128, 14, 14, 64, 5, 1, 2},
+    {"conv2d 64->1 5x5 p2 28x28", false, 128, 64, 28, 28, 1, 5, 1, 2},
+    {"conv2d 1->64 3x3 28x28", false, 128, 1, 28, 28, 64, 3, 1, 0},
+    {"conv2d 64->128 3x3 13x13", false, 128, 64, 13, 13, 128, 3, 1, 0},
+    {"convT 128->64 k4 s2 p1 7x7", true, 128, 128, 7, 7, 64, 4, 2, 1},
+    {"convT 64->1 k4 s2 p1 14x14", true, 128, 64, 14, 14, 1, 4, 2, 1},
+};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_conv: %s: %s\n", what, tg_last_error());
+    exit(1);
+}
+
+/* The lowering's GEMMs (see autograd/conv.c): Kc rows of columns and P columns per image, Co
+ * channels on the flat side, images per chunk, and whether a chunk's images share one GEMM
+ * (staged) or have one each. */
+typedef struct {
+    int64_t Kc, P, Co, chunk;
+    bool staged;
+    bool direct; /* conv2d with one output channel runs direct loops instead */
+} lowering;
+
+/* Mirrors conv.c's plan: 8 MB of working space per chunk, staging for planes under 256
+ * positions with at least 64 rows of columns; conv2d with one output channel runs direct
+ * loops and has no working space, and its reference stays the GEMMs of the lowering it
+ * replaced. The node's working space must match, so the reference cannot silently drift
+ * from what the op does. */
+static lowering lowering_of(const layer *L, const tg_tensor *y, size_t scratch_bytes)
+{
+    lowering g;
+    g.Kc = (L->transpose ? L->O : L->C) * L->k * L->k;
+    g.P = L->transpose ? L->H * L->W : y->shape[2] * y->shape[3];
+    g.Co = L->transpose ? L->C : L->O;
+    g.staged = g.P < 256 && g.Kc >= 64;
+    int64_t per_image = (g.Kc + (g.staged ? g.Co : 0)) * g.P * 4;
+    g.chunk = ((int64_t)8 << 20) / per_image;
+    g.chunk = g.chunk < 1 ? 1 : g.chunk > L->N ? L->N : g.chunk;
+    if (g.chunk == 1)
+        g.staged = false;
+    g.direct = !L->transpose && L->O == 1;
+    int64_t want = g.direct   ? 0
+                   : g.staged ? ((g.Kc * g.chunk * g.P + 15) / 16 * 16 + g.Co * g.chunk * g.P) * 4
+                              : g.Kc * g.chunk * g.P * 4;
+    if ((int64_t)scratch_bytes != want) {
+        fprintf(stderr, "bench_conv: %s: the op's working space is %zu bytes, this plan gives "
+                "%lld; update lowering_of to conv.c's chunk rule\n", L->name, scratch_bytes,
+                (long long)want);
+        exit(1);
+    }
+    return g;
+}
+
+/* The reference: the lowering's GEMMs alone, on buffers of a chunk's size. fwd_ms and bwd_ms
+ * receive the forward's and the backward's. */
+static void reference(const layer *L, const lowering *g, float *cols, float *flat,
+                      float *wbuf, float *dwbuf, double *fwd_ms, double *bwd_ms)
+{
+    const int64_t Kc = g->Kc, Co = g->Co;
+    double t0 = now_ms();
+    for (int64_t b0 = 0; b0 < L->N; b0 += g->chunk) {
+        int64_t B = g->chunk < L->N - b0 ? g->chunk : L->N - b0, BP = B * g->P;
+        /* A staged chunk is one GEMM of B*P columns; otherwise one of P per image. */
+        int64_t n_gemm = g->staged && B > 1 ? 1 : B, n = BP / n_gemm, ldf = n;
+        for (int64_t b = 0; b < n_gemm; b++) {
+            float *c = cols + b * n, *f = flat + b * Co * n;
+            if (L->transpose) /* cols = w^T @ x */
+                tg_sgemm(true, false, Kc, n, Co, 1.0f, wbuf, Kc, f, ldf, 0.0f, c, BP);
+            else /* y = w @ cols */
+                tg_sgemm(false, false, Co, n, Kc, 1.0f, wbuf, Kc, c, BP, 0.0f, f, ldf);
+        }
+    }
+    double t1 = now_ms();
+    for (int64_t b0 = 0; b0 < L->N; b0 += g->chunk) {
+        int64_t B = g->chunk < L->N - b0 ? g->chunk : L->N - b0, BP = B * g->P;
+        int64_t n_gemm = g->staged && B > 1 ? 1 : B, n = BP / n_gemm, ldf = n;
+        for (int64_t b = 0; b < n_gemm; b++) {
+            float *c = cols + b * n, *f = flat + b * Co * n;
+            /* dw += flat @ cols^T for both ops */
+            tg_sgemm(false, true, Co, Kc, n, 1.0f, f, ldf, c, BP, 1.0f, dwbuf, Kc);
+            if (L->transpose) /* dx = w @ cols */
+                tg_sgemm(false, false, Co, n, Kc, 1.0f, wbuf, Kc, c, BP, 0.0f, f, ldf);
+            else /* dcols = w^T @ dy */
+                tg_sgemm(true, false, Kc, n, Co, 1.0f, wbuf, Kc, f, ldf, 0.0f, c, BP);
+        }
+    }
+    *fwd_ms = t1 - t0;
+    *bwd_ms = now_ms() - t1;
+}
+
+static void bench_layer(const layer *L, int reps)
+{
+    tg_rng rng;
+    tg_rng_seed(&rng, 42);
+    int64_t ws[4] = {L->transpose ? L->C : L->O, L->transpose ? L->O : L->C, L->k, L->k};
+    tg_tensor *x = tg_tensor_new(TG_DIMS(L->N, L->C, L->H, L->W));
+    tg_tensor *w = tg_tensor_new(4, ws);
+    tg_tensor *b = tg_tensor_new(TG_DIMS(L->O));
+    if (!x || !w || !b)
+        die("inputs");
+    tg_tensor_uniform_(x, &rng, -1.0f, 1.0f);
+    tg_tensor_uniform_(w, &rng, -0.1f, 0.1f);
+    tg_tensor_uniform_(b, &rng, -0.1f, 0.1f);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(w, true);
+    tg_tensor_set_requires_grad(b, true);
+
+    double *fwd = calloc((size_t)reps, sizeof(double)), *bwd = calloc((size_t)reps, sizeof(double));
+    double *rf = calloc((size_t)reps, sizeof(double)), *rb = calloc((size_t)reps, sizeof(double));
+    double *seed = calloc((size_t)reps, sizeof(double));
+    tg_tensor *dy = NULL;
+    lowering g = {0};
+    float *cols = NULL, *flat = NULL, *dwbuf = NULL;
+    /* Repetition 0 warms up (allocator cache, OpenBLAS buffers) and is not counted. */
+    for (int r = -1; r < reps; r++) {
+        tg_tape *tape = tg_tape_begin(TG_GRAD);
+        double t0 = now_ms();
+        tg_tensor *y = L->transpose ? tg_conv_transpose2d(x, w, b, L->stride, L->padding, 0)
+                                    : tg_conv2d(x, w, b, L->stride, L->padding, 1);
+        double t1 = now_ms();
+        if (!y)
+            die(L->name);
+        if (!dy) {
+            dy = tg_tensor_new(y->ndim, y->shape);
+            tg_tensor_uniform_(dy, &rng, -1.0f, 1.0f);
+            g = lowering_of(L, y, y->node->scratch_bytes);
+            cols = calloc((size_t)(g.Kc * g.chunk * g.P), sizeof(float));
+            flat = calloc((size_t)(g.Co * g.chunk * g.P), sizeof(float));
+            dwbuf = calloc((size_t)(g.Co * g.Kc), sizeof(float));
+            if (!dy || !cols || !flat || !dwbuf)
+                die("buffers");
+        }
+        if (tg_backward_grad(y, dy) != TG_OK)
+            die("backward");
+        double t2 = now_ms();
+        tg_tape_end(tape);
+        double t3 = now_ms();
+        tg_release(tg_tensor_clone(dy)); /* what tg_backward_grad's seed copy costs */
+        double t4 = now_ms();
+        double ref_f, ref_b;
+        reference(L, &g, cols, flat, w->data, dwbuf, &ref_f, &ref_b);
+        if (r >= 0) {
+            fwd[r] = t1 - t0;
+            bwd[r] = (t2 - t1) - (t4 - t3);
+            seed[r] = t4 - t3;
+            rf[r] = ref_f;
+            rb[r] = ref_b;
+        }
+    }
+    double f = median(fwd, reps), bk = median(bwd, reps), sd = median(seed, reps);
+    double gf = median(rf, reps), gb = median(rb, reps);
+    double flops = 3.0 * 2.0 * (double)L->N * g.Co * g.Kc * g.P;
+    const char *mode = g.direct ? "d" : g.staged ? "s" : " ";
+    printf("%-30s %4lld%s %8.2f %8.2f %6.2f %8.2f %8.2f %7.2f %7.2f %6.2f %7.1f\n", L->name,
+           (long long)g.chunk, mode, f, bk, sd, gf, gb, f / gf, bk / gb, (f + bk) / (gf + gb),
+           flops / ((f + bk) * 1e6));
+    fflush(stdout);
+    free(fwd);
+    free(bwd);
+    free(rf);
+    free(rb);
+    free(seed);
+    free(cols);
+    free(flat);
+    free(dwbuf);
+    tg_release(x);
+    tg_release(w);
+    tg_release(b);
+    tg_release(dy);
+}
+
+int main(int argc, char **argv)
+{
+    int threads = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 2 ? atoi(argv[2]) : 5;
+    if (tg_set_num_threads(threads) != TG_OK || reps < 1) {
+        fprintf(stderr, "usage: bench_conv [threads >= 1] [repetitions >= 1] [filter]\n");
+        return 2;
+    }
+    const char *core = getenv("OPENBLAS_CORETYPE");
+    printf("bench_conv: %s, %d threads%s%s, median of %d, batch 128\n", tg_blas_info(),
+           tg_get_num_threads(), core ? ", OPENBLAS_CORETYPE=" : "", core ? core : "", reps);
+    printf("chunk: images per chunk, s = staged (one GEMM per chunk, else one per image), "
+           "d = direct loops; seed: dy copy left out of bwd; gemm f/b: the reference\n");
+    printf("%-30s %5s %8s %8s %6s %8s %8s %7s %7s %6s %7s\n", "layer", "chunk", "fwd ms",
+           "bwd ms", "seed", "gemm f", "gemm b", "fwd x", "bwd x", "ratio", "GFLOP/s");
+    const char *filter = argc > 3 ? argv[3] : "";
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++)
+        if (strstr(layers[i].name, filter))
+            bench_layer(&layers[i], reps);
+    return 0;
+}
