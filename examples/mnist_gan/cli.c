@@ -1,0 +1,246 @@
+/* mnist_gan's command line. Each flag is one row of a table: its name, which command takes it,
+ * and how its value is read and checked. A bad flag or value gets one line naming it. */
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: mnist_gan train [options]     train the GAN (the PaddlePaddle dygraph tutorial's)\n"
+    "       mnist_gan sample --checkpoint FILE [options]   images from a trained G\n"
+    "       mnist_gan --help\n"
+    "\n"
+    "train options:\n"
+    "  --data DIR            a folder with the four MNIST-format files, raw or .gz\n"
+    "                        (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-...)\n"
+    "  --dataset NAME        mnist (default: data-cache/mnist, made by scripts/fetch-mnist.sh)\n"
+    "                        or fashion (Debian's dataset-fashion-mnist package)\n"
+    "  --digit D             train on one class only (0..9)\n"
+    "  --recipe NAME         tutorial (default): the tutorial's models, or dcgan: the classic\n"
+    "                        MNIST DCGAN with Adam beta1 0.5 and the clean step\n"
+    "  --generator NAME      upsample (default): bilinear x2 + conv, or convt: transposed\n"
+    "                        convolutions (tutorial recipe only)\n"
+    "  --step NAME           tutorial (default for the tutorial recipe): the tutorial's loop,\n"
+    "                        gradients accumulating as in dygraph; clean: the textbook step\n"
+    "  --epochs N            epochs to train (default 20, as the tutorial)\n"
+    "  --iters N             stop after N iterations in all, counted across resumes\n"
+    "                        (overrides --epochs)\n"
+    "  --batch N             batch size (default 128)\n"
+    "  --lr X                Adam learning rate (default 2e-4)\n"
+    "  --beta1 X             Adam beta1 (default 0.9 for the tutorial recipe, 0.5 for dcgan)\n"
+    "  --seed S              seed of weights, noise and shuffling (default 1)\n"
+    "  --threads T           threads for kernels and BLAS (default 2)\n"
+    "  --log-every N         log line, sample grid and report every N iterations (default 100)\n"
+    "  --grid-scale NAME     fixed (default): -1 black, 1 white; per-image: each image\n"
+    "                        stretched to its own range, as the tutorial's notebook showed them\n"
+    "  --out DIR             output folder (default out/mnist_gan): samples_<it>.png,\n"
+    "                        losses.csv, checkpoint.safetensors, report.html\n"
+    "  --resume              continue exactly from OUT/checkpoint.safetensors\n"
+    "  --width-div K         divide every layer width by K (quick experiments and tests)\n"
+    "\n"
+    "sample options:\n"
+    "  --checkpoint FILE     a checkpoint written by train\n"
+    "  --n N                 number of images (default 128)\n"
+    "  --seed S              noise seed (default 1)\n"
+    "  --out FILE.png        the image grid (default samples.png)\n"
+    "  --idx PREFIX          also write PREFIX-images-idx3-ubyte (and, for a one-digit model,\n"
+    "                        PREFIX-labels-idx1-ubyte), readable as an MNIST folder\n"
+    "  --threads T, --grid-scale NAME   as for train\n"
+    "\n"
+    "Exit status: 0 done, 2 bad input (flags, data files, checkpoint), 1 other failures.\n";
+
+const char *gan_usage(void) { return usage; }
+
+/* Integer in [lo, hi]; false with the message in err. */
+static bool parse_int(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out,
+                      char *err, size_t n)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        snprintf(err, n, "%s: '%s' is not a whole number from %lld to %lld", flag, v,
+                 (long long)lo, (long long)hi);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+/* Float in (lo, hi] (lo exclusive when lo_open); false with the message in err. */
+static bool parse_float(const char *flag, const char *v, double lo, bool lo_open, double hi,
+                        float *out, char *err, size_t n)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || x != x || (lo_open ? x <= lo : x < lo) || x > hi) {
+        snprintf(err, n, "%s: '%s' is not a number in %s%g, %g]", flag, v, lo_open ? "(" : "[",
+                 lo, hi);
+        return false;
+    }
+    *out = (float)x;
+    return true;
+}
+
+/* Index of v among the NULL-terminated names; false with the message in err. */
+static bool parse_choice(const char *flag, const char *v, const char *const *names, int *out,
+                         char *err, size_t n)
+{
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(v, names[i])) {
+            *out = i;
+            return true;
+        }
+    int used = snprintf(err, n, "%s: '%s' is not one of", flag, v);
+    for (int i = 0; names[i] && used > 0 && (size_t)used < n; i++)
+        used += snprintf(err + used, n - (size_t)used, "%s %s", i ? "," : "", names[i]);
+    return false;
+}
+
+enum { FOR_TRAIN = 1, FOR_SAMPLE = 2 };
+
+bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
+{
+    *o = (gan_options){.cmd = CMD_HELP, .dataset = "mnist", .digit = -1, .epochs = 20,
+                       .batch = 128, .lr = 2e-4f, .beta1 = 0.9f, .seed = 1, .threads = 2,
+                       .log_every = 100, .out_dir = "out/mnist_gan", .width_div = 1, .n = 128,
+                       .png_out = "samples.png"};
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help"))
+        return true;
+    int cmd_bit;
+    if (!strcmp(argv[1], "train"))
+        o->cmd = CMD_TRAIN, cmd_bit = FOR_TRAIN;
+    else if (!strcmp(argv[1], "sample"))
+        o->cmd = CMD_SAMPLE, cmd_bit = FOR_SAMPLE;
+    else {
+        snprintf(err, n, "unknown command '%s' (train, sample or --help)", argv[1]);
+        return false;
+    }
+    static const char *const generators[] = {"upsample", "convt", NULL};
+    static const char *const recipes[] = {"tutorial", "dcgan", NULL};
+    static const char *const steps[] = {"tutorial", "clean", NULL};
+    static const char *const scales[] = {"fixed", "per-image", NULL};
+    static const char *const datasets[] = {"mnist", "fashion", NULL};
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            o->cmd = CMD_HELP;
+            return true;
+        }
+        if (!strcmp(f, "--resume")) {
+            if (cmd_bit != FOR_TRAIN) {
+                snprintf(err, n, "--resume is a train option");
+                return false;
+            }
+            o->resume = true;
+            continue;
+        }
+        if (strncmp(f, "--", 2) != 0) {
+            snprintf(err, n, "unexpected argument '%s' (flags start with --)", f);
+            return false;
+        }
+        if (i + 1 >= argc) {
+            snprintf(err, n, "%s needs a value", f);
+            return false;
+        }
+        const char *v = argv[++i];
+        int64_t x = 0;
+        int c = 0;
+        bool ok = true;
+        int for_cmd = FOR_TRAIN;
+        if (!strcmp(f, "--data"))
+            o->data_dir = v;
+        else if (!strcmp(f, "--dataset"))
+            ok = parse_choice(f, v, datasets, &c, err, n), o->dataset = datasets[ok ? c : 0],
+            o->given |= GIVEN_DATASET;
+        else if (!strcmp(f, "--digit"))
+            ok = parse_int(f, v, 0, 9, &x, err, n), o->digit = (int)x, o->given |= GIVEN_DIGIT;
+        else if (!strcmp(f, "--generator"))
+            ok = parse_choice(f, v, generators, &c, err, n), o->generator = (gan_generator)c,
+            o->given |= GIVEN_GENERATOR;
+        else if (!strcmp(f, "--recipe"))
+            ok = parse_choice(f, v, recipes, &c, err, n), o->recipe = (gan_recipe)c,
+            o->given |= GIVEN_RECIPE;
+        else if (!strcmp(f, "--step"))
+            ok = parse_choice(f, v, steps, &c, err, n), o->step = (gan_step_mode)c,
+            o->given |= GIVEN_STEP;
+        else if (!strcmp(f, "--epochs"))
+            ok = parse_int(f, v, 1, 1000000, &o->epochs, err, n);
+        else if (!strcmp(f, "--iters"))
+            ok = parse_int(f, v, 1, INT64_MAX / 2, &o->iters, err, n);
+        else if (!strcmp(f, "--batch"))
+            ok = parse_int(f, v, 2, 65536, &o->batch, err, n), o->given |= GIVEN_BATCH;
+        else if (!strcmp(f, "--lr"))
+            ok = parse_float(f, v, 0, true, 10, &o->lr, err, n), o->given |= GIVEN_LR;
+        else if (!strcmp(f, "--beta1"))
+            ok = parse_float(f, v, 0, false, 0.999999, &o->beta1, err, n),
+            o->given |= GIVEN_BETA1;
+        else if (!strcmp(f, "--seed"))
+            ok = parse_int(f, v, 0, INT64_MAX, &x, err, n), o->seed = (uint64_t)x,
+            o->given |= GIVEN_SEED, for_cmd = FOR_TRAIN | FOR_SAMPLE;
+        else if (!strcmp(f, "--threads"))
+            ok = parse_int(f, v, 1, 256, &x, err, n), o->threads = (int)x,
+            for_cmd = FOR_TRAIN | FOR_SAMPLE;
+        else if (!strcmp(f, "--log-every"))
+            ok = parse_int(f, v, 1, INT64_MAX / 2, &o->log_every, err, n);
+        else if (!strcmp(f, "--grid-scale"))
+            ok = parse_choice(f, v, scales, &c, err, n), o->grid_scale = (tg_grid_scale)c,
+            for_cmd = FOR_TRAIN | FOR_SAMPLE;
+        else if (!strcmp(f, "--out")) {
+            for_cmd = FOR_TRAIN | FOR_SAMPLE;
+            if (cmd_bit == FOR_TRAIN)
+                o->out_dir = v;
+            else
+                o->png_out = v;
+        } else if (!strcmp(f, "--width-div"))
+            ok = parse_int(f, v, 1, 64, &x, err, n), o->width_div = (int)x,
+            o->given |= GIVEN_WIDTH;
+        else if (!strcmp(f, "--checkpoint"))
+            o->checkpoint = v, for_cmd = FOR_SAMPLE;
+        else if (!strcmp(f, "--n"))
+            ok = parse_int(f, v, 1, 100000, &o->n, err, n), for_cmd = FOR_SAMPLE;
+        else if (!strcmp(f, "--idx"))
+            o->idx_prefix = v, for_cmd = FOR_SAMPLE;
+        else {
+            snprintf(err, n, "unknown flag '%s' (see mnist_gan --help)", f);
+            return false;
+        }
+        if (!ok)
+            return false;
+        if (!(for_cmd & cmd_bit)) {
+            snprintf(err, n, "%s is not an option of '%s' (see mnist_gan --help)", f, argv[1]);
+            return false;
+        }
+        if (!v[0]) {
+            snprintf(err, n, "%s: empty value", f);
+            return false;
+        }
+    }
+    if (o->cmd == CMD_SAMPLE && !o->checkpoint) {
+        snprintf(err, n, "sample needs --checkpoint FILE");
+        return false;
+    }
+    if (o->cmd == CMD_TRAIN) {
+        if (o->recipe == GAN_RECIPE_DCGAN) {
+            if ((o->given & GIVEN_GENERATOR) && o->generator != GAN_GEN_CONVT) {
+                snprintf(err, n, "--generator upsample belongs to the tutorial recipe; the "
+                         "dcgan recipe has its own transposed-convolution generator");
+                return false;
+            }
+            if (!(o->given & GIVEN_STEP))
+                o->step = GAN_STEP_CLEAN;
+            if (!(o->given & GIVEN_BETA1))
+                o->beta1 = 0.5f;
+        }
+        if (o->data_dir && (o->given & GIVEN_DATASET)) {
+            snprintf(err, n, "give --data DIR or --dataset NAME, not both");
+            return false;
+        }
+    }
+    return true;
+}

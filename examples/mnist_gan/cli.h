@@ -1,0 +1,57 @@
+/* mnist_gan's command line: every flag, its value's check, and the help text. */
+#ifndef MNIST_GAN_CLI_H
+#define MNIST_GAN_CLI_H
+
+#include "gan.h"
+
+typedef enum { CMD_TRAIN, CMD_SAMPLE, CMD_HELP } gan_command;
+
+typedef struct gan_options {
+    gan_command cmd;
+    /* train */
+    const char *data_dir;   /* --data DIR, or the folder --dataset names */
+    const char *dataset;    /* mnist | fashion */
+    int digit;              /* -1: all */
+    gan_generator generator;
+    gan_recipe recipe;
+    gan_step_mode step;
+    int64_t epochs, iters;  /* iters 0: epochs decide */
+    int64_t batch;
+    float lr, beta1;
+    uint64_t seed;
+    int threads;
+    int64_t log_every;
+    tg_grid_scale grid_scale;
+    const char *out_dir;
+    bool resume;
+    int width_div;
+    /* sample */
+    const char *checkpoint;
+    int64_t n;
+    const char *png_out;
+    const char *idx_prefix;
+    /* which flags were given (bit per flag index), so --resume can tell a user's choice from a
+     * default */
+    uint64_t given;
+} gan_options;
+
+/* Flags whose value a checkpoint records, and which --resume takes from it. */
+enum {
+    GIVEN_GENERATOR = 1u << 0,
+    GIVEN_RECIPE = 1u << 1,
+    GIVEN_STEP = 1u << 2,
+    GIVEN_BATCH = 1u << 3,
+    GIVEN_LR = 1u << 4,
+    GIVEN_BETA1 = 1u << 5,
+    GIVEN_SEED = 1u << 6,
+    GIVEN_DIGIT = 1u << 7,
+    GIVEN_WIDTH = 1u << 8,
+    GIVEN_DATASET = 1u << 9,
+};
+
+/* Parses argv into o. On a bad flag or value: false, with one line naming it in err. */
+bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t err_size);
+/* The --help text. */
+const char *gan_usage(void);
+
+#endif

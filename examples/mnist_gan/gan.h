@@ -1,0 +1,90 @@
+/* mnist_gan — the GAN of the PaddlePaddle dygraph tutorial on MNIST, in C against tapegrad's
+ * public API. This header is shared by the program and its tests: model builders, the
+ * training step, checkpoints, logs and the report. */
+#ifndef MNIST_GAN_H
+#define MNIST_GAN_H
+
+#include "tapegrad.h"
+
+/* Which models: the tutorial's, or the classic MNIST DCGAN that learns digits in one epoch. */
+typedef enum { GAN_RECIPE_TUTORIAL, GAN_RECIPE_DCGAN } gan_recipe;
+/* The tutorial's two generators: bilinear upsampling + conv, or transposed convolutions. */
+typedef enum { GAN_GEN_UPSAMPLE, GAN_GEN_CONVT } gan_generator;
+/* The tutorial's step statement by statement, or the textbook step (see gan_step). */
+typedef enum { GAN_STEP_TUTORIAL, GAN_STEP_CLEAN } gan_step_mode;
+
+/* Layer widths; gan_widths_default gives the tutorial's, tests build the same shapes small. */
+typedef struct gan_widths {
+    int64_t nz;     /* noise size: 100 */
+    int64_t g_fc;   /* G's first fully connected width (tutorial): 1024 */
+    int64_t g_ch1;  /* channels of G's 7x7 map: 128 */
+    int64_t g_ch2;  /* channels of G's 14x14 map: 64 */
+    int64_t d_ch1;  /* D's first conv channels: 64 */
+    int64_t d_ch2;  /* D's second conv channels: 128 */
+    int64_t d_fc;   /* D's hidden fully connected width (tutorial): 1024 */
+} gan_widths;
+
+/* The tutorial's widths, every one but nz divided by div (1: the real sizes). */
+gan_widths gan_widths_default(int div);
+
+/* Builds G for the recipe and generator variant, drawing initial weights from rng. */
+tg_module *gan_build_generator(gan_recipe recipe, gan_generator gen, const gan_widths *w,
+                               tg_rng *rng);
+/* Builds D for the recipe. */
+tg_module *gan_build_discriminator(gan_recipe recipe, const gan_widths *w, tg_rng *rng);
+
+/* Everything a training run holds: models, the three Adams, the noise RNG. */
+typedef struct gan_state {
+    tg_module *G, *D;
+    tg_optim *opt_d_real; /* the tutorial's D optimizer for the real batch */
+    tg_optim *opt_d_fake; /* its second Adam over the same D parameters, for the fake batch */
+    tg_optim *opt_g;
+    tg_rng z_rng;         /* draws z */
+    gan_step_mode step;
+    int64_t nz;
+} gan_state;
+
+/* Models and optimizers for the settings (Adam lr, beta1, PyTorch's beta2 0.999, eps 1e-8). */
+tg_status gan_state_init(gan_state *s, gan_recipe recipe, gan_generator gen,
+                         const gan_widths *w, gan_step_mode step, float lr, float beta1,
+                         uint64_t seed);
+/* Frees models and optimizers. */
+void gan_state_free(gan_state *s);
+
+/* The three losses of one iteration. */
+typedef struct gan_losses {
+    float d_real, d_fake, g;
+} gan_losses;
+
+/* One training iteration on a real batch [B,1,28,28] in [-1, 1] (see step.c for the two modes).
+ * z_given, if not NULL, holds the z batches to use instead of drawing them (tests): [B,nz]
+ * for the fake-D step and, in clean mode, a second one for the G step. */
+tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], gan_losses *out);
+
+/* G's images for the noise z [n, nz], in eval mode (running BatchNorm statistics): a new
+ * reference [n,1,28,28]. */
+tg_tensor *gan_generate(gan_state *s, tg_tensor *z);
+
+/* Puts G, D and the optimizers' state into sd under "G.", "D.", "opt_d_real.", "opt_d_fake.",
+ * "opt_g.". */
+tg_status gan_state_dict(const gan_state *s, tg_state_dict *sd);
+/* Loads what gan_state_dict saved. Each part is validated before it changes, but a later part
+ * can fail after an earlier one loaded: load into a fresh state and discard it on error. */
+tg_status gan_load_state_dict(gan_state *s, const tg_state_dict *sd);
+
+/* ---- logs and the report (report.c) -------------------------------------------------------- */
+
+typedef struct gan_log gan_log;
+
+/* Opens OUT/losses.csv for a run: a new file (keep_until < 0), or, when resuming, the rows up
+ * to iteration keep_until kept (later ones dropped: the resumed run writes them again). */
+gan_log *gan_log_open(const char *out_dir, int64_t keep_until);
+/* Appends one row (and flushes it). */
+tg_status gan_log_row(gan_log *g, int64_t it, int64_t epoch, int64_t batch,
+                      const gan_losses *l, double seconds);
+/* Rewrites OUT/report.html: loss curves and the grid at png_path, embedded. */
+tg_status gan_log_report(gan_log *g, const char *png_path, const char *title);
+/* Closes the log. NULL is ignored. */
+void gan_log_close(gan_log *g);
+
+#endif

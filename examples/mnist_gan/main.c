@@ -1,0 +1,519 @@
+/* mnist_gan: trains the PaddlePaddle dygraph tutorial's GAN on MNIST, or samples a trained G.
+ * See `mnist_gan --help` and the README. Bad input exits 2 with one line naming the problem;
+ * nothing already written (checkpoint, logs) is destroyed by it. */
+#include "cli.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_BAD_INPUT 2
+#define FASHION_DIR "/usr/share/datasets/fashion-mnist"
+#define MNIST_DIR "data-cache/mnist"
+#define CHECKPOINT_NAME "checkpoint.safetensors"
+#define CHECKPOINT_FORMAT "mnist_gan/1"
+/* The grid of samples: the tutorial's 128 images in 16 columns. */
+#define GRID_N 128
+#define GRID_COLS 16
+
+static int fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("mnist_gan: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- checkpoint metadata ---------------------------------------------------------------------
+ * Everything but the tensors: where training stands and the settings that define the run. RNG
+ * states and floats are stored exactly (hex words, %a), so a resume continues bit for bit. */
+
+static tg_status meta_set(tg_state_dict *sd, const char *key, const char *fmt, ...)
+{
+    char v[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v, sizeof v, fmt, ap);
+    va_end(ap);
+    return tg_state_dict_set_meta(sd, key, v);
+}
+
+static tg_status meta_set_rng(tg_state_dict *sd, const char *key, const tg_rng *r)
+{
+    uint32_t spare;
+    memcpy(&spare, &r->spare, 4);
+    return meta_set(sd, key, "%08x %08x %08x %08x %x %08x", r->s[0], r->s[1], r->s[2], r->s[3],
+                    r->has_spare, spare);
+}
+
+/* Reads metadata key as the sscanf format; false (with a message) when absent or malformed. */
+static bool meta_get(const tg_state_dict *sd, const char *path, const char *key, char *err,
+                     size_t n, int count, const char *fmt, ...)
+{
+    const char *v = tg_state_dict_meta(sd, key);
+    va_list ap;
+    va_start(ap, fmt);
+    int got = v ? vsscanf(v, fmt, ap) : -1;
+    va_end(ap);
+    if (got != count) {
+        snprintf(err, n, "%s: metadata \"%s\" is %s", path, key,
+                 v ? "malformed" : "missing (not a mnist_gan checkpoint?)");
+        return false;
+    }
+    return true;
+}
+
+static bool meta_get_rng(const tg_state_dict *sd, const char *path, const char *key,
+                         tg_rng *r, char *err, size_t n)
+{
+    uint32_t spare;
+    if (!meta_get(sd, path, key, err, n, 6, "%" SCNx32 " %" SCNx32 " %" SCNx32 " %" SCNx32
+                  " %" SCNx32 " %" SCNx32, &r->s[0], &r->s[1], &r->s[2], &r->s[3],
+                  &r->has_spare, &spare))
+        return false;
+    memcpy(&r->spare, &spare, 4);
+    return true;
+}
+
+/* The run's settings, as the checkpoint records them. */
+typedef struct {
+    int recipe, generator, step, digit, width_div;
+    int64_t batch;
+    float lr, beta1;
+    uint64_t seed;
+} run_settings;
+
+static void settings_put(tg_state_dict *sd, const run_settings *r)
+{
+    meta_set(sd, "format", CHECKPOINT_FORMAT);
+    meta_set(sd, "recipe", "%d", r->recipe);
+    meta_set(sd, "generator", "%d", r->generator);
+    meta_set(sd, "step", "%d", r->step);
+    meta_set(sd, "digit", "%d", r->digit);
+    meta_set(sd, "width_div", "%d", r->width_div);
+    meta_set(sd, "batch", "%lld", (long long)r->batch);
+    meta_set(sd, "lr", "%a", (double)r->lr);
+    meta_set(sd, "beta1", "%a", (double)r->beta1);
+    meta_set(sd, "seed", "%" PRIu64, r->seed);
+}
+
+static bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, char *err,
+                         size_t n)
+{
+    const char *fmt = tg_state_dict_meta(sd, "format");
+    if (!fmt || strcmp(fmt, CHECKPOINT_FORMAT) != 0) {
+        snprintf(err, n, "%s: not a mnist_gan checkpoint (metadata format is %s%s%s, expected "
+                 "%s)", path, fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "",
+                 CHECKPOINT_FORMAT);
+        return false;
+    }
+    double lr, beta1;
+    long long batch;
+    bool ok = meta_get(sd, path, "recipe", err, n, 1, "%d", &r->recipe) &&
+              meta_get(sd, path, "generator", err, n, 1, "%d", &r->generator) &&
+              meta_get(sd, path, "step", err, n, 1, "%d", &r->step) &&
+              meta_get(sd, path, "digit", err, n, 1, "%d", &r->digit) &&
+              meta_get(sd, path, "width_div", err, n, 1, "%d", &r->width_div) &&
+              meta_get(sd, path, "batch", err, n, 1, "%lld", &batch) &&
+              meta_get(sd, path, "lr", err, n, 1, "%la", &lr) &&
+              meta_get(sd, path, "beta1", err, n, 1, "%la", &beta1) &&
+              meta_get(sd, path, "seed", err, n, 1, "%" SCNu64, &r->seed);
+    if (ok && (r->recipe < 0 || r->recipe > 1 || r->generator < 0 || r->generator > 1 ||
+               r->step < 0 || r->step > 1 || r->digit < -1 || r->digit > 9 ||
+               r->width_div < 1 || r->width_div > 64 || batch < 2)) {
+        snprintf(err, n, "%s: metadata holds settings out of range", path);
+        ok = false;
+    }
+    r->batch = batch, r->lr = (float)lr, r->beta1 = (float)beta1;
+    return ok;
+}
+
+/* Training position. */
+typedef struct {
+    int64_t iteration;
+    double seconds;
+    tg_loader_state loader;
+} run_position;
+
+static tg_status save_checkpoint(const char *path, const gan_state *s, const run_settings *rs,
+                                 const run_position *pos)
+{
+    tg_state_dict *sd = tg_state_dict_new();
+    if (!sd)
+        return tg_last_status();
+    tg_status st = gan_state_dict(s, sd);
+    if (st == TG_OK) {
+        settings_put(sd, rs);
+        meta_set(sd, "iteration", "%lld", (long long)pos->iteration);
+        meta_set(sd, "seconds", "%a", pos->seconds);
+        meta_set(sd, "epoch", "%lld", (long long)pos->loader.epoch);
+        meta_set(sd, "batch_in_epoch", "%lld", (long long)pos->loader.batch);
+        meta_set_rng(sd, "loader_rng", &pos->loader.epoch_rng);
+        meta_set_rng(sd, "z_rng", &s->z_rng);
+        st = tg_data_save_safetensors(sd, path);
+    }
+    tg_state_dict_free(sd);
+    return st;
+}
+
+/* ---- train ----------------------------------------------------------------------------------- */
+
+static bool file_exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+/* Creates dir and its parents; false with a message when it cannot be made or written. */
+static bool make_out_dir(const char *dir, char *err, size_t n)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, n, "cannot create the output folder %s: %s", dir, strerror(errno));
+        return false;
+    }
+    snprintf(tmp, sizeof tmp, "%s/.mnist_gan_write_test", dir);
+    tg_atomic_file *af = tg_atomic_open(tmp);
+    if (!af) {
+        snprintf(err, n, "cannot write in the output folder %s: %s", dir, tg_last_error());
+        return false;
+    }
+    tg_atomic_abort(af);
+    return true;
+}
+
+/* Takes the run's settings from a checkpoint being resumed; a flag the user gave that differs
+ * from the checkpoint's is an error. */
+static bool adopt_settings(gan_options *o, const run_settings *r, char *err, size_t n)
+{
+    struct {
+        uint64_t bit;
+        const char *flag;
+        bool differs;
+    } checks[] = {
+        {GIVEN_RECIPE, "--recipe", (int)o->recipe != r->recipe},
+        {GIVEN_GENERATOR, "--generator", (int)o->generator != r->generator},
+        {GIVEN_STEP, "--step", (int)o->step != r->step},
+        {GIVEN_DIGIT, "--digit", o->digit != r->digit},
+        {GIVEN_WIDTH, "--width-div", o->width_div != r->width_div},
+        {GIVEN_BATCH, "--batch", o->batch != r->batch},
+        {GIVEN_LR, "--lr", o->lr != r->lr},
+        {GIVEN_BETA1, "--beta1", o->beta1 != r->beta1},
+        {GIVEN_SEED, "--seed", o->seed != r->seed},
+    };
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+        if ((o->given & checks[i].bit) && checks[i].differs) {
+            snprintf(err, n, "%s differs from the checkpoint being resumed; drop it (--resume "
+                     "takes the checkpoint's settings) or train into another --out",
+                     checks[i].flag);
+            return false;
+        }
+    }
+    o->recipe = (gan_recipe)r->recipe, o->generator = (gan_generator)r->generator;
+    o->step = (gan_step_mode)r->step, o->digit = r->digit, o->width_div = r->width_div;
+    o->batch = r->batch, o->lr = r->lr, o->beta1 = r->beta1, o->seed = r->seed;
+    return true;
+}
+
+static const char *data_dir_of(const gan_options *o)
+{
+    if (o->data_dir)
+        return o->data_dir;
+    return strcmp(o->dataset, "fashion") == 0 ? FASHION_DIR : MNIST_DIR;
+}
+
+/* A one-line progress bar on stderr, only when it is a terminal. */
+static void progress(int64_t it, int64_t total, double secs, int64_t it0)
+{
+    double rate = secs > 0 ? (double)(it - it0) / secs : 0;
+    double eta = rate > 0 ? (double)(total - it) / rate : 0;
+    int width = 30, done = (int)((double)width * (double)it / (double)total);
+    fprintf(stderr, "\r[%.*s%*s] %lld/%lld  %.2f it/s  ETA %d:%02d:%02d ", done,
+            "==============================", width - done, "", (long long)it,
+            (long long)total, rate, (int)(eta / 3600), (int)fmod(eta / 60, 60),
+            (int)fmod(eta, 60));
+    fflush(stderr);
+}
+
+static const char *const recipe_names[] = {"tutorial", "dcgan"};
+static const char *const gen_names[] = {"upsample", "convt"};
+static const char *const step_names[] = {"tutorial", "clean"};
+
+static int train(gan_options *o)
+{
+    char err[1024], ckpt[4096], png[4096], title[512];
+    if (!make_out_dir(o->out_dir, err, sizeof err))
+        return fail(EXIT_BAD_INPUT, "%s", err);
+    snprintf(ckpt, sizeof ckpt, "%s/%s", o->out_dir, CHECKPOINT_NAME);
+
+    tg_state_dict *resume_sd = NULL;
+    run_position pos = {0};
+    tg_rng z_rng_saved;
+    if (o->resume) {
+        if (!file_exists(ckpt))
+            return fail(EXIT_BAD_INPUT, "--resume: %s does not exist", ckpt);
+        resume_sd = tg_data_load_safetensors(ckpt);
+        run_settings rs;
+        long long it, ep, b;
+        if (!resume_sd)
+            return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+        if (!settings_get(resume_sd, ckpt, &rs, err, sizeof err) ||
+            !adopt_settings(o, &rs, err, sizeof err) ||
+            !meta_get(resume_sd, ckpt, "iteration", err, sizeof err, 1, "%lld", &it) ||
+            !meta_get(resume_sd, ckpt, "seconds", err, sizeof err, 1, "%la", &pos.seconds) ||
+            !meta_get(resume_sd, ckpt, "epoch", err, sizeof err, 1, "%lld", &ep) ||
+            !meta_get(resume_sd, ckpt, "batch_in_epoch", err, sizeof err, 1, "%lld", &b) ||
+            !meta_get_rng(resume_sd, ckpt, "loader_rng", &pos.loader.epoch_rng, err,
+                          sizeof err) ||
+            !meta_get_rng(resume_sd, ckpt, "z_rng", &z_rng_saved, err, sizeof err)) {
+            tg_state_dict_free(resume_sd);
+            return fail(EXIT_BAD_INPUT, "%s", err);
+        }
+        pos.iteration = it, pos.loader.epoch = ep, pos.loader.batch = b;
+    } else if (file_exists(ckpt)) {
+        return fail(EXIT_BAD_INPUT, "%s already holds a checkpoint: pass --resume to continue "
+                    "it, or choose another --out", o->out_dir);
+    }
+
+    int code = 1;
+    const char *dir = data_dir_of(o);
+    tg_dataset *ds = tg_data_load_mnist(dir, true, o->digit);
+    tg_loader *loader = NULL;
+    gan_log *log = NULL;
+    tg_tensor *zfix = NULL;
+    gan_state s = {0};
+    if (!ds) {
+        code = fail(EXIT_BAD_INPUT, "%s%s", tg_last_error(),
+                    !o->data_dir && !strcmp(dir, MNIST_DIR)
+                        ? " (run scripts/fetch-mnist.sh, or pass --data DIR)" : "");
+        goto done;
+    }
+    if (ds->images->shape[2] != 28 || ds->images->shape[3] != 28) {
+        code = fail(EXIT_BAD_INPUT, "%s: images are %lldx%lld; the models need 28x28", dir,
+                    (long long)ds->images->shape[2], (long long)ds->images->shape[3]);
+        goto done;
+    }
+    if (!(loader = tg_loader_new(ds, o->batch, o->seed ^ 0x10ade7ull))) {
+        code = fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+        goto done;
+    }
+    gan_widths w = gan_widths_default(o->width_div);
+    if (gan_state_init(&s, o->recipe, o->generator, &w, o->step, o->lr, o->beta1, o->seed) !=
+        TG_OK) {
+        code = fail(1, "%s", tg_last_error());
+        goto done;
+    }
+    if (resume_sd) {
+        if (gan_load_state_dict(&s, resume_sd) != TG_OK ||
+            tg_loader_set_state(loader, &pos.loader) != TG_OK) {
+            code = fail(EXIT_BAD_INPUT, "%s: %s", ckpt, tg_last_error());
+            goto done;
+        }
+        s.z_rng = z_rng_saved;
+    }
+    /* The grids' fixed noise: from the seed alone, so a resumed run shows the same z. */
+    tg_rng grid_rng;
+    tg_rng_seed(&grid_rng, o->seed ^ 0x9a1dull);
+    zfix = tg_tensor_new(TG_DIMS(GRID_N, w.nz));
+    tg_tensor_normal_(zfix, &grid_rng, 0.0f, 1.0f);
+    if (!(log = gan_log_open(o->out_dir, o->resume ? pos.iteration : -1))) {
+        code = fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+        goto done;
+    }
+
+    const int64_t per_epoch = tg_loader_batches_per_epoch(loader);
+    const int64_t total = o->iters ? o->iters : o->epochs * per_epoch;
+    run_settings rs = {o->recipe, o->generator, o->step, o->digit, o->width_div, o->batch,
+                       o->lr, o->beta1, o->seed};
+    snprintf(title, sizeof title, "recipe %s, generator %s, step %s, batch %lld, lr %g, beta1 "
+             "%g, seed %llu, %lld images%s", recipe_names[o->recipe],
+             o->recipe == GAN_RECIPE_DCGAN ? "dcgan" : gen_names[o->generator],
+             step_names[o->step], (long long)o->batch, o->lr, o->beta1,
+             (unsigned long long)o->seed, (long long)ds->images->shape[0],
+             o->digit >= 0 ? " (one digit)" : "");
+    printf("mnist_gan: %s; %lld iterations (%lld per epoch), from %lld; %d threads; %s\n", title,
+           (long long)total, (long long)per_epoch, (long long)pos.iteration, o->threads,
+           tg_blas_info());
+    fflush(stdout);
+
+    const bool tty = isatty(2);
+    const double run_start = now(), t0 = run_start - pos.seconds;
+    const int64_t it0 = pos.iteration;
+    int64_t it = pos.iteration;
+    while (it < total) {
+        tg_loader_state at = tg_loader_get_state(loader);
+        tg_tensor *real;
+        gan_losses l;
+        if (tg_loader_next(loader, &real, NULL) != TG_OK) {
+            code = fail(1, "%s", tg_last_error());
+            goto done;
+        }
+        tg_status st = gan_step(&s, real, NULL, &l);
+        tg_release(real);
+        if (st != TG_OK) {
+            code = fail(1, "iteration %lld: %s", (long long)it + 1, tg_last_error());
+            goto done;
+        }
+        it++;
+        double secs = now() - t0;
+        if (gan_log_row(log, it, at.epoch, at.batch, &l, secs) != TG_OK) {
+            code = fail(1, "%s", tg_last_error());
+            goto done;
+        }
+        if (!isfinite(l.d_real) || !isfinite(l.d_fake) || !isfinite(l.g)) {
+            code = fail(1, "iteration %lld: a loss is not finite (d_real %g, d_fake %g, g %g); "
+                        "rerun with TG_CHECK_FINITE=1 to find the op", (long long)it, l.d_real,
+                        l.d_fake, l.g);
+            goto done;
+        }
+        if (it % o->log_every == 0 || it == total) {
+            if (tty)
+                fputc('\n', stderr);
+            printf("epoch = %lld, batch = %lld, real_d_loss = %.4f, fake_d_loss = %.4f, "
+                   "g_loss = %.4f\n", (long long)at.epoch, (long long)at.batch, l.d_real,
+                   l.d_fake, l.g);
+            fflush(stdout);
+            snprintf(png, sizeof png, "%s/samples_%lld.png", o->out_dir, (long long)it);
+            tg_tensor *img = gan_generate(&s, zfix);
+            st = img ? tg_data_write_png_grid(png, img, GRID_COLS, o->grid_scale)
+                     : tg_last_status();
+            tg_release(img);
+            if (st == TG_OK)
+                st = gan_log_report(log, png, title);
+            if (st != TG_OK) {
+                code = fail(1, "%s", tg_last_error());
+                goto done;
+            }
+        }
+        tg_loader_state next = tg_loader_get_state(loader);
+        if (next.batch == 0 || it == total) { /* the end of an epoch, or of the run */
+            pos = (run_position){it, secs, next};
+            if (save_checkpoint(ckpt, &s, &rs, &pos) != TG_OK) {
+                code = fail(1, "%s", tg_last_error());
+                goto done;
+            }
+        }
+        if (tty)
+            progress(it, total, now() - run_start, it0);
+    }
+    if (tty)
+        fputc('\n', stderr);
+    printf("mnist_gan: done, %lld iterations; %s, losses.csv, report.html and samples in %s\n",
+           (long long)it, CHECKPOINT_NAME, o->out_dir);
+    code = 0;
+done:
+    tg_release(zfix);
+    gan_log_close(log);
+    gan_state_free(&s);
+    tg_loader_free(loader);
+    tg_dataset_free(ds);
+    tg_state_dict_free(resume_sd);
+    return code;
+}
+
+/* ---- sample ---------------------------------------------------------------------------------- */
+
+static int sample(const gan_options *o)
+{
+    char err[1024];
+    tg_state_dict *sd = tg_data_load_safetensors(o->checkpoint);
+    if (!sd)
+        return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+    run_settings rs;
+    gan_state s = {0};
+    tg_tensor *z = NULL, *img = NULL;
+    int code = EXIT_BAD_INPUT;
+    if (!settings_get(sd, o->checkpoint, &rs, err, sizeof err)) {
+        fail(code, "%s", err);
+        goto done;
+    }
+    gan_widths w = gan_widths_default(rs.width_div);
+    if (gan_state_init(&s, (gan_recipe)rs.recipe, (gan_generator)rs.generator, &w,
+                       (gan_step_mode)rs.step, rs.lr, rs.beta1, rs.seed) != TG_OK ||
+        gan_load_state_dict(&s, sd) != TG_OK) {
+        fail(code, "%s: %s", o->checkpoint, tg_last_error());
+        goto done;
+    }
+    tg_rng rng;
+    tg_rng_seed(&rng, o->seed);
+    z = tg_tensor_new(TG_DIMS(o->n, w.nz));
+    tg_tensor_normal_(z, &rng, 0.0f, 1.0f);
+    img = gan_generate(&s, z);
+    code = 1;
+    if (!img || tg_data_write_png_grid(o->png_out, img, GRID_COLS, o->grid_scale) != TG_OK) {
+        fail(code, "%s", tg_last_error());
+        goto done;
+    }
+    if (o->idx_prefix) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s-images-idx3-ubyte", o->idx_prefix);
+        if (tg_data_write_idx_images(p, img) != TG_OK) {
+            fail(code, "%s", tg_last_error());
+            goto done;
+        }
+        if (rs.digit >= 0) { /* a one-digit model: its images are all of that class */
+            tg_tensor *labels = tg_tensor_full(TG_DIMS(o->n), (float)rs.digit);
+            snprintf(p, sizeof p, "%s-labels-idx1-ubyte", o->idx_prefix);
+            tg_status st = tg_data_write_idx_labels(p, labels);
+            tg_release(labels);
+            if (st != TG_OK) {
+                fail(code, "%s", tg_last_error());
+                goto done;
+            }
+        }
+    }
+    printf("mnist_gan: %lld images from %s in %s%s%s\n", (long long)o->n, o->checkpoint,
+           o->png_out, o->idx_prefix ? " and " : "", o->idx_prefix ? o->idx_prefix : "");
+    code = 0;
+done:
+    tg_release(z);
+    tg_release(img);
+    gan_state_free(&s);
+    tg_state_dict_free(sd);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    gan_options o;
+    char err[1024];
+    if (!gan_parse_args(argc, argv, &o, err, sizeof err))
+        return fail(EXIT_BAD_INPUT, "%s", err);
+    if (o.cmd == CMD_HELP) {
+        fputs(gan_usage(), stdout);
+        return 0;
+    }
+    if (tg_set_num_threads(o.threads) != TG_OK)
+        return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+    int code = o.cmd == CMD_TRAIN ? train(&o) : sample(&o);
+    tg_allocator_trim();
+    if (code == 0 && tg_debug_live_tensors() != 0)
+        return fail(1, "internal: %lld tensors still alive at exit",
+                    (long long)tg_debug_live_tensors());
+    return code;
+}

@@ -1,0 +1,237 @@
+/* losses.csv and report.html: the loss log a user plots, and the VisualDL-like page with loss
+ * curves (inline SVG) and the latest sample grid (embedded), needing no server or network. */
+#include "gan.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int64_t it, epoch, batch;
+    gan_losses l;
+    double seconds;
+} log_row;
+
+struct gan_log {
+    char *csv_path, *html_path;
+    FILE *csv;
+    log_row *rows;
+    int64_t n, cap;
+};
+
+static const char csv_header[] = "iteration,epoch,batch,d_real,d_fake,g,seconds\n";
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static bool push_row(gan_log *g, const log_row *r)
+{
+    if (g->n == g->cap) {
+        int64_t cap = g->cap ? 2 * g->cap : 1024;
+        log_row *p = realloc(g->rows, sizeof *p * (size_t)cap);
+        if (!p)
+            return false;
+        g->rows = p, g->cap = cap;
+    }
+    g->rows[g->n++] = *r;
+    return true;
+}
+
+/* One CSV row; the losses in %.9g so a resumed run's rows compare bit for bit. */
+static void write_row(FILE *f, const log_row *r)
+{
+    fprintf(f, "%lld,%lld,%lld,%.9g,%.9g,%.9g,%.3f\n", (long long)r->it, (long long)r->epoch,
+            (long long)r->batch, r->l.d_real, r->l.d_fake, r->l.g, r->seconds);
+}
+
+void gan_log_close(gan_log *g)
+{
+    if (!g)
+        return;
+    if (g->csv)
+        fclose(g->csv);
+    free(g->csv_path);
+    free(g->html_path);
+    free(g->rows);
+    free(g);
+}
+
+gan_log *gan_log_open(const char *out_dir, int64_t keep_until)
+{
+    gan_log *g = calloc(1, sizeof *g);
+    if (!g || !(g->csv_path = join(out_dir, "losses.csv")) ||
+        !(g->html_path = join(out_dir, "report.html"))) {
+        gan_log_close(g);
+        tg_set_error(TG_ERR_NOMEM, "gan_log_open: out of memory");
+        return NULL;
+    }
+    if (keep_until >= 0) {
+        /* Resuming: keep the rows up to the checkpoint's iteration; rows written after it (by a
+         * run that stopped before its next checkpoint) are replayed by this run. */
+        FILE *f = fopen(g->csv_path, "r");
+        char line[512];
+        if (f) {
+            bool header = true;
+            while (fgets(line, sizeof line, f)) {
+                if (header) {
+                    header = false;
+                    continue;
+                }
+                log_row r;
+                long long it, ep, b;
+                if (sscanf(line, "%lld,%lld,%lld,%f,%f,%f,%lf", &it, &ep, &b, &r.l.d_real,
+                           &r.l.d_fake, &r.l.g, &r.seconds) != 7)
+                    break; /* a torn last line */
+                if (it > keep_until)
+                    break;
+                r.it = it, r.epoch = ep, r.batch = b;
+                if (!push_row(g, &r))
+                    break;
+            }
+            fclose(f);
+        }
+    }
+    /* Rewrite the kept rows atomically, then append to the file from here on. */
+    tg_atomic_file *af = tg_atomic_open(g->csv_path);
+    if (!af) {
+        gan_log_close(g);
+        return NULL;
+    }
+    fputs(csv_header, tg_atomic_stream(af));
+    for (int64_t i = 0; i < g->n; i++)
+        write_row(tg_atomic_stream(af), &g->rows[i]);
+    if (tg_atomic_commit(af) != TG_OK || !(g->csv = fopen(g->csv_path, "a"))) {
+        if (tg_last_status() == TG_OK)
+            tg_set_error(TG_ERR_IO, "gan_log_open: %s: %s", g->csv_path, strerror(errno));
+        gan_log_close(g);
+        return NULL;
+    }
+    return g;
+}
+
+tg_status gan_log_row(gan_log *g, int64_t it, int64_t epoch, int64_t batch,
+                      const gan_losses *l, double seconds)
+{
+    log_row r = {it, epoch, batch, *l, seconds};
+    if (!push_row(g, &r))
+        return tg_set_error(TG_ERR_NOMEM, "gan_log_row: out of memory");
+    write_row(g->csv, &r);
+    if (fflush(g->csv) != 0 || ferror(g->csv))
+        return tg_set_error(TG_ERR_IO, "gan_log_row: writing %s: %s", g->csv_path,
+                            strerror(errno));
+    return TG_OK;
+}
+
+/* ---- report.html ---------------------------------------------------------------------------- */
+
+static void base64(FILE *out, const unsigned char *b, size_t n)
+{
+    static const char tab[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)b[i] << 16 | (i + 1 < n ? (uint32_t)b[i + 1] << 8 : 0) |
+                     (i + 2 < n ? b[i + 2] : 0);
+        fputc(tab[v >> 18 & 63], out);
+        fputc(tab[v >> 12 & 63], out);
+        fputc(i + 1 < n ? tab[v >> 6 & 63] : '=', out);
+        fputc(i + 2 < n ? tab[v & 63] : '=', out);
+    }
+}
+
+/* The loss curves: at most 1000 points per curve (each the mean of its bucket of rows). */
+static void svg_curves(FILE *f, const gan_log *g)
+{
+    const int W = 900, H = 360, L = 50, B = 30;
+    int64_t n = g->n, buckets = n < 1000 ? n : 1000;
+    float ymax = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const gan_losses *l = &g->rows[i].l;
+        ymax = fmaxf(ymax, fmaxf(l->d_real, fmaxf(l->d_fake, l->g)));
+    }
+    ymax = ymax > 0 && isfinite(ymax) ? ymax : 1.0f;
+    double xmax = n ? (double)g->rows[n - 1].it : 1.0;
+    fprintf(f, "<svg id=\"losses\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
+               "height=\"%d\" viewBox=\"0 0 %d %d\">\n", W, H, W, H);
+    fprintf(f, "<rect x=\"%d\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
+               "stroke=\"#999\"/>\n", L, W - L, H - B);
+    for (int k = 0; k <= 4; k++) {
+        double y = (H - B) * (1.0 - k / 4.0);
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.2f</text>\n",
+                L - 4, y + 4, ymax * k / 4.0);
+    }
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\">iteration 0</text>\n", L, H - 10);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">%.0f</text>\n", W,
+            H - 10, xmax);
+    static const char *names[3] = {"d_real", "d_fake", "g"};
+    static const char *colors[3] = {"#1f77b4", "#ff7f0e", "#2ca02c"};
+    for (int c = 0; c < 3; c++) {
+        fprintf(f, "<polyline class=\"curve\" data-name=\"%s\" fill=\"none\" stroke=\"%s\" "
+                   "stroke-width=\"1.2\" points=\"", names[c], colors[c]);
+        for (int64_t b = 0; b < buckets; b++) {
+            int64_t lo = b * n / buckets, hi = (b + 1) * n / buckets;
+            double sx = 0, sy = 0;
+            for (int64_t i = lo; i < hi; i++) {
+                const gan_losses *l = &g->rows[i].l;
+                float v = c == 0 ? l->d_real : c == 1 ? l->d_fake : l->g;
+                sx += (double)g->rows[i].it, sy += isfinite(v) ? v : ymax;
+            }
+            double x = L + (W - L) * (sx / (double)(hi - lo)) / (xmax > 0 ? xmax : 1);
+            double y = (H - B) * (1.0 - sy / (double)(hi - lo) / ymax);
+            fprintf(f, "%.1f,%.1f ", x, y);
+        }
+        fprintf(f, "\"/>\n<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"%s\">%s</text>\n",
+                W - 60, 16 + 15 * c, colors[c], names[c]);
+    }
+    fprintf(f, "</svg>\n");
+}
+
+tg_status gan_log_report(gan_log *g, const char *png_path, const char *title)
+{
+    unsigned char *png = NULL;
+    long png_n = 0;
+    FILE *pf = png_path ? fopen(png_path, "rb") : NULL;
+    if (pf) {
+        fseek(pf, 0, SEEK_END);
+        png_n = ftell(pf);
+        fseek(pf, 0, SEEK_SET);
+        png = png_n > 0 ? malloc((size_t)png_n) : NULL;
+        if (png && fread(png, 1, (size_t)png_n, pf) != (size_t)png_n)
+            png_n = 0;
+        fclose(pf);
+    }
+    tg_atomic_file *af = tg_atomic_open(g->html_path);
+    if (!af) {
+        free(png);
+        return tg_last_status();
+    }
+    FILE *f = tg_atomic_stream(af);
+    const log_row *last = g->n ? &g->rows[g->n - 1] : NULL;
+    fprintf(f, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mnist_gan: %s"
+               "</title>\n<style>body{font-family:sans-serif;margin:2em}img{image-rendering:"
+               "pixelated;width:%s}</style></head><body>\n<h1>mnist_gan</h1>\n<p>%s</p>\n",
+            title, "720px", title);
+    if (last)
+        fprintf(f, "<p id=\"status\">iteration %lld (epoch %lld, batch %lld), %.0f s: d_real "
+                   "%.4f, d_fake %.4f, g %.4f</p>\n", (long long)last->it,
+                (long long)last->epoch, (long long)last->batch, last->seconds, last->l.d_real,
+                last->l.d_fake, last->l.g);
+    fprintf(f, "<h2>Losses</h2>\n");
+    svg_curves(f, g);
+    if (png_n > 0) {
+        fprintf(f, "<h2>Latest samples</h2>\n<img id=\"samples\" alt=\"%s\" "
+                   "src=\"data:image/png;base64,", png_path);
+        base64(f, png, (size_t)png_n);
+        fprintf(f, "\">\n");
+    }
+    fprintf(f, "</body></html>\n");
+    free(png);
+    return tg_atomic_commit(af);
+}

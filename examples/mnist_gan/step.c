@@ -1,0 +1,183 @@
+/* One training iteration, in the tutorial's form or the textbook one.
+ *
+ * --step tutorial is the PaddlePaddle dygraph tutorial's loop statement by statement. Its
+ * gradients accumulate until cleared, and it clears D's after each D update and G's only after
+ * the G update; nothing is detached; the fake-D step and the G step share one z:
+ *     loss_real = bce(D(real), 1);  backward;  opt_d_real.step();  D.clear_gradients()
+ *     z ~ N(0, 1)
+ *     loss_fake = bce(D(G(z)), 0);  backward;  opt_d_fake.step();  D.clear_gradients()
+ *     loss_g    = bce(D(G(z)), 1);  backward;  opt_g.step();       G.clear_gradients()
+ * So G's update also carries the gradient of loss_fake (its backward reached G and nothing
+ * cleared it), and the next real-D update also carries what loss_g left in D's gradients.
+ *
+ * --step clean is the textbook step: gradients cleared before every backward, G(z) detached
+ * for D, a fresh z for G:
+ *     D.zero_grad(); loss_real = bce(D(real), 1);          backward; opt_d_real.step()
+ *     z1 ~ N(0, 1); D.zero_grad()
+ *     loss_fake = bce(D(detach(G(z1))), 0);                backward; opt_d_fake.step()
+ *     z2 ~ N(0, 1); G.zero_grad(); D.zero_grad()
+ *     loss_g    = bce(D(G(z2)), 1);                        backward; opt_g.step()
+ * Each statement group runs on its own tape, so the graph of one is freed before the next. */
+#include "gan.h"
+
+#include <stdlib.h>
+
+/* Adam's beta2 and eps: PyTorch's and PaddlePaddle's defaults, which the tutorial keeps. */
+#define ADAM_BETA2 0.999f
+#define ADAM_EPS 1e-8f
+
+static tg_optim *adam_over(tg_module *m, float lr, float beta1)
+{
+    int64_t n;
+    tg_tensor **p = tg_module_parameters(m, &n);
+    if (!p)
+        return NULL;
+    tg_optim *opt = tg_optim_adam(p, n, lr, beta1, ADAM_BETA2, ADAM_EPS, 0.0f);
+    free(p); /* the optimizer retained the tensors */
+    return opt;
+}
+
+tg_status gan_state_init(gan_state *s, gan_recipe recipe, gan_generator gen,
+                         const gan_widths *w, gan_step_mode step, float lr, float beta1,
+                         uint64_t seed)
+{
+    *s = (gan_state){.step = step, .nz = w->nz};
+    /* One stream initialises the weights, another draws z: changing one model's size does not
+     * shift the other's noise. */
+    tg_rng init;
+    tg_rng_seed(&init, seed);
+    tg_rng_seed(&s->z_rng, seed ^ 0x5eed2a11ull);
+    s->G = gan_build_generator(recipe, gen, w, &init);
+    s->D = s->G ? gan_build_discriminator(recipe, w, &init) : NULL;
+    if (s->D) {
+        s->opt_d_real = adam_over(s->D, lr, beta1);
+        s->opt_d_fake = s->opt_d_real ? adam_over(s->D, lr, beta1) : NULL;
+        s->opt_g = s->opt_d_fake ? adam_over(s->G, lr, beta1) : NULL;
+    }
+    if (!s->opt_g) {
+        tg_status st = tg_last_status();
+        gan_state_free(s);
+        return st;
+    }
+    return TG_OK;
+}
+
+void gan_state_free(gan_state *s)
+{
+    tg_optim_free(s->opt_d_real);
+    tg_optim_free(s->opt_d_fake);
+    tg_optim_free(s->opt_g);
+    tg_module_free(s->G);
+    tg_module_free(s->D);
+    *s = (gan_state){0};
+}
+
+/* z [b, nz] from the state's RNG, or the caller's (tests), as a new reference. */
+static tg_tensor *draw_z(gan_state *s, int64_t b, tg_tensor *given)
+{
+    if (given)
+        return tg_retain(given);
+    tg_tensor *z = tg_tensor_new(TG_DIMS(b, s->nz));
+    if (z)
+        tg_tensor_normal_(z, &s->z_rng, 0.0f, 1.0f);
+    return z;
+}
+
+/* mean bce_with_logits(D(x), label) as a float; backward; optimizer step. fake_of_z, when not
+ * NULL, is the z from which x = G(z) is computed on this same tape (detached when asked). */
+static tg_status d_or_g_update(gan_state *s, tg_tensor *x, tg_tensor *z, bool detach_fake,
+                               float label, tg_optim *opt, float *loss_out)
+{
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    if (!tape)
+        return tg_last_status();
+    tg_tensor *in = x;
+    if (z) {
+        in = tg_nn_forward(s->G, z);
+        if (detach_fake)
+            in = tg_detach(in);
+    }
+    tg_tensor *logits = tg_nn_forward(s->D, in);
+    tg_tensor *target = logits ? tg_tensor_full(logits->ndim, logits->shape, label) : NULL;
+    tg_tensor *loss = tg_bce_with_logits(logits, target);
+    tg_status st = tg_backward(loss);
+    if (st == TG_OK) {
+        *loss_out = tg_tensor_item(loss);
+        st = tg_optim_step(opt);
+    }
+    tg_release(target);
+    tg_tape_end(tape);
+    return st;
+}
+
+tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], gan_losses *out)
+{
+    const int64_t b = real->shape[0];
+    const bool clean = s->step == GAN_STEP_CLEAN;
+    tg_status st;
+    if (clean)
+        tg_module_zero_grad(s->D);
+    if ((st = d_or_g_update(s, real, NULL, false, 1.0f, s->opt_d_real, &out->d_real)) != TG_OK)
+        return st;
+    tg_module_zero_grad(s->D);
+
+    tg_tensor *z = draw_z(s, b, z_given ? z_given[0] : NULL);
+    if (!z)
+        return tg_last_status();
+    st = d_or_g_update(s, NULL, z, clean, 0.0f, s->opt_d_fake, &out->d_fake);
+    tg_module_zero_grad(s->D);
+    if (st == TG_OK && clean) {
+        /* the textbook G step: fresh noise, no gradient left over from the D steps */
+        tg_release(z);
+        z = draw_z(s, b, z_given ? z_given[1] : NULL);
+        tg_module_zero_grad(s->G);
+        st = z ? TG_OK : tg_last_status();
+    }
+    if (st == TG_OK)
+        st = d_or_g_update(s, NULL, z, false, 1.0f, s->opt_g, &out->g);
+    tg_module_zero_grad(s->G);
+    tg_release(z);
+    return st;
+}
+
+tg_tensor *gan_generate(gan_state *s, tg_tensor *z)
+{
+    bool was_training = tg_module_is_training(s->G);
+    tg_module_train(s->G, false);
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    tg_tensor *img = tape ? tg_retain(tg_nn_forward(s->G, z)) : NULL;
+    if (tape)
+        tg_tape_end(tape);
+    tg_module_train(s->G, was_training);
+    return img;
+}
+
+static const char *const part_names[] = {"G", "D", "opt_d_real", "opt_d_fake", "opt_g"};
+
+tg_status gan_state_dict(const gan_state *s, tg_state_dict *sd)
+{
+    tg_status st = tg_module_state_dict(s->G, part_names[0], sd);
+    if (st == TG_OK)
+        st = tg_module_state_dict(s->D, part_names[1], sd);
+    if (st == TG_OK)
+        st = tg_optim_state_dict(s->opt_d_real, part_names[2], sd);
+    if (st == TG_OK)
+        st = tg_optim_state_dict(s->opt_d_fake, part_names[3], sd);
+    if (st == TG_OK)
+        st = tg_optim_state_dict(s->opt_g, part_names[4], sd);
+    return st;
+}
+
+tg_status gan_load_state_dict(gan_state *s, const tg_state_dict *sd)
+{
+    tg_status st = tg_module_load_state_dict(s->G, part_names[0], sd);
+    if (st == TG_OK)
+        st = tg_module_load_state_dict(s->D, part_names[1], sd);
+    if (st == TG_OK)
+        st = tg_optim_load_state_dict(s->opt_d_real, part_names[2], sd);
+    if (st == TG_OK)
+        st = tg_optim_load_state_dict(s->opt_d_fake, part_names[3], sd);
+    if (st == TG_OK)
+        st = tg_optim_load_state_dict(s->opt_g, part_names[4], sd);
+    return st;
+}
