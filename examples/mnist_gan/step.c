@@ -21,6 +21,7 @@
 #include "gan.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* Adam's beta2 and eps: PyTorch's and PaddlePaddle's defaults, which the tutorial keeps. */
 #define ADAM_BETA2 0.999f
@@ -153,6 +154,57 @@ tg_tensor *gan_generate(gan_state *s, tg_tensor *z)
 }
 
 static const char *const part_names[] = {"G", "D", "opt_d_real", "opt_d_fake", "opt_g"};
+/* Gradients left in a model between steps, saved under "grad.G." and "grad.D.". The tutorial
+ * step leaves loss_g's gradient in D, and the next real-D update adds to it: without it a
+ * resumed run's first step differs from the uninterrupted run's. */
+static const char *const grad_prefixes[] = {"grad.G", "grad.D"};
+
+static tg_status pending_grads_put(tg_module *m, const char *prefix, tg_state_dict *sd)
+{
+    int64_t n, n_names;
+    tg_tensor **p = tg_module_parameters(m, &n);
+    char **names = tg_module_parameter_names(m, prefix, &n_names);
+    tg_status st = (p || n == 0) && (names || n_names == 0) ? TG_OK : tg_last_status();
+    for (int64_t i = 0; i < n && st == TG_OK; i++)
+        if (p[i]->grad)
+            st = tg_state_dict_put(sd, names[i], p[i]->grad);
+    free(p);
+    free(names);
+    return st;
+}
+
+/* Restores what pending_grads_put saved: each parameter's gradient becomes a copy of its saved
+ * one, or none when none was saved. Shapes are checked before anything changes. */
+static tg_status pending_grads_load(tg_module *m, const char *prefix, const tg_state_dict *sd)
+{
+    int64_t n, n_names;
+    tg_tensor **p = tg_module_parameters(m, &n);
+    char **names = tg_module_parameter_names(m, prefix, &n_names);
+    tg_status st = (p || n == 0) && (names || n_names == 0) ? TG_OK : tg_last_status();
+    for (int64_t i = 0; i < n && st == TG_OK; i++) {
+        const tg_tensor *g = tg_state_dict_get(sd, names[i]);
+        if (g && (g->ndim != p[i]->ndim ||
+                  memcmp(g->shape, p[i]->shape, sizeof(int64_t) * (size_t)g->ndim) != 0)) {
+            char a[96], b[96];
+            st = tg_set_error(TG_ERR_SHAPE, "gan_load_state_dict: %s is %s, its parameter %s",
+                              names[i], tg_shape_str(g->ndim, g->shape, a, sizeof a),
+                              tg_shape_str(p[i]->ndim, p[i]->shape, b, sizeof b));
+        }
+    }
+    for (int64_t i = 0; i < n && st == TG_OK; i++) {
+        const tg_tensor *g = tg_state_dict_get(sd, names[i]);
+        tg_tensor *copy = g ? tg_tensor_clone(g) : NULL;
+        if (g && !copy) {
+            st = tg_last_status();
+            break;
+        }
+        tg_tensor_zero_grad(p[i]);
+        p[i]->grad = copy;
+    }
+    free(p);
+    free(names);
+    return st;
+}
 
 tg_status gan_state_dict(const gan_state *s, tg_state_dict *sd)
 {
@@ -165,6 +217,10 @@ tg_status gan_state_dict(const gan_state *s, tg_state_dict *sd)
         st = tg_optim_state_dict(s->opt_d_fake, part_names[3], sd);
     if (st == TG_OK)
         st = tg_optim_state_dict(s->opt_g, part_names[4], sd);
+    if (st == TG_OK)
+        st = pending_grads_put(s->G, grad_prefixes[0], sd);
+    if (st == TG_OK)
+        st = pending_grads_put(s->D, grad_prefixes[1], sd);
     return st;
 }
 
@@ -179,5 +235,9 @@ tg_status gan_load_state_dict(gan_state *s, const tg_state_dict *sd)
         st = tg_optim_load_state_dict(s->opt_d_fake, part_names[3], sd);
     if (st == TG_OK)
         st = tg_optim_load_state_dict(s->opt_g, part_names[4], sd);
+    if (st == TG_OK)
+        st = pending_grads_load(s->G, grad_prefixes[0], sd);
+    if (st == TG_OK)
+        st = pending_grads_load(s->D, grad_prefixes[1], sd);
     return st;
 }
