@@ -11,7 +11,7 @@
  * metadata gives the widths, batch, iteration count, lr and each recipe's beta1. */
 #include "common.h"
 
-#include "../examples/mnist_gan/gan.h"
+#include "gan.h" /* examples/mnist_gan, through its gan_dep */
 
 #include <stdio.h>
 #include <stdlib.h>
