@@ -34,7 +34,8 @@ static const char usage[] =
     "  --seed S         seed of the weights, dropout and shuffling (default 1)\n"
     "  --threads T      threads for kernels and BLAS (default 2)\n"
     "  --limit N        train on the first N training images only (quick runs)\n"
-    "  --out FILE       checkpoint to write (default <dataset>_classifier.safetensors)\n"
+    "  --out FILE       checkpoint to write (default mnist_classifier.safetensors,\n"
+    "                   fashion_classifier.safetensors, or classifier.safetensors with --data)\n"
     "  --eval-only      evaluate --checkpoint FILE on the test set instead of training\n"
     "\n"
     "Exit status: 0 done, 2 bad input (flags, data files, checkpoint), 1 other failures.\n";
@@ -310,8 +311,8 @@ int main(int argc, char **argv)
 
     char default_out[96];
     if (!o.out) {
-        snprintf(default_out, sizeof default_out, "%s_classifier.safetensors",
-                 o.dataset ? o.dataset : "mnist");
+        snprintf(default_out, sizeof default_out, "%s%sclassifier.safetensors",
+                 o.dataset ? o.dataset : "", o.dataset ? "_" : "");
         o.out = default_out;
     }
     /* Fail now, not after the first epoch, when the checkpoint cannot be written there. */
