@@ -1,10 +1,15 @@
-/* tapegrad — files: safetensors checkpoints, idx datasets, PNG images (to be written). */
+/* tapegrad — files: atomic writes, idx datasets and the batch loader, PNG images, safetensors
+ * checkpoints. Needs only tensor/. */
 #ifndef TAPEGRAD_DATA_H
 #define TAPEGRAD_DATA_H
 
 #include "tensor.h"
 
 #include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* ---- atomic files (atomic.c) --------------------------------------------------------------
  * Write to a temporary file beside the target, then tg_atomic_commit renames it over the
@@ -24,8 +29,8 @@ void tg_atomic_abort(tg_atomic_file *af);
 
 /* ---- idx files, MNIST datasets and the batch loader (idx.c, dataset.c) -------------------- */
 
-/* Reads an idx file (raw or .gz; unsigned-byte or float32 elements) as a float tensor of its
- * shape, values as stored; validates magic, dimensions and the exact length. */
+/* Reads an idx file (raw or .gz; unsigned-byte or float32 elements) as a new float tensor of
+ * its shape, values as stored; validates magic, dimensions and the exact length. */
 tg_tensor *tg_data_read_idx(const char *path);
 /* Writes images [N,1,H,W] or [N,H,W] in [-1, 1] as an idx3 unsigned-byte file (0..255),
  * atomically; tg_data_read_idx and tg_data_load_mnist read it back. */
@@ -96,4 +101,7 @@ tg_status tg_data_save_safetensors(const tg_state_dict *sd, const char *path);
  * tensor for a malformed file, TG_ERR_IO when it cannot be read. */
 tg_state_dict *tg_data_load_safetensors(const char *path);
 
+#ifdef __cplusplus
+}
+#endif
 #endif
