@@ -73,7 +73,7 @@ typedef struct {
     bool direct; /* conv2d with one output channel runs direct loops instead */
 } lowering;
 
-/* Mirrors conv.c's plan: 8 MB of working space per chunk, staging for planes under 256
+/* Mirrors conv.c's plan: 2 MB of working space per chunk, staging for planes under 256
  * positions with at least 64 rows of columns; conv2d with one output channel runs direct
  * loops and has no working space, and its reference stays the GEMMs of the lowering it
  * replaced. The node's working space must match, so the reference cannot silently drift
@@ -86,7 +86,7 @@ static lowering lowering_of(const layer *L, const tg_tensor *y, size_t scratch_b
     g.Co = L->transpose ? L->C : L->O;
     g.staged = g.P < 256 && g.Kc >= 64;
     int64_t per_image = (g.Kc + (g.staged ? g.Co : 0)) * g.P * 4;
-    g.chunk = ((int64_t)8 << 20) / per_image;
+    g.chunk = ((int64_t)2 << 20) / per_image;
     g.chunk = g.chunk < 1 ? 1 : g.chunk > L->N ? L->N : g.chunk;
     if (g.chunk == 1)
         g.staged = false;

@@ -387,42 +387,42 @@ static void check_chunking(bool transpose, const int64_t xs[4], const int64_t ws
     tg_release(dy);
 }
 
-/* The shapes below assume conv.c's 8 MB chunk budget and its staging rule (planes under 256
+/* The shapes below assume conv.c's 2 MB chunk budget and its staging rule (planes under 256
  * positions with at least 64 rows of columns); check_chunking fails if the working space
  * says otherwise. */
 
-/* Columns of 72 x 104*104 floats (2.9 MB) an image, not staged: 2 images to a chunk, so 5
+/* Columns of 72 x 52*52 floats (0.78 MB) an image, not staged: 2 images to a chunk, so 5
  * images run as 2 + 2 + 1, one GEMM per image. */
 static void test_conv2d_chunking(void **state)
 {
     (void)state;
-    check_chunking(false, (const int64_t[]){5, 8, 104, 104}, (const int64_t[]){4, 8, 3, 3},
+    check_chunking(false, (const int64_t[]){5, 8, 52, 52}, (const int64_t[]){4, 8, 3, 3},
                    1, 1, 1, 2, false);
 }
 
-/* Columns of 3456 x 15*15 floats (3.1 MB) an image, staged: 2 images to a chunk, one GEMM
+/* Columns of 864 x 15*15 floats (0.78 MB) an image, staged: 2 images to a chunk, one GEMM
  * per chunk, and a last chunk of one image that is not staged. */
 static void test_conv2d_chunking_staged(void **state)
 {
     (void)state;
-    check_chunking(false, (const int64_t[]){5, 384, 15, 15}, (const int64_t[]){4, 384, 3, 3},
+    check_chunking(false, (const int64_t[]){5, 96, 15, 15}, (const int64_t[]){4, 96, 3, 3},
                    1, 1, 1, 2, true);
 }
 
-/* Columns of 128 x 64*64 floats (2 MB) an image, not staged: 4 images to a chunk, 7 images run
- * as 4 + 3. */
+/* Columns of 128 x 30*30 floats (0.46 MB) an image, not staged: 4 images to a chunk, 7 images
+ * run as 4 + 3. */
 static void test_conv_transpose2d_chunking(void **state)
 {
     (void)state;
-    check_chunking(true, (const int64_t[]){7, 4, 64, 64}, (const int64_t[]){4, 8, 4, 4}, 2, 1,
+    check_chunking(true, (const int64_t[]){7, 4, 30, 30}, (const int64_t[]){4, 8, 4, 4}, 2, 1,
                    0, 4, false);
 }
 
-/* Columns of 3200 x 15*15 floats (2.9 MB) an image, staged: 5 images run as 2 + 2 + 1. */
+/* Columns of 800 x 15*15 floats (0.72 MB) an image, staged: 5 images run as 2 + 2 + 1. */
 static void test_conv_transpose2d_chunking_staged(void **state)
 {
     (void)state;
-    check_chunking(true, (const int64_t[]){5, 4, 15, 15}, (const int64_t[]){4, 200, 4, 4}, 2,
+    check_chunking(true, (const int64_t[]){5, 4, 15, 15}, (const int64_t[]){4, 50, 4, 4}, 2,
                    1, 0, 2, true);
 }
 
