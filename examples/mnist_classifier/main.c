@@ -230,6 +230,18 @@ static tg_status keep_first(tg_dataset *ds, int64_t n)
     return TG_OK;
 }
 
+/* Adam over every parameter of m, with PyTorch's defaults besides the learning rate. */
+static tg_optim *adam_for(const clf_model *m, float lr)
+{
+    int64_t n;
+    tg_tensor **params = tg_module_parameters(m->net, &n);
+    if (!params)
+        return NULL;
+    tg_optim *opt = tg_optim_adam(params, n, lr, TG_ADAM_BETA1, TG_ADAM_BETA2, TG_ADAM_EPS, 0.0f);
+    free(params); /* the optimizer retained the tensors */
+    return opt;
+}
+
 /* One pass over the loader's epoch: forward, cross-entropy, backward, Adam step per batch.
  * *mean_loss gets the mean of the batch losses. */
 static tg_status train_epoch(clf_model *m, tg_optim *opt, tg_loader *loader, double *mean_loss)
@@ -297,26 +309,17 @@ static int evaluate_checkpoint(const options *o)
     return status;
 }
 
-int main(int argc, char **argv)
+/* Training: the model, Adam and the loader; a test and a checkpoint after every epoch. */
+static int train_and_save(options *o)
 {
-    options o;
-    if (!parse_options(argc, argv, &o))
-        return 2;
-    if (tg_set_num_threads((int)o.threads) != TG_OK) {
-        complain("%s", tg_last_error());
-        return 1;
-    }
-    if (o.eval_only)
-        return evaluate_checkpoint(&o);
-
     char default_out[96];
-    if (!o.out) {
+    if (!o->out) {
         snprintf(default_out, sizeof default_out, "%s%sclassifier.safetensors",
-                 o.dataset ? o.dataset : "", o.dataset ? "_" : "");
-        o.out = default_out;
+                 o->dataset ? o->dataset : "", o->dataset ? "_" : "");
+        o->out = default_out;
     }
     /* Fail now, not after the first epoch, when the checkpoint cannot be written there. */
-    tg_atomic_file *probe = tg_atomic_open(o.out);
+    tg_atomic_file *probe = tg_atomic_open(o->out);
     if (!probe) {
         complain("--out: %s", tg_last_error());
         return 2;
@@ -329,52 +332,43 @@ int main(int argc, char **argv)
     clf_model *m = NULL;
     tg_optim *opt = NULL;
 
-    train = load_split(&o, true);
-    test = train ? load_split(&o, false) : NULL;
+    train = load_split(o, true);
+    test = train ? load_split(o, false) : NULL;
     if (!test)
         goto done;
     int64_t n_train = train->images->shape[0];
-    if (o.limit > 0 && o.limit < n_train) {
-        n_train = o.limit;
+    if (o->limit > 0 && o->limit < n_train) {
+        n_train = o->limit;
         if (keep_first(train, n_train) != TG_OK) {
             status = 1;
             complain("%s", tg_last_error());
             goto done;
         }
     }
-    if (o.batch > n_train) {
-        complain("--batch %ld is larger than the %lld training images", o.batch,
+    if (o->batch > n_train) {
+        complain("--batch %ld is larger than the %lld training images", o->batch,
                  (long long)n_train);
         goto done;
     }
 
     status = 1; /* from here on, a failure is the program's or the machine's */
-    int64_t n_params = 0;
-    tg_tensor **params = NULL;
-    m = clf_new(o.seed);
-    if (m)
-        params = tg_module_parameters(m->net, &n_params);
-    if (params) {
-        /* PyTorch's Adam defaults besides the learning rate; the optimizer retains the tensors. */
-        opt = tg_optim_adam(params, n_params, o.lr, TG_ADAM_BETA1, TG_ADAM_BETA2, TG_ADAM_EPS,
-                            0.0f);
-        free(params);
-    }
-    loader = opt ? tg_loader_new(train, o.batch, o.seed + 1) : NULL;
+    m = clf_new(o->seed);
+    opt = m ? adam_for(m, o->lr) : NULL;
+    loader = opt ? tg_loader_new(train, o->batch, o->seed + 1) : NULL;
     if (!loader) {
         complain("%s", tg_last_error());
         goto done;
     }
 
     printf("mnist_classifier: %s (%s): %lld training, %lld test images\n",
-           o.dataset ? o.dataset : "data", o.data_dir, (long long)n_train,
+           o->dataset ? o->dataset : "data", o->data_dir, (long long)n_train,
            (long long)test->images->shape[0]);
     printf("model: %s; %lld parameters\n", CLF_ARCH, (long long)tg_module_num_parameters(m->net));
-    printf("Adam lr %g, batch %ld, %ld epochs, seed %llu, %d threads, %s\n", (double)o.lr,
-           o.batch, o.epochs, o.seed, tg_get_num_threads(), tg_blas_info());
+    printf("Adam lr %g, batch %ld, %ld epochs, seed %llu, %d threads, %s\n", (double)o->lr,
+           o->batch, o->epochs, o->seed, tg_get_num_threads(), tg_blas_info());
     fflush(stdout);
 
-    for (long epoch = 1; epoch <= o.epochs; epoch++) {
+    for (long epoch = 1; epoch <= o->epochs; epoch++) {
         double loss, acc, t0 = now_seconds();
         int64_t correct;
         if (train_epoch(m, opt, loader, &loss) != TG_OK)
@@ -385,16 +379,16 @@ int main(int argc, char **argv)
         double t2 = now_seconds();
         printf("epoch %ld/%ld  train loss %.4f  test accuracy %.2f%% (%lld/%lld)  "
                "%.1f s (train %.1f s, test %.1f s)\n",
-               epoch, o.epochs, loss, 100.0 * acc, (long long)correct,
+               epoch, o->epochs, loss, 100.0 * acc, (long long)correct,
                (long long)test->images->shape[0], t2 - t0, t1 - t0, t2 - t1);
         fflush(stdout);
 
         clf_info info = {.epoch = epoch, .test_accuracy = acc};
-        snprintf(info.dataset, sizeof info.dataset, "%s", o.dataset ? o.dataset : o.data_dir);
-        if (clf_save(m, &info, o.out) != TG_OK)
+        snprintf(info.dataset, sizeof info.dataset, "%s", o->dataset ? o->dataset : o->data_dir);
+        if (clf_save(m, &info, o->out) != TG_OK)
             break;
-        if (epoch == o.epochs) {
-            printf("saved %s\n", o.out);
+        if (epoch == o->epochs) {
+            printf("saved %s\n", o->out);
             status = 0;
         }
     }
@@ -408,4 +402,16 @@ done:
     tg_dataset_free(train);
     tg_dataset_free(test);
     return status;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    if (!parse_options(argc, argv, &o))
+        return 2;
+    if (tg_set_num_threads((int)o.threads) != TG_OK) {
+        complain("%s", tg_last_error());
+        return 1;
+    }
+    return o.eval_only ? evaluate_checkpoint(&o) : train_and_save(&o);
 }
