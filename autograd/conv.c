@@ -1,5 +1,5 @@
 /* Convolution ops: conv2d and conv_transpose2d (groups = 1), lowered to GEMM with im2col and
- * col2im.
+ * col2im (conv2d with a single output channel runs direct loops instead, see below).
  *
  * Both ops share one lowering. The side of the convolution that is unfolded into columns is
  * the image side, the other the flat side; Wm is the weight read as a matrix:
@@ -103,10 +103,11 @@ static size_t conv_scratch_bytes(const conv_geom *g)
     return (size_t)floats * sizeof(float);
 }
 
-/* The staging buffer of the flat side, [Co, chunk*P], after the columns. */
+/* The staging buffer of the flat side, [Co, chunk*P], after the columns; NULL when the op
+ * does not stage. */
 static float *conv_flat_buf(const conv_geom *g, void *scratch)
 {
-    return (float *)scratch + conv_cols_floats(g);
+    return g->staged ? (float *)scratch + conv_cols_floats(g) : NULL;
 }
 
 /* ---- the shared kernels ------------------------------------------------------------------
