@@ -37,7 +37,7 @@ static const char usage[] =
     "  --grid-scale NAME     fixed (default): -1 black, 1 white; per-image: each image\n"
     "                        stretched to its own range, as the tutorial's notebook showed them\n"
     "  --out DIR             output folder (default out/mnist_gan): samples_<it>.png,\n"
-    "                        losses.csv, checkpoint.safetensors, report.html\n"
+    "                        losses.csv, losses.svg, checkpoint.safetensors, report.html\n"
     "  --resume              continue exactly from OUT/checkpoint.safetensors\n"
     "  --width-div K         divide every layer width by K (quick experiments and tests)\n"
     "\n"

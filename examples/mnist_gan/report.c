@@ -15,7 +15,7 @@ typedef struct {
 } log_row;
 
 struct gan_log {
-    char *csv_path, *html_path;
+    char *csv_path, *html_path, *svg_path;
     FILE *csv;
     log_row *rows;
     int64_t n, cap;
@@ -60,6 +60,7 @@ void gan_log_close(gan_log *g)
         fclose(g->csv);
     free(g->csv_path);
     free(g->html_path);
+    free(g->svg_path);
     free(g->rows);
     free(g);
 }
@@ -68,7 +69,8 @@ gan_log *gan_log_open(const char *out_dir, int64_t keep_until)
 {
     gan_log *g = calloc(1, sizeof *g);
     if (!g || !(g->csv_path = join(out_dir, "losses.csv")) ||
-        !(g->html_path = join(out_dir, "report.html"))) {
+        !(g->html_path = join(out_dir, "report.html")) ||
+        !(g->svg_path = join(out_dir, "losses.svg"))) {
         gan_log_close(g);
         tg_set_error(TG_ERR_NOMEM, "gan_log_open: out of memory");
         return NULL;
@@ -195,6 +197,15 @@ static void svg_curves(FILE *f, const gan_log *g)
 
 tg_status gan_log_report(gan_log *g, const char *png_path, const char *title)
 {
+    /* The curves alone as OUT/losses.svg, for a README or a paper. */
+    tg_atomic_file *svg = tg_atomic_open(g->svg_path);
+    if (!svg)
+        return tg_last_status();
+    fprintf(tg_atomic_stream(svg), "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    svg_curves(tg_atomic_stream(svg), g);
+    if (tg_atomic_commit(svg) != TG_OK)
+        return tg_last_status();
+
     unsigned char *png = NULL;
     long png_n = 0;
     FILE *pf = png_path ? fopen(png_path, "rb") : NULL;
