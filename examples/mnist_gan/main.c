@@ -438,9 +438,23 @@ done:
 
 /* ---- sample ---------------------------------------------------------------------------------- */
 
+/* False when path cannot be written (no temporary file can be made beside it). */
+static bool can_write(const char *path)
+{
+    tg_atomic_file *af = tg_atomic_open(path);
+    if (af)
+        tg_atomic_abort(af);
+    return af != NULL;
+}
+
 static int sample(const gan_options *o)
 {
-    char err[1024];
+    char err[1024], idx_images[4096];
+    /* An output path that cannot be written is bad input: say so before any work. */
+    snprintf(idx_images, sizeof idx_images, "%s-images-idx3-ubyte",
+             o->idx_prefix ? o->idx_prefix : "");
+    if (!can_write(o->png_out) || (o->idx_prefix && !can_write(idx_images)))
+        return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
     tg_state_dict *sd = tg_data_load_safetensors(o->checkpoint);
     if (!sd)
         return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
