@@ -228,10 +228,12 @@ static void test_features_and_logits(void **state)
         }
     }
     assert_true(positive > n * CLF_FEATURES / 20); /* not a dead layer */
+    /* Alone or in a chunk of 44 after 256 others: the same logits (up to GEMM blocking). */
     for (int64_t i = 0; i < 3; i++)
-        for (int c = 0; c < CLF_CLASSES; c++)
-            assert_close(l3->data[i * CLF_CLASSES + c], l->data[(290 + i) * CLF_CLASSES + c],
-                         1e-5);
+        for (int c = 0; c < CLF_CLASSES; c++) {
+            float want = l->data[(290 + i) * CLF_CLASSES + c];
+            assert_close(l3->data[i * CLF_CLASSES + c], want, 1e-4 + 1e-4 * fabsf(want));
+        }
 
     double acc;
     int64_t correct;
