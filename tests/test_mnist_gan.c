@@ -1,0 +1,1524 @@
+/* mnist_gan end to end (issue 5): the built program, run as a user runs it, on a small data set
+ * this test makes - 400 real MNIST training images copied from data-cache/mnist when they are
+ * there, else a synthetic idx set written here - so it needs no network. With batch 16 an
+ * epoch is 25 iterations, so checkpoints fall at 25, 50, 75, ... and at the end of each run.
+ *
+ *   1. train 30 iterations: exit 0, valid PNG grids (signature, chunk CRCs, IHDR size of a
+ *      16-column grid of 128 28x28 images with 1-pixel gaps, IDAT inflating to its rows),
+ *      losses.csv (exact header, 30 finite rows), a checkpoint tg_data_load_safetensors reads,
+ *      report.html with three SVG curves and the latest grid embedded byte for byte.
+ *   2. resume: 100 iterations in one run against 40 + resume to 75 + resume to 100 (mid-epoch
+ *      and epoch-end checkpoints) for the tutorial step, the clean step and the dcgan recipe,
+ *      all with --threads 1: the same CSV rows but for the seconds column, the same sample
+ *      grids and the same final checkpoint (every tensor bit for bit, metadata but seconds);
+ *      a run that died between checkpoints (an older checkpoint, rows after it, a torn last
+ *      line) and a run killed with SIGKILL both end, after --resume, identical to the run that
+ *      never stopped.
+ *   3. sample: the same seed gives the same file; --idx writes an idx3 file whose values are
+ *      the PNG's pixels; a one-digit model writes labels too, and the pair loads as MNIST.
+ *   4. bad input: every case of bad_inputs[] exits 2 with one line on stderr holding the
+ *      expected fragment, prints nothing on stdout, and changes no file the test made.
+ *   5. (suite slow, run with --chromium) report.html in headless Chromium: the rendered DOM
+ *      holds three curves with points and the decoded grid, the screenshot shows the curves'
+ *      colours, and the page names no network address. Chromium absent: SKIP (exit 77).
+ *
+ * Usage: test_mnist_gan PATH/TO/mnist_gan [--chromium]  (meson passes the path). The
+ * environment's TG_MNIST_DIR names the MNIST folder; TG_KEEP_TMP=1 keeps the temporary folder
+ * for a look after a failure; TG_TEST_FILTER=test_bad* runs the matching tests only. */
+#include "common.h"
+#include "data.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define N_IMAGES 400 /* 25 batches of BATCH: an epoch is 25 iterations */
+#define BATCH "16"
+#define GRID_W (16 * 28 + 15)
+#define GRID_H (8 * 28 + 7)
+#define RUN_TIMEOUT 300.0 /* seconds for one program run on a loaded machine */
+#define CSV_HEADER "iteration,epoch,batch,d_real,d_fake,g,seconds"
+
+static char program[PATH_MAX]; /* the mnist_gan executable, absolute */
+static char root[PATH_MAX];    /* the test's temporary folder */
+static const char *data_dir;
+static const char *cwd_dir; /* every run's working folder: nothing may appear in it */
+static const char *run_dir; /* case 1's 30-iteration run, shared by cases 3, 4 and 5 */
+static bool real_mnist;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A path or string made with printf, kept until the group ends. */
+static char **strs;
+static int n_strs, cap_strs;
+
+static const char *fmt(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    char *s = NULL;
+    if (vasprintf(&s, f, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    if (!s)
+        fail_msg("out of memory");
+    if (n_strs == cap_strs) {
+        cap_strs = cap_strs ? 2 * cap_strs : 64;
+        strs = realloc(strs, sizeof *strs * (size_t)cap_strs);
+        assert_non_null(strs);
+    }
+    return strs[n_strs++] = s;
+}
+
+/* ---- files ------------------------------------------------------------------------------- */
+
+/* The whole file, NUL-terminated (malloc'ed), or NULL when it cannot be read. */
+static char *read_file(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *b = malloc(cap + 1);
+    size_t got;
+    while (b && (got = fread(b + len, 1, cap - len, f)) > 0) {
+        len += got;
+        if (len == cap) {
+            char *nb = realloc(b, 2 * cap + 1);
+            if (!nb)
+                free(b);
+            b = nb, cap *= 2;
+        }
+    }
+    fclose(f);
+    if (b)
+        b[len] = '\0';
+    if (n)
+        *n = len;
+    return b;
+}
+
+static char *must_read(const char *path, size_t *n)
+{
+    char *b = read_file(path, n);
+    if (!b)
+        fail_msg("cannot read %s: %s", path, strerror(errno));
+    return b;
+}
+
+static void write_file(const char *path, const void *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(b, 1, n, f) != n || fclose(f) != 0)
+        fail_msg("cannot write %s", path);
+}
+
+static void copy_file(const char *src, const char *dst)
+{
+    size_t n;
+    char *b = must_read(src, &n);
+    write_file(dst, b, n);
+    free(b);
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *x = must_read(a, &na), *y = must_read(b, &nb);
+    bool same = na == nb && memcmp(x, y, na) == 0;
+    free(x), free(y);
+    return same;
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static void make_dir(const char *path)
+{
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        fail_msg("mkdir %s: %s", path, strerror(errno));
+}
+
+/* Copies the regular files of src (not its subfolders) into dst, made if needed. */
+static void copy_dir(const char *src, const char *dst)
+{
+    make_dir(dst);
+    DIR *d = opendir(src);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *p = fmt("%s/%s", src, e->d_name);
+        struct stat st;
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode))
+            copy_file(p, fmt("%s/%s", dst, e->d_name));
+    }
+    closedir(d);
+}
+
+static void remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                char p[PATH_MAX];
+                snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+                remove_tree(p);
+            }
+        }
+        if (d)
+            closedir(d);
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+/* ---- snapshots: every file below a folder, to prove a failed run changed nothing --------- */
+
+typedef struct {
+    char *name; /* relative; folders end in '/' */
+    char *data; /* the bytes, in a snapshot with contents */
+    size_t n;
+    ino_t ino;  /* a file replaced (an atomic rewrite) gets a new inode */
+    struct timespec mtime;
+} snap_file;
+
+typedef struct {
+    snap_file *f;
+    int n, cap;
+} snapshot;
+
+static void snap_walk(snapshot *s, const char *dir, const char *rel, bool contents)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        fail_msg("opendir %s: %s", dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char p[PATH_MAX], r[PATH_MAX];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        snprintf(r, sizeof r, "%s%s", rel, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) != 0)
+            continue;
+        if (s->n == s->cap) {
+            s->cap = s->cap ? 2 * s->cap : 64;
+            s->f = realloc(s->f, sizeof *s->f * (size_t)s->cap);
+            assert_non_null(s->f);
+        }
+        snap_file *f = &s->f[s->n++];
+        *f = (snap_file){.ino = st.st_ino, .mtime = st.st_mtim, .n = (size_t)st.st_size};
+        if (S_ISDIR(st.st_mode)) {
+            f->name = strdup(fmt("%s/", r));
+            f->n = 0, f->mtime = (struct timespec){0}; /* a temporary file come and gone */
+            snap_walk(s, p, fmt("%s/", r), contents);
+        } else {
+            f->name = strdup(r);
+            if (contents)
+                f->data = must_read(p, &f->n);
+        }
+    }
+    closedir(d);
+}
+
+static int snap_cmp(const void *a, const void *b)
+{
+    return strcmp(((const snap_file *)a)->name, ((const snap_file *)b)->name);
+}
+
+/* The files below dir: names, inodes, sizes and times, and their bytes when contents. */
+static snapshot snap_take(const char *dir, bool contents)
+{
+    snapshot s = {0};
+    snap_walk(&s, dir, "", contents);
+    if (s.n)
+        qsort(s.f, (size_t)s.n, sizeof *s.f, snap_cmp);
+    return s;
+}
+
+static void snap_free(snapshot *s)
+{
+    for (int i = 0; i < s->n; i++)
+        free(s->f[i].name), free(s->f[i].data);
+    free(s->f);
+    *s = (snapshot){0};
+}
+
+/* NULL when a and b hold the same files with the same bytes, else what differs. */
+static const char *snap_diff(const snapshot *a, const snapshot *b)
+{
+    int i = 0, j = 0;
+    while (i < a->n || j < b->n) {
+        int c = i == a->n ? 1 : j == b->n ? -1 : strcmp(a->f[i].name, b->f[j].name);
+        if (c < 0)
+            return fmt("%s disappeared", a->f[i].name);
+        if (c > 0)
+            return fmt("%s appeared", b->f[j].name);
+        const snap_file *x = &a->f[i], *y = &b->f[j];
+        if (x->n != y->n || x->ino != y->ino || x->mtime.tv_sec != y->mtime.tv_sec ||
+            x->mtime.tv_nsec != y->mtime.tv_nsec ||
+            (x->data && y->data && memcmp(x->data, y->data, x->n) != 0))
+            return fmt("%s changed", x->name);
+        i++, j++;
+    }
+    return NULL;
+}
+
+/* ---- running programs -------------------------------------------------------------------- */
+
+typedef struct {
+    int status; /* the exit code, or 128 + the signal */
+    char *out, *err;
+    double seconds;
+} run_result;
+
+static void run_free(run_result *r)
+{
+    free(r->out), free(r->err);
+    r->out = r->err = NULL;
+}
+
+static int n_runs;
+static double run_seconds; /* spent in mnist_gan runs, for the timing line of each test */
+
+/* Starts argv[0] (a path) with argv in cwd_dir, in its own process group, stdout and stderr
+ * into files named by *tag; home, if not NULL, becomes $HOME. */
+static pid_t start(const char *const argv[], const char *home, const char **tag)
+{
+    *tag = fmt("%s/logs/run%03d", root, ++n_runs);
+    const char *out = fmt("%s.out", *tag), *err = fmt("%s.err", *tag);
+    fflush(stdout), fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        setpgid(0, 0);
+        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fi = open("/dev/null", O_RDONLY);
+        if (fo < 0 || fe < 0 || fi < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0 || dup2(fi, 0) < 0 ||
+            chdir(cwd_dir) != 0)
+            _exit(126);
+        if (home)
+            setenv("HOME", home, 1);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits for pid (killing its group after timeout seconds) and collects its output. */
+static run_result finish(pid_t pid, const char *tag, double t0, double timeout, bool kill_group)
+{
+    run_result r = {0};
+    int ws = 0;
+    for (;;) {
+        pid_t w = waitpid(pid, &ws, WNOHANG);
+        if (w == pid)
+            break;
+        if (w < 0)
+            fail_msg("waitpid: %s", strerror(errno));
+        if (now() - t0 > timeout) {
+            kill(-pid, SIGKILL);
+            waitpid(pid, &ws, 0);
+            fail_msg("%s ran over %.0f s and was killed", tag, timeout);
+        }
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (kill_group)
+        kill(-pid, SIGKILL); /* helpers it left behind (Chromium's) */
+    r.seconds = now() - t0;
+    r.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    r.out = must_read(fmt("%s.out", tag), NULL);
+    r.err = must_read(fmt("%s.err", tag), NULL);
+    return r;
+}
+
+/* mnist_gan with args (NULL-terminated, without the program name). */
+static run_result gan(const char *const args[])
+{
+    const char *argv[64] = {program};
+    int k = 1;
+    for (int i = 0; args[i]; i++) {
+        assert_true(k < 63);
+        argv[k++] = args[i];
+    }
+    argv[k] = NULL;
+    const char *tag;
+    double t0 = now();
+    pid_t pid = start(argv, NULL, &tag);
+    run_result r = finish(pid, tag, t0, RUN_TIMEOUT, false);
+    run_seconds += r.seconds;
+    return r;
+}
+
+#define GAN(...) gan((const char *const[]){__VA_ARGS__, NULL})
+
+/* The command line, for messages. */
+static const char *cmdline(const char *const args[])
+{
+    char b[2048] = "mnist_gan";
+    for (int i = 0; args[i]; i++) {
+        size_t n = strlen(b);
+        snprintf(b + n, sizeof b - n, " %s", args[i]);
+    }
+    return fmt("%s", b);
+}
+
+/* Fails the test unless r exited 0. */
+static void assert_ran(const run_result *r, const char *what)
+{
+    if (r->status != 0)
+        fail_msg("%s: exit status %d, stderr:\n%s", what, r->status, r->err);
+}
+
+/* mnist_gan train on the small set with the test's sizes: width / 8, batch 16, one thread,
+ * a grid every 10 iterations; extra (NULL-terminated, may be NULL) after them. */
+static run_result train(const char *out, int iters, bool resume, const char *const *extra)
+{
+    const char *a[48] = {"train", "--data", data_dir, "--iters", fmt("%d", iters),
+                         "--threads", "1", "--log-every", "10", "--out", out};
+    int k = 11;
+    if (resume) {
+        a[k++] = "--resume"; /* the checkpoint brings width, batch and the rest */
+    } else {
+        a[k++] = "--width-div", a[k++] = "8", a[k++] = "--batch", a[k++] = BATCH;
+    }
+    for (int i = 0; extra && extra[i]; i++)
+        a[k++] = extra[i];
+    a[k] = NULL;
+    run_result r = gan(a);
+    assert_ran(&r, cmdline(a));
+    return r;
+}
+
+static void train_ok(const char *out, int iters, bool resume, const char *const *extra)
+{
+    run_result r = train(out, iters, resume, extra);
+    run_free(&r);
+}
+
+/* ---- the data set ------------------------------------------------------------------------ */
+
+/* n items of the idx file at path (raw or .gz): header bytes, then n records of rec bytes. */
+static bool read_idx_prefix(const char *path, uint32_t magic, int hdr, size_t rec, int64_t n,
+                            unsigned char *out)
+{
+    gzFile f = gzopen(path, "rb");
+    if (!f)
+        f = gzopen(fmt("%s.gz", path), "rb");
+    if (!f)
+        return false;
+    size_t want = (size_t)hdr + rec * (size_t)n;
+    bool ok = gzread(f, out, (unsigned)want) == (int)want;
+    gzclose(f);
+    uint32_t m = (uint32_t)out[0] << 24 | out[1] << 16 | out[2] << 8 | out[3];
+    uint32_t count = (uint32_t)out[4] << 24 | out[5] << 16 | out[6] << 8 | out[7];
+    return ok && m == magic && count >= (uint32_t)n;
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
+/* dir/train-{images-idx3,labels-idx1}-ubyte with n images: the first n of real MNIST from
+ * $TG_MNIST_DIR when it is there, else synthetic digits (a ring whose size and place follow
+ * the label, a bar for odd labels, some noise). */
+static void make_dataset(const char *dir, int64_t n)
+{
+    make_dir(dir);
+    size_t ni = 16 + 784 * (size_t)n, nl = 8 + (size_t)n;
+    unsigned char *img = malloc(ni), *lab = malloc(nl);
+    assert_non_null(img), assert_non_null(lab);
+    const char *src = getenv("TG_MNIST_DIR");
+    real_mnist = src &&
+                 read_idx_prefix(fmt("%s/train-images-idx3-ubyte", src), 0x803, 16, 784, n,
+                                 img) &&
+                 read_idx_prefix(fmt("%s/train-labels-idx1-ubyte", src), 0x801, 8, 1, n, lab);
+    if (!real_mnist) {
+        print_message("no MNIST in TG_MNIST_DIR=%s: a synthetic set of %lld images\n",
+                      src ? src : "(unset)", (long long)n);
+        uint32_t seed = 12345;
+        for (int64_t i = 0; i < n; i++) {
+            int label = (int)(i % 10);
+            lab[8 + i] = (unsigned char)label;
+            unsigned char *p = img + 16 + 784 * i;
+            double cx = 14 + (label % 3) - 1, cy = 14 + (label % 2), rad = 5 + label / 3.0;
+            for (int y = 0; y < 28; y++)
+                for (int x = 0; x < 28; x++) {
+                    seed = seed * 1664525u + 1013904223u;
+                    double d = sqrt((x - cx) * (x - cx) + (y - cy) * (y - cy));
+                    double v = fmax(0, 1 - fabs(d - rad) / 1.5);
+                    if (label % 2 && x >= 13 && x <= 14 && y >= 4 && y <= 23)
+                        v = 1;
+                    v = fmin(1, v + (seed >> 24) / 255.0 * 0.1);
+                    p[y * 28 + x] = (unsigned char)(v * 255);
+                }
+        }
+    }
+    put_be32(img, 0x803), put_be32(img + 4, (uint32_t)n), put_be32(img + 8, 28);
+    put_be32(img + 12, 28);
+    put_be32(lab, 0x801), put_be32(lab + 4, (uint32_t)n);
+    write_file(fmt("%s/train-images-idx3-ubyte", dir), img, ni);
+    write_file(fmt("%s/train-labels-idx1-ubyte", dir), lab, nl);
+    free(img), free(lab);
+}
+
+/* ---- PNG ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t w, h;
+    int channels; /* 1 gray, 3 RGB, 4 RGBA (8 bits each) */
+    unsigned char *px;
+} png_image;
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int paeth(int a, int b, int c)
+{
+    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+}
+
+/* Decodes a PNG (8-bit gray, RGB or RGBA, not interlaced) checking everything a reader must:
+ * the signature, each chunk's length and CRC, IHDR first, IDAT data inflating to exactly the
+ * rows, each row's filter, IEND last. NULL on success, else what is wrong. */
+static const char *png_decode(const unsigned char *b, size_t n, png_image *img)
+{
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    *img = (png_image){0};
+    if (n < 8 || memcmp(b, sig, 8) != 0)
+        return "no PNG signature";
+    unsigned char *z = NULL;
+    size_t zn = 0, pos = 8;
+    bool ihdr = false, iend = false;
+    int depth = 0, ctype = -1, interlace = 0;
+    while (pos < n && !iend) {
+        if (n - pos < 12)
+            return "a chunk header runs past the end";
+        uint32_t len = be32(b + pos);
+        const unsigned char *type = b + pos + 4, *data = b + pos + 8;
+        if (len > n - pos - 12)
+            return fmt("chunk %.4s: length %u runs past the end", type, len);
+        uLong crc = crc32(crc32(0L, Z_NULL, 0), type, 4 + len);
+        if (crc != be32(data + len))
+            return fmt("chunk %.4s: bad CRC", type);
+        if (!ihdr && memcmp(type, "IHDR", 4) != 0)
+            return fmt("first chunk is %.4s, not IHDR", type);
+        if (!memcmp(type, "IHDR", 4)) {
+            if (ihdr || len != 13)
+                return "bad or repeated IHDR";
+            ihdr = true;
+            img->w = be32(data), img->h = be32(data + 4);
+            depth = data[8], ctype = data[9], interlace = data[12];
+            if (data[10] != 0 || data[11] != 0)
+                return "IHDR: unknown compression or filter method";
+        } else if (!memcmp(type, "IDAT", 4)) {
+            z = realloc(z, zn + len + 1);
+            memcpy(z + zn, data, len);
+            zn += len;
+        } else if (!memcmp(type, "IEND", 4)) {
+            if (len != 0)
+                return "IEND with data";
+            iend = true;
+        }
+        pos += 12 + len;
+    }
+    if (!iend || pos != n) {
+        free(z);
+        return !iend ? "no IEND" : "bytes after IEND";
+    }
+    img->channels = ctype == 0 ? 1 : ctype == 2 ? 3 : ctype == 6 ? 4 : 0;
+    if (depth != 8 || !img->channels || interlace || img->w < 1 || img->h < 1 ||
+        img->w > 100000 || img->h > 100000) {
+        free(z);
+        return fmt("unsupported IHDR: %lldx%lld, depth %d, colour type %d, interlace %d",
+                   (long long)img->w, (long long)img->h, depth, ctype, interlace);
+    }
+    const size_t stride = (size_t)img->w * (size_t)img->channels;
+    uLongf raw_n = (uLongf)((stride + 1) * (size_t)img->h);
+    unsigned char *raw = malloc(raw_n + 1);
+    uLongf got = raw_n + 1;
+    int zst = zn ? uncompress(raw, &got, z, (uLong)zn) : Z_DATA_ERROR;
+    free(z);
+    if (zst != Z_OK || got != raw_n) {
+        free(raw);
+        return zst != Z_OK ? fmt("IDAT does not inflate (zlib status %d)", zst)
+                           : fmt("IDAT inflates to %lu bytes, the rows need %lu",
+                                 (unsigned long)got, (unsigned long)raw_n);
+    }
+    img->px = malloc(stride * (size_t)img->h);
+    const int bpp = img->channels;
+    for (int64_t y = 0; y < img->h; y++) {
+        const unsigned char *in = raw + (size_t)y * (stride + 1);
+        unsigned char *row = img->px + (size_t)y * stride;
+        const unsigned char *up = y ? row - stride : NULL;
+        int f = in[0];
+        if (f > 4) {
+            free(raw), free(img->px), img->px = NULL;
+            return fmt("row %lld: filter type %d", (long long)y, f);
+        }
+        for (size_t x = 0; x < stride; x++) {
+            int a = x >= (size_t)bpp ? row[x - bpp] : 0, u = up ? up[x] : 0;
+            int c = up && x >= (size_t)bpp ? up[x - bpp] : 0;
+            int pred = f == 0 ? 0 : f == 1 ? a : f == 2 ? u : f == 3 ? (a + u) / 2
+                                                                      : paeth(a, u, c);
+            row[x] = (unsigned char)(in[1 + x] + pred);
+        }
+    }
+    free(raw);
+    return NULL;
+}
+
+/* Reads and decodes the PNG at path; fails the test when it is not valid. */
+static png_image png_load(const char *path)
+{
+    size_t n;
+    unsigned char *b = (unsigned char *)must_read(path, &n);
+    png_image img;
+    const char *why = png_decode(b, n, &img);
+    free(b);
+    if (why)
+        fail_msg("%s: %s", path, why);
+    return img;
+}
+
+/* A grid mnist_gan wrote: gray, 16 columns of 28x28 cells, 1-pixel gaps of one value. */
+static png_image grid_load(const char *path, int64_t n_images)
+{
+    png_image g = png_load(path);
+    int64_t cols = n_images < 16 ? n_images : 16, rows = (n_images + 15) / 16;
+    if (g.channels != 1 || g.w != cols * 29 - 1 || g.h != rows * 29 - 1)
+        fail_msg("%s: %lldx%lld with %d channels, expected gray %lldx%lld (%lld images in "
+                 "16 columns)", path, (long long)g.w, (long long)g.h, g.channels,
+                 (long long)(cols * 29 - 1), (long long)(rows * 29 - 1), (long long)n_images);
+    const unsigned char gap = g.px[28];
+    for (int64_t y = 0; y < g.h; y++)
+        for (int64_t x = 0; x < g.w; x++)
+            if ((x % 29 == 28 || y % 29 == 28) && g.px[y * g.w + x] != gap)
+                fail_msg("%s: gap pixel (%lld, %lld) is %d, the gaps elsewhere %d", path,
+                         (long long)x, (long long)y, g.px[y * g.w + x], gap);
+    return g;
+}
+
+/* ---- losses.csv -------------------------------------------------------------------------- */
+
+typedef struct {
+    char **rows; /* the lines after the header, without '\n' */
+    int n;
+    char *buf;
+} csv_file;
+
+static csv_file csv_load(const char *path)
+{
+    csv_file c = {0};
+    c.buf = must_read(path, NULL);
+    char *nl = strchr(c.buf, '\n');
+    if (!nl || (size_t)(nl - c.buf) != strlen(CSV_HEADER) ||
+        strncmp(c.buf, CSV_HEADER, strlen(CSV_HEADER)) != 0)
+        fail_msg("%s: header is not \"%s\"", path, CSV_HEADER);
+    for (char *p = nl + 1; *p;) {
+        char *e = strchr(p, '\n');
+        if (!e)
+            fail_msg("%s: last line \"%s\" has no newline (torn)", path, p);
+        *e = '\0';
+        c.rows = realloc(c.rows, sizeof *c.rows * (size_t)(c.n + 1));
+        c.rows[c.n++] = p;
+        p = e + 1;
+    }
+    return c;
+}
+
+static void csv_free(csv_file *c)
+{
+    free(c->rows), free(c->buf);
+    *c = (csv_file){0};
+}
+
+/* Checks row i (0-based) of a run with 25 iterations per epoch: iteration i + 1, its epoch
+ * and batch, three finite positive losses, a time no earlier than *last_secs. */
+static void check_row(const char *path, const char *row, int i, double *last_secs)
+{
+    long long it, ep, b;
+    float l[3];
+    double secs;
+    int used = -1;
+    if (sscanf(row, "%lld,%lld,%lld,%f,%f,%f,%lf%n", &it, &ep, &b, &l[0], &l[1], &l[2], &secs,
+               &used) != 7 || row[used] != '\0')
+        fail_msg("%s: row %d \"%s\" is not 7 numbers", path, i + 1, row);
+    if (it != i + 1 || ep != i / 25 || b != i % 25)
+        fail_msg("%s: row %d \"%s\": expected iteration %d, epoch %d, batch %d", path, i + 1,
+                 row, i + 1, i / 25, i % 25);
+    for (int k = 0; k < 3; k++)
+        if (!isfinite(l[k]) || !(l[k] > 0))
+            fail_msg("%s: row %d \"%s\": loss %d is not finite and positive", path, i + 1, row,
+                     k + 1);
+    if (!(secs >= *last_secs))
+        fail_msg("%s: row %d \"%s\": seconds went back from %.3f", path, i + 1, row,
+                 *last_secs);
+    *last_secs = secs;
+}
+
+/* The row without its last (seconds) column. */
+static const char *row_key(const char *row)
+{
+    const char *c = strrchr(row, ',');
+    return fmt("%.*s", c ? (int)(c - row) : (int)strlen(row), row);
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------- */
+
+static tg_state_dict *ckpt_load(const char *path)
+{
+    tg_state_dict *sd = tg_data_load_safetensors(path);
+    if (!sd)
+        fail_msg("%s", tg_last_error());
+    return sd;
+}
+
+/* Every tensor bit for bit and every metadata value but "seconds" (the run's wall time). */
+static void assert_same_checkpoint(const char *pa, const char *pb)
+{
+    tg_state_dict *a = ckpt_load(pa), *b = ckpt_load(pb);
+    const char *diff = NULL;
+    if (tg_state_dict_size(a) != tg_state_dict_size(b))
+        diff = fmt("%lld against %lld tensors", (long long)tg_state_dict_size(a),
+                   (long long)tg_state_dict_size(b));
+    for (int64_t i = 0; !diff && i < tg_state_dict_size(a); i++) {
+        const char *name = tg_state_dict_name(a, i);
+        const tg_tensor *x = tg_state_dict_tensor(a, i), *y = tg_state_dict_get(b, name);
+        if (!y || strcmp(tg_state_dict_name(b, i), name) != 0)
+            diff = fmt("tensor %s is not in the same place", name);
+        else if (x->ndim != y->ndim || x->numel != y->numel ||
+                 memcmp(x->shape, y->shape, sizeof(int64_t) * (size_t)x->ndim) != 0)
+            diff = fmt("tensor %s has another shape", name);
+        else
+            for (int64_t k = 0; k < x->numel && !diff; k++)
+                if (memcmp(&x->data[k], &y->data[k], sizeof(float)) != 0)
+                    diff = fmt("%s[%lld] is %.9g against %.9g", name, (long long)k,
+                               x->data[k], y->data[k]);
+    }
+    if (!diff && tg_state_dict_meta_size(a) != tg_state_dict_meta_size(b))
+        diff = "not the same metadata keys";
+    for (int64_t i = 0; !diff && i < tg_state_dict_meta_size(a); i++) {
+        const char *key = tg_state_dict_meta_key(a, i), *v = tg_state_dict_meta_value(a, i);
+        const char *w = tg_state_dict_meta(b, key);
+        if (strcmp(key, "seconds") != 0 && (!w || strcmp(v, w) != 0))
+            diff = fmt("metadata %s is \"%s\" against \"%s\"", key, v, w ? w : "(missing)");
+    }
+    tg_state_dict_free(a);
+    tg_state_dict_free(b);
+    if (diff)
+        fail_msg("%s and %s differ: %s", pa, pb, diff);
+}
+
+/* ---- case 1: a 30-iteration run --------------------------------------------------------- */
+
+static run_result first_run;
+
+static void test_train_outputs(void **state)
+{
+    (void)state;
+    assert_ran(&first_run, "train --iters 30 --log-every 10");
+    if (first_run.err[0])
+        fail_msg("a run to a file printed on stderr:\n%s", first_run.err);
+    if (!strstr(first_run.out, "done, 30 iterations"))
+        fail_msg("stdout does not say \"done, 30 iterations\":\n%s", first_run.out);
+
+    /* the grids at 10, 20, 30: valid PNGs of the 16x8 grid; training changed the images */
+    png_image g[3];
+    for (int k = 0; k < 3; k++)
+        g[k] = grid_load(fmt("%s/samples_%d.png", run_dir, 10 * (k + 1)), 128);
+    assert_int_equal(g[0].w, GRID_W);
+    assert_int_equal(g[0].h, GRID_H);
+    int64_t changed = 0, distinct[256] = {0};
+    for (int64_t i = 0; i < GRID_W * GRID_H; i++)
+        changed += g[0].px[i] != g[2].px[i], distinct[g[2].px[i]] = 1;
+    int64_t levels = 0;
+    for (int k = 0; k < 256; k++)
+        levels += distinct[k];
+    if (changed < 1000 || levels < 16)
+        fail_msg("samples_30.png: %lld pixels differ from samples_10.png, %lld gray levels: "
+                 "not the images of a training G", (long long)changed, (long long)levels);
+    for (int k = 0; k < 3; k++)
+        free(g[k].px);
+    assert_false(exists(fmt("%s/samples_5.png", run_dir)));
+
+    /* losses.csv: the header, 30 rows of finite losses at the right epoch and batch */
+    const char *csv_path = fmt("%s/losses.csv", run_dir);
+    csv_file c = csv_load(csv_path);
+    assert_int_equal(c.n, 30);
+    double secs = 0;
+    for (int i = 0; i < c.n; i++)
+        check_row(csv_path, c.rows[i], i, &secs);
+    csv_free(&c);
+
+    /* the checkpoint: loads, says where the run stands, finite tensors of every part */
+    tg_state_dict *sd = ckpt_load(fmt("%s/checkpoint.safetensors", run_dir));
+    const char *want[][2] = {{"format", "mnist_gan/1"}, {"iteration", "30"}, {"epoch", "1"},
+                             {"batch_in_epoch", "5"}, {"batch", BATCH}, {"width_div", "8"}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const char *v = tg_state_dict_meta(sd, want[i][0]);
+        if (!v || strcmp(v, want[i][1]) != 0)
+            fail_msg("checkpoint metadata %s is %s, expected %s", want[i][0], v ? v : "missing",
+                     want[i][1]);
+    }
+    int parts[6] = {0};
+    static const char *const prefixes[6] = {"G.", "D.", "opt_d_real.", "opt_d_fake.", "opt_g.",
+                                            "running_"};
+    for (int64_t i = 0; i < tg_state_dict_size(sd); i++) {
+        const char *name = tg_state_dict_name(sd, i);
+        const tg_tensor *t = tg_state_dict_tensor(sd, i);
+        for (int k = 0; k < 5; k++)
+            parts[k] += strncmp(name, prefixes[k], strlen(prefixes[k])) == 0;
+        parts[5] += strstr(name, "running_mean") != NULL;
+        for (int64_t j = 0; j < t->numel; j++)
+            if (!isfinite(t->data[j]))
+                fail_msg("checkpoint tensor %s[%lld] = %g", name, (long long)j, t->data[j]);
+    }
+    tg_state_dict_free(sd);
+    for (int k = 0; k < 6; k++)
+        if (!parts[k])
+            fail_msg("the checkpoint has no tensor named %s*", prefixes[k]);
+
+    /* report.html: three curves of 30 points inside the plot, the latest grid byte for byte */
+    size_t hn;
+    char *html = must_read(fmt("%s/report.html", run_dir), &hn);
+    assert_true(strncmp(html, "<!DOCTYPE html>", 15) == 0);
+    int curves = 0;
+    for (const char *p = html; (p = strstr(p, "<polyline")); p++, curves++) {
+        const char *pts = strstr(p, "points=\"");
+        assert_non_null(pts);
+        pts += 8;
+        int n_pts = 0;
+        double x, y;
+        int used;
+        while (sscanf(pts, " %lf,%lf%n", &x, &y, &used) == 2) {
+            if (!(x >= 0 && x <= 900 && y >= 0 && y <= 360))
+                fail_msg("report.html: curve %d point (%g, %g) outside the plot", curves, x, y);
+            n_pts++, pts += used;
+        }
+        if (n_pts != 30)
+            fail_msg("report.html: curve %d has %d points, expected 30", curves, n_pts);
+    }
+    assert_int_equal(curves, 3);
+    assert_non_null(strstr(html, "<svg"));
+    const char *src = strstr(html, "src=\"data:image/png;base64,");
+    assert_non_null(src);
+    src += strlen("src=\"data:image/png;base64,");
+    size_t b64 = strcspn(src, "\"");
+    unsigned char *png = malloc(b64);
+    size_t pn = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < b64 && src[i] != '='; i++) {
+        const char *tab = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const char *q = strchr(tab, src[i]);
+        if (!q || !src[i])
+            fail_msg("report.html: '%c' in the embedded PNG's base64", src[i]);
+        acc = acc << 6 | (uint32_t)(q - tab), bits += 6;
+        if (bits >= 8)
+            png[pn++] = (unsigned char)(acc >> (bits - 8)), bits -= 8;
+    }
+    size_t ln;
+    char *latest = must_read(fmt("%s/samples_30.png", run_dir), &ln);
+    if (pn != ln || memcmp(png, latest, ln) != 0)
+        fail_msg("report.html's embedded PNG (%zu bytes) is not samples_30.png (%zu bytes)", pn,
+                 ln);
+    free(png), free(latest);
+    /* nothing to fetch: the only URL is the SVG namespace, the only src the data: one */
+    const char *ns = "http://www.w3.org/2000/svg";
+    for (const char *p = html; (p = strstr(p, "http")); p++)
+        if (strncmp(p, ns, strlen(ns)) != 0)
+            fail_msg("report.html names an address: %.60s", p);
+    for (const char *p = html; (p = strstr(p, "src=")); p++)
+        if (strncmp(p, "src=\"data:", 10) != 0)
+            fail_msg("report.html loads something: %.60s", p);
+    assert_null(strstr(html, "href="));
+    assert_null(strstr(html, "url("));
+    free(html);
+}
+
+/* ---- case 2: resume ------------------------------------------------------------------------ */
+
+/* The three configurations, each run once for 100 iterations (references, made on demand). */
+enum { CFG_TUTORIAL, CFG_CLEAN, CFG_DCGAN, N_CFG };
+static const char *const cfg_args[N_CFG][3] = {
+    {"--step", "tutorial", NULL}, {"--step", "clean", NULL}, {"--recipe", "dcgan", NULL}};
+static const char *const cfg_names[N_CFG] = {"tutorial step", "clean step", "dcgan recipe"};
+static char ref_dirs[N_CFG][PATH_MAX];
+
+static const char *reference(int cfg)
+{
+    if (!ref_dirs[cfg][0]) {
+        const char *d = fmt("%s/ref%d", root, cfg);
+        train_ok(d, 100, false, cfg_args[cfg]);
+        snprintf(ref_dirs[cfg], PATH_MAX, "%s", d);
+    }
+    return ref_dirs[cfg];
+}
+
+/* dir's run matches the reference run over its iterations 1..iters: the same CSV rows but for
+ * the seconds, and every grid dir holds the same bytes as the reference's. */
+static void assert_same_run(const char *ref, const char *dir, int iters)
+{
+    csv_file a = csv_load(fmt("%s/losses.csv", ref)), b = csv_load(fmt("%s/losses.csv", dir));
+    if (b.n != iters)
+        fail_msg("%s/losses.csv has %d rows, expected %d", dir, b.n, iters);
+    assert_true(a.n >= iters);
+    double secs = 0;
+    for (int i = 0; i < iters; i++) {
+        check_row(dir, b.rows[i], i, &secs);
+        if (strcmp(row_key(a.rows[i]), row_key(b.rows[i])) != 0)
+            fail_msg("row %d differs:\n  uninterrupted: %s\n  resumed:       %s", i + 1,
+                     a.rows[i], b.rows[i]);
+    }
+    csv_free(&a), csv_free(&b);
+    int grids = 0;
+    for (int it = 10; it <= iters; it += 10, grids++) {
+        const char *pa = fmt("%s/samples_%d.png", ref, it), *pb = fmt("%s/samples_%d.png", dir,
+                                                                       it);
+        if (!exists(pb) || !same_file(pa, pb))
+            fail_msg("%s is missing or differs from the uninterrupted run's", pb);
+    }
+    assert_true(grids > 0);
+}
+
+/* 100 iterations at once against 40 (a mid-epoch checkpoint), --resume to 75 (an epoch's
+ * end) with the settings flags repeated, --resume to 100 with none of them. */
+static void resume_case(int cfg)
+{
+    double t0 = now(), r0 = run_seconds;
+    const char *ref = reference(cfg);
+    const char *dir = fmt("%s/split%d", root, cfg);
+    const char *again[8] = {"--width-div", "8", "--batch", BATCH, cfg_args[cfg][0],
+                            cfg_args[cfg][1], NULL};
+    train_ok(dir, 40, false, cfg_args[cfg]);
+    train_ok(dir, 75, true, again);
+    train_ok(dir, 100, true, NULL);
+    assert_same_run(ref, dir, 100);
+    assert_same_checkpoint(fmt("%s/checkpoint.safetensors", ref),
+                           fmt("%s/checkpoint.safetensors", dir));
+    print_message("resume, %s: 100 = 40 + 35 + 25 iterations, bit for bit (%.1f s, %.1f s in "
+                  "mnist_gan)\n", cfg_names[cfg], now() - t0, run_seconds - r0);
+}
+
+static void test_resume_tutorial(void **state)
+{
+    (void)state;
+    resume_case(CFG_TUTORIAL);
+}
+
+static void test_resume_clean(void **state)
+{
+    (void)state;
+    resume_case(CFG_CLEAN);
+}
+
+static void test_resume_dcgan(void **state)
+{
+    (void)state;
+    resume_case(CFG_DCGAN);
+}
+
+/* A run that died after writing rows past its last checkpoint: the checkpoint of iteration 25,
+ * rows to 40 and a torn 41st line. --resume --iters 60 drops what follows the checkpoint and
+ * replays it: rows 1..60 and the grids as in the run that never stopped. */
+static void test_resume_after_crash(void **state)
+{
+    (void)state;
+    double t0 = now();
+    const char *ref = reference(CFG_TUTORIAL);
+    const char *dir = fmt("%s/crash", root), *ck = fmt("%s/checkpoint.safetensors", dir);
+    const char *saved = fmt("%s/checkpoint25.safetensors", root);
+    train_ok(dir, 25, false, NULL);
+    copy_file(ck, saved);
+    train_ok(dir, 40, true, NULL);
+    copy_file(saved, ck); /* as if the process had died at iteration 40, before the next one */
+    FILE *f = fopen(fmt("%s/losses.csv", dir), "a");
+    assert_non_null(f);
+    fputs("41,1,15,0.7194", f); /* killed while writing a row */
+    fclose(f);
+    train_ok(dir, 60, true, NULL);
+    assert_same_run(ref, dir, 60);
+    print_message("crash between checkpoints (25, rows to 40 and a torn line) -> resume to 60: "
+                  "identical (%.1f s)\n", now() - t0);
+}
+
+/* The same with a real kill: SIGKILL once 30 rows are written (the checkpoint is at 25), at
+ * whatever point of an iteration it lands, then --resume. */
+static void test_resume_after_kill(void **state)
+{
+    (void)state;
+    double t0 = now();
+    const char *ref = reference(CFG_CLEAN);
+    const char *dir = fmt("%s/killed", root), *csv = fmt("%s/losses.csv", dir);
+    const char *argv[] = {program, "train", "--data", data_dir, "--width-div", "8", "--batch",
+                          BATCH, "--threads", "1", "--log-every", "10", "--step", "clean",
+                          "--iters", "60", "--out", dir, NULL};
+    const char *tag;
+    double s0 = now();
+    pid_t pid = start(argv, NULL, &tag);
+    int rows = 0;
+    while (now() - s0 < RUN_TIMEOUT && rows < 30) {
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        char *b = read_file(csv, NULL);
+        rows = 0;
+        for (char *p = b; p && (p = strchr(p, '\n')); p++)
+            rows++;
+        rows -= rows > 0; /* the header */
+        free(b);
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            fail_msg("the run to be killed ended by itself after %d rows", rows);
+    }
+    kill(pid, SIGKILL);
+    run_result r = finish(pid, tag, s0, RUN_TIMEOUT, false);
+    run_free(&r);
+    if (r.status != 128 + SIGKILL)
+        fail_msg("the run to be killed ended with status %d", r.status);
+    tg_state_dict *sd = ckpt_load(fmt("%s/checkpoint.safetensors", dir));
+    const char *at = fmt("%s", tg_state_dict_meta(sd, "iteration"));
+    tg_state_dict_free(sd);
+    train_ok(dir, 60, true, NULL);
+    assert_same_run(ref, dir, 60);
+    print_message("SIGKILL after %d rows (checkpoint at %s) -> resume to 60: identical "
+                  "(%.1f s)\n", rows, at, now() - t0);
+}
+
+/* ---- case 3: sample ------------------------------------------------------------------------ */
+
+static void test_sample(void **state)
+{
+    (void)state;
+    const char *ck = fmt("%s/checkpoint.safetensors", run_dir);
+    const char *a = fmt("%s/sample_a.png", root), *b = fmt("%s/sample_b.png", root);
+    const char *c = fmt("%s/sample_c.png", root);
+    run_result r = GAN("sample", "--checkpoint", ck, "--seed", "7", "--out", a);
+    assert_ran(&r, "sample --seed 7");
+    run_free(&r);
+    r = GAN("sample", "--checkpoint", ck, "--seed", "7", "--out", b);
+    assert_ran(&r, "sample --seed 7, again");
+    run_free(&r);
+    r = GAN("sample", "--checkpoint", ck, "--seed", "8", "--out", c);
+    assert_ran(&r, "sample --seed 8");
+    run_free(&r);
+    if (!same_file(a, b))
+        fail_msg("two samples with seed 7 differ");
+    if (same_file(a, c))
+        fail_msg("seeds 7 and 8 give the same file");
+    png_image g = grid_load(a, 128);
+    free(g.px);
+
+    /* --idx: an idx3 file of the images the PNG shows, pixel for pixel; no labels file for a
+     * model of every digit */
+    const char *d = fmt("%s/sample_idx", root), *pa = fmt("%s/n20.png", root);
+    make_dir(d);
+    r = GAN("sample", "--checkpoint", ck, "--seed", "3", "--n", "20", "--out", pa, "--idx",
+            fmt("%s/all", d));
+    assert_ran(&r, "sample --n 20 --idx");
+    run_free(&r);
+    assert_false(exists(fmt("%s/all-labels-idx1-ubyte", d)));
+    tg_tensor *t = tg_data_read_idx(fmt("%s/all-images-idx3-ubyte", d));
+    if (!t)
+        fail_msg("%s", tg_last_error());
+    assert_int_equal(t->ndim, 3);
+    assert_int_equal(t->shape[0], 20);
+    assert_int_equal(t->shape[1], 28);
+    assert_int_equal(t->shape[2], 28);
+    g = grid_load(pa, 20);
+    int64_t mism = 0;
+    for (int64_t i = 0; i < 20; i++)
+        for (int64_t y = 0; y < 28; y++)
+            for (int64_t x = 0; x < 28; x++) {
+                int64_t gy = (i / 16) * 29 + y, gx = (i % 16) * 29 + x;
+                float v = t->data[(i * 28 + y) * 28 + x];
+                mism += v != (float)g.px[gy * g.w + gx];
+            }
+    free(g.px);
+    tg_release(t);
+    if (mism)
+        fail_msg("%lld of 15680 idx values differ from the PNG's pixels", (long long)mism);
+
+    /* a --digit 3 model: the labels file too, and the pair loads as an MNIST training set */
+    const char *m3 = fmt("%s/digit3", root);
+    const char *const d3[] = {"--digit", "3", NULL};
+    train_ok(m3, 3, false, d3);
+    const char *mn = fmt("%s/as_mnist", root);
+    make_dir(mn);
+    r = GAN("sample", "--checkpoint", fmt("%s/checkpoint.safetensors", m3), "--n", "12",
+            "--out", fmt("%s/d3.png", root), "--idx", fmt("%s/train", mn));
+    assert_ran(&r, "sample --idx, digit 3 model");
+    run_free(&r);
+    tg_dataset *ds = tg_data_load_mnist(mn, true, -1);
+    if (!ds)
+        fail_msg("%s", tg_last_error());
+    assert_int_equal(ds->images->ndim, 4);
+    assert_int_equal(ds->images->shape[0], 12);
+    assert_int_equal(ds->images->shape[2], 28);
+    assert_int_equal(ds->labels->numel, 12);
+    for (int64_t i = 0; i < 12; i++)
+        assert_true(ds->labels->data[i] == 3.0f);
+    for (int64_t i = 0; i < ds->images->numel; i++)
+        assert_true(ds->images->data[i] >= -1.0f && ds->images->data[i] <= 1.0f);
+    tg_dataset_free(ds);
+    ds = tg_data_load_mnist(mn, true, 3); /* the class filter keeps them all */
+    if (!ds)
+        fail_msg("%s", tg_last_error());
+    assert_int_equal(ds->images->shape[0], 12);
+    tg_dataset_free(ds);
+}
+
+/* ---- case 4: bad input --------------------------------------------------------------------- */
+
+/* One bad input: the arguments after "mnist_gan" and a fragment of the one line it must print
+ * on stderr. Words starting with @ name what the test made:
+ *   @DATA      the small MNIST folder          @RUN     a finished run (checkpoint, losses.csv,
+ *   @NODATA    a folder that does not exist             report.html, grids) of the upsample G
+ *   @BADMAGIC  MNIST files, images' magic      @EMPTY   an empty folder
+ *              00 00 09 03                     @TRUNCRUN  a run whose checkpoint is cut short
+ *   @TRUNCDATA MNIST files, images cut short   @JSONRUN   ... whose checkpoint's JSON is broken
+ *   @FILE      a regular file                  @FOREIGNRUN ... whose checkpoint holds a convt G
+ *   @NEW       a new folder (one per case)                under upsample settings
+ *   @NOTGAN    a safetensors file that is no mnist_gan checkpoint
+ * Every run's working folder is empty, so the default data folder data-cache/mnist is absent. */
+typedef struct {
+    const char *args[16];
+    const char *message;
+} bad_input;
+
+#define SMALL_RUN "--width-div", "8", "--batch", BATCH, "--threads", "1", "--iters", "2"
+
+static const bad_input bad_inputs[] = {
+    /* the command line */
+    {{"bogus"}, "unknown command 'bogus' (train, sample or --help)"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--foo", "1"},
+     "unknown flag '--foo' (see mnist_gan --help)"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--batch"}, "--batch needs a value"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--batch", "0"},
+     "--batch: '0' is not a whole number from 2 to 65536"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--lr", "-1"},
+     "--lr: '-1' is not a number in (0, 10]"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--iters", "abc"},
+     "--iters: 'abc' is not a whole number"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--iters", "12x"},
+     "--iters: '12x' is not a whole number"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--beta1", "1"},
+     "--beta1: '1' is not a number in [0, 0.999999]"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--digit", "10"},
+     "--digit: '10' is not a whole number from 0 to 9"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--recipe", "foo"},
+     "--recipe: 'foo' is not one of tutorial, dcgan"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--step", "fast"},
+     "--step: 'fast' is not one of tutorial, clean"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--recipe", "dcgan", "--generator",
+      "upsample"}, "--generator upsample belongs to the tutorial recipe"},
+    {{"train", "--data", "@DATA", "--dataset", "mnist"}, "give --data DIR or --dataset NAME"},
+    {{"train", "--data", "@DATA", "--checkpoint", "@RUN/checkpoint.safetensors"},
+     "--checkpoint is not an option of 'train'"},
+    {{"train", "@DATA"}, "unexpected argument '@DATA' (flags start with --)"},
+    {{"train", "--data", "", "--out", "@NEW"}, "--data: empty value"},
+    {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--resume"},
+     "--resume is a train option"},
+    /* data */
+    {{"train", "--data", "@NODATA", "--out", "@NEW", SMALL_RUN},
+     "tg_data_load_mnist: @NODATA/train-images-idx3-ubyte: no such file (nor .gz)"},
+    {{"train", "--out", "@NEW", SMALL_RUN},
+     "(run scripts/fetch-mnist.sh, or pass --data DIR)"},
+    {{"train", "--data", "@BADMAGIC", "--out", "@NEW", SMALL_RUN},
+     "@BADMAGIC/train-images-idx3-ubyte: bad magic 00 00 09 03"},
+    {{"train", "--data", "@TRUNCDATA", "--out", "@NEW", SMALL_RUN},
+     "@TRUNCDATA/train-images-idx3-ubyte: file ends at byte 100000 inside the data"},
+    /* the output folder */
+    {{"train", "--data", "@DATA", "--out", "@FILE/sub", SMALL_RUN},
+     "cannot create the output folder @FILE/sub: Not a directory"},
+    {{"train", "--data", "@DATA", "--out", "@RUN", SMALL_RUN},
+     "@RUN already holds a checkpoint: pass --resume to continue it, or choose another --out"},
+    /* resume */
+    {{"train", "--data", "@DATA", "--out", "@EMPTY", "--resume"},
+     "--resume: @EMPTY/checkpoint.safetensors does not exist"},
+    {{"train", "--data", "@DATA", "--out", "@TRUNCRUN", "--resume"},
+     "@TRUNCRUN/checkpoint.safetensors: file is truncated"},
+    {{"train", "--data", "@DATA", "--out", "@JSONRUN", "--resume"},
+     "@JSONRUN/checkpoint.safetensors: invalid header JSON"},
+    {{"train", "--data", "@DATA", "--out", "@RUN", "--resume", "--generator", "convt"},
+     "--generator differs from the checkpoint being resumed"},
+    {{"train", "--data", "@DATA", "--out", "@RUN", "--resume", "--batch", "64"},
+     "--batch differs from the checkpoint being resumed"},
+    {{"train", "--data", "@DATA", "--out", "@FOREIGNRUN", "--resume"},
+     "@FOREIGNRUN/checkpoint.safetensors: tg_module_load_state_dict"},
+    {{"train", "--data", "@NODATA", "--out", "@RUN", "--resume"},
+     "@NODATA/train-images-idx3-ubyte: no such file"},
+    /* sample */
+    {{"sample"}, "sample needs --checkpoint FILE"},
+    {{"sample", "--checkpoint", "@NODATA/checkpoint.safetensors"},
+     "@NODATA/checkpoint.safetensors: cannot open: No such file or directory"},
+    {{"sample", "--checkpoint", "@TRUNCRUN/checkpoint.safetensors"},
+     "@TRUNCRUN/checkpoint.safetensors: file is truncated"},
+    {{"sample", "--checkpoint", "@JSONRUN/checkpoint.safetensors"},
+     "@JSONRUN/checkpoint.safetensors: invalid header JSON"},
+    {{"sample", "--checkpoint", "@FOREIGNRUN/checkpoint.safetensors"},
+     "@FOREIGNRUN/checkpoint.safetensors: tg_module_load_state_dict"},
+    {{"sample", "--checkpoint", "@NOTGAN"}, "@NOTGAN: not a mnist_gan checkpoint"},
+    {{"sample", "--checkpoint", "@RUN/losses.csv"}, "@RUN/losses.csv: header length"},
+    {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--n", "0"},
+     "--n: '0' is not a whole number from 1 to 100000"},
+    {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--out", "@FILE/a.png"},
+     "cannot create a temporary file beside @FILE/a.png: Not a directory"},
+    {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--out", "@NEW.png", "--idx",
+      "@FILE/x"}, "cannot create a temporary file beside @FILE/x-images-idx3-ubyte"},
+    {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--iters", "5"},
+     "--iters is not an option of 'sample'"},
+};
+
+/* word with its @NAME prefix replaced by the folder the test made. */
+static const char *expand(const char *word, const char *names[][2], int n_names)
+{
+    for (const char *p = strchr(word, '@'); p; p = strchr(p + 1, '@'))
+        for (int k = 0; k < n_names; k++) {
+            size_t len = strlen(names[k][0]);
+            if (!strncmp(p + 1, names[k][0], len) &&
+                !(p[1 + len] >= 'A' && p[1 + len] <= 'Z'))
+                return expand(fmt("%.*s%s%s", (int)(p - word), word, names[k][1], p + 1 + len),
+                              names, n_names);
+        }
+    return word;
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    double t0 = now();
+    /* the workspace every case runs against; it must not change */
+    const char *ws = fmt("%s/bad", root);
+    make_dir(ws);
+    const char *run = fmt("%s/run", ws), *data = fmt("%s/data", ws);
+    copy_dir(run_dir, run);
+    copy_dir(data_dir, data);
+    const char *badmagic = fmt("%s/badmagic", ws), *truncdata = fmt("%s/truncdata", ws);
+    copy_dir(data_dir, badmagic);
+    copy_dir(data_dir, truncdata);
+    size_t n;
+    char *img = must_read(fmt("%s/train-images-idx3-ubyte", data_dir), &n);
+    img[2] = 9;
+    write_file(fmt("%s/train-images-idx3-ubyte", badmagic), img, n);
+    img[2] = 8;
+    write_file(fmt("%s/train-images-idx3-ubyte", truncdata), img, 100000);
+    free(img);
+    const char *file = fmt("%s/file", ws), *empty = fmt("%s/empty", ws);
+    write_file(file, "x\n", 2);
+    make_dir(empty);
+    char *ck = must_read(fmt("%s/checkpoint.safetensors", run_dir), &n);
+    const char *truncrun = fmt("%s/truncrun", ws), *jsonrun = fmt("%s/jsonrun", ws);
+    copy_dir(run_dir, truncrun);
+    write_file(fmt("%s/checkpoint.safetensors", truncrun), ck, n / 2);
+    copy_dir(run_dir, jsonrun);
+    assert_true(ck[8] == '{');
+    ck[9] = '#'; /* the first key's opening quote */
+    write_file(fmt("%s/checkpoint.safetensors", jsonrun), ck, n);
+    free(ck);
+    /* a convt G's tensors under the metadata of an upsample run */
+    const char *foreign = fmt("%s/foreignrun", ws), *convt = fmt("%s/convt", root);
+    const char *const convt_args[] = {"--generator", "convt", NULL};
+    train_ok(convt, 1, false, convt_args);
+    copy_dir(run_dir, foreign);
+    tg_state_dict *sd = ckpt_load(fmt("%s/checkpoint.safetensors", convt));
+    assert_int_equal(tg_state_dict_set_meta(sd, "generator", "0"), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(sd, fmt("%s/checkpoint.safetensors", foreign)),
+                     TG_OK);
+    tg_state_dict_free(sd);
+    const char *notgan = fmt("%s/notgan.safetensors", ws);
+    sd = tg_state_dict_new();
+    tg_tensor *one = tg_tensor_ones(TG_DIMS(3));
+    tg_state_dict_put(sd, "weight", one);
+    tg_release(one);
+    assert_int_equal(tg_data_save_safetensors(sd, notgan), TG_OK);
+    tg_state_dict_free(sd);
+
+    const char *names[][2] = {
+        {"DATA", data},       {"RUN", run},           {"NODATA", fmt("%s/nowhere", ws)},
+        {"BADMAGIC", badmagic}, {"TRUNCDATA", truncdata}, {"FILE", file},
+        {"EMPTY", empty},     {"TRUNCRUN", truncrun}, {"JSONRUN", jsonrun},
+        {"FOREIGNRUN", foreign}, {"NOTGAN", notgan},  {"NEW", NULL}};
+    const int n_names = (int)(sizeof names / sizeof names[0]);
+    snapshot bytes = snap_take(ws, true), before = snap_take(ws, false);
+    snapshot cwd0 = snap_take(cwd_dir, false);
+    int failures = 0;
+    const int n_cases = (int)(sizeof bad_inputs / sizeof bad_inputs[0]);
+    for (int c = 0; c < n_cases; c++) {
+        const bad_input *b = &bad_inputs[c];
+        names[n_names - 1][1] = fmt("%s/new%02d", root, c);
+        const char *args[20];
+        int k = 0;
+        for (; b->args[k]; k++)
+            args[k] = expand(b->args[k], names, n_names);
+        args[k] = NULL;
+        const char *want = expand(b->message, names, n_names);
+        run_result r = gan(args);
+        const char *nl = strchr(r.err, '\n');
+        const char *why = NULL;
+        if (r.status != 2)
+            why = fmt("exit status %d, expected 2", r.status);
+        else if (!nl || nl[1] != '\0')
+            why = "stderr is not exactly one line";
+        else if (strncmp(r.err, "mnist_gan: ", 11) != 0)
+            why = "stderr does not start with \"mnist_gan: \"";
+        else if (!strstr(r.err, want))
+            why = fmt("stderr lacks \"%s\"", want);
+        else if (r.out[0])
+            why = "something was printed on stdout";
+        snapshot after = snap_take(ws, false), cwd1 = snap_take(cwd_dir, false);
+        const char *changed = snap_diff(&before, &after);
+        const char *cwd_changed = snap_diff(&cwd0, &cwd1);
+        if (!why && changed)
+            why = fmt("the run changed the files it was given: %s", changed);
+        if (!why && cwd_changed)
+            why = fmt("the run wrote in its working folder: %s", cwd_changed);
+        snap_free(&after), snap_free(&cwd1);
+        if (why) {
+            print_error("case %d: %s\n  %s\n  stderr: %s  stdout: %s\n", c + 1, why,
+                        cmdline(args), r.err, r.out);
+            failures++;
+        }
+        run_free(&r);
+    }
+    snapshot bytes_after = snap_take(ws, true);
+    const char *changed = snap_diff(&bytes, &bytes_after);
+    if (changed)
+        fail_msg("after the bad inputs: %s", changed);
+    snap_free(&bytes), snap_free(&bytes_after), snap_free(&before), snap_free(&cwd0);
+    if (failures)
+        fail_msg("%d of %d bad inputs were not handled as they should", failures, n_cases);
+    print_message("bad input: %d cases, each exit 2 with one line, nothing changed (%.1f s)\n",
+                  n_cases, now() - t0);
+}
+
+/* ---- case 5: report.html in headless Chromium -------------------------------------------- */
+
+static char chromium[PATH_MAX];
+
+static bool find_chromium(void)
+{
+    const char *names[] = {"chromium", "chromium-browser", "google-chrome"};
+    const char *path = getenv("PATH");
+    if (!path)
+        return false;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *dirs = strdup(path), *save = NULL;
+        for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+            snprintf(chromium, sizeof chromium, "%s/%s", d, names[i]);
+            if (access(chromium, X_OK) == 0) {
+                free(dirs);
+                return true;
+            }
+        }
+        free(dirs);
+    }
+    chromium[0] = '\0';
+    return false;
+}
+
+/* Chromium headless on url with one more flag (--dump-dom or --screenshot=...): no network
+ * (every host name resolves to nothing), a throw-away profile and home. */
+static run_result chromium_run(const char *url, const char *action)
+{
+    const char *profile = fmt("%s/chromium-profile-%d", root, n_runs);
+    make_dir(profile);
+    const char *argv[] = {chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                          "--disable-background-networking", "--disable-component-update",
+                          "--disable-sync", "--no-first-run", "--disable-default-apps",
+                          "--host-resolver-rules=MAP * ~NOTFOUND",
+                          "--window-size=1000,1100", "--virtual-time-budget=5000",
+                          fmt("--user-data-dir=%s", profile), action, url, NULL};
+    const char *tag;
+    double t0 = now();
+    pid_t pid = start(argv, profile, &tag);
+    run_result r = finish(pid, tag, t0, 120.0, true);
+    if (r.status != 0)
+        fail_msg("chromium %s: exit status %d, stderr:\n%s", action, r.status, r.err);
+    return r;
+}
+
+/* Counts pixels within 40 (sum of channel differences) of the colour #rrggbb. */
+static int64_t count_colour(const png_image *s, uint32_t rgb)
+{
+    int r = rgb >> 16 & 255, g = rgb >> 8 & 255, b = rgb & 255;
+    int64_t n = 0;
+    for (int64_t i = 0; i < s->w * s->h; i++) {
+        const unsigned char *p = s->px + i * s->channels;
+        n += abs(p[0] - r) + abs(p[1] - g) + abs(p[2] - b) <= 40;
+    }
+    return n;
+}
+
+static void test_report_in_chromium(void **state)
+{
+    (void)state;
+    if (!find_chromium())
+        skip(); /* main turns this into exit status 77: meson shows SKIP */
+    assert_ran(&first_run, "train --iters 30 --log-every 10");
+    const char *report = fmt("%s/report.html", run_dir);
+
+    /* the page as Chromium parsed it: three curves with points, the grid as a data: PNG */
+    run_result r = chromium_run(fmt("file://%s", report), "--dump-dom");
+    int curves = 0;
+    for (const char *p = r.out; (p = strstr(p, "<polyline")); p++) {
+        const char *pts = strstr(p, "points=\"");
+        double x, y;
+        if (!pts || sscanf(pts + 8, " %lf,%lf", &x, &y) != 2)
+            fail_msg("a rendered polyline without points");
+        curves++;
+    }
+    if (curves != 3 || !strstr(r.out, "<svg") ||
+        !strstr(r.out, "<img id=\"samples\"") || !strstr(r.out, "src=\"data:image/png;base64,"))
+        fail_msg("the rendered DOM lacks the SVG, its 3 curves or the grid:\n%.2000s", r.out);
+    run_free(&r);
+
+    /* the same page with a probe script: did the PNG decode, do the curves have length */
+    size_t n;
+    char *html = must_read(report, &n);
+    char *end = strstr(html, "</body>");
+    assert_non_null(end);
+    *end = '\0';
+    const char *probe = fmt("%s/report_probe.html", root);
+    FILE *f = fopen(probe, "w");
+    assert_non_null(f);
+    fprintf(f, "%s<script>window.addEventListener('load', function () {"
+               "var i = document.getElementById('samples'), out = [];"
+               "out.push('img=' + i.complete + ',' + i.naturalWidth + 'x' + i.naturalHeight);"
+               "document.querySelectorAll('polyline').forEach(function (p) {"
+               "out.push(p.getAttribute('data-name') + '=' + p.points.numberOfItems + ',' +"
+               "(p.getTotalLength() > 100));});"
+               "var d = document.createElement('pre'); d.id = 'probe';"
+               "d.textContent = 'PROBE ' + out.join(' ') + ' END';"
+               "document.body.appendChild(d);});</script></body></html>\n", html);
+    fclose(f);
+    free(html);
+    r = chromium_run(fmt("file://%s", probe), "--dump-dom");
+    const char *want = fmt("PROBE img=true,%dx%d d_real=30,true d_fake=30,true g=30,true END",
+                           GRID_W, GRID_H);
+    if (!strstr(r.out, want))
+        fail_msg("the probe did not report \"%s\"; the DOM ends:\n%s", want,
+                 r.out + (strlen(r.out) > 600 ? strlen(r.out) - 600 : 0));
+    run_free(&r);
+
+    /* the screenshot: the curves' three colours are on the screen */
+    const char *shot = fmt("%s/report.png", root);
+    r = chromium_run(fmt("file://%s", report), fmt("--screenshot=%s", shot));
+    run_free(&r);
+    png_image s = png_load(shot);
+    assert_true(s.channels >= 3);
+    const uint32_t colours[3] = {0x1f77b4, 0xff7f0e, 0x2ca02c};
+    int64_t counts[3];
+    for (int k = 0; k < 3; k++)
+        counts[k] = count_colour(&s, colours[k]);
+    print_message("screenshot %s: %lldx%lld; pixels of d_real %lld, d_fake %lld, g %lld\n",
+                  shot, (long long)s.w, (long long)s.h, (long long)counts[0],
+                  (long long)counts[1], (long long)counts[2]);
+    free(s.px);
+    for (int k = 0; k < 3; k++)
+        if (counts[k] < 50)
+            fail_msg("the screenshot has %lld pixels of curve colour #%06x", (long long)counts[k],
+                     colours[k]);
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(root, sizeof root, "%s/tg_mnist_gan_XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    if (!mkdtemp(root)) {
+        print_error("mkdtemp %s: %s\n", root, strerror(errno));
+        return -1;
+    }
+    data_dir = fmt("%s/data", root);
+    cwd_dir = fmt("%s/cwd", root);
+    run_dir = fmt("%s/run", root);
+    make_dir(cwd_dir);
+    make_dir(fmt("%s/logs", root));
+    make_dataset(data_dir, N_IMAGES);
+    /* case 1's run, which cases 3, 4 and 5 use too */
+    first_run = GAN("train", "--data", data_dir, "--iters", "30", "--log-every", "10",
+                    "--width-div", "8", "--batch", BATCH, "--threads", "1", "--out", run_dir);
+    print_message("%s MNIST, %d images; train --iters 30: %.1f s\n",
+                  real_mnist ? "real" : "synthetic", N_IMAGES, first_run.seconds);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    run_free(&first_run);
+    const char *keep = getenv("TG_KEEP_TMP");
+    if (keep && keep[0] && strcmp(keep, "0"))
+        print_message("kept %s\n", root);
+    else
+        remove_tree(root);
+    for (int i = 0; i < n_strs; i++)
+        free(strs[i]);
+    free(strs);
+    strs = NULL, n_strs = cap_strs = 0;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *p = argc > 1 ? argv[1] : getenv("MNIST_GAN");
+    if (!p || !realpath(p, program)) {
+        fprintf(stderr, "usage: %s PATH/TO/mnist_gan [--chromium] (%s: %s)\n", argv[0],
+                p ? p : "no path", p ? strerror(errno) : "none given");
+        return 2;
+    }
+    const char *filter = getenv("TG_TEST_FILTER"); /* e.g. "test_bad*": one case, quickly */
+    if (filter && filter[0])
+        cmocka_set_test_filter(filter);
+    if (argc > 2 && !strcmp(argv[2], "--chromium")) {
+        const struct CMUnitTest slow[] = {TG_TEST(test_report_in_chromium)};
+        int failed = cmocka_run_group_tests_name("mnist_gan report in Chromium", slow,
+                                                 group_setup, group_teardown);
+        return failed == 0 && !chromium[0] ? 77 : failed;
+    }
+    const struct CMUnitTest tests[] = {
+        TG_TEST(test_train_outputs),     TG_TEST(test_resume_tutorial),
+        TG_TEST(test_resume_clean),      TG_TEST(test_resume_dcgan),
+        TG_TEST(test_resume_after_crash), TG_TEST(test_resume_after_kill),
+        TG_TEST(test_sample),            TG_TEST(test_bad_input),
+    };
+    double t0 = now();
+    int failed = cmocka_run_group_tests_name("mnist_gan end to end", tests, group_setup,
+                                             group_teardown);
+    printf("mnist_gan e2e: %.1f s in all, %d program runs\n", now() - t0, n_runs);
+    return failed;
+}
