@@ -1121,7 +1121,7 @@ typedef struct {
 
 static const bad_input bad_inputs[] = {
     /* the command line */
-    {{"bogus"}, "unknown command 'bogus' (train, sample or --help)"},
+    {{"bogus"}, "unknown command 'bogus'"},
     {{"train", "--data", "@DATA", "--out", "@NEW", "--foo", "1"},
      "unknown flag '--foo' (see mnist_gan --help)"},
     {{"train", "--data", "@DATA", "--out", "@NEW", "--batch"}, "--batch needs a value"},
