@@ -44,21 +44,6 @@ static int64_t first_non_finite(const tg_tensor *t)
     return -1;
 }
 
-static bool grow(void **arr, int64_t *cap, int64_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    int64_t ncap = *cap ? *cap * 2 : 64;
-    while (ncap < need)
-        ncap *= 2;
-    void *p = realloc(*arr, (size_t)ncap * elem);
-    if (!p)
-        return false;
-    *arr = p;
-    *cap = ncap;
-    return true;
-}
-
 tg_tape *tg_tape_begin(tg_grad_mode mode)
 {
     if (mode != TG_GRAD && mode != TG_NO_GRAD) {
@@ -118,8 +103,9 @@ tg_status tg_tape_end(tg_tape *tape)
  * its result to the tape cannot fail half-way. */
 static bool tape_reserve(tg_tape *tape, const char *opname)
 {
-    if (grow((void **)&tape->owned, &tape->cap_owned, tape->n_owned + 1, sizeof(tg_tensor *)) &&
-        grow((void **)&tape->nodes, &tape->cap_nodes, tape->n_nodes + 1, sizeof(tg_node *)))
+    if (tg_grow((void **)&tape->owned, &tape->cap_owned, tape->n_owned + 1,
+                sizeof(tg_tensor *)) &&
+        tg_grow((void **)&tape->nodes, &tape->cap_nodes, tape->n_nodes + 1, sizeof(tg_node *)))
         return true;
     tg_set_error(TG_ERR_NOMEM, "tg_%s: out of memory growing the tape", opname);
     return false;

@@ -6,6 +6,7 @@
  * staring at a hex dump. On failure each parse function frees what it built and leaves its
  * output as TG_JSON_NULL, so the caller has nothing to clean up. */
 #include "internal.h"
+#include "../tensor/internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -139,38 +140,6 @@ static int json_put_utf8(char *out, uint32_t cp)
     return 4;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 when it is invalid
- * (overlong, surrogate, above U+10FFFF, cut short). */
-static int json_utf8_len(const unsigned char *s, int64_t n)
-{
-    unsigned c = s[0];
-    int len;
-    uint32_t cp;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (int k = 1; k < len; k++) {
-        if ((s[k] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[k] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
 /* Parses the string whose opening quote is at jp->pos into a new NUL-terminated buffer. */
 static bool json_string(json_parser *jp, char **out, int64_t *out_len)
 {
@@ -193,7 +162,7 @@ static bool json_string(json_parser *jp, char **out, int64_t *out_len)
             return json_fail(jp, i, "control character 0x%02x inside a string (escape it)", c);
         }
         if (c >= 0x80) {
-            int len = json_utf8_len((const unsigned char *)jp->text + i, end - i);
+            int len = tg_utf8_len((const unsigned char *)jp->text + i, end - i);
             if (!len) {
                 free(buf);
                 return json_fail(jp, i, "invalid UTF-8 byte 0x%02x inside a string", c);
@@ -317,20 +286,6 @@ static bool json_number(json_parser *jp, tg_json *out)
 
 static bool json_value(json_parser *jp, tg_json *out);
 
-/* Grows a buffer of count elements of size bytes to hold one more; cap doubles. */
-static bool json_grow(void **buf, int64_t count, int64_t *cap, size_t size)
-{
-    if (count < *cap)
-        return true;
-    int64_t ncap = *cap ? *cap * 2 : 4;
-    void *p = realloc(*buf, (size_t)ncap * size);
-    if (!p)
-        return false;
-    *buf = p;
-    *cap = ncap;
-    return true;
-}
-
 static bool json_array(json_parser *jp, tg_json *out)
 {
     char d[24];
@@ -346,7 +301,7 @@ static bool json_array(json_parser *jp, tg_json *out)
         return true;
     }
     for (;;) {
-        if (!json_grow((void **)&out->u.items, out->len, &cap, sizeof(tg_json))) {
+        if (!tg_grow((void **)&out->u.items, &cap, out->len + 1, sizeof(tg_json))) {
             json_clear(out);
             return json_oom(jp);
         }
@@ -395,7 +350,7 @@ static bool json_object(json_parser *jp, tg_json *out)
             return json_fail(jp, jp->pos, "expected a string key, found %s",
                              json_char_desc(jp, jp->pos, d, sizeof d));
         }
-        if (!json_grow((void **)&out->u.members, out->len, &cap, sizeof(tg_json_member))) {
+        if (!tg_grow((void **)&out->u.members, &cap, out->len + 1, sizeof(tg_json_member))) {
             json_clear(out);
             return json_oom(jp);
         }

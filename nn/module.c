@@ -2,6 +2,7 @@
  * parameter collection, state dicts; and Sequential, the container every model starts from.
  * Module trees are a few levels deep, so walking them recursively is fine. */
 #include "internal.h"
+#include "../tensor/internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,22 +43,6 @@ static char *str_dup(const char *s)
     if (d)
         memcpy(d, s, n);
     return d;
-}
-
-/* Grows *arr (elements of elem bytes) to hold need; false when out of memory. */
-static bool grow(void **arr, int64_t *cap, int64_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    int64_t ncap = *cap ? *cap * 2 : 4;
-    while (ncap < need)
-        ncap *= 2;
-    void *p = realloc(*arr, (size_t)ncap * elem);
-    if (!p)
-        return false;
-    *arr = p;
-    *cap = ncap;
-    return true;
 }
 
 tg_module *tg_module_new(const char *type, tg_forward_fn forward, const void *config,
@@ -158,7 +143,7 @@ static tg_status add_tensor(const char *fn, tg_module *m, named_tensor **list, i
                             "give the module a tensor of its own (tg_tensor_clone)", fn, name);
     }
     char *copy = str_dup(name);
-    if (!copy || !grow((void **)list, cap, *n + 1, sizeof(named_tensor))) {
+    if (!copy || !tg_grow((void **)list, cap, *n + 1, sizeof(named_tensor))) {
         free(copy);
         tg_release(t);
         return tg_set_error(TG_ERR_NOMEM, "%s: out of memory adding \"%s\"", fn, name);
@@ -206,7 +191,7 @@ tg_status tg_module_add_child(tg_module *m, const char *name, tg_module *child)
         return st;
     }
     char *copy = str_dup(name);
-    if (!copy || !grow((void **)&m->children, &m->cap_children, m->n_children + 1,
+    if (!copy || !tg_grow((void **)&m->children, &m->cap_children, m->n_children + 1,
                        sizeof(tg_module *))) {
         free(copy);
         tg_module_free(child);
@@ -323,7 +308,7 @@ static char *join(const char *path, const char *name)
 static bool entries_push(entry_list *l, const char *path, const named_tensor *nt)
 {
     char *name = join(path, nt->name);
-    if (!name || !grow((void **)&l->e, &l->cap, l->n + 1, sizeof(entry))) {
+    if (!name || !tg_grow((void **)&l->e, &l->cap, l->n + 1, sizeof(entry))) {
         free(name);
         return false;
     }

@@ -44,6 +44,15 @@ extern _Atomic int64_t tg_live_tensors;
 extern _Atomic int64_t tg_live_nodes;
 extern _Atomic int64_t tg_live_bytes;
 
+/* ---- small shared helpers (util.c) ----------------------------------------------------- */
+
+/* Grows *arr (elements of elem bytes, capacity *cap) to hold at least need; doubles. False
+ * when out of memory (*arr unchanged). */
+bool tg_grow(void **arr, int64_t *cap, int64_t need, size_t elem);
+/* Length of the valid multi-byte UTF-8 sequence at s (n bytes available; a NUL ends it too),
+ * or 0 when it is invalid: overlong, a surrogate, above U+10FFFF, cut short, or ASCII. */
+int tg_utf8_len(const unsigned char *s, int64_t n);
+
 /* ---- GEMM (blas.c, the only file that includes <cblas.h>) ------------------------------
  * C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, row-major, with leading dimensions.
  * Never call from inside an OpenMP parallel region. */

@@ -78,27 +78,8 @@ static int64_t state_bad_utf8(const char *s, bool allow_ctrl)
             i++;
             continue;
         }
-        int len;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return i;
-        }
-        for (int k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return i;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
+        int len = tg_utf8_len(p + i, INT64_MAX); /* the NUL stops a cut-short sequence */
+        if (!len)
             return i;
         i += len;
     }
