@@ -11,6 +11,7 @@
 static const char usage[] =
     "usage: mnist_gan train [options]     train the GAN (the PaddlePaddle dygraph tutorial's)\n"
     "       mnist_gan sample --checkpoint FILE [options]   images from a trained G\n"
+    "       mnist_gan eval --checkpoint FILE --classifier FILE [options]   measure a G\n"
     "       mnist_gan --help\n"
     "\n"
     "train options:\n"
@@ -40,6 +41,11 @@ static const char usage[] =
     "                        losses.csv, losses.svg, checkpoint.safetensors, report.html\n"
     "  --resume              continue exactly from OUT/checkpoint.safetensors\n"
     "  --width-div K         divide every layer width by K (quick experiments and tests)\n"
+    "  --eval-every N        measure G every N iterations and at the end, as eval does, on\n"
+    "                        --eval-n images: OUT/eval.csv and the FID curve in report.html\n"
+    "  --eval-n N            images per measurement during training (default 1000)\n"
+    "  --classifier FILE     the feature extractor of the measurements: a checkpoint of\n"
+    "                        mnist_classifier (needed by --eval-every)\n"
     "\n"
     "sample options:\n"
     "  --checkpoint FILE     a checkpoint written by train\n"
@@ -49,6 +55,17 @@ static const char usage[] =
     "  --idx PREFIX          also write PREFIX-images-idx3-ubyte (and, for a one-digit model,\n"
     "                        PREFIX-labels-idx1-ubyte), readable as an MNIST folder\n"
     "  --threads T, --grid-scale NAME   as for train\n"
+    "\n"
+    "eval options: N images of G against N real test images - FID on the classifier's\n"
+    "features, classifier score, class coverage, confidence, mean brightness - and, as the\n"
+    "reference row, N real training images against the same test images\n"
+    "  --checkpoint FILE     a checkpoint written by train\n"
+    "  --classifier FILE     a checkpoint written by mnist_classifier\n"
+    "  --n N                 images per set (default 10000; at most the test set's)\n"
+    "  --seed S              noise seed (default 1: the images of sample --seed 1)\n"
+    "  --json FILE           append the figures as one JSON line to FILE (default eval.jsonl\n"
+    "                        beside the checkpoint)\n"
+    "  --data DIR, --dataset NAME, --threads T   as for train\n"
     "\n"
     "Exit status: 0 done, 2 bad input (flags, data files, checkpoint), 1 other failures.\n";
 
@@ -101,14 +118,14 @@ static bool parse_choice(const char *flag, const char *v, const char *const *nam
     return false;
 }
 
-enum { FOR_TRAIN = 1, FOR_SAMPLE = 2 };
+enum { FOR_TRAIN = 1, FOR_SAMPLE = 2, FOR_EVAL = 4 };
 
 bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
 {
     *o = (gan_options){.cmd = CMD_HELP, .dataset = "mnist", .digit = -1, .epochs = 20,
                        .batch = 128, .lr = 2e-4f, .beta1 = 0.9f, .seed = 1, .threads = 2,
                        .log_every = 100, .out_dir = "out/mnist_gan", .width_div = 1, .n = 128,
-                       .png_out = "samples.png"};
+                       .png_out = "samples.png", .eval_n = 1000};
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help"))
         return true;
@@ -117,8 +134,10 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         o->cmd = CMD_TRAIN, cmd_bit = FOR_TRAIN;
     else if (!strcmp(argv[1], "sample"))
         o->cmd = CMD_SAMPLE, cmd_bit = FOR_SAMPLE;
+    else if (!strcmp(argv[1], "eval"))
+        o->cmd = CMD_EVAL, cmd_bit = FOR_EVAL, o->n = 10000;
     else {
-        snprintf(err, n, "unknown command '%s' (train, sample or --help)", argv[1]);
+        snprintf(err, n, "unknown command '%s' (train, sample, eval or --help)", argv[1]);
         return false;
     }
     static const char *const generators[] = {"upsample", "convt", NULL};
@@ -154,10 +173,10 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         bool ok = true;
         int for_cmd = FOR_TRAIN;
         if (!strcmp(f, "--data"))
-            o->data_dir = v;
+            o->data_dir = v, for_cmd = FOR_TRAIN | FOR_EVAL;
         else if (!strcmp(f, "--dataset"))
             ok = parse_choice(f, v, datasets, &c, err, n), o->dataset = datasets[ok ? c : 0],
-            o->given |= GIVEN_DATASET;
+            o->given |= GIVEN_DATASET, for_cmd = FOR_TRAIN | FOR_EVAL;
         else if (!strcmp(f, "--digit"))
             ok = parse_int(f, v, 0, 9, &x, err, n), o->digit = (int)x, o->given |= GIVEN_DIGIT;
         else if (!strcmp(f, "--generator"))
@@ -182,10 +201,10 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
             o->given |= GIVEN_BETA1;
         else if (!strcmp(f, "--seed"))
             ok = parse_int(f, v, 0, INT64_MAX, &x, err, n), o->seed = (uint64_t)x,
-            o->given |= GIVEN_SEED, for_cmd = FOR_TRAIN | FOR_SAMPLE;
+            o->given |= GIVEN_SEED, for_cmd = FOR_TRAIN | FOR_SAMPLE | FOR_EVAL;
         else if (!strcmp(f, "--threads"))
             ok = parse_int(f, v, 1, 256, &x, err, n), o->threads = (int)x,
-            for_cmd = FOR_TRAIN | FOR_SAMPLE;
+            for_cmd = FOR_TRAIN | FOR_SAMPLE | FOR_EVAL;
         else if (!strcmp(f, "--log-every"))
             ok = parse_int(f, v, 1, INT64_MAX / 2, &o->log_every, err, n);
         else if (!strcmp(f, "--grid-scale"))
@@ -201,9 +220,18 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
             ok = parse_int(f, v, 1, 64, &x, err, n), o->width_div = (int)x,
             o->given |= GIVEN_WIDTH;
         else if (!strcmp(f, "--checkpoint"))
-            o->checkpoint = v, for_cmd = FOR_SAMPLE;
+            o->checkpoint = v, for_cmd = FOR_SAMPLE | FOR_EVAL;
         else if (!strcmp(f, "--n"))
-            ok = parse_int(f, v, 1, 100000, &o->n, err, n), for_cmd = FOR_SAMPLE;
+            ok = parse_int(f, v, cmd_bit == FOR_EVAL ? 2 : 1, 100000, &o->n, err, n),
+            for_cmd = FOR_SAMPLE | FOR_EVAL;
+        else if (!strcmp(f, "--classifier"))
+            o->classifier = v, for_cmd = FOR_TRAIN | FOR_EVAL;
+        else if (!strcmp(f, "--json"))
+            o->json_path = v, for_cmd = FOR_EVAL;
+        else if (!strcmp(f, "--eval-every"))
+            ok = parse_int(f, v, 1, INT64_MAX / 2, &o->eval_every, err, n);
+        else if (!strcmp(f, "--eval-n"))
+            ok = parse_int(f, v, 2, 100000, &o->eval_n, err, n);
         else if (!strcmp(f, "--idx"))
             o->idx_prefix = v, for_cmd = FOR_SAMPLE;
         else {
@@ -223,6 +251,19 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
     }
     if (o->cmd == CMD_SAMPLE && !o->checkpoint) {
         snprintf(err, n, "sample needs --checkpoint FILE");
+        return false;
+    }
+    if (o->cmd == CMD_EVAL && (!o->checkpoint || !o->classifier)) {
+        snprintf(err, n, "eval needs --checkpoint FILE and --classifier FILE");
+        return false;
+    }
+    if (o->cmd == CMD_TRAIN && (o->eval_every > 0) != (o->classifier != NULL)) {
+        snprintf(err, n, "%s", o->classifier ? "--classifier needs --eval-every N in train"
+                                             : "--eval-every needs --classifier FILE");
+        return false;
+    }
+    if (o->cmd == CMD_EVAL && o->data_dir && (o->given & GIVEN_DATASET)) {
+        snprintf(err, n, "give --data DIR or --dataset NAME, not both");
         return false;
     }
     if (o->cmd == CMD_TRAIN) {

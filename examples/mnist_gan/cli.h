@@ -4,7 +4,7 @@
 
 #include "gan.h"
 
-typedef enum { CMD_TRAIN, CMD_SAMPLE, CMD_HELP } gan_command;
+typedef enum { CMD_TRAIN, CMD_SAMPLE, CMD_HELP, CMD_EVAL } gan_command;
 
 typedef struct gan_options {
     gan_command cmd;
@@ -30,6 +30,11 @@ typedef struct gan_options {
     int64_t n;
     const char *png_out;
     const char *idx_prefix;
+    /* eval (and train's evaluation) */
+    const char *classifier; /* --classifier FILE: mnist_classifier's checkpoint */
+    const char *json_path;  /* --json FILE; NULL: eval.jsonl beside the checkpoint */
+    int64_t eval_every;     /* train: evaluate every N iterations (0: never) */
+    int64_t eval_n;         /* train: images per evaluation */
     /* which flags were given (bit per flag index), so --resume can tell a user's choice from a
      * default */
     uint64_t given;

@@ -88,4 +88,9 @@ tg_status gan_log_report(gan_log *g, const char *png_path, const char *title);
 /* Closes the log. NULL is ignored. */
 void gan_log_close(gan_log *g);
 
+/* Appends one measurement of G (metrics.h) to OUT/eval.csv (made at the first one; on resume,
+ * gan_log_open kept the rows up to the checkpoint); the report then shows the FID curve. */
+struct gan_figures;
+tg_status gan_log_eval(gan_log *g, int64_t it, const struct gan_figures *f);
+
 #endif

@@ -2,6 +2,7 @@
  * See `mnist_gan --help` and the README. Bad input exits 2 with one line naming the problem;
  * nothing already written (checkpoint, logs) is destroyed by it. */
 #include "cli.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -264,6 +265,27 @@ static const char *const recipe_names[] = {"tutorial", "dcgan"};
 static const char *const gen_names[] = {"upsample", "convt"};
 static const char *const step_names[] = {"tutorial", "clean"};
 
+/* The noise of the generated images measured during training: the same at every measurement,
+ * from the run's seed. */
+#define EVAL_NOISE_STREAM 0xe7a1ull
+
+/* train --eval-every: measures G, logs the figures (OUT/eval.csv, the report's FID curve) and
+ * prints a line; 0, or the exit status after saying what failed. */
+static int train_eval(gan_tracker *t, gan_state *s, gan_log *log, int64_t it, bool tty)
+{
+    gan_figures f;
+    if (gan_tracker_eval(t, s, &f) != TG_OK || gan_log_eval(log, it, &f) != TG_OK)
+        return fail(1, "evaluating iteration %lld: %s", (long long)it, tg_last_error());
+    if (tty)
+        fputc('\n', stderr);
+    printf("eval: iteration %lld, %lld images, FID (classifier features) %.3f, score %.3f, "
+           "rarest class %d at %.1f%%, %d/%d classes >= 5%%, white %.3f\n", (long long)it,
+           (long long)f.n, f.fid, f.score, f.rarest_class, 100.0 * f.rarest_share,
+           f.classes_5pct, f.classes, f.white);
+    fflush(stdout);
+    return 0;
+}
+
 static int train(gan_options *o)
 {
     char err[1024], ckpt[4096], png[4096], title[512];
@@ -307,6 +329,7 @@ static int train(gan_options *o)
     gan_log *log = NULL;
     tg_tensor *zfix = NULL;
     gan_state s = {0};
+    gan_tracker tracker = {0}; /* --eval-every */
     if (!ds) {
         code = fail(EXIT_BAD_INPUT, "%s%s", tg_last_error(),
                     !o->data_dir && !strcmp(dir, MNIST_DIR)
@@ -319,6 +342,11 @@ static int train(gan_options *o)
         goto done;
     }
     if (!(loader = tg_loader_new(ds, o->batch, o->seed ^ 0x10ade7ull))) {
+        code = fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+        goto done;
+    }
+    if (o->eval_every && gan_tracker_open(&tracker, o->classifier, dir, o->digit, o->eval_n,
+                                          o->seed ^ EVAL_NOISE_STREAM) != TG_OK) {
         code = fail(EXIT_BAD_INPUT, "%s", tg_last_error());
         goto done;
     }
@@ -391,6 +419,9 @@ static int train(gan_options *o)
                         l.d_fake, l.g);
             goto done;
         }
+        if (o->eval_every && (it % o->eval_every == 0 || it == total) &&
+            (code = train_eval(&tracker, &s, log, it, tty)) != 0)
+            goto done;
         if (it % o->log_every == 0 || it == total) {
             if (tty)
                 fputc('\n', stderr);
@@ -429,6 +460,7 @@ static int train(gan_options *o)
 done:
     tg_release(zfix);
     gan_log_close(log);
+    gan_tracker_close(&tracker);
     gan_state_free(&s);
     tg_loader_free(loader);
     tg_dataset_free(ds);
@@ -512,6 +544,125 @@ done:
     return code;
 }
 
+/* ---- eval ------------------------------------------------------------------------------------ */
+
+/* The figures of the checkpoint's G against real test images, with real training images
+ * against the same test images as the reference row; the table on stdout, one JSON line
+ * appended to --json (default eval.jsonl beside the checkpoint). */
+static int evaluate(const gan_options *o)
+{
+    char err[1024], json[4096];
+    tg_state_dict *sd = tg_data_load_safetensors(o->checkpoint);
+    if (!sd)
+        return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+    int code = EXIT_BAD_INPUT;
+    run_settings rs;
+    long long iteration;
+    gan_state s = {0};
+    clf_model *clf = NULL;
+    clf_info info;
+    tg_dataset *test = NULL, *train_set = NULL;
+    tg_tensor *real_test = NULL, *real_train = NULL, *gen = NULL;
+    gan_stats ref = {0};
+    gan_figures figs[3];
+    if (!settings_get(sd, o->checkpoint, &rs, err, sizeof err) ||
+        !meta_get(sd, o->checkpoint, "iteration", err, sizeof err, 1, "%lld", &iteration)) {
+        fail(code, "%s", err);
+        goto done;
+    }
+    gan_widths w = gan_widths_default(rs.width_div);
+    if (gan_state_init(&s, (gan_recipe)rs.recipe, (gan_generator)rs.generator, &w,
+                       (gan_step_mode)rs.step, rs.lr, rs.beta1, rs.seed) != TG_OK ||
+        gan_load_state_dict(&s, sd) != TG_OK) {
+        fail(code, "%s: %s", o->checkpoint, tg_last_error());
+        goto done;
+    }
+    const char *slash = strrchr(o->checkpoint, '/');
+    if (o->json_path)
+        snprintf(json, sizeof json, "%s", o->json_path);
+    else
+        snprintf(json, sizeof json, "%.*seval.jsonl",
+                 slash ? (int)(slash - o->checkpoint + 1) : 0, o->checkpoint);
+    if (!can_write(json) || !(clf = clf_load(o->classifier, &info))) {
+        fail(code, "%s", tg_last_error());
+        goto done;
+    }
+    const char *dir = data_dir_of(o);
+    if (!(test = tg_data_load_mnist(dir, false, rs.digit)) ||
+        !(train_set = tg_data_load_mnist(dir, true, rs.digit))) {
+        fail(code, "%s%s", tg_last_error(), !o->data_dir && !strcmp(dir, MNIST_DIR)
+                   ? " (run scripts/fetch-mnist.sh, or pass --data DIR)" : "");
+        goto done;
+    }
+    const int64_t n_test = test->images->shape[0], n_train = train_set->images->shape[0];
+    if (o->n > n_test || o->n > n_train) {
+        fail(code, "--n %lld: the %s set of %s has %lld images%s", (long long)o->n,
+             o->n > n_test ? "test" : "training", dir, (long long)(o->n > n_test ? n_test
+                                                                                  : n_train),
+             rs.digit >= 0 ? " of the checkpoint's digit" : "");
+        goto done;
+    }
+    code = 1;
+    /* Real subsets by fixed permutations (the same images for every checkpoint and seed). */
+    if (!(real_test = gan_subset(test->images, o->n, GAN_TEST_SUBSET_SEED)) ||
+        !(real_train = gan_subset(train_set->images, o->n, GAN_TRAIN_SUBSET_SEED))) {
+        fail(code, "%s", tg_last_error());
+        goto done;
+    }
+    tg_dataset_free(train_set), train_set = NULL;
+    if (gan_evaluate_images(clf, real_test, NULL, &figs[2], &ref) != TG_OK ||
+        !(gen = gan_generate_n(&s, o->n, o->seed)) ||
+        gan_evaluate_images(clf, gen, &ref, &figs[0], NULL) != TG_OK ||
+        gan_evaluate_images(clf, real_train, &ref, &figs[1], NULL) != TG_OK) {
+        fail(code, "%s", tg_last_error());
+        goto done;
+    }
+    printf("mnist_gan eval: %s (iteration %lld, recipe %s%s), classifier %s (test accuracy "
+           "%.2f%%), %lld images per set, seed %llu, data %s\n\n", o->checkpoint, iteration,
+           recipe_names[rs.recipe], rs.digit >= 0 ? ", one digit" : "", o->classifier,
+           100.0 * info.test_accuracy, (long long)o->n, (unsigned long long)o->seed, dir);
+    static const char *const names[3] = {"generated", "real train (reference)", "real test"};
+    gan_figures_table(stdout, 3, names, figs);
+
+    FILE *jf = fopen(json, "a");
+    if (!jf) {
+        fail(code, "%s: %s", json, strerror(errno));
+        goto done;
+    }
+    fputs("{\"checkpoint\": ", jf);
+    gan_json_string(jf, o->checkpoint);
+    fprintf(jf, ", \"iteration\": %lld, \"classifier\": ", iteration);
+    gan_json_string(jf, o->classifier);
+    fprintf(jf, ", \"classifier_test_accuracy\": %.6f, \"data\": ", info.test_accuracy);
+    gan_json_string(jf, dir);
+    fprintf(jf, ", \"digit\": %d, \"n\": %lld, \"seed\": %llu", rs.digit, (long long)o->n,
+            (unsigned long long)o->seed);
+    static const char *const keys[3] = {"generated", "real_train", "real_test"};
+    for (int i = 0; i < 3; i++) {
+        fprintf(jf, ", \"%s\": ", keys[i]);
+        gan_figures_json(jf, &figs[i]);
+    }
+    fputs("}\n", jf);
+    if (ferror(jf) | (fclose(jf) != 0)) {
+        fail(code, "%s: writing failed", json);
+        goto done;
+    }
+    printf("\nFID and score are on mnist_classifier's features, not Inception's: compare them "
+           "between checkpoints and with the reference row. Appended to %s\n", json);
+    code = 0;
+done:
+    gan_stats_free(&ref);
+    tg_release(gen);
+    tg_release(real_train);
+    tg_release(real_test);
+    tg_dataset_free(train_set);
+    tg_dataset_free(test);
+    clf_free(clf);
+    gan_state_free(&s);
+    tg_state_dict_free(sd);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     gan_options o;
@@ -524,7 +675,7 @@ int main(int argc, char **argv)
     }
     if (tg_set_num_threads(o.threads) != TG_OK)
         return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
-    int code = o.cmd == CMD_TRAIN ? train(&o) : sample(&o);
+    int code = o.cmd == CMD_TRAIN ? train(&o) : o.cmd == CMD_EVAL ? evaluate(&o) : sample(&o);
     tg_allocator_trim();
     if (code == 0 && tg_debug_live_tensors() != 0)
         return fail(1, "internal: %lld tensors still alive at exit",

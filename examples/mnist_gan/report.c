@@ -1,6 +1,7 @@
 /* losses.csv and report.html: the loss log a user plots, and the VisualDL-like page with loss
  * curves (inline SVG) and the latest sample grid (embedded), needing no server or network. */
 #include "gan.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <math.h>
@@ -14,14 +15,27 @@ typedef struct {
     double seconds;
 } log_row;
 
+/* One measurement of G (train --eval-every). */
+typedef struct {
+    int64_t it;
+    gan_figures f;
+} eval_row;
+
 struct gan_log {
     char *csv_path, *html_path, *svg_path;
     FILE *csv;
     log_row *rows;
     int64_t n, cap;
+    char *eval_path; /* OUT/eval.csv */
+    FILE *eval_csv;  /* NULL until the first measurement */
+    eval_row *evals;
+    int64_t n_eval, cap_eval;
 };
 
 static const char csv_header[] = "iteration,epoch,batch,d_real,d_fake,g,seconds\n";
+
+static const char eval_header[] =
+    "iteration,fid,score,rarest_share,rarest_class,classes_5pct,confidence,white,n\n";
 
 static char *join(const char *dir, const char *name)
 {
@@ -62,7 +76,88 @@ void gan_log_close(gan_log *g)
     free(g->html_path);
     free(g->svg_path);
     free(g->rows);
+    if (g->eval_csv)
+        fclose(g->eval_csv);
+    free(g->eval_path);
+    free(g->evals);
     free(g);
+}
+
+static bool push_eval(gan_log *g, const eval_row *r)
+{
+    if (g->n_eval == g->cap_eval) {
+        int64_t cap = g->cap_eval ? 2 * g->cap_eval : 64;
+        eval_row *p = realloc(g->evals, sizeof *p * (size_t)cap);
+        if (!p)
+            return false;
+        g->evals = p, g->cap_eval = cap;
+    }
+    g->evals[g->n_eval++] = *r;
+    return true;
+}
+
+static void write_eval(FILE *f, const eval_row *r)
+{
+    fprintf(f, "%lld,%.9g,%.9g,%.9g,%d,%d,%.9g,%.9g,%lld\n", (long long)r->it, r->f.fid,
+            r->f.score, r->f.rarest_share, r->f.rarest_class, r->f.classes_5pct,
+            r->f.confidence, r->f.white, (long long)r->f.n);
+}
+
+/* An existing OUT/eval.csv keeps its rows up to keep_until (none for a new run), as
+ * losses.csv; without one, the file is made at the first measurement. */
+static bool eval_log_open(gan_log *g, int64_t keep_until)
+{
+    FILE *f = fopen(g->eval_path, "r");
+    if (!f)
+        return true;
+    char line[512];
+    bool header = true;
+    while (fgets(line, sizeof line, f)) {
+        if (header) {
+            header = false;
+            continue;
+        }
+        eval_row r = {0};
+        long long it, n;
+        if (sscanf(line, "%lld,%lf,%lf,%lf,%d,%d,%lf,%lf,%lld", &it, &r.f.fid, &r.f.score,
+                   &r.f.rarest_share, &r.f.rarest_class, &r.f.classes_5pct, &r.f.confidence,
+                   &r.f.white, &n) != 9 || it > keep_until)
+            break;
+        r.it = it, r.f.n = n, r.f.classes = CLF_CLASSES;
+        if (!push_eval(g, &r))
+            break;
+    }
+    fclose(f);
+    tg_atomic_file *af = tg_atomic_open(g->eval_path);
+    if (!af)
+        return false;
+    fputs(eval_header, tg_atomic_stream(af));
+    for (int64_t i = 0; i < g->n_eval; i++)
+        write_eval(tg_atomic_stream(af), &g->evals[i]);
+    if (tg_atomic_commit(af) != TG_OK || !(g->eval_csv = fopen(g->eval_path, "a"))) {
+        if (tg_last_status() == TG_OK)
+            tg_set_error(TG_ERR_IO, "gan_log_open: %s: %s", g->eval_path, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+tg_status gan_log_eval(gan_log *g, int64_t it, const gan_figures *f)
+{
+    eval_row r = {it, *f};
+    if (!push_eval(g, &r))
+        return tg_set_error(TG_ERR_NOMEM, "gan_log_eval: out of memory");
+    if (!g->eval_csv) {
+        if (!(g->eval_csv = fopen(g->eval_path, "w")))
+            return tg_set_error(TG_ERR_IO, "gan_log_eval: %s: %s", g->eval_path,
+                                strerror(errno));
+        fputs(eval_header, g->eval_csv);
+    }
+    write_eval(g->eval_csv, &r);
+    if (fflush(g->eval_csv) != 0 || ferror(g->eval_csv))
+        return tg_set_error(TG_ERR_IO, "gan_log_eval: writing %s: %s", g->eval_path,
+                            strerror(errno));
+    return TG_OK;
 }
 
 gan_log *gan_log_open(const char *out_dir, int64_t keep_until)
@@ -70,7 +165,8 @@ gan_log *gan_log_open(const char *out_dir, int64_t keep_until)
     gan_log *g = calloc(1, sizeof *g);
     if (!g || !(g->csv_path = join(out_dir, "losses.csv")) ||
         !(g->html_path = join(out_dir, "report.html")) ||
-        !(g->svg_path = join(out_dir, "losses.svg"))) {
+        !(g->svg_path = join(out_dir, "losses.svg")) ||
+        !(g->eval_path = join(out_dir, "eval.csv"))) {
         gan_log_close(g);
         tg_set_error(TG_ERR_NOMEM, "gan_log_open: out of memory");
         return NULL;
@@ -113,6 +209,10 @@ gan_log *gan_log_open(const char *out_dir, int64_t keep_until)
     if (tg_atomic_commit(af) != TG_OK || !(g->csv = fopen(g->csv_path, "a"))) {
         if (tg_last_status() == TG_OK)
             tg_set_error(TG_ERR_IO, "gan_log_open: %s: %s", g->csv_path, strerror(errno));
+        gan_log_close(g);
+        return NULL;
+    }
+    if (!eval_log_open(g, keep_until)) {
         gan_log_close(g);
         return NULL;
     }
@@ -195,6 +295,54 @@ static void svg_curves(FILE *f, const gan_log *g)
     fprintf(f, "</svg>\n");
 }
 
+/* The FID chart: size, left and bottom margins. */
+enum { FID_W = 900, FID_H = 240, FID_L = 50, FID_B = 30 };
+
+/* Where measurement i is drawn. */
+static void fid_point(const gan_log *g, int64_t i, double xmax, double ymax, double *x,
+                      double *y)
+{
+    const double v = g->evals[i].f.fid;
+    *x = FID_L + (FID_W - FID_L) * (double)g->evals[i].it / xmax;
+    *y = (FID_H - FID_B) * (1.0 - (isfinite(v) ? v : ymax) / ymax);
+}
+
+/* The FID curve of train --eval-every: one point per measurement. */
+static void svg_fid(FILE *f, const gan_log *g)
+{
+    const int W = FID_W, H = FID_H, L = FID_L, B = FID_B;
+    double ymax = 0, xmax = 1, x, y;
+    for (int64_t i = 0; i < g->n_eval; i++) {
+        if (isfinite(g->evals[i].f.fid))
+            ymax = fmax(ymax, g->evals[i].f.fid);
+        xmax = fmax(xmax, (double)g->evals[i].it);
+    }
+    ymax = ymax > 0 ? ymax : 1.0;
+    fprintf(f, "<svg id=\"fid\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
+               "height=\"%d\" viewBox=\"0 0 %d %d\">\n", W, H, W, H);
+    fprintf(f, "<rect x=\"%d\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
+               "stroke=\"#999\"/>\n", L, W - L, H - B);
+    for (int k = 0; k <= 4; k++)
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.1f"
+                   "</text>\n", L - 4, (H - B) * (1.0 - k / 4.0) + 4, ymax * k / 4.0);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\">iteration 0</text>\n", L, H - 10);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">%.0f</text>\n",
+            W, H - 10, xmax);
+    fprintf(f, "<polyline class=\"curve\" data-name=\"fid\" fill=\"none\" stroke=\"#d62728\" "
+               "stroke-width=\"1.5\" points=\"");
+    for (int64_t i = 0; i < g->n_eval; i++) {
+        fid_point(g, i, xmax, ymax, &x, &y);
+        fprintf(f, "%.1f,%.1f ", x, y);
+    }
+    fprintf(f, "\"/>\n");
+    for (int64_t i = 0; i < g->n_eval && g->n_eval <= 200; i++) { /* one alone has no line */
+        fid_point(g, i, xmax, ymax, &x, &y);
+        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"#d62728\"/>\n", x, y);
+    }
+    fprintf(f, "<text x=\"%d\" y=\"16\" font-size=\"12\" fill=\"#d62728\">FID "
+               "(classifier features)</text>\n</svg>\n", W - 170);
+}
+
 tg_status gan_log_report(gan_log *g, const char *png_path, const char *title)
 {
     /* The curves alone as OUT/losses.svg, for a README or a paper. */
@@ -236,6 +384,15 @@ tg_status gan_log_report(gan_log *g, const char *png_path, const char *title)
                 last->l.d_fake, last->l.g);
     fprintf(f, "<h2>Losses</h2>\n");
     svg_curves(f, g);
+    if (g->n_eval > 0) {
+        const eval_row *e = &g->evals[g->n_eval - 1];
+        fprintf(f, "<h2>FID (classifier features)</h2>\n<p id=\"eval\">iteration %lld, %lld "
+                   "images: FID %.3f, score %.3f, rarest class %d at %.1f%%, %d/%d classes "
+                   "&ge; 5%%, white %.3f (OUT/eval.csv)</p>\n", (long long)e->it,
+                (long long)e->f.n, e->f.fid, e->f.score, e->f.rarest_class,
+                100.0 * e->f.rarest_share, e->f.classes_5pct, e->f.classes, e->f.white);
+        svg_fid(f, g);
+    }
     if (png_n > 0) {
         fprintf(f, "<h2>Latest samples</h2>\n<img id=\"samples\" alt=\"%s\" "
                    "src=\"data:image/png;base64,", png_path);

@@ -1,0 +1,118 @@
+/* GAN quality on MNIST, measured the way the field does, with our LeNet classifier
+ * (examples/mnist_classifier) standing in for the Inception network:
+ *
+ *   FID       the Fréchet distance between Gaussians fitted to the classifier's penultimate
+ *             features [N, 128] of two image sets:
+ *             ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2})   (Heusel et al. 2017)
+ *   score     the classifier score exp(E_x KL(p(y|x) || p(y))) (the Inception Score's formula,
+ *             Salimans et al. 2016): 1 when every image gets the same prediction, at most 10,
+ *             reached by confident predictions spread evenly over the ten digits
+ *   coverage  the histogram of predicted classes, the share of the rarest one and how many
+ *             classes hold at least 5% of the images (mode collapse shows here first)
+ *   confidence  the mean of the highest softmax probability
+ *   white     the mean pixel as a share of white, (x + 1) / 2 averaged (MNIST: about 0.13)
+ *
+ * FID here is not comparable with Inception FIDs from papers: the features are another
+ * network's. Compare it between checkpoints, and against the real-vs-real reference row. */
+#ifndef MNIST_GAN_METRICS_H
+#define MNIST_GAN_METRICS_H
+
+#include "classifier.h"
+#include "gan.h"
+
+#include <stdio.h>
+
+/* Mean [dim] and covariance [dim][dim] (row-major, unbiased: divided by n - 1, as numpy.cov)
+ * of a feature set, in double. */
+typedef struct gan_stats {
+    int64_t n, dim;
+    double *mean, *cov;
+} gan_stats;
+
+/* The statistics of features [N, F] (N >= 2) into *out (free with gan_stats_free). */
+tg_status gan_stats_compute(const tg_tensor *features, gan_stats *out);
+/* Frees what gan_stats_compute allocated; a zeroed struct is fine. */
+void gan_stats_free(gan_stats *s);
+
+/* out = the square root of the symmetric positive semi-definite matrix a [n][n], through its
+ * eigendecomposition (LAPACK dsyev); eigenvalues below 0, which rounding makes, count as 0.
+ * Only a's lower triangle is read. out may be a. */
+tg_status gan_sqrtm_psd(int64_t n, const double *a, double *out);
+
+/* The Fréchet distance between N(a->mean, a->cov) and N(b->mean, b->cov). Tr((S1 S2)^{1/2})
+ * is computed as the trace of (R S2 R)^{1/2} with R = S1^{1/2}: that matrix is symmetric PSD
+ * and has the eigenvalues of S1 S2, so no complex square root is needed. */
+tg_status gan_frechet_distance(const gan_stats *a, const gan_stats *b, double *fid);
+
+#define GAN_MAX_CLASSES 16
+
+/* Every figure of one image set. */
+typedef struct gan_figures {
+    int64_t n;         /* images */
+    double fid;        /* against the reference set; NAN when there is none */
+    double score;      /* classifier score, in [1, classes] */
+    int classes;       /* classes of the classifier */
+    int64_t counts[GAN_MAX_CLASSES]; /* images per predicted class */
+    double rarest_share; /* the rarest predicted class's share of the images */
+    int rarest_class;
+    int classes_5pct;  /* classes predicted for at least 5% of the images */
+    double confidence; /* mean highest softmax probability */
+    double white;      /* mean (x + 1) / 2 over every pixel */
+} gan_figures;
+
+/* Score, coverage and confidence of logits [N, K] (K <= GAN_MAX_CLASSES) into f; the other
+ * fields are left as they are. */
+tg_status gan_class_figures(const tg_tensor *logits, gan_figures *f);
+/* rarest_share, rarest_class and classes_5pct of f->counts[0 .. f->classes) over f->n images. */
+void gan_coverage(gan_figures *f);
+/* Mean (x + 1) / 2 over every element of images in [-1, 1]. */
+double gan_mean_white(const tg_tensor *images);
+
+/* All figures of images [N, 1, 28, 28] in [-1, 1] through clf: FID against ref (NULL: fid is
+ * NAN), score, coverage, confidence, white. own (may be NULL) receives the set's feature
+ * statistics, to serve as a later reference (free it with gan_stats_free). */
+tg_status gan_evaluate_images(clf_model *clf, const tg_tensor *images, const gan_stats *ref,
+                              gan_figures *f, gan_stats *own);
+
+/* n images [n, 1, 28, 28] from G in eval mode, for noise drawn from seed (standard normal
+ * [n, nz]), generated in chunks so memory stays small. A new reference, or NULL. */
+tg_tensor *gan_generate_n(gan_state *s, int64_t n, uint64_t seed);
+
+/* n rows of images [N, 1, 28, 28] chosen without repetition by a permutation drawn from seed
+ * (all of them, shuffled, when n == N). A new reference, or NULL (n > N: TG_ERR_ARG). */
+tg_tensor *gan_subset(const tg_tensor *images, int64_t n, uint64_t seed);
+
+/* Seeds of the permutations that choose the real subsets, fixed so that every evaluation of
+ * n images compares against the same real images (mnist_gan eval and train --eval-every). */
+#define GAN_TEST_SUBSET_SEED 0x7e57ull
+#define GAN_TRAIN_SUBSET_SEED 0x7a1eull
+
+/* Evaluation during training: the classifier and the statistics of n real test images, made
+ * once; each gan_tracker_eval generates n images from the same noise and measures them. */
+typedef struct gan_tracker {
+    clf_model *clf;
+    gan_stats ref;
+    int64_t n;
+    uint64_t seed;
+} gan_tracker;
+
+/* Loads the classifier and the test set of data_dir (digit 0..9: that class only; -1: all)
+ * and measures n of its images. On failure the tracker is empty (closing it is fine) and the
+ * error names the file or the size: all of it bad input. */
+tg_status gan_tracker_open(gan_tracker *t, const char *classifier, const char *data_dir,
+                           int digit, int64_t n, uint64_t seed);
+/* Every figure of n images from G (noise from the tracker's seed) against the real ones. */
+tg_status gan_tracker_eval(gan_tracker *t, gan_state *s, gan_figures *f);
+/* Frees the tracker's classifier and statistics. */
+void gan_tracker_close(gan_tracker *t);
+
+/* Prints the table: one row per set, names[i] beside sets[i], then the class histograms. */
+void gan_figures_table(FILE *out, int rows, const char *const names[],
+                       const gan_figures sets[]);
+/* Writes f as a JSON object (no newline): {"n": .., "fid": .., "score": .., ...}; NAN and
+ * infinities as null. */
+void gan_figures_json(FILE *out, const gan_figures *f);
+/* Writes s as a JSON string literal, escaped. */
+void gan_json_string(FILE *out, const char *s);
+
+#endif
