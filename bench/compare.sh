@@ -1,0 +1,88 @@
+#!/bin/bash
+# compare.sh — tapegrad against PyTorch on the mnist_gan training iteration, in one command.
+#
+#   bench/compare.sh [--build DIR] [--quick] [--out PREFIX] [--coretype NAME] [-- compare.py options]
+#
+# Builds bench_gan and bench_core (in DIR if it is a build directory already, else with
+# scripts/tg build; default DIR: $TG_BUILD or build), then runs bench/compare.py: both sides
+# interleaved (tapegrad, torch, tapegrad, torch ...) at 1 and 2 threads, one table printed,
+# PREFIX.json and PREFIX.md written (default bench/results/latest).
+#
+#   --quick           5 iterations after 1 warm-up, 5 layer passes: a check that it all runs;
+#                     writes nothing unless --out is given
+#   --out PREFIX      where the JSON and markdown go
+#   --coretype NAME   run everything a second time with OPENBLAS_CORETYPE=NAME for both sides
+#                     (native: with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so OpenBLAS
+#                     picks its own kernels), written to PREFIX-NAME.*
+#
+# DESIGN.md §8: where OpenBLAS runs its Prescott kernels on a CPU with AVX-512, a second run with
+# OPENBLAS_CORETYPE=SkylakeX follows by itself. The environment's own OPENBLAS_CORETYPE is
+# otherwise left as it is (this machine's sets Haswell), and the table says which kernels ran.
+# PyTorch comes from Debian's /usr/bin/python3 (package python3-torch).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+build=${TG_BUILD:-build}
+out=bench/results/latest
+out_given=0
+quick=()
+coretype=
+extra=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --build) build=$2; shift 2 ;;
+    --quick) quick=(--iters 5 --warmup 1 --reps 5 --tiny-runs 1); shift ;;
+    --out) out=$2; out_given=1; shift 2 ;;
+    --coretype) coretype=$2; shift 2 ;;
+    --) shift; extra=("$@"); break ;;
+    -h | --help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+say() { printf 'compare.sh: %s\n' "$*" >&2; }
+
+if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    say "PyTorch is missing: apt-get install python3-torch (Debian's /usr/bin/python3 is used)"
+    exit 1
+fi
+
+if [ -f "$build/build.ninja" ]; then
+    ninja -C "$build" --quiet bench/bench_gan bench/bench_core
+else
+    TG_BUILD=$build scripts/tg build
+fi
+bench_gan=$build/bench/bench_gan
+bench_core=$build/bench/bench_core
+
+outputs() { # prefix
+    if [ ${#quick[@]} -gt 0 ] && [ $out_given -eq 0 ]; then
+        return 0
+    fi
+    echo --json "$1.json" --md "$1.md"
+}
+
+run() { # prefix, then the environment changes for this run as VAR=value or -u VAR
+    local prefix=$1
+    shift
+    # shellcheck disable=SC2046  # outputs prints whole words
+    env "$@" /usr/bin/python3 bench/compare.py --bench-gan "$bench_gan" --bench-core "$bench_core" \
+        ${quick[@]+"${quick[@]}"} $(outputs "$prefix") ${extra[@]+"${extra[@]}"}
+}
+
+corename=$("$bench_gan" info | sed -n 's/.*, \([A-Za-z0-9]*\) kernels.*/\1/p')
+say "OpenBLAS kernels: $corename (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"
+run "$out"
+
+if [ "$corename" = Prescott ] && grep -qw avx512f /proc/cpuinfo; then
+    say "OpenBLAS fell back to Prescott on an AVX-512 CPU: again with OPENBLAS_CORETYPE=SkylakeX"
+    run "$out-skylakex" OPENBLAS_CORETYPE=SkylakeX
+fi
+if [ "$coretype" = native ]; then
+    say "again with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (OpenBLAS's own choice)"
+    run "$out-native" -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
+elif [ -n "$coretype" ]; then
+    say "again with OPENBLAS_CORETYPE=$coretype"
+    run "$out-$coretype" OPENBLAS_CORETYPE="$coretype"
+fi
