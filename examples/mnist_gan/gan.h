@@ -66,7 +66,8 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
 tg_tensor *gan_generate(gan_state *s, tg_tensor *z);
 
 /* Puts G, D and the optimizers' state into sd under "G.", "D.", "opt_d_real.", "opt_d_fake.",
- * "opt_g.". */
+ * "opt_g.", and the gradients still held by G's and D's parameters under "grad.G." and
+ * "grad.D." (the tutorial step carries D's gradient from one iteration into the next). */
 tg_status gan_state_dict(const gan_state *s, tg_state_dict *sd);
 /* Loads what gan_state_dict saved. Each part is validated before it changes, but a later part
  * can fail after an earlier one loaded: load into a fresh state and discard it on error. */

@@ -248,99 +248,112 @@ static void base64(FILE *out, const unsigned char *b, size_t n)
     }
 }
 
-/* The loss curves: at most 1000 points per curve (each the mean of its bucket of rows). */
-static void svg_curves(FILE *f, const gan_log *g)
+/* A line chart as inline SVG: series of (x, y) points, y from 0 to a little above the largest
+ * value, the legend to the right of the plot. Used for the losses and the FID curve. */
+typedef struct {
+    const char *id;     /* the svg element's id */
+    int height;
+    int n_series;
+    const char *const *keys;  /* each polyline's data-name, for scripts and tests */
+    const char *const *names, *const *colors; /* legend text and colour */
+    int64_t n;          /* points per series (already bucketed) */
+    /* point i of series s */
+    void (*point)(const gan_log *g, int s, int64_t i, int64_t n, double *x, double *y);
+    bool dots;          /* mark each point (few measurements) */
+} chart;
+
+enum { CHART_W = 900, CHART_L = 50, CHART_R = 130, CHART_T = 10, CHART_B = 30 };
+
+static void svg_chart(FILE *f, const gan_log *g, const chart *c)
 {
-    const int W = 900, H = 360, L = 50, B = 30;
-    int64_t n = g->n, buckets = n < 1000 ? n : 1000;
-    float ymax = 0.0f;
-    for (int64_t i = 0; i < n; i++) {
-        const gan_losses *l = &g->rows[i].l;
-        ymax = fmaxf(ymax, fmaxf(l->d_real, fmaxf(l->d_fake, l->g)));
-    }
-    ymax = ymax > 0 && isfinite(ymax) ? ymax : 1.0f;
-    double xmax = n ? (double)g->rows[n - 1].it : 1.0;
-    fprintf(f, "<svg id=\"losses\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
-               "height=\"%d\" viewBox=\"0 0 %d %d\">\n", W, H, W, H);
-    fprintf(f, "<rect x=\"%d\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
-               "stroke=\"#999\"/>\n", L, W - L, H - B);
-    for (int k = 0; k <= 4; k++) {
-        double y = (H - B) * (1.0 - k / 4.0);
-        fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.2f</text>\n",
-                L - 4, y + 4, ymax * k / 4.0);
-    }
-    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\">iteration 0</text>\n", L, H - 10);
-    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">%.0f</text>\n", W,
-            H - 10, xmax);
-    static const char *names[3] = {"d_real", "d_fake", "g"};
-    static const char *colors[3] = {"#1f77b4", "#ff7f0e", "#2ca02c"};
-    for (int c = 0; c < 3; c++) {
-        fprintf(f, "<polyline class=\"curve\" data-name=\"%s\" fill=\"none\" stroke=\"%s\" "
-                   "stroke-width=\"1.2\" points=\"", names[c], colors[c]);
-        for (int64_t b = 0; b < buckets; b++) {
-            int64_t lo = b * n / buckets, hi = (b + 1) * n / buckets;
-            double sx = 0, sy = 0;
-            for (int64_t i = lo; i < hi; i++) {
-                const gan_losses *l = &g->rows[i].l;
-                float v = c == 0 ? l->d_real : c == 1 ? l->d_fake : l->g;
-                sx += (double)g->rows[i].it, sy += isfinite(v) ? v : ymax;
-            }
-            double x = L + (W - L) * (sx / (double)(hi - lo)) / (xmax > 0 ? xmax : 1);
-            double y = (H - B) * (1.0 - sy / (double)(hi - lo) / ymax);
-            fprintf(f, "%.1f,%.1f ", x, y);
+    const int H = c->height, pw = CHART_W - CHART_L - CHART_R, ph = H - CHART_T - CHART_B;
+    double xmax = 1, ymax = 0, x, y;
+    for (int s = 0; s < c->n_series; s++)
+        for (int64_t i = 0; i < c->n; i++) {
+            c->point(g, s, i, c->n, &x, &y);
+            xmax = fmax(xmax, x);
+            if (isfinite(y))
+                ymax = fmax(ymax, y);
         }
-        fprintf(f, "\"/>\n<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"%s\">%s</text>\n",
-                W - 60, 16 + 15 * c, colors[c], names[c]);
+    ymax = ymax > 0 ? ymax * 1.08 : 1.0; /* headroom: the top curve stays inside */
+    fprintf(f, "<svg id=\"%s\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
+               "height=\"%d\" viewBox=\"0 0 %d %d\">\n", c->id, CHART_W, H, CHART_W, H);
+    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
+               "stroke=\"#999\"/>\n", CHART_L, CHART_T, pw, ph);
+    for (int k = 0; k <= 4; k++)
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.3g"
+                   "</text>\n", CHART_L - 4, CHART_T + ph * (1.0 - k / 4.0) + 4,
+                ymax * k / 4.0);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\">iteration 0</text>\n", CHART_L,
+            H - 10);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">%.0f</text>\n",
+            CHART_L + pw, H - 10, xmax);
+    for (int s = 0; s < c->n_series; s++) {
+        fprintf(f, "<polyline class=\"curve\" data-name=\"%s\" fill=\"none\" "
+                   "stroke=\"%s\" stroke-width=\"1.2\" points=\"", c->keys[s], c->colors[s]);
+        for (int64_t i = 0; i < c->n; i++) {
+            c->point(g, s, i, c->n, &x, &y);
+            fprintf(f, "%.1f,%.1f ", CHART_L + pw * x / xmax,
+                    CHART_T + ph * (1.0 - (isfinite(y) ? y : ymax) / ymax));
+        }
+        fprintf(f, "\"/>\n");
+        for (int64_t i = 0; c->dots && i < c->n; i++) {
+            c->point(g, s, i, c->n, &x, &y);
+            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n",
+                    CHART_L + pw * x / xmax,
+                    CHART_T + ph * (1.0 - (isfinite(y) ? y : ymax) / ymax), c->colors[s]);
+        }
+        fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"%s\">%s</text>\n",
+                CHART_L + pw + 10, CHART_T + 14 + 16 * s, c->colors[s], c->names[s]);
     }
     fprintf(f, "</svg>\n");
 }
 
-/* The FID chart: size, left and bottom margins. */
-enum { FID_W = 900, FID_H = 240, FID_L = 50, FID_B = 30 };
+/* Most points a loss curve gets: each is the mean of its bucket of rows. */
+#define LOSS_POINTS 1000
 
-/* Where measurement i is drawn. */
-static void fid_point(const gan_log *g, int64_t i, double xmax, double ymax, double *x,
-                      double *y)
+static int64_t loss_points(const gan_log *g) { return g->n < LOSS_POINTS ? g->n : LOSS_POINTS; }
+
+static void loss_point(const gan_log *g, int s, int64_t b, int64_t buckets, double *x,
+                       double *y)
 {
-    const double v = g->evals[i].f.fid;
-    *x = FID_L + (FID_W - FID_L) * (double)g->evals[i].it / xmax;
-    *y = (FID_H - FID_B) * (1.0 - (isfinite(v) ? v : ymax) / ymax);
+    int64_t lo = b * g->n / buckets, hi = (b + 1) * g->n / buckets;
+    double sx = 0, sy = 0;
+    for (int64_t i = lo; i < hi; i++) {
+        const gan_losses *l = &g->rows[i].l;
+        sx += (double)g->rows[i].it;
+        sy += s == 0 ? l->d_real : s == 1 ? l->d_fake : l->g;
+    }
+    *x = sx / (double)(hi - lo);
+    *y = sy / (double)(hi - lo);
+}
+
+static void fid_point(const gan_log *g, int s, int64_t i, int64_t n, double *x, double *y)
+{
+    (void)s, (void)n;
+    *x = (double)g->evals[i].it;
+    *y = g->evals[i].f.fid;
+}
+
+static const char *const loss_names[3] = {"d_real", "d_fake", "g"};
+static const char *const loss_colors[3] = {"#1f77b4", "#ff7f0e", "#2ca02c"};
+static const char *const fid_keys[1] = {"fid"};
+static const char *const fid_names[1] = {"FID (classifier)"};
+static const char *const fid_colors[1] = {"#d62728"};
+
+static void svg_curves(FILE *f, const gan_log *g)
+{
+    chart c = {"losses", 360, 3, loss_names, loss_names, loss_colors, loss_points(g), loss_point,
+               false};
+    svg_chart(f, g, &c);
 }
 
 /* The FID curve of train --eval-every: one point per measurement. */
 static void svg_fid(FILE *f, const gan_log *g)
 {
-    const int W = FID_W, H = FID_H, L = FID_L, B = FID_B;
-    double ymax = 0, xmax = 1, x, y;
-    for (int64_t i = 0; i < g->n_eval; i++) {
-        if (isfinite(g->evals[i].f.fid))
-            ymax = fmax(ymax, g->evals[i].f.fid);
-        xmax = fmax(xmax, (double)g->evals[i].it);
-    }
-    ymax = ymax > 0 ? ymax : 1.0;
-    fprintf(f, "<svg id=\"fid\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
-               "height=\"%d\" viewBox=\"0 0 %d %d\">\n", W, H, W, H);
-    fprintf(f, "<rect x=\"%d\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
-               "stroke=\"#999\"/>\n", L, W - L, H - B);
-    for (int k = 0; k <= 4; k++)
-        fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.1f"
-                   "</text>\n", L - 4, (H - B) * (1.0 - k / 4.0) + 4, ymax * k / 4.0);
-    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\">iteration 0</text>\n", L, H - 10);
-    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">%.0f</text>\n",
-            W, H - 10, xmax);
-    fprintf(f, "<polyline class=\"curve\" data-name=\"fid\" fill=\"none\" stroke=\"#d62728\" "
-               "stroke-width=\"1.5\" points=\"");
-    for (int64_t i = 0; i < g->n_eval; i++) {
-        fid_point(g, i, xmax, ymax, &x, &y);
-        fprintf(f, "%.1f,%.1f ", x, y);
-    }
-    fprintf(f, "\"/>\n");
-    for (int64_t i = 0; i < g->n_eval && g->n_eval <= 200; i++) { /* one alone has no line */
-        fid_point(g, i, xmax, ymax, &x, &y);
-        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"#d62728\"/>\n", x, y);
-    }
-    fprintf(f, "<text x=\"%d\" y=\"16\" font-size=\"12\" fill=\"#d62728\">FID "
-               "(classifier features)</text>\n</svg>\n", W - 170);
+    chart c = {"fid", 240, 1, fid_keys, fid_names, fid_colors, g->n_eval, fid_point,
+               g->n_eval <= 200};
+    svg_chart(f, g, &c);
 }
 
 tg_status gan_log_report(gan_log *g, const char *png_path, const char *title)
