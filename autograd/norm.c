@@ -116,61 +116,174 @@ static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
+/* Channels per block in the [N, C] layout (S = 1): a block's columns of every row are
+ * contiguous, so per-channel sums run down the rows as vector adds over the block. */
+#define BN_COLS 64
+/* Partial sums per run in the [N, C, S] layout: sums over a contiguous run go into BN_LANES
+ * doubles (one vector add per BN_LANES values) and are added up at the end, in a fixed order. */
+#define BN_LANES 8
+
+/* sum(x[0..n)) in double, in BN_LANES partial sums (the order is fixed: thread-independent). */
+static inline void bn_acc_sum(double acc[BN_LANES], const float *restrict x, int64_t n)
+{
+    int64_t j = 0;
+    for (; j + BN_LANES <= n; j += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++)
+            acc[l] += x[j + l];
+    for (int l = 0; j + l < n; l++)
+        acc[l] += x[j + l];
+}
+
+/* sum((x - mu)^2) over a run, likewise. */
+static inline void bn_acc_sq(double acc[BN_LANES], const float *restrict x, int64_t n, double mu)
+{
+    int64_t j = 0;
+    for (; j + BN_LANES <= n; j += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) {
+            const double d = x[j + l] - mu;
+            acc[l] += d * d;
+        }
+    for (int l = 0; j + l < n; l++) {
+        const double d = x[j + l] - mu;
+        acc[l] += d * d;
+    }
+}
+
+/* sum(dy) and sum(dy * xhat) over a run, xhat = (x - mu) * is, likewise. */
+static inline void bn_acc_dy(double sdy[BN_LANES], double sdyx[BN_LANES], const float *restrict x,
+                             const float *restrict dy, int64_t n, float mu, float is)
+{
+    int64_t j = 0;
+    for (; j + BN_LANES <= n; j += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) {
+            sdy[l] += dy[j + l];
+            sdyx[l] += (double)dy[j + l] * ((x[j + l] - mu) * is);
+        }
+    for (int l = 0; j + l < n; l++) {
+        sdy[l] += dy[j + l];
+        sdyx[l] += (double)dy[j + l] * ((x[j + l] - mu) * is);
+    }
+}
+
+static inline double bn_lanes_total(const double acc[BN_LANES])
+{
+    double t = 0;
+    for (int l = 0; l < BN_LANES; l++)
+        t += acc[l];
+    return t;
+}
+
+/* Channel c's statistics from its sum of x and sum of squared deviations (training), or the
+ * running ones (eval); updates the running statistics in training. */
+static void batch_norm_stats(const batch_norm_params *p, int64_t c, int64_t m, double mu,
+                             double ss, float *mean, float *invstd)
+{
+    float *rm = p->running_mean ? p->running_mean->data : NULL;
+    float *rv = p->running_var ? p->running_var->data : NULL;
+    if (p->training) {
+        const double var = ss / (double)m;
+        mean[c] = (float)mu;
+        invstd[c] = (float)(1.0 / sqrt(var + (double)p->eps));
+        if (rm) {
+            const double mom = p->momentum;
+            rm[c] = (float)((1.0 - mom) * rm[c] + mom * mu);
+            rv[c] = (float)((1.0 - mom) * rv[c] + mom * var * (double)m / (double)(m - 1));
+        }
+    } else {
+        mean[c] = rm[c];
+        invstd[c] = (float)(1.0 / sqrt((double)rv[c] + (double)p->eps));
+    }
+}
+
+/* Two passes in double for the statistics: the one-pass sum-of-squares formula loses the
+ * variance to cancellation when |mean| >> std. */
 static void batch_norm_forward(tg_node *n)
 {
     const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
     const tg_tensor *x = n->in[0];
     const float *w = batch_norm_weight(n), *b = batch_norm_bias(n);
     const int64_t N = x->shape[0], C = x->shape[1], S = batch_norm_spatial(x), m = N * S;
-    float *rm = p->running_mean ? p->running_mean->data : NULL;
-    float *rv = p->running_var ? p->running_var->data : NULL;
     float *mean = n->scratch, *invstd = mean + C;
+    const float *xd = x->data;
     float *y = n->out->data;
 
-    TG_PARALLEL_FOR_WORK(C, m)
-    for (int64_t c = 0; c < C; c++) {
-        if (p->training) {
-            /* Two passes in double: the one-pass sum-of-squares formula loses the variance
-             * to cancellation when |mean| >> std. */
-            double s = 0;
-            for (int64_t i = 0; i < N; i++) {
-                const float *xc = x->data + (i * C + c) * S;
-                for (int64_t j = 0; j < S; j++)
-                    s += xc[j];
+    if (S == 1) {
+        /* [N, C]: blocks of BN_COLS channels, each summed down the rows. */
+        const int64_t blocks = (C + BN_COLS - 1) / BN_COLS;
+        TG_PARALLEL_FOR_WORK(blocks, N * BN_COLS)
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            const int64_t c0 = blk * BN_COLS, nc = C - c0 < BN_COLS ? C - c0 : BN_COLS;
+            double s[BN_COLS] = {0}, ss[BN_COLS] = {0}, mu[BN_COLS] = {0};
+            if (p->training) {
+                for (int64_t i = 0; i < N; i++)
+                    for (int64_t k = 0; k < nc; k++)
+                        s[k] += xd[i * C + c0 + k];
+                for (int64_t k = 0; k < nc; k++)
+                    mu[k] = s[k] / (double)m;
+                for (int64_t i = 0; i < N; i++)
+                    for (int64_t k = 0; k < nc; k++) {
+                        const double d = xd[i * C + c0 + k] - mu[k];
+                        ss[k] += d * d;
+                    }
             }
-            double mu = s / (double)m, ss = 0;
-            for (int64_t i = 0; i < N; i++) {
-                const float *xc = x->data + (i * C + c) * S;
-                for (int64_t j = 0; j < S; j++) {
-                    double d = xc[j] - mu;
-                    ss += d * d;
-                }
+            float fmu[BN_COLS], scale[BN_COLS], shift[BN_COLS];
+            for (int64_t k = 0; k < nc; k++) {
+                const int64_t c = c0 + k;
+                batch_norm_stats(p, c, m, mu[k], ss[k], mean, invstd);
+                fmu[k] = mean[c];
+                scale[k] = invstd[c] * (w ? w[c] : 1.0f);
+                shift[k] = b ? b[c] : 0.0f;
             }
-            double var = ss / (double)m;
-            mean[c] = (float)mu;
-            invstd[c] = (float)(1.0 / sqrt(var + (double)p->eps));
-            if (rm) {
-                double mom = p->momentum;
-                rm[c] = (float)((1.0 - mom) * rm[c] + mom * mu);
-                rv[c] = (float)((1.0 - mom) * rv[c] + mom * var * (double)m / (double)(m - 1));
-            }
-        } else {
-            mean[c] = rm[c];
-            invstd[c] = (float)(1.0 / sqrt((double)rv[c] + (double)p->eps));
+            for (int64_t i = 0; i < N; i++)
+                for (int64_t k = 0; k < nc; k++)
+                    y[i * C + c0 + k] = (xd[i * C + c0 + k] - fmu[k]) * scale[k] + shift[k];
         }
-        const float mu = mean[c], scale = invstd[c] * (w ? w[c] : 1.0f);
-        const float shift = b ? b[c] : 0.0f;
-        for (int64_t i = 0; i < N; i++) {
-            const float *xc = x->data + (i * C + c) * S;
-            float *yc = y + (i * C + c) * S;
-            for (int64_t j = 0; j < S; j++)
-                yc[j] = (xc[j] - mu) * scale + shift;
+    } else {
+        /* [N, C, S]: per channel, N contiguous runs of S. */
+        TG_PARALLEL_FOR_WORK(C, m)
+        for (int64_t c = 0; c < C; c++) {
+            double mu = 0, ss = 0;
+            if (p->training) {
+                double acc[BN_LANES] = {0};
+                for (int64_t i = 0; i < N; i++)
+                    bn_acc_sum(acc, xd + (i * C + c) * S, S);
+                mu = bn_lanes_total(acc) / (double)m;
+                double acc2[BN_LANES] = {0};
+                for (int64_t i = 0; i < N; i++)
+                    bn_acc_sq(acc2, xd + (i * C + c) * S, S, mu);
+                ss = bn_lanes_total(acc2);
+            }
+            batch_norm_stats(p, c, m, mu, ss, mean, invstd);
+            const float fmu = mean[c], scale = invstd[c] * (w ? w[c] : 1.0f);
+            const float shift = b ? b[c] : 0.0f;
+            for (int64_t i = 0; i < N; i++) {
+                const float *restrict xc = xd + (i * C + c) * S;
+                float *restrict yc = y + (i * C + c) * S;
+                for (int64_t j = 0; j < S; j++)
+                    yc[j] = (xc[j] - fmu) * scale + shift;
+            }
         }
     }
-    if (p->training && rm) {
+    if (p->training && p->running_mean) {
         tg_tensor_bump_version(p->running_mean);
         tg_tensor_bump_version(p->running_var);
     }
+}
+
+/* Channel c's parameter gradients from its sums, and the coefficients of its dx:
+ * dx = g * (dy - a - xhat * k). With sum(dxhat) = w*sdy and sum(dxhat*xhat) = w*sdyx the
+ * training formula becomes dx = w*invstd * (dy - sdy/m - xhat * sdyx/m). */
+static void batch_norm_dcoef(const batch_norm_params *p, const float *w, int64_t c, int64_t m,
+                             double sdy, double sdyx, float is, float *dw, float *db, float *g,
+                             float *a, float *k)
+{
+    if (dw)
+        dw[c] += (float)sdyx;
+    if (db)
+        db[c] += (float)sdy;
+    *g = is * (w ? w[c] : 1.0f);
+    *a = p->training ? (float)(sdy / (double)m) : 0.0f;
+    *k = p->training ? (float)(sdyx / (double)m) : 0.0f;
 }
 
 static void batch_norm_backward(tg_node *n)
@@ -180,39 +293,62 @@ static void batch_norm_backward(tg_node *n)
     const float *w = batch_norm_weight(n);
     const int64_t N = x->shape[0], C = x->shape[1], S = batch_norm_spatial(x), m = N * S;
     const float *mean = n->scratch, *invstd = mean + C;
-    const float *dy = n->out->grad->data;
+    const float *xd = x->data, *dy = n->out->grad->data;
     float *dx = tg_grad_of(n, 0);
     float *dw = p->has_weight ? tg_grad_of(n, 1) : NULL;
     float *db = p->has_bias ? tg_grad_of(n, p->has_weight ? 2 : 1) : NULL;
     const bool need_sums = dw || db || (dx && p->training);
+
+    if (S == 1) {
+        const int64_t blocks = (C + BN_COLS - 1) / BN_COLS;
+        TG_PARALLEL_FOR_WORK(blocks, N * BN_COLS)
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            const int64_t c0 = blk * BN_COLS, nc = C - c0 < BN_COLS ? C - c0 : BN_COLS;
+            double sdy[BN_COLS] = {0}, sdyx[BN_COLS] = {0};
+            float fmu[BN_COLS], fis[BN_COLS], g[BN_COLS], a[BN_COLS], k[BN_COLS];
+            for (int64_t q = 0; q < nc; q++) {
+                fmu[q] = mean[c0 + q];
+                fis[q] = invstd[c0 + q];
+            }
+            if (need_sums)
+                for (int64_t i = 0; i < N; i++)
+                    for (int64_t q = 0; q < nc; q++) {
+                        const float d = dy[i * C + c0 + q];
+                        sdy[q] += d;
+                        sdyx[q] += (double)d * ((xd[i * C + c0 + q] - fmu[q]) * fis[q]);
+                    }
+            for (int64_t q = 0; q < nc; q++)
+                batch_norm_dcoef(p, w, c0 + q, m, sdy[q], sdyx[q], fis[q], dw, db, &g[q], &a[q],
+                                 &k[q]);
+            if (!dx)
+                continue;
+            for (int64_t i = 0; i < N; i++)
+                for (int64_t q = 0; q < nc; q++) {
+                    const int64_t e = i * C + c0 + q;
+                    dx[e] += g[q] * (dy[e] - a[q] - (xd[e] - fmu[q]) * fis[q] * k[q]);
+                }
+        }
+        return;
+    }
 
     TG_PARALLEL_FOR_WORK(C, m)
     for (int64_t c = 0; c < C; c++) {
         const float mu = mean[c], is = invstd[c];
         double sdy = 0, sdyx = 0; /* sum(dy), sum(dy * xhat) over the channel */
         if (need_sums) {
-            for (int64_t i = 0; i < N; i++) {
-                const float *xc = x->data + (i * C + c) * S, *dyc = dy + (i * C + c) * S;
-                for (int64_t j = 0; j < S; j++) {
-                    sdy += dyc[j];
-                    sdyx += (double)dyc[j] * ((xc[j] - mu) * is);
-                }
-            }
+            double acc_dy[BN_LANES] = {0}, acc_dyx[BN_LANES] = {0};
+            for (int64_t i = 0; i < N; i++)
+                bn_acc_dy(acc_dy, acc_dyx, xd + (i * C + c) * S, dy + (i * C + c) * S, S, mu, is);
+            sdy = bn_lanes_total(acc_dy);
+            sdyx = bn_lanes_total(acc_dyx);
         }
-        if (dw)
-            dw[c] += (float)sdyx;
-        if (db)
-            db[c] += (float)sdy;
+        float g, a, k;
+        batch_norm_dcoef(p, w, c, m, sdy, sdyx, is, dw, db, &g, &a, &k);
         if (!dx)
             continue;
-        const float g = is * (w ? w[c] : 1.0f);
-        /* With sum(dxhat) = w*sdy and sum(dxhat*xhat) = w*sdyx the training formula becomes
-         * dx = w*invstd * (dy - sdy/m - xhat * sdyx/m). */
-        const float a = p->training ? (float)(sdy / (double)m) : 0.0f;
-        const float k = p->training ? (float)(sdyx / (double)m) : 0.0f;
         for (int64_t i = 0; i < N; i++) {
-            const float *xc = x->data + (i * C + c) * S, *dyc = dy + (i * C + c) * S;
-            float *dxc = dx + (i * C + c) * S;
+            const float *restrict xc = xd + (i * C + c) * S, *restrict dyc = dy + (i * C + c) * S;
+            float *restrict dxc = dx + (i * C + c) * S;
             for (int64_t j = 0; j < S; j++)
                 dxc[j] += g * (dyc[j] - a - (xc[j] - mu) * is * k);
         }
