@@ -479,37 +479,46 @@ static bool can_write(const char *path)
     return af != NULL;
 }
 
+/* Loads what `train` saved into a fresh state: the settings from the checkpoint's metadata, the
+ * models they describe, then the weights. On failure prints the message (bad input) and
+ * returns false; the caller frees *sd and *s either way. */
+static bool load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_state *s)
+{
+    char err[1024];
+    if (!(*sd = tg_data_load_safetensors(path))) {
+        fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+        return false;
+    }
+    if (!settings_get(*sd, path, rs, err, sizeof err)) {
+        fail(EXIT_BAD_INPUT, "%s", err);
+        return false;
+    }
+    gan_widths w = gan_widths_default(rs->width_div);
+    if (gan_state_init(s, (gan_recipe)rs->recipe, (gan_generator)rs->generator, &w,
+                       (gan_step_mode)rs->step, rs->lr, rs->beta1, rs->seed) != TG_OK ||
+        gan_load_state_dict(s, *sd) != TG_OK) {
+        fail(EXIT_BAD_INPUT, "%s: %s", path, tg_last_error());
+        return false;
+    }
+    return true;
+}
+
 static int sample(const gan_options *o)
 {
-    char err[1024], idx_images[4096];
+    char idx_images[4096];
     /* An output path that cannot be written is bad input: say so before any work. */
     snprintf(idx_images, sizeof idx_images, "%s-images-idx3-ubyte",
              o->idx_prefix ? o->idx_prefix : "");
     if (!can_write(o->png_out) || (o->idx_prefix && !can_write(idx_images)))
         return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
-    tg_state_dict *sd = tg_data_load_safetensors(o->checkpoint);
-    if (!sd)
-        return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+    tg_state_dict *sd = NULL;
     run_settings rs;
     gan_state s = {0};
-    tg_tensor *z = NULL, *img = NULL;
+    tg_tensor *img = NULL;
     int code = EXIT_BAD_INPUT;
-    if (!settings_get(sd, o->checkpoint, &rs, err, sizeof err)) {
-        fail(code, "%s", err);
+    if (!load_trained(o->checkpoint, &sd, &rs, &s))
         goto done;
-    }
-    gan_widths w = gan_widths_default(rs.width_div);
-    if (gan_state_init(&s, (gan_recipe)rs.recipe, (gan_generator)rs.generator, &w,
-                       (gan_step_mode)rs.step, rs.lr, rs.beta1, rs.seed) != TG_OK ||
-        gan_load_state_dict(&s, sd) != TG_OK) {
-        fail(code, "%s: %s", o->checkpoint, tg_last_error());
-        goto done;
-    }
-    tg_rng rng;
-    tg_rng_seed(&rng, o->seed);
-    z = tg_tensor_new(TG_DIMS(o->n, w.nz));
-    tg_tensor_normal_(z, &rng, 0.0f, 1.0f);
-    img = gan_generate(&s, z);
+    img = gan_generate_n(&s, o->n, o->seed);
     code = 1;
     if (!img || tg_data_write_png_grid(o->png_out, img, GRID_COLS, o->grid_scale) != TG_OK) {
         fail(code, "%s", tg_last_error());
@@ -537,7 +546,6 @@ static int sample(const gan_options *o)
            o->png_out, o->idx_prefix ? " and " : "", o->idx_prefix ? o->idx_prefix : "");
     code = 0;
 done:
-    tg_release(z);
     tg_release(img);
     gan_state_free(&s);
     tg_state_dict_free(sd);
@@ -552,9 +560,7 @@ done:
 static int evaluate(const gan_options *o)
 {
     char err[1024], json[4096];
-    tg_state_dict *sd = tg_data_load_safetensors(o->checkpoint);
-    if (!sd)
-        return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+    tg_state_dict *sd = NULL;
     int code = EXIT_BAD_INPUT;
     run_settings rs;
     long long iteration;
@@ -565,16 +571,10 @@ static int evaluate(const gan_options *o)
     tg_tensor *real_test = NULL, *real_train = NULL, *gen = NULL;
     gan_stats ref = {0};
     gan_figures figs[3];
-    if (!settings_get(sd, o->checkpoint, &rs, err, sizeof err) ||
-        !meta_get(sd, o->checkpoint, "iteration", err, sizeof err, 1, "%lld", &iteration)) {
-        fail(code, "%s", err);
+    if (!load_trained(o->checkpoint, &sd, &rs, &s))
         goto done;
-    }
-    gan_widths w = gan_widths_default(rs.width_div);
-    if (gan_state_init(&s, (gan_recipe)rs.recipe, (gan_generator)rs.generator, &w,
-                       (gan_step_mode)rs.step, rs.lr, rs.beta1, rs.seed) != TG_OK ||
-        gan_load_state_dict(&s, sd) != TG_OK) {
-        fail(code, "%s: %s", o->checkpoint, tg_last_error());
+    if (!meta_get(sd, o->checkpoint, "iteration", err, sizeof err, 1, "%lld", &iteration)) {
+        fail(code, "%s", err);
         goto done;
     }
     const char *slash = strrchr(o->checkpoint, '/');
