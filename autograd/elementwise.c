@@ -167,12 +167,14 @@ static void ew_unary_forward(tg_node *n, ew_unary_fwd_fn f)
         f(y + r * EW_RUN, x + r * EW_RUN, ew_min64(EW_RUN, N - r * EW_RUN), p);
 }
 
-static void ew_unary_backward(tg_node *n, ew_unary_bwd_fn f)
+/* add accumulates into dx; set assigns, for a fresh dx (tg_grad_fresh). */
+static void ew_unary_backward(tg_node *n, ew_unary_bwd_fn add, ew_unary_bwd_fn set)
 {
     const ew_params *p = TG_PARAMS(n, ew_params);
     float *dx = tg_grad_of(n, 0);
     if (!dx)
         return;
+    const ew_unary_bwd_fn f = tg_grad_fresh(n, 0) ? set : add;
     const float *x = n->in[0]->data, *y = n->out->data, *dy = n->out->grad->data;
     const int64_t N = n->out->numel, runs = (N + EW_RUN - 1) / EW_RUN;
     if (runs <= 1) { /* one run: skip the OpenMP runtime (see TG_PARALLEL_MIN) */
@@ -456,6 +458,21 @@ static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
  * a, b and the parameters). */
 #define EW_UNPAREN(...) __VA_ARGS__
 
+/* A unary backward kernel: dx ASSIGN dy * dy/dx, ASSIGN being += or = (a fresh dx). */
+#define EW_UNARY_BWD(OP, suffix, ASSIGN, DECL, deriv)                                              \
+    static void OP##suffix(float *restrict ew_dx, const float *restrict ew_dy,                     \
+                           const float *restrict ew_x, const float *restrict ew_y,                 \
+                           int64_t ew_len, const ew_params *ew_p)                                  \
+    {                                                                                              \
+        DECL for (int64_t ew_j = 0; ew_j < ew_len; ew_j++)                                         \
+        {                                                                                          \
+            const float x = ew_x[ew_j], y = ew_y[ew_j];                                            \
+            (void)x;                                                                               \
+            (void)y;                                                                               \
+            ew_dx[ew_j] ASSIGN ew_dy[ew_j] * (deriv);                                              \
+        }                                                                                          \
+    }
+
 #define EW_UNARY_IMPL(OP, DECL, SIG, ARGS, fwd, deriv, ...)                                        \
     static void OP##_fwd(float *restrict ew_y, const float *restrict ew_x, int64_t ew_len,         \
                          const ew_params *ew_p)                                                    \
@@ -466,25 +483,15 @@ static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
             ew_y[ew_j] = (fwd);                                                                    \
         }                                                                                          \
     }                                                                                              \
-    static void OP##_bwd(float *restrict ew_dx, const float *restrict ew_dy,                       \
-                         const float *restrict ew_x, const float *restrict ew_y, int64_t ew_len,   \
-                         const ew_params *ew_p)                                                    \
-    {                                                                                              \
-        DECL for (int64_t ew_j = 0; ew_j < ew_len; ew_j++)                                         \
-        {                                                                                          \
-            const float x = ew_x[ew_j], y = ew_y[ew_j];                                            \
-            (void)x;                                                                               \
-            (void)y;                                                                               \
-            ew_dx[ew_j] += ew_dy[ew_j] * (deriv);                                                  \
-        }                                                                                          \
-    }                                                                                              \
+    EW_UNARY_BWD(OP, _bwd, +=, DECL, deriv)                                                        \
+    EW_UNARY_BWD(OP, _bwd_set, =, DECL, deriv)                                                     \
     static void OP##_forward(tg_node *n)                                                           \
     {                                                                                              \
         ew_unary_forward(n, OP##_fwd);                                                             \
     }                                                                                              \
     static void OP##_backward(tg_node *n)                                                          \
     {                                                                                              \
-        ew_unary_backward(n, OP##_bwd);                                                            \
+        ew_unary_backward(n, OP##_bwd, OP##_bwd_set);                                             \
     }                                                                                              \
     static const tg_case OP##_cases[] = {__VA_ARGS__, {0}};                                        \
     const tg_op tg_op_##OP = {.name = #OP,                                                         \
@@ -492,7 +499,8 @@ static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
                               .check = ew_unary_check,                                             \
                               .forward = OP##_forward,                                             \
                               .backward = OP##_backward,                                           \
-                              .cases = OP##_cases};                                                \
+                              .cases = OP##_cases,                                                 \
+                              .fresh_grads = true};                                                \
     tg_tensor *tg_##OP SIG                                                                         \
     {                                                                                              \
         const ew_params ew_p = {EW_UNPAREN ARGS};                                                  \

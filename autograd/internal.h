@@ -51,11 +51,15 @@ struct tg_op {
     /* Computes n->out from n->in. Cannot fail; allocates nothing. */
     void (*forward)(tg_node *n);
     /* Accumulates into n->in[i]->grad (allocated, zeroed or holding earlier contributions) for
-     * every input with requires_grad, from n->out->grad. A pure function of the node. */
+     * every input with requires_grad, from n->out->grad; with fresh_grads, assigns where
+     * tg_grad_fresh says the buffer is new. A pure function of the node. */
     void (*backward)(tg_node *n);
     const tg_case *cases;  /* gradcheck cases, ended by an all-zero entry */
     const char *no_case_reason; /* why an op has no case (the suite fails an op with neither) */
     bool view;             /* the output shares input 0's storage (reshape, flatten) */
+    /* backward honours tg_grad_fresh: it assigns (=) every element of a gradient the tape
+     * allocated for it uninitialised, instead of zero-filling it first and adding. */
+    bool fresh_grads;
 };
 
 /* A recorded application of an op. Holds (retains) its inputs, never its output. */
@@ -68,6 +72,7 @@ struct tg_node {
     uint64_t out_version;
     void *scratch;         /* saved state from forward, n->scratch_bytes long */
     size_t scratch_bytes;
+    uint32_t grad_fresh;   /* bit i: input i's gradient is fresh (see tg_grad_fresh) */
     _Alignas(16) unsigned char params[TG_MAX_PARAMS];
 };
 
@@ -88,6 +93,16 @@ tg_tensor *tg_apply2(const tg_op *op, const void *params, size_t params_size, tg
 static inline float *tg_grad_of(const tg_node *n, int i)
 {
     return n->in[i]->requires_grad && n->in[i]->grad ? n->in[i]->grad->data : NULL;
+}
+
+/* True when input i's gradient buffer was just allocated for this backward and left
+ * uninitialised (only ever for an op with fresh_grads): the op must then write every element of
+ * it (=) instead of adding to it. Saves the zero-fill and the read of the zeros on every large
+ * activation gradient; an input that gets its gradient from several ops gets it fresh only in
+ * the first backward to reach it. */
+static inline bool tg_grad_fresh(const tg_node *n, int i)
+{
+    return (n->grad_fresh >> i) & 1u;
 }
 
 /* Shape of tensor t as "[2, 3]" in a caller's buffer (for messages). */

@@ -273,14 +273,19 @@ static void batch_norm_forward(tg_node *n)
 /* Channel c's parameter gradients from its sums, and the coefficients of its dx:
  * dx = g * (dy - a - xhat * k). With sum(dxhat) = w*sdy and sum(dxhat*xhat) = w*sdyx the
  * training formula becomes dx = w*invstd * (dy - sdy/m - xhat * sdyx/m). */
+typedef struct {
+    float *dx, *dw, *db;            /* NULL when not wanted */
+    bool dx_set, dw_set, db_set;    /* fresh (tg_grad_fresh): assign instead of adding */
+} batch_norm_grads;
+
 static void batch_norm_dcoef(const batch_norm_params *p, const float *w, int64_t c, int64_t m,
-                             double sdy, double sdyx, float is, float *dw, float *db, float *g,
-                             float *a, float *k)
+                             double sdy, double sdyx, float is, const batch_norm_grads *gr,
+                             float *g, float *a, float *k)
 {
-    if (dw)
-        dw[c] += (float)sdyx;
-    if (db)
-        db[c] += (float)sdy;
+    if (gr->dw)
+        gr->dw[c] = (float)sdyx + (gr->dw_set ? 0.0f : gr->dw[c]);
+    if (gr->db)
+        gr->db[c] = (float)sdy + (gr->db_set ? 0.0f : gr->db[c]);
     *g = is * (w ? w[c] : 1.0f);
     *a = p->training ? (float)(sdy / (double)m) : 0.0f;
     *k = p->training ? (float)(sdyx / (double)m) : 0.0f;
@@ -294,10 +299,13 @@ static void batch_norm_backward(tg_node *n)
     const int64_t N = x->shape[0], C = x->shape[1], S = batch_norm_spatial(x), m = N * S;
     const float *mean = n->scratch, *invstd = mean + C;
     const float *xd = x->data, *dy = n->out->grad->data;
-    float *dx = tg_grad_of(n, 0);
-    float *dw = p->has_weight ? tg_grad_of(n, 1) : NULL;
-    float *db = p->has_bias ? tg_grad_of(n, p->has_weight ? 2 : 1) : NULL;
-    const bool need_sums = dw || db || (dx && p->training);
+    const int iw = 1, ib = p->has_weight ? 2 : 1;
+    const batch_norm_grads gr = {
+        .dx = tg_grad_of(n, 0), .dx_set = tg_grad_fresh(n, 0),
+        .dw = p->has_weight ? tg_grad_of(n, iw) : NULL, .dw_set = tg_grad_fresh(n, iw),
+        .db = p->has_bias ? tg_grad_of(n, ib) : NULL, .db_set = tg_grad_fresh(n, ib)};
+    float *dx = gr.dx;
+    const bool need_sums = gr.dw || gr.db || (dx && p->training);
 
     if (S == 1) {
         const int64_t blocks = (C + BN_COLS - 1) / BN_COLS;
@@ -318,15 +326,20 @@ static void batch_norm_backward(tg_node *n)
                         sdyx[q] += (double)d * ((xd[i * C + c0 + q] - fmu[q]) * fis[q]);
                     }
             for (int64_t q = 0; q < nc; q++)
-                batch_norm_dcoef(p, w, c0 + q, m, sdy[q], sdyx[q], fis[q], dw, db, &g[q], &a[q],
+                batch_norm_dcoef(p, w, c0 + q, m, sdy[q], sdyx[q], fis[q], &gr, &g[q], &a[q],
                                  &k[q]);
             if (!dx)
                 continue;
-            for (int64_t i = 0; i < N; i++)
-                for (int64_t q = 0; q < nc; q++) {
-                    const int64_t e = i * C + c0 + q;
-                    dx[e] += g[q] * (dy[e] - a[q] - (xd[e] - fmu[q]) * fis[q] * k[q]);
-                }
+            for (int64_t i = 0; i < N; i++) {
+                const float *restrict dyr = dy + i * C + c0, *restrict xr = xd + i * C + c0;
+                float *restrict dxr = dx + i * C + c0;
+                if (gr.dx_set)
+                    for (int64_t q = 0; q < nc; q++)
+                        dxr[q] = g[q] * (dyr[q] - a[q] - (xr[q] - fmu[q]) * fis[q] * k[q]);
+                else
+                    for (int64_t q = 0; q < nc; q++)
+                        dxr[q] += g[q] * (dyr[q] - a[q] - (xr[q] - fmu[q]) * fis[q] * k[q]);
+            }
         }
         return;
     }
@@ -343,14 +356,18 @@ static void batch_norm_backward(tg_node *n)
             sdyx = bn_lanes_total(acc_dyx);
         }
         float g, a, k;
-        batch_norm_dcoef(p, w, c, m, sdy, sdyx, is, dw, db, &g, &a, &k);
+        batch_norm_dcoef(p, w, c, m, sdy, sdyx, is, &gr, &g, &a, &k);
         if (!dx)
             continue;
         for (int64_t i = 0; i < N; i++) {
             const float *restrict xc = xd + (i * C + c) * S, *restrict dyc = dy + (i * C + c) * S;
             float *restrict dxc = dx + (i * C + c) * S;
-            for (int64_t j = 0; j < S; j++)
-                dxc[j] += g * (dyc[j] - a - (xc[j] - mu) * is * k);
+            if (gr.dx_set)
+                for (int64_t j = 0; j < S; j++)
+                    dxc[j] = g * (dyc[j] - a - (xc[j] - mu) * is * k);
+            else
+                for (int64_t j = 0; j < S; j++)
+                    dxc[j] += g * (dyc[j] - a - (xc[j] - mu) * is * k);
         }
     }
 }
@@ -391,7 +408,7 @@ static const tg_case batch_norm_cases[] = {
 };
 const tg_op tg_op_batch_norm = {.name = "batch_norm", .n_in = -1, .check = batch_norm_check,
                                 .forward = batch_norm_forward, .backward = batch_norm_backward,
-                                .cases = batch_norm_cases};
+                                .cases = batch_norm_cases, .fresh_grads = true};
 
 tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                          tg_tensor *running_mean, tg_tensor *running_var, bool training,

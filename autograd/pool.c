@@ -4,12 +4,14 @@
  * the kernel, max pool pads with -inf, avg pool counts the padding as zeros and always divides
  * by kernel * kernel (count_include_pad = true). Every kernel runs over the N*C planes, one
  * plane per iteration, so the backward scatters stay inside one plane and are race-free when
- * the planes are split between threads. */
+ * the planes are split between threads. A fresh gradient (tg_grad_fresh) is zeroed one plane
+ * at a time just before its scatter, while the plane is in cache, instead of by the tape. */
 #include "internal.h"
 
 #include "../tensor/parallel.h"
 
 #include <math.h>
+#include <string.h>
 
 typedef struct {
     int kernel, stride, padding;
@@ -145,11 +147,14 @@ static void max_pool2d_backward(tg_node *n)
     int64_t HWo = n->out->shape[2] * n->out->shape[3];
     const float *dy = n->out->grad->data;
     const int32_t *arg = n->scratch;
+    const bool fresh = tg_grad_fresh(n, 0);
     TG_PARALLEL_FOR_WORK(P, HWo)
     for (int64_t pl = 0; pl < P; pl++) {
         float *dxp = dx + pl * HW;
         const float *dyp = dy + pl * HWo;
         const int32_t *ap = arg + pl * HWo;
+        if (fresh)
+            memset(dxp, 0, sizeof(float) * (size_t)HW);
         for (int64_t o = 0; o < HWo; o++)
             dxp[ap[o]] += dyp[o];
     }
@@ -180,7 +185,8 @@ static const tg_case max_pool2d_cases[] = {
 };
 const tg_op tg_op_max_pool2d = {.name = "max_pool2d", .n_in = 1, .check = max_pool2d_check,
                                 .forward = max_pool2d_forward,
-                                .backward = max_pool2d_backward, .cases = max_pool2d_cases};
+                                .backward = max_pool2d_backward, .cases = max_pool2d_cases,
+                                .fresh_grads = true};
 
 tg_tensor *tg_max_pool2d(tg_tensor *x, int kernel, int stride, int padding)
 {
@@ -238,10 +244,13 @@ static void avg_pool2d_backward(tg_node *n)
     int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
     float area = (float)(p->kernel * p->kernel);
     const float *dy = n->out->grad->data;
+    const bool fresh = tg_grad_fresh(n, 0);
     TG_PARALLEL_FOR_WORK(P, Ho * Wo * p->kernel * p->kernel)
     for (int64_t pl = 0; pl < P; pl++) {
         float *dxp = dx + pl * H * W;
         const float *dyp = dy + pl * Ho * Wo;
+        if (fresh)
+            memset(dxp, 0, sizeof(float) * (size_t)(H * W));
         for (int64_t oh = 0; oh < Ho; oh++) {
             int64_t h0, h1;
             pool_window(oh, p, H, &h0, &h1);
@@ -266,7 +275,8 @@ static const tg_case avg_pool2d_cases[] = {
 };
 const tg_op tg_op_avg_pool2d = {.name = "avg_pool2d", .n_in = 1, .check = avg_pool2d_check,
                                 .forward = avg_pool2d_forward,
-                                .backward = avg_pool2d_backward, .cases = avg_pool2d_cases};
+                                .backward = avg_pool2d_backward, .cases = avg_pool2d_cases,
+                                .fresh_grads = true};
 
 tg_tensor *tg_avg_pool2d(tg_tensor *x, int kernel, int stride, int padding)
 {

@@ -4,10 +4,13 @@
  * column two input columns, with weights that depend only on the row (or column) index. Those
  * indices and weights are computed once per call into two small tables kept in the node's
  * scratch; the forward and the backward (its exact transpose) both read them. Kernels run over
- * the N*C planes, so the backward's scatter stays inside one plane and is race-free. */
+ * the N*C planes, so the backward's scatter stays inside one plane and is race-free; a fresh
+ * gradient (tg_grad_fresh) is zeroed plane by plane just before its scatter, while in cache. */
 #include "internal.h"
 
 #include "../tensor/parallel.h"
+
+#include <string.h>
 
 typedef struct {
     int scale;
@@ -146,11 +149,14 @@ static void upsample_backward(tg_node *n)
     int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
     int64_t s = p->scale;
     const float *dy = n->out->grad->data;
+    const bool fresh = tg_grad_fresh(n, 0);
     if (p->mode == TG_UPSAMPLE_NEAREST) {
         TG_PARALLEL_FOR_WORK(P, Ho * Wo)
         for (int64_t pl = 0; pl < P; pl++) {
             float *dxp = dx + pl * H * W;
             const float *dyp = dy + pl * Ho * Wo;
+            if (fresh)
+                memset(dxp, 0, sizeof(float) * (size_t)(H * W));
             for (int64_t oh = 0; oh < Ho; oh++) {
                 float *dxr = dxp + (oh / s) * W;
                 const float *dyr = dyp + oh * Wo;
@@ -169,6 +175,8 @@ static void upsample_backward(tg_node *n)
     for (int64_t pl = 0; pl < P; pl++) {
         float *dxp = dx + pl * H * W;
         const float *dyp = dy + pl * Ho * Wo;
+        if (fresh)
+            memset(dxp, 0, sizeof(float) * (size_t)(H * W));
         for (int64_t oh = 0; oh < Ho; oh++) {
             const lerp_entry r = rows[oh];
             float *da = dxp + r.i0 * W, *db = dxp + r.i1 * W;
@@ -211,7 +219,7 @@ static const tg_case upsample_cases[] = {
 };
 const tg_op tg_op_upsample = {.name = "upsample", .n_in = 1, .check = upsample_check,
                               .forward = upsample_forward, .backward = upsample_backward,
-                              .cases = upsample_cases};
+                              .cases = upsample_cases, .fresh_grads = true};
 
 tg_tensor *tg_upsample(tg_tensor *x, int scale, tg_upsample_mode mode)
 {

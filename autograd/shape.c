@@ -210,6 +210,10 @@ static void view_backward(tg_node *n)
     int64_t count = n->out->numel;
     if (!dx)
         return;
+    if (tg_grad_fresh(n, 0)) {
+        memcpy(dx, dy, sizeof(float) * (size_t)count);
+        return;
+    }
     TG_PARALLEL_FOR(count)
     for (int64_t i = 0; i < count; i++)
         dx[i] += dy[i];
@@ -234,10 +238,10 @@ static const tg_case flatten_cases[] = {
 
 const tg_op tg_op_reshape = {.name = "reshape", .n_in = 1, .check = reshape_check,
                              .forward = view_forward, .backward = view_backward,
-                             .cases = reshape_cases, .view = true};
+                             .cases = reshape_cases, .view = true, .fresh_grads = true};
 const tg_op tg_op_flatten = {.name = "flatten", .n_in = 1, .check = flatten_check,
                              .forward = view_forward, .backward = view_backward,
-                             .cases = flatten_cases, .view = true};
+                             .cases = flatten_cases, .view = true, .fresh_grads = true};
 
 tg_tensor *tg_reshape(tg_tensor *x, int ndim, const int64_t *shape)
 {

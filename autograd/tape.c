@@ -156,6 +156,7 @@ tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int
     n->out = NULL;
     n->scratch = NULL;
     n->scratch_bytes = 0;
+    n->grad_fresh = 0;
     if (params_size)
         memcpy(n->params, params, params_size);
     memset(n->params + params_size, 0, TG_MAX_PARAMS - params_size);
@@ -262,15 +263,31 @@ static tg_status version_check(const tg_node *n)
     return TG_OK;
 }
 
-/* Gives every input of n that requires grad a gradient buffer (zeros when new). */
+/* True when input i of n is also another of its inputs (tg_mul(x, x)): its gradient gets
+ * contributions from both, so it cannot start uninitialised. */
+static bool input_repeated(const tg_node *n, int i)
+{
+    for (int j = 0; j < n->n_in; j++)
+        if (j != i && n->in[j] == n->in[i])
+            return true;
+    return false;
+}
+
+/* Gives every input of n that requires grad a gradient buffer: zeros when new, or, for an op
+ * with fresh_grads, an uninitialised one marked fresh (tg_grad_fresh) that its backward
+ * overwrites. */
 static tg_status ensure_input_grads(tg_node *n)
 {
+    n->grad_fresh = 0;
     for (int i = 0; i < n->n_in; i++) {
         tg_tensor *x = n->in[i];
         if (x->requires_grad && !x->grad) {
-            x->grad = tg_tensor_zeros(x->ndim, x->shape);
+            const bool fresh = n->op->fresh_grads && !input_repeated(n, i);
+            x->grad = fresh ? tg_tensor_new(x->ndim, x->shape)
+                            : tg_tensor_zeros(x->ndim, x->shape);
             if (!x->grad)
                 return tg_last_status();
+            n->grad_fresh |= (uint32_t)fresh << i;
         }
     }
     return TG_OK;
