@@ -13,7 +13,8 @@
  * the RSS before the first iteration. Defaults: 20 timed iterations after 3 warm-up ones.
  *
  * layers: forward + backward of every layer of G (both variants) and D alone, at the input
- * shape it sees in the GAN: a fresh tape, forward, tg_backward_grad with a random dy, tape end.
+ * shape it sees in the GAN: a fresh tape, forward, tg_backward_grad with a random dy, tape end
+ * (less the copy of dy that seeds the output's gradient: PyTorch's backward(dy) makes none).
  * One JSON line per layer with the median wall and CPU seconds (--only KEY: that layer alone,
  * e.g. G_upsample.8, for profiling).
  *
@@ -251,7 +252,8 @@ static void layers_free(layer_set *ls)
 }
 
 /* Wall and CPU seconds of reps forward+backward passes of layer l, after warmup untimed ones:
- * a fresh grad tape, forward, tg_backward_grad with the layer's random dy, tape end. */
+ * a fresh grad tape, forward, tg_backward_grad with the layer's random dy, tape end; less the
+ * time of the copy of dy that tg_backward_grad makes (measured right after). */
 static void layer_time(const layer *l, int reps, int warmup, double *wall, double *cpu)
 {
     for (int r = -warmup; r < reps; r++) {
@@ -261,9 +263,15 @@ static void layer_time(const layer *l, int reps, int warmup, double *wall, doubl
         if (!y || tg_backward_grad(y, l->dy) != TG_OK)
             die(l->key);
         tg_tape_end(tape);
+        double c1 = cpu_now(), t1 = now();
+        /* tg_backward_grad copies dy to seed the output's gradient; PyTorch's backward(dy)
+         * uses dy as it is, and in training the seed is a single 1. Time that copy alone and
+         * leave it out. */
+        tg_release(tg_tensor_clone(l->dy));
+        double seed_cpu = cpu_now() - c1, seed_wall = now() - t1;
         if (r >= 0) {
-            wall[r] = now() - t0;
-            cpu[r] = cpu_now() - c0;
+            wall[r] = t1 - t0 - seed_wall;
+            cpu[r] = c1 - c0 - seed_cpu;
         }
         /* as torch_gan.py's p.grad = None, outside the timed region */
         tg_module_zero_grad(l->m);

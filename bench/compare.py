@@ -180,6 +180,7 @@ def machine(args):
     info["torch"] = json.loads(subprocess.run([PYTHON, TORCH_SCRIPT, "info", "--threads", "2"],
                                               env=env, text=True, capture_output=True,
                                               check=True).stdout)
+    info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "")
     info["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE", "")
     info["OPENBLAS_L2_SIZE"] = os.environ.get("OPENBLAS_L2_SIZE", "")
     try:
@@ -259,8 +260,9 @@ def markdown(res, rows):
         "%s" % (thi["torch"], thi["parallel_info"], ob.get("flavour", "?"),
                 ob.get("corename", "?"), thi["mkldnn"], thi.get("cpu_capability", "")),
         "- OPENBLAS_CORETYPE=%s, OPENBLAS_L2_SIZE=%s in the environment (the machine's "
-        "setting; both sides ran with it)" % (m["OPENBLAS_CORETYPE"] or "(unset)",
-                                              m["OPENBLAS_L2_SIZE"] or "(unset)"),
+        "setting; both sides ran with it); OMP_WAIT_POLICY=%s" % (
+            m["OPENBLAS_CORETYPE"] or "(unset)", m["OPENBLAS_L2_SIZE"] or "(unset)",
+            m.get("OMP_WAIT_POLICY") or "(unset: libgomp spins, then sleeps)"),
         "- 1-minute load average during the run: %.1f to %.1f (2 cores; other jobs were "
         "running). %s" % (res["load_min"], res["load_max"], res["load_note"]),
         "- Iterations: tutorial recipe, tutorial step, batch 128, Adam lr 2e-4 beta1 0.9; "

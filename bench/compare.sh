@@ -1,7 +1,8 @@
 #!/bin/bash
 # compare.sh — tapegrad against PyTorch on the mnist_gan training iteration, in one command.
 #
-#   bench/compare.sh [--build DIR] [--quick] [--out PREFIX] [--coretype NAME] [-- compare.py options]
+#   bench/compare.sh [--build DIR] [--quick] [--out PREFIX] [--coretype NAME] [--passive]
+#                    [-- compare.py options]
 #
 # Builds bench_gan and bench_core (in DIR if it is a build directory already, else with
 # scripts/tg build; default DIR: $TG_BUILD or build), then runs bench/compare.py: both sides
@@ -14,6 +15,9 @@
 #   --coretype NAME   run everything a second time with OPENBLAS_CORETYPE=NAME for both sides
 #                     (native: with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so OpenBLAS
 #                     picks its own kernels), written to PREFIX-NAME.*
+#   --passive         then the iterations again with OMP_WAIT_POLICY=passive for both sides
+#                     (PREFIX-passive.*): on a machine shared with other jobs, libgomp's default
+#                     spin-waiting makes 2-thread runs of both sides several times slower
 #
 # DESIGN.md §8: where OpenBLAS runs its Prescott kernels on a CPU with AVX-512, a second run with
 # OPENBLAS_CORETYPE=SkylakeX follows by itself. The environment's own OPENBLAS_CORETYPE is
@@ -28,6 +32,7 @@ out=bench/results/latest
 out_given=0
 quick=()
 coretype=
+passive=0
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -35,8 +40,9 @@ while [ $# -gt 0 ]; do
     --quick) quick=(--iters 5 --warmup 1 --reps 5 --tiny-runs 1); shift ;;
     --out) out=$2; out_given=1; shift 2 ;;
     --coretype) coretype=$2; shift 2 ;;
+    --passive) passive=1; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h | --help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -63,26 +69,31 @@ outputs() { # prefix
     echo --json "$1.json" --md "$1.md"
 }
 
-run() { # prefix, then the environment changes for this run as VAR=value or -u VAR
-    local prefix=$1
-    shift
-    # shellcheck disable=SC2046  # outputs prints whole words
+run() { # prefix, compare.py options (or -), then environment changes (VAR=value or -u VAR)
+    local prefix=$1 opts=$2
+    shift 2
+    [ "$opts" = - ] && opts=
+    # shellcheck disable=SC2046,SC2086  # outputs and opts print whole words
     env "$@" /usr/bin/python3 bench/compare.py --bench-gan "$bench_gan" --bench-core "$bench_core" \
-        ${quick[@]+"${quick[@]}"} $(outputs "$prefix") ${extra[@]+"${extra[@]}"}
+        ${quick[@]+"${quick[@]}"} $(outputs "$prefix") $opts ${extra[@]+"${extra[@]}"}
 }
 
 corename=$("$bench_gan" info | sed -n 's/.*, \([A-Za-z0-9]*\) kernels.*/\1/p')
 say "OpenBLAS kernels: $corename (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"
-run "$out"
+run "$out" -
 
 if [ "$corename" = Prescott ] && grep -qw avx512f /proc/cpuinfo; then
     say "OpenBLAS fell back to Prescott on an AVX-512 CPU: again with OPENBLAS_CORETYPE=SkylakeX"
-    run "$out-skylakex" OPENBLAS_CORETYPE=SkylakeX
+    run "$out-skylakex" - OPENBLAS_CORETYPE=SkylakeX
 fi
 if [ "$coretype" = native ]; then
     say "again with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (OpenBLAS's own choice)"
-    run "$out-native" -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
+    run "$out-native" - -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 elif [ -n "$coretype" ]; then
     say "again with OPENBLAS_CORETYPE=$coretype"
-    run "$out-$coretype" OPENBLAS_CORETYPE="$coretype"
+    run "$out-$coretype" - OPENBLAS_CORETYPE="$coretype"
+fi
+if [ $passive -eq 1 ]; then
+    say "the iterations again with OMP_WAIT_POLICY=passive (threads sleep instead of spinning)"
+    run "$out-passive" "--no-layers --no-tiny" OMP_WAIT_POLICY=passive
 fi

@@ -284,7 +284,7 @@ def run_info(args):
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
                       "parallel_info": summary, "mkldnn": torch.backends.mkldnn.is_available(),
                       "openblas": openblas_info(),
-                      "cpu_capability": next((l.strip() for l in torch.__config__.show()
+                      "cpu_capability": next((l.strip(" -") for l in torch.__config__.show()
                                               .splitlines() if "CPU capability" in l), "")}))
 
 
