@@ -262,6 +262,7 @@ static void test_bad_flags(void **state)
     expect_bad_input((const char *[]){"--epochs", "0", NULL}, "from 1 to");
     expect_bad_input((const char *[]){"--frobnicate", NULL}, "unknown flag '--frobnicate'");
     expect_bad_input((const char *[]){"--lr", "-1", NULL}, "--lr '-1'");
+    expect_bad_input((const char *[]){"--lr-decay", "1.5", NULL}, "--lr-decay '1.5'");
     expect_bad_input((const char *[]){"--batch", NULL}, "--batch needs a value");
     expect_bad_input((const char *[]){"--dataset", "cifar", NULL}, "mnist or fashion");
     expect_bad_input((const char *[]){"--data", data_dir, "--dataset", "mnist", NULL},
