@@ -60,4 +60,27 @@ static inline int tg_test_teardown(void **state)
             fail_msg("%s = %.7g, expected %.7g (tolerance %g)", #a, a_, b_, (double)(tol));   \
     } while (0)
 
+/* Every element within 1e-4 relative of a PyTorch reference, with a 1e-5 floor near zero. */
+static inline void assert_golden(const char *what, const float *got, const float *want,
+                                 int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double tol = 1e-5 + 1e-4 * fabs((double)want[i]);
+        if (!(fabs((double)got[i] - want[i]) <= tol))
+            fail_msg("%s[%lld] = %.9g, PyTorch gives %.9g", what, (long long)i, (double)got[i],
+                     (double)want[i]);
+    }
+}
+
+/* A tensor holding a copy of v, marked as a parameter when grad. */
+static inline tg_tensor *test_tensor_of(int ndim, const int64_t *shape, const float *v,
+                                        bool grad)
+{
+    tg_tensor *t = tg_tensor_from_data(ndim, shape, v);
+    assert_non_null(t);
+    if (grad)
+        assert_int_equal(tg_tensor_set_requires_grad(t, true), TG_OK);
+    return t;
+}
+
 #endif

@@ -6,41 +6,21 @@
 
 #include <stdio.h>
 
-/* Every element within 1e-4 relative of the reference, with a 1e-5 floor near zero. */
-static void assert_all_close(const char *what, const float *got, const float *want, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) {
-        double tol = 1e-5 + 1e-4 * fabs((double)want[i]);
-        if (!(fabs((double)got[i] - want[i]) <= tol))
-            fail_msg("%s[%lld] = %.9g, PyTorch gives %.9g", what, (long long)i, (double)got[i],
-                     (double)want[i]);
-    }
-}
-
-static tg_tensor *tensor_of(int ndim, const int64_t *shape, const float *v, bool grad)
-{
-    tg_tensor *t = tg_tensor_from_data(ndim, shape, v);
-    assert_non_null(t);
-    if (grad)
-        assert_int_equal(tg_tensor_set_requires_grad(t, true), TG_OK);
-    return t;
-}
-
 /* ---- goldens --------------------------------------------------------------------------- */
 
 static void test_bce_golden(void **state)
 {
     (void)state;
-    tg_tensor *z = tensor_of(BCE_NDIM, bce_shape, bce_z, true);
-    tg_tensor *t = tensor_of(BCE_NDIM, bce_shape, bce_t, true);
+    tg_tensor *z = test_tensor_of(BCE_NDIM, bce_shape, bce_z, true);
+    tg_tensor *t = test_tensor_of(BCE_NDIM, bce_shape, bce_t, true);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *loss = tg_bce_with_logits(z, t);
     assert_non_null(loss);
     assert_int_equal(loss->ndim, 0);
     assert_int_equal(tg_backward(loss), TG_OK);
-    assert_all_close("bce loss", loss->data, bce_loss, 1);
-    assert_all_close("bce dlogits", z->grad->data, bce_dz, z->numel);
-    assert_all_close("bce dtargets", t->grad->data, bce_dt, t->numel);
+    assert_golden("bce loss", loss->data, bce_loss, 1);
+    assert_golden("bce dlogits", z->grad->data, bce_dz, z->numel);
+    assert_golden("bce dtargets", t->grad->data, bce_dt, t->numel);
     tg_tape_end(tape);
     tg_release(z);
     tg_release(t);
@@ -49,15 +29,15 @@ static void test_bce_golden(void **state)
 static void test_cross_entropy_golden(void **state)
 {
     (void)state;
-    tg_tensor *z = tensor_of(CE_NDIM, ce_shape, ce_logits, true);
-    tg_tensor *labels = tensor_of(1, ce_shape, ce_labels, false);
+    tg_tensor *z = test_tensor_of(CE_NDIM, ce_shape, ce_logits, true);
+    tg_tensor *labels = test_tensor_of(1, ce_shape, ce_labels, false);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *loss = tg_cross_entropy(z, labels);
     assert_non_null(loss);
     assert_int_equal(loss->ndim, 0);
     assert_int_equal(tg_backward(loss), TG_OK);
-    assert_all_close("cross_entropy loss", loss->data, ce_loss, 1);
-    assert_all_close("cross_entropy dlogits", z->grad->data, ce_dlogits, z->numel);
+    assert_golden("cross_entropy loss", loss->data, ce_loss, 1);
+    assert_golden("cross_entropy dlogits", z->grad->data, ce_dlogits, z->numel);
     tg_tape_end(tape);
     tg_release(z);
     tg_release(labels);
@@ -66,15 +46,15 @@ static void test_cross_entropy_golden(void **state)
 static void test_mse_golden(void **state)
 {
     (void)state;
-    tg_tensor *p = tensor_of(MSE_NDIM, mse_shape, mse_pred, true);
-    tg_tensor *q = tensor_of(MSE_NDIM, mse_shape, mse_target, true);
+    tg_tensor *p = test_tensor_of(MSE_NDIM, mse_shape, mse_pred, true);
+    tg_tensor *q = test_tensor_of(MSE_NDIM, mse_shape, mse_target, true);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *loss = tg_mse(p, q);
     assert_non_null(loss);
     assert_int_equal(tg_backward(loss), TG_OK);
-    assert_all_close("mse loss", loss->data, mse_loss, 1);
-    assert_all_close("mse dpred", p->grad->data, mse_dpred, p->numel);
-    assert_all_close("mse dtarget", q->grad->data, mse_dtarget, q->numel);
+    assert_golden("mse loss", loss->data, mse_loss, 1);
+    assert_golden("mse dpred", p->grad->data, mse_dpred, p->numel);
+    assert_golden("mse dtarget", q->grad->data, mse_dtarget, q->numel);
     tg_tape_end(tape);
     tg_release(p);
     tg_release(q);
@@ -87,8 +67,8 @@ static void test_mse_golden(void **state)
 static void test_bce_saturated_logits(void **state)
 {
     (void)state;
-    tg_tensor *z = tensor_of(TG_DIMS(4), (const float[]){100, -100, 100, -100}, true);
-    tg_tensor *t = tensor_of(TG_DIMS(4), (const float[]){1, 0, 0, 1}, true);
+    tg_tensor *z = test_tensor_of(TG_DIMS(4), (const float[]){100, -100, 100, -100}, true);
+    tg_tensor *t = test_tensor_of(TG_DIMS(4), (const float[]){1, 0, 0, 1}, true);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *loss = tg_bce_with_logits(z, t);
     assert_non_null(loss);
@@ -109,8 +89,8 @@ static void test_bce_saturated_logits(void **state)
 static void test_cross_entropy_large_logits(void **state)
 {
     (void)state;
-    tg_tensor *z = tensor_of(TG_DIMS(2, 2), (const float[]){1000, 0, 1000, 0}, true);
-    tg_tensor *labels = tensor_of(TG_DIMS(2), (const float[]){1, 0}, false);
+    tg_tensor *z = test_tensor_of(TG_DIMS(2, 2), (const float[]){1000, 0, 1000, 0}, true);
+    tg_tensor *labels = test_tensor_of(TG_DIMS(2), (const float[]){1, 0}, false);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *loss = tg_cross_entropy(z, labels);
     assert_non_null(loss);
@@ -132,11 +112,11 @@ static void test_cross_entropy_label_validation(void **state)
     (void)state;
     tg_tensor *z = tg_tensor_zeros(TG_DIMS(3, 5));
     tg_tensor_set_requires_grad(z, true);
-    tg_tensor *frac = tensor_of(TG_DIMS(3), (const float[]){0, 4, 1.5f}, false);
-    tg_tensor *high = tensor_of(TG_DIMS(3), (const float[]){0, 5, 1}, false);
-    tg_tensor *neg = tensor_of(TG_DIMS(3), (const float[]){-1, 0, 1}, false);
-    tg_tensor *nan = tensor_of(TG_DIMS(3), (const float[]){0, NAN, 1}, false);
-    tg_tensor *short_ = tensor_of(TG_DIMS(2), (const float[]){0, 1}, false);
+    tg_tensor *frac = test_tensor_of(TG_DIMS(3), (const float[]){0, 4, 1.5f}, false);
+    tg_tensor *high = test_tensor_of(TG_DIMS(3), (const float[]){0, 5, 1}, false);
+    tg_tensor *neg = test_tensor_of(TG_DIMS(3), (const float[]){-1, 0, 1}, false);
+    tg_tensor *nan = test_tensor_of(TG_DIMS(3), (const float[]){0, NAN, 1}, false);
+    tg_tensor *short_ = test_tensor_of(TG_DIMS(2), (const float[]){0, 1}, false);
     tg_tensor *flat = tg_tensor_zeros(TG_DIMS(15));
     tg_tape *tape = tg_tape_begin(TG_GRAD);
 
@@ -169,8 +149,8 @@ static void test_cross_entropy_label_validation(void **state)
 static void test_cross_entropy_labels_get_no_gradient(void **state)
 {
     (void)state;
-    tg_tensor *z = tensor_of(TG_DIMS(2, 3), (const float[]){1, 2, 3, 3, 2, 1}, true);
-    tg_tensor *labels = tensor_of(TG_DIMS(2), (const float[]){2, 1}, true);
+    tg_tensor *z = test_tensor_of(TG_DIMS(2, 3), (const float[]){1, 2, 3, 3, 2, 1}, true);
+    tg_tensor *labels = test_tensor_of(TG_DIMS(2), (const float[]){2, 1}, true);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *loss = tg_cross_entropy(z, labels);
     assert_non_null(loss);

@@ -7,26 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* Every element within 1e-4 relative of the reference, with a 1e-5 floor near zero. */
-static void assert_all_close(const char *what, const float *got, const float *want, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) {
-        double tol = 1e-5 + 1e-4 * fabs((double)want[i]);
-        if (!(fabs((double)got[i] - want[i]) <= tol))
-            fail_msg("%s[%lld] = %.9g, PyTorch gives %.9g", what, (long long)i, (double)got[i],
-                     (double)want[i]);
-    }
-}
-
-static tg_tensor *tensor_of(int ndim, const int64_t *shape, const float *v, bool grad)
-{
-    tg_tensor *t = tg_tensor_from_data(ndim, shape, v);
-    assert_non_null(t);
-    if (grad)
-        assert_int_equal(tg_tensor_set_requires_grad(t, true), TG_OK);
-    return t;
-}
-
 /* ---- batch_norm ------------------------------------------------------------------------ */
 
 /* One batch_norm golden case from norm_golden.h. */
@@ -49,12 +29,12 @@ static const bn_golden bn_goldens[] = {BN_GOLDEN(bn4, BN4), BN_GOLDEN(bn2, BN2)}
 static void run_bn_golden(const bn_golden *g, bool training)
 {
     int64_t C = g->shape[1];
-    tg_tensor *x = tensor_of(g->ndim, g->shape, g->x, true);
-    tg_tensor *w = tensor_of(1, &C, g->w, true);
-    tg_tensor *b = tensor_of(1, &C, g->b, true);
-    tg_tensor *rm = tensor_of(1, &C, g->rm0, false);
-    tg_tensor *rv = tensor_of(1, &C, g->rv0, false);
-    tg_tensor *dy = tensor_of(g->ndim, g->shape, g->dy, false);
+    tg_tensor *x = test_tensor_of(g->ndim, g->shape, g->x, true);
+    tg_tensor *w = test_tensor_of(1, &C, g->w, true);
+    tg_tensor *b = test_tensor_of(1, &C, g->b, true);
+    tg_tensor *rm = test_tensor_of(1, &C, g->rm0, false);
+    tg_tensor *rv = test_tensor_of(1, &C, g->rv0, false);
+    tg_tensor *dy = test_tensor_of(g->ndim, g->shape, g->dy, false);
     uint64_t vm = tg_tensor_version(rm), vv = tg_tensor_version(rv);
 
     tg_tape *tape = tg_tape_begin(TG_GRAD);
@@ -66,16 +46,16 @@ static void run_bn_golden(const bn_golden *g, bool training)
     assert_int_equal(tg_backward_grad(y, dy), TG_OK);
     char what[64];
     snprintf(what, sizeof what, "%s %s y", g->name, training ? "train" : "eval");
-    assert_all_close(what, y->data, training ? g->train_y : g->eval_y, x->numel);
+    assert_golden(what, y->data, training ? g->train_y : g->eval_y, x->numel);
     snprintf(what, sizeof what, "%s %s dx", g->name, training ? "train" : "eval");
-    assert_all_close(what, x->grad->data, training ? g->train_dx : g->eval_dx, x->numel);
+    assert_golden(what, x->grad->data, training ? g->train_dx : g->eval_dx, x->numel);
     snprintf(what, sizeof what, "%s %s dweight", g->name, training ? "train" : "eval");
-    assert_all_close(what, w->grad->data, training ? g->train_dw : g->eval_dw, C);
+    assert_golden(what, w->grad->data, training ? g->train_dw : g->eval_dw, C);
     snprintf(what, sizeof what, "%s %s dbias", g->name, training ? "train" : "eval");
-    assert_all_close(what, b->grad->data, training ? g->train_db : g->eval_db, C);
+    assert_golden(what, b->grad->data, training ? g->train_db : g->eval_db, C);
     if (training) {
-        assert_all_close("running_mean after the step", rm->data, g->train_rm, C);
-        assert_all_close("running_var after the step", rv->data, g->train_rv, C);
+        assert_golden("running_mean after the step", rm->data, g->train_rm, C);
+        assert_golden("running_var after the step", rv->data, g->train_rv, C);
         assert_true(tg_tensor_version(rm) > vm);
         assert_true(tg_tensor_version(rv) > vv);
     } else {
@@ -124,8 +104,8 @@ static void test_batch_norm_no_affine(void **state)
         want_y[i] = (g->train_y[i] - g->b[c]) / g->w[c];
         dyw[i] = g->dy[i] * g->w[c];
     }
-    tg_tensor *x = tensor_of(g->ndim, g->shape, g->x, true);
-    tg_tensor *dy = tensor_of(g->ndim, g->shape, dyw, false);
+    tg_tensor *x = test_tensor_of(g->ndim, g->shape, g->x, true);
+    tg_tensor *dy = test_tensor_of(g->ndim, g->shape, dyw, false);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *y = tg_batch_norm(x, NULL, NULL, NULL, NULL, true, 0.1f, NORM_GOLDEN_EPS);
     assert_non_null(y);
@@ -133,7 +113,7 @@ static void test_batch_norm_no_affine(void **state)
     /* want_y went through one more rounding (the subtraction and division above). */
     for (int64_t i = 0; i < numel; i++)
         assert_close(y->data[i], want_y[i], 2e-5 + 1e-4 * fabs(want_y[i]));
-    assert_all_close("no-affine dx", x->grad->data, g->train_dx, numel);
+    assert_golden("no-affine dx", x->grad->data, g->train_dx, numel);
     tg_tape_end(tape);
     tg_release(x);
     tg_release(dy);
@@ -252,8 +232,8 @@ static void test_softmax_golden(void **state)
         {true, -1, sm_log_softmax_axis_last_y, sm_log_softmax_axis_last_dx},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        tg_tensor *x = tensor_of(SM_NDIM, sm_shape, sm_x, true);
-        tg_tensor *dy = tensor_of(SM_NDIM, sm_shape, sm_dy, false);
+        tg_tensor *x = test_tensor_of(SM_NDIM, sm_shape, sm_x, true);
+        tg_tensor *dy = test_tensor_of(SM_NDIM, sm_shape, sm_dy, false);
         tg_tape *tape = tg_tape_begin(TG_GRAD);
         tg_tensor *y = cases[k].log ? tg_log_softmax(x, cases[k].axis)
                                     : tg_softmax(x, cases[k].axis);
@@ -262,10 +242,10 @@ static void test_softmax_golden(void **state)
         char what[64];
         snprintf(what, sizeof what, "%s axis %d y", cases[k].log ? "log_softmax" : "softmax",
                  cases[k].axis);
-        assert_all_close(what, y->data, cases[k].y, x->numel);
+        assert_golden(what, y->data, cases[k].y, x->numel);
         snprintf(what, sizeof what, "%s axis %d dx", cases[k].log ? "log_softmax" : "softmax",
                  cases[k].axis);
-        assert_all_close(what, x->grad->data, cases[k].dx, x->numel);
+        assert_golden(what, x->grad->data, cases[k].dx, x->numel);
         tg_tape_end(tape);
         tg_release(x);
         tg_release(dy);
@@ -276,7 +256,7 @@ static void test_softmax_golden(void **state)
 static void test_softmax_stable(void **state)
 {
     (void)state;
-    tg_tensor *x = tensor_of(TG_DIMS(2, 2), (const float[]){1000, 0, -1000, -1000}, true);
+    tg_tensor *x = test_tensor_of(TG_DIMS(2, 2), (const float[]){1000, 0, -1000, -1000}, true);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *y = tg_softmax(x, -1), *ly = tg_log_softmax(x, 1);
     assert_non_null(y);
@@ -288,7 +268,7 @@ static void test_softmax_stable(void **state)
         assert_close(ly->data[i], want_ly[i], 1e-6);
     }
     /* d sum(log_softmax * [1, 0]) / dx = [1, 0] - softmax = [0, 0] on row 0: finite. */
-    tg_tensor *dy = tensor_of(TG_DIMS(2, 2), (const float[]){1, 0, 1, 0}, false);
+    tg_tensor *dy = test_tensor_of(TG_DIMS(2, 2), (const float[]){1, 0, 1, 0}, false);
     assert_int_equal(tg_backward_grad(ly, dy), TG_OK);
     const float want_dx[] = {0, 0, 0.5f, -0.5f};
     for (int i = 0; i < 4; i++)
@@ -382,7 +362,7 @@ static void test_dropout_statistics(void **state)
 static void test_dropout_identity(void **state)
 {
     (void)state;
-    tg_tensor *x = tensor_of(TG_DIMS(2, 3), (const float[]){1, -2, 3, 4, 0.5f, -6}, true);
+    tg_tensor *x = test_tensor_of(TG_DIMS(2, 3), (const float[]){1, -2, 3, 4, 0.5f, -6}, true);
     tg_rng rng, before;
     tg_rng_seed(&rng, 3);
     before = rng;
@@ -396,7 +376,7 @@ static void test_dropout_identity(void **state)
     assert_memory_equal(y0->data, x->data, sizeof(float) * 6);
     assert_memory_equal(&rng, &before, sizeof rng);
     /* dx = dy from each; the two backwards accumulate. */
-    tg_tensor *dy = tensor_of(TG_DIMS(2, 3), (const float[]){1, 2, 3, 4, 5, 6}, false);
+    tg_tensor *dy = test_tensor_of(TG_DIMS(2, 3), (const float[]){1, 2, 3, 4, 5, 6}, false);
     assert_int_equal(tg_backward_grad(ye, dy), TG_OK);
     assert_int_equal(tg_backward_grad(y0, dy), TG_OK);
     for (int i = 0; i < 6; i++)
