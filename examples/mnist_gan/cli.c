@@ -67,7 +67,8 @@ static const char usage[] =
     "                        beside the checkpoint)\n"
     "  --data DIR, --dataset NAME, --threads T   as for train\n"
     "\n"
-    "Exit status: 0 done, 2 bad input (flags, data files, checkpoint), 1 other failures.\n";
+    "Exit status: 0 done, 2 bad input (flags, data files, checkpoint), 1 other failures.\n"
+    "TG_REPORT_LIVE=1 prints the live tensor/node/byte counters at exit; any left alive: exit 1.\n";
 
 const char *gan_usage(void) { return usage; }
 
