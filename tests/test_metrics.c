@@ -761,7 +761,54 @@ static void test_eval_command(void **state)
     const char *test = strstr(json, "\"real_test\"");
     assert_non_null(test);
     assert_non_null(strstr(test, "\"fid\": null"));
+
+    /* --images measures an idx file as eval measures G: G's own images through sample --idx
+     * give G's figures (up to the file's 8-bit rounding), and the real test images themselves
+     * are at FID 0 from the test set, with its class histogram. */
+    char prefix[600], images[700], jpath[600];
+    snprintf(prefix, sizeof prefix, "%s/g", tmp);
+    snprintf(images, sizeof images, "%s-images-idx3-ubyte", prefix);
+    snprintf(jpath, sizeof jpath, "%s/images.jsonl", tmp);
+    snprintf(args, sizeof args, "sample --checkpoint '%s' --n 100 --seed 5 --threads 1 --out "
+             "'%s/g.png' --idx '%s'", ckpt, tmp, prefix);
+    assert_int_equal(run(args, out_txt, err_txt), 0);
+    snprintf(args, sizeof args, "eval --images '%s' --classifier '%s' --data '%s' --n 100 "
+             "--threads 1 --json '%s'", images, clf_path, data_dir, jpath);
+    code = run(args, out_txt, err_txt);
+    if (code != 0)
+        fail_msg("eval --images exited %d: %s", code, slurp(err_txt));
+    char *ij = slurp(jpath);
+    assert_non_null(ij);
+    assert_non_null(strstr(ij, "{\"images\": "));
+    assert_null(strstr(ij, "\"iteration\""));
+    const double fid_images = json_number_after(strstr(ij, "\"generated\""), "fid");
+    assert_close(fid_images, fid_gen, 0.02 * fid_gen);
+    free(ij);
+    snprintf(images, sizeof images, "%s/t10k-images-idx3-ubyte", data_dir);
+    snprintf(args, sizeof args, "eval --images '%s' --classifier '%s' --data '%s' --n 120 "
+             "--threads 1 --json '%s'", images, clf_path, data_dir, jpath);
+    assert_int_equal(run(args, out_txt, err_txt), 0);
+    ij = slurp(jpath);
+    const char *second_line = strchr(ij, '\n') + 1;
+    gen = strstr(second_line, "\"generated\"");
+    test = strstr(second_line, "\"real_test\"");
+    assert_true(fabs(json_number_after(gen, "fid")) < 1e-3);
+    const char *gc = strstr(gen, "\"counts\""), *tc = strstr(test, "\"counts\"");
+    assert_non_null(gc);
+    assert_non_null(tc);
+    assert_memory_equal(gc, tc, (size_t)(strchr(tc, ']') - tc));
+    free(ij);
     free(json);
+}
+
+/* "--n 40 --images 'path'", in one of four buffers (a table holds several at once). */
+static const char *images_arg(const char *path)
+{
+    static char buf[4][700];
+    static int next;
+    char *b = buf[next++ % 4];
+    snprintf(b, sizeof buf[0], "--n 40 --images '%s'", path);
+    return b;
 }
 
 static void test_eval_bad_input(void **state)
@@ -785,6 +832,13 @@ static void test_eval_bad_input(void **state)
     assert_int_equal(clf_save(clf, &info, clf_path), TG_OK);
     clf_free(clf);
 
+    /* idx files that are not 40 images of 28x28: the test labels, and five images. */
+    char labels[600], five[600];
+    snprintf(labels, sizeof labels, "%s/t10k-labels-idx1-ubyte", data_dir);
+    snprintf(five, sizeof five, "%s/five-images", tmp);
+    tg_tensor *img5 = tg_tensor_zeros(TG_DIMS(5, 1, 28, 28));
+    assert_int_equal(tg_data_write_idx_images(five, img5), TG_OK);
+    tg_release(img5);
     struct {
         const char *what, *ckpt, *clf, *extra, *fragment;
     } cases[] = {
@@ -798,10 +852,18 @@ static void test_eval_bad_input(void **state)
         {"n above the test set", ckpt, clf_path, "--n 41", "40"},
         {"n not a number", ckpt, clf_path, "--n many", "--n"},
         {"json unwritable", ckpt, clf_path, "--json /nonexistent/e.jsonl", "e.jsonl"},
+        {"checkpoint and images", ckpt, clf_path, images_arg(labels), "not both"},
+        {"neither checkpoint nor images", NULL, clf_path, "", "--checkpoint FILE (or"},
+        {"images missing", NULL, clf_path, "--n 40 --images /nonexistent/g-images", "g-images"},
+        {"images not images", NULL, clf_path, images_arg(labels), "expected [N, 28, 28]"},
+        {"images too few", NULL, clf_path, images_arg(five), "fewer than --n 40"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        snprintf(args, sizeof args, "eval --checkpoint '%s' --classifier '%s' --data '%s' %s",
-                 cases[i].ckpt, cases[i].clf, data_dir, cases[i].extra);
+        char measured[1100] = "";
+        if (cases[i].ckpt)
+            snprintf(measured, sizeof measured, "--checkpoint '%s'", cases[i].ckpt);
+        snprintf(args, sizeof args, "eval %s --classifier '%s' --data '%s' %s", measured,
+                 cases[i].clf, data_dir, cases[i].extra);
         int code = run(args, out_txt, err_txt);
         char *out = slurp(out_txt), *err = slurp(err_txt);
         if (code != 2 || count_lines(err) != 1 || !strstr(err, cases[i].fragment) || *out)

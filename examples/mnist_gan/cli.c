@@ -12,6 +12,7 @@ static const char usage[] =
     "usage: mnist_gan train [options]     train the GAN (the PaddlePaddle dygraph tutorial's)\n"
     "       mnist_gan sample --checkpoint FILE [options]   images from a trained G\n"
     "       mnist_gan eval --checkpoint FILE --classifier FILE [options]   measure a G\n"
+    "       mnist_gan eval --images FILE --classifier FILE [options]   measure any images\n"
     "       mnist_gan --help\n"
     "\n"
     "train options:\n"
@@ -60,6 +61,8 @@ static const char usage[] =
     "features, classifier score, class coverage, confidence, mean brightness - and, as the\n"
     "reference row, N real training images against the same test images\n"
     "  --checkpoint FILE     a checkpoint written by train\n"
+    "  --images FILE         instead of a checkpoint: the first N images of an idx3 file,\n"
+    "                        0..255 (sample --idx output, or another program's samples)\n"
     "  --classifier FILE     a checkpoint written by mnist_classifier\n"
     "  --n N                 images per set (default 10000; at most the test set's)\n"
     "  --seed S              noise seed (default 1: the images of sample --seed 1)\n"
@@ -227,6 +230,8 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
             for_cmd = FOR_SAMPLE | FOR_EVAL;
         else if (!strcmp(f, "--classifier"))
             o->classifier = v, for_cmd = FOR_TRAIN | FOR_EVAL;
+        else if (!strcmp(f, "--images"))
+            o->images = v, for_cmd = FOR_EVAL;
         else if (!strcmp(f, "--json"))
             o->json_path = v, for_cmd = FOR_EVAL;
         else if (!strcmp(f, "--eval-every"))
@@ -254,8 +259,11 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         snprintf(err, n, "sample needs --checkpoint FILE");
         return false;
     }
-    if (o->cmd == CMD_EVAL && (!o->checkpoint || !o->classifier)) {
-        snprintf(err, n, "eval needs --checkpoint FILE and --classifier FILE");
+    if (o->cmd == CMD_EVAL && (!o->checkpoint == !o->images || !o->classifier)) {
+        snprintf(err, n, "%s", o->checkpoint && o->images
+                                   ? "eval measures --checkpoint FILE or --images FILE, not both"
+                                   : "eval needs --checkpoint FILE (or --images FILE) and "
+                                     "--classifier FILE");
         return false;
     }
     if (o->cmd == CMD_TRAIN && (o->eval_every > 0) != (o->classifier != NULL)) {

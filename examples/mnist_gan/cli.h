@@ -32,6 +32,7 @@ typedef struct gan_options {
     const char *idx_prefix;
     /* eval (and train's evaluation) */
     const char *classifier; /* --classifier FILE: mnist_classifier's checkpoint */
+    const char *images;     /* eval --images FILE: an idx3 file of images instead of a G */
     const char *json_path;  /* --json FILE; NULL: eval.jsonl beside the checkpoint */
     int64_t eval_every;     /* train: evaluate every N iterations (0: never) */
     int64_t eval_n;         /* train: images per evaluation */
