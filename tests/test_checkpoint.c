@@ -2,9 +2,11 @@
 #include "common.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -832,6 +834,57 @@ static void test_save_replaces(void **state)
     tg_state_dict_free(big);
 }
 
+/* Temporary files of killed writers do not pile up: a save removes its target's leftovers
+ * (TARGET.tmp.XXXXXX, unlocked) and leaves alone a live writer's (locked), other targets',
+ * names of another pattern and anything that is not a regular file. */
+static void test_save_sweeps_stale_temp_files(void **state)
+{
+    (void)state;
+    char p[256], q[512];
+    path_in(p, sizeof p, "swept.safetensors");
+    const char *stale[] = {".tmp.AbCdEf", ".tmp.000000"};
+    const char *kept[] = {".tmp.short", ".tmp.LkLkLk", ".tmp.FiFoFo", ".tmpXAbCdEf"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(q, sizeof q, "%s%s", p, stale[i]);
+        write_all(q, "torn", 4);
+    }
+    snprintf(q, sizeof q, "%s%s", p, kept[0]);
+    write_all(q, "x", 1);
+    snprintf(q, sizeof q, "%s%s", p, kept[1]);
+    write_all(q, "live", 4);
+    int live = open(q, O_RDONLY);
+    assert_true(live >= 0);
+    assert_int_equal(flock(live, LOCK_EX), 0); /* a writer still at work */
+    snprintf(q, sizeof q, "%s%s", p, kept[2]);
+    assert_int_equal(mkfifo(q, 0600), 0); /* opening it must not hang */
+    snprintf(q, sizeof q, "%s%s", p, kept[3]);
+    write_all(q, "x", 1);
+    char other[256];
+    path_in(other, sizeof other, "other.safetensors.tmp.AbCdEf");
+    write_all(other, "x", 1);
+
+    tg_state_dict *sd = sample_state();
+    assert_int_equal(tg_data_save_safetensors(sd, p), TG_OK);
+    tg_state_dict_free(sd);
+    struct stat st;
+    for (int i = 0; i < 2; i++) {
+        snprintf(q, sizeof q, "%s%s", p, stale[i]);
+        if (stat(q, &st) == 0)
+            fail_msg("the dead writer's %s is still there", q);
+    }
+    for (int i = 0; i < 4; i++) {
+        snprintf(q, sizeof q, "%s%s", p, kept[i]);
+        if (stat(q, &st) != 0)
+            fail_msg("%s was removed", q);
+        unlink(q);
+    }
+    assert_int_equal(stat(other, &st), 0);
+    unlink(other);
+    close(live);
+    unlink(p);
+    assert_int_equal(count_temp_files(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -841,7 +894,7 @@ int main(void)
         TG_TEST(test_file_layout),         TG_TEST(test_foreign_file),
         TG_TEST(test_corrupt_files),       TG_TEST(test_load_failure_leaks_nothing),
         TG_TEST(test_save_errors),         TG_TEST(test_save_failure_keeps_old_file),
-        TG_TEST(test_save_replaces),
+        TG_TEST(test_save_replaces),       TG_TEST(test_save_sweeps_stale_temp_files),
     };
     return cmocka_run_group_tests_name("checkpoint", tests, group_setup, group_teardown);
 }
