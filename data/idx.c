@@ -20,9 +20,10 @@
 /* Most elements an idx file may hold: 2^31 (8 GiB as floats). */
 #define IDX_MAX_ELEMS ((int64_t)1 << 31)
 
-/* Reads exactly n bytes; false (error set) on a short read or a zlib error. */
+/* Reads exactly n bytes, the part of `what` at file offset `offset`, which ends at `end`; false
+ * (error set) on a short read or a zlib error. */
 static bool gz_read_exact(gzFile f, const char *path, void *buf, int64_t n, int64_t offset,
-                          const char *what)
+                          const char *what, int64_t end)
 {
     unsigned char *p = buf;
     int64_t done = 0;
@@ -39,12 +40,40 @@ static bool gz_read_exact(gzFile f, const char *path, void *buf, int64_t n, int6
         if (got == 0) {
             tg_set_error(TG_ERR_FORMAT, "tg_data_read_idx: %s: file ends at byte %lld inside "
                          "%s (%lld bytes expected)", path, (long long)(offset + done), what,
-                         (long long)(offset + n));
+                         (long long)end);
             return false;
         }
         done += got;
     }
     return true;
+}
+
+/* Reads the n data bytes at file offset `offset` into a new buffer with one spare byte. The
+ * buffer grows with the bytes actually read (from 64 KiB, doubling), so a header that announces
+ * gigabytes costs that memory only if the file holds them: the size of a .gz's contents is not
+ * known before reading it. NULL with the error set. */
+static unsigned char *gz_read_data(gzFile f, const char *path, int64_t n, int64_t offset)
+{
+    int64_t cap = n < ((int64_t)1 << 16) ? n : (int64_t)1 << 16, done = 0;
+    unsigned char *buf = malloc((size_t)cap + 1);
+    while (buf) {
+        if (!gz_read_exact(f, path, buf + done, cap - done, offset + done, "the data",
+                           offset + n)) {
+            free(buf);
+            return NULL;
+        }
+        if (cap == n)
+            return buf;
+        done = cap;
+        cap = n - cap < cap ? n : 2 * cap;
+        unsigned char *grown = realloc(buf, (size_t)cap + 1);
+        if (!grown)
+            free(buf);
+        buf = grown;
+    }
+    tg_set_error(TG_ERR_NOMEM, "tg_data_read_idx: %s: out of memory for %lld data bytes", path,
+                 (long long)n);
+    return NULL;
 }
 
 tg_tensor *tg_data_read_idx(const char *path)
@@ -64,7 +93,7 @@ tg_tensor *tg_data_read_idx(const char *path)
     unsigned char head[4];
     uint32_t dims[TG_MAX_DIMS];
     int64_t shape[TG_MAX_DIMS];
-    if (!gz_read_exact(f, path, head, 4, 0, "the header"))
+    if (!gz_read_exact(f, path, head, 4, 0, "the header", 4))
         goto fail;
     if (head[0] != 0 || head[1] != 0 || (head[2] != 0x08 && head[2] != 0x0D)) {
         tg_set_error(TG_ERR_FORMAT, "tg_data_read_idx: %s: bad magic %02x %02x %02x %02x (an "
@@ -78,7 +107,7 @@ tg_tensor *tg_data_read_idx(const char *path)
                      path, ndim, TG_MAX_DIMS);
         goto fail;
     }
-    if (!gz_read_exact(f, path, dims, 4 * ndim, 4, "the dimensions"))
+    if (!gz_read_exact(f, path, dims, 4 * ndim, 4, "the dimensions", 4 + 4 * ndim))
         goto fail;
     int64_t numel = 1;
     for (int i = 0; i < ndim; i++) {
@@ -94,13 +123,8 @@ tg_tensor *tg_data_read_idx(const char *path)
     numel = tg_shape_numel(ndim, shape);
     int elem = head[2] == 0x08 ? 1 : 4;
     int64_t offset = 4 + 4 * ndim;
-    raw = malloc((size_t)(numel * elem) + 1);
-    if (!raw) {
-        tg_set_error(TG_ERR_NOMEM, "tg_data_read_idx: %s: out of memory for %lld elements",
-                     path, (long long)numel);
-        goto fail;
-    }
-    if (!gz_read_exact(f, path, raw, numel * elem, offset, "the data"))
+    raw = gz_read_data(f, path, numel * elem, offset);
+    if (!raw)
         goto fail;
     int extra = gzread(f, raw + numel * elem, 1);
     if (extra != 0) {

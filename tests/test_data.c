@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -123,6 +124,53 @@ static void test_idx_bad_files(void **state)
     assert_null(tg_data_read_idx(path_of("missing")));
     assert_int_equal(tg_last_status(), TG_ERR_IO);
     assert_error_contains("No such file");
+}
+
+/* True when AddressSanitizer is on: it reserves terabytes of address space for its shadow, so
+ * an address-space limit cannot be used beside it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+
+/* Found by tests/fuzz/fuzz_idx: a header announcing 2^31 elements at the start of an 18-byte
+ * file made the reader allocate 2 GiB before reading any data (libFuzzer's malloc limit, and a
+ * 10-second timeout under ASan). The buffer now grows with the data actually read, so with the
+ * address space limited to 256 MiB more than the process uses, the file gets its format error
+ * and not an out-of-memory one; raw and inside a .gz, whose contents' size is unknown. */
+static void test_idx_huge_header_short_file(void **state)
+{
+    (void)state;
+    const unsigned char f[] = {0, 0, 8, 3, 0, 0, 0x80, 0, 0, 0, 0x80, 0, 0, 0, 0, 2, 7, 9};
+    for (int gz = 0; gz < 2; gz++) {
+        const char *p = path_of(gz ? "huge.gz" : "huge");
+        write_bytes(p, f, sizeof f, gz);
+        struct rlimit old;
+        assert_int_equal(getrlimit(RLIMIT_AS, &old), 0);
+#ifndef TEST_ASAN
+        long pages = 0;
+        FILE *statm = fopen("/proc/self/statm", "r");
+        if (statm) {
+            if (fscanf(statm, "%ld", &pages) != 1)
+                pages = 0;
+            fclose(statm);
+        }
+        struct rlimit lim = old;
+        lim.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)256 << 20);
+        if (pages > 0 && (old.rlim_cur == RLIM_INFINITY || lim.rlim_cur < old.rlim_cur))
+            assert_int_equal(setrlimit(RLIMIT_AS, &lim), 0);
+#endif
+        tg_clear_error();
+        tg_tensor *t = tg_data_read_idx(p);
+        tg_status st = tg_last_status();
+        assert_int_equal(setrlimit(RLIMIT_AS, &old), 0);
+        assert_null(t);
+        assert_int_equal(st, TG_ERR_FORMAT);
+        assert_error_contains("file ends at byte 18 inside the data (2147483664 bytes expected)");
+    }
 }
 
 /* Reads a whole file. */
@@ -367,6 +415,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TG_TEST(test_idx_raw_and_gz),
         TG_TEST(test_idx_bad_files),
+        TG_TEST(test_idx_huge_header_short_file),
         TG_TEST(test_idx_truncated_gz),
         TG_TEST(test_idx_write_read_back),
         TG_TEST(test_mnist_dataset_and_filter),
