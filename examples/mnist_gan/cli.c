@@ -103,7 +103,15 @@ static bool parse_float(const char *flag, const char *v, double lo, bool lo_open
                  lo, hi);
         return false;
     }
-    *out = (float)x;
+    /* In range as a double, a value can still round to the open bound as a float: --lr 1e-74
+     * would become 0 and train nothing (found by tests/fuzz/fuzz_cli). Rounding cannot cross
+     * the upper bounds used here (10, 0.999999). */
+    float f = (float)x;
+    if (lo_open && f <= lo) {
+        snprintf(err, n, "%s: '%s' is %g as a float32, not above %g", flag, v, (double)f, lo);
+        return false;
+    }
+    *out = f;
     return true;
 }
 
