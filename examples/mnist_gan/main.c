@@ -726,7 +726,7 @@ int main(int argc, char **argv)
     int code = o.cmd == CMD_TRAIN ? train(&o) : o.cmd == CMD_EVAL ? evaluate(&o) : sample(&o);
     tg_allocator_trim();
     /* Everything is freed by now, so anything still counted is a leak: a failure of a run that
-     * otherwise succeeded. TG_REPORT_LIVE=1 prints the counters anyway, for bench/rss_long.sh. */
+     * otherwise succeeded. TG_REPORT_LIVE=1 prints the counters anyway, for bench/rss_long.py. */
     long long tensors = (long long)tg_debug_live_tensors();
     long long nodes = (long long)tg_debug_live_nodes(), bytes = (long long)tg_debug_live_bytes();
     const char *report = getenv("TG_REPORT_LIVE");
