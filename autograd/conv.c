@@ -34,6 +34,9 @@
  * least CONV_STAGE_MIN_KC rows. */
 #define CONV_STAGE_MAX_P 256
 #define CONV_STAGE_MIN_KC 64
+/* The direct path's output rows are computed in tiles of this many positions: one AVX-512
+ * register, two AVX2 ones. */
+#define CONV_DIRECT_TILE 16
 
 typedef struct {
     int stride, padding, dilation, output_padding;
@@ -49,6 +52,7 @@ typedef struct {
     int64_t chunk;      /* images per chunk */
     bool staged;        /* chunks of several images go through the staging buffer */
     bool direct;        /* conv2d with one output channel: direct loops, no lowering */
+    int64_t Hp, Wq, Wt; /* direct only: padded planes [Hp, Wq], output rows padded to Wt */
 } conv_geom;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -71,13 +75,28 @@ static int64_t conv_transpose_out_size(int64_t in, int64_t k, int64_t stride, in
     return (in - 1) * stride - 2 * pad + (k - 1) + out_pad + 1;
 }
 
-/* Completes g (Kc, P, staged, chunk) once its sizes are set. */
+/* Floats of one image's working space on the direct path: its padded planes, then its padded
+ * output (or output gradient) rows; see conv2d_direct_forward. */
+static int64_t conv_direct_floats(const conv_geom *g)
+{
+    return g->Ci * g->Hp * g->Wq + g->Ho * g->Wt;
+}
+
+/* Completes g (Kc, P, staged, chunk; the padded sizes when direct) once its sizes are set. */
 static void conv_geom_finish(conv_geom *g)
 {
     g->Kc = g->Ci * g->kh * g->kw;
     g->P = g->Ho * g->Wo;
-    g->staged = g->P < CONV_STAGE_MAX_P && g->Kc >= CONV_STAGE_MIN_KC;
-    int64_t per_image = (g->Kc + (g->staged ? g->Co : 0)) * g->P * (int64_t)sizeof(float);
+    g->staged = !g->direct && g->P < CONV_STAGE_MAX_P && g->Kc >= CONV_STAGE_MIN_KC;
+    int64_t per_image = (g->Kc + (g->staged ? g->Co : 0)) * g->P;
+    if (g->direct) {
+        /* Rows of whole tiles, and every tap of every tile inside its padded row. */
+        g->Wt = (g->Wo + CONV_DIRECT_TILE - 1) / CONV_DIRECT_TILE * CONV_DIRECT_TILE;
+        g->Hp = g->H + 2 * g->pad;
+        g->Wq = max64(g->W + 2 * g->pad, (g->Wt - 1) * g->stride + (g->kw - 1) * g->dil + 1);
+        per_image = conv_direct_floats(g);
+    }
+    per_image *= (int64_t)sizeof(float);
     int64_t b = per_image > 0 ? CONV_CHUNK_BYTES / per_image : g->N;
     g->chunk = max64(1, min64(b, g->N));
     if (g->chunk == 1)
@@ -97,7 +116,7 @@ static int64_t conv_cols_floats(const conv_geom *g)
 static size_t conv_scratch_bytes(const conv_geom *g)
 {
     if (g->direct)
-        return 0;
+        return (size_t)(g->chunk * conv_direct_floats(g)) * sizeof(float);
     int64_t floats = g->staged ? conv_cols_floats(g) + g->Co * g->chunk * g->P
                                : g->Kc * g->chunk * g->P;
     return (size_t)floats * sizeof(float);
@@ -419,120 +438,213 @@ static void channel_sums(const float *dy, int64_t N, int64_t C, int64_t S, float
     }
 }
 
-/* ---- conv2d with one output channel: direct loops ---------------------------------------
+/* ---- conv2d with one output channel: direct loops on padded planes -----------------------
  * With O = 1 every GEMM of the lowering is a matrix-vector product that streams the columns
  * (Kc*P floats an image: 5 MB for 64 channels 5x5 on 28x28) for two flops per float, so
  * writing them costs as much again; the lowering took twice as long as its GEMMs
- * (bench/bench_conv). These loops walk the same (channel, i, j, output row) structure as
- * im2col_plane on planes that stay in L1, and never write the columns. */
+ * (bench/bench_conv). These loops never write the columns. A chunk's images are copied into
+ * zero-bordered planes xp [B, C, Hp, Wq] first: the input of output (oh, ow) under tap (i, j)
+ * is then xp[oh*s + i*dil][ow*s + j*dil] for every tap, so an output row is a run of whole
+ * tiles of CONV_DIRECT_TILE positions with no bounds to test (positions past Wo read the
+ * border and are dropped). dy is copied likewise into rows of Wt floats with zeros past Wo,
+ * dyp [B, Ho, Wt], so the backward loops read whole tiles too. Loops over the valid range of
+ * each tap instead spent most of their time in the remainders of 28-wide rows, and ran 3x
+ * slower on the GAN's 64 -> 1 layer. */
 
-/* y [N, 1, Ho, Wo] = bias + sum over c, i, j of w[c,i,j] * x[n,c] at the shifted positions.
- * One image per iteration: each thread owns its output planes. */
-static void conv2d_direct_forward(const conv_geom *g, const float *x, const float *w,
-                                  const float *bias, float *y)
+/* dst [h_out, w_out] = src [h, w] placed at row top and column left, zeros around it. */
+static void pad_plane(const float *restrict src, int64_t h, int64_t w, float *restrict dst,
+                      int64_t h_out, int64_t w_out, int64_t top, int64_t left)
 {
-    const int64_t HW = g->H * g->W, Wo = g->Wo, s = g->stride, kk = g->kh * g->kw;
-    TG_PARALLEL_FOR_WORK(g->N, g->Kc * g->P)
-    for (int64_t n = 0; n < g->N; n++) {
-        float *restrict yn = y + n * g->P;
-        float b = bias ? bias[0] : 0.0f;
-        for (int64_t e = 0; e < g->P; e++)
-            yn[e] = b;
-        for (int64_t c = 0; c < g->Ci; c++) {
-            const float *restrict img = x + (n * g->Ci + c) * HW;
+    for (int64_t r = 0; r < h_out; r++) {
+        float *restrict d = dst + r * w_out;
+        int64_t ih = r - top;
+        if (ih < 0 || ih >= h) {
+            for (int64_t q = 0; q < w_out; q++)
+                d[q] = 0.0f;
+            continue;
+        }
+        for (int64_t q = 0; q < left; q++)
+            d[q] = 0.0f;
+        for (int64_t q = 0; q < w; q++)
+            d[left + q] = src[ih * w + q];
+        for (int64_t q = left + w; q < w_out; q++)
+            d[q] = 0.0f;
+    }
+}
+
+/* A tile of CONV_DIRECT_TILE floats as one GCC vector (one AVX-512 register with
+ * -march=native here, several narrower ones elsewhere); aligned(4) and may_alias let it load
+ * and store at any float. gcc 12 left the same loops over a float[16] accumulator scalar. */
+typedef float conv_tile
+    __attribute__((vector_size(CONV_DIRECT_TILE * sizeof(float)), aligned(4), may_alias));
+
+/* *v = the tile p[0], p[s], ..., p[(TILE-1)*s]. Tiles go by pointer: by value they would
+ * change the ABI between builds with and without AVX-512 (gcc's -Wpsabi). */
+static inline void tile_load(conv_tile *v, const float *p, int64_t s)
+{
+    if (s == 1) {
+        *v = *(const conv_tile *)p;
+        return;
+    }
+    for (int k = 0; k < CONV_DIRECT_TILE; k++)
+        (*v)[k] = p[k * s];
+}
+
+/* p[k*s] += v[k] for every k of the tile. */
+static inline void tile_add(float *p, int64_t s, const conv_tile *v)
+{
+    if (s == 1) {
+        *(conv_tile *)p += *v;
+        return;
+    }
+    for (int k = 0; k < CONV_DIRECT_TILE; k++)
+        p[k * s] += (*v)[k];
+}
+
+/* The chunk's padded planes xp [B, C, Hp, Wq] from x [B, C, H, W]. */
+static void direct_pad_x(const conv_geom *g, const float *x, int64_t B, float *xp)
+{
+    const int64_t items = B * g->Ci, plane = g->Hp * g->Wq;
+    TG_PARALLEL_FOR_WORK(items, plane)
+    for (int64_t t = 0; t < items; t++)
+        pad_plane(x + t * g->H * g->W, g->H, g->W, xp + t * plane, g->Hp, g->Wq, g->pad,
+                  g->pad);
+}
+
+/* The chunk's padded output rows: the part of the working space after its planes. */
+static float *direct_rows(const conv_geom *g, float *scratch)
+{
+    return scratch + g->chunk * g->Ci * g->Hp * g->Wq;
+}
+
+/* y [N, 1, Ho, Wo] = bias + sum over c, i, j of w[c,i,j] * xp[n,c] at the shifted positions.
+ * One image per iteration: each thread owns its output rows, summed tile by tile in a local
+ * array that stays in registers over all kh*kw taps. */
+static void conv2d_direct_forward(const conv_geom *g, const float *x, const float *w,
+                                  const float *bias, float *y, float *scratch)
+{
+    const int64_t s = g->stride, d = g->dil, kk = g->kh * g->kw, Wq = g->Wq, Wt = g->Wt;
+    const int64_t plane = g->Hp * Wq, Ho = g->Ho, Wo = g->Wo;
+    float *xp = scratch, *yp = direct_rows(g, scratch);
+    for (int64_t b0 = 0; b0 < g->N; b0 += g->chunk) {
+        int64_t B = min64(g->chunk, g->N - b0);
+        direct_pad_x(g, x + b0 * g->Ci * g->H * g->W, B, xp);
+        TG_PARALLEL_FOR_WORK(B, g->Kc * Ho * Wt)
+        for (int64_t b = 0; b < B; b++) {
+            float *restrict acc = yp + b * Ho * Wt;
+            const float bv = bias ? bias[0] : 0.0f;
+            for (int64_t e = 0; e < Ho * Wt; e++)
+                acc[e] = bv;
+            for (int64_t c = 0; c < g->Ci; c++) {
+                const float *img = xp + (b * g->Ci + c) * plane, *wc = w + c * kk;
+                for (int64_t oh = 0; oh < Ho; oh++) {
+                    for (int64_t t = 0; t < Wt; t += CONV_DIRECT_TILE) {
+                        conv_tile a = *(const conv_tile *)(acc + oh * Wt + t), v;
+                        for (int64_t i = 0; i < g->kh; i++) {
+                            const float *row = img + (oh * s + i * d) * Wq + t * s;
+                            for (int64_t j = 0; j < g->kw; j++) {
+                                tile_load(&v, row + j * d, s);
+                                a += wc[i * g->kw + j] * v;
+                            }
+                        }
+                        *(conv_tile *)(acc + oh * Wt + t) = a;
+                    }
+                }
+            }
+            float *restrict yn = y + (b0 + b) * g->P;
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++)
+                    yn[oh * Wo + ow] = acc[oh * Wt + ow];
+        }
+    }
+}
+
+/* dw[c,i,j] += sum over the chunk's images and output positions of dyp * xp at the shifted
+ * position: one dot product per weight, over whole tiles (dyp is zero past Wo). One input
+ * channel per iteration: each thread owns its weights. */
+static void conv2d_direct_dw(const conv_geom *g, const float *xp, const float *dyp, int64_t B,
+                             float *dw)
+{
+    const int64_t s = g->stride, d = g->dil, kk = g->kh * g->kw, Wq = g->Wq, Wt = g->Wt;
+    const int64_t plane = g->Hp * Wq;
+    TG_PARALLEL_FOR_WORK(g->Ci, B * kk * g->Ho * Wt)
+    for (int64_t c = 0; c < g->Ci; c++) {
+        for (int64_t b = 0; b < B; b++) {
+            const float *img = xp + (b * g->Ci + c) * plane, *dyb = dyp + b * g->Ho * Wt;
             for (int64_t i = 0; i < g->kh; i++) {
-                int64_t hoff = i * g->dil - g->pad, oh_lo, oh_hi;
-                conv_valid_range(hoff, s, g->H, g->Ho, &oh_lo, &oh_hi);
                 for (int64_t j = 0; j < g->kw; j++) {
-                    int64_t woff = j * g->dil - g->pad, lo, hi;
-                    conv_valid_range(woff, s, g->W, Wo, &lo, &hi);
-                    const float wv = w[c * kk + i * g->kw + j];
-                    for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
-                        float *restrict r = yn + oh * Wo;
-                        const float *restrict src = img + (oh * s + hoff) * g->W;
-                        if (s == 1) {
-                            for (int64_t ow = lo; ow < hi; ow++)
-                                r[ow] += wv * src[ow + woff];
-                        } else {
-                            for (int64_t ow = lo; ow < hi; ow++)
-                                r[ow] += wv * src[ow * s + woff];
+                    conv_tile a = {0}, v;
+                    for (int64_t oh = 0; oh < g->Ho; oh++) {
+                        const float *src = img + (oh * s + i * d) * Wq + j * d;
+                        const float *r = dyb + oh * Wt;
+                        for (int64_t t = 0; t < Wt; t += CONV_DIRECT_TILE) {
+                            tile_load(&v, src + t * s, s);
+                            a += *(const conv_tile *)(r + t) * v;
                         }
                     }
-                }
-            }
-        }
-    }
-}
-
-/* dx [N, C, H, W] += w[c,i,j] * dy[n] scattered back to the positions it was read from: the
- * transpose of the forward. One (image, channel) plane per iteration. */
-static void conv2d_direct_dx(const conv_geom *g, const float *dy, const float *w, float *dx)
-{
-    const int64_t HW = g->H * g->W, Wo = g->Wo, s = g->stride, kk = g->kh * g->kw;
-    TG_PARALLEL_FOR_WORK(g->N * g->Ci, kk * g->P)
-    for (int64_t t = 0; t < g->N * g->Ci; t++) {
-        int64_t n = t / g->Ci, c = t % g->Ci;
-        float *restrict img = dx + t * HW;
-        const float *restrict dyn = dy + n * g->P;
-        for (int64_t i = 0; i < g->kh; i++) {
-            int64_t hoff = i * g->dil - g->pad, oh_lo, oh_hi;
-            conv_valid_range(hoff, s, g->H, g->Ho, &oh_lo, &oh_hi);
-            for (int64_t j = 0; j < g->kw; j++) {
-                int64_t woff = j * g->dil - g->pad, lo, hi;
-                conv_valid_range(woff, s, g->W, Wo, &lo, &hi);
-                const float wv = w[c * kk + i * g->kw + j];
-                for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
-                    float *restrict dst = img + (oh * s + hoff) * g->W;
-                    const float *restrict r = dyn + oh * Wo;
-                    if (s == 1) {
-                        for (int64_t ow = lo; ow < hi; ow++)
-                            dst[ow + woff] += wv * r[ow];
-                    } else {
-                        for (int64_t ow = lo; ow < hi; ow++)
-                            dst[ow * s + woff] += wv * r[ow];
-                    }
-                }
-            }
-        }
-    }
-}
-
-/* dw[c,i,j] += sum over images and output positions of dy * x at the shifted position: one
- * dot product per weight, summed image by image with eight partial sums (so it vectorises).
- * One input channel per iteration: each thread owns its weights. */
-static void conv2d_direct_dw(const conv_geom *g, const float *x, const float *dy, float *dw)
-{
-    const int64_t HW = g->H * g->W, Wo = g->Wo, s = g->stride, kk = g->kh * g->kw;
-    TG_PARALLEL_FOR_WORK(g->Ci, g->N * kk * g->P)
-    for (int64_t c = 0; c < g->Ci; c++) {
-        for (int64_t n = 0; n < g->N; n++) {
-            const float *restrict img = x + (n * g->Ci + c) * HW;
-            const float *restrict dyn = dy + n * g->P;
-            for (int64_t i = 0; i < g->kh; i++) {
-                int64_t hoff = i * g->dil - g->pad, oh_lo, oh_hi;
-                conv_valid_range(hoff, s, g->H, g->Ho, &oh_lo, &oh_hi);
-                for (int64_t j = 0; j < g->kw; j++) {
-                    int64_t woff = j * g->dil - g->pad, lo, hi;
-                    conv_valid_range(woff, s, g->W, Wo, &lo, &hi);
-                    float acc[8] = {0};
-                    for (int64_t oh = oh_lo; oh < oh_hi; oh++) {
-                        const float *restrict src = img + (oh * s + hoff) * g->W;
-                        const float *restrict r = dyn + oh * Wo;
-                        int64_t ow = lo;
-                        if (s == 1)
-                            for (; ow + 8 <= hi; ow += 8)
-                                for (int k = 0; k < 8; k++)
-                                    acc[k] += r[ow + k] * src[ow + k + woff];
-                        for (; ow < hi; ow++)
-                            acc[0] += r[ow] * src[ow * s + woff];
-                    }
                     float sum = 0.0f;
-                    for (int k = 0; k < 8; k++)
-                        sum += acc[k];
+                    for (int k = 0; k < CONV_DIRECT_TILE; k++)
+                        sum += a[k];
                     dw[c * kk + i * g->kw + j] += sum;
                 }
             }
         }
+    }
+}
+
+/* dx [B, C, H, W] += w[c,i,j] * dyp scattered back to the positions it was read from: the
+ * transpose of the forward, into a zeroed padded plane (the chunk's xp, free again) whose
+ * inside is then added to dx. One (image, channel) plane per iteration. */
+static void conv2d_direct_dx(const conv_geom *g, const float *dyp, const float *w, int64_t B,
+                             float *xp, float *dx)
+{
+    const int64_t s = g->stride, d = g->dil, kk = g->kh * g->kw, Wq = g->Wq, Wt = g->Wt;
+    const int64_t plane = g->Hp * Wq, H = g->H, W = g->W, pad = g->pad;
+    TG_PARALLEL_FOR_WORK(B * g->Ci, kk * g->Ho * Wt)
+    for (int64_t t = 0; t < B * g->Ci; t++) {
+        int64_t b = t / g->Ci, c = t % g->Ci;
+        float *restrict img = xp + t * plane;
+        const float *dyb = dyp + b * g->Ho * Wt;
+        for (int64_t e = 0; e < plane; e++)
+            img[e] = 0.0f;
+        for (int64_t i = 0; i < g->kh; i++) {
+            for (int64_t j = 0; j < g->kw; j++) {
+                const float wv = w[c * kk + i * g->kw + j];
+                for (int64_t oh = 0; oh < g->Ho; oh++) {
+                    float *dst = img + (oh * s + i * d) * Wq + j * d;
+                    const float *r = dyb + oh * Wt;
+                    for (int64_t t = 0; t < Wt; t += CONV_DIRECT_TILE) {
+                        conv_tile v = wv * *(const conv_tile *)(r + t);
+                        tile_add(dst + t * s, s, &v);
+                    }
+                }
+            }
+        }
+        float *restrict out = dx + t * H * W;
+        for (int64_t ih = 0; ih < H; ih++)
+            for (int64_t iw = 0; iw < W; iw++)
+                out[ih * W + iw] += img[(ih + pad) * Wq + iw + pad];
+    }
+}
+
+/* The backward of the direct path, chunk by chunk: dyp, then dw from the padded x, then dx
+ * through the same planes. */
+static void conv2d_direct_backward(const conv_geom *g, const float *x, const float *w,
+                                   const float *dy, float *dx, float *dw, float *scratch)
+{
+    const int64_t x_img = g->Ci * g->H * g->W, Ho = g->Ho, Wt = g->Wt;
+    float *xp = scratch, *dyp = direct_rows(g, scratch);
+    for (int64_t b0 = 0; b0 < g->N; b0 += g->chunk) {
+        int64_t B = min64(g->chunk, g->N - b0);
+        TG_PARALLEL_FOR_WORK(B, Ho * Wt)
+        for (int64_t b = 0; b < B; b++)
+            pad_plane(dy + (b0 + b) * g->P, Ho, g->Wo, dyp + b * Ho * Wt, Ho, Wt, 0, 0);
+        if (dw) {
+            direct_pad_x(g, x + b0 * x_img, B, xp);
+            conv2d_direct_dw(g, xp, dyp, B, dw);
+        }
+        if (dx)
+            conv2d_direct_dx(g, dyp, w, B, xp, dx + b0 * x_img);
     }
 }
 
@@ -586,8 +698,8 @@ static void conv2d_geom(const tg_node *n, conv_geom *g)
                      .stride = p->stride, .pad = p->padding, .dil = p->dilation};
     g->Ho = conv_out_size(g->H, g->kh, g->stride, g->pad, g->dil);
     g->Wo = conv_out_size(g->W, g->kw, g->stride, g->pad, g->dil);
-    conv_geom_finish(g);
     g->direct = g->Co == 1;
+    conv_geom_finish(g);
 }
 
 static tg_status conv2d_check(tg_node *n, int *ndim, int64_t shape[])
@@ -630,7 +742,7 @@ static void conv2d_forward(tg_node *n)
     float *y = n->out->data, *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
     const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
     if (g.direct) {
-        conv2d_direct_forward(&g, x, w, bias, y);
+        conv2d_direct_forward(&g, x, w, bias, y, n->scratch);
         return;
     }
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
@@ -654,10 +766,8 @@ static void conv2d_backward(tg_node *n)
     if (g.direct) {
         if (db)
             channel_sums(dy, g.N, g.Co, g.P, db);
-        if (dw)
-            conv2d_direct_dw(&g, x, dy, dw);
-        if (dx)
-            conv2d_direct_dx(&g, dy, w, dx);
+        if (dx || dw)
+            conv2d_direct_backward(&g, x, w, dy, dx, dw, n->scratch);
         return;
     }
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {

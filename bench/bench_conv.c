@@ -75,9 +75,9 @@ typedef struct {
 
 /* Mirrors conv.c's plan: 2 MB of working space per chunk, staging for planes under 256
  * positions with at least 64 rows of columns; conv2d with one output channel runs direct
- * loops and has no working space, and its reference stays the GEMMs of the lowering it
- * replaced. The node's working space must match, so the reference cannot silently drift
- * from what the op does. */
+ * loops on padded planes (chunks of those), and its reference stays the GEMMs of the
+ * lowering it replaced. The node's working space must match, so the reference cannot
+ * silently drift from what the op does. */
 static lowering lowering_of(const layer *L, const tg_tensor *y, size_t scratch_bytes)
 {
     lowering g;
@@ -91,9 +91,18 @@ static lowering lowering_of(const layer *L, const tg_tensor *y, size_t scratch_b
     if (g.chunk == 1)
         g.staged = false;
     g.direct = !L->transpose && L->O == 1;
-    int64_t want = g.direct   ? 0
-                   : g.staged ? ((g.Kc * g.chunk * g.P + 15) / 16 * 16 + g.Co * g.chunk * g.P) * 4
-                              : g.Kc * g.chunk * g.P * 4;
+    int64_t want = g.staged ? ((g.Kc * g.chunk * g.P + 15) / 16 * 16 + g.Co * g.chunk * g.P) * 4
+                            : g.Kc * g.chunk * g.P * 4;
+    if (g.direct) {
+        /* padded planes [C, H + 2p, Wq] and output rows [Ho, Wt] per image (stride 1) */
+        int64_t Ho = y->shape[2], Wo = y->shape[3], Wt = (Wo + 15) / 16 * 16;
+        int64_t Wq = Wt + L->k - 1 > L->W + 2 * L->padding ? Wt + L->k - 1 : L->W + 2 * L->padding;
+        int64_t per_image = L->C * (L->H + 2 * L->padding) * Wq + Ho * Wt;
+        g.chunk = ((int64_t)2 << 20) / (per_image * 4);
+        g.chunk = g.chunk < 1 ? 1 : g.chunk > L->N ? L->N : g.chunk;
+        g.staged = false;
+        want = g.chunk * per_image * 4;
+    }
     if ((int64_t)scratch_bytes != want) {
         fprintf(stderr, "bench_conv: %s: the op's working space is %zu bytes, this plan gives "
                 "%lld; update lowering_of to conv.c's chunk rule\n", L->name, scratch_bytes,
