@@ -240,7 +240,8 @@ bool find_in_path(const char *name, char out[PATH_MAX])
     char *dirs = strdup(path ? path : ""), *save = NULL;
     for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
         snprintf(out, PATH_MAX, "%s/%s", d, name);
-        if (access(out, X_OK) == 0) {
+        struct stat st; /* a folder of that name (e.g. /usr/lib/x86_64-linux-gnu/valgrind) */
+        if (stat(out, &st) == 0 && S_ISREG(st.st_mode) && access(out, X_OK) == 0) {
             free(dirs);
             return true;
         }
