@@ -23,8 +23,8 @@ static void test_cli_lr_rounding_to_zero(void **state)
     (void)state;
     gan_options o;
     char err[256];
-    const char *bad[] = {"train", "--batch", "34", "--batch", "642", "--lr", "1e-74",
-                         "--batch", "642", NULL};
+    const char *bad[] = {"train", "--batch", "34",      "--batch", "642",
+                         "--lr",  "1e-74",   "--batch", "642",     NULL};
     assert_false(parse(bad, &o, err, sizeof err));
     assert_string_equal(err, "--lr: '1e-74' is 0 as a float32, not above 0");
     /* The smallest float above 0 is still a learning rate. */
