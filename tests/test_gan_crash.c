@@ -4,15 +4,16 @@
  *
  *   1. SIGKILL at random moments, KILLS times over, each run resuming from what the last one
  *      left: a third of the kills wait until a checkpoint save has begun (its temporary file is
- *      there) and strike 0-3 ms later, a third strike at random in the first 0.15 s (startup),
- *      the others at random over 1.5 times a whole run of one epoch (startup, iterations, grid
- *      writes and saves). After each kill: the checkpoint (once there is one) loads with
- *      tg_data_load_safetensors and holds the tensors of an uninterrupted run with their shapes,
- *      at an epoch's end, never behind the one before; at most one temporary file per target
- *      is left (data/atomic.c removes a dead writer's leftovers at the next save of the same
- *      file), and none once a run ends cleanly. Then --resume runs to the end: exit 0, rows
- *      1..N of losses.csv in order with no gap or duplicate, and the same rows and final
- *      checkpoint (bit for bit) as one run that was never killed.
+ *      there) and strike 0-3 ms later, a third strike at random within the time a run with
+ *      nothing to train takes (startup), the others at random over 1.5 times a whole run of
+ *      one epoch (startup, iterations, grid writes and saves). After each kill: the checkpoint
+ *      (once there is one) loads with tg_data_load_safetensors and holds the tensors of an
+ *      uninterrupted run with their shapes, at an epoch's end, never behind the one before; at
+ *      most one temporary file per target is left (data/atomic.c removes a dead writer's
+ *      leftovers at the next save of the same file), and none once a run ends cleanly. Then
+ *      --resume runs to the end: exit 0, rows 1..N of losses.csv in order with no gap or
+ *      duplicate, and the same rows and final checkpoint (bit for bit) as one run that was
+ *      never killed.
  *   2. Disk full: --resume with RLIMIT_FSIZE below the checkpoint's size (SIGXFSZ ignored, so
  *      the write fails with EFBIG): exit 1, one line naming the checkpoint and "File too
  *      large", the previous checkpoint byte for byte as it was, no temporary file; a --resume
@@ -123,13 +124,21 @@ static long long check_checkpoint(const char *path, const tg_state_dict *ref)
     return it;
 }
 
-/* The temporary files in dir; fails when one target has two (leftovers piling up). Sets
- * *ckpt_tmp when one is the checkpoint's. */
-static int count_temps(const char *dir, bool *ckpt_tmp)
+static bool listed(char **names, const char *name)
+{
+    for (char **p = names; p && *p; p++)
+        if (!strcmp(*p, name))
+            return true;
+    return false;
+}
+
+/* The temporary files in dir; fails when one target has two (leftovers piling up). Those not
+ * in before (NULL: none) are new: *new_ckpt counts the checkpoint's, *new_other the others'. */
+static int count_temps(const char *dir, char **before, int *new_ckpt, int *new_other)
 {
     int n;
     char **names = names_with(dir, ".tmp.", &n);
-    *ckpt_tmp = false;
+    *new_ckpt = *new_other = 0;
     for (int i = 0; i < n; i++) {
         size_t target = (size_t)(strstr(names[i], ".tmp.") - names[i]);
         if (i > 0 && !strncmp(names[i - 1], names[i], target + 5)) {
@@ -137,7 +146,8 @@ static int count_temps(const char *dir, bool *ckpt_tmp)
             free_names(names);
             fail_msg("%s holds two temporary files of one target: %s and %s", dir, a, b);
         }
-        *ckpt_tmp |= !strncmp(names[i], CKPT ".tmp.", strlen(CKPT) + 5);
+        if (!listed(before, names[i]))
+            ++*(strncmp(names[i], CKPT ".tmp.", strlen(CKPT) + 5) ? new_other : new_ckpt);
     }
     free_names(names);
     return n;
@@ -199,6 +209,9 @@ static void test_kill_and_resume(void **state)
     double p0 = now();
     train_to_end(data_dir, probe, PER_EPOCH, false);
     double epoch_secs = now() - p0;
+    p0 = now();
+    train_to_end(data_dir, probe, PER_EPOCH, true); /* nothing to train: startup and exit */
+    double startup_secs = now() - p0;
     tg_state_dict *layout = ckpt_load(fmt("%s/%s", probe, CKPT));
     const double window = 1.5 * epoch_secs;
 
@@ -211,10 +224,8 @@ static void test_kill_and_resume(void **state)
     for (int k = 0; k < KILLS; k++) {
         bool resume = exists(ck);
         resumes += resume;
-        int n_stale;
-        char **names = names_with(dir, CKPT ".tmp.", &n_stale);
-        const char *stale = fmt("%s", n_stale ? names[0] : "");
-        free_names(names);
+        int n_before;
+        char **before = names_with(dir, ".tmp.", &n_before); /* earlier kills' leftovers */
         const char *a[24], *tag;
         double s0 = now();
         pid_t pid = start(train_argv(a, data_dir, dir, FOREVER, resume, "2"), NULL, &tag);
@@ -228,22 +239,24 @@ static void test_kill_and_resume(void **state)
                 int n;
                 char **names = names_with(dir, CKPT ".tmp.", &n);
                 for (int i = 0; i < n; i++)
-                    in_save |= strcmp(names[i], stale) != 0;
+                    in_save |= !listed(before, names[i]);
                 free_names(names);
                 if (!in_save)
                     sleep_for(2e-4);
             }
             sleep_for(3e-3 * uniform());
         } else {
-            /* every third kill within the first 0.15 s: startup, the moments before training */
-            sleep_for((k % 3 ? window : 0.15) * uniform());
+            /* every third kill within the time a run takes to start (load the data and the
+             * checkpoint, rewrite losses.csv) */
+            sleep_for((k % 3 ? window : startup_secs) * uniform());
         }
         bool iterating = kill_run(pid, tag, s0);
 
-        bool ckpt_tmp;
-        int temps = count_temps(dir, &ckpt_tmp);
+        int new_ckpt, new_other;
+        int temps = count_temps(dir, before, &new_ckpt, &new_other);
+        free_names(before);
         max_temps = temps > max_temps ? temps : max_temps;
-        int where = ckpt_tmp ? AT_SAVE : temps ? AT_OTHER_WRITE
+        int where = new_ckpt ? AT_SAVE : new_other ? AT_OTHER_WRITE
                     : iterating ? AT_ITERATION : AT_STARTUP;
         at[where]++;
         if (exists(ck)) {
@@ -259,8 +272,8 @@ static void test_kill_and_resume(void **state)
     /* The run to the end: two epochs and a bit more past the last checkpoint. */
     const int total = (int)last_it + 2 * PER_EPOCH + 1;
     train_to_end(data_dir, dir, total, exists(ck));
-    bool ckpt_tmp;
-    int left = count_temps(dir, &ckpt_tmp);
+    int new_ckpt, new_other;
+    int left = count_temps(dir, NULL, &new_ckpt, &new_other);
     if (left)
         fail_msg("%d temporary files are left in %s after a clean run", left, dir);
     assert_rows_contiguous(dir, total, PER_EPOCH);
@@ -280,12 +293,13 @@ static void test_kill_and_resume(void **state)
     csv_free(&x), csv_free(&y);
     assert_same_checkpoint(fmt("%s/%s", ref, CKPT), ck);
 
-    print_message("%d kills (window %.2f s): %d %s, %d %s, %d %s, %d %s; %d resumes, at most %d "
-                  "temporary files at once; then to iteration %d: rows contiguous, identical to "
-                  "a run never killed (%.1f s)\n", KILLS, window, at[AT_STARTUP],
-                  at_names[AT_STARTUP], at[AT_ITERATION], at_names[AT_ITERATION], at[AT_SAVE],
-                  at_names[AT_SAVE], at[AT_OTHER_WRITE], at_names[AT_OTHER_WRITE], resumes,
-                  max_temps, total, now() - t0);
+    print_message("%d kills (startup %.2f s, window %.2f s): %d %s, %d %s, %d %s, %d %s; %d "
+                  "resumes, at most %d temporary files at once; then to iteration %d: rows "
+                  "contiguous, identical to a run never killed (%.1f s)\n",
+                  KILLS, startup_secs, window, at[AT_STARTUP], at_names[AT_STARTUP],
+                  at[AT_ITERATION], at_names[AT_ITERATION], at[AT_SAVE], at_names[AT_SAVE],
+                  at[AT_OTHER_WRITE], at_names[AT_OTHER_WRITE], resumes, max_temps, total,
+                  now() - t0);
 }
 
 /* ---- 2 and 3: a save that fails ------------------------------------------------------------ */
@@ -318,8 +332,8 @@ static void assert_intact(const char *dir, const char *bytes, size_t n)
     if (!same)
         fail_msg("%s changed in the failed save", ck);
     tg_state_dict_free(ckpt_load(ck));
-    bool ckpt_tmp;
-    int temps = count_temps(dir, &ckpt_tmp);
+    int new_ckpt, new_other;
+    int temps = count_temps(dir, NULL, &new_ckpt, &new_other);
     if (temps)
         fail_msg("%d temporary files are left in %s", temps, dir);
 }
