@@ -17,7 +17,9 @@
  *   3. sample: the same seed gives the same file; --idx writes an idx3 file whose values are
  *      the PNG's pixels; a one-digit model writes labels too, and the pair loads as MNIST.
  *   4. bad input: every case of bad_inputs[] exits 2 with one line on stderr holding the
- *      expected fragment, prints nothing on stdout, and changes no file the test made.
+ *      expected fragment, prints nothing on stdout, and changes no file the test made; the
+ *      "Bad input" table of README.md ($TG_README, set by meson) has a row for each case,
+ *      holding its command and fragment, and no other row.
  *   5. (suite slow, run with --chromium) report.html in headless Chromium: the rendered DOM
  *      holds three curves with points and the decoded grid, the screenshot shows the curves'
  *      colours, and the page names no network address. Chromium absent: SKIP (exit 77).
@@ -813,6 +815,52 @@ static const char *expand(const char *word, const char *names[][2], int n_names)
     return word;
 }
 
+/* The README's row for case b: the command line and the message, as the test has them (with
+ * their @NAMEs; an empty argument shows as ''). */
+static const char *readme_row(const bad_input *b)
+{
+    char line[1024] = "mnist_gan";
+    for (int k = 0; b->args[k]; k++) {
+        size_t n = strlen(line);
+        snprintf(line + n, sizeof line - n, " %s", b->args[k][0] ? b->args[k] : "''");
+    }
+    return fmt("| `%s` | `%s` |", line, b->message);
+}
+
+/* README.md's section "Bad input" holds one table row per case of bad_inputs[], and no other
+ * (its rows start with "| `mnist_gan"), so the table users read is the one tested here. */
+static void assert_readme_table(const char *readme)
+{
+    char *text = must_read(readme, NULL);
+    char *sec = strstr(text, "\n## Bad input\n");
+    if (!sec) {
+        free(text);
+        fail_msg("%s has no section \"## Bad input\"", readme);
+    }
+    char *end = strstr(sec + 1, "\n## ");
+    if (end)
+        end[1] = '\0';
+    const int n_cases = (int)(sizeof bad_inputs / sizeof bad_inputs[0]);
+    int missing = 0, rows = 0;
+    for (int c = 0; c < n_cases; c++) {
+        const char *row = readme_row(&bad_inputs[c]);
+        const char *at = strstr(sec, row);
+        if (!at || at[-1] != '\n' || (at[strlen(row)] != '\n' && at[strlen(row)] != '\0')) {
+            print_error("README lacks the row of case %d:\n%s\n", c + 1, row);
+            missing++;
+        }
+    }
+    for (const char *p = sec; (p = strstr(p, "\n| `mnist_gan")); p++)
+        rows++;
+    free(text);
+    if (missing)
+        fail_msg("%d of %d bad inputs have no row in %s's \"Bad input\" table", missing,
+                 n_cases, readme);
+    if (rows != n_cases)
+        fail_msg("%s's \"Bad input\" table has %d rows; the test tries %d cases", readme, rows,
+                 n_cases);
+}
+
 static void test_bad_input(void **state)
 {
     (void)state;
@@ -919,8 +967,11 @@ static void test_bad_input(void **state)
         fail_msg("%d of %d bad inputs were not handled as they should", failures, n_cases);
     if (changed)
         fail_msg("after the bad inputs: %s", changed);
-    print_message("bad input: %d cases, each exit 2 with one line, nothing changed (%.1f s)\n",
-                  n_cases, now() - t0);
+    const char *readme = getenv("TG_README"); /* meson gives the source tree's README.md */
+    if (readme && readme[0])
+        assert_readme_table(readme);
+    print_message("bad input: %d cases, each exit 2 with one line, nothing changed%s (%.1f s)\n",
+                  n_cases, readme && readme[0] ? ", each a row of README.md" : "", now() - t0);
 }
 
 /* ---- case 5: report.html in headless Chromium -------------------------------------------- */
