@@ -367,7 +367,7 @@ static void gemm_flat_from_cols(const conv_geom *g, int64_t B, const float *Wm,
 {
     const int64_t Co = g->Co, Kc = g->Kc, P = g->P, BP = B * P;
     if (conv_staged(g, B)) {
-        tg_sgemm(false, false, Co, BP, Kc, 1.0f, Wm, Kc, cols, BP, 0.0f, F, BP);
+        tg_sgemm_avx512(false, false, Co, BP, Kc, 1.0f, Wm, Kc, cols, BP, 0.0f, F, BP);
         flat_scatter(g, F, B, dst, accumulate, bias);
         return;
     }
@@ -376,8 +376,8 @@ static void gemm_flat_from_cols(const conv_geom *g, int64_t B, const float *Wm,
         /* The bias goes in just before the GEMM adds to it, while the image is in cache. */
         if (!accumulate && bias)
             fill_planes(dst + b * Co * P, 1, Co, P, bias);
-        tg_sgemm(false, false, Co, P, Kc, 1.0f, Wm, Kc, cols + b * P, BP, beta,
-                 dst + b * Co * P, P);
+        tg_sgemm_avx512(false, false, Co, P, Kc, 1.0f, Wm, Kc, cols + b * P, BP, beta,
+                        dst + b * Co * P, P);
     }
 }
 
@@ -399,8 +399,8 @@ static void gemm_cols_from_flat(const conv_geom *g, int64_t B, int64_t u, const 
                                 const float *flat, float *cols)
 {
     const int64_t n = conv_unit_cols(g, B);
-    tg_sgemm(true, false, g->Kc, n, g->Co, 1.0f, Wm, g->Kc, flat + u * g->Co * g->P, n, 0.0f,
-             cols + u * g->P, B * g->P);
+    tg_sgemm_avx512(true, false, g->Kc, n, g->Co, 1.0f, Wm, g->Kc, flat + u * g->Co * g->P, n,
+                    0.0f, cols + u * g->P, B * g->P);
 }
 
 /* dWm += flat of unit u @ (cols of unit u)^T. */
@@ -408,8 +408,8 @@ static void gemm_weight_grad(const conv_geom *g, int64_t B, int64_t u, const flo
                              const float *cols, float *dWm)
 {
     const int64_t n = conv_unit_cols(g, B);
-    tg_sgemm(false, true, g->Co, g->Kc, n, 1.0f, flat + u * g->Co * g->P, n, cols + u * g->P,
-             B * g->P, 1.0f, dWm, g->Kc);
+    tg_sgemm_avx512(false, true, g->Co, g->Kc, n, 1.0f, flat + u * g->Co * g->P, n,
+                    cols + u * g->P, B * g->P, 1.0f, dWm, g->Kc);
 }
 
 /* db[c] += sum over n and s of dy [N, C, S]: the bias gradient. 32 partial sums per plane, so

@@ -537,6 +537,50 @@ static void test_second_backward(void **state)
                           (const int64_t[]){1, 3, 6, 6}, 1, 1, 1);
 }
 
+/* The lowering's GEMM (tensor/gemm.c, AVX-512 where the CPU has it) against OpenBLAS, for
+ * every transpose, alpha and beta, edge sizes that leave partial 8 x 32 tiles and partial
+ * 16-deep transposes, depths over one 256 block, and leading dimensions wider than the rows.
+ * Only the summation order differs: tolerance relative to the largest value. */
+static void test_gemm_against_openblas(void **state)
+{
+    (void)state;
+    const int64_t sizes[][3] = {{1, 1, 1}, {7, 5, 3}, {8, 32, 16}, {9, 33, 257}, {64, 196, 300},
+                                {130, 70, 45}, {13, 1000, 17}, {40, 64, 530}};
+    const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {1.0f, 0.3f}};
+    tg_rng rng;
+    tg_rng_seed(&rng, 21);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t >> 1;
+            int64_t M = sizes[i][0], N = sizes[i][1], K = sizes[i][2], pad = (int64_t)i % 3;
+            int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+            float alpha = ab[(i + t) % 3][0], beta = ab[(i + t) % 3][1];
+            int64_t na = lda * (ta ? K : M), nb = ldb * (tb ? N : K), nc = ldc * M;
+            tg_tensor *a = tg_tensor_new(1, &na), *b = tg_tensor_new(1, &nb);
+            tg_tensor *c1 = tg_tensor_new(1, &nc), *c2 = tg_tensor_new(1, &nc);
+            tg_tensor_uniform_(a, &rng, -1.0f, 1.0f);
+            tg_tensor_uniform_(b, &rng, -1.0f, 1.0f);
+            tg_tensor_uniform_(c1, &rng, -1.0f, 1.0f);
+            memcpy(c2->data, c1->data, (size_t)nc * sizeof(float));
+            tg_sgemm(ta, tb, M, N, K, alpha, a->data, lda, b->data, ldb, beta, c1->data, ldc);
+            tg_sgemm_avx512(ta, tb, M, N, K, alpha, a->data, lda, b->data, ldb, beta, c2->data,
+                            ldc);
+            double top = 1.0;
+            for (int64_t e = 0; e < nc; e++)
+                top = fmax(top, fabs(c1->data[e]));
+            for (int64_t e = 0; e < nc; e++)
+                if (!(fabs(c1->data[e] - c2->data[e]) <= 1e-5 * top))
+                    fail_msg("%c%c M %lld N %lld K %lld: C[%lld] = %.8g, OpenBLAS %.8g",
+                             ta ? 'T' : 'N', tb ? 'T' : 'N', (long long)M, (long long)N,
+                             (long long)K, (long long)e, c2->data[e], c1->data[e]);
+            tg_release(a);
+            tg_release(b);
+            tg_release(c1);
+            tg_release(c2);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -554,6 +598,7 @@ int main(void)
         TG_TEST(test_conv_transpose2d_chunking_staged),
         TG_TEST(test_threads_equal),
         TG_TEST(test_second_backward),
+        TG_TEST(test_gemm_against_openblas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

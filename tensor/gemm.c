@@ -1,0 +1,271 @@
+/* tg_sgemm_avx512: our own single-precision GEMM for CPUs with AVX-512, chosen at run time.
+ *
+ * Why: Debian's OpenBLAS 0.3.21 runs its Haswell (AVX2) kernels on this project's machines
+ * (OPENBLAS_CORETYPE=Haswell is set there because newer kernel choices misbehave on some of
+ * them), which caps SGEMM at the AVX2 peak: about 100 GFLOP/s a core measured here against
+ * about 200 with AVX-512. PyTorch's oneDNN convolutions run AVX-512 code, so the GAN's deep
+ * convolutions were 2x slower than PyTorch's with nothing left to gain around the GEMMs
+ * (DESIGN.md section 8: our own kernels with runtime CPU dispatch are the lasting answer).
+ *
+ * The classic blocking (Goto, BLIS): for each column block of NC and depth block of KC, op(B)
+ * is packed into panels of NR columns [k][NR]; for each row block of MC, op(A) into panels of
+ * MR rows [k][MR]; an MR x NR micro-kernel then keeps its tile of C in 16 registers while it
+ * streams one A panel (from L2) against one B panel (32 KB, from L1). Packing absorbs the
+ * transposes and zero-pads the edges, so the kernel has one shape; edge tiles store through
+ * masks. Threads split the columns of C in multiples of NR, each with its own packing buffers,
+ * so no two threads write the same element and the result does not depend on timing. */
+#include "internal.h"
+
+#include "parallel.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define GEMM_MR 8
+#define GEMM_NR 32
+#define GEMM_KC 256
+#define GEMM_MC 128
+#define GEMM_NC 512
+#define GEMM_MAX_THREADS 64
+
+/* Packing buffers of one thread: A block [MC/MR][KC][MR], then B block [NC/NR][KC][NR]. */
+#define GEMM_PACK_FLOATS ((int64_t)GEMM_MC * GEMM_KC + (int64_t)GEMM_KC * GEMM_NC)
+
+static float *pack_bufs[GEMM_MAX_THREADS];
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define GEMM_AVX512 __attribute__((target("avx512f")))
+
+/* r[i] = row i of a 16 x 16 block -> r[j] = column j: the packing's gathers of one value
+ * from each of many rows, 16 values per instruction instead of one. */
+GEMM_AVX512 static inline void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xdd);
+        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+    }
+}
+
+/* dst[kk * ld_dst + c] = src[c][k0 + kk] for kk < 16 and c < n (n <= 16): n rows' next 16
+ * values, transposed. */
+GEMM_AVX512 static inline void gather16(const float *const *src, int n, int64_t k0,
+                                        float *dst, int64_t ld_dst)
+{
+    __m512 r[16];
+    for (int c = 0; c < 16; c++)
+        r[c] = c < n ? _mm512_loadu_ps(src[c] + k0) : _mm512_setzero_ps();
+    transpose16(r);
+    __mmask16 m = (__mmask16)((1u << n) - 1);
+    for (int kk = 0; kk < 16; kk++)
+        _mm512_mask_storeu_ps(dst + kk * ld_dst, m, r[kk]);
+}
+
+/* Rows [i0, i0 + mc) and depths [p0, p0 + kc) of op(A) into panels of MR rows, zero past M.
+ * Each panel row gathers MR values: one run of the transposed storage, or one value from
+ * each of MR rows of A. */
+GEMM_AVX512 static void pack_a(bool trans, const float *A, int64_t lda, int64_t M,
+                               int64_t i0, int64_t mc, int64_t p0, int64_t kc,
+                               float *restrict dst)
+{
+    for (int64_t ip = 0; ip < mc; ip += GEMM_MR) {
+        float *restrict panel = dst + ip * kc;
+        int64_t i = i0 + ip, rows = M - i < GEMM_MR ? M - i : GEMM_MR;
+        if (trans) {
+            for (int64_t k = 0; k < kc; k++) {
+                const float *src = A + (p0 + k) * lda + i;
+                for (int64_t r = 0; r < GEMM_MR; r++)
+                    panel[k * GEMM_MR + r] = r < rows ? src[r] : 0.0f;
+            }
+            continue;
+        }
+        const float *src[GEMM_MR];
+        for (int64_t r = 0; r < GEMM_MR; r++)
+            src[r] = r < rows ? A + (i + r) * lda + p0 : NULL;
+        if (rows == GEMM_MR) {
+            int64_t k = 0;
+            for (; k + 16 <= kc; k += 16)
+                gather16(src, GEMM_MR, k, panel + k * GEMM_MR, GEMM_MR);
+            for (; k < kc; k++)
+                for (int64_t r = 0; r < GEMM_MR; r++)
+                    panel[k * GEMM_MR + r] = src[r][k];
+        } else {
+            for (int64_t k = 0; k < kc; k++)
+                for (int64_t r = 0; r < GEMM_MR; r++)
+                    panel[k * GEMM_MR + r] = r < rows ? src[r][k] : 0.0f;
+        }
+    }
+}
+
+/* Columns [j0, j0 + nc) and depths [p0, p0 + kc) of op(B) into panels of NR columns, zero
+ * past N. Without transpose a panel row is one run of B (a fixed-size copy, so the compiler
+ * inlines it); with it, one value from each of NR rows of the transposed storage. */
+GEMM_AVX512 static void pack_b(bool trans, const float *B, int64_t ldb, int64_t N,
+                               int64_t j0, int64_t nc, int64_t p0, int64_t kc,
+                               float *restrict dst)
+{
+    for (int64_t jp = 0; jp < nc; jp += GEMM_NR) {
+        float *restrict panel = dst + jp * kc;
+        int64_t j = j0 + jp, cols = N - j < GEMM_NR ? N - j : GEMM_NR;
+        if (!trans) {
+            for (int64_t k = 0; k < kc; k++) {
+                const float *src = B + (p0 + k) * ldb + j;
+                float *restrict d = panel + k * GEMM_NR;
+                if (cols == GEMM_NR) {
+                    memcpy(d, src, GEMM_NR * sizeof(float));
+                    continue;
+                }
+                for (int64_t c = 0; c < GEMM_NR; c++)
+                    d[c] = c < cols ? src[c] : 0.0f;
+            }
+            continue;
+        }
+        const float *src[GEMM_NR];
+        for (int64_t c = 0; c < GEMM_NR; c++)
+            src[c] = c < cols ? B + (j + c) * ldb + p0 : NULL;
+        int64_t k = 0;
+        if (cols == GEMM_NR)
+            for (; k + 16 <= kc; k += 16)
+                for (int h = 0; h < GEMM_NR; h += 16)
+                    gather16(src + h, 16, k, panel + k * GEMM_NR + h, GEMM_NR);
+        for (; k < kc; k++)
+            for (int64_t c = 0; c < GEMM_NR; c++)
+                panel[k * GEMM_NR + c] = c < cols ? src[c][k] : 0.0f;
+    }
+}
+
+/* C[rows, cols] (rows <= MR, cols <= NR) = alpha * a_panel @ b_panel + beta * C, where beta 0
+ * never reads C (it may hold NaN, as with BLAS). */
+GEMM_AVX512 static void kernel_8x32(int64_t kc, const float *restrict a,
+                                    const float *restrict b, float *C, int64_t ldc,
+                                    int64_t rows, int64_t cols, float alpha, float beta)
+{
+    __m512 c0[GEMM_MR], c1[GEMM_MR];
+    for (int r = 0; r < GEMM_MR; r++)
+        c0[r] = c1[r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        for (int r = 0; r < GEMM_MR; r++) {
+            __m512 ar = _mm512_set1_ps(a[r]);
+            c0[r] = _mm512_fmadd_ps(ar, b0, c0[r]);
+            c1[r] = _mm512_fmadd_ps(ar, b1, c1[r]);
+        }
+        a += GEMM_MR;
+        b += GEMM_NR;
+    }
+    __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
+    __mmask16 m1 = (__mmask16)(cols >= 32 ? 0xffff : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int r = 0; r < rows; r++) {
+        float *c = C + r * ldc;
+        __m512 y0 = _mm512_mul_ps(va, c0[r]), y1 = _mm512_mul_ps(va, c1[r]);
+        if (beta != 0.0f) {
+            y0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, c), y0);
+            y1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, c + 16), y1);
+        }
+        _mm512_mask_storeu_ps(c, m0, y0);
+        _mm512_mask_storeu_ps(c + 16, m1, y1);
+    }
+}
+
+/* The whole product for the columns [j_begin, j_end) of C, with one thread's buffers. */
+GEMM_AVX512 static void gemm_columns(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                         float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                         float beta, float *C, int64_t ldc, int64_t j_begin, int64_t j_end,
+                         float *buf)
+{
+    float *pa = buf, *pb = buf + (int64_t)GEMM_MC * GEMM_KC;
+    for (int64_t jc = j_begin; jc < j_end; jc += GEMM_NC) {
+        int64_t nc = j_end - jc < GEMM_NC ? j_end - jc : GEMM_NC;
+        for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
+            int64_t kc = K - pc < GEMM_KC ? K - pc : GEMM_KC;
+            /* The first depth block scales C by beta; the others add to it. */
+            float b_eff = pc == 0 ? beta : 1.0f;
+            pack_b(trans_b, B, ldb, N, jc, nc, pc, kc, pb);
+            for (int64_t ic = 0; ic < M; ic += GEMM_MC) {
+                int64_t mc = M - ic < GEMM_MC ? M - ic : GEMM_MC;
+                pack_a(trans_a, A, lda, M, ic, mc, pc, kc, pa);
+                for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
+                    int64_t cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
+                    for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
+                        int64_t rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
+                        kernel_8x32(kc, pa + ir * kc, pb + jr * kc,
+                                    C + (ic + ir) * ldc + jc + jr, ldc, rows, cols, alpha,
+                                    b_eff);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* The packing buffers of threads 0 .. n-1, allocated once (64-byte aligned for the kernel's
+ * aligned loads); false when memory runs out. Called outside parallel regions only. */
+static bool gemm_buffers(int n)
+{
+    for (int t = 0; t < n; t++) {
+        if (pack_bufs[t])
+            continue;
+        pack_bufs[t] = aligned_alloc(64, (size_t)GEMM_PACK_FLOATS * sizeof(float));
+        if (!pack_bufs[t])
+            return false;
+    }
+    return true;
+}
+
+static bool have_avx512(void)
+{
+    static int have = -1;
+    if (have < 0)
+        have = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return have == 1;
+}
+#endif
+
+void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    int threads = tg_get_num_threads();
+    if (threads > GEMM_MAX_THREADS)
+        threads = GEMM_MAX_THREADS;
+    /* Column slabs of whole panels, at least one panel each. */
+    int64_t panels = (N + GEMM_NR - 1) / GEMM_NR;
+    if (threads > panels)
+        threads = (int)panels;
+    if (M > 0 && N > 0 && K > 0 && have_avx512() && gemm_buffers(threads)) {
+        if ((double)M * N * K < 1e6)
+            threads = 1; /* below about 50 us of work the fork costs more than it saves */
+#ifdef _OPENMP
+        TG_PRAGMA(omp parallel for schedule(static) num_threads(threads) if (threads > 1))
+#endif
+        for (int t = 0; t < threads; t++) {
+            int64_t j0 = panels * t / threads * GEMM_NR, j1 = panels * (t + 1) / threads * GEMM_NR;
+            if (j1 > N)
+                j1 = N;
+            gemm_columns(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, j0, j1,
+                         pack_bufs[t]);
+        }
+        return;
+    }
+#endif
+    tg_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
