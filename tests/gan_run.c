@@ -220,8 +220,9 @@ bool run_make_root(const char *name)
     return true;
 }
 
-void run_remove_root(void)
+int run_teardown(void **state)
 {
+    (void)state;
     const char *keep = getenv("TG_KEEP_TMP");
     if (keep && keep[0] && strcmp(keep, "0"))
         print_message("kept %s\n", root);
@@ -232,6 +233,7 @@ void run_remove_root(void)
     free(strs);
     strs = NULL, n_strs = cap_strs = 0;
     cwd_dir = NULL;
+    return 0;
 }
 
 bool find_in_path(const char *name, char out[PATH_MAX])
@@ -317,11 +319,12 @@ run_result finish(pid_t pid, const char *tag, double t0, double timeout, bool ki
     return r;
 }
 
-/* mnist_gan with args (NULL-terminated, without the program name). */
-run_result gan(const char *const args[])
+run_result run_with(const char *const prefix[], const char *const args[])
 {
-    const char *argv[64] = {program};
-    int k = 1;
+    const char *argv[64];
+    int k = 0;
+    for (int i = 0; prefix[i]; i++)
+        argv[k++] = prefix[i];
     for (int i = 0; args[i]; i++) {
         assert_true(k < 63);
         argv[k++] = args[i];
@@ -333,6 +336,11 @@ run_result gan(const char *const args[])
     run_result r = finish(pid, tag, t0, RUN_TIMEOUT, false);
     run_seconds += r.seconds;
     return r;
+}
+
+run_result gan(const char *const args[])
+{
+    return run_with((const char *const[]){program, NULL}, args);
 }
 
 #define GAN(...) gan((const char *const[]){__VA_ARGS__, NULL})

@@ -2,7 +2,8 @@
  * test_gan_valgrind): each run in its own process group with stdout and stderr in files, a
  * timeout that kills the group, and the small files, folders and data set the runs need.
  * Everything lives in one temporary folder per test executable (run_make_root), removed at the
- * end unless TG_KEEP_TMP=1. Failures are cmocka failures (fail_msg), so call these from tests. */
+ * end (run_teardown) unless TG_KEEP_TMP=1. Failures are cmocka failures (fail_msg), so call
+ * these from tests. */
 #ifndef TAPEGRAD_TESTS_GAN_RUN_H
 #define TAPEGRAD_TESTS_GAN_RUN_H
 
@@ -24,7 +25,7 @@ extern int n_runs;
 extern double run_seconds; /* spent in mnist_gan runs, for the timing line of each test */
 
 double now(void);
-/* A path or string made with printf, kept until run_remove_root. */
+/* A path or string made with printf, kept until run_teardown. */
 const char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- set-up: the program's path from argv[1] (or $MNIST_GAN) and the temporary folder ---- */
@@ -32,8 +33,9 @@ const char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 bool run_set_program(int argc, char **argv, const char *usage_tail);
 /* Makes root ($TMPDIR/NAME_XXXXXX) with cwd/ and logs/ in it; false with a message. */
 bool run_make_root(const char *name);
-/* Removes root (kept, and said so, when TG_KEEP_TMP is set) and frees the fmt strings. */
-void run_remove_root(void);
+/* A cmocka group teardown: removes root (kept, and said so, when TG_KEEP_TMP is set) and
+ * frees the fmt strings. */
+int run_teardown(void **state);
 
 /* ---- files ---------------------------------------------------------------------------- */
 /* The whole file, NUL-terminated (malloc'ed), or NULL when it cannot be read. */
@@ -76,6 +78,8 @@ typedef struct {
 pid_t start(const char *const argv[], const start_opts *opts, const char **tag);
 /* Waits for pid (killing its group after timeout seconds) and collects its output. */
 run_result finish(pid_t pid, const char *tag, double t0, double timeout, bool kill_group);
+/* prefix (argv[0] a path; NULL-terminated) then args (NULL-terminated), to its end. */
+run_result run_with(const char *const prefix[], const char *const args[]);
 /* mnist_gan with args (NULL-terminated, without the program name), to its end. */
 run_result gan(const char *const args[]);
 #define GAN(...) gan((const char *const[]){__VA_ARGS__, NULL})

@@ -426,13 +426,6 @@ static int group_setup(void **state)
     return 0;
 }
 
-static int group_teardown(void **state)
-{
-    (void)state;
-    run_remove_root();
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     if (!run_set_program(argc, argv, ""))
@@ -450,7 +443,7 @@ int main(int argc, char **argv)
     };
     double t0 = now();
     int failed = cmocka_run_group_tests_name("mnist_gan crash safety", tests, group_setup,
-                                             group_teardown);
+                                             run_teardown);
     printf("mnist_gan crash safety: %.1f s in all, %d program runs\n", now() - t0, n_runs);
     return failed;
 }

@@ -28,19 +28,13 @@ static const char *data_dir;
 static void memcheck(int want, const char *const args[])
 {
     const char *log = fmt("%s/logs/valgrind%03d.log", root, n_runs + 1);
-    const char *argv[48] = {valgrind, "--error-exitcode=99", "--leak-check=full",
-                            "--errors-for-leak-kinds=definite,indirect",
-                            "--show-leak-kinds=definite,indirect", "--track-origins=no",
-                            "--num-callers=30", fmt("--suppressions=%s", suppressions),
-                            fmt("--log-file=%s", log), program};
-    int k = 10;
-    for (int i = 0; args[i]; i++)
-        argv[k++] = args[i];
-    argv[k] = NULL;
-    const char *tag;
-    double t0 = now();
-    pid_t pid = start(argv, NULL, &tag);
-    run_result r = finish(pid, tag, t0, RUN_TIMEOUT, false);
+    const char *const memcheck_argv[] = {valgrind, "--error-exitcode=99", "--leak-check=full",
+                                         "--errors-for-leak-kinds=definite,indirect",
+                                         "--show-leak-kinds=definite,indirect",
+                                         "--num-callers=30",
+                                         fmt("--suppressions=%s", suppressions),
+                                         fmt("--log-file=%s", log), program, NULL};
+    run_result r = run_with(memcheck_argv, args);
     char *report = read_file(log, NULL);
     const char *summary = report ? strstr(report, "ERROR SUMMARY: ") : NULL;
     bool clean = summary && !strncmp(summary, "ERROR SUMMARY: 0 errors", 23);
@@ -92,13 +86,6 @@ static int group_setup(void **state)
     return 0;
 }
 
-static int group_teardown(void **state)
-{
-    (void)state;
-    run_remove_root();
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     if (!run_set_program(argc, argv, " PATH/TO/valgrind.supp") || argc < 3)
@@ -106,6 +93,6 @@ int main(int argc, char **argv)
     suppressions = argv[2];
     const struct CMUnitTest tests[] = {TG_TEST(test_gan_under_memcheck)};
     int failed = cmocka_run_group_tests_name("mnist_gan under valgrind", tests, group_setup,
-                                             group_teardown);
+                                             run_teardown);
     return failed == 0 && !valgrind[0] ? 77 : failed;
 }

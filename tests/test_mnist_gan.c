@@ -1113,8 +1113,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     run_free(&first_run);
-    run_remove_root();
-    return 0;
+    return run_teardown(state);
 }
 
 int main(int argc, char **argv)
