@@ -129,37 +129,46 @@ def bce(logits, label):
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
 
 
+def adams(G, D, lr, beta1):
+    """step.c's three optimizers: two over D (real and fake steps), one over G."""
+    adam = lambda m: torch.optim.Adam(m.parameters(), lr=lr, betas=(beta1, 0.999), eps=1e-8)
+    return adam(D), adam(D), adam(G)
+
+
+def step(G, D, opts, clean, real, z, z2):
+    """step.c's gan_step: one iteration; returns the losses (d_real, d_fake, g). z serves the
+    fake-D step (and the tutorial's G step), z2 the clean mode's G step."""
+    opt_d_real, opt_d_fake, opt_g = opts
+    if clean:
+        D.zero_grad(set_to_none=True)
+    loss_real = bce(D(real), 1.0)
+    loss_real.backward()
+    opt_d_real.step()
+    D.zero_grad(set_to_none=True)
+
+    fake = G(z)
+    if clean:
+        fake = fake.detach()
+    loss_fake = bce(D(fake), 0.0)
+    loss_fake.backward()
+    opt_d_fake.step()
+    D.zero_grad(set_to_none=True)
+    if clean:
+        z = z2
+        G.zero_grad(set_to_none=True)
+
+    loss_g = bce(D(G(z)), 1.0)
+    loss_g.backward()
+    opt_g.step()
+    G.zero_grad(set_to_none=True)
+    return loss_real.item(), loss_fake.item(), loss_g.item()
+
+
 def train(G, D, mode, beta1, reals, zs):
     """step.c's gan_step, ITERS times; returns the losses [ITERS, 3]."""
-    clean = mode == "clean"
-    adam = lambda m: torch.optim.Adam(m.parameters(), lr=LR, betas=(beta1, 0.999), eps=1e-8)
-    opt_d_real, opt_d_fake, opt_g = adam(D), adam(D), adam(G)
-    losses = []
-    for it in range(ITERS):
-        if clean:
-            D.zero_grad(set_to_none=True)
-        loss_real = bce(D(reals[it]), 1.0)
-        loss_real.backward()
-        opt_d_real.step()
-        D.zero_grad(set_to_none=True)
-
-        z = zs[it][0]
-        fake = G(z)
-        if clean:
-            fake = fake.detach()
-        loss_fake = bce(D(fake), 0.0)
-        loss_fake.backward()
-        opt_d_fake.step()
-        D.zero_grad(set_to_none=True)
-        if clean:
-            z = zs[it][1]
-            G.zero_grad(set_to_none=True)
-
-        loss_g = bce(D(G(z)), 1.0)
-        loss_g.backward()
-        opt_g.step()
-        G.zero_grad(set_to_none=True)
-        losses.append([loss_real.item(), loss_fake.item(), loss_g.item()])
+    opts = adams(G, D, LR, beta1)
+    losses = [step(G, D, opts, mode == "clean", reals[it], zs[it][0], zs[it][1])
+              for it in range(ITERS)]
     return np.array(losses, dtype=np.float32)
 
 
