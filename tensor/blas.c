@@ -59,7 +59,10 @@ const char *tg_blas_info(void)
     /* the config string opens with "OpenBLAS 0.3.21 ..." */
     if (cfg && sscanf(cfg, "OpenBLAS %31s", ver) == 1)
         version = ver;
-    snprintf(info, sizeof info, "OpenBLAS %s, %s threads, %s kernels", version,
-             par >= 0 && par <= 2 ? flavour[par] : "unknown", openblas_get_corename());
+    /* The convolutions' GEMMs bypass OpenBLAS where tensor/gemm.c's kernels run: say so, or
+     * a benchmark header naming OpenBLAS's AVX2 kernels would misdescribe them. */
+    snprintf(info, sizeof info, "OpenBLAS %s, %s threads, %s kernels%s", version,
+             par >= 0 && par <= 2 ? flavour[par] : "unknown", openblas_get_corename(),
+             tg_sgemm_avx512_active() ? "; conv GEMMs: tapegrad's AVX-512 kernels" : "");
     return info;
 }

@@ -239,6 +239,15 @@ static bool have_avx512(void)
 }
 #endif
 
+bool tg_sgemm_avx512_active(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return have_avx512();
+#else
+    return false;
+#endif
+}
+
 void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                      float *C, int64_t ldc)

@@ -64,5 +64,7 @@ void tg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
 void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                      float *C, int64_t ldc);
+/* True when tg_sgemm_avx512 runs our kernels (the CPU has AVX-512), not OpenBLAS. */
+bool tg_sgemm_avx512_active(void);
 
 #endif
