@@ -13,7 +13,9 @@
  * streams one A panel (from L2) against one B panel (32 KB, from L1). Packing absorbs the
  * transposes and zero-pads the edges, so the kernel has one shape; edge tiles store through
  * masks. Threads split the columns of C in multiples of NR, each with its own packing buffers,
- * so no two threads write the same element and the result does not depend on timing. */
+ * so no two threads write the same element and the result does not depend on timing. The
+ * buffers belong to one call (from the caching allocator, so taking them again is cheap):
+ * calls from several user threads at once never share them, and tg_allocator_trim frees them. */
 #include "internal.h"
 
 #include "parallel.h"
@@ -28,10 +30,9 @@
 #define GEMM_NC 512
 #define GEMM_MAX_THREADS 64
 
-/* Packing buffers of one thread: A block [MC/MR][KC][MR], then B block [NC/NR][KC][NR]. */
+/* Packing buffers of one thread: A block [MC/MR][KC][MR], then B block [NC/NR][KC][NR]. A
+ * multiple of 16 floats, so that every thread's buffer stays 64-byte aligned. */
 #define GEMM_PACK_FLOATS ((int64_t)GEMM_MC * GEMM_KC + (int64_t)GEMM_KC * GEMM_NC)
-
-static float *pack_bufs[GEMM_MAX_THREADS];
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -216,18 +217,17 @@ GEMM_AVX512 static void gemm_columns(bool trans_a, bool trans_b, int64_t M, int6
     }
 }
 
-/* The packing buffers of threads 0 .. n-1, allocated once (64-byte aligned for the kernel's
- * aligned loads); false when memory runs out. Called outside parallel regions only. */
-static bool gemm_buffers(int n)
+/* The packing buffers of n threads for one call, 64-byte aligned for the kernel's aligned
+ * loads; NULL when memory runs out. The caller then falls back to OpenBLAS, which succeeds,
+ * so tg_alloc's error is withdrawn unless an earlier one was already pending. */
+static float *gemm_buffers(int n, size_t *nbytes)
 {
-    for (int t = 0; t < n; t++) {
-        if (pack_bufs[t])
-            continue;
-        pack_bufs[t] = aligned_alloc(64, (size_t)GEMM_PACK_FLOATS * sizeof(float));
-        if (!pack_bufs[t])
-            return false;
-    }
-    return true;
+    *nbytes = (size_t)n * (size_t)GEMM_PACK_FLOATS * sizeof(float);
+    const bool error_pending = tg_last_status() != TG_OK;
+    float *buf = tg_alloc(*nbytes);
+    if (!buf && !error_pending)
+        tg_clear_error();
+    return buf;
 }
 
 static bool have_avx512(void)
@@ -260,9 +260,12 @@ void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
     int64_t panels = (N + GEMM_NR - 1) / GEMM_NR;
     if (threads > panels)
         threads = (int)panels;
-    if (M > 0 && N > 0 && K > 0 && have_avx512() && gemm_buffers(threads)) {
-        if ((double)M * N * K < 1e6)
-            threads = 1; /* below about 50 us of work the fork costs more than it saves */
+    if ((double)M * N * K < 1e6)
+        threads = 1; /* below about 50 us of work the fork costs more than it saves */
+    size_t buf_bytes = 0;
+    float *buf = M > 0 && N > 0 && K > 0 && have_avx512() ? gemm_buffers(threads, &buf_bytes)
+                                                           : NULL;
+    if (buf) {
 #ifdef _OPENMP
         TG_PRAGMA(omp parallel for schedule(static) num_threads(threads) if (threads > 1))
 #endif
@@ -271,8 +274,9 @@ void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
             if (j1 > N)
                 j1 = N;
             gemm_columns(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, j0, j1,
-                         pack_bufs[t]);
+                         buf + t * GEMM_PACK_FLOATS);
         }
+        tg_free(buf, buf_bytes);
         return;
     }
 #endif

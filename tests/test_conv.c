@@ -6,8 +6,10 @@
 #include "../autograd/internal.h"
 #include "golden/conv_golden.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Relative tolerance against PyTorch, with a floor for values near 0 (DESIGN.md §7). */
 #define RTOL 1e-4
@@ -581,6 +583,62 @@ static void test_gemm_against_openblas(void **state)
     }
 }
 
+/* One user thread's share of test_gemm_threads: its own operands, the same product again
+ * and again, each result compared bit for bit with the one computed alone. */
+typedef struct {
+    const float *a, *b, *want;
+    float *c;
+    int64_t M, N, K;
+    bool ok;
+} gemm_job;
+
+static void *gemm_job_run(void *arg)
+{
+    gemm_job *j = arg;
+    j->ok = true;
+    for (int rep = 0; rep < 200 && j->ok; rep++) {
+        tg_sgemm_avx512(false, true, j->M, j->N, j->K, 1.0f, j->a, j->K, j->b, j->K, 0.0f, j->c,
+                        j->N);
+        j->ok = memcmp(j->c, j->want, (size_t)(j->M * j->N) * sizeof(float)) == 0;
+    }
+    return NULL;
+}
+
+/* Two user threads multiplying at once get the results each gets alone: the packing buffers
+ * belong to one call (they were once global and shared, and the threads overwrote each
+ * other's panels). */
+static void test_gemm_threads(void **state)
+{
+    (void)state;
+    enum { JOBS = 2 };
+    const int64_t M = 64, N = 196, K = 300;
+    tg_rng rng;
+    tg_rng_seed(&rng, 22);
+    gemm_job jobs[JOBS];
+    tg_tensor *t[JOBS][4];
+    int64_t sizes[4] = {M * K, N * K, M * N, M * N};
+    for (int i = 0; i < JOBS; i++) {
+        for (int k = 0; k < 4; k++)
+            t[i][k] = tg_tensor_new(1, &sizes[k]);
+        tg_tensor_uniform_(t[i][0], &rng, -1.0f, 1.0f);
+        tg_tensor_uniform_(t[i][1], &rng, -1.0f, 1.0f);
+        tg_sgemm_avx512(false, true, M, N, K, 1.0f, t[i][0]->data, K, t[i][1]->data, K, 0.0f,
+                        t[i][2]->data, N);
+        jobs[i] = (gemm_job){.a = t[i][0]->data, .b = t[i][1]->data, .want = t[i][2]->data,
+                             .c = t[i][3]->data, .M = M, .N = N, .K = K};
+    }
+    pthread_t tid[JOBS];
+    for (int i = 0; i < JOBS; i++)
+        assert_int_equal(pthread_create(&tid[i], NULL, gemm_job_run, &jobs[i]), 0);
+    for (int i = 0; i < JOBS; i++)
+        assert_int_equal(pthread_join(tid[i], NULL), 0);
+    for (int i = 0; i < JOBS; i++) {
+        assert_true(jobs[i].ok);
+        for (int k = 0; k < 4; k++)
+            tg_release(t[i][k]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -599,6 +657,7 @@ int main(void)
         TG_TEST(test_threads_equal),
         TG_TEST(test_second_backward),
         TG_TEST(test_gemm_against_openblas),
+        TG_TEST(test_gemm_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
