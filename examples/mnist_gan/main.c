@@ -363,6 +363,9 @@ static int train(gan_options *o)
             goto done;
         }
         s.z_rng = z_rng_saved;
+        /* Loaded: the checkpoint's copy (as large as G, D and three Adams) is not kept for
+         * the whole run. */
+        tg_state_dict_free(resume_sd), resume_sd = NULL;
     }
     /* The grids' fixed noise: from the seed alone, so a resumed run shows the same z. */
     tg_rng grid_rng;
