@@ -284,16 +284,20 @@ static void im2col_chunk(const conv_geom *g, const float *img, int64_t B, float 
     }
 }
 
-/* img [B, Ci, H, W] += col2im(cols [Kc, B*P]); cols is working space (see col2im_plane). A
- * channel plane only receives values from its own rows, so splitting (image, channel) pairs
- * between threads is race-free. */
-static void col2im_chunk(const conv_geom *g, float *cols, int64_t B, float *img)
+/* img [B, Ci, H, W] += col2im(cols [Kc, B*P]), or = when assign (img uninitialised: each
+ * plane is zeroed just before its values are added, while it is in cache, instead of the whole
+ * tensor in a pass of its own); cols is working space (see col2im_plane). A channel plane only
+ * receives values from its own rows, so splitting (image, channel) pairs between threads is
+ * race-free. */
+static void col2im_chunk(const conv_geom *g, float *cols, int64_t B, float *img, bool assign)
 {
-    const int64_t items = B * g->Ci, ldc = B * g->P, kk = g->kh * g->kw;
+    const int64_t items = B * g->Ci, ldc = B * g->P, kk = g->kh * g->kw, HW = g->H * g->W;
     TG_PARALLEL_FOR_WORK(items, kk * g->P)
     for (int64_t t = 0; t < items; t++) {
         int64_t b = t / g->Ci, c = t % g->Ci;
-        col2im_plane(g, cols + c * kk * ldc + b * g->P, ldc, img + t * g->H * g->W);
+        if (assign)
+            memset(img + t * HW, 0, (size_t)HW * sizeof(float));
+        col2im_plane(g, cols + c * kk * ldc + b * g->P, ldc, img + t * HW);
     }
 }
 
@@ -649,6 +653,14 @@ static void conv2d_direct_backward(const conv_geom *g, const float *x, const flo
     }
 }
 
+/* Zeroes grad (count floats; NULL: no gradient) when input i's buffer is fresh, so that a
+ * backward that accumulates into it may assume zeros. */
+static void zero_fresh(const tg_node *n, int i, float *grad, int64_t count)
+{
+    if (grad && tg_grad_fresh(n, i))
+        memset(grad, 0, (size_t)count * sizeof(float));
+}
+
 /* ---- checks shared by both ops ---------------------------------------------------------- */
 
 /* Ranks, bias shape and the parameters common to both ops. Cin_axis is the axis of w that
@@ -760,6 +772,14 @@ static void conv2d_backward(tg_node *n)
     const float *x = n->in[0]->data, *w = n->in[1]->data, *dy = n->out->grad->data;
     float *dx = tg_grad_of(n, 0), *dw = tg_grad_of(n, 1);
     float *db = n->n_in > 2 ? tg_grad_of(n, 2) : NULL;
+    /* Fresh gradients (tg_grad_fresh): the small dw and db are zeroed whole and then
+     * accumulated; the large dx is zeroed plane by plane inside col2im (the tape's zero fill
+     * of it was a pass over memory of its own), or whole on the direct path. */
+    const bool dx_set = dx && tg_grad_fresh(n, 0);
+    zero_fresh(n, 1, dw, g.Co * g.Kc);
+    zero_fresh(n, 2, db, g.Co);
+    if (g.direct)
+        zero_fresh(n, 0, dx, g.N * g.Ci * g.H * g.W);
     /* The scratch is working space only (see conv_scratch_bytes): nothing is read from it
      * before this backward writes it. */
     float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
@@ -787,7 +807,7 @@ static void conv2d_backward(tg_node *n)
                 channel_sums(dyF + u * y_img, 1, g.Co, conv_unit_cols(&g, B), db);
         }
         if (dx)
-            col2im_chunk(&g, cols, B, dx + b0 * x_img);
+            col2im_chunk(&g, cols, B, dx + b0 * x_img, dx_set);
     }
 }
 
@@ -812,7 +832,7 @@ static const tg_case conv2d_cases[] = {
 #undef CONV2D
 const tg_op tg_op_conv2d = {.name = "conv2d", .n_in = -1, .check = conv2d_check,
                             .forward = conv2d_forward, .backward = conv2d_backward,
-                            .cases = conv2d_cases};
+                            .cases = conv2d_cases, .fresh_grads = true};
 
 tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
                      int dilation)
@@ -890,7 +910,7 @@ static void conv_transpose2d_forward(tg_node *n)
             gemm_cols_from_flat(&g, B, u, w, xF, cols);
         /* The bias goes in chunk by chunk, so col2im adds to planes still in cache. */
         fill_planes(y + b0 * y_img, B, g.Ci, g.H * g.W, bias);
-        col2im_chunk(&g, cols, B, y + b0 * y_img);
+        col2im_chunk(&g, cols, B, y + b0 * y_img, false);
     }
 }
 
