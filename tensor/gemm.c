@@ -38,6 +38,12 @@
 #include <immintrin.h>
 #define GEMM_AVX512 __attribute__((target("avx512f")))
 
+/* The first n lanes of a vector (none for n <= 0, all for n >= 16). */
+static inline __mmask16 lane_mask(int64_t n)
+{
+    return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
+}
+
 /* r[i] = row i of a 16 x 16 block -> r[j] = column j: the packing's gathers of one value
  * from each of many rows, 16 values per instruction instead of one. */
 GEMM_AVX512 static inline void transpose16(__m512 r[16])
@@ -74,9 +80,8 @@ GEMM_AVX512 static inline void gather16(const float *const *src, int n, int64_t 
     for (int c = 0; c < 16; c++)
         r[c] = c < n ? _mm512_loadu_ps(src[c] + k0) : _mm512_setzero_ps();
     transpose16(r);
-    __mmask16 m = (__mmask16)((1u << n) - 1);
     for (int kk = 0; kk < 16; kk++)
-        _mm512_mask_storeu_ps(dst + kk * ld_dst, m, r[kk]);
+        _mm512_mask_storeu_ps(dst + kk * ld_dst, lane_mask(n), r[kk]);
 }
 
 /* Rows [i0, i0 + mc) and depths [p0, p0 + kc) of op(A) into panels of MR rows, zero past M.
@@ -90,11 +95,13 @@ GEMM_AVX512 static void pack_a(bool trans, const float *A, int64_t lda, int64_t 
         float *restrict panel = dst + ip * kc;
         int64_t i = i0 + ip, rows = M - i < GEMM_MR ? M - i : GEMM_MR;
         if (trans) {
-            for (int64_t k = 0; k < kc; k++) {
-                const float *src = A + (p0 + k) * lda + i;
-                for (int64_t r = 0; r < GEMM_MR; r++)
-                    panel[k * GEMM_MR + r] = r < rows ? src[r] : 0.0f;
-            }
+            /* One masked vector a panel row (lanes past rows read nothing and give 0): the
+             * element by element loop cost as much as a tenth of conv2d's backward-data GEMM,
+             * which packs the whole weight again for every image. */
+            for (int64_t k = 0; k < kc; k++)
+                _mm512_mask_storeu_ps(panel + k * GEMM_MR, lane_mask(GEMM_MR),
+                                      _mm512_maskz_loadu_ps(lane_mask(rows),
+                                                            A + (p0 + k) * lda + i));
             continue;
         }
         const float *src[GEMM_MR];
@@ -126,15 +133,14 @@ GEMM_AVX512 static void pack_b(bool trans, const float *B, int64_t ldb, int64_t 
         float *restrict panel = dst + jp * kc;
         int64_t j = j0 + jp, cols = N - j < GEMM_NR ? N - j : GEMM_NR;
         if (!trans) {
+            /* Masked vectors (lanes past cols read nothing and give 0): memcpy was a call per
+             * panel row, not inlined. */
             for (int64_t k = 0; k < kc; k++) {
                 const float *src = B + (p0 + k) * ldb + j;
-                float *restrict d = panel + k * GEMM_NR;
-                if (cols == GEMM_NR) {
-                    memcpy(d, src, GEMM_NR * sizeof(float));
-                    continue;
-                }
-                for (int64_t c = 0; c < GEMM_NR; c++)
-                    d[c] = c < cols ? src[c] : 0.0f;
+                for (int v = 0; v < GEMM_NR / 16; v++)
+                    _mm512_store_ps(panel + k * GEMM_NR + 16 * v,
+                                    _mm512_maskz_loadu_ps(lane_mask(cols - 16 * v),
+                                                          src + 16 * v));
             }
             continue;
         }
@@ -179,10 +185,8 @@ kernel_body(int nv, int64_t kc, const float *restrict a, const float *restrict b
         b += GEMM_NR;
     }
     __mmask16 m[2];
-    for (int v = 0; v < nv; v++) {
-        int64_t n = cols - 16 * v;
-        m[v] = (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
-    }
+    for (int v = 0; v < nv; v++)
+        m[v] = lane_mask(cols - 16 * v);
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     for (int r = 0; r < rows; r++) {
         float *c = C + r * ldc;
