@@ -374,9 +374,9 @@ static int train_and_save(options *o)
            o->dataset ? o->dataset : "data", o->data_dir, (long long)n_train,
            (long long)test->images->shape[0]);
     printf("model: %s; %lld parameters\n", CLF_ARCH, (long long)tg_module_num_parameters(m->net));
-    printf("Adam lr %g (x %g per epoch), batch %ld, %ld epochs, seed %llu, %d threads, %s\n",
+    printf("Adam lr %g (x %g per epoch), batch %ld, %ld epochs, seed %llu, %d thread%s, %s\n",
            (double)o->lr, (double)o->lr_decay, o->batch, o->epochs, o->seed,
-           tg_get_num_threads(), tg_blas_info());
+           tg_get_num_threads(), tg_get_num_threads() == 1 ? "" : "s", tg_blas_info());
     fflush(stdout);
 
     for (long epoch = 1; epoch <= o->epochs; epoch++) {

@@ -387,9 +387,9 @@ static int train(gan_options *o)
              step_names[o->step], (long long)o->batch, o->lr, o->beta1,
              (unsigned long long)o->seed, (long long)ds->images->shape[0],
              o->digit >= 0 ? " (one digit)" : "");
-    printf("mnist_gan: %s; %lld iterations (%lld per epoch), from %lld; %d threads; %s\n", title,
-           (long long)total, (long long)per_epoch, (long long)pos.iteration, o->threads,
-           tg_blas_info());
+    printf("mnist_gan: %s; %lld iterations (%lld per epoch), from %lld; %d thread%s; %s\n",
+           title, (long long)total, (long long)per_epoch, (long long)pos.iteration, o->threads,
+           o->threads == 1 ? "" : "s", tg_blas_info());
     fflush(stdout);
 
     const bool tty = isatty(2);
