@@ -29,7 +29,9 @@
  * chunk's columns stay in the cores' L2 between im2col and the GEMM that reads them: on the
  * GAN's layers 2 MB ran forward + backward 10-30% faster than 8 MB or 16 MB, and as fast as
  * 1 MB (bench/bench_conv, 2 cores with 1 MB of L2 each). Still so with tensor/gemm.c's
- * AVX-512 kernels: 8 MB made G_upsample.8 15-40% and D.4 20% slower (bench_gan, CPU time). */
+ * AVX-512 kernels: 8 MB made G_upsample.8 15-40% and D.4 20% slower (bench_gan, CPU time).
+ * Splitting cols further into slabs of about 256 rows (whole channels; every GEMM splits along
+ * them), so that a slab stays in L2, gained nothing on G_upsample.8 and made D.4 8% slower. */
 #define CONV_CHUNK_BYTES ((int64_t)2 << 20)
 /* Staging (see above) for planes of fewer than CONV_STAGE_MAX_P positions and columns of at
  * least CONV_STAGE_MIN_KC rows. */
