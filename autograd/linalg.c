@@ -1,4 +1,5 @@
-/* Linear algebra ops: matmul and the fused linear layer, both on sgemm. */
+/* Linear algebra ops: matmul and the fused linear layer, both on sgemm (tg_sgemm_avx512: our
+ * AVX-512 kernels where the CPU has them, else OpenBLAS). */
 #include "internal.h"
 
 #include "../tensor/parallel.h"
@@ -26,7 +27,7 @@ static void matmul_forward(tg_node *n)
 {
     const tg_tensor *a = n->in[0], *b = n->in[1];
     int64_t M = a->shape[0], K = a->shape[1], N = b->shape[1];
-    tg_sgemm(false, false, M, N, K, 1.0f, a->data, K, b->data, N, 0.0f, n->out->data, N);
+    tg_sgemm_avx512(false, false, M, N, K, 1.0f, a->data, K, b->data, N, 0.0f, n->out->data, N);
 }
 
 static void matmul_backward(tg_node *n)
@@ -36,9 +37,9 @@ static void matmul_backward(tg_node *n)
     const float *dy = n->out->grad->data;
     float *da = tg_grad_of(n, 0), *db = tg_grad_of(n, 1);
     if (da)
-        tg_sgemm(false, true, M, K, N, 1.0f, dy, N, b->data, N, 1.0f, da, K);
+        tg_sgemm_avx512(false, true, M, K, N, 1.0f, dy, N, b->data, N, 1.0f, da, K);
     if (db)
-        tg_sgemm(true, false, K, N, M, 1.0f, a->data, K, dy, N, 1.0f, db, N);
+        tg_sgemm_avx512(true, false, K, N, M, 1.0f, a->data, K, dy, N, 1.0f, db, N);
 }
 
 static const tg_case matmul_cases[] = {
@@ -90,7 +91,7 @@ static void linear_forward(tg_node *n)
             for (int64_t o = 0; o < O; o++)
                 y[r * O + o] = b->data[o];
     }
-    tg_sgemm(false, true, N, O, I, 1.0f, x->data, I, w->data, I, b ? 1.0f : 0.0f, y, O);
+    tg_sgemm_avx512(false, true, N, O, I, 1.0f, x->data, I, w->data, I, b ? 1.0f : 0.0f, y, O);
 }
 
 static void linear_backward(tg_node *n)
@@ -101,9 +102,9 @@ static void linear_backward(tg_node *n)
     float *dx = tg_grad_of(n, 0), *dw = tg_grad_of(n, 1);
     float *db = n->n_in > 2 ? tg_grad_of(n, 2) : NULL;
     if (dx)
-        tg_sgemm(false, false, N, I, O, 1.0f, dy, O, w->data, I, 1.0f, dx, I);
+        tg_sgemm_avx512(false, false, N, I, O, 1.0f, dy, O, w->data, I, 1.0f, dx, I);
     if (dw)
-        tg_sgemm(true, false, O, I, N, 1.0f, dy, O, x->data, I, 1.0f, dw, I);
+        tg_sgemm_avx512(true, false, O, I, N, 1.0f, dy, O, x->data, I, 1.0f, dw, I);
     if (db) {
         /* Column sums: rows outer so the inner loop runs along contiguous memory. */
         for (int64_t r = 0; r < N; r++)
