@@ -88,16 +88,17 @@ def steps(args, generator, threads):
     loads = [load1()]
     for i in range(args.warmup + args.iters):
         order = (a, b) if i % 2 == 0 else (b, a)
+        this = {}  # this iteration's wall time of each side (warm-up ones too, for the log)
         for s in order:
             wall, cpu = (float(v) for v in s.ask("step"))
+            this[s.side] = wall
             if i >= args.warmup:
                 res[s.side]["wall"].append(wall)
                 res[s.side]["cpu"].append(cpu)
         loads.append(load1())
         log("  %s G, %d thread(s), iteration %d/%d: tapegrad %.3f s, torch %.3f s (load %.1f)"
-            % (generator, threads, i + 1, args.warmup + args.iters,
-               res["tapegrad"]["wall"][-1] if res["tapegrad"]["wall"] else wall,
-               res["torch"]["wall"][-1] if res["torch"]["wall"] else wall, loads[-1]))
+            % (generator, threads, i + 1, args.warmup + args.iters, this["tapegrad"],
+               this["torch"], loads[-1]))
     for s in (a, b):
         peak, now = (int(v) for v in s.ask("rss"))
         r = res[s.side]
