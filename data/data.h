@@ -44,7 +44,8 @@ typedef struct tg_dataset {
 } tg_dataset;
 
 /* Loads dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte (raw or .gz); digit 0..9 keeps only
- * that class, -1 keeps all. */
+ * that class, -1 keeps all. The file's values are read, scaled into the dataset and returned
+ * to the system (tg_allocator_trim). */
 tg_dataset *tg_data_load_mnist(const char *dir, bool train, int digit);
 /* Frees a dataset. NULL is ignored. */
 void tg_dataset_free(tg_dataset *ds);
