@@ -6,6 +6,7 @@
  *      gradient that the op leaves partly unwritten shows up as a NaN;
  *   2. the same backward again, with each gradient already holding a known tensor s, must give
  *      s + the first gradient (the accumulating path agrees with the assigning one). */
+#include "case_input.h"
 #include "common.h"
 
 #include "../autograd/internal.h"
@@ -24,25 +25,6 @@ typedef struct {
 static int case_n_in(const fg_item *it)
 {
     return it->c->n_in ? it->c->n_in : it->op->n_in;
-}
-
-static tg_tensor *make_input(const tg_case *c, int i, tg_rng *rng)
-{
-    int ndim = 0;
-    while (ndim < TG_MAX_DIMS && c->shape[i][ndim] > 0)
-        ndim++;
-    tg_tensor *t = tg_tensor_new(ndim, c->shape[i]);
-    assert_non_null(t);
-    if (c->init) {
-        c->init(i, t, rng);
-    } else {
-        float lo = c->lo, hi = c->hi;
-        if (lo == 0.0f && hi == 0.0f)
-            lo = -1.0f, hi = 1.0f;
-        for (int64_t e = 0; e < t->numel; e++)
-            t->data[e] = lo + (hi - lo) * tg_rng_uniform01(rng);
-    }
-    return t;
 }
 
 /* Leaves NaN-filled buffers of t's size at the head of the allocator's cache. */
@@ -77,7 +59,7 @@ static void fresh_case(void **state)
     tg_rng_seed(&rng, 777 + (uint64_t)it->index);
     tg_tensor *in[TG_CASE_INPUTS], *first[TG_CASE_INPUTS] = {0}, *seed[TG_CASE_INPUTS] = {0};
     for (int i = 0; i < n_in; i++) {
-        in[i] = make_input(c, i, &rng);
+        in[i] = case_input(c, i, &rng, NULL);
         if (!(c->no_grad >> i & 1))
             tg_tensor_set_requires_grad(in[i], true);
     }

@@ -7,6 +7,7 @@
  * passes when |analytic - numeric| <= 3e-3 + 3e-3 |numeric|, and the case passes when also
  * max |analytic - numeric| / max |numeric| <= 3e-3. An op with no case fails unless it states
  * a reason. */
+#include "case_input.h"
 #include "common.h"
 
 #include "../autograd/internal.h"
@@ -41,25 +42,6 @@ static float avoid_kinks(const tg_case *c, float v)
     return v;
 }
 
-static tg_tensor *make_input(const tg_case *c, int i, tg_rng *rng)
-{
-    int ndim = 0;
-    while (ndim < TG_MAX_DIMS && c->shape[i][ndim] > 0)
-        ndim++;
-    tg_tensor *t = tg_tensor_new(ndim, c->shape[i]);
-    assert_non_null(t);
-    if (c->init) {
-        c->init(i, t, rng);
-    } else {
-        float lo = c->lo, hi = c->hi;
-        if (lo == 0.0f && hi == 0.0f)
-            lo = -1.0f, hi = 1.0f;
-        for (int64_t e = 0; e < t->numel; e++)
-            t->data[e] = avoid_kinks(c, lo + (hi - lo) * tg_rng_uniform01(rng));
-    }
-    return t;
-}
-
 /* sum(out * r) in double, for the current input values, on a no-grad tape. */
 static double loss_at(const gc_item *it, tg_tensor **in, const tg_tensor *r)
 {
@@ -86,7 +68,7 @@ static void gradcheck_case(void **state)
 
     tg_tensor *in[TG_CASE_INPUTS];
     for (int i = 0; i < n_in; i++) {
-        in[i] = make_input(c, i, &rng);
+        in[i] = case_input(c, i, &rng, avoid_kinks);
         if (!(c->no_grad >> i & 1))
             tg_tensor_set_requires_grad(in[i], true);
     }
