@@ -142,6 +142,56 @@ tg_module *tg_nn_sigmoid(void);
 /* Reshape to a fixed shape, one size may be -1: tg_nn_reshape(TG_DIMS(-1, 128, 7, 7)). */
 tg_module *tg_nn_reshape(int ndim, const int64_t *shape);
 
+/* ---- initialisation (init.c) ---------------------------------------------------------------
+ * torch.nn.init's initialisers: each fills a tensor in place (bumping its version) and returns
+ * a status. Fans follow PyTorch's convention on our (PyTorch) weight layouts: fan_in = dim 1 x
+ * receptive field, fan_out = dim 0 x receptive field — [out, in] for Linear, [out, in, k, k]
+ * for Conv2d, [in, out, k, k] for ConvTranspose2d (so a transposed convolution's fan_in counts
+ * its OUTPUT channels, as in PyTorch and in Paddle 1.8 alike). To re-initialise a model by layer
+ * type, walk it with tg_module_apply (PyTorch's model.apply(fn)):
+ *
+ *     static tg_status dcgan_init(tg_module *m, void *rng) {
+ *         const char *t = tg_module_type(m);
+ *         if (!strcmp(t, "Conv2d") || !strcmp(t, "ConvTranspose2d"))
+ *             return tg_init_normal_(tg_module_param(m, "weight"), rng, 0.0f, 0.02f);
+ *         return TG_OK;
+ *     }
+ *     tg_module_apply(G, dcgan_init, &rng); */
+
+typedef enum { TG_FAN_IN, TG_FAN_OUT } tg_fan_mode;
+/* The nonlinearity whose gain (torch.nn.init.calculate_gain) an initialiser should keep. */
+typedef enum { TG_NL_LINEAR, TG_NL_RELU, TG_NL_LEAKY_RELU, TG_NL_TANH, TG_NL_SELU } tg_nonlinearity;
+
+/* The recommended gain: 1 (linear, conv, sigmoid), sqrt(2) (ReLU), sqrt(2 / (1 + slope^2))
+ * (leaky ReLU, param = slope), 5/3 (tanh), 3/4 (SELU). */
+float tg_init_gain(tg_nonlinearity nl, float param);
+/* The fans of w (at least 2-D) in the convention above; either pointer may be NULL. */
+tg_status tg_init_fans(const tg_tensor *w, int64_t *fan_in, int64_t *fan_out);
+/* U(lo, hi), lo <= hi. */
+tg_status tg_init_uniform_(tg_tensor *t, tg_rng *rng, float lo, float hi);
+/* N(mean, std^2), std >= 0. */
+tg_status tg_init_normal_(tg_tensor *t, tg_rng *rng, float mean, float std);
+/* Every element = value. */
+tg_status tg_init_constant_(tg_tensor *t, float value);
+/* Xavier/Glorot: std = gain * sqrt(2 / (fan_in + fan_out)); uniform bound sqrt(3) * std. */
+tg_status tg_init_xavier_uniform_(tg_tensor *t, tg_rng *rng, float gain);
+tg_status tg_init_xavier_normal_(tg_tensor *t, tg_rng *rng, float gain);
+/* Kaiming/He: std = gain / sqrt(fan), fan = fan_in or fan_out by mode; uniform bound
+ * sqrt(3) * std. PyTorch's kaiming_*_(w, a, mode, nonlinearity) is gain =
+ * tg_init_gain(nonlinearity, a). */
+tg_status tg_init_kaiming_uniform_(tg_tensor *t, tg_rng *rng, float gain, tg_fan_mode mode);
+tg_status tg_init_kaiming_normal_(tg_tensor *t, tg_rng *rng, float gain, tg_fan_mode mode);
+
+/* What tg_module_apply calls on each module; a status other than TG_OK stops the walk. */
+typedef tg_status (*tg_module_fn)(tg_module *m, void *ctx);
+/* Calls fn on every module of the tree, children before their parent (PyTorch's order), and
+ * returns the first failure. */
+tg_status tg_module_apply(tg_module *m, tg_module_fn fn, void *ctx);
+/* Re-initialises m's layers as PaddlePaddle 1.8 dygraph's defaults would (Linear: Xavier-
+ * uniform; Conv2d: Normal(0, sqrt(2 / (k*k*in_ch))), i.e. Kaiming-normal, ReLU gain, fan_in;
+ * ConvTranspose2d: Xavier-uniform; BatchNorm: weight 1; every bias 0), drawing from rng. */
+tg_status tg_nn_init_paddle(tg_module *m, tg_rng *rng);
+
 /* ---- Sequential --------------------------------------------------------------------------
  * Runs its children in order, each on the previous one's output. */
 
