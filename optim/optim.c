@@ -15,6 +15,8 @@
 typedef enum { OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW } optim_kind;
 
 static const char *const kind_names[] = {"SGD", "Adam", "AdamW"};
+/* tg_adam_eps values as the state dict's "eps_style" records them. */
+static const char *const eps_style_names[] = {"after_correction", "before_correction"};
 
 /* The hyper-parameters (one struct, so a load can validate a candidate before committing). */
 typedef struct {
@@ -22,6 +24,7 @@ typedef struct {
     float momentum, dampening; /* SGD */
     bool nesterov;             /* SGD */
     float beta1, beta2, eps;   /* Adam, AdamW */
+    tg_adam_eps eps_style;     /* Adam, AdamW: where eps enters (optim.h) */
     float weight_decay;
 } hyper;
 
@@ -219,7 +222,11 @@ static void sgd_update(const hyper *h, tg_tensor *p, param_state *s, bool first)
  *     AdamW: p = p * (1 - lr * wd)           Adam: g = grad + wd * p
  *     m = beta1 * m + (1 - beta1) * g
  *     v = beta2 * v + (1 - beta2) * g^2
- *     p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps) */
+ *     p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+ * With TG_ADAM_EPS_BEFORE_CORRECTION (PaddlePaddle 1.x's adam_op.h, TensorFlow 1's Adam) the
+ * last line is instead, with eps added to sqrt(v) before the bias correction:
+ *     p = p - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
+ * The two differ only while sqrt(v) is comparable to eps: early steps and tiny gradients. */
 static void adam_update(optim_kind kind, const hyper *h, tg_tensor *p, param_state *s)
 {
     float *w = p->data;
@@ -231,8 +238,12 @@ static void adam_update(optim_kind kind, const hyper *h, tg_tensor *p, param_sta
     const float l2 = kind == OPTIM_ADAM ? h->weight_decay : 0.0f;
     const float decay = kind == OPTIM_ADAMW ? (float)(1.0 - (double)h->lr * h->weight_decay)
                                             : 1.0f;
-    const float step_size = (float)(h->lr / (1.0 - pow(beta1, t)));
+    const bool before = h->eps_style == TG_ADAM_EPS_BEFORE_CORRECTION;
     const float bc2_sqrt = (float)sqrt(1.0 - pow(beta2, t));
+    /* Paddle folds the second correction into the step: lr_t = lr * sqrt(1-beta2^t)/(1-beta1^t).
+     * Dividing sqrt(v) by 1 instead of bc2_sqrt then gives its update from the same loop. */
+    const float step_size = (float)(h->lr * (before ? bc2_sqrt : 1.0) / (1.0 - pow(beta1, t)));
+    const float v_scale = before ? 1.0f : bc2_sqrt;
     int64_t n = p->numel;
     TG_PARALLEL_FOR(n)
     for (int64_t j = 0; j < n; j++) {
@@ -240,7 +251,7 @@ static void adam_update(optim_kind kind, const hyper *h, tg_tensor *p, param_sta
         float g = grad[j] + l2 * w[j];
         m[j] = beta1 * m[j] + (1.0f - beta1) * g;
         v[j] = beta2 * v[j] + (1.0f - beta2) * g * g;
-        w[j] -= step_size * m[j] / (sqrtf(v[j]) / bc2_sqrt + eps);
+        w[j] -= step_size * m[j] / (sqrtf(v[j]) / v_scale + eps);
     }
 }
 
@@ -292,6 +303,22 @@ void tg_optim_zero_grad(tg_optim *opt)
     for (int64_t i = 0; opt && i < opt->n; i++)
         tg_tensor_zero_grad(opt->params[i]);
 }
+
+tg_status tg_optim_set_adam_eps(tg_optim *opt, tg_adam_eps style)
+{
+    const char *fn = "tg_optim_set_adam_eps";
+    if (!opt)
+        return tg_set_error(TG_ERR_ARG, "%s: the optimizer is NULL", fn);
+    if (opt->kind == OPTIM_SGD)
+        return tg_set_error(TG_ERR_ARG, "%s: this optimizer is SGD; only Adam and AdamW have "
+                            "an eps", fn);
+    if (style != TG_ADAM_EPS_AFTER_CORRECTION && style != TG_ADAM_EPS_BEFORE_CORRECTION)
+        return tg_set_error(TG_ERR_ARG, "%s: style %d is not a tg_adam_eps", fn, (int)style);
+    opt->h.eps_style = style;
+    return TG_OK;
+}
+
+tg_adam_eps tg_optim_adam_eps(const tg_optim *opt) { return opt->h.eps_style; }
 
 tg_status tg_optim_set_lr(tg_optim *opt, float lr)
 {
@@ -363,6 +390,8 @@ tg_status tg_optim_state_dict(const tg_optim *opt, const char *prefix, tg_state_
         snprintf(v, sizeof v, "%.9g", h->eps);
         if (st == TG_OK)
             st = put_meta(sd, prefix, "eps", v);
+        if (st == TG_OK)
+            st = put_meta(sd, prefix, "eps_style", eps_style_names[h->eps_style]);
     }
 
     const char *const *fields;
@@ -436,6 +465,13 @@ static tg_status load_meta(const tg_optim *o, const char *prefix, const tg_state
         if (!parse_float(first, &h->beta1) || !parse_float(comma + 1, &h->beta2))
             return tg_set_error(TG_ERR_FORMAT, "%s: \"%s\" is \"%s\", not \"beta1,beta2\"", fn,
                                 k, v);
+    }
+    if (key(k, sizeof k, prefix, "eps_style") && (v = tg_state_dict_meta(sd, k))) {
+        if (strcmp(v, eps_style_names[0]) != 0 && strcmp(v, eps_style_names[1]) != 0)
+            return tg_set_error(TG_ERR_FORMAT, "%s: \"%s\" is \"%s\", not %s or %s", fn, k, v,
+                                eps_style_names[0], eps_style_names[1]);
+        h->eps_style = strcmp(v, eps_style_names[0]) == 0 ? TG_ADAM_EPS_AFTER_CORRECTION
+                                                          : TG_ADAM_EPS_BEFORE_CORRECTION;
     }
     if (key(k, sizeof k, prefix, "nesterov") && (v = tg_state_dict_meta(sd, k))) {
         if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0)

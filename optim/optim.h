@@ -45,6 +45,16 @@ tg_optim *tg_optim_adam(tg_tensor *const *params, int64_t n, float lr, float bet
  * Adam update. PyTorch's default weight_decay is 1e-2 (TG_ADAMW_WEIGHT_DECAY). */
 tg_optim *tg_optim_adamw(tg_tensor *const *params, int64_t n, float lr, float beta1,
                          float beta2, float eps, float weight_decay);
+/* Where Adam's eps enters the update. AFTER_CORRECTION (the default; PyTorch, Kingma & Ba):
+ * p -= lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps). BEFORE_CORRECTION
+ * (PaddlePaddle 1.x's adam op, TensorFlow 1): p -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) *
+ * m / (sqrt(v) + eps), i.e. eps added to sqrt(v) before the bias correction, which makes the
+ * early steps smaller. Saved and restored with the state dict ("eps_style"). */
+typedef enum { TG_ADAM_EPS_AFTER_CORRECTION, TG_ADAM_EPS_BEFORE_CORRECTION } tg_adam_eps;
+/* Sets an Adam's or AdamW's eps style for the next steps (an error for SGD). */
+tg_status tg_optim_set_adam_eps(tg_optim *opt, tg_adam_eps style);
+/* The eps style in force (AFTER_CORRECTION for SGD, which has none). */
+tg_adam_eps tg_optim_adam_eps(const tg_optim *opt);
 /* Releases the parameters and frees the state. NULL is ignored. */
 void tg_optim_free(tg_optim *opt);
 
