@@ -72,6 +72,15 @@ int64_t tg_loader_batches_per_epoch(const tg_loader *l);
 tg_loader_state tg_loader_get_state(const tg_loader *l);
 /* Moves the loader to a saved position. */
 tg_status tg_loader_set_state(tg_loader *l, const tg_loader_state *st);
+/* Shuffles within consecutive blocks of `block` images instead of across the whole set, as
+ * PaddlePaddle's paddle.reader.shuffle(reader, buf_size) does: each epoch is a permutation of
+ * images 0..block-1, then one of block..2*block-1, ... (the last block may be shorter); batches
+ * run on across block boundaries. 0 (the default) shuffles the whole set. The current epoch's
+ * order is redrawn from its seed, so set it right after tg_loader_new (or before or after
+ * tg_loader_set_state: the order depends only on the epoch's seed and the block). */
+tg_status tg_loader_set_shuffle_block(tg_loader *l, int64_t block);
+/* The block size in force (0: the whole set). */
+int64_t tg_loader_shuffle_block(const tg_loader *l);
 
 /* ---- PNG images (png.c) --------------------------------------------------------------------- */
 

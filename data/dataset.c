@@ -113,15 +113,39 @@ struct tg_loader {
     const tg_dataset *ds; /* borrowed: must outlive the loader */
     int64_t batch;
     int64_t *perm;        /* this epoch's order */
+    int64_t block;        /* shuffle within blocks of this many images (0: the whole set) */
     tg_loader_state st;
 };
 
-/* Draws the epoch's permutation from st.epoch_rng (kept unchanged: it is the epoch's seed). */
+/* Draws the epoch's order from st.epoch_rng (kept unchanged: it is the epoch's seed): one
+ * permutation of the whole set, or, with blocks, one per block in file order, each drawn after
+ * the previous from the same stream. */
 static void loader_shuffle(tg_loader *l)
 {
     tg_rng r = l->st.epoch_rng;
-    tg_rng_permutation(&r, l->ds->images->shape[0], l->perm);
+    const int64_t n = l->ds->images->shape[0], block = l->block ? l->block : n;
+    for (int64_t start = 0; start < n; start += block) {
+        int64_t len = n - start < block ? n - start : block;
+        tg_rng_permutation(&r, len, l->perm + start);
+        for (int64_t i = start; i < start + len; i++)
+            l->perm[i] += start;
+    }
 }
+
+tg_status tg_loader_set_shuffle_block(tg_loader *l, int64_t block)
+{
+    const char *fn = "tg_loader_set_shuffle_block";
+    if (!l)
+        return tg_set_error(TG_ERR_ARG, "%s: the loader is NULL", fn);
+    if (block < 0)
+        return tg_set_error(TG_ERR_ARG, "%s: block %lld: need 0 (shuffle the whole set) or a "
+                            "size >= 1", fn, (long long)block);
+    l->block = block;
+    loader_shuffle(l); /* the current epoch's order, drawn again from its seed */
+    return TG_OK;
+}
+
+int64_t tg_loader_shuffle_block(const tg_loader *l) { return l->block; }
 
 tg_loader *tg_loader_new(const tg_dataset *ds, int64_t batch, uint64_t seed)
 {
