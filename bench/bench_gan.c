@@ -7,7 +7,7 @@
  *   bench_gan serve-layers [--threads T]
  *   bench_gan info           (tg_blas_info(): OpenBLAS version, flavour and kernels)
  *
- * step: gan_state_init + gan_step (tutorial recipe, tutorial step, batch 128, Adam lr 2e-4,
+ * step: gan_state_init + gan_step (tutorial recipe, accumulate step, batch 128, Adam lr 2e-4,
  * beta1 0.9) on random real batches in [-1, 1]; prints one JSON line with the median seconds
  * per iteration (wall, and CPU time of all threads), the peak RSS (getrusage ru_maxrss) and
  * the RSS before the first iteration. Defaults: 20 timed iterations after 3 warm-up ones.
@@ -105,8 +105,11 @@ typedef struct {
 static void step_init(step_bench *b, gan_generator gen)
 {
     gan_widths w = gan_widths_default(1);
-    if (gan_state_init(&b->s, GAN_RECIPE_TUTORIAL, gen, &w, GAN_STEP_TUTORIAL, LR, BETA1, 1) !=
-        TG_OK)
+    /* The step that bench/torch_gan.py runs on PyTorch's side: the tutorial's code with
+     * accumulating gradients (the same ops as the faithful step, which only zeroes more). */
+    gan_config c = gan_config_default(GAN_RECIPE_TUTORIAL);
+    c.generator = gen, c.step = GAN_STEP_ACCUMULATE, c.lr = LR, c.beta1 = BETA1;
+    if (gan_state_init(&b->s, &c, &w) != TG_OK)
         die("gan_state_init");
     tg_rng rng;
     tg_rng_seed(&rng, 7);

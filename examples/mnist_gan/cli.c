@@ -21,12 +21,23 @@ static const char usage[] =
     "  --dataset NAME        mnist (default: data-cache/mnist, made by scripts/fetch-mnist.sh)\n"
     "                        or fashion (Debian's dataset-fashion-mnist package)\n"
     "  --digit D             train on one class only (0..9)\n"
-    "  --recipe NAME         tutorial (default): the tutorial's models, or dcgan: the classic\n"
-    "                        MNIST DCGAN with Adam beta1 0.5 and the clean step\n"
+    "  --recipe NAME         tutorial (default): the tutorial's models and settings as\n"
+    "                        PaddlePaddle 1.8 ran them, or dcgan: the classic MNIST DCGAN\n"
+    "                        (Adam beta1 0.5, clean step, PyTorch's init, Adam and shuffle)\n"
     "  --generator NAME      upsample (default): bilinear x2 + conv, or convt: transposed\n"
     "                        convolutions (tutorial recipe only)\n"
-    "  --step NAME           tutorial (default for the tutorial recipe): the tutorial's loop,\n"
-    "                        gradients accumulating as in dygraph; clean: the textbook step\n"
+    "  --step NAME           tutorial (default for the tutorial recipe): the tutorial's loop\n"
+    "                        as Paddle 1.8 ran it (each backward overwrites the gradients);\n"
+    "                        accumulate: the same code with gradients accumulating (Paddle\n"
+    "                        >= 2.0, or ported line by line to PyTorch); clean: the textbook\n"
+    "                        step (G(z) detached for D, fresh z for G; dcgan's default)\n"
+    "  --init NAME           paddle (tutorial default): Paddle 1.8's initialisers; torch:\n"
+    "                        PyTorch's (dcgan default)\n"
+    "  --adam NAME           paddle (tutorial default): eps added to sqrt(v) before the bias\n"
+    "                        correction, as Paddle 1.8; torch: after it (dcgan default)\n"
+    "  --shuffle NAME        paddle (tutorial default): each epoch shuffles images 0-29999 and\n"
+    "                        30000-59999 apart, as paddle.reader.shuffle(reader, 30000);\n"
+    "                        full: one shuffle of the whole set (dcgan default)\n"
     "  --epochs N            epochs to train (default 20, as the tutorial)\n"
     "  --iters N             stop after N iterations in all, counted across resumes\n"
     "                        (overrides --epochs)\n"
@@ -37,7 +48,9 @@ static const char usage[] =
     "  --threads T           threads for kernels and BLAS (default 2)\n"
     "  --log-every N         log line, sample grid and report every N iterations (default 100)\n"
     "  --grid-scale NAME     fixed (default): -1 black, 1 white; per-image: each image\n"
-    "                        stretched to its own range, as the tutorial's notebook showed them\n"
+    "                        stretched to its own range, as the tutorial's notebook showed them;\n"
+    "                        both (train only): samples_<it>.png fixed and\n"
+    "                        samples_<it>_per-image.png\n"
     "  --out DIR             output folder (default out/mnist_gan): samples_<it>.png,\n"
     "                        losses.csv, losses.svg, checkpoint.safetensors, report.html\n"
     "  --resume              continue exactly from OUT/checkpoint.safetensors\n"
@@ -154,8 +167,9 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
     }
     static const char *const generators[] = {"upsample", "convt", NULL};
     static const char *const recipes[] = {"tutorial", "dcgan", NULL};
-    static const char *const steps[] = {"tutorial", "clean", NULL};
-    static const char *const scales[] = {"fixed", "per-image", NULL};
+    static const char *const *const steps = gan_step_names;
+    static const char *const shuffles[] = {"paddle", "full", NULL};
+    static const char *const scales[] = {"fixed", "per-image", "both", NULL};
     static const char *const datasets[] = {"mnist", "fashion", NULL};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
@@ -200,6 +214,15 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         else if (!strcmp(f, "--step"))
             ok = parse_choice(f, v, steps, &c, err, n), o->step = (gan_step_mode)c,
             o->given |= GIVEN_STEP;
+        else if (!strcmp(f, "--init"))
+            ok = parse_choice(f, v, gan_init_names, &c, err, n), o->init = (gan_init)c,
+            o->given |= GIVEN_INIT;
+        else if (!strcmp(f, "--adam"))
+            ok = parse_choice(f, v, gan_adam_names, &c, err, n), o->adam_eps = (tg_adam_eps)c,
+            o->given |= GIVEN_ADAM;
+        else if (!strcmp(f, "--shuffle"))
+            ok = parse_choice(f, v, shuffles, &c, err, n),
+            o->shuffle_block = c == 0 ? GAN_PADDLE_SHUFFLE_BLOCK : 0, o->given |= GIVEN_SHUFFLE;
         else if (!strcmp(f, "--epochs"))
             ok = parse_int(f, v, 1, 1000000, &o->epochs, err, n);
         else if (!strcmp(f, "--iters"))
@@ -220,7 +243,8 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         else if (!strcmp(f, "--log-every"))
             ok = parse_int(f, v, 1, INT64_MAX / 2, &o->log_every, err, n);
         else if (!strcmp(f, "--grid-scale"))
-            ok = parse_choice(f, v, scales, &c, err, n), o->grid_scale = (tg_grid_scale)c,
+            ok = parse_choice(f, v, scales, &c, err, n),
+            o->grid_scale = c == 2 ? TG_GRID_FIXED : (tg_grid_scale)c, o->grid_both = c == 2,
             for_cmd = FOR_TRAIN | FOR_SAMPLE;
         else if (!strcmp(f, "--out")) {
             for_cmd = FOR_TRAIN | FOR_SAMPLE;
@@ -263,6 +287,10 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
             return false;
         }
     }
+    if (o->cmd != CMD_TRAIN && o->grid_both) {
+        snprintf(err, n, "--grid-scale both is a train option (sample writes one grid)");
+        return false;
+    }
     if (o->cmd == CMD_SAMPLE && !o->checkpoint) {
         snprintf(err, n, "sample needs --checkpoint FILE");
         return false;
@@ -284,21 +312,36 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         return false;
     }
     if (o->cmd == CMD_TRAIN) {
-        if (o->recipe == GAN_RECIPE_DCGAN) {
-            if ((o->given & GIVEN_GENERATOR) && o->generator != GAN_GEN_CONVT) {
-                snprintf(err, n, "--generator upsample belongs to the tutorial recipe; the "
-                         "dcgan recipe has its own transposed-convolution generator");
-                return false;
-            }
-            if (!(o->given & GIVEN_STEP))
-                o->step = GAN_STEP_CLEAN;
-            if (!(o->given & GIVEN_BETA1))
-                o->beta1 = 0.5f;
+        if (o->recipe == GAN_RECIPE_DCGAN && (o->given & GIVEN_GENERATOR) &&
+            o->generator != GAN_GEN_CONVT) {
+            snprintf(err, n, "--generator upsample belongs to the tutorial recipe; the "
+                     "dcgan recipe has its own transposed-convolution generator");
+            return false;
         }
+        /* The recipe's defaults for what the user left out. */
+        gan_config d = gan_config_default(o->recipe);
+        if (!(o->given & GIVEN_STEP))
+            o->step = d.step;
+        if (!(o->given & GIVEN_BETA1))
+            o->beta1 = d.beta1;
+        if (!(o->given & GIVEN_INIT))
+            o->init = d.init;
+        if (!(o->given & GIVEN_ADAM))
+            o->adam_eps = d.adam_eps;
+        if (!(o->given & GIVEN_SHUFFLE))
+            o->shuffle_block = d.shuffle_block;
         if (o->data_dir && (o->given & GIVEN_DATASET)) {
             snprintf(err, n, "give --data DIR or --dataset NAME, not both");
             return false;
         }
     }
     return true;
+}
+
+gan_config gan_options_config(const gan_options *o)
+{
+    return (gan_config){.recipe = o->recipe, .generator = o->generator, .step = o->step,
+                        .init = o->init, .adam_eps = o->adam_eps,
+                        .shuffle_block = o->shuffle_block, .lr = o->lr, .beta1 = o->beta1,
+                        .seed = o->seed};
 }

@@ -15,6 +15,9 @@ typedef struct gan_options {
     gan_generator generator;
     gan_recipe recipe;
     gan_step_mode step;
+    gan_init init;
+    tg_adam_eps adam_eps;
+    int64_t shuffle_block;
     int64_t epochs, iters;  /* iters 0: epochs decide */
     int64_t batch;
     float lr, beta1;
@@ -22,6 +25,7 @@ typedef struct gan_options {
     int threads;
     int64_t log_every;
     tg_grid_scale grid_scale;
+    bool grid_both;         /* train --grid-scale both: a per-image grid beside each fixed one */
     const char *out_dir;
     bool resume;
     int width_div;
@@ -53,7 +57,13 @@ enum {
     GIVEN_DIGIT = 1u << 7,
     GIVEN_WIDTH = 1u << 8,
     GIVEN_DATASET = 1u << 9,
+    GIVEN_INIT = 1u << 10,
+    GIVEN_ADAM = 1u << 11,
+    GIVEN_SHUFFLE = 1u << 12,
 };
+
+/* The models-and-updates part of the options. */
+gan_config gan_options_config(const gan_options *o);
 
 /* Parses argv into o. On a bad flag or value: false, with one line naming it in err. */
 bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t err_size);

@@ -10,8 +10,34 @@
 typedef enum { GAN_RECIPE_TUTORIAL, GAN_RECIPE_DCGAN } gan_recipe;
 /* The tutorial's two generators: bilinear upsampling + conv, or transposed convolutions. */
 typedef enum { GAN_GEN_UPSAMPLE, GAN_GEN_CONVT } gan_generator;
-/* The tutorial's step statement by statement, or the textbook step (see gan_step). */
-typedef enum { GAN_STEP_TUTORIAL, GAN_STEP_CLEAN } gan_step_mode;
+/* The tutorial's step as PaddlePaddle 1.8 ran it, the textbook step, or the tutorial's code
+ * with gradients accumulating across backward calls (Paddle >= 2.0, PyTorch): see step.c. */
+typedef enum { GAN_STEP_TUTORIAL, GAN_STEP_CLEAN, GAN_STEP_ACCUMULATE } gan_step_mode;
+/* Initial weights: PaddlePaddle 1.8 dygraph's defaults (tg_nn_init_paddle) or PyTorch's. */
+typedef enum { GAN_INIT_PADDLE, GAN_INIT_TORCH } gan_init;
+/* The names of the values above, as the command line and the checkpoint spell them. */
+extern const char *const gan_step_names[];   /* "tutorial", "clean", "accumulate" */
+extern const char *const gan_init_names[];   /* "paddle", "torch" */
+extern const char *const gan_adam_names[];   /* tg_adam_eps: "torch", "paddle" */
+/* paddle.reader.shuffle(reader, 30000): the tutorial's buffer, two shuffled halves of MNIST. */
+#define GAN_PADDLE_SHUFFLE_BLOCK 30000
+
+/* What defines a run's models and updates. gan_config_default gives a recipe's defaults. */
+typedef struct gan_config {
+    gan_recipe recipe;
+    gan_generator generator;
+    gan_step_mode step;
+    gan_init init;
+    tg_adam_eps adam_eps;  /* where Adam's eps enters (optim.h) */
+    int64_t shuffle_block; /* the loader's shuffle block, 0: the whole set */
+    float lr, beta1;
+    uint64_t seed;
+} gan_config;
+
+/* A recipe's defaults: the tutorial's as Paddle 1.8 ran it (upsample G, tutorial step, Paddle
+ * init, Paddle's Adam, shuffle in blocks of 30000, lr 2e-4, beta1 0.9), or dcgan's (clean step,
+ * PyTorch's init and Adam, one shuffle of the whole set, beta1 0.5); seed 1. */
+gan_config gan_config_default(gan_recipe recipe);
 
 /* Layer widths; gan_widths_default gives the tutorial's, tests build the same shapes small. */
 typedef struct gan_widths {
@@ -44,10 +70,9 @@ typedef struct gan_state {
     int64_t nz;
 } gan_state;
 
-/* Models and optimizers for the settings (Adam lr, beta1, PyTorch's beta2 0.999, eps 1e-8). */
-tg_status gan_state_init(gan_state *s, gan_recipe recipe, gan_generator gen,
-                         const gan_widths *w, gan_step_mode step, float lr, float beta1,
-                         uint64_t seed);
+/* Models and optimizers for the config (Adam lr, beta1, beta2 0.999, eps 1e-8, the config's
+ * eps style; weights from c->seed, in c->init's distributions). */
+tg_status gan_state_init(gan_state *s, const gan_config *c, const gan_widths *w);
 /* Frees models and optimizers. */
 void gan_state_free(gan_state *s);
 

@@ -19,7 +19,11 @@
 #define FASHION_DIR "/usr/share/datasets/fashion-mnist"
 #define MNIST_DIR "data-cache/mnist"
 #define CHECKPOINT_NAME "checkpoint.safetensors"
-#define CHECKPOINT_FORMAT "mnist_gan/1"
+/* Format 2 names the step, init, Adam and shuffle; format 1 (before the faithful tutorial step)
+ * is still read: its step 0 was today's accumulate step, with PyTorch's init and Adam and one
+ * shuffle of the whole set, and that is how it resumes. */
+#define CHECKPOINT_FORMAT "mnist_gan/2"
+#define CHECKPOINT_FORMAT_1 "mnist_gan/1"
 /* The grid of samples: the tutorial's 128 images in 16 columns. */
 #define GRID_N 128
 #define GRID_COLS 16
@@ -95,54 +99,87 @@ static bool meta_get_rng(const tg_state_dict *sd, const char *path, const char *
 
 /* The run's settings, as the checkpoint records them. */
 typedef struct {
-    int recipe, generator, step, digit, width_div;
+    gan_config cfg;
+    int digit, width_div;
     int64_t batch;
-    float lr, beta1;
-    uint64_t seed;
 } run_settings;
 
 static void settings_put(tg_state_dict *sd, const run_settings *r)
 {
+    const gan_config *c = &r->cfg;
     meta_set(sd, "format", CHECKPOINT_FORMAT);
-    meta_set(sd, "recipe", "%d", r->recipe);
-    meta_set(sd, "generator", "%d", r->generator);
-    meta_set(sd, "step", "%d", r->step);
+    meta_set(sd, "recipe", "%d", c->recipe);
+    meta_set(sd, "generator", "%d", c->generator);
+    meta_set(sd, "step", "%s", gan_step_names[c->step]);
+    meta_set(sd, "init", "%s", gan_init_names[c->init]);
+    meta_set(sd, "adam", "%s", gan_adam_names[c->adam_eps]);
+    meta_set(sd, "shuffle_block", "%lld", (long long)c->shuffle_block);
     meta_set(sd, "digit", "%d", r->digit);
     meta_set(sd, "width_div", "%d", r->width_div);
     meta_set(sd, "batch", "%lld", (long long)r->batch);
-    meta_set(sd, "lr", "%a", (double)r->lr);
-    meta_set(sd, "beta1", "%a", (double)r->beta1);
-    meta_set(sd, "seed", "%" PRIu64, r->seed);
+    meta_set(sd, "lr", "%a", (double)c->lr);
+    meta_set(sd, "beta1", "%a", (double)c->beta1);
+    meta_set(sd, "seed", "%" PRIu64, c->seed);
+}
+
+/* The index of metadata key's value among names; false (with a message) when it is none. */
+static bool meta_get_name(const tg_state_dict *sd, const char *path, const char *key,
+                          const char *const *names, int *out, char *err, size_t n)
+{
+    const char *v = tg_state_dict_meta(sd, key);
+    for (int i = 0; v && names[i]; i++)
+        if (!strcmp(v, names[i])) {
+            *out = i;
+            return true;
+        }
+    snprintf(err, n, "%s: metadata \"%s\" is %s", path, key,
+             v ? "not one of the known names" : "missing (not a mnist_gan checkpoint?)");
+    return false;
 }
 
 static bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, char *err,
                          size_t n)
 {
     const char *fmt = tg_state_dict_meta(sd, "format");
-    if (!fmt || strcmp(fmt, CHECKPOINT_FORMAT) != 0) {
+    const bool v1 = fmt && strcmp(fmt, CHECKPOINT_FORMAT_1) == 0;
+    if (!fmt || (!v1 && strcmp(fmt, CHECKPOINT_FORMAT) != 0)) {
         snprintf(err, n, "%s: not a mnist_gan checkpoint (metadata format is %s%s%s, expected "
                  "%s)", path, fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "",
                  CHECKPOINT_FORMAT);
         return false;
     }
-    double lr, beta1;
-    long long batch;
-    bool ok = meta_get(sd, path, "recipe", err, n, 1, "%d", &r->recipe) &&
-              meta_get(sd, path, "generator", err, n, 1, "%d", &r->generator) &&
-              meta_get(sd, path, "step", err, n, 1, "%d", &r->step) &&
+    double lr = 0, beta1 = 0;
+    long long batch = 0, block = 0;
+    int recipe = 0, generator = 0, step = -1, init = GAN_INIT_TORCH;
+    int adam = TG_ADAM_EPS_AFTER_CORRECTION;
+    bool ok = meta_get(sd, path, "recipe", err, n, 1, "%d", &recipe) &&
+              meta_get(sd, path, "generator", err, n, 1, "%d", &generator) &&
               meta_get(sd, path, "digit", err, n, 1, "%d", &r->digit) &&
               meta_get(sd, path, "width_div", err, n, 1, "%d", &r->width_div) &&
               meta_get(sd, path, "batch", err, n, 1, "%lld", &batch) &&
               meta_get(sd, path, "lr", err, n, 1, "%la", &lr) &&
               meta_get(sd, path, "beta1", err, n, 1, "%la", &beta1) &&
-              meta_get(sd, path, "seed", err, n, 1, "%" SCNu64, &r->seed);
-    if (ok && (r->recipe < 0 || r->recipe > 1 || r->generator < 0 || r->generator > 1 ||
-               r->step < 0 || r->step > 1 || r->digit < -1 || r->digit > 9 ||
-               r->width_div < 1 || r->width_div > 64 || batch < 2)) {
+              meta_get(sd, path, "seed", err, n, 1, "%" SCNu64, &r->cfg.seed);
+    if (ok && v1) {
+        /* format 1: step 0 accumulated (it was called "tutorial"), 1 was clean */
+        ok = meta_get(sd, path, "step", err, n, 1, "%d", &step);
+        step = step == 0 ? GAN_STEP_ACCUMULATE : step == 1 ? GAN_STEP_CLEAN : -1;
+    } else if (ok) {
+        ok = meta_get_name(sd, path, "step", gan_step_names, &step, err, n) &&
+             meta_get_name(sd, path, "init", gan_init_names, &init, err, n) &&
+             meta_get_name(sd, path, "adam", gan_adam_names, &adam, err, n) &&
+             meta_get(sd, path, "shuffle_block", err, n, 1, "%lld", &block);
+    }
+    if (ok && (recipe < 0 || recipe > 1 || generator < 0 || generator > 1 || step < 0 ||
+               r->digit < -1 || r->digit > 9 || r->width_div < 1 || r->width_div > 64 ||
+               batch < 2 || block < 0)) {
         snprintf(err, n, "%s: metadata holds settings out of range", path);
         ok = false;
     }
-    r->batch = batch, r->lr = (float)lr, r->beta1 = (float)beta1;
+    r->cfg.recipe = (gan_recipe)recipe, r->cfg.generator = (gan_generator)generator;
+    r->cfg.step = (gan_step_mode)step, r->cfg.init = (gan_init)init;
+    r->cfg.adam_eps = (tg_adam_eps)adam, r->cfg.shuffle_block = block;
+    r->batch = batch, r->cfg.lr = (float)lr, r->cfg.beta1 = (float)beta1;
     return ok;
 }
 
@@ -212,20 +249,24 @@ static bool make_out_dir(const char *dir, char *err, size_t n)
  * from the checkpoint's is an error. */
 static bool adopt_settings(gan_options *o, const run_settings *r, char *err, size_t n)
 {
+    const gan_config *c = &r->cfg;
     struct {
         uint64_t bit;
         const char *flag;
         bool differs;
     } checks[] = {
-        {GIVEN_RECIPE, "--recipe", (int)o->recipe != r->recipe},
-        {GIVEN_GENERATOR, "--generator", (int)o->generator != r->generator},
-        {GIVEN_STEP, "--step", (int)o->step != r->step},
+        {GIVEN_RECIPE, "--recipe", o->recipe != c->recipe},
+        {GIVEN_GENERATOR, "--generator", o->generator != c->generator},
+        {GIVEN_STEP, "--step", o->step != c->step},
+        {GIVEN_INIT, "--init", o->init != c->init},
+        {GIVEN_ADAM, "--adam", o->adam_eps != c->adam_eps},
+        {GIVEN_SHUFFLE, "--shuffle", o->shuffle_block != c->shuffle_block},
         {GIVEN_DIGIT, "--digit", o->digit != r->digit},
         {GIVEN_WIDTH, "--width-div", o->width_div != r->width_div},
         {GIVEN_BATCH, "--batch", o->batch != r->batch},
-        {GIVEN_LR, "--lr", o->lr != r->lr},
-        {GIVEN_BETA1, "--beta1", o->beta1 != r->beta1},
-        {GIVEN_SEED, "--seed", o->seed != r->seed},
+        {GIVEN_LR, "--lr", o->lr != c->lr},
+        {GIVEN_BETA1, "--beta1", o->beta1 != c->beta1},
+        {GIVEN_SEED, "--seed", o->seed != c->seed},
     };
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
         if ((o->given & checks[i].bit) && checks[i].differs) {
@@ -235,9 +276,10 @@ static bool adopt_settings(gan_options *o, const run_settings *r, char *err, siz
             return false;
         }
     }
-    o->recipe = (gan_recipe)r->recipe, o->generator = (gan_generator)r->generator;
-    o->step = (gan_step_mode)r->step, o->digit = r->digit, o->width_div = r->width_div;
-    o->batch = r->batch, o->lr = r->lr, o->beta1 = r->beta1, o->seed = r->seed;
+    o->recipe = c->recipe, o->generator = c->generator, o->step = c->step, o->init = c->init;
+    o->adam_eps = c->adam_eps, o->shuffle_block = c->shuffle_block;
+    o->digit = r->digit, o->width_div = r->width_div;
+    o->batch = r->batch, o->lr = c->lr, o->beta1 = c->beta1, o->seed = c->seed;
     return true;
 }
 
@@ -263,7 +305,6 @@ static void progress(int64_t it, int64_t total, double secs, int64_t it0)
 
 static const char *const recipe_names[] = {"tutorial", "dcgan"};
 static const char *const gen_names[] = {"upsample", "convt"};
-static const char *const step_names[] = {"tutorial", "clean"};
 
 /* The noise of the generated images measured during training: the same at every measurement,
  * from the run's seed. */
@@ -341,7 +382,8 @@ static int train(gan_options *o)
                     (long long)ds->images->shape[2], (long long)ds->images->shape[3]);
         goto done;
     }
-    if (!(loader = tg_loader_new(ds, o->batch, o->seed ^ 0x10ade7ull))) {
+    if (!(loader = tg_loader_new(ds, o->batch, o->seed ^ 0x10ade7ull)) ||
+        tg_loader_set_shuffle_block(loader, o->shuffle_block) != TG_OK) {
         code = fail(EXIT_BAD_INPUT, "%s", tg_last_error());
         goto done;
     }
@@ -351,8 +393,8 @@ static int train(gan_options *o)
         goto done;
     }
     gan_widths w = gan_widths_default(o->width_div);
-    if (gan_state_init(&s, o->recipe, o->generator, &w, o->step, o->lr, o->beta1, o->seed) !=
-        TG_OK) {
+    const gan_config cfg = gan_options_config(o);
+    if (gan_state_init(&s, &cfg, &w) != TG_OK) {
         code = fail(1, "%s", tg_last_error());
         goto done;
     }
@@ -379,12 +421,13 @@ static int train(gan_options *o)
 
     const int64_t per_epoch = tg_loader_batches_per_epoch(loader);
     const int64_t total = o->iters ? o->iters : o->epochs * per_epoch;
-    run_settings rs = {o->recipe, o->generator, o->step, o->digit, o->width_div, o->batch,
-                       o->lr, o->beta1, o->seed};
-    snprintf(title, sizeof title, "recipe %s, generator %s, step %s, batch %lld, lr %g, beta1 "
-             "%g, seed %llu, %lld images%s", recipe_names[o->recipe],
+    run_settings rs = {cfg, o->digit, o->width_div, o->batch};
+    snprintf(title, sizeof title, "recipe %s, generator %s, step %s, init %s, adam %s, shuffle "
+             "%s, batch %lld, lr %g, beta1 %g, seed %llu, %lld images%s",
+             recipe_names[o->recipe],
              o->recipe == GAN_RECIPE_DCGAN ? "dcgan" : gen_names[o->generator],
-             step_names[o->step], (long long)o->batch, o->lr, o->beta1,
+             gan_step_names[o->step], gan_init_names[o->init], gan_adam_names[o->adam_eps],
+             o->shuffle_block ? "paddle" : "full", (long long)o->batch, o->lr, o->beta1,
              (unsigned long long)o->seed, (long long)ds->images->shape[0],
              o->digit >= 0 ? " (one digit)" : "");
     printf("mnist_gan: %s; %lld iterations (%lld per epoch), from %lld; %d thread%s; %s\n",
@@ -436,6 +479,12 @@ static int train(gan_options *o)
             tg_tensor *img = gan_generate(&s, zfix);
             st = img ? tg_data_write_png_grid(png, img, GRID_COLS, o->grid_scale)
                      : tg_last_status();
+            if (st == TG_OK && o->grid_both) {
+                char png2[4096];
+                snprintf(png2, sizeof png2, "%s/samples_%lld_per-image.png", o->out_dir,
+                         (long long)it);
+                st = tg_data_write_png_grid(png2, img, GRID_COLS, TG_GRID_PER_IMAGE);
+            }
             tg_release(img);
             if (st == TG_OK)
                 st = gan_log_report(log, png, title);
@@ -497,8 +546,7 @@ static bool load_trained(const char *path, tg_state_dict **sd, run_settings *rs,
         return false;
     }
     gan_widths w = gan_widths_default(rs->width_div);
-    if (gan_state_init(s, (gan_recipe)rs->recipe, (gan_generator)rs->generator, &w,
-                       (gan_step_mode)rs->step, rs->lr, rs->beta1, rs->seed) != TG_OK ||
+    if (gan_state_init(s, &rs->cfg, &w) != TG_OK ||
         gan_load_state_dict(s, *sd) != TG_OK) {
         fail(EXIT_BAD_INPUT, "%s: %s", path, tg_last_error());
         return false;
@@ -665,7 +713,7 @@ static int evaluate(const gan_options *o)
         printf("mnist_gan eval: the first %lld images of %s", (long long)o->n, o->images);
     else
         printf("mnist_gan eval: %s (iteration %lld, recipe %s%s), seed %llu", o->checkpoint,
-               iteration, recipe_names[rs.recipe], rs.digit >= 0 ? ", one digit" : "",
+               iteration, recipe_names[rs.cfg.recipe], rs.digit >= 0 ? ", one digit" : "",
                (unsigned long long)o->seed);
     printf(", classifier %s (test accuracy %.2f%%), %lld images per set, data %s\n\n",
            o->classifier, 100.0 * info.test_accuracy, (long long)o->n, dir);

@@ -1,22 +1,27 @@
-/* One training iteration, in the tutorial's form or the textbook one.
+/* One training iteration: the tutorial's loop as PaddlePaddle 1.8 ran it, the textbook step,
+ * or the tutorial's code under accumulating gradients.
  *
- * --step tutorial is the PaddlePaddle dygraph tutorial's loop statement by statement. Its
- * gradients accumulate until cleared, and it clears D's after each D update and G's only after
- * the G update; nothing is detached; the fake-D step and the G step share one z:
- *     loss_real = bce(D(real), 1);  backward;  opt_d_real.step();  D.clear_gradients()
+ * The tutorial's loop, as written (PaddlePaddle 1.8 dygraph):
+ *     loss_real = bce(D(real), 1);  backward;  opt_d_real.minimize;  D.clear_gradients()
  *     z ~ N(0, 1)
- *     loss_fake = bce(D(G(z)), 0);  backward;  opt_d_fake.step();  D.clear_gradients()
- *     loss_g    = bce(D(G(z)), 1);  backward;  opt_g.step();       G.clear_gradients()
- * So G's update also carries the gradient of loss_fake (its backward reached G and nothing
- * cleared it), and the next real-D update also carries what loss_g left in D's gradients.
+ *     loss_fake = bce(D(G(z)), 0);  backward;  opt_d_fake.minimize;  D.clear_gradients()
+ *     loss_g    = bce(D(G(z)), 1);  backward;  opt_g.minimize;       G.clear_gradients()
+ *
+ * --step tutorial runs it with 1.8's semantics: a backward OVERWRITES the gradients it reaches
+ * (Paddle's basic_engine.cc; accumulation across backward calls came with Paddle 2.0), which
+ * here is the same as zeroing every gradient before each backward. So each update sees exactly
+ * its own loss's gradient: opt_d_fake gets d loss_fake / dD, opt_g gets d loss_g / dG (the
+ * loss_fake gradient that reached G is overwritten), and nothing is detached; the fake-D step
+ * and the G step share one z.
+ *
+ * --step accumulate is the same code where gradients accumulate until cleared (Paddle >= 2.0,
+ * or the loop ported line by line to PyTorch): G's update then also carries loss_fake's
+ * gradient, and the next real-D update carries what loss_g left in D. A pitfall of porting the
+ * tutorial, kept to show it; the gradients it leaves between iterations go into checkpoints.
  *
  * --step clean is the textbook step: gradients cleared before every backward, G(z) detached
- * for D, a fresh z for G:
- *     D.zero_grad(); loss_real = bce(D(real), 1);          backward; opt_d_real.step()
- *     z1 ~ N(0, 1); D.zero_grad()
- *     loss_fake = bce(D(detach(G(z1))), 0);                backward; opt_d_fake.step()
- *     z2 ~ N(0, 1); G.zero_grad(); D.zero_grad()
- *     loss_g    = bce(D(G(z2)), 1);                        backward; opt_g.step()
+ * for D, a fresh z for G.
+ *
  * Each statement group runs on its own tape, so the graph of one is freed before the next. */
 #include "gan.h"
 
@@ -27,33 +32,61 @@
 #define ADAM_BETA2 0.999f
 #define ADAM_EPS 1e-8f
 
-static tg_optim *adam_over(tg_module *m, float lr, float beta1)
+const char *const gan_step_names[] = {"tutorial", "clean", "accumulate", NULL};
+const char *const gan_init_names[] = {"paddle", "torch", NULL};
+const char *const gan_adam_names[] = {"torch", "paddle", NULL};
+
+gan_config gan_config_default(gan_recipe recipe)
+{
+    if (recipe == GAN_RECIPE_DCGAN)
+        return (gan_config){.recipe = recipe, .generator = GAN_GEN_UPSAMPLE, /* unused */
+                            .step = GAN_STEP_CLEAN, .init = GAN_INIT_TORCH,
+                            .adam_eps = TG_ADAM_EPS_AFTER_CORRECTION, .shuffle_block = 0,
+                            .lr = 2e-4f, .beta1 = 0.5f, .seed = 1};
+    return (gan_config){.recipe = recipe, .generator = GAN_GEN_UPSAMPLE,
+                        .step = GAN_STEP_TUTORIAL, .init = GAN_INIT_PADDLE,
+                        .adam_eps = TG_ADAM_EPS_BEFORE_CORRECTION,
+                        .shuffle_block = GAN_PADDLE_SHUFFLE_BLOCK, .lr = 2e-4f, .beta1 = 0.9f,
+                        .seed = 1};
+}
+
+static tg_optim *adam_over(tg_module *m, const gan_config *c)
 {
     int64_t n;
     tg_tensor **p = tg_module_parameters(m, &n);
     if (!p)
         return NULL;
-    tg_optim *opt = tg_optim_adam(p, n, lr, beta1, ADAM_BETA2, ADAM_EPS, 0.0f);
+    tg_optim *opt = tg_optim_adam(p, n, c->lr, c->beta1, ADAM_BETA2, ADAM_EPS, 0.0f);
     free(p); /* the optimizer retained the tensors */
+    if (opt && tg_optim_set_adam_eps(opt, c->adam_eps) != TG_OK) {
+        tg_optim_free(opt);
+        return NULL;
+    }
     return opt;
 }
 
-tg_status gan_state_init(gan_state *s, gan_recipe recipe, gan_generator gen,
-                         const gan_widths *w, gan_step_mode step, float lr, float beta1,
-                         uint64_t seed)
+tg_status gan_state_init(gan_state *s, const gan_config *c, const gan_widths *w)
 {
-    *s = (gan_state){.step = step, .nz = w->nz};
+    *s = (gan_state){.step = c->step, .nz = w->nz};
     /* One stream initialises the weights, another draws z: changing one model's size does not
      * shift the other's noise. */
     tg_rng init;
-    tg_rng_seed(&init, seed);
-    tg_rng_seed(&s->z_rng, seed ^ 0x5eed2a11ull);
-    s->G = gan_build_generator(recipe, gen, w, &init);
-    s->D = s->G ? gan_build_discriminator(recipe, w, &init) : NULL;
+    tg_rng_seed(&init, c->seed);
+    tg_rng_seed(&s->z_rng, c->seed ^ 0x5eed2a11ull);
+    s->G = gan_build_generator(c->recipe, c->generator, w, &init);
+    s->D = s->G ? gan_build_discriminator(c->recipe, w, &init) : NULL;
+    /* Paddle's initialisers redraw the weights the constructors drew in PyTorch's way: G's
+     * first, then D's, from the same stream. */
+    if (s->D && c->init == GAN_INIT_PADDLE &&
+        (tg_nn_init_paddle(s->G, &init) != TG_OK || tg_nn_init_paddle(s->D, &init) != TG_OK)) {
+        tg_status st = tg_last_status();
+        gan_state_free(s);
+        return st;
+    }
     if (s->D) {
-        s->opt_d_real = adam_over(s->D, lr, beta1);
-        s->opt_d_fake = s->opt_d_real ? adam_over(s->D, lr, beta1) : NULL;
-        s->opt_g = s->opt_d_fake ? adam_over(s->G, lr, beta1) : NULL;
+        s->opt_d_real = adam_over(s->D, c);
+        s->opt_d_fake = s->opt_d_real ? adam_over(s->D, c) : NULL;
+        s->opt_g = s->opt_d_fake ? adam_over(s->G, c) : NULL;
     }
     if (!s->opt_g) {
         tg_status st = tg_last_status();
@@ -115,28 +148,38 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
 {
     const int64_t b = real->shape[0];
     const bool clean = s->step == GAN_STEP_CLEAN;
+    /* Every backward starts from zero gradients, except in the accumulate step. In the tutorial
+     * step this is Paddle 1.8's overwrite: the zeroing the tutorial's clear_gradients calls do
+     * not do themselves (G's gradient from loss_fake before loss_g's backward; D's from loss_g
+     * before the next real batch's) is done here. */
+    const bool fresh = s->step != GAN_STEP_ACCUMULATE;
     tg_status st;
-    if (clean)
+    if (fresh)
         tg_module_zero_grad(s->D);
     if ((st = d_or_g_update(s, real, NULL, false, 1.0f, s->opt_d_real, &out->d_real)) != TG_OK)
         return st;
-    tg_module_zero_grad(s->D);
+    tg_module_zero_grad(s->D); /* d.clear_gradients() */
 
     tg_tensor *z = draw_z(s, b, z_given ? z_given[0] : NULL);
     if (!z)
         return tg_last_status();
+    if (fresh)
+        tg_module_zero_grad(s->G);
     st = d_or_g_update(s, NULL, z, clean, 0.0f, s->opt_d_fake, &out->d_fake);
-    tg_module_zero_grad(s->D);
+    tg_module_zero_grad(s->D); /* d.clear_gradients() */
     if (st == TG_OK && clean) {
-        /* the textbook G step: fresh noise, no gradient left over from the D steps */
+        /* the textbook G step: fresh noise */
         tg_release(z);
         z = draw_z(s, b, z_given ? z_given[1] : NULL);
-        tg_module_zero_grad(s->G);
         st = z ? TG_OK : tg_last_status();
     }
+    if (fresh)
+        tg_module_zero_grad(s->G);
     if (st == TG_OK)
         st = d_or_g_update(s, NULL, z, false, 1.0f, s->opt_g, &out->g);
-    tg_module_zero_grad(s->G);
+    tg_module_zero_grad(s->G); /* g.clear_gradients() */
+    if (fresh)
+        tg_module_zero_grad(s->D); /* loss_g's gradient in D: overwritten before any use */
     tg_release(z);
     return st;
 }
@@ -154,9 +197,9 @@ tg_tensor *gan_generate(gan_state *s, tg_tensor *z)
 }
 
 static const char *const part_names[] = {"G", "D", "opt_d_real", "opt_d_fake", "opt_g"};
-/* Gradients left in a model between steps, saved under "grad.G." and "grad.D.". The tutorial
+/* Gradients left in a model between steps, saved under "grad.G." and "grad.D.". The accumulate
  * step leaves loss_g's gradient in D, and the next real-D update adds to it: without it a
- * resumed run's first step differs from the uninterrupted run's. */
+ * resumed run's first step differs from the uninterrupted run's. (The other steps leave none.) */
 static const char *const grad_prefixes[] = {"grad.G", "grad.D"};
 
 static tg_status pending_grads_put(tg_module *m, const char *prefix, tg_state_dict *sd)
