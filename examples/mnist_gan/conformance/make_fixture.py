@@ -10,34 +10,49 @@ The models mirror examples/mnist_gan/models.c layer for layer, at the same nn.Se
 indices, so PyTorch's state_dict names ("0.weight", "1.running_mean", ...) are tapegrad's
 qualified names. tapegrad keeps BatchNorm's num_batches_tracked too (a float count), so it is
 saved (as F32) and checked: it counts the training-mode forwards of each model. The
-iteration mirrors examples/mnist_gan/step.c statement by statement, in both modes:
+iteration is the tutorial's loop (examples/mnist_gan/step.c, top comment) in each of the
+program's three step modes:
 
-  tutorial  gradients accumulate until cleared; D's are cleared after each D update, G's only
-            after the G update; nothing is detached; one z serves the fake-D and the G step.
-            So G's update carries loss_fake's gradient too, and the next real-D update carries
-            what loss_g left in D's gradients.
-  clean     gradients cleared before every backward, G(z1) detached for D, a second z2 for G.
+  tutorial    PaddlePaddle 1.8's semantics: a backward overwrites the gradients it reaches, i.e.
+              every gradient is zeroed before each backward; nothing is detached; one z serves
+              the fake-D and the G step. Each update sees exactly its own loss's gradient.
+  accumulate  the same code where gradients accumulate until cleared (Paddle >= 2.0, or the loop
+              ported line by line to PyTorch): D's are cleared after each D update, G's only
+              after the G update. So G's update carries loss_fake's gradient too, and the next
+              real-D update carries what loss_g left in D's gradients.
+  clean       the textbook step: gradients cleared before every backward, G(z1) detached for D,
+              a second z2 for G.
 
 "Clearing" frees the gradient (set_to_none=True), as tg_module_zero_grad does; torch 1.13's
 default would keep zero tensors, and Adam steps a parameter whose gradient is a zero tensor but
 skips one whose gradient is None. (In these steps every optimizer's parameters always have a
 fresh gradient, so both spellings give the same numbers; we write the one tapegrad means.)
 
-Widths are reduced so the fixture stays small (under 1 MB with all six cases); the C test reads
+The two tutorial configurations run as the program's tutorial recipe does by default, as
+PaddlePaddle 1.8 did: Paddle's initialisers (init_paddle, nn.h's tg_nn_init_paddle) and Paddle's
+Adam (PaddleAdam: eps added to sqrt(v) before the bias correction, optim.h's
+TG_ADAM_EPS_BEFORE_CORRECTION). dcgan keeps PyTorch's initialisation and torch.optim.Adam. The
+initial weights are stored, so the C test loads them and never repeats these random draws.
+
+Widths are reduced so the fixture stays small (under 1 MB with all nine cases); the C test reads
 them from the metadata and builds the same shapes with an explicit gan_widths. The learning
 rate is 10x the program's default: Adam's first steps move each parameter by about lr whatever
-the gradient's size, so with lr = 2e-4 three iterations would change parameters by less than
-the 1e-3 the test allows, and a wrong gradient could pass.
+the gradient's size (Paddle's Adam too, once |g| is well above eps / sqrt(1 - beta2) = 3e-7), so
+with lr = 2e-4 three iterations would change parameters by less than the 1e-3 the test allows,
+and a wrong gradient could pass.
 
 Fixture layout (all F32):
   real.<it>                         [B,1,28,28]  MNIST training images 0.. in [-1, 1]
-  z.<it>.<k>                        [B,nz]       k = 0: fake-D (and tutorial G) step;
+  z.<it>.<k>                        [B,nz]       k = 0: fake-D step (and the G step of the
+                                                 tutorial and accumulate modes);
                                                  k = 1: the clean mode's G step
   init.<cfg>.G.<name>, init.<cfg>.D.<name>       initial parameters and buffers
   loss.<cfg>.<mode>                 [iters,3]    d_real, d_fake, g of each iteration
   final.<cfg>.<mode>.G.<name>, ...D.<name>       parameters and buffers after the iterations
-with <cfg> in tutorial_upsample, tutorial_convt, dcgan and <mode> in tutorial, clean.
-Metadata: widths, batch, iters, lr, beta1.<cfg>, configs, modes, torch version, source.
+with <cfg> in tutorial_upsample, tutorial_convt, dcgan and <mode> in tutorial, accumulate, clean.
+Metadata: widths, batch, iters, lr, configs, modes, and per config beta1.<cfg>, recipe.<cfg>,
+generator.<cfg>, init.<cfg> (paddle | torch: the distributions the stored initial weights were
+drawn from) and adam.<cfg> (paddle: eps before the bias correction | torch); torch version, source.
 """
 import copy
 import json
@@ -59,11 +74,13 @@ MNIST = os.path.join(ROOT, "data-cache", "mnist", "train-images-idx3-ubyte")
 W = dict(nz=32, g_fc=32, g_ch1=4, g_ch2=3, d_ch1=3, d_ch2=5, d_fc=24)
 WIDTH_ORDER = ("nz", "g_fc", "g_ch1", "g_ch2", "d_ch1", "d_ch2", "d_fc")
 B, ITERS, LR = 8, 3, 2e-3
-# (name, recipe, generator, beta1): beta1 is each recipe's default in cli.c.
-CONFIGS = (("tutorial_upsample", "tutorial", "upsample", 0.9),
-           ("tutorial_convt", "tutorial", "convt", 0.9),
-           ("dcgan", "dcgan", "convt", 0.5))
-MODES = ("tutorial", "clean")
+# (name, recipe, generator, beta1, init, adam): each recipe's defaults (step.c's
+# gan_config_default): the tutorial as Paddle 1.8 ran it, dcgan as PyTorch.
+CONFIGS = (("tutorial_upsample", "tutorial", "upsample", 0.9, "paddle", "paddle"),
+           ("tutorial_convt", "tutorial", "convt", 0.9, "paddle", "paddle"),
+           ("dcgan", "dcgan", "convt", 0.5, "torch", "torch"))
+MODES = ("tutorial", "accumulate", "clean")
+ADAM_BETA2, ADAM_EPS = 0.999, 1e-8  # PyTorch's and Paddle's defaults, as step.c
 PADDLE_LEAKY_SLOPE = 0.02  # PaddlePaddle's leaky_relu default, used by the convt G
 DCGAN_LEAKY_SLOPE = 0.2
 
@@ -118,57 +135,129 @@ def dcgan_d(w):
         nn.Flatten(), nn.Linear(c2 * 49, 1))                                   # 5 6
 
 
-def build(recipe, gen, w):
+@torch.no_grad()
+def init_paddle(m):
+    """PaddlePaddle 1.8 dygraph's default initialisers (../shared/seed/paddle-1.8.md, 2), as
+    nn.h's tg_nn_init_paddle: Linear weight Xavier-uniform (limit sqrt(6 / (in + out)));
+    Conv2d weight Normal(0, sqrt(2 / (k*k*Cin))); ConvTranspose2d weight Xavier-uniform (torch's
+    fans for its [Cin, Cout, k, k] weight are Paddle's: fan_in = Cout*k*k, fan_out = Cin*k*k);
+    every bias 0; BatchNorm weight 1, bias 0 (running statistics as constructed)."""
+    for layer in m.modules():
+        if isinstance(layer, (nn.Linear, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(layer.weight)
+        elif isinstance(layer, nn.Conv2d):
+            k = layer.kernel_size[0] * layer.kernel_size[1]
+            nn.init.normal_(layer.weight, 0.0, (2.0 / (k * layer.in_channels)) ** 0.5)
+        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(layer.weight)
+        else:
+            continue
+        nn.init.zeros_(layer.bias)
+
+
+def build(recipe, gen, w, init="torch"):
+    """G and D for the recipe, with PyTorch's initialisation or (init "paddle") Paddle's,
+    G's weights drawn first."""
     if recipe == "dcgan":
-        return dcgan_g(w), dcgan_d(w)
-    g = tutorial_g_convt(w) if gen == "convt" else tutorial_g_upsample(w)
-    return g, tutorial_d(w)
+        g, d = dcgan_g(w), dcgan_d(w)
+    else:
+        g = tutorial_g_convt(w) if gen == "convt" else tutorial_g_upsample(w)
+        d = tutorial_d(w)
+    if init == "paddle":
+        init_paddle(g)
+        init_paddle(d)
+    return g, d
 
 
 def bce(logits, label):
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
 
 
-def adams(G, D, lr, beta1):
-    """step.c's three optimizers: two over D (real and fake steps), one over G."""
-    adam = lambda m: torch.optim.Adam(m.parameters(), lr=lr, betas=(beta1, 0.999), eps=1e-8)
+class PaddleAdam:
+    """PaddlePaddle 1.x's adam op (paddle/fluid/operators/optimizers/adam_op.h), by hand:
+        m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+        p -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
+    eps added to sqrt(v) before the bias correction (torch.optim.Adam adds it to
+    sqrt(v / (1 - beta2^t))). Its own moments and step count per parameter, as each Paddle
+    optimizer object; a parameter whose gradient is None is skipped, as torch.optim.Adam."""
+
+    def __init__(self, params, lr, beta1, beta2=ADAM_BETA2, eps=ADAM_EPS):
+        self.params = list(params)
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.state = [None] * len(self.params)
+
+    @torch.no_grad()
+    def step(self):
+        b1, b2 = self.beta1, self.beta2
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            if self.state[i] is None:
+                self.state[i] = [0, torch.zeros_like(p), torch.zeros_like(p)]
+            st = self.state[i]
+            st[0] += 1
+            t, m, v = st
+            g = p.grad
+            m.mul_(b1).add_(g, alpha=1.0 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            lr_t = self.lr * (1.0 - b2 ** t) ** 0.5 / (1.0 - b1 ** t)
+            p.sub_(lr_t * m / (v.sqrt() + self.eps))
+
+
+def adams(G, D, lr, beta1, style="torch"):
+    """step.c's three optimizers, each with its own state: two over D (real and fake steps), one
+    over G; torch.optim.Adam or (style "paddle") PaddleAdam."""
+    if style == "paddle":
+        adam = lambda m: PaddleAdam(m.parameters(), lr, beta1)
+    else:
+        adam = lambda m: torch.optim.Adam(m.parameters(), lr=lr, betas=(beta1, ADAM_BETA2),
+                                          eps=ADAM_EPS)
     return adam(D), adam(D), adam(G)
 
 
-def step(G, D, opts, clean, real, z, z2):
-    """step.c's gan_step: one iteration; returns the losses (d_real, d_fake, g). z serves the
-    fake-D step (and the tutorial's G step), z2 the clean mode's G step."""
+def step(G, D, opts, mode, real, z, z2):
+    """One iteration of the tutorial's loop in the step mode (tutorial, accumulate, clean; see
+    the top comment); returns the losses (d_real, d_fake, g). z serves the fake-D step (and the
+    G step of the tutorial and accumulate modes), z2 the clean mode's G step."""
+    assert mode in MODES
     opt_d_real, opt_d_fake, opt_g = opts
-    if clean:
-        D.zero_grad(set_to_none=True)
+    clean = mode == "clean"
+
+    def backward(loss):
+        # tutorial: Paddle 1.8's backward overwrites every gradient it reaches, which is zeroing
+        # them all before it. clean: the textbook's clearing before every backward. accumulate:
+        # gradients add up until the loop's own clear_gradients calls.
+        if mode != "accumulate":
+            D.zero_grad(set_to_none=True)
+            G.zero_grad(set_to_none=True)
+        loss.backward()
+
     loss_real = bce(D(real), 1.0)
-    loss_real.backward()
+    backward(loss_real)
     opt_d_real.step()
-    D.zero_grad(set_to_none=True)
+    D.zero_grad(set_to_none=True)  # d.clear_gradients()
 
     fake = G(z)
     if clean:
         fake = fake.detach()
     loss_fake = bce(D(fake), 0.0)
-    loss_fake.backward()
+    backward(loss_fake)
     opt_d_fake.step()
-    D.zero_grad(set_to_none=True)
+    D.zero_grad(set_to_none=True)  # d.clear_gradients()
     if clean:
         z = z2
-        G.zero_grad(set_to_none=True)
 
     loss_g = bce(D(G(z)), 1.0)
-    loss_g.backward()
+    backward(loss_g)
     opt_g.step()
-    G.zero_grad(set_to_none=True)
+    G.zero_grad(set_to_none=True)  # g.clear_gradients()
     return loss_real.item(), loss_fake.item(), loss_g.item()
 
 
-def train(G, D, mode, beta1, reals, zs):
-    """step.c's gan_step, ITERS times; returns the losses [ITERS, 3]."""
-    opts = adams(G, D, LR, beta1)
-    losses = [step(G, D, opts, mode == "clean", reals[it], zs[it][0], zs[it][1])
-              for it in range(ITERS)]
+def train(G, D, mode, beta1, adam_style, reals, zs):
+    """The step, ITERS times; returns the losses [ITERS, 3]."""
+    opts = adams(G, D, LR, beta1, adam_style)
+    losses = [step(G, D, opts, mode, reals[it], zs[it][0], zs[it][1]) for it in range(ITERS)]
     return np.array(losses, dtype=np.float32)
 
 
@@ -241,16 +330,17 @@ def main():
             "lr": repr(LR), "configs": " ".join(c[0] for c in CONFIGS),
             "modes": " ".join(MODES), "torch": torch.__version__, "real": source,
             "made_by": "examples/mnist_gan/conformance/make_fixture.py"}
-    for cfg, recipe, gen, beta1 in CONFIGS:
-        meta[f"beta1.{cfg}"] = repr(beta1)
-        G0, D0 = build(recipe, gen, W)
+    for cfg, recipe, gen, beta1, init, adam_style in CONFIGS:
+        meta.update({f"beta1.{cfg}": repr(beta1), f"recipe.{cfg}": recipe,
+                     f"generator.{cfg}": gen, f"init.{cfg}": init, f"adam.{cfg}": adam_style})
+        G0, D0 = build(recipe, gen, W, init)
         tensors.update(model_tensors(f"init.{cfg}.", G0, D0))
         for mode in MODES:
             G, D = copy.deepcopy(G0), copy.deepcopy(D0)
-            losses = train(G, D, mode, beta1, reals, zs)
+            losses = train(G, D, mode, beta1, adam_style, reals, zs)
             tensors[f"loss.{cfg}.{mode}"] = losses
             tensors.update(model_tensors(f"final.{cfg}.{mode}.", G, D))
-            print(f"{cfg:18s} {mode:8s} losses", " ".join("%.5f" % v for v in losses.ravel()))
+            print(f"{cfg:18s} {mode:10s} losses", " ".join("%.5f" % v for v in losses.ravel()))
 
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     write_safetensors(OUT, tensors, meta)

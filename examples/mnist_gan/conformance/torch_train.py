@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Trains mnist_gan's GAN with PyTorch, for the quality comparison at equal iterations: the same
-models (make_fixture.py's, at full width), the same step (make_fixture.step, step.c's gan_step),
+models (make_fixture.py's, at full width), the same step (make_fixture.step, step.c's gan_step:
+tutorial = PaddlePaddle 1.8's overwriting backward, accumulate, clean), the recipe's initialisation
+and Adam (the tutorial's: Paddle's, make_fixture.init_paddle and PaddleAdam; dcgan's: PyTorch's),
 the same data pipeline (MNIST training images x/255*2-1, a fresh shuffle every epoch, batches of
 128 with the incomplete last one dropped), and the same outputs that matter for comparing:
 
@@ -26,7 +28,7 @@ import zlib
 import numpy as np
 import torch
 
-from make_fixture import adams, build, step
+from make_fixture import MODES, adams, build, step
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 FULL = dict(nz=100, g_fc=1024, g_ch1=128, g_ch2=64, d_ch1=64, d_ch2=128, d_fc=1024)
@@ -95,8 +97,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", choices=("tutorial", "dcgan"), default="tutorial")
     ap.add_argument("--generator", choices=("upsample", "convt"), default="upsample")
-    ap.add_argument("--step", choices=("tutorial", "clean"), default=None,
+    ap.add_argument("--step", choices=MODES, default=None,
                     help="default: tutorial for the tutorial recipe, clean for dcgan")
+    ap.add_argument("--init", choices=("paddle", "torch"), default=None,
+                    help="default: paddle for the tutorial recipe, torch for dcgan")
+    ap.add_argument("--adam", choices=("paddle", "torch"), default=None,
+                    help="paddle: eps before the bias correction; default: paddle for the "
+                    "tutorial recipe, torch for dcgan")
     ap.add_argument("--iters", type=int, default=468)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -109,15 +116,18 @@ def main():
     ap.add_argument("--data", default=os.path.join(ROOT, "data-cache", "mnist"))
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    clean = (a.step or ("clean" if a.recipe == "dcgan" else "tutorial")) == "clean"
+    dcgan = a.recipe == "dcgan"
+    mode = a.step or ("clean" if dcgan else "tutorial")
+    init = a.init or ("torch" if dcgan else "paddle")
+    adam_style = a.adam or ("torch" if dcgan else "paddle")
     beta1 = a.beta1 if a.beta1 is not None else (0.5 if a.recipe == "dcgan" else 0.9)
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     os.makedirs(a.out, exist_ok=True)
     images = read_idx_images(os.path.join(a.data, "train-images-idx3-ubyte"))
-    G, D = build(a.recipe, a.generator, FULL)
-    opts = adams(G, D, a.lr, beta1)
+    G, D = build(a.recipe, a.generator, FULL, init)
+    opts = adams(G, D, a.lr, beta1, adam_style)
     z_fixed = torch.randn(GRID_N, FULL["nz"], generator=torch.Generator().manual_seed(a.seed))
     shuffle = torch.Generator().manual_seed(a.seed + 1)
     per_epoch = images.shape[0] // a.batch
@@ -132,8 +142,8 @@ def main():
             order = torch.randperm(images.shape[0], generator=shuffle)
         real = images[order[b * a.batch:(b + 1) * a.batch]]
         z = torch.randn(a.batch, FULL["nz"])
-        z2 = torch.randn(a.batch, FULL["nz"]) if clean else None
-        losses = step(G, D, opts, clean, real, z, z2)
+        z2 = torch.randn(a.batch, FULL["nz"]) if mode == "clean" else None
+        losses = step(G, D, opts, mode, real, z, z2)
         log.write("%d,%d,%d,%.9g,%.9g,%.9g,%.3f\n" % (it, epoch, b, *losses, time.time() - t0))
         if it % a.log_every == 0 or it == a.iters:
             log.flush()
