@@ -20,6 +20,7 @@
  * tensors in place: where Kc is shallow (1 -> 64 channels, 3x3) the copy would cost as much
  * as the GEMM itself (bench/bench_conv). */
 #include "internal.h"
+#include "ops.h"
 
 #include "../tensor/parallel.h"
 
@@ -832,9 +833,9 @@ static const tg_case conv2d_cases[] = {
     {0},
 };
 #undef CONV2D
-const tg_op tg_op_conv2d = {.name = "conv2d", .n_in = -1, .check = conv2d_check,
-                            .forward = conv2d_forward, .backward = conv2d_backward,
-                            .cases = conv2d_cases, .fresh_grads = true};
+TG_OP_DEFINE(conv2d) = {.name = "conv2d", .n_in = -1, .check = conv2d_check,
+                        .forward = conv2d_forward, .backward = conv2d_backward,
+                        .cases = conv2d_cases, .fresh_grads = true};
 
 tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
                      int dilation)
@@ -957,11 +958,11 @@ static const tg_case conv_transpose2d_cases[] = {
     {0},
 };
 #undef CONVT
-const tg_op tg_op_conv_transpose2d = {.name = "conv_transpose2d", .n_in = -1,
-                                      .check = conv_transpose2d_check,
-                                      .forward = conv_transpose2d_forward,
-                                      .backward = conv_transpose2d_backward,
-                                      .cases = conv_transpose2d_cases};
+TG_OP_DEFINE(conv_transpose2d) = {.name = "conv_transpose2d", .n_in = -1,
+                                  .check = conv_transpose2d_check,
+                                  .forward = conv_transpose2d_forward,
+                                  .backward = conv_transpose2d_backward,
+                                  .cases = conv_transpose2d_cases};
 
 tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride,
                                int padding, int output_padding)

@@ -1,4 +1,4 @@
-/* Elementwise ops: the generic loops that expand elementwise.def (DESIGN.md §4).
+/* Elementwise ops: the generic loops that expand elementwise.def (docs/design.md, section 4).
  *
  * Every line of elementwise.def becomes small kernels over one contiguous run of elements with
  * the op's expressions written inline (restrict pointers, no calls but the op's own libm ones,
@@ -494,13 +494,13 @@ static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
         ew_unary_backward(n, OP##_bwd, OP##_bwd_set);                                             \
     }                                                                                              \
     static const tg_case OP##_cases[] = {__VA_ARGS__, {0}};                                        \
-    const tg_op tg_op_##OP = {.name = #OP,                                                         \
-                              .n_in = 1,                                                           \
-                              .check = ew_unary_check,                                             \
-                              .forward = OP##_forward,                                             \
-                              .backward = OP##_backward,                                           \
-                              .cases = OP##_cases,                                                 \
-                              .fresh_grads = true};                                                \
+    TG_OP_DEFINE(OP) = {.name = #OP,                                                               \
+                        .n_in = 1,                                                                 \
+                        .check = ew_unary_check,                                                   \
+                        .forward = OP##_forward,                                                   \
+                        .backward = OP##_backward,                                                 \
+                        .cases = OP##_cases,                                                       \
+                        .fresh_grads = true};                                                      \
     tg_tensor *tg_##OP SIG                                                                         \
     {                                                                                              \
         const ew_params ew_p = {EW_UNPAREN ARGS};                                                  \
@@ -585,12 +585,12 @@ static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
         ew_binary_backward(n, &OP##_kernels);                                                      \
     }                                                                                              \
     static const tg_case OP##_cases[] = {__VA_ARGS__, {0}};                                        \
-    const tg_op tg_op_##OP = {.name = #OP,                                                         \
-                              .n_in = 2,                                                           \
-                              .check = ew_binary_check,                                            \
-                              .forward = OP##_forward,                                             \
-                              .backward = OP##_backward,                                           \
-                              .cases = OP##_cases};                                                \
+    TG_OP_DEFINE(OP) = {.name = #OP,                                                               \
+                        .n_in = 2,                                                                 \
+                        .check = ew_binary_check,                                                  \
+                        .forward = OP##_forward,                                                   \
+                        .backward = OP##_backward,                                                 \
+                        .cases = OP##_cases};                                                      \
     tg_tensor *tg_##OP(tg_tensor *a, tg_tensor *b)                                                 \
     {                                                                                              \
         return tg_apply2(&tg_op_##OP, NULL, 0, a, b);                                              \

@@ -1,5 +1,5 @@
 /* autograd/ internals: the op descriptor, the node, tg_apply and the gradcheck case table.
- * Never installed. See DESIGN.md §4 for the shape of an op block. */
+ * Never installed. See docs/design.md, section 4, for the shape of an op block. */
 #ifndef TAPEGRAD_AUTOGRAD_INTERNAL_H
 #define TAPEGRAD_AUTOGRAD_INTERNAL_H
 
@@ -12,6 +12,8 @@
 #define TG_MAX_PARAMS 128
 /* Most inputs a gradcheck case lists. */
 #define TG_CASE_INPUTS 4
+/* Most tensors a case's init_params makes. */
+#define TG_CASE_EXTRAS 4
 
 typedef struct tg_op tg_op;
 
@@ -28,6 +30,12 @@ typedef struct tg_case {
     uint32_t no_grad;      /* mask of inputs that are not differentiated (e.g. class labels) */
     /* Optional: fills input i itself (distinct values for max, valid labels, ...). */
     void (*init)(int i, tg_tensor *t, tg_rng *rng);
+    /* Optional, for params that point to tensors (batch_norm's running statistics): gets a
+     * writable copy of .params (params_size bytes), makes the tensors, points the copy at them
+     * and puts them in extra[] (the rest stay NULL). The test runs the case with that copy and
+     * releases extra[] after it, so the library holds no tensor for its cases. Returns TG_OK,
+     * or the error of an allocation that failed. */
+    tg_status (*init_params)(void *params, tg_tensor *extra[TG_CASE_EXTRAS]);
     const char *name;      /* optional label for the test name */
 } tg_case;
 
@@ -38,7 +46,7 @@ typedef struct tg_case {
 /* True for the all-zero entry that ends a case table. */
 static inline bool tg_case_is_end(const tg_case *c)
 {
-    return c->shape[0][0] == 0 && !c->init && !c->n_in && !c->name && !c->params;
+    return c->shape[0][0] == 0 && !c->init && !c->init_params && !c->n_in && !c->name && !c->params;
 }
 
 /* The descriptor of a differentiable op. */

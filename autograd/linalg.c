@@ -1,6 +1,7 @@
 /* Linear algebra ops: matmul and the fused linear layer, both on sgemm (tg_sgemm_avx512: our
  * AVX-512 kernels where the CPU has them, else OpenBLAS). */
 #include "internal.h"
+#include "ops.h"
 
 #include "../tensor/parallel.h"
 
@@ -48,9 +49,9 @@ static const tg_case matmul_cases[] = {
     {.shape = {{6, 1}, {1, 3}}},
     {0},
 };
-const tg_op tg_op_matmul = {.name = "matmul", .n_in = 2, .check = matmul_check,
-                            .forward = matmul_forward, .backward = matmul_backward,
-                            .cases = matmul_cases};
+TG_OP_DEFINE(matmul) = {.name = "matmul", .n_in = 2, .check = matmul_check,
+                        .forward = matmul_forward, .backward = matmul_backward,
+                        .cases = matmul_cases};
 
 tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b)
 {
@@ -119,9 +120,9 @@ static const tg_case linear_cases[] = {
     {.shape = {{1, 1}, {1, 1}, {1}}, .n_in = 3, .name = "1x1"},
     {0},
 };
-const tg_op tg_op_linear = {.name = "linear", .n_in = -1, .check = linear_check,
-                            .forward = linear_forward, .backward = linear_backward,
-                            .cases = linear_cases};
+TG_OP_DEFINE(linear) = {.name = "linear", .n_in = -1, .check = linear_check,
+                        .forward = linear_forward, .backward = linear_backward,
+                        .cases = linear_cases};
 
 tg_tensor *tg_linear(tg_tensor *x, tg_tensor *w, tg_tensor *b)
 {

@@ -3,6 +3,7 @@
  * PyTorch's default reduction='mean'. Sums run in double over a fixed split into chunks, so a
  * loss does not change with the thread count. */
 #include "internal.h"
+#include "ops.h"
 
 #include "../tensor/parallel.h"
 
@@ -107,11 +108,11 @@ static const tg_case bce_with_logits_cases[] = {
     {.shape = {{1}, {1}}, .init = bce_case_init, .name = "one"},
     {0},
 };
-const tg_op tg_op_bce_with_logits = {.name = "bce_with_logits", .n_in = 2,
-                                     .check = bce_with_logits_check,
-                                     .forward = bce_with_logits_forward,
-                                     .backward = bce_with_logits_backward,
-                                     .cases = bce_with_logits_cases};
+TG_OP_DEFINE(bce_with_logits) = {.name = "bce_with_logits", .n_in = 2,
+                                 .check = bce_with_logits_check,
+                                 .forward = bce_with_logits_forward,
+                                 .backward = bce_with_logits_backward,
+                                 .cases = bce_with_logits_cases};
 
 tg_tensor *tg_bce_with_logits(tg_tensor *logits, tg_tensor *targets)
 {
@@ -216,11 +217,11 @@ static const tg_case cross_entropy_cases[] = {
      .name = "1x4"},
     {0},
 };
-const tg_op tg_op_cross_entropy = {.name = "cross_entropy", .n_in = 2,
-                                   .check = cross_entropy_check,
-                                   .forward = cross_entropy_forward,
-                                   .backward = cross_entropy_backward,
-                                   .cases = cross_entropy_cases};
+TG_OP_DEFINE(cross_entropy) = {.name = "cross_entropy", .n_in = 2,
+                               .check = cross_entropy_check,
+                               .forward = cross_entropy_forward,
+                               .backward = cross_entropy_backward,
+                               .cases = cross_entropy_cases};
 
 tg_tensor *tg_cross_entropy(tg_tensor *logits, tg_tensor *labels)
 {
@@ -267,8 +268,8 @@ static const tg_case mse_cases[] = {
     {.shape = {{2, 2, 3, 3}, {2, 2, 3, 3}}, .name = "4d"},
     {0},
 };
-const tg_op tg_op_mse = {.name = "mse", .n_in = 2, .check = mse_check, .forward = mse_forward,
-                         .backward = mse_backward, .cases = mse_cases};
+TG_OP_DEFINE(mse) = {.name = "mse", .n_in = 2, .check = mse_check, .forward = mse_forward,
+                     .backward = mse_backward, .cases = mse_cases};
 
 tg_tensor *tg_mse(tg_tensor *pred, tg_tensor *target)
 {

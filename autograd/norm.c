@@ -1,7 +1,8 @@
 /* Normalisation and regularisation ops: batch_norm, dropout, softmax and log_softmax, each
- * fused with its own backward (DESIGN.md §4). Semantics are PyTorch's; where a formula or a
- * default could differ from another framework, the comment says so. */
+ * fused with its own backward (docs/design.md, section 4). Semantics are PyTorch's; where a
+ * formula or a default could differ from another framework, the comment says so. */
 #include "internal.h"
+#include "ops.h"
 
 #include "../tensor/parallel.h"
 
@@ -372,19 +373,17 @@ static void batch_norm_backward(tg_node *n)
     }
 }
 
-/* Fixed running statistics for the eval-mode cases. A case table is static data and cannot
- * hold tensors made by tg_tensor_new, so these are static tensor structs over static arrays:
- * eval mode only reads ->data, so nothing ever frees or changes them. */
-static float bn_case_rm_data[3] = {0.2f, -0.3f, 0.1f};
-static float bn_case_rv_data[3] = {0.6f, 1.4f, 0.9f};
-static tg_storage bn_case_rm_storage = {.refcount = 1, .nbytes = sizeof bn_case_rm_data,
-                                        .data = bn_case_rm_data};
-static tg_storage bn_case_rv_storage = {.refcount = 1, .nbytes = sizeof bn_case_rv_data,
-                                        .data = bn_case_rv_data};
-static tg_tensor bn_case_rm = {.refcount = 1, .ndim = 1, .shape = {3}, .numel = 3,
-                               .storage = &bn_case_rm_storage, .data = bn_case_rm_data};
-static tg_tensor bn_case_rv = {.refcount = 1, .ndim = 1, .shape = {3}, .numel = 3,
-                               .storage = &bn_case_rv_storage, .data = bn_case_rv_data};
+/* init_params of the eval-mode cases: fixed running statistics for their 3 channels, made for
+ * each run (the test releases them). Eval mode only reads them. */
+static tg_status batch_norm_case_running_stats(void *params, tg_tensor *extra[TG_CASE_EXTRAS])
+{
+    static const int64_t shape[1] = {3};
+    static const float mean[3] = {0.2f, -0.3f, 0.1f}, var[3] = {0.6f, 1.4f, 0.9f};
+    batch_norm_params *p = params;
+    p->running_mean = extra[0] = tg_tensor_from_data(1, shape, mean);
+    p->running_var = extra[1] = tg_tensor_from_data(1, shape, var);
+    return extra[0] && extra[1] ? TG_OK : tg_last_status();
+}
 
 static const tg_case batch_norm_cases[] = {
     {.shape = {{6, 3}, {3}, {3}}, .n_in = 3, .name = "train_2d",
@@ -399,16 +398,17 @@ static const tg_case batch_norm_cases[] = {
      TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true,
                     .has_weight = true)},
     {.shape = {{4, 3}, {3}, {3}}, .n_in = 3, .name = "eval_2d",
-     TG_CASE_PARAMS(batch_norm_params, .running_mean = &bn_case_rm, .running_var = &bn_case_rv,
-                    .momentum = 0.1f, .eps = 1e-5f, .has_weight = true, .has_bias = true)},
+     .init_params = batch_norm_case_running_stats,
+     TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .has_weight = true,
+                    .has_bias = true)},
     {.shape = {{2, 3, 2, 2}, {3}}, .n_in = 2, .name = "eval_4d_bias_only",
-     TG_CASE_PARAMS(batch_norm_params, .running_mean = &bn_case_rm, .running_var = &bn_case_rv,
-                    .momentum = 0.1f, .eps = 1e-5f, .has_bias = true)},
+     .init_params = batch_norm_case_running_stats,
+     TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .has_bias = true)},
     {0},
 };
-const tg_op tg_op_batch_norm = {.name = "batch_norm", .n_in = -1, .check = batch_norm_check,
-                                .forward = batch_norm_forward, .backward = batch_norm_backward,
-                                .cases = batch_norm_cases, .fresh_grads = true};
+TG_OP_DEFINE(batch_norm) = {.name = "batch_norm", .n_in = -1, .check = batch_norm_check,
+                            .forward = batch_norm_forward, .backward = batch_norm_backward,
+                            .cases = batch_norm_cases, .fresh_grads = true};
 
 tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                          tg_tensor *running_mean, tg_tensor *running_var, bool training,
@@ -507,9 +507,9 @@ static const tg_case dropout_cases[] = {
      TG_CASE_PARAMS(dropout_params, .rng = DROPOUT_CASE_RNG, .p = 0.0f, .training = true)},
     {0},
 };
-const tg_op tg_op_dropout = {.name = "dropout", .n_in = 1, .check = dropout_check,
-                             .forward = dropout_forward, .backward = dropout_backward,
-                             .cases = dropout_cases};
+TG_OP_DEFINE(dropout) = {.name = "dropout", .n_in = 1, .check = dropout_check,
+                         .forward = dropout_forward, .backward = dropout_backward,
+                         .cases = dropout_cases};
 
 tg_tensor *tg_dropout(tg_tensor *x, float p, bool training, tg_rng *rng)
 {
@@ -676,9 +676,9 @@ static const tg_case softmax_cases[] = {
      TG_CASE_PARAMS(softmax_params, .axis = 1)},
     {0},
 };
-const tg_op tg_op_softmax = {.name = "softmax", .n_in = 1, .check = softmax_check,
-                             .forward = softmax_forward, .backward = softmax_backward,
-                             .cases = softmax_cases};
+TG_OP_DEFINE(softmax) = {.name = "softmax", .n_in = 1, .check = softmax_check,
+                         .forward = softmax_forward, .backward = softmax_backward,
+                         .cases = softmax_cases};
 
 static const tg_case log_softmax_cases[] = {
     {.shape = {{2, 4, 3}}, .name = "axis1", TG_CASE_PARAMS(softmax_params, .axis = 1)},
@@ -687,9 +687,9 @@ static const tg_case log_softmax_cases[] = {
      TG_CASE_PARAMS(softmax_params, .axis = 1)},
     {0},
 };
-const tg_op tg_op_log_softmax = {.name = "log_softmax", .n_in = 1, .check = log_softmax_check,
-                                 .forward = log_softmax_forward,
-                                 .backward = log_softmax_backward, .cases = log_softmax_cases};
+TG_OP_DEFINE(log_softmax) = {.name = "log_softmax", .n_in = 1, .check = log_softmax_check,
+                             .forward = log_softmax_forward,
+                             .backward = log_softmax_backward, .cases = log_softmax_cases};
 
 tg_tensor *tg_softmax(tg_tensor *x, int axis)
 {

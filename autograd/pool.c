@@ -7,6 +7,7 @@
  * the planes are split between threads. A fresh gradient (tg_grad_fresh) is zeroed one plane
  * at a time just before its scatter, while the plane is in cache, instead of by the tape. */
 #include "internal.h"
+#include "ops.h"
 
 #include "../tensor/parallel.h"
 
@@ -183,10 +184,10 @@ static const tg_case max_pool2d_cases[] = {
      .name = "k2s1p1"},
     {0},
 };
-const tg_op tg_op_max_pool2d = {.name = "max_pool2d", .n_in = 1, .check = max_pool2d_check,
-                                .forward = max_pool2d_forward,
-                                .backward = max_pool2d_backward, .cases = max_pool2d_cases,
-                                .fresh_grads = true};
+TG_OP_DEFINE(max_pool2d) = {.name = "max_pool2d", .n_in = 1, .check = max_pool2d_check,
+                            .forward = max_pool2d_forward,
+                            .backward = max_pool2d_backward, .cases = max_pool2d_cases,
+                            .fresh_grads = true};
 
 tg_tensor *tg_max_pool2d(tg_tensor *x, int kernel, int stride, int padding)
 {
@@ -273,10 +274,10 @@ static const tg_case avg_pool2d_cases[] = {
     {.shape = {{2, 1, 4, 5}}, TG_CASE_PARAMS(pool_params, 3, 1, 1), .name = "k3s1p1"},
     {0},
 };
-const tg_op tg_op_avg_pool2d = {.name = "avg_pool2d", .n_in = 1, .check = avg_pool2d_check,
-                                .forward = avg_pool2d_forward,
-                                .backward = avg_pool2d_backward, .cases = avg_pool2d_cases,
-                                .fresh_grads = true};
+TG_OP_DEFINE(avg_pool2d) = {.name = "avg_pool2d", .n_in = 1, .check = avg_pool2d_check,
+                            .forward = avg_pool2d_forward,
+                            .backward = avg_pool2d_backward, .cases = avg_pool2d_cases,
+                            .fresh_grads = true};
 
 tg_tensor *tg_avg_pool2d(tg_tensor *x, int kernel, int stride, int padding)
 {

@@ -11,6 +11,7 @@
  * chunk sums are added in chunk order. Threads only ever split work at chunk or output
  * boundaries, so every result is bit-identical for any thread count. */
 #include "internal.h"
+#include "ops.h"
 
 #include "../tensor/parallel.h"
 
@@ -312,17 +313,17 @@ static const tg_case mean_cases[] = {
 static const tg_case sum_axis_cases[] = {AXIS_CASES, {0}};
 static const tg_case mean_axis_cases[] = {AXIS_CASES, {0}};
 
-const tg_op tg_op_sum = {.name = "sum", .n_in = 1, .check = sum_check,
-                         .forward = sum_forward, .backward = sum_backward, .cases = sum_cases};
-const tg_op tg_op_mean = {.name = "mean", .n_in = 1, .check = mean_check,
+TG_OP_DEFINE(sum) = {.name = "sum", .n_in = 1, .check = sum_check,
+                     .forward = sum_forward, .backward = sum_backward, .cases = sum_cases};
+TG_OP_DEFINE(mean) = {.name = "mean", .n_in = 1, .check = mean_check,
+                      .forward = sum_forward, .backward = sum_backward,
+                      .cases = mean_cases};
+TG_OP_DEFINE(sum_axis) = {.name = "sum_axis", .n_in = 1, .check = sum_axis_check,
                           .forward = sum_forward, .backward = sum_backward,
-                          .cases = mean_cases};
-const tg_op tg_op_sum_axis = {.name = "sum_axis", .n_in = 1, .check = sum_axis_check,
-                              .forward = sum_forward, .backward = sum_backward,
-                              .cases = sum_axis_cases};
-const tg_op tg_op_mean_axis = {.name = "mean_axis", .n_in = 1, .check = mean_axis_check,
-                               .forward = sum_forward, .backward = sum_backward,
-                               .cases = mean_axis_cases};
+                          .cases = sum_axis_cases};
+TG_OP_DEFINE(mean_axis) = {.name = "mean_axis", .n_in = 1, .check = mean_axis_check,
+                           .forward = sum_forward, .backward = sum_backward,
+                           .cases = mean_axis_cases};
 
 tg_tensor *tg_sum(tg_tensor *x)
 {
@@ -419,9 +420,9 @@ static const tg_case max_axis_cases[] = {
     {0},
 };
 
-const tg_op tg_op_max_axis = {.name = "max_axis", .n_in = 1, .check = max_axis_check,
-                              .forward = max_axis_forward, .backward = max_axis_backward,
-                              .cases = max_axis_cases};
+TG_OP_DEFINE(max_axis) = {.name = "max_axis", .n_in = 1, .check = max_axis_check,
+                          .forward = max_axis_forward, .backward = max_axis_backward,
+                          .cases = max_axis_cases};
 
 tg_tensor *tg_max_axis(tg_tensor *x, int axis, bool keepdim)
 {

@@ -1,6 +1,7 @@
 /* The op registry: every differentiable op, so that the gradcheck suite tests each one from
- * the same table that defines it. Adding an op means adding one line here; the suite fails an
- * op that has neither gradcheck cases nor a stated reason. */
+ * the same table that defines it. Adding an op means adding its TG_OP line to ops.def (its
+ * TG_OP_DEFINE does not compile without it); the suite fails an op that has neither gradcheck
+ * cases nor a stated reason. */
 #include "internal.h"
 
 #include "ops.h"

@@ -7,6 +7,7 @@
  * the N*C planes, so the backward's scatter stays inside one plane and is race-free; a fresh
  * gradient (tg_grad_fresh) is zeroed plane by plane just before its scatter, while in cache. */
 #include "internal.h"
+#include "ops.h"
 
 #include "../tensor/parallel.h"
 
@@ -217,9 +218,9 @@ static const tg_case upsample_cases[] = {
      .name = "half_pixel_x3"},
     {0},
 };
-const tg_op tg_op_upsample = {.name = "upsample", .n_in = 1, .check = upsample_check,
-                              .forward = upsample_forward, .backward = upsample_backward,
-                              .cases = upsample_cases, .fresh_grads = true};
+TG_OP_DEFINE(upsample) = {.name = "upsample", .n_in = 1, .check = upsample_check,
+                          .forward = upsample_forward, .backward = upsample_backward,
+                          .cases = upsample_cases, .fresh_grads = true};
 
 tg_tensor *tg_upsample(tg_tensor *x, int scale, tg_upsample_mode mode)
 {

@@ -6,6 +6,7 @@
  * permutation, so that the accumulated dx is walked contiguously. Slice and concat see their
  * tensors as [outer, axis, inner] blocks at an offset. */
 #include "internal.h"
+#include "ops.h"
 
 #include "../tensor/parallel.h"
 
@@ -236,12 +237,12 @@ static const tg_case flatten_cases[] = {
     {0},
 };
 
-const tg_op tg_op_reshape = {.name = "reshape", .n_in = 1, .check = reshape_check,
-                             .forward = view_forward, .backward = view_backward,
-                             .cases = reshape_cases, .view = true, .fresh_grads = true};
-const tg_op tg_op_flatten = {.name = "flatten", .n_in = 1, .check = flatten_check,
-                             .forward = view_forward, .backward = view_backward,
-                             .cases = flatten_cases, .view = true, .fresh_grads = true};
+TG_OP_DEFINE(reshape) = {.name = "reshape", .n_in = 1, .check = reshape_check,
+                         .forward = view_forward, .backward = view_backward,
+                         .cases = reshape_cases, .view = true, .fresh_grads = true};
+TG_OP_DEFINE(flatten) = {.name = "flatten", .n_in = 1, .check = flatten_check,
+                         .forward = view_forward, .backward = view_backward,
+                         .cases = flatten_cases, .view = true, .fresh_grads = true};
 
 tg_tensor *tg_reshape(tg_tensor *x, int ndim, const int64_t *shape)
 {
@@ -363,12 +364,12 @@ static const tg_case permute_cases[] = {
     {0},
 };
 
-const tg_op tg_op_transpose = {.name = "transpose", .n_in = 1, .check = transpose_check,
-                               .forward = permute_forward, .backward = permute_backward,
-                               .cases = transpose_cases};
-const tg_op tg_op_permute = {.name = "permute", .n_in = 1, .check = permute_check,
-                             .forward = permute_forward, .backward = permute_backward,
-                             .cases = permute_cases};
+TG_OP_DEFINE(transpose) = {.name = "transpose", .n_in = 1, .check = transpose_check,
+                           .forward = permute_forward, .backward = permute_backward,
+                           .cases = transpose_cases};
+TG_OP_DEFINE(permute) = {.name = "permute", .n_in = 1, .check = permute_check,
+                         .forward = permute_forward, .backward = permute_backward,
+                         .cases = permute_cases};
 
 tg_tensor *tg_transpose(tg_tensor *x, int a, int b)
 {
@@ -474,9 +475,9 @@ static const tg_case concat_cases[] = {
     {0},
 };
 
-const tg_op tg_op_concat = {.name = "concat", .n_in = -1, .check = concat_check,
-                            .forward = concat_forward, .backward = concat_backward,
-                            .cases = concat_cases};
+TG_OP_DEFINE(concat) = {.name = "concat", .n_in = -1, .check = concat_check,
+                        .forward = concat_forward, .backward = concat_backward,
+                        .cases = concat_cases};
 
 tg_tensor *tg_concat(tg_tensor *const *xs, int n, int axis)
 {
@@ -576,9 +577,9 @@ static const tg_case slice_cases[] = {
     {0},
 };
 
-const tg_op tg_op_slice = {.name = "slice", .n_in = 1, .check = slice_check,
-                           .forward = slice_forward, .backward = slice_backward,
-                           .cases = slice_cases};
+TG_OP_DEFINE(slice) = {.name = "slice", .n_in = 1, .check = slice_check,
+                       .forward = slice_forward, .backward = slice_backward,
+                       .cases = slice_cases};
 
 tg_tensor *tg_slice(tg_tensor *x, int axis, int64_t start, int64_t stop, int64_t step)
 {

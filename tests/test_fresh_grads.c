@@ -40,10 +40,10 @@ static void poison_cache(const tg_tensor *t)
 }
 
 /* One backward of the op on in, seeded with r. */
-static void run_backward(const fg_item *it, tg_tensor **in, const tg_tensor *r)
+static void run_backward(const fg_item *it, const void *params, tg_tensor **in, const tg_tensor *r)
 {
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *out = tg_apply(it->op, it->c->params, it->c->params_size, case_n_in(it), in);
+    tg_tensor *out = tg_apply(it->op, params, it->c->params_size, case_n_in(it), in);
     if (!out)
         fail_msg("%s: forward failed: %s", it->op->name, tg_last_error());
     assert_int_equal(tg_backward_grad(out, r), TG_OK);
@@ -57,6 +57,8 @@ static void fresh_case(void **state)
     const int n_in = case_n_in(it);
     tg_rng rng;
     tg_rng_seed(&rng, 777 + (uint64_t)it->index);
+    case_params cp;
+    const void *params = case_params_init(c, &cp);
     tg_tensor *in[TG_CASE_INPUTS], *first[TG_CASE_INPUTS] = {0}, *seed[TG_CASE_INPUTS] = {0};
     for (int i = 0; i < n_in; i++) {
         in[i] = case_input(c, i, &rng, NULL);
@@ -66,7 +68,7 @@ static void fresh_case(void **state)
     tg_tensor *r;
     {
         tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
-        tg_tensor *out = tg_apply(it->op, c->params, c->params_size, n_in, in);
+        tg_tensor *out = tg_apply(it->op, params, c->params_size, n_in, in);
         assert_non_null(out);
         r = tg_tensor_new(out->ndim, out->shape);
         tg_tape_end(tape);
@@ -76,7 +78,7 @@ static void fresh_case(void **state)
     /* 1. fresh gradients over NaN-filled memory */
     for (int i = 0; i < n_in; i++)
         poison_cache(in[i]);
-    run_backward(it, in, r);
+    run_backward(it, params, in, r);
     for (int i = 0; i < n_in; i++) {
         if (c->no_grad >> i & 1)
             continue;
@@ -92,7 +94,7 @@ static void fresh_case(void **state)
         tg_tensor_uniform_(seed[i], &rng, -2.0f, 2.0f);
         assert_int_equal(tg_tensor_copy_(in[i]->grad, seed[i]), TG_OK);
     }
-    run_backward(it, in, r);
+    run_backward(it, params, in, r);
     for (int i = 0; i < n_in; i++) {
         if (!first[i])
             continue;
@@ -112,6 +114,7 @@ static void fresh_case(void **state)
         tg_release(in[i]);
     }
     tg_release(r);
+    case_params_release(&cp);
 }
 
 int main(void)
