@@ -1,5 +1,5 @@
 /* bench_conv: forward and backward of the GAN's convolutions at batch 128 against the GEMMs
- * their lowering performs (DESIGN.md §8).
+ * their lowering performs (docs/design.md, section 9).
  *
  *   bench_conv [threads] [repetitions] [filter]   (defaults: 2 threads, 5 repetitions)
  *

@@ -19,9 +19,10 @@
 #                     (PREFIX-passive.*): on a machine shared with other jobs, libgomp's default
 #                     spin-waiting makes 2-thread runs of both sides several times slower
 #
-# DESIGN.md §8: where OpenBLAS runs its Prescott kernels on a CPU with AVX-512, a second run with
-# OPENBLAS_CORETYPE=SkylakeX follows by itself. The environment's own OPENBLAS_CORETYPE is
-# otherwise left as it is (this machine's sets Haswell), and the table says which kernels ran.
+# docs/design.md, section 9: where OpenBLAS runs its Prescott kernels on a CPU with AVX-512, a
+# second run with OPENBLAS_CORETYPE=SkylakeX follows by itself. The environment's own
+# OPENBLAS_CORETYPE is otherwise left as it is (this machine's sets Haswell), and the table says
+# which kernels ran.
 # PyTorch comes from Debian's /usr/bin/python3 (package python3-torch).
 set -euo pipefail
 

@@ -5,7 +5,7 @@
  * them), which caps SGEMM at the AVX2 peak: about 100 GFLOP/s a core measured here against
  * about 200 with AVX-512. PyTorch's oneDNN convolutions run AVX-512 code, so the GAN's deep
  * convolutions were 2x slower than PyTorch's with nothing left to gain around the GEMMs
- * (DESIGN.md section 8: our own kernels with runtime CPU dispatch are the lasting answer).
+ * (docs/design.md, section 9: our own kernels with runtime CPU dispatch are the lasting answer).
  *
  * The classic blocking (Goto, BLIS): for each column block of NC and depth block of KC, op(B)
  * is packed into panels of NR columns [k][NR]; for each row block of MC, op(A) into panels of

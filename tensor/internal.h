@@ -27,8 +27,8 @@ struct tg_storage {
 };
 
 /* ---- caching allocator (storage.c) -----------------------------------------------------
- * Buffers are 64-byte aligned and rounded up to a size bucket; freed buffers wait in a
- * per-thread cache for the next request of the same bucket. */
+ * Buffers are 64-byte aligned and rounded up to a size bucket; freed buffers wait in one
+ * process-wide cache (storage.c, under a mutex) for the next request of the same bucket. */
 void *tg_alloc(size_t nbytes);      /* NULL on failure (error set) */
 void *tg_alloc_zeroed(size_t nbytes);
 void tg_free(void *ptr, size_t nbytes); /* nbytes as given to tg_alloc */

@@ -37,7 +37,8 @@ struct tg_state_dict {
 /* ---- helpers ---------------------------------------------------------------------------- */
 
 /* A NULL dict is usually the result of a failed load or new: keep that first error (sticky
- * errors, DESIGN.md §5) and only report the NULL itself when nothing failed before. */
+ * errors, docs/design.md, section 7) and only report the NULL itself when nothing failed
+ * before. */
 static tg_status state_null(const char *fn)
 {
     if (tg_last_status() != TG_OK)

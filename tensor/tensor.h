@@ -160,7 +160,7 @@ int64_t tg_debug_live_tensors(void);
 int64_t tg_debug_live_nodes(void);
 /* Bytes of tensor storage handed out now (not counting the allocator's cache). */
 int64_t tg_debug_live_bytes(void);
-/* Returns every cached buffer of this thread to the system. */
+/* Returns every cached buffer (the process-wide cache) to the system. */
 void tg_allocator_trim(void);
 
 /* ---- state dicts: named tensors plus string metadata ------------------------------------

@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Relative tolerance against PyTorch, with a floor for values near 0 (DESIGN.md §7). */
+/* Relative tolerance against PyTorch, with a floor for values near 0 (docs/design.md,
+ * section 5). */
 #define RTOL 1e-4
 #define ATOL 1e-5
 
