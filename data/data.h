@@ -79,7 +79,7 @@ tg_status tg_loader_set_state(tg_loader *l, const tg_loader_state *st);
  * order is redrawn from its seed, so set it right after tg_loader_new (or before or after
  * tg_loader_set_state: the order depends only on the epoch's seed and the block). */
 tg_status tg_loader_set_shuffle_block(tg_loader *l, int64_t block);
-/* The block size in force (0: the whole set). */
+/* The block size in force (0: the whole set; 0 for NULL). */
 int64_t tg_loader_shuffle_block(const tg_loader *l);
 
 /* ---- PNG images (png.c) --------------------------------------------------------------------- */

@@ -145,7 +145,7 @@ tg_status tg_loader_set_shuffle_block(tg_loader *l, int64_t block)
     return TG_OK;
 }
 
-int64_t tg_loader_shuffle_block(const tg_loader *l) { return l->block; }
+int64_t tg_loader_shuffle_block(const tg_loader *l) { return l ? l->block : 0; }
 
 tg_loader *tg_loader_new(const tg_dataset *ds, int64_t batch, uint64_t seed)
 {

@@ -17,9 +17,10 @@ static tg_status init_check(const char *fn, const tg_tensor *t, const tg_rng *rn
     return TG_OK;
 }
 
-tg_status tg_init_fans(const tg_tensor *w, int64_t *fan_in, int64_t *fan_out)
+/* tg_init_fans for the function fn, which its error messages name (Xavier's and Kaiming's
+ * shape errors name the initialiser called, not this helper). */
+static tg_status fans(const char *fn, const tg_tensor *w, int64_t *fan_in, int64_t *fan_out)
 {
-    const char *fn = "tg_init_fans";
     if (!w)
         return tg_set_error(TG_ERR_ARG, "%s: tensor is NULL", fn);
     if (w->ndim < 2) {
@@ -38,6 +39,11 @@ tg_status tg_init_fans(const tg_tensor *w, int64_t *fan_in, int64_t *fan_out)
     if (fan_out)
         *fan_out = w->shape[0] * rf;
     return TG_OK;
+}
+
+tg_status tg_init_fans(const tg_tensor *w, int64_t *fan_in, int64_t *fan_out)
+{
+    return fans("tg_init_fans", w, fan_in, fan_out);
 }
 
 float tg_init_gain(tg_nonlinearity nl, float param)
@@ -86,12 +92,12 @@ tg_status tg_init_constant_(tg_tensor *t, float value)
 static tg_status xavier_std(const char *fn, const tg_tensor *t, const tg_rng *rng, float gain,
                             float *std)
 {
-    int64_t fi, fo;
+    int64_t fi = 0, fo = 0; /* zeros for the compiler: fans sets both whenever it succeeds */
     tg_status st = init_check(fn, t, rng, true);
     if (st == TG_OK && !(isfinite(gain) && gain >= 0.0f))
         st = tg_set_error(TG_ERR_ARG, "%s: gain %g: need a finite gain >= 0", fn, gain);
     if (st == TG_OK)
-        st = tg_init_fans(t, &fi, &fo);
+        st = fans(fn, t, &fi, &fo);
     if (st == TG_OK)
         *std = gain * sqrtf(2.0f / (float)(fi + fo));
     return st;
@@ -99,7 +105,7 @@ static tg_status xavier_std(const char *fn, const tg_tensor *t, const tg_rng *rn
 
 tg_status tg_init_xavier_uniform_(tg_tensor *t, tg_rng *rng, float gain)
 {
-    float std;
+    float std = 0.0f;
     tg_status st = xavier_std("tg_init_xavier_uniform_", t, rng, gain, &std);
     float bound = sqrtf(3.0f) * std;
     return st == TG_OK ? tg_tensor_uniform_(t, rng, -bound, bound) : st;
@@ -107,7 +113,7 @@ tg_status tg_init_xavier_uniform_(tg_tensor *t, tg_rng *rng, float gain)
 
 tg_status tg_init_xavier_normal_(tg_tensor *t, tg_rng *rng, float gain)
 {
-    float std;
+    float std = 0.0f;
     tg_status st = xavier_std("tg_init_xavier_normal_", t, rng, gain, &std);
     return st == TG_OK ? tg_tensor_normal_(t, rng, 0.0f, std) : st;
 }
@@ -117,7 +123,7 @@ tg_status tg_init_xavier_normal_(tg_tensor *t, tg_rng *rng, float gain)
 static tg_status kaiming_std(const char *fn, const tg_tensor *t, const tg_rng *rng, float gain,
                              tg_fan_mode mode, float *std)
 {
-    int64_t fi, fo;
+    int64_t fi = 0, fo = 0; /* zeros for the compiler: fans sets both whenever it succeeds */
     tg_status st = init_check(fn, t, rng, true);
     if (st == TG_OK && !(isfinite(gain) && gain >= 0.0f))
         st = tg_set_error(TG_ERR_ARG, "%s: gain %g: need a finite gain >= 0", fn, gain);
@@ -125,7 +131,7 @@ static tg_status kaiming_std(const char *fn, const tg_tensor *t, const tg_rng *r
         st = tg_set_error(TG_ERR_ARG, "%s: mode %d is neither TG_FAN_IN nor TG_FAN_OUT", fn,
                           (int)mode);
     if (st == TG_OK)
-        st = tg_init_fans(t, &fi, &fo);
+        st = fans(fn, t, &fi, &fo);
     if (st == TG_OK)
         *std = gain / sqrtf((float)(mode == TG_FAN_IN ? fi : fo));
     return st;
@@ -133,7 +139,7 @@ static tg_status kaiming_std(const char *fn, const tg_tensor *t, const tg_rng *r
 
 tg_status tg_init_kaiming_uniform_(tg_tensor *t, tg_rng *rng, float gain, tg_fan_mode mode)
 {
-    float std;
+    float std = 0.0f;
     tg_status st = kaiming_std("tg_init_kaiming_uniform_", t, rng, gain, mode, &std);
     float bound = sqrtf(3.0f) * std;
     return st == TG_OK ? tg_tensor_uniform_(t, rng, -bound, bound) : st;
@@ -141,7 +147,7 @@ tg_status tg_init_kaiming_uniform_(tg_tensor *t, tg_rng *rng, float gain, tg_fan
 
 tg_status tg_init_kaiming_normal_(tg_tensor *t, tg_rng *rng, float gain, tg_fan_mode mode)
 {
-    float std;
+    float std = 0.0f;
     tg_status st = kaiming_std("tg_init_kaiming_normal_", t, rng, gain, mode, &std);
     return st == TG_OK ? tg_tensor_normal_(t, rng, 0.0f, std) : st;
 }
@@ -189,7 +195,7 @@ static tg_status paddle_init_one(tg_module *m, void *ctx)
 
 tg_status tg_nn_init_paddle(tg_module *m, tg_rng *rng)
 {
-    if (!rng)
-        return tg_set_error(TG_ERR_ARG, "tg_nn_init_paddle: rng is NULL");
+    if (!m || !rng)
+        return tg_set_error(TG_ERR_ARG, "tg_nn_init_paddle: %s is NULL", m ? "rng" : "module");
     return tg_module_apply(m, paddle_init_one, rng);
 }

@@ -318,7 +318,10 @@ tg_status tg_optim_set_adam_eps(tg_optim *opt, tg_adam_eps style)
     return TG_OK;
 }
 
-tg_adam_eps tg_optim_adam_eps(const tg_optim *opt) { return opt->h.eps_style; }
+tg_adam_eps tg_optim_adam_eps(const tg_optim *opt)
+{
+    return opt ? opt->h.eps_style : TG_ADAM_EPS_AFTER_CORRECTION;
+}
 
 tg_status tg_optim_set_lr(tg_optim *opt, float lr)
 {
@@ -466,7 +469,8 @@ static tg_status load_meta(const tg_optim *o, const char *prefix, const tg_state
             return tg_set_error(TG_ERR_FORMAT, "%s: \"%s\" is \"%s\", not \"beta1,beta2\"", fn,
                                 k, v);
     }
-    if (key(k, sizeof k, prefix, "eps_style") && (v = tg_state_dict_meta(sd, k))) {
+    if (o->kind != OPTIM_SGD && key(k, sizeof k, prefix, "eps_style") &&
+        (v = tg_state_dict_meta(sd, k))) {
         if (strcmp(v, eps_style_names[0]) != 0 && strcmp(v, eps_style_names[1]) != 0)
             return tg_set_error(TG_ERR_FORMAT, "%s: \"%s\" is \"%s\", not %s or %s", fn, k, v,
                                 eps_style_names[0], eps_style_names[1]);

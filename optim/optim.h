@@ -53,7 +53,7 @@ tg_optim *tg_optim_adamw(tg_tensor *const *params, int64_t n, float lr, float be
 typedef enum { TG_ADAM_EPS_AFTER_CORRECTION, TG_ADAM_EPS_BEFORE_CORRECTION } tg_adam_eps;
 /* Sets an Adam's or AdamW's eps style for the next steps (an error for SGD). */
 tg_status tg_optim_set_adam_eps(tg_optim *opt, tg_adam_eps style);
-/* The eps style in force (AFTER_CORRECTION for SGD, which has none). */
+/* The eps style in force (AFTER_CORRECTION for SGD, which has none, and for NULL). */
 tg_adam_eps tg_optim_adam_eps(const tg_optim *opt);
 /* Releases the parameters and frees the state. NULL is ignored. */
 void tg_optim_free(tg_optim *opt);

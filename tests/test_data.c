@@ -276,14 +276,23 @@ static void test_mnist_label_count_mismatch(void **state)
     assert_error_contains("labels [4] do not match the 5 images");
 }
 
+/* n 1x1 images whose pixel and label are both the image's index, so batches show the order. */
+static tg_dataset *index_dataset(int n)
+{
+    tg_dataset *ds = calloc(1, sizeof *ds);
+    assert_non_null(ds);
+    ds->images = tg_tensor_new(TG_DIMS(n, 1, 1, 1));
+    ds->labels = tg_tensor_new(TG_DIMS(n));
+    assert_true(ds->images && ds->labels);
+    for (int i = 0; i < n; i++)
+        ds->images->data[i] = ds->labels->data[i] = (float)i;
+    return ds;
+}
+
 static void test_loader_shuffles_drops_and_resumes(void **state)
 {
     (void)state;
-    tg_dataset *ds = calloc(1, sizeof *ds);
-    ds->images = tg_tensor_new(TG_DIMS(10, 1, 1, 1));
-    ds->labels = tg_tensor_new(TG_DIMS(10));
-    for (int i = 0; i < 10; i++)
-        ds->images->data[i] = ds->labels->data[i] = (float)i;
+    tg_dataset *ds = index_dataset(10);
     tg_loader *l = tg_loader_new(ds, 3, 7);
     assert_int_equal(tg_loader_batches_per_epoch(l), 3); /* 10 / 3: the last image dropped */
     float seen[2][9];
@@ -321,6 +330,187 @@ static void test_loader_shuffles_drops_and_resumes(void **state)
     tg_loader_free(l2);
     assert_null(tg_loader_new(ds, 11, 1));
     assert_error_contains("batch 11 for a dataset of 10 images");
+    tg_dataset_free(ds);
+}
+
+/* ---- shuffling in blocks (tg_loader_set_shuffle_block) ----------------------------------- */
+
+/* 24 images in batches of 4 (6 per epoch, none dropped) and blocks of 9: two full blocks and a
+ * shorter last one of 6, with batches straddling the block boundaries at 9 and 18. */
+#define BLK_N 24
+#define BLK_BATCH 4
+#define BLK 9
+#define BLK_BATCHES (BLK_N / BLK_BATCH)
+
+/* The indices of the next nb batches into order (nb * BLK_BATCH values). */
+static void next_indices(tg_loader *l, int nb, int *order)
+{
+    for (int b = 0; b < nb; b++) {
+        tg_tensor *x, *y;
+        assert_int_equal(tg_loader_next(l, &x, &y), TG_OK);
+        for (int i = 0; i < BLK_BATCH; i++) {
+            assert_true(x->data[i] == y->data[i]); /* images and labels stay paired */
+            order[b * BLK_BATCH + i] = (int)y->data[i];
+        }
+        tg_release(x);
+        tg_release(y);
+    }
+}
+
+/* An epoch's order holds every index exactly once, and positions [kB, (k+1)B) exactly the
+ * indices of block k. */
+static void assert_block_permutation(const char *what, const int *order)
+{
+    int count[BLK_N] = {0};
+    for (int j = 0; j < BLK_N; j++) {
+        if (order[j] < 0 || order[j] >= BLK_N)
+            fail_msg("%s: position %d holds index %d", what, j, order[j]);
+        if (order[j] / BLK != j / BLK)
+            fail_msg("%s: position %d (block %d) holds index %d of block %d", what, j, j / BLK,
+                     order[j], order[j] / BLK);
+        count[order[j]]++;
+    }
+    for (int i = 0; i < BLK_N; i++)
+        if (count[i] != 1)
+            fail_msg("%s: index %d seen %d times", what, i, count[i]);
+}
+
+static void test_loader_shuffle_block(void **state)
+{
+    (void)state;
+    tg_dataset *ds = index_dataset(BLK_N);
+    tg_loader *l = tg_loader_new(ds, BLK_BATCH, 11);
+    assert_int_equal(tg_loader_shuffle_block(l), 0);
+    assert_int_equal(tg_loader_set_shuffle_block(l, BLK), TG_OK);
+    assert_int_equal(tg_loader_shuffle_block(l), BLK);
+    int epoch[2][BLK_N];
+    for (int e = 0; e < 2; e++) {
+        next_indices(l, BLK_BATCHES, epoch[e]);
+        assert_block_permutation(e ? "epoch 2" : "epoch 1", epoch[e]);
+        /* Every block shuffled, the shorter last one too (a correct shuffle leaves a block of 6
+         * in file order once in 720 seeds), and the two full blocks not alike, as they would be
+         * if each block's draw restarted the epoch's stream. */
+        for (int start = 0; start < BLK_N; start += BLK) {
+            int moved = 0;
+            for (int j = start; j < BLK_N && j < start + BLK; j++)
+                moved += epoch[e][j] != j;
+            if (!moved)
+                fail_msg("epoch %d: the block at %d is in file order", e + 1, start);
+        }
+        int alike = 0;
+        for (int i = 0; i < BLK; i++)
+            alike += epoch[e][i] == epoch[e][BLK + i] - BLK;
+        assert_true(alike < BLK);
+    }
+    /* Each epoch draws a fresh order. */
+    assert_true(memcmp(epoch[0], epoch[1], sizeof epoch[0]) != 0);
+
+    /* Blocks of one image leave nothing to shuffle: file order, every epoch. */
+    assert_int_equal(tg_loader_set_shuffle_block(l, 1), TG_OK);
+    for (int e = 0; e < 2; e++) {
+        int order[BLK_N];
+        next_indices(l, BLK_BATCHES, order);
+        for (int j = 0; j < BLK_N; j++)
+            assert_int_equal(order[j], j);
+    }
+    tg_loader_free(l);
+    tg_dataset_free(ds);
+}
+
+/* Block 0 is the whole-set shuffle the loader always did: each epoch's order is
+ * tg_rng_permutation of the whole set drawn from that epoch's seed, the first epoch's seed being
+ * the loader's. Setting a block and then 0 again gives it back, for this epoch and the next. */
+static void test_loader_shuffle_block_zero_is_whole_set(void **state)
+{
+    (void)state;
+    tg_dataset *ds = index_dataset(BLK_N);
+    tg_loader *plain = tg_loader_new(ds, BLK_BATCH, 5), *l = tg_loader_new(ds, BLK_BATCH, 5);
+    assert_int_equal(tg_loader_set_shuffle_block(l, BLK), TG_OK);
+    assert_int_equal(tg_loader_set_shuffle_block(l, 0), TG_OK);
+    assert_int_equal(tg_loader_shuffle_block(l), 0);
+    tg_rng r;
+    tg_rng_seed(&r, 5);
+    int64_t perm[BLK_N];
+    tg_rng_permutation(&r, BLK_N, perm);
+    for (int e = 0; e < 2; e++) {
+        int a[BLK_N], b[BLK_N];
+        next_indices(plain, BLK_BATCHES, a);
+        next_indices(l, BLK_BATCHES, b);
+        assert_memory_equal(a, b, sizeof a);
+        for (int j = 0; e == 0 && j < BLK_N; j++)
+            assert_int_equal(a[j], perm[j]);
+        /* A whole-set shuffle crosses the block boundaries (not a block permutation). */
+        int crossing = 0;
+        for (int j = 0; j < BLK_N; j++)
+            crossing += a[j] / BLK != j / BLK;
+        assert_true(crossing > 0);
+    }
+    tg_loader_free(plain);
+    tg_loader_free(l);
+    tg_dataset_free(ds);
+}
+
+/* A position saved mid-epoch (epoch 2, batch 3) and restored in a loader of another seed
+ * replays the same batches, into the next epoch, whether the block is set before or after the
+ * state; without the block the same position gives other batches. */
+static void test_loader_shuffle_block_resume(void **state)
+{
+    (void)state;
+    tg_dataset *ds = index_dataset(BLK_N);
+    tg_loader *l = tg_loader_new(ds, BLK_BATCH, 21);
+    assert_int_equal(tg_loader_set_shuffle_block(l, BLK), TG_OK);
+    int skip[(BLK_BATCHES + 3) * BLK_BATCH];
+    next_indices(l, BLK_BATCHES + 3, skip);
+    tg_loader_state mid = tg_loader_get_state(l);
+    assert_int_equal(mid.epoch, 1);
+    assert_int_equal(mid.batch, 3);
+    enum { AHEAD = BLK_BATCHES + 2 }; /* the rest of epoch 2 and part of epoch 3 */
+    int want[AHEAD * BLK_BATCH], got[AHEAD * BLK_BATCH];
+    next_indices(l, AHEAD, want);
+
+    for (int block_first = 0; block_first < 2; block_first++) {
+        tg_loader *r = tg_loader_new(ds, BLK_BATCH, 999);
+        if (block_first)
+            assert_int_equal(tg_loader_set_shuffle_block(r, BLK), TG_OK);
+        assert_int_equal(tg_loader_set_state(r, &mid), TG_OK);
+        if (!block_first)
+            assert_int_equal(tg_loader_set_shuffle_block(r, BLK), TG_OK);
+        next_indices(r, AHEAD, got);
+        if (memcmp(got, want, sizeof got) != 0)
+            fail_msg("resumed with the block set %s the state: other batches",
+                     block_first ? "before" : "after");
+        tg_loader_free(r);
+    }
+    tg_loader *whole = tg_loader_new(ds, BLK_BATCH, 999);
+    assert_int_equal(tg_loader_set_state(whole, &mid), TG_OK);
+    next_indices(whole, AHEAD, got);
+    assert_true(memcmp(got, want, sizeof got) != 0);
+    tg_loader_free(whole);
+    tg_loader_free(l);
+    tg_dataset_free(ds);
+}
+
+/* A negative block is refused and changes nothing: the block in force and the order stay. */
+static void test_loader_shuffle_block_errors(void **state)
+{
+    (void)state;
+    tg_dataset *ds = index_dataset(BLK_N);
+    tg_loader *l = tg_loader_new(ds, BLK_BATCH, 3), *twin = tg_loader_new(ds, BLK_BATCH, 3);
+    assert_int_equal(tg_loader_set_shuffle_block(l, BLK), TG_OK);
+    assert_int_equal(tg_loader_set_shuffle_block(twin, BLK), TG_OK);
+    assert_int_equal(tg_loader_set_shuffle_block(l, -1), TG_ERR_ARG);
+    assert_error_contains("tg_loader_set_shuffle_block: block -1: need 0 (shuffle the whole set) "
+                          "or a size >= 1");
+    assert_int_equal(tg_loader_shuffle_block(l), BLK);
+    int a[2 * BLK_N], b[2 * BLK_N];
+    next_indices(l, 2 * BLK_BATCHES, a);
+    next_indices(twin, 2 * BLK_BATCHES, b);
+    assert_memory_equal(a, b, sizeof a);
+    tg_clear_error();
+    assert_int_equal(tg_loader_set_shuffle_block(NULL, BLK), TG_ERR_ARG);
+    assert_error_contains("tg_loader_set_shuffle_block: the loader is NULL");
+    tg_loader_free(l);
+    tg_loader_free(twin);
     tg_dataset_free(ds);
 }
 
@@ -421,6 +611,10 @@ int main(void)
         TG_TEST(test_mnist_dataset_and_filter),
         TG_TEST(test_mnist_label_count_mismatch),
         TG_TEST(test_loader_shuffles_drops_and_resumes),
+        TG_TEST(test_loader_shuffle_block),
+        TG_TEST(test_loader_shuffle_block_zero_is_whole_set),
+        TG_TEST(test_loader_shuffle_block_resume),
+        TG_TEST(test_loader_shuffle_block_errors),
         TG_TEST(test_png_grid),
         TG_TEST(test_atomic_failure_keeps_old_file),
     };

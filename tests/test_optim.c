@@ -363,6 +363,201 @@ static void test_argument_errors(void **state)
     tg_release(a);
 }
 
+/* ---- where Adam's eps enters (tg_optim_set_adam_eps) ------------------------------------- */
+
+/* Three steps of gradients about as large as eps = 1e-3, where the two placements differ most
+ * (once sqrt(v) >> eps both reduce to the same m / sqrt(v) update); signs and sizes vary so that
+ * m and v follow no single gradient. */
+#define EPS_N 3
+#define EPS_STEPS 3
+static const float eps_lr = 0.1f, eps_beta1 = 0.9f, eps_beta2 = 0.999f, eps_eps = 1e-3f;
+static const float eps_p0[EPS_N] = {0.5f, -0.25f, 1.0f};
+static const float eps_grads[EPS_STEPS][EPS_N] = {
+    {1e-3f, -2e-3f, 5e-4f}, {-1.5e-3f, 1e-3f, 2.5e-3f}, {2e-3f, -5e-4f, -1e-3f}};
+/* The library steps in float: its rounding (~1e-7 of parameters near 1) stays well inside this,
+ * while every update of either style is above 1e-3. */
+#define EPS_TOL 1e-6
+
+/* The parameter after each step by optim.h's formula for style, in double, with the float
+ * hyper-parameters the optimizer holds. */
+static void eps_reference(tg_adam_eps style, double want[EPS_STEPS][EPS_N])
+{
+    const double b1 = eps_beta1, b2 = eps_beta2, lr = eps_lr, eps = eps_eps;
+    for (int i = 0; i < EPS_N; i++) {
+        double p = eps_p0[i], m = 0, v = 0;
+        for (int t = 1; t <= EPS_STEPS; t++) {
+            double g = eps_grads[t - 1][i];
+            m = b1 * m + (1 - b1) * g;
+            v = b2 * v + (1 - b2) * g * g;
+            double bc1 = 1 - pow(b1, t), bc2 = 1 - pow(b2, t);
+            if (style == TG_ADAM_EPS_BEFORE_CORRECTION)
+                p -= lr * sqrt(bc2) / bc1 * m / (sqrt(v) + eps);
+            else
+                p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps);
+            want[t - 1][i] = p;
+        }
+    }
+}
+
+/* The metadata under key is want (a missing key fails too, rather than crash the strcmp). */
+static void assert_meta(const tg_state_dict *sd, const char *key, const char *want)
+{
+    const char *v = tg_state_dict_meta(sd, key);
+    if (!v || strcmp(v, want) != 0)
+        fail_msg("metadata \"%s\" is %s, expected \"%s\"", key, v ? v : "missing", want);
+}
+
+/* An Adam (or AdamW, weight decay 0: the same update) over p with the sequence's settings, in
+ * its default eps style. */
+static tg_optim *eps_optim(tg_tensor *p, bool adamw)
+{
+    tg_optim *o = adamw ? tg_optim_adamw(&p, 1, eps_lr, eps_beta1, eps_beta2, eps_eps, 0.0f)
+                        : tg_optim_adam(&p, 1, eps_lr, eps_beta1, eps_beta2, eps_eps, 0.0f);
+    if (!o)
+        fail_msg("%s", tg_last_error());
+    return o;
+}
+
+/* Takes steps from..to-1 of the sequence and checks p after each against want. */
+static void eps_run(const char *what, tg_optim *o, tg_tensor *p, int from, int to,
+                    double want[EPS_STEPS][EPS_N])
+{
+    for (int s = from; s < to; s++) {
+        set_grad(p, eps_grads[s]);
+        assert_int_equal(tg_optim_step(o), TG_OK);
+        for (int i = 0; i < EPS_N; i++)
+            if (!(fabs(p->data[i] - want[s][i]) <= EPS_TOL))
+                fail_msg("%s, step %d, element %d: %.9g, expected %.9g", what, s + 1, i,
+                         (double)p->data[i], want[s][i]);
+    }
+}
+
+/* Adam and AdamW follow the hand-computed sequence of each style; the default is PyTorch's
+ * placement (after the correction), unchanged by the option's existence. */
+static void test_adam_eps_styles(void **state)
+{
+    (void)state;
+    double before[EPS_STEPS][EPS_N], after[EPS_STEPS][EPS_N];
+    eps_reference(TG_ADAM_EPS_BEFORE_CORRECTION, before);
+    eps_reference(TG_ADAM_EPS_AFTER_CORRECTION, after);
+    /* The sequence tells the styles apart: after every step they are over 0.03 apart. */
+    for (int s = 0; s < EPS_STEPS; s++)
+        for (int i = 0; i < EPS_N; i++)
+            if (!(fabs(before[s][i] - after[s][i]) > 1000 * EPS_TOL))
+                fail_msg("step %d, element %d: both styles give %.9g", s + 1, i, after[s][i]);
+    const char *names[] = {"Adam", "AdamW"};
+    for (int adamw = 0; adamw < 2; adamw++) {
+        char what[64];
+        tg_tensor *p = param(TG_DIMS(1, EPS_N), eps_p0);
+        tg_optim *o = eps_optim(p, adamw);
+        assert_int_equal(tg_optim_adam_eps(o), TG_ADAM_EPS_AFTER_CORRECTION);
+        snprintf(what, sizeof what, "%s, default eps style", names[adamw]);
+        eps_run(what, o, p, 0, EPS_STEPS, after);
+        tg_optim_free(o);
+        tg_release(p);
+
+        p = param(TG_DIMS(1, EPS_N), eps_p0);
+        o = eps_optim(p, adamw);
+        assert_int_equal(tg_optim_set_adam_eps(o, TG_ADAM_EPS_BEFORE_CORRECTION), TG_OK);
+        assert_int_equal(tg_optim_adam_eps(o), TG_ADAM_EPS_BEFORE_CORRECTION);
+        snprintf(what, sizeof what, "%s, eps before the correction", names[adamw]);
+        eps_run(what, o, p, 0, EPS_STEPS, before);
+        tg_optim_free(o);
+        tg_release(p);
+    }
+}
+
+/* SGD has no eps to place; a value outside tg_adam_eps is refused; neither changes the style. */
+static void test_adam_eps_errors(void **state)
+{
+    (void)state;
+    tg_tensor *p = param(TG_DIMS(1, EPS_N), eps_p0);
+    tg_optim *sgd = tg_optim_sgd(&p, 1, 0.1f, 0.9f, 0.0f, 0.0f, false);
+    assert_non_null(sgd);
+    assert_int_equal(tg_optim_set_adam_eps(sgd, TG_ADAM_EPS_BEFORE_CORRECTION), TG_ERR_ARG);
+    assert_error_contains("tg_optim_set_adam_eps: this optimizer is SGD");
+    assert_int_equal(tg_optim_adam_eps(sgd), TG_ADAM_EPS_AFTER_CORRECTION);
+    tg_clear_error();
+
+    tg_optim *o = eps_optim(p, false);
+    assert_int_equal(tg_optim_set_adam_eps(o, TG_ADAM_EPS_BEFORE_CORRECTION), TG_OK);
+    assert_int_equal(tg_optim_set_adam_eps(o, (tg_adam_eps)2), TG_ERR_ARG);
+    assert_error_contains("tg_optim_set_adam_eps: style 2 is not a tg_adam_eps");
+    assert_int_equal(tg_optim_adam_eps(o), TG_ADAM_EPS_BEFORE_CORRECTION);
+    assert_int_equal(tg_optim_set_adam_eps(NULL, TG_ADAM_EPS_AFTER_CORRECTION), TG_ERR_ARG);
+    assert_error_contains("tg_optim_set_adam_eps: the optimizer is NULL");
+    tg_optim_free(o);
+    tg_optim_free(sgd);
+    tg_release(p);
+}
+
+/* The style travels in the state dict's metadata ("<prefix>.eps_style"): a load sets it either
+ * way and step 3 continues the saved style's sequence; a value that names no style is refused
+ * and changes nothing (style, learning rate, state). */
+static void test_adam_eps_state_dict(void **state)
+{
+    (void)state;
+    double want[2][EPS_STEPS][EPS_N];
+    eps_reference(TG_ADAM_EPS_AFTER_CORRECTION, want[TG_ADAM_EPS_AFTER_CORRECTION]);
+    eps_reference(TG_ADAM_EPS_BEFORE_CORRECTION, want[TG_ADAM_EPS_BEFORE_CORRECTION]);
+    const char *names[] = {"after_correction", "before_correction"};
+    for (int style = 0; style < 2; style++) {
+        tg_tensor *p = param(TG_DIMS(1, EPS_N), eps_p0);
+        tg_optim *o = eps_optim(p, false);
+        assert_int_equal(tg_optim_set_adam_eps(o, (tg_adam_eps)style), TG_OK);
+        eps_run("before the save", o, p, 0, 2, want[style]);
+        tg_state_dict *sd = tg_state_dict_new();
+        assert_int_equal(tg_optim_state_dict(o, "opt", sd), TG_OK);
+        assert_meta(sd, "opt.eps_style", names[style]);
+        tg_optim_free(o);
+
+        /* Loaded into an optimizer of the other style (and another lr): both come back. */
+        tg_tensor *q = param(TG_DIMS(1, EPS_N), p->data);
+        tg_optim *o2 = tg_optim_adam(&q, 1, 1.0f, eps_beta1, eps_beta2, eps_eps, 0.0f);
+        assert_non_null(o2);
+        assert_int_equal(tg_optim_set_adam_eps(o2, (tg_adam_eps)!style), TG_OK);
+        assert_int_equal(tg_optim_load_state_dict(o2, "opt", sd), TG_OK);
+        assert_int_equal(tg_optim_adam_eps(o2), style);
+        eps_run(style ? "after loading before_correction" : "after loading after_correction", o2, q,
+                2, 3, want[style]);
+        tg_state_dict_free(sd);
+        tg_optim_free(o2);
+        tg_release(p);
+        tg_release(q);
+    }
+    /* Without a prefix the key is plain "eps_style". */
+    tg_tensor *p = param(TG_DIMS(1, EPS_N), eps_p0);
+    tg_optim *o = eps_optim(p, false);
+    tg_state_dict *sd = tg_state_dict_new();
+    assert_int_equal(tg_optim_state_dict(o, NULL, sd), TG_OK);
+    assert_meta(sd, "eps_style", "after_correction");
+    tg_state_dict_free(sd);
+
+    /* A bad value in an otherwise valid dict, whose state (one step of other gradients) and lr
+     * would change the optimizer: all refused. */
+    tg_tensor *r = param(TG_DIMS(1, EPS_N), eps_p0);
+    tg_optim *other = tg_optim_adam(&r, 1, 0.5f, eps_beta1, eps_beta2, eps_eps, 0.0f);
+    assert_non_null(other);
+    set_grad(r, eps_grads[2]);
+    assert_int_equal(tg_optim_step(other), TG_OK);
+    sd = tg_state_dict_new();
+    assert_int_equal(tg_optim_state_dict(other, "opt", sd), TG_OK);
+    assert_int_equal(tg_state_dict_set_meta(sd, "opt.eps_style", "Before_Correction"), TG_OK);
+    assert_int_equal(tg_optim_set_adam_eps(o, TG_ADAM_EPS_BEFORE_CORRECTION), TG_OK);
+    eps_run("before the refused load", o, p, 0, 2, want[TG_ADAM_EPS_BEFORE_CORRECTION]);
+    assert_int_equal(tg_optim_load_state_dict(o, "opt", sd), TG_ERR_FORMAT);
+    assert_error_contains("tg_optim_load_state_dict: \"opt.eps_style\" is \"Before_Correction\", "
+                          "not after_correction or before_correction");
+    assert_int_equal(tg_optim_adam_eps(o), TG_ADAM_EPS_BEFORE_CORRECTION);
+    assert_true(tg_optim_lr(o) == eps_lr);
+    eps_run("after the refused load", o, p, 2, 3, want[TG_ADAM_EPS_BEFORE_CORRECTION]);
+    tg_state_dict_free(sd);
+    tg_optim_free(other);
+    tg_optim_free(o);
+    tg_release(r);
+    tg_release(p);
+}
+
 /* ---- an MLP learns XOR with each optimizer ----------------------------------------------- */
 
 typedef enum { USE_SGD, USE_ADAM, USE_ADAMW } which_optim;
@@ -430,6 +625,9 @@ int main(void)
         TG_TEST(test_state_dict_round_trip),
         TG_TEST(test_load_errors_change_nothing),
         TG_TEST(test_argument_errors),
+        TG_TEST(test_adam_eps_styles),
+        TG_TEST(test_adam_eps_errors),
+        TG_TEST(test_adam_eps_state_dict),
         TG_TEST(test_mlp_learns_xor),
     };
     return cmocka_run_group_tests_name("optim", tests, NULL, NULL);
