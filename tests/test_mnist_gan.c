@@ -383,7 +383,7 @@ static void test_train_outputs(void **state)
 
     /* the checkpoint: loads, says where the run stands, finite tensors of every part */
     tg_state_dict *sd = ckpt_load(fmt("%s/checkpoint.safetensors", run_dir));
-    const char *want[][2] = {{"format", "mnist_gan/1"}, {"iteration", "30"}, {"epoch", "1"},
+    const char *want[][2] = {{"format", "mnist_gan/2"}, {"iteration", "30"}, {"epoch", "1"},
                              {"batch_in_epoch", "5"}, {"batch", BATCH}, {"width_div", "8"}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const char *v = tg_state_dict_meta(sd, want[i][0]);
@@ -471,11 +471,15 @@ static void test_train_outputs(void **state)
 
 /* ---- case 2: resume ------------------------------------------------------------------------ */
 
-/* The three configurations, each run once for 100 iterations (references, made on demand). */
-enum { CFG_TUTORIAL, CFG_CLEAN, CFG_DCGAN, N_CFG };
-static const char *const cfg_args[N_CFG][3] = {
-    {"--step", "tutorial", NULL}, {"--step", "clean", NULL}, {"--recipe", "dcgan", NULL}};
-static const char *const cfg_names[N_CFG] = {"tutorial step", "clean step", "dcgan recipe"};
+/* The four configurations, each run once for 100 iterations (references, made on demand). The
+ * accumulate step is the one that carries gradients from one iteration into the next. */
+enum { CFG_TUTORIAL, CFG_ACCUMULATE, CFG_CLEAN, CFG_DCGAN, N_CFG };
+static const char *const cfg_args[N_CFG][3] = {{"--step", "tutorial", NULL},
+                                               {"--step", "accumulate", NULL},
+                                               {"--step", "clean", NULL},
+                                               {"--recipe", "dcgan", NULL}};
+static const char *const cfg_names[N_CFG] = {"tutorial step", "accumulate step", "clean step",
+                                             "dcgan recipe"};
 static char ref_dirs[N_CFG][PATH_MAX];
 
 static const char *reference(int cfg)
@@ -537,6 +541,12 @@ static void test_resume_tutorial(void **state)
 {
     (void)state;
     resume_case(CFG_TUTORIAL);
+}
+
+static void test_resume_accumulate(void **state)
+{
+    (void)state;
+    resume_case(CFG_ACCUMULATE);
 }
 
 static void test_resume_clean(void **state)
@@ -740,7 +750,11 @@ static const bad_input bad_inputs[] = {
     {{"train", "--data", "@DATA", "--out", "@NEW", "--recipe", "foo"},
      "--recipe: 'foo' is not one of tutorial, dcgan"},
     {{"train", "--data", "@DATA", "--out", "@NEW", "--step", "fast"},
-     "--step: 'fast' is not one of tutorial, clean"},
+     "--step: 'fast' is not one of tutorial, clean, accumulate"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--init", "xavier"},
+     "--init: 'xavier' is not one of paddle, torch"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--shuffle", "none"},
+     "--shuffle: 'none' is not one of paddle, full"},
     {{"train", "--data", "@DATA", "--out", "@NEW", "--recipe", "dcgan", "--generator",
       "upsample"}, "--generator upsample belongs to the tutorial recipe"},
     {{"train", "--data", "@DATA", "--dataset", "mnist"}, "give --data DIR or --dataset NAME"},
@@ -750,6 +764,8 @@ static const bad_input bad_inputs[] = {
     {{"train", "--data", "", "--out", "@NEW"}, "--data: empty value"},
     {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--resume"},
      "--resume is a train option"},
+    {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--grid-scale", "both"},
+     "--grid-scale both is a train option"},
     /* data */
     {{"train", "--data", "@NODATA", "--out", "@NEW", SMALL_RUN},
      "tg_data_load_mnist: @NODATA/train-images-idx3-ubyte: no such file (nor .gz)"},
@@ -775,6 +791,8 @@ static const bad_input bad_inputs[] = {
      "--generator differs from the checkpoint being resumed"},
     {{"train", "--data", "@DATA", "--out", "@RUN", "--resume", "--batch", "64"},
      "--batch differs from the checkpoint being resumed"},
+    {{"train", "--data", "@DATA", "--out", "@RUN", "--resume", "--adam", "torch"},
+     "--adam differs from the checkpoint being resumed"},
     {{"train", "--data", "@DATA", "--out", "@FOREIGNRUN", "--resume"},
      "@FOREIGNRUN/checkpoint.safetensors: tg_module_load_state_dict"},
     {{"train", "--data", "@NODATA", "--out", "@RUN", "--resume"},
@@ -1131,7 +1149,7 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         TG_TEST(test_train_outputs),     TG_TEST(test_resume_tutorial),
-        TG_TEST(test_resume_clean),      TG_TEST(test_resume_dcgan),
+        TG_TEST(test_resume_accumulate), TG_TEST(test_resume_clean),      TG_TEST(test_resume_dcgan),
         TG_TEST(test_resume_after_crash), TG_TEST(test_resume_after_kill),
         TG_TEST(test_sample),            TG_TEST(test_bad_input),
     };

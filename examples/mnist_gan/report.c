@@ -1,6 +1,6 @@
 /* losses.csv and report.html: the loss log a user plots, and the VisualDL-like page with loss
  * curves (inline SVG) and the latest sample grid (embedded), needing no server or network. */
-#include "gan.h"
+#include "report.h"
 #include "metrics.h"
 
 #include <errno.h>

@@ -6,11 +6,11 @@ Run once with Debian's Python (torch 1.13, numpy) from the repository root:
     /usr/bin/python3 examples/mnist_gan/conformance/make_fixture.py
 Tests never need Python: the fixture is committed.
 
-The models mirror examples/mnist_gan/models.c layer for layer, at the same nn.Sequential
+The models mirror examples/mnist_gan/core/models.c layer for layer, at the same nn.Sequential
 indices, so PyTorch's state_dict names ("0.weight", "1.running_mean", ...) are tapegrad's
 qualified names. tapegrad keeps BatchNorm's num_batches_tracked too (a float count), so it is
 saved (as F32) and checked: it counts the training-mode forwards of each model. The
-iteration is the tutorial's loop (examples/mnist_gan/step.c, top comment) in each of the
+iteration is the tutorial's loop (examples/mnist_gan/core/step.c, top comment) in each of the
 program's three step modes:
 
   tutorial    PaddlePaddle 1.8's semantics: a backward overwrites the gradients it reaches, i.e.

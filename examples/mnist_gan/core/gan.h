@@ -1,6 +1,6 @@
-/* mnist_gan — the GAN of the PaddlePaddle dygraph tutorial on MNIST, in C against tapegrad's
- * public API. This header is shared by the program and its tests: model builders, the
- * training step, checkpoints, logs and the report. */
+/* mnist_gan's core — the GAN of the PaddlePaddle dygraph tutorial on MNIST, in C against
+ * tapegrad's public API: model builders, the training step and its state. Shared by the program
+ * (the folder above), its tests and the benchmark. */
 #ifndef MNIST_GAN_H
 #define MNIST_GAN_H
 
@@ -97,26 +97,5 @@ tg_status gan_state_dict(const gan_state *s, tg_state_dict *sd);
 /* Loads what gan_state_dict saved. Each part is validated before it changes, but a later part
  * can fail after an earlier one loaded: load into a fresh state and discard it on error. */
 tg_status gan_load_state_dict(gan_state *s, const tg_state_dict *sd);
-
-/* ---- logs and the report (report.c) -------------------------------------------------------- */
-
-typedef struct gan_log gan_log;
-
-/* Opens OUT/losses.csv for a run: a new file (keep_until < 0), or, when resuming, the rows up
- * to iteration keep_until kept (later ones dropped: the resumed run writes them again). */
-gan_log *gan_log_open(const char *out_dir, int64_t keep_until);
-/* Appends one row (and flushes it). */
-tg_status gan_log_row(gan_log *g, int64_t it, int64_t epoch, int64_t batch,
-                      const gan_losses *l, double seconds);
-/* Rewrites OUT/report.html (loss curves and the grid at png_path, embedded) and
- * OUT/losses.svg (the curves alone). */
-tg_status gan_log_report(gan_log *g, const char *png_path, const char *title);
-/* Closes the log. NULL is ignored. */
-void gan_log_close(gan_log *g);
-
-/* Appends one measurement of G (metrics.h) to OUT/eval.csv (made at the first one; on resume,
- * gan_log_open kept the rows up to the checkpoint); the report then shows the FID curve. */
-struct gan_figures;
-tg_status gan_log_eval(gan_log *g, int64_t it, const struct gan_figures *f);
 
 #endif

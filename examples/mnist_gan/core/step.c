@@ -117,29 +117,28 @@ static tg_tensor *draw_z(gan_state *s, int64_t b, tg_tensor *given)
     return z;
 }
 
-/* mean bce_with_logits(D(x), label) as a float; backward; optimizer step. fake_of_z, when not
- * NULL, is the z from which x = G(z) is computed on this same tape (detached when asked). */
-static tg_status d_or_g_update(gan_state *s, tg_tensor *x, tg_tensor *z, bool detach_fake,
-                               float label, tg_optim *opt, float *loss_out)
+/* bce_with_logits(D(x), label), averaged, recorded on the open tape (NULL x passes its error
+ * on). The target is released here: the loss's node keeps what backward needs. */
+static tg_tensor *d_loss(gan_state *s, tg_tensor *x, float label)
 {
-    tg_tape *tape = tg_tape_begin(TG_GRAD);
-    if (!tape)
-        return tg_last_status();
-    tg_tensor *in = x;
-    if (z) {
-        in = tg_nn_forward(s->G, z);
-        if (detach_fake)
-            in = tg_detach(in);
-    }
-    tg_tensor *logits = tg_nn_forward(s->D, in);
+    tg_tensor *logits = tg_nn_forward(s->D, x);
     tg_tensor *target = logits ? tg_tensor_full(logits->ndim, logits->shape, label) : NULL;
     tg_tensor *loss = tg_bce_with_logits(logits, target);
+    tg_release(target);
+    return loss;
+}
+
+/* The end of one update: backward of loss, its value into *out, one step of opt, and the
+ * tape (with the graph) freed. A NULL tape or loss carries the error that produced it. */
+static tg_status backward_and_step(tg_tape *tape, tg_tensor *loss, tg_optim *opt, float *out)
+{
+    if (!tape)
+        return tg_last_status();
     tg_status st = tg_backward(loss);
     if (st == TG_OK) {
-        *loss_out = tg_tensor_item(loss);
+        *out = tg_tensor_item(loss);
         st = tg_optim_step(opt);
     }
-    tg_release(target);
     tg_tape_end(tape);
     return st;
 }
@@ -153,31 +152,50 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
      * not do themselves (G's gradient from loss_fake before loss_g's backward; D's from loss_g
      * before the next real batch's) is done here. */
     const bool fresh = s->step != GAN_STEP_ACCUMULATE;
+    tg_tape *tape;
     tg_status st;
+
+    /* 1. loss_real = bce(D(real), 1); backward; opt_d_real.step(); D.clear_gradients() */
     if (fresh)
         tg_module_zero_grad(s->D);
-    if ((st = d_or_g_update(s, real, NULL, false, 1.0f, s->opt_d_real, &out->d_real)) != TG_OK)
+    tape = tg_tape_begin(TG_GRAD);
+    st = backward_and_step(tape, tape ? d_loss(s, real, 1.0f) : NULL, s->opt_d_real,
+                           &out->d_real);
+    tg_module_zero_grad(s->D);
+    if (st != TG_OK)
         return st;
-    tg_module_zero_grad(s->D); /* d.clear_gradients() */
 
+    /* 2. z ~ N(0, 1); loss_fake = bce(D(G(z)), 0), G(z) detached in the clean step; backward;
+     *    opt_d_fake.step(); D.clear_gradients() */
     tg_tensor *z = draw_z(s, b, z_given ? z_given[0] : NULL);
     if (!z)
         return tg_last_status();
     if (fresh)
         tg_module_zero_grad(s->G);
-    st = d_or_g_update(s, NULL, z, clean, 0.0f, s->opt_d_fake, &out->d_fake);
-    tg_module_zero_grad(s->D); /* d.clear_gradients() */
+    if ((tape = tg_tape_begin(TG_GRAD))) {
+        tg_tensor *fake = tg_nn_forward(s->G, z);
+        st = backward_and_step(tape, d_loss(s, clean ? tg_detach(fake) : fake, 0.0f),
+                               s->opt_d_fake, &out->d_fake);
+    } else {
+        st = tg_last_status();
+    }
+    tg_module_zero_grad(s->D);
+
+    /* 3. loss_g = bce(D(G(z)), 1) with the same z (a fresh one in the clean step); backward;
+     *    opt_g.step(); G.clear_gradients() */
     if (st == TG_OK && clean) {
-        /* the textbook G step: fresh noise */
         tg_release(z);
         z = draw_z(s, b, z_given ? z_given[1] : NULL);
         st = z ? TG_OK : tg_last_status();
     }
     if (fresh)
         tg_module_zero_grad(s->G);
-    if (st == TG_OK)
-        st = d_or_g_update(s, NULL, z, false, 1.0f, s->opt_g, &out->g);
-    tg_module_zero_grad(s->G); /* g.clear_gradients() */
+    if (st == TG_OK) {
+        tape = tg_tape_begin(TG_GRAD);
+        st = backward_and_step(tape, tape ? d_loss(s, tg_nn_forward(s->G, z), 1.0f) : NULL,
+                               s->opt_g, &out->g);
+    }
+    tg_module_zero_grad(s->G);
     if (fresh)
         tg_module_zero_grad(s->D); /* loss_g's gradient in D: overwritten before any use */
     tg_release(z);

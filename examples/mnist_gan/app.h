@@ -1,0 +1,73 @@
+/* The mnist_gan program's own declarations, shared by its files (main.c, checkpoint.c, train.c,
+ * sample.c, eval.c); the GAN itself (models, step) is in core/gan.h, the command line in cli.h,
+ * logs and the report in report.h, the measurements in metrics.h. */
+#ifndef MNIST_GAN_APP_H
+#define MNIST_GAN_APP_H
+
+#include "cli.h"
+#include "metrics.h"
+#include "report.h"
+
+#define EXIT_BAD_INPUT 2
+#define FASHION_DIR "/usr/share/datasets/fashion-mnist"
+#define MNIST_DIR "data-cache/mnist"
+#define CHECKPOINT_NAME "checkpoint.safetensors"
+/* The grid of samples: the tutorial's 128 images in 16 columns. */
+#define GRID_N 128
+#define GRID_COLS 16
+
+/* ---- main.c ---------------------------------------------------------------------------------- */
+
+/* Prints "mnist_gan: <message>" on stderr and returns code (the exit status). */
+int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Monotonic seconds. */
+double now(void);
+
+/* ---- checkpoint.c ---------------------------------------------------------------------------- */
+
+/* The run's settings, as the checkpoint records them. */
+typedef struct {
+    gan_config cfg;
+    int digit, width_div;
+    int64_t batch;
+} run_settings;
+
+/* Training position. */
+typedef struct {
+    int64_t iteration;
+    double seconds;
+    tg_loader_state loader;
+} run_position;
+/* Reads metadata key as the sscanf format; false (with a message) when absent or malformed. */
+bool meta_get(const tg_state_dict *sd, const char *path, const char *key, char *err, size_t n,
+              int count, const char *fmt, ...);
+/* Reads an RNG state written by the checkpoint's hex words. */
+bool meta_get_rng(const tg_state_dict *sd, const char *path, const char *key, tg_rng *r,
+                  char *err, size_t n);
+/* The run's settings from a checkpoint's metadata (format 2, or format 1 read as what it was). */
+bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, char *err,
+                  size_t n);
+/* Writes the checkpoint (atomically): models, optimizers, settings and position. */
+tg_status save_checkpoint(const char *path, const gan_state *s, const run_settings *rs,
+                          const run_position *pos);
+/* Loads what train saved into a fresh state: the settings from the checkpoint's metadata, the
+ * models they describe, then the weights. On failure prints the message (bad input) and
+ * returns false; the caller frees *sd and *s either way. */
+bool load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_state *s);
+
+/* ---- the commands (train.c, sample.c, eval.c) ------------------------------------------------ */
+
+extern const char *const recipe_names[]; /* "tutorial", "dcgan" */
+extern const char *const gen_names[];    /* "upsample", "convt" */
+/* True when something exists at path. */
+bool file_exists(const char *p);
+/* False when path cannot be written (no temporary file can be made beside it). */
+bool can_write(const char *path);
+/* The data folder the options name (--data, or the --dataset's). */
+const char *data_dir_of(const gan_options *o);
+/* Each returns the exit status. */
+int train(gan_options *o);
+int sample(const gan_options *o);
+int evaluate(const gan_options *o);
+
+#endif

@@ -1,0 +1,172 @@
+/* mnist_gan eval: the figures of a trained G, or of any idx file of images. */
+#include "app.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- eval ------------------------------------------------------------------------------------ */
+
+/* eval --images: the first n images of an idx3 file read by tg_data_read_idx (0..255,
+ * [N,H,W] or [N,1,H,W]) in the loader's [-1, 1], shaped like the real set's images `like`, so
+ * images made by another program (PyTorch's, say) are measured exactly as G's are. */
+static tg_tensor *images_like(const tg_tensor *raw, const char *path, int64_t n,
+                              const tg_tensor *like)
+{
+    int64_t shape[TG_MAX_DIMS];
+    memcpy(shape, like->shape, sizeof shape);
+    shape[0] = n;
+    char got[64];
+    tg_tensor *out = NULL;
+    if (raw->ndim < 3 || raw->numel / raw->shape[0] != like->numel / like->shape[0] ||
+        raw->shape[raw->ndim - 1] != like->shape[like->ndim - 1]) {
+        tg_set_error(TG_ERR_SHAPE, "%s: images %s, expected [N, %lld, %lld] like the real set's",
+                     path, tg_shape_str(raw->ndim, raw->shape, got, sizeof got),
+                     (long long)like->shape[like->ndim - 2],
+                     (long long)like->shape[like->ndim - 1]);
+    } else if (raw->shape[0] < n) {
+        tg_set_error(TG_ERR_SHAPE, "%s holds %lld images, fewer than --n %lld", path,
+                     (long long)raw->shape[0], (long long)n);
+    } else if ((out = tg_tensor_new(like->ndim, shape))) {
+        for (int64_t i = 0; i < out->numel; i++) /* dataset.c's scaling */
+            out->data[i] = raw->data[i] * (2.0f / 255.0f) - 1.0f;
+    }
+    return out;
+}
+
+/* The figures of the checkpoint's G (or of --images) against real test images, with real
+ * training images against the same test images as the reference row; the table on stdout, one
+ * JSON line appended to --json (default eval.jsonl beside the checkpoint or the images). */
+int evaluate(const gan_options *o)
+{
+    char err[1024], json[4096];
+    tg_state_dict *sd = NULL;
+    int code = EXIT_BAD_INPUT;
+    run_settings rs;
+    long long iteration;
+    gan_state s = {0};
+    clf_model *clf = NULL;
+    clf_info info;
+    tg_dataset *test = NULL, *train_set = NULL;
+    tg_tensor *real_test = NULL, *real_train = NULL, *gen = NULL, *raw_images = NULL;
+    gan_stats ref = {0};
+    gan_figures figs[3];
+    const char *measured = o->images ? o->images : o->checkpoint;
+    if (o->images) {
+        rs = (run_settings){.digit = -1}, iteration = -1;
+        if (!(raw_images = tg_data_read_idx(o->images))) {
+            fail(code, "%s", tg_last_error());
+            goto done;
+        }
+    } else {
+        if (!load_trained(o->checkpoint, &sd, &rs, &s))
+            goto done;
+        if (!meta_get(sd, o->checkpoint, "iteration", err, sizeof err, 1, "%lld",
+                      &iteration)) {
+            fail(code, "%s", err);
+            goto done;
+        }
+    }
+    const char *slash = strrchr(measured, '/');
+    if (o->json_path)
+        snprintf(json, sizeof json, "%s", o->json_path);
+    else
+        snprintf(json, sizeof json, "%.*seval.jsonl", slash ? (int)(slash - measured + 1) : 0,
+                 measured);
+    if (!can_write(json) || !(clf = clf_load(o->classifier, &info))) {
+        fail(code, "%s", tg_last_error());
+        goto done;
+    }
+    const char *dir = data_dir_of(o);
+    if (!(test = tg_data_load_mnist(dir, false, rs.digit)) ||
+        !(train_set = tg_data_load_mnist(dir, true, rs.digit))) {
+        fail(code, "%s%s", tg_last_error(), !o->data_dir && !strcmp(dir, MNIST_DIR)
+                   ? " (run scripts/fetch-mnist.sh, or pass --data DIR)" : "");
+        goto done;
+    }
+    const int64_t n_test = test->images->shape[0], n_train = train_set->images->shape[0];
+    if (o->n > n_test || o->n > n_train) {
+        fail(code, "--n %lld: the %s set of %s has %lld images%s", (long long)o->n,
+             o->n > n_test ? "test" : "training", dir, (long long)(o->n > n_test ? n_test
+                                                                                  : n_train),
+             rs.digit >= 0 ? " of the checkpoint's digit" : "");
+        goto done;
+    }
+    code = 1;
+    /* Real subsets by fixed permutations (the same images for every checkpoint and seed). */
+    if (!(real_test = gan_subset(test->images, o->n, GAN_TEST_SUBSET_SEED)) ||
+        !(real_train = gan_subset(train_set->images, o->n, GAN_TRAIN_SUBSET_SEED))) {
+        fail(code, "%s", tg_last_error());
+        goto done;
+    }
+    tg_dataset_free(train_set), train_set = NULL;
+    if (raw_images && !(gen = images_like(raw_images, o->images, o->n, real_test))) {
+        code = fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+        goto done;
+    }
+    if (gan_evaluate_images(clf, real_test, NULL, &figs[2], &ref) != TG_OK ||
+        (!gen && !(gen = gan_generate_n(&s, o->n, o->seed))) ||
+        gan_evaluate_images(clf, gen, &ref, &figs[0], NULL) != TG_OK ||
+        gan_evaluate_images(clf, real_train, &ref, &figs[1], NULL) != TG_OK) {
+        fail(code, "%s", tg_last_error());
+        goto done;
+    }
+    if (o->images)
+        printf("mnist_gan eval: the first %lld images of %s", (long long)o->n, o->images);
+    else
+        printf("mnist_gan eval: %s (iteration %lld, recipe %s%s), seed %llu", o->checkpoint,
+               iteration, recipe_names[rs.cfg.recipe], rs.digit >= 0 ? ", one digit" : "",
+               (unsigned long long)o->seed);
+    printf(", classifier %s (test accuracy %.2f%%), %lld images per set, data %s\n\n",
+           o->classifier, 100.0 * info.test_accuracy, (long long)o->n, dir);
+    static const char *const names[3] = {"generated", "real train (reference)", "real test"};
+    gan_figures_table(stdout, 3, names, figs);
+
+    FILE *jf = fopen(json, "a");
+    if (!jf) {
+        fail(code, "%s: %s", json, strerror(errno));
+        goto done;
+    }
+    fprintf(jf, "{\"%s\": ", o->images ? "images" : "checkpoint");
+    gan_json_string(jf, measured);
+    if (!o->images)
+        fprintf(jf, ", \"iteration\": %lld", iteration);
+    fputs(", \"classifier\": ", jf);
+    gan_json_string(jf, o->classifier);
+    fprintf(jf, ", \"classifier_test_accuracy\": %.6f, \"data\": ", info.test_accuracy);
+    gan_json_string(jf, dir);
+    fprintf(jf, ", \"digit\": %d, \"n\": %lld, \"seed\": %llu", rs.digit, (long long)o->n,
+            (unsigned long long)o->seed);
+    static const char *const keys[3] = {"generated", "real_train", "real_test"};
+    for (int i = 0; i < 3; i++) {
+        fprintf(jf, ", \"%s\": ", keys[i]);
+        gan_figures_json(jf, &figs[i]);
+    }
+    fputs("}\n", jf);
+    if (ferror(jf) | (fclose(jf) != 0)) {
+        fail(code, "%s: writing failed", json);
+        goto done;
+    }
+    printf("\nFID and score are on mnist_classifier's features, not Inception's: compare them "
+           "between checkpoints and with the reference row. Appended to %s\n", json);
+    code = 0;
+done:
+    gan_stats_free(&ref);
+    tg_release(gen);
+    tg_release(raw_images);
+    tg_release(real_train);
+    tg_release(real_test);
+    tg_dataset_free(train_set);
+    tg_dataset_free(test);
+    clf_free(clf);
+    gan_state_free(&s);
+    tg_state_dict_free(sd);
+    return code;
+}
