@@ -1,7 +1,14 @@
 /* Optimizers: SGD (momentum, dampening, Nesterov, weight decay), Adam and AdamW, with state
  * dicts. Each step is one loop per parameter following PyTorch's reference algorithm; the
  * hyper-parameter scalars (bias corrections) are computed in double and applied in float, as
- * PyTorch's single-tensor path does. */
+ * PyTorch's single-tensor path does.
+ *
+ * Each optimizer is one block at the end of this file: its own hyper-parameters, its
+ * descriptor (optim_desc: the name saved as "type", the state fields, the checks, the metadata,
+ * the update) and its public constructor, as each op is one tg_op block in autograd/
+ * (docs/design.md, section 4). The code before the blocks (creation, the step loop, the state
+ * and its state dicts, their validation) knows no optimizer by name: it calls through the
+ * descriptor, so a new optimizer is a new block. */
 #include "optim.h"
 
 #include "../tensor/internal.h"
@@ -12,98 +19,200 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef enum { OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW } optim_kind;
+/* ---- the descriptor ---------------------------------------------------------------------- */
 
-static const char *const kind_names[] = {"SGD", "Adam", "AdamW"};
-/* tg_adam_eps values as the state dict's "eps_style" records them. */
-static const char *const eps_style_names[] = {"after_correction", "before_correction"};
+/* Bytes of an optimizer's own hyper-parameters (a small struct, like an op's parameters). */
+#define OWN_BYTES 32
 
-/* The hyper-parameters (one struct, so a load can validate a candidate before committing). */
+/* The hyper-parameters: those every optimizer here has (lr, which tg_optim_set_lr sets, and
+ * weight_decay, which each update applies in its own way), and the optimizer's own struct in
+ * .own. One value, so a load can validate a changed copy before committing it. */
 typedef struct {
     float lr;
-    float momentum, dampening; /* SGD */
-    bool nesterov;             /* SGD */
-    float beta1, beta2, eps;   /* Adam, AdamW */
-    tg_adam_eps eps_style;     /* Adam, AdamW: where eps enters (optim.h) */
     float weight_decay;
+    _Alignas(8) unsigned char own[OWN_BYTES];
 } hyper;
 
-/* Per-parameter state; NULL until the first step that reaches the parameter. */
+/* h's own hyper-parameters as the optimizer's struct type (cf. TG_PARAMS for an op's): OWN
+ * to read them, OWN_RW to change them in a writable hyper. */
+#define OWN(h, type) ((const type *)(const void *)(h)->own)
+#define OWN_RW(h, type) ((type *)(void *)(h)->own)
+
+/* One state tensor that each parameter gets (on its first step, or from a state dict). */
 typedef struct {
-    tg_tensor *step;            /* Adam, AdamW: 0-d count of steps taken (float, as PyTorch) */
-    tg_tensor *exp_avg;         /* Adam, AdamW: first moment m */
-    tg_tensor *exp_avg_sq;      /* Adam, AdamW: second moment v */
-    tg_tensor *momentum_buffer; /* SGD with momentum */
-} param_state;
+    const char *name; /* in the state dict: "prefix.<parameter index>.<name>" */
+    /* A count of the steps taken: 0-d, a float as PyTorch keeps it, and a load accepts only a
+     * whole number >= 0 that a float holds exactly. Otherwise the tensor has the parameter's
+     * shape. Either starts at zero. */
+    bool step_count;
+} optim_field;
+
+typedef struct {
+    const char *name;          /* "Adam": the state dict's "type", and messages */
+    const optim_field *fields; /* the state of one parameter, in state-dict order */
+    int n_fields;              /* at least 1: a parameter has state when field 0 is there */
+    /* Checks the own hyper-parameters the way the torch.optim constructor does (lr and
+     * weight_decay are checked before); fn names the caller in the message. */
+    tg_status (*check)(const char *fn, const hyper *h);
+    /* Puts the own hyper-parameters into sd's metadata (put_float, put_pair, put_meta). */
+    tg_status (*save_meta)(const hyper *h, tg_state_dict *sd, const char *prefix);
+    /* Reads those of them present in sd's metadata into h, leaving the others as they are
+     * (load_float, load_pair, load_choice); check runs on the result. */
+    tg_status (*load_meta)(const tg_state_dict *sd, const char *prefix, hyper *h);
+    /* Optional: false when these hyper-parameters need no state (SGD without momentum), so
+     * none is made; NULL means always. */
+    bool (*keeps_state)(const hyper *h);
+    /* Updates p->data in place from p->grad and the parameter's state s[n_fields] (all NULL
+     * when keeps_state said no and no state dict brought any). created: s was made for this
+     * step, all zeros. Cannot fail. */
+    void (*update)(const hyper *h, tg_tensor *p, tg_tensor *const *s, bool created);
+    /* Optional: where the own hyper-parameters keep a tg_adam_eps, for tg_optim_set_adam_eps
+     * and tg_optim_adam_eps; NULL for an optimizer without one. */
+    tg_adam_eps *(*eps_style)(hyper *h);
+} optim_desc;
 
 struct tg_optim {
-    optim_kind kind;
+    const optim_desc *d;
     hyper h;
     int64_t n;
     tg_tensor **params; /* retained */
-    param_state *state; /* n entries */
+    /* n * d->n_fields: parameter i's state at i * d->n_fields, in the order of d->fields; all
+     * NULL until the first step that reaches the parameter. */
+    tg_tensor **state;
 };
 
-/* The state fields each kind keeps, in state-dict order. */
-static const char *const adam_fields[] = {"step", "exp_avg", "exp_avg_sq"};
-static const char *const sgd_fields[] = {"momentum_buffer"};
-
-static int kind_fields(optim_kind k, const char *const **fields)
+/* Releases count state tensors and sets them to NULL. */
+static void state_clear(tg_tensor **s, int64_t count)
 {
-    if (k == OPTIM_SGD) {
-        *fields = sgd_fields;
-        return 1;
+    for (int64_t k = 0; k < count; k++) {
+        tg_release(s[k]);
+        s[k] = NULL;
     }
-    *fields = adam_fields;
-    return 3;
 }
 
-/* The slot of field f in a state. */
-static tg_tensor **state_slot(param_state *s, optim_kind k, int f)
+/* ---- metadata helpers for the blocks ----------------------------------------------------- */
+
+/* Longest "prefix.name" of a metadata key or state entry, with its terminating NUL. */
+#define KEY_SIZE 512
+
+/* "prefix.rest" (or "rest" for an empty prefix) into buf; false when it does not fit. */
+static bool key(char *buf, size_t size, const char *prefix, const char *rest)
 {
-    if (k == OPTIM_SGD)
-        return &s->momentum_buffer;
-    return f == 0 ? &s->step : f == 1 ? &s->exp_avg : &s->exp_avg_sq;
+    int len = snprintf(buf, size, "%s%s%s", prefix, prefix[0] ? "." : "", rest);
+    return len >= 0 && (size_t)len < size;
 }
 
-static void state_clear(param_state *s)
+static tg_status put_meta(tg_state_dict *sd, const char *prefix, const char *name,
+                          const char *value)
 {
-    tg_release(s->step);
-    tg_release(s->exp_avg);
-    tg_release(s->exp_avg_sq);
-    tg_release(s->momentum_buffer);
-    *s = (param_state){0};
+    char k[KEY_SIZE];
+    if (!key(k, sizeof k, prefix, name))
+        return tg_set_error(TG_ERR_ARG, "tg_optim_state_dict: prefix \"%s\" is too long", prefix);
+    return tg_state_dict_set_meta(sd, k, value);
+}
+
+/* %.9g prints a float so that reading it back gives the same float. */
+static tg_status put_float(tg_state_dict *sd, const char *prefix, const char *name, float x)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%.9g", x);
+    return put_meta(sd, prefix, name, v);
+}
+
+/* Two floats as "a,b" (Adam's "betas"). */
+static tg_status put_pair(tg_state_dict *sd, const char *prefix, const char *name, float a, float b)
+{
+    char v[64];
+    snprintf(v, sizeof v, "%.9g,%.9g", a, b);
+    return put_meta(sd, prefix, name, v);
+}
+
+/* The value of the metadata "prefix.name" in sd, its full key in k (for messages); NULL when
+ * sd has none, or when the key would not fit in KEY_SIZE. */
+static const char *get_meta(const tg_state_dict *sd, const char *prefix, const char *name,
+                            char k[KEY_SIZE])
+{
+    return key(k, KEY_SIZE, prefix, name) ? tg_state_dict_meta(sd, k) : NULL;
+}
+
+/* Parses a whole string as a float; false when it is not one. */
+static bool parse_float(const char *s, float *out)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (end == s || *end || errno)
+        return false;
+    *out = (float)d;
+    return true;
+}
+
+/* Reads the metadata "prefix.name", when sd has it, as a float into *dst. */
+static tg_status load_float(const tg_state_dict *sd, const char *prefix, const char *name,
+                            float *dst)
+{
+    char k[KEY_SIZE];
+    const char *v = get_meta(sd, prefix, name, k);
+    if (v && !parse_float(v, dst))
+        return tg_set_error(TG_ERR_FORMAT,
+                            "tg_optim_load_state_dict: \"%s\" is \"%s\", not a number", k, v);
+    return TG_OK;
+}
+
+/* Reads the metadata "prefix.name", when sd has it, as "a,b" into *a and *b; form names the
+ * two in the message ("beta1,beta2"). */
+static tg_status load_pair(const tg_state_dict *sd, const char *prefix, const char *name,
+                           const char *form, float *a, float *b)
+{
+    char k[KEY_SIZE];
+    const char *v = get_meta(sd, prefix, name, k);
+    if (!v)
+        return TG_OK;
+    const char *comma = strchr(v, ',');
+    char first[64];
+    size_t len = comma ? (size_t)(comma - v) : 0;
+    if (comma && len < sizeof first) {
+        memcpy(first, v, len);
+        first[len] = '\0';
+        if (parse_float(first, a) && parse_float(comma + 1, b))
+            return TG_OK;
+    }
+    return tg_set_error(TG_ERR_FORMAT, "tg_optim_load_state_dict: \"%s\" is \"%s\", not \"%s\"", k,
+                        v, form);
+}
+
+/* Reads the metadata "prefix.name", when sd has it, as one of the two words into *index (0 or
+ * 1). */
+static tg_status load_choice(const tg_state_dict *sd, const char *prefix, const char *name,
+                             const char *const words[2], int *index)
+{
+    char k[KEY_SIZE];
+    const char *v = get_meta(sd, prefix, name, k);
+    if (!v)
+        return TG_OK;
+    if (strcmp(v, words[0]) != 0 && strcmp(v, words[1]) != 0)
+        return tg_set_error(TG_ERR_FORMAT,
+                            "tg_optim_load_state_dict: \"%s\" is \"%s\", not %s or %s", k, v,
+                            words[0], words[1]);
+    *index = strcmp(v, words[0]) == 0 ? 0 : 1;
+    return TG_OK;
 }
 
 /* ---- creation ---------------------------------------------------------------------------- */
 
 /* Checks hyper-parameters the way torch.optim's constructors do; fn names the caller. */
-static tg_status hyper_check(const char *fn, optim_kind k, const hyper *h)
+static tg_status hyper_check(const char *fn, const optim_desc *d, const hyper *h)
 {
     if (!(h->lr >= 0.0f && isfinite(h->lr)))
         return tg_set_error(TG_ERR_ARG, "%s: learning rate %g: need a finite lr >= 0", fn, h->lr);
     if (!(h->weight_decay >= 0.0f && isfinite(h->weight_decay)))
         return tg_set_error(TG_ERR_ARG, "%s: weight_decay %g: need a finite value >= 0", fn,
                             h->weight_decay);
-    if (k == OPTIM_SGD) {
-        if (!(h->momentum >= 0.0f && h->momentum <= 1.0f) ||
-            !(h->dampening >= 0.0f && h->dampening <= 1.0f))
-            return tg_set_error(TG_ERR_ARG, "%s: momentum %g, dampening %g: both must lie in "
-                                "[0, 1]", fn, h->momentum, h->dampening);
-        if (h->nesterov && (h->momentum <= 0.0f || h->dampening != 0.0f))
-            return tg_set_error(TG_ERR_ARG, "%s: Nesterov momentum needs momentum > 0 and "
-                                "dampening 0 (got %g and %g)", fn, h->momentum, h->dampening);
-    } else {
-        if (!(h->beta1 >= 0.0f && h->beta1 < 1.0f) || !(h->beta2 >= 0.0f && h->beta2 < 1.0f))
-            return tg_set_error(TG_ERR_ARG, "%s: betas (%g, %g): each must lie in [0, 1)", fn,
-                                h->beta1, h->beta2);
-        if (!(h->eps >= 0.0f && isfinite(h->eps)))
-            return tg_set_error(TG_ERR_ARG, "%s: eps %g: need a finite eps >= 0", fn, h->eps);
-    }
-    return TG_OK;
+    return d->check(fn, h);
 }
 
-static tg_optim *optim_new(const char *fn, optim_kind kind, tg_tensor *const *params, int64_t n,
+/* The optimizer d over params with hyper-parameters h; fn names the public constructor. */
+static tg_optim *optim_new(const char *fn, const optim_desc *d, tg_tensor *const *params, int64_t n,
                            const hyper *h)
 {
     if (!params || n < 1) {
@@ -117,8 +226,10 @@ static tg_optim *optim_new(const char *fn, optim_kind kind, tg_tensor *const *pa
             return NULL;
         }
         if (params[i]->node) {
-            tg_set_error(TG_ERR_ARG, "%s: parameter %lld is the result of an op, not a leaf "
-                         "tensor; an optimizer can only update leaves", fn, (long long)i);
+            tg_set_error(TG_ERR_ARG,
+                         "%s: parameter %lld is the result of an op, not a leaf tensor; an "
+                         "optimizer can only update leaves",
+                         fn, (long long)i);
             return NULL;
         }
         /* A duplicate would be updated twice per step. */
@@ -129,12 +240,12 @@ static tg_optim *optim_new(const char *fn, optim_kind kind, tg_tensor *const *pa
                 return NULL;
             }
     }
-    if (hyper_check(fn, kind, h) != TG_OK)
+    if (hyper_check(fn, d, h) != TG_OK)
         return NULL;
     tg_optim *o = calloc(1, sizeof *o);
     if (o) {
         o->params = malloc((size_t)n * sizeof *o->params);
-        o->state = calloc((size_t)n, sizeof *o->state);
+        o->state = calloc((size_t)n * (size_t)d->n_fields, sizeof *o->state);
     }
     if (!o || !o->params || !o->state) {
         if (o) {
@@ -145,7 +256,7 @@ static tg_optim *optim_new(const char *fn, optim_kind kind, tg_tensor *const *pa
         tg_set_error(TG_ERR_NOMEM, "%s: out of memory for %lld parameters", fn, (long long)n);
         return NULL;
     }
-    o->kind = kind;
+    o->d = d;
     o->h = *h;
     o->n = n;
     for (int64_t i = 0; i < n; i++)
@@ -153,36 +264,12 @@ static tg_optim *optim_new(const char *fn, optim_kind kind, tg_tensor *const *pa
     return o;
 }
 
-tg_optim *tg_optim_sgd(tg_tensor *const *params, int64_t n, float lr, float momentum,
-                       float dampening, float weight_decay, bool nesterov)
-{
-    hyper h = {.lr = lr, .momentum = momentum, .dampening = dampening, .nesterov = nesterov,
-               .weight_decay = weight_decay};
-    return optim_new("tg_optim_sgd", OPTIM_SGD, params, n, &h);
-}
-
-tg_optim *tg_optim_adam(tg_tensor *const *params, int64_t n, float lr, float beta1, float beta2,
-                        float eps, float weight_decay)
-{
-    hyper h = {.lr = lr, .beta1 = beta1, .beta2 = beta2, .eps = eps,
-               .weight_decay = weight_decay};
-    return optim_new("tg_optim_adam", OPTIM_ADAM, params, n, &h);
-}
-
-tg_optim *tg_optim_adamw(tg_tensor *const *params, int64_t n, float lr, float beta1,
-                         float beta2, float eps, float weight_decay)
-{
-    hyper h = {.lr = lr, .beta1 = beta1, .beta2 = beta2, .eps = eps,
-               .weight_decay = weight_decay};
-    return optim_new("tg_optim_adamw", OPTIM_ADAMW, params, n, &h);
-}
-
 void tg_optim_free(tg_optim *opt)
 {
     if (!opt)
         return;
     for (int64_t i = 0; i < opt->n; i++) {
-        state_clear(&opt->state[i]);
+        state_clear(&opt->state[i * opt->d->n_fields], opt->d->n_fields);
         tg_release(opt->params[i]);
     }
     free(opt->state);
@@ -192,86 +279,25 @@ void tg_optim_free(tg_optim *opt)
 
 /* ---- steps ------------------------------------------------------------------------------- */
 
-/* torch.optim.SGD (the algorithm in its documentation):
- *     g = grad + wd * p
- *     b = g on the first step, else b = momentum * b + (1 - dampening) * g
- *     g = nesterov ? g + momentum * b : b          (when momentum != 0)
- *     p = p - lr * g */
-static void sgd_update(const hyper *h, tg_tensor *p, param_state *s, bool first)
+/* Makes the state s of parameter p (zeros) on the first step that reaches it, unless the
+ * hyper-parameters need none; *created tells whether it did. False when out of memory. */
+static bool state_init(const tg_optim *o, const tg_tensor *p, tg_tensor **s, bool *created)
 {
-    float *w = p->data;
-    const float *grad = p->grad->data;
-    float *b = s->momentum_buffer ? s->momentum_buffer->data : NULL;
-    const float lr = h->lr, wd = h->weight_decay, mom = h->momentum;
-    const float keep = 1.0f - h->dampening;
-    const bool nesterov = h->nesterov;
-    int64_t n = p->numel;
-    TG_PARALLEL_FOR(n)
-    for (int64_t j = 0; j < n; j++) {
-        float g = grad[j] + wd * w[j];
-        if (b) {
-            b[j] = first ? g : mom * b[j] + keep * g;
-            g = nesterov ? g + mom * b[j] : b[j];
-        }
-        w[j] -= lr * g;
+    const optim_desc *d = o->d;
+    *created = false;
+    if (s[0] || (d->keeps_state && !d->keeps_state(&o->h)))
+        return true;
+    bool ok = true;
+    for (int f = 0; f < d->n_fields; f++) {
+        s[f] =
+            d->fields[f].step_count ? tg_tensor_scalar(0.0f) : tg_tensor_zeros(p->ndim, p->shape);
+        ok = ok && s[f];
     }
-}
-
-/* torch.optim.Adam / AdamW (Kingma & Ba 2015, Algorithm 1; Loshchilov & Hutter 2019), as
- * PyTorch computes it with step t counted from 1:
- *     AdamW: p = p * (1 - lr * wd)           Adam: g = grad + wd * p
- *     m = beta1 * m + (1 - beta1) * g
- *     v = beta2 * v + (1 - beta2) * g^2
- *     p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
- * With TG_ADAM_EPS_BEFORE_CORRECTION (PaddlePaddle 1.x's adam_op.h, TensorFlow 1's Adam) the
- * last line is instead, with eps added to sqrt(v) before the bias correction:
- *     p = p - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
- * The two differ only while sqrt(v) is comparable to eps: early steps and tiny gradients. */
-static void adam_update(optim_kind kind, const hyper *h, tg_tensor *p, param_state *s)
-{
-    float *w = p->data;
-    const float *grad = p->grad->data;
-    float *m = s->exp_avg->data, *v = s->exp_avg_sq->data;
-    s->step->data[0] += 1.0f;
-    double t = s->step->data[0];
-    const float beta1 = h->beta1, beta2 = h->beta2, eps = h->eps;
-    const float l2 = kind == OPTIM_ADAM ? h->weight_decay : 0.0f;
-    const float decay = kind == OPTIM_ADAMW ? (float)(1.0 - (double)h->lr * h->weight_decay)
-                                            : 1.0f;
-    const bool before = h->eps_style == TG_ADAM_EPS_BEFORE_CORRECTION;
-    const float bc2_sqrt = (float)sqrt(1.0 - pow(beta2, t));
-    /* Paddle folds the second correction into the step: lr_t = lr * sqrt(1-beta2^t)/(1-beta1^t).
-     * Dividing sqrt(v) by 1 instead of bc2_sqrt then gives its update from the same loop. */
-    const float step_size = (float)(h->lr * (before ? bc2_sqrt : 1.0) / (1.0 - pow(beta1, t)));
-    const float v_scale = before ? 1.0f : bc2_sqrt;
-    int64_t n = p->numel;
-    TG_PARALLEL_FOR(n)
-    for (int64_t j = 0; j < n; j++) {
-        w[j] *= decay;
-        float g = grad[j] + l2 * w[j];
-        m[j] = beta1 * m[j] + (1.0f - beta1) * g;
-        v[j] = beta2 * v[j] + (1.0f - beta2) * g * g;
-        w[j] -= step_size * m[j] / (sqrtf(v[j]) / v_scale + eps);
+    if (!ok) {
+        state_clear(s, d->n_fields);
+        return false;
     }
-}
-
-/* Allocates the state of parameter p (zeros) on its first step; false when out of memory. */
-static bool state_init(const tg_optim *o, const tg_tensor *p, param_state *s)
-{
-    if (o->kind == OPTIM_SGD) {
-        if (o->h.momentum != 0.0f && !s->momentum_buffer)
-            s->momentum_buffer = tg_tensor_zeros(p->ndim, p->shape);
-        return o->h.momentum == 0.0f || s->momentum_buffer;
-    }
-    if (!s->step) {
-        s->step = tg_tensor_scalar(0.0f);
-        s->exp_avg = tg_tensor_zeros(p->ndim, p->shape);
-        s->exp_avg_sq = tg_tensor_zeros(p->ndim, p->shape);
-        if (!s->step || !s->exp_avg || !s->exp_avg_sq) {
-            state_clear(s);
-            return false;
-        }
-    }
+    *created = true;
     return true;
 }
 
@@ -281,18 +307,16 @@ tg_status tg_optim_step(tg_optim *opt)
         return tg_set_error(TG_ERR_ARG, "tg_optim_step: the optimizer is NULL");
     for (int64_t i = 0; i < opt->n; i++) {
         tg_tensor *p = opt->params[i];
-        param_state *s = &opt->state[i];
+        tg_tensor **s = &opt->state[i * opt->d->n_fields];
         if (!p->grad)
             continue; /* no gradient reached it: PyTorch skips it too */
         TG_ASSERT(p->grad->numel == p->numel);
-        bool first = opt->kind == OPTIM_SGD && !s->momentum_buffer;
-        if (!state_init(opt, p, s))
-            return tg_set_error(TG_ERR_NOMEM, "tg_optim_step: out of memory for the state of "
-                                "parameter %lld", (long long)i);
-        if (opt->kind == OPTIM_SGD)
-            sgd_update(&opt->h, p, s, first);
-        else
-            adam_update(opt->kind, &opt->h, p, s);
+        bool created;
+        if (!state_init(opt, p, s, &created))
+            return tg_set_error(TG_ERR_NOMEM,
+                                "tg_optim_step: out of memory for the state of parameter %lld",
+                                (long long)i);
+        opt->d->update(&opt->h, p, s, created);
         tg_tensor_bump_version(p);
     }
     return TG_OK;
@@ -309,18 +333,21 @@ tg_status tg_optim_set_adam_eps(tg_optim *opt, tg_adam_eps style)
     const char *fn = "tg_optim_set_adam_eps";
     if (!opt)
         return tg_set_error(TG_ERR_ARG, "%s: the optimizer is NULL", fn);
-    if (opt->kind == OPTIM_SGD)
-        return tg_set_error(TG_ERR_ARG, "%s: this optimizer is SGD; only Adam and AdamW have "
-                            "an eps", fn);
+    if (!opt->d->eps_style)
+        return tg_set_error(TG_ERR_ARG, "%s: this optimizer is %s; only Adam and AdamW have an eps",
+                            fn, opt->d->name);
     if (style != TG_ADAM_EPS_AFTER_CORRECTION && style != TG_ADAM_EPS_BEFORE_CORRECTION)
         return tg_set_error(TG_ERR_ARG, "%s: style %d is not a tg_adam_eps", fn, (int)style);
-    opt->h.eps_style = style;
+    *opt->d->eps_style(&opt->h) = style;
     return TG_OK;
 }
 
 tg_adam_eps tg_optim_adam_eps(const tg_optim *opt)
 {
-    return opt ? opt->h.eps_style : TG_ADAM_EPS_AFTER_CORRECTION;
+    if (!opt || !opt->d->eps_style)
+        return TG_ADAM_EPS_AFTER_CORRECTION;
+    hyper h = opt->h; /* eps_style points into a writable hyper: read a copy */
+    return *opt->d->eps_style(&h);
 }
 
 tg_status tg_optim_set_lr(tg_optim *opt, float lr)
@@ -328,34 +355,23 @@ tg_status tg_optim_set_lr(tg_optim *opt, float lr)
     if (!opt)
         return tg_set_error(TG_ERR_ARG, "tg_optim_set_lr: the optimizer is NULL");
     if (!(lr >= 0.0f && isfinite(lr)))
-        return tg_set_error(TG_ERR_ARG, "tg_optim_set_lr: learning rate %g: need a finite "
-                            "lr >= 0", lr);
+        return tg_set_error(TG_ERR_ARG, "tg_optim_set_lr: learning rate %g: need a finite lr >= 0",
+                            lr);
     opt->h.lr = lr;
     return TG_OK;
 }
 
-float tg_optim_lr(const tg_optim *opt) { return opt ? opt->h.lr : 0.0f; }
+float tg_optim_lr(const tg_optim *opt)
+{
+    return opt ? opt->h.lr : 0.0f;
+}
 
-int64_t tg_optim_num_params(const tg_optim *opt) { return opt ? opt->n : 0; }
+int64_t tg_optim_num_params(const tg_optim *opt)
+{
+    return opt ? opt->n : 0;
+}
 
 /* ---- state dicts ------------------------------------------------------------------------- */
-
-/* "prefix.rest" (or "rest" for an empty prefix) into buf; false when it does not fit. */
-static bool key(char *buf, size_t size, const char *prefix, const char *rest)
-{
-    int len = snprintf(buf, size, "%s%s%s", prefix, prefix[0] ? "." : "", rest);
-    return len >= 0 && (size_t)len < size;
-}
-
-static tg_status put_meta(tg_state_dict *sd, const char *prefix, const char *name,
-                          const char *value)
-{
-    char k[512];
-    if (!key(k, sizeof k, prefix, name))
-        return tg_set_error(TG_ERR_ARG, "tg_optim_state_dict: prefix \"%s\" is too long",
-                            prefix);
-    return tg_state_dict_set_meta(sd, k, value);
-}
 
 tg_status tg_optim_state_dict(const tg_optim *opt, const char *prefix, tg_state_dict *sd)
 {
@@ -364,48 +380,26 @@ tg_status tg_optim_state_dict(const tg_optim *opt, const char *prefix, tg_state_
         return tg_set_error(TG_ERR_ARG, "%s: %s is NULL", fn, opt ? "sd" : "the optimizer");
     if (!prefix)
         prefix = "";
-    const hyper *h = &opt->h;
-    char v[96];
-    tg_status st = put_meta(sd, prefix, "type", kind_names[opt->kind]);
+    const optim_desc *d = opt->d;
+    char v[32];
     snprintf(v, sizeof v, "%lld", (long long)opt->n);
+    tg_status st = put_meta(sd, prefix, "type", d->name);
     if (st == TG_OK)
         st = put_meta(sd, prefix, "num_params", v);
-    /* %.9g prints a float so that reading it back gives the same float. */
-    snprintf(v, sizeof v, "%.9g", h->lr);
     if (st == TG_OK)
-        st = put_meta(sd, prefix, "lr", v);
-    snprintf(v, sizeof v, "%.9g", h->weight_decay);
+        st = put_float(sd, prefix, "lr", opt->h.lr);
     if (st == TG_OK)
-        st = put_meta(sd, prefix, "weight_decay", v);
-    if (opt->kind == OPTIM_SGD) {
-        snprintf(v, sizeof v, "%.9g", h->momentum);
-        if (st == TG_OK)
-            st = put_meta(sd, prefix, "momentum", v);
-        snprintf(v, sizeof v, "%.9g", h->dampening);
-        if (st == TG_OK)
-            st = put_meta(sd, prefix, "dampening", v);
-        if (st == TG_OK)
-            st = put_meta(sd, prefix, "nesterov", h->nesterov ? "true" : "false");
-    } else {
-        snprintf(v, sizeof v, "%.9g,%.9g", h->beta1, h->beta2);
-        if (st == TG_OK)
-            st = put_meta(sd, prefix, "betas", v);
-        snprintf(v, sizeof v, "%.9g", h->eps);
-        if (st == TG_OK)
-            st = put_meta(sd, prefix, "eps", v);
-        if (st == TG_OK)
-            st = put_meta(sd, prefix, "eps_style", eps_style_names[h->eps_style]);
-    }
+        st = put_float(sd, prefix, "weight_decay", opt->h.weight_decay);
+    if (st == TG_OK)
+        st = d->save_meta(&opt->h, sd, prefix);
 
-    const char *const *fields;
-    int nf = kind_fields(opt->kind, &fields);
     for (int64_t i = 0; i < opt->n && st == TG_OK; i++) {
-        for (int f = 0; f < nf && st == TG_OK; f++) {
-            tg_tensor *t = *state_slot(&opt->state[i], opt->kind, f);
+        for (int f = 0; f < d->n_fields && st == TG_OK; f++) {
+            tg_tensor *t = opt->state[i * d->n_fields + f];
             if (!t)
                 continue;
-            char rest[96], k[512];
-            snprintf(rest, sizeof rest, "%lld.%s", (long long)i, fields[f]);
+            char rest[96], k[KEY_SIZE];
+            snprintf(rest, sizeof rest, "%lld.%s", (long long)i, d->fields[f].name);
             if (!key(k, sizeof k, prefix, rest))
                 st = tg_set_error(TG_ERR_ARG, "%s: prefix \"%s\" is too long", fn, prefix);
             else
@@ -415,81 +409,35 @@ tg_status tg_optim_state_dict(const tg_optim *opt, const char *prefix, tg_state_
     return st;
 }
 
-/* Parses a whole string as a float; false when it is not one. */
-static bool parse_float(const char *s, float *out)
-{
-    char *end;
-    errno = 0;
-    double d = strtod(s, &end);
-    if (end == s || *end || errno)
-        return false;
-    *out = (float)d;
-    return true;
-}
-
-/* Reads the hyper-parameters present in sd's metadata into *h (others stay); checks the type
- * and parameter count. */
-static tg_status load_meta(const tg_optim *o, const char *prefix, const tg_state_dict *sd,
-                           hyper *h)
+/* Reads the hyper-parameters present in sd's metadata into *h (others stay) and checks them;
+ * checks the type and parameter count first. */
+static tg_status load_meta(const tg_optim *o, const char *prefix, const tg_state_dict *sd, hyper *h)
 {
     const char *fn = "tg_optim_load_state_dict";
-    char k[512];
+    char k[KEY_SIZE];
     const char *v;
-    if (key(k, sizeof k, prefix, "type") && (v = tg_state_dict_meta(sd, k)) &&
-        strcmp(v, kind_names[o->kind]) != 0)
+    if ((v = get_meta(sd, prefix, "type", k)) && strcmp(v, o->d->name) != 0)
         return tg_set_error(TG_ERR_ARG, "%s: \"%s\" is \"%s\", this optimizer is %s", fn, k, v,
-                            kind_names[o->kind]);
-    if (key(k, sizeof k, prefix, "num_params") && (v = tg_state_dict_meta(sd, k))) {
+                            o->d->name);
+    if ((v = get_meta(sd, prefix, "num_params", k))) {
         char want[32];
         snprintf(want, sizeof want, "%lld", (long long)o->n);
         if (strcmp(v, want) != 0)
-            return tg_set_error(TG_ERR_ARG, "%s: \"%s\" is %s, this optimizer has %lld "
-                                "parameters", fn, k, v, (long long)o->n);
+            return tg_set_error(TG_ERR_ARG, "%s: \"%s\" is %s, this optimizer has %lld parameters",
+                                fn, k, v, (long long)o->n);
     }
-    struct {
-        const char *name;
-        float *dst;
-    } floats[] = {{"lr", &h->lr}, {"weight_decay", &h->weight_decay},
-                  {"momentum", &h->momentum}, {"dampening", &h->dampening}, {"eps", &h->eps}};
-    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
-        if (key(k, sizeof k, prefix, floats[i].name) && (v = tg_state_dict_meta(sd, k)) &&
-            !parse_float(v, floats[i].dst))
-            return tg_set_error(TG_ERR_FORMAT, "%s: \"%s\" is \"%s\", not a number", fn, k, v);
-    }
-    if (key(k, sizeof k, prefix, "betas") && (v = tg_state_dict_meta(sd, k))) {
-        const char *comma = strchr(v, ',');
-        char first[64];
-        size_t len = comma ? (size_t)(comma - v) : 0;
-        if (!comma || len >= sizeof first)
-            return tg_set_error(TG_ERR_FORMAT, "%s: \"%s\" is \"%s\", not \"beta1,beta2\"", fn,
-                                k, v);
-        memcpy(first, v, len);
-        first[len] = '\0';
-        if (!parse_float(first, &h->beta1) || !parse_float(comma + 1, &h->beta2))
-            return tg_set_error(TG_ERR_FORMAT, "%s: \"%s\" is \"%s\", not \"beta1,beta2\"", fn,
-                                k, v);
-    }
-    if (o->kind != OPTIM_SGD && key(k, sizeof k, prefix, "eps_style") &&
-        (v = tg_state_dict_meta(sd, k))) {
-        if (strcmp(v, eps_style_names[0]) != 0 && strcmp(v, eps_style_names[1]) != 0)
-            return tg_set_error(TG_ERR_FORMAT, "%s: \"%s\" is \"%s\", not %s or %s", fn, k, v,
-                                eps_style_names[0], eps_style_names[1]);
-        h->eps_style = strcmp(v, eps_style_names[0]) == 0 ? TG_ADAM_EPS_AFTER_CORRECTION
-                                                          : TG_ADAM_EPS_BEFORE_CORRECTION;
-    }
-    if (key(k, sizeof k, prefix, "nesterov") && (v = tg_state_dict_meta(sd, k))) {
-        if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0)
-            return tg_set_error(TG_ERR_FORMAT, "%s: \"%s\" is \"%s\", not true or false", fn, k,
-                                v);
-        h->nesterov = strcmp(v, "true") == 0;
-    }
-    return hyper_check(fn, o->kind, h);
+    tg_status st = load_float(sd, prefix, "lr", &h->lr);
+    if (st == TG_OK)
+        st = load_float(sd, prefix, "weight_decay", &h->weight_decay);
+    if (st == TG_OK)
+        st = o->d->load_meta(sd, prefix, h);
+    return st == TG_OK ? hyper_check(fn, o->d, h) : st;
 }
 
-/* Splits "i.field" (name after the prefix) into a parameter index < n and a field index;
+/* Splits "i.field" (name after the prefix) into a parameter index < n and a field index of d;
  * false when it is not one of this optimizer's entries. */
-static bool parse_entry(const char *rest, int64_t n, const char *const *fields, int nf,
-                        int64_t *index, int *field)
+static bool parse_entry(const char *rest, int64_t n, const optim_desc *d, int64_t *index,
+                        int *field)
 {
     char *end;
     errno = 0;
@@ -497,8 +445,8 @@ static bool parse_entry(const char *rest, int64_t n, const char *const *fields, 
     if (end == rest || *end != '.' || errno || i < 0 || i >= n || rest[0] == '+' ||
         rest[0] == '-' || (rest[0] == '0' && end - rest > 1))
         return false;
-    for (int f = 0; f < nf; f++)
-        if (strcmp(end + 1, fields[f]) == 0) {
+    for (int f = 0; f < d->n_fields; f++)
+        if (strcmp(end + 1, d->fields[f].name) == 0) {
             *index = i;
             *field = f;
             return true;
@@ -518,15 +466,16 @@ tg_status tg_optim_load_state_dict(tg_optim *opt, const char *prefix, const tg_s
     if (st != TG_OK)
         return st;
 
-    const char *const *fields;
-    int nf = kind_fields(opt->kind, &fields);
+    const optim_desc *d = opt->d;
+    const int nf = d->n_fields;
+    const int64_t count = opt->n * nf;
     size_t plen = strlen(prefix);
     /* Borrowed source tensors, [param][field]; validated before anything is allocated. */
-    const tg_tensor **src = calloc((size_t)opt->n * (size_t)nf, sizeof *src);
-    param_state *fresh = calloc((size_t)opt->n, sizeof *fresh);
-    if (!src || !fresh) {
+    const tg_tensor **src = calloc((size_t)count, sizeof *src);
+    tg_tensor **loaded = calloc((size_t)count, sizeof *loaded);
+    if (!src || !loaded) {
         free(src);
-        free(fresh);
+        free(loaded);
         return tg_set_error(TG_ERR_NOMEM, "%s: out of memory", fn);
     }
     for (int64_t e = 0; e < tg_state_dict_size(sd) && st == TG_OK; e++) {
@@ -536,22 +485,22 @@ tg_status tg_optim_load_state_dict(tg_optim *opt, const char *prefix, const tg_s
         const char *rest = plen ? name + plen + 1 : name;
         int64_t i;
         int f;
-        if (!parse_entry(rest, opt->n, fields, nf, &i, &f)) {
-            st = tg_set_error(TG_ERR_ARG, "%s: unexpected entry \"%s\" for a %s optimizer of "
-                              "%lld parameters", fn, name, kind_names[opt->kind],
-                              (long long)opt->n);
+        if (!parse_entry(rest, opt->n, d, &i, &f)) {
+            st = tg_set_error(TG_ERR_ARG,
+                              "%s: unexpected entry \"%s\" for a %s optimizer of %lld parameters",
+                              fn, name, d->name, (long long)opt->n);
             break;
         }
         const tg_tensor *t = tg_state_dict_tensor(sd, e), *p = opt->params[i];
         char st_s[160], sp[160];
-        bool is_step = opt->kind != OPTIM_SGD && f == 0;
+        bool is_step = d->fields[f].step_count;
         if (is_step && (t->numel != 1 || !(t->data[0] >= 0.0f) ||
                         t->data[0] != floorf(t->data[0]) || t->data[0] > 16777216.0f))
-            st = tg_set_error(TG_ERR_ARG, "%s: \"%s\" %s must hold one whole step count >= 0",
-                              fn, name, tg_shape_str(t->ndim, t->shape, st_s, sizeof st_s));
+            st = tg_set_error(TG_ERR_ARG, "%s: \"%s\" %s must hold one whole step count >= 0", fn,
+                              name, tg_shape_str(t->ndim, t->shape, st_s, sizeof st_s));
         else if (!is_step && !tg_shape_equal(t, p))
-            st = tg_set_error(TG_ERR_SHAPE, "%s: \"%s\" has shape %s; parameter %lld has %s",
-                              fn, name, tg_shape_str(t->ndim, t->shape, st_s, sizeof st_s),
+            st = tg_set_error(TG_ERR_SHAPE, "%s: \"%s\" has shape %s; parameter %lld has %s", fn,
+                              name, tg_shape_str(t->ndim, t->shape, st_s, sizeof st_s),
                               (long long)i, tg_shape_str(p->ndim, p->shape, sp, sizeof sp));
         src[i * nf + f] = t;
     }
@@ -562,39 +511,294 @@ tg_status tg_optim_load_state_dict(tg_optim *opt, const char *prefix, const tg_s
             have += src[i * nf + f] != NULL;
         for (int f = 0; f < nf && have && have < nf; f++)
             if (!src[i * nf + f]) {
-                char k[512], rest[96];
-                snprintf(rest, sizeof rest, "%lld.%s", (long long)i, fields[f]);
+                char k[KEY_SIZE], rest[96];
+                snprintf(rest, sizeof rest, "%lld.%s", (long long)i, d->fields[f].name);
                 key(k, sizeof k, prefix, rest);
-                st = tg_set_error(TG_ERR_ARG, "%s: the state of parameter %lld is incomplete: "
-                                  "\"%s\" is missing", fn, (long long)i, k);
+                st = tg_set_error(
+                    TG_ERR_ARG, "%s: the state of parameter %lld is incomplete: \"%s\" is missing",
+                    fn, (long long)i, k);
                 break;
             }
     }
     /* Copies of the values (the dict's tensors may belong to someone else), made before the
      * old state goes so that running out of memory changes nothing. */
-    for (int64_t i = 0; i < opt->n && st == TG_OK; i++) {
-        for (int f = 0; f < nf && st == TG_OK; f++) {
-            const tg_tensor *t = src[i * nf + f];
-            if (!t)
-                continue;
-            bool is_step = opt->kind != OPTIM_SGD && f == 0;
-            tg_tensor *c = is_step ? tg_tensor_scalar(t->data[0]) : tg_tensor_clone(t);
-            if (!c)
-                st = tg_last_status();
-            *state_slot(&fresh[i], opt->kind, f) = c;
-        }
+    for (int64_t k = 0; k < count && st == TG_OK; k++) {
+        const tg_tensor *t = src[k];
+        if (!t)
+            continue;
+        loaded[k] =
+            d->fields[k % nf].step_count ? tg_tensor_scalar(t->data[0]) : tg_tensor_clone(t);
+        if (!loaded[k])
+            st = tg_last_status();
     }
     if (st == TG_OK) {
-        for (int64_t i = 0; i < opt->n; i++) {
-            state_clear(&opt->state[i]);
-            opt->state[i] = fresh[i];
-        }
+        state_clear(opt->state, count);
+        memcpy(opt->state, loaded, (size_t)count * sizeof *loaded);
         opt->h = h;
     } else {
-        for (int64_t i = 0; i < opt->n; i++)
-            state_clear(&fresh[i]);
+        state_clear(loaded, count);
     }
-    free(fresh);
+    free(loaded);
     free(src);
     return st;
+}
+
+/* ---- SGD ---------------------------------------------------------------------------------
+ * torch.optim.SGD (the algorithm in its documentation):
+ *     g = grad + wd * p
+ *     b = g on the first step, else b = momentum * b + (1 - dampening) * g
+ *     g = nesterov ? g + momentum * b : b          (when momentum != 0)
+ *     p = p - lr * g
+ * State: the momentum buffer b, only with momentum. Saved: "momentum", "dampening",
+ * "nesterov". */
+
+typedef struct {
+    float momentum, dampening;
+    bool nesterov;
+} sgd_hyper;
+_Static_assert(sizeof(sgd_hyper) <= OWN_BYTES, "sgd_hyper fits in hyper.own");
+
+enum { SGD_MOMENTUM_BUFFER };
+static const optim_field sgd_fields[] = {[SGD_MOMENTUM_BUFFER] = {"momentum_buffer", false}};
+
+static tg_status sgd_check(const char *fn, const hyper *h)
+{
+    const sgd_hyper *o = OWN(h, sgd_hyper);
+    if (!(o->momentum >= 0.0f && o->momentum <= 1.0f) ||
+        !(o->dampening >= 0.0f && o->dampening <= 1.0f))
+        return tg_set_error(TG_ERR_ARG, "%s: momentum %g, dampening %g: both must lie in [0, 1]",
+                            fn, o->momentum, o->dampening);
+    if (o->nesterov && (o->momentum <= 0.0f || o->dampening != 0.0f))
+        return tg_set_error(
+            TG_ERR_ARG, "%s: Nesterov momentum needs momentum > 0 and dampening 0 (got %g and %g)",
+            fn, o->momentum, o->dampening);
+    return TG_OK;
+}
+
+static tg_status sgd_save_meta(const hyper *h, tg_state_dict *sd, const char *prefix)
+{
+    const sgd_hyper *o = OWN(h, sgd_hyper);
+    tg_status st = put_float(sd, prefix, "momentum", o->momentum);
+    if (st == TG_OK)
+        st = put_float(sd, prefix, "dampening", o->dampening);
+    if (st == TG_OK)
+        st = put_meta(sd, prefix, "nesterov", o->nesterov ? "true" : "false");
+    return st;
+}
+
+static tg_status sgd_load_meta(const tg_state_dict *sd, const char *prefix, hyper *h)
+{
+    static const char *const bools[] = {"true", "false"};
+    sgd_hyper *o = OWN_RW(h, sgd_hyper);
+    int nesterov = o->nesterov ? 0 : 1;
+    tg_status st = load_float(sd, prefix, "momentum", &o->momentum);
+    if (st == TG_OK)
+        st = load_float(sd, prefix, "dampening", &o->dampening);
+    if (st == TG_OK)
+        st = load_choice(sd, prefix, "nesterov", bools, &nesterov);
+    o->nesterov = nesterov == 0;
+    return st;
+}
+
+static bool sgd_keeps_state(const hyper *h)
+{
+    return OWN(h, sgd_hyper)->momentum != 0.0f;
+}
+
+static void sgd_update(const hyper *h, tg_tensor *p, tg_tensor *const *s, bool created)
+{
+    const sgd_hyper *o = OWN(h, sgd_hyper);
+    float *w = p->data;
+    const float *grad = p->grad->data;
+    /* None without momentum, unless a state dict without "momentum" brought one: it is used. */
+    float *b = s[SGD_MOMENTUM_BUFFER] ? s[SGD_MOMENTUM_BUFFER]->data : NULL;
+    const float lr = h->lr, wd = h->weight_decay, mom = o->momentum;
+    const float keep = 1.0f - o->dampening;
+    const bool nesterov = o->nesterov, first = created;
+    int64_t n = p->numel;
+    TG_PARALLEL_FOR(n)
+    for (int64_t j = 0; j < n; j++) {
+        float g = grad[j] + wd * w[j];
+        if (b) {
+            b[j] = first ? g : mom * b[j] + keep * g;
+            g = nesterov ? g + mom * b[j] : b[j];
+        }
+        w[j] -= lr * g;
+    }
+}
+
+static const optim_desc sgd_desc = {
+    .name = "SGD",
+    .fields = sgd_fields,
+    .n_fields = sizeof sgd_fields / sizeof sgd_fields[0],
+    .check = sgd_check,
+    .save_meta = sgd_save_meta,
+    .load_meta = sgd_load_meta,
+    .keeps_state = sgd_keeps_state,
+    .update = sgd_update,
+};
+
+tg_optim *tg_optim_sgd(tg_tensor *const *params, int64_t n, float lr, float momentum,
+                       float dampening, float weight_decay, bool nesterov)
+{
+    hyper h = {.lr = lr, .weight_decay = weight_decay};
+    *OWN_RW(&h, sgd_hyper) =
+        (sgd_hyper){.momentum = momentum, .dampening = dampening, .nesterov = nesterov};
+    return optim_new("tg_optim_sgd", &sgd_desc, params, n, &h);
+}
+
+/* ---- Adam, AdamW -------------------------------------------------------------------------
+ * torch.optim.Adam / AdamW (Kingma & Ba 2015, Algorithm 1; Loshchilov & Hutter 2019), as
+ * PyTorch computes it with step t counted from 1:
+ *     AdamW: p = p * (1 - lr * wd)           Adam: g = grad + wd * p
+ *     m = beta1 * m + (1 - beta1) * g
+ *     v = beta2 * v + (1 - beta2) * g^2
+ *     p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+ * With TG_ADAM_EPS_BEFORE_CORRECTION (PaddlePaddle 1.x's adam_op.h, TensorFlow 1's Adam) the
+ * last line is instead, with eps added to sqrt(v) before the bias correction:
+ *     p = p - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
+ * The two differ only while sqrt(v) is comparable to eps: early steps and tiny gradients.
+ * State: "step" t, "exp_avg" m, "exp_avg_sq" v. Saved: "betas", "eps", "eps_style". Two
+ * descriptors, the same functions but the update's weight decay. */
+
+typedef struct {
+    float beta1, beta2, eps;
+    tg_adam_eps eps_style; /* where eps enters (optim.h) */
+} adam_hyper;
+_Static_assert(sizeof(adam_hyper) <= OWN_BYTES, "adam_hyper fits in hyper.own");
+
+enum { ADAM_STEP, ADAM_EXP_AVG, ADAM_EXP_AVG_SQ };
+static const optim_field adam_fields[] = {
+    [ADAM_STEP] = {"step", true},
+    [ADAM_EXP_AVG] = {"exp_avg", false},
+    [ADAM_EXP_AVG_SQ] = {"exp_avg_sq", false},
+};
+
+/* tg_adam_eps values as the state dict's "eps_style" records them. */
+static const char *const eps_style_names[] = {"after_correction", "before_correction"};
+
+static tg_status adam_check(const char *fn, const hyper *h)
+{
+    const adam_hyper *o = OWN(h, adam_hyper);
+    if (!(o->beta1 >= 0.0f && o->beta1 < 1.0f) || !(o->beta2 >= 0.0f && o->beta2 < 1.0f))
+        return tg_set_error(TG_ERR_ARG, "%s: betas (%g, %g): each must lie in [0, 1)", fn, o->beta1,
+                            o->beta2);
+    if (!(o->eps >= 0.0f && isfinite(o->eps)))
+        return tg_set_error(TG_ERR_ARG, "%s: eps %g: need a finite eps >= 0", fn, o->eps);
+    return TG_OK;
+}
+
+static tg_status adam_save_meta(const hyper *h, tg_state_dict *sd, const char *prefix)
+{
+    const adam_hyper *o = OWN(h, adam_hyper);
+    tg_status st = put_pair(sd, prefix, "betas", o->beta1, o->beta2);
+    if (st == TG_OK)
+        st = put_float(sd, prefix, "eps", o->eps);
+    if (st == TG_OK)
+        st = put_meta(sd, prefix, "eps_style", eps_style_names[o->eps_style]);
+    return st;
+}
+
+static tg_status adam_load_meta(const tg_state_dict *sd, const char *prefix, hyper *h)
+{
+    adam_hyper *o = OWN_RW(h, adam_hyper);
+    int style = (int)o->eps_style;
+    tg_status st = load_float(sd, prefix, "eps", &o->eps);
+    if (st == TG_OK)
+        st = load_pair(sd, prefix, "betas", "beta1,beta2", &o->beta1, &o->beta2);
+    if (st == TG_OK)
+        st = load_choice(sd, prefix, "eps_style", eps_style_names, &style);
+    o->eps_style = (tg_adam_eps)style;
+    return st;
+}
+
+static tg_adam_eps *adam_eps_style(hyper *h)
+{
+    return &OWN_RW(h, adam_hyper)->eps_style;
+}
+
+/* decoupled: AdamW's weight decay (p shrinks) rather than Adam's (L2 in the gradient). */
+static void adam_step(const hyper *h, tg_tensor *p, tg_tensor *const *s, bool decoupled)
+{
+    const adam_hyper *o = OWN(h, adam_hyper);
+    float *w = p->data;
+    const float *grad = p->grad->data;
+    float *m = s[ADAM_EXP_AVG]->data, *v = s[ADAM_EXP_AVG_SQ]->data;
+    s[ADAM_STEP]->data[0] += 1.0f;
+    double t = s[ADAM_STEP]->data[0];
+    const float beta1 = o->beta1, beta2 = o->beta2, eps = o->eps;
+    const float l2 = !decoupled ? h->weight_decay : 0.0f;
+    const float decay = decoupled ? (float)(1.0 - (double)h->lr * h->weight_decay) : 1.0f;
+    const bool before = o->eps_style == TG_ADAM_EPS_BEFORE_CORRECTION;
+    const float bc2_sqrt = (float)sqrt(1.0 - pow(beta2, t));
+    /* Paddle folds the second correction into the step: lr_t = lr * sqrt(1-beta2^t)/(1-beta1^t).
+     * Dividing sqrt(v) by 1 instead of bc2_sqrt then gives its update from the same loop. */
+    const float step_size = (float)(h->lr * (before ? bc2_sqrt : 1.0) / (1.0 - pow(beta1, t)));
+    const float v_scale = before ? 1.0f : bc2_sqrt;
+    int64_t n = p->numel;
+    TG_PARALLEL_FOR(n)
+    for (int64_t j = 0; j < n; j++) {
+        w[j] *= decay;
+        float g = grad[j] + l2 * w[j];
+        m[j] = beta1 * m[j] + (1.0f - beta1) * g;
+        v[j] = beta2 * v[j] + (1.0f - beta2) * g * g;
+        w[j] -= step_size * m[j] / (sqrtf(v[j]) / v_scale + eps);
+    }
+}
+
+/* The step count makes the first step no different from the others. */
+static void adam_update(const hyper *h, tg_tensor *p, tg_tensor *const *s, bool created)
+{
+    (void)created;
+    adam_step(h, p, s, false);
+}
+
+static void adamw_update(const hyper *h, tg_tensor *p, tg_tensor *const *s, bool created)
+{
+    (void)created;
+    adam_step(h, p, s, true);
+}
+
+static const optim_desc adam_desc = {
+    .name = "Adam",
+    .fields = adam_fields,
+    .n_fields = sizeof adam_fields / sizeof adam_fields[0],
+    .check = adam_check,
+    .save_meta = adam_save_meta,
+    .load_meta = adam_load_meta,
+    .update = adam_update,
+    .eps_style = adam_eps_style,
+};
+
+static const optim_desc adamw_desc = {
+    .name = "AdamW",
+    .fields = adam_fields,
+    .n_fields = sizeof adam_fields / sizeof adam_fields[0],
+    .check = adam_check,
+    .save_meta = adam_save_meta,
+    .load_meta = adam_load_meta,
+    .update = adamw_update,
+    .eps_style = adam_eps_style,
+};
+
+/* eps_style starts as TG_ADAM_EPS_AFTER_CORRECTION (PyTorch's); tg_optim_set_adam_eps sets it. */
+static tg_optim *adam_new(const char *fn, const optim_desc *d, tg_tensor *const *params, int64_t n,
+                          float lr, float beta1, float beta2, float eps, float weight_decay)
+{
+    hyper h = {.lr = lr, .weight_decay = weight_decay};
+    *OWN_RW(&h, adam_hyper) = (adam_hyper){
+        .beta1 = beta1, .beta2 = beta2, .eps = eps, .eps_style = TG_ADAM_EPS_AFTER_CORRECTION};
+    return optim_new(fn, d, params, n, &h);
+}
+
+tg_optim *tg_optim_adam(tg_tensor *const *params, int64_t n, float lr, float beta1, float beta2,
+                        float eps, float weight_decay)
+{
+    return adam_new("tg_optim_adam", &adam_desc, params, n, lr, beta1, beta2, eps, weight_decay);
+}
+
+tg_optim *tg_optim_adamw(tg_tensor *const *params, int64_t n, float lr, float beta1, float beta2,
+                         float eps, float weight_decay)
+{
+    return adam_new("tg_optim_adamw", &adamw_desc, params, n, lr, beta1, beta2, eps, weight_decay);
 }
