@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -261,15 +262,73 @@ void run_free(run_result *r)
     r->out = r->err = NULL;
 }
 
+/* A run never outlives the test that started it (issue 18: a test that meson timed out left
+ * its mnist_gan runs training). Meson starts each test in a session of its own and, on a
+ * timeout, sends SIGTERM and then SIGKILL to that process group; but each run has a process
+ * group of its own, so that the tests can kill a run and whatever it started (Chromium's
+ * helpers) without killing themselves, and meson's kill never reached them. Leaving the runs
+ * in the test's group would cover only that one way of dying - not a test killed alone (kill
+ * -9 PID, the OOM killer, a crash) - and lose the per-run kill. So, whatever ends the test:
+ *   - the child asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG), which
+ *     holds across exec (mnist_gan, valgrind and Chromium are not set-uid) and cannot be
+ *     caught or missed. If the test died between fork() and prctl(), no signal would come: the
+ *     child then has another parent (init or a subreaper) and exits at once (125). The signal
+ *     is tied to the thread that forked: call start() from the test's main thread only.
+ *   - SIGTERM, SIGINT or SIGHUP to the test first kills the process group of every run still
+ *     going, so that what a run started itself goes too (the death signal reaches the child
+ *     only), then the test dies of the signal.
+ * test_gan_crash's test_runs_die_with_test checks both, and the race (start_child_delay). */
+double start_child_delay;
+
+#define MAX_LIVE 16
+static volatile pid_t live[MAX_LIVE]; /* runs started and not collected by finish() */
+
+static void kill_runs_and_die(int sig)
+{
+    for (int i = 0; i < MAX_LIVE; i++) {
+        pid_t p = live[i];
+        /* 0: still running; p: ended, reaped now (its helpers may live on in its group); -1:
+         * collected elsewhere, and its group id may be another's by now */
+        if (p > 0 && waitpid(p, NULL, WNOHANG) >= 0)
+            kill(-p, SIGKILL);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig); /* delivered when the handler returns */
+}
+
+static void set_live(pid_t old, pid_t pid)
+{
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (live[i] == old) {
+            live[i] = pid;
+            return;
+        }
+}
+
 pid_t start(const char *const argv[], const start_opts *opts, const char **tag)
 {
+    static bool handlers;
+    if (!handlers) {
+        const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+            struct sigaction sa = {.sa_handler = kill_runs_and_die};
+            sigemptyset(&sa.sa_mask);
+            sigaction(sigs[i], &sa, NULL);
+        }
+        handlers = true;
+    }
     *tag = fmt("%s/logs/run%03d", root, ++n_runs);
     const char *out = fmt("%s.out", *tag), *err = fmt("%s.err", *tag);
     fflush(stdout), fflush(stderr);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
         fail_msg("fork: %s", strerror(errno));
     if (pid == 0) {
+        if (start_child_delay > 0) /* test_gan_crash: the parent dies in the meantime */
+            nanosleep(&(struct timespec){0, (long)(start_child_delay * 1e9)}, NULL);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(125);
         setpgid(0, 0);
         int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -289,6 +348,9 @@ pid_t start(const char *const argv[], const start_opts *opts, const char **tag)
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
+    /* here too, so that a kill(-pid) right after start() cannot come before the child's */
+    setpgid(pid, pid);
+    set_live(0, pid);
     return pid;
 }
 
@@ -305,11 +367,13 @@ run_result finish(pid_t pid, const char *tag, double t0, double timeout, bool ki
         if (now() - t0 > timeout) {
             kill(-pid, SIGKILL);
             waitpid(pid, &ws, 0);
+            set_live(pid, 0);
             fail_msg("%s ran over %.0f s and was killed", tag, timeout);
         }
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+    set_live(pid, 0);
     if (kill_group)
         kill(-pid, SIGKILL); /* helpers it left behind (Chromium's) */
     r.seconds = now() - t0;

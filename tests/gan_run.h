@@ -1,6 +1,7 @@
 /* Running mnist_gan from the end-to-end tests (test_mnist_gan, test_gan_crash,
  * test_gan_valgrind): each run in its own process group with stdout and stderr in files, a
- * timeout that kills the group, and the small files, folders and data set the runs need.
+ * timeout that kills the group, no run left behind when the test dies, and the small files,
+ * folders and data set the runs need.
  * Everything lives in one temporary folder per test executable (run_make_root), removed at the
  * end (run_teardown) unless TG_KEEP_TMP=1. Failures are cmocka failures (fail_msg), so call
  * these from tests. */
@@ -74,8 +75,12 @@ typedef struct {
 } start_opts;
 
 /* Starts argv[0] (a path) with argv in cwd_dir, in its own process group, stdout and stderr
- * into files named by *tag; opts may be NULL. */
+ * into files named by *tag; opts may be NULL. The run dies with the test, however the test
+ * ends (see gan_run.c); call it from the main thread. */
 pid_t start(const char *const argv[], const start_opts *opts, const char **tag);
+/* Seconds (below 1) the child of start() waits right after the fork, 0 but in test_gan_crash's
+ * check of a test that dies before its run has asked to die with it. */
+extern double start_child_delay;
 /* Waits for pid (killing its group after timeout seconds) and collects its output. */
 run_result finish(pid_t pid, const char *tag, double t0, double timeout, bool kill_group);
 /* prefix (argv[0] a path; NULL-terminated) then args (NULL-terminated), to its end. */

@@ -23,6 +23,11 @@
  *      iterates; the next save fails with exit 1 and one line naming the checkpoint and "Not a
  *      directory"; the real folder keeps its checkpoint intact and no temporary file; with OUT
  *      restored, --resume completes the run.
+ *   4. Runs die with the test (issue 18): a stand-in for this test process starts a run and is
+ *      killed as meson kills a test that times out (SIGTERM to its process group; the run has
+ *      a helper process, which must go too), with SIGKILL alone, or right after its fork -
+ *      before the run's prctl (the race gan_run.c's start() guards against) and at random; the
+ *      run, now this process's child (it is their subreaper), must end within seconds.
  *
  * Usage: test_gan_crash PATH/TO/mnist_gan (meson passes it). TG_CRASH_SEED=S replays the kill
  * delays of another seed (each run prints its seed); TG_KEEP_TMP=1 keeps the temporary
@@ -34,14 +39,18 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define KILLS 30
-#define PER_EPOCH 3          /* iterations per epoch on the 48-image set */
-#define FOREVER "1000000"    /* --iters of the runs to be killed: they never end by themselves */
+#define PER_EPOCH 3 /* iterations per epoch on the 48-image set */
+/* Iterations left to a run that is to be killed: about 20 s of CPU, far beyond its kill (at most
+ * 1.5 times the time of a run of one epoch, 3 iterations, or 3 ms into its first save), yet a
+ * run that nobody kills (a stuck test) ends by itself. */
+#define KILLED_RUN_LEFT 1000
 #define CKPT "checkpoint.safetensors"
 
 static const char *data_dir;   /* 48 images: 3 iterations per epoch */
@@ -228,7 +237,8 @@ static void test_kill_and_resume(void **state)
         char **before = names_with(dir, ".tmp.", &n_before); /* earlier kills' leftovers */
         const char *a[24], *tag;
         double s0 = now();
-        pid_t pid = start(train_argv(a, data_dir, dir, FOREVER, resume, "2"), NULL, &tag);
+        const char *iters = fmt("%lld", last_it + KILLED_RUN_LEFT);
+        pid_t pid = start(train_argv(a, data_dir, dir, iters, resume, "2"), NULL, &tag);
         if (k % 3 == 2) {
             /* Strike inside a save: wait for a new temporary file of the checkpoint (not the
              * leftover of an earlier kill, which the run removes when it saves). */
@@ -410,6 +420,182 @@ static void test_folder_gone(void **state)
                   "(%.1f s)\n", now() - t0);
 }
 
+/* ---- 4. runs die with the test ---------------------------------------------------------- */
+
+/* The state letter of /proc/PID/stat (0 when there is no such process) and its name. */
+static char proc_state(pid_t pid, char comm[32])
+{
+    char *b = read_file(fmt("/proc/%d/stat", (int)pid), NULL);
+    char *open = b ? strchr(b, '(') : NULL, *close = b ? strrchr(b, ')') : NULL;
+    char state = open && close && close > open && close[1] ? close[2] : 0;
+    if (comm)
+        snprintf(comm, 32, "%.*s", state ? (int)(close - open - 1) : 0, state ? open + 1 : "");
+    free(b);
+    return state;
+}
+
+/* Reaps pid, a child of this process, within secs: true with its status (exit code, or 128 +
+ * the signal). */
+static bool reaped_within(pid_t pid, double secs, int *status)
+{
+    int ws;
+    for (double t0 = now();; sleep_for(1e-3)) {
+        pid_t w = waitpid(pid, &ws, WNOHANG);
+        if (w == pid) {
+            *status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+            return true;
+        }
+        if (w < 0)
+            fail_msg("pid %d is not a child of this process: %s", (int)pid, strerror(errno));
+        if (now() - t0 > secs)
+            return false;
+    }
+}
+
+/* Kills and reaps what a failed round leaves: the stand-in, the run with its group, the
+ * helper (each when > 0 and not reaped yet). */
+static void kill_round(pid_t stand_in, pid_t run, pid_t helper)
+{
+    const pid_t p[] = {stand_in, run, helper};
+    for (int i = 0; i < 3; i++)
+        if (p[i] > 0 && waitpid(p[i], NULL, WNOHANG) == 0) {
+            if (i == 1)
+                kill(-p[i], SIGKILL);
+            kill(p[i], SIGKILL);
+            for (double t0 = now(); now() - t0 < 10 && waitpid(p[i], NULL, WNOHANG) == 0;)
+                sleep_for(1e-3);
+        }
+}
+
+enum { DIE_TERM_GROUP, DIE_KILL, DIE_BEFORE_PRCTL, DIE_AFTER_FORK };
+static const char *const die_names[] = {"SIGTERM to its group", "SIGKILL",
+                                        "SIGKILL before the run's prctl",
+                                        "SIGKILL right after the fork"};
+
+/* One round: a stand-in for this test process (forked, in a process group of its own as meson
+ * puts a test) starts a train run with gan_run.c's start() and waits. Once the run trains, this
+ * process kills the stand-in the way how says, or the stand-in kills itself right after start()
+ * returns: DIE_BEFORE_PRCTL with the child of start() held for 0.5 s first (start_child_delay),
+ * so that it finds its parent gone (status 125), DIE_AFTER_FORK at once, before or after the
+ * child's prctl. Then the run - now this process's child, as the subreaper - has 10 s to end;
+ * with_helper, the run is a shell that starts a helper (sleep) and execs mnist_gan, and the
+ * helper must end too. Returns the run's status; fails if it is still there. */
+static int orphan_round(int how, int round, bool with_helper)
+{
+    const char *out = fmt("%s/orphan%d", root, round);
+    const char *helper_file = fmt("%s/orphan%d.helper", root, round);
+    const char *a[32], *iters = fmt("%d", KILLED_RUN_LEFT); /* a[1..4]: room for the shell */
+    const char *const *argv = train_argv(a + 5, data_dir, out, iters, false, "2");
+    if (with_helper) {
+        const char *const sh[] = {"/bin/sh", "-c", "sleep 300 & echo $! > \"$0\"; exec \"$@\"",
+                                  helper_file};
+        memcpy(a + 1, sh, sizeof sh);
+        argv = a + 1;
+    }
+    int fds[2];
+    if (pipe(fds) != 0)
+        fail_msg("pipe: %s", strerror(errno));
+    fflush(stdout), fflush(stderr);
+    pid_t stand_in = fork();
+    if (stand_in < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (stand_in == 0) { /* never back into cmocka: it dies of a signal */
+        setpgid(0, 0);
+        close(fds[0]);
+        const char *tag;
+        start_child_delay = how == DIE_BEFORE_PRCTL ? 0.5 : 0;
+        pid_t run = start(argv, NULL, &tag);
+        if (write(fds[1], &run, sizeof run) != (ssize_t)sizeof run)
+            _exit(1);
+        if (how >= DIE_BEFORE_PRCTL)
+            raise(SIGKILL);
+        for (;;)
+            pause();
+    }
+    n_runs++; /* the stand-in's start() took that log number */
+    close(fds[1]);
+    pid_t run = 0, helper = 0;
+    ssize_t got = read(fds[0], &run, sizeof run);
+    close(fds[0]);
+    if (got != (ssize_t)sizeof run) {
+        kill_round(stand_in, 0, 0);
+        fail_msg("round %d: the stand-in test process did not start a run", round);
+    }
+    char comm[32] = "";
+    if (how < DIE_BEFORE_PRCTL) {
+        double t0 = now(); /* until it trains: a row in losses.csv, from mnist_gan */
+        while (count_rows(out) < 1) {
+            char st = proc_state(run, comm);
+            if (!st || st == 'Z' || now() - t0 > RUN_TIMEOUT) {
+                kill_round(stand_in, run, 0);
+                fail_msg("round %d: the run %s before its first iteration", round,
+                         st && st != 'Z' ? "took too long" : "ended");
+            }
+            sleep_for(1e-3);
+        }
+        proc_state(run, comm);
+        char *h = with_helper ? read_file(helper_file, NULL) : NULL;
+        helper = h ? (pid_t)atoi(h) : 0;
+        free(h);
+        if (strcmp(comm, "mnist_gan") != 0 || (with_helper && helper <= 0)) {
+            kill_round(stand_in, run, helper);
+            fail_msg("round %d: pid %d is \"%s\", not mnist_gan, or no helper pid in %s", round,
+                     (int)run, comm, helper_file);
+        }
+        kill(how == DIE_TERM_GROUP ? -stand_in : stand_in,
+             how == DIE_TERM_GROUP ? SIGTERM : SIGKILL);
+    }
+    int status;
+    if (!reaped_within(stand_in, 10, &status) ||
+        status != 128 + (how == DIE_TERM_GROUP ? SIGTERM : SIGKILL)) {
+        kill_round(stand_in, run, helper);
+        fail_msg("round %d: the stand-in test process did not die of %s", round, die_names[how]);
+    }
+    /* The run, and then its helper, are this process's children now: they must end. */
+    const pid_t p[] = {run, helper};
+    int run_status = 0;
+    for (int i = 0; i < 2 && p[i] > 0; i++) {
+        if (!reaped_within(p[i], 10, &status)) {
+            proc_state(p[i], comm);
+            kill_round(0, run, helper);
+            fail_msg("round %d: %s (pid %d, %s) still ran 10 s after its test process died of "
+                     "%s; killed it now",
+                     round, comm, (int)p[i], i ? "the run's helper" : "the run", die_names[how]);
+        }
+        /* SIGKILL, from its death signal or the group kill; 125: start()'s getppid check */
+        int want = i == 0 && how == DIE_BEFORE_PRCTL ? 125 : 128 + SIGKILL;
+        if (status != want && !(i == 0 && how == DIE_AFTER_FORK && status == 125))
+            fail_msg("round %d: %s ended with status %d after its test process died of %s", round,
+                     i ? "the run's helper" : "the run", status, die_names[how]);
+        if (proc_state(p[i], NULL)) /* and by its pid, it is gone */
+            fail_msg("round %d: pid %d is still there", round, (int)p[i]);
+        if (i == 0)
+            run_status = status;
+    }
+    return run_status;
+}
+
+#define AFTER_FORK_ROUNDS 4
+
+static void test_runs_die_with_test(void **state)
+{
+    (void)state;
+    double t0 = now();
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+        fail_msg("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+    orphan_round(DIE_TERM_GROUP, 1, true);
+    orphan_round(DIE_KILL, 2, false);
+    orphan_round(DIE_BEFORE_PRCTL, 3, false);
+    int guarded = 0; /* the stand-in died before the run's prctl: start()'s getppid check */
+    for (int i = 0; i < AFTER_FORK_ROUNDS; i++)
+        guarded += orphan_round(DIE_AFTER_FORK, 4 + i, false) == 125;
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+    print_message("runs die with their test: SIGTERM to its group (a helper of the run too), "
+                  "SIGKILL, SIGKILL before the run's prctl, and %d SIGKILLs right after the fork "
+                  "(%d of them before the run's prctl) (%.1f s)\n",
+                  AFTER_FORK_ROUNDS, guarded, now() - t0);
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -437,6 +623,7 @@ int main(int argc, char **argv)
     if (filter && filter[0])
         cmocka_set_test_filter(filter);
     const struct CMUnitTest tests[] = {
+        TG_TEST(test_runs_die_with_test),
         TG_TEST(test_kill_and_resume),
         TG_TEST(test_disk_full),
         TG_TEST(test_folder_gone),
