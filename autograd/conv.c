@@ -480,9 +480,10 @@ static void pad_plane(const float *restrict src, int64_t h, int64_t w, float *re
     }
 }
 
-/* A tile of CONV_DIRECT_TILE floats as one GCC vector (one AVX-512 register with
- * -march=native here, several narrower ones elsewhere); aligned(4) and may_alias let it load
- * and store at any float. gcc 12 left the same loops over a float[16] accumulator scalar. */
+/* A tile of CONV_DIRECT_TILE floats as one GCC vector (one AVX-512 register in the AVX-512
+ * copy of this file, two or four narrower ones in the others: tensor/isa.h); aligned(4) and
+ * may_alias let it load and store at any float. gcc 12 left the same loops over a float[16]
+ * accumulator scalar. */
 typedef float conv_tile
     __attribute__((vector_size(CONV_DIRECT_TILE * sizeof(float)), aligned(4), may_alias));
 
@@ -749,7 +750,7 @@ static tg_status conv2d_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-static void conv2d_forward(tg_node *n)
+TG_ISA_KERNEL(conv2d_forward, (tg_node *n), (n))
 {
     conv_geom g;
     conv2d_geom(n, &g);
@@ -768,7 +769,7 @@ static void conv2d_forward(tg_node *n)
     }
 }
 
-static void conv2d_backward(tg_node *n)
+TG_ISA_KERNEL(conv2d_backward, (tg_node *n), (n))
 {
     conv_geom g;
     conv2d_geom(n, &g);
@@ -837,6 +838,7 @@ TG_OP_DEFINE(conv2d) = {.name = "conv2d", .n_in = -1, .check = conv2d_check,
                         .forward = conv2d_forward, .backward = conv2d_backward,
                         .cases = conv2d_cases, .fresh_grads = true};
 
+#if TG_ISA_BASE
 tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
                      int dilation)
 {
@@ -844,6 +846,7 @@ tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int p
     tg_tensor *in[3] = {x, w, b};
     return tg_apply(&tg_op_conv2d, &p, sizeof p, b ? 3 : 2, in);
 }
+#endif
 
 /* ---- conv_transpose2d ----------------------------------------------------------------------
  * y[N,O,Hy,Wy] = col2im(w^T @ x) + b[O] with w[C,O,kh,kw] read as [C, O*kh*kw], x[N,C,H,W],
@@ -898,7 +901,7 @@ static tg_status conv_transpose2d_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-static void conv_transpose2d_forward(tg_node *n)
+TG_ISA_KERNEL(conv_transpose2d_forward, (tg_node *n), (n))
 {
     conv_geom g;
     conv_transpose2d_geom(n, &g);
@@ -917,7 +920,7 @@ static void conv_transpose2d_forward(tg_node *n)
     }
 }
 
-static void conv_transpose2d_backward(tg_node *n)
+TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node *n), (n))
 {
     conv_geom g;
     conv_transpose2d_geom(n, &g);
@@ -964,6 +967,7 @@ TG_OP_DEFINE(conv_transpose2d) = {.name = "conv_transpose2d", .n_in = -1,
                                   .backward = conv_transpose2d_backward,
                                   .cases = conv_transpose2d_cases};
 
+#if TG_ISA_BASE
 tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride,
                                int padding, int output_padding)
 {
@@ -972,3 +976,4 @@ tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int str
     tg_tensor *in[3] = {x, w, b};
     return tg_apply(&tg_op_conv_transpose2d, &p, sizeof p, b ? 3 : 2, in);
 }
+#endif

@@ -417,8 +417,9 @@ static float ew_draw_nonzero(tg_rng *rng)
     return tg_rng_uniform01(rng) < 0.5f ? -m : m;
 }
 
-/* Every input away from 0 (rdiv_scalar). */
-static void ew_init_nonzero(int i, tg_tensor *t, tg_rng *rng)
+/* Every input away from 0 (rdiv_scalar). TG_ISA_LEAF (tensor/isa.h): FMA where the CPU has
+ * it, so the cases draw the same inputs as a -march=native build. */
+TG_ISA_LEAF(ew_init_nonzero, (int i, tg_tensor *t, tg_rng *rng), (i, t, rng))
 {
     (void)i;
     for (int64_t e = 0; e < t->numel; e++)
@@ -426,7 +427,7 @@ static void ew_init_nonzero(int i, tg_tensor *t, tg_rng *rng)
 }
 
 /* Numerator from [-1, 1], denominator (input 1) away from 0 (div). */
-static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
+TG_ISA_LEAF(ew_init_denominator, (int i, tg_tensor *t, tg_rng *rng), (i, t, rng))
 {
     for (int64_t e = 0; e < t->numel; e++)
         t->data[e] = i == 1 ? ew_draw_nonzero(rng) : -1.0f + 2.0f * tg_rng_uniform01(rng);
@@ -457,6 +458,13 @@ static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
  * Kernel locals are ew_-prefixed so they cannot capture the names the expressions use (x, y,
  * a, b and the parameters). */
 #define EW_UNPAREN(...) __VA_ARGS__
+/* The public wrapper, in the base compilation only: the AVX2 and AVX-512 ones compile the
+ * forward and backward (TG_ISA_KERNEL, tensor/isa.h) and leave the public functions out. */
+#if TG_ISA_BASE
+#define EW_PUBLIC(...) __VA_ARGS__
+#else
+#define EW_PUBLIC(...)
+#endif
 
 /* A unary backward kernel: dx ASSIGN dy * dy/dx, ASSIGN being += or = (a fresh dx). */
 #define EW_UNARY_BWD(OP, suffix, ASSIGN, DECL, deriv)                                              \
@@ -485,11 +493,11 @@ static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
     }                                                                                              \
     EW_UNARY_BWD(OP, _bwd, +=, DECL, deriv)                                                        \
     EW_UNARY_BWD(OP, _bwd_set, =, DECL, deriv)                                                     \
-    static void OP##_forward(tg_node *n)                                                           \
+    TG_ISA_KERNEL(OP##_forward, (tg_node *n), (n))                                                 \
     {                                                                                              \
         ew_unary_forward(n, OP##_fwd);                                                             \
     }                                                                                              \
-    static void OP##_backward(tg_node *n)                                                          \
+    TG_ISA_KERNEL(OP##_backward, (tg_node *n), (n))                                                \
     {                                                                                              \
         ew_unary_backward(n, OP##_bwd, OP##_bwd_set);                                             \
     }                                                                                              \
@@ -501,11 +509,11 @@ static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
                         .backward = OP##_backward,                                                 \
                         .cases = OP##_cases,                                                       \
                         .fresh_grads = true};                                                      \
-    tg_tensor *tg_##OP SIG                                                                         \
-    {                                                                                              \
-        const ew_params ew_p = {EW_UNPAREN ARGS};                                                  \
-        return tg_apply1(&tg_op_##OP, &ew_p, sizeof ew_p, x);                                      \
-    }
+    EW_PUBLIC(tg_tensor *tg_##OP SIG                                                               \
+              {                                                                                    \
+                  const ew_params ew_p = {EW_UNPAREN ARGS};                                        \
+                  return tg_apply1(&tg_op_##OP, &ew_p, sizeof ew_p, x);                            \
+              })
 
 #define EW_UNARY0(OP, fwd, deriv, ...)                                                             \
     EW_UNARY_IMPL(OP, (void)ew_p;, (tg_tensor * x), (0.0f, 0.0f), fwd, deriv, __VA_ARGS__)
@@ -576,11 +584,11 @@ static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
         .fwd_sv = OP##_fwd_sv,                                                                     \
         .acc = {{OP##_acc_a_vs, OP##_acc_a_vv}, {OP##_acc_b_sv, OP##_acc_b_vv}},                   \
         .sum = {OP##_sum_a, OP##_sum_b}};                                                          \
-    static void OP##_forward(tg_node *n)                                                           \
+    TG_ISA_KERNEL(OP##_forward, (tg_node *n), (n))                                                 \
     {                                                                                              \
         ew_binary_forward(n, &OP##_kernels);                                                       \
     }                                                                                              \
-    static void OP##_backward(tg_node *n)                                                          \
+    TG_ISA_KERNEL(OP##_backward, (tg_node *n), (n))                                                \
     {                                                                                              \
         ew_binary_backward(n, &OP##_kernels);                                                      \
     }                                                                                              \
@@ -591,10 +599,10 @@ static void ew_init_denominator(int i, tg_tensor *t, tg_rng *rng)
                         .forward = OP##_forward,                                                   \
                         .backward = OP##_backward,                                                 \
                         .cases = OP##_cases};                                                      \
-    tg_tensor *tg_##OP(tg_tensor *a, tg_tensor *b)                                                 \
-    {                                                                                              \
-        return tg_apply2(&tg_op_##OP, NULL, 0, a, b);                                              \
-    }
+    EW_PUBLIC(tg_tensor *tg_##OP(tg_tensor *a, tg_tensor *b)                                       \
+              {                                                                                    \
+                  return tg_apply2(&tg_op_##OP, NULL, 0, a, b);                                    \
+              })
 
 /* clang-format on */
 #include "elementwise.def"

@@ -69,7 +69,7 @@ static tg_status bce_with_logits_check(tg_node *n, int *ndim, int64_t shape[])
     return loss_check_pair(n, ndim, "tg_bce_with_logits", "logits", "targets");
 }
 
-static void bce_with_logits_forward(tg_node *n)
+TG_ISA_KERNEL(bce_with_logits_forward, (tg_node *n), (n))
 {
     const float *z = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
@@ -78,7 +78,7 @@ static void bce_with_logits_forward(tg_node *n)
     n->out->data[0] = (float)(total / (double)numel);
 }
 
-static void bce_with_logits_backward(tg_node *n)
+TG_ISA_KERNEL(bce_with_logits_backward, (tg_node *n), (n))
 {
     const float *z = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
@@ -114,10 +114,12 @@ TG_OP_DEFINE(bce_with_logits) = {.name = "bce_with_logits", .n_in = 2,
                                  .backward = bce_with_logits_backward,
                                  .cases = bce_with_logits_cases};
 
+#if TG_ISA_BASE
 tg_tensor *tg_bce_with_logits(tg_tensor *logits, tg_tensor *targets)
 {
     return tg_apply2(&tg_op_bce_with_logits, NULL, 0, logits, targets);
 }
+#endif
 
 /* ---- cross_entropy ------------------------------------------------------------------------
  * logits z[N,C], labels[N] holding class indices as floats (0 .. C-1, checked in check).
@@ -153,7 +155,7 @@ static tg_status cross_entropy_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-static void cross_entropy_forward(tg_node *n)
+TG_ISA_KERNEL(cross_entropy_forward, (tg_node *n), (n))
 {
     const tg_tensor *zt = n->in[0];
     const float *labels = n->in[1]->data;
@@ -178,7 +180,7 @@ static void cross_entropy_forward(tg_node *n)
     n->out->data[0] = (float)(total / (double)N);
 }
 
-static void cross_entropy_backward(tg_node *n)
+TG_ISA_KERNEL(cross_entropy_backward, (tg_node *n), (n))
 {
     float *dz = tg_grad_of(n, 0);
     if (!dz)
@@ -223,10 +225,12 @@ TG_OP_DEFINE(cross_entropy) = {.name = "cross_entropy", .n_in = 2,
                                .backward = cross_entropy_backward,
                                .cases = cross_entropy_cases};
 
+#if TG_ISA_BASE
 tg_tensor *tg_cross_entropy(tg_tensor *logits, tg_tensor *labels)
 {
     return tg_apply2(&tg_op_cross_entropy, NULL, 0, logits, labels);
 }
+#endif
 
 /* ---- mse ----------------------------------------------------------------------------------
  * L = mean((p - t)^2) over n elements;  dp += dL * 2 (p - t) / n;  dt += -dL * 2 (p - t) / n */
@@ -236,7 +240,7 @@ static tg_status mse_check(tg_node *n, int *ndim, int64_t shape[])
     return loss_check_pair(n, ndim, "tg_mse", "pred", "target");
 }
 
-static void mse_forward(tg_node *n)
+TG_ISA_KERNEL(mse_forward, (tg_node *n), (n))
 {
     const float *p = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
@@ -245,7 +249,7 @@ static void mse_forward(tg_node *n)
     n->out->data[0] = (float)(total / (double)numel);
 }
 
-static void mse_backward(tg_node *n)
+TG_ISA_KERNEL(mse_backward, (tg_node *n), (n))
 {
     const float *p = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
@@ -271,7 +275,9 @@ static const tg_case mse_cases[] = {
 TG_OP_DEFINE(mse) = {.name = "mse", .n_in = 2, .check = mse_check, .forward = mse_forward,
                      .backward = mse_backward, .cases = mse_cases};
 
+#if TG_ISA_BASE
 tg_tensor *tg_mse(tg_tensor *pred, tg_tensor *target)
 {
     return tg_apply2(&tg_op_mse, NULL, 0, pred, target);
 }
+#endif

@@ -198,7 +198,7 @@ static void batch_norm_stats(const batch_norm_params *p, int64_t c, int64_t m, d
 
 /* Two passes in double for the statistics: the one-pass sum-of-squares formula loses the
  * variance to cancellation when |mean| >> std. */
-static void batch_norm_forward(tg_node *n)
+TG_ISA_KERNEL(batch_norm_forward, (tg_node *n), (n))
 {
     const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
     const tg_tensor *x = n->in[0];
@@ -292,7 +292,7 @@ static void batch_norm_dcoef(const batch_norm_params *p, const float *w, int64_t
     *k = p->training ? (float)(sdyx / (double)m) : 0.0f;
 }
 
-static void batch_norm_backward(tg_node *n)
+TG_ISA_KERNEL(batch_norm_backward, (tg_node *n), (n))
 {
     const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
     const tg_tensor *x = n->in[0];
@@ -410,6 +410,7 @@ TG_OP_DEFINE(batch_norm) = {.name = "batch_norm", .n_in = -1, .check = batch_nor
                             .forward = batch_norm_forward, .backward = batch_norm_backward,
                             .cases = batch_norm_cases, .fresh_grads = true};
 
+#if TG_ISA_BASE
 tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                          tg_tensor *running_mean, tg_tensor *running_var, bool training,
                          float momentum, float eps)
@@ -425,6 +426,7 @@ tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
         in[k++] = bias;
     return tg_apply(&tg_op_batch_norm, &p, sizeof p, k, in);
 }
+#endif
 
 /* ---- dropout ------------------------------------------------------------------------------
  * training, 0 < p < 1: element i is zeroed when the i-th uniform draw u_i < p, otherwise
@@ -455,7 +457,7 @@ static tg_status dropout_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-static void dropout_forward(tg_node *n)
+TG_ISA_KERNEL(dropout_forward, (tg_node *n), (n))
 {
     const dropout_params *p = TG_PARAMS(n, dropout_params);
     const tg_tensor *x = n->in[0];
@@ -474,7 +476,7 @@ static void dropout_forward(tg_node *n)
     }
 }
 
-static void dropout_backward(tg_node *n)
+TG_ISA_KERNEL(dropout_backward, (tg_node *n), (n))
 {
     const dropout_params *p = TG_PARAMS(n, dropout_params);
     const int64_t numel = n->out->numel;
@@ -511,6 +513,7 @@ TG_OP_DEFINE(dropout) = {.name = "dropout", .n_in = 1, .check = dropout_check,
                          .forward = dropout_forward, .backward = dropout_backward,
                          .cases = dropout_cases};
 
+#if TG_ISA_BASE
 tg_tensor *tg_dropout(tg_tensor *x, float p, bool training, tg_rng *rng)
 {
     dropout_params prm = {.p = p, .training = training};
@@ -529,6 +532,7 @@ tg_tensor *tg_dropout(tg_tensor *x, float p, bool training, tg_rng *rng)
             (void)tg_rng_uniform01(rng);
     return y;
 }
+#endif
 
 /* ---- softmax and log_softmax --------------------------------------------------------------
  * x viewed as [O, D, I]: O = the product of the sizes before axis, D = shape[axis], I = the
@@ -624,7 +628,7 @@ static inline void softmax_row_backward(const float *yr, const float *dyr, float
 }
 
 /* Forward of both over the O*I rows. */
-static void softmax_rows(tg_node *n, bool log_out)
+TG_ISA_KERNEL(softmax_rows, (tg_node *n, bool log_out), (n, log_out))
 {
     const tg_tensor *x = n->in[0];
     int64_t O, D, I;
@@ -646,7 +650,7 @@ static void softmax_forward(tg_node *n) { softmax_rows(n, false); }
 static void log_softmax_forward(tg_node *n) { softmax_rows(n, true); }
 
 /* Backward of both, from the output y. */
-static void softmax_rows_backward(tg_node *n, bool log_out)
+TG_ISA_KERNEL(softmax_rows_backward, (tg_node *n, bool log_out), (n, log_out))
 {
     float *dx = tg_grad_of(n, 0);
     if (!dx)
@@ -691,6 +695,7 @@ TG_OP_DEFINE(log_softmax) = {.name = "log_softmax", .n_in = 1, .check = log_soft
                              .forward = log_softmax_forward,
                              .backward = log_softmax_backward, .cases = log_softmax_cases};
 
+#if TG_ISA_BASE
 tg_tensor *tg_softmax(tg_tensor *x, int axis)
 {
     softmax_params p = {.axis = axis};
@@ -702,3 +707,4 @@ tg_tensor *tg_log_softmax(tg_tensor *x, int axis)
     softmax_params p = {.axis = axis};
     return tg_apply1(&tg_op_log_softmax, &p, sizeof p, x);
 }
+#endif

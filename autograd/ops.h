@@ -17,9 +17,18 @@
  * An op without its TG_OP(name) line in ops.def does not compile, so it cannot drop out of the
  * gradcheck suite unnoticed: GCC stops with "'TG_OP_line_in_ops_def_for_<name>' undeclared",
  * clang with "use of undeclared identifier 'TG_OP_line_in_ops_def_for_<name>'". */
+#if TG_ISA_BASE
 #define TG_OP_DEFINE(name)                                                                         \
     _Static_assert(TG_OP_line_in_ops_def_for_##name, "TG_OP(" #name ") in ops.def");               \
     const tg_op tg_op_##name
+#else
+/* The AVX2 and AVX-512 compilations of a family file (tensor/isa.h) define no descriptor: the
+ * base compilation's holds the dispatching forward and backward. Unused, the compiler drops it
+ * and the checks and cases it names. */
+#define TG_OP_DEFINE(name)                                                                         \
+    _Static_assert(TG_OP_line_in_ops_def_for_##name, "TG_OP(" #name ") in ops.def");               \
+    __attribute__((unused)) static const tg_op tg_isa_unused_op_##name
+#endif
 
 /* A descriptor written out by hand (const tg_op tg_op_x = ...) bypasses that check. Compilers
  * that have -Wmissing-variable-declarations (clang, as in the fuzz build; GCC from 14) catch it

@@ -88,7 +88,7 @@ static tg_status max_pool2d_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-static void max_pool2d_forward(tg_node *n)
+TG_ISA_KERNEL(max_pool2d_forward, (tg_node *n), (n))
 {
     const pool_params *p = TG_PARAMS(n, pool_params);
     const tg_tensor *x = n->in[0];
@@ -138,7 +138,7 @@ static void max_pool2d_forward(tg_node *n)
     }
 }
 
-static void max_pool2d_backward(tg_node *n)
+TG_ISA_KERNEL(max_pool2d_backward, (tg_node *n), (n))
 {
     float *dx = tg_grad_of(n, 0);
     if (!dx)
@@ -189,11 +189,13 @@ TG_OP_DEFINE(max_pool2d) = {.name = "max_pool2d", .n_in = 1, .check = max_pool2d
                             .backward = max_pool2d_backward, .cases = max_pool2d_cases,
                             .fresh_grads = true};
 
+#if TG_ISA_BASE
 tg_tensor *tg_max_pool2d(tg_tensor *x, int kernel, int stride, int padding)
 {
     pool_params p = {kernel, stride, padding};
     return tg_apply1(&tg_op_max_pool2d, &p, sizeof p, x);
 }
+#endif
 
 /* ---- avg_pool2d ---------------------------------------------------------------------------
  * y[n,c,oh,ow] = (sum of x over the window's real elements) / (kernel * kernel);
@@ -203,7 +205,7 @@ static tg_status avg_pool2d_check(tg_node *n, int *ndim, int64_t shape[])
     return pool_check(n, ndim, shape, "tg_avg_pool2d");
 }
 
-static void avg_pool2d_forward(tg_node *n)
+TG_ISA_KERNEL(avg_pool2d_forward, (tg_node *n), (n))
 {
     const pool_params *p = TG_PARAMS(n, pool_params);
     const tg_tensor *x = n->in[0];
@@ -234,7 +236,7 @@ static void avg_pool2d_forward(tg_node *n)
     }
 }
 
-static void avg_pool2d_backward(tg_node *n)
+TG_ISA_KERNEL(avg_pool2d_backward, (tg_node *n), (n))
 {
     float *dx = tg_grad_of(n, 0);
     if (!dx)
@@ -279,8 +281,10 @@ TG_OP_DEFINE(avg_pool2d) = {.name = "avg_pool2d", .n_in = 1, .check = avg_pool2d
                             .backward = avg_pool2d_backward, .cases = avg_pool2d_cases,
                             .fresh_grads = true};
 
+#if TG_ISA_BASE
 tg_tensor *tg_avg_pool2d(tg_tensor *x, int kernel, int stride, int padding)
 {
     pool_params p = {kernel, stride, padding};
     return tg_apply1(&tg_op_avg_pool2d, &p, sizeof p, x);
 }
+#endif

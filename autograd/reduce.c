@@ -241,12 +241,12 @@ static tg_status mean_axis_check(tg_node *n, int *ndim, int64_t shape[])
     return reduce_setup(n, "tg_mean_axis", false, true, ndim, shape);
 }
 
-static void sum_forward(tg_node *n)
+TG_ISA_KERNEL(sum_forward, (tg_node *n), (n))
 {
     reduce_run(REDUCE_SUM, TG_PARAMS(n, reduce_params), n->in[0]->data, n->out->data, NULL);
 }
 
-static void sum_backward(tg_node *n)
+TG_ISA_KERNEL(sum_backward, (tg_node *n), (n))
 {
     const reduce_params *p = TG_PARAMS(n, reduce_params);
     int64_t outer = p->outer, len = p->len, inner = p->inner;
@@ -325,6 +325,7 @@ TG_OP_DEFINE(mean_axis) = {.name = "mean_axis", .n_in = 1, .check = mean_axis_ch
                            .forward = sum_forward, .backward = sum_backward,
                            .cases = mean_axis_cases};
 
+#if TG_ISA_BASE
 tg_tensor *tg_sum(tg_tensor *x)
 {
     return tg_apply1(&tg_op_sum, NULL, 0, x);
@@ -346,6 +347,7 @@ tg_tensor *tg_mean_axis(tg_tensor *x, int axis, bool keepdim)
     reduce_params p = {.axis = axis, .keepdim = keepdim};
     return tg_apply1(&tg_op_mean_axis, &p, sizeof p, x);
 }
+#endif
 
 /* ---- max along an axis --------------------------------------------------------------------
  * y[o, i] = x[o, a, i] with a = the first k maximising x[o, k, i] (saved in scratch);
@@ -365,13 +367,13 @@ static tg_status max_axis_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-static void max_axis_forward(tg_node *n)
+TG_ISA_KERNEL(max_axis_forward, (tg_node *n), (n))
 {
     reduce_run(REDUCE_MAX, TG_PARAMS(n, reduce_params), n->in[0]->data, n->out->data,
                n->scratch);
 }
 
-static void max_axis_backward(tg_node *n)
+TG_ISA_KERNEL(max_axis_backward, (tg_node *n), (n))
 {
     const reduce_params *p = TG_PARAMS(n, reduce_params);
     int64_t len = p->len, inner = p->inner, m = p->outer * p->inner;
@@ -424,8 +426,10 @@ TG_OP_DEFINE(max_axis) = {.name = "max_axis", .n_in = 1, .check = max_axis_check
                           .forward = max_axis_forward, .backward = max_axis_backward,
                           .cases = max_axis_cases};
 
+#if TG_ISA_BASE
 tg_tensor *tg_max_axis(tg_tensor *x, int axis, bool keepdim)
 {
     reduce_params p = {.axis = axis, .keepdim = keepdim};
     return tg_apply1(&tg_op_max_axis, &p, sizeof p, x);
 }
+#endif

@@ -93,7 +93,7 @@ static tg_status upsample_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-static void upsample_forward(tg_node *n)
+TG_ISA_KERNEL(upsample_forward, (tg_node *n), (n))
 {
     const upsample_params *p = TG_PARAMS(n, upsample_params);
     const tg_tensor *x = n->in[0];
@@ -139,7 +139,7 @@ static void upsample_forward(tg_node *n)
     }
 }
 
-static void upsample_backward(tg_node *n)
+TG_ISA_KERNEL(upsample_backward, (tg_node *n), (n))
 {
     float *dx = tg_grad_of(n, 0);
     if (!dx)
@@ -222,8 +222,10 @@ TG_OP_DEFINE(upsample) = {.name = "upsample", .n_in = 1, .check = upsample_check
                           .forward = upsample_forward, .backward = upsample_backward,
                           .cases = upsample_cases, .fresh_grads = true};
 
+#if TG_ISA_BASE
 tg_tensor *tg_upsample(tg_tensor *x, int scale, tg_upsample_mode mode)
 {
     upsample_params p = {scale, (int)mode};
     return tg_apply1(&tg_op_upsample, &p, sizeof p, x);
 }
+#endif

@@ -264,6 +264,9 @@ static tg_optim *optim_new(const char *fn, const optim_desc *d, tg_tensor *const
     return o;
 }
 
+/* The public functions are left out of the AVX2 and AVX-512 compilations of this file, which
+ * keep only the updates (TG_ISA_KERNEL, tensor/isa.h). */
+#if TG_ISA_BASE
 void tg_optim_free(tg_optim *opt)
 {
     if (!opt)
@@ -542,6 +545,7 @@ tg_status tg_optim_load_state_dict(tg_optim *opt, const char *prefix, const tg_s
     free(src);
     return st;
 }
+#endif
 
 /* ---- SGD ---------------------------------------------------------------------------------
  * torch.optim.SGD (the algorithm in its documentation):
@@ -605,7 +609,8 @@ static bool sgd_keeps_state(const hyper *h)
     return OWN(h, sgd_hyper)->momentum != 0.0f;
 }
 
-static void sgd_update(const hyper *h, tg_tensor *p, tg_tensor *const *s, bool created)
+TG_ISA_KERNEL(sgd_update, (const hyper *h, tg_tensor *p, tg_tensor *const *s, bool created),
+              (h, p, s, created))
 {
     const sgd_hyper *o = OWN(h, sgd_hyper);
     float *w = p->data;
@@ -638,6 +643,7 @@ static const optim_desc sgd_desc = {
     .update = sgd_update,
 };
 
+#if TG_ISA_BASE
 tg_optim *tg_optim_sgd(tg_tensor *const *params, int64_t n, float lr, float momentum,
                        float dampening, float weight_decay, bool nesterov)
 {
@@ -646,6 +652,7 @@ tg_optim *tg_optim_sgd(tg_tensor *const *params, int64_t n, float lr, float mome
         (sgd_hyper){.momentum = momentum, .dampening = dampening, .nesterov = nesterov};
     return optim_new("tg_optim_sgd", &sgd_desc, params, n, &h);
 }
+#endif
 
 /* ---- Adam, AdamW -------------------------------------------------------------------------
  * torch.optim.Adam / AdamW (Kingma & Ba 2015, Algorithm 1; Loshchilov & Hutter 2019), as
@@ -718,7 +725,8 @@ static tg_adam_eps *adam_eps_style(hyper *h)
 }
 
 /* decoupled: AdamW's weight decay (p shrinks) rather than Adam's (L2 in the gradient). */
-static void adam_step(const hyper *h, tg_tensor *p, tg_tensor *const *s, bool decoupled)
+TG_ISA_KERNEL(adam_step, (const hyper *h, tg_tensor *p, tg_tensor *const *s, bool decoupled),
+              (h, p, s, decoupled))
 {
     const adam_hyper *o = OWN(h, adam_hyper);
     float *w = p->data;
@@ -791,6 +799,7 @@ static tg_optim *adam_new(const char *fn, const optim_desc *d, tg_tensor *const 
     return optim_new(fn, d, params, n, &h);
 }
 
+#if TG_ISA_BASE
 tg_optim *tg_optim_adam(tg_tensor *const *params, int64_t n, float lr, float beta1, float beta2,
                         float eps, float weight_decay)
 {
@@ -802,3 +811,4 @@ tg_optim *tg_optim_adamw(tg_tensor *const *params, int64_t n, float lr, float be
 {
     return adam_new("tg_optim_adamw", &adamw_desc, params, n, lr, beta1, beta2, eps, weight_decay);
 }
+#endif

@@ -60,9 +60,11 @@ const char *tg_blas_info(void)
     if (cfg && sscanf(cfg, "OpenBLAS %31s", ver) == 1)
         version = ver;
     /* The convolutions' GEMMs bypass OpenBLAS where tensor/gemm.c's kernels run: say so, or
-     * a benchmark header naming OpenBLAS's AVX2 kernels would misdescribe them. */
-    snprintf(info, sizeof info, "OpenBLAS %s, %s threads, %s kernels%s", version,
-             par >= 0 && par <= 2 ? flavour[par] : "unknown", openblas_get_corename(),
-             tg_sgemm_avx512_active() ? "; conv GEMMs: tapegrad's AVX-512 kernels" : "");
+     * a benchmark header naming OpenBLAS's AVX2 kernels would misdescribe them. Then which
+     * copy of tapegrad's own kernels runs (isa.h), or that there is one (-Dnative=true). */
+    snprintf(info, sizeof info, "OpenBLAS %s, %s threads, %s kernels%s; tapegrad kernels: %s",
+             version, par >= 0 && par <= 2 ? flavour[par] : "unknown", openblas_get_corename(),
+             tg_sgemm_avx512_active() ? "; conv GEMMs: tapegrad's AVX-512 kernels" : "",
+             TG_ISA_MULTI ? tg_isa_name(tg_isa()) : "one copy, as compiled");
     return info;
 }

@@ -1,4 +1,6 @@
-/* tg_sgemm_avx512: our own single-precision GEMM for CPUs with AVX-512, chosen at run time.
+/* tg_sgemm_avx512: our own single-precision GEMM for CPUs with AVX-512, chosen at run time
+ * (tensor/isa.h's AVX-512 level). Its functions carry target("avx512f"), so the file compiles
+ * for the baseline like the rest of the library.
  *
  * Why: Debian's OpenBLAS 0.3.21 runs its Haswell (AVX2) kernels on this project's machines
  * (OPENBLAS_CORETYPE=Haswell is set there because newer kernel choices misbehave on some of
@@ -258,12 +260,11 @@ static float *gemm_buffers(int n, size_t *nbytes)
     return buf;
 }
 
+/* The AVX-512 level of isa.h: the CPU has AVX-512 (valgrind's emulated CPU does not) and
+ * TG_ISA does not ask for less. */
 static bool have_avx512(void)
 {
-    static int have = -1;
-    if (have < 0)
-        have = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return have == 1;
+    return tg_isa() >= TG_ISA_AVX512;
 }
 #endif
 

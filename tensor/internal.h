@@ -2,6 +2,7 @@
 #ifndef TAPEGRAD_TENSOR_INTERNAL_H
 #define TAPEGRAD_TENSOR_INTERNAL_H
 
+#include "isa.h"
 #include "tensor.h"
 
 #include <stdatomic.h>
@@ -59,12 +60,13 @@ int tg_utf8_len(const unsigned char *s, int64_t n);
 void tg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
               int64_t ldc);
-/* The same product by our own AVX-512 kernels (gemm.c) where the CPU has them, else by
- * tg_sgemm: OpenBLAS's kernel choice may be AVX2 on AVX-512 machines (OPENBLAS_CORETYPE). */
+/* The same product by our own AVX-512 kernels (gemm.c) at the AVX-512 level (isa.h: the CPU
+ * has it and TG_ISA does not lower it), else by tg_sgemm: OpenBLAS's kernel choice may be AVX2
+ * on AVX-512 machines (OPENBLAS_CORETYPE). */
 void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                      float *C, int64_t ldc);
-/* True when tg_sgemm_avx512 runs our kernels (the CPU has AVX-512), not OpenBLAS. */
+/* True when tg_sgemm_avx512 runs our kernels (the AVX-512 level), not OpenBLAS. */
 bool tg_sgemm_avx512_active(void);
 
 #endif

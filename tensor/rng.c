@@ -1,7 +1,9 @@
 /* A seeded RNG with explicit state: xoshiro128** (Blackman and Vigna), seeded through
  * splitmix64. Integer arithmetic only up to the final float conversion, so a seed gives the
  * same numbers on every machine; fills run on one thread so the thread count cannot change
- * them. */
+ * them. The fills' lo + (hi - lo) * u and mean + std * z are one fused multiply-add on CPUs
+ * with FMA (the AVX2 and AVX-512 levels of isa.h, and any -march=native build there) and two
+ * roundings on the others, so tensors filled on a CPU without FMA may differ in the last bit. */
 #include "internal.h"
 
 #include <math.h>
@@ -65,12 +67,27 @@ float tg_rng_normal01(tg_rng *rng)
     return (float)(r * cos(th));
 }
 
+/* The fills' loops, in a copy per level of isa.h (TG_ISA_LEAF), so that they give what a
+ * -march=native build gives on this CPU (see the top of the file). */
+TG_ISA_LEAF(uniform_fill, (float *d, int64_t n, tg_rng *rng, float lo, float hi),
+            (d, n, rng, lo, hi))
+{
+    for (int64_t i = 0; i < n; i++)
+        d[i] = lo + (hi - lo) * tg_rng_uniform01(rng);
+}
+
+TG_ISA_LEAF(normal_fill, (float *d, int64_t n, tg_rng *rng, float mean, float std),
+            (d, n, rng, mean, std))
+{
+    for (int64_t i = 0; i < n; i++)
+        d[i] = mean + std * tg_rng_normal01(rng);
+}
+
 tg_status tg_tensor_uniform_(tg_tensor *t, tg_rng *rng, float lo, float hi)
 {
     if (!t || !rng)
         return tg_set_error(TG_ERR_ARG, "tg_tensor_uniform_: %s is NULL", t ? "rng" : "t");
-    for (int64_t i = 0; i < t->numel; i++)
-        t->data[i] = lo + (hi - lo) * tg_rng_uniform01(rng);
+    uniform_fill(t->data, t->numel, rng, lo, hi);
     t->storage->version++;
     return TG_OK;
 }
@@ -79,8 +96,7 @@ tg_status tg_tensor_normal_(tg_tensor *t, tg_rng *rng, float mean, float std)
 {
     if (!t || !rng)
         return tg_set_error(TG_ERR_ARG, "tg_tensor_normal_: %s is NULL", t ? "rng" : "t");
-    for (int64_t i = 0; i < t->numel; i++)
-        t->data[i] = mean + std * tg_rng_normal01(rng);
+    normal_fill(t->data, t->numel, rng, mean, std);
     t->storage->version++;
     return TG_OK;
 }

@@ -150,8 +150,9 @@ void tg_rng_permutation(tg_rng *rng, int64_t n, int64_t *out);
 tg_status tg_set_num_threads(int n);
 /* The thread count in force. */
 int tg_get_num_threads(void);
-/* "OpenBLAS 0.3.21, openmp threads, Haswell kernels": the BLAS build, its threading flavour
- * and the kernels it runs on this CPU. */
+/* "OpenBLAS 0.3.21, openmp threads, Haswell kernels; tapegrad kernels: avx2": the BLAS build,
+ * its threading flavour and the kernels it runs on this CPU, then which copy of tapegrad's own
+ * kernels runs (baseline, avx2 or avx512: the best the CPU has, or what TG_ISA asks for). */
 const char *tg_blas_info(void);
 
 /* Tensors alive now (created and not yet freed), on all threads. */
