@@ -134,8 +134,8 @@ tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int p
                      int dilation);
 /* The transpose (gradient) of conv2d: x[N,C,H,W], w[C,O,kh,kw], b[O] or NULL ->
  * [N,O,(H-1)*stride - 2*padding + kh + output_padding, ...], as PyTorch's conv_transpose2d. */
-tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride,
-                               int padding, int output_padding);
+tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
+                               int output_padding);
 
 /* ---- pooling and resizing (pool.c, resize.c) -------------------------------------------- */
 
@@ -166,9 +166,8 @@ tg_tensor *tg_upsample(tg_tensor *x, int scale, tg_upsample_mode mode);
  * (PaddlePaddle weighs the old value by momentum instead and uses the biased variance).
  * eval: running_mean and running_var are required and used. The running buffers get no
  * gradient and are not held after the call (PyTorch defaults: momentum 0.1, eps 1e-5). */
-tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
-                         tg_tensor *running_mean, tg_tensor *running_var, bool training,
-                         float momentum, float eps);
+tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias, tg_tensor *running_mean,
+                         tg_tensor *running_var, bool training, float momentum, float eps);
 /* training with 0 < p < 1: zeroes element i when the i-th uniform draw from rng is below p
  * and scales the others by 1/(1-p); rng advances by one draw per element, so a seed
  * reproduces the mask. Not training, or p == 0: a copy of x (rng may be NULL). p must be in

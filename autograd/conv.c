@@ -59,11 +59,20 @@ typedef struct {
     int64_t Hp, Wq, Wt; /* direct only: padded planes [Hp, Wq], output rows padded to Wt */
 } conv_geom;
 
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+static int64_t max64(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
 
 /* floor(a / b) for b > 0 (C's division truncates toward zero). */
-static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
 
 /* One output size of a convolution: floor((in + 2 pad - dil (k - 1) - 1) / stride) + 1; may be
  * <= 0 (check says so). */
@@ -121,8 +130,8 @@ static size_t conv_scratch_bytes(const conv_geom *g)
 {
     if (g->direct)
         return (size_t)(g->chunk * conv_direct_floats(g)) * sizeof(float);
-    int64_t floats = g->staged ? conv_cols_floats(g) + g->Co * g->chunk * g->P
-                               : g->Kc * g->chunk * g->P;
+    int64_t floats =
+        g->staged ? conv_cols_floats(g) + g->Co * g->chunk * g->P : g->Kc * g->chunk * g->P;
     return (size_t)floats * sizeof(float);
 }
 
@@ -139,8 +148,8 @@ static float *conv_flat_buf(const conv_geom *g, void *scratch)
  * One image's block starts at column b*P of the chunk. */
 
 /* The range [*lo, *hi) of output positions o < n_out with 0 <= o*stride + off < n_in. */
-static void conv_valid_range(int64_t off, int64_t stride, int64_t n_in, int64_t n_out,
-                             int64_t *lo, int64_t *hi)
+static void conv_valid_range(int64_t off, int64_t stride, int64_t n_in, int64_t n_out, int64_t *lo,
+                             int64_t *hi)
 {
     int64_t a = off >= 0 ? 0 : (-off + stride - 1) / stride;
     int64_t b = n_in - off <= 0 ? 0 : (n_in - 1 - off) / stride + 1;
@@ -231,8 +240,7 @@ static void im2col_plane(const conv_geom *g, const float *restrict img, float *r
 /* The transpose of im2col_plane: adds every value of the plane's kh*kw rows of cols into the
  * pixel of img it came from; values at padding positions are dropped. For contiguous rows it
  * first zeroes those values in cols (working space), so that one run adds the whole row. */
-static void col2im_plane(const conv_geom *g, float *restrict cols, int64_t ldc,
-                         float *restrict img)
+static void col2im_plane(const conv_geom *g, float *restrict cols, int64_t ldc, float *restrict img)
 {
     const int64_t W = g->W, Wo = g->Wo, s = g->stride;
     const bool contiguous = conv_rows_contiguous(g);
@@ -317,8 +325,8 @@ static void flat_gather(const conv_geom *g, const float *src, int64_t B, float *
 
 /* Flat side, GEMM layout F [Co, B*P] -> tensor layout dst [B, Co, P]: dst += F when
  * accumulate, else dst = F + bias[o] (bias may be NULL). */
-static void flat_scatter(const conv_geom *g, const float *F, int64_t B, float *dst,
-                         bool accumulate, const float *bias)
+static void flat_scatter(const conv_geom *g, const float *F, int64_t B, float *dst, bool accumulate,
+                         const float *bias)
 {
     const int64_t items = B * g->Co, P = g->P;
     TG_PARALLEL_FOR_WORK(items, P)
@@ -369,9 +377,8 @@ static const float *flat_operand(const conv_geom *g, int64_t B, const float *src
 
 /* dst [B, Co, P] = Wm @ cols + bias[o] (bias may be NULL), or dst += Wm @ cols when
  * accumulate. F is the staging buffer. */
-static void gemm_flat_from_cols(const conv_geom *g, int64_t B, const float *Wm,
-                                const float *cols, float *F, float *dst, bool accumulate,
-                                const float *bias)
+static void gemm_flat_from_cols(const conv_geom *g, int64_t B, const float *Wm, const float *cols,
+                                float *F, float *dst, bool accumulate, const float *bias)
 {
     const int64_t Co = g->Co, Kc = g->Kc, P = g->P, BP = B * P;
     if (conv_staged(g, B)) {
@@ -407,8 +414,8 @@ static void gemm_cols_from_flat(const conv_geom *g, int64_t B, int64_t u, const 
                                 const float *flat, float *cols)
 {
     const int64_t n = conv_unit_cols(g, B);
-    tg_sgemm_avx512(true, false, g->Kc, n, g->Co, 1.0f, Wm, g->Kc, flat + u * g->Co * g->P, n,
-                    0.0f, cols + u * g->P, B * g->P);
+    tg_sgemm_avx512(true, false, g->Kc, n, g->Co, 1.0f, Wm, g->Kc, flat + u * g->Co * g->P, n, 0.0f,
+                    cols + u * g->P, B * g->P);
 }
 
 /* dWm += flat of unit u @ (cols of unit u)^T. */
@@ -416,8 +423,8 @@ static void gemm_weight_grad(const conv_geom *g, int64_t B, int64_t u, const flo
                              const float *cols, float *dWm)
 {
     const int64_t n = conv_unit_cols(g, B);
-    tg_sgemm_avx512(false, true, g->Co, g->Kc, n, 1.0f, flat + u * g->Co * g->P, n,
-                    cols + u * g->P, B * g->P, 1.0f, dWm, g->Kc);
+    tg_sgemm_avx512(false, true, g->Co, g->Kc, n, 1.0f, flat + u * g->Co * g->P, n, cols + u * g->P,
+                    B * g->P, 1.0f, dWm, g->Kc);
 }
 
 /* db[c] += sum over n and s of dy [N, C, S]: the bias gradient. 32 partial sums per plane, so
@@ -516,8 +523,7 @@ static void direct_pad_x(const conv_geom *g, const float *x, int64_t B, float *x
     const int64_t items = B * g->Ci, plane = g->Hp * g->Wq;
     TG_PARALLEL_FOR_WORK(items, plane)
     for (int64_t t = 0; t < items; t++)
-        pad_plane(x + t * g->H * g->W, g->H, g->W, xp + t * plane, g->Hp, g->Wq, g->pad,
-                  g->pad);
+        pad_plane(x + t * g->H * g->W, g->H, g->W, xp + t * plane, g->Hp, g->Wq, g->pad, g->pad);
 }
 
 /* The chunk's padded output rows: the part of the working space after its planes. */
@@ -669,8 +675,7 @@ static void zero_fresh(const tg_node *n, int i, float *grad, int64_t count)
 
 /* Ranks, bias shape and the parameters common to both ops. Cin_axis is the axis of w that
  * must match x's channels, out_axis the one that counts output channels (bias size). */
-static tg_status conv_check_common(const tg_node *n, const char *fn, int cin_axis,
-                                   int out_axis)
+static tg_status conv_check_common(const tg_node *n, const char *fn, int cin_axis, int out_axis)
 {
     if (n->n_in < 2 || n->n_in > 3)
         return tg_set_error(TG_ERR_ARG, "%s: %d inputs; it takes x, w and b", fn, n->n_in);
@@ -684,21 +689,21 @@ static tg_status conv_check_common(const tg_node *n, const char *fn, int cin_axi
         return tg_set_error(TG_ERR_SHAPE, "%s: w %s must be 4-D [%s, kh, kw]", fn,
                             TG_SHAPE_STR(w, sw), cin_axis == 1 ? "O, C" : "C, O");
     if (x->shape[1] != w->shape[cin_axis])
-        return tg_set_error(TG_ERR_SHAPE, "%s: x %s has %lld channels but w %s expects %lld",
-                            fn, TG_SHAPE_STR(x, sx), (long long)x->shape[1],
-                            TG_SHAPE_STR(w, sw), (long long)w->shape[cin_axis]);
+        return tg_set_error(TG_ERR_SHAPE, "%s: x %s has %lld channels but w %s expects %lld", fn,
+                            TG_SHAPE_STR(x, sx), (long long)x->shape[1], TG_SHAPE_STR(w, sw),
+                            (long long)w->shape[cin_axis]);
     if (w->shape[2] < 1 || w->shape[3] < 1)
-        return tg_set_error(TG_ERR_SHAPE, "%s: w %s has an empty kernel", fn,
-                            TG_SHAPE_STR(w, sw));
+        return tg_set_error(TG_ERR_SHAPE, "%s: w %s has an empty kernel", fn, TG_SHAPE_STR(w, sw));
     if (b && (b->ndim != 1 || b->shape[0] != w->shape[out_axis]))
-        return tg_set_error(TG_ERR_SHAPE, "%s: b %s must be [%lld], one value per output "
-                            "channel of w %s", fn, TG_SHAPE_STR(b, sb),
-                            (long long)w->shape[out_axis], TG_SHAPE_STR(w, sw));
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: b %s must be [%lld], one value per output "
+                            "channel of w %s",
+                            fn, TG_SHAPE_STR(b, sb), (long long)w->shape[out_axis],
+                            TG_SHAPE_STR(w, sw));
     if (p->stride < 1)
         return tg_set_error(TG_ERR_ARG, "%s: stride %d must be at least 1", fn, p->stride);
     if (p->padding < 0)
-        return tg_set_error(TG_ERR_ARG, "%s: padding %d must not be negative", fn,
-                            p->padding);
+        return tg_set_error(TG_ERR_ARG, "%s: padding %d must not be negative", fn, p->padding);
     return TG_OK;
 }
 
@@ -710,9 +715,16 @@ static void conv2d_geom(const tg_node *n, conv_geom *g)
 {
     const tg_tensor *x = n->in[0], *w = n->in[1];
     const conv_params *p = TG_PARAMS(n, conv_params);
-    *g = (conv_geom){.N = x->shape[0], .Ci = x->shape[1], .H = x->shape[2], .W = x->shape[3],
-                     .Co = w->shape[0], .kh = w->shape[2], .kw = w->shape[3],
-                     .stride = p->stride, .pad = p->padding, .dil = p->dilation};
+    *g = (conv_geom){.N = x->shape[0],
+                     .Ci = x->shape[1],
+                     .H = x->shape[2],
+                     .W = x->shape[3],
+                     .Co = w->shape[0],
+                     .kh = w->shape[2],
+                     .kw = w->shape[3],
+                     .stride = p->stride,
+                     .pad = p->padding,
+                     .dil = p->dilation};
     g->Ho = conv_out_size(g->H, g->kh, g->stride, g->pad, g->dil);
     g->Wo = conv_out_size(g->W, g->kw, g->stride, g->pad, g->dil);
     g->direct = g->Co == 1;
@@ -732,10 +744,11 @@ static tg_status conv2d_check(tg_node *n, int *ndim, int64_t shape[])
     conv2d_geom(n, &g);
     if (g.Ho < 1 || g.Wo < 1) {
         char sx[160], sw[160];
-        return tg_set_error(TG_ERR_SHAPE, "%s: x %s with w %s, stride %d, padding %d, "
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: x %s with w %s, stride %d, padding %d, "
                             "dilation %d gives an output of %lld x %lld: the padded input "
-                            "%lld x %lld is smaller than the dilated kernel %lld x %lld", fn,
-                            TG_SHAPE_STR(n->in[0], sx), TG_SHAPE_STR(n->in[1], sw), p->stride,
+                            "%lld x %lld is smaller than the dilated kernel %lld x %lld",
+                            fn, TG_SHAPE_STR(n->in[0], sx), TG_SHAPE_STR(n->in[1], sw), p->stride,
                             p->padding, p->dilation, (long long)g.Ho, (long long)g.Wo,
                             (long long)(g.H + 2 * g.pad), (long long)(g.W + 2 * g.pad),
                             (long long)(g.dil * (g.kh - 1) + 1),
@@ -750,7 +763,7 @@ static tg_status conv2d_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-TG_ISA_KERNEL(conv2d_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(conv2d_forward, (tg_node * n), (n))
 {
     conv_geom g;
     conv2d_geom(n, &g);
@@ -769,7 +782,7 @@ TG_ISA_KERNEL(conv2d_forward, (tg_node *n), (n))
     }
 }
 
-TG_ISA_KERNEL(conv2d_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(conv2d_backward, (tg_node * n), (n))
 {
     conv_geom g;
     conv2d_geom(n, &g);
@@ -819,24 +832,34 @@ TG_ISA_KERNEL(conv2d_backward, (tg_node *n), (n))
 #define CONV2D(s, p, d) TG_CASE_PARAMS(conv_params, .stride = s, .padding = p, .dilation = d)
 static const tg_case conv2d_cases[] = {
     {.shape = {{2, 2, 5, 5}, {3, 2, 3, 3}, {3}}, .n_in = 3, CONV2D(1, 0, 1), .name = "plain"},
-    {.shape = {{2, 2, 5, 5}, {3, 2, 3, 3}, {3}}, .n_in = 3, CONV2D(2, 1, 1),
+    {.shape = {{2, 2, 5, 5}, {3, 2, 3, 3}, {3}},
+     .n_in = 3,
+     CONV2D(2, 1, 1),
      .name = "stride2_pad1"},
     {.shape = {{2, 2, 6, 6}, {3, 2, 3, 3}, {3}}, .n_in = 3, CONV2D(1, 1, 2), .name = "dilation2"},
     {.shape = {{2, 2, 5, 5}, {3, 2, 3, 3}}, .n_in = 2, CONV2D(1, 1, 1), .name = "no_bias"},
     {.shape = {{2, 3, 4, 4}, {4, 3, 1, 1}, {4}}, .n_in = 3, CONV2D(1, 0, 1), .name = "1x1"},
     /* One image: a chunk of one, where the GEMMs use the tensors directly. */
-    {.shape = {{1, 2, 5, 6}, {3, 2, 2, 3}, {3}}, .n_in = 3, CONV2D(2, 1, 1),
+    {.shape = {{1, 2, 5, 6}, {3, 2, 2, 3}, {3}},
+     .n_in = 3,
+     CONV2D(2, 1, 1),
      .name = "one_image_rect_kernel"},
     /* One output channel: the direct loops. */
     {.shape = {{2, 3, 5, 5}, {1, 3, 3, 3}, {1}}, .n_in = 3, CONV2D(1, 1, 1), .name = "o1"},
-    {.shape = {{2, 2, 7, 6}, {1, 2, 3, 2}}, .n_in = 2, CONV2D(2, 2, 2),
+    {.shape = {{2, 2, 7, 6}, {1, 2, 3, 2}},
+     .n_in = 2,
+     CONV2D(2, 2, 2),
      .name = "o1_s2_dil2_no_bias"},
     {0},
 };
 #undef CONV2D
-TG_OP_DEFINE(conv2d) = {.name = "conv2d", .n_in = -1, .check = conv2d_check,
-                        .forward = conv2d_forward, .backward = conv2d_backward,
-                        .cases = conv2d_cases, .fresh_grads = true};
+TG_OP_DEFINE(conv2d) = {.name = "conv2d",
+                        .n_in = -1,
+                        .check = conv2d_check,
+                        .forward = conv2d_forward,
+                        .backward = conv2d_backward,
+                        .cases = conv2d_cases,
+                        .fresh_grads = true};
 
 #if TG_ISA_BASE
 tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
@@ -857,9 +880,16 @@ static void conv_transpose2d_geom(const tg_node *n, conv_geom *g)
 {
     const tg_tensor *x = n->in[0], *w = n->in[1];
     const conv_params *p = TG_PARAMS(n, conv_params);
-    *g = (conv_geom){.N = x->shape[0], .Co = x->shape[1], .Ho = x->shape[2], .Wo = x->shape[3],
-                     .Ci = w->shape[1], .kh = w->shape[2], .kw = w->shape[3],
-                     .stride = p->stride, .pad = p->padding, .dil = 1};
+    *g = (conv_geom){.N = x->shape[0],
+                     .Co = x->shape[1],
+                     .Ho = x->shape[2],
+                     .Wo = x->shape[3],
+                     .Ci = w->shape[1],
+                     .kh = w->shape[2],
+                     .kw = w->shape[3],
+                     .stride = p->stride,
+                     .pad = p->padding,
+                     .dil = 1};
     g->H = conv_transpose_out_size(g->Ho, g->kh, g->stride, g->pad, p->output_padding);
     g->W = conv_transpose_out_size(g->Wo, g->kw, g->stride, g->pad, p->output_padding);
     conv_geom_finish(g);
@@ -877,17 +907,18 @@ static tg_status conv_transpose2d_check(tg_node *n, int *ndim, int64_t shape[])
                             p->output_padding);
     /* PyTorch's rule: smaller than stride or dilation, and dilation is 1 here. */
     if (p->output_padding >= p->stride)
-        return tg_set_error(TG_ERR_ARG, "%s: output_padding %d must be smaller than stride %d",
-                            fn, p->output_padding, p->stride);
+        return tg_set_error(TG_ERR_ARG, "%s: output_padding %d must be smaller than stride %d", fn,
+                            p->output_padding, p->stride);
     conv_geom g;
     conv_transpose2d_geom(n, &g);
     if (g.H < 1 || g.W < 1) {
         char sx[160], sw[160];
-        return tg_set_error(TG_ERR_SHAPE, "%s: x %s with w %s, stride %d, padding %d, "
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: x %s with w %s, stride %d, padding %d, "
                             "output_padding %d gives an output of %lld x %lld; it must be at "
-                            "least 1 x 1", fn, TG_SHAPE_STR(n->in[0], sx),
-                            TG_SHAPE_STR(n->in[1], sw), p->stride, p->padding,
-                            p->output_padding, (long long)g.H, (long long)g.W);
+                            "least 1 x 1",
+                            fn, TG_SHAPE_STR(n->in[0], sx), TG_SHAPE_STR(n->in[1], sw), p->stride,
+                            p->padding, p->output_padding, (long long)g.H, (long long)g.W);
     }
     /* The lowering runs conv2d's geometry backwards: y's plane must unfold to exactly x's. */
     TG_ASSERT(conv_out_size(g.H, g.kh, g.stride, g.pad, 1) == g.Ho &&
@@ -901,7 +932,7 @@ static tg_status conv_transpose2d_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-TG_ISA_KERNEL(conv_transpose2d_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(conv_transpose2d_forward, (tg_node * n), (n))
 {
     conv_geom g;
     conv_transpose2d_geom(n, &g);
@@ -920,7 +951,7 @@ TG_ISA_KERNEL(conv_transpose2d_forward, (tg_node *n), (n))
     }
 }
 
-TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node * n), (n))
 {
     conv_geom g;
     conv_transpose2d_geom(n, &g);
@@ -948,31 +979,33 @@ TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node *n), (n))
     }
 }
 
-#define CONVT(s, p, op) \
+#define CONVT(s, p, op)                                                                            \
     TG_CASE_PARAMS(conv_params, .stride = s, .padding = p, .dilation = 1, .output_padding = op)
 static const tg_case conv_transpose2d_cases[] = {
-    {.shape = {{2, 3, 4, 4}, {3, 2, 3, 3}, {2}}, .n_in = 3, CONVT(2, 1, 1),
-     .name = "s2_p1_op1"},
+    {.shape = {{2, 3, 4, 4}, {3, 2, 3, 3}, {2}}, .n_in = 3, CONVT(2, 1, 1), .name = "s2_p1_op1"},
     /* The GAN generator's upsampling layer. */
     {.shape = {{2, 3, 3, 3}, {3, 2, 4, 4}, {2}}, .n_in = 3, CONVT(2, 1, 0), .name = "k4_s2_p1"},
     {.shape = {{2, 2, 4, 4}, {2, 3, 3, 3}}, .n_in = 2, CONVT(1, 0, 0), .name = "no_bias"},
-    {.shape = {{1, 2, 3, 4}, {2, 3, 2, 3}, {3}}, .n_in = 3, CONVT(3, 1, 2),
+    {.shape = {{1, 2, 3, 4}, {2, 3, 2, 3}, {3}},
+     .n_in = 3,
+     CONVT(3, 1, 2),
      .name = "one_image_rect_kernel"},
     {0},
 };
 #undef CONVT
-TG_OP_DEFINE(conv_transpose2d) = {.name = "conv_transpose2d", .n_in = -1,
+TG_OP_DEFINE(conv_transpose2d) = {.name = "conv_transpose2d",
+                                  .n_in = -1,
                                   .check = conv_transpose2d_check,
                                   .forward = conv_transpose2d_forward,
                                   .backward = conv_transpose2d_backward,
                                   .cases = conv_transpose2d_cases};
 
 #if TG_ISA_BASE
-tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride,
-                               int padding, int output_padding)
+tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
+                               int output_padding)
 {
-    conv_params p = {.stride = stride, .padding = padding, .dilation = 1,
-                     .output_padding = output_padding};
+    conv_params p = {
+        .stride = stride, .padding = padding, .dilation = 1, .output_padding = output_padding};
     tg_tensor *in[3] = {x, w, b};
     return tg_apply(&tg_op_conv_transpose2d, &p, sizeof p, b ? 3 : 2, in);
 }

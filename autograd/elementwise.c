@@ -99,26 +99,24 @@ static inline float ew_tanh(float x)
     memcpy(&ax, &ab, sizeof ax);
 
     const float s = ax * ax;
-    const float p =
-        -0.3333333134651184f +
-        s * (0.13333210349082947f +
-             s * (-0.05394720658659935f +
-                  s * (0.021702973172068596f +
-                       s * (-0.008182685822248459f + s * 0.0021475469693541527f))));
+    const float p = -0.3333333134651184f +
+                    s * (0.13333210349082947f +
+                         s * (-0.05394720658659935f +
+                              s * (0.021702973172068596f +
+                                   s * (-0.008182685822248459f + s * 0.0021475469693541527f))));
     const float small = ax + ax * s * p;
 
     const float z = ax > 10.0f ? 20.0f : 2.0f * ax; /* keeps a NaN */
-    const float magic = 12582912.0f;               /* 1.5 * 2^23 */
+    const float magic = 12582912.0f;                /* 1.5 * 2^23 */
     const float kf = z * 1.44269504088896341f + magic;
     const float n = kf - magic;
     const float r = (z - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
     const float er =
         1.0f +
-        r * (1.0f +
-             r * (0.5f +
-                  r * (1.0f / 6.0f +
-                       r * (1.0f / 24.0f +
-                            r * (1.0f / 120.0f + r * (1.0f / 720.0f + r * (1.0f / 5040.0f)))))));
+        r * (1.0f + r * (0.5f + r * (1.0f / 6.0f +
+                                     r * (1.0f / 24.0f +
+                                          r * (1.0f / 120.0f +
+                                               r * (1.0f / 720.0f + r * (1.0f / 5040.0f)))))));
     uint32_t kb;
     memcpy(&kb, &kf, sizeof kb);
     const uint32_t scale_bits = (kb - 0x4b400000u + 127u) << 23; /* 2^n: kf's low bits hold n */

@@ -21,13 +21,13 @@ typedef struct tg_op tg_op;
 typedef struct tg_case {
     /* Shapes of the inputs; a row ends at its first 0 ({0} alone is a 0-dimensional tensor). */
     int64_t shape[TG_CASE_INPUTS][TG_MAX_DIMS];
-    int n_in;              /* for variadic ops; 0 means op->n_in */
-    const void *params;    /* op parameters (NULL: all zero); set both with TG_CASE_PARAMS */
+    int n_in;           /* for variadic ops; 0 means op->n_in */
+    const void *params; /* op parameters (NULL: all zero); set both with TG_CASE_PARAMS */
     size_t params_size;
-    float lo, hi;          /* inputs are drawn uniformly from [lo, hi]; both 0 means [-1, 1] */
-    float kinks[4];        /* points where the op is not differentiable; inputs keep 4*eps away */
+    float lo, hi;   /* inputs are drawn uniformly from [lo, hi]; both 0 means [-1, 1] */
+    float kinks[4]; /* points where the op is not differentiable; inputs keep 4*eps away */
     int n_kinks;
-    uint32_t no_grad;      /* mask of inputs that are not differentiated (e.g. class labels) */
+    uint32_t no_grad; /* mask of inputs that are not differentiated (e.g. class labels) */
     /* Optional: fills input i itself (distinct values for max, valid labels, ...). */
     void (*init)(int i, tg_tensor *t, tg_rng *rng);
     /* Optional, for params that point to tensors (batch_norm's running statistics): gets a
@@ -36,7 +36,7 @@ typedef struct tg_case {
      * releases extra[] after it, so the library holds no tensor for its cases. Returns TG_OK,
      * or the error of an allocation that failed. */
     tg_status (*init_params)(void *params, tg_tensor *extra[TG_CASE_EXTRAS]);
-    const char *name;      /* optional label for the test name */
+    const char *name; /* optional label for the test name */
 } tg_case;
 
 /* In a tg_case initialiser: .params and .params_size from a compound literal, e.g.
@@ -51,8 +51,8 @@ static inline bool tg_case_is_end(const tg_case *c)
 
 /* The descriptor of a differentiable op. */
 struct tg_op {
-    const char *name;      /* "matmul": tests print it; messages say "tg_matmul" */
-    int n_in;              /* number of tensor inputs; -1 for variadic */
+    const char *name; /* "matmul": tests print it; messages say "tg_matmul" */
+    int n_in;         /* number of tensor inputs; -1 for variadic */
     /* Validates inputs and params, sets the output's ndim and shape, and n->scratch_bytes when
      * forward needs saved state. The only step that can fail: it sets the error message. */
     tg_status (*check)(tg_node *n, int *ndim, int64_t shape[TG_MAX_DIMS]);
@@ -62,9 +62,9 @@ struct tg_op {
      * every input with requires_grad, from n->out->grad; with fresh_grads, assigns where
      * tg_grad_fresh says the buffer is new. A pure function of the node. */
     void (*backward)(tg_node *n);
-    const tg_case *cases;  /* gradcheck cases, ended by an all-zero entry */
+    const tg_case *cases;       /* gradcheck cases, ended by an all-zero entry */
     const char *no_case_reason; /* why an op has no case (the suite fails an op with neither) */
-    bool view;             /* the output shares input 0's storage (reshape, flatten) */
+    bool view;                  /* the output shares input 0's storage (reshape, flatten) */
     /* backward honours tg_grad_fresh: it assigns (=) every element of a gradient the tape
      * allocated for it uninitialised, instead of zero-filling it first and adding. */
     bool fresh_grads;
@@ -76,11 +76,11 @@ struct tg_node {
     int n_in;
     tg_tensor *in[TG_MAX_INPUTS];
     uint64_t in_version[TG_MAX_INPUTS];
-    tg_tensor *out;        /* borrowed: the tape owns it and outlives the node */
+    tg_tensor *out; /* borrowed: the tape owns it and outlives the node */
     uint64_t out_version;
-    void *scratch;         /* saved state from forward, n->scratch_bytes long */
+    void *scratch; /* saved state from forward, n->scratch_bytes long */
     size_t scratch_bytes;
-    uint32_t grad_fresh;   /* bit i: input i's gradient is fresh (see tg_grad_fresh) */
+    uint32_t grad_fresh; /* bit i: input i's gradient is fresh (see tg_grad_fresh) */
     _Alignas(16) unsigned char params[TG_MAX_PARAMS];
 };
 

@@ -15,9 +15,11 @@ static tg_status matmul_check(tg_node *n, int *ndim, int64_t shape[])
         return tg_set_error(TG_ERR_SHAPE, "tg_matmul: a %s @ b %s: both must be 2-D",
                             TG_SHAPE_STR(a, sa), TG_SHAPE_STR(b, sb));
     if (a->shape[1] != b->shape[0])
-        return tg_set_error(TG_ERR_SHAPE, "tg_matmul: a %s @ b %s: inner sizes %lld and %lld "
-                            "differ", TG_SHAPE_STR(a, sa), TG_SHAPE_STR(b, sb),
-                            (long long)a->shape[1], (long long)b->shape[0]);
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_matmul: a %s @ b %s: inner sizes %lld and %lld "
+                            "differ",
+                            TG_SHAPE_STR(a, sa), TG_SHAPE_STR(b, sb), (long long)a->shape[1],
+                            (long long)b->shape[0]);
     *ndim = 2;
     shape[0] = a->shape[0];
     shape[1] = b->shape[1];
@@ -49,8 +51,11 @@ static const tg_case matmul_cases[] = {
     {.shape = {{6, 1}, {1, 3}}},
     {0},
 };
-TG_OP_DEFINE(matmul) = {.name = "matmul", .n_in = 2, .check = matmul_check,
-                        .forward = matmul_forward, .backward = matmul_backward,
+TG_OP_DEFINE(matmul) = {.name = "matmul",
+                        .n_in = 2,
+                        .check = matmul_check,
+                        .forward = matmul_forward,
+                        .backward = matmul_backward,
                         .cases = matmul_cases};
 
 tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b)
@@ -68,9 +73,10 @@ static tg_status linear_check(tg_node *n, int *ndim, int64_t shape[])
     if (n->n_in < 2 || n->n_in > 3)
         return tg_set_error(TG_ERR_ARG, "tg_linear: %d inputs; it takes x, w and b", n->n_in);
     if (x->ndim != 2 || w->ndim != 2 || x->shape[1] != w->shape[1])
-        return tg_set_error(TG_ERR_SHAPE, "tg_linear: x %s, w %s: need x [N, in] and w "
-                            "[out, in] with the same in", TG_SHAPE_STR(x, sx),
-                            TG_SHAPE_STR(w, sw));
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_linear: x %s, w %s: need x [N, in] and w "
+                            "[out, in] with the same in",
+                            TG_SHAPE_STR(x, sx), TG_SHAPE_STR(w, sw));
     if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
         return tg_set_error(TG_ERR_SHAPE, "tg_linear: w %s, b %s: b must be [%lld]",
                             TG_SHAPE_STR(w, sw), TG_SHAPE_STR(b, sb), (long long)w->shape[0]);
@@ -120,8 +126,11 @@ static const tg_case linear_cases[] = {
     {.shape = {{1, 1}, {1, 1}, {1}}, .n_in = 3, .name = "1x1"},
     {0},
 };
-TG_OP_DEFINE(linear) = {.name = "linear", .n_in = -1, .check = linear_check,
-                        .forward = linear_forward, .backward = linear_backward,
+TG_OP_DEFINE(linear) = {.name = "linear",
+                        .n_in = -1,
+                        .check = linear_check,
+                        .forward = linear_forward,
+                        .backward = linear_backward,
                         .cases = linear_cases};
 
 tg_tensor *tg_linear(tg_tensor *x, tg_tensor *w, tg_tensor *b)

@@ -13,21 +13,21 @@
 /* total = sum of term (an expression in the index i) for i in [0, n), in double: LOSS_PARTS
  * fixed chunks, each summed on one thread, then the partial sums added in order. */
 #define LOSS_PARTS 64
-#define LOSS_SUM(total, n, i, term)                                                           \
-    do {                                                                                      \
-        double parts_[LOSS_PARTS];                                                            \
-        const int64_t n_ = (n), chunk_ = (n_ + LOSS_PARTS - 1) / LOSS_PARTS;                  \
-        TG_PARALLEL_FOR_WORK(LOSS_PARTS, chunk_)                                              \
-        for (int64_t k_ = 0; k_ < LOSS_PARTS; k_++) {                                         \
-            const int64_t lo_ = k_ * chunk_, hi_ = lo_ + chunk_ < n_ ? lo_ + chunk_ : n_;      \
-            double s_ = 0;                                                                    \
-            for (int64_t i = lo_; i < hi_; i++)                                               \
-                s_ += (term);                                                                 \
-            parts_[k_] = s_;                                                                  \
-        }                                                                                     \
-        (total) = 0;                                                                          \
-        for (int k_ = 0; k_ < LOSS_PARTS; k_++)                                               \
-            (total) += parts_[k_];                                                            \
+#define LOSS_SUM(total, n, i, term)                                                                \
+    do {                                                                                           \
+        double parts_[LOSS_PARTS];                                                                 \
+        const int64_t n_ = (n), chunk_ = (n_ + LOSS_PARTS - 1) / LOSS_PARTS;                       \
+        TG_PARALLEL_FOR_WORK(LOSS_PARTS, chunk_)                                                   \
+        for (int64_t k_ = 0; k_ < LOSS_PARTS; k_++) {                                              \
+            const int64_t lo_ = k_ * chunk_, hi_ = lo_ + chunk_ < n_ ? lo_ + chunk_ : n_;          \
+            double s_ = 0;                                                                         \
+            for (int64_t i = lo_; i < hi_; i++)                                                    \
+                s_ += (term);                                                                      \
+            parts_[k_] = s_;                                                                       \
+        }                                                                                          \
+        (total) = 0;                                                                               \
+        for (int k_ = 0; k_ < LOSS_PARTS; k_++)                                                    \
+            (total) += parts_[k_];                                                                 \
     } while (0)
 
 /* Checks two inputs of equal, non-empty shape (names for the message); the output is 0-D. */
@@ -37,11 +37,13 @@ static tg_status loss_check_pair(const tg_node *n, int *ndim, const char *fn, co
     const tg_tensor *a = n->in[0], *b = n->in[1];
     char sa[160], sb[160];
     if (!tg_shape_equal(a, b))
-        return tg_set_error(TG_ERR_SHAPE, "%s: %s %s and %s %s must have the same shape", fn,
-                            an, TG_SHAPE_STR(a, sa), bn, TG_SHAPE_STR(b, sb));
+        return tg_set_error(TG_ERR_SHAPE, "%s: %s %s and %s %s must have the same shape", fn, an,
+                            TG_SHAPE_STR(a, sa), bn, TG_SHAPE_STR(b, sb));
     if (a->numel == 0)
-        return tg_set_error(TG_ERR_SHAPE, "%s: %s %s is empty; the mean of no elements is "
-                            "undefined", fn, an, TG_SHAPE_STR(a, sa));
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: %s %s is empty; the mean of no elements is "
+                            "undefined",
+                            fn, an, TG_SHAPE_STR(a, sa));
     *ndim = 0;
     return TG_OK;
 }
@@ -69,7 +71,7 @@ static tg_status bce_with_logits_check(tg_node *n, int *ndim, int64_t shape[])
     return loss_check_pair(n, ndim, "tg_bce_with_logits", "logits", "targets");
 }
 
-TG_ISA_KERNEL(bce_with_logits_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(bce_with_logits_forward, (tg_node * n), (n))
 {
     const float *z = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
@@ -78,7 +80,7 @@ TG_ISA_KERNEL(bce_with_logits_forward, (tg_node *n), (n))
     n->out->data[0] = (float)(total / (double)numel);
 }
 
-TG_ISA_KERNEL(bce_with_logits_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(bce_with_logits_backward, (tg_node * n), (n))
 {
     const float *z = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
@@ -108,7 +110,8 @@ static const tg_case bce_with_logits_cases[] = {
     {.shape = {{1}, {1}}, .init = bce_case_init, .name = "one"},
     {0},
 };
-TG_OP_DEFINE(bce_with_logits) = {.name = "bce_with_logits", .n_in = 2,
+TG_OP_DEFINE(bce_with_logits) = {.name = "bce_with_logits",
+                                 .n_in = 2,
                                  .check = bce_with_logits_check,
                                  .forward = bce_with_logits_forward,
                                  .backward = bce_with_logits_backward,
@@ -133,29 +136,35 @@ static tg_status cross_entropy_check(tg_node *n, int *ndim, int64_t shape[])
     const tg_tensor *z = n->in[0], *labels = n->in[1];
     char sz[160], sl[160];
     if (z->ndim != 2 || z->shape[0] < 1 || z->shape[1] < 1)
-        return tg_set_error(TG_ERR_SHAPE, "tg_cross_entropy: logits %s must be [N, C] with N "
-                            "and C >= 1", TG_SHAPE_STR(z, sz));
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_cross_entropy: logits %s must be [N, C] with N "
+                            "and C >= 1",
+                            TG_SHAPE_STR(z, sz));
     if (labels->ndim != 1 || labels->shape[0] != z->shape[0])
-        return tg_set_error(TG_ERR_SHAPE, "tg_cross_entropy: logits %s need labels [%lld], "
-                            "got labels %s", TG_SHAPE_STR(z, sz), (long long)z->shape[0],
-                            TG_SHAPE_STR(labels, sl));
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_cross_entropy: logits %s need labels [%lld], "
+                            "got labels %s",
+                            TG_SHAPE_STR(z, sz), (long long)z->shape[0], TG_SHAPE_STR(labels, sl));
     const int64_t N = z->shape[0], C = z->shape[1];
     for (int64_t r = 0; r < N; r++) {
         const float v = labels->data[r];
         if (!isfinite(v) || v != floorf(v))
-            return tg_set_error(TG_ERR_ARG, "tg_cross_entropy: labels[%lld] = %g is not an "
-                                "integer class index", (long long)r, (double)v);
+            return tg_set_error(TG_ERR_ARG,
+                                "tg_cross_entropy: labels[%lld] = %g is not an "
+                                "integer class index",
+                                (long long)r, (double)v);
         if (v < 0.0f || v >= (float)C)
-            return tg_set_error(TG_ERR_ARG, "tg_cross_entropy: labels[%lld] = %g is out of "
-                                "range for %lld classes (0 to %lld)", (long long)r, (double)v,
-                                (long long)C, (long long)(C - 1));
+            return tg_set_error(TG_ERR_ARG,
+                                "tg_cross_entropy: labels[%lld] = %g is out of "
+                                "range for %lld classes (0 to %lld)",
+                                (long long)r, (double)v, (long long)C, (long long)(C - 1));
     }
     *ndim = 0;
     n->scratch_bytes = 2 * (size_t)N * sizeof(float); /* lse[N], row loss[N] */
     return TG_OK;
 }
 
-TG_ISA_KERNEL(cross_entropy_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(cross_entropy_forward, (tg_node * n), (n))
 {
     const tg_tensor *zt = n->in[0];
     const float *labels = n->in[1]->data;
@@ -180,7 +189,7 @@ TG_ISA_KERNEL(cross_entropy_forward, (tg_node *n), (n))
     n->out->data[0] = (float)(total / (double)N);
 }
 
-TG_ISA_KERNEL(cross_entropy_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(cross_entropy_backward, (tg_node * n), (n))
 {
     float *dz = tg_grad_of(n, 0);
     if (!dz)
@@ -213,13 +222,18 @@ static void cross_entropy_case_init(int i, tg_tensor *t, tg_rng *rng)
 }
 
 static const tg_case cross_entropy_cases[] = {
-    {.shape = {{5, CE_CASE_C}, {5}}, .no_grad = 1u << 1, .init = cross_entropy_case_init,
+    {.shape = {{5, CE_CASE_C}, {5}},
+     .no_grad = 1u << 1,
+     .init = cross_entropy_case_init,
      .name = "5x4"},
-    {.shape = {{1, CE_CASE_C}, {1}}, .no_grad = 1u << 1, .init = cross_entropy_case_init,
+    {.shape = {{1, CE_CASE_C}, {1}},
+     .no_grad = 1u << 1,
+     .init = cross_entropy_case_init,
      .name = "1x4"},
     {0},
 };
-TG_OP_DEFINE(cross_entropy) = {.name = "cross_entropy", .n_in = 2,
+TG_OP_DEFINE(cross_entropy) = {.name = "cross_entropy",
+                               .n_in = 2,
                                .check = cross_entropy_check,
                                .forward = cross_entropy_forward,
                                .backward = cross_entropy_backward,
@@ -240,7 +254,7 @@ static tg_status mse_check(tg_node *n, int *ndim, int64_t shape[])
     return loss_check_pair(n, ndim, "tg_mse", "pred", "target");
 }
 
-TG_ISA_KERNEL(mse_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(mse_forward, (tg_node * n), (n))
 {
     const float *p = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
@@ -249,7 +263,7 @@ TG_ISA_KERNEL(mse_forward, (tg_node *n), (n))
     n->out->data[0] = (float)(total / (double)numel);
 }
 
-TG_ISA_KERNEL(mse_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(mse_backward, (tg_node * n), (n))
 {
     const float *p = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
@@ -272,8 +286,12 @@ static const tg_case mse_cases[] = {
     {.shape = {{2, 2, 3, 3}, {2, 2, 3, 3}}, .name = "4d"},
     {0},
 };
-TG_OP_DEFINE(mse) = {.name = "mse", .n_in = 2, .check = mse_check, .forward = mse_forward,
-                     .backward = mse_backward, .cases = mse_cases};
+TG_OP_DEFINE(mse) = {.name = "mse",
+                     .n_in = 2,
+                     .check = mse_check,
+                     .forward = mse_forward,
+                     .backward = mse_backward,
+                     .cases = mse_cases};
 
 #if TG_ISA_BASE
 tg_tensor *tg_mse(tg_tensor *pred, tg_tensor *target)

@@ -68,9 +68,11 @@ static tg_status batch_norm_check_vec(const tg_tensor *x, const tg_tensor *t, co
     if (t->ndim == 1 && t->shape[0] == x->shape[1])
         return TG_OK;
     char sx[160], st[160];
-    return tg_set_error(TG_ERR_SHAPE, "tg_batch_norm: x %s has %lld channels; %s %s must be "
-                        "[%lld]", TG_SHAPE_STR(x, sx), (long long)x->shape[1], name,
-                        TG_SHAPE_STR(t, st), (long long)x->shape[1]);
+    return tg_set_error(TG_ERR_SHAPE,
+                        "tg_batch_norm: x %s has %lld channels; %s %s must be "
+                        "[%lld]",
+                        TG_SHAPE_STR(x, sx), (long long)x->shape[1], name, TG_SHAPE_STR(t, st),
+                        (long long)x->shape[1]);
 }
 
 static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
@@ -79,8 +81,10 @@ static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
     const tg_tensor *x = n->in[0];
     char sx[160];
     if (n->n_in != 1 + p->has_weight + p->has_bias)
-        return tg_set_error(TG_ERR_ARG, "tg_batch_norm: %d inputs, but the params announce %d "
-                            "(x%s%s)", n->n_in, 1 + p->has_weight + p->has_bias,
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_batch_norm: %d inputs, but the params announce %d "
+                            "(x%s%s)",
+                            n->n_in, 1 + p->has_weight + p->has_bias,
                             p->has_weight ? ", weight" : "", p->has_bias ? ", bias" : "");
     if (x->ndim < 2)
         return tg_set_error(TG_ERR_SHAPE, "tg_batch_norm: x %s must be [N, C] or [N, C, H, W]",
@@ -93,9 +97,10 @@ static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
     if (st != TG_OK)
         return st;
     if (!p->running_mean != !p->running_var)
-        return tg_set_error(TG_ERR_ARG, "tg_batch_norm: running_mean is %s but running_var is "
-                            "%s; give both or neither", p->running_mean ? "given" : "NULL",
-                            p->running_var ? "given" : "NULL");
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_batch_norm: running_mean is %s but running_var is "
+                            "%s; give both or neither",
+                            p->running_mean ? "given" : "NULL", p->running_var ? "given" : "NULL");
     if (p->running_mean && ((st = batch_norm_check_vec(x, p->running_mean, "running_mean")) ||
                             (st = batch_norm_check_vec(x, p->running_var, "running_var"))))
         return st;
@@ -106,11 +111,13 @@ static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
         return tg_set_error(TG_ERR_ARG, "tg_batch_norm: eps = %g must be finite and >= 0",
                             (double)p->eps);
     if (p->training && x->shape[0] * batch_norm_spatial(x) <= 1)
-        return tg_set_error(TG_ERR_SHAPE, "tg_batch_norm: expected more than 1 value per "
-                            "channel when training, got x %s", TG_SHAPE_STR(x, sx));
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_batch_norm: expected more than 1 value per "
+                            "channel when training, got x %s",
+                            TG_SHAPE_STR(x, sx));
     if (!p->training && !p->running_mean)
         return tg_set_error(TG_ERR_ARG, "tg_batch_norm: eval mode (training = false) needs "
-                            "running_mean and running_var");
+                                        "running_mean and running_var");
     *ndim = x->ndim;
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     n->scratch_bytes = 2 * (size_t)x->shape[1] * sizeof(float); /* mean[C], invstd[C] */
@@ -176,8 +183,8 @@ static inline double bn_lanes_total(const double acc[BN_LANES])
 
 /* Channel c's statistics from its sum of x and sum of squared deviations (training), or the
  * running ones (eval); updates the running statistics in training. */
-static void batch_norm_stats(const batch_norm_params *p, int64_t c, int64_t m, double mu,
-                             double ss, float *mean, float *invstd)
+static void batch_norm_stats(const batch_norm_params *p, int64_t c, int64_t m, double mu, double ss,
+                             float *mean, float *invstd)
 {
     float *rm = p->running_mean ? p->running_mean->data : NULL;
     float *rv = p->running_var ? p->running_var->data : NULL;
@@ -198,7 +205,7 @@ static void batch_norm_stats(const batch_norm_params *p, int64_t c, int64_t m, d
 
 /* Two passes in double for the statistics: the one-pass sum-of-squares formula loses the
  * variance to cancellation when |mean| >> std. */
-TG_ISA_KERNEL(batch_norm_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
 {
     const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
     const tg_tensor *x = n->in[0];
@@ -275,8 +282,8 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node *n), (n))
  * dx = g * (dy - a - xhat * k). With sum(dxhat) = w*sdy and sum(dxhat*xhat) = w*sdyx the
  * training formula becomes dx = w*invstd * (dy - sdy/m - xhat * sdyx/m). */
 typedef struct {
-    float *dx, *dw, *db;            /* NULL when not wanted */
-    bool dx_set, dw_set, db_set;    /* fresh (tg_grad_fresh): assign instead of adding */
+    float *dx, *dw, *db;         /* NULL when not wanted */
+    bool dx_set, dw_set, db_set; /* fresh (tg_grad_fresh): assign instead of adding */
 } batch_norm_grads;
 
 static void batch_norm_dcoef(const batch_norm_params *p, const float *w, int64_t c, int64_t m,
@@ -292,7 +299,7 @@ static void batch_norm_dcoef(const batch_norm_params *p, const float *w, int64_t
     *k = p->training ? (float)(sdyx / (double)m) : 0.0f;
 }
 
-TG_ISA_KERNEL(batch_norm_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
 {
     const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
     const tg_tensor *x = n->in[0];
@@ -301,10 +308,12 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node *n), (n))
     const float *mean = n->scratch, *invstd = mean + C;
     const float *xd = x->data, *dy = n->out->grad->data;
     const int iw = 1, ib = p->has_weight ? 2 : 1;
-    const batch_norm_grads gr = {
-        .dx = tg_grad_of(n, 0), .dx_set = tg_grad_fresh(n, 0),
-        .dw = p->has_weight ? tg_grad_of(n, iw) : NULL, .dw_set = tg_grad_fresh(n, iw),
-        .db = p->has_bias ? tg_grad_of(n, ib) : NULL, .db_set = tg_grad_fresh(n, ib)};
+    const batch_norm_grads gr = {.dx = tg_grad_of(n, 0),
+                                 .dx_set = tg_grad_fresh(n, 0),
+                                 .dw = p->has_weight ? tg_grad_of(n, iw) : NULL,
+                                 .dw_set = tg_grad_fresh(n, iw),
+                                 .db = p->has_bias ? tg_grad_of(n, ib) : NULL,
+                                 .db_set = tg_grad_fresh(n, ib)};
     float *dx = gr.dx;
     const bool need_sums = gr.dw || gr.db || (dx && p->training);
 
@@ -386,38 +395,57 @@ static tg_status batch_norm_case_running_stats(void *params, tg_tensor *extra[TG
 }
 
 static const tg_case batch_norm_cases[] = {
-    {.shape = {{6, 3}, {3}, {3}}, .n_in = 3, .name = "train_2d",
+    {.shape = {{6, 3}, {3}, {3}},
+     .n_in = 3,
+     .name = "train_2d",
      TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true,
                     .has_weight = true, .has_bias = true)},
-    {.shape = {{2, 3, 3, 3}, {3}, {3}}, .n_in = 3, .name = "train_4d",
+    {.shape = {{2, 3, 3, 3}, {3}, {3}},
+     .n_in = 3,
+     .name = "train_4d",
      TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true,
                     .has_weight = true, .has_bias = true)},
-    {.shape = {{2, 3, 3, 3}}, .n_in = 1, .name = "train_no_affine",
+    {.shape = {{2, 3, 3, 3}},
+     .n_in = 1,
+     .name = "train_no_affine",
      TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true)},
-    {.shape = {{5, 3}, {3}}, .n_in = 2, .name = "train_weight_only",
+    {.shape = {{5, 3}, {3}},
+     .n_in = 2,
+     .name = "train_weight_only",
      TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true,
                     .has_weight = true)},
-    {.shape = {{4, 3}, {3}, {3}}, .n_in = 3, .name = "eval_2d",
+    {.shape = {{4, 3}, {3}, {3}},
+     .n_in = 3,
+     .name = "eval_2d",
      .init_params = batch_norm_case_running_stats,
      TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .has_weight = true,
                     .has_bias = true)},
-    {.shape = {{2, 3, 2, 2}, {3}}, .n_in = 2, .name = "eval_4d_bias_only",
+    {.shape = {{2, 3, 2, 2}, {3}},
+     .n_in = 2,
+     .name = "eval_4d_bias_only",
      .init_params = batch_norm_case_running_stats,
      TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .has_bias = true)},
     {0},
 };
-TG_OP_DEFINE(batch_norm) = {.name = "batch_norm", .n_in = -1, .check = batch_norm_check,
-                            .forward = batch_norm_forward, .backward = batch_norm_backward,
-                            .cases = batch_norm_cases, .fresh_grads = true};
+TG_OP_DEFINE(batch_norm) = {.name = "batch_norm",
+                            .n_in = -1,
+                            .check = batch_norm_check,
+                            .forward = batch_norm_forward,
+                            .backward = batch_norm_backward,
+                            .cases = batch_norm_cases,
+                            .fresh_grads = true};
 
 #if TG_ISA_BASE
-tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
-                         tg_tensor *running_mean, tg_tensor *running_var, bool training,
-                         float momentum, float eps)
+tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias, tg_tensor *running_mean,
+                         tg_tensor *running_var, bool training, float momentum, float eps)
 {
-    batch_norm_params p = {.running_mean = running_mean, .running_var = running_var,
-                           .momentum = momentum, .eps = eps, .training = training,
-                           .has_weight = weight != NULL, .has_bias = bias != NULL};
+    batch_norm_params p = {.running_mean = running_mean,
+                           .running_var = running_var,
+                           .momentum = momentum,
+                           .eps = eps,
+                           .training = training,
+                           .has_weight = weight != NULL,
+                           .has_bias = bias != NULL};
     tg_tensor *in[3] = {x};
     int k = 1;
     if (weight)
@@ -442,7 +470,10 @@ typedef struct {
     bool training;
 } dropout_params;
 
-static bool dropout_active(const dropout_params *p) { return p->training && p->p > 0.0f; }
+static bool dropout_active(const dropout_params *p)
+{
+    return p->training && p->p > 0.0f;
+}
 
 static tg_status dropout_check(tg_node *n, int *ndim, int64_t shape[])
 {
@@ -457,7 +488,7 @@ static tg_status dropout_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-TG_ISA_KERNEL(dropout_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(dropout_forward, (tg_node * n), (n))
 {
     const dropout_params *p = TG_PARAMS(n, dropout_params);
     const tg_tensor *x = n->in[0];
@@ -476,7 +507,7 @@ TG_ISA_KERNEL(dropout_forward, (tg_node *n), (n))
     }
 }
 
-TG_ISA_KERNEL(dropout_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(dropout_backward, (tg_node * n), (n))
 {
     const dropout_params *p = TG_PARAMS(n, dropout_params);
     const int64_t numel = n->out->numel;
@@ -498,19 +529,28 @@ TG_ISA_KERNEL(dropout_backward, (tg_node *n), (n))
 }
 
 /* Any non-zero xoshiro state will do; written out so the case does not depend on seeding. */
-#define DROPOUT_CASE_RNG {.s = {0x9E3779B9u, 0x243F6A88u, 0xB7E15162u, 0x0BADC0DEu}}
+#define DROPOUT_CASE_RNG                                                                           \
+    {                                                                                              \
+        .s = { 0x9E3779B9u, 0x243F6A88u, 0xB7E15162u, 0x0BADC0DEu }                                \
+    }
 
 static const tg_case dropout_cases[] = {
-    {.shape = {{4, 5, 6}}, .name = "train_p0.3",
+    {.shape = {{4, 5, 6}},
+     .name = "train_p0.3",
      TG_CASE_PARAMS(dropout_params, .rng = DROPOUT_CASE_RNG, .p = 0.3f, .training = true)},
-    {.shape = {{4, 5}}, .name = "eval",
+    {.shape = {{4, 5}},
+     .name = "eval",
      TG_CASE_PARAMS(dropout_params, .p = 0.3f, .training = false)},
-    {.shape = {{7}}, .name = "train_p0",
+    {.shape = {{7}},
+     .name = "train_p0",
      TG_CASE_PARAMS(dropout_params, .rng = DROPOUT_CASE_RNG, .p = 0.0f, .training = true)},
     {0},
 };
-TG_OP_DEFINE(dropout) = {.name = "dropout", .n_in = 1, .check = dropout_check,
-                         .forward = dropout_forward, .backward = dropout_backward,
+TG_OP_DEFINE(dropout) = {.name = "dropout",
+                         .n_in = 1,
+                         .check = dropout_check,
+                         .forward = dropout_forward,
+                         .backward = dropout_backward,
                          .cases = dropout_cases};
 
 #if TG_ISA_BASE
@@ -520,8 +560,10 @@ tg_tensor *tg_dropout(tg_tensor *x, float p, bool training, tg_rng *rng)
     /* Only a valid p draws; an invalid one is reported by dropout_check. */
     const bool draws = x && training && p > 0.0f && p < 1.0f;
     if (draws && !rng) {
-        tg_set_error(TG_ERR_ARG, "tg_dropout: rng is NULL; training with p = %g draws the mask "
-                     "from it", (double)p);
+        tg_set_error(TG_ERR_ARG,
+                     "tg_dropout: rng is NULL; training with p = %g draws the mask "
+                     "from it",
+                     (double)p);
         return NULL;
     }
     if (draws)
@@ -628,7 +670,7 @@ static inline void softmax_row_backward(const float *yr, const float *dyr, float
 }
 
 /* Forward of both over the O*I rows. */
-TG_ISA_KERNEL(softmax_rows, (tg_node *n, bool log_out), (n, log_out))
+TG_ISA_KERNEL(softmax_rows, (tg_node * n, bool log_out), (n, log_out))
 {
     const tg_tensor *x = n->in[0];
     int64_t O, D, I;
@@ -645,12 +687,18 @@ TG_ISA_KERNEL(softmax_rows, (tg_node *n, bool log_out), (n, log_out))
     }
 }
 
-static void softmax_forward(tg_node *n) { softmax_rows(n, false); }
+static void softmax_forward(tg_node *n)
+{
+    softmax_rows(n, false);
+}
 
-static void log_softmax_forward(tg_node *n) { softmax_rows(n, true); }
+static void log_softmax_forward(tg_node *n)
+{
+    softmax_rows(n, true);
+}
 
 /* Backward of both, from the output y. */
-TG_ISA_KERNEL(softmax_rows_backward, (tg_node *n, bool log_out), (n, log_out))
+TG_ISA_KERNEL(softmax_rows_backward, (tg_node * n, bool log_out), (n, log_out))
 {
     float *dx = tg_grad_of(n, 0);
     if (!dx)
@@ -669,31 +717,49 @@ TG_ISA_KERNEL(softmax_rows_backward, (tg_node *n, bool log_out), (n, log_out))
     }
 }
 
-static void softmax_backward(tg_node *n) { softmax_rows_backward(n, false); }
+static void softmax_backward(tg_node *n)
+{
+    softmax_rows_backward(n, false);
+}
 
-static void log_softmax_backward(tg_node *n) { softmax_rows_backward(n, true); }
+static void log_softmax_backward(tg_node *n)
+{
+    softmax_rows_backward(n, true);
+}
 
 static const tg_case softmax_cases[] = {
     {.shape = {{2, 4, 3}}, .name = "axis1", TG_CASE_PARAMS(softmax_params, .axis = 1)},
     {.shape = {{3, 2, 5}}, .name = "axis-1", TG_CASE_PARAMS(softmax_params, .axis = -1)},
-    {.shape = {{4, 6}}, .lo = -3.0f, .hi = 3.0f, .name = "2d_wide",
+    {.shape = {{4, 6}},
+     .lo = -3.0f,
+     .hi = 3.0f,
+     .name = "2d_wide",
      TG_CASE_PARAMS(softmax_params, .axis = 1)},
     {0},
 };
-TG_OP_DEFINE(softmax) = {.name = "softmax", .n_in = 1, .check = softmax_check,
-                         .forward = softmax_forward, .backward = softmax_backward,
+TG_OP_DEFINE(softmax) = {.name = "softmax",
+                         .n_in = 1,
+                         .check = softmax_check,
+                         .forward = softmax_forward,
+                         .backward = softmax_backward,
                          .cases = softmax_cases};
 
 static const tg_case log_softmax_cases[] = {
     {.shape = {{2, 4, 3}}, .name = "axis1", TG_CASE_PARAMS(softmax_params, .axis = 1)},
     {.shape = {{3, 2, 5}}, .name = "axis-1", TG_CASE_PARAMS(softmax_params, .axis = -1)},
-    {.shape = {{4, 6}}, .lo = -3.0f, .hi = 3.0f, .name = "2d_wide",
+    {.shape = {{4, 6}},
+     .lo = -3.0f,
+     .hi = 3.0f,
+     .name = "2d_wide",
      TG_CASE_PARAMS(softmax_params, .axis = 1)},
     {0},
 };
-TG_OP_DEFINE(log_softmax) = {.name = "log_softmax", .n_in = 1, .check = log_softmax_check,
+TG_OP_DEFINE(log_softmax) = {.name = "log_softmax",
+                             .n_in = 1,
+                             .check = log_softmax_check,
                              .forward = log_softmax_forward,
-                             .backward = log_softmax_backward, .cases = log_softmax_cases};
+                             .backward = log_softmax_backward,
+                             .cases = log_softmax_cases};
 
 #if TG_ISA_BASE
 tg_tensor *tg_softmax(tg_tensor *x, int axis)

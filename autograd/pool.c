@@ -33,8 +33,10 @@ static tg_status pool_check(tg_node *n, int *ndim, int64_t shape[], const char *
     if (p->stride < 1)
         return tg_set_error(TG_ERR_ARG, "%s: stride %d must be >= 1", fn, p->stride);
     if (p->padding < 0 || p->padding > p->kernel / 2)
-        return tg_set_error(TG_ERR_ARG, "%s: padding %d must be in 0..kernel/2 = %d "
-                            "(kernel %d)", fn, p->padding, p->kernel / 2, p->kernel);
+        return tg_set_error(TG_ERR_ARG,
+                            "%s: padding %d must be in 0..kernel/2 = %d "
+                            "(kernel %d)",
+                            fn, p->padding, p->kernel / 2, p->kernel);
     int64_t H = x->shape[2], W = x->shape[3];
     /* An empty plane would leave max pool windows with no element at all. */
     if (H < 1 || W < 1)
@@ -43,11 +45,12 @@ static tg_status pool_check(tg_node *n, int *ndim, int64_t shape[], const char *
     /* Test the padded size itself: C's division truncates toward zero, so the formula below
      * gives 1, not 0, for a kernel up to stride - 1 larger than the padded input. */
     if (H + 2 * p->padding < p->kernel || W + 2 * p->padding < p->kernel)
-        return tg_set_error(TG_ERR_SHAPE, "%s: x %s with kernel %d, stride %d, padding %d: "
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: x %s with kernel %d, stride %d, padding %d: "
                             "the padded input %lld x %lld is smaller than the kernel, so the "
-                            "output would be empty", fn, TG_SHAPE_STR(x, sx), p->kernel,
-                            p->stride, p->padding, (long long)(H + 2 * p->padding),
-                            (long long)(W + 2 * p->padding));
+                            "output would be empty",
+                            fn, TG_SHAPE_STR(x, sx), p->kernel, p->stride, p->padding,
+                            (long long)(H + 2 * p->padding), (long long)(W + 2 * p->padding));
     int64_t Ho = (H + 2 * p->padding - p->kernel) / p->stride + 1;
     int64_t Wo = (W + 2 * p->padding - p->kernel) / p->stride + 1;
     *ndim = 4;
@@ -59,8 +62,7 @@ static tg_status pool_check(tg_node *n, int *ndim, int64_t shape[], const char *
 }
 
 /* The window of output index o along an axis of size L: [*lo, *hi) clipped to the input. */
-static inline void pool_window(int64_t o, const pool_params *p, int64_t L, int64_t *lo,
-                               int64_t *hi)
+static inline void pool_window(int64_t o, const pool_params *p, int64_t L, int64_t *lo, int64_t *hi)
 {
     int64_t start = o * p->stride - p->padding;
     int64_t end = start + p->kernel;
@@ -80,7 +82,8 @@ static tg_status max_pool2d_check(tg_node *n, int *ndim, int64_t shape[])
     const tg_tensor *x = n->in[0];
     if (x->shape[2] * x->shape[3] > INT32_MAX) {
         char sx[160];
-        return tg_set_error(TG_ERR_SHAPE, "tg_max_pool2d: x %s: an H x W plane of %lld "
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_max_pool2d: x %s: an H x W plane of %lld "
                             "elements is more than the int32 argmax indices address",
                             TG_SHAPE_STR(x, sx), (long long)(x->shape[2] * x->shape[3]));
     }
@@ -88,7 +91,7 @@ static tg_status max_pool2d_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-TG_ISA_KERNEL(max_pool2d_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(max_pool2d_forward, (tg_node * n), (n))
 {
     const pool_params *p = TG_PARAMS(n, pool_params);
     const tg_tensor *x = n->in[0];
@@ -138,7 +141,7 @@ TG_ISA_KERNEL(max_pool2d_forward, (tg_node *n), (n))
     }
 }
 
-TG_ISA_KERNEL(max_pool2d_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(max_pool2d_backward, (tg_node * n), (n))
 {
     float *dx = tg_grad_of(n, 0);
     if (!dx)
@@ -174,19 +177,30 @@ static void max_pool2d_init(int i, tg_tensor *t, tg_rng *rng)
 }
 
 static const tg_case max_pool2d_cases[] = {
-    {.shape = {{2, 2, 4, 6}}, TG_CASE_PARAMS(pool_params, 2, 2, 0), .init = max_pool2d_init,
+    {.shape = {{2, 2, 4, 6}},
+     TG_CASE_PARAMS(pool_params, 2, 2, 0),
+     .init = max_pool2d_init,
      .name = "k2s2"},
-    {.shape = {{2, 2, 5, 6}}, TG_CASE_PARAMS(pool_params, 3, 2, 1), .init = max_pool2d_init,
+    {.shape = {{2, 2, 5, 6}},
+     TG_CASE_PARAMS(pool_params, 3, 2, 1),
+     .init = max_pool2d_init,
      .name = "k3s2p1"},
-    {.shape = {{1, 2, 5, 6}}, TG_CASE_PARAMS(pool_params, 3, 1, 0), .init = max_pool2d_init,
+    {.shape = {{1, 2, 5, 6}},
+     TG_CASE_PARAMS(pool_params, 3, 1, 0),
+     .init = max_pool2d_init,
      .name = "k3s1_overlap"},
-    {.shape = {{2, 1, 4, 5}}, TG_CASE_PARAMS(pool_params, 2, 1, 1), .init = max_pool2d_init,
+    {.shape = {{2, 1, 4, 5}},
+     TG_CASE_PARAMS(pool_params, 2, 1, 1),
+     .init = max_pool2d_init,
      .name = "k2s1p1"},
     {0},
 };
-TG_OP_DEFINE(max_pool2d) = {.name = "max_pool2d", .n_in = 1, .check = max_pool2d_check,
+TG_OP_DEFINE(max_pool2d) = {.name = "max_pool2d",
+                            .n_in = 1,
+                            .check = max_pool2d_check,
                             .forward = max_pool2d_forward,
-                            .backward = max_pool2d_backward, .cases = max_pool2d_cases,
+                            .backward = max_pool2d_backward,
+                            .cases = max_pool2d_cases,
                             .fresh_grads = true};
 
 #if TG_ISA_BASE
@@ -205,7 +219,7 @@ static tg_status avg_pool2d_check(tg_node *n, int *ndim, int64_t shape[])
     return pool_check(n, ndim, shape, "tg_avg_pool2d");
 }
 
-TG_ISA_KERNEL(avg_pool2d_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(avg_pool2d_forward, (tg_node * n), (n))
 {
     const pool_params *p = TG_PARAMS(n, pool_params);
     const tg_tensor *x = n->in[0];
@@ -236,7 +250,7 @@ TG_ISA_KERNEL(avg_pool2d_forward, (tg_node *n), (n))
     }
 }
 
-TG_ISA_KERNEL(avg_pool2d_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(avg_pool2d_backward, (tg_node * n), (n))
 {
     float *dx = tg_grad_of(n, 0);
     if (!dx)
@@ -276,9 +290,12 @@ static const tg_case avg_pool2d_cases[] = {
     {.shape = {{2, 1, 4, 5}}, TG_CASE_PARAMS(pool_params, 3, 1, 1), .name = "k3s1p1"},
     {0},
 };
-TG_OP_DEFINE(avg_pool2d) = {.name = "avg_pool2d", .n_in = 1, .check = avg_pool2d_check,
+TG_OP_DEFINE(avg_pool2d) = {.name = "avg_pool2d",
+                            .n_in = 1,
+                            .check = avg_pool2d_check,
                             .forward = avg_pool2d_forward,
-                            .backward = avg_pool2d_backward, .cases = avg_pool2d_cases,
+                            .backward = avg_pool2d_backward,
+                            .cases = avg_pool2d_cases,
                             .fresh_grads = true};
 
 #if TG_ISA_BASE

@@ -33,11 +33,11 @@
 
 /* User parameters (the first two; cases and wrappers set them) and what check derives. */
 typedef struct {
-    int axis;      /* the axis reduced, negative counts from the end (axis ops only) */
-    bool keepdim;  /* keep the reduced axis as size 1 (axis ops only) */
+    int axis;     /* the axis reduced, negative counts from the end (axis ops only) */
+    bool keepdim; /* keep the reduced axis as size 1 (axis ops only) */
     /* Set by check: x seen as [outer, len, inner], and the factor applied to sums. */
     int64_t outer, len, inner;
-    double scale;  /* 1 for sum, 1/len for mean */
+    double scale; /* 1 for sum, 1/len for mean */
 } reduce_params;
 
 typedef enum { REDUCE_SUM, REDUCE_MAX } reduce_kind;
@@ -124,8 +124,7 @@ static double sum_row(const float *x, int64_t n, bool parallel)
 
 /* Columns: y[i] = scale * sum_k x[k * stride + i] for i < w (one tile), accumulated in double
  * row by row so that the inner loop runs along contiguous memory. */
-static void sum_cols(const float *x, int64_t len, int64_t stride, int64_t w, double scale,
-                     float *y)
+static void sum_cols(const float *x, int64_t len, int64_t stride, int64_t w, double scale, float *y)
 {
     double acc[REDUCE_TILE] = {0};
     for (int64_t k = 0; k < len; k++) {
@@ -157,8 +156,7 @@ static int64_t max_row(const float *x, int64_t len)
 
 /* Columns: the first maximum of x[k * stride + i] over k, for i < w (one tile). A later
  * element replaces the best only when strictly greater, or when it is the first NaN. */
-static void max_cols(const float *x, int64_t len, int64_t stride, int64_t w, float *y,
-                     int64_t *arg)
+static void max_cols(const float *x, int64_t len, int64_t stride, int64_t w, float *y, int64_t *arg)
 {
     float best[REDUCE_TILE];
     int64_t at[REDUCE_TILE];
@@ -183,8 +181,8 @@ static void max_cols(const float *x, int64_t len, int64_t stride, int64_t w, flo
  * items are (outer index, tile of up to REDUCE_TILE columns); each output is computed by one
  * thread in a fixed order. arg receives argmax indices (max only). kind is a constant at every
  * call, so the branches fold away after inlining. */
-static inline void reduce_run(reduce_kind kind, const reduce_params *p, const float *x,
-                              float *y, int64_t *arg)
+static inline void reduce_run(reduce_kind kind, const reduce_params *p, const float *x, float *y,
+                              int64_t *arg)
 {
     int64_t outer = p->outer, len = p->len, inner = p->inner;
     if (outer * inner == 0)
@@ -241,12 +239,12 @@ static tg_status mean_axis_check(tg_node *n, int *ndim, int64_t shape[])
     return reduce_setup(n, "tg_mean_axis", false, true, ndim, shape);
 }
 
-TG_ISA_KERNEL(sum_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(sum_forward, (tg_node * n), (n))
 {
     reduce_run(REDUCE_SUM, TG_PARAMS(n, reduce_params), n->in[0]->data, n->out->data, NULL);
 }
 
-TG_ISA_KERNEL(sum_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(sum_backward, (tg_node * n), (n))
 {
     const reduce_params *p = TG_PARAMS(n, reduce_params);
     int64_t outer = p->outer, len = p->len, inner = p->inner;
@@ -297,32 +295,50 @@ static const tg_case mean_cases[] = {
     {0},
 };
 
-#define AXIS_CASES                                                                           \
-    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 0), .name = "axis0"},       \
-    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 1), .name = "axis1"},       \
-    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = -1), .name = "axis-1"},     \
-    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 0, .keepdim = true),        \
-     .name = "axis0_keepdim"},                                                               \
-    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 1, .keepdim = true),        \
-     .name = "axis1_keepdim"},                                                               \
-    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = -1, .keepdim = true),       \
-     .name = "axis-1_keepdim"},                                                              \
-    {.shape = {{2, 3, 1}}, TG_CASE_PARAMS(reduce_params, .axis = 2), .name = "size1_axis"},  \
-    {.shape = {{2, 130}}, TG_CASE_PARAMS(reduce_params, .axis = 0), .name = "two_tiles"}
+#define AXIS_CASES                                                                                 \
+    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 0), .name = "axis0"},             \
+        {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 1), .name = "axis1"},         \
+        {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = -1), .name = "axis-1"},       \
+        {.shape = {{3, 4, 5}},                                                                     \
+         TG_CASE_PARAMS(reduce_params, .axis = 0, .keepdim = true),                                \
+         .name = "axis0_keepdim"},                                                                 \
+        {.shape = {{3, 4, 5}},                                                                     \
+         TG_CASE_PARAMS(reduce_params, .axis = 1, .keepdim = true),                                \
+         .name = "axis1_keepdim"},                                                                 \
+        {.shape = {{3, 4, 5}},                                                                     \
+         TG_CASE_PARAMS(reduce_params, .axis = -1, .keepdim = true),                               \
+         .name = "axis-1_keepdim"},                                                                \
+        {.shape = {{2, 3, 1}}, TG_CASE_PARAMS(reduce_params, .axis = 2), .name = "size1_axis"},    \
+    {                                                                                              \
+        .shape = {{2, 130}}, TG_CASE_PARAMS(reduce_params, .axis = 0), .name = "two_tiles"         \
+    }
 
 static const tg_case sum_axis_cases[] = {AXIS_CASES, {0}};
 static const tg_case mean_axis_cases[] = {AXIS_CASES, {0}};
 
-TG_OP_DEFINE(sum) = {.name = "sum", .n_in = 1, .check = sum_check,
-                     .forward = sum_forward, .backward = sum_backward, .cases = sum_cases};
-TG_OP_DEFINE(mean) = {.name = "mean", .n_in = 1, .check = mean_check,
-                      .forward = sum_forward, .backward = sum_backward,
+TG_OP_DEFINE(sum) = {.name = "sum",
+                     .n_in = 1,
+                     .check = sum_check,
+                     .forward = sum_forward,
+                     .backward = sum_backward,
+                     .cases = sum_cases};
+TG_OP_DEFINE(mean) = {.name = "mean",
+                      .n_in = 1,
+                      .check = mean_check,
+                      .forward = sum_forward,
+                      .backward = sum_backward,
                       .cases = mean_cases};
-TG_OP_DEFINE(sum_axis) = {.name = "sum_axis", .n_in = 1, .check = sum_axis_check,
-                          .forward = sum_forward, .backward = sum_backward,
+TG_OP_DEFINE(sum_axis) = {.name = "sum_axis",
+                          .n_in = 1,
+                          .check = sum_axis_check,
+                          .forward = sum_forward,
+                          .backward = sum_backward,
                           .cases = sum_axis_cases};
-TG_OP_DEFINE(mean_axis) = {.name = "mean_axis", .n_in = 1, .check = mean_axis_check,
-                           .forward = sum_forward, .backward = sum_backward,
+TG_OP_DEFINE(mean_axis) = {.name = "mean_axis",
+                           .n_in = 1,
+                           .check = mean_axis_check,
+                           .forward = sum_forward,
+                           .backward = sum_backward,
                            .cases = mean_axis_cases};
 
 #if TG_ISA_BASE
@@ -360,20 +376,21 @@ static tg_status max_axis_check(tg_node *n, int *ndim, int64_t shape[])
     const reduce_params *p = TG_PARAMS(n, reduce_params);
     if (p->len == 0 && p->outer * p->inner > 0) {
         char s[160];
-        return tg_set_error(TG_ERR_SHAPE, "tg_max_axis: axis %d of %s is empty; the maximum "
-                            "of no elements is undefined", p->axis, TG_SHAPE_STR(n->in[0], s));
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_max_axis: axis %d of %s is empty; the maximum "
+                            "of no elements is undefined",
+                            p->axis, TG_SHAPE_STR(n->in[0], s));
     }
     n->scratch_bytes = (size_t)(p->outer * p->inner) * sizeof(int64_t);
     return TG_OK;
 }
 
-TG_ISA_KERNEL(max_axis_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(max_axis_forward, (tg_node * n), (n))
 {
-    reduce_run(REDUCE_MAX, TG_PARAMS(n, reduce_params), n->in[0]->data, n->out->data,
-               n->scratch);
+    reduce_run(REDUCE_MAX, TG_PARAMS(n, reduce_params), n->in[0]->data, n->out->data, n->scratch);
 }
 
-TG_ISA_KERNEL(max_axis_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(max_axis_backward, (tg_node * n), (n))
 {
     const reduce_params *p = TG_PARAMS(n, reduce_params);
     int64_t len = p->len, inner = p->inner, m = p->outer * p->inner;
@@ -407,23 +424,38 @@ static void max_axis_init(int i, tg_tensor *t, tg_rng *rng)
 }
 
 static const tg_case max_axis_cases[] = {
-    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 0), .init = max_axis_init,
+    {.shape = {{3, 4, 5}},
+     TG_CASE_PARAMS(reduce_params, .axis = 0),
+     .init = max_axis_init,
      .name = "axis0"},
-    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 1), .init = max_axis_init,
+    {.shape = {{3, 4, 5}},
+     TG_CASE_PARAMS(reduce_params, .axis = 1),
+     .init = max_axis_init,
      .name = "axis1"},
-    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = -1), .init = max_axis_init,
+    {.shape = {{3, 4, 5}},
+     TG_CASE_PARAMS(reduce_params, .axis = -1),
+     .init = max_axis_init,
      .name = "axis-1"},
-    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = 1, .keepdim = true),
-     .init = max_axis_init, .name = "axis1_keepdim"},
-    {.shape = {{3, 4, 5}}, TG_CASE_PARAMS(reduce_params, .axis = -1, .keepdim = true),
-     .init = max_axis_init, .name = "axis-1_keepdim"},
-    {.shape = {{3, 130}}, TG_CASE_PARAMS(reduce_params, .axis = 0), .init = max_axis_init,
+    {.shape = {{3, 4, 5}},
+     TG_CASE_PARAMS(reduce_params, .axis = 1, .keepdim = true),
+     .init = max_axis_init,
+     .name = "axis1_keepdim"},
+    {.shape = {{3, 4, 5}},
+     TG_CASE_PARAMS(reduce_params, .axis = -1, .keepdim = true),
+     .init = max_axis_init,
+     .name = "axis-1_keepdim"},
+    {.shape = {{3, 130}},
+     TG_CASE_PARAMS(reduce_params, .axis = 0),
+     .init = max_axis_init,
      .name = "two_tiles"},
     {0},
 };
 
-TG_OP_DEFINE(max_axis) = {.name = "max_axis", .n_in = 1, .check = max_axis_check,
-                          .forward = max_axis_forward, .backward = max_axis_backward,
+TG_OP_DEFINE(max_axis) = {.name = "max_axis",
+                          .n_in = 1,
+                          .check = max_axis_check,
+                          .forward = max_axis_forward,
+                          .backward = max_axis_backward,
                           .cases = max_axis_cases};
 
 #if TG_ISA_BASE

@@ -36,8 +36,8 @@ static bool upsample_is_bilinear(int mode)
  * Computed in float, as PyTorch does for float tensors, so the weights match its own. */
 static void lerp_table(lerp_entry *t, int64_t in, int64_t out, int scale, bool align)
 {
-    float ratio = align ? (out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f)
-                        : 1.0f / (float)scale;
+    float ratio =
+        align ? (out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f) : 1.0f / (float)scale;
     for (int64_t o = 0; o < out; o++) {
         float src = align ? ratio * (float)o : ratio * ((float)o + 0.5f) - 0.5f;
         if (src < 0.0f)
@@ -71,29 +71,33 @@ static tg_status upsample_check(tg_node *n, int *ndim, int64_t shape[])
     if (p->scale < 1)
         return tg_set_error(TG_ERR_ARG, "tg_upsample: scale %d must be >= 1", p->scale);
     if (p->mode != TG_UPSAMPLE_NEAREST && !upsample_is_bilinear(p->mode))
-        return tg_set_error(TG_ERR_ARG, "tg_upsample: mode %d is not a tg_upsample_mode "
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_upsample: mode %d is not a tg_upsample_mode "
                             "(NEAREST %d, BILINEAR_ALIGN_CORNERS %d, BILINEAR_HALF_PIXEL %d)",
                             p->mode, TG_UPSAMPLE_NEAREST, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS,
                             TG_UPSAMPLE_BILINEAR_HALF_PIXEL);
     int64_t H = x->shape[2], W = x->shape[3];
     if (H < 1 || W < 1)
-        return tg_set_error(TG_ERR_SHAPE, "tg_upsample: x %s: H and W must be at least 1, "
-                            "or the output %lld x %lld would be empty", TG_SHAPE_STR(x, sx),
-                            (long long)H * p->scale, (long long)W * p->scale);
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_upsample: x %s: H and W must be at least 1, "
+                            "or the output %lld x %lld would be empty",
+                            TG_SHAPE_STR(x, sx), (long long)H * p->scale, (long long)W * p->scale);
     *ndim = 4;
     shape[0] = x->shape[0];
     shape[1] = x->shape[1];
     shape[2] = H * p->scale;
     shape[3] = W * p->scale;
     if (H > INT64_MAX / p->scale || W > INT64_MAX / p->scale || tg_shape_numel(4, shape) < 0)
-        return tg_set_error(TG_ERR_SHAPE, "tg_upsample: x %s times scale %d: the output size "
-                            "overflows", TG_SHAPE_STR(x, sx), p->scale);
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_upsample: x %s times scale %d: the output size "
+                            "overflows",
+                            TG_SHAPE_STR(x, sx), p->scale);
     if (upsample_is_bilinear(p->mode))
         n->scratch_bytes = (size_t)(shape[2] + shape[3]) * sizeof(lerp_entry);
     return TG_OK;
 }
 
-TG_ISA_KERNEL(upsample_forward, (tg_node *n), (n))
+TG_ISA_KERNEL(upsample_forward, (tg_node * n), (n))
 {
     const upsample_params *p = TG_PARAMS(n, upsample_params);
     const tg_tensor *x = n->in[0];
@@ -139,7 +143,7 @@ TG_ISA_KERNEL(upsample_forward, (tg_node *n), (n))
     }
 }
 
-TG_ISA_KERNEL(upsample_backward, (tg_node *n), (n))
+TG_ISA_KERNEL(upsample_backward, (tg_node * n), (n))
 {
     float *dx = tg_grad_of(n, 0);
     if (!dx)
@@ -197,9 +201,11 @@ TG_ISA_KERNEL(upsample_backward, (tg_node *n), (n))
 }
 
 static const tg_case upsample_cases[] = {
-    {.shape = {{2, 2, 3, 4}}, TG_CASE_PARAMS(upsample_params, 2, TG_UPSAMPLE_NEAREST),
+    {.shape = {{2, 2, 3, 4}},
+     TG_CASE_PARAMS(upsample_params, 2, TG_UPSAMPLE_NEAREST),
      .name = "nearest_x2"},
-    {.shape = {{2, 2, 3, 4}}, TG_CASE_PARAMS(upsample_params, 3, TG_UPSAMPLE_NEAREST),
+    {.shape = {{2, 2, 3, 4}},
+     TG_CASE_PARAMS(upsample_params, 3, TG_UPSAMPLE_NEAREST),
      .name = "nearest_x3"},
     {.shape = {{2, 2, 3, 4}},
      TG_CASE_PARAMS(upsample_params, 2, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS),
@@ -218,9 +224,13 @@ static const tg_case upsample_cases[] = {
      .name = "half_pixel_x3"},
     {0},
 };
-TG_OP_DEFINE(upsample) = {.name = "upsample", .n_in = 1, .check = upsample_check,
-                          .forward = upsample_forward, .backward = upsample_backward,
-                          .cases = upsample_cases, .fresh_grads = true};
+TG_OP_DEFINE(upsample) = {.name = "upsample",
+                          .n_in = 1,
+                          .check = upsample_check,
+                          .forward = upsample_forward,
+                          .backward = upsample_backward,
+                          .cases = upsample_cases,
+                          .fresh_grads = true};
 
 #if TG_ISA_BASE
 tg_tensor *tg_upsample(tg_tensor *x, int scale, tg_upsample_mode mode)

@@ -51,8 +51,7 @@ static inline void copy_run(float *d, int64_t dl, const float *s, int64_t sl, in
  * sum_a idx[a] * dst_stride[a] in dst and sum_a idx[a] * src_stride[a] in src. dst positions
  * must be distinct (threads split the index space). */
 static void strided_copy(float *dst, const int64_t *dst_stride, const float *src,
-                         const int64_t *src_stride, int ndim, const int64_t *shape,
-                         bool accumulate)
+                         const int64_t *src_stride, int ndim, const int64_t *shape, bool accumulate)
 {
     /* Drop size-1 axes and merge neighbours that are contiguous in both layouts, so that a
      * plain copy becomes one long row and a block copy a few long rows. */
@@ -120,8 +119,8 @@ static void strided_copy(float *dst, const int64_t *dst_stride, const float *src
 /* ---- reshape and flatten (views) ----------------------------------------------------------
  * y shares x's storage with another shape of the same numel;   dx += dy (element by element) */
 typedef struct {
-    int ndim;         /* as given; check validates it */
-    bool shape_null;  /* the caller passed no shape */
+    int ndim;        /* as given; check validates it */
+    bool shape_null; /* the caller passed no shape */
     int64_t shape[TG_MAX_DIMS];
 } reshape_params;
 
@@ -145,19 +144,22 @@ static tg_status reshape_check(tg_node *n, int *ndim, int64_t shape[])
     for (int a = 0; a < p->ndim; a++) {
         if (p->shape[a] == -1) {
             if (infer >= 0)
-                return tg_set_error(TG_ERR_SHAPE, "tg_reshape: shape %s has more than one -1",
-                                    sy);
+                return tg_set_error(TG_ERR_SHAPE, "tg_reshape: shape %s has more than one -1", sy);
             infer = a;
         } else if (p->shape[a] < 0) {
-            return tg_set_error(TG_ERR_SHAPE, "tg_reshape: shape %s has the negative size "
-                                "%lld", sy, (long long)p->shape[a]);
+            return tg_set_error(TG_ERR_SHAPE,
+                                "tg_reshape: shape %s has the negative size "
+                                "%lld",
+                                sy, (long long)p->shape[a]);
         } else if (known >= 0) {
             known = p->shape[a] && known > INT64_MAX / p->shape[a] ? -1 : known * p->shape[a];
         }
     }
     if (infer >= 0 && known == 0 && x->numel == 0)
-        return tg_set_error(TG_ERR_SHAPE, "tg_reshape: cannot view %s (0 elements) as %s: "
-                            "the -1 could be any size", TG_SHAPE_STR(x, sx), sy);
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_reshape: cannot view %s (0 elements) as %s: "
+                            "the -1 could be any size",
+                            TG_SHAPE_STR(x, sx), sy);
     bool fits = infer >= 0 ? known > 0 && x->numel % known == 0 : known == x->numel;
     if (!fits)
         return tg_set_error(TG_ERR_SHAPE, "tg_reshape: cannot view %s (%lld elements) as %s",
@@ -181,8 +183,10 @@ static tg_status flatten_check(tg_node *n, int *ndim, int64_t shape[])
                             start < 0 ? "start_axis" : "end_axis",
                             start < 0 ? p->start_axis : p->end_axis, TG_SHAPE_STR(x, s));
     if (start > end)
-        return tg_set_error(TG_ERR_ARG, "tg_flatten: start_axis %d comes after end_axis %d "
-                            "in %s", p->start_axis, p->end_axis, TG_SHAPE_STR(x, s));
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_flatten: start_axis %d comes after end_axis %d "
+                            "in %s",
+                            p->start_axis, p->end_axis, TG_SHAPE_STR(x, s));
     if (x->ndim == 0) {
         *ndim = 1;
         shape[0] = 1;
@@ -221,28 +225,41 @@ static void view_backward(tg_node *n)
 }
 
 static const tg_case reshape_cases[] = {
-    {.shape = {{3, 4, 2}}, TG_CASE_PARAMS(reshape_params, .ndim = 2, .shape = {4, -1}),
+    {.shape = {{3, 4, 2}},
+     TG_CASE_PARAMS(reshape_params, .ndim = 2, .shape = {4, -1}),
      .name = "infer"},
-    {.shape = {{6}}, TG_CASE_PARAMS(reshape_params, .ndim = 3, .shape = {1, 2, 3}),
+    {.shape = {{6}},
+     TG_CASE_PARAMS(reshape_params, .ndim = 3, .shape = {1, 2, 3}),
      .name = "1d_to_3d"},
-    {.shape = {{0}}, TG_CASE_PARAMS(reshape_params, .ndim = 2, .shape = {1, 1}),
-     .name = "0d"},
+    {.shape = {{0}}, TG_CASE_PARAMS(reshape_params, .ndim = 2, .shape = {1, 1}), .name = "0d"},
     {0},
 };
 static const tg_case flatten_cases[] = {
-    {.shape = {{2, 3, 4, 2}}, TG_CASE_PARAMS(flatten_params, .start_axis = 1, .end_axis = 2),
+    {.shape = {{2, 3, 4, 2}},
+     TG_CASE_PARAMS(flatten_params, .start_axis = 1, .end_axis = 2),
      .name = "middle"},
-    {.shape = {{2, 3, 4}}, TG_CASE_PARAMS(flatten_params, .start_axis = 0, .end_axis = -1),
+    {.shape = {{2, 3, 4}},
+     TG_CASE_PARAMS(flatten_params, .start_axis = 0, .end_axis = -1),
      .name = "all"},
     {0},
 };
 
-TG_OP_DEFINE(reshape) = {.name = "reshape", .n_in = 1, .check = reshape_check,
-                         .forward = view_forward, .backward = view_backward,
-                         .cases = reshape_cases, .view = true, .fresh_grads = true};
-TG_OP_DEFINE(flatten) = {.name = "flatten", .n_in = 1, .check = flatten_check,
-                         .forward = view_forward, .backward = view_backward,
-                         .cases = flatten_cases, .view = true, .fresh_grads = true};
+TG_OP_DEFINE(reshape) = {.name = "reshape",
+                         .n_in = 1,
+                         .check = reshape_check,
+                         .forward = view_forward,
+                         .backward = view_backward,
+                         .cases = reshape_cases,
+                         .view = true,
+                         .fresh_grads = true};
+TG_OP_DEFINE(flatten) = {.name = "flatten",
+                         .n_in = 1,
+                         .check = flatten_check,
+                         .forward = view_forward,
+                         .backward = view_backward,
+                         .cases = flatten_cases,
+                         .view = true,
+                         .fresh_grads = true};
 
 tg_tensor *tg_reshape(tg_tensor *x, int ndim, const int64_t *shape)
 {
@@ -313,8 +330,10 @@ static tg_status permute_check(tg_node *n, int *ndim, int64_t shape[])
         int64_t given[TG_MAX_DIMS];
         for (int i = 0; i < x->ndim; i++)
             given[i] = p->perm[i];
-        return tg_set_error(TG_ERR_ARG, "tg_permute: perm %s is not a permutation of the %d "
-                            "axes of %s", tg_shape_str(x->ndim, given, ps, sizeof ps), x->ndim,
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_permute: perm %s is not a permutation of the %d "
+                            "axes of %s",
+                            tg_shape_str(x->ndim, given, ps, sizeof ps), x->ndim,
                             TG_SHAPE_STR(x, s));
     }
     memcpy(p->perm, norm, (size_t)x->ndim * sizeof(int));
@@ -357,18 +376,24 @@ static const tg_case transpose_cases[] = {
 };
 static const tg_case permute_cases[] = {
     {.shape = {{2, 3, 4}}, TG_CASE_PARAMS(permute_params, .perm = {2, 0, 1}), .name = "3d"},
-    {.shape = {{2, 3, 2, 4}}, TG_CASE_PARAMS(permute_params, .perm = {0, 2, 3, 1}),
+    {.shape = {{2, 3, 2, 4}},
+     TG_CASE_PARAMS(permute_params, .perm = {0, 2, 3, 1}),
      .name = "4d_nhwc"},
-    {.shape = {{2, 3, 2, 4}}, TG_CASE_PARAMS(permute_params, .perm = {3, 1, 0, 2}),
-     .name = "4d"},
+    {.shape = {{2, 3, 2, 4}}, TG_CASE_PARAMS(permute_params, .perm = {3, 1, 0, 2}), .name = "4d"},
     {0},
 };
 
-TG_OP_DEFINE(transpose) = {.name = "transpose", .n_in = 1, .check = transpose_check,
-                           .forward = permute_forward, .backward = permute_backward,
+TG_OP_DEFINE(transpose) = {.name = "transpose",
+                           .n_in = 1,
+                           .check = transpose_check,
+                           .forward = permute_forward,
+                           .backward = permute_backward,
                            .cases = transpose_cases};
-TG_OP_DEFINE(permute) = {.name = "permute", .n_in = 1, .check = permute_check,
-                         .forward = permute_forward, .backward = permute_backward,
+TG_OP_DEFINE(permute) = {.name = "permute",
+                         .n_in = 1,
+                         .check = permute_check,
+                         .forward = permute_forward,
+                         .backward = permute_backward,
                          .cases = permute_cases};
 
 tg_tensor *tg_transpose(tg_tensor *x, int a, int b)
@@ -419,9 +444,10 @@ static tg_status concat_check(tg_node *n, int *ndim, int64_t shape[])
         for (int a = 0; same && a < x0->ndim; a++)
             same = a == axis || xj->shape[a] == x0->shape[a];
         if (!same)
-            return tg_set_error(TG_ERR_SHAPE, "tg_concat: input %d %s does not match input 0 "
-                                "%s outside axis %d", j, TG_SHAPE_STR(xj, sj),
-                                TG_SHAPE_STR(x0, s0), axis);
+            return tg_set_error(TG_ERR_SHAPE,
+                                "tg_concat: input %d %s does not match input 0 "
+                                "%s outside axis %d",
+                                j, TG_SHAPE_STR(xj, sj), TG_SHAPE_STR(x0, s0), axis);
         shape[axis] += xj->shape[axis];
     }
     p->axis = axis;
@@ -464,19 +490,30 @@ static void concat_backward(tg_node *n)
 }
 
 static const tg_case concat_cases[] = {
-    {.shape = {{2, 3, 4}, {2, 2, 4}}, .n_in = 2, TG_CASE_PARAMS(concat_params, .axis = 1),
+    {.shape = {{2, 3, 4}, {2, 2, 4}},
+     .n_in = 2,
+     TG_CASE_PARAMS(concat_params, .axis = 1),
      .name = "two_middle"},
-    {.shape = {{2, 1, 3}, {2, 4, 3}, {2, 2, 3}}, .n_in = 3,
-     TG_CASE_PARAMS(concat_params, .axis = 1), .name = "three_middle"},
-    {.shape = {{3, 2}, {3, 4}}, .n_in = 2, TG_CASE_PARAMS(concat_params, .axis = -1),
+    {.shape = {{2, 1, 3}, {2, 4, 3}, {2, 2, 3}},
+     .n_in = 3,
+     TG_CASE_PARAMS(concat_params, .axis = 1),
+     .name = "three_middle"},
+    {.shape = {{3, 2}, {3, 4}},
+     .n_in = 2,
+     TG_CASE_PARAMS(concat_params, .axis = -1),
      .name = "two_last"},
-    {.shape = {{2, 3}, {1, 3}, {3, 3}}, .n_in = 3, TG_CASE_PARAMS(concat_params, .axis = 0),
+    {.shape = {{2, 3}, {1, 3}, {3, 3}},
+     .n_in = 3,
+     TG_CASE_PARAMS(concat_params, .axis = 0),
      .name = "three_first"},
     {0},
 };
 
-TG_OP_DEFINE(concat) = {.name = "concat", .n_in = -1, .check = concat_check,
-                        .forward = concat_forward, .backward = concat_backward,
+TG_OP_DEFINE(concat) = {.name = "concat",
+                        .n_in = -1,
+                        .check = concat_check,
+                        .forward = concat_forward,
+                        .backward = concat_backward,
                         .cases = concat_cases};
 
 tg_tensor *tg_concat(tg_tensor *const *xs, int n, int axis)
@@ -516,8 +553,10 @@ static tg_status slice_check(tg_node *n, int *ndim, int64_t shape[])
         return tg_set_error(TG_ERR_ARG, "tg_slice: axis %d is out of range for %s", p->axis,
                             TG_SHAPE_STR(x, s));
     if (p->step <= 0)
-        return tg_set_error(TG_ERR_ARG, "tg_slice: step %lld along axis %d of %s; it must be "
-                            ">= 1", (long long)p->step, p->axis, TG_SHAPE_STR(x, s));
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_slice: step %lld along axis %d of %s; it must be "
+                            ">= 1",
+                            (long long)p->step, p->axis, TG_SHAPE_STR(x, s));
     int64_t len = x->shape[axis];
     int64_t start = slice_bound(p->start, len), stop = slice_bound(p->stop, len);
     p->axis = axis;
@@ -530,8 +569,8 @@ static tg_status slice_check(tg_node *n, int *ndim, int64_t shape[])
 }
 
 /* The slice as a strided layout inside x: shape [outer, count, inner] and x's strides. */
-static const float *slice_layout(const tg_node *n, const float *x, int64_t shape[3],
-                                 int64_t xs[3], int64_t ys[3])
+static const float *slice_layout(const tg_node *n, const float *x, int64_t shape[3], int64_t xs[3],
+                                 int64_t ys[3])
 {
     const slice_params *p = TG_PARAMS(n, slice_params);
     int64_t outer, inner, len = n->in[0]->shape[p->axis];
@@ -566,19 +605,26 @@ static void slice_backward(tg_node *n)
 }
 
 static const tg_case slice_cases[] = {
-    {.shape = {{4, 7, 3}}, TG_CASE_PARAMS(slice_params, .axis = 1, .start = 1, .stop = 6,
-                                          .step = 1), .name = "step1"},
-    {.shape = {{4, 7, 3}}, TG_CASE_PARAMS(slice_params, .axis = 1, .start = 0, .stop = 7,
-                                          .step = 2), .name = "step2"},
-    {.shape = {{3, 8}}, TG_CASE_PARAMS(slice_params, .axis = -1, .start = -5, .stop = 100,
-                                       .step = 2), .name = "negative_start"},
-    {.shape = {{5, 2, 3}}, TG_CASE_PARAMS(slice_params, .axis = 0, .start = -3, .stop = -1,
-                                          .step = 1), .name = "negative_stop"},
+    {.shape = {{4, 7, 3}},
+     TG_CASE_PARAMS(slice_params, .axis = 1, .start = 1, .stop = 6, .step = 1),
+     .name = "step1"},
+    {.shape = {{4, 7, 3}},
+     TG_CASE_PARAMS(slice_params, .axis = 1, .start = 0, .stop = 7, .step = 2),
+     .name = "step2"},
+    {.shape = {{3, 8}},
+     TG_CASE_PARAMS(slice_params, .axis = -1, .start = -5, .stop = 100, .step = 2),
+     .name = "negative_start"},
+    {.shape = {{5, 2, 3}},
+     TG_CASE_PARAMS(slice_params, .axis = 0, .start = -3, .stop = -1, .step = 1),
+     .name = "negative_stop"},
     {0},
 };
 
-TG_OP_DEFINE(slice) = {.name = "slice", .n_in = 1, .check = slice_check,
-                       .forward = slice_forward, .backward = slice_backward,
+TG_OP_DEFINE(slice) = {.name = "slice",
+                       .n_in = 1,
+                       .check = slice_check,
+                       .forward = slice_forward,
+                       .backward = slice_backward,
                        .cases = slice_cases};
 
 tg_tensor *tg_slice(tg_tensor *x, int axis, int64_t start, int64_t stop, int64_t step)

@@ -15,7 +15,7 @@ struct tg_tape {
     tg_tape *outer;
     tg_tensor **owned; /* results, one reference each */
     int64_t n_owned, cap_owned;
-    tg_node **nodes;   /* recorded nodes, oldest first */
+    tg_node **nodes; /* recorded nodes, oldest first */
     int64_t n_nodes, cap_nodes;
 };
 
@@ -33,7 +33,10 @@ static bool finite_trap(void)
     return check_finite;
 }
 
-void tg_set_check_finite(bool on) { check_finite = on; }
+void tg_set_check_finite(bool on)
+{
+    check_finite = on;
+}
 
 /* Index of the first non-finite value of t, or -1. */
 static int64_t first_non_finite(const tg_tensor *t)
@@ -62,7 +65,10 @@ tg_tape *tg_tape_begin(tg_grad_mode mode)
     return t;
 }
 
-bool tg_grad_enabled(void) { return innermost && innermost->mode == TG_GRAD; }
+bool tg_grad_enabled(void)
+{
+    return innermost && innermost->mode == TG_GRAD;
+}
 
 static void node_free(tg_node *n)
 {
@@ -78,7 +84,8 @@ tg_status tg_tape_end(tg_tape *tape)
     if (!tape)
         return tg_set_error(TG_ERR_ARG, "tg_tape_end: tape is NULL");
     if (tape != innermost)
-        return tg_set_error(TG_ERR_STATE, "tg_tape_end: this tape is not the innermost open "
+        return tg_set_error(TG_ERR_STATE,
+                            "tg_tape_end: this tape is not the innermost open "
                             "one; end the tapes in the reverse order of tg_tape_begin");
     /* Nodes first: they borrow their outputs, which the owned list still holds. A result the
      * user retained survives as a plain constant tensor, cut from the freed graph. */
@@ -103,8 +110,7 @@ tg_status tg_tape_end(tg_tape *tape)
  * its result to the tape cannot fail half-way. */
 static bool tape_reserve(tg_tape *tape, const char *opname)
 {
-    if (tg_grow((void **)&tape->owned, &tape->cap_owned, tape->n_owned + 1,
-                sizeof(tg_tensor *)) &&
+    if (tg_grow((void **)&tape->owned, &tape->cap_owned, tape->n_owned + 1, sizeof(tg_tensor *)) &&
         tg_grow((void **)&tape->nodes, &tape->cap_nodes, tape->n_nodes + 1, sizeof(tg_node *)))
         return true;
     tg_set_error(TG_ERR_NOMEM, "tg_%s: out of memory growing the tape", opname);
@@ -123,8 +129,10 @@ static tg_tape *entry_check(const char *opname, int n_in, tg_tensor *const *in)
         }
     }
     if (!innermost) {
-        tg_set_error(TG_ERR_STATE, "tg_%s: no open tape; wrap the computation in "
-                     "tg_tape_begin / tg_tape_end", opname);
+        tg_set_error(TG_ERR_STATE,
+                     "tg_%s: no open tape; wrap the computation in "
+                     "tg_tape_begin / tg_tape_end",
+                     opname);
         return NULL;
     }
     return tape_reserve(innermost, opname) ? innermost : NULL;
@@ -186,8 +194,10 @@ tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int
         int64_t bad = first_non_finite(out);
         if (bad >= 0) {
             char s[160];
-            tg_set_error(TG_ERR_STATE, "tg_%s: TG_CHECK_FINITE: output %s has %g at element "
-                         "%lld", op->name, TG_SHAPE_STR(out, s), out->data[bad], (long long)bad);
+            tg_set_error(TG_ERR_STATE,
+                         "tg_%s: TG_CHECK_FINITE: output %s has %g at element "
+                         "%lld",
+                         op->name, TG_SHAPE_STR(out, s), out->data[bad], (long long)bad);
             tg_release(out);
             n->n_in = 0;
             node_free(n);
@@ -247,18 +257,21 @@ static tg_status version_check(const tg_node *n)
     for (int i = 0; i < n->n_in; i++) {
         if (n->in[i]->storage->version != n->in_version[i]) {
             char s[160];
-            return tg_set_error(TG_ERR_STATE, "tg_backward: input %d %s of %s was modified in "
+            return tg_set_error(TG_ERR_STATE,
+                                "tg_backward: input %d %s of %s was modified in "
                                 "place after %s used it (version %llu, now %llu); compute it "
-                                "again or clone it before changing it", i,
-                                TG_SHAPE_STR(n->in[i], s), n->op->name, n->op->name,
+                                "again or clone it before changing it",
+                                i, TG_SHAPE_STR(n->in[i], s), n->op->name, n->op->name,
                                 (unsigned long long)n->in_version[i],
                                 (unsigned long long)n->in[i]->storage->version);
         }
     }
     if (n->out->storage->version != n->out_version) {
         char s[160];
-        return tg_set_error(TG_ERR_STATE, "tg_backward: the output %s of %s was modified in "
-                            "place before backward", TG_SHAPE_STR(n->out, s), n->op->name);
+        return tg_set_error(TG_ERR_STATE,
+                            "tg_backward: the output %s of %s was modified in "
+                            "place before backward",
+                            TG_SHAPE_STR(n->out, s), n->op->name);
     }
     return TG_OK;
 }
@@ -283,8 +296,7 @@ static tg_status ensure_input_grads(tg_node *n)
         tg_tensor *x = n->in[i];
         if (x->requires_grad && !x->grad) {
             const bool fresh = n->op->fresh_grads && !input_repeated(n, i);
-            x->grad = fresh ? tg_tensor_new(x->ndim, x->shape)
-                            : tg_tensor_zeros(x->ndim, x->shape);
+            x->grad = fresh ? tg_tensor_new(x->ndim, x->shape) : tg_tensor_zeros(x->ndim, x->shape);
             if (!x->grad)
                 return tg_last_status();
             n->grad_fresh |= (uint32_t)fresh << i;
@@ -300,10 +312,10 @@ static tg_status finite_grads(const tg_node *n)
         int64_t bad = g ? first_non_finite(g) : -1;
         if (bad >= 0) {
             char s[160];
-            return tg_set_error(TG_ERR_STATE, "tg_backward: TG_CHECK_FINITE: the backward of "
+            return tg_set_error(TG_ERR_STATE,
+                                "tg_backward: TG_CHECK_FINITE: the backward of "
                                 "%s gave input %d %s the gradient %g at element %lld",
-                                n->op->name, i, TG_SHAPE_STR(g, s), g->data[bad],
-                                (long long)bad);
+                                n->op->name, i, TG_SHAPE_STR(g, s), g->data[bad], (long long)bad);
         }
     }
     return TG_OK;
@@ -348,7 +360,8 @@ tg_status tg_backward_grad(tg_tensor *y, const tg_tensor *dy)
         return tg_set_error(TG_ERR_ARG, "tg_backward: %s is NULL", y ? "dy" : "the loss");
     }
     if (!y->node) {
-        return tg_set_error(TG_ERR_STATE, "tg_backward: the loss has no recorded history: no "
+        return tg_set_error(TG_ERR_STATE,
+                            "tg_backward: the loss has no recorded history: no "
                             "input requires grad, it was computed on a TG_NO_GRAD tape, or its "
                             "tape has ended");
     }
@@ -370,10 +383,11 @@ tg_status tg_backward(tg_tensor *loss)
 {
     if (loss && loss->numel != 1) {
         char s[160];
-        return tg_set_error(TG_ERR_SHAPE, "tg_backward: the loss has shape %s (%lld elements); "
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_backward: the loss has shape %s (%lld elements); "
                             "backward needs a one-element loss (reduce it with tg_sum or "
-                            "tg_mean, or use tg_backward_grad)", TG_SHAPE_STR(loss, s),
-                            (long long)loss->numel);
+                            "tg_mean, or use tg_backward_grad)",
+                            TG_SHAPE_STR(loss, s), (long long)loss->numel);
     }
     if (!loss)
         return tg_backward_grad(NULL, NULL);

@@ -104,9 +104,10 @@ static lowering lowering_of(const layer *L, const tg_tensor *y, size_t scratch_b
         want = g.chunk * per_image * 4;
     }
     if ((int64_t)scratch_bytes != want) {
-        fprintf(stderr, "bench_conv: %s: the op's working space is %zu bytes, this plan gives "
-                "%lld; update lowering_of to conv.c's chunk rule\n", L->name, scratch_bytes,
-                (long long)want);
+        fprintf(stderr,
+                "bench_conv: %s: the op's working space is %zu bytes, this plan gives "
+                "%lld; update lowering_of to conv.c's chunk rule\n",
+                L->name, scratch_bytes, (long long)want);
         exit(1);
     }
     return g;
@@ -114,8 +115,8 @@ static lowering lowering_of(const layer *L, const tg_tensor *y, size_t scratch_b
 
 /* The reference: the lowering's GEMMs alone, on buffers of a chunk's size. fwd_ms and bwd_ms
  * receive the forward's and the backward's. */
-static void reference(const layer *L, const lowering *g, float *cols, float *flat,
-                      float *wbuf, float *dwbuf, double *fwd_ms, double *bwd_ms)
+static void reference(const layer *L, const lowering *g, float *cols, float *flat, float *wbuf,
+                      float *dwbuf, double *fwd_ms, double *bwd_ms)
 {
     const int64_t Kc = g->Kc, Co = g->Co;
     double t0 = now_ms();
@@ -242,8 +243,8 @@ int main(int argc, char **argv)
            tg_get_num_threads(), core ? ", OPENBLAS_CORETYPE=" : "", core ? core : "", reps);
     printf("chunk: images per chunk, s = staged (one GEMM per chunk, else one per image), "
            "d = direct loops; seed: dy copy left out of bwd; gemm f/b: the reference\n");
-    printf("%-30s %5s %8s %8s %6s %8s %8s %7s %7s %6s %7s\n", "layer", "chunk", "fwd ms",
-           "bwd ms", "seed", "gemm f", "gemm b", "fwd x", "bwd x", "ratio", "GFLOP/s");
+    printf("%-30s %5s %8s %8s %6s %8s %8s %7s %7s %6s %7s\n", "layer", "chunk", "fwd ms", "bwd ms",
+           "seed", "gemm f", "gemm b", "fwd x", "bwd x", "ratio", "GFLOP/s");
     const char *filter = argc > 3 ? argv[3] : "";
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++)
         if (strstr(layers[i].name, filter))

@@ -40,7 +40,8 @@ static void tiny_ops(int ops, int reps, double *record_ns, double *total_ns)
 {
     tg_tensor *x = tg_tensor_scalar(1.0f), *c = tg_tensor_scalar(0.5f);
     tg_tensor_set_requires_grad(x, true);
-    double *rec = malloc(sizeof(double) * (size_t)reps), *tot = malloc(sizeof(double) * (size_t)reps);
+    double *rec = malloc(sizeof(double) * (size_t)reps),
+           *tot = malloc(sizeof(double) * (size_t)reps);
     for (int r = 0; r < reps; r++) {
         double t0 = now();
         tg_tape *tape = tg_tape_begin(TG_GRAD);
@@ -101,12 +102,30 @@ static double big_op_gbs(big_op op, int64_t n, int reps, tg_rng *rng)
         double t0 = now();
         tg_tensor *y = NULL;
         switch (op) {
-        case OP_ADD: y = tg_add(a, b); bytes = 3.0 * (double)n * 4; break;
-        case OP_MUL_BCAST: y = tg_mul(a, row); bytes = 2.0 * (double)n * 4; break;
-        case OP_RELU: y = tg_relu(a); bytes = 2.0 * (double)n * 4; break;
-        case OP_TANH: y = tg_tanh(a); bytes = 2.0 * (double)n * 4; break;
-        case OP_SUM: y = tg_sum(a); bytes = 1.0 * (double)n * 4; break;
-        case OP_SUM_AXIS: y = tg_sum_axis(a, 0, false); bytes = 1.0 * (double)n * 4; break;
+        case OP_ADD:
+            y = tg_add(a, b);
+            bytes = 3.0 * (double)n * 4;
+            break;
+        case OP_MUL_BCAST:
+            y = tg_mul(a, row);
+            bytes = 2.0 * (double)n * 4;
+            break;
+        case OP_RELU:
+            y = tg_relu(a);
+            bytes = 2.0 * (double)n * 4;
+            break;
+        case OP_TANH:
+            y = tg_tanh(a);
+            bytes = 2.0 * (double)n * 4;
+            break;
+        case OP_SUM:
+            y = tg_sum(a);
+            bytes = 1.0 * (double)n * 4;
+            break;
+        case OP_SUM_AXIS:
+            y = tg_sum_axis(a, 0, false);
+            bytes = 1.0 * (double)n * 4;
+            break;
         }
         t[r] = now() - t0;
         if (!y)
@@ -141,14 +160,17 @@ int main(int argc, char **argv)
     tg_rng_seed(&rng, 1);
 
     double rec1, tot1, rec100, tot100;
-    tiny_ops(1, 20001, &rec1, &tot1);       /* one op per tape: includes tape begin/end */
-    tiny_ops(100, 2001, &rec100, &tot100);  /* a chain: the per-op cost */
+    tiny_ops(1, 20001, &rec1, &tot1);      /* one op per tape: includes tape begin/end */
+    tiny_ops(100, 2001, &rec100, &tot100); /* a chain: the per-op cost */
 
     const int64_t n = (int64_t)1 << 24; /* 64 MiB per tensor: far beyond the caches */
     double ref = memcpy_gbs(n, 15);
-    static const char *names[] = {"add [16384,1024]+[16384,1024]", "mul [16384,1024]*[1024]",
-                                  "relu [16384,1024]", "tanh [16384,1024]",
-                                  "sum all [16384,1024]", "sum axis 0 [16384,1024]"};
+    static const char *names[] = {"add [16384,1024]+[16384,1024]",
+                                  "mul [16384,1024]*[1024]",
+                                  "relu [16384,1024]",
+                                  "tanh [16384,1024]",
+                                  "sum all [16384,1024]",
+                                  "sum axis 0 [16384,1024]"};
     double gbs[6];
     for (int k = 0; k < 6; k++)
         gbs[k] = big_op_gbs((big_op)k, n, 9, &rng);

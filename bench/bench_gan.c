@@ -139,7 +139,10 @@ static void step_once(step_bench *b, double *wall, double *cpu)
     *cpu = cpu_now() - c0;
 }
 
-static const char *gen_name(gan_generator g) { return g == GAN_GEN_CONVT ? "convt" : "upsample"; }
+static const char *gen_name(gan_generator g)
+{
+    return g == GAN_GEN_CONVT ? "convt" : "upsample";
+}
 
 static int run_step(gan_generator gen, int threads, int iters, int warmup)
 {
@@ -169,13 +172,13 @@ static int run_step(gan_generator gen, int threads, int iters, int warmup)
 /* ---- single layers ------------------------------------------------------------------------- */
 
 typedef struct {
-    char key[32];     /* "G_upsample.8": model and index in its Sequential, as torch_gan.py */
-    char label[160];  /* "Conv2d [128, 128, 14, 14] -> [128, 64, 14, 14]" */
-    tg_module *m;     /* borrowed from its model */
+    char key[32];    /* "G_upsample.8": model and index in its Sequential, as torch_gan.py */
+    char label[160]; /* "Conv2d [128, 128, 14, 14] -> [128, 64, 14, 14]" */
+    tg_module *m;    /* borrowed from its model */
     int ndim;
     int64_t shape[TG_MAX_DIMS]; /* input shape */
-    bool x_grad;      /* the input requires grad (all but G's first layer, fed z) */
-    tg_tensor *x, *dy; /* random input and output gradient, made once (not timed) */
+    bool x_grad;                /* the input requires grad (all but G's first layer, fed z) */
+    tg_tensor *x, *dy;          /* random input and output gradient, made once (not timed) */
 } layer;
 
 typedef struct {
@@ -185,7 +188,10 @@ typedef struct {
 } layer_set;
 
 /* Layers whose forward is a view: nothing to time. */
-static bool is_view(const char *type) { return !strcmp(type, "Reshape") || !strcmp(type, "Flatten"); }
+static bool is_view(const char *type)
+{
+    return !strcmp(type, "Reshape") || !strcmp(type, "Flatten");
+}
 
 /* Walks model's Sequential on an input of the given shape, recording every layer's input
  * shape. skip_until: layers below this index are left out (the convt G's fully connected part
@@ -352,13 +358,12 @@ static int serve(bool layers, gan_generator gen, int threads)
 
 static int usage(void)
 {
-    fprintf(stderr,
-            "usage: bench_gan step [--generator upsample|convt] [--threads T] [--iters N] "
-            "[--warmup W]\n"
-            "       bench_gan layers [--threads T] [--reps N] [--warmup W] [--only KEY]\n"
-            "       bench_gan serve [--generator upsample|convt] [--threads T]\n"
-            "       bench_gan serve-layers [--threads T]\n"
-            "       bench_gan info\n");
+    fprintf(stderr, "usage: bench_gan step [--generator upsample|convt] [--threads T] [--iters N] "
+                    "[--warmup W]\n"
+                    "       bench_gan layers [--threads T] [--reps N] [--warmup W] [--only KEY]\n"
+                    "       bench_gan serve [--generator upsample|convt] [--threads T]\n"
+                    "       bench_gan serve-layers [--threads T]\n"
+                    "       bench_gan info\n");
     return 2;
 }
 

@@ -130,13 +130,16 @@ tg_status tg_atomic_write(tg_atomic_file *af, const void *buf, size_t n)
         return tg_last_status();
     if (n && fwrite(buf, 1, n, af->fp) != n) {
         af->failed = true;
-        return tg_set_error(TG_ERR_IO, "tg_atomic_write: writing %zu bytes for %s: %s", n,
-                            af->path, strerror(errno));
+        return tg_set_error(TG_ERR_IO, "tg_atomic_write: writing %zu bytes for %s: %s", n, af->path,
+                            strerror(errno));
     }
     return TG_OK;
 }
 
-FILE *tg_atomic_stream(tg_atomic_file *af) { return af->fp; }
+FILE *tg_atomic_stream(tg_atomic_file *af)
+{
+    return af->fp;
+}
 
 static void atomic_free(tg_atomic_file *af)
 {
@@ -160,22 +163,24 @@ tg_status tg_atomic_commit(tg_atomic_file *af)
         return tg_set_error(TG_ERR_ARG, "tg_atomic_commit: NULL file");
     if (af->failed || ferror(af->fp)) {
         tg_status st = af->failed ? tg_last_status()
-                                  : tg_set_error(TG_ERR_IO, "tg_atomic_commit: a write to %s "
-                                                 "failed", af->path);
+                                  : tg_set_error(TG_ERR_IO,
+                                                 "tg_atomic_commit: a write to %s "
+                                                 "failed",
+                                                 af->path);
         tg_atomic_abort(af);
         return st;
     }
     if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0) {
-        tg_status st = tg_set_error(TG_ERR_IO, "tg_atomic_commit: flushing %s: %s", af->path,
-                                    strerror(errno));
+        tg_status st =
+            tg_set_error(TG_ERR_IO, "tg_atomic_commit: flushing %s: %s", af->path, strerror(errno));
         tg_atomic_abort(af);
         return st;
     }
     /* Renamed while still open, so its lock holds until the file has its final name: a sweep
      * by another writer of this target never sees it unlocked under the temporary name. */
     if (rename(af->tmp, af->path) != 0) {
-        tg_status st = tg_set_error(TG_ERR_IO, "tg_atomic_commit: renaming %s to %s: %s",
-                                    af->tmp, af->path, strerror(errno));
+        tg_status st = tg_set_error(TG_ERR_IO, "tg_atomic_commit: renaming %s to %s: %s", af->tmp,
+                                    af->path, strerror(errno));
         tg_atomic_abort(af);
         return st;
     }

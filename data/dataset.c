@@ -69,13 +69,17 @@ tg_dataset *tg_data_load_mnist(const char *dir, bool train, int digit)
     if (!lab)
         goto done;
     if (img->ndim != 3 || img->shape[1] < 1 || img->shape[2] < 1) {
-        tg_set_error(TG_ERR_FORMAT, "tg_data_load_mnist: %s: images %s: expected [N, rows, "
-                     "cols]", ipath, tg_shape_str(img->ndim, img->shape, s, sizeof s));
+        tg_set_error(TG_ERR_FORMAT,
+                     "tg_data_load_mnist: %s: images %s: expected [N, rows, "
+                     "cols]",
+                     ipath, tg_shape_str(img->ndim, img->shape, s, sizeof s));
         goto done;
     }
     if (lab->ndim != 1 || lab->shape[0] != img->shape[0]) {
-        tg_set_error(TG_ERR_FORMAT, "tg_data_load_mnist: %s: labels %s do not match the %lld "
-                     "images of %s", lpath, tg_shape_str(lab->ndim, lab->shape, s2, sizeof s2),
+        tg_set_error(TG_ERR_FORMAT,
+                     "tg_data_load_mnist: %s: labels %s do not match the %lld "
+                     "images of %s",
+                     lpath, tg_shape_str(lab->ndim, lab->shape, s2, sizeof s2),
                      (long long)img->shape[0], ipath);
         goto done;
     }
@@ -83,8 +87,10 @@ tg_dataset *tg_data_load_mnist(const char *dir, bool train, int digit)
     for (int64_t i = 0; i < n; i++) {
         float y = lab->data[i];
         if (y < 0 || y > 9) {
-            tg_set_error(TG_ERR_FORMAT, "tg_data_load_mnist: %s: label %g at index %lld is not "
-                         "a digit 0..9", lpath, y, (long long)i);
+            tg_set_error(TG_ERR_FORMAT,
+                         "tg_data_load_mnist: %s: label %g at index %lld is not "
+                         "a digit 0..9",
+                         lpath, y, (long long)i);
             goto done;
         }
         keep += digit < 0 || (int)y == digit;
@@ -120,8 +126,8 @@ done:
 struct tg_loader {
     const tg_dataset *ds; /* borrowed: must outlive the loader */
     int64_t batch;
-    int64_t *perm;        /* this epoch's order */
-    int64_t block;        /* shuffle within blocks of this many images (0: the whole set) */
+    int64_t *perm; /* this epoch's order */
+    int64_t block; /* shuffle within blocks of this many images (0: the whole set) */
     tg_loader_state st;
 };
 
@@ -146,14 +152,19 @@ tg_status tg_loader_set_shuffle_block(tg_loader *l, int64_t block)
     if (!l)
         return tg_set_error(TG_ERR_ARG, "%s: the loader is NULL", fn);
     if (block < 0)
-        return tg_set_error(TG_ERR_ARG, "%s: block %lld: need 0 (shuffle the whole set) or a "
-                            "size >= 1", fn, (long long)block);
+        return tg_set_error(TG_ERR_ARG,
+                            "%s: block %lld: need 0 (shuffle the whole set) or a "
+                            "size >= 1",
+                            fn, (long long)block);
     l->block = block;
     loader_shuffle(l); /* the current epoch's order, drawn again from its seed */
     return TG_OK;
 }
 
-int64_t tg_loader_shuffle_block(const tg_loader *l) { return l ? l->block : 0; }
+int64_t tg_loader_shuffle_block(const tg_loader *l)
+{
+    return l ? l->block : 0;
+}
 
 tg_loader *tg_loader_new(const tg_dataset *ds, int64_t batch, uint64_t seed)
 {
@@ -163,8 +174,10 @@ tg_loader *tg_loader_new(const tg_dataset *ds, int64_t batch, uint64_t seed)
     }
     int64_t n = ds->images->shape[0];
     if (batch < 1 || batch > n) {
-        tg_set_error(TG_ERR_ARG, "tg_loader_new: batch %lld for a dataset of %lld images (need "
-                     "1 <= batch <= images)", (long long)batch, (long long)n);
+        tg_set_error(TG_ERR_ARG,
+                     "tg_loader_new: batch %lld for a dataset of %lld images (need "
+                     "1 <= batch <= images)",
+                     (long long)batch, (long long)n);
         return NULL;
     }
     tg_loader *l = calloc(1, sizeof *l);
@@ -195,14 +208,19 @@ int64_t tg_loader_batches_per_epoch(const tg_loader *l)
     return l->ds->images->shape[0] / l->batch;
 }
 
-tg_loader_state tg_loader_get_state(const tg_loader *l) { return l->st; }
+tg_loader_state tg_loader_get_state(const tg_loader *l)
+{
+    return l->st;
+}
 
 tg_status tg_loader_set_state(tg_loader *l, const tg_loader_state *st)
 {
     if (st->epoch < 0 || st->batch < 0 || st->batch >= tg_loader_batches_per_epoch(l))
-        return tg_set_error(TG_ERR_ARG, "tg_loader_set_state: epoch %lld, batch %lld: out of "
-                            "range (%lld batches per epoch)", (long long)st->epoch,
-                            (long long)st->batch, (long long)tg_loader_batches_per_epoch(l));
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_loader_set_state: epoch %lld, batch %lld: out of "
+                            "range (%lld batches per epoch)",
+                            (long long)st->epoch, (long long)st->batch,
+                            (long long)tg_loader_batches_per_epoch(l));
     l->st = *st;
     loader_shuffle(l);
     return TG_OK;
@@ -229,8 +247,8 @@ tg_status tg_loader_next(tg_loader *l, tg_tensor **images, tg_tensor **labels)
         l->st.batch = 0;
         l->st.epoch++;
         tg_rng next;
-        tg_rng_seed(&next, ((uint64_t)tg_rng_u32(&l->st.epoch_rng) << 32) |
-                               tg_rng_u32(&l->st.epoch_rng));
+        tg_rng_seed(&next,
+                    ((uint64_t)tg_rng_u32(&l->st.epoch_rng) << 32) | tg_rng_u32(&l->st.epoch_rng));
         l->st.epoch_rng = next;
         loader_shuffle(l);
     }

@@ -33,14 +33,15 @@ static bool gz_read_exact(gzFile f, const char *path, void *buf, int64_t n, int6
         if (got < 0) {
             int zerr;
             const char *msg = gzerror(f, &zerr);
-            tg_set_error(TG_ERR_FORMAT, "tg_data_read_idx: %s: reading %s at byte %lld: %s",
-                         path, what, (long long)(offset + done), msg);
+            tg_set_error(TG_ERR_FORMAT, "tg_data_read_idx: %s: reading %s at byte %lld: %s", path,
+                         what, (long long)(offset + done), msg);
             return false;
         }
         if (got == 0) {
-            tg_set_error(TG_ERR_FORMAT, "tg_data_read_idx: %s: file ends at byte %lld inside "
-                         "%s (%lld bytes expected)", path, (long long)(offset + done), what,
-                         (long long)end);
+            tg_set_error(TG_ERR_FORMAT,
+                         "tg_data_read_idx: %s: file ends at byte %lld inside "
+                         "%s (%lld bytes expected)",
+                         path, (long long)(offset + done), what, (long long)end);
             return false;
         }
         done += got;
@@ -96,15 +97,16 @@ tg_tensor *tg_data_read_idx(const char *path)
     if (!gz_read_exact(f, path, head, 4, 0, "the header", 4))
         goto fail;
     if (head[0] != 0 || head[1] != 0 || (head[2] != 0x08 && head[2] != 0x0D)) {
-        tg_set_error(TG_ERR_FORMAT, "tg_data_read_idx: %s: bad magic %02x %02x %02x %02x (an "
-                     "idx file starts 00 00 08 or 00 00 0d: unsigned bytes or float32)", path,
-                     head[0], head[1], head[2], head[3]);
+        tg_set_error(TG_ERR_FORMAT,
+                     "tg_data_read_idx: %s: bad magic %02x %02x %02x %02x (an "
+                     "idx file starts 00 00 08 or 00 00 0d: unsigned bytes or float32)",
+                     path, head[0], head[1], head[2], head[3]);
         goto fail;
     }
     int ndim = head[3];
     if (ndim < 1 || ndim > TG_MAX_DIMS) {
-        tg_set_error(TG_ERR_FORMAT, "tg_data_read_idx: %s: %d dimensions (1 to %d supported)",
-                     path, ndim, TG_MAX_DIMS);
+        tg_set_error(TG_ERR_FORMAT, "tg_data_read_idx: %s: %d dimensions (1 to %d supported)", path,
+                     ndim, TG_MAX_DIMS);
         goto fail;
     }
     if (!gz_read_exact(f, path, dims, 4 * ndim, 4, "the dimensions", 4 + 4 * ndim))
@@ -115,8 +117,10 @@ tg_tensor *tg_data_read_idx(const char *path)
         shape[i] = (int64_t)b[0] << 24 | (int64_t)b[1] << 16 | (int64_t)b[2] << 8 | b[3];
         numel *= shape[i] ? shape[i] : 1; /* a product of <= 6 uint32 fits until the check */
         if (numel > IDX_MAX_ELEMS) {
-            tg_set_error(TG_ERR_FORMAT, "tg_data_read_idx: %s: dimensions hold more than %lld "
-                         "elements", path, (long long)IDX_MAX_ELEMS);
+            tg_set_error(TG_ERR_FORMAT,
+                         "tg_data_read_idx: %s: dimensions hold more than %lld "
+                         "elements",
+                         path, (long long)IDX_MAX_ELEMS);
             goto fail;
         }
     }
@@ -128,9 +132,10 @@ tg_tensor *tg_data_read_idx(const char *path)
         goto fail;
     int extra = gzread(f, raw + numel * elem, 1);
     if (extra != 0) {
-        tg_set_error(TG_ERR_FORMAT, "tg_data_read_idx: %s: %s after the %lld data bytes the "
-                     "header announces", path, extra > 0 ? "extra bytes" : "a read error",
-                     (long long)(numel * elem));
+        tg_set_error(TG_ERR_FORMAT,
+                     "tg_data_read_idx: %s: %s after the %lld data bytes the "
+                     "header announces",
+                     path, extra > 0 ? "extra bytes" : "a read error", (long long)(numel * elem));
         goto fail;
     }
     t = tg_tensor_new(ndim, shape);
@@ -153,8 +158,10 @@ tg_tensor *tg_data_read_idx(const char *path)
     int zst = gzclose_r(f);
     f = NULL;
     if (zst != Z_OK) {
-        tg_set_error(TG_ERR_FORMAT, "tg_data_read_idx: %s: the gzip stream is damaged or "
-                     "truncated (zlib status %d)", path, zst);
+        tg_set_error(TG_ERR_FORMAT,
+                     "tg_data_read_idx: %s: the gzip stream is damaged or "
+                     "truncated (zlib status %d)",
+                     path, zst);
         goto fail;
     }
     return t;
@@ -171,17 +178,20 @@ tg_status tg_data_write_idx_images(const char *path, const tg_tensor *images)
     if (!images)
         return tg_last_status() ? tg_last_status()
                                 : tg_set_error(TG_ERR_ARG, "tg_data_write_idx_images: images is "
-                                               "NULL");
+                                                           "NULL");
     char s[160];
     int nd = images->ndim;
     if (!((nd == 3) || (nd == 4 && images->shape[1] == 1)) || images->numel == 0)
-        return tg_set_error(TG_ERR_SHAPE, "tg_data_write_idx_images: %s: images %s: need "
-                            "[N, H, W] or [N, 1, H, W]", path ? path : "(null)",
-                            tg_shape_str(nd, images->shape, s, sizeof s));
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_data_write_idx_images: %s: images %s: need "
+                            "[N, H, W] or [N, 1, H, W]",
+                            path ? path : "(null)", tg_shape_str(nd, images->shape, s, sizeof s));
     int64_t n = images->shape[0], h = images->shape[nd - 2], w = images->shape[nd - 1];
     if (n > UINT32_MAX || h > UINT32_MAX || w > UINT32_MAX)
-        return tg_set_error(TG_ERR_SHAPE, "tg_data_write_idx_images: %s: sizes too large for "
-                            "idx", path);
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_data_write_idx_images: %s: sizes too large for "
+                            "idx",
+                            path);
     unsigned char head[16] = {0, 0, 0x08, 3};
     uint32_t sz[3] = {(uint32_t)n, (uint32_t)h, (uint32_t)w};
     for (int i = 0; i < 3; i++)
@@ -212,15 +222,21 @@ tg_status tg_data_write_idx_labels(const char *path, const tg_tensor *labels)
     if (!labels)
         return tg_last_status() ? tg_last_status()
                                 : tg_set_error(TG_ERR_ARG, "tg_data_write_idx_labels: labels is "
-                                               "NULL");
+                                                           "NULL");
     char s[160];
     if (labels->ndim != 1 || labels->shape[0] > UINT32_MAX)
         return tg_set_error(TG_ERR_SHAPE, "tg_data_write_idx_labels: %s: labels %s: need [N]",
                             path ? path : "(null)",
                             tg_shape_str(labels->ndim, labels->shape, s, sizeof s));
     int64_t n = labels->shape[0];
-    unsigned char head[8] = {0, 0, 0x08, 1, (unsigned char)(n >> 24), (unsigned char)(n >> 16),
-                             (unsigned char)(n >> 8), (unsigned char)n};
+    unsigned char head[8] = {0,
+                             0,
+                             0x08,
+                             1,
+                             (unsigned char)(n >> 24),
+                             (unsigned char)(n >> 16),
+                             (unsigned char)(n >> 8),
+                             (unsigned char)n};
     unsigned char *b = malloc((size_t)n + 1);
     if (!b)
         return tg_set_error(TG_ERR_NOMEM, "tg_data_write_idx_labels: out of memory");
@@ -228,8 +244,10 @@ tg_status tg_data_write_idx_labels(const char *path, const tg_tensor *labels)
         float v = labels->data[i];
         if (!(v >= 0 && v <= 255 && v == floorf(v))) {
             free(b);
-            return tg_set_error(TG_ERR_ARG, "tg_data_write_idx_labels: %s: label %g at index "
-                                "%lld is not a whole number 0..255", path, v, (long long)i);
+            return tg_set_error(TG_ERR_ARG,
+                                "tg_data_write_idx_labels: %s: label %g at index "
+                                "%lld is not a whole number 0..255",
+                                path, v, (long long)i);
         }
         b[i] = (unsigned char)v;
     }

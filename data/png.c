@@ -57,8 +57,10 @@ tg_status tg_data_write_png_gray(const char *path, const unsigned char *pixels, 
     free(raw);
     if (zst != Z_OK) {
         free(z);
-        return tg_set_error(TG_ERR_NOMEM, "tg_data_write_png_gray: %s: zlib compress failed "
-                            "(status %d)", path, zst);
+        return tg_set_error(TG_ERR_NOMEM,
+                            "tg_data_write_png_gray: %s: zlib compress failed "
+                            "(status %d)",
+                            path, zst);
     }
     tg_atomic_file *af = tg_atomic_open(path);
     if (!af) {
@@ -86,15 +88,18 @@ tg_status tg_data_write_png_grid(const char *path, const tg_tensor *images, int 
                                  tg_grid_scale scale)
 {
     if (!images)
-        return tg_last_status() ? tg_last_status()
-                                : tg_set_error(TG_ERR_ARG, "tg_data_write_png_grid: images is NULL");
+        return tg_last_status()
+                   ? tg_last_status()
+                   : tg_set_error(TG_ERR_ARG, "tg_data_write_png_grid: images is NULL");
     char s[160];
     int nd = images->ndim;
     bool ok_shape = (nd == 3) || (nd == 4 && images->shape[1] == 1);
     if (!ok_shape || images->numel == 0 || cols < 1)
-        return tg_set_error(TG_ERR_SHAPE, "tg_data_write_png_grid: %s: images %s, %d columns: "
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_data_write_png_grid: %s: images %s, %d columns: "
                             "need [N, H, W] or [N, 1, H, W] with N >= 1 and columns >= 1",
-                            path ? path : "(null)", tg_shape_str(images->ndim, images->shape, s, sizeof s), cols);
+                            path ? path : "(null)",
+                            tg_shape_str(images->ndim, images->shape, s, sizeof s), cols);
     int64_t n = images->shape[0], h = images->shape[nd - 2], w = images->shape[nd - 1];
     int64_t c = n < cols ? n : cols, rows = (n + c - 1) / c;
     int64_t W = c * w + (c - 1), H = rows * h + (rows - 1);

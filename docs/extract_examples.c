@@ -60,9 +60,9 @@ int main(int argc, char **argv)
 
     char line[MAX_LINE];
     long lineno = 0, open_line = 0;
-    int block = 0;          /* blocks seen so far */
-    FILE *out = NULL;       /* the open block's output, NULL outside a block */
-    int first = 0;          /* the next line is the block's first */
+    int block = 0;    /* blocks seen so far */
+    FILE *out = NULL; /* the open block's output, NULL outside a block */
+    int first = 0;    /* the next line is the block's first */
     int has_main = 0;
     int status = 0;
     while (status == 0 && fgets(line, sizeof line, in)) {
@@ -77,8 +77,10 @@ int main(int argc, char **argv)
             if (strcmp(line, "```c") != 0)
                 continue;
             if (++block > n_out) {
-                fprintf(stderr, "%s:%ld: block %d, but the build expects %d blocks; "
-                        "reconfigure (meson setup --reconfigure)\n", guide, lineno, block, n_out);
+                fprintf(stderr,
+                        "%s:%ld: block %d, but the build expects %d blocks; "
+                        "reconfigure (meson setup --reconfigure)\n",
+                        guide, lineno, block, n_out);
                 status = 1;
                 break;
             }
@@ -98,8 +100,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(line, "```") == 0) {
             if (!has_main) {
-                fprintf(stderr, "%s:%ld: the block has no main function; every C block of the "
-                        "guide is a complete program\n", guide, open_line);
+                fprintf(stderr,
+                        "%s:%ld: the block has no main function; every C block of the "
+                        "guide is a complete program\n",
+                        guide, open_line);
                 status = 1;
             }
             if (fclose(out) != 0) {
@@ -134,8 +138,10 @@ int main(int argc, char **argv)
         status = 1;
     }
     if (status == 0 && block != n_out) {
-        fprintf(stderr, "%s: %d blocks, but the build expects %d; reconfigure "
-                "(meson setup --reconfigure)\n", guide, block, n_out);
+        fprintf(stderr,
+                "%s: %d blocks, but the build expects %d; reconfigure "
+                "(meson setup --reconfigure)\n",
+                guide, block, n_out);
         status = 1;
     }
     return status;

@@ -28,9 +28,9 @@ static tg_tensor *conv_transpose2d_forward(tg_module *m, tg_tensor *x)
 /* A conv module with weight [w0, w1, k, k] and bias [out_ch], both ~ U(-bound, bound) with
  * PyTorch's bound 1/sqrt(fan_in), fan_in = w1 * k * k (_calculate_fan_in_and_fan_out reads
  * weight dimension 1 whatever the layer: in_ch for Conv2d, out_ch for ConvTranspose2d). */
-static tg_module *conv_new(const char *fn, const char *type, tg_forward_fn forward,
-                           int64_t w0, int64_t w1, int64_t out_ch, int kernel,
-                           const conv_config *c, bool bias, tg_rng *rng)
+static tg_module *conv_new(const char *fn, const char *type, tg_forward_fn forward, int64_t w0,
+                           int64_t w1, int64_t out_ch, int kernel, const conv_config *c, bool bias,
+                           tg_rng *rng)
 {
     float bound = 1.0f / sqrtf((float)(w1 * kernel * kernel));
     tg_module *m = tg_module_new(type, forward, c, sizeof *c);
@@ -39,8 +39,7 @@ static tg_module *conv_new(const char *fn, const char *type, tg_forward_fn forwa
     tg_status st = tg_module_add_param(
         m, "weight", tg_nn_uniform_param(fn, TG_DIMS(w0, w1, kernel, kernel), bound, rng));
     if (st == TG_OK && bias)
-        st = tg_module_add_param(m, "bias",
-                                 tg_nn_uniform_param(fn, TG_DIMS(out_ch), bound, rng));
+        st = tg_module_add_param(m, "bias", tg_nn_uniform_param(fn, TG_DIMS(out_ch), bound, rng));
     if (st != TG_OK) {
         tg_module_free(m);
         return NULL;
@@ -53,10 +52,11 @@ tg_module *tg_nn_conv2d(int64_t in_ch, int64_t out_ch, int kernel, int stride, i
 {
     const char *fn = "tg_nn_conv2d";
     if (in_ch < 1 || out_ch < 1 || kernel < 1 || stride < 1 || padding < 0 || dilation < 1) {
-        tg_set_error(TG_ERR_ARG, "%s: in_ch %lld, out_ch %lld, kernel %d, stride %d, padding "
+        tg_set_error(TG_ERR_ARG,
+                     "%s: in_ch %lld, out_ch %lld, kernel %d, stride %d, padding "
                      "%d, dilation %d: need channels, kernel, stride and dilation >= 1 and "
-                     "padding >= 0", fn, (long long)in_ch, (long long)out_ch, kernel, stride,
-                     padding, dilation);
+                     "padding >= 0",
+                     fn, (long long)in_ch, (long long)out_ch, kernel, stride, padding, dilation);
         return NULL;
     }
     conv_config c = {.stride = stride, .padding = padding, .extra = dilation};
@@ -67,17 +67,19 @@ tg_module *tg_nn_conv_transpose2d(int64_t in_ch, int64_t out_ch, int kernel, int
                                   int padding, int output_padding, bool bias, tg_rng *rng)
 {
     const char *fn = "tg_nn_conv_transpose2d";
-    if (in_ch < 1 || out_ch < 1 || kernel < 1 || stride < 1 || padding < 0 ||
-        output_padding < 0 || output_padding >= stride) {
-        tg_set_error(TG_ERR_ARG, "%s: in_ch %lld, out_ch %lld, kernel %d, stride %d, padding "
+    if (in_ch < 1 || out_ch < 1 || kernel < 1 || stride < 1 || padding < 0 || output_padding < 0 ||
+        output_padding >= stride) {
+        tg_set_error(TG_ERR_ARG,
+                     "%s: in_ch %lld, out_ch %lld, kernel %d, stride %d, padding "
                      "%d, output_padding %d: need channels, kernel and stride >= 1, padding "
-                     ">= 0 and 0 <= output_padding < stride", fn, (long long)in_ch,
-                     (long long)out_ch, kernel, stride, padding, output_padding);
+                     ">= 0 and 0 <= output_padding < stride",
+                     fn, (long long)in_ch, (long long)out_ch, kernel, stride, padding,
+                     output_padding);
         return NULL;
     }
     conv_config c = {.stride = stride, .padding = padding, .extra = output_padding};
-    return conv_new(fn, "ConvTranspose2d", conv_transpose2d_forward, in_ch, out_ch, out_ch,
-                    kernel, &c, bias, rng);
+    return conv_new(fn, "ConvTranspose2d", conv_transpose2d_forward, in_ch, out_ch, out_ch, kernel,
+                    &c, bias, rng);
 }
 
 /* ---- pooling ----------------------------------------------------------------------------- */
@@ -105,8 +107,10 @@ static tg_module *pool_new(const char *fn, const char *type, tg_forward_fn forwa
     if (stride == 0)
         stride = kernel;
     if (kernel < 1 || stride < 1 || padding < 0 || 2 * padding > kernel) {
-        tg_set_error(TG_ERR_ARG, "%s: kernel %d, stride %d, padding %d: need kernel, stride "
-                     ">= 1 and 0 <= padding <= kernel / 2", fn, kernel, stride, padding);
+        tg_set_error(TG_ERR_ARG,
+                     "%s: kernel %d, stride %d, padding %d: need kernel, stride "
+                     ">= 1 and 0 <= padding <= kernel / 2",
+                     fn, kernel, stride, padding);
         return NULL;
     }
     pool_config c = {.kernel = kernel, .stride = stride, .padding = padding};
@@ -115,14 +119,12 @@ static tg_module *pool_new(const char *fn, const char *type, tg_forward_fn forwa
 
 tg_module *tg_nn_max_pool2d(int kernel, int stride, int padding)
 {
-    return pool_new("tg_nn_max_pool2d", "MaxPool2d", max_pool2d_forward, kernel, stride,
-                    padding);
+    return pool_new("tg_nn_max_pool2d", "MaxPool2d", max_pool2d_forward, kernel, stride, padding);
 }
 
 tg_module *tg_nn_avg_pool2d(int kernel, int stride, int padding)
 {
-    return pool_new("tg_nn_avg_pool2d", "AvgPool2d", avg_pool2d_forward, kernel, stride,
-                    padding);
+    return pool_new("tg_nn_avg_pool2d", "AvgPool2d", avg_pool2d_forward, kernel, stride, padding);
 }
 
 /* ---- Upsample ---------------------------------------------------------------------------- */
@@ -142,8 +144,10 @@ tg_module *tg_nn_upsample(int scale, tg_upsample_mode mode)
 {
     if (scale < 1 || (mode != TG_UPSAMPLE_NEAREST && mode != TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS &&
                       mode != TG_UPSAMPLE_BILINEAR_HALF_PIXEL)) {
-        tg_set_error(TG_ERR_ARG, "tg_nn_upsample: scale %d, mode %d: need scale >= 1 and a "
-                     "tg_upsample_mode", scale, (int)mode);
+        tg_set_error(TG_ERR_ARG,
+                     "tg_nn_upsample: scale %d, mode %d: need scale >= 1 and a "
+                     "tg_upsample_mode",
+                     scale, (int)mode);
         return NULL;
     }
     upsample_config c = {.scale = scale, .mode = mode};

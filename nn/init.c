@@ -25,9 +25,11 @@ static tg_status fans(const char *fn, const tg_tensor *w, int64_t *fan_in, int64
         return tg_set_error(TG_ERR_ARG, "%s: tensor is NULL", fn);
     if (w->ndim < 2) {
         char s[96];
-        return tg_set_error(TG_ERR_SHAPE, "%s: a %s tensor has no fan in and out (need at least "
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: a %s tensor has no fan in and out (need at least "
                             "2 dimensions: [out, in, ...] or [in, out, ...] for transposed "
-                            "convolutions)", fn, tg_shape_str(w->ndim, w->shape, s, sizeof s));
+                            "convolutions)",
+                            fn, tg_shape_str(w->ndim, w->shape, s, sizeof s));
     }
     /* PyTorch's _calculate_fan_in_and_fan_out: dimension 1 is "in", dimension 0 "out", times the
      * receptive field (the product of the dimensions after them). */
@@ -49,17 +51,12 @@ tg_status tg_init_fans(const tg_tensor *w, int64_t *fan_in, int64_t *fan_out)
 float tg_init_gain(tg_nonlinearity nl, float param)
 {
     switch (nl) {
-    case TG_NL_RELU:
-        return sqrtf(2.0f);
-    case TG_NL_LEAKY_RELU:
-        return sqrtf(2.0f / (1.0f + param * param));
-    case TG_NL_TANH:
-        return 5.0f / 3.0f;
-    case TG_NL_SELU:
-        return 0.75f;
+    case TG_NL_RELU: return sqrtf(2.0f);
+    case TG_NL_LEAKY_RELU: return sqrtf(2.0f / (1.0f + param * param));
+    case TG_NL_TANH: return 5.0f / 3.0f;
+    case TG_NL_SELU: return 0.75f;
     case TG_NL_LINEAR:
-    default:
-        return 1.0f;
+    default: return 1.0f;
     }
 }
 
@@ -67,8 +64,8 @@ tg_status tg_init_uniform_(tg_tensor *t, tg_rng *rng, float lo, float hi)
 {
     tg_status st = init_check("tg_init_uniform_", t, rng, true);
     if (st == TG_OK && !(isfinite(lo) && isfinite(hi) && lo <= hi))
-        st = tg_set_error(TG_ERR_ARG, "tg_init_uniform_: bounds [%g, %g): need finite lo <= hi",
-                          lo, hi);
+        st = tg_set_error(TG_ERR_ARG, "tg_init_uniform_: bounds [%g, %g): need finite lo <= hi", lo,
+                          hi);
     return st == TG_OK ? tg_tensor_uniform_(t, rng, lo, hi) : st;
 }
 
@@ -76,8 +73,10 @@ tg_status tg_init_normal_(tg_tensor *t, tg_rng *rng, float mean, float std)
 {
     tg_status st = init_check("tg_init_normal_", t, rng, true);
     if (st == TG_OK && !(isfinite(mean) && isfinite(std) && std >= 0.0f))
-        st = tg_set_error(TG_ERR_ARG, "tg_init_normal_: mean %g, std %g: need finite values "
-                          "and std >= 0", mean, std);
+        st = tg_set_error(TG_ERR_ARG,
+                          "tg_init_normal_: mean %g, std %g: need finite values "
+                          "and std >= 0",
+                          mean, std);
     return st == TG_OK ? tg_tensor_normal_(t, rng, mean, std) : st;
 }
 

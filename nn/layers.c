@@ -26,8 +26,8 @@ tg_module *tg_nn_linear(int64_t in, int64_t out, bool bias, tg_rng *rng)
     tg_module *m = tg_module_new("Linear", linear_forward, NULL, 0);
     if (!m)
         return NULL;
-    tg_status st = tg_module_add_param(
-        m, "weight", tg_nn_uniform_param(fn, TG_DIMS(out, in), bound, rng));
+    tg_status st =
+        tg_module_add_param(m, "weight", tg_nn_uniform_param(fn, TG_DIMS(out, in), bound, rng));
     if (st == TG_OK && bias)
         st = tg_module_add_param(m, "bias", tg_nn_uniform_param(fn, TG_DIMS(out), bound, rng));
     if (st != TG_OK) {
@@ -67,11 +67,20 @@ static tg_tensor *leaky_relu_forward(tg_module *m, tg_tensor *x)
     return tg_leaky_relu(x, c->slope);
 }
 
-tg_module *tg_nn_relu(void) { return tg_module_new("ReLU", relu_forward, NULL, 0); }
+tg_module *tg_nn_relu(void)
+{
+    return tg_module_new("ReLU", relu_forward, NULL, 0);
+}
 
-tg_module *tg_nn_tanh(void) { return tg_module_new("Tanh", tanh_forward, NULL, 0); }
+tg_module *tg_nn_tanh(void)
+{
+    return tg_module_new("Tanh", tanh_forward, NULL, 0);
+}
 
-tg_module *tg_nn_sigmoid(void) { return tg_module_new("Sigmoid", sigmoid_forward, NULL, 0); }
+tg_module *tg_nn_sigmoid(void)
+{
+    return tg_module_new("Sigmoid", sigmoid_forward, NULL, 0);
+}
 
 tg_module *tg_nn_leaky_relu(float slope)
 {
@@ -91,7 +100,10 @@ static tg_tensor *flatten_forward(tg_module *m, tg_tensor *x)
     return tg_flatten(x, 1, -1);
 }
 
-tg_module *tg_nn_flatten(void) { return tg_module_new("Flatten", flatten_forward, NULL, 0); }
+tg_module *tg_nn_flatten(void)
+{
+    return tg_module_new("Flatten", flatten_forward, NULL, 0);
+}
 
 typedef struct {
     int ndim;
@@ -119,8 +131,8 @@ tg_module *tg_nn_reshape(int ndim, const int64_t *shape)
         inferred += shape[i] == -1;
         if (shape[i] < -1 || inferred > 1) {
             char s[160];
-            tg_set_error(TG_ERR_ARG, "%s: shape %s: sizes must be >= 0, with at most one -1",
-                         fn, tg_shape_str(ndim, shape, s, sizeof s));
+            tg_set_error(TG_ERR_ARG, "%s: shape %s: sizes must be >= 0, with at most one -1", fn,
+                         tg_shape_str(ndim, shape, s, sizeof s));
             return NULL;
         }
     }
@@ -164,16 +176,18 @@ static tg_tensor *batch_norm_forward(tg_module *m, tg_tensor *x)
     const batch_norm_config *c = tg_module_config(m);
     if (x->ndim != c->ndim || x->shape[1] != c->channels) {
         char s[160];
-        tg_set_error(TG_ERR_SHAPE, "tg_nn_forward: %s \"%s\" with %lld channels got x %s; it "
-                     "takes %s with C = %lld", tg_module_type(m), tg_module_name(m),
-                     (long long)c->channels, tg_shape_str(x->ndim, x->shape, s, sizeof s),
+        tg_set_error(TG_ERR_SHAPE,
+                     "tg_nn_forward: %s \"%s\" with %lld channels got x %s; it "
+                     "takes %s with C = %lld",
+                     tg_module_type(m), tg_module_name(m), (long long)c->channels,
+                     tg_shape_str(x->ndim, x->shape, s, sizeof s),
                      c->ndim == 2 ? "[N, C]" : "[N, C, H, W]", (long long)c->channels);
         return NULL;
     }
-    tg_tensor *y = tg_batch_norm(x, tg_module_param(m, "weight"), tg_module_param(m, "bias"),
-                                 tg_module_buffer(m, "running_mean"),
-                                 tg_module_buffer(m, "running_var"), tg_module_is_training(m),
-                                 c->momentum, c->eps);
+    tg_tensor *y =
+        tg_batch_norm(x, tg_module_param(m, "weight"), tg_module_param(m, "bias"),
+                      tg_module_buffer(m, "running_mean"), tg_module_buffer(m, "running_var"),
+                      tg_module_is_training(m), c->momentum, c->eps);
     if (y && tg_module_is_training(m)) {
         /* Counted as PyTorch does; a float holds every count up to 2^24 exactly. */
         tg_tensor *count = tg_module_buffer(m, "num_batches_tracked");

@@ -115,8 +115,10 @@ static bool name_taken(const tg_module *m, const char *name)
 static tg_status name_check(const char *fn, const tg_module *m, const char *name)
 {
     if (!name || !name[0] || strchr(name, '.'))
-        return tg_set_error(TG_ERR_ARG, "%s: name \"%s\" in a %s module: a name must be "
-                            "non-empty and contain no '.'", fn, name ? name : "(null)", m->type);
+        return tg_set_error(TG_ERR_ARG,
+                            "%s: name \"%s\" in a %s module: a name must be "
+                            "non-empty and contain no '.'",
+                            fn, name ? name : "(null)", m->type);
     if (name_taken(m, name))
         return tg_set_error(TG_ERR_ARG, "%s: a %s module already has an entry named \"%s\"", fn,
                             m->type, name);
@@ -139,8 +141,10 @@ static tg_status add_tensor(const char *fn, tg_module *m, named_tensor **list, i
     }
     if (t->node) {
         tg_release(t);
-        return tg_set_error(TG_ERR_STATE, "%s: \"%s\" is the result of an op, not a leaf; "
-                            "give the module a tensor of its own (tg_tensor_clone)", fn, name);
+        return tg_set_error(TG_ERR_STATE,
+                            "%s: \"%s\" is the result of an op, not a leaf; "
+                            "give the module a tensor of its own (tg_tensor_clone)",
+                            fn, name);
     }
     char *copy = str_dup(name);
     if (!copy || !tg_grow((void **)list, cap, *n + 1, sizeof(named_tensor))) {
@@ -156,8 +160,8 @@ tg_status tg_module_add_param(tg_module *m, const char *name, tg_tensor *t)
 {
     if (!m || !t)
         return add_tensor("tg_module_add_param", m, NULL, NULL, NULL, name, t);
-    tg_status st = add_tensor("tg_module_add_param", m, &m->params, &m->n_params,
-                              &m->cap_params, name, t);
+    tg_status st =
+        add_tensor("tg_module_add_param", m, &m->params, &m->n_params, &m->cap_params, name, t);
     if (st == TG_OK)
         st = tg_tensor_set_requires_grad(t, true); /* a leaf (checked above): cannot fail */
     return st;
@@ -167,8 +171,8 @@ tg_status tg_module_add_buffer(tg_module *m, const char *name, tg_tensor *t)
 {
     if (!m || !t)
         return add_tensor("tg_module_add_buffer", m, NULL, NULL, NULL, name, t);
-    return add_tensor("tg_module_add_buffer", m, &m->buffers, &m->n_buffers, &m->cap_buffers,
-                      name, t);
+    return add_tensor("tg_module_add_buffer", m, &m->buffers, &m->n_buffers, &m->cap_buffers, name,
+                      t);
 }
 
 tg_status tg_module_add_child(tg_module *m, const char *name, tg_module *child)
@@ -182,17 +186,18 @@ tg_status tg_module_add_child(tg_module *m, const char *name, tg_module *child)
     }
     if (child->name[0] || child == m) {
         /* Owned elsewhere already: freeing it here would pull it out from under its parent. */
-        return tg_set_error(TG_ERR_ARG, "%s: the %s module given as \"%s\" is already a child "
-                            "(\"%s\") of another module", fn, child->type, name ? name : "",
-                            child->name);
+        return tg_set_error(TG_ERR_ARG,
+                            "%s: the %s module given as \"%s\" is already a child "
+                            "(\"%s\") of another module",
+                            fn, child->type, name ? name : "", child->name);
     }
     if ((st = name_check(fn, m, name)) != TG_OK) {
         tg_module_free(child);
         return st;
     }
     char *copy = str_dup(name);
-    if (!copy || !tg_grow((void **)&m->children, &m->cap_children, m->n_children + 1,
-                       sizeof(tg_module *))) {
+    if (!copy ||
+        !tg_grow((void **)&m->children, &m->cap_children, m->n_children + 1, sizeof(tg_module *))) {
         free(copy);
         tg_module_free(child);
         return tg_set_error(TG_ERR_NOMEM, "%s: out of memory adding \"%s\"", fn, name);
@@ -219,13 +224,25 @@ tg_tensor *tg_nn_forward(tg_module *m, tg_tensor *x)
 
 /* ---- accessors --------------------------------------------------------------------------- */
 
-const char *tg_module_type(const tg_module *m) { return m ? m->type : ""; }
+const char *tg_module_type(const tg_module *m)
+{
+    return m ? m->type : "";
+}
 
-const char *tg_module_name(const tg_module *m) { return m ? m->name : ""; }
+const char *tg_module_name(const tg_module *m)
+{
+    return m ? m->name : "";
+}
 
-void *tg_module_config(const tg_module *m) { return m ? m->config : NULL; }
+void *tg_module_config(const tg_module *m)
+{
+    return m ? m->config : NULL;
+}
 
-bool tg_module_is_training(const tg_module *m) { return m && m->training; }
+bool tg_module_is_training(const tg_module *m)
+{
+    return m && m->training;
+}
 
 void tg_module_train(tg_module *m, bool training)
 {
@@ -262,7 +279,10 @@ tg_module *tg_module_child(const tg_module *m, const char *name)
     return NULL;
 }
 
-int64_t tg_module_num_children(const tg_module *m) { return m ? m->n_children : 0; }
+int64_t tg_module_num_children(const tg_module *m)
+{
+    return m ? m->n_children : 0;
+}
 
 tg_module *tg_module_child_at(const tg_module *m, int64_t i)
 {
@@ -344,8 +364,7 @@ static bool collect_all(const char *fn, const tg_module *m, const char *prefix, 
     if (collect(m, prefix ? prefix : "", buffers, out))
         return true;
     entries_free(out);
-    tg_set_error(TG_ERR_NOMEM, "%s: out of memory listing the tensors of a %s module", fn,
-                 m->type);
+    tg_set_error(TG_ERR_NOMEM, "%s: out of memory listing the tensors of a %s module", fn, m->type);
     return false;
 }
 
@@ -513,18 +532,23 @@ tg_status tg_module_load_state_dict(tg_module *m, const char *prefix, const tg_s
     tg_status st = TG_OK;
     if (n_missing || n_unexpected || n_shape) {
         char msg[900];
-        int len = snprintf(msg, sizeof msg, "%s: the state dict does not fit the %s module "
-                           "(prefix \"%s\"):", fn, m->type, prefix);
+        int len = snprintf(msg, sizeof msg,
+                           "%s: the state dict does not fit the %s module "
+                           "(prefix \"%s\"):",
+                           fn, m->type, prefix);
         if (n_missing && len > 0 && (size_t)len < sizeof msg)
             len += snprintf(msg + len, sizeof msg - (size_t)len, " %lld missing (first \"%s\");",
                             (long long)n_missing, missing);
         if (n_unexpected && len > 0 && (size_t)len < sizeof msg)
-            len += snprintf(msg + len, sizeof msg - (size_t)len, " %lld unexpected (first "
-                            "\"%s\");", (long long)n_unexpected, unexpected);
+            len += snprintf(msg + len, sizeof msg - (size_t)len,
+                            " %lld unexpected (first "
+                            "\"%s\");",
+                            (long long)n_unexpected, unexpected);
         if (n_shape && len > 0 && (size_t)len < sizeof msg)
-            snprintf(msg + len, sizeof msg - (size_t)len, " %lld of the wrong shape (first "
-                     "\"%s\": %s in the state dict, %s in the module);", (long long)n_shape,
-                     bad_shape, s_sd, s_mod);
+            snprintf(msg + len, sizeof msg - (size_t)len,
+                     " %lld of the wrong shape (first "
+                     "\"%s\": %s in the state dict, %s in the module);",
+                     (long long)n_shape, bad_shape, s_sd, s_mod);
         st = tg_set_error(n_missing || n_unexpected ? TG_ERR_ARG : TG_ERR_SHAPE, "%s", msg);
     } else {
         /* Every copy now has a matching source of the same numel, so none can fail. */
@@ -541,8 +565,7 @@ tg_tensor *tg_nn_uniform_param(const char *fn, int ndim, const int64_t *shape, f
                                tg_rng *rng)
 {
     if (!rng) {
-        tg_set_error(TG_ERR_ARG, "%s: rng is NULL; layers draw their initial weights from it",
-                     fn);
+        tg_set_error(TG_ERR_ARG, "%s: rng is NULL; layers draw their initial weights from it", fn);
         return NULL;
     }
     tg_tensor *t = tg_tensor_new(ndim, shape);

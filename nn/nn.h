@@ -205,9 +205,8 @@ tg_module *tg_nn_sequential_add(tg_module *seq, const char *name, tg_module *mod
  * them (all freed when one is NULL, which keeps its error). */
 tg_module *tg_nn_sequential(int n, ...);
 /* tg_nn_sequential with the count filled in: TG_NN_SEQUENTIAL(tg_nn_linear(...), ...). */
-#define TG_NN_SEQUENTIAL(...)                                                                 \
-    tg_nn_sequential((int)(sizeof((tg_module *[]){__VA_ARGS__}) / sizeof(tg_module *)),       \
-                     __VA_ARGS__)
+#define TG_NN_SEQUENTIAL(...)                                                                      \
+    tg_nn_sequential((int)(sizeof((tg_module *[]){__VA_ARGS__}) / sizeof(tg_module *)), __VA_ARGS__)
 
 #ifdef __cplusplus
 }

@@ -43,8 +43,8 @@ tg_optim *tg_optim_adam(tg_tensor *const *params, int64_t n, float lr, float bet
                         float eps, float weight_decay);
 /* torch.optim.AdamW (Loshchilov & Hutter): decoupled weight decay, p -= lr * wd * p before the
  * Adam update. PyTorch's default weight_decay is 1e-2 (TG_ADAMW_WEIGHT_DECAY). */
-tg_optim *tg_optim_adamw(tg_tensor *const *params, int64_t n, float lr, float beta1,
-                         float beta2, float eps, float weight_decay);
+tg_optim *tg_optim_adamw(tg_tensor *const *params, int64_t n, float lr, float beta1, float beta2,
+                         float eps, float weight_decay);
 /* Where Adam's eps enters the update. AFTER_CORRECTION (the default; PyTorch, Kingma & Ba):
  * p -= lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps). BEFORE_CORRECTION
  * (PaddlePaddle 1.x's adam op, TensorFlow 1): p -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) *

@@ -19,8 +19,8 @@ void tg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     if (M == 0 || N == 0)
         return;
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K, alpha,
-                A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+                trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K, alpha, A,
+                (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
 
 static int num_threads = 0; /* 0: not set yet, the OpenMP default holds */

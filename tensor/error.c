@@ -9,9 +9,15 @@
 static _Thread_local tg_status err_status = TG_OK;
 static _Thread_local char err_msg[1024];
 
-const char *tg_last_error(void) { return err_msg; }
+const char *tg_last_error(void)
+{
+    return err_msg;
+}
 
-tg_status tg_last_status(void) { return err_status; }
+tg_status tg_last_status(void)
+{
+    return err_status;
+}
 
 void tg_clear_error(void)
 {

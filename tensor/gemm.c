@@ -78,8 +78,8 @@ GEMM_AVX512 static inline void transpose16(__m512 r[16])
 
 /* dst[kk * ld_dst + c] = src[c][k0 + kk] for kk < 16 and c < n (n <= 16): n rows' next 16
  * values, transposed. */
-GEMM_AVX512 static inline void gather16(const float *const *src, int n, int64_t k0,
-                                        float *dst, int64_t ld_dst)
+GEMM_AVX512 static inline void gather16(const float *const *src, int n, int64_t k0, float *dst,
+                                        int64_t ld_dst)
 {
     __m512 r[16];
     for (int c = 0; c < 16; c++)
@@ -92,9 +92,8 @@ GEMM_AVX512 static inline void gather16(const float *const *src, int n, int64_t 
 /* Rows [i0, i0 + mc) and depths [p0, p0 + kc) of op(A) into panels of MR rows, zero past M.
  * Each panel row gathers MR values: one run of the transposed storage, or one value from
  * each of MR rows of A. */
-GEMM_AVX512 static void pack_a(bool trans, const float *A, int64_t lda, int64_t M,
-                               int64_t i0, int64_t mc, int64_t p0, int64_t kc,
-                               float *restrict dst)
+GEMM_AVX512 static void pack_a(bool trans, const float *A, int64_t lda, int64_t M, int64_t i0,
+                               int64_t mc, int64_t p0, int64_t kc, float *restrict dst)
 {
     for (int64_t ip = 0; ip < mc; ip += GEMM_MR) {
         float *restrict panel = dst + ip * kc;
@@ -104,9 +103,9 @@ GEMM_AVX512 static void pack_a(bool trans, const float *A, int64_t lda, int64_t 
              * element by element loop cost as much as a tenth of conv2d's backward-data GEMM,
              * which packs the whole weight again for every image. */
             for (int64_t k = 0; k < kc; k++)
-                _mm512_mask_storeu_ps(panel + k * GEMM_MR, lane_mask(GEMM_MR),
-                                      _mm512_maskz_loadu_ps(lane_mask(rows),
-                                                            A + (p0 + k) * lda + i));
+                _mm512_mask_storeu_ps(
+                    panel + k * GEMM_MR, lane_mask(GEMM_MR),
+                    _mm512_maskz_loadu_ps(lane_mask(rows), A + (p0 + k) * lda + i));
             continue;
         }
         const float *src[GEMM_MR];
@@ -130,9 +129,8 @@ GEMM_AVX512 static void pack_a(bool trans, const float *A, int64_t lda, int64_t 
 /* Columns [j0, j0 + nc) and depths [p0, p0 + kc) of op(B) into panels of NR columns, zero
  * past N. Without transpose a panel row is one run of B (a fixed-size copy, so the compiler
  * inlines it); with it, one value from each of NR rows of the transposed storage. */
-GEMM_AVX512 static void pack_b(bool trans, const float *B, int64_t ldb, int64_t N,
-                               int64_t j0, int64_t nc, int64_t p0, int64_t kc,
-                               float *restrict dst)
+GEMM_AVX512 static void pack_b(bool trans, const float *B, int64_t ldb, int64_t N, int64_t j0,
+                               int64_t nc, int64_t p0, int64_t kc, float *restrict dst)
 {
     for (int64_t jp = 0; jp < nc; jp += GEMM_NR) {
         float *restrict panel = dst + jp * kc;
@@ -144,8 +142,7 @@ GEMM_AVX512 static void pack_b(bool trans, const float *B, int64_t ldb, int64_t 
                 const float *src = B + (p0 + k) * ldb + j;
                 for (int v = 0; v < GEMM_NR / 16; v++)
                     _mm512_store_ps(panel + k * GEMM_NR + 16 * v,
-                                    _mm512_maskz_loadu_ps(lane_mask(cols - 16 * v),
-                                                          src + 16 * v));
+                                    _mm512_maskz_loadu_ps(lane_mask(cols - 16 * v), src + 16 * v));
             }
             continue;
         }
@@ -206,9 +203,9 @@ kernel_body(int nv, int64_t kc, const float *restrict a, const float *restrict b
 
 /* The MR x NR micro-kernel: both vectors of the panel, or only the first where the panel
  * holds at most 16 columns (see kernel_body). */
-GEMM_AVX512 static void kernel_8x32(int64_t kc, const float *restrict a,
-                                    const float *restrict b, float *C, int64_t ldc,
-                                    int64_t rows, int64_t cols, float alpha, float beta)
+GEMM_AVX512 static void kernel_8x32(int64_t kc, const float *restrict a, const float *restrict b,
+                                    float *C, int64_t ldc, int64_t rows, int64_t cols, float alpha,
+                                    float beta)
 {
     if (cols > 16)
         kernel_body(2, kc, a, b, C, ldc, rows, cols, alpha, beta);
@@ -218,9 +215,9 @@ GEMM_AVX512 static void kernel_8x32(int64_t kc, const float *restrict a,
 
 /* The whole product for the columns [j_begin, j_end) of C, with one thread's buffers. */
 GEMM_AVX512 static void gemm_columns(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-                         float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                         float beta, float *C, int64_t ldc, int64_t j_begin, int64_t j_end,
-                         float *buf)
+                                     float alpha, const float *A, int64_t lda, const float *B,
+                                     int64_t ldb, float beta, float *C, int64_t ldc,
+                                     int64_t j_begin, int64_t j_end, float *buf)
 {
     float *pa = buf, *pb = buf + (int64_t)GEMM_MC * GEMM_KC;
     for (int64_t jc = j_begin; jc < j_end; jc += GEMM_NC) {
@@ -237,9 +234,8 @@ GEMM_AVX512 static void gemm_columns(bool trans_a, bool trans_b, int64_t M, int6
                     int64_t cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
                     for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
                         int64_t rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
-                        kernel_8x32(kc, pa + ir * kc, pb + jr * kc,
-                                    C + (ic + ir) * ldc + jc + jr, ldc, rows, cols, alpha,
-                                    b_eff);
+                        kernel_8x32(kc, pa + ir * kc, pb + jr * kc, C + (ic + ir) * ldc + jc + jr,
+                                    ldc, rows, cols, alpha, b_eff);
                     }
                 }
             }
@@ -278,8 +274,8 @@ bool tg_sgemm_avx512_active(void)
 }
 
 void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                     float *C, int64_t ldc)
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
     int threads = tg_get_num_threads();
@@ -292,8 +288,8 @@ void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
     if ((double)M * N * K < 1e6)
         threads = 1; /* below about 50 us of work the fork costs more than it saves */
     size_t buf_bytes = 0;
-    float *buf = M > 0 && N > 0 && K > 0 && have_avx512() ? gemm_buffers(threads, &buf_bytes)
-                                                           : NULL;
+    float *buf =
+        M > 0 && N > 0 && K > 0 && have_avx512() ? gemm_buffers(threads, &buf_bytes) : NULL;
     if (buf) {
 #ifdef _OPENMP
         TG_PRAGMA(omp parallel for schedule(static) num_threads(threads) if (threads > 1))

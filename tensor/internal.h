@@ -10,13 +10,12 @@
 #include <stdlib.h>
 
 /* An engine bug (never a user mistake): print where and abort. */
-#define TG_ASSERT(cond)                                                                   \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            fprintf(stderr, "tapegrad: internal error at %s:%d: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                               \
-            abort();                                                                      \
-        }                                                                                 \
+#define TG_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "tapegrad: internal error at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* Refcounted buffer behind one or more tensors. version counts in-place changes. */
@@ -30,7 +29,7 @@ struct tg_storage {
 /* ---- caching allocator (storage.c) -----------------------------------------------------
  * Buffers are 64-byte aligned and rounded up to a size bucket; freed buffers wait in one
  * process-wide cache (storage.c, under a mutex) for the next request of the same bucket. */
-void *tg_alloc(size_t nbytes);      /* NULL on failure (error set) */
+void *tg_alloc(size_t nbytes); /* NULL on failure (error set) */
 void *tg_alloc_zeroed(size_t nbytes);
 void tg_free(void *ptr, size_t nbytes); /* nbytes as given to tg_alloc */
 
@@ -64,8 +63,8 @@ void tg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
  * has it and TG_ISA does not lower it), else by tg_sgemm: OpenBLAS's kernel choice may be AVX2
  * on AVX-512 machines (OPENBLAS_CORETYPE). */
 void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                     float *C, int64_t ldc);
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc);
 /* True when tg_sgemm_avx512 runs our kernels (the AVX-512 level), not OpenBLAS. */
 bool tg_sgemm_avx512_active(void);
 

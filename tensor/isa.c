@@ -44,8 +44,8 @@ int tg_isa_detect(void)
     if (!__get_cpuid(1, &a, &b, &c, &d))
         return TG_ISA_BASELINE;
     const unsigned c1 = c;
-    const bool v2 = (c1 & bit_SSE3) && (c1 & bit_SSSE3) && (c1 & bit_SSE4_1) &&
-                    (c1 & bit_SSE4_2) && (c1 & bit_POPCNT) && (c1 & bit_CMPXCHG16B);
+    const bool v2 = (c1 & bit_SSE3) && (c1 & bit_SSSE3) && (c1 & bit_SSE4_1) && (c1 & bit_SSE4_2) &&
+                    (c1 & bit_POPCNT) && (c1 & bit_CMPXCHG16B);
     const bool osxsave = c1 & bit_OSXSAVE;
     if (!v2 || !osxsave || !(c1 & bit_AVX) || !(c1 & bit_FMA) || !(c1 & bit_F16C) ||
         !(c1 & bit_MOVBE))
@@ -60,8 +60,7 @@ int tg_isa_detect(void)
     __cpuid_count(7, 0, a, b, c, d);
     if (!(b & bit_AVX2) || !(b & bit_BMI) || !(b & bit_BMI2))
         return TG_ISA_BASELINE;
-    const unsigned avx512 = bit_AVX512F | bit_AVX512BW | bit_AVX512CD | bit_AVX512DQ |
-                            bit_AVX512VL;
+    const unsigned avx512 = bit_AVX512F | bit_AVX512BW | bit_AVX512CD | bit_AVX512DQ | bit_AVX512VL;
     if ((b & avx512) != avx512 || (xcr0 & 0xe0) != 0xe0) /* opmask, ZMM0-15 upper, ZMM16-31 */
         return TG_ISA_AVX2;
     return TG_ISA_AVX512;
@@ -82,11 +81,15 @@ __attribute__((constructor)) static void tg_isa_init(void)
             if (!strcmp(want, names[i]))
                 asked = i;
         if (asked < 0)
-            fprintf(stderr, "tapegrad: TG_ISA=%s is not one of baseline, avx2, avx512, auto; "
-                    "using %s\n", want, names[best]);
+            fprintf(stderr,
+                    "tapegrad: TG_ISA=%s is not one of baseline, avx2, avx512, auto; "
+                    "using %s\n",
+                    want, names[best]);
         else if (asked > best)
-            fprintf(stderr, "tapegrad: TG_ISA=%s: this CPU (or the emulator running it) has "
-                    "only %s; using %s\n", want, names[best], names[best]);
+            fprintf(stderr,
+                    "tapegrad: TG_ISA=%s: this CPU (or the emulator running it) has "
+                    "only %s; using %s\n",
+                    want, names[best], names[best]);
         else
             level = asked;
     }

@@ -73,24 +73,18 @@ int tg_isa_detect(void);
 #define TG_ISA_HIDDEN __attribute__((visibility("hidden")))
 
 #if TG_ISA_MULTI && TG_ISA_VARIANT == 0
-#define TG_ISA_KERNEL(name, params, args)                                                   \
-    TG_ISA_HIDDEN void tg_isa_avx2_##name params;                                           \
-    TG_ISA_HIDDEN void tg_isa_avx512_##name params;                                         \
-    static void tg_isa_baseline_##name params;                                              \
-    static void name params                                                                 \
-    {                                                                                       \
-        switch (tg_isa()) {                                                                 \
-        case TG_ISA_AVX512:                                                                 \
-            tg_isa_avx512_##name args;                                                      \
-            break;                                                                          \
-        case TG_ISA_AVX2:                                                                   \
-            tg_isa_avx2_##name args;                                                        \
-            break;                                                                          \
-        default:                                                                            \
-            tg_isa_baseline_##name args;                                                    \
-            break;                                                                          \
-        }                                                                                   \
-    }                                                                                       \
+#define TG_ISA_KERNEL(name, params, args)                                                          \
+    TG_ISA_HIDDEN void tg_isa_avx2_##name params;                                                  \
+    TG_ISA_HIDDEN void tg_isa_avx512_##name params;                                                \
+    static void tg_isa_baseline_##name params;                                                     \
+    static void name params                                                                        \
+    {                                                                                              \
+        switch (tg_isa()) {                                                                        \
+        case TG_ISA_AVX512: tg_isa_avx512_##name args; break;                                      \
+        case TG_ISA_AVX2: tg_isa_avx2_##name args; break;                                          \
+        default: tg_isa_baseline_##name args; break;                                               \
+        }                                                                                          \
+    }                                                                                              \
     static void tg_isa_baseline_##name params
 #elif TG_ISA_MULTI
 /* An extra compilation: the kernel under its own name (so that the file's code calls this
@@ -100,13 +94,13 @@ int tg_isa_detect(void);
 #else
 #define TG_ISA_ENTRY(name) tg_isa_avx512_##name
 #endif
-#define TG_ISA_KERNEL(name, params, args)                                                   \
-    static void name params;                                                                \
-    TG_ISA_HIDDEN void TG_ISA_ENTRY(name) params;                                           \
-    void TG_ISA_ENTRY(name) params                                                          \
-    {                                                                                       \
-        name args;                                                                          \
-    }                                                                                       \
+#define TG_ISA_KERNEL(name, params, args)                                                          \
+    static void name params;                                                                       \
+    TG_ISA_HIDDEN void TG_ISA_ENTRY(name) params;                                                  \
+    void TG_ISA_ENTRY(name) params                                                                 \
+    {                                                                                              \
+        name args;                                                                                 \
+    }                                                                                              \
     static void name params
 #else
 #define TG_ISA_KERNEL(name, params, args) static void name params
@@ -123,30 +117,24 @@ int tg_isa_detect(void);
 #endif
 
 #if TG_ISA_MULTI && TG_ISA_VARIANT == 0
-#define TG_ISA_LEAF(name, params, args)                                                     \
-    static inline __attribute__((always_inline)) void tg_isa_body_##name params;            \
-    TG_ISA_TARGET_AVX512 static void tg_isa_avx512_##name params                            \
-    {                                                                                       \
-        tg_isa_body_##name args;                                                            \
-    }                                                                                       \
-    TG_ISA_TARGET_AVX2 static void tg_isa_avx2_##name params                                \
-    {                                                                                       \
-        tg_isa_body_##name args;                                                            \
-    }                                                                                       \
-    static void name params                                                                 \
-    {                                                                                       \
-        switch (tg_isa()) {                                                                 \
-        case TG_ISA_AVX512:                                                                 \
-            tg_isa_avx512_##name args;                                                      \
-            break;                                                                          \
-        case TG_ISA_AVX2:                                                                   \
-            tg_isa_avx2_##name args;                                                        \
-            break;                                                                          \
-        default:                                                                            \
-            tg_isa_body_##name args;                                                        \
-            break;                                                                          \
-        }                                                                                   \
-    }                                                                                       \
+#define TG_ISA_LEAF(name, params, args)                                                            \
+    static inline __attribute__((always_inline)) void tg_isa_body_##name params;                   \
+    TG_ISA_TARGET_AVX512 static void tg_isa_avx512_##name params                                   \
+    {                                                                                              \
+        tg_isa_body_##name args;                                                                   \
+    }                                                                                              \
+    TG_ISA_TARGET_AVX2 static void tg_isa_avx2_##name params                                       \
+    {                                                                                              \
+        tg_isa_body_##name args;                                                                   \
+    }                                                                                              \
+    static void name params                                                                        \
+    {                                                                                              \
+        switch (tg_isa()) {                                                                        \
+        case TG_ISA_AVX512: tg_isa_avx512_##name args; break;                                      \
+        case TG_ISA_AVX2: tg_isa_avx2_##name args; break;                                          \
+        default: tg_isa_body_##name args; break;                                                   \
+        }                                                                                          \
+    }                                                                                              \
     static inline __attribute__((always_inline)) void tg_isa_body_##name params
 #else
 #define TG_ISA_LEAF(name, params, args) static void name params

@@ -19,7 +19,7 @@
 /* Parallel for over n items, static schedule, only when n >= TG_PARALLEL_MIN. */
 #define TG_PARALLEL_FOR(n) TG_PRAGMA(omp parallel for schedule(static) if ((n) >= TG_PARALLEL_MIN))
 /* Same, for loops whose n items are each heavy (rows, channels): cost hint is elements per item. */
-#define TG_PARALLEL_FOR_WORK(n, per_item)                                                      \
+#define TG_PARALLEL_FOR_WORK(n, per_item)                                                          \
     TG_PRAGMA(omp parallel for schedule(static) if ((int64_t)(n) * (int64_t)(per_item) >=      \
                                                     TG_PARALLEL_MIN && (n) > 1))
 #else

@@ -30,7 +30,10 @@ void tg_rng_seed(tg_rng *rng, uint64_t seed)
     rng->spare = 0.0f;
 }
 
-static inline uint32_t rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
+static inline uint32_t rotl(uint32_t x, int k)
+{
+    return (x << k) | (x >> (32 - k));
+}
 
 uint32_t tg_rng_u32(tg_rng *rng)
 {

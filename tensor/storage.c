@@ -132,6 +132,15 @@ void tg_storage_release(tg_storage *s)
     }
 }
 
-int64_t tg_debug_live_tensors(void) { return atomic_load(&tg_live_tensors); }
-int64_t tg_debug_live_nodes(void) { return atomic_load(&tg_live_nodes); }
-int64_t tg_debug_live_bytes(void) { return atomic_load(&tg_live_bytes); }
+int64_t tg_debug_live_tensors(void)
+{
+    return atomic_load(&tg_live_tensors);
+}
+int64_t tg_debug_live_nodes(void)
+{
+    return atomic_load(&tg_live_nodes);
+}
+int64_t tg_debug_live_bytes(void)
+{
+    return atomic_load(&tg_live_bytes);
+}

@@ -20,8 +20,8 @@ char *tg_shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
     size_t used = 0;
     used += (size_t)snprintf(buf, size, "[");
     for (int i = 0; i < ndim && used < size; i++)
-        used += (size_t)snprintf(buf + used, size - used, i ? ", %lld" : "%lld",
-                                 (long long)shape[i]);
+        used +=
+            (size_t)snprintf(buf + used, size - used, i ? ", %lld" : "%lld", (long long)shape[i]);
     if (used < size)
         snprintf(buf + used, size - used, "]");
     return buf;
@@ -157,8 +157,10 @@ TG_ISA_LEAF(arange_fill, (float *d, int64_t n, float start, float step), (d, n, 
 tg_tensor *tg_tensor_arange(float start, float stop, float step)
 {
     if (step == 0.0f || !isfinite(start) || !isfinite(stop) || !isfinite(step)) {
-        tg_set_error(TG_ERR_ARG, "tg_tensor_arange: start %g, stop %g, step %g: step must be "
-                     "non-zero and all finite", start, stop, step);
+        tg_set_error(TG_ERR_ARG,
+                     "tg_tensor_arange: start %g, stop %g, step %g: step must be "
+                     "non-zero and all finite",
+                     start, stop, step);
         return NULL;
     }
     double count = ceil(((double)stop - start) / step);
@@ -202,11 +204,12 @@ void tg_release(tg_tensor *t)
 tg_status tg_tensor_set_requires_grad(tg_tensor *t, bool requires_grad)
 {
     if (!t)
-        return tg_last_status() ? tg_last_status()
-                                : tg_set_error(TG_ERR_ARG, "tg_tensor_set_requires_grad: t is NULL");
+        return tg_last_status()
+                   ? tg_last_status()
+                   : tg_set_error(TG_ERR_ARG, "tg_tensor_set_requires_grad: t is NULL");
     if (t->node)
         return tg_set_error(TG_ERR_STATE, "tg_tensor_set_requires_grad: the tensor is the "
-                            "result of an op, not a leaf; tg_detach it first");
+                                          "result of an op, not a leaf; tg_detach it first");
     t->requires_grad = requires_grad;
     return TG_OK;
 }
@@ -235,10 +238,12 @@ tg_status tg_tensor_copy_(tg_tensor *dst, const tg_tensor *src)
         return tg_set_error(TG_ERR_ARG, "tg_tensor_copy_: %s is NULL", dst ? "src" : "dst");
     if (dst->numel != src->numel) {
         char a[160], b[160];
-        return tg_set_error(TG_ERR_SHAPE, "tg_tensor_copy_: dst %s and src %s hold %lld and "
-                            "%lld elements", tg_shape_str(dst->ndim, dst->shape, a, sizeof a),
-                            tg_shape_str(src->ndim, src->shape, b, sizeof b),
-                            (long long)dst->numel, (long long)src->numel);
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_tensor_copy_: dst %s and src %s hold %lld and "
+                            "%lld elements",
+                            tg_shape_str(dst->ndim, dst->shape, a, sizeof a),
+                            tg_shape_str(src->ndim, src->shape, b, sizeof b), (long long)dst->numel,
+                            (long long)src->numel);
     }
     if (dst->numel)
         memmove(dst->data, src->data, (size_t)dst->numel * sizeof(float));
@@ -252,13 +257,18 @@ void tg_tensor_bump_version(tg_tensor *t)
         t->storage->version++;
 }
 
-uint64_t tg_tensor_version(const tg_tensor *t) { return t ? t->storage->version : 0; }
+uint64_t tg_tensor_version(const tg_tensor *t)
+{
+    return t ? t->storage->version : 0;
+}
 
 float tg_tensor_item_at(const tg_tensor *t, int64_t index)
 {
     if (!t || index < 0 || index >= t->numel) {
-        tg_set_error(TG_ERR_ARG, "tg_tensor_item_at: index %lld outside a tensor of %lld "
-                     "elements", (long long)index, t ? (long long)t->numel : 0LL);
+        tg_set_error(TG_ERR_ARG,
+                     "tg_tensor_item_at: index %lld outside a tensor of %lld "
+                     "elements",
+                     (long long)index, t ? (long long)t->numel : 0LL);
         return NAN;
     }
     return t->data[index];

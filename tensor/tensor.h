@@ -23,9 +23,11 @@ extern "C" {
 #define TG_MAX_DIMS 6
 
 /* Expands to "ndim, shape" for the creation functions: tg_tensor_zeros(TG_DIMS(2, 3)). */
-#define TG_DIMS(...)                                                                   \
-    (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),                   \
-        (const int64_t[]) { __VA_ARGS__ }
+#define TG_DIMS(...)                                                                               \
+    (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (const int64_t[])             \
+    {                                                                                              \
+        __VA_ARGS__                                                                                \
+    }
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
@@ -60,14 +62,14 @@ typedef struct tg_node tg_node;
  * through the functions below. */
 typedef struct tg_tensor {
     int64_t refcount;
-    int ndim;                    /* 0 for a scalar */
+    int ndim; /* 0 for a scalar */
     int64_t shape[TG_MAX_DIMS];
     int64_t numel;
-    tg_storage *storage;         /* shared by views */
-    float *data;                 /* first element, inside storage */
+    tg_storage *storage; /* shared by views */
+    float *data;         /* first element, inside storage */
     bool requires_grad;
-    struct tg_tensor *grad;      /* owned; NULL until a backward reaches it */
-    tg_node *node;               /* the op that produced it; NULL for leaves */
+    struct tg_tensor *grad; /* owned; NULL until a backward reaches it */
+    tg_node *node;          /* the op that produced it; NULL for leaves */
 } tg_tensor;
 
 /* An uninitialised tensor of the given shape (ndim 0..TG_MAX_DIMS, every size >= 0). */

@@ -46,23 +46,22 @@ static inline int tg_test_teardown(void **state)
 #define TG_TEST(f) cmocka_unit_test_setup_teardown(f, tg_test_setup, tg_test_teardown)
 
 /* Asserts that the latest error message contains the given fragment. */
-#define assert_error_contains(fragment)                                                       \
-    do {                                                                                      \
-        if (!strstr(tg_last_error(), (fragment)))                                             \
-            fail_msg("error \"%s\" does not contain \"%s\"", tg_last_error(), (fragment));    \
+#define assert_error_contains(fragment)                                                            \
+    do {                                                                                           \
+        if (!strstr(tg_last_error(), (fragment)))                                                  \
+            fail_msg("error \"%s\" does not contain \"%s\"", tg_last_error(), (fragment));         \
     } while (0)
 
 /* Asserts |a - b| <= tol. */
-#define assert_close(a, b, tol)                                                               \
-    do {                                                                                      \
-        double a_ = (a), b_ = (b);                                                            \
-        if (!(fabs(a_ - b_) <= (tol)))                                                        \
-            fail_msg("%s = %.7g, expected %.7g (tolerance %g)", #a, a_, b_, (double)(tol));   \
+#define assert_close(a, b, tol)                                                                    \
+    do {                                                                                           \
+        double a_ = (a), b_ = (b);                                                                 \
+        if (!(fabs(a_ - b_) <= (tol)))                                                             \
+            fail_msg("%s = %.7g, expected %.7g (tolerance %g)", #a, a_, b_, (double)(tol));        \
     } while (0)
 
 /* Every element within 1e-4 relative of a PyTorch reference, with a 1e-5 floor near zero. */
-static inline void assert_golden(const char *what, const float *got, const float *want,
-                                 int64_t n)
+static inline void assert_golden(const char *what, const float *got, const float *want, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         double tol = 1e-5 + 1e-4 * fabs((double)want[i]);
@@ -73,8 +72,7 @@ static inline void assert_golden(const char *what, const float *got, const float
 }
 
 /* A tensor holding a copy of v, marked as a parameter when grad. */
-static inline tg_tensor *test_tensor_of(int ndim, const int64_t *shape, const float *v,
-                                        bool grad)
+static inline tg_tensor *test_tensor_of(int ndim, const int64_t *shape, const float *v, bool grad)
 {
     tg_tensor *t = tg_tensor_from_data(ndim, shape, v);
     assert_non_null(t);

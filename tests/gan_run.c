@@ -457,10 +457,9 @@ bool make_dataset(const char *dir, int64_t n)
     unsigned char *img = malloc(ni), *lab = malloc(nl);
     assert_non_null(img), assert_non_null(lab);
     const char *src = getenv("TG_MNIST_DIR");
-    bool real_mnist = src &&
-                 read_idx_prefix(fmt("%s/train-images-idx3-ubyte", src), 0x803, 16, 784, n,
-                                 img) &&
-                 read_idx_prefix(fmt("%s/train-labels-idx1-ubyte", src), 0x801, 8, 1, n, lab);
+    bool real_mnist =
+        src && read_idx_prefix(fmt("%s/train-images-idx3-ubyte", src), 0x803, 16, 784, n, img) &&
+        read_idx_prefix(fmt("%s/train-labels-idx1-ubyte", src), 0x801, 8, 1, n, lab);
     if (!real_mnist) {
         print_message("no MNIST in TG_MNIST_DIR=%s: a synthetic set of %lld images\n",
                       src ? src : "(unset)", (long long)n);
@@ -549,8 +548,8 @@ void assert_same_checkpoint(const char *pa, const char *pb)
         else
             for (int64_t k = 0; k < x->numel && !diff; k++)
                 if (memcmp(&x->data[k], &y->data[k], sizeof(float)) != 0)
-                    diff = fmt("%s[%lld] is %.9g against %.9g", name, (long long)k,
-                               x->data[k], y->data[k]);
+                    diff = fmt("%s[%lld] is %.9g against %.9g", name, (long long)k, x->data[k],
+                               y->data[k]);
     }
     if (!diff && tg_state_dict_meta_size(a) != tg_state_dict_meta_size(b))
         diff = "not the same metadata keys";

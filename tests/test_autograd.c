@@ -37,8 +37,8 @@ static void test_two_losses_accumulate(void **state)
     tg_tensor *w = leaf(2, (const float[]){0.5f, -1.5f});
     tg_tensor *a = tg_tensor_from_data(TG_DIMS(2), (const float[]){2, 3});
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *l1 = tg_sum(tg_mul(w, a));      /* dl1/dw = a */
-    tg_tensor *l2 = tg_sum(tg_square(w));      /* dl2/dw = 2w */
+    tg_tensor *l1 = tg_sum(tg_mul(w, a)); /* dl1/dw = a */
+    tg_tensor *l2 = tg_sum(tg_square(w)); /* dl2/dw = 2w */
     assert_int_equal(tg_backward(l1), TG_OK);
     assert_int_equal(tg_backward(l2), TG_OK);
     for (int i = 0; i < 2; i++)
@@ -281,20 +281,13 @@ static void test_requires_grad_only_on_leaves(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        TG_TEST(test_fanout_accumulates),
-        TG_TEST(test_two_losses_accumulate),
-        TG_TEST(test_intermediate_grads_freed),
-        TG_TEST(test_detach_cuts),
-        TG_TEST(test_no_grad_records_nothing),
-        TG_TEST(test_backward_needs_scalar),
-        TG_TEST(test_inplace_after_use_caught),
-        TG_TEST(test_error_sticky_through_chain),
-        TG_TEST(test_no_tape_is_an_error),
-        TG_TEST(test_tape_end_frees_everything),
-        TG_TEST(test_tapes_end_in_order),
-        TG_TEST(test_nested_tapes_backward),
-        TG_TEST(test_check_finite_trap),
-        TG_TEST(test_requires_grad_only_on_leaves),
+        TG_TEST(test_fanout_accumulates),       TG_TEST(test_two_losses_accumulate),
+        TG_TEST(test_intermediate_grads_freed), TG_TEST(test_detach_cuts),
+        TG_TEST(test_no_grad_records_nothing),  TG_TEST(test_backward_needs_scalar),
+        TG_TEST(test_inplace_after_use_caught), TG_TEST(test_error_sticky_through_chain),
+        TG_TEST(test_no_tape_is_an_error),      TG_TEST(test_tape_end_frees_everything),
+        TG_TEST(test_tapes_end_in_order),       TG_TEST(test_nested_tapes_backward),
+        TG_TEST(test_check_finite_trap),        TG_TEST(test_requires_grad_only_on_leaves),
     };
     return cmocka_run_group_tests_name("autograd", tests, NULL, NULL);
 }

@@ -21,19 +21,25 @@
 
 extern char **environ;
 
-static const char *program;       /* the mnist_classifier executable */
-static const char *mnist_dir;     /* where real MNIST may be */
-static char data_dir[4096];       /* the test's small dataset (see group_setup) */
+static const char *program;   /* the mnist_classifier executable */
+static const char *mnist_dir; /* where real MNIST may be */
+static char data_dir[4096];   /* the test's small dataset (see group_setup) */
 static bool real_mnist;
 static char tmp_dir[] = "/tmp/tg_test_classifier_XXXXXX";
-static char ckpt[4200];           /* written by the training test, read by the others */
+static char ckpt[4200]; /* written by the training test, read by the others */
 static int64_t trained_correct = -1;
 
 /* The files this test may write into tmp_dir, removed at the end. */
 static const char *const tmp_files[] = {
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte", "clf.safetensors", "garbage.safetensors", "cut.safetensors",
-    "stdout", "stderr",
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+    "clf.safetensors",
+    "garbage.safetensors",
+    "cut.safetensors",
+    "stdout",
+    "stderr",
 };
 
 static char *tmp_path(const char *name, char *buf, size_t n)
@@ -156,8 +162,9 @@ static tg_status write_synthetic(const char *images_name, const char *labels_nam
 static void test_train_then_eval_only(void **state)
 {
     (void)state;
-    const char *train[] = {"--data", data_dir, "--limit", "1500", "--batch", "32", "--epochs",
-                           "1", "--seed", "3", "--threads", "2", "--out", ckpt, NULL};
+    const char *train[] = {"--data",    data_dir,   "--limit", "1500",   "--batch",
+                           "32",        "--epochs", "1",       "--seed", "3",
+                           "--threads", "2",        "--out",   ckpt,     NULL};
     int rc = run(train);
     if (rc != 0)
         fail_msg("training: exit status %d\nstdout: %s\nstderr: %s", rc, out_text, err_text);
@@ -293,9 +300,9 @@ static void test_bad_checkpoint(void **state)
     assert_non_null(f);
     fputs("this is not a safetensors file, just some words", f);
     fclose(f);
-    expect_bad_input((const char *[]){"--eval-only", "--checkpoint", garbage, "--data",
-                                      data_dir, NULL},
-                     garbage);
+    expect_bad_input(
+        (const char *[]){"--eval-only", "--checkpoint", garbage, "--data", data_dir, NULL},
+        garbage);
 
     expect_bad_input((const char *[]){"--eval-only", "--checkpoint", "/nonexistent.safetensors",
                                       "--data", data_dir, NULL},
@@ -312,9 +319,8 @@ static void test_bad_checkpoint(void **state)
         assert_non_null(o);
         fwrite(buf, 1, n / 2, o);
         fclose(o);
-        expect_bad_input((const char *[]){"--eval-only", "--checkpoint", cut, "--data",
-                                          data_dir, NULL},
-                         cut);
+        expect_bad_input(
+            (const char *[]){"--eval-only", "--checkpoint", cut, "--data", data_dir, NULL}, cut);
     }
 
     /* A well-formed safetensors file of another model: the architecture check says so. */
@@ -325,9 +331,9 @@ static void test_bad_checkpoint(void **state)
     assert_int_equal(tg_data_save_safetensors(sd, garbage), TG_OK);
     tg_state_dict_free(sd);
     tg_release(t);
-    expect_bad_input((const char *[]){"--eval-only", "--checkpoint", garbage, "--data",
-                                      data_dir, NULL},
-                     "architecture \"mlp\"");
+    expect_bad_input(
+        (const char *[]){"--eval-only", "--checkpoint", garbage, "--data", data_dir, NULL},
+        "architecture \"mlp\"");
 }
 
 /* ---- set-up ---------------------------------------------------------------------------------- */
@@ -416,8 +422,11 @@ int main(int argc, char **argv)
     program = argv[1];
     mnist_dir = argv[2];
     const struct CMUnitTest tests[] = {
-        TG_TEST(test_train_then_eval_only), TG_TEST(test_features_and_logits),
-        TG_TEST(test_bad_flags), TG_TEST(test_bad_data), TG_TEST(test_bad_checkpoint),
+        TG_TEST(test_train_then_eval_only),
+        TG_TEST(test_features_and_logits),
+        TG_TEST(test_bad_flags),
+        TG_TEST(test_bad_data),
+        TG_TEST(test_bad_checkpoint),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -17,8 +17,8 @@
 #define ATOL 1e-5
 
 /* Elementwise |got - want| <= atol + rtol |want| over n floats. */
-static void check_close(const float *got, const float *want, int64_t n, double rtol,
-                        double atol, const char *what)
+static void check_close(const float *got, const float *want, int64_t n, double rtol, double atol,
+                        const char *what)
 {
     for (int64_t i = 0; i < n; i++) {
         double g = got[i], w = want[i];
@@ -45,8 +45,8 @@ static tg_tensor *tensor1(int64_t n, const float *data, bool grad)
     return t;
 }
 
-static tg_tensor *apply_conv(bool transpose, tg_tensor *x, tg_tensor *w, tg_tensor *b,
-                             int stride, int padding, int dilation, int output_padding)
+static tg_tensor *apply_conv(bool transpose, tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride,
+                             int padding, int dilation, int output_padding)
 {
     return transpose ? tg_conv_transpose2d(x, w, b, stride, padding, output_padding)
                      : tg_conv2d(x, w, b, stride, padding, dilation);
@@ -64,8 +64,8 @@ static void run_golden(const conv_golden *g, unsigned mask)
     tg_tensor *b = tensor1(O, g->b, mask & 4);
     tg_tensor *dy = tensor4(g->y_shape, g->dy, false);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y = apply_conv(g->transpose, x, w, b, g->stride, g->padding, g->dilation,
-                              g->output_padding);
+    tg_tensor *y =
+        apply_conv(g->transpose, x, w, b, g->stride, g->padding, g->dilation, g->output_padding);
     if (!y)
         fail_msg("%s: %s", g->name, tg_last_error());
     for (int d = 0; d < 4; d++)
@@ -140,8 +140,8 @@ static void test_golden_convt_k3_s2_p1_op1(void **state)
 /* Runs conv2d / conv_transpose2d on zero-filled tensors of the given shapes (b_n 0: no bias)
  * and expects NULL with status and a message containing fragment. */
 static void expect_error(bool transpose, int x_ndim, const int64_t *xs, const int64_t ws[4],
-                         int64_t b_n, int stride, int padding, int dil_or_op,
-                         tg_status status, const char *fragment)
+                         int64_t b_n, int stride, int padding, int dil_or_op, tg_status status,
+                         const char *fragment)
 {
     tg_tensor *x = tg_tensor_zeros(x_ndim, xs);
     tg_tensor *w = tg_tensor_zeros(4, ws);
@@ -165,8 +165,8 @@ static void test_conv2d_errors(void **state)
     const int64_t x[4] = {8, 3, 28, 28};
     expect_error(false, 4, x, (const int64_t[]){64, 1, 5, 5}, 64, 1, 0, 1, TG_ERR_SHAPE,
                  "tg_conv2d: x [8, 3, 28, 28] has 3 channels but w [64, 1, 5, 5] expects 1");
-    expect_error(false, 3, (const int64_t[]){3, 28, 28}, (const int64_t[]){64, 3, 5, 5}, 0, 1,
-                 0, 1, TG_ERR_SHAPE, "tg_conv2d: x [3, 28, 28] must be 4-D [N, C, H, W]");
+    expect_error(false, 3, (const int64_t[]){3, 28, 28}, (const int64_t[]){64, 3, 5, 5}, 0, 1, 0, 1,
+                 TG_ERR_SHAPE, "tg_conv2d: x [3, 28, 28] must be 4-D [N, C, H, W]");
     expect_error(false, 4, x, (const int64_t[]){64, 3, 5, 5}, 3, 1, 0, 1, TG_ERR_SHAPE,
                  "tg_conv2d: b [3] must be [64]");
     expect_error(false, 4, x, (const int64_t[]){64, 3, 5, 5}, 64, 0, 0, 1, TG_ERR_ARG,
@@ -175,13 +175,13 @@ static void test_conv2d_errors(void **state)
                  "tg_conv2d: padding -1 must not be negative");
     expect_error(false, 4, x, (const int64_t[]){64, 3, 5, 5}, 64, 1, 0, 0, TG_ERR_ARG,
                  "tg_conv2d: dilation 0 must be at least 1");
-    expect_error(false, 4, (const int64_t[]){1, 1, 3, 3}, (const int64_t[]){2, 1, 5, 5}, 0, 1,
-                 0, 1, TG_ERR_SHAPE,
+    expect_error(false, 4, (const int64_t[]){1, 1, 3, 3}, (const int64_t[]){2, 1, 5, 5}, 0, 1, 0, 1,
+                 TG_ERR_SHAPE,
                  "tg_conv2d: x [1, 1, 3, 3] with w [2, 1, 5, 5], stride 1, padding 0, "
                  "dilation 1 gives an output of -1 x -1");
     /* Dilation 2 makes a 3x3 kernel span 5x5: a 4x4 input is too small even with stride 2. */
-    expect_error(false, 4, (const int64_t[]){1, 1, 4, 4}, (const int64_t[]){2, 1, 3, 3}, 0, 2,
-                 0, 2, TG_ERR_SHAPE, "gives an output of 0 x 0");
+    expect_error(false, 4, (const int64_t[]){1, 1, 4, 4}, (const int64_t[]){2, 1, 3, 3}, 0, 2, 0, 2,
+                 TG_ERR_SHAPE, "gives an output of 0 x 0");
 }
 
 static void test_conv_transpose2d_errors(void **state)
@@ -201,8 +201,8 @@ static void test_conv_transpose2d_errors(void **state)
                  "tg_conv_transpose2d: stride 0 must be at least 1");
     expect_error(true, 4, x, (const int64_t[]){3, 2, 4, 4}, 2, 2, -1, 0, TG_ERR_ARG,
                  "tg_conv_transpose2d: padding -1 must not be negative");
-    expect_error(true, 4, (const int64_t[]){1, 1, 1, 1}, (const int64_t[]){1, 1, 1, 1}, 0, 1,
-                 1, 0, TG_ERR_SHAPE,
+    expect_error(true, 4, (const int64_t[]){1, 1, 1, 1}, (const int64_t[]){1, 1, 1, 1}, 0, 1, 1, 0,
+                 TG_ERR_SHAPE,
                  "tg_conv_transpose2d: x [1, 1, 1, 1] with w [1, 1, 1, 1], stride 1, "
                  "padding 1, output_padding 0 gives an output of -1 x -1");
 }
@@ -238,8 +238,7 @@ typedef struct {
 } conv_result;
 
 static conv_result conv_run(bool transpose, tg_tensor *x, tg_tensor *w, tg_tensor *b,
-                            const tg_tensor *dy, int s, int p, int d_or_op,
-                            size_t *scratch_bytes)
+                            const tg_tensor *dy, int s, int p, int d_or_op, size_t *scratch_bytes)
 {
     tg_tensor_zero_grad(x);
     tg_tensor_zero_grad(w);
@@ -269,8 +268,8 @@ static void conv_result_release(conv_result *r)
 }
 
 /* conv2d straight from its definition, in double, at one output element. */
-static double direct_conv2d(const tg_tensor *x, const tg_tensor *w, const tg_tensor *b,
-                            int64_t n, int64_t o, int64_t oh, int64_t ow, int s, int p, int d)
+static double direct_conv2d(const tg_tensor *x, const tg_tensor *w, const tg_tensor *b, int64_t n,
+                            int64_t o, int64_t oh, int64_t ow, int s, int p, int d)
 {
     const int64_t C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int64_t kh = w->shape[2], kw = w->shape[3];
@@ -288,9 +287,8 @@ static double direct_conv2d(const tg_tensor *x, const tg_tensor *w, const tg_ten
 
 /* conv_transpose2d from its definition (every x pixel scatters w into y), in double, at one
  * output element: the x pixels (h, v) with h*s - p + i = hy, v*s - p + j = wy. */
-static double direct_conv_transpose2d(const tg_tensor *x, const tg_tensor *w,
-                                      const tg_tensor *b, int64_t n, int64_t o, int64_t hy,
-                                      int64_t wy, int s, int p)
+static double direct_conv_transpose2d(const tg_tensor *x, const tg_tensor *w, const tg_tensor *b,
+                                      int64_t n, int64_t o, int64_t hy, int64_t wy, int s, int p)
 {
     const int64_t C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int64_t O = w->shape[1], kh = w->shape[2], kw = w->shape[3];
@@ -310,8 +308,8 @@ static double direct_conv_transpose2d(const tg_tensor *x, const tg_tensor *w,
  * chunk of one): y and dx image by image, dw and db summed over the images. Also checks a
  * few outputs against the direct formula, and that the working space is a chunk's, not the
  * batch's. */
-static void check_chunking(bool transpose, const int64_t xs[4], const int64_t ws[4], int s,
-                           int p, int d_or_op, int64_t chunk, bool staged)
+static void check_chunking(bool transpose, const int64_t xs[4], const int64_t ws[4], int s, int p,
+                           int d_or_op, int64_t chunk, bool staged)
 {
     tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
     int64_t O = transpose ? ws[1] : ws[0], N = xs[0];
@@ -336,12 +334,12 @@ static void check_chunking(bool transpose, const int64_t xs[4], const int64_t ws
     int64_t Kc = ws[1] * ws[2] * ws[3], Co = transpose ? xs[1] : ws[0];
     int64_t P = transpose ? xs[2] * xs[3] : all.y->shape[2] * all.y->shape[3];
     /* Staged: cols rounded up to 16 floats, then the staging buffer [Co, chunk * P]. */
-    int64_t want = staged ? ((Kc * chunk * P + 15) / 16 * 16 + Co * chunk * P) * 4
-                          : Kc * chunk * P * 4;
+    int64_t want =
+        staged ? ((Kc * chunk * P + 15) / 16 * 16 + Co * chunk * P) * 4 : Kc * chunk * P * 4;
     if ((int64_t)scratch != want)
         fail_msg("working space %zu bytes, expected %lld: chunks of %lld images (%s); has "
-                 "conv.c's chunk rule changed?", scratch, (long long)want, (long long)chunk,
-                 staged ? "staged" : "not staged");
+                 "conv.c's chunk rule changed?",
+                 scratch, (long long)want, (long long)chunk, staged ? "staged" : "not staged");
 
     int64_t x_img = x->numel / N, y_img = all.y->numel / N;
     int64_t xs1[4] = {1, xs[1], xs[2], xs[3]}, ys1[4] = {1, 0, 0, 0};
@@ -403,8 +401,8 @@ static void check_chunking(bool transpose, const int64_t xs[4], const int64_t ws
 static void test_conv2d_chunking(void **state)
 {
     (void)state;
-    check_chunking(false, (const int64_t[]){5, 8, 52, 52}, (const int64_t[]){4, 8, 3, 3},
-                   1, 1, 1, 2, false);
+    check_chunking(false, (const int64_t[]){5, 8, 52, 52}, (const int64_t[]){4, 8, 3, 3}, 1, 1, 1,
+                   2, false);
 }
 
 /* Columns of 864 x 15*15 floats (0.78 MB) an image, staged: 2 images to a chunk, one GEMM
@@ -412,8 +410,8 @@ static void test_conv2d_chunking(void **state)
 static void test_conv2d_chunking_staged(void **state)
 {
     (void)state;
-    check_chunking(false, (const int64_t[]){5, 96, 15, 15}, (const int64_t[]){4, 96, 3, 3},
-                   1, 1, 1, 2, true);
+    check_chunking(false, (const int64_t[]){5, 96, 15, 15}, (const int64_t[]){4, 96, 3, 3}, 1, 1, 1,
+                   2, true);
 }
 
 /* Columns of 128 x 30*30 floats (0.46 MB) an image, not staged: 4 images to a chunk, 7 images
@@ -421,16 +419,16 @@ static void test_conv2d_chunking_staged(void **state)
 static void test_conv_transpose2d_chunking(void **state)
 {
     (void)state;
-    check_chunking(true, (const int64_t[]){7, 4, 30, 30}, (const int64_t[]){4, 8, 4, 4}, 2, 1,
-                   0, 4, false);
+    check_chunking(true, (const int64_t[]){7, 4, 30, 30}, (const int64_t[]){4, 8, 4, 4}, 2, 1, 0, 4,
+                   false);
 }
 
 /* Columns of 800 x 15*15 floats (0.72 MB) an image, staged: 5 images run as 2 + 2 + 1. */
 static void test_conv_transpose2d_chunking_staged(void **state)
 {
     (void)state;
-    check_chunking(true, (const int64_t[]){5, 4, 15, 15}, (const int64_t[]){4, 50, 4, 4}, 2,
-                   1, 0, 2, true);
+    check_chunking(true, (const int64_t[]){5, 4, 15, 15}, (const int64_t[]){4, 50, 4, 4}, 2, 1, 0,
+                   2, true);
 }
 
 /* ---- threads and repeated backward ------------------------------------------------------ */
@@ -547,8 +545,8 @@ static void test_second_backward(void **state)
 static void test_gemm_against_openblas(void **state)
 {
     (void)state;
-    const int64_t sizes[][3] = {{1, 1, 1}, {7, 5, 3}, {8, 32, 16}, {9, 33, 257}, {64, 196, 300},
-                                {130, 70, 45}, {13, 1000, 17}, {40, 64, 530}};
+    const int64_t sizes[][3] = {{1, 1, 1},      {7, 5, 3},     {8, 32, 16},    {9, 33, 257},
+                                {64, 196, 300}, {130, 70, 45}, {13, 1000, 17}, {40, 64, 530}};
     const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {1.0f, 0.3f}};
     tg_rng rng;
     tg_rng_seed(&rng, 21);
@@ -625,8 +623,13 @@ static void test_gemm_threads(void **state)
         tg_tensor_uniform_(t[i][1], &rng, -1.0f, 1.0f);
         tg_sgemm_avx512(false, true, M, N, K, 1.0f, t[i][0]->data, K, t[i][1]->data, K, 0.0f,
                         t[i][2]->data, N);
-        jobs[i] = (gemm_job){.a = t[i][0]->data, .b = t[i][1]->data, .want = t[i][2]->data,
-                             .c = t[i][3]->data, .M = M, .N = N, .K = K};
+        jobs[i] = (gemm_job){.a = t[i][0]->data,
+                             .b = t[i][1]->data,
+                             .want = t[i][2]->data,
+                             .c = t[i][3]->data,
+                             .M = M,
+                             .N = N,
+                             .K = K};
     }
     pthread_t tid[JOBS];
     for (int i = 0; i < JOBS; i++)

@@ -109,7 +109,9 @@ static void test_idx_bad_files(void **state)
         {"short_dims", {0, 0, 8, 2, 0, 0, 0, 2}, 8, "inside the dimensions"},
         {"short_data", {0, 0, 8, 1, 0, 0, 0, 5, 1, 2}, 10, "file ends at byte 10 inside the data"},
         {"extra", {0, 0, 8, 1, 0, 0, 0, 1, 1, 2}, 10, "extra bytes after the 1 data bytes"},
-        {"huge", {0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 9}, 16,
+        {"huge",
+         {0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 9},
+         16,
          "dimensions hold more than"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -244,7 +246,7 @@ static void test_mnist_dataset_and_filter(void **state)
     assert_int_equal(tr->images->shape[0], 25);
     assert_int_equal(tr->images->shape[1], 1);
     assert_int_equal(tr->images->shape[2], 4);
-    assert_close(tr->images->data[0], -1.0f, 1e-6);                      /* pixel 0 */
+    assert_close(tr->images->data[0], -1.0f, 1e-6);                         /* pixel 0 */
     assert_close(tr->images->data[1 * 12 + 5], (7 + 5) / 127.5f - 1, 1e-6); /* image 1 pixel 5 */
     tg_dataset *fives = tg_data_load_mnist(dir, true, 5);
     assert_non_null(fives);

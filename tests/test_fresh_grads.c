@@ -86,8 +86,8 @@ static void fresh_case(void **state)
         for (int64_t e = 0; e < in[i]->numel; e++)
             if (!isfinite(in[i]->grad->data[e]))
                 fail_msg("%s case %d: input %d's fresh gradient element %lld is %g (not "
-                         "written by the backward)", it->op->name, it->index, i, (long long)e,
-                         (double)in[i]->grad->data[e]);
+                         "written by the backward)",
+                         it->op->name, it->index, i, (long long)e, (double)in[i]->grad->data[e]);
         first[i] = tg_tensor_clone(in[i]->grad);
         /* 2. a known gradient already there: the backward must add to it */
         seed[i] = tg_tensor_new(in[i]->ndim, in[i]->shape);
@@ -103,8 +103,8 @@ static void fresh_case(void **state)
             double got = in[i]->grad->data[e];
             if (!(fabs(got - want) <= 1e-5 * (1.0 + fabs(want))))
                 fail_msg("%s case %d: input %d element %lld: accumulated %.8g, expected "
-                         "seed %.8g + gradient %.8g", it->op->name, it->index, i,
-                         (long long)e, got, (double)seed[i]->data[e],
+                         "seed %.8g + gradient %.8g",
+                         it->op->name, it->index, i, (long long)e, got, (double)seed[i]->data[e],
                          (double)first[i]->data[e]);
         }
     }
@@ -127,7 +127,7 @@ int main(void)
                 n++;
     fg_item *items = calloc((size_t)n + 1, sizeof *items);
     struct CMUnitTest *tests = calloc((size_t)n + 1, sizeof *tests);
-    char (*names)[96] = calloc((size_t)n + 1, sizeof *names);
+    char(*names)[96] = calloc((size_t)n + 1, sizeof *names);
     if (!items || !tests || !names)
         return 1;
     int t = 0;

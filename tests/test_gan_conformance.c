@@ -137,10 +137,10 @@ static double tolerance_for(const tg_module *m, const char *name, double bias_bo
 
 /* The largest differences seen, for the summary line of each case. */
 typedef struct margins {
-    double loss_rel;   /* losses, relative */
-    double tight;      /* tensors checked to PARAM_ATOL */
-    double loose;      /* biases feeding a BatchNorm and their running means ... */
-    double loose_tol;  /* ... and the tolerance of that worst one */
+    double loss_rel;  /* losses, relative */
+    double tight;     /* tensors checked to PARAM_ATOL */
+    double loose;     /* biases feeding a BatchNorm and their running means ... */
+    double loose_tol; /* ... and the tolerance of that worst one */
 } margins;
 
 /* Compares every tensor of the module's state dict (prefix part) with the fixture's
@@ -179,8 +179,8 @@ static int compare_final(const tg_module *m, const char *part, const tg_state_di
         }
         if (!(worst <= tol)) {
             print_error("  %s: max |tapegrad - pytorch| = %.3g at [%lld] (%.7g vs %.7g), "
-                        "tolerance %.3g\n", name, worst, (long long)at, (double)a->data[at],
-                        (double)b->data[at], tol);
+                        "tolerance %.3g\n",
+                        name, worst, (long long)at, (double)a->data[at], (double)b->data[at], tol);
             bad++;
         }
     }
@@ -233,12 +233,17 @@ static void run_case(const char *cfg, const char *mode_name)
                  meta(fx, "configs"), meta(fx, "modes"), cfg, mode_name);
     gan_widths w;
     long long v[7];
-    if (sscanf(meta(fx, "widths"), "%lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2],
-               &v[3], &v[4], &v[5], &v[6]) != 7)
+    if (sscanf(meta(fx, "widths"), "%lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3],
+               &v[4], &v[5], &v[6]) != 7)
         fail_msg("bad widths metadata \"%s\"", meta(fx, "widths"));
     assert_string_equal(meta(fx, "widths_order"), "nz g_fc g_ch1 g_ch2 d_ch1 d_ch2 d_fc");
-    w = (gan_widths){.nz = v[0], .g_fc = v[1], .g_ch1 = v[2], .g_ch2 = v[3], .d_ch1 = v[4],
-                     .d_ch2 = v[5], .d_fc = v[6]};
+    w = (gan_widths){.nz = v[0],
+                     .g_fc = v[1],
+                     .g_ch1 = v[2],
+                     .g_ch2 = v[3],
+                     .d_ch1 = v[4],
+                     .d_ch2 = v[5],
+                     .d_fc = v[6]};
     const int iters = atoi(meta(fx, "iters"));
     const float lr = strtof(meta(fx, "lr"), NULL);
     char key[256];
@@ -288,8 +293,8 @@ static void run_case(const char *cfg, const char *mode_name)
             double e = want->data[it * 3 + k];
             mg.loss_rel = fmax(mg.loss_rel, fabs(got[k] - e) / fabs(e));
             if (!(fabs(got[k] - e) <= LOSS_RTOL * fabs(e))) {
-                print_error("  iteration %d loss %s: tapegrad %.7g, pytorch %.7g (rel %.2g)\n",
-                            it, which[k], (double)got[k], e, fabs(got[k] - e) / fabs(e));
+                print_error("  iteration %d loss %s: tapegrad %.7g, pytorch %.7g (rel %.2g)\n", it,
+                            which[k], (double)got[k], e, fabs(got[k] - e) / fabs(e));
                 bad++;
             }
         }
@@ -301,8 +306,8 @@ static void run_case(const char *cfg, const char *mode_name)
     bad += compare_final(s.G, "G", fx, key, 2.0 * drift, &mg);
     bad += compare_final(s.D, "D", fx, key, 2.0 * 2.0 * drift, &mg);
     print_message("  %s, %s step: losses within %.2g relative; tensors within %.2g; biases "
-                  "feeding a BatchNorm within %.2g (bound %.2g)\n", cfg, mode_name, mg.loss_rel,
-                  mg.tight, mg.loose, mg.loose_tol);
+                  "feeding a BatchNorm within %.2g (bound %.2g)\n",
+                  cfg, mode_name, mg.loss_rel, mg.tight, mg.loose, mg.loose_tol);
     gan_state_free(&s);
     tg_state_dict_free(fx);
     if (bad)
@@ -310,11 +315,11 @@ static void run_case(const char *cfg, const char *mode_name)
 }
 
 /* One test per configuration and step mode. */
-#define CASE(cfg, mode)                                                                       \
-    static void test_##cfg##_##mode##_step(void **state)                                      \
-    {                                                                                         \
-        (void)state;                                                                          \
-        run_case(#cfg, #mode);                                                                \
+#define CASE(cfg, mode)                                                                            \
+    static void test_##cfg##_##mode##_step(void **state)                                           \
+    {                                                                                              \
+        (void)state;                                                                               \
+        run_case(#cfg, #mode);                                                                     \
     }
 CASE(tutorial_upsample, tutorial)
 CASE(tutorial_upsample, accumulate)

@@ -76,8 +76,8 @@ static const char *const *train_argv(const char *a[24], const char *data, const 
                                      const char *iters, bool resume, const char *log_every)
 {
     int k = 0;
-    const char *const head[] = {program, "train", "--data", data, "--out", out, "--iters", iters,
-                                "--threads", "1", "--log-every", log_every};
+    const char *const head[] = {program,   "train", "--data",    data, "--out",       out,
+                                "--iters", iters,   "--threads", "1",  "--log-every", log_every};
     for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
         a[k++] = head[i];
     if (resume) {
@@ -226,8 +226,7 @@ static void test_kill_and_resume(void **state)
 
     enum { AT_STARTUP, AT_ITERATION, AT_SAVE, AT_OTHER_WRITE, N_AT };
     static const char *const at_names[N_AT] = {"during startup", "between writes",
-                                               "in a checkpoint save",
-                                               "in another file's write"};
+                                               "in a checkpoint save", "in another file's write"};
     int at[N_AT] = {0}, resumes = 0, max_temps = 0;
     long long last_it = 0;
     for (int k = 0; k < KILLS; k++) {
@@ -266,8 +265,10 @@ static void test_kill_and_resume(void **state)
         int temps = count_temps(dir, before, &new_ckpt, &new_other);
         free_names(before);
         max_temps = temps > max_temps ? temps : max_temps;
-        int where = new_ckpt ? AT_SAVE : new_other ? AT_OTHER_WRITE
-                    : iterating ? AT_ITERATION : AT_STARTUP;
+        int where = new_ckpt    ? AT_SAVE
+                    : new_other ? AT_OTHER_WRITE
+                    : iterating ? AT_ITERATION
+                                : AT_STARTUP;
         at[where]++;
         if (exists(ck)) {
             long long it = check_checkpoint(ck, layout);
@@ -298,8 +299,8 @@ static void test_kill_and_resume(void **state)
     csv_file x = csv_load(fmt("%s/losses.csv", ref)), y = csv_load(fmt("%s/losses.csv", dir));
     for (int i = 0; i < total; i++)
         if (strcmp(row_key(x.rows[i]), row_key(y.rows[i])) != 0)
-            fail_msg("row %d differs:\n  never killed: %s\n  killed %d times: %s", i + 1,
-                     x.rows[i], KILLS, y.rows[i]);
+            fail_msg("row %d differs:\n  never killed: %s\n  killed %d times: %s", i + 1, x.rows[i],
+                     KILLS, y.rows[i]);
     csv_free(&x), csv_free(&y);
     assert_same_checkpoint(fmt("%s/%s", ref, CKPT), ck);
 
@@ -322,9 +323,9 @@ static void assert_save_failed(const run_result *r, const char *ck, const char *
     const char *why = r->status != 1 ? fmt("exit status %d, expected 1", r->status)
                       : !nl || nl[1] ? "stderr is not exactly one line"
                       : strncmp(r->err, "mnist_gan: ", 11) ? "stderr lacks the program's name"
-                      : !strstr(r->err, ck) ? fmt("stderr does not name %s", ck)
+                      : !strstr(r->err, ck)                ? fmt("stderr does not name %s", ck)
                       : !strstr(r->err, reason) ? fmt("stderr does not say \"%s\"", reason)
-                                                 : NULL;
+                                                : NULL;
     if (why)
         fail_msg("a failed save: %s; stderr:\n%s", why, r->err);
     print_message("failed save: %s", r->err);
@@ -370,7 +371,8 @@ static void test_disk_full(void **state)
     train_to_end(data_dir, dir, 9, true);
     assert_rows_contiguous(dir, 9, PER_EPOCH);
     print_message("disk full (a %zu-byte checkpoint, files limited to %zu): exit 1, checkpoint "
-                  "intact, resumed to 9 (%.1f s)\n", n, n / 2, now() - t0);
+                  "intact, resumed to 9 (%.1f s)\n",
+                  n, n / 2, now() - t0);
 }
 
 /* The output folder taken away mid-run: OUT, a symlink to the real folder, becomes a symlink
@@ -417,7 +419,8 @@ static void test_folder_gone(void **state)
     train_to_end(data10_dir, out, 30, true);
     assert_rows_contiguous(real, 30, 10);
     print_message("output folder gone at iteration 12: exit 1, checkpoint intact, resumed to 30 "
-                  "(%.1f s)\n", now() - t0);
+                  "(%.1f s)\n",
+                  now() - t0);
 }
 
 /* ---- 4. runs die with the test ---------------------------------------------------------- */
@@ -629,8 +632,8 @@ int main(int argc, char **argv)
         TG_TEST(test_folder_gone),
     };
     double t0 = now();
-    int failed = cmocka_run_group_tests_name("mnist_gan crash safety", tests, group_setup,
-                                             run_teardown);
+    int failed =
+        cmocka_run_group_tests_name("mnist_gan crash safety", tests, group_setup, run_teardown);
     printf("mnist_gan crash safety: %.1f s in all, %d program runs\n", now() - t0, n_runs);
     return failed;
 }

@@ -28,20 +28,24 @@ static const char *data_dir;
 static void memcheck(int want, const char *const args[])
 {
     const char *log = fmt("%s/logs/valgrind%03d.log", root, n_runs + 1);
-    const char *const memcheck_argv[] = {valgrind, "--error-exitcode=99", "--leak-check=full",
+    const char *const memcheck_argv[] = {valgrind,
+                                         "--error-exitcode=99",
+                                         "--leak-check=full",
                                          "--errors-for-leak-kinds=definite,indirect",
                                          "--show-leak-kinds=definite,indirect",
                                          "--num-callers=30",
                                          fmt("--suppressions=%s", suppressions),
-                                         fmt("--log-file=%s", log), program, NULL};
+                                         fmt("--log-file=%s", log),
+                                         program,
+                                         NULL};
     run_result r = run_with(memcheck_argv, args);
     char *report = read_file(log, NULL);
     const char *summary = report ? strstr(report, "ERROR SUMMARY: ") : NULL;
     bool clean = summary && !strncmp(summary, "ERROR SUMMARY: 0 errors", 23);
     if (r.status != want || !clean) {
         print_error("%s\nexit status %d (expected %d; 99 is valgrind's), stderr:\n%s\n"
-                    "valgrind's log %s:\n%s\n", cmdline(args), r.status, want, r.err, log,
-                    report ? report : "(none)");
+                    "valgrind's log %s:\n%s\n",
+                    cmdline(args), r.status, want, r.err, log, report ? report : "(none)");
         free(report);
         run_free(&r);
         fail_msg("mnist_gan under memcheck was not clean");
@@ -73,7 +77,8 @@ static void test_gan_under_memcheck(void **state)
     MEMCHECK(2, "sample", "--checkpoint", torn, "--threads", "1", "--out",
              fmt("%s/never.png", root));
     print_message("mnist_gan train, resume, sample and a bad checkpoint under memcheck: no "
-                  "error, nothing definitely or indirectly lost (%.1f s)\n", now() - t0);
+                  "error, nothing definitely or indirectly lost (%.1f s)\n",
+                  now() - t0);
 }
 
 static int group_setup(void **state)
@@ -92,7 +97,7 @@ int main(int argc, char **argv)
         return 2;
     suppressions = argv[2];
     const struct CMUnitTest tests[] = {TG_TEST(test_gan_under_memcheck)};
-    int failed = cmocka_run_group_tests_name("mnist_gan under valgrind", tests, group_setup,
-                                             run_teardown);
+    int failed =
+        cmocka_run_group_tests_name("mnist_gan under valgrind", tests, group_setup, run_teardown);
     return failed == 0 && !valgrind[0] ? 77 : failed;
 }

@@ -134,7 +134,7 @@ int main(void)
     }
     struct CMUnitTest *tests = calloc((size_t)count, sizeof *tests);
     gc_item *items = calloc((size_t)count, sizeof *items);
-    char (*names)[96] = calloc((size_t)count, sizeof *names);
+    char(*names)[96] = calloc((size_t)count, sizeof *names);
     int t = 0;
     for (int o = 0; tg_op_registry[o]; o++) {
         const tg_op *op = tg_op_registry[o];

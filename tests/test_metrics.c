@@ -91,7 +91,9 @@ static void sqrt_newton_schulz(int n, const double *a, double *out)
 
 static gan_stats stats_of(int d, const double *mean, const double *cov)
 {
-    gan_stats s = {.n = 100, .dim = d, .mean = malloc(sizeof(double) * (size_t)d),
+    gan_stats s = {.n = 100,
+                   .dim = d,
+                   .mean = malloc(sizeof(double) * (size_t)d),
                    .cov = malloc(sizeof(double) * (size_t)(d * d))};
     memcpy(s.mean, mean, sizeof(double) * (size_t)d);
     memcpy(s.cov, cov, sizeof(double) * (size_t)(d * d));
@@ -191,8 +193,8 @@ static tg_tensor *random_features(tg_rng *rng, int64_t n, int64_t d)
     for (int64_t r = 0; r < n; r++) {
         float shared = tg_rng_normal01(rng);
         for (int64_t i = 0; i < d; i++)
-            x->data[r * d + i] = 3.0f + (float)i * 0.1f + tg_rng_normal01(rng) +
-                                 0.5f * shared * (float)(i % 3);
+            x->data[r * d + i] =
+                3.0f + (float)i * 0.1f + tg_rng_normal01(rng) + 0.5f * shared * (float)(i % 3);
     }
     return x;
 }
@@ -360,8 +362,14 @@ static tg_tensor *one_hot_logits(int64_t n, int (*cls)(int64_t))
     return z;
 }
 
-static int cls_even(int64_t i) { return (int)(i % 10); }
-static int cls_two(int64_t i) { return (int)(i % 2) * 7; }
+static int cls_even(int64_t i)
+{
+    return (int)(i % 10);
+}
+static int cls_two(int64_t i)
+{
+    return (int)(i % 2) * 7;
+}
 
 static void test_score_even_confident_is_ten(void **state)
 {
@@ -419,8 +427,8 @@ static void test_coverage_on_a_histogram(void **state)
 {
     (void)state;
     /* 1000 images: class 3 has exactly 5% (counts), class 9 just under, class 6 none. */
-    gan_figures f = {.n = 1000, .classes = 10,
-                     .counts = {300, 200, 150, 50, 120, 80, 0, 51, 49, 0}};
+    gan_figures f = {
+        .n = 1000, .classes = 10, .counts = {300, 200, 150, 50, 120, 80, 0, 51, 49, 0}};
     gan_coverage(&f);
     assert_int_equal(f.classes_5pct, 7); /* 300 200 150 50 120 80 51 */
     assert_int_equal(f.rarest_class, 6); /* the first of the empty classes */
@@ -628,10 +636,12 @@ static int e2e_teardown(void **state)
 static void train_run(const char *out, int iters, bool eval, bool resume)
 {
     char args[4096];
-    snprintf(args, sizeof args, "train --recipe dcgan --data '%s' --iters %d --batch 32 "
-             "--width-div 16 --threads 1 --log-every 2 --out '%s' %s%s%s%s", data_dir, iters,
-             out, resume ? "--resume " : "", eval ? "--eval-every 2 --eval-n 60 " : "",
-             eval ? "--classifier " : "", eval ? clf_path : "");
+    snprintf(args, sizeof args,
+             "train --recipe dcgan --data '%s' --iters %d --batch 32 "
+             "--width-div 16 --threads 1 --log-every 2 --out '%s' %s%s%s%s",
+             data_dir, iters, out, resume ? "--resume " : "",
+             eval ? "--eval-every 2 --eval-n 60 " : "", eval ? "--classifier " : "",
+             eval ? clf_path : "");
     int code = run(args, out_txt, err_txt);
     if (code != 0) {
         char *err = slurp(err_txt);
@@ -718,8 +728,10 @@ static void test_eval_command(void **state)
     assert_string_equal(a, c);
     free(a), free(c);
 
-    snprintf(args, sizeof args, "eval --checkpoint '%s' --classifier '%s' --data '%s' --n 100 "
-             "--seed 5 --threads 1", ckpt, clf_path, data_dir);
+    snprintf(args, sizeof args,
+             "eval --checkpoint '%s' --classifier '%s' --data '%s' --n 100 "
+             "--seed 5 --threads 1",
+             ckpt, clf_path, data_dir);
     int code = run(args, out_txt, err_txt);
     char *err;
     out = slurp(out_txt), err = slurp(err_txt);
@@ -769,11 +781,15 @@ static void test_eval_command(void **state)
     snprintf(prefix, sizeof prefix, "%s/g", tmp);
     snprintf(images, sizeof images, "%s-images-idx3-ubyte", prefix);
     snprintf(jpath, sizeof jpath, "%s/images.jsonl", tmp);
-    snprintf(args, sizeof args, "sample --checkpoint '%s' --n 100 --seed 5 --threads 1 --out "
-             "'%s/g.png' --idx '%s'", ckpt, tmp, prefix);
+    snprintf(args, sizeof args,
+             "sample --checkpoint '%s' --n 100 --seed 5 --threads 1 --out "
+             "'%s/g.png' --idx '%s'",
+             ckpt, tmp, prefix);
     assert_int_equal(run(args, out_txt, err_txt), 0);
-    snprintf(args, sizeof args, "eval --images '%s' --classifier '%s' --data '%s' --n 100 "
-             "--threads 1 --json '%s'", images, clf_path, data_dir, jpath);
+    snprintf(args, sizeof args,
+             "eval --images '%s' --classifier '%s' --data '%s' --n 100 "
+             "--threads 1 --json '%s'",
+             images, clf_path, data_dir, jpath);
     code = run(args, out_txt, err_txt);
     if (code != 0)
         fail_msg("eval --images exited %d: %s", code, slurp(err_txt));
@@ -785,8 +801,10 @@ static void test_eval_command(void **state)
     assert_close(fid_images, fid_gen, 0.02 * fid_gen);
     free(ij);
     snprintf(images, sizeof images, "%s/t10k-images-idx3-ubyte", data_dir);
-    snprintf(args, sizeof args, "eval --images '%s' --classifier '%s' --data '%s' --n 120 "
-             "--threads 1 --json '%s'", images, clf_path, data_dir, jpath);
+    snprintf(args, sizeof args,
+             "eval --images '%s' --classifier '%s' --data '%s' --n 120 "
+             "--threads 1 --json '%s'",
+             images, clf_path, data_dir, jpath);
     assert_int_equal(run(args, out_txt, err_txt), 0);
     ij = slurp(jpath);
     const char *second_line = strchr(ij, '\n') + 1;
@@ -823,8 +841,10 @@ static void test_eval_bad_input(void **state)
     fclose(f);
     /* A tiny GAN checkpoint (one iteration), and a safetensors file that is not a classifier. */
     char args[4096];
-    snprintf(args, sizeof args, "train --recipe dcgan --data '%s' --iters 1 --batch 16 "
-             "--width-div 16 --threads 1 --out '%s'", data_dir, run_dir);
+    snprintf(args, sizeof args,
+             "train --recipe dcgan --data '%s' --iters 1 --batch 16 "
+             "--width-div 16 --threads 1 --out '%s'",
+             data_dir, run_dir);
     assert_int_equal(run(args, out_txt, err_txt), 0);
     snprintf(not_clf, sizeof not_clf, "%s", ckpt);
     clf_model *clf = clf_new(3);
@@ -868,8 +888,8 @@ static void test_eval_bad_input(void **state)
         char *out = slurp(out_txt), *err = slurp(err_txt);
         if (code != 2 || count_lines(err) != 1 || !strstr(err, cases[i].fragment) || *out)
             fail_msg("%s: exit %d, stderr \"%s\", stdout \"%s\" (expected exit 2, one line "
-                     "with \"%s\", no output)", cases[i].what, code, err, out,
-                     cases[i].fragment);
+                     "with \"%s\", no output)",
+                     cases[i].what, code, err, out, cases[i].fragment);
         free(out), free(err);
     }
     /* Nothing was appended anywhere by the failed runs. */
@@ -886,13 +906,15 @@ static void test_eval_bad_input(void **state)
     for (size_t i = 0; i < sizeof train_cases / sizeof train_cases[0]; i++) {
         char extra[1024];
         snprintf(extra, sizeof extra, train_cases[i][0], i == 2 ? garbage : clf_path);
-        snprintf(args, sizeof args, "train --data '%s' --iters 1 --batch 16 --width-div 16 "
-                 "--out '%s/r3' %s", data_dir, tmp, extra);
+        snprintf(args, sizeof args,
+                 "train --data '%s' --iters 1 --batch 16 --width-div 16 "
+                 "--out '%s/r3' %s",
+                 data_dir, tmp, extra);
         int code = run(args, out_txt, err_txt);
         char *err = slurp(err_txt);
         if (code != 2 || !strstr(err, train_cases[i][1]))
-            fail_msg("train %s: exit %d, stderr \"%s\" (expected exit 2 and \"%s\")", extra,
-                     code, err, train_cases[i][1]);
+            fail_msg("train %s: exit %d, stderr \"%s\" (expected exit 2 and \"%s\")", extra, code,
+                     err, train_cases[i][1]);
         free(err);
     }
     snprintf(args, sizeof args, "%s/r3/checkpoint.safetensors", tmp);

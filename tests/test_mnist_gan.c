@@ -57,7 +57,7 @@ typedef struct {
     char *name; /* relative; folders end in '/' */
     char *data; /* the bytes, in a snapshot with contents */
     size_t n;
-    ino_t ino;  /* a file replaced (an atomic rewrite) gets a new inode */
+    ino_t ino; /* a file replaced (an atomic rewrite) gets a new inode */
     struct timespec mtime;
 } snap_file;
 
@@ -150,8 +150,9 @@ static const char *snap_diff(const snapshot *a, const snapshot *b)
  * a grid every 10 iterations; extra (NULL-terminated, may be NULL) after them. */
 static run_result train(const char *out, int iters, bool resume, const char *const *extra)
 {
-    const char *a[48] = {"train", "--data", data_dir, "--iters", fmt("%d", iters),
-                         "--threads", "1", "--log-every", "10", "--out", out};
+    const char *a[48] = {"train",     "--data", data_dir,      "--iters", fmt("%d", iters),
+                         "--threads", "1",      "--log-every", "10",      "--out",
+                         out};
     int k = 11;
     if (resume) {
         a[k++] = "--resume"; /* the checkpoint brings width, batch and the rest */
@@ -242,8 +243,8 @@ static const char *png_decode(const unsigned char *b, size_t n, png_image *img)
         return !iend ? "no IEND" : "bytes after IEND";
     }
     img->channels = ctype == 0 ? 1 : ctype == 2 ? 3 : ctype == 6 ? 4 : 0;
-    if (depth != 8 || !img->channels || interlace || img->w < 1 || img->h < 1 ||
-        img->w > 100000 || img->h > 100000) {
+    if (depth != 8 || !img->channels || interlace || img->w < 1 || img->h < 1 || img->w > 100000 ||
+        img->h > 100000) {
         free(z);
         return fmt("unsupported IHDR: %lldx%lld, depth %d, colour type %d, interlace %d",
                    (long long)img->w, (long long)img->h, depth, ctype, interlace);
@@ -274,8 +275,7 @@ static const char *png_decode(const unsigned char *b, size_t n, png_image *img)
         for (size_t x = 0; x < stride; x++) {
             int a = x >= (size_t)bpp ? row[x - bpp] : 0, u = up ? up[x] : 0;
             int c = up && x >= (size_t)bpp ? up[x - bpp] : 0;
-            int pred = f == 0 ? 0 : f == 1 ? a : f == 2 ? u : f == 3 ? (a + u) / 2
-                                                                      : paeth(a, u, c);
+            int pred = f == 0 ? 0 : f == 1 ? a : f == 2 ? u : f == 3 ? (a + u) / 2 : paeth(a, u, c);
             row[x] = (unsigned char)(in[1 + x] + pred);
         }
     }
@@ -303,8 +303,9 @@ static png_image grid_load(const char *path, int64_t n_images)
     int64_t cols = n_images < 16 ? n_images : 16, rows = (n_images + 15) / 16;
     if (g.channels != 1 || g.w != cols * 29 - 1 || g.h != rows * 29 - 1)
         fail_msg("%s: %lldx%lld with %d channels, expected gray %lldx%lld (%lld images in "
-                 "16 columns)", path, (long long)g.w, (long long)g.h, g.channels,
-                 (long long)(cols * 29 - 1), (long long)(rows * 29 - 1), (long long)n_images);
+                 "16 columns)",
+                 path, (long long)g.w, (long long)g.h, g.channels, (long long)(cols * 29 - 1),
+                 (long long)(rows * 29 - 1), (long long)n_images);
     const unsigned char gap = g.px[28];
     for (int64_t y = 0; y < g.h; y++)
         for (int64_t x = 0; x < g.w; x++)
@@ -325,18 +326,18 @@ static void check_row(const char *path, const char *row, int i, double *last_sec
     double secs;
     int used = -1;
     if (sscanf(row, "%lld,%lld,%lld,%f,%f,%f,%lf%n", &it, &ep, &b, &l[0], &l[1], &l[2], &secs,
-               &used) != 7 || row[used] != '\0')
+               &used) != 7 ||
+        row[used] != '\0')
         fail_msg("%s: row %d \"%s\" is not 7 numbers", path, i + 1, row);
     if (it != i + 1 || ep != i / 25 || b != i % 25)
-        fail_msg("%s: row %d \"%s\": expected iteration %d, epoch %d, batch %d", path, i + 1,
-                 row, i + 1, i / 25, i % 25);
+        fail_msg("%s: row %d \"%s\": expected iteration %d, epoch %d, batch %d", path, i + 1, row,
+                 i + 1, i / 25, i % 25);
     for (int k = 0; k < 3; k++)
         if (!isfinite(l[k]) || !(l[k] > 0))
             fail_msg("%s: row %d \"%s\": loss %d is not finite and positive", path, i + 1, row,
                      k + 1);
     if (!(secs >= *last_secs))
-        fail_msg("%s: row %d \"%s\": seconds went back from %.3f", path, i + 1, row,
-                 *last_secs);
+        fail_msg("%s: row %d \"%s\": seconds went back from %.3f", path, i + 1, row, *last_secs);
     *last_secs = secs;
 }
 
@@ -367,7 +368,8 @@ static void test_train_outputs(void **state)
         levels += distinct[k];
     if (changed < 1000 || levels < 16)
         fail_msg("samples_30.png: %lld pixels differ from samples_10.png, %lld gray levels: "
-                 "not the images of a training G", (long long)changed, (long long)levels);
+                 "not the images of a training G",
+                 (long long)changed, (long long)levels);
     for (int k = 0; k < 3; k++)
         free(g[k].px);
     assert_false(exists(fmt("%s/samples_5.png", run_dir)));
@@ -384,7 +386,7 @@ static void test_train_outputs(void **state)
     /* the checkpoint: loads, says where the run stands, finite tensors of every part */
     tg_state_dict *sd = ckpt_load(fmt("%s/checkpoint.safetensors", run_dir));
     const char *want[][2] = {{"format", "mnist_gan/2"}, {"iteration", "30"}, {"epoch", "1"},
-                             {"batch_in_epoch", "5"}, {"batch", BATCH}, {"width_div", "8"}};
+                             {"batch_in_epoch", "5"},   {"batch", BATCH},    {"width_div", "8"}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const char *v = tg_state_dict_meta(sd, want[i][0]);
         if (!v || strcmp(v, want[i][1]) != 0)
@@ -392,8 +394,8 @@ static void test_train_outputs(void **state)
                      want[i][1]);
     }
     int parts[6] = {0};
-    static const char *const prefixes[6] = {"G.", "D.", "opt_d_real.", "opt_d_fake.", "opt_g.",
-                                            "running_"};
+    static const char *const prefixes[6] = {"G.",          "D.",     "opt_d_real.",
+                                            "opt_d_fake.", "opt_g.", "running_"};
     for (int64_t i = 0; i < tg_state_dict_size(sd); i++) {
         const char *name = tg_state_dict_name(sd, i);
         const tg_tensor *t = tg_state_dict_tensor(sd, i);
@@ -504,14 +506,13 @@ static void assert_same_run(const char *ref, const char *dir, int iters)
     for (int i = 0; i < iters; i++) {
         check_row(dir, b.rows[i], i, &secs);
         if (strcmp(row_key(a.rows[i]), row_key(b.rows[i])) != 0)
-            fail_msg("row %d differs:\n  uninterrupted: %s\n  resumed:       %s", i + 1,
-                     a.rows[i], b.rows[i]);
+            fail_msg("row %d differs:\n  uninterrupted: %s\n  resumed:       %s", i + 1, a.rows[i],
+                     b.rows[i]);
     }
     csv_free(&a), csv_free(&b);
     int grids = 0;
     for (int it = 10; it <= iters; it += 10, grids++) {
-        const char *pa = fmt("%s/samples_%d.png", ref, it), *pb = fmt("%s/samples_%d.png", dir,
-                                                                       it);
+        const char *pa = fmt("%s/samples_%d.png", ref, it), *pb = fmt("%s/samples_%d.png", dir, it);
         if (!exists(pb) || !same_file(pa, pb))
             fail_msg("%s is missing or differs from the uninterrupted run's", pb);
     }
@@ -525,7 +526,7 @@ static void resume_case(int cfg)
     double t0 = now(), r0 = run_seconds;
     const char *ref = reference(cfg);
     const char *dir = fmt("%s/split%d", root, cfg);
-    const char *again[8] = {"--width-div", "8", "--batch", BATCH, cfg_args[cfg][0],
+    const char *again[8] = {"--width-div",    "8", "--batch", BATCH, cfg_args[cfg][0],
                             cfg_args[cfg][1], NULL};
     train_ok(dir, 40, false, cfg_args[cfg]);
     train_ok(dir, 75, true, again);
@@ -534,7 +535,8 @@ static void resume_case(int cfg)
     assert_same_checkpoint(fmt("%s/checkpoint.safetensors", ref),
                            fmt("%s/checkpoint.safetensors", dir));
     print_message("resume, %s: 100 = 40 + 35 + 25 iterations, bit for bit (%.1f s, %.1f s in "
-                  "mnist_gan)\n", cfg_names[cfg], now() - t0, run_seconds - r0);
+                  "mnist_gan)\n",
+                  cfg_names[cfg], now() - t0, run_seconds - r0);
 }
 
 static void test_resume_tutorial(void **state)
@@ -582,7 +584,8 @@ static void test_resume_after_crash(void **state)
     train_ok(dir, 60, true, NULL);
     assert_same_run(ref, dir, 60);
     print_message("crash between checkpoints (25, rows to 40 and a torn line) -> resume to 60: "
-                  "identical (%.1f s)\n", now() - t0);
+                  "identical (%.1f s)\n",
+                  now() - t0);
 }
 
 /* The same with a real kill: SIGKILL once 30 rows are written (the checkpoint is at 25), at
@@ -593,9 +596,10 @@ static void test_resume_after_kill(void **state)
     double t0 = now();
     const char *ref = reference(CFG_CLEAN);
     const char *dir = fmt("%s/killed", root), *csv = fmt("%s/losses.csv", dir);
-    const char *argv[] = {program, "train", "--data", data_dir, "--width-div", "8", "--batch",
-                          BATCH, "--threads", "1", "--log-every", "10", "--step", "clean",
-                          "--iters", "60", "--out", dir, NULL};
+    const char *argv[] = {program,       "train",   "--data", data_dir,    "--width-div",
+                          "8",           "--batch", BATCH,    "--threads", "1",
+                          "--log-every", "10",      "--step", "clean",     "--iters",
+                          "60",          "--out",   dir,      NULL};
     const char *tag;
     double s0 = now();
     pid_t pid = start(argv, NULL, &tag);
@@ -623,7 +627,8 @@ static void test_resume_after_kill(void **state)
     train_ok(dir, 60, true, NULL);
     assert_same_run(ref, dir, 60);
     print_message("SIGKILL after %d rows (checkpoint at %s) -> resume to 60: identical "
-                  "(%.1f s)\n", rows, at, now() - t0);
+                  "(%.1f s)\n",
+                  rows, at, now() - t0);
 }
 
 /* ---- case 3: sample ------------------------------------------------------------------------ */
@@ -686,8 +691,8 @@ static void test_sample(void **state)
     train_ok(m3, 3, false, d3);
     const char *mn = fmt("%s/as_mnist", root);
     make_dir(mn);
-    r = GAN("sample", "--checkpoint", fmt("%s/checkpoint.safetensors", m3), "--n", "12",
-            "--out", fmt("%s/d3.png", root), "--idx", fmt("%s/train", mn));
+    r = GAN("sample", "--checkpoint", fmt("%s/checkpoint.safetensors", m3), "--n", "12", "--out",
+            fmt("%s/d3.png", root), "--idx", fmt("%s/train", mn));
     assert_ran(&r, "sample --idx, digit 3 model");
     run_free(&r);
     tg_dataset *ds = tg_data_load_mnist(mn, true, -1);
@@ -755,8 +760,8 @@ static const bad_input bad_inputs[] = {
      "--init: 'xavier' is not one of paddle, torch"},
     {{"train", "--data", "@DATA", "--out", "@NEW", "--shuffle", "none"},
      "--shuffle: 'none' is not one of paddle, full"},
-    {{"train", "--data", "@DATA", "--out", "@NEW", "--recipe", "dcgan", "--generator",
-      "upsample"}, "--generator upsample belongs to the tutorial recipe"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--recipe", "dcgan", "--generator", "upsample"},
+     "--generator upsample belongs to the tutorial recipe"},
     {{"train", "--data", "@DATA", "--dataset", "mnist"}, "give --data DIR or --dataset NAME"},
     {{"train", "--data", "@DATA", "--checkpoint", "@RUN/checkpoint.safetensors"},
      "--checkpoint is not an option of 'train'"},
@@ -769,8 +774,7 @@ static const bad_input bad_inputs[] = {
     /* data */
     {{"train", "--data", "@NODATA", "--out", "@NEW", SMALL_RUN},
      "tg_data_load_mnist: @NODATA/train-images-idx3-ubyte: no such file (nor .gz)"},
-    {{"train", "--out", "@NEW", SMALL_RUN},
-     "(run scripts/fetch-mnist.sh, or pass --data DIR)"},
+    {{"train", "--out", "@NEW", SMALL_RUN}, "(run scripts/fetch-mnist.sh, or pass --data DIR)"},
     {{"train", "--data", "@BADMAGIC", "--out", "@NEW", SMALL_RUN},
      "@BADMAGIC/train-images-idx3-ubyte: bad magic 00 00 09 03"},
     {{"train", "--data", "@TRUNCDATA", "--out", "@NEW", SMALL_RUN},
@@ -814,7 +818,8 @@ static const bad_input bad_inputs[] = {
     {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--out", "@FILE/a.png"},
      "cannot create a temporary file beside @FILE/a.png: Not a directory"},
     {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--out", "@NEW.png", "--idx",
-      "@FILE/x"}, "cannot create a temporary file beside @FILE/x-images-idx3-ubyte"},
+      "@FILE/x"},
+     "cannot create a temporary file beside @FILE/x-images-idx3-ubyte"},
     {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--iters", "5"},
      "--iters is not an option of 'sample'"},
 };
@@ -825,8 +830,7 @@ static const char *expand(const char *word, const char *names[][2], int n_names)
     for (const char *p = strchr(word, '@'); p; p = strchr(p + 1, '@'))
         for (int k = 0; k < n_names; k++) {
             size_t len = strlen(names[k][0]);
-            if (!strncmp(p + 1, names[k][0], len) &&
-                !(p[1 + len] >= 'A' && p[1 + len] <= 'Z'))
+            if (!strncmp(p + 1, names[k][0], len) && !(p[1 + len] >= 'A' && p[1 + len] <= 'Z'))
                 return expand(fmt("%.*s%s%s", (int)(p - word), word, names[k][1], p + 1 + len),
                               names, n_names);
         }
@@ -872,8 +876,8 @@ static void assert_readme_table(const char *readme)
         rows++;
     free(text);
     if (missing)
-        fail_msg("%d of %d bad inputs have no row in %s's \"Bad input\" table", missing,
-                 n_cases, readme);
+        fail_msg("%d of %d bad inputs have no row in %s's \"Bad input\" table", missing, n_cases,
+                 readme);
     if (rows != n_cases)
         fail_msg("%s's \"Bad input\" table has %d rows; the test tries %d cases", readme, rows,
                  n_cases);
@@ -929,11 +933,18 @@ static void test_bad_input(void **state)
     assert_int_equal(tg_data_save_safetensors(sd, notgan), TG_OK);
     tg_state_dict_free(sd);
 
-    const char *names[][2] = {
-        {"DATA", data},       {"RUN", run},           {"NODATA", fmt("%s/nowhere", ws)},
-        {"BADMAGIC", badmagic}, {"TRUNCDATA", truncdata}, {"FILE", file},
-        {"EMPTY", empty},     {"TRUNCRUN", truncrun}, {"JSONRUN", jsonrun},
-        {"FOREIGNRUN", foreign}, {"NOTGAN", notgan},  {"NEW", NULL}};
+    const char *names[][2] = {{"DATA", data},
+                              {"RUN", run},
+                              {"NODATA", fmt("%s/nowhere", ws)},
+                              {"BADMAGIC", badmagic},
+                              {"TRUNCDATA", truncdata},
+                              {"FILE", file},
+                              {"EMPTY", empty},
+                              {"TRUNCRUN", truncrun},
+                              {"JSONRUN", jsonrun},
+                              {"FOREIGNRUN", foreign},
+                              {"NOTGAN", notgan},
+                              {"NEW", NULL}};
     const int n_names = (int)(sizeof names / sizeof names[0]);
     snapshot bytes = snap_take(ws, true), before = snap_take(ws, false);
     snapshot cwd0 = snap_take(cwd_dir, false);
@@ -972,8 +983,8 @@ static void test_bad_input(void **state)
         snap_free(&before), snap_free(&cwd0);
         before = after, cwd0 = cwd1;
         if (why) {
-            print_error("case %d: %s\n  %s\n  stderr: %s  stdout: %s\n", c + 1, why,
-                        cmdline(args), r.err, r.out);
+            print_error("case %d: %s\n  %s\n  stderr: %s  stdout: %s\n", c + 1, why, cmdline(args),
+                        r.err, r.out);
             failures++;
         }
         run_free(&r);
@@ -1011,12 +1022,22 @@ static run_result chromium_run(const char *url, const char *action)
 {
     const char *profile = fmt("%s/chromium-profile-%d", root, n_runs);
     make_dir(profile);
-    const char *argv[] = {chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                          "--disable-background-networking", "--disable-component-update",
-                          "--disable-sync", "--no-first-run", "--disable-default-apps",
+    const char *argv[] = {chromium,
+                          "--headless",
+                          "--no-sandbox",
+                          "--disable-gpu",
+                          "--disable-background-networking",
+                          "--disable-component-update",
+                          "--disable-sync",
+                          "--no-first-run",
+                          "--disable-default-apps",
                           "--host-resolver-rules=MAP * ~NOTFOUND",
-                          "--window-size=1000,1100", "--virtual-time-budget=5000",
-                          fmt("--user-data-dir=%s", profile), action, url, NULL};
+                          "--window-size=1000,1100",
+                          "--virtual-time-budget=5000",
+                          fmt("--user-data-dir=%s", profile),
+                          action,
+                          url,
+                          NULL};
     const char *tag;
     double t0 = now();
     pid_t pid = start(argv, &(start_opts){.home = profile}, &tag);
@@ -1056,8 +1077,8 @@ static void test_report_in_chromium(void **state)
             fail_msg("a rendered polyline without points");
         curves++;
     }
-    if (curves != 3 || !strstr(r.out, "<svg") ||
-        !strstr(r.out, "<img id=\"samples\"") || !strstr(r.out, "src=\"data:image/png;base64,"))
+    if (curves != 3 || !strstr(r.out, "<svg") || !strstr(r.out, "<img id=\"samples\"") ||
+        !strstr(r.out, "src=\"data:image/png;base64,"))
         fail_msg("the rendered DOM lacks the SVG, its 3 curves or the grid:\n%.2000s", r.out);
     run_free(&r);
 
@@ -1070,20 +1091,22 @@ static void test_report_in_chromium(void **state)
     const char *probe = fmt("%s/report_probe.html", root);
     FILE *f = fopen(probe, "w");
     assert_non_null(f);
-    fprintf(f, "%s<script>window.addEventListener('load', function () {"
-               "var i = document.getElementById('samples'), out = [];"
-               "out.push('img=' + i.complete + ',' + i.naturalWidth + 'x' + i.naturalHeight);"
-               "document.querySelectorAll('polyline').forEach(function (p) {"
-               "out.push(p.getAttribute('data-name') + '=' + p.points.numberOfItems + ',' +"
-               "(p.getTotalLength() > 100));});"
-               "var d = document.createElement('pre'); d.id = 'probe';"
-               "d.textContent = 'PROBE ' + out.join(' ') + ' END';"
-               "document.body.appendChild(d);});</script></body></html>\n", html);
+    fprintf(f,
+            "%s<script>window.addEventListener('load', function () {"
+            "var i = document.getElementById('samples'), out = [];"
+            "out.push('img=' + i.complete + ',' + i.naturalWidth + 'x' + i.naturalHeight);"
+            "document.querySelectorAll('polyline').forEach(function (p) {"
+            "out.push(p.getAttribute('data-name') + '=' + p.points.numberOfItems + ',' +"
+            "(p.getTotalLength() > 100));});"
+            "var d = document.createElement('pre'); d.id = 'probe';"
+            "d.textContent = 'PROBE ' + out.join(' ') + ' END';"
+            "document.body.appendChild(d);});</script></body></html>\n",
+            html);
     fclose(f);
     free(html);
     r = chromium_run(fmt("file://%s", probe), "--dump-dom");
-    const char *want = fmt("PROBE img=true,%dx%d d_real=30,true d_fake=30,true g=30,true END",
-                           GRID_W, GRID_H);
+    const char *want =
+        fmt("PROBE img=true,%dx%d d_real=30,true d_fake=30,true g=30,true END", GRID_W, GRID_H);
     if (!strstr(r.out, want))
         fail_msg("the probe did not report \"%s\"; the DOM ends:\n%s", want,
                  r.out + (strlen(r.out) > 600 ? strlen(r.out) - 600 : 0));
@@ -1099,9 +1122,9 @@ static void test_report_in_chromium(void **state)
     int64_t counts[3];
     for (int k = 0; k < 3; k++)
         counts[k] = count_colour(&s, colours[k]);
-    print_message("screenshot %s: %lldx%lld; pixels of d_real %lld, d_fake %lld, g %lld\n",
-                  shot, (long long)s.w, (long long)s.h, (long long)counts[0],
-                  (long long)counts[1], (long long)counts[2]);
+    print_message("screenshot %s: %lldx%lld; pixels of d_real %lld, d_fake %lld, g %lld\n", shot,
+                  (long long)s.w, (long long)s.h, (long long)counts[0], (long long)counts[1],
+                  (long long)counts[2]);
     free(s.px);
     for (int k = 0; k < 3; k++)
         if (counts[k] < 50)
@@ -1143,19 +1166,20 @@ int main(int argc, char **argv)
         cmocka_set_test_filter(filter);
     if (argc > 2 && !strcmp(argv[2], "--chromium")) {
         const struct CMUnitTest slow[] = {TG_TEST(test_report_in_chromium)};
-        int failed = cmocka_run_group_tests_name("mnist_gan report in Chromium", slow,
-                                                 group_setup, group_teardown);
+        int failed = cmocka_run_group_tests_name("mnist_gan report in Chromium", slow, group_setup,
+                                                 group_teardown);
         return failed == 0 && !chromium[0] ? 77 : failed;
     }
     const struct CMUnitTest tests[] = {
         TG_TEST(test_train_outputs),     TG_TEST(test_resume_tutorial),
-        TG_TEST(test_resume_accumulate), TG_TEST(test_resume_clean),      TG_TEST(test_resume_dcgan),
-        TG_TEST(test_resume_after_crash), TG_TEST(test_resume_after_kill),
-        TG_TEST(test_sample),            TG_TEST(test_bad_input),
+        TG_TEST(test_resume_accumulate), TG_TEST(test_resume_clean),
+        TG_TEST(test_resume_dcgan),      TG_TEST(test_resume_after_crash),
+        TG_TEST(test_resume_after_kill), TG_TEST(test_sample),
+        TG_TEST(test_bad_input),
     };
     double t0 = now();
-    int failed = cmocka_run_group_tests_name("mnist_gan end to end", tests, group_setup,
-                                             group_teardown);
+    int failed =
+        cmocka_run_group_tests_name("mnist_gan end to end", tests, group_setup, group_teardown);
     printf("mnist_gan e2e: %.1f s in all, %d program runs\n", now() - t0, n_runs);
     return failed;
 }

@@ -24,18 +24,23 @@ static tg_module *must(tg_module *m)
 static tg_module *small_model(uint64_t seed, tg_rng *rng)
 {
     tg_rng_seed(rng, seed);
-    tg_module *inner = tg_nn_sequential_add(tg_nn_sequential_new(), "fc",
-                                            tg_nn_linear(4, 2, false, rng));
-    return must(TG_NN_SEQUENTIAL(tg_nn_linear(3, 4, true, rng), tg_nn_batch_norm1d(4),
-                                 tg_nn_relu(), inner));
+    tg_module *inner =
+        tg_nn_sequential_add(tg_nn_sequential_new(), "fc", tg_nn_linear(4, 2, false, rng));
+    return must(TG_NN_SEQUENTIAL(tg_nn_linear(3, 4, true, rng), tg_nn_batch_norm1d(4), tg_nn_relu(),
+                                 inner));
 }
 
 /* The order and names PyTorch gives the same model (named_parameters, state_dict). */
 static const char *const small_param_names[] = {"0.weight", "0.bias", "1.weight", "1.bias",
                                                 "3.fc.weight"};
-static const char *const small_state_names[] = {
-    "D.0.weight", "D.0.bias", "D.1.weight", "D.1.bias", "D.1.running_mean", "D.1.running_var",
-    "D.1.num_batches_tracked", "D.3.fc.weight"};
+static const char *const small_state_names[] = {"D.0.weight",
+                                                "D.0.bias",
+                                                "D.1.weight",
+                                                "D.1.bias",
+                                                "D.1.running_mean",
+                                                "D.1.running_var",
+                                                "D.1.num_batches_tracked",
+                                                "D.3.fc.weight"};
 
 static void test_names_order_and_counts(void **state)
 {
@@ -253,12 +258,11 @@ static void test_train_eval(void **state)
     for (int c = 0; c < 3; c++) {
         double mean = (double)c + 1.5 * (c + 1), var = 1.25 * (c + 1) * (c + 1);
         for (int r = 0; r < 4; r++)
-            assert_close(y_train->data[r * 3 + c], (xv[r * 3 + c] - mean) / sqrt(var + 1e-5),
-                         1e-4);
+            assert_close(y_train->data[r * 3 + c], (xv[r * 3 + c] - mean) / sqrt(var + 1e-5), 1e-4);
         /* momentum 0.1: 0.9 * 0 + 0.1 * mean; unbiased variance 4/3 * var */
         assert_close(tg_module_buffer(bn, "running_mean")->data[c], 0.1 * mean, 1e-5);
-        assert_close(tg_module_buffer(bn, "running_var")->data[c],
-                     0.9 + 0.1 * var * 4.0 / 3.0, 1e-5);
+        assert_close(tg_module_buffer(bn, "running_var")->data[c], 0.9 + 0.1 * var * 4.0 / 3.0,
+                     1e-5);
     }
     assert_true(tg_tensor_item(tg_module_buffer(bn, "num_batches_tracked")) == 1.0f);
     tg_module_train(bn, false);
@@ -315,8 +319,7 @@ static void assert_uniform(const char *what, const tg_tensor *t, double bound, b
         return;
     double var_want = bound * bound / 3;
     if (maxabs < 0.995 * bound)
-        fail_msg("%s: largest |value| %.6g, expected close to the bound %.6g", what, maxabs,
-                 bound);
+        fail_msg("%s: largest |value| %.6g, expected close to the bound %.6g", what, maxabs, bound);
     if (fabs(mean) > 5 * bound / sqrt(3 * n))
         fail_msg("%s: mean %.6g, expected 0 (bound %.6g, n %.0f)", what, mean, bound, n);
     /* var of U^2 is bound^4 (1/5 - 1/9) */
@@ -372,8 +375,8 @@ static void test_init_distributions(void **state)
 static tg_module *generator(int nz, int w, tg_rng *rng)
 {
     return TG_NN_SEQUENTIAL(
-        tg_nn_linear(nz, 2 * w * 7 * 7, true, rng), tg_nn_batch_norm1d(2 * w * 7 * 7),
-        tg_nn_relu(), tg_nn_reshape(TG_DIMS(-1, 2 * w, 7, 7)),
+        tg_nn_linear(nz, 2 * w * 7 * 7, true, rng), tg_nn_batch_norm1d(2 * w * 7 * 7), tg_nn_relu(),
+        tg_nn_reshape(TG_DIMS(-1, 2 * w, 7, 7)),
         tg_nn_conv_transpose2d(2 * w, w, 4, 2, 1, 0, true, rng), tg_nn_batch_norm2d(w),
         tg_nn_relu(), tg_nn_conv_transpose2d(w, 1, 4, 2, 1, 0, true, rng), tg_nn_tanh());
 }
@@ -381,10 +384,10 @@ static tg_module *generator(int nz, int w, tg_rng *rng)
 /* Discriminator: image [N, 1, 28, 28] -> logit [N, 1]. */
 static tg_module *discriminator(int w, tg_rng *rng)
 {
-    return TG_NN_SEQUENTIAL(
-        tg_nn_conv2d(1, w, 4, 2, 1, 1, true, rng), tg_nn_leaky_relu(0.2f),
-        tg_nn_conv2d(w, 2 * w, 4, 2, 1, 1, true, rng), tg_nn_batch_norm2d(2 * w),
-        tg_nn_leaky_relu(0.2f), tg_nn_flatten(), tg_nn_linear(2 * w * 7 * 7, 1, true, rng));
+    return TG_NN_SEQUENTIAL(tg_nn_conv2d(1, w, 4, 2, 1, 1, true, rng), tg_nn_leaky_relu(0.2f),
+                            tg_nn_conv2d(w, 2 * w, 4, 2, 1, 1, true, rng),
+                            tg_nn_batch_norm2d(2 * w), tg_nn_leaky_relu(0.2f), tg_nn_flatten(),
+                            tg_nn_linear(2 * w * 7 * 7, 1, true, rng));
 }
 
 /* Every parameter has a gradient of its own shape with some non-zero entry (or, when want is
@@ -531,17 +534,18 @@ static void test_load_errors_change_nothing(void **state)
     int64_t n_before, n_after;
     float *before = snapshot(b, &n_before);
     struct {
-        const char *drop;            /* entry left out */
-        const char *extra;           /* entry added (a [2] tensor) */
-        const char *reshape;         /* entry replaced by a [4, 4] tensor */
+        const char *drop;    /* entry left out */
+        const char *extra;   /* entry added (a [2] tensor) */
+        const char *reshape; /* entry replaced by a [4, 4] tensor */
         tg_status status;
         const char *message;
     } bad[] = {
         {"D.0.bias", NULL, NULL, TG_ERR_ARG, "1 missing (first \"D.0.bias\")"},
         {"D.1.running_var", NULL, NULL, TG_ERR_ARG, "1 missing (first \"D.1.running_var\")"},
         {NULL, "D.3.fc.bias", NULL, TG_ERR_ARG, "1 unexpected (first \"D.3.fc.bias\")"},
-        {NULL, NULL, "D.0.weight", TG_ERR_SHAPE, "1 of the wrong shape (first \"D.0.weight\": "
-                                                 "[4, 4] in the state dict, [4, 3] in the module)"},
+        {NULL, NULL, "D.0.weight", TG_ERR_SHAPE,
+         "1 of the wrong shape (first \"D.0.weight\": "
+         "[4, 4] in the state dict, [4, 3] in the module)"},
         {"D.0.bias", "D.9.weight", NULL, TG_ERR_ARG, "1 unexpected (first \"D.9.weight\")"},
     };
     tg_tensor *extra = tg_tensor_zeros(TG_DIMS(2)), *wrong = tg_tensor_zeros(TG_DIMS(4, 4));

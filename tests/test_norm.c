@@ -19,10 +19,12 @@ typedef struct {
     const float *eval_y, *eval_dx, *eval_dw, *eval_db;
 } bn_golden;
 
-#define BN_GOLDEN(p, P)                                                                       \
-    {#p, P##_NDIM, p##_shape, p##_x, p##_w, p##_b, p##_rm0, p##_rv0, p##_dy, p##_train_y,      \
-     p##_train_dx, p##_train_dw, p##_train_db, p##_train_rm, p##_train_rv, p##_eval_y,         \
-     p##_eval_dx, p##_eval_dw, p##_eval_db}
+#define BN_GOLDEN(p, P)                                                                            \
+    {                                                                                              \
+#p, P##_NDIM, p##_shape, p##_x, p##_w, p##_b, p##_rm0, p##_rv0, p##_dy, p##_train_y,       \
+            p##_train_dx, p##_train_dw, p##_train_db, p##_train_rm, p##_train_rv, p##_eval_y,      \
+            p##_eval_dx, p##_eval_dw, p##_eval_db                                                  \
+    }
 
 static const bn_golden bn_goldens[] = {BN_GOLDEN(bn4, BN4), BN_GOLDEN(bn2, BN2)};
 
@@ -38,8 +40,7 @@ static void run_bn_golden(const bn_golden *g, bool training)
     uint64_t vm = tg_tensor_version(rm), vv = tg_tensor_version(rv);
 
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y = tg_batch_norm(x, w, b, rm, rv, training, NORM_GOLDEN_MOMENTUM,
-                                 NORM_GOLDEN_EPS);
+    tg_tensor *y = tg_batch_norm(x, w, b, rm, rv, training, NORM_GOLDEN_MOMENTUM, NORM_GOLDEN_EPS);
     if (!y)
         fail_msg("%s: %s", g->name, tg_last_error());
     assert_true(tg_shape_equal(y, x));
@@ -235,8 +236,8 @@ static void test_softmax_golden(void **state)
         tg_tensor *x = test_tensor_of(SM_NDIM, sm_shape, sm_x, true);
         tg_tensor *dy = test_tensor_of(SM_NDIM, sm_shape, sm_dy, false);
         tg_tape *tape = tg_tape_begin(TG_GRAD);
-        tg_tensor *y = cases[k].log ? tg_log_softmax(x, cases[k].axis)
-                                    : tg_softmax(x, cases[k].axis);
+        tg_tensor *y =
+            cases[k].log ? tg_log_softmax(x, cases[k].axis) : tg_softmax(x, cases[k].axis);
         assert_non_null(y);
         assert_int_equal(tg_backward_grad(y, dy), TG_OK);
         char what[64];
@@ -410,16 +411,11 @@ int main(void)
 {
     tg_set_num_threads(2);
     const struct CMUnitTest tests[] = {
-        TG_TEST(test_batch_norm_golden_train),
-        TG_TEST(test_batch_norm_golden_eval),
-        TG_TEST(test_batch_norm_no_affine),
-        TG_TEST(test_batch_norm_two_calls_one_tape),
-        TG_TEST(test_batch_norm_errors),
-        TG_TEST(test_softmax_golden),
-        TG_TEST(test_softmax_stable),
-        TG_TEST(test_softmax_axis_error),
-        TG_TEST(test_dropout_statistics),
-        TG_TEST(test_dropout_identity),
+        TG_TEST(test_batch_norm_golden_train), TG_TEST(test_batch_norm_golden_eval),
+        TG_TEST(test_batch_norm_no_affine),    TG_TEST(test_batch_norm_two_calls_one_tape),
+        TG_TEST(test_batch_norm_errors),       TG_TEST(test_softmax_golden),
+        TG_TEST(test_softmax_stable),          TG_TEST(test_softmax_axis_error),
+        TG_TEST(test_dropout_statistics),      TG_TEST(test_dropout_identity),
         TG_TEST(test_dropout_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

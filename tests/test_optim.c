@@ -20,8 +20,8 @@ static void assert_values(const char *what, int step, const float *got, const fl
     for (int64_t i = 0; i < n; i++) {
         double tol = 1e-4 * fabs(want[i]) + 1e-5;
         if (!(fabs((double)got[i] - want[i]) <= tol))
-            fail_msg("%s, step %d, element %lld: %.9g, PyTorch %.9g", what, step + 1,
-                     (long long)i, got[i], want[i]);
+            fail_msg("%s, step %d, element %lld: %.9g, PyTorch %.9g", what, step + 1, (long long)i,
+                     got[i], want[i]);
     }
 }
 
@@ -209,8 +209,8 @@ static void test_state_dict_round_trip(void **state)
             tg_tensor *steps_b = tg_state_dict_get(sd, "opt.1.step");
             assert_non_null(steps_b);
             assert_true(tg_tensor_item(steps_b) == 1.0f); /* skipped on step 2 */
-            assert_string_equal(tg_state_dict_meta(sd, "opt.type"), c->kind == 1 ? "Adam"
-                                                                                 : "AdamW");
+            assert_string_equal(tg_state_dict_meta(sd, "opt.type"),
+                                c->kind == 1 ? "Adam" : "AdamW");
         }
         tg_optim_free(o); /* the dict keeps the state tensors alive */
         /* Through a safetensors file: 0-d steps and the metadata survive it. */
@@ -274,26 +274,66 @@ static void test_load_errors_change_nothing(void **state)
         tg_status status;
         const char *message;
     } bad[] = {
-        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m7}, "o.type", "SGD",
-         TG_ERR_ARG, "\"o.type\" is \"SGD\", this optimizer is Adam"},
-        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m7}, "o.num_params", "3",
-         TG_ERR_ARG, "this optimizer has 2 parameters"},
-        {{"o.0.step", "o.0.exp_avg", "o.2.exp_avg"}, {one, m7, m7}, NULL, NULL, TG_ERR_ARG,
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m7},
+         "o.type",
+         "SGD",
+         TG_ERR_ARG,
+         "\"o.type\" is \"SGD\", this optimizer is Adam"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m7},
+         "o.num_params",
+         "3",
+         TG_ERR_ARG,
+         "this optimizer has 2 parameters"},
+        {{"o.0.step", "o.0.exp_avg", "o.2.exp_avg"},
+         {one, m7, m7},
+         NULL,
+         NULL,
+         TG_ERR_ARG,
          "unexpected entry \"o.2.exp_avg\""},
-        {{"o.0.step", "o.0.exp_avg", "o.0.momentum_buffer"}, {one, m7, m7}, NULL, NULL,
-         TG_ERR_ARG, "unexpected entry \"o.0.momentum_buffer\""},
-        {{"o.0.step", "o.0.exp_avg", NULL}, {one, m7, NULL}, NULL, NULL, TG_ERR_ARG,
+        {{"o.0.step", "o.0.exp_avg", "o.0.momentum_buffer"},
+         {one, m7, m7},
+         NULL,
+         NULL,
+         TG_ERR_ARG,
+         "unexpected entry \"o.0.momentum_buffer\""},
+        {{"o.0.step", "o.0.exp_avg", NULL},
+         {one, m7, NULL},
+         NULL,
+         NULL,
+         TG_ERR_ARG,
          "incomplete: \"o.0.exp_avg_sq\" is missing"},
-        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m3}, NULL, NULL,
-         TG_ERR_SHAPE, "\"o.0.exp_avg_sq\" has shape [3]; parameter 0 has [1, 7]"},
-        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {half, m7, m7}, NULL, NULL,
-         TG_ERR_ARG, "\"o.0.step\" [] must hold one whole step count"},
-        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m7}, "o.lr", "fast",
-         TG_ERR_FORMAT, "\"o.lr\" is \"fast\", not a number"},
-        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m7}, "o.betas", "0.9",
-         TG_ERR_FORMAT, "not \"beta1,beta2\""},
-        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"}, {one, m7, m7}, "o.betas", "0.9,1.5",
-         TG_ERR_ARG, "betas (0.9, 1.5): each must lie in [0, 1)"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m3},
+         NULL,
+         NULL,
+         TG_ERR_SHAPE,
+         "\"o.0.exp_avg_sq\" has shape [3]; parameter 0 has [1, 7]"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {half, m7, m7},
+         NULL,
+         NULL,
+         TG_ERR_ARG,
+         "\"o.0.step\" [] must hold one whole step count"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m7},
+         "o.lr",
+         "fast",
+         TG_ERR_FORMAT,
+         "\"o.lr\" is \"fast\", not a number"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m7},
+         "o.betas",
+         "0.9",
+         TG_ERR_FORMAT,
+         "not \"beta1,beta2\""},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m7},
+         "o.betas",
+         "0.9,1.5",
+         TG_ERR_ARG,
+         "betas (0.9, 1.5): each must lie in [0, 1)"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         tg_state_dict *sd = tg_state_dict_new();
@@ -302,8 +342,7 @@ static void test_load_errors_change_nothing(void **state)
                 assert_int_equal(tg_state_dict_put(sd, bad[k].entries[e], bad[k].tensors[e]),
                                  TG_OK);
         if (bad[k].meta_key)
-            assert_int_equal(tg_state_dict_set_meta(sd, bad[k].meta_key, bad[k].meta_value),
-                             TG_OK);
+            assert_int_equal(tg_state_dict_set_meta(sd, bad[k].meta_key, bad[k].meta_value), TG_OK);
         tg_clear_error();
         assert_int_equal(tg_optim_load_state_dict(o, "o", sd), bad[k].status);
         assert_error_contains("tg_optim_load_state_dict: ");
@@ -574,12 +613,12 @@ static void train_xor(which_optim which, int iters, float *first, float *last)
     int64_t n;
     tg_tensor **params = tg_module_parameters(net, &n);
     assert_int_equal(n, 4);
-    tg_optim *opt = which == USE_SGD    ? tg_optim_sgd(params, n, 0.1f, 0.9f, 0.0f, 0.0f, false)
-                    : which == USE_ADAM ? tg_optim_adam(params, n, 0.05f, TG_ADAM_BETA1,
-                                                        TG_ADAM_BETA2, TG_ADAM_EPS, 0.0f)
-                                        : tg_optim_adamw(params, n, 0.05f, TG_ADAM_BETA1,
-                                                         TG_ADAM_BETA2, TG_ADAM_EPS,
-                                                         TG_ADAMW_WEIGHT_DECAY);
+    tg_optim *opt =
+        which == USE_SGD ? tg_optim_sgd(params, n, 0.1f, 0.9f, 0.0f, 0.0f, false)
+        : which == USE_ADAM
+            ? tg_optim_adam(params, n, 0.05f, TG_ADAM_BETA1, TG_ADAM_BETA2, TG_ADAM_EPS, 0.0f)
+            : tg_optim_adamw(params, n, 0.05f, TG_ADAM_BETA1, TG_ADAM_BETA2, TG_ADAM_EPS,
+                             TG_ADAMW_WEIGHT_DECAY);
     free(params);
     assert_non_null(opt);
     tg_tensor *x = tg_tensor_from_data(TG_DIMS(4, 2), (const float[]){0, 0, 0, 1, 1, 0, 1, 1});

@@ -18,12 +18,9 @@ typedef struct {
 static tg_tensor *run_op(op_spec s, tg_tensor *x)
 {
     switch (s.kind) {
-    case OP_MAX_POOL:
-        return tg_max_pool2d(x, s.a, s.b, s.c);
-    case OP_AVG_POOL:
-        return tg_avg_pool2d(x, s.a, s.b, s.c);
-    case OP_UPSAMPLE:
-        return tg_upsample(x, s.a, (tg_upsample_mode)s.b);
+    case OP_MAX_POOL: return tg_max_pool2d(x, s.a, s.b, s.c);
+    case OP_AVG_POOL: return tg_avg_pool2d(x, s.a, s.b, s.c);
+    case OP_UPSAMPLE: return tg_upsample(x, s.a, (tg_upsample_mode)s.b);
     }
     return NULL;
 }
@@ -58,25 +55,52 @@ typedef struct {
     int64_t y_shape[4];
 } golden_case;
 
-#define POOL_X golden_pool_x, {2, 3, 7, 6}
-#define UP_X golden_up_x, {1, 2, 5, 4}
-#define UP3_X golden_up3_x, {1, 1, 3, 4}
+#define POOL_X                                                                                     \
+    golden_pool_x,                                                                                 \
+    {                                                                                              \
+        2, 3, 7, 6                                                                                 \
+    }
+#define UP_X                                                                                       \
+    golden_up_x,                                                                                   \
+    {                                                                                              \
+        1, 2, 5, 4                                                                                 \
+    }
+#define UP3_X                                                                                      \
+    golden_up3_x,                                                                                  \
+    {                                                                                              \
+        1, 1, 3, 4                                                                                 \
+    }
 #define GOLDEN(name) golden_##name##_dy, golden_##name##_y, golden_##name##_dx
 
 static const golden_case goldens[] = {
     {"max_k2s2", {OP_MAX_POOL, 2, 2, 0}, POOL_X, GOLDEN(max_k2s2), {2, 3, 3, 3}},
     {"max_k3s2p1", {OP_MAX_POOL, 3, 2, 1}, POOL_X, GOLDEN(max_k3s2p1), {2, 3, 4, 3}},
     {"avg_k3s2p1", {OP_AVG_POOL, 3, 2, 1}, POOL_X, GOLDEN(avg_k3s2p1), {2, 3, 4, 3}},
-    {"nearest_x2", {OP_UPSAMPLE, 2, TG_UPSAMPLE_NEAREST, 0}, UP_X, GOLDEN(nearest_x2),
+    {"nearest_x2",
+     {OP_UPSAMPLE, 2, TG_UPSAMPLE_NEAREST, 0},
+     UP_X,
+     GOLDEN(nearest_x2),
      {1, 2, 10, 8}},
-    {"aligned_x2", {OP_UPSAMPLE, 2, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS, 0}, UP_X,
-     GOLDEN(aligned_x2), {1, 2, 10, 8}},
-    {"half_pixel_x2", {OP_UPSAMPLE, 2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL, 0}, UP_X,
-     GOLDEN(half_pixel_x2), {1, 2, 10, 8}},
-    {"aligned_x3", {OP_UPSAMPLE, 3, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS, 0}, UP3_X,
-     GOLDEN(aligned_x3), {1, 1, 9, 12}},
-    {"half_pixel_x3", {OP_UPSAMPLE, 3, TG_UPSAMPLE_BILINEAR_HALF_PIXEL, 0}, UP3_X,
-     GOLDEN(half_pixel_x3), {1, 1, 9, 12}},
+    {"aligned_x2",
+     {OP_UPSAMPLE, 2, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS, 0},
+     UP_X,
+     GOLDEN(aligned_x2),
+     {1, 2, 10, 8}},
+    {"half_pixel_x2",
+     {OP_UPSAMPLE, 2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL, 0},
+     UP_X,
+     GOLDEN(half_pixel_x2),
+     {1, 2, 10, 8}},
+    {"aligned_x3",
+     {OP_UPSAMPLE, 3, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS, 0},
+     UP3_X,
+     GOLDEN(aligned_x3),
+     {1, 1, 9, 12}},
+    {"half_pixel_x3",
+     {OP_UPSAMPLE, 3, TG_UPSAMPLE_BILINEAR_HALF_PIXEL, 0},
+     UP3_X,
+     GOLDEN(half_pixel_x3),
+     {1, 1, 9, 12}},
 };
 
 static void check_golden(const golden_case *g)
@@ -126,8 +150,7 @@ static void test_golden_upsample(void **state)
 /* Runs op on x (shape xs), checks y against want_y (shape ys), backpropagates dy and checks
  * dx against want_dx, all within tol. */
 static void check_small(op_spec op, const int64_t xs[4], const float *x_data, const int64_t ys[4],
-                        const float *want_y, const float *dy_data, const float *want_dx,
-                        float tol)
+                        const float *want_y, const float *dy_data, const float *want_dx, float tol)
 {
     tg_tensor *x = leaf4(xs, x_data);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
@@ -152,16 +175,10 @@ static void check_small(op_spec op, const int64_t xs[4], const float *x_data, co
 static void test_max_pool_4x4(void **state)
 {
     (void)state;
-    const float x[16] = {1, 2, 5, 3,
-                         4, 0, 1, 6,
-                         7, 8, 2, 2,
-                         9, 1, 3, 4};
+    const float x[16] = {1, 2, 5, 3, 4, 0, 1, 6, 7, 8, 2, 2, 9, 1, 3, 4};
     const float y[4] = {4, 6, 9, 4};
     const float dy[4] = {10, 20, 30, 40};
-    const float dx[16] = {0, 0, 0, 0,
-                          10, 0, 0, 20,
-                          0, 0, 0, 0,
-                          30, 0, 0, 40};
+    const float dx[16] = {0, 0, 0, 0, 10, 0, 0, 20, 0, 0, 0, 0, 30, 0, 0, 40};
     check_small((op_spec){OP_MAX_POOL, 2, 2, 0}, (const int64_t[]){1, 1, 4, 4}, x,
                 (const int64_t[]){1, 1, 2, 2}, y, dy, dx, 0);
 }
@@ -171,17 +188,11 @@ static void test_max_pool_4x4(void **state)
 static void test_max_pool_padding_is_minus_inf(void **state)
 {
     (void)state;
-    const float x[16] = {-5, -6, -7, -8,
-                         -4, -3, -9, -9,
-                         -9, -9, -9, -1,
-                         -9, -2, -9, -9};
+    const float x[16] = {-5, -6, -7, -8, -4, -3, -9, -9, -9, -9, -9, -1, -9, -2, -9, -9};
     const float y[4] = {-3, -3, -2, -1};
     const float dy[4] = {1, 2, 3, 4};
     /* Row and column 1 lie in two windows each: -3 is the maximum of two, and gets 1 + 2. */
-    const float dx[16] = {0, 0, 0, 0,
-                          0, 3, 0, 0,
-                          0, 0, 0, 4,
-                          0, 3, 0, 0};
+    const float dx[16] = {0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 4, 0, 3, 0, 0};
     check_small((op_spec){OP_MAX_POOL, 3, 2, 1}, (const int64_t[]){1, 1, 4, 4}, x,
                 (const int64_t[]){1, 1, 2, 2}, y, dy, dx, 0);
 }
@@ -190,12 +201,10 @@ static void test_max_pool_padding_is_minus_inf(void **state)
 static void test_max_pool_ties_go_to_first(void **state)
 {
     (void)state;
-    const float x[8] = {1, 3, 3, 2,
-                        3, 3, 0, 3};
+    const float x[8] = {1, 3, 3, 2, 3, 3, 0, 3};
     const float y[2] = {3, 3};
     const float dy[2] = {5, 7};
-    const float dx[8] = {0, 5, 7, 0,
-                         0, 0, 0, 0};
+    const float dx[8] = {0, 5, 7, 0, 0, 0, 0, 0};
     check_small((op_spec){OP_MAX_POOL, 2, 2, 0}, (const int64_t[]){1, 1, 2, 4}, x,
                 (const int64_t[]){1, 1, 1, 2}, y, dy, dx, 0);
 }
@@ -221,10 +230,7 @@ static void test_avg_pool_4x4(void **state)
         x[i] = (float)i;
     const float y[4] = {2.5f, 4.5f, 10.5f, 12.5f};
     const float dy[4] = {4, 8, 12, 16};
-    const float dx[16] = {1, 1, 2, 2,
-                          1, 1, 2, 2,
-                          3, 3, 4, 4,
-                          3, 3, 4, 4};
+    const float dx[16] = {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4};
     check_small((op_spec){OP_AVG_POOL, 2, 2, 0}, (const int64_t[]){1, 1, 4, 4}, x,
                 (const int64_t[]){1, 1, 2, 2}, y, dy, dx, 1e-6f);
 }
@@ -257,8 +263,7 @@ static void test_bilinear_aligned_thirds(void **state)
     for (int i = 0; i < 16; i++)
         dy[i] = 1;
     check_small((op_spec){OP_UPSAMPLE, 2, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS, 0},
-                (const int64_t[]){1, 1, 2, 2}, x, (const int64_t[]){1, 1, 4, 4}, y, dy, dx,
-                1e-6f);
+                (const int64_t[]){1, 1, 2, 2}, x, (const int64_t[]){1, 1, 4, 4}, y, dy, dx, 1e-6f);
 }
 
 /* Half pixel, 1x2 -> 2x4: source columns (o + 0.5)/2 - 0.5 = -0.25 (clamped to 0), 0.25, 0.75,
@@ -272,25 +277,21 @@ static void test_bilinear_half_pixel_edges(void **state)
     /* Column weights to x[0]: 1, 0.75, 0.25, 0; to x[1]: 0, 0.25, 0.75, 1. */
     const float dx[2] = {2, 4};
     check_small((op_spec){OP_UPSAMPLE, 2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL, 0},
-                (const int64_t[]){1, 1, 1, 2}, x, (const int64_t[]){1, 1, 2, 4}, y, dy, dx,
-                1e-6f);
+                (const int64_t[]){1, 1, 1, 2}, x, (const int64_t[]){1, 1, 2, 4}, y, dy, dx, 1e-6f);
 }
 
 static void test_nearest_x2(void **state)
 {
     (void)state;
     const float x[4] = {1, 2, 3, 4};
-    const float y[16] = {1, 1, 2, 2,
-                         1, 1, 2, 2,
-                         3, 3, 4, 4,
-                         3, 3, 4, 4};
+    const float y[16] = {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4};
     float dy[16], dx[4] = {0, 0, 0, 0};
     for (int i = 0; i < 16; i++) {
         dy[i] = (float)i;
         dx[(i / 4 / 2) * 2 + (i % 4) / 2] += (float)i;
     }
-    check_small((op_spec){OP_UPSAMPLE, 2, TG_UPSAMPLE_NEAREST, 0}, (const int64_t[]){1, 1, 2, 2},
-                x, (const int64_t[]){1, 1, 4, 4}, y, dy, dx, 0);
+    check_small((op_spec){OP_UPSAMPLE, 2, TG_UPSAMPLE_NEAREST, 0}, (const int64_t[]){1, 1, 2, 2}, x,
+                (const int64_t[]){1, 1, 4, 4}, y, dy, dx, 0);
 }
 
 /* Scale 1 is the identity in every mode. */
@@ -365,10 +366,10 @@ static void test_errors(void **state)
                  "tg_max_pool2d: x [1, 1, 2, 2] with kernel 3, stride 1, padding 0: the padded "
                  "input 2 x 2 is smaller than the kernel");
     /* Kernel 6 on 3 + 2 padding, stride 4: (5 - 6) / 4 + 1 truncates to 1, yet it is empty. */
-    expect_error((op_spec){OP_AVG_POOL, 6, 4, 1}, 4, (const int64_t[]){1, 1, 3, 9},
-                 TG_ERR_SHAPE, "the padded input 5 x 11 is smaller than the kernel");
-    expect_error((op_spec){OP_MAX_POOL, 1, 1, 0}, 4, (const int64_t[]){1, 1, 0, 3},
-                 TG_ERR_SHAPE, "tg_max_pool2d: x [1, 1, 0, 3]: H and W must be at least 1");
+    expect_error((op_spec){OP_AVG_POOL, 6, 4, 1}, 4, (const int64_t[]){1, 1, 3, 9}, TG_ERR_SHAPE,
+                 "the padded input 5 x 11 is smaller than the kernel");
+    expect_error((op_spec){OP_MAX_POOL, 1, 1, 0}, 4, (const int64_t[]){1, 1, 0, 3}, TG_ERR_SHAPE,
+                 "tg_max_pool2d: x [1, 1, 0, 3]: H and W must be at least 1");
     expect_error((op_spec){OP_UPSAMPLE, 2, 0, 0}, 3, s3, TG_ERR_SHAPE,
                  "tg_upsample: x [2, 3, 4] must be 4-D [N, C, H, W]");
     expect_error((op_spec){OP_UPSAMPLE, 0, TG_UPSAMPLE_NEAREST, 0}, 4, s4, TG_ERR_ARG,

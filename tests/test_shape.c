@@ -37,12 +37,12 @@ static tg_tensor *arange_shaped(int ndim, const int64_t *shape)
 }
 
 /* Asserts the op failed with status and a message containing fragment. */
-#define expect_error(result, status, fragment)                                                \
-    do {                                                                                      \
-        tg_clear_error();                                                                     \
-        assert_null(result);                                                                  \
-        assert_int_equal(tg_last_status(), (status));                                         \
-        assert_error_contains(fragment);                                                      \
+#define expect_error(result, status, fragment)                                                     \
+    do {                                                                                           \
+        tg_clear_error();                                                                          \
+        assert_null(result);                                                                       \
+        assert_int_equal(tg_last_status(), (status));                                              \
+        assert_error_contains(fragment);                                                           \
     } while (0)
 
 /* ---- reductions --------------------------------------------------------------------------- */
@@ -171,8 +171,7 @@ static void test_max_axis_values_and_ties(void **state)
 static void test_max_axis_nan_and_negative(void **state)
 {
     (void)state;
-    tg_tensor *x = tg_tensor_from_data(TG_DIMS(2, 3),
-                                       (const float[]){-3, NAN, -1, -4, -2, -9});
+    tg_tensor *x = tg_tensor_from_data(TG_DIMS(2, 3), (const float[]){-3, NAN, -1, -4, -2, -9});
     tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
     tg_tensor *r = tg_max_axis(x, 1, false), *c = tg_max_axis(x, 0, false);
     assert_true(isnan(r->data[0]));
@@ -252,8 +251,11 @@ static void test_threads_agree(void **state)
     for (int t = 0; t < 2; t++) {
         tg_set_num_threads(t + 1);
         tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
-        tg_tensor *r[6] = {tg_sum(big), tg_mean(mat), tg_sum_axis(mat, 0, false),
-                           tg_mean_axis(mat, 1, false), tg_max_axis(mat, 0, false),
+        tg_tensor *r[6] = {tg_sum(big),
+                           tg_mean(mat),
+                           tg_sum_axis(mat, 0, false),
+                           tg_mean_axis(mat, 1, false),
+                           tg_max_axis(mat, 0, false),
                            tg_max_axis(mat, 1, false)};
         for (int k = 0; k < 6; k++)
             res[t][k] = tg_retain(r[k]);
@@ -370,8 +372,9 @@ static void test_transpose_values(void **state)
     /* transpose(0, 2) of x3[i, j, k] = 12 i + 4 j + k: y[k, j, i] */
     tg_tensor *t3 = tg_transpose(x3, 0, 2);
     expect_shape(t3, TG_DIMS(4, 3, 2));
-    expect_values(t3, (const float[]){0, 12, 4, 16, 8, 20, 1, 13, 5, 17, 9, 21,
-                                      2, 14, 6, 18, 10, 22, 3, 15, 7, 19, 11, 23}, 24);
+    expect_values(t3, (const float[]){0, 12, 4, 16, 8,  20, 1, 13, 5, 17, 9,  21,
+                                      2, 14, 6, 18, 10, 22, 3, 15, 7, 19, 11, 23},
+                  24);
     expect_error(tg_transpose(x, 0, 2), TG_ERR_ARG,
                  "tg_transpose: axis 2 is out of range for [2, 3]");
     tg_tape_end(tape);
@@ -388,8 +391,9 @@ static void test_permute_values_and_inverse(void **state)
     /* perm {2, 0, 1}: y[k, i, j] = x3[i, j, k] = 12 i + 4 j + k */
     tg_tensor *y3 = tg_permute(x3, (const int[]){2, 0, 1});
     expect_shape(y3, TG_DIMS(4, 2, 3));
-    expect_values(y3, (const float[]){0, 4, 8, 12, 16, 20, 1, 5, 9, 13, 17, 21,
-                                      2, 6, 10, 14, 18, 22, 3, 7, 11, 15, 19, 23}, 24);
+    expect_values(y3, (const float[]){0, 4, 8,  12, 16, 20, 1, 5, 9,  13, 17, 21,
+                                      2, 6, 10, 14, 18, 22, 3, 7, 11, 15, 19, 23},
+                  24);
     const int perm[4] = {2, 0, 3, 1};
     int inv[4];
     for (int a = 0; a < 4; a++)
@@ -476,8 +480,7 @@ static void test_slice_values(void **state)
     tg_tensor *cols = tg_slice(m, 1, 1, INT64_MAX, 2);
     expect_shape(cols, TG_DIMS(3, 2));
     expect_values(cols, (const float[]){1, 3, 6, 8, 11, 13}, 6);
-    expect_values(tg_slice(m, 0, -2, 3, 1), (const float[]){5, 6, 7, 8, 9, 10, 11, 12, 13, 14},
-                  10);
+    expect_values(tg_slice(m, 0, -2, 3, 1), (const float[]){5, 6, 7, 8, 9, 10, 11, 12, 13, 14}, 10);
     expect_error(tg_slice(v, 0, 0, 5, 0), TG_ERR_ARG,
                  "tg_slice: step 0 along axis 0 of [10]; it must be >= 1");
     expect_error(tg_slice(v, 0, 5, 0, -1), TG_ERR_ARG,
@@ -511,9 +514,9 @@ static void test_concat_slice_round_trip(void **state)
     tg_tensor *even = tg_slice(x, 0, 0, 3, 2), *odd = tg_slice(x, 0, 1, 3, 2);
     expect_shape(even, TG_DIMS(2, 7, 2));
     tg_tensor *eo = tg_concat((tg_tensor *[]){even, odd}, 2, 0);
-    assert_memory_equal(eo->data, x->data, 14 * sizeof(float));             /* x[0] */
-    assert_memory_equal(eo->data + 14, x->data + 28, 14 * sizeof(float));   /* x[2] */
-    assert_memory_equal(eo->data + 28, x->data + 14, 14 * sizeof(float));   /* x[1] */
+    assert_memory_equal(eo->data, x->data, 14 * sizeof(float));           /* x[0] */
+    assert_memory_equal(eo->data + 14, x->data + 28, 14 * sizeof(float)); /* x[2] */
+    assert_memory_equal(eo->data + 28, x->data + 14, 14 * sizeof(float)); /* x[1] */
     assert_int_equal(tg_backward_grad(y, r), TG_OK);
     assert_memory_equal(x->grad->data, r->data, 42 * sizeof(float));
     tg_tape_end(tape);
@@ -537,8 +540,7 @@ static void test_error_messages(void **state)
                  "tg_mean_axis: axis -3 is out of range for [2, 3]");
     expect_error(tg_max_axis(x, 2, false), TG_ERR_ARG,
                  "tg_max_axis: axis 2 is out of range for [2, 3]");
-    expect_error(tg_max_axis(e, 1, false), TG_ERR_SHAPE,
-                 "tg_max_axis: axis 1 of [2, 0] is empty");
+    expect_error(tg_max_axis(e, 1, false), TG_ERR_SHAPE, "tg_max_axis: axis 1 of [2, 0] is empty");
     expect_shape(tg_max_axis(e, 0, false), TG_DIMS(0)); /* no output: nothing undefined */
     expect_error(tg_concat((tg_tensor *[]){x, w}, 2, 0), TG_ERR_SHAPE,
                  "tg_concat: input 1 [2, 4] does not match input 0 [2, 3] outside axis 0");

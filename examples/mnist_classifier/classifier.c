@@ -27,11 +27,9 @@ clf_model *clf_new(uint64_t seed)
     tg_module *features = TG_NN_SEQUENTIAL(
         tg_nn_conv2d(1, 32, 5, 1, 0, 1, true, &init), tg_nn_relu(), tg_nn_max_pool2d(2, 0, 0),
         tg_nn_conv2d(32, 64, 5, 1, 0, 1, true, &init), tg_nn_relu(), tg_nn_max_pool2d(2, 0, 0),
-        tg_nn_flatten(),
-        tg_nn_linear(64 * 4 * 4, CLF_FEATURES, true, &init), tg_nn_relu());
-    tg_module *classifier = TG_NN_SEQUENTIAL(
-        tg_nn_dropout(0.5f, &m->dropout_rng),
-        tg_nn_linear(CLF_FEATURES, CLF_CLASSES, true, &init));
+        tg_nn_flatten(), tg_nn_linear(64 * 4 * 4, CLF_FEATURES, true, &init), tg_nn_relu());
+    tg_module *classifier = TG_NN_SEQUENTIAL(tg_nn_dropout(0.5f, &m->dropout_rng),
+                                             tg_nn_linear(CLF_FEATURES, CLF_CLASSES, true, &init));
     /* Each add takes ownership and passes a NULL (with its error) along: one check at the end. */
     m->net = tg_nn_sequential_add(tg_nn_sequential_new(), "features", features);
     m->net = tg_nn_sequential_add(m->net, "classifier", classifier);
@@ -71,8 +69,7 @@ tg_tensor *clf_forward(clf_model *m, tg_tensor *images)
     return tg_nn_forward(m->net, images);
 }
 
-tg_status clf_eval(clf_model *m, const tg_tensor *images, tg_tensor **features,
-                   tg_tensor **logits)
+tg_status clf_eval(clf_model *m, const tg_tensor *images, tg_tensor **features, tg_tensor **logits)
 {
     if (features)
         *features = NULL;
@@ -136,9 +133,10 @@ tg_status clf_accuracy(clf_model *m, const tg_tensor *images, const tg_tensor *l
         char s[160] = "NULL";
         if (labels)
             tg_shape_str(labels->ndim, labels->shape, s, sizeof s);
-        return tg_set_error(TG_ERR_SHAPE, "clf_accuracy: labels %s for %lld images: expected "
-                            "[%lld], at least one", s, (long long)images->shape[0],
-                            (long long)images->shape[0]);
+        return tg_set_error(TG_ERR_SHAPE,
+                            "clf_accuracy: labels %s for %lld images: expected "
+                            "[%lld], at least one",
+                            s, (long long)images->shape[0], (long long)images->shape[0]);
     }
     tg_tensor *logits;
     tg_status st = clf_eval(m, images, NULL, &logits);
@@ -195,14 +193,18 @@ static tg_status load_info(const tg_state_dict *sd, const char *path, clf_info *
     if (epoch) {
         info->epoch = strtoll(epoch, &end, 10);
         if (end == epoch || *end)
-            return tg_set_error(TG_ERR_FORMAT, "clf_load: %s: epoch \"%s\" is not a whole "
-                                "number", path, epoch);
+            return tg_set_error(TG_ERR_FORMAT,
+                                "clf_load: %s: epoch \"%s\" is not a whole "
+                                "number",
+                                path, epoch);
     }
     if (acc) {
         info->test_accuracy = strtod(acc, &end);
         if (end == acc || *end)
-            return tg_set_error(TG_ERR_FORMAT, "clf_load: %s: test_accuracy \"%s\" is not a "
-                                "number", path, acc);
+            return tg_set_error(TG_ERR_FORMAT,
+                                "clf_load: %s: test_accuracy \"%s\" is not a "
+                                "number",
+                                path, acc);
     }
     if (dataset)
         snprintf(info->dataset, sizeof info->dataset, "%s", dataset);
@@ -218,8 +220,10 @@ clf_model *clf_load(const char *path, clf_info *info)
     clf_info scratch;
     const char *arch = tg_state_dict_meta(sd, "architecture");
     if (!arch || strcmp(arch, CLF_ARCH) != 0) {
-        tg_set_error(TG_ERR_FORMAT, "clf_load: %s: architecture \"%s\" is not this classifier's "
-                     "(\"%s\")", path, arch ? arch : "(none recorded)", CLF_ARCH);
+        tg_set_error(TG_ERR_FORMAT,
+                     "clf_load: %s: architecture \"%s\" is not this classifier's "
+                     "(\"%s\")",
+                     path, arch ? arch : "(none recorded)", CLF_ARCH);
         goto done;
     }
     if (load_info(sd, path, info ? info : &scratch) != TG_OK)

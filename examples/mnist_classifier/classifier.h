@@ -17,8 +17,8 @@
 #include "tapegrad.h"
 
 /* The architecture, stored in every checkpoint and checked on load. */
-#define CLF_ARCH                                                                               \
-    "lenet: conv5x5(1->32) relu maxpool2, conv5x5(32->64) relu maxpool2, "                     \
+#define CLF_ARCH                                                                                   \
+    "lenet: conv5x5(1->32) relu maxpool2, conv5x5(32->64) relu maxpool2, "                         \
     "linear(1024->128) relu, dropout(0.5), linear(128->10)"
 #define CLF_FEATURES 128 /* width of the penultimate layer */
 #define CLF_CLASSES 10
@@ -52,8 +52,7 @@ tg_tensor *clf_forward(clf_model *m, tg_tensor *images);
  * recording, in chunks so memory stays small, and restores the model's mode. *features gets
  * the penultimate activations [N, 128] and *logits [N, 10], as new references (release them);
  * either pointer may be NULL when not wanted. */
-tg_status clf_eval(clf_model *m, const tg_tensor *images, tg_tensor **features,
-                   tg_tensor **logits);
+tg_status clf_eval(clf_model *m, const tg_tensor *images, tg_tensor **features, tg_tensor **logits);
 
 /* The fraction of images whose highest logit is at their label (labels [N], class indices as
  * floats), computed with clf_eval; *correct (may be NULL) gets the count. */

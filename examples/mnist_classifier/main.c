@@ -89,8 +89,12 @@ static bool parse_long(const char *flag, const char *s, long lo, long hi, long *
 /* Fills o from the command line; false (after one line on stderr) on bad input. */
 static bool parse_options(int argc, char **argv, options *o)
 {
-    *o = (options){.dataset = "mnist", .epochs = 5, .batch = 64, .lr = 1e-3f,
-                   .lr_decay = 0.7f, .seed = 1,
+    *o = (options){.dataset = "mnist",
+                   .epochs = 5,
+                   .batch = 64,
+                   .lr = 1e-3f,
+                   .lr_decay = 0.7f,
+                   .seed = 1,
                    .threads = 2};
     bool have_data = false, have_dataset = false;
     for (int i = 1; i < argc; i++) {
@@ -109,12 +113,11 @@ static bool parse_options(int argc, char **argv, options *o)
         }
         /* Every other flag takes a value. */
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        bool known = !strcmp(flag, "--data") || !strcmp(flag, "--dataset") ||
-                     !strcmp(flag, "--epochs") || !strcmp(flag, "--batch") ||
-                     !strcmp(flag, "--lr") || !strcmp(flag, "--lr-decay") ||
-                     !strcmp(flag, "--seed") ||
-                     !strcmp(flag, "--threads") || !strcmp(flag, "--limit") ||
-                     !strcmp(flag, "--out") || !strcmp(flag, "--checkpoint");
+        bool known =
+            !strcmp(flag, "--data") || !strcmp(flag, "--dataset") || !strcmp(flag, "--epochs") ||
+            !strcmp(flag, "--batch") || !strcmp(flag, "--lr") || !strcmp(flag, "--lr-decay") ||
+            !strcmp(flag, "--seed") || !strcmp(flag, "--threads") || !strcmp(flag, "--limit") ||
+            !strcmp(flag, "--out") || !strcmp(flag, "--checkpoint");
         if (!known) {
             complain("unknown flag '%s' (see --help)", flag);
             return false;
@@ -215,7 +218,8 @@ static tg_dataset *load_split(const options *o, bool train)
     const tg_tensor *x = ds->images;
     if (x->shape[2] != 28 || x->shape[3] != 28 || x->shape[0] == 0) {
         complain("%s: %lld %s images of %lldx%lld: the classifier takes 28x28 ones, at least "
-                 "one", o->data_dir, (long long)x->shape[0], train ? "training" : "test",
+                 "one",
+                 o->data_dir, (long long)x->shape[0], train ? "training" : "test",
                  (long long)x->shape[2], (long long)x->shape[3]);
         tg_dataset_free(ds);
         return NULL;
@@ -303,9 +307,8 @@ static int evaluate_checkpoint(const options *o)
         double t0 = now_seconds();
         status = 1;
         if (clf_accuracy(m, test->images, test->labels, &acc, &correct) == TG_OK) {
-            printf("%s (epoch %lld, trained on %s, recorded test accuracy %.2f%%)\n",
-                   o->checkpoint, (long long)info.epoch, info.dataset,
-                   100.0 * info.test_accuracy);
+            printf("%s (epoch %lld, trained on %s, recorded test accuracy %.2f%%)\n", o->checkpoint,
+                   (long long)info.epoch, info.dataset, 100.0 * info.test_accuracy);
             printf("test accuracy %.2f%% (%lld/%lld) on %s in %.1f s\n", 100.0 * acc,
                    (long long)correct, (long long)test->images->shape[0], o->data_dir,
                    now_seconds() - t0);
@@ -375,8 +378,8 @@ static int train_and_save(options *o)
            (long long)test->images->shape[0]);
     printf("model: %s; %lld parameters\n", CLF_ARCH, (long long)tg_module_num_parameters(m->net));
     printf("Adam lr %g (x %g per epoch), batch %ld, %ld epochs, seed %llu, %d thread%s, %s\n",
-           (double)o->lr, (double)o->lr_decay, o->batch, o->epochs, o->seed,
-           tg_get_num_threads(), tg_get_num_threads() == 1 ? "" : "s", tg_blas_info());
+           (double)o->lr, (double)o->lr_decay, o->batch, o->epochs, o->seed, tg_get_num_threads(),
+           tg_get_num_threads() == 1 ? "" : "s", tg_blas_info());
     fflush(stdout);
 
     for (long epoch = 1; epoch <= o->epochs; epoch++) {

@@ -42,11 +42,10 @@ typedef struct {
 bool meta_get(const tg_state_dict *sd, const char *path, const char *key, char *err, size_t n,
               int count, const char *fmt, ...);
 /* Reads an RNG state written by the checkpoint's hex words. */
-bool meta_get_rng(const tg_state_dict *sd, const char *path, const char *key, tg_rng *r,
-                  char *err, size_t n);
-/* The run's settings from a checkpoint's metadata (format 2, or format 1 read as what it was). */
-bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, char *err,
+bool meta_get_rng(const tg_state_dict *sd, const char *path, const char *key, tg_rng *r, char *err,
                   size_t n);
+/* The run's settings from a checkpoint's metadata (format 2, or format 1 read as what it was). */
+bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, char *err, size_t n);
 /* Writes the checkpoint (atomically): models, optimizers, settings and position. */
 tg_status save_checkpoint(const char *path, const gan_state *s, const run_settings *rs,
                           const run_position *pos);

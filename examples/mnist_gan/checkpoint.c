@@ -42,8 +42,8 @@ static tg_status meta_set_rng(tg_state_dict *sd, const char *key, const tg_rng *
 }
 
 /* Reads metadata key as the sscanf format; false (with a message) when absent or malformed. */
-bool meta_get(const tg_state_dict *sd, const char *path, const char *key, char *err,
-                     size_t n, int count, const char *fmt, ...)
+bool meta_get(const tg_state_dict *sd, const char *path, const char *key, char *err, size_t n,
+              int count, const char *fmt, ...)
 {
     const char *v = tg_state_dict_meta(sd, key);
     va_list ap;
@@ -58,18 +58,17 @@ bool meta_get(const tg_state_dict *sd, const char *path, const char *key, char *
     return true;
 }
 
-bool meta_get_rng(const tg_state_dict *sd, const char *path, const char *key,
-                         tg_rng *r, char *err, size_t n)
+bool meta_get_rng(const tg_state_dict *sd, const char *path, const char *key, tg_rng *r, char *err,
+                  size_t n)
 {
     uint32_t spare;
-    if (!meta_get(sd, path, key, err, n, 6, "%" SCNx32 " %" SCNx32 " %" SCNx32 " %" SCNx32
-                  " %" SCNx32 " %" SCNx32, &r->s[0], &r->s[1], &r->s[2], &r->s[3],
-                  &r->has_spare, &spare))
+    if (!meta_get(sd, path, key, err, n, 6,
+                  "%" SCNx32 " %" SCNx32 " %" SCNx32 " %" SCNx32 " %" SCNx32 " %" SCNx32, &r->s[0],
+                  &r->s[1], &r->s[2], &r->s[3], &r->has_spare, &spare))
         return false;
     memcpy(&r->spare, &spare, 4);
     return true;
 }
-
 
 static void settings_put(tg_state_dict *sd, const run_settings *r)
 {
@@ -104,15 +103,15 @@ static bool meta_get_name(const tg_state_dict *sd, const char *path, const char 
     return false;
 }
 
-bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, char *err,
-                         size_t n)
+bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, char *err, size_t n)
 {
     const char *fmt = tg_state_dict_meta(sd, "format");
     const bool v1 = fmt && strcmp(fmt, CHECKPOINT_FORMAT_1) == 0;
     if (!fmt || (!v1 && strcmp(fmt, CHECKPOINT_FORMAT) != 0)) {
-        snprintf(err, n, "%s: not a mnist_gan checkpoint (metadata format is %s%s%s, expected "
-                 "%s)", path, fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "",
-                 CHECKPOINT_FORMAT);
+        snprintf(err, n,
+                 "%s: not a mnist_gan checkpoint (metadata format is %s%s%s, expected "
+                 "%s)",
+                 path, fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", CHECKPOINT_FORMAT);
         return false;
     }
     double lr = 0, beta1 = 0;
@@ -137,9 +136,9 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
              meta_get_name(sd, path, "adam", gan_adam_names, &adam, err, n) &&
              meta_get(sd, path, "shuffle_block", err, n, 1, "%lld", &block);
     }
-    if (ok && (recipe < 0 || recipe > 1 || generator < 0 || generator > 1 || step < 0 ||
-               r->digit < -1 || r->digit > 9 || r->width_div < 1 || r->width_div > 64 ||
-               batch < 2 || block < 0)) {
+    if (ok &&
+        (recipe < 0 || recipe > 1 || generator < 0 || generator > 1 || step < 0 || r->digit < -1 ||
+         r->digit > 9 || r->width_div < 1 || r->width_div > 64 || batch < 2 || block < 0)) {
         snprintf(err, n, "%s: metadata holds settings out of range", path);
         ok = false;
     }
@@ -150,9 +149,8 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
     return ok;
 }
 
-
 tg_status save_checkpoint(const char *path, const gan_state *s, const run_settings *rs,
-                                 const run_position *pos)
+                          const run_position *pos)
 {
     tg_state_dict *sd = tg_state_dict_new();
     if (!sd)
@@ -187,8 +185,7 @@ bool load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_st
         return false;
     }
     gan_widths w = gan_widths_default(rs->width_div);
-    if (gan_state_init(s, &rs->cfg, &w) != TG_OK ||
-        gan_load_state_dict(s, *sd) != TG_OK) {
+    if (gan_state_init(s, &rs->cfg, &w) != TG_OK || gan_load_state_dict(s, *sd) != TG_OK) {
         fail(EXIT_BAD_INPUT, "%s: %s", path, tg_last_error());
         return false;
     }

@@ -86,7 +86,10 @@ static const char usage[] =
     "Exit status: 0 done, 2 bad input (flags, data files, checkpoint), 1 other failures.\n"
     "TG_REPORT_LIVE=1 prints the live tensor/node/byte counters at exit; any left alive: exit 1.\n";
 
-const char *gan_usage(void) { return usage; }
+const char *gan_usage(void)
+{
+    return usage;
+}
 
 /* Integer in [lo, hi]; false with the message in err. */
 static bool parse_int(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out,
@@ -96,8 +99,8 @@ static bool parse_int(const char *flag, const char *v, int64_t lo, int64_t hi, i
     errno = 0;
     long long x = strtoll(v, &end, 10);
     if (errno || end == v || *end || x < lo || x > hi) {
-        snprintf(err, n, "%s: '%s' is not a whole number from %lld to %lld", flag, v,
-                 (long long)lo, (long long)hi);
+        snprintf(err, n, "%s: '%s' is not a whole number from %lld to %lld", flag, v, (long long)lo,
+                 (long long)hi);
         return false;
     }
     *out = x;
@@ -112,8 +115,8 @@ static bool parse_float(const char *flag, const char *v, double lo, bool lo_open
     errno = 0;
     double x = strtod(v, &end);
     if (errno || end == v || *end || x != x || (lo_open ? x <= lo : x < lo) || x > hi) {
-        snprintf(err, n, "%s: '%s' is not a number in %s%g, %g]", flag, v, lo_open ? "(" : "[",
-                 lo, hi);
+        snprintf(err, n, "%s: '%s' is not a number in %s%g, %g]", flag, v, lo_open ? "(" : "[", lo,
+                 hi);
         return false;
     }
     /* In range as a double, a value can still round to the open bound as a float: --lr 1e-74
@@ -147,10 +150,21 @@ enum { FOR_TRAIN = 1, FOR_SAMPLE = 2, FOR_EVAL = 4 };
 
 bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
 {
-    *o = (gan_options){.cmd = CMD_HELP, .dataset = "mnist", .digit = -1, .epochs = 20,
-                       .batch = 128, .lr = 2e-4f, .beta1 = 0.9f, .seed = 1, .threads = 2,
-                       .log_every = 100, .out_dir = "out/mnist_gan", .width_div = 1, .n = 128,
-                       .png_out = "samples.png", .eval_n = 1000};
+    *o = (gan_options){.cmd = CMD_HELP,
+                       .dataset = "mnist",
+                       .digit = -1,
+                       .epochs = 20,
+                       .batch = 128,
+                       .lr = 2e-4f,
+                       .beta1 = 0.9f,
+                       .seed = 1,
+                       .threads = 2,
+                       .log_every = 100,
+                       .out_dir = "out/mnist_gan",
+                       .width_div = 1,
+                       .n = 128,
+                       .png_out = "samples.png",
+                       .eval_n = 1000};
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help"))
         return true;
@@ -232,8 +246,7 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         else if (!strcmp(f, "--lr"))
             ok = parse_float(f, v, 0, true, 10, &o->lr, err, n), o->given |= GIVEN_LR;
         else if (!strcmp(f, "--beta1"))
-            ok = parse_float(f, v, 0, false, 0.999999, &o->beta1, err, n),
-            o->given |= GIVEN_BETA1;
+            ok = parse_float(f, v, 0, false, 0.999999, &o->beta1, err, n), o->given |= GIVEN_BETA1;
         else if (!strcmp(f, "--seed"))
             ok = parse_int(f, v, 0, INT64_MAX, &x, err, n), o->seed = (uint64_t)x,
             o->given |= GIVEN_SEED, for_cmd = FOR_TRAIN | FOR_SAMPLE | FOR_EVAL;
@@ -253,8 +266,7 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
             else
                 o->png_out = v;
         } else if (!strcmp(f, "--width-div"))
-            ok = parse_int(f, v, 1, 64, &x, err, n), o->width_div = (int)x,
-            o->given |= GIVEN_WIDTH;
+            ok = parse_int(f, v, 1, 64, &x, err, n), o->width_div = (int)x, o->given |= GIVEN_WIDTH;
         else if (!strcmp(f, "--checkpoint"))
             o->checkpoint = v, for_cmd = FOR_SAMPLE | FOR_EVAL;
         else if (!strcmp(f, "--n"))
@@ -296,15 +308,17 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         return false;
     }
     if (o->cmd == CMD_EVAL && (!o->checkpoint == !o->images || !o->classifier)) {
-        snprintf(err, n, "%s", o->checkpoint && o->images
-                                   ? "eval measures --checkpoint FILE or --images FILE, not both"
-                                   : "eval needs --checkpoint FILE (or --images FILE) and "
-                                     "--classifier FILE");
+        snprintf(err, n, "%s",
+                 o->checkpoint && o->images
+                     ? "eval measures --checkpoint FILE or --images FILE, not both"
+                     : "eval needs --checkpoint FILE (or --images FILE) and "
+                       "--classifier FILE");
         return false;
     }
     if (o->cmd == CMD_TRAIN && (o->eval_every > 0) != (o->classifier != NULL)) {
-        snprintf(err, n, "%s", o->classifier ? "--classifier needs --eval-every N in train"
-                                             : "--eval-every needs --classifier FILE");
+        snprintf(err, n, "%s",
+                 o->classifier ? "--classifier needs --eval-every N in train"
+                               : "--eval-every needs --classifier FILE");
         return false;
     }
     if (o->cmd == CMD_EVAL && o->data_dir && (o->given & GIVEN_DATASET)) {
@@ -314,7 +328,8 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
     if (o->cmd == CMD_TRAIN) {
         if (o->recipe == GAN_RECIPE_DCGAN && (o->given & GIVEN_GENERATOR) &&
             o->generator != GAN_GEN_CONVT) {
-            snprintf(err, n, "--generator upsample belongs to the tutorial recipe; the "
+            snprintf(err, n,
+                     "--generator upsample belongs to the tutorial recipe; the "
                      "dcgan recipe has its own transposed-convolution generator");
             return false;
         }
@@ -340,8 +355,13 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
 
 gan_config gan_options_config(const gan_options *o)
 {
-    return (gan_config){.recipe = o->recipe, .generator = o->generator, .step = o->step,
-                        .init = o->init, .adam_eps = o->adam_eps,
-                        .shuffle_block = o->shuffle_block, .lr = o->lr, .beta1 = o->beta1,
+    return (gan_config){.recipe = o->recipe,
+                        .generator = o->generator,
+                        .step = o->step,
+                        .init = o->init,
+                        .adam_eps = o->adam_eps,
+                        .shuffle_block = o->shuffle_block,
+                        .lr = o->lr,
+                        .beta1 = o->beta1,
                         .seed = o->seed};
 }

@@ -9,23 +9,23 @@ typedef enum { CMD_TRAIN, CMD_SAMPLE, CMD_HELP, CMD_EVAL } gan_command;
 typedef struct gan_options {
     gan_command cmd;
     /* train */
-    const char *data_dir;   /* --data DIR, or the folder --dataset names */
-    const char *dataset;    /* mnist | fashion */
-    int digit;              /* -1: all */
+    const char *data_dir; /* --data DIR, or the folder --dataset names */
+    const char *dataset;  /* mnist | fashion */
+    int digit;            /* -1: all */
     gan_generator generator;
     gan_recipe recipe;
     gan_step_mode step;
     gan_init init;
     tg_adam_eps adam_eps;
     int64_t shuffle_block;
-    int64_t epochs, iters;  /* iters 0: epochs decide */
+    int64_t epochs, iters; /* iters 0: epochs decide */
     int64_t batch;
     float lr, beta1;
     uint64_t seed;
     int threads;
     int64_t log_every;
     tg_grid_scale grid_scale;
-    bool grid_both;         /* train --grid-scale both: a per-image grid beside each fixed one */
+    bool grid_both; /* train --grid-scale both: a per-image grid beside each fixed one */
     const char *out_dir;
     bool resume;
     int width_div;

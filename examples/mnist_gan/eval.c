@@ -68,8 +68,7 @@ int evaluate(const gan_options *o)
     } else {
         if (!load_trained(o->checkpoint, &sd, &rs, &s))
             goto done;
-        if (!meta_get(sd, o->checkpoint, "iteration", err, sizeof err, 1, "%lld",
-                      &iteration)) {
+        if (!meta_get(sd, o->checkpoint, "iteration", err, sizeof err, 1, "%lld", &iteration)) {
             fail(code, "%s", err);
             goto done;
         }
@@ -87,15 +86,17 @@ int evaluate(const gan_options *o)
     const char *dir = data_dir_of(o);
     if (!(test = tg_data_load_mnist(dir, false, rs.digit)) ||
         !(train_set = tg_data_load_mnist(dir, true, rs.digit))) {
-        fail(code, "%s%s", tg_last_error(), !o->data_dir && !strcmp(dir, MNIST_DIR)
-                   ? " (run scripts/fetch-mnist.sh, or pass --data DIR)" : "");
+        fail(code, "%s%s", tg_last_error(),
+             !o->data_dir && !strcmp(dir, MNIST_DIR)
+                 ? " (run scripts/fetch-mnist.sh, or pass --data DIR)"
+                 : "");
         goto done;
     }
     const int64_t n_test = test->images->shape[0], n_train = train_set->images->shape[0];
     if (o->n > n_test || o->n > n_train) {
         fail(code, "--n %lld: the %s set of %s has %lld images%s", (long long)o->n,
-             o->n > n_test ? "test" : "training", dir, (long long)(o->n > n_test ? n_test
-                                                                                  : n_train),
+             o->n > n_test ? "test" : "training", dir,
+             (long long)(o->n > n_test ? n_test : n_train),
              rs.digit >= 0 ? " of the checkpoint's digit" : "");
         goto done;
     }
@@ -155,7 +156,8 @@ int evaluate(const gan_options *o)
         goto done;
     }
     printf("\nFID and score are on mnist_classifier's features, not Inception's: compare them "
-           "between checkpoints and with the reference row. Appended to %s\n", json);
+           "between checkpoints and with the reference row. Appended to %s\n",
+           json);
     code = 0;
 done:
     gan_stats_free(&ref);

@@ -37,8 +37,10 @@ tg_status gan_stats_compute(const tg_tensor *features, gan_stats *out)
         char s[160] = "NULL";
         if (features)
             tg_shape_str(features->ndim, features->shape, s, sizeof s);
-        return tg_set_error(TG_ERR_SHAPE, "gan_stats_compute: features %s: expected [N, F] "
-                            "with N >= 2", s);
+        return tg_set_error(TG_ERR_SHAPE,
+                            "gan_stats_compute: features %s: expected [N, F] "
+                            "with N >= 2",
+                            s);
     }
     const int64_t n = features->shape[0], d = features->shape[1];
     double *mean = calloc((size_t)d, sizeof *mean);
@@ -84,8 +86,7 @@ tg_status gan_stats_compute(const tg_tensor *features, gan_stats *out)
 static tg_status eigh(const char *fn, int64_t n, const double *a, double *w, double *v)
 {
     if (n < 1 || n > 4096)
-        return tg_set_error(TG_ERR_ARG, "%s: matrix size %lld: expected 1..4096", fn,
-                            (long long)n);
+        return tg_set_error(TG_ERR_ARG, "%s: matrix size %lld: expected 1..4096", fn, (long long)n);
     const int ni = (int)n;
     /* Column-major copy: a's lower triangle (row-major) is the upper triangle column-major, so
      * LAPACK reads it as uplo 'U'. */
@@ -166,7 +167,8 @@ tg_status gan_frechet_distance(const gan_stats *a, const gan_stats *b, double *f
 {
     *fid = NAN;
     if (!a || !b || !a->mean || !b->mean || a->dim != b->dim)
-        return tg_set_error(TG_ERR_SHAPE, "gan_frechet_distance: statistics of %lld and %lld "
+        return tg_set_error(TG_ERR_SHAPE,
+                            "gan_frechet_distance: statistics of %lld and %lld "
                             "features: expected two sets of the same width",
                             a ? (long long)a->dim : -1LL, b ? (long long)b->dim : -1LL);
     const int64_t d = a->dim;
@@ -175,8 +177,10 @@ tg_status gan_frechet_distance(const gan_stats *a, const gan_stats *b, double *f
     double *m = malloc(sizeof *m * (size_t)(d * d));
     double *w = malloc(sizeof *w * (size_t)d);
     tg_status st = r && t && m && w ? TG_OK
-                                    : tg_set_error(TG_ERR_NOMEM, "gan_frechet_distance: out of "
-                                                   "memory for %lld features", (long long)d);
+                                    : tg_set_error(TG_ERR_NOMEM,
+                                                   "gan_frechet_distance: out of "
+                                                   "memory for %lld features",
+                                                   (long long)d);
     if (st == TG_OK)
         st = gan_sqrtm_psd(d, a->cov, r);
     if (st == TG_OK) {
@@ -227,8 +231,10 @@ tg_status gan_class_figures(const tg_tensor *logits, gan_figures *f)
         char s[160] = "NULL";
         if (logits)
             tg_shape_str(logits->ndim, logits->shape, s, sizeof s);
-        return tg_set_error(TG_ERR_SHAPE, "gan_class_figures: logits %s: expected [N, K] with "
-                            "N >= 1 and 2 <= K <= %d", s, GAN_MAX_CLASSES);
+        return tg_set_error(TG_ERR_SHAPE,
+                            "gan_class_figures: logits %s: expected [N, K] with "
+                            "N >= 1 and 2 <= K <= %d",
+                            s, GAN_MAX_CLASSES);
     }
     const int64_t n = logits->shape[0];
     const int k = (int)logits->shape[1];
@@ -329,8 +335,10 @@ tg_tensor *gan_generate_n(gan_state *s, int64_t n, uint64_t seed)
         tg_release(zc);
         if (!img || img->numel != b * 28 * 28) {
             if (img)
-                tg_set_error(TG_ERR_SHAPE, "gan_generate_n: G made %lld values for %lld images "
-                             "of 28x28", (long long)img->numel, (long long)b);
+                tg_set_error(TG_ERR_SHAPE,
+                             "gan_generate_n: G made %lld values for %lld images "
+                             "of 28x28",
+                             (long long)img->numel, (long long)b);
             tg_release(img), tg_release(z), tg_release(out);
             return NULL;
         }
@@ -396,8 +404,8 @@ void gan_figures_table(FILE *out, int rows, const char *const names[], const gan
     for (int r = 0; r < rows; r++) {
         fprintf(out, "%-22s", names[r]);
         for (int c = 0; c < sets[r].classes; c++)
-            fprintf(out, " %5.1f", sets[r].n ? 100.0 * (double)sets[r].counts[c] /
-                                               (double)sets[r].n : 0.0);
+            fprintf(out, " %5.1f",
+                    sets[r].n ? 100.0 * (double)sets[r].counts[c] / (double)sets[r].n : 0.0);
         fputc('\n', out);
     }
 }
@@ -432,8 +440,8 @@ void gan_figures_json(FILE *out, const gan_figures *f)
     json_number(out, f->score);
     fputs(", \"rarest_share\": ", out);
     json_number(out, f->rarest_share);
-    fprintf(out, ", \"rarest_class\": %d, \"classes_5pct\": %d, \"confidence\": ",
-            f->rarest_class, f->classes_5pct);
+    fprintf(out, ", \"rarest_class\": %d, \"classes_5pct\": %d, \"confidence\": ", f->rarest_class,
+            f->classes_5pct);
     json_number(out, f->confidence);
     fputs(", \"white\": ", out);
     json_number(out, f->white);
@@ -452,8 +460,8 @@ void gan_tracker_close(gan_tracker *t)
     memset(t, 0, sizeof *t);
 }
 
-tg_status gan_tracker_open(gan_tracker *t, const char *classifier, const char *data_dir,
-                           int digit, int64_t n, uint64_t seed)
+tg_status gan_tracker_open(gan_tracker *t, const char *classifier, const char *data_dir, int digit,
+                           int64_t n, uint64_t seed)
 {
     memset(t, 0, sizeof *t);
     t->n = n, t->seed = seed;
@@ -466,9 +474,11 @@ tg_status gan_tracker_open(gan_tracker *t, const char *classifier, const char *d
     if (!test)
         st = tg_last_status();
     else if (n < 2 || n > test->images->shape[0])
-        st = tg_set_error(TG_ERR_ARG, "evaluating on %lld images: the test set of %s has %lld%s "
-                          "(2 at least)", (long long)n, data_dir,
-                          (long long)test->images->shape[0], digit >= 0 ? " of that digit" : "");
+        st = tg_set_error(TG_ERR_ARG,
+                          "evaluating on %lld images: the test set of %s has %lld%s "
+                          "(2 at least)",
+                          (long long)n, data_dir, (long long)test->images->shape[0],
+                          digit >= 0 ? " of that digit" : "");
     else if (!(real = gan_subset(test->images, n, GAN_TEST_SUBSET_SEED)))
         st = tg_last_status();
     else

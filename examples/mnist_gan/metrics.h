@@ -48,12 +48,12 @@ tg_status gan_frechet_distance(const gan_stats *a, const gan_stats *b, double *f
 
 /* Every figure of one image set. */
 typedef struct gan_figures {
-    int64_t n;         /* images */
-    double fid;        /* against the reference set; NAN when there is none */
-    double score;      /* classifier score, in [1, classes] */
-    int classes;       /* classes of the classifier */
+    int64_t n;                       /* images */
+    double fid;                      /* against the reference set; NAN when there is none */
+    double score;                    /* classifier score, in [1, classes] */
+    int classes;                     /* classes of the classifier */
     int64_t counts[GAN_MAX_CLASSES]; /* images per predicted class */
-    double rarest_share; /* the rarest predicted class's share of the images */
+    double rarest_share;             /* the rarest predicted class's share of the images */
     int rarest_class;
     int classes_5pct;  /* classes predicted for at least 5% of the images */
     double confidence; /* mean highest softmax probability */
@@ -99,16 +99,15 @@ typedef struct gan_tracker {
 /* Loads the classifier and the test set of data_dir (digit 0..9: that class only; -1: all)
  * and measures n of its images. On failure the tracker is empty (closing it is fine) and the
  * error names the file or the size: all of it bad input. */
-tg_status gan_tracker_open(gan_tracker *t, const char *classifier, const char *data_dir,
-                           int digit, int64_t n, uint64_t seed);
+tg_status gan_tracker_open(gan_tracker *t, const char *classifier, const char *data_dir, int digit,
+                           int64_t n, uint64_t seed);
 /* Every figure of n images from G (noise from the tracker's seed) against the real ones. */
 tg_status gan_tracker_eval(gan_tracker *t, gan_state *s, gan_figures *f);
 /* Frees the tracker's classifier and statistics. */
 void gan_tracker_close(gan_tracker *t);
 
 /* Prints the table: one row per set, names[i] beside sets[i], then the class histograms. */
-void gan_figures_table(FILE *out, int rows, const char *const names[],
-                       const gan_figures sets[]);
+void gan_figures_table(FILE *out, int rows, const char *const names[], const gan_figures sets[]);
 /* Writes f as a JSON object (no newline): {"n": .., "fid": .., "score": .., ...}; NAN and
  * infinities as null. */
 void gan_figures_json(FILE *out, const gan_figures *f);

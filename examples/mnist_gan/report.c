@@ -98,9 +98,9 @@ static bool push_eval(gan_log *g, const eval_row *r)
 
 static void write_eval(FILE *f, const eval_row *r)
 {
-    fprintf(f, "%lld,%.9g,%.9g,%.9g,%d,%d,%.9g,%.9g,%lld\n", (long long)r->it, r->f.fid,
-            r->f.score, r->f.rarest_share, r->f.rarest_class, r->f.classes_5pct,
-            r->f.confidence, r->f.white, (long long)r->f.n);
+    fprintf(f, "%lld,%.9g,%.9g,%.9g,%d,%d,%.9g,%.9g,%lld\n", (long long)r->it, r->f.fid, r->f.score,
+            r->f.rarest_share, r->f.rarest_class, r->f.classes_5pct, r->f.confidence, r->f.white,
+            (long long)r->f.n);
 }
 
 /* An existing OUT/eval.csv keeps its rows up to keep_until (none for a new run), as
@@ -121,7 +121,8 @@ static bool eval_log_open(gan_log *g, int64_t keep_until)
         long long it, n;
         if (sscanf(line, "%lld,%lf,%lf,%lf,%d,%d,%lf,%lf,%lld", &it, &r.f.fid, &r.f.score,
                    &r.f.rarest_share, &r.f.rarest_class, &r.f.classes_5pct, &r.f.confidence,
-                   &r.f.white, &n) != 9 || it > keep_until)
+                   &r.f.white, &n) != 9 ||
+            it > keep_until)
             break;
         r.it = it, r.f.n = n, r.f.classes = CLF_CLASSES;
         if (!push_eval(g, &r))
@@ -149,8 +150,7 @@ tg_status gan_log_eval(gan_log *g, int64_t it, const gan_figures *f)
         return tg_set_error(TG_ERR_NOMEM, "gan_log_eval: out of memory");
     if (!g->eval_csv) {
         if (!(g->eval_csv = fopen(g->eval_path, "w")))
-            return tg_set_error(TG_ERR_IO, "gan_log_eval: %s: %s", g->eval_path,
-                                strerror(errno));
+            return tg_set_error(TG_ERR_IO, "gan_log_eval: %s: %s", g->eval_path, strerror(errno));
         fputs(eval_header, g->eval_csv);
     }
     write_eval(g->eval_csv, &r);
@@ -219,16 +219,15 @@ gan_log *gan_log_open(const char *out_dir, int64_t keep_until)
     return g;
 }
 
-tg_status gan_log_row(gan_log *g, int64_t it, int64_t epoch, int64_t batch,
-                      const gan_losses *l, double seconds)
+tg_status gan_log_row(gan_log *g, int64_t it, int64_t epoch, int64_t batch, const gan_losses *l,
+                      double seconds)
 {
     log_row r = {it, epoch, batch, *l, seconds};
     if (!push_row(g, &r))
         return tg_set_error(TG_ERR_NOMEM, "gan_log_row: out of memory");
     write_row(g->csv, &r);
     if (fflush(g->csv) != 0 || ferror(g->csv))
-        return tg_set_error(TG_ERR_IO, "gan_log_row: writing %s: %s", g->csv_path,
-                            strerror(errno));
+        return tg_set_error(TG_ERR_IO, "gan_log_row: writing %s: %s", g->csv_path, strerror(errno));
     return TG_OK;
 }
 
@@ -236,8 +235,7 @@ tg_status gan_log_row(gan_log *g, int64_t it, int64_t epoch, int64_t batch,
 
 static void base64(FILE *out, const unsigned char *b, size_t n)
 {
-    static const char tab[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (size_t i = 0; i < n; i += 3) {
         uint32_t v = (uint32_t)b[i] << 16 | (i + 1 < n ? (uint32_t)b[i + 1] << 8 : 0) |
                      (i + 2 < n ? b[i + 2] : 0);
@@ -251,15 +249,15 @@ static void base64(FILE *out, const unsigned char *b, size_t n)
 /* A line chart as inline SVG: series of (x, y) points, y from 0 to a little above the largest
  * value, the legend to the right of the plot. Used for the losses and the FID curve. */
 typedef struct {
-    const char *id;     /* the svg element's id */
+    const char *id; /* the svg element's id */
     int height;
     int n_series;
-    const char *const *keys;  /* each polyline's data-name, for scripts and tests */
+    const char *const *keys;                  /* each polyline's data-name, for scripts and tests */
     const char *const *names, *const *colors; /* legend text and colour */
-    int64_t n;          /* points per series (already bucketed) */
+    int64_t n;                                /* points per series (already bucketed) */
     /* point i of series s */
     void (*point)(const gan_log *g, int s, int64_t i, int64_t n, double *x, double *y);
-    bool dots;          /* mark each point (few measurements) */
+    bool dots; /* mark each point (few measurements) */
 } chart;
 
 enum { CHART_W = 900, CHART_L = 50, CHART_R = 130, CHART_T = 10, CHART_B = 30 };
@@ -276,21 +274,27 @@ static void svg_chart(FILE *f, const gan_log *g, const chart *c)
                 ymax = fmax(ymax, y);
         }
     ymax = ymax > 0 ? ymax * 1.08 : 1.0; /* headroom: the top curve stays inside */
-    fprintf(f, "<svg id=\"%s\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
-               "height=\"%d\" viewBox=\"0 0 %d %d\">\n", c->id, CHART_W, H, CHART_W, H);
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
-               "stroke=\"#999\"/>\n", CHART_L, CHART_T, pw, ph);
+    fprintf(f,
+            "<svg id=\"%s\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
+            "height=\"%d\" viewBox=\"0 0 %d %d\">\n",
+            c->id, CHART_W, H, CHART_W, H);
+    fprintf(f,
+            "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
+            "stroke=\"#999\"/>\n",
+            CHART_L, CHART_T, pw, ph);
     for (int k = 0; k <= 4; k++)
-        fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.3g"
-                   "</text>\n", CHART_L - 4, CHART_T + ph * (1.0 - k / 4.0) + 4,
-                ymax * k / 4.0);
-    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\">iteration 0</text>\n", CHART_L,
-            H - 10);
+        fprintf(f,
+                "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.3g"
+                "</text>\n",
+                CHART_L - 4, CHART_T + ph * (1.0 - k / 4.0) + 4, ymax * k / 4.0);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\">iteration 0</text>\n", CHART_L, H - 10);
     fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">%.0f</text>\n",
             CHART_L + pw, H - 10, xmax);
     for (int s = 0; s < c->n_series; s++) {
-        fprintf(f, "<polyline class=\"curve\" data-name=\"%s\" fill=\"none\" "
-                   "stroke=\"%s\" stroke-width=\"1.2\" points=\"", c->keys[s], c->colors[s]);
+        fprintf(f,
+                "<polyline class=\"curve\" data-name=\"%s\" fill=\"none\" "
+                "stroke=\"%s\" stroke-width=\"1.2\" points=\"",
+                c->keys[s], c->colors[s]);
         for (int64_t i = 0; i < c->n; i++) {
             c->point(g, s, i, c->n, &x, &y);
             fprintf(f, "%.1f,%.1f ", CHART_L + pw * x / xmax,
@@ -300,8 +304,8 @@ static void svg_chart(FILE *f, const gan_log *g, const chart *c)
         for (int64_t i = 0; c->dots && i < c->n; i++) {
             c->point(g, s, i, c->n, &x, &y);
             fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n",
-                    CHART_L + pw * x / xmax,
-                    CHART_T + ph * (1.0 - (isfinite(y) ? y : ymax) / ymax), c->colors[s]);
+                    CHART_L + pw * x / xmax, CHART_T + ph * (1.0 - (isfinite(y) ? y : ymax) / ymax),
+                    c->colors[s]);
         }
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"%s\">%s</text>\n",
                 CHART_L + pw + 10, CHART_T + 14 + 16 * s, c->colors[s], c->names[s]);
@@ -312,10 +316,12 @@ static void svg_chart(FILE *f, const gan_log *g, const chart *c)
 /* Most points a loss curve gets: each is the mean of its bucket of rows. */
 #define LOSS_POINTS 1000
 
-static int64_t loss_points(const gan_log *g) { return g->n < LOSS_POINTS ? g->n : LOSS_POINTS; }
+static int64_t loss_points(const gan_log *g)
+{
+    return g->n < LOSS_POINTS ? g->n : LOSS_POINTS;
+}
 
-static void loss_point(const gan_log *g, int s, int64_t b, int64_t buckets, double *x,
-                       double *y)
+static void loss_point(const gan_log *g, int s, int64_t b, int64_t buckets, double *x, double *y)
 {
     int64_t lo = b * g->n / buckets, hi = (b + 1) * g->n / buckets;
     double sx = 0, sy = 0;
@@ -343,16 +349,16 @@ static const char *const fid_colors[1] = {"#d62728"};
 
 static void svg_curves(FILE *f, const gan_log *g)
 {
-    chart c = {"losses", 360, 3, loss_names, loss_names, loss_colors, loss_points(g), loss_point,
-               false};
+    chart c = {"losses",       360,        3,    loss_names, loss_names, loss_colors,
+               loss_points(g), loss_point, false};
     svg_chart(f, g, &c);
 }
 
 /* The FID curve of train --eval-every: one point per measurement. */
 static void svg_fid(FILE *f, const gan_log *g)
 {
-    chart c = {"fid", 240, 1, fid_keys, fid_names, fid_colors, g->n_eval, fid_point,
-               g->n_eval <= 200};
+    chart c = {"fid",      240,       1,         fid_keys,        fid_names,
+               fid_colors, g->n_eval, fid_point, g->n_eval <= 200};
     svg_chart(f, g, &c);
 }
 
@@ -386,29 +392,34 @@ tg_status gan_log_report(gan_log *g, const char *png_path, const char *title)
     }
     FILE *f = tg_atomic_stream(af);
     const log_row *last = g->n ? &g->rows[g->n - 1] : NULL;
-    fprintf(f, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mnist_gan: %s"
-               "</title>\n<style>body{font-family:sans-serif;margin:2em}img{image-rendering:"
-               "pixelated;width:%s}</style></head><body>\n<h1>mnist_gan</h1>\n<p>%s</p>\n",
+    fprintf(f,
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mnist_gan: %s"
+            "</title>\n<style>body{font-family:sans-serif;margin:2em}img{image-rendering:"
+            "pixelated;width:%s}</style></head><body>\n<h1>mnist_gan</h1>\n<p>%s</p>\n",
             title, "720px", title);
     if (last)
-        fprintf(f, "<p id=\"status\">iteration %lld (epoch %lld, batch %lld), %.0f s: d_real "
-                   "%.4f, d_fake %.4f, g %.4f</p>\n", (long long)last->it,
-                (long long)last->epoch, (long long)last->batch, last->seconds, last->l.d_real,
-                last->l.d_fake, last->l.g);
+        fprintf(f,
+                "<p id=\"status\">iteration %lld (epoch %lld, batch %lld), %.0f s: d_real "
+                "%.4f, d_fake %.4f, g %.4f</p>\n",
+                (long long)last->it, (long long)last->epoch, (long long)last->batch, last->seconds,
+                last->l.d_real, last->l.d_fake, last->l.g);
     fprintf(f, "<h2>Losses</h2>\n");
     svg_curves(f, g);
     if (g->n_eval > 0) {
         const eval_row *e = &g->evals[g->n_eval - 1];
-        fprintf(f, "<h2>FID (classifier features)</h2>\n<p id=\"eval\">iteration %lld, %lld "
-                   "images: FID %.3f, score %.3f, rarest class %d at %.1f%%, %d/%d classes "
-                   "&ge; 5%%, white %.3f (OUT/eval.csv)</p>\n", (long long)e->it,
-                (long long)e->f.n, e->f.fid, e->f.score, e->f.rarest_class,
+        fprintf(f,
+                "<h2>FID (classifier features)</h2>\n<p id=\"eval\">iteration %lld, %lld "
+                "images: FID %.3f, score %.3f, rarest class %d at %.1f%%, %d/%d classes "
+                "&ge; 5%%, white %.3f (OUT/eval.csv)</p>\n",
+                (long long)e->it, (long long)e->f.n, e->f.fid, e->f.score, e->f.rarest_class,
                 100.0 * e->f.rarest_share, e->f.classes_5pct, e->f.classes, e->f.white);
         svg_fid(f, g);
     }
     if (png_n > 0) {
-        fprintf(f, "<h2>Latest samples</h2>\n<img id=\"samples\" alt=\"%s\" "
-                   "src=\"data:image/png;base64,", png_path);
+        fprintf(f,
+                "<h2>Latest samples</h2>\n<img id=\"samples\" alt=\"%s\" "
+                "src=\"data:image/png;base64,",
+                png_path);
         base64(f, png, (size_t)png_n);
         fprintf(f, "\">\n");
     }

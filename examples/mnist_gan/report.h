@@ -13,8 +13,8 @@ typedef struct gan_log gan_log;
  * to iteration keep_until kept (later ones dropped: the resumed run writes them again). */
 gan_log *gan_log_open(const char *out_dir, int64_t keep_until);
 /* Appends one row (and flushes it). */
-tg_status gan_log_row(gan_log *g, int64_t it, int64_t epoch, int64_t batch,
-                      const gan_losses *l, double seconds);
+tg_status gan_log_row(gan_log *g, int64_t it, int64_t epoch, int64_t batch, const gan_losses *l,
+                      double seconds);
 /* Rewrites OUT/report.html (loss curves and the grid at png_path, embedded) and
  * OUT/losses.svg (the curves alone). */
 tg_status gan_log_report(gan_log *g, const char *png_path, const char *title);

@@ -23,7 +23,6 @@ bool can_write(const char *path)
     return af != NULL;
 }
 
-
 int sample(const gan_options *o)
 {
     char idx_images[4096];
@@ -63,8 +62,8 @@ int sample(const gan_options *o)
             }
         }
     }
-    printf("mnist_gan: %lld images from %s in %s%s%s\n", (long long)o->n, o->checkpoint,
-           o->png_out, o->idx_prefix ? " and " : "", o->idx_prefix ? o->idx_prefix : "");
+    printf("mnist_gan: %lld images from %s in %s%s%s\n", (long long)o->n, o->checkpoint, o->png_out,
+           o->idx_prefix ? " and " : "", o->idx_prefix ? o->idx_prefix : "");
     code = 0;
 done:
     tg_release(img);

@@ -72,7 +72,8 @@ static bool adopt_settings(gan_options *o, const run_settings *r, char *err, siz
     };
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
         if ((o->given & checks[i].bit) && checks[i].differs) {
-            snprintf(err, n, "%s differs from the checkpoint being resumed; drop it (--resume "
+            snprintf(err, n,
+                     "%s differs from the checkpoint being resumed; drop it (--resume "
                      "takes the checkpoint's settings) or train into another --out",
                      checks[i].flag);
             return false;
@@ -99,9 +100,8 @@ static void progress(int64_t it, int64_t total, double secs, int64_t it0)
     double eta = rate > 0 ? (double)(total - it) / rate : 0;
     int width = 30, done = (int)((double)width * (double)it / (double)total);
     fprintf(stderr, "\r[%.*s%*s] %lld/%lld  %.2f it/s  ETA %d:%02d:%02d ", done,
-            "==============================", width - done, "", (long long)it,
-            (long long)total, rate, (int)(eta / 3600), (int)fmod(eta / 60, 60),
-            (int)fmod(eta, 60));
+            "==============================", width - done, "", (long long)it, (long long)total,
+            rate, (int)(eta / 3600), (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
     fflush(stderr);
 }
 
@@ -122,8 +122,8 @@ static int train_eval(gan_tracker *t, gan_state *s, gan_log *log, int64_t it, bo
     if (tty)
         fputc('\n', stderr);
     printf("eval: iteration %lld, %lld images, FID (classifier features) %.3f, score %.3f, "
-           "rarest class %d at %.1f%%, %d/%d classes >= 5%%, white %.3f\n", (long long)it,
-           (long long)f.n, f.fid, f.score, f.rarest_class, 100.0 * f.rarest_share,
+           "rarest class %d at %.1f%%, %d/%d classes >= 5%%, white %.3f\n",
+           (long long)it, (long long)f.n, f.fid, f.score, f.rarest_class, 100.0 * f.rarest_share,
            f.classes_5pct, f.classes, f.white);
     fflush(stdout);
     return 0;
@@ -153,16 +153,17 @@ int train(gan_options *o)
             !meta_get(resume_sd, ckpt, "seconds", err, sizeof err, 1, "%la", &pos.seconds) ||
             !meta_get(resume_sd, ckpt, "epoch", err, sizeof err, 1, "%lld", &ep) ||
             !meta_get(resume_sd, ckpt, "batch_in_epoch", err, sizeof err, 1, "%lld", &b) ||
-            !meta_get_rng(resume_sd, ckpt, "loader_rng", &pos.loader.epoch_rng, err,
-                          sizeof err) ||
+            !meta_get_rng(resume_sd, ckpt, "loader_rng", &pos.loader.epoch_rng, err, sizeof err) ||
             !meta_get_rng(resume_sd, ckpt, "z_rng", &z_rng_saved, err, sizeof err)) {
             tg_state_dict_free(resume_sd);
             return fail(EXIT_BAD_INPUT, "%s", err);
         }
         pos.iteration = it, pos.loader.epoch = ep, pos.loader.batch = b;
     } else if (file_exists(ckpt)) {
-        return fail(EXIT_BAD_INPUT, "%s already holds a checkpoint: pass --resume to continue "
-                    "it, or choose another --out", o->out_dir);
+        return fail(EXIT_BAD_INPUT,
+                    "%s already holds a checkpoint: pass --resume to continue "
+                    "it, or choose another --out",
+                    o->out_dir);
     }
 
     int code = 1;
@@ -176,7 +177,8 @@ int train(gan_options *o)
     if (!ds) {
         code = fail(EXIT_BAD_INPUT, "%s%s", tg_last_error(),
                     !o->data_dir && !strcmp(dir, MNIST_DIR)
-                        ? " (run scripts/fetch-mnist.sh, or pass --data DIR)" : "");
+                        ? " (run scripts/fetch-mnist.sh, or pass --data DIR)"
+                        : "");
         goto done;
     }
     if (ds->images->shape[2] != 28 || ds->images->shape[3] != 28) {
@@ -224,7 +226,8 @@ int train(gan_options *o)
     const int64_t per_epoch = tg_loader_batches_per_epoch(loader);
     const int64_t total = o->iters ? o->iters : o->epochs * per_epoch;
     run_settings rs = {cfg, o->digit, o->width_div, o->batch};
-    snprintf(title, sizeof title, "recipe %s, generator %s, step %s, init %s, adam %s, shuffle "
+    snprintf(title, sizeof title,
+             "recipe %s, generator %s, step %s, init %s, adam %s, shuffle "
              "%s, batch %lld, lr %g, beta1 %g, seed %llu, %lld images%s",
              recipe_names[o->recipe],
              o->recipe == GAN_RECIPE_DCGAN ? "dcgan" : gen_names[o->generator],
@@ -232,8 +235,8 @@ int train(gan_options *o)
              o->shuffle_block ? "paddle" : "full", (long long)o->batch, o->lr, o->beta1,
              (unsigned long long)o->seed, (long long)ds->images->shape[0],
              o->digit >= 0 ? " (one digit)" : "");
-    printf("mnist_gan: %s; %lld iterations (%lld per epoch), from %lld; %d thread%s; %s\n",
-           title, (long long)total, (long long)per_epoch, (long long)pos.iteration, o->threads,
+    printf("mnist_gan: %s; %lld iterations (%lld per epoch), from %lld; %d thread%s; %s\n", title,
+           (long long)total, (long long)per_epoch, (long long)pos.iteration, o->threads,
            o->threads == 1 ? "" : "s", tg_blas_info());
     fflush(stdout);
 
@@ -262,9 +265,10 @@ int train(gan_options *o)
             goto done;
         }
         if (!isfinite(l.d_real) || !isfinite(l.d_fake) || !isfinite(l.g)) {
-            code = fail(1, "iteration %lld: a loss is not finite (d_real %g, d_fake %g, g %g); "
-                        "rerun with TG_CHECK_FINITE=1 to find the op", (long long)it, l.d_real,
-                        l.d_fake, l.g);
+            code = fail(1,
+                        "iteration %lld: a loss is not finite (d_real %g, d_fake %g, g %g); "
+                        "rerun with TG_CHECK_FINITE=1 to find the op",
+                        (long long)it, l.d_real, l.d_fake, l.g);
             goto done;
         }
         if (o->eval_every && (it % o->eval_every == 0 || it == total) &&
@@ -274,13 +278,13 @@ int train(gan_options *o)
             if (tty)
                 fputc('\n', stderr);
             printf("epoch = %lld, batch = %lld, real_d_loss = %.4f, fake_d_loss = %.4f, "
-                   "g_loss = %.4f\n", (long long)at.epoch, (long long)at.batch, l.d_real,
-                   l.d_fake, l.g);
+                   "g_loss = %.4f\n",
+                   (long long)at.epoch, (long long)at.batch, l.d_real, l.d_fake, l.g);
             fflush(stdout);
             snprintf(png, sizeof png, "%s/samples_%lld.png", o->out_dir, (long long)it);
             tg_tensor *img = gan_generate(&s, zfix);
-            st = img ? tg_data_write_png_grid(png, img, GRID_COLS, o->grid_scale)
-                     : tg_last_status();
+            st =
+                img ? tg_data_write_png_grid(png, img, GRID_COLS, o->grid_scale) : tg_last_status();
             if (st == TG_OK && o->grid_both) {
                 char png2[4096];
                 snprintf(png2, sizeof png2, "%s/samples_%lld_per-image.png", o->out_dir,

@@ -16,9 +16,9 @@ typedef enum { GAN_STEP_TUTORIAL, GAN_STEP_CLEAN, GAN_STEP_ACCUMULATE } gan_step
 /* Initial weights: PaddlePaddle 1.8 dygraph's defaults (tg_nn_init_paddle) or PyTorch's. */
 typedef enum { GAN_INIT_PADDLE, GAN_INIT_TORCH } gan_init;
 /* The names of the values above, as the command line and the checkpoint spell them. */
-extern const char *const gan_step_names[];   /* "tutorial", "clean", "accumulate" */
-extern const char *const gan_init_names[];   /* "paddle", "torch" */
-extern const char *const gan_adam_names[];   /* tg_adam_eps: "torch", "paddle" */
+extern const char *const gan_step_names[]; /* "tutorial", "clean", "accumulate" */
+extern const char *const gan_init_names[]; /* "paddle", "torch" */
+extern const char *const gan_adam_names[]; /* tg_adam_eps: "torch", "paddle" */
 /* paddle.reader.shuffle(reader, 30000): the tutorial's buffer, two shuffled halves of MNIST. */
 #define GAN_PADDLE_SHUFFLE_BLOCK 30000
 
@@ -41,13 +41,13 @@ gan_config gan_config_default(gan_recipe recipe);
 
 /* Layer widths; gan_widths_default gives the tutorial's, tests build the same shapes small. */
 typedef struct gan_widths {
-    int64_t nz;     /* noise size: 100 */
-    int64_t g_fc;   /* G's first fully connected width (tutorial): 1024 */
-    int64_t g_ch1;  /* channels of G's 7x7 map: 128 */
-    int64_t g_ch2;  /* channels of G's 14x14 map: 64 */
-    int64_t d_ch1;  /* D's first conv channels: 64 */
-    int64_t d_ch2;  /* D's second conv channels: 128 */
-    int64_t d_fc;   /* D's hidden fully connected width (tutorial): 1024 */
+    int64_t nz;    /* noise size: 100 */
+    int64_t g_fc;  /* G's first fully connected width (tutorial): 1024 */
+    int64_t g_ch1; /* channels of G's 7x7 map: 128 */
+    int64_t g_ch2; /* channels of G's 14x14 map: 64 */
+    int64_t d_ch1; /* D's first conv channels: 64 */
+    int64_t d_ch2; /* D's second conv channels: 128 */
+    int64_t d_fc;  /* D's hidden fully connected width (tutorial): 1024 */
 } gan_widths;
 
 /* The tutorial's widths, every one but nz divided by div (1: the real sizes). */
@@ -65,7 +65,7 @@ typedef struct gan_state {
     tg_optim *opt_d_real; /* the tutorial's D optimizer for the real batch */
     tg_optim *opt_d_fake; /* its second Adam over the same D parameters, for the fake batch */
     tg_optim *opt_g;
-    tg_rng z_rng;         /* draws z */
+    tg_rng z_rng; /* draws z */
     gan_step_mode step;
     int64_t nz;
 } gan_state;

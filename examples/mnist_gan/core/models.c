@@ -6,8 +6,13 @@ gan_widths gan_widths_default(int div)
 {
     if (div < 1)
         div = 1;
-    return (gan_widths){.nz = 100, .g_fc = 1024 / div, .g_ch1 = 128 / div, .g_ch2 = 64 / div,
-                        .d_ch1 = 64 / div, .d_ch2 = 128 / div, .d_fc = 1024 / div};
+    return (gan_widths){.nz = 100,
+                        .g_fc = 1024 / div,
+                        .g_ch1 = 128 / div,
+                        .g_ch2 = 64 / div,
+                        .d_ch1 = 64 / div,
+                        .d_ch2 = 128 / div,
+                        .d_fc = 1024 / div};
 }
 
 /* PaddlePaddle's leaky_relu default slope, which the tutorial's convt generator relies on. */
@@ -23,10 +28,8 @@ static tg_module *tutorial_g_upsample(const gan_widths *w, tg_rng *rng)
     const int64_t c1 = w->g_ch1, c2 = w->g_ch2;
     return TG_NN_SEQUENTIAL(
         tg_nn_linear(w->nz, w->g_fc, true, rng), tg_nn_batch_norm1d(w->g_fc), tg_nn_tanh(),
-        tg_nn_linear(w->g_fc, c1 * 7 * 7, true, rng), tg_nn_batch_norm1d(c1 * 7 * 7),
-        tg_nn_tanh(),
-        tg_nn_reshape(TG_DIMS(-1, c1, 7, 7)),
-        tg_nn_upsample(2, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS),
+        tg_nn_linear(w->g_fc, c1 * 7 * 7, true, rng), tg_nn_batch_norm1d(c1 * 7 * 7), tg_nn_tanh(),
+        tg_nn_reshape(TG_DIMS(-1, c1, 7, 7)), tg_nn_upsample(2, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS),
         tg_nn_conv2d(c1, c2, 5, 1, 2, 1, true, rng), tg_nn_batch_norm2d(c2), tg_nn_tanh(),
         tg_nn_upsample(2, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS),
         tg_nn_conv2d(c2, 1, 5, 1, 2, 1, true, rng), tg_nn_tanh());
@@ -40,14 +43,12 @@ static tg_module *tutorial_g_convt(const gan_widths *w, tg_rng *rng)
     const int64_t c1 = w->g_ch1, c2 = w->g_ch2;
     const float s = PADDLE_LEAKY_SLOPE;
     return TG_NN_SEQUENTIAL(
-        tg_nn_linear(w->nz, w->g_fc, true, rng), tg_nn_batch_norm1d(w->g_fc),
-        tg_nn_leaky_relu(s),
+        tg_nn_linear(w->nz, w->g_fc, true, rng), tg_nn_batch_norm1d(w->g_fc), tg_nn_leaky_relu(s),
         tg_nn_linear(w->g_fc, c1 * 7 * 7, true, rng), tg_nn_batch_norm1d(c1 * 7 * 7),
-        tg_nn_leaky_relu(s),
-        tg_nn_reshape(TG_DIMS(-1, c1, 7, 7)),
+        tg_nn_leaky_relu(s), tg_nn_reshape(TG_DIMS(-1, c1, 7, 7)),
         tg_nn_conv_transpose2d(c1, c2, 4, 2, 1, 0, true, rng), tg_nn_batch_norm2d(c2),
-        tg_nn_leaky_relu(s),
-        tg_nn_conv_transpose2d(c2, 1, 4, 2, 1, 0, true, rng), tg_nn_leaky_relu(s));
+        tg_nn_leaky_relu(s), tg_nn_conv_transpose2d(c2, 1, 4, 2, 1, 0, true, rng),
+        tg_nn_leaky_relu(s));
 }
 
 /* Tutorial D: [conv 3x3, bn, relu, maxpool 2] twice, flatten (128*5*5), fc(->1024), bn, relu,
@@ -57,10 +58,8 @@ static tg_module *tutorial_d(const gan_widths *w, tg_rng *rng)
     const int64_t c1 = w->d_ch1, c2 = w->d_ch2;
     return TG_NN_SEQUENTIAL(
         tg_nn_conv2d(1, c1, 3, 1, 0, 1, true, rng), tg_nn_batch_norm2d(c1), tg_nn_relu(),
-        tg_nn_max_pool2d(2, 2, 0),
-        tg_nn_conv2d(c1, c2, 3, 1, 0, 1, true, rng), tg_nn_batch_norm2d(c2), tg_nn_relu(),
-        tg_nn_max_pool2d(2, 2, 0),
-        tg_nn_flatten(),
+        tg_nn_max_pool2d(2, 2, 0), tg_nn_conv2d(c1, c2, 3, 1, 0, 1, true, rng),
+        tg_nn_batch_norm2d(c2), tg_nn_relu(), tg_nn_max_pool2d(2, 2, 0), tg_nn_flatten(),
         tg_nn_linear(c2 * 5 * 5, w->d_fc, true, rng), tg_nn_batch_norm1d(w->d_fc), tg_nn_relu(),
         tg_nn_linear(w->d_fc, 1, true, rng));
 }
@@ -70,12 +69,11 @@ static tg_module *tutorial_d(const gan_widths *w, tg_rng *rng)
 static tg_module *dcgan_g(const gan_widths *w, tg_rng *rng)
 {
     const int64_t c1 = w->g_ch1, c2 = w->g_ch2;
-    return TG_NN_SEQUENTIAL(
-        tg_nn_linear(w->nz, c1 * 7 * 7, true, rng),
-        tg_nn_reshape(TG_DIMS(-1, c1, 7, 7)), tg_nn_batch_norm2d(c1), tg_nn_relu(),
-        tg_nn_conv_transpose2d(c1, c2, 4, 2, 1, 0, true, rng), tg_nn_batch_norm2d(c2),
-        tg_nn_relu(),
-        tg_nn_conv_transpose2d(c2, 1, 4, 2, 1, 0, true, rng), tg_nn_tanh());
+    return TG_NN_SEQUENTIAL(tg_nn_linear(w->nz, c1 * 7 * 7, true, rng),
+                            tg_nn_reshape(TG_DIMS(-1, c1, 7, 7)), tg_nn_batch_norm2d(c1),
+                            tg_nn_relu(), tg_nn_conv_transpose2d(c1, c2, 4, 2, 1, 0, true, rng),
+                            tg_nn_batch_norm2d(c2), tg_nn_relu(),
+                            tg_nn_conv_transpose2d(c2, 1, 4, 2, 1, 0, true, rng), tg_nn_tanh());
 }
 
 /* DCGAN D: conv 4/2/1 to 14x14, leaky 0.2, conv 4/2/1 to 7x7, bn, leaky 0.2, flatten, fc(->1).
@@ -84,11 +82,10 @@ static tg_module *dcgan_d(const gan_widths *w, tg_rng *rng)
 {
     const int64_t c1 = w->d_ch1, c2 = w->d_ch2;
     const float s = DCGAN_LEAKY_SLOPE;
-    return TG_NN_SEQUENTIAL(
-        tg_nn_conv2d(1, c1, 4, 2, 1, 1, true, rng), tg_nn_leaky_relu(s),
-        tg_nn_conv2d(c1, c2, 4, 2, 1, 1, true, rng), tg_nn_batch_norm2d(c2), tg_nn_leaky_relu(s),
-        tg_nn_flatten(),
-        tg_nn_linear(c2 * 7 * 7, 1, true, rng));
+    return TG_NN_SEQUENTIAL(tg_nn_conv2d(1, c1, 4, 2, 1, 1, true, rng), tg_nn_leaky_relu(s),
+                            tg_nn_conv2d(c1, c2, 4, 2, 1, 1, true, rng), tg_nn_batch_norm2d(c2),
+                            tg_nn_leaky_relu(s), tg_nn_flatten(),
+                            tg_nn_linear(c2 * 7 * 7, 1, true, rng));
 }
 
 tg_module *gan_build_generator(gan_recipe recipe, gan_generator gen, const gan_widths *w,

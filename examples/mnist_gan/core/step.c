@@ -39,14 +39,23 @@ const char *const gan_adam_names[] = {"torch", "paddle", NULL};
 gan_config gan_config_default(gan_recipe recipe)
 {
     if (recipe == GAN_RECIPE_DCGAN)
-        return (gan_config){.recipe = recipe, .generator = GAN_GEN_UPSAMPLE, /* unused */
-                            .step = GAN_STEP_CLEAN, .init = GAN_INIT_TORCH,
-                            .adam_eps = TG_ADAM_EPS_AFTER_CORRECTION, .shuffle_block = 0,
-                            .lr = 2e-4f, .beta1 = 0.5f, .seed = 1};
-    return (gan_config){.recipe = recipe, .generator = GAN_GEN_UPSAMPLE,
-                        .step = GAN_STEP_TUTORIAL, .init = GAN_INIT_PADDLE,
+        return (gan_config){.recipe = recipe,
+                            .generator = GAN_GEN_UPSAMPLE, /* unused */
+                            .step = GAN_STEP_CLEAN,
+                            .init = GAN_INIT_TORCH,
+                            .adam_eps = TG_ADAM_EPS_AFTER_CORRECTION,
+                            .shuffle_block = 0,
+                            .lr = 2e-4f,
+                            .beta1 = 0.5f,
+                            .seed = 1};
+    return (gan_config){.recipe = recipe,
+                        .generator = GAN_GEN_UPSAMPLE,
+                        .step = GAN_STEP_TUTORIAL,
+                        .init = GAN_INIT_PADDLE,
                         .adam_eps = TG_ADAM_EPS_BEFORE_CORRECTION,
-                        .shuffle_block = GAN_PADDLE_SHUFFLE_BLOCK, .lr = 2e-4f, .beta1 = 0.9f,
+                        .shuffle_block = GAN_PADDLE_SHUFFLE_BLOCK,
+                        .lr = 2e-4f,
+                        .beta1 = 0.9f,
                         .seed = 1};
 }
 
@@ -159,8 +168,7 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
     if (fresh)
         tg_module_zero_grad(s->D);
     tape = tg_tape_begin(TG_GRAD);
-    st = backward_and_step(tape, tape ? d_loss(s, real, 1.0f) : NULL, s->opt_d_real,
-                           &out->d_real);
+    st = backward_and_step(tape, tape ? d_loss(s, real, 1.0f) : NULL, s->opt_d_real, &out->d_real);
     tg_module_zero_grad(s->D);
     if (st != TG_OK)
         return st;
@@ -174,8 +182,8 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
         tg_module_zero_grad(s->G);
     if ((tape = tg_tape_begin(TG_GRAD))) {
         tg_tensor *fake = tg_nn_forward(s->G, z);
-        st = backward_and_step(tape, d_loss(s, clean ? tg_detach(fake) : fake, 0.0f),
-                               s->opt_d_fake, &out->d_fake);
+        st = backward_and_step(tape, d_loss(s, clean ? tg_detach(fake) : fake, 0.0f), s->opt_d_fake,
+                               &out->d_fake);
     } else {
         st = tg_last_status();
     }
