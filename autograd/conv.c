@@ -502,8 +502,12 @@ static inline void tile_load(conv_tile *v, const float *p, int64_t s)
         *v = *(const conv_tile *)p;
         return;
     }
+    /* Filled in a local tile that starts defined: writing lanes into *v would read it first,
+     * as far as the compiler can tell (-Wmaybe-uninitialized at every caller). */
+    conv_tile t = {0};
     for (int k = 0; k < CONV_DIRECT_TILE; k++)
-        (*v)[k] = p[k * s];
+        t[k] = p[k * s];
+    *v = t;
 }
 
 /* p[k*s] += v[k] for every k of the tile. */
