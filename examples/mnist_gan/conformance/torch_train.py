@@ -3,8 +3,10 @@
 models (make_fixture.py's, at full width), the same step (make_fixture.step, step.c's gan_step:
 tutorial = PaddlePaddle 1.8's overwriting backward, accumulate, clean), the recipe's initialisation
 and Adam (the tutorial's: Paddle's, make_fixture.init_paddle and PaddleAdam; dcgan's: PyTorch's),
-the same data pipeline (MNIST training images x/255*2-1, a fresh shuffle every epoch, batches of
-128 with the incomplete last one dropped), and the same outputs that matter for comparing:
+the same data pipeline (MNIST training images x/255*2-1, a fresh shuffle every epoch — for the
+tutorial recipe within blocks of 30,000 as paddle.reader.shuffle(reader, 30000), as mnist_gan's
+--shuffle paddle — batches of 128 with the incomplete last one dropped), and the same outputs
+that matter for comparing:
 
     OUT/losses.csv                    iteration,epoch,batch,d_real,d_fake,g,seconds (as mnist_gan)
     OUT/samples_<iteration>.png       G (eval mode) on a fixed batch of 128 z, 16 columns, a
@@ -93,6 +95,15 @@ def generate(G, z):
     return out
 
 
+def epoch_order(n, block, gen):
+    """One epoch's order: a permutation of all n images (block 0), or of each consecutive block
+    in turn (the last may be shorter), as paddle.reader.shuffle's buffer does."""
+    if not block:
+        return torch.randperm(n, generator=gen)
+    return torch.cat([start + torch.randperm(min(block, n - start), generator=gen)
+                      for start in range(0, n, block)])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", choices=("tutorial", "dcgan"), default="tutorial")
@@ -104,6 +115,9 @@ def main():
     ap.add_argument("--adam", choices=("paddle", "torch"), default=None,
                     help="paddle: eps before the bias correction; default: paddle for the "
                     "tutorial recipe, torch for dcgan")
+    ap.add_argument("--shuffle", choices=("paddle", "full"), default=None,
+                    help="paddle: shuffle images 0-29999 and 30000-59999 apart each epoch; "
+                    "default: paddle for the tutorial recipe, full for dcgan")
     ap.add_argument("--iters", type=int, default=468)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -120,6 +134,7 @@ def main():
     mode = a.step or ("clean" if dcgan else "tutorial")
     init = a.init or ("torch" if dcgan else "paddle")
     adam_style = a.adam or ("torch" if dcgan else "paddle")
+    block = 30000 if (a.shuffle or ("full" if dcgan else "paddle")) == "paddle" else 0
     beta1 = a.beta1 if a.beta1 is not None else (0.5 if a.recipe == "dcgan" else 0.9)
 
     torch.set_num_threads(a.threads)
@@ -139,7 +154,7 @@ def main():
     for it in range(1, a.iters + 1):
         epoch, b = divmod(it - 1, per_epoch)
         if b == 0:
-            order = torch.randperm(images.shape[0], generator=shuffle)
+            order = epoch_order(images.shape[0], block, shuffle)
         real = images[order[b * a.batch:(b + 1) * a.batch]]
         z = torch.randn(a.batch, FULL["nz"])
         z2 = torch.randn(a.batch, FULL["nz"]) if mode == "clean" else None
