@@ -166,6 +166,22 @@ int64_t tg_debug_live_bytes(void);
 /* Returns every cached buffer (the process-wide cache) to the system. */
 void tg_allocator_trim(void);
 
+/* ---- text from files and command lines --------------------------------------------------
+ * One strict parser for numbers written by people or stored in metadata: exactly the decimal
+ * form ("-12", "2e-4", "0.5"), no blanks, '+', hex, inf or nan, nothing after the number. A
+ * refusal is TG_ERR_FORMAT (not a number of that kind) or TG_ERR_ARG (out of [lo, hi]); the
+ * message names the function and the range but not the string, which the caller quotes with
+ * its own context (a flag, a file and key). */
+tg_status tg_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out);
+/* Unsigned: a '-' is refused (strtoull would wrap "-1" to 2^64-1). */
+tg_status tg_parse_uint(const char *s, uint64_t hi, uint64_t *out);
+/* Finite real in [lo, hi]; "-0" reads as +0. */
+tg_status tg_parse_real(const char *s, double lo, double hi, double *out);
+/* Copies len bytes of src into dst (n bytes, always terminated) so that the result is one line
+ * of printable ASCII: '\\' and '"' get a backslash, every other byte outside 0x20..0x7e becomes
+ * \xNN. A cut copy ends in "...". Returns the length written. For anything quoted from a file. */
+size_t tg_escape(char *dst, size_t n, const char *src, size_t len);
+
 /* ---- state dicts: named tensors plus string metadata ------------------------------------
  * What a checkpoint holds. Modules and optimizers put their state in (nn.h, optim.h); data.h
  * writes and reads it as safetensors. Names keep insertion order and are unique. */
