@@ -7,8 +7,15 @@
  * writer holds an flock on its temporary file from creation until it is renamed, and every
  * tg_atomic_open of TARGET first removes the TARGET.tmp.* files whose lock it can take: the
  * kernel drops a lock when its process dies, so those have no live writer. Unique names (not
- * one reused TARGET.tmp) keep two processes writing the same target from sharing a file. */
-#include "data.h"
+ * one reused TARGET.tmp) keep two processes writing the same target from sharing a file.
+ *
+ * Only a regular file is replaced. rename() replaces whatever name it is given: as root, a save
+ * to /dev/null would replace the device with a file, a save to /dev/stdout or to a symlinked
+ * checkpoint would replace the link, a save to a FIFO the FIFO. Writing through such a target
+ * instead would not be atomic (a device or FIFO cannot be renamed over, a link's target may be
+ * anywhere), so it is refused, before anything is created, and checked again before the rename
+ * in case the path changed meanwhile. */
+#include "internal.h"
 #include "../tensor/internal.h"
 
 #include <dirent.h>
@@ -60,6 +67,19 @@ static void atomic_sweep(const char *dir, const char *base)
     closedir(d);
 }
 
+/* TG_OK when path does not exist or is a regular file, else TG_ERR_IO saying what it is (see
+ * the top). lstat: a symbolic link is refused itself, not followed. Other lstat failures are
+ * left to the calls that create or rename, whose messages give the system's reason. */
+static tg_status atomic_check_target(const char *fn, const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode))
+        return TG_OK;
+    return tg_set_error(TG_ERR_IO,
+                        "%s: %s: is %s, not a regular file (a save replaces only regular files)",
+                        fn, path, tg_file_kind(st.st_mode));
+}
+
 /* A new temporary file at tmp (a mkstemp template), locked for as long as it is open; -1 with
  * errno on failure. */
 static int atomic_create(char *tmp)
@@ -88,6 +108,8 @@ tg_atomic_file *tg_atomic_open(const char *path)
         tg_set_error(TG_ERR_ARG, "tg_atomic_open: empty path");
         return NULL;
     }
+    if (atomic_check_target("tg_atomic_open", path) != TG_OK)
+        return NULL;
     tg_atomic_file *af = calloc(1, sizeof *af);
     size_t n = strlen(path);
     size_t tn = n + sizeof TMP_SUFFIX;
@@ -173,6 +195,11 @@ tg_status tg_atomic_commit(tg_atomic_file *af)
     if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0) {
         tg_status st =
             tg_set_error(TG_ERR_IO, "tg_atomic_commit: flushing %s: %s", af->path, strerror(errno));
+        tg_atomic_abort(af);
+        return st;
+    }
+    if (atomic_check_target("tg_atomic_commit", af->path) != TG_OK) {
+        tg_status st = tg_last_status();
         tg_atomic_abort(af);
         return st;
     }

@@ -16,7 +16,11 @@ extern "C" {
  * target: a crash or a failed write never leaves a torn file or destroys the previous one. */
 typedef struct tg_atomic_file tg_atomic_file;
 
-/* Starts writing path (a temporary file in the same folder); NULL with TG_ERR_IO on failure. */
+/* Starts writing path (a temporary file in the same folder); NULL with TG_ERR_IO on failure.
+ * Only a regular file is ever replaced: when path exists and is anything else (a symbolic link,
+ * even to a regular file, a FIFO, a device such as /dev/null, a directory) it is refused with
+ * TG_ERR_IO "tg_atomic_open: PATH: is a FIFO, not a regular file (a save replaces only regular
+ * files)" before anything is created, and tg_atomic_commit checks again before its rename. */
 tg_atomic_file *tg_atomic_open(const char *path);
 /* Appends n bytes; a failure is remembered and makes the commit fail. */
 tg_status tg_atomic_write(tg_atomic_file *af, const void *buf, size_t n);
@@ -27,11 +31,32 @@ tg_status tg_atomic_commit(tg_atomic_file *af);
 /* Discards the temporary file; the target is untouched; frees af. */
 void tg_atomic_abort(tg_atomic_file *af);
 
+/* ---- opening a regular file (file.c) ------------------------------------------------------ */
+
+/* fopen(path, mode) for a regular file only, never blocking: a FIFO, a device, a socket or a
+ * directory at path (or behind a symbolic link there) is refused at once with TG_ERR_IO
+ * "tg_data_fopen_regular: PATH: is a FIFO, not a regular file", where fopen would wait for a
+ * FIFO's other end forever. mode is fopen's "r", "w" or "a" (with "b" or "+"); "w" and "a"
+ * create a missing file (0666 less the umask), "w" empties an existing one. NULL with the error
+ * set on failure (TG_ERR_IO "cannot open: <reason>", TG_ERR_ARG for another mode). */
+FILE *tg_data_fopen_regular(const char *path, const char *mode);
+
 /* ---- idx files, MNIST datasets and the batch loader (idx.c, dataset.c) -------------------- */
 
 /* Reads an idx file (raw or .gz; unsigned-byte or float32 elements) as a new float tensor of
- * its shape, values as stored; validates magic, dimensions and the exact length. */
+ * its shape, values as stored; validates magic, dimensions, the exact length and that float
+ * values are finite. A .gz may hold several gzip members back to back (read as their contents
+ * joined, as gunzip does); any other byte after a member is refused. Only a regular file is
+ * read: a FIFO, a device or a directory gets TG_ERR_IO at once ("is a FIFO, not a regular
+ * file"), never a wait. */
 tg_tensor *tg_data_read_idx(const char *path);
+/* Checks values read from a file before they are used: every value of t a number in [lo, hi]
+ * and, when integers, a whole one. TG_OK, or TG_ERR_FORMAT naming `what` (the file), the first
+ * bad value and its index: "tg_data_check_range: FILE: value 300 at index [4, 0, 7] is outside
+ * [0, 255]". tg_data_read_idx leaves this to its caller, since what range is valid depends on
+ * what the file holds; tg_data_load_mnist makes the same check on pixels ([0, 255]) and labels. */
+tg_status tg_data_check_range(const tg_tensor *t, const char *what, float lo, float hi,
+                              bool integers);
 /* Writes images [N,1,H,W] or [N,H,W] in [-1, 1] as an idx3 unsigned-byte file (0..255),
  * atomically; tg_data_read_idx and tg_data_load_mnist read it back. */
 tg_status tg_data_write_idx_images(const char *path, const tg_tensor *images);
@@ -44,8 +69,9 @@ typedef struct tg_dataset {
 } tg_dataset;
 
 /* Loads dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte (raw or .gz); digit 0..9 keeps only
- * that class, -1 keeps all. The file's values are read, scaled into the dataset and returned
- * to the system (tg_allocator_trim). */
+ * that class, -1 keeps all. Pixels must lie in [0, 255] and labels be whole numbers 0..9
+ * (TG_ERR_FORMAT naming the file, the index and the value otherwise). The file's values are
+ * read, scaled into the dataset and returned to the system (tg_allocator_trim). */
 tg_dataset *tg_data_load_mnist(const char *dir, bool train, int digit);
 /* Frees a dataset. NULL is ignored. */
 void tg_dataset_free(tg_dataset *ds);

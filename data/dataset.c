@@ -5,7 +5,7 @@
  * every epoch from its own seeded RNG and drops the incomplete last batch, as the tutorial's
  * reader does. Its position (the RNG state at the start of the epoch, epoch and batch index)
  * is plain data, so a checkpoint can resume the exact batch sequence. */
-#include "data.h"
+#include "internal.h"
 #include "../tensor/internal.h"
 
 #include <string.h>
@@ -83,18 +83,14 @@ tg_dataset *tg_data_load_mnist(const char *dir, bool train, int digit)
                      (long long)img->shape[0], ipath);
         goto done;
     }
+    /* A float idx file can hold any finite value: a pixel outside 0..255 would train silently
+     * on a scale nothing else uses, and a label such as 3.5 would not name a class. */
+    if (tg_check_values("tg_data_load_mnist", ipath, "pixel", img, 0, 255, false) != TG_OK ||
+        tg_check_values("tg_data_load_mnist", lpath, "label", lab, 0, 9, true) != TG_OK)
+        goto done;
     int64_t n = img->shape[0], h = img->shape[1], w = img->shape[2], keep = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float y = lab->data[i];
-        if (y < 0 || y > 9) {
-            tg_set_error(TG_ERR_FORMAT,
-                         "tg_data_load_mnist: %s: label %g at index %lld is not "
-                         "a digit 0..9",
-                         lpath, y, (long long)i);
-            goto done;
-        }
-        keep += digit < 0 || (int)y == digit;
-    }
+    for (int64_t i = 0; i < n; i++)
+        keep += digit < 0 || (int)lab->data[i] == digit;
     ds = calloc(1, sizeof *ds);
     if (!ds) {
         tg_set_error(TG_ERR_NOMEM, "tg_data_load_mnist: out of memory");
@@ -215,12 +211,22 @@ tg_loader_state tg_loader_get_state(const tg_loader *l)
 
 tg_status tg_loader_set_state(tg_loader *l, const tg_loader_state *st)
 {
+    if (!l || !st)
+        return tg_set_error(TG_ERR_ARG, "tg_loader_set_state: the %s is NULL",
+                            l ? "state" : "loader");
     if (st->epoch < 0 || st->batch < 0 || st->batch >= tg_loader_batches_per_epoch(l))
         return tg_set_error(TG_ERR_ARG,
                             "tg_loader_set_state: epoch %lld, batch %lld: out of "
                             "range (%lld batches per epoch)",
                             (long long)st->epoch, (long long)st->batch,
                             (long long)tg_loader_batches_per_epoch(l));
+    /* xoshiro's one invalid state: it only ever yields 0, and the shuffle's rejection loop
+     * would wait forever for another number. */
+    const uint32_t *s = st->epoch_rng.s;
+    if ((s[0] | s[1] | s[2] | s[3]) == 0)
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_loader_set_state: the epoch's RNG state is all zero, which "
+                            "xoshiro128** never reaches from a seed");
     l->st = *st;
     loader_shuffle(l);
     return TG_OK;
@@ -228,6 +234,16 @@ tg_status tg_loader_set_state(tg_loader *l, const tg_loader_state *st)
 
 tg_status tg_loader_next(tg_loader *l, tg_tensor **images, tg_tensor **labels)
 {
+    if (!l || !images)
+        return tg_set_error(TG_ERR_ARG, "tg_loader_next: the %s is NULL",
+                            l ? "images pointer" : "loader");
+    /* Refused before any work: the epoch count is part of the saved state, and the last batch
+     * of epoch INT64_MAX has no next epoch to advance to. */
+    if (l->st.epoch == INT64_MAX && l->st.batch + 1 == tg_loader_batches_per_epoch(l))
+        return tg_set_error(TG_ERR_STATE,
+                            "tg_loader_next: epoch %lld is the last one an int64 counts; "
+                            "its last batch cannot advance to another",
+                            (long long)l->st.epoch);
     const tg_tensor *src = l->ds->images;
     int64_t h = src->shape[2], w = src->shape[3], b = l->batch, hw = h * w;
     tg_tensor *x = tg_tensor_new(TG_DIMS(b, 1, h, w));

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 /* ---- a small strict JSON reader (json.c) -------------------------------------------------
  * Enough for safetensors headers and nothing clever: RFC 8259 syntax (no comments, no trailing
@@ -53,8 +54,12 @@ typedef struct {
 
 /* Parses text[0..len) as one JSON value followed only by whitespace. Returns a tree to free
  * with tg_json_free, or NULL with *err filled in (offset -1 and "out of memory" when malloc
- * failed). Nesting deeper than TG_JSON_MAX_DEPTH is refused. */
+ * failed). Nesting deeper than TG_JSON_MAX_DEPTH is refused, and so is a text of more than
+ * TG_JSON_MAX_VALUES values: each costs a 32-byte node (up to twice that in a growing array),
+ * so the tree stays within ~128 MB whatever the text (a 90 MB array of "0," took 1.5 GB). A
+ * safetensors header needs one value per metadata entry and about nine per tensor. */
 #define TG_JSON_MAX_DEPTH 64
+#define TG_JSON_MAX_VALUES (1 << 21)
 tg_json *tg_json_parse(const char *text, int64_t len, tg_json_error *err);
 void tg_json_free(tg_json *v);
 
@@ -65,5 +70,22 @@ const tg_json *tg_json_get(const tg_json *obj, const char *key);
 bool tg_json_find_duplicate(const tg_json *obj, int64_t *first, int64_t *second);
 /* "an object", "a string", ...: for messages. */
 const char *tg_json_type_name(tg_json_type type);
+
+/* ---- opening files to read (file.c) ----------------------------------------------------- */
+
+/* "a FIFO", "a directory", "a symbolic link", ...: what mode says a file is, for messages. */
+const char *tg_file_kind(mode_t mode);
+/* Opens path for reading and fills *st, never blocking on a FIFO: a descriptor, or -1 with
+ * TG_ERR_IO "fn: path: cannot open: <reason>" or "fn: path: is a FIFO, not a regular file"
+ * (a directory, a device, ...) when path does not hold a regular file. */
+int tg_open_regular(const char *fn, const char *path, struct stat *st);
+
+/* ---- checking values read from files (idx.c) -------------------------------------------- */
+
+/* Checks that every value of t is a number in [lo, hi] and, when integers, a whole one: TG_OK,
+ * or TG_ERR_FORMAT "fn: path: noun V at index [i, j, ...] is outside [lo, hi]" (or "is not a
+ * whole number in", or "is not a finite number") for the first value that is not. */
+tg_status tg_check_values(const char *fn, const char *path, const char *noun, const tg_tensor *t,
+                          float lo, float hi, bool integers);
 
 #endif

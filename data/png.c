@@ -91,6 +91,14 @@ tg_status tg_data_write_png_grid(const char *path, const tg_tensor *images, int 
         return tg_last_status()
                    ? tg_last_status()
                    : tg_set_error(TG_ERR_ARG, "tg_data_write_png_grid: images is NULL");
+    /* A cast integer is not checked by the compiler: any value but the two would silently
+     * draw in the fixed range (issue 19). */
+    if (scale != TG_GRID_FIXED && scale != TG_GRID_PER_IMAGE)
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_data_write_png_grid: %s: scale %d is not TG_GRID_FIXED (%d) or "
+                            "TG_GRID_PER_IMAGE (%d)",
+                            path ? path : "(null)", (int)scale, (int)TG_GRID_FIXED,
+                            (int)TG_GRID_PER_IMAGE);
     char s[160];
     int nd = images->ndim;
     bool ok_shape = (nd == 3) || (nd == 4 && images->shape[1] == 1);

@@ -4,6 +4,8 @@
 
 #include "data.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -597,9 +599,396 @@ static void test_atomic_failure_keeps_old_file(void **state)
     assert_int_equal(tg_data_write_png_grid(path_of("no/such/dir/x.png"), img, 4, TG_GRID_FIXED),
                      TG_ERR_IO);
     assert_error_contains("no/such/dir/x.png");
+    /* A scale that is neither enum value: refused, nothing written. */
+    assert_int_equal(tg_data_write_png_grid(path_of("bad-scale.png"), img, 4, (tg_grid_scale)7),
+                     TG_ERR_ARG);
+    assert_error_contains("scale 7 is not");
+    assert_int_not_equal(access(path_of("bad-scale.png"), F_OK), 0);
     free(before);
     free(after);
     tg_release(img);
+}
+
+/* ---- hostile paths and values (issue 19) --------------------------------------------------- */
+
+/* The unfixed readers opened a FIFO with a plain open() or gzopen(), which waits for a writer:
+ * forever. An alarm turns that hang into a failure. */
+static void reader_blocked(int sig)
+{
+    (void)sig;
+    static const char msg[] = "a reader blocked on a FIFO (open without O_NONBLOCK)\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    _exit(1);
+}
+
+static void alarm_on(void)
+{
+    signal(SIGALRM, reader_blocked);
+    alarm(10);
+}
+
+static void alarm_off(void)
+{
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+}
+
+/* Asserts the last error is TG_ERR_IO "fn: path: is <kind>, not a regular file". */
+static void assert_not_regular(const char *fn, const char *path, const char *kind)
+{
+    char want[700];
+    snprintf(want, sizeof want, "%s: %s: is %s, not a regular file", fn, path, kind);
+    assert_int_equal(tg_last_status(), TG_ERR_IO);
+    assert_error_contains(want);
+}
+
+/* Every reader in data/ refuses a FIFO at once (a .gz name too), and a device, with a message
+ * saying what the path is. */
+static void test_readers_refuse_fifo_and_devices(void **state)
+{
+    (void)state;
+    const char *fifo = path_of("in.fifo"), *fifo_gz = path_of("in.fifo.gz");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(mkfifo(fifo_gz, 0600), 0);
+    const char *d = path_of("fifodata");
+    assert_int_equal(mkdir(d, 0755), 0);
+    write_mnist(d, "train", 4, 2, 2, false);
+    char images[600];
+    snprintf(images, sizeof images, "%s/train-images-idx3-ubyte", d);
+    assert_int_equal(unlink(images), 0);
+    assert_int_equal(mkfifo(images, 0600), 0);
+
+    alarm_on();
+    tg_clear_error();
+    assert_null(tg_data_read_idx(fifo));
+    assert_not_regular("tg_data_read_idx", fifo, "a FIFO");
+    tg_clear_error();
+    assert_null(tg_data_read_idx(fifo_gz));
+    assert_not_regular("tg_data_read_idx", fifo_gz, "a FIFO");
+    tg_clear_error();
+    assert_null(tg_data_load_safetensors(fifo));
+    assert_not_regular("tg_data_load_safetensors", fifo, "a FIFO");
+    tg_clear_error();
+    assert_null(tg_data_load_mnist(d, true, -1));
+    assert_not_regular("tg_data_read_idx", images, "a FIFO");
+    alarm_off();
+
+    /* Reading /dev/null is harmless; it used to be an empty idx file. */
+    tg_clear_error();
+    assert_null(tg_data_read_idx("/dev/null"));
+    assert_not_regular("tg_data_read_idx", "/dev/null", "a character device");
+    tg_clear_error();
+    assert_null(tg_data_read_idx(dir));
+    assert_not_regular("tg_data_read_idx", dir, "a directory");
+}
+
+/* Asserts that path is still a FIFO / symbolic link / directory. */
+static void assert_type(const char *path, mode_t type)
+{
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    if ((st.st_mode & S_IFMT) != type)
+        fail_msg("%s was replaced (mode %o)", path, (unsigned)st.st_mode);
+}
+
+/* Asserts that dir holds no temporary file of a save. */
+static void assert_no_tmp(void)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | grep -q '\\.tmp\\.'", dir);
+    assert_int_not_equal(system(cmd), 0);
+}
+
+/* A save never replaces what is not a regular file: the unfixed tg_atomic_open renamed its
+ * temporary file over a FIFO, a symbolic link (a symlinked checkpoint became a plain file) and,
+ * as root, /dev/null. Refused before anything is created, and again at the commit when the path
+ * changed meanwhile. */
+static void test_atomic_refuses_non_regular(void **state)
+{
+    (void)state;
+    const char *fifo = path_of("out.fifo"), *link = path_of("out.link");
+    const char *target = path_of("link-target"), *sub = path_of("out.dir");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    write_bytes(target, (const unsigned char *)"keep", 4, false);
+    assert_int_equal(symlink(target, link), 0);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    const struct {
+        const char *path, *kind;
+        mode_t type;
+    } cases[] = {
+        {fifo, "a FIFO", S_IFIFO},
+        {link, "a symbolic link", S_IFLNK},
+        {sub, "a directory", S_IFDIR},
+    };
+    tg_tensor *img = tg_tensor_zeros(TG_DIMS(1, 1, 2, 2));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tg_clear_error();
+        assert_int_equal(tg_data_write_png_grid(cases[i].path, img, 1, TG_GRID_FIXED), TG_ERR_IO);
+        assert_not_regular("tg_atomic_open", cases[i].path, cases[i].kind);
+        assert_error_contains("(a save replaces only regular files)");
+        assert_type(cases[i].path, cases[i].type);
+    }
+    /* A symlinked checkpoint stays a link, and the file it points to keeps its bytes. */
+    tg_state_dict *sd = tg_state_dict_new();
+    assert_int_equal(tg_state_dict_put(sd, "w", img), TG_OK);
+    tg_clear_error();
+    assert_int_equal(tg_data_save_safetensors(sd, link), TG_ERR_IO);
+    assert_error_contains("is a symbolic link, not a regular file");
+    assert_type(link, S_IFLNK);
+    long n;
+    unsigned char *kept = slurp(target, &n);
+    assert_int_equal(n, 4);
+    assert_memory_equal(kept, "keep", 4);
+    free(kept);
+    tg_state_dict_free(sd);
+    assert_no_tmp();
+
+    /* /dev/null: only opened; an unfixed open is aborted at once, which removes its temporary
+     * file, so the device is never touched. */
+    tg_clear_error();
+    tg_atomic_file *af = tg_atomic_open("/dev/null");
+    if (af) {
+        tg_atomic_abort(af);
+        fail_msg("tg_atomic_open accepted /dev/null as a target");
+    }
+    assert_not_regular("tg_atomic_open", "/dev/null", "a character device");
+
+    /* The path became a FIFO while the file was being written: the commit refuses. */
+    const char *late = path_of("late.png");
+    af = tg_atomic_open(late);
+    assert_non_null(af);
+    assert_int_equal(tg_atomic_write(af, "data", 4), TG_OK);
+    assert_int_equal(mkfifo(late, 0600), 0);
+    tg_clear_error();
+    assert_int_equal(tg_atomic_commit(af), TG_ERR_IO);
+    assert_not_regular("tg_atomic_commit", late, "a FIFO");
+    assert_type(late, S_IFIFO);
+    assert_no_tmp();
+    tg_release(img);
+}
+
+/* tg_data_fopen_regular: fopen for regular files only. A FIFO is refused at once, to read
+ * and to write (mnist_gan's report and eval opened their files with fopen, which waits for a
+ * FIFO's other end: forever), and so are a directory and a device; a regular file reads, "a"
+ * appends and creates, "w" empties; a mode fopen does not know is TG_ERR_ARG. */
+static void test_fopen_regular(void **state)
+{
+    (void)state;
+    const char *fifo = path_of("open.fifo"), *file = path_of("open.txt");
+    const char *made = path_of("open.new");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    write_bytes(file, (const unsigned char *)"one\n", 4, false);
+    static const char *const modes[] = {"r", "rb", "r+", "a", "ab", "w", "w+b"};
+    alarm_on();
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        tg_clear_error();
+        assert_null(tg_data_fopen_regular(fifo, modes[i]));
+        assert_not_regular("tg_data_fopen_regular", fifo, "a FIFO");
+    }
+    alarm_off();
+    assert_type(fifo, S_IFIFO);
+    tg_clear_error();
+    assert_null(tg_data_fopen_regular(dir, "r"));
+    assert_not_regular("tg_data_fopen_regular", dir, "a directory");
+    tg_clear_error();
+    assert_null(tg_data_fopen_regular("/dev/null", "a"));
+    assert_not_regular("tg_data_fopen_regular", "/dev/null", "a character device");
+    tg_clear_error();
+    assert_null(tg_data_fopen_regular(path_of("absent"), "r"));
+    assert_int_equal(tg_last_status(), TG_ERR_IO);
+    assert_error_contains("cannot open: No such file or directory");
+    tg_clear_error();
+    assert_null(tg_data_fopen_regular(file, "x"));
+    assert_int_equal(tg_last_status(), TG_ERR_ARG);
+    assert_error_contains("mode \"x\" is not r, w or a");
+
+    char line[16] = "";
+    FILE *f = tg_data_fopen_regular(file, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_string_equal(line, "one\n");
+    fclose(f);
+    f = tg_data_fopen_regular(file, "a");
+    assert_non_null(f);
+    assert_true(fputs("two\n", f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    long n;
+    unsigned char *b = slurp(file, &n);
+    assert_int_equal(n, 8);
+    assert_memory_equal(b, "one\ntwo\n", 8);
+    free(b);
+    f = tg_data_fopen_regular(made, "a"); /* made when missing */
+    assert_non_null(f);
+    assert_true(fputs("x", f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    f = tg_data_fopen_regular(file, "w"); /* emptied */
+    assert_non_null(f);
+    assert_int_equal(fclose(f), 0);
+    b = slurp(made, &n);
+    assert_int_equal(n, 1);
+    free(b);
+    struct stat st;
+    assert_int_equal(stat(file, &st), 0);
+    assert_int_equal(st.st_size, 0);
+}
+
+/* A float32 idx file of the given shape and values. */
+static void write_float_idx(const char *path, int ndim, const uint32_t *dims, const float *v,
+                            size_t n)
+{
+    unsigned char b[256] = {0, 0, 0x0D, (unsigned char)ndim};
+    size_t k = 4;
+    for (int d = 0; d < ndim; d++, k += 4)
+        for (int j = 0; j < 4; j++)
+            b[k + j] = (unsigned char)(dims[d] >> (24 - 8 * j));
+    for (size_t i = 0; i < n; i++, k += 4) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        for (int j = 0; j < 4; j++)
+            b[k + j] = (unsigned char)(u >> (24 - 8 * j));
+    }
+    assert_true(k <= sizeof b);
+    write_bytes(path, b, k, false);
+}
+
+/* A NaN or an infinity in a float idx file is refused, naming the index; finite values load,
+ * and tg_data_check_range then refuses values outside a range or not whole. */
+static void test_idx_float_values(void **state)
+{
+    (void)state;
+    const uint32_t dims[2] = {2, 2};
+    const char *p = path_of("f-idx2");
+    const float nan_at_1[4] = {0.5f, NAN, 3, 4}, inf_at_3[4] = {0, 1, 2, -INFINITY};
+    write_float_idx(p, 2, dims, nan_at_1, 4);
+    tg_clear_error();
+    assert_null(tg_data_read_idx(p));
+    assert_int_equal(tg_last_status(), TG_ERR_FORMAT);
+    assert_error_contains("tg_data_read_idx: ");
+    assert_error_contains("f-idx2: value nan at index [0, 1] is not a finite number");
+    write_float_idx(p, 2, dims, inf_at_3, 4);
+    tg_clear_error();
+    assert_null(tg_data_read_idx(p));
+    assert_error_contains("f-idx2: value -inf at index [1, 1] is not a finite number");
+
+    const float big[4] = {0, 255, 1e30f, 3.5f};
+    write_float_idx(p, 2, dims, big, 4);
+    tg_tensor *t = tg_data_read_idx(p);
+    assert_non_null(t);
+    assert_int_equal(tg_data_check_range(t, "F", -1e31f, 1e31f, false), TG_OK);
+    assert_int_equal(tg_data_check_range(t, "F", 0, 255, false), TG_ERR_FORMAT);
+    assert_error_contains(
+        "tg_data_check_range: F: value 1e+30 at index [1, 0] is outside [0, 255]");
+    assert_int_equal(tg_data_check_range(t, "F", 0, 1e31f, true), TG_ERR_FORMAT);
+    assert_error_contains("F: value 3.5 at index [1, 1] is not a whole number in [0, 1e+31]");
+    assert_int_equal(tg_data_check_range(t, "F", 1, 0, false), TG_ERR_ARG);
+    assert_int_equal(tg_data_check_range(NULL, "F", 0, 1, false), TG_ERR_ARG);
+    tg_release(t);
+}
+
+/* tg_data_load_mnist refuses pixels outside [0, 255] and labels that are not digits 0..9 (the
+ * unfixed loader trained on 1e30 pixels, and took 3.5 and NaN labels, casting NaN to int). */
+static void test_mnist_refuses_bad_values(void **state)
+{
+    (void)state;
+    const char *d = path_of("values");
+    assert_int_equal(mkdir(d, 0755), 0);
+    write_mnist(d, "train", 3, 1, 2, false);
+    char images[600], labels[600];
+    snprintf(images, sizeof images, "%s/train-images-idx3-ubyte", d);
+    snprintf(labels, sizeof labels, "%s/train-labels-idx1-ubyte", d);
+    const uint32_t idims[3] = {3, 1, 2}, ldims[1] = {3};
+    const float px[6] = {0, 255, 1, 2, 3, 1e30f}, ok_px[6] = {0, 255, 1, 2, 3, 4};
+    write_float_idx(images, 3, idims, px, 6);
+    tg_clear_error();
+    assert_null(tg_data_load_mnist(d, true, -1));
+    assert_int_equal(tg_last_status(), TG_ERR_FORMAT);
+    char want[800];
+    snprintf(want, sizeof want,
+             "tg_data_load_mnist: %s: pixel 1e+30 at index [2, 0, 1] is outside [0, 255]", images);
+    assert_error_contains(want);
+
+    write_float_idx(images, 3, idims, ok_px, 6);
+    const float frac[3] = {1, 2, 3.5f}, high[3] = {10, 2, 3}, nan_label[3] = {1, NAN, 3};
+    write_float_idx(labels, 1, ldims, frac, 3);
+    tg_clear_error();
+    assert_null(tg_data_load_mnist(d, true, 3));
+    snprintf(want, sizeof want,
+             "tg_data_load_mnist: %s: label 3.5 at index [2] is not a whole number in [0, 9]",
+             labels);
+    assert_error_contains(want);
+    write_float_idx(labels, 1, ldims, high, 3);
+    tg_clear_error();
+    assert_null(tg_data_load_mnist(d, true, -1));
+    assert_error_contains("label 10 at index [0] is outside [0, 9]");
+    write_float_idx(labels, 1, ldims, nan_label, 3);
+    tg_clear_error();
+    assert_null(tg_data_load_mnist(d, true, 3));
+    assert_error_contains("labels-idx1-ubyte: value nan at index [1] is not a finite number");
+
+    const float good[3] = {1, 2, 3};
+    write_float_idx(labels, 1, ldims, good, 3);
+    tg_dataset *ds = tg_data_load_mnist(d, true, -1);
+    assert_non_null(ds);
+    assert_int_equal(ds->images->shape[0], 3);
+    tg_dataset_free(ds);
+}
+
+/* A .gz holds one gzip member or several back to back (read as their contents joined, as gunzip
+ * does); any other byte after the last member is refused. The unfixed reader's gzread skipped
+ * such trailing garbage without a word. */
+static void test_idx_gz_trailing_bytes(void **state)
+{
+    (void)state;
+    const unsigned char f[] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 250, 251, 255};
+    const char *a = path_of("part-a.gz"), *b = path_of("part-b.gz"), *p = path_of("joined.gz");
+    write_bytes(a, f, 10, true);
+    write_bytes(b, f + 10, sizeof f - 10, true);
+    long na, nb;
+    unsigned char *ga = slurp(a, &na), *gb = slurp(b, &nb);
+    unsigned char joined[512];
+    assert_true((size_t)(na + nb + 8) <= sizeof joined);
+    memcpy(joined, ga, (size_t)na);
+    memcpy(joined + na, gb, (size_t)nb);
+    write_bytes(p, joined, (size_t)(na + nb), false);
+    tg_tensor *t = tg_data_read_idx(p);
+    assert_non_null(t);
+    assert_int_equal(t->numel, 6);
+    assert_true(t->data[0] == 1.0f && t->data[5] == 255.0f);
+    tg_release(t);
+
+    /* Garbage after one member and after two; a zero byte of padding; half a gzip magic. */
+    const char *w = path_of("whole.gz");
+    write_bytes(w, f, sizeof f, true);
+    long nw;
+    unsigned char *gw = slurp(w, &nw);
+    const struct {
+        const unsigned char *gz;
+        long n;
+    } streams[] = {{gw, nw}, {joined, na + nb}};
+    static const struct {
+        const char *tail;
+        size_t n;
+    } tails[] = {{"garbage", 7}, {"\0", 1}, {"\x1f", 1}};
+    for (size_t k = 0; k < 2; k++)
+        for (size_t i = 0; i < sizeof tails / sizeof tails[0]; i++) {
+            unsigned char buf[512];
+            long n = streams[k].n;
+            memcpy(buf, streams[k].gz, (size_t)n);
+            memcpy(buf + n, tails[i].tail, tails[i].n);
+            write_bytes(p, buf, (size_t)n + tails[i].n, false);
+            tg_clear_error();
+            assert_null(tg_data_read_idx(p));
+            assert_int_equal(tg_last_status(), TG_ERR_FORMAT);
+            char want[200];
+            snprintf(want, sizeof want,
+                     "joined.gz: %zu trailing bytes after the gzip data at file byte %ld (not "
+                     "another gzip member)",
+                     tails[i].n, n);
+            assert_error_contains(want);
+        }
+    free(gw);
+    free(ga);
+    free(gb);
 }
 
 int main(void)
@@ -619,6 +1008,12 @@ int main(void)
         TG_TEST(test_loader_shuffle_block_errors),
         TG_TEST(test_png_grid),
         TG_TEST(test_atomic_failure_keeps_old_file),
+        TG_TEST(test_readers_refuse_fifo_and_devices),
+        TG_TEST(test_atomic_refuses_non_regular),
+        TG_TEST(test_fopen_regular),
+        TG_TEST(test_idx_float_values),
+        TG_TEST(test_mnist_refuses_bad_values),
+        TG_TEST(test_idx_gz_trailing_bytes),
     };
     return cmocka_run_group_tests_name("data", tests, make_dir, remove_dir);
 }
