@@ -17,6 +17,7 @@ typedef struct {
     const char *text;
     int64_t len, pos;
     int depth;
+    int64_t values; /* values started so far, against TG_JSON_MAX_VALUES */
     tg_json_error *err;
 } json_parser;
 
@@ -187,7 +188,8 @@ static bool json_string(json_parser *jp, char **out, int64_t *out_len)
         }
         if (e != 'u') {
             free(buf);
-            return json_fail(jp, i, "invalid escape '\\%c' in a string", e >= 0x20 ? e : '?');
+            return json_fail(jp, i, "invalid escape '\\%c' in a string",
+                             e >= 0x20 && e < 0x7f ? e : '?');
         }
         int hi = end - i >= 6 ? json_hex4(jp->text + i + 2) : -1;
         if (hi < 0) {
@@ -415,6 +417,9 @@ static bool json_value(json_parser *jp, tg_json *out)
     out->len = 0;
     json_skip_ws(jp);
     out->offset = jp->pos;
+    if (++jp->values > TG_JSON_MAX_VALUES)
+        return json_fail(jp, jp->pos, "more than %d values (the limit that bounds its memory)",
+                         TG_JSON_MAX_VALUES);
     int c = json_peek(jp);
     switch (c) {
     case '{':
@@ -446,7 +451,7 @@ static bool json_value(json_parser *jp, tg_json *out)
 
 tg_json *tg_json_parse(const char *text, int64_t len, tg_json_error *err)
 {
-    json_parser jp = {.text = text, .len = len, .pos = 0, .depth = 0, .err = err};
+    json_parser jp = {.text = text, .len = len, .pos = 0, .depth = 0, .values = 0, .err = err};
     err->offset = 0;
     err->msg[0] = '\0';
     tg_json *v = malloc(sizeof *v);

@@ -35,6 +35,11 @@ _Static_assert(sizeof(float) == 4, "float must be IEEE binary32");
 
 /* The reference implementation refuses headers above 100 MB; so do we. */
 #define ST_MAX_HEADER 100000000ull
+/* At most this many metadata entries in one file: far above any real checkpoint's. Tensors
+ * need no count of their own: each entry is at least six JSON values (object, dtype, shape,
+ * data_offsets and its two ints), so the JSON reader's value limit (TG_JSON_MAX_VALUES) allows
+ * at most ~350,000, and with it bounds what a header can make the loader build. */
+#define ST_MAX_KEYS 1000000
 
 /* ---- dtypes ------------------------------------------------------------------------------- */
 
@@ -331,19 +336,13 @@ typedef struct {
     const char *fn, *path;
 } st_ctx;
 
-/* Strings from the file (names, keys) for a message: at most size - 1 bytes, control characters
- * as \xNN, so a hostile name cannot break the message over lines or make it huge. */
+/* Strings from the file (names, keys) for a message: tg_escape'd into at most size - 1 bytes
+ * of printable ASCII, so a hostile name can neither break the message over lines, colour the
+ * terminal, nor make the message huge. */
 #define ST_SHOW_MAX 160
 static const char *st_show(const char *s, char *buf, size_t size)
 {
-    size_t k = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p && k + 5 < size; p++) {
-        if (*p < 0x20 || *p == 0x7f)
-            k += (size_t)snprintf(buf + k, size - k, "\\x%02x", *p);
-        else
-            buf[k++] = (char)*p;
-    }
-    buf[k] = '\0';
+    tg_escape(buf, size, s, strnlen(s, size));
     return buf;
 }
 
@@ -548,6 +547,11 @@ static bool st_check_metadata(const st_ctx *c, const tg_json *meta)
     if (meta->type != TG_JSON_OBJECT) {
         st_fail(c, TG_ERR_FORMAT, NULL, "__metadata__ is %s, not an object",
                 tg_json_type_name(meta->type));
+        return false;
+    }
+    if (meta->len > ST_MAX_KEYS) {
+        st_fail(c, TG_ERR_FORMAT, NULL, "__metadata__ has %lld entries, above the limit of %d",
+                (long long)meta->len, ST_MAX_KEYS);
         return false;
     }
     int64_t i1, i2;
@@ -769,11 +773,10 @@ tg_state_dict *tg_data_load_safetensors(const char *path)
         return NULL;
     }
     st_ctx c = {fn, path};
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        st_fail(&c, TG_ERR_IO, NULL, "cannot open: %s", strerror(errno));
+    struct stat stbuf;
+    int fd = tg_open_regular(fn, path, &stbuf); /* a FIFO is refused, not waited on */
+    if (fd < 0)
         return NULL;
-    }
     tg_state_dict *sd = NULL;
     char *header = NULL;
     tg_json *root = NULL;
@@ -781,15 +784,6 @@ tg_state_dict *tg_data_load_safetensors(const char *path)
     int64_t n_entries = 0;
     const tg_json *meta = NULL;
 
-    struct stat stbuf;
-    if (fstat(fd, &stbuf) != 0) {
-        st_fail(&c, TG_ERR_IO, NULL, "cannot stat: %s", strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(stbuf.st_mode)) {
-        st_fail(&c, TG_ERR_IO, NULL, "not a regular file");
-        goto done;
-    }
     int64_t file_size = (int64_t)stbuf.st_size;
     if (file_size == 0) {
         st_fail(&c, TG_ERR_FORMAT, NULL,

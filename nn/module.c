@@ -4,6 +4,7 @@
 #include "internal.h"
 #include "../tensor/internal.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -490,6 +491,26 @@ static bool under_prefix(const char *name, const char *prefix)
     return n == 0 || (strncmp(name, prefix, n) == 0 && name[n] == '.');
 }
 
+/* The index of the first value of src that entry name cannot hold, or -1; *need says what it
+ * must be. Every value is finite (an Inf weight trains to NaN); BatchNorm's buffers, by the
+ * names layers.c gives them, have their own ranges: a variance >= 0 (a negative or NaN one
+ * normalises to NaN), a count that is a whole number >= 0, exact in a float up to 2^24. */
+static int64_t bad_value(const char *name, const tg_tensor *src, const char **need)
+{
+    const char *last = strrchr(name, '.');
+    last = last ? last + 1 : name;
+    const bool var = strcmp(last, "running_var") == 0;
+    const bool count = strcmp(last, "num_batches_tracked") == 0;
+    *need = count ? "a whole number >= 0" : var ? "a finite variance >= 0" : "a finite value";
+    for (int64_t j = 0; j < src->numel; j++) {
+        const float x = src->data[j];
+        if (count ? !(x >= 0.0f && x <= 16777216.0f && x == floorf(x))
+                  : !isfinite(x) || (var && x < 0.0f))
+            return j;
+    }
+    return -1;
+}
+
 tg_status tg_module_load_state_dict(tg_module *m, const char *prefix, const tg_state_dict *sd)
 {
     const char *fn = "tg_module_load_state_dict";
@@ -502,8 +523,9 @@ tg_status tg_module_load_state_dict(tg_module *m, const char *prefix, const tg_s
         return tg_last_status();
 
     /* Validate everything first, remembering the first problem of each kind. */
-    int64_t n_missing = 0, n_unexpected = 0, n_shape = 0;
-    const char *missing = NULL, *unexpected = NULL, *bad_shape = NULL;
+    int64_t n_missing = 0, n_unexpected = 0, n_shape = 0, bad_at = -1;
+    const char *missing = NULL, *unexpected = NULL, *bad_shape = NULL, *bad = NULL, *need = "";
+    float bad_x = 0.0f;
     char s_sd[160] = "", s_mod[160] = "";
     for (int64_t i = 0; i < l.n; i++) {
         const tg_tensor *src = tg_state_dict_get(sd, l.e[i].name);
@@ -516,6 +538,9 @@ tg_status tg_module_load_state_dict(tg_module *m, const char *prefix, const tg_s
                 tg_shape_str(src->ndim, src->shape, s_sd, sizeof s_sd);
                 tg_shape_str(l.e[i].t->ndim, l.e[i].t->shape, s_mod, sizeof s_mod);
             }
+        } else if (!bad && (bad_at = bad_value(l.e[i].name, src, &need)) >= 0) {
+            bad = l.e[i].name;
+            bad_x = src->data[bad_at];
         }
     }
     for (int64_t j = 0; j < tg_state_dict_size(sd); j++) {
@@ -550,6 +575,9 @@ tg_status tg_module_load_state_dict(tg_module *m, const char *prefix, const tg_s
                      "\"%s\": %s in the state dict, %s in the module);",
                      (long long)n_shape, bad_shape, s_sd, s_mod);
         st = tg_set_error(n_missing || n_unexpected ? TG_ERR_ARG : TG_ERR_SHAPE, "%s", msg);
+    } else if (bad) {
+        st = tg_set_error(TG_ERR_ARG, "%s: \"%s\" holds %g at index %lld: need %s", fn, bad,
+                          (double)bad_x, (long long)bad_at, need);
     } else {
         /* Every copy now has a matching source of the same numel, so none can fail. */
         for (int64_t i = 0; i < l.n; i++)

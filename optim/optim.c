@@ -14,7 +14,7 @@
 #include "../tensor/internal.h"
 #include "../tensor/parallel.h"
 
-#include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +45,9 @@ typedef struct {
      * whole number >= 0 that a float holds exactly. Otherwise the tensor has the parameter's
      * shape. Either starts at zero. */
     bool step_count;
+    /* A running mean of squares (Adam's exp_avg_sq): a load refuses a negative value, which
+     * would make the update's sqrt NaN. Every state value must be finite. */
+    bool nonneg;
 } optim_field;
 
 typedef struct {
@@ -135,27 +138,36 @@ static const char *get_meta(const tg_state_dict *sd, const char *prefix, const c
     return key(k, KEY_SIZE, prefix, name) ? tg_state_dict_meta(sd, k) : NULL;
 }
 
-/* Parses a whole string as a float; false when it is not one. */
+/* Parses a whole string as a float: the decimal form tg_parse_real reads ("0garbage", " 2e-4",
+ * "nan" are not numbers), in float range so the conversion stays finite; the checks of each
+ * hyper-parameter follow (hyper_check). False when it is not one. */
 static bool parse_float(const char *s, float *out)
 {
-    char *end;
-    errno = 0;
-    double d = strtod(s, &end);
-    if (end == s || *end || errno)
+    double d;
+    if (tg_parse_real(s, -FLT_MAX, FLT_MAX, &d) != TG_OK)
         return false;
     *out = (float)d;
     return true;
+}
+
+/* s from a file, escaped into buf for a message (one line of printable ASCII). */
+#define SHOW_MAX 96
+static const char *show(const char *s, char buf[SHOW_MAX])
+{
+    tg_escape(buf, SHOW_MAX, s, strnlen(s, SHOW_MAX));
+    return buf;
 }
 
 /* Reads the metadata "prefix.name", when sd has it, as a float into *dst. */
 static tg_status load_float(const tg_state_dict *sd, const char *prefix, const char *name,
                             float *dst)
 {
-    char k[KEY_SIZE];
+    char k[KEY_SIZE], ks[SHOW_MAX], vs[SHOW_MAX];
     const char *v = get_meta(sd, prefix, name, k);
     if (v && !parse_float(v, dst))
         return tg_set_error(TG_ERR_FORMAT,
-                            "tg_optim_load_state_dict: \"%s\" is \"%s\", not a number", k, v);
+                            "tg_optim_load_state_dict: \"%s\" is \"%s\", not a number", show(k, ks),
+                            show(v, vs));
     return TG_OK;
 }
 
@@ -164,7 +176,7 @@ static tg_status load_float(const tg_state_dict *sd, const char *prefix, const c
 static tg_status load_pair(const tg_state_dict *sd, const char *prefix, const char *name,
                            const char *form, float *a, float *b)
 {
-    char k[KEY_SIZE];
+    char k[KEY_SIZE], ks[SHOW_MAX], vs[SHOW_MAX];
     const char *v = get_meta(sd, prefix, name, k);
     if (!v)
         return TG_OK;
@@ -177,8 +189,8 @@ static tg_status load_pair(const tg_state_dict *sd, const char *prefix, const ch
         if (parse_float(first, a) && parse_float(comma + 1, b))
             return TG_OK;
     }
-    return tg_set_error(TG_ERR_FORMAT, "tg_optim_load_state_dict: \"%s\" is \"%s\", not \"%s\"", k,
-                        v, form);
+    return tg_set_error(TG_ERR_FORMAT, "tg_optim_load_state_dict: \"%s\" is \"%s\", not \"%s\"",
+                        show(k, ks), show(v, vs), form);
 }
 
 /* Reads the metadata "prefix.name", when sd has it, as one of the two words into *index (0 or
@@ -190,10 +202,11 @@ static tg_status load_choice(const tg_state_dict *sd, const char *prefix, const 
     const char *v = get_meta(sd, prefix, name, k);
     if (!v)
         return TG_OK;
+    char ks[SHOW_MAX], vs[SHOW_MAX];
     if (strcmp(v, words[0]) != 0 && strcmp(v, words[1]) != 0)
         return tg_set_error(TG_ERR_FORMAT,
-                            "tg_optim_load_state_dict: \"%s\" is \"%s\", not %s or %s", k, v,
-                            words[0], words[1]);
+                            "tg_optim_load_state_dict: \"%s\" is \"%s\", not %s or %s", show(k, ks),
+                            show(v, vs), words[0], words[1]);
     *index = strcmp(v, words[0]) == 0 ? 0 : 1;
     return TG_OK;
 }
@@ -417,17 +430,18 @@ tg_status tg_optim_state_dict(const tg_optim *opt, const char *prefix, tg_state_
 static tg_status load_meta(const tg_optim *o, const char *prefix, const tg_state_dict *sd, hyper *h)
 {
     const char *fn = "tg_optim_load_state_dict";
-    char k[KEY_SIZE];
+    char k[KEY_SIZE], ks[SHOW_MAX], vs[SHOW_MAX];
     const char *v;
     if ((v = get_meta(sd, prefix, "type", k)) && strcmp(v, o->d->name) != 0)
-        return tg_set_error(TG_ERR_ARG, "%s: \"%s\" is \"%s\", this optimizer is %s", fn, k, v,
-                            o->d->name);
+        return tg_set_error(TG_ERR_ARG, "%s: \"%s\" is \"%s\", this optimizer is %s", fn,
+                            show(k, ks), show(v, vs), o->d->name);
     if ((v = get_meta(sd, prefix, "num_params", k))) {
         char want[32];
         snprintf(want, sizeof want, "%lld", (long long)o->n);
         if (strcmp(v, want) != 0)
-            return tg_set_error(TG_ERR_ARG, "%s: \"%s\" is %s, this optimizer has %lld parameters",
-                                fn, k, v, (long long)o->n);
+            return tg_set_error(TG_ERR_ARG,
+                                "%s: \"%s\" is \"%s\", this optimizer has %lld parameters", fn,
+                                show(k, ks), show(v, vs), (long long)o->n);
     }
     tg_status st = load_float(sd, prefix, "lr", &h->lr);
     if (st == TG_OK)
@@ -438,23 +452,38 @@ static tg_status load_meta(const tg_optim *o, const char *prefix, const tg_state
 }
 
 /* Splits "i.field" (name after the prefix) into a parameter index < n and a field index of d;
- * false when it is not one of this optimizer's entries. */
+ * false when it is not one of this optimizer's entries. The index is written as the saver
+ * writes it: no sign, no leading zero. */
 static bool parse_entry(const char *rest, int64_t n, const optim_desc *d, int64_t *index,
                         int *field)
 {
-    char *end;
-    errno = 0;
-    long long i = strtoll(rest, &end, 10);
-    if (end == rest || *end != '.' || errno || i < 0 || i >= n || rest[0] == '+' ||
-        rest[0] == '-' || (rest[0] == '0' && end - rest > 1))
+    const char *dot = strchr(rest, '.');
+    char digits[24];
+    size_t len = dot ? (size_t)(dot - rest) : 0;
+    int64_t i;
+    if (!dot || len >= sizeof digits || rest[0] == '-' || (rest[0] == '0' && len > 1))
+        return false;
+    memcpy(digits, rest, len);
+    digits[len] = '\0';
+    if (tg_parse_int(digits, 0, n - 1, &i) != TG_OK)
         return false;
     for (int f = 0; f < d->n_fields; f++)
-        if (strcmp(end + 1, d->fields[f].name) == 0) {
+        if (strcmp(dot + 1, d->fields[f].name) == 0) {
             *index = i;
             *field = f;
             return true;
         }
     return false;
+}
+
+/* The first value of state entry t that its field cannot hold (a step count is checked apart):
+ * not finite, or negative in a field of squares; -1 when all are fine. */
+static int64_t bad_value(const optim_field *f, const tg_tensor *t)
+{
+    for (int64_t j = 0; j < t->numel; j++)
+        if (!isfinite(t->data[j]) || (f->nonneg && t->data[j] < 0.0f))
+            return j;
+    return -1;
 }
 
 tg_status tg_optim_load_state_dict(tg_optim *opt, const char *prefix, const tg_state_dict *sd)
@@ -488,23 +517,31 @@ tg_status tg_optim_load_state_dict(tg_optim *opt, const char *prefix, const tg_s
         const char *rest = plen ? name + plen + 1 : name;
         int64_t i;
         int f;
+        char ns[SHOW_MAX];
         if (!parse_entry(rest, opt->n, d, &i, &f)) {
             st = tg_set_error(TG_ERR_ARG,
                               "%s: unexpected entry \"%s\" for a %s optimizer of %lld parameters",
-                              fn, name, d->name, (long long)opt->n);
+                              fn, show(name, ns), d->name, (long long)opt->n);
             break;
         }
         const tg_tensor *t = tg_state_dict_tensor(sd, e), *p = opt->params[i];
         char st_s[160], sp[160];
         bool is_step = d->fields[f].step_count;
+        int64_t bad;
         if (is_step && (t->numel != 1 || !(t->data[0] >= 0.0f) ||
                         t->data[0] != floorf(t->data[0]) || t->data[0] > 16777216.0f))
             st = tg_set_error(TG_ERR_ARG, "%s: \"%s\" %s must hold one whole step count >= 0", fn,
-                              name, tg_shape_str(t->ndim, t->shape, st_s, sizeof st_s));
+                              show(name, ns), tg_shape_str(t->ndim, t->shape, st_s, sizeof st_s));
         else if (!is_step && !tg_shape_equal(t, p))
             st = tg_set_error(TG_ERR_SHAPE, "%s: \"%s\" has shape %s; parameter %lld has %s", fn,
-                              name, tg_shape_str(t->ndim, t->shape, st_s, sizeof st_s),
+                              show(name, ns), tg_shape_str(t->ndim, t->shape, st_s, sizeof st_s),
                               (long long)i, tg_shape_str(p->ndim, p->shape, sp, sizeof sp));
+        else if (!is_step && (bad = bad_value(&d->fields[f], t)) >= 0)
+            st = tg_set_error(TG_ERR_ARG,
+                              "%s: \"%s\" holds %g at index %lld: need a finite "
+                              "value%s",
+                              fn, show(name, ns), (double)t->data[bad], (long long)bad,
+                              d->fields[f].nonneg ? " >= 0" : "");
         src[i * nf + f] = t;
     }
     /* A parameter's state is all of its fields or none. */
@@ -678,7 +715,7 @@ enum { ADAM_STEP, ADAM_EXP_AVG, ADAM_EXP_AVG_SQ };
 static const optim_field adam_fields[] = {
     [ADAM_STEP] = {"step", true},
     [ADAM_EXP_AVG] = {"exp_avg", false},
-    [ADAM_EXP_AVG_SQ] = {"exp_avg_sq", false},
+    [ADAM_EXP_AVG_SQ] = {"exp_avg_sq", false, true},
 };
 
 /* tg_adam_eps values as the state dict's "eps_style" records them. */

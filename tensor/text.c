@@ -23,31 +23,49 @@ static bool int_syntax(const char *s)
     return *s == '\0';
 }
 
-/* Decimal real: [-]digits[.digits][e[-+]digits] or [-].digits[...]; no inf, nan, hex or blanks. */
-static bool real_syntax(const char *s)
+/* Digits of the base (10 or 16) at *s, skipped; how many there were. */
+static int digit_run(const char **s, int base)
 {
-    if (*s == '-')
-        s++;
-    int digits = 0;
-    while (*s >= '0' && *s <= '9')
-        s++, digits++;
+    int k = 0;
+    for (;; (*s)++, k++) {
+        char c = **s;
+        bool dec = c >= '0' && c <= '9';
+        bool hex = (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        if (!dec && !(base == 16 && hex))
+            return k;
+    }
+}
+
+/* The mantissa "digits[.digits]" or ".digits" in the base, then the end of the string or the
+ * exponent letter (either case) with an optional sign and decimal digits, then the end. */
+static bool real_tail(const char *s, int base, char exp, bool exp_required)
+{
+    int digits = digit_run(&s, base);
     if (*s == '.') {
         s++;
-        while (*s >= '0' && *s <= '9')
-            s++, digits++;
+        digits += digit_run(&s, base);
     }
     if (!digits)
         return false;
-    if (*s == 'e' || *s == 'E') {
+    if ((*s | 0x20) != exp)
+        return !exp_required && *s == '\0';
+    s++;
+    if (*s == '-' || *s == '+')
         s++;
-        if (*s == '-' || *s == '+')
-            s++;
-        if (*s < '0' || *s > '9')
-            return false;
-        while (*s >= '0' && *s <= '9')
-            s++;
-    }
-    return *s == '\0';
+    return digit_run(&s, 10) > 0 && *s == '\0';
+}
+
+/* Decimal real: [-]digits[.digits][e[-+]digits] or [-].digits[...]; no inf, nan, hex or blanks. */
+static bool real_syntax(const char *s)
+{
+    return real_tail(s + (*s == '-'), 10, 'e', false);
+}
+
+/* printf's %a form: [-]0xH[.H]p[+-]D, the exponent required. */
+static bool hexreal_syntax(const char *s)
+{
+    s += *s == '-';
+    return s[0] == '0' && (s[1] | 0x20) == 'x' && real_tail(s + 2, 16, 'p', true);
 }
 
 tg_status tg_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out)
@@ -81,20 +99,31 @@ tg_status tg_parse_uint(const char *s, uint64_t hi, uint64_t *out)
     return TG_OK;
 }
 
-tg_status tg_parse_real(const char *s, double lo, double hi, double *out)
+/* The two real parsers: syntax first, then strtod (which reads both forms exactly). */
+static tg_status parse_real(const char *fn, bool (*syntax)(const char *), const char *form,
+                            const char *s, double lo, double hi, double *out)
 {
     if (!s || !out)
-        return tg_set_error(TG_ERR_ARG, "tg_parse_real: %s is NULL", !s ? "the string" : "out");
-    if (!real_syntax(s))
-        return tg_set_error(TG_ERR_FORMAT, "tg_parse_real: not a decimal number");
-    errno = 0;
+        return tg_set_error(TG_ERR_ARG, "%s: %s is NULL", fn, !s ? "the string" : "out");
+    if (!syntax(s))
+        return tg_set_error(TG_ERR_FORMAT, "%s: not %s", fn, form);
     double x = strtod(s, NULL);
-    /* ERANGE with a finite result is underflow to a subnormal or zero; the range test below
-     * decides about those. Overflow gives +-HUGE_VAL. */
+    /* Underflow gives a subnormal or zero (errno ERANGE), which the range test below decides
+     * about; overflow gives +-HUGE_VAL, refused as not finite. */
     if (!isfinite(x) || x < lo || x > hi)
-        return tg_set_error(TG_ERR_ARG, "tg_parse_real: out of range [%g, %g]", lo, hi);
+        return tg_set_error(TG_ERR_ARG, "%s: out of range [%g, %g]", fn, lo, hi);
     *out = x + 0.0; /* -0 becomes +0: a value that prints as "-0" helps nobody */
     return TG_OK;
+}
+
+tg_status tg_parse_real(const char *s, double lo, double hi, double *out)
+{
+    return parse_real("tg_parse_real", real_syntax, "a decimal number", s, lo, hi, out);
+}
+
+tg_status tg_parse_hexreal(const char *s, double lo, double hi, double *out)
+{
+    return parse_real("tg_parse_hexreal", hexreal_syntax, "a hex float (%a)", s, lo, hi, out);
 }
 
 size_t tg_escape(char *dst, size_t n, const char *src, size_t len)

@@ -885,6 +885,116 @@ static void test_save_sweeps_stale_temp_files(void **state)
     assert_int_equal(count_temp_files(), 0);
 }
 
+/* ---- hostile sizes and names (issue 19, items 9 and 14) -------------------------------------- */
+
+/* 80,000 metadata keys (a 1.2 MB file): with a scan per key this took 8-16 s to load; the hash
+ * index makes it linear (0.1 s). No time is asserted: that it loads, in order, and every key is
+ * found. */
+static void test_many_meta_keys(void **state)
+{
+    (void)state;
+    enum { KEYS = 80000 };
+    char p[256], k[32], v[32];
+    path_in(p, sizeof p, "keys.safetensors");
+    tg_state_dict *sd = tg_state_dict_new();
+    for (int i = 0; i < KEYS; i++) {
+        snprintf(k, sizeof k, "key%d", i), snprintf(v, sizeof v, "%d", i);
+        assert_int_equal(tg_state_dict_set_meta(sd, k, v), TG_OK);
+    }
+    assert_int_equal(tg_state_dict_set_meta(sd, "key7", "again"), TG_OK); /* replaced in place */
+    assert_int_equal(tg_data_save_safetensors(sd, p), TG_OK);
+    tg_state_dict_free(sd);
+    sd = tg_data_load_safetensors(p);
+    if (!sd)
+        fail_msg("%s", tg_last_error());
+    assert_int_equal(tg_state_dict_meta_size(sd), KEYS);
+    for (int i = 0; i < KEYS; i++) {
+        snprintf(k, sizeof k, "key%d", i), snprintf(v, sizeof v, "%d", i);
+        assert_string_equal(tg_state_dict_meta_key(sd, i), k);
+        assert_string_equal(tg_state_dict_meta(sd, k), i == 7 ? "again" : v);
+    }
+    tg_state_dict_free(sd);
+    unlink(p);
+}
+
+/* More metadata entries than the documented limit (1,000,000) are refused by count. */
+static void test_meta_key_limit(void **state)
+{
+    (void)state;
+    enum { KEYS = 1000001 };
+    char p[256];
+    path_in(p, sizeof p, "limit.safetensors");
+    size_t cap = 32 + (size_t)KEYS * 16, n = 0;
+    char *h = malloc(cap);
+    assert_non_null(h);
+    n += (size_t)snprintf(h + n, cap - n, "{\"__metadata__\": {");
+    for (int i = 0; i < KEYS; i++)
+        n += (size_t)snprintf(h + n, cap - n, "%s\"%x\":\"\"", i ? "," : "", i);
+    snprintf(h + n, cap - n, "}}");
+    write_st(p, h, NULL, 0);
+    free(h);
+    assert_null(tg_data_load_safetensors(p));
+    assert_int_equal(tg_last_status(), TG_ERR_FORMAT);
+    assert_error_contains("__metadata__ has 1000001 entries, above the limit of 1000000");
+    unlink(p);
+}
+
+/* A header's values are counted: a long array of zeros (a 90 MB one took 1.5 GB) stops at
+ * TG_JSON_MAX_VALUES with a message; exactly that many parse. */
+static void test_json_value_limit(void **state)
+{
+    (void)state;
+    const int64_t max = TG_JSON_MAX_VALUES;
+    size_t len = 2 * (size_t)max + 2;
+    char *text = malloc(len);
+    assert_non_null(text);
+    text[0] = '[';
+    for (int64_t i = 0; i < max; i++) /* max zeros and the array: one value too many */
+        text[1 + 2 * i] = '0', text[2 + 2 * i] = ',';
+    text[2 * max] = ']';
+    tg_json_error err;
+    tg_json *v = tg_json_parse(text, 2 * max + 1, &err);
+    assert_null(v);
+    if (!strstr(err.msg, "more than 2097152 values"))
+        fail_msg("message \"%s\"", err.msg);
+    text[2 * max - 2] = ']'; /* max - 1 zeros: exactly max values */
+    v = tg_json_parse(text, 2 * max - 1, &err);
+    if (!v)
+        fail_msg("%s", err.msg);
+    assert_int_equal(v->len, max - 1);
+    tg_json_free(v);
+    free(text);
+}
+
+/* Names and keys from a file reach a message escaped: one line of printable ASCII. */
+static void test_hostile_names_escaped(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *header, *shown;
+    } cases[] = {
+        {"{\"__metadata__\": {\"a\\nb\": \"v\"}}", "key \"a\\x0ab\" has a control character"},
+        {"{\"\\u001b[31mred\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]}}",
+         "name \"\\x1b[31mred\" has a control character"},
+        {"{\"caf\\u00e9\\u202e\": {\"dtype\": \"X\", \"shape\": [0], \"data_offsets\": [0, 0]}}",
+         "tensor \"caf\\xc3\\xa9\\xe2\\x80\\xae\": unknown dtype"},
+        {"{\"w\": {\"dtype\": \"\\u001b]0;x\", \"shape\": [0], \"data_offsets\": [0, 0]}}",
+         "unknown dtype \"\\x1b]0;x\""},
+    };
+    char p[256];
+    path_in(p, sizeof p, "names.safetensors");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_st(p, cases[i].header, NULL, 0);
+        assert_null(tg_data_load_safetensors(p));
+        const char *m = tg_last_error();
+        for (const unsigned char *c = (const unsigned char *)m; *c; c++)
+            if (*c < 0x20 || *c >= 0x7f)
+                fail_msg("byte 0x%02x in \"%s\"", *c, m);
+        assert_error_contains(cases[i].shown);
+    }
+    unlink(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -895,6 +1005,8 @@ int main(void)
         TG_TEST(test_corrupt_files),       TG_TEST(test_load_failure_leaks_nothing),
         TG_TEST(test_save_errors),         TG_TEST(test_save_failure_keeps_old_file),
         TG_TEST(test_save_replaces),       TG_TEST(test_save_sweeps_stale_temp_files),
+        TG_TEST(test_many_meta_keys),      TG_TEST(test_meta_key_limit),
+        TG_TEST(test_json_value_limit),    TG_TEST(test_hostile_names_escaped),
     };
     return cmocka_run_group_tests_name("checkpoint", tests, group_setup, group_teardown);
 }

@@ -572,6 +572,37 @@ static void test_load_errors_change_nothing(void **state)
         tg_state_dict_free(sd);
         tg_state_dict_free(full);
     }
+    /* Values no parameter or buffer can hold (issue 19): an Inf weight trains to NaN, a
+     * negative or NaN running variance samples NaN. Refused, naming the entry. */
+    struct {
+        const char *name;
+        float value;
+        const char *message;
+    } bad_value[] = {
+        {"D.0.weight", NAN, "\"D.0.weight\" holds nan at index 0: need a finite value"},
+        {"D.0.bias", INFINITY, "\"D.0.bias\" holds inf at index 0: need a finite value"},
+        {"D.1.running_var", -1.0f,
+         "\"D.1.running_var\" holds -1 at index 0: need a finite "
+         "variance >= 0"},
+        {"D.1.running_var", NAN, "\"D.1.running_var\" holds nan"},
+    };
+    for (size_t k = 0; k < sizeof bad_value / sizeof bad_value[0]; k++) {
+        tg_state_dict *full = tg_state_dict_new(), *sd = tg_state_dict_new();
+        assert_int_equal(tg_module_state_dict(a, "D", full), TG_OK);
+        tg_tensor *changed = tg_tensor_clone(tg_state_dict_get(full, bad_value[k].name));
+        changed->data[0] = bad_value[k].value;
+        for (int64_t i = 0; i < tg_state_dict_size(full); i++) {
+            const char *name = tg_state_dict_name(full, i);
+            tg_tensor *t =
+                strcmp(name, bad_value[k].name) ? tg_state_dict_tensor(full, i) : changed;
+            assert_int_equal(tg_state_dict_put(sd, name, t), TG_OK);
+        }
+        assert_int_equal(tg_module_load_state_dict(b, "D", sd), TG_ERR_ARG);
+        assert_error_contains(bad_value[k].message);
+        tg_release(changed);
+        tg_state_dict_free(sd);
+        tg_state_dict_free(full);
+    }
     float *after = snapshot(b, &n_after);
     assert_int_equal(n_before, n_after);
     assert_memory_equal(before, after, (size_t)n_before * sizeof(float));

@@ -267,6 +267,9 @@ static void test_load_errors_change_nothing(void **state)
     }
     tg_tensor *m7 = tg_tensor_zeros(TG_DIMS(1, 7)), *m3 = tg_tensor_zeros(TG_DIMS(3));
     tg_tensor *one = tg_tensor_scalar(1.0f), *half = tg_tensor_scalar(0.5f);
+    /* values no state can hold (issue 19, item 12) */
+    tg_tensor *m7nan = tg_tensor_zeros(TG_DIMS(1, 7)), *m7neg = tg_tensor_zeros(TG_DIMS(1, 7));
+    m7nan->data[3] = NAN, m7neg->data[6] = -1.0f;
     struct {
         const char *entries[3]; /* names; tensors chosen below */
         tg_tensor *tensors[3];
@@ -334,6 +337,51 @@ static void test_load_errors_change_nothing(void **state)
          "0.9,1.5",
          TG_ERR_ARG,
          "betas (0.9, 1.5): each must lie in [0, 1)"},
+        /* issue 19, item 18: one strict number reader */
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m7},
+         "o.lr",
+         "0garbage",
+         TG_ERR_FORMAT,
+         "\"o.lr\" is \"0garbage\", not a number"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m7},
+         "o.weight_decay",
+         "0x0p+0",
+         TG_ERR_FORMAT,
+         "\"o.weight_decay\" is \"0x0p+0\", not a number"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m7},
+         "o.betas",
+         "0.9, 0.999",
+         TG_ERR_FORMAT,
+         "not \"beta1,beta2\""},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m7},
+         "o.eps",
+         "nan",
+         TG_ERR_FORMAT,
+         "\"o.eps\" is \"nan\", not a number"},
+        /* item 14: what the file says is quoted escaped */
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m7},
+         "o.type",
+         "SG\x1b[31mD\n",
+         TG_ERR_ARG,
+         "\"o.type\" is \"SG\\x1b[31mD\\x0a\", this optimizer is Adam"},
+        /* item 12: state values */
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7nan, m7},
+         NULL,
+         NULL,
+         TG_ERR_ARG,
+         "\"o.0.exp_avg\" holds nan at index 3: need a finite value"},
+        {{"o.0.step", "o.0.exp_avg", "o.0.exp_avg_sq"},
+         {one, m7, m7neg},
+         NULL,
+         NULL,
+         TG_ERR_ARG,
+         "\"o.0.exp_avg_sq\" holds -1 at index 6: need a finite value >= 0"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         tg_state_dict *sd = tg_state_dict_new();
@@ -369,6 +417,8 @@ static void test_load_errors_change_nothing(void **state)
     tg_release(m3);
     tg_release(one);
     tg_release(half);
+    tg_release(m7nan);
+    tg_release(m7neg);
 }
 
 static void test_argument_errors(void **state)

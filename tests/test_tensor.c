@@ -1,6 +1,8 @@
 /* tensor/: creation, refcounts, allocator, RNG, errors. */
 #include "common.h"
 
+#include <stdio.h>
+
 static void test_creation(void **state)
 {
     (void)state;
@@ -79,6 +81,19 @@ static void test_parse_strict(void **state)
     assert_true(d == 5.0);
     assert_int_equal(tg_parse_real("2e-4", 0, 10, &d), TG_OK);
     assert_true(d == 2e-4);
+    /* The %a form, and only it, for the hex reader. */
+    char buf[64];
+    snprintf(buf, sizeof buf, "%a", (double)2e-4f);
+    assert_int_equal(tg_parse_hexreal(buf, 0, 1, &d), TG_OK);
+    assert_true(d == (double)2e-4f);
+    assert_int_equal(tg_parse_hexreal("-0x0p+0", -1, 1, &d), TG_OK);
+    assert_false(signbit(d));
+    const char *bad_hex[] = {"2e-4",  "0x1", "0x1p",   "0x.p1",   " 0x1p1",  "0x1p1 ",
+                             "0xgp1", "nan", "+0x1p1", "0x1p+-1", "0x1.8p1x"};
+    for (size_t k = 0; k < sizeof bad_hex / sizeof *bad_hex; k++)
+        assert_int_equal(tg_parse_hexreal(bad_hex[k], -1e300, 1e300, &d), TG_ERR_FORMAT);
+    assert_int_equal(tg_parse_real("0x1p1", -10, 10, &d), TG_ERR_FORMAT);
+    assert_int_equal(tg_parse_hexreal("0x1p+1", 0, 1, &d), TG_ERR_ARG);
 }
 
 /* Escaping keeps a quoted file string on one line of plain ASCII, and marks a cut. */

@@ -182,32 +182,35 @@ tg_status clf_save(const clf_model *m, const clf_info *info, const char *path)
     return st;
 }
 
-/* Reads the optional metadata into info; TG_ERR_FORMAT when a value is not a number. */
+/* s from the file, escaped into buf (SHOW_MAX bytes) for a message or display. */
+#define SHOW_MAX 64
+static const char *show(const char *s, char *buf)
+{
+    tg_escape(buf, SHOW_MAX, s, strnlen(s, SHOW_MAX));
+    return buf;
+}
+
+/* Reads the optional metadata into info, each value whole (tg_parse_*) and in range;
+ * TG_ERR_FORMAT when one is not. The dataset is kept escaped: it is only ever shown. */
 static tg_status load_info(const tg_state_dict *sd, const char *path, clf_info *info)
 {
     memset(info, 0, sizeof *info);
     const char *epoch = tg_state_dict_meta(sd, "epoch");
     const char *acc = tg_state_dict_meta(sd, "test_accuracy");
     const char *dataset = tg_state_dict_meta(sd, "dataset");
-    char *end;
-    if (epoch) {
-        info->epoch = strtoll(epoch, &end, 10);
-        if (end == epoch || *end)
-            return tg_set_error(TG_ERR_FORMAT,
-                                "clf_load: %s: epoch \"%s\" is not a whole "
-                                "number",
-                                path, epoch);
-    }
-    if (acc) {
-        info->test_accuracy = strtod(acc, &end);
-        if (end == acc || *end)
-            return tg_set_error(TG_ERR_FORMAT,
-                                "clf_load: %s: test_accuracy \"%s\" is not a "
-                                "number",
-                                path, acc);
-    }
+    char shown[SHOW_MAX];
+    if (epoch && tg_parse_int(epoch, 0, INT64_MAX, &info->epoch) != TG_OK)
+        return tg_set_error(TG_ERR_FORMAT,
+                            "clf_load: %s: metadata \"epoch\" is \"%s\", expected a whole number "
+                            ">= 0",
+                            path, show(epoch, shown));
+    if (acc && tg_parse_real(acc, 0.0, 1.0, &info->test_accuracy) != TG_OK)
+        return tg_set_error(TG_ERR_FORMAT,
+                            "clf_load: %s: metadata \"test_accuracy\" is \"%s\", expected a "
+                            "number in [0, 1]",
+                            path, show(acc, shown));
     if (dataset)
-        snprintf(info->dataset, sizeof info->dataset, "%s", dataset);
+        tg_escape(info->dataset, sizeof info->dataset, dataset, strlen(dataset));
     return TG_OK;
 }
 
@@ -220,10 +223,11 @@ clf_model *clf_load(const char *path, clf_info *info)
     clf_info scratch;
     const char *arch = tg_state_dict_meta(sd, "architecture");
     if (!arch || strcmp(arch, CLF_ARCH) != 0) {
+        char shown[SHOW_MAX];
         tg_set_error(TG_ERR_FORMAT,
                      "clf_load: %s: architecture \"%s\" is not this classifier's "
                      "(\"%s\")",
-                     path, arch ? arch : "(none recorded)", CLF_ARCH);
+                     path, arch ? show(arch, shown) : "(none recorded)", CLF_ARCH);
         goto done;
     }
     if (load_info(sd, path, info ? info : &scratch) != TG_OK)

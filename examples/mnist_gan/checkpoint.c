@@ -1,8 +1,9 @@
 /* mnist_gan's checkpoints: the settings and position in the metadata (exact: hex words for
  * RNG states, %a for floats), the tensors from gan_state_dict, and loading a trained G. */
-#include "app.h"
+#include "checkpoint.h"
 
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -41,32 +42,205 @@ static tg_status meta_set_rng(tg_state_dict *sd, const char *key, const tg_rng *
                     r->has_spare, spare);
 }
 
-/* Reads metadata key as the sscanf format; false (with a message) when absent or malformed. */
-bool meta_get(const tg_state_dict *sd, const char *path, const char *key, char *err, size_t n,
-              int count, const char *fmt, ...)
+/* ---- reading metadata strictly ----------------------------------------------------------
+ * Every value is read whole (tg_parse_*, or the exact hex forms written above) and checked
+ * against the command line's range, so a hostile or damaged file gets the CLI's kind of
+ * one-line refusal instead of "-1" wiping losses.csv or an all-zero RNG spinning forever. */
+
+/* Longest stretch of a value quoted in a message (escaped: it comes from the file). */
+#define SHOW_MAX 48
+
+/* Sets err to "PATH: metadata "KEY" is "VALUE", expected WHAT" and returns false. */
+static bool meta_refuse(const char *path, const char *key, const char *v, const char *expected,
+                        char *err, size_t n)
+{
+    char shown[SHOW_MAX];
+    tg_escape(shown, sizeof shown, v, strnlen(v, sizeof shown));
+    snprintf(err, n, "%s: metadata \"%s\" is \"%s\", expected %s", path, key, shown, expected);
+    return false;
+}
+
+/* The metadata value under key; NULL with the message in err when there is none. */
+static const char *meta_value(const tg_state_dict *sd, const char *path, const char *key, char *err,
+                              size_t n)
 {
     const char *v = tg_state_dict_meta(sd, key);
-    va_list ap;
-    va_start(ap, fmt);
-    int got = v ? vsscanf(v, fmt, ap) : -1;
-    va_end(ap);
-    if (got != count) {
-        snprintf(err, n, "%s: metadata \"%s\" is %s", path, key,
-                 v ? "malformed" : "missing (not a mnist_gan checkpoint?)");
+    if (!v)
+        snprintf(err, n, "%s: metadata \"%s\" is missing (not a mnist_gan checkpoint?)", path, key);
+    return v;
+}
+
+bool meta_get_int(const tg_state_dict *sd, const char *path, const char *key, int64_t lo,
+                  int64_t hi, int64_t *out, char *err, size_t n)
+{
+    const char *v = meta_value(sd, path, key, err, n);
+    if (!v)
+        return false;
+    if (tg_parse_int(v, lo, hi, out) != TG_OK) {
+        char want[96];
+        snprintf(want, sizeof want, "a whole number from %lld to %lld", (long long)lo,
+                 (long long)hi);
+        return meta_refuse(path, key, v, want, err, n);
+    }
+    return true;
+}
+
+/* The metadata key as an int in [lo, hi]. */
+static bool meta_get_small(const tg_state_dict *sd, const char *path, const char *key, int lo,
+                           int hi, int *out, char *err, size_t n)
+{
+    int64_t x;
+    if (!meta_get_int(sd, path, key, lo, hi, &x, err, n))
+        return false;
+    *out = (int)x;
+    return true;
+}
+
+/* The hex digit c's value, or -1. */
+static int hex_digit(int c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* The metadata key, a real the checkpoint wrote exactly with %a, in [lo, hi] (lo excluded when
+ * lo_open; a float setting is checked as the float it becomes, as the CLI does). */
+static bool meta_get_real(const tg_state_dict *sd, const char *path, const char *key, double lo,
+                          bool lo_open, double hi, bool as_float, double *out, char *err, size_t n)
+{
+    const char *v = meta_value(sd, path, key, err, n);
+    if (!v)
+        return false;
+    double x = NAN;
+    if (tg_parse_hexreal(v, -DBL_MAX, DBL_MAX, &x) != TG_OK)
+        x = NAN; /* refused below, with the key and the range */
+    if (as_float)
+        x = (float)x;
+    if (!isfinite(x) || (lo_open ? x <= lo : x < lo) || x > hi) {
+        char want[96];
+        snprintf(want, sizeof want, "a hex float (%%a) in %s%g, %g]%s", lo_open ? "(" : "[", lo, hi,
+                 as_float ? " as a float32" : "");
+        return meta_refuse(path, key, v, want, err, n);
+    }
+    *out = x + 0.0; /* -0 is 0 */
+    return true;
+}
+
+/* Reads a hex word of 1 to 8 digits at *s into *out, moving *s past it. */
+static bool hex_word(const char **s, uint32_t *out)
+{
+    const char *start = *s;
+    uint32_t x = 0;
+    while (hex_digit(**s) >= 0 && *s - start < 8)
+        x = x << 4 | (uint32_t)hex_digit(*(*s)++);
+    *out = x;
+    return *s > start && hex_digit(**s) < 0;
+}
+
+/* The RNG state as the checkpoint writes it: six hex words "s0 s1 s2 s3 has_spare spare"
+ * separated by single spaces, has_spare 0 or 1, a finite spare when there is one, and s not all
+ * zero (xoshiro's one fixed point: every draw would be 0, and the shuffle would spin forever). */
+bool meta_get_rng(const tg_state_dict *sd, const char *path, const char *key, tg_rng *r, char *err,
+                  size_t n)
+{
+    const char *v = meta_value(sd, path, key, err, n);
+    if (!v)
+        return false;
+    uint32_t w[6];
+    const char *s = v;
+    bool ok = true;
+    for (int i = 0; i < 6 && ok; i++)
+        ok = (i == 0 || *s++ == ' ') && hex_word(&s, &w[i]);
+    if (!ok || *s)
+        return meta_refuse(path, key, v, "six hex words of 1 to 8 digits", err, n);
+    float spare;
+    memcpy(&spare, &w[5], 4);
+    if (w[4] > 1 || (w[4] && !isfinite(spare)))
+        return meta_refuse(path, key, v, "has_spare 0, or 1 with a finite spare", err, n);
+    if (!(w[0] | w[1] | w[2] | w[3]))
+        return meta_refuse(path, key, v, "a state that is not all zero", err, n);
+    memcpy(r->s, w, sizeof r->s);
+    r->has_spare = w[4];
+    r->spare = spare;
+    return true;
+}
+
+bool position_get(const tg_state_dict *sd, const char *path, run_position *pos, tg_rng *z_rng,
+                  char *err, size_t n)
+{
+    int64_t it, ep, b;
+    double secs;
+    if (!meta_get_int(sd, path, "iteration", 0, GAN_ITERS_MAX, &it, err, n) ||
+        !meta_get_real(sd, path, "seconds", 0, false, DBL_MAX, false, &secs, err, n) ||
+        /* per_epoch >= 1, so neither can pass the iteration (position_check: exactly) */
+        !meta_get_int(sd, path, "epoch", 0, it, &ep, err, n) ||
+        !meta_get_int(sd, path, "batch_in_epoch", 0, it, &b, err, n) ||
+        !meta_get_rng(sd, path, "loader_rng", &pos->loader.epoch_rng, err, n) ||
+        !meta_get_rng(sd, path, "z_rng", z_rng, err, n))
+        return false;
+    pos->iteration = it, pos->seconds = secs, pos->loader.epoch = ep, pos->loader.batch = b;
+    return true;
+}
+
+bool position_check(const run_position *pos, int64_t per_epoch, int64_t total, const char *path,
+                    char *err, size_t n)
+{
+    const int64_t it = pos->iteration, ep = pos->loader.epoch, b = pos->loader.batch;
+    if (it > total) {
+        snprintf(err, n,
+                 "%s: metadata \"iteration\" is %lld, beyond this run's %lld iterations (raise "
+                 "--iters or --epochs)",
+                 path, (long long)it, (long long)total);
+        return false;
+    }
+    /* Each saved position is iteration = epoch * per_epoch + batch_in_epoch, batch < per_epoch
+     * (epoch <= it / per_epoch first, so the product cannot overflow). */
+    if (per_epoch < 1 || ep > it / per_epoch || b >= per_epoch || ep * per_epoch + b != it) {
+        snprintf(err, n,
+                 "%s: metadata \"epoch\" %lld and \"batch_in_epoch\" %lld do not give iteration "
+                 "%lld at %lld batches per epoch (a checkpoint of other data or batch size?)",
+                 path, (long long)ep, (long long)b, (long long)it, (long long)per_epoch);
         return false;
     }
     return true;
 }
 
-bool meta_get_rng(const tg_state_dict *sd, const char *path, const char *key, tg_rng *r, char *err,
-                  size_t n)
+/* ---- tensor values -------------------------------------------------------------------- */
+
+/* True when name ends in "." suffix (a BatchNorm buffer of any layer). */
+static bool name_ends(const char *name, const char *suffix)
 {
-    uint32_t spare;
-    if (!meta_get(sd, path, key, err, n, 6,
-                  "%" SCNx32 " %" SCNx32 " %" SCNx32 " %" SCNx32 " %" SCNx32 " %" SCNx32, &r->s[0],
-                  &r->s[1], &r->s[2], &r->s[3], &r->has_spare, &spare))
-        return false;
-    memcpy(&r->spare, &spare, 4);
+    size_t a = strlen(name), b = strlen(suffix);
+    return a > b && name[a - b - 1] == '.' && !strcmp(name + a - b, suffix);
+}
+
+bool checkpoint_check_values(const tg_state_dict *sd, const char *path, char *err, size_t n)
+{
+    for (int64_t k = 0; k < tg_state_dict_size(sd); k++) {
+        const char *name = tg_state_dict_name(sd, k);
+        const tg_tensor *t = tg_state_dict_tensor(sd, k);
+        const bool var = name_ends(name, "running_var");
+        const bool count = name_ends(name, "num_batches_tracked");
+        for (int64_t i = 0; i < t->numel; i++) {
+            const float x = t->data[i];
+            /* A count is a float holding a whole number (exact up to 2^24, as the optimizer's
+             * step); NaN fails every comparison. */
+            bool ok = count ? x >= 0.0f && x <= 16777216.0f && x == floorf(x)
+                            : isfinite(x) && (!var || x >= 0.0f);
+            if (!ok) {
+                char shown[SHOW_MAX * 2];
+                tg_escape(shown, sizeof shown, name, strnlen(name, sizeof shown));
+                snprintf(err, n, "%s: tensor \"%s\" holds %g at index %lld, expected %s", path,
+                         shown, (double)x, (long long)i,
+                         count ? "a whole number >= 0"
+                         : var ? "a finite variance >= 0"
+                               : "a finite value");
+                return false;
+            }
+        }
+    }
     return true;
 }
 
@@ -92,15 +266,55 @@ static void settings_put(tg_state_dict *sd, const run_settings *r)
 static bool meta_get_name(const tg_state_dict *sd, const char *path, const char *key,
                           const char *const *names, int *out, char *err, size_t n)
 {
-    const char *v = tg_state_dict_meta(sd, key);
-    for (int i = 0; v && names[i]; i++)
+    const char *v = meta_value(sd, path, key, err, n);
+    if (!v)
+        return false;
+    for (int i = 0; names[i]; i++)
         if (!strcmp(v, names[i])) {
             *out = i;
             return true;
         }
-    snprintf(err, n, "%s: metadata \"%s\" is %s", path, key,
-             v ? "not one of the known names" : "missing (not a mnist_gan checkpoint?)");
-    return false;
+    char want[128];
+    int used = snprintf(want, sizeof want, "one of");
+    for (int i = 0; names[i] && used > 0 && (size_t)used < sizeof want; i++)
+        used += snprintf(want + used, sizeof want - (size_t)used, "%s %s", i ? "," : "", names[i]);
+    return meta_refuse(path, key, v, want, err, n);
+}
+
+/* True when the metadata key is absent or its value, up to the first comma (betas are
+ * "beta1,beta2"), is a number that is x as a float32. */
+static bool meta_float_is(const tg_state_dict *sd, const char *key, float x)
+{
+    const char *v = tg_state_dict_meta(sd, key);
+    char first[64];
+    double d;
+    if (!v)
+        return true;
+    snprintf(first, sizeof first, "%.*s", (int)strcspn(v, ","), v);
+    return tg_parse_real(first, -FLT_MAX, FLT_MAX, &d) == TG_OK && (float)d == x;
+}
+
+/* The optimizers' own copies of lr and beta1 (tg_optim_state_dict writes them) must be the
+ * top-level settings' values, which the run shows and compares: otherwise the run would say one
+ * lr and train with another. Absent copies (the optimizer keeps the setting) are fine. */
+static bool optimizers_agree(const tg_state_dict *sd, const char *path, float lr, float beta1,
+                             char *err, size_t n)
+{
+    static const char *const opts[] = {"opt_d_real", "opt_d_fake", "opt_g"};
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        char k[64], want[96];
+        snprintf(k, sizeof k, "%s.lr", opts[i]);
+        if (!meta_float_is(sd, k, lr)) {
+            snprintf(want, sizeof want, "%.9g, the value of \"lr\"", lr);
+            return meta_refuse(path, k, tg_state_dict_meta(sd, k), want, err, n);
+        }
+        snprintf(k, sizeof k, "%s.betas", opts[i]);
+        if (!meta_float_is(sd, k, beta1)) {
+            snprintf(want, sizeof want, "beta1 %.9g, the value of \"beta1\"", beta1);
+            return meta_refuse(path, k, tg_state_dict_meta(sd, k), want, err, n);
+        }
+    }
+    return true;
 }
 
 bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, char *err, size_t n)
@@ -108,43 +322,49 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
     const char *fmt = tg_state_dict_meta(sd, "format");
     const bool v1 = fmt && strcmp(fmt, CHECKPOINT_FORMAT_1) == 0;
     if (!fmt || (!v1 && strcmp(fmt, CHECKPOINT_FORMAT) != 0)) {
+        char shown[SHOW_MAX] = "missing";
+        if (fmt)
+            tg_escape(shown, sizeof shown, fmt, strnlen(fmt, sizeof shown));
         snprintf(err, n,
                  "%s: not a mnist_gan checkpoint (metadata format is %s%s%s, expected "
                  "%s)",
-                 path, fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", CHECKPOINT_FORMAT);
+                 path, fmt ? "\"" : "", shown, fmt ? "\"" : "", CHECKPOINT_FORMAT);
         return false;
     }
     double lr = 0, beta1 = 0;
-    long long batch = 0, block = 0;
+    int64_t batch = 0, block = 0, seed = 0;
     int recipe = 0, generator = 0, step = -1, init = GAN_INIT_TORCH;
     int adam = TG_ADAM_EPS_AFTER_CORRECTION;
-    bool ok = meta_get(sd, path, "recipe", err, n, 1, "%d", &recipe) &&
-              meta_get(sd, path, "generator", err, n, 1, "%d", &generator) &&
-              meta_get(sd, path, "digit", err, n, 1, "%d", &r->digit) &&
-              meta_get(sd, path, "width_div", err, n, 1, "%d", &r->width_div) &&
-              meta_get(sd, path, "batch", err, n, 1, "%lld", &batch) &&
-              meta_get(sd, path, "lr", err, n, 1, "%la", &lr) &&
-              meta_get(sd, path, "beta1", err, n, 1, "%la", &beta1) &&
-              meta_get(sd, path, "seed", err, n, 1, "%" SCNu64, &r->cfg.seed);
+    bool ok = meta_get_small(sd, path, "recipe", 0, 1, &recipe, err, n) &&
+              meta_get_small(sd, path, "generator", 0, 1, &generator, err, n) &&
+              meta_get_small(sd, path, "digit", -1, 9, &r->digit, err, n) &&
+              meta_get_small(sd, path, "width_div", 1, GAN_WIDTH_DIV_MAX, &r->width_div, err, n) &&
+              meta_get_int(sd, path, "batch", GAN_BATCH_MIN, GAN_BATCH_MAX, &batch, err, n) &&
+              meta_get_real(sd, path, "lr", 0, true, GAN_LR_MAX, true, &lr, err, n) &&
+              meta_get_real(sd, path, "beta1", 0, false, GAN_BETA1_MAX, true, &beta1, err, n) &&
+              meta_get_int(sd, path, "seed", 0, INT64_MAX, &seed, err, n) &&
+              optimizers_agree(sd, path, (float)lr, (float)beta1, err, n);
     if (ok && v1) {
         /* format 1: step 0 accumulated (it was called "tutorial"), 1 was clean */
-        ok = meta_get(sd, path, "step", err, n, 1, "%d", &step);
-        step = step == 0 ? GAN_STEP_ACCUMULATE : step == 1 ? GAN_STEP_CLEAN : -1;
+        ok = meta_get_small(sd, path, "step", 0, 1, &step, err, n);
+        step = step == 0 ? GAN_STEP_ACCUMULATE : GAN_STEP_CLEAN;
     } else if (ok) {
         ok = meta_get_name(sd, path, "step", gan_step_names, &step, err, n) &&
              meta_get_name(sd, path, "init", gan_init_names, &init, err, n) &&
              meta_get_name(sd, path, "adam", gan_adam_names, &adam, err, n) &&
-             meta_get(sd, path, "shuffle_block", err, n, 1, "%lld", &block);
-    }
-    if (ok &&
-        (recipe < 0 || recipe > 1 || generator < 0 || generator > 1 || step < 0 || r->digit < -1 ||
-         r->digit > 9 || r->width_div < 1 || r->width_div > 64 || batch < 2 || block < 0)) {
-        snprintf(err, n, "%s: metadata holds settings out of range", path);
-        ok = false;
+             meta_get_int(sd, path, "shuffle_block", 0, INT64_MAX, &block, err, n);
+        /* the two the command line makes: --shuffle full and paddle */
+        if (ok && block != 0 && block != GAN_PADDLE_SHUFFLE_BLOCK) {
+            char want[64];
+            snprintf(want, sizeof want, "0 (full) or %d (paddle)", GAN_PADDLE_SHUFFLE_BLOCK);
+            ok = meta_refuse(path, "shuffle_block", tg_state_dict_meta(sd, "shuffle_block"), want,
+                             err, n);
+        }
     }
     r->cfg.recipe = (gan_recipe)recipe, r->cfg.generator = (gan_generator)generator;
     r->cfg.step = (gan_step_mode)step, r->cfg.init = (gan_init)init;
     r->cfg.adam_eps = (tg_adam_eps)adam, r->cfg.shuffle_block = block;
+    r->cfg.seed = (uint64_t)seed;
     r->batch = batch, r->cfg.lr = (float)lr, r->cfg.beta1 = (float)beta1;
     return ok;
 }
@@ -170,24 +390,18 @@ tg_status save_checkpoint(const char *path, const gan_state *s, const run_settin
     return st;
 }
 
-/* Loads what `train` saved into a fresh state: the settings from the checkpoint's metadata, the
- * models they describe, then the weights. On failure prints the message (bad input) and
- * returns false; the caller frees *sd and *s either way. */
-bool load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_state *s)
+int load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_state *s)
 {
     char err[1024];
-    if (!(*sd = tg_data_load_safetensors(path))) {
-        fail(EXIT_BAD_INPUT, "%s", tg_last_error());
-        return false;
-    }
-    if (!settings_get(*sd, path, rs, err, sizeof err)) {
-        fail(EXIT_BAD_INPUT, "%s", err);
-        return false;
-    }
+    if (!(*sd = tg_data_load_safetensors(path)))
+        return fail(input_failure(), "%s", tg_last_error());
+    if (!settings_get(*sd, path, rs, err, sizeof err) ||
+        !checkpoint_check_values(*sd, path, err, sizeof err))
+        return fail(EXIT_BAD_INPUT, "%s", err);
     gan_widths w = gan_widths_default(rs->width_div);
-    if (gan_state_init(s, &rs->cfg, &w) != TG_OK || gan_load_state_dict(s, *sd) != TG_OK) {
-        fail(EXIT_BAD_INPUT, "%s: %s", path, tg_last_error());
-        return false;
-    }
-    return true;
+    if (gan_state_init(s, &rs->cfg, &w) != TG_OK) /* the settings were checked: the machine's */
+        return fail(1, "%s", tg_last_error());
+    if (gan_load_state_dict(s, *sd) != TG_OK)
+        return fail(input_failure(), "%s: %s", path, tg_last_error());
+    return 0;
 }

@@ -8,6 +8,8 @@ after changing it). Small valid and near-valid inputs, made with the standard li
                 metadata exactly as tapegrad writes them), a 2-tensor file with metadata in
                 other dtypes, and a few broken ones.
   cli:          mnist_gan command lines, arguments separated by NUL bytes (see fuzz_cli.c).
+
+(corpus/api/ holds fuzz_api's seeds, op programs in its own byte code: not made here.)
 """
 import gzip
 import json
@@ -48,6 +50,13 @@ def make_idx():
     write("idx", "bad-magic", b"\0\1\x08\1\0\0\0\1\0")
     write("idx", "huge-dims-idx3", idx(0x08, [60000, 28, 28], b""))
     write("idx", "truncated.gz", gz(images)[:-6])
+    # issue 19: non-finite and out-of-range float values, bytes after a gzip member, and two
+    # members back to back (legal, read as their contents joined)
+    write("idx", "float-nan-idx2", idx(0x0D, [2, 2], struct.pack(">4f", 0.5, float("nan"), 3.25, 1e-3)))
+    write("idx", "float-inf-idx1", idx(0x0D, [3], struct.pack(">3f", 1.0, 2.0, float("-inf"))))
+    write("idx", "float-huge-idx1", idx(0x0D, [2], struct.pack(">2f", 1e30, 3.5)))
+    write("idx", "trailing-garbage.gz", gz(images) + b"garbage")
+    write("idx", "two-members.gz", gz(images[:10]) + gz(images[10:]))
 
 
 def safetensors(tensors, metadata=None):
@@ -97,6 +106,35 @@ def make_safetensors():
         {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
          "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
         separators=(",", ":")).encode().ljust(96) + b"\0" * 4)
+    make_safetensors_hostile(tensors, meta)
+
+
+def make_safetensors_hostile(tensors, meta):
+    """Issue 19's classes: values no layer or optimizer can use, numbers only a lax parser reads,
+    names that would break a message, and many keys / values (the loader's limits)."""
+    def with_value(name, value):
+        return [(n, d, s, struct.pack("<f", value) + raw[4:] if n == name else raw)
+                for n, d, s, raw in tensors]
+    for tag, name, value in (("var-nan", "m.1.running_var", float("nan")),
+                             ("var-negative", "m.1.running_var", -1.0),
+                             ("count-half", "m.1.num_batches_tracked", 2.5),
+                             ("weight-inf", "m.0.weight", float("inf")),
+                             ("exp-avg-sq-negative", "opt.0.exp_avg_sq", -1.0)):
+        write("safetensors", "bad-" + tag, safetensors(with_value(name, value), meta))
+    for tag, key, value in (("lr-garbage", "opt.lr", "0garbage"),
+                            ("betas-blank", "opt.betas", " 0.9,0.999"),
+                            ("eps-nan", "opt.eps", "nan"),
+                            ("decay-hex", "opt.weight_decay", "0x0p+0"),
+                            ("type-escape", "opt.type", "Ad\x1b[31mam\n")):
+        write("safetensors", "meta-" + tag, safetensors(tensors, dict(meta, **{key: value})))
+    write("safetensors", "name-escape",
+          safetensors([("\x1b[31mred", "F32", [1], b"\0" * 4)], {"a\nb": "v"}))
+    write("safetensors", "name-non-ascii",
+          safetensors([("caf\u00e9\u202e", "X", [0], b"")]))
+    write("safetensors", "many-meta-keys",
+          safetensors([], {"%x" % i: "" for i in range(2000)}))
+    write("safetensors", "long-shape",
+          safetensors([("x", "F32", [0] * 5000, b"")]))
 
 
 def make_cli():
