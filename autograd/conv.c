@@ -23,6 +23,7 @@
 #include "ops.h"
 
 #include "../tensor/parallel.h"
+#include "window.h"
 
 #include <string.h>
 
@@ -68,26 +69,6 @@ static int64_t max64(int64_t a, int64_t b)
     return a > b ? a : b;
 }
 
-/* floor(a / b) for b > 0 (C's division truncates toward zero). */
-static int64_t floor_div(int64_t a, int64_t b)
-{
-    return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
-
-/* One output size of a convolution: floor((in + 2 pad - dil (k - 1) - 1) / stride) + 1; may be
- * <= 0 (check says so). */
-static int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil)
-{
-    return floor_div(in + 2 * pad - dil * (k - 1) - 1, stride) + 1;
-}
-
-/* One output size of a transposed convolution (PyTorch's formula, dilation 1). */
-static int64_t conv_transpose_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad,
-                                       int64_t out_pad)
-{
-    return (in - 1) * stride - 2 * pad + (k - 1) + out_pad + 1;
-}
-
 /* Floats of one image's working space on the direct path: its padded planes, then its padded
  * output (or output gradient) rows; see conv2d_direct_forward. */
 static int64_t conv_direct_floats(const conv_geom *g)
@@ -95,25 +76,60 @@ static int64_t conv_direct_floats(const conv_geom *g)
     return g->Ci * g->Hp * g->Wq + g->Ho * g->Wt;
 }
 
-/* Completes g (Kc, P, staged, chunk; the padded sizes when direct) once its sizes are set. */
-static void conv_geom_finish(conv_geom *g)
+/* Sets the direct path's padded sizes (rows of whole tiles, and every tap of every tile inside
+ * its padded row); false when they or conv_direct_floats overflow int64, as with a padding
+ * of INT_MAX, which pads whole planes while the lowering only visits valid positions. */
+static bool conv_direct_sizes(conv_geom *g)
 {
-    g->Kc = g->Ci * g->kh * g->kw;
-    g->P = g->Ho * g->Wo;
+    int64_t reach, taps, floats, rows;
+    if (__builtin_add_overflow(g->Wo, CONV_DIRECT_TILE - 1, &g->Wt))
+        return false;
+    g->Wt = g->Wt / CONV_DIRECT_TILE * CONV_DIRECT_TILE;
+    if (__builtin_add_overflow(g->H, 2 * g->pad, &g->Hp) ||
+        __builtin_add_overflow(g->W, 2 * g->pad, &g->Wq) ||
+        __builtin_mul_overflow(g->Wt - 1, g->stride, &reach) ||
+        __builtin_mul_overflow(g->kw - 1, g->dil, &taps) ||
+        __builtin_add_overflow(reach, taps + 1, &reach))
+        return false;
+    g->Wq = max64(g->Wq, reach);
+    return !__builtin_mul_overflow(g->Ci, g->Hp, &floats) &&
+           !__builtin_mul_overflow(floats, g->Wq, &floats) &&
+           !__builtin_mul_overflow(g->Ho, g->Wt, &rows) &&
+           !__builtin_add_overflow(floats, rows, &floats);
+}
+
+/* Completes g (Kc, P, staged, chunk; the padded sizes when direct) once its sizes are set and
+ * its output planes are at least 1 x 1. Every size is checked: false when one overflows int64
+ * or a chunk's working space is more bytes than a size_t can count. With no lowering to run
+ * (empty: an empty output, or an empty x whose output is the bias) there is no working space:
+ * chunk 0. */
+static bool conv_geom_finish(conv_geom *g, bool empty)
+{
+    if (__builtin_mul_overflow(g->Ci, g->kh, &g->Kc) ||
+        __builtin_mul_overflow(g->Kc, g->kw, &g->Kc) || __builtin_mul_overflow(g->Ho, g->Wo, &g->P))
+        return false;
+    g->staged = false;
+    g->chunk = 0;
+    if (empty)
+        return true;
+    if (g->direct && !conv_direct_sizes(g))
+        g->direct = false; /* the lowering's working space does not grow with the padding */
     g->staged = !g->direct && g->P < CONV_STAGE_MAX_P && g->Kc >= CONV_STAGE_MIN_KC;
-    int64_t per_image = (g->Kc + (g->staged ? g->Co : 0)) * g->P;
-    if (g->direct) {
-        /* Rows of whole tiles, and every tap of every tile inside its padded row. */
-        g->Wt = (g->Wo + CONV_DIRECT_TILE - 1) / CONV_DIRECT_TILE * CONV_DIRECT_TILE;
-        g->Hp = g->H + 2 * g->pad;
-        g->Wq = max64(g->W + 2 * g->pad, (g->Wt - 1) * g->stride + (g->kw - 1) * g->dil + 1);
+    int64_t per_image, rows;
+    if (g->direct)
         per_image = conv_direct_floats(g);
-    }
-    per_image *= (int64_t)sizeof(float);
-    int64_t b = per_image > 0 ? CONV_CHUNK_BYTES / per_image : g->N;
+    else if (__builtin_add_overflow(g->Kc, g->staged ? g->Co : 0, &rows) ||
+             __builtin_mul_overflow(rows, g->P, &per_image))
+        return false;
+    /* In bytes, with room for conv_cols_floats' rounding: a size_t counts them all. */
+    if (per_image > INT64_MAX / (int64_t)sizeof(float) - 16)
+        return false;
+    int64_t bytes = per_image * (int64_t)sizeof(float);
+    int64_t b = per_image > 0 ? CONV_CHUNK_BYTES / bytes : g->N;
     g->chunk = max64(1, min64(b, g->N));
     if (g->chunk == 1)
         g->staged = false; /* one image: its tensors are already in GEMM layout */
+    return true;
 }
 
 /* Floats of cols, rounded up so the staging buffer after them stays 64-byte aligned. */
@@ -174,7 +190,9 @@ static bool conv_rows_contiguous(const conv_geom *g)
 static void conv_row_span(const conv_geom *g, int64_t shift, int64_t oh_lo, int64_t oh_hi,
                           int64_t *k0, int64_t *k1)
 {
-    *k0 = max64(oh_lo * g->W, -shift);
+    /* Within those rows even when the shift is more than the plane (a padding and dilation
+     * of 1000 on a 3 x 3 plane): the zeros before k0 must not run past the rows. */
+    *k0 = min64(max64(oh_lo * g->W, -shift), oh_hi * g->W);
     *k1 = max64(*k0, min64(oh_hi * g->W, g->H * g->W - shift));
 }
 
@@ -711,11 +729,51 @@ static tg_status conv_check_common(const tg_node *n, const char *fn, int cin_axi
     return TG_OK;
 }
 
+/* "x [..] with w [..], stride S, padding P, ..." for messages; conv_transpose2d shows its
+ * output_padding, conv2d its dilation. */
+static const char *conv_call_str(const tg_node *n, bool transposed, char *buf, size_t size)
+{
+    const conv_params *p = TG_PARAMS(n, conv_params);
+    char sx[160], sw[160];
+    snprintf(buf, size, "x %s with w %s, stride %d, padding %d, %s %d", TG_SHAPE_STR(n->in[0], sx),
+             TG_SHAPE_STR(n->in[1], sw), p->stride, p->padding,
+             transposed ? "output_padding" : "dilation",
+             transposed ? p->output_padding : p->dilation);
+    return buf;
+}
+
+/* The checks both ops make once g's sizes are set and its output planes are at least 1 x 1:
+ * the output [N, out_c, g's output plane] must have a representable size and the working space
+ * must fit (conv_geom_finish), before anything is allocated. Sets the output shape. */
+static tg_status conv_check_output(tg_node *n, const char *fn, bool transposed, conv_geom *g,
+                                   int *ndim, int64_t shape[])
+{
+    char call[480], so[160];
+    *ndim = 4;
+    shape[0] = g->N;
+    shape[1] = transposed ? g->Ci : g->Co;
+    shape[2] = transposed ? g->H : g->Ho;
+    shape[3] = transposed ? g->W : g->Wo;
+    if (tg_shape_numel(4, shape) < 0)
+        return tg_set_error(TG_ERR_SHAPE, "%s: %s gives an output %s of too many elements", fn,
+                            conv_call_str(n, transposed, call, sizeof call),
+                            tg_shape_str(4, shape, so, sizeof so));
+    if (!conv_geom_finish(g, shape[0] == 0 || shape[1] == 0 || n->in[0]->numel == 0))
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: %s: the working space of one image (a %lld x %lld x %lld x "
+                            "%lld lowering) is more than memory can address",
+                            fn, conv_call_str(n, transposed, call, sizeof call), (long long)g->Ci,
+                            (long long)g->kh, (long long)g->kw, (long long)g->P);
+    n->scratch_bytes = conv_scratch_bytes(g);
+    return TG_OK;
+}
+
 /* ---- conv2d --------------------------------------------------------------------------------
  * y[N,O,Ho,Wo] = w[O,C,kh,kw] (*) x[N,C,H,W] + b[O], Ho = (H + 2 pad - dil (kh-1) - 1) / s + 1.
  * Per chunk: cols = im2col(x); y = w @ cols (+ b).
  * Backward: dw += dy @ cols^T;  dx += col2im(w^T @ dy);  db += sums of dy over N, Ho, Wo. */
-static void conv2d_geom(const tg_node *n, conv_geom *g)
+/* g's sizes up to the output plane; false when Ho or Wo overflows int64. */
+static bool conv2d_sizes(const tg_node *n, conv_geom *g)
 {
     const tg_tensor *x = n->in[0], *w = n->in[1];
     const conv_params *p = TG_PARAMS(n, conv_params);
@@ -729,10 +787,23 @@ static void conv2d_geom(const tg_node *n, conv_geom *g)
                      .stride = p->stride,
                      .pad = p->padding,
                      .dil = p->dilation};
-    g->Ho = conv_out_size(g->H, g->kh, g->stride, g->pad, g->dil);
-    g->Wo = conv_out_size(g->W, g->kw, g->stride, g->pad, g->dil);
     g->direct = g->Co == 1;
-    conv_geom_finish(g);
+    return tg_window_out_size(g->H, g->kh, g->stride, g->pad, g->dil, &g->Ho) &&
+           tg_window_out_size(g->W, g->kw, g->stride, g->pad, g->dil, &g->Wo);
+}
+
+/* No image to compute: an empty batch or no output channel. */
+static bool conv2d_empty(const conv_geom *g)
+{
+    return g->N == 0 || g->Co == 0;
+}
+
+/* The geometry of a conv2d that passed conv2d_check (which refuses every call where a size
+ * does not fit). */
+static void conv2d_geom(const tg_node *n, conv_geom *g)
+{
+    bool ok = conv2d_sizes(n, g) && conv_geom_finish(g, conv2d_empty(g) || n->in[0]->numel == 0);
+    TG_ASSERT(ok);
 }
 
 static tg_status conv2d_check(tg_node *n, int *ndim, int64_t shape[])
@@ -745,26 +816,21 @@ static tg_status conv2d_check(tg_node *n, int *ndim, int64_t shape[])
     if (p->dilation < 1)
         return tg_set_error(TG_ERR_ARG, "%s: dilation %d must be at least 1", fn, p->dilation);
     conv_geom g;
-    conv2d_geom(n, &g);
+    char call[480];
+    if (!conv2d_sizes(n, &g))
+        return tg_set_error(TG_ERR_SHAPE, "%s: %s: the output size overflows int64", fn,
+                            conv_call_str(n, false, call, sizeof call));
     if (g.Ho < 1 || g.Wo < 1) {
-        char sx[160], sw[160];
+        /* The sizes below were computed without overflow by conv2d_sizes. */
         return tg_set_error(TG_ERR_SHAPE,
-                            "%s: x %s with w %s, stride %d, padding %d, "
-                            "dilation %d gives an output of %lld x %lld: the padded input "
+                            "%s: %s gives an output of %lld x %lld: the padded input "
                             "%lld x %lld is smaller than the dilated kernel %lld x %lld",
-                            fn, TG_SHAPE_STR(n->in[0], sx), TG_SHAPE_STR(n->in[1], sw), p->stride,
-                            p->padding, p->dilation, (long long)g.Ho, (long long)g.Wo,
-                            (long long)(g.H + 2 * g.pad), (long long)(g.W + 2 * g.pad),
-                            (long long)(g.dil * (g.kh - 1) + 1),
+                            fn, conv_call_str(n, false, call, sizeof call), (long long)g.Ho,
+                            (long long)g.Wo, (long long)(g.H + 2 * g.pad),
+                            (long long)(g.W + 2 * g.pad), (long long)(g.dil * (g.kh - 1) + 1),
                             (long long)(g.dil * (g.kw - 1) + 1));
     }
-    *ndim = 4;
-    shape[0] = g.N;
-    shape[1] = g.Co;
-    shape[2] = g.Ho;
-    shape[3] = g.Wo;
-    n->scratch_bytes = conv_scratch_bytes(&g);
-    return TG_OK;
+    return conv_check_output(n, fn, false, &g, ndim, shape);
 }
 
 TG_ISA_KERNEL(conv2d_forward, (tg_node * n), (n))
@@ -773,7 +839,17 @@ TG_ISA_KERNEL(conv2d_forward, (tg_node * n), (n))
     conv2d_geom(n, &g);
     const float *x = n->in[0]->data, *w = n->in[1]->data;
     const float *bias = n->n_in > 2 ? n->in[2]->data : NULL;
-    float *y = n->out->data, *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
+    float *y = n->out->data;
+    if (conv2d_empty(&g))
+        return;
+    if (n->in[0]->numel == 0) {
+        /* An empty x (no channel, or an empty plane inside the padding): the output is the bias
+         * alone, with no working space (conv_geom_finish), and x's data pointer is not one to
+         * offset. */
+        fill_planes(y, g.N, g.Co, g.P, bias);
+        return;
+    }
+    float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
     const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
     if (g.direct) {
         conv2d_direct_forward(&g, x, w, bias, y, n->scratch);
@@ -799,8 +875,16 @@ TG_ISA_KERNEL(conv2d_backward, (tg_node * n), (n))
     const bool dx_set = dx && tg_grad_fresh(n, 0);
     zero_fresh(n, 1, dw, g.Co * g.Kc);
     zero_fresh(n, 2, db, g.Co);
-    if (g.direct)
+    if (g.direct || conv2d_empty(&g))
         zero_fresh(n, 0, dx, g.N * g.Ci * g.H * g.W);
+    if (conv2d_empty(&g))
+        return; /* no output: every gradient is zero */
+    if (n->in[0]->numel == 0) {
+        /* An empty x (see the forward): dw stays zero, only b gets a gradient. */
+        if (db)
+            channel_sums(dy, g.N, g.Co, g.P, db);
+        return;
+    }
     /* The scratch is working space only (see conv_scratch_bytes): nothing is read from it
      * before this backward writes it. */
     float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
@@ -880,7 +964,8 @@ tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int p
  * Hy = (H - 1) s - 2 pad + kh + output_padding: conv2d's backward-data, whose image side is y.
  * Backward: cols = im2col(dy);  dx += w @ cols (conv2d's forward);  dw += x @ cols^T;
  * db += sums of dy over N, Hy, Wy. */
-static void conv_transpose2d_geom(const tg_node *n, conv_geom *g)
+/* g's sizes up to y's plane (the image side); false when H or W overflows int64. */
+static bool conv_transpose2d_sizes(const tg_node *n, conv_geom *g)
 {
     const tg_tensor *x = n->in[0], *w = n->in[1];
     const conv_params *p = TG_PARAMS(n, conv_params);
@@ -894,9 +979,23 @@ static void conv_transpose2d_geom(const tg_node *n, conv_geom *g)
                      .stride = p->stride,
                      .pad = p->padding,
                      .dil = 1};
-    g->H = conv_transpose_out_size(g->Ho, g->kh, g->stride, g->pad, p->output_padding);
-    g->W = conv_transpose_out_size(g->Wo, g->kw, g->stride, g->pad, p->output_padding);
-    conv_geom_finish(g);
+    return tg_window_transpose_size(g->Ho, g->kh, g->stride, g->pad, 1, p->output_padding, &g->H) &&
+           tg_window_transpose_size(g->Wo, g->kw, g->stride, g->pad, 1, p->output_padding, &g->W);
+}
+
+/* No image to compute: an empty batch or no output channel. */
+static bool conv_transpose2d_empty(const conv_geom *g)
+{
+    return g->N == 0 || g->Ci == 0;
+}
+
+/* The geometry of a conv_transpose2d that passed its check (which refuses every call where a
+ * size does not fit). */
+static void conv_transpose2d_geom(const tg_node *n, conv_geom *g)
+{
+    bool ok = conv_transpose2d_sizes(n, g) &&
+              conv_geom_finish(g, conv_transpose2d_empty(g) || n->in[0]->numel == 0);
+    TG_ASSERT(ok);
 }
 
 static tg_status conv_transpose2d_check(tg_node *n, int *ndim, int64_t shape[])
@@ -914,26 +1013,19 @@ static tg_status conv_transpose2d_check(tg_node *n, int *ndim, int64_t shape[])
         return tg_set_error(TG_ERR_ARG, "%s: output_padding %d must be smaller than stride %d", fn,
                             p->output_padding, p->stride);
     conv_geom g;
-    conv_transpose2d_geom(n, &g);
-    if (g.H < 1 || g.W < 1) {
-        char sx[160], sw[160];
-        return tg_set_error(TG_ERR_SHAPE,
-                            "%s: x %s with w %s, stride %d, padding %d, "
-                            "output_padding %d gives an output of %lld x %lld; it must be at "
-                            "least 1 x 1",
-                            fn, TG_SHAPE_STR(n->in[0], sx), TG_SHAPE_STR(n->in[1], sw), p->stride,
-                            p->padding, p->output_padding, (long long)g.H, (long long)g.W);
-    }
+    char call[480];
+    if (!conv_transpose2d_sizes(n, &g))
+        return tg_set_error(TG_ERR_SHAPE, "%s: %s: the output size overflows int64", fn,
+                            conv_call_str(n, true, call, sizeof call));
+    if (g.H < 1 || g.W < 1)
+        return tg_set_error(
+            TG_ERR_SHAPE, "%s: %s gives an output of %lld x %lld; it must be at least 1 x 1", fn,
+            conv_call_str(n, true, call, sizeof call), (long long)g.H, (long long)g.W);
     /* The lowering runs conv2d's geometry backwards: y's plane must unfold to exactly x's. */
-    TG_ASSERT(conv_out_size(g.H, g.kh, g.stride, g.pad, 1) == g.Ho &&
-              conv_out_size(g.W, g.kw, g.stride, g.pad, 1) == g.Wo);
-    *ndim = 4;
-    shape[0] = g.N;
-    shape[1] = g.Ci;
-    shape[2] = g.H;
-    shape[3] = g.W;
-    n->scratch_bytes = conv_scratch_bytes(&g);
-    return TG_OK;
+    int64_t ho, wo;
+    TG_ASSERT(tg_window_out_size(g.H, g.kh, g.stride, g.pad, 1, &ho) && ho == g.Ho &&
+              tg_window_out_size(g.W, g.kw, g.stride, g.pad, 1, &wo) && wo == g.Wo);
+    return conv_check_output(n, fn, true, &g, ndim, shape);
 }
 
 TG_ISA_KERNEL(conv_transpose2d_forward, (tg_node * n), (n))
@@ -942,7 +1034,17 @@ TG_ISA_KERNEL(conv_transpose2d_forward, (tg_node * n), (n))
     conv_transpose2d_geom(n, &g);
     const float *x = n->in[0]->data, *w = n->in[1]->data;
     const float *bias = n->n_in > 2 ? n->in[2]->data : NULL;
-    float *y = n->out->data, *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
+    float *y = n->out->data;
+    if (conv_transpose2d_empty(&g))
+        return;
+    if (n->in[0]->numel == 0) {
+        /* An empty x (no channel, or an empty plane that the kernel still widens): the output
+         * is the bias alone, with no working space (conv_geom_finish), and x's data pointer is
+         * not one to offset. */
+        fill_planes(y, g.N, g.Ci, g.H * g.W, bias);
+        return;
+    }
+    float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
     const int64_t x_img = g.Co * g.P, y_img = g.Ci * g.H * g.W;
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
         int64_t B = min64(g.chunk, g.N - b0);
@@ -962,13 +1064,13 @@ TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node * n), (n))
     const float *x = n->in[0]->data, *w = n->in[1]->data, *dy = n->out->grad->data;
     float *dx = tg_grad_of(n, 0), *dw = tg_grad_of(n, 1);
     float *db = n->n_in > 2 ? tg_grad_of(n, 2) : NULL;
+    if (db)
+        channel_sums(dy, g.N, g.Ci, g.H * g.W, db);
+    if ((!dx && !dw) || conv_transpose2d_empty(&g) || n->in[0]->numel == 0)
+        return; /* no output, or an empty x: nothing flows back into x or w */
     /* Working space only, as in conv2d_backward. */
     float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
     const int64_t x_img = g.Co * g.P, y_img = g.Ci * g.H * g.W;
-    if (db)
-        channel_sums(dy, g.N, g.Ci, g.H * g.W, db);
-    if (!dx && !dw)
-        return;
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
         int64_t B = min64(g.chunk, g.N - b0);
         im2col_chunk(&g, dy + b0 * y_img, B, cols);

@@ -120,7 +120,9 @@ static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
                                         "running_mean and running_var");
     *ndim = x->ndim;
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
-    n->scratch_bytes = 2 * (size_t)x->shape[1] * sizeof(float); /* mean[C], invstd[C] */
+    /* mean[C], invstd[C]; room for one channel when C is 0, so that the kernels' pointers into
+     * it are never offsets from NULL (UB even for an offset of 0). */
+    n->scratch_bytes = 2 * (size_t)(x->shape[1] > 0 ? x->shape[1] : 1) * sizeof(float);
     return TG_OK;
 }
 
@@ -214,6 +216,8 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
     float *mean = n->scratch, *invstd = mean + C;
     const float *xd = x->data;
     float *y = n->out->data;
+    if (x->numel == 0)
+        return; /* nothing to normalise; N or S may still be huge, and xd is not to offset */
 
     if (S == 1) {
         /* [N, C]: blocks of BN_COLS channels, each summed down the rows. */
@@ -316,6 +320,14 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
                                  .db_set = tg_grad_fresh(n, ib)};
     float *dx = gr.dx;
     const bool need_sums = gr.dw || gr.db || (dx && p->training);
+    if (x->numel == 0) {
+        /* Sums over no values (see the forward): 0 into fresh weight and bias gradients. */
+        if (gr.dw && gr.dw_set)
+            memset(gr.dw, 0, (size_t)C * sizeof(float));
+        if (gr.db && gr.db_set)
+            memset(gr.db, 0, (size_t)C * sizeof(float));
+        return;
+    }
 
     if (S == 1) {
         const int64_t blocks = (C + BN_COLS - 1) / BN_COLS;
@@ -677,6 +689,8 @@ TG_ISA_KERNEL(softmax_rows, (tg_node * n, bool log_out), (n, log_out))
     softmax_geometry(x, TG_PARAMS(n, softmax_params)->axis, &O, &D, &I);
     const int64_t rows = O * I;
     float *y = n->out->data;
+    if (x->numel == 0)
+        return; /* rows of no values: as many as the other sizes make, all empty */
     TG_PARALLEL_FOR_WORK(rows, D)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t base = (r / I) * D * I + r % I;
@@ -701,7 +715,7 @@ static void log_softmax_forward(tg_node *n)
 TG_ISA_KERNEL(softmax_rows_backward, (tg_node * n, bool log_out), (n, log_out))
 {
     float *dx = tg_grad_of(n, 0);
-    if (!dx)
+    if (!dx || n->in[0]->numel == 0)
         return;
     int64_t O, D, I;
     softmax_geometry(n->in[0], TG_PARAMS(n, softmax_params)->axis, &O, &D, &I);

@@ -10,6 +10,7 @@
 #include "ops.h"
 
 #include "../tensor/parallel.h"
+#include "window.h"
 
 #include <math.h>
 #include <string.h>
@@ -42,23 +43,57 @@ static tg_status pool_check(tg_node *n, int *ndim, int64_t shape[], const char *
     if (H < 1 || W < 1)
         return tg_set_error(TG_ERR_SHAPE, "%s: x %s: H and W must be at least 1", fn,
                             TG_SHAPE_STR(x, sx));
-    /* Test the padded size itself: C's division truncates toward zero, so the formula below
-     * gives 1, not 0, for a kernel up to stride - 1 larger than the padded input. */
-    if (H + 2 * p->padding < p->kernel || W + 2 * p->padding < p->kernel)
+    int64_t Ho, Wo;
+    if (!tg_window_out_size(H, p->kernel, p->stride, p->padding, 1, &Ho) ||
+        !tg_window_out_size(W, p->kernel, p->stride, p->padding, 1, &Wo))
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: x %s with kernel %d, stride %d, padding %d: the output size "
+                            "overflows int64",
+                            fn, TG_SHAPE_STR(x, sx), p->kernel, p->stride, p->padding);
+    /* Floor sizes: an output of 0 or less means a padded input smaller than the kernel (the
+     * sums below cannot overflow: tg_window_out_size computed them). */
+    if (Ho < 1 || Wo < 1)
         return tg_set_error(TG_ERR_SHAPE,
                             "%s: x %s with kernel %d, stride %d, padding %d: "
                             "the padded input %lld x %lld is smaller than the kernel, so the "
                             "output would be empty",
                             fn, TG_SHAPE_STR(x, sx), p->kernel, p->stride, p->padding,
-                            (long long)(H + 2 * p->padding), (long long)(W + 2 * p->padding));
-    int64_t Ho = (H + 2 * p->padding - p->kernel) / p->stride + 1;
-    int64_t Wo = (W + 2 * p->padding - p->kernel) / p->stride + 1;
+                            (long long)(H + 2 * (int64_t)p->padding),
+                            (long long)(W + 2 * (int64_t)p->padding));
     *ndim = 4;
     shape[0] = x->shape[0];
     shape[1] = x->shape[1];
     shape[2] = Ho;
     shape[3] = Wo;
+    if (tg_shape_numel(4, shape) < 0) {
+        char so[160];
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: x %s with kernel %d, stride %d, padding %d gives an output %s "
+                            "of too many elements",
+                            fn, TG_SHAPE_STR(x, sx), p->kernel, p->stride, p->padding,
+                            tg_shape_str(4, shape, so, sizeof so));
+    }
     return TG_OK;
+}
+
+/* Elements a kernel reads per plane, as the cost hint of its loop over P planes: the output
+ * plane times the window clipped to the input, saturated so that P times it stays an int64. */
+static int64_t pool_plane_work(const tg_node *n, int64_t P)
+{
+    const pool_params *p = TG_PARAMS(n, pool_params);
+    const tg_tensor *x = n->in[0], *y = n->out;
+    int64_t kh = p->kernel < x->shape[2] ? p->kernel : x->shape[2];
+    int64_t kw = p->kernel < x->shape[3] ? p->kernel : x->shape[3];
+    int64_t work, cap = INT64_MAX / (P > 1 ? P : 1);
+    if (__builtin_mul_overflow(y->shape[2] * y->shape[3], kh * kw, &work) || work > cap)
+        return cap;
+    return work;
+}
+
+/* The divisor of avg pool, kernel * kernel, in int64: the int product overflows above 46340. */
+static float pool_area(const pool_params *p)
+{
+    return (float)((int64_t)p->kernel * p->kernel);
 }
 
 /* The window of output index o along an axis of size L: [*lo, *hi) clipped to the input. */
@@ -100,7 +135,7 @@ TG_ISA_KERNEL(max_pool2d_forward, (tg_node * n), (n))
     const float *xd = x->data;
     float *yd = n->out->data;
     int32_t *arg = n->scratch;
-    TG_PARALLEL_FOR_WORK(P, Ho * Wo * p->kernel * p->kernel)
+    TG_PARALLEL_FOR_WORK(P, pool_plane_work(n, P))
     for (int64_t pl = 0; pl < P; pl++) {
         const float *xp = xd + pl * H * W;
         float *yp = yd + pl * Ho * Wo;
@@ -227,10 +262,10 @@ TG_ISA_KERNEL(avg_pool2d_forward, (tg_node * n), (n))
     int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
     /* With floor output sizes every window lies inside the padded input, so the divisor is
      * always the full window (PyTorch's count_include_pad = true). */
-    float area = (float)(p->kernel * p->kernel);
+    float area = pool_area(p);
     const float *xd = x->data;
     float *yd = n->out->data;
-    TG_PARALLEL_FOR_WORK(P, Ho * Wo * p->kernel * p->kernel)
+    TG_PARALLEL_FOR_WORK(P, pool_plane_work(n, P))
     for (int64_t pl = 0; pl < P; pl++) {
         const float *xp = xd + pl * H * W;
         float *yp = yd + pl * Ho * Wo;
@@ -259,10 +294,10 @@ TG_ISA_KERNEL(avg_pool2d_backward, (tg_node * n), (n))
     const tg_tensor *x = n->in[0];
     int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
-    float area = (float)(p->kernel * p->kernel);
+    float area = pool_area(p);
     const float *dy = n->out->grad->data;
     const bool fresh = tg_grad_fresh(n, 0);
-    TG_PARALLEL_FOR_WORK(P, Ho * Wo * p->kernel * p->kernel)
+    TG_PARALLEL_FOR_WORK(P, pool_plane_work(n, P))
     for (int64_t pl = 0; pl < P; pl++) {
         float *dxp = dx + pl * H * W;
         const float *dyp = dy + pl * Ho * Wo;

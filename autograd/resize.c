@@ -79,21 +79,31 @@ static tg_status upsample_check(tg_node *n, int *ndim, int64_t shape[])
     int64_t H = x->shape[2], W = x->shape[3];
     if (H < 1 || W < 1)
         return tg_set_error(TG_ERR_SHAPE,
-                            "tg_upsample: x %s: H and W must be at least 1, "
-                            "or the output %lld x %lld would be empty",
-                            TG_SHAPE_STR(x, sx), (long long)H * p->scale, (long long)W * p->scale);
+                            "tg_upsample: x %s with scale %d: H and W must be at least 1, "
+                            "or the output would be empty",
+                            TG_SHAPE_STR(x, sx), p->scale);
     *ndim = 4;
     shape[0] = x->shape[0];
     shape[1] = x->shape[1];
-    shape[2] = H * p->scale;
-    shape[3] = W * p->scale;
-    if (H > INT64_MAX / p->scale || W > INT64_MAX / p->scale || tg_shape_numel(4, shape) < 0)
+    /* Each product checked before it is used: with an empty batch, H and W may be huge. */
+    if (__builtin_mul_overflow(H, p->scale, &shape[2]) ||
+        __builtin_mul_overflow(W, p->scale, &shape[3]) || tg_shape_numel(4, shape) < 0)
         return tg_set_error(TG_ERR_SHAPE,
                             "tg_upsample: x %s times scale %d: the output size "
                             "overflows",
                             TG_SHAPE_STR(x, sx), p->scale);
-    if (upsample_is_bilinear(p->mode))
-        n->scratch_bytes = (size_t)(shape[2] + shape[3]) * sizeof(lerp_entry);
+    /* The tables of the bilinear modes, one entry per output row and column; an empty output
+     * needs none (its kernels return at once). */
+    size_t entries = (size_t)shape[2] + (size_t)shape[3];
+    if (upsample_is_bilinear(p->mode) && shape[0] * shape[1] > 0) {
+        if (entries > SIZE_MAX / sizeof(lerp_entry))
+            return tg_set_error(TG_ERR_SHAPE,
+                                "tg_upsample: x %s times scale %d: the interpolation tables "
+                                "of %lld + %lld entries are more than memory can address",
+                                TG_SHAPE_STR(x, sx), p->scale, (long long)shape[2],
+                                (long long)shape[3]);
+        n->scratch_bytes = entries * sizeof(lerp_entry);
+    }
     return TG_OK;
 }
 
@@ -106,6 +116,8 @@ TG_ISA_KERNEL(upsample_forward, (tg_node * n), (n))
     int64_t s = p->scale;
     const float *xd = x->data;
     float *yd = n->out->data;
+    if (P == 0)
+        return; /* an empty batch: Ho and Wo may be far too large to walk */
     if (p->mode == TG_UPSAMPLE_NEAREST) {
         TG_PARALLEL_FOR_WORK(P, Ho * Wo)
         for (int64_t pl = 0; pl < P; pl++) {
@@ -146,11 +158,11 @@ TG_ISA_KERNEL(upsample_forward, (tg_node * n), (n))
 TG_ISA_KERNEL(upsample_backward, (tg_node * n), (n))
 {
     float *dx = tg_grad_of(n, 0);
-    if (!dx)
-        return;
     const upsample_params *p = TG_PARAMS(n, upsample_params);
     const tg_tensor *x = n->in[0];
     int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
+    if (!dx || P == 0)
+        return;
     int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
     int64_t s = p->scale;
     const float *dy = n->out->grad->data;

@@ -140,8 +140,9 @@ static tg_status reshape_check(tg_node *n, int *ndim, int64_t shape[])
         return tg_set_error(TG_ERR_ARG, "tg_reshape: shape is NULL for ndim %d", p->ndim);
     tg_shape_str(p->ndim, p->shape, sy, sizeof sy);
     int infer = -1;
-    int64_t known = 1;
+    int64_t given[TG_MAX_DIMS]; /* the shape with the -1 as 1 */
     for (int a = 0; a < p->ndim; a++) {
+        given[a] = p->shape[a] == -1 ? 1 : p->shape[a];
         if (p->shape[a] == -1) {
             if (infer >= 0)
                 return tg_set_error(TG_ERR_SHAPE, "tg_reshape: shape %s has more than one -1", sy);
@@ -151,10 +152,13 @@ static tg_status reshape_check(tg_node *n, int *ndim, int64_t shape[])
                                 "tg_reshape: shape %s has the negative size "
                                 "%lld",
                                 sy, (long long)p->shape[a]);
-        } else if (known >= 0) {
-            known = p->shape[a] && known > INT64_MAX / p->shape[a] ? -1 : known * p->shape[a];
         }
     }
+    /* The shared rule for every shape (tg_shape_numel): its non-zero sizes multiply to an int64,
+     * even when a zero size empties it, since ops multiply the other sizes of an empty tensor. */
+    int64_t known = tg_shape_numel(p->ndim, given);
+    if (known < 0)
+        return tg_set_error(TG_ERR_SHAPE, "tg_reshape: shape %s has too many elements", sy);
     if (infer >= 0 && known == 0 && x->numel == 0)
         return tg_set_error(TG_ERR_SHAPE,
                             "tg_reshape: cannot view %s (0 elements) as %s: "
@@ -448,7 +452,16 @@ static tg_status concat_check(tg_node *n, int *ndim, int64_t shape[])
                                 "tg_concat: input %d %s does not match input 0 "
                                 "%s outside axis %d",
                                 j, TG_SHAPE_STR(xj, sj), TG_SHAPE_STR(x0, s0), axis);
-        shape[axis] += xj->shape[axis];
+        if (__builtin_add_overflow(shape[axis], xj->shape[axis], &shape[axis]))
+            return tg_set_error(TG_ERR_SHAPE,
+                                "tg_concat: the sizes along axis %d add up to more than an "
+                                "int64 (input %d %s)",
+                                axis, j, TG_SHAPE_STR(xj, sj));
+    }
+    if (tg_shape_numel(*ndim, shape) < 0) {
+        char so[160];
+        return tg_set_error(TG_ERR_SHAPE, "tg_concat: the output %s has too many elements",
+                            tg_shape_str(*ndim, shape, so, sizeof so));
     }
     p->axis = axis;
     return TG_OK;
@@ -562,6 +575,10 @@ static tg_status slice_check(tg_node *n, int *ndim, int64_t shape[])
     p->axis = axis;
     p->first = start;
     p->count = stop > start ? (stop - start - 1) / p->step + 1 : 0;
+    /* A step beyond the axis takes one element at most, and is then never used: bring it back
+     * to the axis length so that the strides (step * inner) stay inside x's extent. */
+    if (p->step > len)
+        p->step = len > 0 ? len : 1;
     *ndim = x->ndim;
     memcpy(shape, x->shape, (size_t)x->ndim * sizeof(int64_t));
     shape[axis] = p->count;

@@ -4,15 +4,24 @@
 #include <math.h>
 #include <string.h>
 
+/* The one rule every tensor's shape follows: sizes >= 0 whose product, counting a size of 0 as
+ * 1 (as PyTorch's safe_multiplies_u64 counts them), is at most the floats a byte count in an
+ * int64 can address. An empty tensor holds no element, but ops still multiply its other sizes
+ * (C * H * W of an empty batch, the rows around an empty axis): with a shape such as
+ * [0, 2^62, 4] each of those products would overflow. */
 int64_t tg_shape_numel(int ndim, const int64_t *shape)
 {
-    int64_t n = 1;
+    const int64_t limit = INT64_MAX / (int64_t)sizeof(float);
+    int64_t extent = 1;
+    bool empty = false;
     for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / shape[i]))
+        if (shape[i] < 0)
             return -1;
-        n *= shape[i];
+        empty |= shape[i] == 0;
+        if (shape[i] > 0 && (__builtin_mul_overflow(extent, shape[i], &extent) || extent > limit))
+            return -1;
     }
-    return n;
+    return empty ? 0 : extent;
 }
 
 char *tg_shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
@@ -49,10 +58,13 @@ static int64_t shape_check(const char *fn, int ndim, const int64_t *shape)
         return -1;
     }
     int64_t n = tg_shape_numel(ndim, shape);
-    if (n < 0 || n > (INT64_MAX / (int64_t)sizeof(float))) {
+    if (n < 0) {
         char s[160];
-        tg_set_error(TG_ERR_SHAPE, "%s: shape %s has a negative size or too many elements", fn,
-                     tg_shape_str(ndim, shape, s, sizeof s));
+        tg_set_error(TG_ERR_SHAPE,
+                     "%s: shape %s has a negative size or too many elements (its sizes other "
+                     "than 0 must multiply to at most %lld, even when one is 0)",
+                     fn, tg_shape_str(ndim, shape, s, sizeof s),
+                     (long long)(INT64_MAX / (int64_t)sizeof(float)));
         return -1;
     }
     return n;

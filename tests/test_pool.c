@@ -378,8 +378,8 @@ static void test_errors(void **state)
                  "tg_upsample: mode 7 is not a tg_upsample_mode");
     expect_error((op_spec){OP_UPSAMPLE, 2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL, 0}, 4,
                  (const int64_t[]){1, 1, 3, 0}, TG_ERR_SHAPE,
-                 "tg_upsample: x [1, 1, 3, 0]: H and W must be at least 1, or the output "
-                 "6 x 0 would be empty");
+                 "tg_upsample: x [1, 1, 3, 0] with scale 2: H and W must be at least 1, or "
+                 "the output would be empty");
 }
 
 /* A NULL input keeps the earlier error (the chain rule of errors). */
@@ -401,6 +401,9 @@ static void test_null_input_keeps_error(void **state)
 static void run_threads(op_spec op, const tg_tensor *x0, int threads, tg_tensor **y_out,
                         tg_tensor **dx_out)
 {
+    /* 2 threads where the machine has them (tg_set_num_threads refuses more than its CPUs) */
+    if (threads > tg_get_num_cpus())
+        threads = tg_get_num_cpus();
     assert_int_equal(tg_set_num_threads(threads), TG_OK);
     tg_tensor *x = tg_tensor_clone(x0);
     tg_tensor_set_requires_grad(x, true);
