@@ -77,6 +77,7 @@ struct tg_node {
     tg_tensor *in[TG_MAX_INPUTS];
     uint64_t in_version[TG_MAX_INPUTS];
     tg_tensor *out; /* borrowed: the tape owns it and outlives the node */
+    tg_tape *tape;  /* the tape that recorded it: tape.c refuses another thread's tapes */
     uint64_t out_version;
     void *scratch; /* saved state from forward, n->scratch_bytes long */
     size_t scratch_bytes;

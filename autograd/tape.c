@@ -21,6 +21,18 @@ struct tg_tape {
 
 static _Thread_local tg_tape *innermost;
 
+/* True when tape is open on this thread. A tape lives on the stack of the thread that began it
+ * and nothing else may use it: another thread's backward would walk its own stack, compute
+ * nothing and leave the loss's gradient behind, and ending it would corrupt both stacks. Only
+ * compares addresses, so a tape that has ended (freed) is safely "not here" too. */
+static bool on_this_thread(const tg_tape *tape)
+{
+    for (const tg_tape *t = innermost; t; t = t->outer)
+        if (t == tape)
+            return true;
+    return false;
+}
+
 /* TG_CHECK_FINITE=1 in the environment: trap the first NaN or Inf an op produces. */
 static int check_finite = -1;
 
@@ -83,6 +95,11 @@ tg_status tg_tape_end(tg_tape *tape)
 {
     if (!tape)
         return tg_set_error(TG_ERR_ARG, "tg_tape_end: tape is NULL");
+    if (!on_this_thread(tape))
+        return tg_set_error(TG_ERR_STATE,
+                            "tg_tape_end: this tape is not open on this thread: it belongs to "
+                            "another thread (tapes are per-thread; end it on the thread that "
+                            "began it), or it has ended already");
     if (tape != innermost)
         return tg_set_error(TG_ERR_STATE,
                             "tg_tape_end: this tape is not the innermost open "
@@ -138,6 +155,22 @@ static tg_tape *entry_check(const char *opname, int n_in, tg_tensor *const *in)
     return tape_reserve(innermost, opname) ? innermost : NULL;
 }
 
+/* True (error set) when an input has a history on another thread's tape: recorded, the edge
+ * would lead into a graph this thread's backward cannot walk, and that thread's backward would
+ * then find gradients left on it. Its values may be used: on a TG_NO_GRAD tape, or detached. */
+static bool foreign_input(const char *opname, int n_in, tg_tensor *const *in)
+{
+    for (int i = 0; i < n_in; i++)
+        if (in[i]->node && !on_this_thread(in[i]->node->tape)) {
+            tg_set_error(TG_ERR_STATE,
+                         "tg_%s: input %d has a history on a tape that belongs to another "
+                         "thread (tapes are per-thread); tg_detach it to use its values",
+                         opname, i);
+            return true;
+        }
+    return false;
+}
+
 tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int n_in,
                     tg_tensor *const *in)
 {
@@ -149,7 +182,7 @@ tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int
         return NULL;
     }
     tg_tape *tape = entry_check(op->name, n_in, in);
-    if (!tape)
+    if (!tape || (tape->mode == TG_GRAD && foreign_input(op->name, n_in, in)))
         return NULL;
 
     tg_node *n = malloc(sizeof *n);
@@ -162,6 +195,7 @@ tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int
     n->n_in = n_in;
     memcpy(n->in, in, (size_t)n_in * sizeof(tg_tensor *));
     n->out = NULL;
+    n->tape = tape;
     n->scratch = NULL;
     n->scratch_bytes = 0;
     n->grad_fresh = 0;
@@ -364,6 +398,12 @@ tg_status tg_backward_grad(tg_tensor *y, const tg_tensor *dy)
                             "tg_backward: the loss has no recorded history: no "
                             "input requires grad, it was computed on a TG_NO_GRAD tape, or its "
                             "tape has ended");
+    }
+    if (!on_this_thread(y->node->tape)) {
+        return tg_set_error(TG_ERR_STATE,
+                            "tg_backward: the loss was recorded on a tape that belongs to "
+                            "another thread (tapes are per-thread); call backward on the "
+                            "thread that began the tape");
     }
     if (!tg_shape_equal(y, dy)) {
         char a[160], b[160];

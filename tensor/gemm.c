@@ -279,6 +279,11 @@ void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
 {
 #if defined(__x86_64__) && defined(__GNUC__)
     int threads = tg_get_num_threads();
+#ifdef _OPENMP
+    /* Inside the user's own parallel region: on the calling thread alone, as tg_sgemm. */
+    if (omp_in_parallel())
+        threads = 1;
+#endif
     if (threads > GEMM_MAX_THREADS)
         threads = GEMM_MAX_THREADS;
     /* Column slabs of whole panels, at least one panel each. */

@@ -53,9 +53,15 @@ bool tg_grow(void **arr, int64_t *cap, int64_t need, size_t elem);
  * or 0 when it is invalid: overlong, a surrogate, above U+10FFFF, cut short, or ASCII. */
 int tg_utf8_len(const unsigned char *s, int64_t n);
 
+/* ---- threads (blas.c) --------------------------------------------------------------------
+ * The num_threads clause of every parallel region of the library (parallel.h's macros, gemm.c):
+ * the process-wide count of tg_set_num_threads, which OpenMP's per-thread default is not. */
+#define TG_OMP_NUM_THREADS num_threads(tg_get_num_threads())
+
 /* ---- GEMM (blas.c, the only file that includes <cblas.h>) ------------------------------
  * C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, row-major, with leading dimensions.
- * Never call from inside an OpenMP parallel region. */
+ * With tg_get_num_threads() threads; without a team of its own inside an OpenMP parallel
+ * region (a user's own: the library never calls it from one of its regions; see blas.c). */
 void tg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
               int64_t ldc);

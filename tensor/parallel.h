@@ -16,12 +16,14 @@
 #define TG_PRAGMA(x) _Pragma(#x)
 #ifdef _OPENMP
 #include <omp.h>
-/* Parallel for over n items, static schedule, only when n >= TG_PARALLEL_MIN. */
-#define TG_PARALLEL_FOR(n) TG_PRAGMA(omp parallel for schedule(static) if ((n) >= TG_PARALLEL_MIN))
+/* Parallel for over n items, static schedule, only when n >= TG_PARALLEL_MIN. Both macros take
+ * tg_set_num_threads' process-wide count (TG_OMP_NUM_THREADS, tensor/internal.h). */
+#define TG_PARALLEL_FOR(n)                                                                         \
+    TG_PRAGMA(omp parallel for schedule(static) TG_OMP_NUM_THREADS if ((n) >= TG_PARALLEL_MIN))
 /* Same, for loops whose n items are each heavy (rows, channels): cost hint is elements per item. */
 #define TG_PARALLEL_FOR_WORK(n, per_item)                                                          \
-    TG_PRAGMA(omp parallel for schedule(static) if ((int64_t)(n) * (int64_t)(per_item) >=      \
-                                                    TG_PARALLEL_MIN && (n) > 1))
+    TG_PRAGMA(omp parallel for schedule(static) TG_OMP_NUM_THREADS                                 \
+              if ((int64_t)(n) * (int64_t)(per_item) >= TG_PARALLEL_MIN && (n) > 1))
 #else
 #define TG_PARALLEL_FOR(n)
 #define TG_PARALLEL_FOR_WORK(n, per_item)

@@ -117,7 +117,9 @@ float tg_tensor_item(const tg_tensor *t);
 bool tg_shape_equal(const tg_tensor *a, const tg_tensor *b);
 /* Writes "[2, 3, 4]" into buf (size bytes); returns buf. */
 char *tg_shape_str(int ndim, const int64_t *shape, char *buf, size_t size);
-/* numel of a shape, or -1 when a size is negative or the product overflows. */
+/* numel of a shape, or -1 when a size is negative or the product of its sizes, counting 0 as
+ * 1, exceeds INT64_MAX / sizeof(float): the rule every tensor's shape follows (so no product of
+ * some of a tensor's sizes can overflow, even for an empty tensor). */
 int64_t tg_shape_numel(int ndim, const int64_t *shape);
 
 /* ---- RNG --------------------------------------------------------------------------------- */
@@ -148,10 +150,18 @@ void tg_rng_permutation(tg_rng *rng, int64_t n, int64_t *out);
 
 /* ---- threads and diagnostics ------------------------------------------------------------- */
 
-/* Sets the thread count of tapegrad's kernels and of OpenBLAS together (n >= 1). */
+/* Sets the thread count of tapegrad's kernels and of OpenBLAS together, for the whole process:
+ * threads started before or after the call use it alike. 1 <= n <= tg_get_num_cpus(), else
+ * TG_ERR_ARG (refused, not capped: more threads than CPUs only wait on each other, and each
+ * OpenBLAS thread maps a 128 MB buffer, which under an address-space limit made OpenBLAS spin
+ * forever). Set it before starting threads that compute. */
 tg_status tg_set_num_threads(int n);
-/* The thread count in force. */
+/* The thread count in force: tg_set_num_threads' count, or until it is called the calling
+ * thread's OpenMP default (OMP_NUM_THREADS, else the CPU count). */
 int tg_get_num_threads(void);
+/* The CPUs this process may run on: its affinity mask (taskset, cgroup cpusets), or the
+ * online count when the mask cannot be read. */
+int tg_get_num_cpus(void);
 /* "OpenBLAS 0.3.21, openmp threads, Haswell kernels; tapegrad kernels: avx2": the BLAS build,
  * its threading flavour and the kernels it runs on this CPU, then which copy of tapegrad's own
  * kernels runs (baseline, avx2 or avx512: the best the CPU has, or what TG_ISA asks for). */
@@ -177,6 +187,9 @@ tg_status tg_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out);
 tg_status tg_parse_uint(const char *s, uint64_t hi, uint64_t *out);
 /* Finite real in [lo, hi]; "-0" reads as +0. */
 tg_status tg_parse_real(const char *s, double lo, double hi, double *out);
+/* The same for exactly the form printf's %a writes ("0x1.a36e2ep-13"), which stores a float
+ * without rounding: what a program wrote itself, never a person's decimal. */
+tg_status tg_parse_hexreal(const char *s, double lo, double hi, double *out);
 /* Copies len bytes of src into dst (n bytes, always terminated) so that the result is one line
  * of printable ASCII: '\\' and '"' get a backslash, every other byte outside 0x20..0x7e becomes
  * \xNN. A cut copy ends in "...". Returns the length written. For anything quoted from a file. */
