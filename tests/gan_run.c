@@ -339,10 +339,11 @@ pid_t start(const char *const argv[], const start_opts *opts, const char **tag)
         if (opts && opts->home)
             setenv("HOME", opts->home, 1);
         if (opts && opts->fsize) {
-            /* Ignored, SIGXFSZ would kill the program; the write fails with EFBIG instead, and
-             * exec keeps both the limit and the ignored disposition. */
+            /* SIGXFSZ at its default, as a shell's `ulimit -f` leaves it: the program must
+             * ignore it itself so that the write fails with EFBIG (issue 19); exec keeps the
+             * limit. */
             struct rlimit rl = {opts->fsize, opts->fsize};
-            if (signal(SIGXFSZ, SIG_IGN) == SIG_ERR || setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            if (signal(SIGXFSZ, SIG_DFL) == SIG_ERR || setrlimit(RLIMIT_FSIZE, &rl) != 0)
                 _exit(126);
         }
         execv(argv[0], (char *const *)argv);

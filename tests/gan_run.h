@@ -67,8 +67,8 @@ typedef struct {
 void run_free(run_result *r);
 
 /* How a child starts besides its arguments: home, if not NULL, becomes $HOME; fsize, if not 0,
- * is its RLIMIT_FSIZE (with SIGXFSZ ignored, so a write past it fails with EFBIG, as on a full
- * disk). */
+ * is its RLIMIT_FSIZE, with SIGXFSZ at its default as after a shell's `ulimit -f` (mnist_gan
+ * ignores it, so a write past the limit fails with EFBIG, as on a full disk). */
 typedef struct {
     const char *home;
     rlim_t fsize;

@@ -36,6 +36,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -94,7 +95,7 @@ static void snap_walk(snapshot *s, const char *dir, const char *rel, bool conten
             snap_walk(s, p, fmt("%s/", r), contents);
         } else {
             f->name = strdup(r);
-            if (contents)
+            if (contents && S_ISREG(st.st_mode)) /* not through a link; never a FIFO's read */
                 f->data = must_read(p, &f->n);
         }
     }
@@ -714,7 +715,195 @@ static void test_sample(void **state)
     tg_dataset_free(ds);
 }
 
+/* ---- one train per folder, and a file size limit ----------------------------------------- */
+
+/* Issue 19: two trains on one --out both ran, interleaving losses.csv. The second is refused,
+ * naming the first; once the first dies (SIGKILL: no chance to clean up) the folder is free. */
+static void test_one_train_per_folder(void **state)
+{
+    (void)state;
+    double t0 = now();
+    const char *dir = fmt("%s/locked_run", root), *note = fmt("%s/.lock", dir);
+    const char *args[] = {"train",   "--data",    data_dir, "--width-div", "8",    "--batch",
+                          BATCH,     "--threads", "1",      "--log-every", "1000", "--iters",
+                          "1000000", "--out",     dir,      NULL};
+    const char *argv[20] = {program};
+    for (int i = 0; args[i]; i++)
+        argv[i + 1] = args[i];
+    const char *tag;
+    double s0 = now();
+    pid_t first = start(argv, NULL, &tag);
+    while (!exists(note)) { /* the first has checked its input and holds the folder */
+        if (waitpid(first, NULL, WNOHANG) == first || now() - s0 > RUN_TIMEOUT)
+            fail_msg("the first train ended or never wrote %s", note);
+        nanosleep(&(struct timespec){0, 2 * 1000 * 1000}, NULL);
+    }
+    run_result r = gan(args);
+    const char *want =
+        fmt("mnist_gan: %s is in use by another mnist_gan train (pid %d on ", dir, (int)first);
+    if (r.status != 2 || strncmp(r.err, want, strlen(want)) != 0 || strchr(r.err, '\n')[1] ||
+        r.out[0])
+        fail_msg("the second train on %s: exit status %d, expected 2 with one line starting "
+                 "\"%s\"; stderr:\n%s",
+                 dir, r.status, want, r.err);
+    run_free(&r);
+    kill(first, SIGKILL);
+    r = finish(first, tag, s0, RUN_TIMEOUT, false);
+    run_free(&r);
+    assert_int_equal(r.status, 128 + SIGKILL);
+    assert_true(exists(note)); /* left by the killed train: a note, not a lock */
+    /* The kernel released the lock with the process: a train there now runs, and removes the
+     * note at its end. */
+    const char *ck = fmt("%s/checkpoint.safetensors", dir);
+    int64_t at = 0;
+    if (exists(ck)) {
+        tg_state_dict *sd = ckpt_load(ck);
+        at = atoll(tg_state_dict_meta(sd, "iteration"));
+        tg_state_dict_free(sd);
+    }
+    train_ok(dir, (int)at + 1, exists(ck), NULL);
+    if (exists(note))
+        fail_msg("%s is still there after a train ended", note);
+    print_message("second train refused while the first ran; after SIGKILL at iteration %lld "
+                  "a train ran (%.1f s)\n",
+                  (long long)at, now() - t0);
+}
+
+/* Issue 19: under a shell's `ulimit -f`, SIGXFSZ killed the program (status 153, no word, a
+ * temporary file left). mnist_gan ignores it: the write fails with EFBIG, exit 1 with one line
+ * naming the file and "File too large", nothing left beside it. */
+static void test_file_size_limit(void **state)
+{
+    (void)state;
+    const char *dir = fmt("%s/fsize", root), *png = fmt("%s/s.png", dir);
+    make_dir(dir);
+    const char *argv[] = {
+        program,     "sample", "--checkpoint", fmt("%s/checkpoint.safetensors", run_dir),
+        "--threads", "1",      "--out",        png,
+        NULL};
+    const char *tag;
+    double t0 = now();
+    pid_t pid = start(argv, &(start_opts){.fsize = 4096}, &tag); /* the grid is larger */
+    run_result r = finish(pid, tag, t0, RUN_TIMEOUT, false);
+    const char *nl = strchr(r.err, '\n');
+    if (r.status != 1 || !nl || nl[1] || !strstr(r.err, png) || !strstr(r.err, "File too large"))
+        fail_msg("sample under RLIMIT_FSIZE 4096: exit status %d, expected 1 with one line "
+                 "naming %s and \"File too large\"; stderr:\n%s",
+                 r.status, png, r.err);
+    run_free(&r);
+    int n;
+    char **left = names_with(dir, "", &n);
+    int files = 0;
+    for (int i = 0; i < n; i++)
+        files += strcmp(left[i], ".") && strcmp(left[i], "..");
+    free_names(left);
+    if (files)
+        fail_msg("%d file(s) left in %s", files, dir);
+}
+
 /* ---- case 4: bad input --------------------------------------------------------------------- */
+
+/* A float32 idx file (type 0x0d, big-endian) of the given dimensions and values. */
+static void write_float_idx(const char *path, int ndim, const uint32_t *dims, const float *v)
+{
+    size_t count = 1;
+    for (int d = 0; d < ndim; d++)
+        count *= dims[d];
+    size_t bytes = 4 + 4 * (size_t)ndim + 4 * count;
+    unsigned char *b = malloc(bytes), *p = b;
+    assert_non_null(b);
+    *p++ = 0, *p++ = 0, *p++ = 0x0d, *p++ = (unsigned char)ndim;
+    for (size_t i = 0; i < (size_t)ndim + count; i++, p += 4) {
+        uint32_t u;
+        if (i < (size_t)ndim)
+            u = dims[i];
+        else
+            memcpy(&u, &v[i - (size_t)ndim], 4);
+        p[0] = (unsigned char)(u >> 24), p[1] = (unsigned char)(u >> 16);
+        p[2] = (unsigned char)(u >> 8), p[3] = (unsigned char)u;
+    }
+    write_file(path, b, bytes);
+    free(b);
+}
+
+/* A float32 idx3 file of n black 28x28 images but for value v at index at. */
+static void write_float_images(const char *path, int64_t n, int64_t at, float v)
+{
+    float *px = calloc((size_t)n * 784, sizeof *px);
+    assert_non_null(px);
+    px[at] = v;
+    write_float_idx(path, 3, (const uint32_t[]){(uint32_t)n, 28, 28}, px);
+    free(px);
+}
+
+/* A copy of the data folder whose training labels are float32, label 7 set to v. */
+static void write_float_labels(const char *dir, int64_t at, float v)
+{
+    size_t n;
+    char *raw = must_read(fmt("%s/train-labels-idx1-ubyte", data_dir), &n);
+    assert_true(n == 8 + N_IMAGES);
+    float lab[N_IMAGES];
+    for (int i = 0; i < N_IMAGES; i++)
+        lab[i] = (float)(unsigned char)raw[8 + i];
+    free(raw);
+    lab[at] = v;
+    copy_dir(data_dir, dir);
+    write_float_idx(fmt("%s/train-labels-idx1-ubyte", dir), 1, (const uint32_t[]){N_IMAGES}, lab);
+}
+
+/* A copy of the data folder whose training images are gzipped, with tail after the gzip data. */
+static void write_gz_with_tail(const char *dir, const char *tail)
+{
+    size_t n;
+    char *img = must_read(fmt("%s/train-images-idx3-ubyte", data_dir), &n);
+    copy_dir(data_dir, dir);
+    const char *raw = fmt("%s/train-images-idx3-ubyte", dir), *gz = fmt("%s.gz", raw);
+    assert_int_equal(unlink(raw), 0);
+    gzFile f = gzopen(gz, "wb");
+    assert_non_null(f);
+    assert_int_equal(gzwrite(f, img, (unsigned)n), (int)n);
+    assert_int_equal(gzclose(f), Z_OK);
+    free(img);
+    FILE *a = fopen(gz, "ab");
+    assert_non_null(a);
+    assert_int_equal(fputs(tail, a) >= 0, 1);
+    assert_int_equal(fclose(a), 0);
+}
+
+/* A copy of the finished run in ws/name whose checkpoint is ckpt's with key set to value: a
+ * metadata key, or the first value of the tensor key (value a number); returns the folder. The
+ * key must be in the checkpoint, so a misspelt one cannot make a case that tests nothing. */
+static const char *edited_run(const char *ws, const char *name, const char *ckpt, const char *key,
+                              const char *value)
+{
+    const char *dir = fmt("%s/%s", ws, name);
+    copy_dir(run_dir, dir);
+    tg_state_dict *sd = ckpt_load(ckpt);
+    tg_tensor *t = tg_state_dict_meta(sd, key) ? NULL : tg_state_dict_get(sd, key);
+    if (t)
+        t->data[0] = strtof(value, NULL);
+    else if (!tg_state_dict_meta(sd, key))
+        fail_msg("%s holds no metadata key or tensor \"%s\"", ckpt, key);
+    else
+        assert_int_equal(tg_state_dict_set_meta(sd, key, value), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(sd, fmt("%s/checkpoint.safetensors", dir)), TG_OK);
+    tg_state_dict_free(sd);
+    return dir;
+}
+
+/* Holds dir's lock as a running train does (flock on the folder) and writes the holder's note
+ * as train writes it; returns the folder's descriptor (closing it releases the lock). */
+static int hold_lock(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0)
+        fail_msg("cannot lock %s: %s", dir, strerror(errno));
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    const char *note = fmt("pid %d on %s since 2026-12-05 23:00:00 UTC\n", (int)getpid(), host);
+    write_file(fmt("%s/.lock", dir), note, strlen(note));
+    return fd;
+}
 
 /* One bad input: the arguments after "mnist_gan" and a fragment of the one line it must print
  * on stderr. Words starting with @ name what the test made:
@@ -726,7 +915,22 @@ static void test_sample(void **state)
  *   @FILE      a regular file                  @FOREIGNRUN ... whose checkpoint holds a convt G
  *   @NEW       a new folder (one per case)                under upsample settings
  *   @NOTGAN    a safetensors file that is no mnist_gan checkpoint
- * Every run's working folder is empty, so the default data folder data-cache/mnist is absent. */
+ *   @NOSEVEN   MNIST files without a 7         @NOIMAGES  an idx3 file of 0 images
+ *   @LOCKED    a folder another process (the test) holds the lock of, its note naming it
+ *   @BETARUN   a run whose checkpoint's metadata says beta1 = 1
+ *   @NEGITRUN  ... says iteration = -1     @ZERORNGRUN ... says z_rng = "0 0 0 0 0 0"
+ *   @NEGVARRUN a run whose checkpoint's G.1.running_var[0] is -1
+ *   @LINKRUN   a run whose checkpoint.safetensors is a symbolic link (to @RUN's)
+ *   @FIFOLOGRUN a run whose losses.csv is a FIFO
+ *   @NANDATA   MNIST files whose images (float32) hold a NaN
+ *   @FIFODATA  MNIST files whose train-images-idx3-ubyte is a FIFO
+ *   @FRACLABELS MNIST files whose labels (float32) hold 3.5 at index 7
+ *   @GZTRAIL   MNIST files whose images are a .gz followed by "garbage"
+ *   @BIGIMAGES a float32 idx3 file of one image with a pixel of 300
+ *   @FIFO      a FIFO                      @LINK    a symbolic link to @FILE
+ * Every run's working folder is empty, so the default data folder data-cache/mnist is absent.
+ * No case may create @NEW (nor @NEW.png): bad input is refused before anything is made. A
+ * control character in an argument shows in the README as tg_escape writes it ("\x0a"). */
 typedef struct {
     const char *args[16];
     const char *message;
@@ -767,6 +971,15 @@ static const bad_input bad_inputs[] = {
      "--checkpoint is not an option of 'train'"},
     {{"train", "@DATA"}, "unexpected argument '@DATA' (flags start with --)"},
     {{"train", "--data", "", "--out", "@NEW"}, "--data: empty value"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", SMALL_RUN, "--lr", "0x1p-12"},
+     "--lr: '0x1p-12' is not a number in (0, 10]"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--width-div", "8", "--batch", BATCH,
+      "--threads", "1", "--iters", "+5"},
+     "--iters: '+5' is not a whole number from 1 to 4611686018427387903"},
+    {{"train", "--data", "@DATA", "--out", "@NEW/a\nb", SMALL_RUN},
+     "--out: '@NEW/a\\x0ab' holds a control character"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", SMALL_RUN, "--threads", "256"},
+     "--threads: '256' is more than the"},
     {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--resume"},
      "--resume is a train option"},
     {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--grid-scale", "both"},
@@ -779,11 +992,28 @@ static const bad_input bad_inputs[] = {
      "@BADMAGIC/train-images-idx3-ubyte: bad magic 00 00 09 03"},
     {{"train", "--data", "@TRUNCDATA", "--out", "@NEW", SMALL_RUN},
      "@TRUNCDATA/train-images-idx3-ubyte: file ends at byte 100000 inside the data"},
+    {{"train", "--data", "@NOSEVEN", "--out", "@NEW/a/b", SMALL_RUN, "--digit", "7"},
+     "--digit 7: no images of digit 7 in @NOSEVEN"},
+    {{"train", "--data", "@NANDATA", "--out", "@NEW", SMALL_RUN},
+     "@NANDATA/train-images-idx3-ubyte: value nan at index [3, 0, 10] is not a finite number"},
+    {{"train", "--data", "@FIFODATA", "--out", "@NEW", SMALL_RUN},
+     "tg_data_read_idx: @FIFODATA/train-images-idx3-ubyte: is a FIFO, not a regular file"},
+    {{"train", "--data", "@FRACLABELS", "--out", "@NEW", SMALL_RUN},
+     "@FRACLABELS/train-labels-idx1-ubyte: label 3.5 at index [7] is not a whole number in [0, 9]"},
+    {{"train", "--data", "@GZTRAIL", "--out", "@NEW", SMALL_RUN},
+     "@GZTRAIL/train-images-idx3-ubyte.gz: 7 trailing bytes after the gzip data"},
     /* the output folder */
     {{"train", "--data", "@DATA", "--out", "@FILE/sub", SMALL_RUN},
      "cannot create the output folder @FILE/sub: Not a directory"},
     {{"train", "--data", "@DATA", "--out", "@RUN", SMALL_RUN},
      "@RUN already holds a checkpoint: pass --resume to continue it, or choose another --out"},
+    {{"train", "--data", "@DATA", "--out", "@LOCKED", SMALL_RUN},
+     "@LOCKED is in use by another mnist_gan train (pid"},
+    {{"train", "--data", "@DATA", "--out", "@LINKRUN", "--resume", "--iters", "31"},
+     "--out: tg_atomic_open: @LINKRUN/checkpoint.safetensors: is a symbolic link, not a regular "
+     "file"},
+    {{"train", "--data", "@DATA", "--out", "@FIFOLOGRUN", "--resume", "--iters", "31"},
+     "--out: tg_atomic_open: @FIFOLOGRUN/losses.csv: is a FIFO, not a regular file"},
     /* resume */
     {{"train", "--data", "@DATA", "--out", "@EMPTY", "--resume"},
      "--resume: @EMPTY/checkpoint.safetensors does not exist"},
@@ -801,6 +1031,14 @@ static const bad_input bad_inputs[] = {
      "@FOREIGNRUN/checkpoint.safetensors: tg_module_load_state_dict"},
     {{"train", "--data", "@NODATA", "--out", "@RUN", "--resume"},
      "@NODATA/train-images-idx3-ubyte: no such file"},
+    {{"train", "--data", "@DATA", "--out", "@BETARUN", "--resume"},
+     "@BETARUN/checkpoint.safetensors: metadata \"beta1\" is \"0x1p+0\""},
+    {{"train", "--data", "@DATA", "--out", "@NEGITRUN", "--resume"},
+     "@NEGITRUN/checkpoint.safetensors: metadata \"iteration\" is \"-1\", expected a whole number "
+     "from 0 to 4611686018427387903"},
+    {{"train", "--data", "@DATA", "--out", "@ZERORNGRUN", "--resume"},
+     "@ZERORNGRUN/checkpoint.safetensors: metadata \"z_rng\" is \"0 0 0 0 0 0\", expected a state "
+     "that is not all zero"},
     /* sample */
     {{"sample"}, "sample needs --checkpoint FILE"},
     {{"sample", "--checkpoint", "@NODATA/checkpoint.safetensors"},
@@ -822,6 +1060,26 @@ static const bad_input bad_inputs[] = {
      "cannot create a temporary file beside @FILE/x-images-idx3-ubyte"},
     {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--iters", "5"},
      "--iters is not an option of 'sample'"},
+    {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--out", "@NODATA/a.png"},
+     "--out: tg_atomic_open: cannot create a temporary file beside @NODATA/a.png: No such file "
+     "or directory"},
+    {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--out", "@EMPTY"},
+     "--out: tg_atomic_open: @EMPTY: is a directory, not a regular file"},
+    {{"sample", "--checkpoint", "@BETARUN/checkpoint.safetensors"},
+     "@BETARUN/checkpoint.safetensors: metadata \"beta1\" is \"0x1p+0\""},
+    {{"sample", "--checkpoint", "@NEGVARRUN/checkpoint.safetensors"},
+     "@NEGVARRUN/checkpoint.safetensors: tensor \"G.1.running_var\" holds -1 at index 0"},
+    {{"sample", "--checkpoint", "@FIFO"},
+     "tg_data_load_safetensors: @FIFO: is a FIFO, not a regular file"},
+    {{"sample", "--checkpoint", "@RUN/checkpoint.safetensors", "--out", "@LINK"},
+     "--out: tg_atomic_open: @LINK: is a symbolic link, not a regular file"},
+    /* eval */
+    {{"eval", "--images", "@NOIMAGES", "--classifier", "@FILE"}, "@NOIMAGES holds no images"},
+    {{"eval", "--images", "@BIGIMAGES", "--classifier", "@FILE"},
+     "@BIGIMAGES: value 300 at index [0, 0, 5] is outside [0, 255]"},
+    {{"eval", "--checkpoint", "@RUN/checkpoint.safetensors", "--classifier", "@FILE", "--json",
+      "@EMPTY"},
+     "--json: tg_atomic_open: @EMPTY: is a directory, not a regular file"},
 };
 
 /* word with its @NAME prefix replaced by the folder the test made. */
@@ -838,13 +1096,15 @@ static const char *expand(const char *word, const char *names[][2], int n_names)
 }
 
 /* The README's row for case b: the command line and the message, as the test has them (with
- * their @NAMEs; an empty argument shows as ''). */
+ * their @NAMEs; an empty argument shows as '', a control character as tg_escape writes it). */
 static const char *readme_row(const bad_input *b)
 {
     char line[1024] = "mnist_gan";
     for (int k = 0; b->args[k]; k++) {
+        char arg[256];
+        tg_escape(arg, sizeof arg, b->args[k], strlen(b->args[k]));
         size_t n = strlen(line);
-        snprintf(line + n, sizeof line - n, " %s", b->args[k][0] ? b->args[k] : "''");
+        snprintf(line + n, sizeof line - n, " %s", arg[0] ? arg : "''");
     }
     return fmt("| `%s` | `%s` |", line, b->message);
 }
@@ -916,17 +1176,60 @@ static void test_bad_input(void **state)
     write_file(fmt("%s/checkpoint.safetensors", jsonrun), ck, n);
     free(ck);
     /* a convt G's tensors under the metadata of an upsample run */
-    const char *foreign = fmt("%s/foreignrun", ws), *convt = fmt("%s/convt", root);
+    const char *convt = fmt("%s/convt", root);
     const char *const convt_args[] = {"--generator", "convt", NULL};
     train_ok(convt, 1, false, convt_args);
-    copy_dir(run_dir, foreign);
-    tg_state_dict *sd = ckpt_load(fmt("%s/checkpoint.safetensors", convt));
-    assert_int_equal(tg_state_dict_set_meta(sd, "generator", "0"), TG_OK);
-    assert_int_equal(tg_data_save_safetensors(sd, fmt("%s/checkpoint.safetensors", foreign)),
-                     TG_OK);
-    tg_state_dict_free(sd);
+    const char *foreign =
+        edited_run(ws, "foreignrun", fmt("%s/checkpoint.safetensors", convt), "generator", "0");
+    /* runs whose checkpoint holds one value no run could have written */
+    const char *ck_run = fmt("%s/checkpoint.safetensors", run_dir);
+    const char *betarun = edited_run(ws, "betarun", ck_run, "beta1", "0x1p+0"); /* 1 - 1^t = 0 */
+    const char *negitrun = edited_run(ws, "negitrun", ck_run, "iteration", "-1");
+    const char *zerorngrun = edited_run(ws, "zerorngrun", ck_run, "z_rng", "0 0 0 0 0 0");
+    const char *negvarrun = edited_run(ws, "negvarrun", ck_run, "G.1.running_var", "-1");
+    /* a run whose checkpoint is a symbolic link: train would train, then fail at its save */
+    const char *linkrun = fmt("%s/linkrun", ws);
+    copy_dir(run_dir, linkrun);
+    assert_int_equal(unlink(fmt("%s/checkpoint.safetensors", linkrun)), 0);
+    assert_int_equal(
+        symlink(fmt("%s/checkpoint.safetensors", run), fmt("%s/checkpoint.safetensors", linkrun)),
+        0);
+    /* the training labels without a 7 (each 7 made a 1) */
+    const char *noseven = fmt("%s/noseven", ws);
+    copy_dir(data_dir, noseven);
+    char *lab = must_read(fmt("%s/train-labels-idx1-ubyte", data_dir), &n);
+    for (size_t i = 8; i < n; i++)
+        lab[i] = lab[i] == 7 ? 1 : lab[i];
+    write_file(fmt("%s/train-labels-idx1-ubyte", noseven), lab, n);
+    free(lab);
+    const unsigned char no_images[16] = {0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 28};
+    const char *noimages = fmt("%s/noimages-idx3-ubyte", ws);
+    write_file(noimages, no_images, sizeof no_images);
+    /* float32 idx files (type 0x0d): training images with a NaN, one image with a 300 */
+    const char *nandata = fmt("%s/nandata", ws), *bigimages = fmt("%s/big-idx3-ubyte", ws);
+    copy_dir(data_dir, nandata);
+    write_float_images(fmt("%s/train-images-idx3-ubyte", nandata), N_IMAGES, 3 * 784 + 10, NAN);
+    write_float_images(bigimages, 1, 5, 300.0f);
+    const char *fraclabels = fmt("%s/fraclabels", ws), *gztrail = fmt("%s/gztrail", ws);
+    write_float_labels(fraclabels, 7, 3.5f);
+    write_gz_with_tail(gztrail, "garbage");
+    /* things that are not regular files: a FIFO (a reader must not wait on it), a link */
+    const char *fifodata = fmt("%s/fifodata", ws), *fifo = fmt("%s/fifo", ws);
+    const char *link = fmt("%s/link", ws), *fifologrun = fmt("%s/fifologrun", ws);
+    copy_dir(data_dir, fifodata);
+    assert_int_equal(unlink(fmt("%s/train-images-idx3-ubyte", fifodata)), 0);
+    assert_int_equal(mkfifo(fmt("%s/train-images-idx3-ubyte", fifodata), 0600), 0);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    copy_dir(run_dir, fifologrun);
+    assert_int_equal(unlink(fmt("%s/losses.csv", fifologrun)), 0);
+    assert_int_equal(mkfifo(fmt("%s/losses.csv", fifologrun), 0600), 0);
+    assert_int_equal(symlink(file, link), 0);
+    /* a folder held as a running train holds it: flock on the folder, and the holder's note */
+    const char *locked = fmt("%s/locked", ws);
+    make_dir(locked);
+    int lock_fd = hold_lock(locked);
     const char *notgan = fmt("%s/notgan.safetensors", ws);
-    sd = tg_state_dict_new();
+    tg_state_dict *sd = tg_state_dict_new();
     tg_tensor *one = tg_tensor_ones(TG_DIMS(3));
     tg_state_dict_put(sd, "weight", one);
     tg_release(one);
@@ -944,6 +1247,22 @@ static void test_bad_input(void **state)
                               {"JSONRUN", jsonrun},
                               {"FOREIGNRUN", foreign},
                               {"NOTGAN", notgan},
+                              {"NOSEVEN", noseven},
+                              {"NOIMAGES", noimages},
+                              {"LOCKED", locked},
+                              {"BETARUN", betarun},
+                              {"NEGITRUN", negitrun},
+                              {"ZERORNGRUN", zerorngrun},
+                              {"NEGVARRUN", negvarrun},
+                              {"LINKRUN", linkrun},
+                              {"FIFOLOGRUN", fifologrun},
+                              {"NANDATA", nandata},
+                              {"FIFODATA", fifodata},
+                              {"FRACLABELS", fraclabels},
+                              {"GZTRAIL", gztrail},
+                              {"BIGIMAGES", bigimages},
+                              {"FIFO", fifo},
+                              {"LINK", link},
                               {"NEW", NULL}};
     const int n_names = (int)(sizeof names / sizeof names[0]);
     snapshot bytes = snap_take(ws, true), before = snap_take(ws, false);
@@ -972,6 +1291,8 @@ static void test_bad_input(void **state)
             why = fmt("stderr lacks \"%s\"", want);
         else if (r.out[0])
             why = "something was printed on stdout";
+        else if (exists(names[n_names - 1][1]) || exists(fmt("%s.png", names[n_names - 1][1])))
+            why = fmt("the run created %s", names[n_names - 1][1]);
         snapshot after = snap_take(ws, false), cwd1 = snap_take(cwd_dir, false);
         const char *changed = snap_diff(&before, &after);
         const char *cwd_changed = snap_diff(&cwd0, &cwd1);
@@ -992,6 +1313,7 @@ static void test_bad_input(void **state)
     snapshot bytes_after = snap_take(ws, true);
     const char *changed = snap_diff(&bytes, &bytes_after);
     snap_free(&bytes), snap_free(&bytes_after), snap_free(&before), snap_free(&cwd0);
+    close(lock_fd);
     if (failures)
         fail_msg("%d of %d bad inputs were not handled as they should", failures, n_cases);
     if (changed)
@@ -1175,7 +1497,8 @@ int main(int argc, char **argv)
         TG_TEST(test_resume_accumulate), TG_TEST(test_resume_clean),
         TG_TEST(test_resume_dcgan),      TG_TEST(test_resume_after_crash),
         TG_TEST(test_resume_after_kill), TG_TEST(test_sample),
-        TG_TEST(test_bad_input),
+        TG_TEST(test_bad_input),         TG_TEST(test_one_train_per_folder),
+        TG_TEST(test_file_size_limit),
     };
     double t0 = now();
     int failed =

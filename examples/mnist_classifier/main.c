@@ -10,13 +10,15 @@
  * API is used (tapegrad.h): this is what a program of yours looks like.
  *
  * Exit status: 0 done, 2 bad input (flags, data files, checkpoint), 1 any other failure. */
-#include <errno.h>
+#include <float.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "classifier.h"
 
@@ -72,17 +74,71 @@ static void complain(const char *fmt, ...)
     va_end(ap);
 }
 
-/* Reads a whole number in [lo, hi] for flag; false (after saying why) otherwise. */
+/* v as a message may quote it: escaped (tg_escape), so a hostile value cannot split the line
+ * or colour the terminal. Returns buf. */
+static const char *quoted(const char *v, char *buf, size_t n)
+{
+    tg_escape(buf, n, v, strlen(v));
+    return buf;
+}
+
+/* Reads a whole number in [lo, hi] for flag (tg_parse_int: decimal only, no blanks or '+');
+ * false (after saying why) otherwise. */
 static bool parse_long(const char *flag, const char *s, long lo, long hi, long *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        complain("%s '%s': expected a whole number from %ld to %ld", flag, s, lo, hi);
+    int64_t v;
+    if (tg_parse_int(s, lo, hi, &v) != TG_OK) {
+        char q[128];
+        complain("%s '%s': expected a whole number from %ld to %ld", flag, quoted(s, q, sizeof q),
+                 lo, hi);
         return false;
     }
-    *out = v;
+    *out = (long)v;
+    return true;
+}
+
+/* Reads a number in (0, hi] for flag (tg_parse_real) that stays above 0 as a float; false
+ * (after saying why) otherwise. */
+static bool parse_positive(const char *flag, const char *s, double hi, const char *expected,
+                           float *out)
+{
+    double v;
+    if (tg_parse_real(s, 0.0, hi, &v) != TG_OK || !((float)v > 0.0f)) {
+        char q[128];
+        complain("%s '%s': expected %s", flag, quoted(s, q, sizeof q), expected);
+        return false;
+    }
+    *out = (float)v;
+    return true;
+}
+
+/* A path flag's value: control characters (a newline splits every message naming the file)
+ * are refused; false after saying so. */
+static bool parse_path(const char *flag, const char *s, const char **out)
+{
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            char q[256];
+            complain("%s '%s': holds a control character", flag, quoted(s, q, sizeof q));
+            return false;
+        }
+    *out = s;
+    return true;
+}
+
+/* --threads: 1..256 and no more than the CPUs (more only wait on each other, and under an
+ * address-space limit OpenBLAS's per-thread buffers spun forever: issue 19). */
+static bool parse_threads(const char *flag, const char *s, long *out)
+{
+    if (!parse_long(flag, s, 1, 256, out))
+        return false;
+    const long cpus = tg_get_num_cpus();
+    if (*out > cpus) {
+        char q[64];
+        complain("%s '%s': more than the %ld CPU%s this process can run on", flag,
+                 quoted(s, q, sizeof q), cpus, cpus == 1 ? "" : "s");
+        return false;
+    }
     return true;
 }
 
@@ -95,7 +151,7 @@ static bool parse_options(int argc, char **argv, options *o)
                    .lr = 1e-3f,
                    .lr_decay = 0.7f,
                    .seed = 1,
-                   .threads = 2};
+                   .threads = tg_get_num_cpus() >= 2 ? 2 : 1}; /* default 2, at most the CPUs */
     bool have_data = false, have_dataset = false;
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
@@ -108,7 +164,8 @@ static bool parse_options(int argc, char **argv, options *o)
             continue;
         }
         if (strncmp(flag, "--", 2) != 0) {
-            complain("unexpected argument '%s' (see --help)", flag);
+            char q[256];
+            complain("unexpected argument '%s' (see --help)", quoted(flag, q, sizeof q));
             return false;
         }
         /* Every other flag takes a value. */
@@ -119,7 +176,8 @@ static bool parse_options(int argc, char **argv, options *o)
             !strcmp(flag, "--seed") || !strcmp(flag, "--threads") || !strcmp(flag, "--limit") ||
             !strcmp(flag, "--out") || !strcmp(flag, "--checkpoint");
         if (!known) {
-            complain("unknown flag '%s' (see --help)", flag);
+            char q[128];
+            complain("unknown flag '%s' (see --help)", quoted(flag, q, sizeof q));
             return false;
         }
         if (!v) {
@@ -129,14 +187,15 @@ static bool parse_options(int argc, char **argv, options *o)
         i++;
         bool ok = true;
         if (!strcmp(flag, "--data")) {
-            o->data_dir = v, have_data = true;
+            ok = parse_path(flag, v, &o->data_dir), have_data = true;
         } else if (!strcmp(flag, "--dataset")) {
             o->dataset = NULL, have_dataset = true;
             for (size_t k = 0; k < sizeof datasets / sizeof datasets[0]; k++)
                 if (!strcmp(v, datasets[k].name))
                     o->dataset = datasets[k].name;
             if (!o->dataset) {
-                complain("--dataset '%s': expected mnist or fashion", v);
+                char q[128];
+                complain("--dataset '%s': expected mnist or fashion", quoted(v, q, sizeof q));
                 return false;
             }
         } else if (!strcmp(flag, "--epochs")) {
@@ -144,35 +203,27 @@ static bool parse_options(int argc, char **argv, options *o)
         } else if (!strcmp(flag, "--batch")) {
             ok = parse_long(flag, v, 1, 65536, &o->batch);
         } else if (!strcmp(flag, "--threads")) {
-            ok = parse_long(flag, v, 1, 256, &o->threads);
+            ok = parse_threads(flag, v, &o->threads);
         } else if (!strcmp(flag, "--limit")) {
             ok = parse_long(flag, v, 1, 1L << 30, &o->limit);
         } else if (!strcmp(flag, "--lr")) {
-            char *end;
-            o->lr = strtof(v, &end);
-            if (end == v || *end || !(o->lr > 0.0f) || !isfinite(o->lr)) {
-                complain("--lr '%s': expected a positive number", v);
-                return false;
-            }
+            ok = parse_positive(flag, v, FLT_MAX, "a positive number", &o->lr);
         } else if (!strcmp(flag, "--lr-decay")) {
-            char *end;
-            o->lr_decay = strtof(v, &end);
-            if (end == v || *end || !(o->lr_decay > 0.0f && o->lr_decay <= 1.0f)) {
-                complain("--lr-decay '%s': expected a number in (0, 1]", v);
-                return false;
-            }
+            ok = parse_positive(flag, v, 1.0, "a number in (0, 1]", &o->lr_decay);
         } else if (!strcmp(flag, "--seed")) {
-            char *end;
-            errno = 0;
-            o->seed = strtoull(v, &end, 10);
-            if (errno || end == v || *end || v[0] == '-') {
-                complain("--seed '%s': expected a whole number from 0 to 2^64 - 1", v);
+            /* tg_parse_uint refuses a sign: strtoull wrapped "-1" to 2^64 - 1 */
+            uint64_t seed;
+            char q[128];
+            if (tg_parse_uint(v, UINT64_MAX, &seed) != TG_OK) {
+                complain("--seed '%s': expected a whole number from 0 to 2^64 - 1",
+                         quoted(v, q, sizeof q));
                 return false;
             }
+            o->seed = seed;
         } else if (!strcmp(flag, "--out")) {
-            o->out = v;
+            ok = parse_path(flag, v, &o->out);
         } else {
-            o->checkpoint = v;
+            ok = parse_path(flag, v, &o->checkpoint);
         }
         if (!ok)
             return false;
@@ -423,12 +474,16 @@ done:
 
 int main(int argc, char **argv)
 {
+    /* Past a shell's `ulimit -f`, SIGXFSZ would kill the program without a word and leave the
+     * checkpoint's temporary file; ignored, the write fails with EFBIG and the save says "File
+     * too large". */
+    signal(SIGXFSZ, SIG_IGN);
     options o;
     if (!parse_options(argc, argv, &o))
         return 2;
-    if (tg_set_num_threads((int)o.threads) != TG_OK) {
+    if (tg_set_num_threads((int)o.threads) != TG_OK) { /* the user's --threads: bad input */
         complain("%s", tg_last_error());
-        return 1;
+        return 2;
     }
     return o.eval_only ? evaluate_checkpoint(&o) : train_and_save(&o);
 }

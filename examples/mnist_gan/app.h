@@ -22,6 +22,12 @@
 int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Monotonic seconds. */
 double now(void);
+/* The exit status of a failure while reading and checking the user's input (flags, files,
+ * before any work): bad input (2), but for the machine's own lack of memory (1). Once the work
+ * has started, every failure is 1. The status tells them apart: TG_ERR_NOMEM is the machine's,
+ * every other (TG_ERR_IO: missing or unreadable, TG_ERR_FORMAT, TG_ERR_ARG, TG_ERR_SHAPE) the
+ * input's. */
+int input_failure(void);
 
 /* ---- checkpoint.c ---------------------------------------------------------------------------- */
 
@@ -38,9 +44,6 @@ typedef struct {
     double seconds;
     tg_loader_state loader;
 } run_position;
-/* Reads metadata key as the sscanf format; false (with a message) when absent or malformed. */
-bool meta_get(const tg_state_dict *sd, const char *path, const char *key, char *err, size_t n,
-              int count, const char *fmt, ...);
 /* Reads an RNG state written by the checkpoint's hex words. */
 bool meta_get_rng(const tg_state_dict *sd, const char *path, const char *key, tg_rng *r, char *err,
                   size_t n);
@@ -50,9 +53,10 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
 tg_status save_checkpoint(const char *path, const gan_state *s, const run_settings *rs,
                           const run_position *pos);
 /* Loads what train saved into a fresh state: the settings from the checkpoint's metadata, the
- * models they describe, then the weights. On failure prints the message (bad input) and
- * returns false; the caller frees *sd and *s either way. */
-bool load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_state *s);
+ * models they describe, then the weights. 0, or after printing the message the exit status:
+ * EXIT_BAD_INPUT when the file is at fault, 1 when the machine is (out of memory). The caller
+ * frees *sd and *s either way. */
+int load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_state *s);
 
 /* ---- the commands (train.c, sample.c, eval.c) ------------------------------------------------ */
 
@@ -60,8 +64,10 @@ extern const char *const recipe_names[]; /* "tutorial", "dcgan" */
 extern const char *const gen_names[];    /* "upsample", "convt" */
 /* True when something exists at path. */
 bool file_exists(const char *p);
-/* False when path cannot be written (no temporary file can be made beside it). */
-bool can_write(const char *path);
+/* Whether the output file path (the value of flag) can be written, checked before any work:
+ * false with a message naming the flag in err when it cannot (it exists and is not a regular
+ * file, or no temporary file can be made beside it: tg_atomic_open's checks). */
+bool can_write(const char *flag, const char *path, char *err, size_t n);
 /* The data folder the options name (--data, or the --dataset's). */
 const char *data_dir_of(const gan_options *o);
 /* Each returns the exit status. */

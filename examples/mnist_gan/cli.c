@@ -2,11 +2,10 @@
  * and how its value is read and checked. A bad flag or value gets one line naming it. */
 #include "cli.h"
 
-#include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char usage[] =
     "usage: mnist_gan train [options]     train the GAN (the PaddlePaddle dygraph tutorial's)\n"
@@ -45,14 +44,16 @@ static const char usage[] =
     "  --lr X                Adam learning rate (default 2e-4)\n"
     "  --beta1 X             Adam beta1 (default 0.9 for the tutorial recipe, 0.5 for dcgan)\n"
     "  --seed S              seed of weights, noise and shuffling (default 1)\n"
-    "  --threads T           threads for kernels and BLAS (default 2)\n"
+    "  --threads T           threads for kernels and BLAS (default 2; at most the CPUs)\n"
     "  --log-every N         log line, sample grid and report every N iterations (default 100)\n"
     "  --grid-scale NAME     fixed (default): -1 black, 1 white; per-image: each image\n"
     "                        stretched to its own range, as the tutorial's notebook showed them;\n"
     "                        both (train only): samples_<it>.png fixed and\n"
     "                        samples_<it>_per-image.png\n"
     "  --out DIR             output folder (default out/mnist_gan): samples_<it>.png,\n"
-    "                        losses.csv, losses.svg, checkpoint.safetensors, report.html\n"
+    "                        losses.csv, losses.svg, checkpoint.safetensors, report.html;\n"
+    "                        one train at a time: a second on the same folder is refused,\n"
+    "                        naming the first (OUT/.lock, while it runs)\n"
     "  --resume              continue exactly from OUT/checkpoint.safetensors\n"
     "  --width-div K         divide every layer width by K (quick experiments and tests)\n"
     "  --eval-every N        measure G every N iterations and at the end, as eval does, on\n"
@@ -91,43 +92,94 @@ const char *gan_usage(void)
     return usage;
 }
 
-/* Integer in [lo, hi]; false with the message in err. */
+/* v as a message may quote it: escaped (tg_escape), so a hostile value cannot split the line
+ * or colour the terminal. Returns buf. */
+static const char *quoted(const char *v, char *buf, size_t n)
+{
+    tg_escape(buf, n, v, strlen(v));
+    return buf;
+}
+
+/* Integer in [lo, hi] (tg_parse_int: decimal only); false with the message in err. */
 static bool parse_int(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out,
                       char *err, size_t n)
 {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
-        snprintf(err, n, "%s: '%s' is not a whole number from %lld to %lld", flag, v, (long long)lo,
-                 (long long)hi);
-        return false;
-    }
-    *out = x;
-    return true;
+    if (tg_parse_int(v, lo, hi, out) == TG_OK)
+        return true;
+    char q[128];
+    snprintf(err, n, "%s: '%s' is not a whole number from %lld to %lld", flag,
+             quoted(v, q, sizeof q), (long long)lo, (long long)hi);
+    return false;
 }
 
-/* Float in (lo, hi] (lo exclusive when lo_open); false with the message in err. */
+/* Unsigned integer in [0, hi] (tg_parse_uint: no sign, so "-1" cannot wrap); false with the
+ * message in err. */
+static bool parse_uint(const char *flag, const char *v, uint64_t hi, uint64_t *out, char *err,
+                       size_t n)
+{
+    if (tg_parse_uint(v, hi, out) == TG_OK)
+        return true;
+    char q[128];
+    snprintf(err, n, "%s: '%s' is not a whole number from 0 to %llu", flag, quoted(v, q, sizeof q),
+             (unsigned long long)hi);
+    return false;
+}
+
+/* Float in (lo, hi] (lo exclusive when lo_open), read by tg_parse_real (decimal only, "-0" is
+ * +0); false with the message in err. */
 static bool parse_float(const char *flag, const char *v, double lo, bool lo_open, double hi,
                         float *out, char *err, size_t n)
 {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || x != x || (lo_open ? x <= lo : x < lo) || x > hi) {
-        snprintf(err, n, "%s: '%s' is not a number in %s%g, %g]", flag, v, lo_open ? "(" : "[", lo,
-                 hi);
+    double x;
+    char q[128];
+    if (tg_parse_real(v, lo, hi, &x) != TG_OK || (lo_open && x <= lo)) {
+        snprintf(err, n, "%s: '%s' is not a number in %s%g, %g]", flag, quoted(v, q, sizeof q),
+                 lo_open ? "(" : "[", lo, hi);
         return false;
     }
     /* In range as a double, a value can still round to the open bound as a float: --lr 1e-74
      * would become 0 and train nothing (found by tests/fuzz/fuzz_cli). Rounding cannot cross
-     * the upper bounds used here (10, 0.999999). */
+     * the upper bounds used here (GAN_LR_MAX 10, GAN_BETA1_MAX 0.999999). */
     float f = (float)x;
     if (lo_open && f <= lo) {
-        snprintf(err, n, "%s: '%s' is %g as a float32, not above %g", flag, v, (double)f, lo);
+        snprintf(err, n, "%s: '%s' is %g as a float32, not above %g", flag, quoted(v, q, sizeof q),
+                 (double)f, lo);
         return false;
     }
     *out = f;
+    return true;
+}
+
+/* A path flag's value: control characters (a newline makes a file name that splits every
+ * message naming it) are refused; other bytes, UTF-8 names included, are the file system's. */
+static bool parse_path(const char *flag, const char *v, const char **out, char *err, size_t n)
+{
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            char q[256];
+            snprintf(err, n, "%s: '%s' holds a control character", flag, quoted(v, q, sizeof q));
+            return false;
+        }
+    *out = v;
+    return true;
+}
+
+/* --threads: 1..256 and no more than the CPUs. More threads than CPUs only wait on each
+ * other, and under an address-space limit OpenBLAS's per-thread buffers made --threads 8 on
+ * two CPUs spin forever (issue 19). */
+static bool parse_threads(const char *flag, const char *v, int *out, char *err, size_t n)
+{
+    int64_t x;
+    if (!parse_int(flag, v, 1, 256, &x, err, n))
+        return false;
+    const int cpus = tg_get_num_cpus();
+    if (x > cpus) {
+        char q[64];
+        snprintf(err, n, "%s: '%s' is more than the %d CPU%s this process can run on", flag,
+                 quoted(v, q, sizeof q), cpus, cpus == 1 ? "" : "s");
+        return false;
+    }
+    *out = (int)x;
     return true;
 }
 
@@ -140,7 +192,8 @@ static bool parse_choice(const char *flag, const char *v, const char *const *nam
             *out = i;
             return true;
         }
-    int used = snprintf(err, n, "%s: '%s' is not one of", flag, v);
+    char q[128];
+    int used = snprintf(err, n, "%s: '%s' is not one of", flag, quoted(v, q, sizeof q));
     for (int i = 0; names[i] && used > 0 && (size_t)used < n; i++)
         used += snprintf(err + used, n - (size_t)used, "%s %s", i ? "," : "", names[i]);
     return false;
@@ -158,7 +211,7 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
                        .lr = 2e-4f,
                        .beta1 = 0.9f,
                        .seed = 1,
-                       .threads = 2,
+                       .threads = tg_get_num_cpus() >= 2 ? 2 : 1, /* default 2, at most the CPUs */
                        .log_every = 100,
                        .out_dir = "out/mnist_gan",
                        .width_div = 1,
@@ -176,7 +229,9 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
     else if (!strcmp(argv[1], "eval"))
         o->cmd = CMD_EVAL, cmd_bit = FOR_EVAL, o->n = 10000;
     else {
-        snprintf(err, n, "unknown command '%s' (train, sample, eval or --help)", argv[1]);
+        char q[128];
+        snprintf(err, n, "unknown command '%s' (train, sample, eval or --help)",
+                 quoted(argv[1], q, sizeof q));
         return false;
     }
     static const char *const generators[] = {"upsample", "convt", NULL};
@@ -200,11 +255,14 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
             continue;
         }
         if (strncmp(f, "--", 2) != 0) {
-            snprintf(err, n, "unexpected argument '%s' (flags start with --)", f);
+            char q[256];
+            snprintf(err, n, "unexpected argument '%s' (flags start with --)",
+                     quoted(f, q, sizeof q));
             return false;
         }
         if (i + 1 >= argc) {
-            snprintf(err, n, "%s needs a value", f);
+            char q[128];
+            snprintf(err, n, "%s needs a value", quoted(f, q, sizeof q));
             return false;
         }
         const char *v = argv[++i];
@@ -213,7 +271,7 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         bool ok = true;
         int for_cmd = FOR_TRAIN;
         if (!strcmp(f, "--data"))
-            o->data_dir = v, for_cmd = FOR_TRAIN | FOR_EVAL;
+            ok = parse_path(f, v, &o->data_dir, err, n), for_cmd = FOR_TRAIN | FOR_EVAL;
         else if (!strcmp(f, "--dataset"))
             ok = parse_choice(f, v, datasets, &c, err, n), o->dataset = datasets[ok ? c : 0],
             o->given |= GIVEN_DATASET, for_cmd = FOR_TRAIN | FOR_EVAL;
@@ -240,18 +298,20 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         else if (!strcmp(f, "--epochs"))
             ok = parse_int(f, v, 1, 1000000, &o->epochs, err, n);
         else if (!strcmp(f, "--iters"))
-            ok = parse_int(f, v, 1, INT64_MAX / 2, &o->iters, err, n);
+            ok = parse_int(f, v, 1, GAN_ITERS_MAX, &o->iters, err, n);
         else if (!strcmp(f, "--batch"))
-            ok = parse_int(f, v, 2, 65536, &o->batch, err, n), o->given |= GIVEN_BATCH;
+            ok = parse_int(f, v, GAN_BATCH_MIN, GAN_BATCH_MAX, &o->batch, err, n),
+            o->given |= GIVEN_BATCH;
         else if (!strcmp(f, "--lr"))
-            ok = parse_float(f, v, 0, true, 10, &o->lr, err, n), o->given |= GIVEN_LR;
+            ok = parse_float(f, v, 0, true, GAN_LR_MAX, &o->lr, err, n), o->given |= GIVEN_LR;
         else if (!strcmp(f, "--beta1"))
-            ok = parse_float(f, v, 0, false, 0.999999, &o->beta1, err, n), o->given |= GIVEN_BETA1;
+            ok = parse_float(f, v, 0, false, GAN_BETA1_MAX, &o->beta1, err, n),
+            o->given |= GIVEN_BETA1;
         else if (!strcmp(f, "--seed"))
-            ok = parse_int(f, v, 0, INT64_MAX, &x, err, n), o->seed = (uint64_t)x,
-            o->given |= GIVEN_SEED, for_cmd = FOR_TRAIN | FOR_SAMPLE | FOR_EVAL;
+            ok = parse_uint(f, v, INT64_MAX, &o->seed, err, n), o->given |= GIVEN_SEED,
+            for_cmd = FOR_TRAIN | FOR_SAMPLE | FOR_EVAL;
         else if (!strcmp(f, "--threads"))
-            ok = parse_int(f, v, 1, 256, &x, err, n), o->threads = (int)x,
+            ok = parse_threads(f, v, &o->threads, err, n),
             for_cmd = FOR_TRAIN | FOR_SAMPLE | FOR_EVAL;
         else if (!strcmp(f, "--log-every"))
             ok = parse_int(f, v, 1, INT64_MAX / 2, &o->log_every, err, n);
@@ -259,33 +319,32 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
             ok = parse_choice(f, v, scales, &c, err, n),
             o->grid_scale = c == 2 ? TG_GRID_FIXED : (tg_grid_scale)c, o->grid_both = c == 2,
             for_cmd = FOR_TRAIN | FOR_SAMPLE;
-        else if (!strcmp(f, "--out")) {
+        else if (!strcmp(f, "--out"))
+            ok = parse_path(f, v, cmd_bit == FOR_TRAIN ? &o->out_dir : &o->png_out, err, n),
             for_cmd = FOR_TRAIN | FOR_SAMPLE;
-            if (cmd_bit == FOR_TRAIN)
-                o->out_dir = v;
-            else
-                o->png_out = v;
-        } else if (!strcmp(f, "--width-div"))
-            ok = parse_int(f, v, 1, 64, &x, err, n), o->width_div = (int)x, o->given |= GIVEN_WIDTH;
+        else if (!strcmp(f, "--width-div"))
+            ok = parse_int(f, v, 1, GAN_WIDTH_DIV_MAX, &x, err, n), o->width_div = (int)x,
+            o->given |= GIVEN_WIDTH;
         else if (!strcmp(f, "--checkpoint"))
-            o->checkpoint = v, for_cmd = FOR_SAMPLE | FOR_EVAL;
+            ok = parse_path(f, v, &o->checkpoint, err, n), for_cmd = FOR_SAMPLE | FOR_EVAL;
         else if (!strcmp(f, "--n"))
             ok = parse_int(f, v, cmd_bit == FOR_EVAL ? 2 : 1, 100000, &o->n, err, n),
             for_cmd = FOR_SAMPLE | FOR_EVAL;
         else if (!strcmp(f, "--classifier"))
-            o->classifier = v, for_cmd = FOR_TRAIN | FOR_EVAL;
+            ok = parse_path(f, v, &o->classifier, err, n), for_cmd = FOR_TRAIN | FOR_EVAL;
         else if (!strcmp(f, "--images"))
-            o->images = v, for_cmd = FOR_EVAL;
+            ok = parse_path(f, v, &o->images, err, n), for_cmd = FOR_EVAL;
         else if (!strcmp(f, "--json"))
-            o->json_path = v, for_cmd = FOR_EVAL;
+            ok = parse_path(f, v, &o->json_path, err, n), for_cmd = FOR_EVAL;
         else if (!strcmp(f, "--eval-every"))
             ok = parse_int(f, v, 1, INT64_MAX / 2, &o->eval_every, err, n);
         else if (!strcmp(f, "--eval-n"))
             ok = parse_int(f, v, 2, 100000, &o->eval_n, err, n);
         else if (!strcmp(f, "--idx"))
-            o->idx_prefix = v, for_cmd = FOR_SAMPLE;
+            ok = parse_path(f, v, &o->idx_prefix, err, n), for_cmd = FOR_SAMPLE;
         else {
-            snprintf(err, n, "unknown flag '%s' (see mnist_gan --help)", f);
+            char q[128];
+            snprintf(err, n, "unknown flag '%s' (see mnist_gan --help)", quoted(f, q, sizeof q));
             return false;
         }
         if (!ok)

@@ -6,6 +6,15 @@
 
 typedef enum { CMD_TRAIN, CMD_SAMPLE, CMD_HELP, CMD_EVAL } gan_command;
 
+/* The ranges of the flags whose values a checkpoint records: cli.c checks the flags with them,
+ * checkpoint.c the values read back from a checkpoint. */
+#define GAN_LR_MAX 10.0        /* --lr X: (0, 10] */
+#define GAN_BETA1_MAX 0.999999 /* --beta1 X: [0, 0.999999] */
+#define GAN_BATCH_MIN 2        /* --batch N: [2, 65536] */
+#define GAN_BATCH_MAX 65536
+#define GAN_WIDTH_DIV_MAX 64          /* --width-div K: [1, 64] */
+#define GAN_ITERS_MAX (INT64_MAX / 2) /* --iters N: [1, INT64_MAX / 2] */
+
 typedef struct gan_options {
     gan_command cmd;
     /* train */

@@ -1,5 +1,6 @@
 /* mnist_gan eval: the figures of a trained G, or of any idx file of images. */
 #include "app.h"
+#include "checkpoint.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -14,9 +15,10 @@
 
 /* ---- eval ------------------------------------------------------------------------------------ */
 
-/* eval --images: the first n images of an idx3 file read by tg_data_read_idx (0..255,
- * [N,H,W] or [N,1,H,W]) in the loader's [-1, 1], shaped like the real set's images `like`, so
- * images made by another program (PyTorch's, say) are measured exactly as G's are. */
+/* eval --images: the first n images of an idx3 file read by tg_data_read_idx (0..255, as the
+ * caller checked; [N,H,W] or [N,1,H,W], N >= 1) in the loader's [-1, 1], shaped like the real
+ * set's images `like`, so images made by another program (PyTorch's, say) are measured exactly
+ * as G's are. NULL with the error set when they are not such images: bad input. */
 static tg_tensor *images_like(const tg_tensor *raw, const char *path, int64_t n,
                               const tg_tensor *like)
 {
@@ -59,19 +61,33 @@ int evaluate(const gan_options *o)
     gan_stats ref = {0};
     gan_figures figs[3];
     const char *measured = o->images ? o->images : o->checkpoint;
+    /* Everything is read and checked before any work (a bad input exits 2 at once): the
+     * images or the checkpoint, the --json file, the classifier, the data and --n. */
     if (o->images) {
         rs = (run_settings){.digit = -1}, iteration = -1;
         if (!(raw_images = tg_data_read_idx(o->images))) {
-            fail(code, "%s", tg_last_error());
+            code = fail(input_failure(), "%s", tg_last_error());
+            goto done;
+        }
+        if (raw_images->ndim < 1 || raw_images->shape[0] == 0) {
+            fail(code, "%s holds no images", o->images);
+            goto done;
+        }
+        /* a float idx file can hold anything: pixels are 0..255 (images_like scales them) */
+        if (tg_data_check_range(raw_images, o->images, 0.0f, 255.0f, false) != TG_OK) {
+            code = fail(input_failure(), "%s", tg_last_error());
             goto done;
         }
     } else {
-        if (!load_trained(o->checkpoint, &sd, &rs, &s))
+        int64_t it;
+        if ((code = load_trained(o->checkpoint, &sd, &rs, &s)) != 0)
             goto done;
-        if (!meta_get(sd, o->checkpoint, "iteration", err, sizeof err, 1, "%lld", &iteration)) {
+        code = EXIT_BAD_INPUT;
+        if (!meta_get_int(sd, o->checkpoint, "iteration", 0, GAN_ITERS_MAX, &it, err, sizeof err)) {
             fail(code, "%s", err);
             goto done;
         }
+        iteration = it;
     }
     const char *slash = strrchr(measured, '/');
     if (o->json_path)
@@ -79,17 +95,21 @@ int evaluate(const gan_options *o)
     else
         snprintf(json, sizeof json, "%.*seval.jsonl", slash ? (int)(slash - measured + 1) : 0,
                  measured);
-    if (!can_write(json) || !(clf = clf_load(o->classifier, &info))) {
-        fail(code, "%s", tg_last_error());
+    if (!can_write("--json", json, err, sizeof err)) {
+        fail(code, "%s", err);
+        goto done;
+    }
+    if (!(clf = clf_load(o->classifier, &info))) {
+        code = fail(input_failure(), "%s", tg_last_error());
         goto done;
     }
     const char *dir = data_dir_of(o);
     if (!(test = tg_data_load_mnist(dir, false, rs.digit)) ||
         !(train_set = tg_data_load_mnist(dir, true, rs.digit))) {
-        fail(code, "%s%s", tg_last_error(),
-             !o->data_dir && !strcmp(dir, MNIST_DIR)
-                 ? " (run scripts/fetch-mnist.sh, or pass --data DIR)"
-                 : "");
+        code = fail(input_failure(), "%s%s", tg_last_error(),
+                    !o->data_dir && !strcmp(dir, MNIST_DIR)
+                        ? " (run scripts/fetch-mnist.sh, or pass --data DIR)"
+                        : "");
         goto done;
     }
     const int64_t n_test = test->images->shape[0], n_train = train_set->images->shape[0];
@@ -100,6 +120,10 @@ int evaluate(const gan_options *o)
              rs.digit >= 0 ? " of the checkpoint's digit" : "");
         goto done;
     }
+    if (raw_images && !(gen = images_like(raw_images, o->images, o->n, test->images))) {
+        code = fail(input_failure(), "%s", tg_last_error());
+        goto done;
+    }
     code = 1;
     /* Real subsets by fixed permutations (the same images for every checkpoint and seed). */
     if (!(real_test = gan_subset(test->images, o->n, GAN_TEST_SUBSET_SEED)) ||
@@ -108,10 +132,6 @@ int evaluate(const gan_options *o)
         goto done;
     }
     tg_dataset_free(train_set), train_set = NULL;
-    if (raw_images && !(gen = images_like(raw_images, o->images, o->n, real_test))) {
-        code = fail(EXIT_BAD_INPUT, "%s", tg_last_error());
-        goto done;
-    }
     if (gan_evaluate_images(clf, real_test, NULL, &figs[2], &ref) != TG_OK ||
         (!gen && !(gen = gan_generate_n(&s, o->n, o->seed))) ||
         gan_evaluate_images(clf, gen, &ref, &figs[0], NULL) != TG_OK ||
@@ -130,9 +150,9 @@ int evaluate(const gan_options *o)
     static const char *const names[3] = {"generated", "real train (reference)", "real test"};
     gan_figures_table(stdout, 3, names, figs);
 
-    FILE *jf = fopen(json, "a");
+    FILE *jf = tg_data_fopen_regular(json, "a"); /* a FIFO there is refused, not waited on */
     if (!jf) {
-        fail(code, "%s: %s", json, strerror(errno));
+        fail(code, "%s", tg_last_error());
         goto done;
     }
     fprintf(jf, "{\"%s\": ", o->images ? "images" : "checkpoint");

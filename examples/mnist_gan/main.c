@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,11 @@ int fail(int code, const char *fmt, ...)
     return code;
 }
 
+int input_failure(void)
+{
+    return tg_last_status() == TG_ERR_NOMEM ? 1 : EXIT_BAD_INPUT;
+}
+
 double now(void)
 {
     struct timespec ts;
@@ -34,6 +40,10 @@ double now(void)
 
 int main(int argc, char **argv)
 {
+    /* Past a shell's `ulimit -f`, SIGXFSZ would kill the program without a word (status 153)
+     * and leave a save's temporary file; ignored, the write fails with EFBIG and the save says
+     * "File too large", as on a full disk. */
+    signal(SIGXFSZ, SIG_IGN);
     gan_options o;
     char err[1024];
     if (!gan_parse_args(argc, argv, &o, err, sizeof err))

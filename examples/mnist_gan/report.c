@@ -104,12 +104,13 @@ static void write_eval(FILE *f, const eval_row *r)
 }
 
 /* An existing OUT/eval.csv keeps its rows up to keep_until (none for a new run), as
- * losses.csv; without one, the file is made at the first measurement. */
+ * losses.csv; without one, the file is made at the first measurement. Every file of the run is
+ * opened with tg_data_fopen_regular: a FIFO put in its place is refused, not waited on. */
 static bool eval_log_open(gan_log *g, int64_t keep_until)
 {
-    FILE *f = fopen(g->eval_path, "r");
+    FILE *f = tg_data_fopen_regular(g->eval_path, "r");
     if (!f)
-        return true;
+        return true; /* none (anything but a regular file there, train refused at its start) */
     char line[512];
     bool header = true;
     while (fgets(line, sizeof line, f)) {
@@ -135,12 +136,8 @@ static bool eval_log_open(gan_log *g, int64_t keep_until)
     fputs(eval_header, tg_atomic_stream(af));
     for (int64_t i = 0; i < g->n_eval; i++)
         write_eval(tg_atomic_stream(af), &g->evals[i]);
-    if (tg_atomic_commit(af) != TG_OK || !(g->eval_csv = fopen(g->eval_path, "a"))) {
-        if (tg_last_status() == TG_OK)
-            tg_set_error(TG_ERR_IO, "gan_log_open: %s: %s", g->eval_path, strerror(errno));
-        return false;
-    }
-    return true;
+    return tg_atomic_commit(af) == TG_OK &&
+           (g->eval_csv = tg_data_fopen_regular(g->eval_path, "a")) != NULL;
 }
 
 tg_status gan_log_eval(gan_log *g, int64_t it, const gan_figures *f)
@@ -149,8 +146,8 @@ tg_status gan_log_eval(gan_log *g, int64_t it, const gan_figures *f)
     if (!push_eval(g, &r))
         return tg_set_error(TG_ERR_NOMEM, "gan_log_eval: out of memory");
     if (!g->eval_csv) {
-        if (!(g->eval_csv = fopen(g->eval_path, "w")))
-            return tg_set_error(TG_ERR_IO, "gan_log_eval: %s: %s", g->eval_path, strerror(errno));
+        if (!(g->eval_csv = tg_data_fopen_regular(g->eval_path, "w")))
+            return tg_last_status();
         fputs(eval_header, g->eval_csv);
     }
     write_eval(g->eval_csv, &r);
@@ -174,7 +171,7 @@ gan_log *gan_log_open(const char *out_dir, int64_t keep_until)
     if (keep_until >= 0) {
         /* Resuming: keep the rows up to the checkpoint's iteration; rows written after it (by a
          * run that stopped before its next checkpoint) are replayed by this run. */
-        FILE *f = fopen(g->csv_path, "r");
+        FILE *f = tg_data_fopen_regular(g->csv_path, "r");
         char line[512];
         if (f) {
             bool header = true;
@@ -206,9 +203,7 @@ gan_log *gan_log_open(const char *out_dir, int64_t keep_until)
     fputs(csv_header, tg_atomic_stream(af));
     for (int64_t i = 0; i < g->n; i++)
         write_row(tg_atomic_stream(af), &g->rows[i]);
-    if (tg_atomic_commit(af) != TG_OK || !(g->csv = fopen(g->csv_path, "a"))) {
-        if (tg_last_status() == TG_OK)
-            tg_set_error(TG_ERR_IO, "gan_log_open: %s: %s", g->csv_path, strerror(errno));
+    if (tg_atomic_commit(af) != TG_OK || !(g->csv = tg_data_fopen_regular(g->csv_path, "a"))) {
         gan_log_close(g);
         return NULL;
     }
@@ -375,7 +370,7 @@ tg_status gan_log_report(gan_log *g, const char *png_path, const char *title)
 
     unsigned char *png = NULL;
     long png_n = 0;
-    FILE *pf = png_path ? fopen(png_path, "rb") : NULL;
+    FILE *pf = png_path ? tg_data_fopen_regular(png_path, "rb") : NULL;
     if (pf) {
         fseek(pf, 0, SEEK_END);
         png_n = ftell(pf);

@@ -14,30 +14,40 @@
 
 /* ---- sample ---------------------------------------------------------------------------------- */
 
-/* False when path cannot be written (no temporary file can be made beside it). */
-bool can_write(const char *path)
+bool can_write(const char *flag, const char *path, char *err, size_t n)
 {
     tg_atomic_file *af = tg_atomic_open(path);
-    if (af)
-        tg_atomic_abort(af);
-    return af != NULL;
+    if (!af) {
+        snprintf(err, n, "%s: %s", flag, tg_last_error());
+        return false;
+    }
+    tg_atomic_abort(af);
+    return true;
 }
 
 int sample(const gan_options *o)
 {
-    char idx_images[4096];
+    char err[1024], idx_images[4096], idx_labels[4096];
     /* An output path that cannot be written is bad input: say so before any work. */
     snprintf(idx_images, sizeof idx_images, "%s-images-idx3-ubyte",
              o->idx_prefix ? o->idx_prefix : "");
-    if (!can_write(o->png_out) || (o->idx_prefix && !can_write(idx_images)))
-        return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+    snprintf(idx_labels, sizeof idx_labels, "%s-labels-idx1-ubyte",
+             o->idx_prefix ? o->idx_prefix : "");
+    if (!can_write("--out", o->png_out, err, sizeof err) ||
+        (o->idx_prefix && !can_write("--idx", idx_images, err, sizeof err)))
+        return fail(EXIT_BAD_INPUT, "%s", err);
     tg_state_dict *sd = NULL;
     run_settings rs;
     gan_state s = {0};
     tg_tensor *img = NULL;
-    int code = EXIT_BAD_INPUT;
-    if (!load_trained(o->checkpoint, &sd, &rs, &s))
+    int code;
+    if ((code = load_trained(o->checkpoint, &sd, &rs, &s)) != 0)
         goto done;
+    /* a one-digit model's images come with a labels file */
+    if (o->idx_prefix && rs.digit >= 0 && !can_write("--idx", idx_labels, err, sizeof err)) {
+        code = fail(EXIT_BAD_INPUT, "%s", err);
+        goto done;
+    }
     img = gan_generate_n(&s, o->n, o->seed);
     code = 1;
     if (!img || tg_data_write_png_grid(o->png_out, img, GRID_COLS, o->grid_scale) != TG_OK) {
@@ -45,16 +55,13 @@ int sample(const gan_options *o)
         goto done;
     }
     if (o->idx_prefix) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s-images-idx3-ubyte", o->idx_prefix);
-        if (tg_data_write_idx_images(p, img) != TG_OK) {
+        if (tg_data_write_idx_images(idx_images, img) != TG_OK) {
             fail(code, "%s", tg_last_error());
             goto done;
         }
         if (rs.digit >= 0) { /* a one-digit model: its images are all of that class */
             tg_tensor *labels = tg_tensor_full(TG_DIMS(o->n), (float)rs.digit);
-            snprintf(p, sizeof p, "%s-labels-idx1-ubyte", o->idx_prefix);
-            tg_status st = tg_data_write_idx_labels(p, labels);
+            tg_status st = tg_data_write_idx_labels(idx_labels, labels);
             tg_release(labels);
             if (st != TG_OK) {
                 fail(code, "%s", tg_last_error());

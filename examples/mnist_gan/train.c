@@ -1,14 +1,18 @@
 /* mnist_gan train: the training loop, its logs, grids, measurements and checkpoints, and
  * --resume. */
 #include "app.h"
+#include "checkpoint.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,7 +25,56 @@ bool file_exists(const char *p)
     return stat(p, &st) == 0;
 }
 
-/* Creates dir and its parents; false with a message when it cannot be made or written. */
+/* ---- the output folder ------------------------------------------------------------------
+ * Nothing is created before the run is known to be good (issue 19: `--out a/b/c` with missing
+ * data made all three): out_dir_check only looks, make_out_dir creates, after validation. */
+
+/* Whether dir can be the output folder, without creating anything: *exists tells whether it is
+ * already there (then it must be a folder that can be written), else the nearest existing
+ * parent must be a writable folder. False with a message. */
+static bool out_dir_check(const char *dir, bool *exists, char *err, size_t n)
+{
+    struct stat st;
+    int e = stat(dir, &st) == 0 ? 0 : errno;
+    *exists = e == 0;
+    if (*exists && !S_ISDIR(st.st_mode)) {
+        snprintf(err, n, "--out %s is not a folder", dir);
+        return false;
+    }
+    if (*exists) {
+        char probe[4096];
+        snprintf(probe, sizeof probe, "%s/.mnist_gan_write_test", dir);
+        tg_atomic_file *af = tg_atomic_open(probe); /* a temporary file, removed at once */
+        if (!af) {
+            snprintf(err, n, "cannot write in the output folder %s: %s", dir, tg_last_error());
+            return false;
+        }
+        tg_atomic_abort(af);
+        return true;
+    }
+    /* Up to the nearest parent that exists: mkdir -p will make the rest. */
+    char up[4096];
+    snprintf(up, sizeof up, "%s", dir);
+    while (e == ENOENT && strcmp(up, ".") != 0 && strcmp(up, "/") != 0) {
+        char *slash = strrchr(up, '/');
+        while (slash && slash > up && slash[1] == '\0') /* "a/b/" */
+            *slash = '\0', slash = strrchr(up, '/');
+        if (!slash)
+            snprintf(up, sizeof up, ".");
+        else
+            slash[slash == up] = '\0'; /* "/a" -> "/" */
+        e = stat(up, &st) == 0 ? (S_ISDIR(st.st_mode) ? 0 : ENOTDIR) : errno;
+        if (e == 0 && access(up, W_OK | X_OK) != 0)
+            e = errno;
+    }
+    if (e != 0) {
+        snprintf(err, n, "cannot create the output folder %s: %s", dir, strerror(e));
+        return false;
+    }
+    return true;
+}
+
+/* Creates dir and its parents (out_dir_check said they can be); false with a message. */
 static bool make_out_dir(const char *dir, char *err, size_t n)
 {
     char tmp[4096];
@@ -37,13 +90,129 @@ static bool make_out_dir(const char *dir, char *err, size_t n)
         snprintf(err, n, "cannot create the output folder %s: %s", dir, strerror(errno));
         return false;
     }
-    snprintf(tmp, sizeof tmp, "%s/.mnist_gan_write_test", dir);
-    tg_atomic_file *af = tg_atomic_open(tmp);
-    if (!af) {
-        snprintf(err, n, "cannot write in the output folder %s: %s", dir, tg_last_error());
-        return false;
+    return true;
+}
+
+/* ---- one train per output folder -------------------------------------------------------
+ * Two trains on one --out interleave losses.csv and overwrite each other's checkpoints, so a
+ * train holds flock() on the folder itself for its whole run. flock creates nothing (a refused
+ * run changes no file) and the kernel releases it when the holder ends, however it ends: a
+ * SIGKILLed train leaves no stale lock. Once its run is validated, the holder writes the note
+ * OUT/.lock (pid, host, start time) that a refused train prints, and removes it at its end.
+ * sample and eval take no lock: they only read the checkpoint, which every save replaces whole
+ * (a rename), and write files train never writes. */
+#define LOCK_NOTE ".lock"
+
+typedef struct {
+    int fd;    /* the folder, locked; -1: not locked */
+    bool note; /* OUT/.lock written by this run */
+} out_lock;
+
+/* Who holds dir's lock, from its note: "pid P on HOST since TIME", escaped, or "starting" when
+ * there is no note yet or it names a process of this host that has ended (a note a killed
+ * train left behind). */
+static void lock_holder(const char *dir, char *who, size_t n)
+{
+    char path[4096], line[256] = "", host[256] = "", note_host[256];
+    snprintf(path, sizeof path, "%s/%s", dir, LOCK_NOTE);
+    FILE *f = tg_data_fopen_regular(path, "r"); /* a FIFO put there must not hang the refusal */
+    if (f) {
+        if (!fgets(line, sizeof line, f))
+            line[0] = '\0';
+        fclose(f);
     }
-    tg_atomic_abort(af);
+    line[strcspn(line, "\n")] = '\0';
+    int pid = 0;
+    gethostname(host, sizeof host - 1);
+    bool gone = sscanf(line, "pid %d on %255s", &pid, note_host) == 2 && !strcmp(note_host, host) &&
+                pid > 0 && kill(pid, 0) != 0 && errno == ESRCH;
+    if (!line[0] || gone)
+        snprintf(who, n, "starting");
+    else
+        tg_escape(who, n, line, strlen(line));
+}
+
+/* Takes dir's lock for this run; 0, or the exit status after saying why (2 when another train
+ * holds it). A file system without flock (NFS maps it to write locks, which a folder cannot
+ * take) leaves the run unlocked, with a warning. */
+static int lock_out_dir(const char *dir, out_lock *lk)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(EXIT_BAD_INPUT, "cannot open the output folder %s: %s", dir, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        lk->fd = fd;
+        return 0;
+    }
+    int e = errno;
+    close(fd);
+    if (e == EWOULDBLOCK) {
+        char who[256];
+        lock_holder(dir, who, sizeof who);
+        return fail(EXIT_BAD_INPUT,
+                    "%s is in use by another mnist_gan train (%s): wait for it to end, or "
+                    "choose another --out",
+                    dir, who);
+    }
+    fprintf(stderr,
+            "mnist_gan: warning: cannot lock %s (%s): a second train there would not "
+            "be refused\n",
+            dir, strerror(e));
+    return 0;
+}
+
+/* Writes the lock's note, naming this process; false with the error set. */
+static bool lock_note_write(const char *dir, out_lock *lk)
+{
+    char path[4096], host[256] = "", since[64] = "";
+    snprintf(path, sizeof path, "%s/%s", dir, LOCK_NOTE);
+    gethostname(host, sizeof host - 1);
+    time_t t = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&t, &tm))
+        strftime(since, sizeof since, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    tg_atomic_file *af = tg_atomic_open(path);
+    if (!af)
+        return false;
+    fprintf(tg_atomic_stream(af), "pid %d on %s since %s\n", (int)getpid(), host, since);
+    if (tg_atomic_commit(af) != TG_OK)
+        return false;
+    lk->note = true;
+    return true;
+}
+
+/* Removes the note (while still holding the lock, so it cannot be another run's) and
+ * releases the lock. */
+static void unlock_out_dir(const char *dir, out_lock *lk)
+{
+    if (lk->note) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, LOCK_NOTE);
+        unlink(path);
+    }
+    if (lk->fd >= 0)
+        close(lk->fd);
+    *lk = (out_lock){.fd = -1};
+}
+
+/* The files train replaces in OUT, each through tg_atomic_open, which replaces only a regular
+ * file (the grids samples_<it>.png aside: new names as the run goes). */
+static const char *const replaced_files[] = {CHECKPOINT_NAME, "losses.csv", "losses.svg",
+                                             "report.html",   "eval.csv",   LOCK_NOTE};
+
+/* Whether every file of replaced_files that exists in dir is a regular file, checked before any
+ * work: otherwise the first save would fail after training (issue 19: a symbolic link as
+ * OUT/checkpoint.safetensors). False with tg_atomic_open's refusal, naming --out, in err. */
+static bool out_files_check(const char *dir, char *err, size_t n)
+{
+    for (size_t i = 0; i < sizeof replaced_files / sizeof replaced_files[0]; i++) {
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, replaced_files[i]);
+        /* can_write names what the file is; a regular one needs no probe */
+        if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode) && !can_write("--out", path, err, n))
+            return false;
+    }
     return true;
 }
 
@@ -129,102 +298,158 @@ static int train_eval(gan_tracker *t, gan_state *s, gan_log *log, int64_t it, bo
     return 0;
 }
 
+/* train --resume: the checkpoint in OUT read and checked, and its settings adopted into o;
+ * 0, or the exit status after saying why. */
+static int resume_load(gan_options *o, const char *ckpt, tg_state_dict **sd, run_position *pos,
+                       tg_rng *z_rng)
+{
+    char err[1024];
+    run_settings rs;
+    if (!file_exists(ckpt))
+        return fail(EXIT_BAD_INPUT, "--resume: %s does not exist", ckpt);
+    if (!(*sd = tg_data_load_safetensors(ckpt)))
+        return fail(input_failure(), "%s", tg_last_error());
+    if (!settings_get(*sd, ckpt, &rs, err, sizeof err) ||
+        !checkpoint_check_values(*sd, ckpt, err, sizeof err) ||
+        !adopt_settings(o, &rs, err, sizeof err) ||
+        !position_get(*sd, ckpt, pos, z_rng, err, sizeof err))
+        return fail(EXIT_BAD_INPUT, "%s", err);
+    return 0;
+}
+
+/* The training images of o's data, checked to be 28x28 and enough for a batch; NULL after
+ * saying why (*code: the exit status). */
+static tg_dataset *load_training_set(const gan_options *o, int *code)
+{
+    const char *dir = data_dir_of(o);
+    tg_dataset *ds = tg_data_load_mnist(dir, true, o->digit);
+    *code = EXIT_BAD_INPUT;
+    if (!ds) {
+        *code = fail(input_failure(), "%s%s", tg_last_error(),
+                     !o->data_dir && !strcmp(dir, MNIST_DIR)
+                         ? " (run scripts/fetch-mnist.sh, or pass --data DIR)"
+                         : "");
+        return NULL;
+    }
+    const int64_t count = ds->images->shape[0];
+    if (ds->images->shape[2] != 28 || ds->images->shape[3] != 28)
+        fail(EXIT_BAD_INPUT, "%s: images are %lldx%lld; the models need 28x28", dir,
+             (long long)ds->images->shape[2], (long long)ds->images->shape[3]);
+    else if (count == 0 && o->digit >= 0)
+        fail(EXIT_BAD_INPUT, "--digit %d: no images of digit %d in %s", o->digit, o->digit, dir);
+    else if (count < o->batch)
+        fail(EXIT_BAD_INPUT, "--batch %lld: %s has %lld training images%s", (long long)o->batch,
+             dir, (long long)count, o->digit >= 0 ? " of that digit" : "");
+    else
+        return ds;
+    tg_dataset_free(ds);
+    return NULL;
+}
+
 int train(gan_options *o)
 {
     char err[1024], ckpt[4096], png[4096], title[512];
-    if (!make_out_dir(o->out_dir, err, sizeof err))
+    bool out_exists;
+    out_lock lock = {.fd = -1};
+    /* Everything is checked before anything is made or written: the output folder (and, when
+     * it exists, its lock: so that what is read from it is not another run's half-way), the
+     * checkpoint being resumed, the data, the classifier, the models. */
+    if (!out_dir_check(o->out_dir, &out_exists, err, sizeof err))
         return fail(EXIT_BAD_INPUT, "%s", err);
     snprintf(ckpt, sizeof ckpt, "%s/%s", o->out_dir, CHECKPOINT_NAME);
+    int code = out_exists ? lock_out_dir(o->out_dir, &lock) : 0;
+    if (code != 0)
+        return code;
+    if (out_exists && !out_files_check(o->out_dir, err, sizeof err)) {
+        unlock_out_dir(o->out_dir, &lock);
+        return fail(EXIT_BAD_INPUT, "%s", err);
+    }
 
     tg_state_dict *resume_sd = NULL;
     run_position pos = {0};
     tg_rng z_rng_saved;
-    if (o->resume) {
-        if (!file_exists(ckpt))
-            return fail(EXIT_BAD_INPUT, "--resume: %s does not exist", ckpt);
-        resume_sd = tg_data_load_safetensors(ckpt);
-        run_settings rs;
-        long long it, ep, b;
-        if (!resume_sd)
-            return fail(EXIT_BAD_INPUT, "%s", tg_last_error());
-        if (!settings_get(resume_sd, ckpt, &rs, err, sizeof err) ||
-            !adopt_settings(o, &rs, err, sizeof err) ||
-            !meta_get(resume_sd, ckpt, "iteration", err, sizeof err, 1, "%lld", &it) ||
-            !meta_get(resume_sd, ckpt, "seconds", err, sizeof err, 1, "%la", &pos.seconds) ||
-            !meta_get(resume_sd, ckpt, "epoch", err, sizeof err, 1, "%lld", &ep) ||
-            !meta_get(resume_sd, ckpt, "batch_in_epoch", err, sizeof err, 1, "%lld", &b) ||
-            !meta_get_rng(resume_sd, ckpt, "loader_rng", &pos.loader.epoch_rng, err, sizeof err) ||
-            !meta_get_rng(resume_sd, ckpt, "z_rng", &z_rng_saved, err, sizeof err)) {
-            tg_state_dict_free(resume_sd);
-            return fail(EXIT_BAD_INPUT, "%s", err);
-        }
-        pos.iteration = it, pos.loader.epoch = ep, pos.loader.batch = b;
-    } else if (file_exists(ckpt)) {
-        return fail(EXIT_BAD_INPUT,
-                    "%s already holds a checkpoint: pass --resume to continue "
-                    "it, or choose another --out",
-                    o->out_dir);
-    }
-
-    int code = 1;
-    const char *dir = data_dir_of(o);
-    tg_dataset *ds = tg_data_load_mnist(dir, true, o->digit);
+    tg_dataset *ds = NULL;
     tg_loader *loader = NULL;
     gan_log *log = NULL;
     tg_tensor *zfix = NULL;
     gan_state s = {0};
     gan_tracker tracker = {0}; /* --eval-every */
-    if (!ds) {
-        code = fail(EXIT_BAD_INPUT, "%s%s", tg_last_error(),
-                    !o->data_dir && !strcmp(dir, MNIST_DIR)
-                        ? " (run scripts/fetch-mnist.sh, or pass --data DIR)"
-                        : "");
+    if (o->resume) {
+        if ((code = resume_load(o, ckpt, &resume_sd, &pos, &z_rng_saved)) != 0)
+            goto done;
+    } else if (file_exists(ckpt)) {
+        code = fail(EXIT_BAD_INPUT,
+                    "%s already holds a checkpoint: pass --resume to continue it, or choose "
+                    "another --out",
+                    o->out_dir);
         goto done;
     }
-    if (ds->images->shape[2] != 28 || ds->images->shape[3] != 28) {
-        code = fail(EXIT_BAD_INPUT, "%s: images are %lldx%lld; the models need 28x28", dir,
-                    (long long)ds->images->shape[2], (long long)ds->images->shape[3]);
+    const char *dir = data_dir_of(o);
+    if (!(ds = load_training_set(o, &code)))
         goto done;
-    }
     if (!(loader = tg_loader_new(ds, o->batch, o->seed ^ 0x10ade7ull)) ||
         tg_loader_set_shuffle_block(loader, o->shuffle_block) != TG_OK) {
-        code = fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+        code = fail(input_failure(), "%s", tg_last_error());
+        goto done;
+    }
+    const int64_t per_epoch = tg_loader_batches_per_epoch(loader);
+    const int64_t total = o->iters ? o->iters : o->epochs * per_epoch;
+    if (resume_sd && !position_check(&pos, per_epoch, total, ckpt, err, sizeof err)) {
+        code = fail(EXIT_BAD_INPUT, "%s", err);
         goto done;
     }
     if (o->eval_every && gan_tracker_open(&tracker, o->classifier, dir, o->digit, o->eval_n,
                                           o->seed ^ EVAL_NOISE_STREAM) != TG_OK) {
-        code = fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+        code = fail(input_failure(), "%s", tg_last_error());
         goto done;
     }
     gan_widths w = gan_widths_default(o->width_div);
     const gan_config cfg = gan_options_config(o);
-    if (gan_state_init(&s, &cfg, &w) != TG_OK) {
-        code = fail(1, "%s", tg_last_error());
+    /* Resumed, the settings are the checkpoint's: a failure to build or load the models is
+     * then the file's (bad input, naming it); otherwise the flags were checked, and it is ours. */
+    if (gan_state_init(&s, &cfg, &w) != TG_OK ||
+        (resume_sd && (gan_load_state_dict(&s, resume_sd) != TG_OK ||
+                       tg_loader_set_state(loader, &pos.loader) != TG_OK))) {
+        code = resume_sd ? fail(input_failure(), "%s: %s", ckpt, tg_last_error())
+                         : fail(1, "%s", tg_last_error());
         goto done;
     }
     if (resume_sd) {
-        if (gan_load_state_dict(&s, resume_sd) != TG_OK ||
-            tg_loader_set_state(loader, &pos.loader) != TG_OK) {
-            code = fail(EXIT_BAD_INPUT, "%s: %s", ckpt, tg_last_error());
-            goto done;
-        }
         s.z_rng = z_rng_saved;
         /* Loaded: the checkpoint's copy (as large as G, D and three Adams) is not kept for
          * the whole run. */
         tg_state_dict_free(resume_sd), resume_sd = NULL;
     }
+    /* Validated: now the folder is made (and locked, if it was not there before: then another
+     * train may have finished a run in it meanwhile) and the note names this run. */
+    if (!out_exists) {
+        if (!make_out_dir(o->out_dir, err, sizeof err)) {
+            code = fail(EXIT_BAD_INPUT, "%s", err);
+            goto done;
+        }
+        if ((code = lock_out_dir(o->out_dir, &lock)) != 0)
+            goto done;
+        if (file_exists(ckpt)) {
+            code = fail(EXIT_BAD_INPUT, "%s: another train saved a checkpoint there meanwhile",
+                        o->out_dir);
+            goto done;
+        }
+    }
+    if (lock.fd >= 0 && !lock_note_write(o->out_dir, &lock)) {
+        code = fail(1, "%s", tg_last_error());
+        goto done;
+    }
+    code = 1;
     /* The grids' fixed noise: from the seed alone, so a resumed run shows the same z. */
     tg_rng grid_rng;
     tg_rng_seed(&grid_rng, o->seed ^ 0x9a1dull);
     zfix = tg_tensor_new(TG_DIMS(GRID_N, w.nz));
     tg_tensor_normal_(zfix, &grid_rng, 0.0f, 1.0f);
     if (!(log = gan_log_open(o->out_dir, o->resume ? pos.iteration : -1))) {
-        code = fail(EXIT_BAD_INPUT, "%s", tg_last_error());
+        code = fail(input_failure(), "%s", tg_last_error());
         goto done;
     }
 
-    const int64_t per_epoch = tg_loader_batches_per_epoch(loader);
-    const int64_t total = o->iters ? o->iters : o->epochs * per_epoch;
     run_settings rs = {cfg, o->digit, o->width_div, o->batch};
     snprintf(title, sizeof title,
              "recipe %s, generator %s, step %s, init %s, adam %s, shuffle "
@@ -323,5 +548,6 @@ done:
     tg_loader_free(loader);
     tg_dataset_free(ds);
     tg_state_dict_free(resume_sd);
+    unlock_out_dir(o->out_dir, &lock);
     return code;
 }

@@ -2,11 +2,17 @@
  * lists. The input split at its NUL bytes gives argv[1..] (at most 40 arguments, after
  * argv[0] = "mnist_gan"); cli.dict lists the commands, flags and choice names, so libFuzzer
  * combines real flags with hostile values. The parser must never crash, exit or print; on
- * failure it leaves one non-empty message inside the buffer, and what it accepts must be in
- * range (the checks the program relies on after parsing). */
+ * failure it leaves one non-empty message inside the buffer, which is one line of printable
+ * ASCII (values are quoted escaped), and what it accepts must be in range (the checks the
+ * program relies on after parsing: no more threads than CPUs, no "-0", no control character
+ * in a path). */
 #include "fuzz.h"
 
 #include "cli.h"
+
+#include <math.h>
+#include <sched.h>
+#include <unistd.h>
 
 enum { MAX_ARGS = 40 };
 
@@ -17,16 +23,36 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* True when path (NULL: not given) holds a control character, which no path flag accepts. */
+static bool has_control(const char *path)
+{
+    for (const char *p = path; p && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return true;
+    return false;
+}
+
 /* The ranges gan_parse_args promises for an accepted command line. */
 static void check_accepted(const gan_options *o)
 {
     if (o->cmd == CMD_HELP)
         return;
+    static long cpus;
+    if (!cpus) {
+        cpu_set_t set;
+        cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                           : sysconf(_SC_NPROCESSORS_ONLN);
+    }
     if (o->epochs < 1 || o->iters < 0 || o->batch < 2 || !(o->lr > 0) || !(o->beta1 >= 0) ||
-        !(o->beta1 < 1) || o->threads < 1 || o->log_every < 1 || o->width_div < 1 ||
-        o->digit < -1 || o->digit > 9 || o->n < 1 || o->eval_every < 0 || o->eval_n < 2 ||
-        !o->dataset || !o->out_dir || !o->png_out)
+        signbit(o->beta1) || !(o->beta1 < 1) || o->threads < 1 || o->threads > cpus ||
+        o->log_every < 1 || o->width_div < 1 || o->digit < -1 || o->digit > 9 || o->n < 1 ||
+        o->eval_every < 0 || o->eval_n < 2 || o->seed > INT64_MAX || !o->dataset || !o->out_dir ||
+        !o->png_out)
         fuzz_fail("gan_parse_args accepted a value out of range");
+    if (has_control(o->data_dir) || has_control(o->out_dir) || has_control(o->png_out) ||
+        has_control(o->checkpoint) || has_control(o->classifier) || has_control(o->images) ||
+        has_control(o->json_path) || has_control(o->idx_prefix))
+        fuzz_fail("gan_parse_args accepted a path with a control character");
     if (o->cmd == CMD_SAMPLE && !o->checkpoint)
         fuzz_fail("gan_parse_args accepted sample without --checkpoint");
     if (o->cmd == CMD_EVAL && !o->classifier)
@@ -60,6 +86,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_fail("gan_parse_args wrote past the error buffer");
     if (!ok && (memchr(err, '\0', sizeof err - 1) == NULL || err[0] == '\0'))
         fuzz_fail("gan_parse_args failed without a terminated, non-empty message");
+    for (const char *p = err; !ok && *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            fuzz_fail("gan_parse_args's message holds a byte outside printable ASCII");
     if (ok)
         check_accepted(&o);
     free(buf);
