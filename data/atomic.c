@@ -75,9 +75,7 @@ static tg_status atomic_check_target(const char *fn, const char *path)
     struct stat st;
     if (lstat(path, &st) != 0 || S_ISREG(st.st_mode))
         return TG_OK;
-    return tg_set_error(TG_ERR_IO,
-                        "%s: %s: is %s, not a regular file (a save replaces only regular files)",
-                        fn, path, tg_file_kind(st.st_mode));
+    return tg_not_regular(fn, path, st.st_mode, " (a save replaces only regular files)");
 }
 
 /* A new temporary file at tmp (a mkstemp template), locked for as long as it is open; -1 with

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-const char *tg_file_kind(mode_t mode)
+static const char *file_kind(mode_t mode)
 {
     if (S_ISREG(mode))
         return "a regular file";
@@ -32,6 +32,12 @@ const char *tg_file_kind(mode_t mode)
     return "a file of an unknown type";
 }
 
+tg_status tg_not_regular(const char *fn, const char *path, mode_t mode, const char *tail)
+{
+    return tg_set_error(TG_ERR_IO, "%s: %s: is %s, not a regular file%s", fn, path, file_kind(mode),
+                        tail);
+}
+
 /* Opens path with flags (O_RDONLY, or a write mode's: O_CREAT makes a new file with 0666 less
  * the umask) and fills *st, never blocking on a FIFO: see the top. A descriptor, or -1 with
  * TG_ERR_IO naming fn and path. */
@@ -41,8 +47,7 @@ static int open_regular(const char *fn, const char *path, int flags, struct stat
     /* A FIFO without a reader refuses a non-blocking writer (ENXIO) before fstat can name it:
      * stat names it instead. */
     if (fd < 0 && errno == ENXIO && stat(path, st) == 0 && !S_ISREG(st->st_mode)) {
-        tg_set_error(TG_ERR_IO, "%s: %s: is %s, not a regular file", fn, path,
-                     tg_file_kind(st->st_mode));
+        tg_not_regular(fn, path, st->st_mode, "");
         return -1;
     }
     if (fd < 0) {
@@ -55,8 +60,7 @@ static int open_regular(const char *fn, const char *path, int flags, struct stat
         return -1;
     }
     if (!S_ISREG(st->st_mode)) {
-        tg_set_error(TG_ERR_IO, "%s: %s: is %s, not a regular file", fn, path,
-                     tg_file_kind(st->st_mode));
+        tg_not_regular(fn, path, st->st_mode, "");
         close(fd);
         return -1;
     }

@@ -73,8 +73,10 @@ const char *tg_json_type_name(tg_json_type type);
 
 /* ---- opening files to read (file.c) ----------------------------------------------------- */
 
-/* "a FIFO", "a directory", "a symbolic link", ...: what mode says a file is, for messages. */
-const char *tg_file_kind(mode_t mode);
+/* Sets and returns TG_ERR_IO "fn: path: is a FIFO, not a regular file<tail>" (a directory, a
+ * symbolic link, ...: what mode says the file is): the one refusal of a file that is not a
+ * regular one, for readers and writers alike. tail is "" or an explanation. */
+tg_status tg_not_regular(const char *fn, const char *path, mode_t mode, const char *tail);
 /* Opens path for reading and fills *st, never blocking on a FIFO: a descriptor, or -1 with
  * TG_ERR_IO "fn: path: cannot open: <reason>" or "fn: path: is a FIFO, not a regular file"
  * (a directory, a device, ...) when path does not hold a regular file. */
