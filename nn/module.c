@@ -491,11 +491,10 @@ static bool under_prefix(const char *name, const char *prefix)
     return n == 0 || (strncmp(name, prefix, n) == 0 && name[n] == '.');
 }
 
-/* The index of the first value of src that entry name cannot hold, or -1; *need says what it
- * must be. Every value is finite (an Inf weight trains to NaN); BatchNorm's buffers, by the
- * names layers.c gives them, have their own ranges: a variance >= 0 (a negative or NaN one
- * normalises to NaN), a count that is a whole number >= 0, exact in a float up to 2^24. */
-static int64_t bad_value(const char *name, const tg_tensor *src, const char **need)
+/* Every value is finite (an Inf weight trains to NaN); BatchNorm's buffers, by the names
+ * layers.c gives them, have their own ranges: a variance >= 0 (a negative or NaN one normalises
+ * to NaN), a count that is a whole number >= 0, exact in a float up to 2^24. */
+int64_t tg_module_bad_value(const char *name, const tg_tensor *src, const char **need)
 {
     const char *last = strrchr(name, '.');
     last = last ? last + 1 : name;
@@ -538,7 +537,7 @@ tg_status tg_module_load_state_dict(tg_module *m, const char *prefix, const tg_s
                 tg_shape_str(src->ndim, src->shape, s_sd, sizeof s_sd);
                 tg_shape_str(l.e[i].t->ndim, l.e[i].t->shape, s_mod, sizeof s_mod);
             }
-        } else if (!bad && (bad_at = bad_value(l.e[i].name, src, &need)) >= 0) {
+        } else if (!bad && (bad_at = tg_module_bad_value(l.e[i].name, src, &need)) >= 0) {
             bad = l.e[i].name;
             bad_x = src->data[bad_at];
         }

@@ -96,8 +96,14 @@ void tg_module_zero_grad(tg_module *m);
 tg_status tg_module_state_dict(const tg_module *m, const char *prefix, tg_state_dict *sd);
 /* Copies values from sd into the tree's parameters and buffers. Everything is validated first
  * — a missing name, an entry under "prefix." (any entry when the prefix is empty) that is not
- * the module's, a shape mismatch — and on any error nothing is changed. */
+ * the module's, a shape mismatch, a value the entry cannot hold (tg_module_bad_value) — and
+ * on any error nothing is changed. */
 tg_status tg_module_load_state_dict(tg_module *m, const char *prefix, const tg_state_dict *sd);
+/* The rule tg_module_load_state_dict applies to each value it loads, for programs checking a
+ * state dict of their own: the index of the first value of t that an entry named name cannot
+ * hold, or -1; *need says what it must be ("a finite value", or for BatchNorm's buffers by their
+ * names "a finite variance >= 0" and "a whole number >= 0"). */
+int64_t tg_module_bad_value(const char *name, const tg_tensor *t, const char **need);
 
 /* ---- layers ------------------------------------------------------------------------------
  * Each constructor returns a new module, or NULL with the error set. Layers with weights draw

@@ -209,36 +209,19 @@ bool position_check(const run_position *pos, int64_t per_epoch, int64_t total, c
 
 /* ---- tensor values -------------------------------------------------------------------- */
 
-/* True when name ends in "." suffix (a BatchNorm buffer of any layer). */
-static bool name_ends(const char *name, const char *suffix)
-{
-    size_t a = strlen(name), b = strlen(suffix);
-    return a > b && name[a - b - 1] == '.' && !strcmp(name + a - b, suffix);
-}
-
 bool checkpoint_check_values(const tg_state_dict *sd, const char *path, char *err, size_t n)
 {
     for (int64_t k = 0; k < tg_state_dict_size(sd); k++) {
-        const char *name = tg_state_dict_name(sd, k);
+        const char *name = tg_state_dict_name(sd, k), *need;
         const tg_tensor *t = tg_state_dict_tensor(sd, k);
-        const bool var = name_ends(name, "running_var");
-        const bool count = name_ends(name, "num_batches_tracked");
-        for (int64_t i = 0; i < t->numel; i++) {
-            const float x = t->data[i];
-            /* A count is a float holding a whole number (exact up to 2^24, as the optimizer's
-             * step); NaN fails every comparison. */
-            bool ok = count ? x >= 0.0f && x <= 16777216.0f && x == floorf(x)
-                            : isfinite(x) && (!var || x >= 0.0f);
-            if (!ok) {
-                char shown[SHOW_MAX * 2];
-                tg_escape(shown, sizeof shown, name, strnlen(name, sizeof shown));
-                snprintf(err, n, "%s: tensor \"%s\" holds %g at index %lld, expected %s", path,
-                         shown, (double)x, (long long)i,
-                         count ? "a whole number >= 0"
-                         : var ? "a finite variance >= 0"
-                               : "a finite value");
-                return false;
-            }
+        /* the library's rule for loaded values, applied to every entry (gradients too) */
+        int64_t i = tg_module_bad_value(name, t, &need);
+        if (i >= 0) {
+            char shown[SHOW_MAX * 2];
+            tg_escape(shown, sizeof shown, name, strnlen(name, sizeof shown));
+            snprintf(err, n, "%s: tensor \"%s\" holds %g at index %lld, expected %s", path, shown,
+                     (double)t->data[i], (long long)i, need);
+            return false;
         }
     }
     return true;
