@@ -41,6 +41,28 @@ tg_tensor *tg_detach(tg_tensor *x);
  * TG_ERR_STATE and a message naming the op. */
 void tg_set_check_finite(bool on);
 
+/* ---- tensors made inside a step -----------------------------------------------------------
+ * Like tg_tensor_zeros and friends, but owned by the innermost open tape like any op result (no
+ * release; valid until tg_tape_end): the noise, targets and masks of a training step. They
+ * never require grad. NULL with the error set on failure, or when no tape is open. */
+
+tg_tensor *tg_zeros(int ndim, const int64_t *shape);
+tg_tensor *tg_ones(int ndim, const int64_t *shape);
+tg_tensor *tg_full(int ndim, const int64_t *shape, float value);
+/* A 0-dimensional tensor holding value (broadcasts against anything). */
+tg_tensor *tg_scalar(float value);
+/* A copy of numel(shape) floats from data. */
+tg_tensor *tg_from_data(int ndim, const int64_t *shape, const float *data);
+/* Uniform in [0, 1) and standard normal values drawn from rng (tg_tensor_uniform_ and
+ * tg_tensor_normal_ draw the same numbers). */
+tg_tensor *tg_rand(int ndim, const int64_t *shape, tg_rng *rng);
+tg_tensor *tg_randn(int ndim, const int64_t *shape, tg_rng *rng);
+/* A tape-owned index holding a copy of values (numel(shape) of them); see tg_index_new. */
+tg_index *tg_indices(int ndim, const int64_t *shape, const int64_t *values);
+/* A tape-owned index of t's values, which must be whole numbers (class labels kept as floats,
+ * as the data loader gives them); a fraction or NaN is an error naming its position. */
+tg_index *tg_labels(const tg_tensor *t);
+
 /* ---- elementwise (NumPy broadcasting between the two inputs) ----------------------------- */
 
 /* a + b */
@@ -87,6 +109,30 @@ tg_tensor *tg_mul_scalar(tg_tensor *x, float s);
 tg_tensor *tg_div_scalar(tg_tensor *x, float s);
 /* s / x */
 tg_tensor *tg_rdiv_scalar(tg_tensor *x, float s);
+/* GELU, erf form: x * (1 + erf(x / sqrt(2))) / 2 (PyTorch's F.gelu default). */
+tg_tensor *tg_gelu(tg_tensor *x);
+/* GELU, tanh form: x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) / 2 (approximate='tanh'). */
+tg_tensor *tg_gelu_tanh(tg_tensor *x);
+/* SiLU (swish): x * sigmoid(x). */
+tg_tensor *tg_silu(tg_tensor *x);
+/* log(1 + e^(beta x)) / beta, and x itself where beta x > threshold (PyTorch: 1, 20). */
+tg_tensor *tg_softplus(tg_tensor *x, float beta, float threshold);
+
+/* ---- comparisons and selection ------------------------------------------------------------
+ * Comparisons broadcast like the binary ops and give a mask: 1.0 where the relation holds, 0.0
+ * elsewhere (NaN compares false, except in ne). A mask has no gradient. */
+tg_tensor *tg_eq(tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_ne(tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_lt(tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_le(tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_gt(tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_ge(tg_tensor *a, tg_tensor *b);
+/* cond != 0 ? a : b, the three broadcast together (torch.where). The gradient flows to a where
+ * cond holds and to b elsewhere; cond is not differentiated. */
+tg_tensor *tg_where(tg_tensor *cond, tg_tensor *a, tg_tensor *b);
+/* x with value wherever mask (broadcast to x's shape) is non-zero (Tensor.masked_fill): the
+ * gradient is 0 there. value may be -INFINITY (attention masks). */
+tg_tensor *tg_masked_fill(tg_tensor *x, tg_tensor *mask, float value);
 
 /* ---- reductions -------------------------------------------------------------------------- */
 
@@ -101,12 +147,28 @@ tg_tensor *tg_sum_axis(tg_tensor *x, int axis, bool keepdim);
 tg_tensor *tg_mean_axis(tg_tensor *x, int axis, bool keepdim);
 /* Maximum along axis (NaN propagates; the gradient goes to the first maximal element). */
 tg_tensor *tg_max_axis(tg_tensor *x, int axis, bool keepdim);
+/* tg_max_axis that also gives, in *indices (tape-owned), the position of each maximum along
+ * the axis (torch.max(x, dim)). */
+tg_tensor *tg_max_axis_indices(tg_tensor *x, int axis, bool keepdim, tg_index **indices);
+/* Variance along axis: sum((x - mean)^2) / (len - correction). correction 1 is Bessel's
+ * (torch.var's default), 0 the biased (population) variance; len <= correction gives NaN, as
+ * PyTorch. */
+tg_tensor *tg_var(tg_tensor *x, int axis, bool keepdim, int64_t correction);
+/* sqrt(tg_var(x, axis, keepdim, correction)). */
+tg_tensor *tg_std(tg_tensor *x, int axis, bool keepdim, int64_t correction);
+/* The position of the first maximum / minimum along axis, as a tape-owned index (NaN counts as
+ * the maximum, as PyTorch's). Not differentiable. */
+tg_index *tg_argmax(tg_tensor *x, int axis, bool keepdim);
+tg_index *tg_argmin(tg_tensor *x, int axis, bool keepdim);
 
 /* ---- linear algebra ---------------------------------------------------------------------- */
 
-/* a[M,K] @ b[K,N] -> [M,N] */
+/* torch.matmul: a[M,K] @ b[K,N] -> [M,N]; a 1-D operand is a row (a) or a column (b) vector
+ * whose axis is dropped from the result; with more dimensions, the last two are the matrices
+ * and the leading ones broadcast: [3,4,6] @ [3,6,5] -> [3,4,5], [2,5,8] @ [8,3] -> [2,5,3]. */
 tg_tensor *tg_matmul(tg_tensor *a, tg_tensor *b);
-/* x[N,in] @ w[out,in]^T + b[out] -> [N,out]; b may be NULL (fused, one GEMM each way). */
+/* x[..., in] @ w[out, in]^T + b[out] -> [..., out]; b TG_NONE for none (fused: one GEMM each
+ * way over all leading dimensions). */
 tg_tensor *tg_linear(tg_tensor *x, tg_tensor *w, tg_tensor *b);
 
 /* ---- shape ------------------------------------------------------------------------------- */
@@ -120,11 +182,40 @@ tg_tensor *tg_flatten(tg_tensor *x, int start_axis, int end_axis);
 tg_tensor *tg_transpose(tg_tensor *x, int a, int b);
 /* x with its axes reordered: out axis i is x's axis perm[i] (a copy). */
 tg_tensor *tg_permute(tg_tensor *x, const int *perm);
-/* The n tensors (1 <= n <= 16) joined along axis; all other sizes must be equal (a copy). */
+/* The n tensors (1 <= n <= 16) joined along axis; all other sizes must be equal (a copy).
+ * TODO(H4): n >= 1, int64_t n. */
 tg_tensor *tg_concat(tg_tensor *const *xs, int n, int axis);
+/* The n >= 1 tensors of one shape stacked along a new axis (0 .. ndim) (a copy). */
+tg_tensor *tg_stack(tg_tensor *const *xs, int64_t n, int axis);
 /* x[..., start:stop:step, ...] along axis (a copy), step >= 1; as in Python, negative start and
  * stop count from the end and out-of-range ones are clamped. */
 tg_tensor *tg_slice(tg_tensor *x, int axis, int64_t start, int64_t stop, int64_t step);
+
+/* ---- indexing (index.c): indices are tg_index values, checked against the sizes they index:
+ * an index out of range is an error naming it and its position. ---------------------------- */
+
+/* weight[V, D] rows picked by idx (any shape) -> [idx..., D] (F.embedding). padding_idx in
+ * [0, V) is a row that gets no gradient (its values are used as they are: layers keep it 0),
+ * or -1 for none. Only weight is differentiated (rows picked twice add their gradients). */
+tg_tensor *tg_embedding(tg_tensor *weight, const tg_index *idx, int64_t padding_idx);
+/* x's slices along axis at the positions of a 1-D idx (torch.index_select): that axis gets
+ * idx's length. The gradient is scattered back, adding where a position repeats. */
+tg_tensor *tg_index_select(tg_tensor *x, int axis, const tg_index *idx);
+/* torch.gather: out[i][j][k] = x[idx[i][j][k]][j][k] for axis 0, and so on; idx has x's ndim
+ * and sizes no larger than x's off the axis; the result has idx's shape. */
+tg_tensor *tg_gather(tg_tensor *x, int axis, const tg_index *idx);
+/* A float tensor [idx..., classes] with 1 at each index, 0 elsewhere (F.one_hot), owned by the
+ * tape, no gradient. */
+tg_tensor *tg_one_hot(const tg_index *idx, int64_t classes);
+/* num_samples draws per row from the non-negative weights probs[C] or probs[N, C] (need not
+ * sum to 1; a row of zeros, a negative or a non-finite weight is an error naming it), with or
+ * without replacement (then num_samples <= the row's non-zero weights): a tape-owned index
+ * [num_samples] or [N, num_samples] (torch.multinomial), from rng. */
+tg_index *tg_multinomial(tg_tensor *probs, int64_t num_samples, bool replacement, tg_rng *rng);
+/* One draw per row from softmax(logits / temperature) along the last axis: a tape-owned index
+ * of logits' shape without that axis (torch.distributions.Categorical(logits=...).sample()).
+ * temperature > 0. */
+tg_index *tg_categorical(tg_tensor *logits, float temperature, tg_rng *rng);
 
 /* ---- convolution (conv.c) ---------------------------------------------------------------- */
 
@@ -141,8 +232,10 @@ tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int str
 
 /* Max over kernel x kernel windows of x[N,C,H,W] (padding counts as -inf). */
 tg_tensor *tg_max_pool2d(tg_tensor *x, int kernel, int stride, int padding);
-/* Mean over kernel x kernel windows (padding counts as zeros, as PyTorch's default). */
-tg_tensor *tg_avg_pool2d(tg_tensor *x, int kernel, int stride, int padding);
+/* Mean over kernel x kernel windows. count_include_pad: padding counts as zeros in the mean
+ * (PyTorch's default); false: each window averages only its real pixels (PyTorch's
+ * count_include_pad=False, PaddlePaddle's exclusive=True). */
+tg_tensor *tg_avg_pool2d(tg_tensor *x, int kernel, int stride, int padding); /* TODO(H4) */
 
 typedef enum {
     TG_UPSAMPLE_NEAREST,
@@ -178,19 +271,27 @@ tg_tensor *tg_dropout(tg_tensor *x, float p, bool training, tg_rng *rng);
 tg_tensor *tg_softmax(tg_tensor *x, int axis);
 /* log(softmax) along axis, computed stably: finite for any finite input. */
 tg_tensor *tg_log_softmax(tg_tensor *x, int axis);
+/* Layer norm over the last ndim_norm axes of x (F.layer_norm with normalized_shape = those
+ * sizes): y = (x - mean) / sqrt(var + eps) * weight + bias with the biased variance; weight
+ * and bias have the normalised axes' shape, or TG_NONE. Forward and backward fused. */
+tg_tensor *tg_layer_norm(tg_tensor *x, int ndim_norm, tg_tensor *weight, tg_tensor *bias,
+                         float eps);
 
-/* ---- losses (loss.c), each the mean over all elements or the batch ----------------------- */
+/* ---- losses (loss.c) ---------------------------------------------------------------------
+ * Every loss takes a reduction, as PyTorch's reduction=: the mean over all elements (over the
+ * batch for cross_entropy), their sum, or none (the per-element losses, input's shape; [N] for
+ * cross_entropy). */
+typedef enum { TG_REDUCE_MEAN, TG_REDUCE_SUM, TG_REDUCE_NONE } tg_reduction;
 
-/* mean(max(z,0) - z*t + log(1 + e^-|z|)) for logits z and targets t (in [0, 1]) of the same
- * shape: stable for any logits (finite loss and gradient at z = +-100). Both are
- * differentiated (targets may come from another network). */
-tg_tensor *tg_bce_with_logits(tg_tensor *logits, tg_tensor *targets);
-/* Mean over the batch of -log softmax(logits[N,C])[label]; labels[N] hold class indices as
- * floats (0 .. C-1; a non-integer or out-of-range label is an error naming its row) and are
- * never differentiated. */
-tg_tensor *tg_cross_entropy(tg_tensor *logits, tg_tensor *labels);
-/* mean((pred - target)^2) for pred and target of the same shape; both are differentiated. */
-tg_tensor *tg_mse(tg_tensor *pred, tg_tensor *target);
+/* max(z,0) - z*t + log(1 + e^-|z|) for logits z and targets t (in [0, 1]) of the same shape:
+ * stable for any logits (finite loss and gradient at z = +-100). Both are differentiated
+ * (targets may come from another network). */
+tg_tensor *tg_bce_with_logits(tg_tensor *logits, tg_tensor *targets); /* TODO(H4) reduction */
+/* -log softmax(logits[N,C])[labels[n]] for labels[N] in 0 .. C-1 (an out-of-range label is an
+ * error naming its row). Mean: over the N rows. */
+tg_tensor *tg_cross_entropy(tg_tensor *logits, tg_tensor *labels); /* TODO(H2) index, reduction */
+/* (pred - target)^2 for pred and target of the same shape; both are differentiated. */
+tg_tensor *tg_mse(tg_tensor *pred, tg_tensor *target); /* TODO(H4) reduction */
 
 #ifdef __cplusplus
 }

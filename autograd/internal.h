@@ -82,6 +82,9 @@ struct tg_node {
     void *scratch; /* saved state from forward, n->scratch_bytes long */
     size_t scratch_bytes;
     uint32_t grad_fresh; /* bit i: input i's gradient is fresh (see tg_grad_fresh) */
+    /* The index input of an index op (embedding, gather, cross_entropy), or NULL; retained
+     * while the node is recorded. Never differentiated. */
+    tg_index *index;
     _Alignas(16) unsigned char params[TG_MAX_PARAMS];
 };
 
@@ -93,6 +96,15 @@ struct tg_node {
  * bytes, at most TG_MAX_PARAMS) is copied into the node. */
 tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int n_in,
                     tg_tensor *const *in);
+/* tg_apply for an op that also reads an index (n->index in check, forward and backward). */
+tg_tensor *tg_apply_index(const tg_op *op, const void *params, size_t params_size, int n_in,
+                          tg_tensor *const *in, const tg_index *index);
+/* Gives t (a new tensor made outside tg_apply: a one-hot, a mask) to the innermost open tape,
+ * with origin ("one_hot") naming it in messages; releases t and returns NULL (error set) when
+ * no tape is open or the tape cannot grow. NULL t returns NULL. */
+tg_tensor *tg_tape_adopt(tg_tensor *t, const char *origin);
+/* The same for an index result (argmax, multinomial). */
+tg_index *tg_tape_adopt_index(tg_index *ix, const char *origin);
 /* tg_apply for one and two inputs. */
 tg_tensor *tg_apply1(const tg_op *op, const void *params, size_t params_size, tg_tensor *a);
 tg_tensor *tg_apply2(const tg_op *op, const void *params, size_t params_size, tg_tensor *a,

@@ -8,6 +8,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 struct tg_tape {
@@ -17,6 +18,8 @@ struct tg_tape {
     int64_t n_owned, cap_owned;
     tg_node **nodes; /* recorded nodes, oldest first */
     int64_t n_nodes, cap_nodes;
+    tg_index **owned_idx; /* index results (argmax, tg_indices, ...), one reference each */
+    int64_t n_owned_idx, cap_owned_idx;
 };
 
 static _Thread_local tg_tape *innermost;
@@ -86,6 +89,8 @@ static void node_free(tg_node *n)
 {
     for (int i = 0; i < n->n_in; i++)
         tg_release(n->in[i]);
+    if (n->n_in)
+        tg_index_release(n->index); /* retained with the inputs */
     tg_free(n->scratch, n->scratch_bytes);
     free(n);
     atomic_fetch_sub(&tg_live_nodes, 1);
@@ -114,9 +119,16 @@ tg_status tg_tape_end(tg_tape *tape)
         n->out->grad = NULL;
         node_free(n);
     }
-    for (int64_t i = 0; i < tape->n_owned; i++)
+    for (int64_t i = 0; i < tape->n_owned; i++) {
+        tape->owned[i]->tape_owned = false;
         tg_release(tape->owned[i]);
+    }
+    for (int64_t i = 0; i < tape->n_owned_idx; i++) {
+        tape->owned_idx[i]->tape_owned = false;
+        tg_index_release(tape->owned_idx[i]);
+    }
     innermost = tape->outer;
+    free(tape->owned_idx);
     free(tape->nodes);
     free(tape->owned);
     free(tape);
@@ -134,6 +146,14 @@ static bool tape_reserve(tg_tape *tape, const char *opname)
     return false;
 }
 
+/* Hands t's reference to tape (room reserved by tape_reserve): tg_release now refuses it. */
+static void tape_own(tg_tape *tape, tg_tensor *t, const char *origin)
+{
+    t->tape_owned = true;
+    t->origin = origin;
+    tape->owned[tape->n_owned++] = t;
+}
+
 /* Common entry checks; returns the innermost tape or NULL with the error set. */
 static tg_tape *entry_check(const char *opname, int n_in, tg_tensor *const *in)
 {
@@ -142,6 +162,13 @@ static tg_tape *entry_check(const char *opname, int n_in, tg_tensor *const *in)
             /* A NULL from an earlier failure: keep that error, it names the real cause. */
             if (tg_last_status() == TG_OK)
                 tg_set_error(TG_ERR_ARG, "tg_%s: input %d is NULL", opname, i);
+            return NULL;
+        }
+        if (in[i] == TG_NONE) {
+            tg_set_error(TG_ERR_ARG,
+                         "tg_%s: input %d is TG_NONE, which stands for an absent optional "
+                         "input; this one is required",
+                         opname, i);
             return NULL;
         }
     }
@@ -174,6 +201,12 @@ static bool foreign_input(const char *opname, int n_in, tg_tensor *const *in)
 tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int n_in,
                     tg_tensor *const *in)
 {
+    return tg_apply_index(op, params, params_size, n_in, in, NULL);
+}
+
+tg_tensor *tg_apply_index(const tg_op *op, const void *params, size_t params_size, int n_in,
+                          tg_tensor *const *in, const tg_index *index)
+{
     TG_ASSERT(params_size <= TG_MAX_PARAMS);
     TG_ASSERT(op->n_in < 0 || op->n_in == n_in);
     if (n_in < 1 || n_in > TG_MAX_INPUTS) {
@@ -199,6 +232,7 @@ tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int
     n->scratch = NULL;
     n->scratch_bytes = 0;
     n->grad_fresh = 0;
+    n->index = (tg_index *)index; /* retained below only when the node is recorded */
     if (params_size)
         memcpy(n->params, params, params_size);
     memset(n->params + params_size, 0, TG_MAX_PARAMS - params_size);
@@ -243,7 +277,7 @@ tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int
     if (tape->mode == TG_GRAD)
         for (int i = 0; i < n_in; i++)
             record |= in[i]->requires_grad;
-    tape->owned[tape->n_owned++] = out;
+    tape_own(tape, out, op->name);
     if (!record) {
         n->n_in = 0;
         node_free(n);
@@ -253,6 +287,7 @@ tg_tensor *tg_apply(const tg_op *op, const void *params, size_t params_size, int
         tg_retain(in[i]);
         n->in_version[i] = in[i]->storage->version;
     }
+    tg_index_retain(n->index);
     n->out_version = out->storage->version;
     out->node = n;
     out->requires_grad = true;
@@ -279,8 +314,127 @@ tg_tensor *tg_detach(tg_tensor *x)
         return NULL;
     tg_tensor *out = tg_tensor_wrap(x->storage, x->data, x->ndim, x->shape);
     if (out)
-        tape->owned[tape->n_owned++] = out;
+        tape_own(tape, out, "detach");
     return out;
+}
+
+/* ---- tensors and indices made inside a step (tape-owned, never recorded) ------------------ */
+
+tg_tensor *tg_tape_adopt(tg_tensor *t, const char *origin)
+{
+    if (!t)
+        return NULL;
+    tg_tape *tape = entry_check(origin, 0, NULL);
+    if (!tape) {
+        tg_release(t);
+        return NULL;
+    }
+    tape_own(tape, t, origin);
+    return t;
+}
+
+tg_index *tg_tape_adopt_index(tg_index *ix, const char *origin)
+{
+    if (!ix)
+        return NULL;
+    tg_tape *tape = entry_check(origin, 0, NULL);
+    if (!tape || !tg_grow((void **)&tape->owned_idx, &tape->cap_owned_idx, tape->n_owned_idx + 1,
+                          sizeof(tg_index *))) {
+        if (tape)
+            tg_set_error(TG_ERR_NOMEM, "tg_%s: out of memory growing the tape", origin);
+        tg_index_release(ix);
+        return NULL;
+    }
+    ix->tape_owned = true;
+    tape->owned_idx[tape->n_owned_idx++] = ix;
+    return ix;
+}
+
+/* The tape must be open before anything is allocated, so that a missing tape is reported as
+ * such (and not as whatever the allocation says). */
+static bool tape_open(const char *fn)
+{
+    if (innermost)
+        return true;
+    tg_set_error(TG_ERR_STATE,
+                 "%s: no open tape; wrap the computation in tg_tape_begin / "
+                 "tg_tape_end, or use tg_tensor_* for a tensor you own",
+                 fn);
+    return false;
+}
+
+tg_tensor *tg_zeros(int ndim, const int64_t *shape)
+{
+    return tape_open("tg_zeros") ? tg_tape_adopt(tg_tensor_zeros(ndim, shape), "zeros") : NULL;
+}
+
+tg_tensor *tg_ones(int ndim, const int64_t *shape)
+{
+    return tape_open("tg_ones") ? tg_tape_adopt(tg_tensor_ones(ndim, shape), "ones") : NULL;
+}
+
+tg_tensor *tg_full(int ndim, const int64_t *shape, float value)
+{
+    return tape_open("tg_full") ? tg_tape_adopt(tg_tensor_full(ndim, shape, value), "full") : NULL;
+}
+
+tg_tensor *tg_scalar(float value)
+{
+    return tape_open("tg_scalar") ? tg_tape_adopt(tg_tensor_scalar(value), "scalar") : NULL;
+}
+
+tg_tensor *tg_from_data(int ndim, const int64_t *shape, const float *data)
+{
+    return tape_open("tg_from_data")
+               ? tg_tape_adopt(tg_tensor_from_data(ndim, shape, data), "from_data")
+               : NULL;
+}
+
+/* tg_rand and tg_randn: a new tensor filled by fill (tg_tensor_uniform_ or _normal_). */
+static tg_tensor *random_tensor(const char *origin, int ndim, const int64_t *shape, tg_rng *rng,
+                                bool normal)
+{
+    char fn[32];
+    snprintf(fn, sizeof fn, "tg_%s", origin);
+    if (!tape_open(fn))
+        return NULL;
+    if (!rng) {
+        tg_set_error(TG_ERR_ARG, "%s: rng is NULL", fn);
+        return NULL;
+    }
+    tg_tensor *t = tg_tensor_new(ndim, shape);
+    if (t && (normal ? tg_tensor_normal_(t, rng, 0.0f, 1.0f)
+                     : tg_tensor_uniform_(t, rng, 0.0f, 1.0f)) != TG_OK) {
+        tg_release(t);
+        t = NULL;
+    }
+    return tg_tape_adopt(t, origin);
+}
+
+tg_tensor *tg_rand(int ndim, const int64_t *shape, tg_rng *rng)
+{
+    return random_tensor("rand", ndim, shape, rng, false);
+}
+
+tg_tensor *tg_randn(int ndim, const int64_t *shape, tg_rng *rng)
+{
+    return random_tensor("randn", ndim, shape, rng, true);
+}
+
+tg_index *tg_indices(int ndim, const int64_t *shape, const int64_t *values)
+{
+    if (!tape_open("tg_indices"))
+        return NULL;
+    if (!values && tg_shape_numel(ndim, shape) != 0) {
+        tg_set_error(TG_ERR_ARG, "tg_indices: values is NULL");
+        return NULL;
+    }
+    return tg_tape_adopt_index(tg_index_new(ndim, shape, values), "indices");
+}
+
+tg_index *tg_labels(const tg_tensor *t)
+{
+    return tape_open("tg_labels") ? tg_tape_adopt_index(tg_index_from_tensor(t), "labels") : NULL;
 }
 
 /* ---- backward --------------------------------------------------------------------------- */

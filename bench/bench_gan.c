@@ -205,7 +205,7 @@ static void collect(layer_set *ls, tg_module *model, const char *name, int ndim,
     tg_tensor *cur = x;
     for (int64_t i = 0; i < tg_module_num_children(model); i++) {
         tg_module *m = tg_module_child_at(model, i);
-        tg_tensor *y = tg_nn_forward(m, cur);
+        tg_tensor *y = tg_module_forward(m, cur);
         if (!y)
             die("layer walk");
         if (i >= skip_until && !is_view(tg_module_type(m))) {
@@ -268,7 +268,7 @@ static void layer_time(const layer *l, int reps, int warmup, double *wall, doubl
     for (int r = -warmup; r < reps; r++) {
         double c0 = cpu_now(), t0 = now();
         tg_tape *tape = tg_tape_begin(TG_GRAD);
-        tg_tensor *y = tg_nn_forward(l->m, l->x);
+        tg_tensor *y = tg_module_forward(l->m, l->x);
         if (!y || tg_backward_grad(y, l->dy) != TG_OK)
             die(l->key);
         tg_tape_end(tape);

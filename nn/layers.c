@@ -177,7 +177,7 @@ static tg_tensor *batch_norm_forward(tg_module *m, tg_tensor *x)
     if (x->ndim != c->ndim || x->shape[1] != c->channels) {
         char s[160];
         tg_set_error(TG_ERR_SHAPE,
-                     "tg_nn_forward: %s \"%s\" with %lld channels got x %s; it "
+                     "tg_module_forward: %s \"%s\" with %lld channels got x %s; it "
                      "takes %s with C = %lld",
                      tg_module_type(m), tg_module_name(m), (long long)c->channels,
                      tg_shape_str(x->ndim, x->shape, s, sizeof s),

@@ -209,14 +209,14 @@ tg_status tg_module_add_child(tg_module *m, const char *name, tg_module *child)
     return TG_OK;
 }
 
-tg_tensor *tg_nn_forward(tg_module *m, tg_tensor *x)
+tg_tensor *tg_module_forward(tg_module *m, tg_tensor *x)
 {
     if (!m || !x) {
-        null_arg("tg_nn_forward", m ? "the input" : "the module");
+        null_arg("tg_module_forward", m ? "the input" : "the module");
         return NULL;
     }
     if (!m->forward) {
-        tg_set_error(TG_ERR_STATE, "tg_nn_forward: the %s module \"%s\" has no forward", m->type,
+        tg_set_error(TG_ERR_STATE, "tg_module_forward: the %s module \"%s\" has no forward", m->type,
                      m->name);
         return NULL;
     }
@@ -607,7 +607,7 @@ static tg_tensor *sequential_forward(tg_module *m, tg_tensor *x)
 {
     /* A failure returns NULL, which every later forward passes on with the first error. */
     for (int64_t i = 0; i < m->n_children; i++)
-        x = tg_nn_forward(m->children[i], x);
+        x = tg_module_forward(m->children[i], x);
     return x;
 }
 

@@ -26,6 +26,7 @@
 #define TAPEGRAD_NN_H
 
 #include "autograd.h"
+#include "optim.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,6 +36,11 @@ typedef struct tg_module tg_module;
 
 /* A module's forward: x in, a tape-owned result out, or NULL with the error set. */
 typedef tg_tensor *(*tg_forward_fn)(tg_module *m, tg_tensor *x);
+/* The forward of a module with several inputs or outputs (a conditional generator's (z, label),
+ * a GRU cell's (x, h), attention's (q, k, v, mask)): reads n_in inputs, writes n_out tape-owned
+ * results into out[], returns TG_OK or the error. */
+typedef tg_status (*tg_forward_multi_fn)(tg_module *m, int64_t n_in, tg_tensor *const *in,
+                                         int64_t n_out, tg_tensor **out);
 
 /* ---- the module base --------------------------------------------------------------------- */
 
@@ -53,9 +59,22 @@ tg_status tg_module_add_buffer(tg_module *m, const char *name, tg_tensor *t);
 /* Adds a child module under name: takes ownership of child (freed on failure too). */
 tg_status tg_module_add_child(tg_module *m, const char *name, tg_module *child);
 
+/* A new empty module like tg_module_new whose forward takes several inputs or gives several
+ * outputs (tg_module_forward_multi runs it; tg_module_forward and tg_module_forward2 run it
+ * with one output). */
+tg_module *tg_module_new_multi(const char *type, tg_forward_multi_fn forward, const void *config,
+                               size_t config_size);
+
 /* The forward of m on x (tape-owned result), or NULL with the error set; NULL x keeps the
  * error that produced it. */
-tg_tensor *tg_nn_forward(tg_module *m, tg_tensor *x);
+tg_tensor *tg_module_forward(tg_module *m, tg_tensor *x);
+/* The forward of m on two inputs with one output (a GRU cell's (x, h), a conditional model's
+ * (z, y)). */
+tg_tensor *tg_module_forward2(tg_module *m, tg_tensor *a, tg_tensor *b);
+/* The forward of m on n_in inputs into n_out outputs: TG_OK, or the error (out[] then holds
+ * NULLs). A NULL input keeps the error that produced it. A one-input module runs here too. */
+tg_status tg_module_forward_multi(tg_module *m, int64_t n_in, tg_tensor *const *in, int64_t n_out,
+                                  tg_tensor **out);
 
 /* The type name ("Linear"). */
 const char *tg_module_type(const tg_module *m);
@@ -68,11 +87,14 @@ bool tg_module_is_training(const tg_module *m);
 /* Sets training mode on m and every module below it (false: evaluation, as model.eval()). */
 void tg_module_train(tg_module *m, bool training);
 
-/* m's own parameter under name (borrowed), or NULL (no error set). */
+/* m's own parameter under name (borrowed), or NULL with an error naming the module and the
+ * names it has (a misspelt "bais" must not pass as "no bias"); tg_module_has_param asks. */
 tg_tensor *tg_module_param(const tg_module *m, const char *name);
-/* m's own buffer under name (borrowed), or NULL (no error set). */
+/* True when m has its own parameter under name (no error either way). */
+bool tg_module_has_param(const tg_module *m, const char *name);
+/* m's own buffer under name (borrowed), or NULL with the error set. */
 tg_tensor *tg_module_buffer(const tg_module *m, const char *name);
-/* m's direct child under name (borrowed), or NULL (no error set). */
+/* m's direct child under name (borrowed), or NULL with the error set. */
 tg_module *tg_module_child(const tg_module *m, const char *name);
 /* The number of direct children of m. */
 int64_t tg_module_num_children(const tg_module *m);
@@ -128,8 +150,9 @@ tg_module *tg_nn_batch_norm1d(int64_t channels);
 tg_module *tg_nn_batch_norm2d(int64_t channels);
 /* MaxPool2d; stride 0 means stride = kernel (PyTorch's default). */
 tg_module *tg_nn_max_pool2d(int kernel, int stride, int padding);
-/* AvgPool2d (padding counts as zeros); stride 0 means stride = kernel (PyTorch's default). */
-tg_module *tg_nn_avg_pool2d(int kernel, int stride, int padding);
+/* AvgPool2d; stride 0 means stride = kernel (PyTorch's default); count_include_pad as in
+ * tg_avg_pool2d (PyTorch's default true). */
+tg_module *tg_nn_avg_pool2d(int kernel, int stride, int padding); /* TODO(H4) */
 /* Upsample by an integer scale factor with the given mode. */
 tg_module *tg_nn_upsample(int scale, tg_upsample_mode mode);
 /* Dropout with probability p in [0, 1) while training, identity in eval. Keeps the borrowed
@@ -147,6 +170,31 @@ tg_module *tg_nn_tanh(void);
 tg_module *tg_nn_sigmoid(void);
 /* Reshape to a fixed shape, one size may be -1: tg_nn_reshape(TG_DIMS(-1, 128, 7, 7)). */
 tg_module *tg_nn_reshape(int ndim, const int64_t *shape);
+/* GELU (tanh_approx: the tanh form), SiLU. */
+tg_module *tg_nn_gelu(bool tanh_approx);
+tg_module *tg_nn_silu(void);
+/* LayerNorm over the last ndim axes, of sizes shape (PyTorch's normalized_shape): weight 1 and
+ * bias 0 of that shape when elementwise_affine (PyTorch's default eps 1e-5). */
+tg_module *tg_nn_layer_norm(int ndim, const int64_t *shape, float eps, bool elementwise_affine);
+/* Embedding of num ids into dim-vectors: weight [num, dim] ~ N(0, 1) (PyTorch's init), the row
+ * padding_idx (or -1 for none) zero and never trained. Run it with tg_nn_embed. */
+tg_module *tg_nn_embedding(int64_t num, int64_t dim, int64_t padding_idx, tg_rng *rng);
+/* An Embedding module's forward on idx: [idx..., dim]. */
+tg_tensor *tg_nn_embed(tg_module *embedding, const tg_index *idx);
+/* GRUCell (PyTorch's gates and layout: weight_ih [3h, in], weight_hh [3h, h], biases [3h], all
+ * ~ U(-1/sqrt(h), 1/sqrt(h))): tg_module_forward2(cell, x [N, in], h [N, h]) -> h' [N, h]. */
+tg_module *tg_nn_gru_cell(int64_t in, int64_t hidden, bool bias, tg_rng *rng);
+/* MultiheadAttention (batch_first, PyTorch's parameters: in_proj_weight [3e, e] Xavier-uniform,
+ * in_proj_bias [3e] 0, out_proj Linear(e, e) with bias 0): tg_module_forward_multi on (q, k, v)
+ * or (q, k, v, mask) with q [N, L, e], k and v [N, S, e] and an optional additive mask
+ * broadcasting to [N, heads, L, S] (0 to keep, -inf to mask) -> one output [N, L, e]. Dropout
+ * none. */
+tg_module *tg_nn_multihead_attention(int64_t embed_dim, int64_t heads, bool bias, tg_rng *rng);
+/* TransformerEncoderLayer (batch_first, norm_first false as PyTorch's default, GELU or ReLU
+ * activation, no dropout): self-attention, add & LayerNorm, Linear-act-Linear, add & LayerNorm;
+ * tg_module_forward on x [N, L, d_model]. */
+tg_module *tg_nn_transformer_encoder_layer(int64_t d_model, int64_t heads, int64_t dim_ff,
+                                           bool gelu, tg_rng *rng);
 
 /* ---- initialisation (init.c) ---------------------------------------------------------------
  * torch.nn.init's initialisers: each fills a tensor in place (bumping its version) and returns
@@ -197,6 +245,21 @@ tg_status tg_module_apply(tg_module *m, tg_module_fn fn, void *ctx);
  * uniform; Conv2d: Normal(0, sqrt(2 / (k*k*in_ch))), i.e. Kaiming-normal, ReLU gain, fan_in;
  * ConvTranspose2d: Xavier-uniform; BatchNorm: weight 1; every bias 0), drawing from rng. */
 tg_status tg_nn_init_paddle(tg_module *m, tg_rng *rng);
+
+/* ---- training helpers ----------------------------------------------------------------- */
+
+/* Optimizers over every parameter of m, in tg_module_parameters' order (PyTorch's
+ * torch.optim.Adam(model.parameters(), ...)); arguments as in optim.h. */
+tg_optim *tg_optim_sgd_module(const tg_module *m, float lr, float momentum, float dampening,
+                              float weight_decay, bool nesterov);
+tg_optim *tg_optim_adam_module(const tg_module *m, float lr, float beta1, float beta2, float eps,
+                               float weight_decay);
+tg_optim *tg_optim_adamw_module(const tg_module *m, float lr, float beta1, float beta2, float eps,
+                                float weight_decay);
+/* tg_clip_grad_norm_ and tg_clip_grad_value_ (optim.h) over every parameter of m. */
+tg_status tg_module_clip_grad_norm_(tg_module *m, float max_norm, float norm_type,
+                                    float *total_norm);
+tg_status tg_module_clip_grad_value_(tg_module *m, float clip_value);
 
 /* ---- Sequential --------------------------------------------------------------------------
  * Runs its children in order, each on the previous one's output. */

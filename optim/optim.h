@@ -69,6 +69,18 @@ float tg_optim_lr(const tg_optim *opt);
 /* The number of parameters. */
 int64_t tg_optim_num_params(const tg_optim *opt);
 
+/* torch.nn.utils.clip_grad_norm_: the norm_type-norm (2 for Euclidean, INFINITY for the max)
+ * of all n parameters' gradients taken together, into *total_norm (may be NULL); when it
+ * exceeds max_norm every gradient is scaled by max_norm / (total + 1e-6). Parameters without a
+ * gradient are skipped. A non-finite total is an error (gradients left unchanged). */
+tg_status tg_clip_grad_norm_(tg_tensor *const *params, int64_t n, float max_norm, float norm_type,
+                             float *total_norm);
+/* torch.nn.utils.clip_grad_value_: every gradient element limited to [-clip_value, clip_value]. */
+tg_status tg_clip_grad_value_(tg_tensor *const *params, int64_t n, float clip_value);
+/* The optimizer's parameters as a borrowed array of tg_optim_num_params entries (for clipping
+ * exactly what it trains: tg_clip_grad_norm_(tg_optim_params(opt), ...)). */
+tg_tensor *const *tg_optim_params(const tg_optim *opt);
+
 /* Puts the state into sd: for parameter i (its index in the array given at creation) the
  * tensors "prefix.i.step" (0-d), "prefix.i.exp_avg", "prefix.i.exp_avg_sq" (Adam, AdamW) or
  * "prefix.i.momentum_buffer" (SGD with momentum), for parameters that have state; and the

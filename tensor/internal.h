@@ -36,6 +36,9 @@ void tg_free(void *ptr, size_t nbytes); /* nbytes as given to tg_alloc */
 tg_storage *tg_storage_new(size_t nbytes);
 void tg_storage_release(tg_storage *s);
 
+/* Validates a shape given by a caller (ndim range, NULL shape, tg_shape_numel's rule): its
+ * numel, or -1 with an error whose message starts with fn. */
+int64_t tg_shape_check(const char *fn, int ndim, const int64_t *shape);
 /* A tensor struct over an existing storage (retained), starting at data. */
 tg_tensor *tg_tensor_wrap(tg_storage *s, float *data, int ndim, const int64_t *shape);
 

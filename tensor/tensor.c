@@ -46,8 +46,7 @@ bool tg_shape_equal(const tg_tensor *a, const tg_tensor *b)
     return true;
 }
 
-/* Validates a shape given by a caller; fn names the public function for the message. */
-static int64_t shape_check(const char *fn, int ndim, const int64_t *shape)
+int64_t tg_shape_check(const char *fn, int ndim, const int64_t *shape)
 {
     if (ndim < 0 || ndim > TG_MAX_DIMS) {
         tg_set_error(TG_ERR_SHAPE, "%s: ndim %d is outside 0..%d", fn, ndim, TG_MAX_DIMS);
@@ -92,7 +91,7 @@ tg_tensor *tg_tensor_wrap(tg_storage *s, float *data, int ndim, const int64_t *s
 
 static tg_tensor *tensor_alloc(const char *fn, int ndim, const int64_t *shape)
 {
-    int64_t n = shape_check(fn, ndim, shape);
+    int64_t n = tg_shape_check(fn, ndim, shape);
     if (n < 0)
         return NULL;
     tg_storage *s = tg_storage_new((size_t)n * sizeof(float));
@@ -190,9 +189,20 @@ tg_tensor *tg_tensor_clone(const tg_tensor *src)
     return tg_tensor_from_data(src->ndim, src->shape, src->data);
 }
 
+/* TG_NONE: an empty 1-D tensor on an empty storage, so that a function that reads it by
+ * mistake reads nothing. Its counts never reach zero (tg_retain and tg_release skip it). */
+static tg_storage none_storage = {.refcount = 1, .nbytes = 0, .data = NULL, .version = 0};
+tg_tensor tg_none_tensor = {.refcount = 1,
+                            .ndim = 1,
+                            .shape = {0},
+                            .numel = 0,
+                            .storage = &none_storage,
+                            .data = NULL,
+                            .origin = "TG_NONE"};
+
 tg_tensor *tg_retain(tg_tensor *t)
 {
-    if (t) {
+    if (t && t != TG_NONE) {
         TG_ASSERT(t->refcount > 0);
         t->refcount++;
     }
@@ -201,9 +211,20 @@ tg_tensor *tg_retain(tg_tensor *t)
 
 void tg_release(tg_tensor *t)
 {
-    if (!t)
+    if (!t || t == TG_NONE)
         return;
     TG_ASSERT(t->refcount > 0);
+    if (t->tape_owned && t->refcount == 1) {
+        /* The last reference is the tape's: freeing here would leave the tape a dangling
+         * pointer that tg_tape_end frees again. Refused, so the misuse costs nothing. */
+        char s[160];
+        tg_set_error(TG_ERR_STATE,
+                     "tg_release: the tensor %s made by tg_%s belongs to the open tape, which "
+                     "frees it at tg_tape_end; not released (release only what you created "
+                     "with tg_tensor_* or tg_retain)",
+                     tg_shape_str(t->ndim, t->shape, s, sizeof s), t->origin ? t->origin : "?");
+        return;
+    }
     if (--t->refcount > 0)
         return;
     /* A grad is a plain tensor with no grad of its own, so this never recurses deeper. */
@@ -211,6 +232,44 @@ void tg_release(tg_tensor *t)
     tg_storage_release(t->storage);
     atomic_fetch_sub(&tg_live_tensors, 1);
     free(t);
+}
+
+tg_tensor *tg_tensor_grad(const tg_tensor *t)
+{
+    return t ? t->grad : NULL;
+}
+
+tg_status tg_tensor_set_grad(tg_tensor *t, const tg_tensor *g)
+{
+    char st[160], sg[160];
+    if (!t || !g || t == TG_NONE || g == TG_NONE)
+        return tg_last_status()
+                   ? tg_last_status()
+                   : tg_set_error(TG_ERR_ARG, "tg_tensor_set_grad: %s is %s",
+                                  !t || t == TG_NONE ? "t" : "g", (!t || !g) ? "NULL" : "TG_NONE");
+    if (!t->requires_grad)
+        return tg_set_error(TG_ERR_STATE,
+                            "tg_tensor_set_grad: the tensor %s does not require grad "
+                            "(tg_tensor_set_requires_grad first)",
+                            tg_shape_str(t->ndim, t->shape, st, sizeof st));
+    if (!tg_shape_equal(t, g))
+        return tg_set_error(TG_ERR_SHAPE,
+                            "tg_tensor_set_grad: gradient %s for a tensor %s: shapes differ",
+                            tg_shape_str(g->ndim, g->shape, sg, sizeof sg),
+                            tg_shape_str(t->ndim, t->shape, st, sizeof st));
+    if (t->grad == g)
+        return TG_OK;
+    if (!t->grad || t->grad->refcount > 1) {
+        /* A fresh buffer: never write into a gradient someone else holds. */
+        tg_tensor *fresh = tensor_alloc("tg_tensor_set_grad", t->ndim, t->shape);
+        if (!fresh)
+            return tg_last_status();
+        tg_release(t->grad);
+        t->grad = fresh;
+    }
+    if (g->numel)
+        memmove(t->grad->data, g->data, (size_t)g->numel * sizeof(float));
+    return TG_OK;
 }
 
 tg_status tg_tensor_set_requires_grad(tg_tensor *t, bool requires_grad)

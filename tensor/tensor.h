@@ -68,8 +68,12 @@ typedef struct tg_tensor {
     tg_storage *storage; /* shared by views */
     float *data;         /* first element, inside storage */
     bool requires_grad;
-    struct tg_tensor *grad; /* owned; NULL until a backward reaches it */
+    struct tg_tensor *grad; /* owned; NULL until a backward reaches it (tg_tensor_grad) */
     tg_node *node;          /* the op that produced it; NULL for leaves */
+    /* Set while an open tape holds this tensor's reference (every op result, tg_zeros, ...):
+     * tg_release then refuses the reference the tape holds. origin names what made it. */
+    bool tape_owned;
+    const char *origin;
 } tg_tensor;
 
 /* An uninitialised tensor of the given shape (ndim 0..TG_MAX_DIMS, every size >= 0). */
@@ -94,6 +98,21 @@ tg_tensor *tg_tensor_clone(const tg_tensor *t);
 tg_tensor *tg_retain(tg_tensor *t);
 /* Ends one reference; frees t (and its grad) at zero. NULL is ignored. */
 void tg_release(tg_tensor *t);
+
+/* ---- absent optional inputs -------------------------------------------------------------- */
+
+/* The explicit "no tensor" for an optional input (a bias, an affine weight, running
+ * statistics): tg_linear(x, w, TG_NONE). A NULL is never taken as "absent": it is what a failed
+ * call returns, so an op given NULL anywhere fails and keeps that call's error. TG_NONE is not a
+ * tensor: an op refuses it where an input is required; tg_retain and tg_release ignore it. */
+extern tg_tensor tg_none_tensor;
+#define TG_NONE (&tg_none_tensor)
+
+/* t's gradient (borrowed), or NULL before a backward has reached t. */
+tg_tensor *tg_tensor_grad(const tg_tensor *t);
+/* Sets t's gradient to a copy of g's values (g must have t's shape); t must require grad.
+ * tg_tensor_zero_grad removes it. For optimizers and gradient surgery of your own. */
+tg_status tg_tensor_set_grad(tg_tensor *t, const tg_tensor *g);
 
 /* Marks a leaf as a parameter whose gradient backward computes. */
 tg_status tg_tensor_set_requires_grad(tg_tensor *t, bool requires_grad);
@@ -121,6 +140,31 @@ char *tg_shape_str(int ndim, const int64_t *shape, char *buf, size_t size);
  * 1, exceeds INT64_MAX / sizeof(float): the rule every tensor's shape follows (so no product of
  * some of a tensor's sizes can overflow, even for an empty tensor). */
 int64_t tg_shape_numel(int ndim, const int64_t *shape);
+
+/* ---- index tensors -----------------------------------------------------------------------
+ * Integer positions: class labels, token ids, gather indices. They are never differentiated and
+ * never rounded from floats: an op that takes one (autograd.h: embedding, gather, cross_entropy)
+ * checks every value against the size it indexes. Reference-counted like tensors; an op that
+ * returns one (argmax, multinomial) gives it to the open tape like any result. */
+typedef struct tg_index {
+    int64_t refcount;
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+    int64_t numel;
+    int64_t *data;   /* numel values, row-major */
+    bool tape_owned; /* as tg_tensor's */
+} tg_index;
+
+/* A new index of the given shape holding a copy of values (NULL: zeros); release it with
+ * tg_index_release. */
+tg_index *tg_index_new(int ndim, const int64_t *shape, const int64_t *values);
+/* A new index of t's whole-number values (float labels); a fraction, NaN or a value beyond
+ * +-2^53 is an error naming its position. */
+tg_index *tg_index_from_tensor(const tg_tensor *t);
+/* Adds one reference; returns ix. */
+tg_index *tg_index_retain(tg_index *ix);
+/* Ends one reference; frees ix at zero. NULL is ignored; a tape's reference is refused. */
+void tg_index_release(tg_index *ix);
 
 /* ---- RNG --------------------------------------------------------------------------------- */
 

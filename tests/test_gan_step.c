@@ -283,8 +283,8 @@ static float ref_loss(tg_module *G, tg_module *D, tg_tensor *x, tg_tensor *z, fl
         hold_grads(G, held_g);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     assert_non_null(tape);
-    tg_tensor *in = z ? tg_nn_forward(G, z) : x;
-    tg_tensor *logits = tg_nn_forward(D, in);
+    tg_tensor *in = z ? tg_module_forward(G, z) : x;
+    tg_tensor *logits = tg_module_forward(D, in);
     tg_tensor *target = logits ? tg_tensor_full(logits->ndim, logits->shape, label) : NULL;
     tg_tensor *loss = tg_bce_with_logits(logits, target);
     if (!loss || tg_backward(loss) != TG_OK)

@@ -100,7 +100,7 @@ static void test_names_order_and_counts(void **state)
  * the base, with a forward of its own. */
 static tg_tensor *scaled_forward(tg_module *m, tg_tensor *x)
 {
-    return tg_mul(tg_nn_forward(tg_module_child(m, "fc"), x), tg_module_param(m, "scale"));
+    return tg_mul(tg_module_forward(tg_module_child(m, "fc"), x), tg_module_param(m, "scale"));
 }
 
 static void test_custom_module(void **state)
@@ -122,7 +122,7 @@ static void test_custom_module(void **state)
 
     tg_tensor *x = tg_tensor_from_data(TG_DIMS(1, 3), (const float[]){1, 2, -1});
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y = tg_nn_forward(m, x);
+    tg_tensor *y = tg_module_forward(m, x);
     assert_non_null(y);
     const tg_tensor *w = tg_module_param(tg_module_child(m, "fc"), "weight");
     const tg_tensor *b = tg_module_param(tg_module_child(m, "fc"), "bias");
@@ -173,8 +173,8 @@ static void test_add_errors(void **state)
     /* A module without a forward says so. */
     tg_tensor *x = tg_tensor_zeros(TG_DIMS(1, 2));
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    assert_null(tg_nn_forward(m, x));
-    assert_error_contains("tg_nn_forward: the Box module \"\" has no forward");
+    assert_null(tg_module_forward(m, x));
+    assert_error_contains("tg_module_forward: the Box module \"\" has no forward");
     tg_tape_end(tape);
     tg_release(x);
     tg_module_free(m);
@@ -253,7 +253,7 @@ static void test_train_eval(void **state)
             xv[r * 3 + c] = (float)c + (float)r * (float)(c + 1);
     tg_tensor *x = tg_tensor_from_data(TG_DIMS(4, 3), xv);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y_train = tg_nn_forward(bn, x);
+    tg_tensor *y_train = tg_module_forward(bn, x);
     assert_non_null(y_train);
     for (int c = 0; c < 3; c++) {
         double mean = (double)c + 1.5 * (c + 1), var = 1.25 * (c + 1) * (c + 1);
@@ -266,7 +266,7 @@ static void test_train_eval(void **state)
     }
     assert_true(tg_tensor_item(tg_module_buffer(bn, "num_batches_tracked")) == 1.0f);
     tg_module_train(bn, false);
-    tg_tensor *y_eval = tg_nn_forward(bn, x);
+    tg_tensor *y_eval = tg_module_forward(bn, x);
     assert_true(tg_tensor_item(tg_module_buffer(bn, "num_batches_tracked")) == 1.0f);
     const float *rm = tg_module_buffer(bn, "running_mean")->data;
     const float *rv = tg_module_buffer(bn, "running_var")->data;
@@ -275,7 +275,7 @@ static void test_train_eval(void **state)
     assert_true(fabsf(y_eval->data[0] - y_train->data[0]) > 0.5f);
     /* BatchNorm1d refuses an image batch, naming the layer. */
     tg_tensor *img = tg_tensor_zeros(TG_DIMS(2, 3, 4, 4));
-    assert_null(tg_nn_forward(bn, img));
+    assert_null(tg_module_forward(bn, img));
     assert_error_contains("BatchNorm1d \"\" with 3 channels got x [2, 3, 4, 4]; it takes [N, C]");
     tg_tape_end(tape);
     tg_release(img);
@@ -285,7 +285,7 @@ static void test_train_eval(void **state)
     tg_module *drop = must(tg_nn_dropout(0.5f, &drop_rng));
     tg_tensor *ones = tg_tensor_ones(TG_DIMS(8, 64));
     tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *yd = tg_nn_forward(drop, ones);
+    tg_tensor *yd = tg_module_forward(drop, ones);
     int zeros = 0;
     for (int64_t i = 0; i < yd->numel; i++) {
         assert_true(yd->data[i] == 0.0f || fabsf(yd->data[i] - 2.0f) < 1e-6f);
@@ -293,7 +293,7 @@ static void test_train_eval(void **state)
     }
     assert_in_range(zeros, 200, 312); /* 256 expected of 512 */
     tg_module_train(drop, false);
-    yd = tg_nn_forward(drop, ones);
+    yd = tg_module_forward(drop, ones);
     assert_memory_equal(yd->data, ones->data, 512 * sizeof(float));
     tg_tape_end(tape);
     tg_release(ones);
@@ -441,7 +441,7 @@ static void test_gan_forward_backward(void **state)
 
     /* Generator step: the loss reaches every parameter of both networks. */
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *fake = tg_nn_forward(G, z);
+    tg_tensor *fake = tg_module_forward(G, z);
     assert_non_null(fake);
     assert_int_equal(fake->ndim, 4);
     assert_int_equal(fake->shape[0], batch);
@@ -450,7 +450,7 @@ static void test_gan_forward_backward(void **state)
     assert_int_equal(fake->shape[3], 28);
     for (int64_t i = 0; i < fake->numel; i++)
         assert_true(fake->data[i] > -1.0f && fake->data[i] < 1.0f);
-    tg_tensor *logits = tg_nn_forward(D, fake);
+    tg_tensor *logits = tg_module_forward(D, fake);
     assert_non_null(logits);
     assert_int_equal(logits->shape[0], batch);
     assert_int_equal(logits->shape[1], 1);
@@ -464,7 +464,7 @@ static void test_gan_forward_backward(void **state)
 
     /* Discriminator step on a detached fake: nothing reaches G. */
     tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *loss = tg_bce_with_logits(tg_nn_forward(D, tg_detach(tg_nn_forward(G, z))), zeros);
+    tg_tensor *loss = tg_bce_with_logits(tg_module_forward(D, tg_detach(tg_module_forward(G, z))), zeros);
     if (tg_backward(loss) != TG_OK)
         fail_msg("%s", tg_last_error());
     tg_tape_end(tape);
@@ -491,7 +491,7 @@ static void test_image_layers(void **state)
     tg_tensor *x = tg_tensor_new(TG_DIMS(2, 2, 8, 8));
     tg_tensor_uniform_(x, &rng, -1.0f, 1.0f);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y = tg_nn_forward(m, x);
+    tg_tensor *y = tg_module_forward(m, x);
     if (!y)
         fail_msg("%s", tg_last_error());
     /* 8x8 conv(pad 1) 8x8, pool 4x4, up 8x8, avg(3, 2, 1) 4x4: [2, 3 * 16] */
@@ -639,7 +639,7 @@ static void round_trip_check(tg_module *a, tg_module *b)
     tg_module_train(b, false);
     tg_tensor *x = tg_tensor_from_data(TG_DIMS(2, 3), (const float[]){1, -2, 3, 0.5f, 0, -1});
     tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
-    tg_tensor *ya = tg_nn_forward(a, x), *yb = tg_nn_forward(b, x);
+    tg_tensor *ya = tg_module_forward(a, x), *yb = tg_module_forward(b, x);
     assert_non_null(ya);
     assert_non_null(yb);
     assert_memory_equal(ya->data, yb->data, (size_t)ya->numel * sizeof(float));
@@ -651,7 +651,7 @@ static void train_forward(tg_module *m)
 {
     tg_tensor *x = tg_tensor_from_data(TG_DIMS(3, 3), (const float[]){1, 2, 3, -1, 0, 4, 2, 2, 2});
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    assert_non_null(tg_nn_forward(m, x));
+    assert_non_null(tg_module_forward(m, x));
     tg_tape_end(tape);
     tg_release(x);
 }

@@ -675,7 +675,7 @@ static void train_xor(which_optim which, int iters, float *first, float *last)
     tg_tensor *t = tg_tensor_from_data(TG_DIMS(4, 1), (const float[]){0, 1, 1, 0});
     for (int it = 0; it < iters; it++) {
         tg_tape *tape = tg_tape_begin(TG_GRAD);
-        tg_tensor *loss = tg_mse(tg_nn_forward(net, x), t);
+        tg_tensor *loss = tg_mse(tg_module_forward(net, x), t);
         if (tg_backward(loss) != TG_OK)
             fail_msg("%s", tg_last_error());
         if (it == 0)

@@ -66,7 +66,7 @@ tg_tensor *clf_forward(clf_model *m, tg_tensor *images)
 {
     if (check_images("clf_forward", images) != TG_OK)
         return NULL;
-    return tg_nn_forward(m->net, images);
+    return tg_module_forward(m->net, images);
 }
 
 tg_status clf_eval(clf_model *m, const tg_tensor *images, tg_tensor **features, tg_tensor **logits)
@@ -99,8 +99,8 @@ tg_status clf_eval(clf_model *m, const tg_tensor *images, tg_tensor **features, 
             break;
         }
         tg_tensor *x = tg_tensor_from_data(TG_DIMS(b, 1, 28, 28), images->data + start * pixels);
-        tg_tensor *f = tg_nn_forward(tg_module_child(m->net, "features"), x);
-        tg_tensor *y = tg_nn_forward(tg_module_child(m->net, "classifier"), f);
+        tg_tensor *f = tg_module_forward(tg_module_child(m->net, "features"), x);
+        tg_tensor *y = tg_module_forward(tg_module_child(m->net, "classifier"), f);
         if (y) {
             memcpy(feat->data + start * CLF_FEATURES, f->data, sizeof(float) * (size_t)f->numel);
             memcpy(out->data + start * CLF_CLASSES, y->data, sizeof(float) * (size_t)y->numel);

@@ -64,7 +64,7 @@ static void load_into_model(const tg_state_dict *sd)
         const int64_t shape[2] = {4, 2};
         tg_tensor *x = tg_tensor_full(2, shape, 0.5f);
         tg_tape *tape = tg_tape_begin(TG_GRAD);
-        tg_backward(tg_mean(tg_square(tg_nn_forward(m, x))));
+        tg_backward(tg_mean(tg_square(tg_module_forward(m, x))));
         tg_optim_step(opt);
         tg_optim_zero_grad(opt);
         tg_tape_end(tape);

@@ -130,7 +130,7 @@ static tg_tensor *draw_z(gan_state *s, int64_t b, tg_tensor *given)
  * on). The target is released here: the loss's node keeps what backward needs. */
 static tg_tensor *d_loss(gan_state *s, tg_tensor *x, float label)
 {
-    tg_tensor *logits = tg_nn_forward(s->D, x);
+    tg_tensor *logits = tg_module_forward(s->D, x);
     tg_tensor *target = logits ? tg_tensor_full(logits->ndim, logits->shape, label) : NULL;
     tg_tensor *loss = tg_bce_with_logits(logits, target);
     tg_release(target);
@@ -181,7 +181,7 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
     if (fresh)
         tg_module_zero_grad(s->G);
     if ((tape = tg_tape_begin(TG_GRAD))) {
-        tg_tensor *fake = tg_nn_forward(s->G, z);
+        tg_tensor *fake = tg_module_forward(s->G, z);
         st = backward_and_step(tape, d_loss(s, clean ? tg_detach(fake) : fake, 0.0f), s->opt_d_fake,
                                &out->d_fake);
     } else {
@@ -200,7 +200,7 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
         tg_module_zero_grad(s->G);
     if (st == TG_OK) {
         tape = tg_tape_begin(TG_GRAD);
-        st = backward_and_step(tape, tape ? d_loss(s, tg_nn_forward(s->G, z), 1.0f) : NULL,
+        st = backward_and_step(tape, tape ? d_loss(s, tg_module_forward(s->G, z), 1.0f) : NULL,
                                s->opt_g, &out->g);
     }
     tg_module_zero_grad(s->G);
@@ -215,7 +215,7 @@ tg_tensor *gan_generate(gan_state *s, tg_tensor *z)
     bool was_training = tg_module_is_training(s->G);
     tg_module_train(s->G, false);
     tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
-    tg_tensor *img = tape ? tg_retain(tg_nn_forward(s->G, z)) : NULL;
+    tg_tensor *img = tape ? tg_retain(tg_module_forward(s->G, z)) : NULL;
     if (tape)
         tg_tape_end(tape);
     tg_module_train(s->G, was_training);
