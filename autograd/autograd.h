@@ -115,7 +115,8 @@ tg_tensor *tg_gelu(tg_tensor *x);
 tg_tensor *tg_gelu_tanh(tg_tensor *x);
 /* SiLU (swish): x * sigmoid(x). */
 tg_tensor *tg_silu(tg_tensor *x);
-/* log(1 + e^(beta x)) / beta, and x itself where beta x > threshold (PyTorch: 1, 20). */
+/* log(1 + e^(beta x)) / beta, and x itself where beta x > threshold (PyTorch: 1, 20); beta != 0.
+ * Computed without overflow for any threshold (PyTorch gives inf past beta x = 88). */
 tg_tensor *tg_softplus(tg_tensor *x, float beta, float threshold);
 
 /* ---- comparisons and selection ------------------------------------------------------------
@@ -127,11 +128,14 @@ tg_tensor *tg_lt(tg_tensor *a, tg_tensor *b);
 tg_tensor *tg_le(tg_tensor *a, tg_tensor *b);
 tg_tensor *tg_gt(tg_tensor *a, tg_tensor *b);
 tg_tensor *tg_ge(tg_tensor *a, tg_tensor *b);
-/* cond != 0 ? a : b, the three broadcast together (torch.where). The gradient flows to a where
- * cond holds and to b elsewhere; cond is not differentiated. */
+/* cond != 0 ? a : b, the three broadcast together (torch.where; a NaN in cond counts as true).
+ * The gradient flows to a where cond holds and to b elsewhere, summed over the axes a or b was
+ * broadcast along; cond is not differentiated. */
 tg_tensor *tg_where(tg_tensor *cond, tg_tensor *a, tg_tensor *b);
 /* x with value wherever mask (broadcast to x's shape) is non-zero (Tensor.masked_fill): the
- * gradient is 0 there. value may be -INFINITY (attention masks). */
+ * gradient is 0 there; mask is not differentiated. value may be -INFINITY (attention masks),
+ * except under the NaN/Inf trap (tg_set_check_finite), which refuses any infinite output: use a
+ * large finite value there (-1e9). */
 tg_tensor *tg_masked_fill(tg_tensor *x, tg_tensor *mask, float value);
 
 /* ---- reductions -------------------------------------------------------------------------- */
@@ -151,13 +155,14 @@ tg_tensor *tg_max_axis(tg_tensor *x, int axis, bool keepdim);
  * the axis (torch.max(x, dim)). */
 tg_tensor *tg_max_axis_indices(tg_tensor *x, int axis, bool keepdim, tg_index **indices);
 /* Variance along axis: sum((x - mean)^2) / (len - correction). correction 1 is Bessel's
- * (torch.var's default), 0 the biased (population) variance; len <= correction gives NaN, as
- * PyTorch. */
+ * (torch.var's default), 0 the biased (population) variance; len <= correction gives NaN, value
+ * and gradient (PyTorch 1.13 divides by 0 there: NaN, or inf where the deviations are not all
+ * 0). Two passes in double: exact enough far from 0, the same for any thread count. */
 tg_tensor *tg_var(tg_tensor *x, int axis, bool keepdim, int64_t correction);
 /* sqrt(tg_var(x, axis, keepdim, correction)). */
 tg_tensor *tg_std(tg_tensor *x, int axis, bool keepdim, int64_t correction);
-/* The position of the first maximum / minimum along axis, as a tape-owned index (NaN counts as
- * the maximum, as PyTorch's). Not differentiable. */
+/* The position of the first maximum / minimum along axis, as a tape-owned index (a NaN counts as
+ * both the maximum and the minimum: the first NaN wins, as PyTorch's). Not differentiable. */
 tg_index *tg_argmax(tg_tensor *x, int axis, bool keepdim);
 tg_index *tg_argmin(tg_tensor *x, int axis, bool keepdim);
 
@@ -182,9 +187,8 @@ tg_tensor *tg_flatten(tg_tensor *x, int start_axis, int end_axis);
 tg_tensor *tg_transpose(tg_tensor *x, int a, int b);
 /* x with its axes reordered: out axis i is x's axis perm[i] (a copy). */
 tg_tensor *tg_permute(tg_tensor *x, const int *perm);
-/* The n tensors (1 <= n <= 16) joined along axis; all other sizes must be equal (a copy).
- * TODO(H4): n >= 1, int64_t n. */
-tg_tensor *tg_concat(tg_tensor *const *xs, int n, int axis);
+/* The n >= 1 tensors joined along axis; all other sizes must be equal (a copy). */
+tg_tensor *tg_concat(tg_tensor *const *xs, int64_t n, int axis);
 /* The n >= 1 tensors of one shape stacked along a new axis (0 .. ndim) (a copy). */
 tg_tensor *tg_stack(tg_tensor *const *xs, int64_t n, int axis);
 /* x[..., start:stop:step, ...] along axis (a copy), step >= 1; as in Python, negative start and
@@ -214,16 +218,17 @@ tg_tensor *tg_one_hot(const tg_index *idx, int64_t classes);
 tg_index *tg_multinomial(tg_tensor *probs, int64_t num_samples, bool replacement, tg_rng *rng);
 /* One draw per row from softmax(logits / temperature) along the last axis: a tape-owned index
  * of logits' shape without that axis (torch.distributions.Categorical(logits=...).sample()).
- * temperature > 0. */
+ * temperature > 0; a -inf logit is a class never drawn, a NaN or +inf logit or a row of -inf is
+ * an error naming it. */
 tg_index *tg_categorical(tg_tensor *logits, float temperature, tg_rng *rng);
 
 /* ---- convolution (conv.c) ---------------------------------------------------------------- */
 
-/* x[N,C,H,W] * w[O,C,kh,kw] + b[O] -> [N,O,Ho,Wo]; b may be NULL. Square stride, padding and
- * dilation, as PyTorch's conv2d with int arguments. */
+/* x[N,C,H,W] * w[O,C,kh,kw] + b[O] -> [N,O,Ho,Wo]; b TG_NONE for none. Square stride, padding
+ * and dilation, as PyTorch's conv2d with int arguments. */
 tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
                      int dilation);
-/* The transpose (gradient) of conv2d: x[N,C,H,W], w[C,O,kh,kw], b[O] or NULL ->
+/* The transpose (gradient) of conv2d: x[N,C,H,W], w[C,O,kh,kw], b[O] or TG_NONE ->
  * [N,O,(H-1)*stride - 2*padding + kh + output_padding, ...], as PyTorch's conv_transpose2d. */
 tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
                                int output_padding);
@@ -235,7 +240,7 @@ tg_tensor *tg_max_pool2d(tg_tensor *x, int kernel, int stride, int padding);
 /* Mean over kernel x kernel windows. count_include_pad: padding counts as zeros in the mean
  * (PyTorch's default); false: each window averages only its real pixels (PyTorch's
  * count_include_pad=False, PaddlePaddle's exclusive=True). */
-tg_tensor *tg_avg_pool2d(tg_tensor *x, int kernel, int stride, int padding); /* TODO(H4) */
+tg_tensor *tg_avg_pool2d(tg_tensor *x, int kernel, int stride, int padding, bool count_include_pad);
 
 typedef enum {
     TG_UPSAMPLE_NEAREST,
@@ -253,8 +258,8 @@ tg_tensor *tg_upsample(tg_tensor *x, int scale, tg_upsample_mode mode);
 
 /* Batch norm of x[N,C] or x[N,C,H,W] (any x[N,C,...]) over all axes but C, as PyTorch's
  * F.batch_norm: y = (x - mean) / sqrt(var + eps) * weight + bias; weight and bias [C] may be
- * NULL (no affine). training: the batch mean and biased variance, and N*H*W must exceed 1;
- * running_mean and running_var [C] (both or neither) are then updated in place with
+ * TG_NONE (no affine). training: the batch mean and biased variance, and N*H*W must exceed 1;
+ * running_mean and running_var [C] (both or neither TG_NONE) are then updated in place with
  * running = (1 - momentum) * running + momentum * batch_stat, using the unbiased variance
  * (PaddlePaddle weighs the old value by momentum instead and uses the biased variance).
  * eval: running_mean and running_var are required and used. The running buffers get no
@@ -271,9 +276,10 @@ tg_tensor *tg_dropout(tg_tensor *x, float p, bool training, tg_rng *rng);
 tg_tensor *tg_softmax(tg_tensor *x, int axis);
 /* log(softmax) along axis, computed stably: finite for any finite input. */
 tg_tensor *tg_log_softmax(tg_tensor *x, int axis);
-/* Layer norm over the last ndim_norm axes of x (F.layer_norm with normalized_shape = those
- * sizes): y = (x - mean) / sqrt(var + eps) * weight + bias with the biased variance; weight
- * and bias have the normalised axes' shape, or TG_NONE. Forward and backward fused. */
+/* Layer norm over the last ndim_norm axes of x, 1 <= ndim_norm <= x's ndim (F.layer_norm with
+ * normalized_shape = those sizes): y = (x - mean) / sqrt(var + eps) * weight + bias with the
+ * biased variance; weight and bias have the normalised axes' shape, or TG_NONE. Forward and
+ * backward fused; the same result for any thread count. */
 tg_tensor *tg_layer_norm(tg_tensor *x, int ndim_norm, tg_tensor *weight, tg_tensor *bias,
                          float eps);
 
@@ -286,12 +292,13 @@ typedef enum { TG_REDUCE_MEAN, TG_REDUCE_SUM, TG_REDUCE_NONE } tg_reduction;
 /* max(z,0) - z*t + log(1 + e^-|z|) for logits z and targets t (in [0, 1]) of the same shape:
  * stable for any logits (finite loss and gradient at z = +-100). Both are differentiated
  * (targets may come from another network). */
-tg_tensor *tg_bce_with_logits(tg_tensor *logits, tg_tensor *targets); /* TODO(H4) reduction */
-/* -log softmax(logits[N,C])[labels[n]] for labels[N] in 0 .. C-1 (an out-of-range label is an
- * error naming its row). Mean: over the N rows. */
-tg_tensor *tg_cross_entropy(tg_tensor *logits, tg_tensor *labels); /* TODO(H2) index, reduction */
+tg_tensor *tg_bce_with_logits(tg_tensor *logits, tg_tensor *targets, tg_reduction reduction);
+/* -log softmax(logits[N,C])[labels[n]] for a tg_index labels[N] of classes 0 .. C-1 (an
+ * out-of-range label is an error naming it and its row; tg_labels converts float labels).
+ * Mean: over the N rows. Only logits are differentiated. */
+tg_tensor *tg_cross_entropy(tg_tensor *logits, const tg_index *labels, tg_reduction reduction);
 /* (pred - target)^2 for pred and target of the same shape; both are differentiated. */
-tg_tensor *tg_mse(tg_tensor *pred, tg_tensor *target); /* TODO(H4) reduction */
+tg_tensor *tg_mse(tg_tensor *pred, tg_tensor *target, tg_reduction reduction);
 
 #ifdef __cplusplus
 }

@@ -953,9 +953,11 @@ TG_OP_DEFINE(conv2d) = {.name = "conv2d",
 tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
                      int dilation)
 {
+    if (!tg_optional_ok("tg_conv2d", "b", b))
+        return NULL;
     conv_params p = {.stride = stride, .padding = padding, .dilation = dilation};
     tg_tensor *in[3] = {x, w, b};
-    return tg_apply(&tg_op_conv2d, &p, sizeof p, b ? 3 : 2, in);
+    return tg_apply(&tg_op_conv2d, &p, sizeof p, b != TG_NONE ? 3 : 2, in);
 }
 #endif
 
@@ -1112,7 +1114,9 @@ tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int str
 {
     conv_params p = {
         .stride = stride, .padding = padding, .dilation = 1, .output_padding = output_padding};
+    if (!tg_optional_ok("tg_conv_transpose2d", "b", b))
+        return NULL;
     tg_tensor *in[3] = {x, w, b};
-    return tg_apply(&tg_op_conv_transpose2d, &p, sizeof p, b ? 3 : 2, in);
+    return tg_apply(&tg_op_conv_transpose2d, &p, sizeof p, b != TG_NONE ? 3 : 2, in);
 }
 #endif

@@ -78,6 +78,35 @@ static inline float ew_sigmoid(float x)
     return (pos + (1.0f - pos) * e) / (1.0f + e);
 }
 
+/* e^z in arithmetic and selects only, so the loops vectorise (glibc's expf is a call per
+ * element): e^z = 2^n e^r with n = round(z / ln 2) by the 1.5 * 2^23 trick, r = z - n ln 2 in two
+ * parts (Cody-Waite), e^r by its Taylor polynomial of degree 7 (|r| <= ln 2 / 2: error 1e-9).
+ * z is clamped to [-80, 80]: e^-80 = 1.8e-35 stands for anything smaller (its callers use it
+ * where that is as good as 0) and e^80 for anything larger. Not closer to the float range: GCC
+ * evaluates the clamped arm in every lane, and a denormal there (silu's x / (1 + e^88)) costs a
+ * microcode assist per vector (silu ran 15x slower). NaN stays NaN. */
+static inline float ew_exp(float z)
+{
+    z = z < -80.0f ? -80.0f : z; /* selects that keep a NaN */
+    z = z > 80.0f ? 80.0f : z;
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
+    const float kf = z * 1.44269504088896341f + magic;
+    const float n = kf - magic;
+    const float r = (z - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
+    const float er =
+        1.0f +
+        r * (1.0f + r * (0.5f + r * (1.0f / 6.0f +
+                                     r * (1.0f / 24.0f +
+                                          r * (1.0f / 120.0f +
+                                               r * (1.0f / 720.0f + r * (1.0f / 5040.0f)))))));
+    uint32_t kb;
+    memcpy(&kb, &kf, sizeof kb);
+    const uint32_t scale_bits = (kb - 0x4b400000u + 127u) << 23; /* 2^n: kf's low bits hold n */
+    float scale;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    return er * scale;
+}
+
 /* tanh(x) in arithmetic and selects only, so the loops vectorise (glibc's tanhf is a call per
  * element, 18 ns each here; this is 0.4 ns with AVX-512). Checked against tanh in double on
  * every float of magnitude up to 12 (beyond, both give +-1): at most 1 ulp from the correctly
@@ -85,10 +114,7 @@ static inline float ew_sigmoid(float x)
  *   |x| < 0.625:  x + x^3 P(x^2), P of degree 5 fitted (weighted least squares, minimax-like)
  *                 to (tanh(x) - x) / x^3; its relative error is 2e-10 before rounding.
  *   otherwise:    1 - 2 / (e^2|x| + 1) (at least 0.55, so the subtraction loses nothing),
- *                 2|x| clamped to 20 (tanh rounds to 1 from |x| = 9.02 on), e^z = 2^n e^r with
- *                 n = round(z / ln 2) by the 1.5 * 2^23 trick, r = z - n ln 2 in two parts
- *                 (Cody-Waite), e^r by its Taylor polynomial of degree 7 (|r| <= ln 2 / 2:
- *                 error 1e-9).
+ *                 2|x| clamped to 20 (tanh rounds to 1 from |x| = 9.02 on), e^2|x| by ew_exp.
  * The sign is copied back from x. */
 static inline float ew_tanh(float x)
 {
@@ -107,22 +133,7 @@ static inline float ew_tanh(float x)
     const float small = ax + ax * s * p;
 
     const float z = ax > 10.0f ? 20.0f : 2.0f * ax; /* keeps a NaN */
-    const float magic = 12582912.0f;                /* 1.5 * 2^23 */
-    const float kf = z * 1.44269504088896341f + magic;
-    const float n = kf - magic;
-    const float r = (z - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
-    const float er =
-        1.0f +
-        r * (1.0f + r * (0.5f + r * (1.0f / 6.0f +
-                                     r * (1.0f / 24.0f +
-                                          r * (1.0f / 120.0f +
-                                               r * (1.0f / 720.0f + r * (1.0f / 5040.0f)))))));
-    uint32_t kb;
-    memcpy(&kb, &kf, sizeof kb);
-    const uint32_t scale_bits = (kb - 0x4b400000u + 127u) << 23; /* 2^n: kf's low bits hold n */
-    float scale;
-    memcpy(&scale, &scale_bits, sizeof scale);
-    const float large = 1.0f - 2.0f / (er * scale + 1.0f);
+    const float large = 1.0f - 2.0f / (ew_exp(z) + 1.0f);
 
     const float t = ax < 0.625f ? small : large;
     uint32_t tb;
@@ -131,6 +142,88 @@ static inline float ew_tanh(float x)
     float out;
     memcpy(&out, &tb, sizeof out);
     return out;
+}
+
+/* erf(x) in arithmetic and selects only, so gelu vectorises (erff is a call per element, 30 ns
+ * here). |x| < 0.5: x times the Taylor series of erf(x) / x to x^12 (truncation 2e-9 relative);
+ * beyond: 1 - t P(t) e^-x^2 with t = 1 / (1 + 0.3275911 |x|), Abramowitz and Stegun 7.1.26
+ * (absolute error 1.5e-7, the form PyTorch's vectorised erf uses), with the sign of x. */
+static inline float ew_erf(float x)
+{
+    const float a = fabsf(x), s = x * x;
+    const float small =
+        x * (1.1283791670955126f +
+             s * (-0.37612638903183754f +
+                  s * (0.11283791670955126f +
+                       s * (-0.026866170645131252f +
+                            s * (0.005223977625442188f +
+                                 s * (-8.548327023450853e-4f + s * 1.2055332981789664e-4f))))));
+    const float t = 1.0f / (1.0f + 0.3275911f * a);
+    const float poly =
+        t * (0.254829592f +
+             t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    const float big = 1.0f - poly * ew_exp(-s);
+    return a < 0.5f ? small : (x < 0.0f ? -big : big);
+}
+
+/* 1 / sqrt(2 pi): the standard normal density's factor (gelu's derivative). */
+#define EW_INV_SQRT_2PI 0.3989422804014327f
+
+/* tanh(sqrt(2/pi) (x + 0.044715 x^3)): the tanh in gelu_tanh (PyTorch's kBeta and kKappa). */
+static inline float ew_gelu_tanh_t(float x)
+{
+    return ew_tanh(0.7978845608028654f * (x + 0.044715f * x * x * x));
+}
+
+/* d/dx of x (1 + t) / 2 with t = ew_gelu_tanh_t(x): (1 + t) / 2 + x/2 (1 - t^2) du/dx, as
+ * PyTorch's GeluBackward (NaN where x^3 overflows, as there). */
+static inline float ew_gelu_tanh_grad(float x)
+{
+    const float t = ew_gelu_tanh_t(x);
+    return 0.5f * (1.0f + t) +
+           0.5f * x * (1.0f - t * t) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
+/* sigmoid(x) as 1 / (1 + e^-x) on ew_exp, so silu vectorises (ew_sigmoid calls expf, kept for
+ * sigmoid's own bits). ew_exp's clamp makes it 1.8e-35 instead of smaller from x = -80 on: silu's
+ * x s there is as good as 0 either way. */
+static inline float ew_sigmoid_arith(float x)
+{
+    return 1.0f / (1.0f + ew_exp(-x));
+}
+
+/* d/dx of x sigmoid(x). */
+static inline float ew_silu_grad(float x)
+{
+    const float s = ew_sigmoid_arith(x);
+    return s * (1.0f + x * (1.0f - s));
+}
+
+/* log(1 + e) for e in [0, 1] in arithmetic (log1pf is a call per element): 2 atanh(u) with
+ * u = e / (2 + e) in [0, 1/3], by its series u (1 + u^2/3 + ... + u^16/17) (truncation 5e-10
+ * relative); tiny e keep their relative precision (2u = e). */
+static inline float ew_log1p_unit(float e)
+{
+    const float u = e / (2.0f + e), v = u * u;
+    const float p =
+        1.0f +
+        v * (1.0f / 3.0f +
+             v * (1.0f / 5.0f +
+                  v * (1.0f / 7.0f +
+                       v * (1.0f / 9.0f +
+                            v * (1.0f / 11.0f +
+                                 v * (1.0f / 13.0f + v * (1.0f / 15.0f + v * (1.0f / 17.0f))))))));
+    return 2.0f * u * p;
+}
+
+/* softplus: x past the threshold (PyTorch's cut-over), else log(1 + e^bx) / beta written as
+ * (max(bx, 0) + log(1 + e^-|bx|)) / beta, which holds for any bx (a threshold above 88 would
+ * overflow e^bx), on ew_exp and ew_log1p_unit so that it vectorises. A NaN x stays NaN (ew_max
+ * keeps it). */
+static inline float ew_softplus(float x, float beta, float threshold)
+{
+    const float bx = beta * x;
+    return bx > threshold ? x : (ew_max(bx, 0.0f) + ew_log1p_unit(ew_exp(-fabsf(bx)))) / beta;
 }
 
 /* ---- unary: generic loops ---------------------------------------------------------------- */

@@ -36,6 +36,9 @@ typedef struct tg_case {
      * releases extra[] after it, so the library holds no tensor for its cases. Returns TG_OK,
      * or the error of an allocation that failed. */
     tg_status (*init_params)(void *params, tg_tensor *extra[TG_CASE_EXTRAS]);
+    /* Optional, for index ops (embedding, gather, cross_entropy): a new index (the caller's
+     * reference) that the test passes to tg_apply_index; it must fit the case's shapes. */
+    tg_index *(*make_index)(tg_rng *rng);
     const char *name; /* optional label for the test name */
 } tg_case;
 
@@ -46,7 +49,8 @@ typedef struct tg_case {
 /* True for the all-zero entry that ends a case table. */
 static inline bool tg_case_is_end(const tg_case *c)
 {
-    return c->shape[0][0] == 0 && !c->init && !c->init_params && !c->n_in && !c->name && !c->params;
+    return c->shape[0][0] == 0 && !c->init && !c->init_params && !c->make_index && !c->n_in &&
+           !c->name && !c->params;
 }
 
 /* The descriptor of a differentiable op. */
@@ -109,6 +113,18 @@ tg_index *tg_tape_adopt_index(tg_index *ix, const char *origin);
 tg_tensor *tg_apply1(const tg_op *op, const void *params, size_t params_size, tg_tensor *a);
 tg_tensor *tg_apply2(const tg_op *op, const void *params, size_t params_size, tg_tensor *a,
                      tg_tensor *b);
+
+/* For a wrapper's optional input t named name: true when t is a tensor or TG_NONE. A NULL is
+ * what a failed call returns: false, keeping that call's error, or, with none pending, setting
+ * "fn: name is NULL (pass TG_NONE for none)". */
+static inline bool tg_optional_ok(const char *fn, const char *name, const tg_tensor *t)
+{
+    if (t)
+        return true;
+    if (tg_last_status() == TG_OK)
+        tg_set_error(TG_ERR_ARG, "%s: %s is NULL (pass TG_NONE for none)", fn, name);
+    return false;
+}
 
 /* The gradient buffer of input i, or NULL when input i needs no gradient. */
 static inline float *tg_grad_of(const tg_node *n, int i)

@@ -1,7 +1,8 @@
-/* Losses, fused with their own backward: bce_with_logits, cross_entropy, mse. Each returns a
- * 0-dimensional tensor, the mean over all elements (or over the batch for cross_entropy), as
- * PyTorch's default reduction='mean'. Sums run in double over a fixed split into chunks, so a
- * loss does not change with the thread count. */
+/* Losses, fused with their own backward: bce_with_logits, cross_entropy, mse. Each takes a
+ * tg_reduction, as PyTorch's reduction=: MEAN gives a 0-dimensional tensor, the mean over all
+ * elements (over the batch for cross_entropy); SUM their sum; NONE the per-element losses
+ * (input's shape; [N] for cross_entropy). Sums run in double over a fixed split into chunks, so
+ * a loss does not change with the thread count. */
 #include "internal.h"
 #include "ops.h"
 
@@ -30,29 +31,79 @@
             (total) += parts_[k_];                                                                 \
     } while (0)
 
-/* Checks two inputs of equal, non-empty shape (names for the message); the output is 0-D. */
-static tg_status loss_check_pair(const tg_node *n, int *ndim, const char *fn, const char *an,
-                                 const char *bn)
+/* The one parameter of every loss. */
+typedef struct {
+    tg_reduction reduction;
+} loss_params;
+
+/* Checks the reduction and sets the output's shape for per-element losses of shape
+ * (ndim_in, shape_in): 0-D for MEAN and SUM, that shape for NONE. MEAN of no elements is
+ * refused (PyTorch gives NaN), naming the input x; SUM of none is 0 and NONE of none is empty,
+ * as PyTorch's. */
+static tg_status loss_out_shape(const tg_node *n, const char *fn, const char *what,
+                                const tg_tensor *x, int ndim_in, const int64_t *shape_in, int *ndim,
+                                int64_t shape[])
+{
+    const tg_reduction r = TG_PARAMS(n, loss_params)->reduction;
+    char s[160];
+    if (r != TG_REDUCE_MEAN && r != TG_REDUCE_SUM && r != TG_REDUCE_NONE)
+        return tg_set_error(TG_ERR_ARG,
+                            "%s: reduction %d is not TG_REDUCE_MEAN, TG_REDUCE_SUM or "
+                            "TG_REDUCE_NONE",
+                            fn, (int)r);
+    if (r == TG_REDUCE_MEAN && x->numel == 0)
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: %s %s is empty; the mean of no elements is undefined (use "
+                            "TG_REDUCE_SUM or TG_REDUCE_NONE)",
+                            fn, what, TG_SHAPE_STR(x, s));
+    *ndim = 0;
+    if (r == TG_REDUCE_NONE) {
+        *ndim = ndim_in;
+        memcpy(shape, shape_in, (size_t)ndim_in * sizeof(int64_t));
+    }
+    return TG_OK;
+}
+
+/* Checks two inputs of equal shape (names for the message) and the reduction. */
+static tg_status loss_check_pair(const tg_node *n, int *ndim, int64_t shape[], const char *fn,
+                                 const char *an, const char *bn)
 {
     const tg_tensor *a = n->in[0], *b = n->in[1];
     char sa[160], sb[160];
     if (!tg_shape_equal(a, b))
         return tg_set_error(TG_ERR_SHAPE, "%s: %s %s and %s %s must have the same shape", fn, an,
                             TG_SHAPE_STR(a, sa), bn, TG_SHAPE_STR(b, sb));
-    if (a->numel == 0)
-        return tg_set_error(TG_ERR_SHAPE,
-                            "%s: %s %s is empty; the mean of no elements is "
-                            "undefined",
-                            fn, an, TG_SHAPE_STR(a, sa));
-    *ndim = 0;
-    return TG_OK;
+    return loss_out_shape(n, fn, an, a, a->ndim, a->shape, ndim, shape);
 }
 
+/* The reduced loss of count terms that add up to total. MEAN divides in double, as it always
+ * has: a recipe's losses stay bit for bit what they were. */
+static inline float loss_reduce(const tg_node *n, double total, int64_t count)
+{
+    return TG_PARAMS(n, loss_params)->reduction == TG_REDUCE_MEAN ? (float)(total / (double)count)
+                                                                  : (float)total;
+}
+
+/* Backward's upstream gradient for term i is LOSS_G(i): dy[i] for NONE, else the one value g0
+ * (dL for SUM, dL / count for MEAN, that float division as before; dy[0] is not read for NONE,
+ * whose dy may be empty). Declared by LOSS_GRAD. */
+#define LOSS_GRAD(n, count)                                                                        \
+    const tg_reduction red_ = TG_PARAMS(n, loss_params)->reduction;                                \
+    const float *dy_ = (n)->out->grad->data;                                                       \
+    const bool each_ = red_ == TG_REDUCE_NONE;                                                     \
+    const float g0_ = each_ ? 0.0f : red_ == TG_REDUCE_MEAN ? dy_[0] / (float)(count) : dy_[0]
+#define LOSS_G(i) (each_ ? dy_[i] : g0_)
+
+/* The three reductions as gradcheck case parameters. */
+#define LOSS_SUM_P TG_CASE_PARAMS(loss_params, .reduction = TG_REDUCE_SUM)
+#define LOSS_NONE_P TG_CASE_PARAMS(loss_params, .reduction = TG_REDUCE_NONE)
+
 /* ---- bce_with_logits ----------------------------------------------------------------------
- * L = mean(max(z,0) - z*t + log1p(e^-|z|)) over the n elements of logits z and targets t:
- * the binary cross entropy of sigmoid(z) against t, rearranged so that e^ only ever sees
- * -|z| <= 0 (finite for any z, no log(0) at saturated logits).
- * dz += dL * (sigmoid(z) - t) / n;   dt += dL * -z / n   (targets may require grad) */
+ * l_i = max(z,0) - z*t + log1p(e^-|z|) for logits z and targets t of one shape: the binary
+ * cross entropy of sigmoid(z) against t, rearranged so that e^ only ever sees -|z| <= 0
+ * (finite for any z, no log(0) at saturated logits). L = reduction(l).
+ * dz_i += g_i * (sigmoid(z_i) - t_i);   dt_i += g_i * -z_i   (targets may require grad)
+ * with g_i = dL/dl_i: dL/n for MEAN, dL for SUM, dL_i for NONE. */
 static inline double bce_term(float z, float t)
 {
     return (double)fmaxf(z, 0.0f) - (double)z * t + (double)log1pf(expf(-fabsf(z)));
@@ -67,34 +118,40 @@ static inline float bce_sigmoid(float z)
 
 static tg_status bce_with_logits_check(tg_node *n, int *ndim, int64_t shape[])
 {
-    (void)shape;
-    return loss_check_pair(n, ndim, "tg_bce_with_logits", "logits", "targets");
+    return loss_check_pair(n, ndim, shape, "tg_bce_with_logits", "logits", "targets");
 }
 
 TG_ISA_KERNEL(bce_with_logits_forward, (tg_node * n), (n))
 {
     const float *z = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
+    if (TG_PARAMS(n, loss_params)->reduction == TG_REDUCE_NONE) {
+        float *y = n->out->data;
+        TG_PARALLEL_FOR(numel)
+        for (int64_t i = 0; i < numel; i++)
+            y[i] = (float)bce_term(z[i], t[i]);
+        return;
+    }
     double total;
     LOSS_SUM(total, numel, i, bce_term(z[i], t[i]));
-    n->out->data[0] = (float)(total / (double)numel);
+    n->out->data[0] = loss_reduce(n, total, numel);
 }
 
 TG_ISA_KERNEL(bce_with_logits_backward, (tg_node * n), (n))
 {
     const float *z = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
-    const float g = n->out->grad->data[0] / (float)numel;
+    LOSS_GRAD(n, numel);
     float *dz = tg_grad_of(n, 0), *dt = tg_grad_of(n, 1);
     if (dz) {
         TG_PARALLEL_FOR(numel)
         for (int64_t i = 0; i < numel; i++)
-            dz[i] += g * (bce_sigmoid(z[i]) - t[i]);
+            dz[i] += LOSS_G(i) * (bce_sigmoid(z[i]) - t[i]);
     }
     if (dt) {
         TG_PARALLEL_FOR(numel)
         for (int64_t i = 0; i < numel; i++)
-            dt[i] -= g * z[i];
+            dt[i] -= LOSS_G(i) * z[i];
     }
 }
 
@@ -108,6 +165,9 @@ static const tg_case bce_with_logits_cases[] = {
     {.shape = {{4, 5}, {4, 5}}, .init = bce_case_init, .name = "4x5"},
     {.shape = {{2, 3, 2, 2}, {2, 3, 2, 2}}, .init = bce_case_init, .name = "4d"},
     {.shape = {{1}, {1}}, .init = bce_case_init, .name = "one"},
+    {.shape = {{3, 4}, {3, 4}}, LOSS_SUM_P, .init = bce_case_init, .name = "sum"},
+    {.shape = {{3, 4}, {3, 4}}, LOSS_NONE_P, .init = bce_case_init, .name = "none"},
+    {.shape = {{2, 1, 3}, {2, 1, 3}}, LOSS_NONE_P, .init = bce_case_init, .name = "none_3d"},
     {0},
 };
 TG_OP_DEFINE(bce_with_logits) = {.name = "bce_with_logits",
@@ -118,56 +178,52 @@ TG_OP_DEFINE(bce_with_logits) = {.name = "bce_with_logits",
                                  .cases = bce_with_logits_cases};
 
 #if TG_ISA_BASE
-tg_tensor *tg_bce_with_logits(tg_tensor *logits, tg_tensor *targets)
+tg_tensor *tg_bce_with_logits(tg_tensor *logits, tg_tensor *targets, tg_reduction reduction)
 {
-    return tg_apply2(&tg_op_bce_with_logits, NULL, 0, logits, targets);
+    const loss_params p = {reduction};
+    return tg_apply2(&tg_op_bce_with_logits, &p, sizeof p, logits, targets);
 }
 #endif
 
 /* ---- cross_entropy ------------------------------------------------------------------------
- * logits z[N,C], labels[N] holding class indices as floats (0 .. C-1, checked in check).
- * L = mean over rows r of lse_r - z[r, label_r], lse_r = log(sum_c e^z[r,c]) taken stably
- * as max + log(sum e^(z - max)): -log_softmax(z)[label] without forming log_softmax.
- * dz[r,c] += dL/N * (softmax(z)[r,c] - [c == label_r]), softmax = e^(z - lse), lse saved in
- * scratch. The labels are data, never differentiated: backward leaves their grad alone. */
+ * logits z[N,C] (the one tensor input), labels a tg_index [N] of classes 0 .. C-1 (n->index,
+ * checked in check). l_r = lse_r - z[r, label_r], lse_r = log(sum_c e^z[r,c]) taken stably as
+ * max + log(sum e^(z - max)): -log_softmax(z)[label] without forming log_softmax.
+ * L = reduction(l) over the N rows.
+ * dz[r,c] += g_r * (softmax(z)[r,c] - [c == label_r]), softmax = e^(z - lse), lse saved in
+ * scratch; g_r = dL/N for MEAN, dL for SUM, dL_r for NONE. */
 static tg_status cross_entropy_check(tg_node *n, int *ndim, int64_t shape[])
 {
-    (void)shape;
-    const tg_tensor *z = n->in[0], *labels = n->in[1];
+    const tg_tensor *z = n->in[0];
+    const tg_index *labels = n->index;
     char sz[160], sl[160];
-    if (z->ndim != 2 || z->shape[0] < 1 || z->shape[1] < 1)
-        return tg_set_error(TG_ERR_SHAPE,
-                            "tg_cross_entropy: logits %s must be [N, C] with N "
-                            "and C >= 1",
+    if (!labels)
+        return tg_set_error(TG_ERR_ARG, "tg_cross_entropy: labels is NULL");
+    if (z->ndim != 2 || z->shape[1] < 1)
+        return tg_set_error(TG_ERR_SHAPE, "tg_cross_entropy: logits %s must be [N, C] with C >= 1",
                             TG_SHAPE_STR(z, sz));
     if (labels->ndim != 1 || labels->shape[0] != z->shape[0])
         return tg_set_error(TG_ERR_SHAPE,
-                            "tg_cross_entropy: logits %s need labels [%lld], "
-                            "got labels %s",
-                            TG_SHAPE_STR(z, sz), (long long)z->shape[0], TG_SHAPE_STR(labels, sl));
+                            "tg_cross_entropy: logits %s need labels [%lld], got labels %s",
+                            TG_SHAPE_STR(z, sz), (long long)z->shape[0],
+                            tg_shape_str(labels->ndim, labels->shape, sl, sizeof sl));
     const int64_t N = z->shape[0], C = z->shape[1];
     for (int64_t r = 0; r < N; r++) {
-        const float v = labels->data[r];
-        if (!isfinite(v) || v != floorf(v))
+        const int64_t v = labels->data[r];
+        if (v < 0 || v >= C)
             return tg_set_error(TG_ERR_ARG,
-                                "tg_cross_entropy: labels[%lld] = %g is not an "
-                                "integer class index",
-                                (long long)r, (double)v);
-        if (v < 0.0f || v >= (float)C)
-            return tg_set_error(TG_ERR_ARG,
-                                "tg_cross_entropy: labels[%lld] = %g is out of "
-                                "range for %lld classes (0 to %lld)",
-                                (long long)r, (double)v, (long long)C, (long long)(C - 1));
+                                "tg_cross_entropy: label %lld at row %lld is out of range for "
+                                "%lld classes (0 to %lld)",
+                                (long long)v, (long long)r, (long long)C, (long long)(C - 1));
     }
-    *ndim = 0;
     n->scratch_bytes = 2 * (size_t)N * sizeof(float); /* lse[N], row loss[N] */
-    return TG_OK;
+    return loss_out_shape(n, "tg_cross_entropy", "logits", z, 1, z->shape, ndim, shape);
 }
 
 TG_ISA_KERNEL(cross_entropy_forward, (tg_node * n), (n))
 {
     const tg_tensor *zt = n->in[0];
-    const float *labels = n->in[1]->data;
+    const int64_t *labels = n->index->data;
     const int64_t N = zt->shape[0], C = zt->shape[1];
     float *lse = n->scratch, *row_loss = lse + N;
     TG_PARALLEL_FOR_WORK(N, C)
@@ -181,12 +237,17 @@ TG_ISA_KERNEL(cross_entropy_forward, (tg_node * n), (n))
         const float ls = logf(s);
         lse[r] = mx + ls;
         /* ls - (z[label] - mx) rather than lse - z[label]: no cancellation of a large max. */
-        row_loss[r] = ls - (z[(int64_t)labels[r]] - mx);
+        row_loss[r] = ls - (z[labels[r]] - mx);
+    }
+    if (TG_PARAMS(n, loss_params)->reduction == TG_REDUCE_NONE) {
+        if (N)
+            memcpy(n->out->data, row_loss, (size_t)N * sizeof(float));
+        return;
     }
     double total = 0;
     for (int64_t r = 0; r < N; r++)
         total += row_loss[r];
-    n->out->data[0] = (float)(total / (double)N);
+    n->out->data[0] = loss_reduce(n, total, N);
 }
 
 TG_ISA_KERNEL(cross_entropy_backward, (tg_node * n), (n))
@@ -195,95 +256,141 @@ TG_ISA_KERNEL(cross_entropy_backward, (tg_node * n), (n))
     if (!dz)
         return;
     const tg_tensor *zt = n->in[0];
-    const float *labels = n->in[1]->data, *lse = n->scratch;
+    const int64_t *labels = n->index->data;
+    const float *lse = n->scratch;
     const int64_t N = zt->shape[0], C = zt->shape[1];
-    const float g = n->out->grad->data[0] / (float)N;
+    LOSS_GRAD(n, N);
     TG_PARALLEL_FOR_WORK(N, C)
     for (int64_t r = 0; r < N; r++) {
         const float *z = zt->data + r * C;
+        const float g = LOSS_G(r);
         float *dzr = dz + r * C;
         for (int64_t c = 0; c < C; c++)
             dzr[c] += g * expf(z[c] - lse[r]);
-        dzr[(int64_t)labels[r]] -= g;
+        dzr[labels[r]] -= g;
     }
 }
 
 #define CE_CASE_C 4 /* classes in the gradcheck cases below */
 
-/* Logits in [-2, 2]; labels valid classes 0 .. CE_CASE_C-1 (as floats). */
+/* Labels for the cases' rows (at most 5): random classes 0 .. CE_CASE_C-1. */
+static tg_index *ce_labels_of(int64_t rows, tg_rng *rng)
+{
+    int64_t v[5];
+    for (int64_t r = 0; r < rows; r++)
+        v[r] = (int64_t)(tg_rng_u32(rng) % CE_CASE_C);
+    return tg_index_new(1, &rows, v);
+}
+static tg_index *ce_labels5(tg_rng *rng)
+{
+    return ce_labels_of(5, rng);
+}
+static tg_index *ce_labels1(tg_rng *rng)
+{
+    return ce_labels_of(1, rng);
+}
+
+/* Logits in [-2, 2]. */
 static void cross_entropy_case_init(int i, tg_tensor *t, tg_rng *rng)
 {
-    if (i == 0) {
-        tg_tensor_uniform_(t, rng, -2.0f, 2.0f);
-        return;
-    }
-    for (int64_t e = 0; e < t->numel; e++)
-        t->data[e] = (float)(tg_rng_u32(rng) % CE_CASE_C);
+    (void)i;
+    tg_tensor_uniform_(t, rng, -2.0f, 2.0f);
 }
 
 static const tg_case cross_entropy_cases[] = {
-    {.shape = {{5, CE_CASE_C}, {5}},
-     .no_grad = 1u << 1,
+    {.shape = {{5, CE_CASE_C}},
      .init = cross_entropy_case_init,
+     .make_index = ce_labels5,
      .name = "5x4"},
-    {.shape = {{1, CE_CASE_C}, {1}},
-     .no_grad = 1u << 1,
+    {.shape = {{1, CE_CASE_C}},
      .init = cross_entropy_case_init,
+     .make_index = ce_labels1,
      .name = "1x4"},
+    {.shape = {{5, CE_CASE_C}},
+     LOSS_SUM_P,
+     .init = cross_entropy_case_init,
+     .make_index = ce_labels5,
+     .name = "sum"},
+    {.shape = {{5, CE_CASE_C}},
+     LOSS_NONE_P,
+     .init = cross_entropy_case_init,
+     .make_index = ce_labels5,
+     .name = "none"},
     {0},
 };
 TG_OP_DEFINE(cross_entropy) = {.name = "cross_entropy",
-                               .n_in = 2,
+                               .n_in = 1,
                                .check = cross_entropy_check,
                                .forward = cross_entropy_forward,
                                .backward = cross_entropy_backward,
                                .cases = cross_entropy_cases};
 
 #if TG_ISA_BASE
-tg_tensor *tg_cross_entropy(tg_tensor *logits, tg_tensor *labels)
+tg_tensor *tg_cross_entropy(tg_tensor *logits, const tg_index *labels, tg_reduction reduction)
 {
-    return tg_apply2(&tg_op_cross_entropy, NULL, 0, logits, labels);
+    if (!labels) {
+        /* A NULL from a failed tg_labels: keep that error, it names the real cause. */
+        if (tg_last_status() == TG_OK)
+            tg_set_error(TG_ERR_ARG, "tg_cross_entropy: labels is NULL");
+        return NULL;
+    }
+    const loss_params p = {reduction};
+    return tg_apply_index(&tg_op_cross_entropy, &p, sizeof p, 1, &logits, labels);
 }
 #endif
 
 /* ---- mse ----------------------------------------------------------------------------------
- * L = mean((p - t)^2) over n elements;  dp += dL * 2 (p - t) / n;  dt += -dL * 2 (p - t) / n */
+ * l_i = (p_i - t_i)^2, L = reduction(l);  dp_i += g_i * 2 (p_i - t_i);  dt_i -= the same,
+ * g_i as for bce_with_logits (MEAN folds the 2 into g: 2 dL / n, as it always has). */
 static tg_status mse_check(tg_node *n, int *ndim, int64_t shape[])
 {
-    (void)shape;
-    return loss_check_pair(n, ndim, "tg_mse", "pred", "target");
+    return loss_check_pair(n, ndim, shape, "tg_mse", "pred", "target");
 }
 
 TG_ISA_KERNEL(mse_forward, (tg_node * n), (n))
 {
     const float *p = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
+    if (TG_PARAMS(n, loss_params)->reduction == TG_REDUCE_NONE) {
+        float *y = n->out->data;
+        TG_PARALLEL_FOR(numel)
+        for (int64_t i = 0; i < numel; i++)
+            y[i] = (p[i] - t[i]) * (p[i] - t[i]);
+        return;
+    }
     double total;
     LOSS_SUM(total, numel, i, ((double)p[i] - t[i]) * ((double)p[i] - t[i]));
-    n->out->data[0] = (float)(total / (double)numel);
+    n->out->data[0] = loss_reduce(n, total, numel);
 }
 
 TG_ISA_KERNEL(mse_backward, (tg_node * n), (n))
 {
     const float *p = n->in[0]->data, *t = n->in[1]->data;
     const int64_t numel = n->in[0]->numel;
-    const float g = 2.0f * n->out->grad->data[0] / (float)numel;
+    LOSS_GRAD(n, numel);
+    /* MEAN's 2 dL / n in one float expression, as before the reductions came. */
+    const bool mean = red_ == TG_REDUCE_MEAN;
+    const float g2 = mean ? 2.0f * dy_[0] / (float)numel : 0.0f;
     float *dp = tg_grad_of(n, 0), *dt = tg_grad_of(n, 1);
+#define MSE_G(i) (mean ? g2 : 2.0f * LOSS_G(i))
     if (dp) {
         TG_PARALLEL_FOR(numel)
         for (int64_t i = 0; i < numel; i++)
-            dp[i] += g * (p[i] - t[i]);
+            dp[i] += MSE_G(i) * (p[i] - t[i]);
     }
     if (dt) {
         TG_PARALLEL_FOR(numel)
         for (int64_t i = 0; i < numel; i++)
-            dt[i] -= g * (p[i] - t[i]);
+            dt[i] -= MSE_G(i) * (p[i] - t[i]);
     }
+#undef MSE_G
 }
 
 static const tg_case mse_cases[] = {
     {.shape = {{3, 4}, {3, 4}}, .name = "3x4"},
     {.shape = {{2, 2, 3, 3}, {2, 2, 3, 3}}, .name = "4d"},
+    {.shape = {{3, 4}, {3, 4}}, LOSS_SUM_P, .name = "sum"},
+    {.shape = {{3, 4}, {3, 4}}, LOSS_NONE_P, .name = "none"},
     {0},
 };
 TG_OP_DEFINE(mse) = {.name = "mse",
@@ -294,8 +401,9 @@ TG_OP_DEFINE(mse) = {.name = "mse",
                      .cases = mse_cases};
 
 #if TG_ISA_BASE
-tg_tensor *tg_mse(tg_tensor *pred, tg_tensor *target)
+tg_tensor *tg_mse(tg_tensor *pred, tg_tensor *target, tg_reduction reduction)
 {
-    return tg_apply2(&tg_op_mse, NULL, 0, pred, target);
+    const loss_params p = {reduction};
+    return tg_apply2(&tg_op_mse, &p, sizeof p, pred, target);
 }
 #endif

@@ -36,7 +36,8 @@
  * then) and saves what backward needs (mean, invstd) in scratch, so nothing touches them
  * after the call returns. */
 typedef struct {
-    tg_tensor *running_mean, *running_var; /* borrowed, used only during forward; or NULL */
+    /* borrowed, used only during forward; NULL for none (the wrapper's TG_NONE) */
+    tg_tensor *running_mean, *running_var;
     float momentum, eps;
     bool training, has_weight, has_bias;
 } batch_norm_params;
@@ -100,7 +101,8 @@ static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
         return tg_set_error(TG_ERR_ARG,
                             "tg_batch_norm: running_mean is %s but running_var is "
                             "%s; give both or neither",
-                            p->running_mean ? "given" : "NULL", p->running_var ? "given" : "NULL");
+                            p->running_mean ? "given" : "TG_NONE",
+                            p->running_var ? "given" : "TG_NONE");
     if (p->running_mean && ((st = batch_norm_check_vec(x, p->running_mean, "running_mean")) ||
                             (st = batch_norm_check_vec(x, p->running_var, "running_var"))))
         return st;
@@ -451,18 +453,23 @@ TG_OP_DEFINE(batch_norm) = {.name = "batch_norm",
 tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps)
 {
-    batch_norm_params p = {.running_mean = running_mean,
-                           .running_var = running_var,
+    const char *fn = "tg_batch_norm";
+    if (!tg_optional_ok(fn, "weight", weight) || !tg_optional_ok(fn, "bias", bias) ||
+        !tg_optional_ok(fn, "running_mean", running_mean) ||
+        !tg_optional_ok(fn, "running_var", running_var))
+        return NULL;
+    batch_norm_params p = {.running_mean = running_mean == TG_NONE ? NULL : running_mean,
+                           .running_var = running_var == TG_NONE ? NULL : running_var,
                            .momentum = momentum,
                            .eps = eps,
                            .training = training,
-                           .has_weight = weight != NULL,
-                           .has_bias = bias != NULL};
+                           .has_weight = weight != TG_NONE,
+                           .has_bias = bias != TG_NONE};
     tg_tensor *in[3] = {x};
     int k = 1;
-    if (weight)
+    if (p.has_weight)
         in[k++] = weight;
-    if (bias)
+    if (p.has_bias)
         in[k++] = bias;
     return tg_apply(&tg_op_batch_norm, &p, sizeof p, k, in);
 }
@@ -786,5 +793,328 @@ tg_tensor *tg_log_softmax(tg_tensor *x, int axis)
 {
     softmax_params p = {.axis = axis};
     return tg_apply1(&tg_op_log_softmax, &p, sizeof p, x);
+}
+#endif
+
+/* ---- layer_norm ---------------------------------------------------------------------------
+ * x[..., D1..Dk] seen as R rows of D = D1*...*Dk values (k = ndim_norm, the last k axes); per
+ * row, in double and in two passes (as batch_norm, for the same cancellation reason):
+ *   mean = sum(x)/D,  var = sum((x - mean)^2)/D  (biased),  rstd = 1/sqrt(var + eps)
+ *   xhat = (x - mean) * rstd,  y = xhat * w + b     (w, b of the normalised shape, or 1 and 0)
+ * Backward, with g = dy * w:
+ *   dx += rstd * (g - sum(g)/D - xhat * sum(g * xhat)/D)   (one pass over the row for the two
+ *         sums, one to write dx: mean and rstd are functions of the whole row)
+ *   dw += sum over rows of dy * xhat;  db += sum over rows of dy
+ * Forward saves mean and rstd per row in scratch. The parameter gradients are sums down the
+ * rows: each of a fixed number of row chunks (it depends on R only) adds its rows into its own
+ * double partial sums in scratch while it writes dx, and the chunks' partials are then added
+ * in chunk order, so the result is the same for any thread count.
+ * Inputs are x, then weight if has_weight, then bias if has_bias. */
+typedef struct {
+    int ndim_norm;
+    float eps;
+    bool has_weight, has_bias;
+} layer_norm_params;
+
+/* Most row chunks of the parameter gradients' partial sums, and fewest rows per chunk. */
+#define LN_MAX_CHUNKS 64
+#define LN_MIN_CHUNK_ROWS 16
+
+/* x as R rows of D values. */
+static void layer_norm_geometry(const tg_tensor *x, int k, int64_t *R, int64_t *D)
+{
+    *R = 1;
+    *D = 1;
+    for (int d = 0; d < x->ndim; d++)
+        *(d < x->ndim - k ? R : D) *= x->shape[d];
+}
+
+/* Rows per chunk and chunk count for R rows (a function of R only). */
+static int64_t layer_norm_chunks(int64_t R, int64_t *rows_per_chunk)
+{
+    int64_t n = (R + LN_MIN_CHUNK_ROWS - 1) / LN_MIN_CHUNK_ROWS;
+    n = n < 1 ? 1 : n > LN_MAX_CHUNKS ? LN_MAX_CHUNKS : n;
+    *rows_per_chunk = (R + n - 1) / n;
+    return n;
+}
+
+/* Checks that t (weight or bias) has the normalised shape: x's last k sizes. */
+static tg_status layer_norm_check_param(const tg_tensor *x, int k, const tg_tensor *t,
+                                        const char *name)
+{
+    bool ok = t->ndim == k;
+    for (int d = 0; ok && d < k; d++)
+        ok = t->shape[d] == x->shape[x->ndim - k + d];
+    if (ok)
+        return TG_OK;
+    char sx[160], st[160], sn[160];
+    return tg_set_error(TG_ERR_SHAPE,
+                        "tg_layer_norm: %s %s must have the normalised shape %s (the last %d "
+                        "axes of x %s)",
+                        name, TG_SHAPE_STR(t, st),
+                        tg_shape_str(k, x->shape + x->ndim - k, sn, sizeof sn), k,
+                        TG_SHAPE_STR(x, sx));
+}
+
+static tg_status layer_norm_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const layer_norm_params *p = TG_PARAMS(n, layer_norm_params);
+    const tg_tensor *x = n->in[0];
+    const int k = p->ndim_norm;
+    char sx[160];
+    if (n->n_in != 1 + p->has_weight + p->has_bias)
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_layer_norm: %d inputs, but the params announce %d (x%s%s)", n->n_in,
+                            1 + p->has_weight + p->has_bias, p->has_weight ? ", weight" : "",
+                            p->has_bias ? ", bias" : "");
+    if (k < 1 || k > x->ndim)
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_layer_norm: ndim_norm = %d is out of range for x %s: it "
+                            "normalises the last 1 .. %d axes",
+                            k, TG_SHAPE_STR(x, sx), x->ndim);
+    tg_status st = TG_OK;
+    if (p->has_weight)
+        st = layer_norm_check_param(x, k, n->in[1], "weight");
+    if (st == TG_OK && p->has_bias)
+        st = layer_norm_check_param(x, k, n->in[p->has_weight ? 2 : 1], "bias");
+    if (st != TG_OK)
+        return st;
+    if (!(p->eps >= 0.0f && isfinite(p->eps)))
+        return tg_set_error(TG_ERR_ARG, "tg_layer_norm: eps = %g must be finite and >= 0",
+                            (double)p->eps);
+    *ndim = x->ndim;
+    memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    if (x->numel == 0)
+        return TG_OK; /* no statistics: R or D may still be huge ([2^40, 0]), nothing to save */
+    int64_t R, D, rows;
+    layer_norm_geometry(x, k, &R, &D);
+    /* [chunks][2][D] double partials of dw and db (only with an affine input), then mean[R] and
+     * rstd[R]. */
+    const size_t partials =
+        p->has_weight || p->has_bias ? (size_t)layer_norm_chunks(R, &rows) * 2 * (size_t)D : 0;
+    n->scratch_bytes = partials * sizeof(double) + 2 * (size_t)R * sizeof(float);
+    return TG_OK;
+}
+
+/* The saved per-row statistics, after the partial sums in scratch. */
+static float *layer_norm_stats(const tg_node *n, int64_t R, int64_t D)
+{
+    const layer_norm_params *p = TG_PARAMS(n, layer_norm_params);
+    int64_t rows;
+    const size_t partials =
+        p->has_weight || p->has_bias ? (size_t)layer_norm_chunks(R, &rows) * 2 * (size_t)D : 0;
+    return (float *)((double *)n->scratch + partials);
+}
+
+TG_ISA_KERNEL(layer_norm_forward, (tg_node * n), (n))
+{
+    const layer_norm_params *p = TG_PARAMS(n, layer_norm_params);
+    const tg_tensor *x = n->in[0];
+    const float *w = p->has_weight ? n->in[1]->data : NULL;
+    const float *b = p->has_bias ? n->in[p->has_weight ? 2 : 1]->data : NULL;
+    if (x->numel == 0)
+        return; /* rows of nothing, or no rows: nothing to normalise (and no scratch) */
+    int64_t R, D;
+    layer_norm_geometry(x, p->ndim_norm, &R, &D);
+    float *mean = layer_norm_stats(n, R, D), *rstd = mean + R;
+    const float *xd = x->data;
+    float *y = n->out->data;
+    TG_PARALLEL_FOR_WORK(R, D)
+    for (int64_t r = 0; r < R; r++) {
+        const float *restrict xr = xd + r * D;
+        float *restrict yr = y + r * D;
+        double acc[BN_LANES] = {0};
+        bn_acc_sum(acc, xr, D);
+        const double mu = bn_lanes_total(acc) / (double)D;
+        double acc2[BN_LANES] = {0};
+        bn_acc_sq(acc2, xr, D, mu);
+        const double var = bn_lanes_total(acc2) / (double)D;
+        const float fmu = (float)mu, rs = (float)(1.0 / sqrt(var + (double)p->eps));
+        mean[r] = fmu;
+        rstd[r] = rs;
+        if (w && b)
+            for (int64_t j = 0; j < D; j++)
+                yr[j] = (xr[j] - fmu) * rs * w[j] + b[j];
+        else if (w)
+            for (int64_t j = 0; j < D; j++)
+                yr[j] = (xr[j] - fmu) * rs * w[j];
+        else if (b)
+            for (int64_t j = 0; j < D; j++)
+                yr[j] = (xr[j] - fmu) * rs + b[j];
+        else
+            for (int64_t j = 0; j < D; j++)
+                yr[j] = (xr[j] - fmu) * rs;
+    }
+}
+
+/* sum(g) and sum(g * xhat) over a row, g = dy * w, xhat = (x - mu) * rs, in BN_LANES partial
+ * sums (bn_acc_dy is the w = 1 case). */
+static inline void ln_acc_dg(double sg[BN_LANES], double sgx[BN_LANES], const float *restrict x,
+                             const float *restrict dy, const float *restrict w, int64_t n, float mu,
+                             float rs)
+{
+    int64_t j = 0;
+    for (; j + BN_LANES <= n; j += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) {
+            const float g = dy[j + l] * w[j + l];
+            sg[l] += g;
+            sgx[l] += (double)g * ((x[j + l] - mu) * rs);
+        }
+    for (int l = 0; j + l < n; l++) {
+        const float g = dy[j + l] * w[j + l];
+        sg[l] += g;
+        sgx[l] += (double)g * ((x[j + l] - mu) * rs);
+    }
+}
+
+/* dx of one row: dx = rs * (g - a - xhat * c), a = sum(g)/D, c = sum(g * xhat)/D. */
+static inline void ln_row_dx(float *restrict dx, const float *restrict x, const float *restrict dy,
+                             const float *restrict w, int64_t D, float mu, float rs, bool set)
+{
+    double sg[BN_LANES] = {0}, sgx[BN_LANES] = {0};
+    if (w)
+        ln_acc_dg(sg, sgx, x, dy, w, D, mu, rs);
+    else
+        bn_acc_dy(sg, sgx, x, dy, D, mu, rs);
+    const float a = (float)(bn_lanes_total(sg) / (double)D);
+    const float c = (float)(bn_lanes_total(sgx) / (double)D);
+    if (w && set)
+        for (int64_t j = 0; j < D; j++)
+            dx[j] = rs * (dy[j] * w[j] - a - (x[j] - mu) * rs * c);
+    else if (w)
+        for (int64_t j = 0; j < D; j++)
+            dx[j] += rs * (dy[j] * w[j] - a - (x[j] - mu) * rs * c);
+    else if (set)
+        for (int64_t j = 0; j < D; j++)
+            dx[j] = rs * (dy[j] - a - (x[j] - mu) * rs * c);
+    else
+        for (int64_t j = 0; j < D; j++)
+            dx[j] += rs * (dy[j] - a - (x[j] - mu) * rs * c);
+}
+
+TG_ISA_KERNEL(layer_norm_backward, (tg_node * n), (n))
+{
+    const layer_norm_params *p = TG_PARAMS(n, layer_norm_params);
+    const tg_tensor *x = n->in[0];
+    const int iw = 1, ib = p->has_weight ? 2 : 1;
+    const float *w = p->has_weight ? n->in[iw]->data : NULL;
+    float *dx = tg_grad_of(n, 0);
+    float *dw = p->has_weight ? tg_grad_of(n, iw) : NULL;
+    float *db = p->has_bias ? tg_grad_of(n, ib) : NULL;
+    const bool dx_set = tg_grad_fresh(n, 0), dw_set = dw && tg_grad_fresh(n, iw),
+               db_set = db && tg_grad_fresh(n, ib);
+    int64_t R, D, rows;
+    layer_norm_geometry(x, p->ndim_norm, &R, &D);
+    if (D == 0)
+        return; /* nothing in any gradient */
+    if (R == 0) {
+        /* No rows: the parameter gradients are sums of nothing. */
+        for (int64_t j = 0; j < D; j++) {
+            if (dw_set)
+                dw[j] = 0.0f;
+            if (db_set)
+                db[j] = 0.0f;
+        }
+        return;
+    }
+    const float *mean = layer_norm_stats(n, R, D), *rstd = mean + R;
+    const int64_t chunks = layer_norm_chunks(R, &rows);
+    double *part = n->scratch; /* [chunks][2][D]: dw's partials, then db's */
+    const float *xd = x->data, *dy = n->out->grad->data;
+    TG_PARALLEL_FOR_WORK(chunks, rows * D)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t r0 = c * rows, r1 = r0 + rows < R ? r0 + rows : R;
+        double *restrict pw = dw || db ? part + c * 2 * D : NULL, *restrict pb = pw ? pw + D : NULL;
+        if (pw)
+            for (int64_t j = 0; j < 2 * D; j++)
+                pw[j] = 0.0;
+        for (int64_t r = r0; r < r1; r++) {
+            const float *restrict xr = xd + r * D, *restrict dyr = dy + r * D;
+            const float mu = mean[r], rs = rstd[r];
+            if (dx)
+                ln_row_dx(dx + r * D, xr, dyr, w, D, mu, rs, dx_set);
+            if (dw)
+                for (int64_t j = 0; j < D; j++)
+                    pw[j] += (double)(dyr[j] * ((xr[j] - mu) * rs));
+            if (db)
+                for (int64_t j = 0; j < D; j++)
+                    pb[j] += (double)dyr[j];
+        }
+    }
+    if (!dw && !db)
+        return;
+    TG_PARALLEL_FOR_WORK(D, chunks)
+    for (int64_t j = 0; j < D; j++) {
+        double sw = 0.0, sb = 0.0;
+        for (int64_t c = 0; c < chunks; c++) {
+            sw += part[c * 2 * D + j];
+            sb += part[c * 2 * D + D + j];
+        }
+        if (dw)
+            dw[j] = (float)sw + (dw_set ? 0.0f : dw[j]);
+        if (db)
+            db[j] = (float)sb + (db_set ? 0.0f : db[j]);
+    }
+}
+
+static const tg_case layer_norm_cases[] = {
+    {.shape = {{2, 3, 4}, {4}, {4}},
+     .n_in = 3,
+     .name = "last_axis",
+     TG_CASE_PARAMS(layer_norm_params, .ndim_norm = 1, .eps = 1e-5f, .has_weight = true,
+                    .has_bias = true)},
+    {.shape = {{2, 3, 4}, {3, 4}, {3, 4}},
+     .n_in = 3,
+     .name = "last_two_axes",
+     TG_CASE_PARAMS(layer_norm_params, .ndim_norm = 2, .eps = 1e-5f, .has_weight = true,
+                    .has_bias = true)},
+    {.shape = {{4, 6}},
+     .n_in = 1,
+     .name = "no_affine",
+     TG_CASE_PARAMS(layer_norm_params, .ndim_norm = 1, .eps = 1e-5f)},
+    {.shape = {{3, 2, 5}},
+     .n_in = 1,
+     .name = "no_affine_two_axes",
+     TG_CASE_PARAMS(layer_norm_params, .ndim_norm = 2, .eps = 1e-5f)},
+    {.shape = {{5, 6}, {6}},
+     .n_in = 2,
+     .name = "weight_only",
+     TG_CASE_PARAMS(layer_norm_params, .ndim_norm = 1, .eps = 1e-5f, .has_weight = true)},
+    {.shape = {{5, 3}, {3}},
+     .n_in = 2,
+     .name = "bias_only_eps0.1",
+     TG_CASE_PARAMS(layer_norm_params, .ndim_norm = 1, .eps = 0.1f, .has_bias = true)},
+    {.shape = {{6}, {6}, {6}},
+     .n_in = 3,
+     .name = "one_row",
+     TG_CASE_PARAMS(layer_norm_params, .ndim_norm = 1, .eps = 1e-5f, .has_weight = true,
+                    .has_bias = true)},
+    {0},
+};
+TG_OP_DEFINE(layer_norm) = {.name = "layer_norm",
+                            .n_in = -1,
+                            .check = layer_norm_check,
+                            .forward = layer_norm_forward,
+                            .backward = layer_norm_backward,
+                            .cases = layer_norm_cases,
+                            .fresh_grads = true};
+
+#if TG_ISA_BASE
+tg_tensor *tg_layer_norm(tg_tensor *x, int ndim_norm, tg_tensor *weight, tg_tensor *bias, float eps)
+{
+    if (!tg_optional_ok("tg_layer_norm", "weight", weight) ||
+        !tg_optional_ok("tg_layer_norm", "bias", bias))
+        return NULL;
+    layer_norm_params p = {.ndim_norm = ndim_norm,
+                           .eps = eps,
+                           .has_weight = weight != TG_NONE,
+                           .has_bias = bias != TG_NONE};
+    tg_tensor *in[3] = {x};
+    int k = 1;
+    if (p.has_weight)
+        in[k++] = weight;
+    if (p.has_bias)
+        in[k++] = bias;
+    return tg_apply(&tg_op_layer_norm, &p, sizeof p, k, in);
 }
 #endif

@@ -1,11 +1,13 @@
 /* Pooling ops: max_pool2d and avg_pool2d over square windows of x[N,C,H,W].
  *
- * Both follow PyTorch's defaults: floor output sizes (ceil_mode = false), padding at most half
- * the kernel, max pool pads with -inf, avg pool counts the padding as zeros and always divides
- * by kernel * kernel (count_include_pad = true). Every kernel runs over the N*C planes, one
- * plane per iteration, so the backward scatters stay inside one plane and are race-free when
- * the planes are split between threads. A fresh gradient (tg_grad_fresh) is zeroed one plane
- * at a time just before its scatter, while the plane is in cache, instead of by the tape. */
+ * Both follow PyTorch: floor output sizes (ceil_mode = false), padding at most half the
+ * kernel, max pool pads with -inf; avg pool either counts the padding as zeros and divides by
+ * kernel * kernel (count_include_pad = true, PyTorch's default) or divides each window by the
+ * real pixels it covers (count_include_pad = false, PaddlePaddle's exclusive). Every kernel
+ * runs over the N*C planes, one plane per iteration, so the backward scatters stay inside one
+ * plane and are race-free when the planes are split between threads. A fresh gradient
+ * (tg_grad_fresh) is zeroed one plane at a time just before its scatter, while the plane is in
+ * cache, instead of by the tape. */
 #include "internal.h"
 #include "ops.h"
 
@@ -17,6 +19,7 @@
 
 typedef struct {
     int kernel, stride, padding;
+    bool count_include_pad; /* avg pool only; max pool ignores it */
 } pool_params;
 
 /* Shape checks shared by both pools: x[N,C,H,W] -> [N,C,Ho,Wo] with
@@ -90,10 +93,13 @@ static int64_t pool_plane_work(const tg_node *n, int64_t P)
     return work;
 }
 
-/* The divisor of avg pool, kernel * kernel, in int64: the int product overflows above 46340. */
-static float pool_area(const pool_params *p)
+/* The divisor of avg pool for the window [h0, h1) x [w0, w1) clipped to the input: kernel *
+ * kernel (in int64: the int product overflows above 46340) when the padding counts, else the
+ * pixels the window covers. That is never 0: with padding <= kernel / 2 every window reaches
+ * at least one real pixel. */
+static inline float pool_area(const pool_params *p, int64_t h0, int64_t h1, int64_t w0, int64_t w1)
 {
-    return (float)((int64_t)p->kernel * p->kernel);
+    return (float)(p->count_include_pad ? (int64_t)p->kernel * p->kernel : (h1 - h0) * (w1 - w0));
 }
 
 /* The window of output index o along an axis of size L: [*lo, *hi) clipped to the input. */
@@ -213,19 +219,19 @@ static void max_pool2d_init(int i, tg_tensor *t, tg_rng *rng)
 
 static const tg_case max_pool2d_cases[] = {
     {.shape = {{2, 2, 4, 6}},
-     TG_CASE_PARAMS(pool_params, 2, 2, 0),
+     TG_CASE_PARAMS(pool_params, 2, 2, 0, false),
      .init = max_pool2d_init,
      .name = "k2s2"},
     {.shape = {{2, 2, 5, 6}},
-     TG_CASE_PARAMS(pool_params, 3, 2, 1),
+     TG_CASE_PARAMS(pool_params, 3, 2, 1, false),
      .init = max_pool2d_init,
      .name = "k3s2p1"},
     {.shape = {{1, 2, 5, 6}},
-     TG_CASE_PARAMS(pool_params, 3, 1, 0),
+     TG_CASE_PARAMS(pool_params, 3, 1, 0, false),
      .init = max_pool2d_init,
      .name = "k3s1_overlap"},
     {.shape = {{2, 1, 4, 5}},
-     TG_CASE_PARAMS(pool_params, 2, 1, 1),
+     TG_CASE_PARAMS(pool_params, 2, 1, 1, false),
      .init = max_pool2d_init,
      .name = "k2s1p1"},
     {0},
@@ -241,14 +247,15 @@ TG_OP_DEFINE(max_pool2d) = {.name = "max_pool2d",
 #if TG_ISA_BASE
 tg_tensor *tg_max_pool2d(tg_tensor *x, int kernel, int stride, int padding)
 {
-    pool_params p = {kernel, stride, padding};
+    pool_params p = {kernel, stride, padding, false};
     return tg_apply1(&tg_op_max_pool2d, &p, sizeof p, x);
 }
 #endif
 
 /* ---- avg_pool2d ---------------------------------------------------------------------------
- * y[n,c,oh,ow] = (sum of x over the window's real elements) / (kernel * kernel);
- * dx[n,c,h,w] += dy[n,c,oh,ow] / (kernel * kernel) for every window holding (h, w). */
+ * y[n,c,oh,ow] = (sum of x over the window's real elements) / area;
+ * dx[n,c,h,w] += dy[n,c,oh,ow] / area for every window holding (h, w), where area is
+ * kernel * kernel with count_include_pad, else the window's real elements (pool_area). */
 static tg_status avg_pool2d_check(tg_node *n, int *ndim, int64_t shape[])
 {
     return pool_check(n, ndim, shape, "tg_avg_pool2d");
@@ -260,9 +267,8 @@ TG_ISA_KERNEL(avg_pool2d_forward, (tg_node * n), (n))
     const tg_tensor *x = n->in[0];
     int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
-    /* With floor output sizes every window lies inside the padded input, so the divisor is
-     * always the full window (PyTorch's count_include_pad = true). */
-    float area = pool_area(p);
+    /* With floor output sizes every window lies inside the padded input, so counting the
+     * padding always divides by the full window, as PyTorch's count_include_pad = true. */
     const float *xd = x->data;
     float *yd = n->out->data;
     TG_PARALLEL_FOR_WORK(P, pool_plane_work(n, P))
@@ -279,7 +285,7 @@ TG_ISA_KERNEL(avg_pool2d_forward, (tg_node * n), (n))
                 for (int64_t h = h0; h < h1; h++)
                     for (int64_t w = w0; w < w1; w++)
                         sum += xp[h * W + w];
-                yp[oh * Wo + ow] = sum / area;
+                yp[oh * Wo + ow] = sum / pool_area(p, h0, h1, w0, w1);
             }
         }
     }
@@ -294,7 +300,6 @@ TG_ISA_KERNEL(avg_pool2d_backward, (tg_node * n), (n))
     const tg_tensor *x = n->in[0];
     int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
-    float area = pool_area(p);
     const float *dy = n->out->grad->data;
     const bool fresh = tg_grad_fresh(n, 0);
     TG_PARALLEL_FOR_WORK(P, pool_plane_work(n, P))
@@ -309,7 +314,7 @@ TG_ISA_KERNEL(avg_pool2d_backward, (tg_node * n), (n))
             for (int64_t ow = 0; ow < Wo; ow++) {
                 int64_t w0, w1;
                 pool_window(ow, p, W, &w0, &w1);
-                float g = dyp[oh * Wo + ow] / area;
+                float g = dyp[oh * Wo + ow] / pool_area(p, h0, h1, w0, w1);
                 for (int64_t h = h0; h < h1; h++)
                     for (int64_t w = w0; w < w1; w++)
                         dxp[h * W + w] += g;
@@ -319,10 +324,13 @@ TG_ISA_KERNEL(avg_pool2d_backward, (tg_node * n), (n))
 }
 
 static const tg_case avg_pool2d_cases[] = {
-    {.shape = {{2, 2, 4, 6}}, TG_CASE_PARAMS(pool_params, 2, 2, 0), .name = "k2s2"},
-    {.shape = {{2, 2, 5, 6}}, TG_CASE_PARAMS(pool_params, 3, 2, 1), .name = "k3s2p1"},
-    {.shape = {{1, 2, 5, 6}}, TG_CASE_PARAMS(pool_params, 3, 1, 0), .name = "k3s1_overlap"},
-    {.shape = {{2, 1, 4, 5}}, TG_CASE_PARAMS(pool_params, 3, 1, 1), .name = "k3s1p1"},
+    {.shape = {{2, 2, 4, 6}}, TG_CASE_PARAMS(pool_params, 2, 2, 0, true), .name = "k2s2"},
+    {.shape = {{2, 2, 5, 6}}, TG_CASE_PARAMS(pool_params, 3, 2, 1, true), .name = "k3s2p1"},
+    {.shape = {{1, 2, 5, 6}}, TG_CASE_PARAMS(pool_params, 3, 1, 0, true), .name = "k3s1_overlap"},
+    {.shape = {{2, 1, 4, 5}}, TG_CASE_PARAMS(pool_params, 3, 1, 1, true), .name = "k3s1p1"},
+    /* count_include_pad = false: windows over the padding divide by fewer pixels. */
+    {.shape = {{2, 2, 5, 6}}, TG_CASE_PARAMS(pool_params, 3, 2, 1, false), .name = "k3s2p1_excl"},
+    {.shape = {{2, 1, 4, 5}}, TG_CASE_PARAMS(pool_params, 2, 1, 1, false), .name = "k2s1p1_excl"},
     {0},
 };
 TG_OP_DEFINE(avg_pool2d) = {.name = "avg_pool2d",
@@ -334,9 +342,9 @@ TG_OP_DEFINE(avg_pool2d) = {.name = "avg_pool2d",
                             .fresh_grads = true};
 
 #if TG_ISA_BASE
-tg_tensor *tg_avg_pool2d(tg_tensor *x, int kernel, int stride, int padding)
+tg_tensor *tg_avg_pool2d(tg_tensor *x, int kernel, int stride, int padding, bool count_include_pad)
 {
-    pool_params p = {kernel, stride, padding};
+    pool_params p = {kernel, stride, padding, count_include_pad};
     return tg_apply1(&tg_op_avg_pool2d, &p, sizeof p, x);
 }
 #endif

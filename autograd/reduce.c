@@ -15,6 +15,7 @@
 
 #include "../tensor/parallel.h"
 
+#include <math.h>
 #include <string.h>
 
 /* A vectorised reduction loop (OpenMP SIMD; no threads). */
@@ -31,16 +32,18 @@
 /* Most chunks a row is cut into (longer rows get longer chunks): bounds the stack array. */
 #define SUM_MAX_CHUNKS 1024
 
-/* User parameters (the first two; cases and wrappers set them) and what check derives. */
+/* User parameters (cases and wrappers set them) and what check derives. */
 typedef struct {
-    int axis;     /* the axis reduced, negative counts from the end (axis ops only) */
-    bool keepdim; /* keep the reduced axis as size 1 (axis ops only) */
+    int axis;           /* the axis reduced, negative counts from the end (axis ops only) */
+    bool keepdim;       /* keep the reduced axis as size 1 (axis ops only) */
+    int64_t correction; /* var and std: the divisor is len - correction */
     /* Set by check: x seen as [outer, len, inner], and the factor applied to sums. */
     int64_t outer, len, inner;
-    double scale; /* 1 for sum, 1/len for mean */
+    double scale; /* 1 for sum, 1/len for mean, 1/(len - correction) for var and std */
+    bool root;    /* std: the square root of the variance */
 } reduce_params;
 
-typedef enum { REDUCE_SUM, REDUCE_MAX } reduce_kind;
+typedef enum { REDUCE_SUM, REDUCE_MAX, REDUCE_VAR } reduce_kind;
 
 /* Validates the axis, derives [outer, len, inner] and the output shape. all: reduce every
  * element to a 0-d tensor (axis and keepdim ignored). */
@@ -80,10 +83,19 @@ static tg_status reduce_setup(tg_node *n, const char *fn, bool all, bool mean, i
 
 /* ---- kernels ---------------------------------------------------------------------------- */
 
-/* Sum of x[0..n) in double, one SIMD reduction. */
-static double sum_chunk(const float *x, int64_t n)
+/* Sum of x[0..n) in double, or with sq of (x - mu)^2 (var's second pass), one SIMD
+ * reduction. sq is a constant at every call: the branch folds away after inlining. */
+static inline double sum_chunk(const float *x, int64_t n, bool sq, double mu)
 {
     double s = 0.0;
+    if (sq) {
+        REDUCE_SIMD(reduction(+ : s))
+        for (int64_t i = 0; i < n; i++) {
+            const double d = (double)x[i] - mu;
+            s += d * d;
+        }
+        return s;
+    }
     REDUCE_SIMD(reduction(+ : s))
     for (int64_t i = 0; i < n; i++)
         s += (double)x[i];
@@ -99,22 +111,23 @@ static int64_t sum_chunk_len(int64_t n)
     return c > SUM_CHUNK_MIN ? c : SUM_CHUNK_MIN;
 }
 
-/* Sum of a contiguous row in double: fixed chunks (sum_chunk_len), added in order. parallel:
- * sum the chunks on the thread team (same result, chunks do not depend on threads). */
-static double sum_row(const float *x, int64_t n, bool parallel)
+/* Sum of a contiguous row in double (of (x - mu)^2 with sq): fixed chunks (sum_chunk_len),
+ * added in order. parallel: sum the chunks on the thread team (same result, chunks do not
+ * depend on threads). */
+static inline double sum_row(const float *x, int64_t n, bool parallel, bool sq, double mu)
 {
     int64_t clen = sum_chunk_len(n);
     if (n <= clen)
-        return sum_chunk(x, n);
+        return sum_chunk(x, n, sq, mu);
     int64_t nc = (n + clen - 1) / clen;
     double part[SUM_MAX_CHUNKS];
     if (parallel) {
         TG_PARALLEL_FOR_WORK(nc, clen)
         for (int64_t c = 0; c < nc; c++)
-            part[c] = sum_chunk(x + c * clen, c == nc - 1 ? n - c * clen : clen);
+            part[c] = sum_chunk(x + c * clen, c == nc - 1 ? n - c * clen : clen, sq, mu);
     } else {
         for (int64_t c = 0; c < nc; c++)
-            part[c] = sum_chunk(x + c * clen, c == nc - 1 ? n - c * clen : clen);
+            part[c] = sum_chunk(x + c * clen, c == nc - 1 ? n - c * clen : clen, sq, mu);
     }
     double s = 0.0;
     for (int64_t c = 0; c < nc; c++)
@@ -134,6 +147,40 @@ static void sum_cols(const float *x, int64_t len, int64_t stride, int64_t w, dou
     }
     for (int64_t i = 0; i < w; i++)
         y[i] = (float)(acc[i] * scale);
+}
+
+/* The variance of a contiguous row (len values): its mean in *mean, and y = the sum of squared
+ * deviations times p->scale, or its square root. Two passes in double: the one-pass
+ * sum-of-squares formula loses the variance to cancellation when |mean| >> std. */
+static inline void var_row(const reduce_params *p, const float *x, bool parallel, float *y,
+                           float *mean)
+{
+    const double mu = sum_row(x, p->len, parallel, false, 0.0) / (double)p->len;
+    const double v = sum_row(x, p->len, parallel, true, mu) * p->scale;
+    *mean = (float)mu;
+    *y = (float)(p->root ? sqrt(v) : v);
+}
+
+/* Columns: the variance of x[k * stride + i] over k, for i < w (one tile), as var_row. */
+static void var_cols(const reduce_params *p, const float *x, int64_t stride, int64_t w, float *y,
+                     float *mean)
+{
+    double mu[REDUCE_TILE] = {0}, ss[REDUCE_TILE] = {0};
+    for (int64_t k = 0; k < p->len; k++)
+        for (int64_t i = 0; i < w; i++)
+            mu[i] += (double)x[k * stride + i];
+    for (int64_t i = 0; i < w; i++)
+        mu[i] /= (double)p->len;
+    for (int64_t k = 0; k < p->len; k++)
+        for (int64_t i = 0; i < w; i++) {
+            const double d = (double)x[k * stride + i] - mu[i];
+            ss[i] += d * d;
+        }
+    for (int64_t i = 0; i < w; i++) {
+        const double v = ss[i] * p->scale;
+        mean[i] = (float)mu[i];
+        y[i] = (float)(p->root ? sqrt(v) : v);
+    }
 }
 
 /* Index of the first maximum of a contiguous row (len >= 1); the first NaN if there is one
@@ -181,17 +228,23 @@ static void max_cols(const float *x, int64_t len, int64_t stride, int64_t w, flo
 
 /* The one loop structure of every reduction: x[outer, len, inner] -> y[outer, inner]. Work
  * items are (outer index, tile of up to REDUCE_TILE columns); each output is computed by one
- * thread in a fixed order. arg receives argmax indices (max only). kind is a constant at every
- * call, so the branches fold away after inlining. */
+ * thread in a fixed order. aux receives, per output, the argmax index (max: int64_t) or the
+ * mean (var: float). kind is a constant at every call, so the branches fold away after
+ * inlining. */
 static inline void reduce_run(reduce_kind kind, const reduce_params *p, const float *x, float *y,
-                              int64_t *arg)
+                              void *aux)
 {
     int64_t outer = p->outer, len = p->len, inner = p->inner;
+    int64_t *arg = aux;
+    float *mean = aux;
     if (outer * inner == 0)
         return;
-    if (kind == REDUCE_SUM && outer == 1 && inner == 1) {
+    if (kind != REDUCE_MAX && outer == 1 && inner == 1) {
         /* One long row (the whole-tensor sum): split it across threads by chunks. */
-        y[0] = (float)(sum_row(x, len, true) * p->scale);
+        if (kind == REDUCE_SUM)
+            y[0] = (float)(sum_row(x, len, true, false, 0.0) * p->scale);
+        else
+            var_row(p, x, true, y, mean);
         return;
     }
     int64_t tiles = inner == 1 ? 1 : (inner + REDUCE_TILE - 1) / REDUCE_TILE;
@@ -203,7 +256,9 @@ static inline void reduce_run(reduce_kind kind, const reduce_params *p, const fl
         int64_t j = o * inner + i0; /* first output of this item */
         if (inner == 1) {
             if (kind == REDUCE_SUM) {
-                y[j] = (float)(sum_row(xs, len, false) * p->scale);
+                y[j] = (float)(sum_row(xs, len, false, false, 0.0) * p->scale);
+            } else if (kind == REDUCE_VAR) {
+                var_row(p, xs, false, y + j, mean + j);
             } else {
                 arg[j] = max_row(xs, len);
                 y[j] = xs[arg[j]];
@@ -212,6 +267,8 @@ static inline void reduce_run(reduce_kind kind, const reduce_params *p, const fl
             int64_t w = inner - i0 < REDUCE_TILE ? inner - i0 : REDUCE_TILE;
             if (kind == REDUCE_SUM)
                 sum_cols(xs, len, inner, w, p->scale, y + j);
+            else if (kind == REDUCE_VAR)
+                var_cols(p, xs, inner, w, y + j, mean + j);
             else
                 max_cols(xs, len, inner, w, y + j, arg + j);
         }
@@ -466,5 +523,126 @@ tg_tensor *tg_max_axis(tg_tensor *x, int axis, bool keepdim)
 {
     reduce_params p = {.axis = axis, .keepdim = keepdim};
     return tg_apply1(&tg_op_max_axis, &p, sizeof p, x);
+}
+#endif
+
+/* ---- var and std along an axis ------------------------------------------------------------
+ * Per output (o, i), over the len values x[o, k, i], with s = 1 / (len - correction):
+ *   mean = sum(x)/len (saved in scratch),  var = s * sum((x - mean)^2),  std = sqrt(var)
+ *   var: dx += dy * 2 s (x - mean)      std: dx += dy * s (x - mean) / std
+ * (the mean's own dependence on x drops out: the deviations sum to 0). len <= correction has
+ * no divisor: s is NaN, and so are the result and its gradient. */
+static tg_status var_setup(tg_node *n, const char *fn, bool root, int *ndim, int64_t shape[])
+{
+    tg_status st = reduce_setup(n, fn, false, false, ndim, shape);
+    if (st != TG_OK)
+        return st;
+    reduce_params *p = TG_PARAMS(n, reduce_params);
+    p->root = root;
+    p->scale = p->len > p->correction ? 1.0 / (double)(p->len - p->correction) : NAN;
+    n->scratch_bytes = (size_t)(p->outer * p->inner) * sizeof(float);
+    return TG_OK;
+}
+
+static tg_status var_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    return var_setup(n, "tg_var", false, ndim, shape);
+}
+
+static tg_status std_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    return var_setup(n, "tg_std", true, ndim, shape);
+}
+
+TG_ISA_KERNEL(var_forward, (tg_node * n), (n))
+{
+    reduce_run(REDUCE_VAR, TG_PARAMS(n, reduce_params), n->in[0]->data, n->out->data, n->scratch);
+}
+
+TG_ISA_KERNEL(var_backward, (tg_node * n), (n))
+{
+    const reduce_params *p = TG_PARAMS(n, reduce_params);
+    const int64_t outer = p->outer, len = p->len, inner = p->inner;
+    const float *mean = n->scratch, *y = n->out->data, *dy = n->out->grad->data;
+    const float *x = n->in[0]->data;
+    float *dx = tg_grad_of(n, 0);
+    if (!dx || n->in[0]->numel == 0)
+        return;
+    const float s = (float)p->scale;
+    /* dx[o, k, i] += c[o, i] * (x[o, k, i] - mean[o, i]), c = 2 s dy (var) or s dy / y (std). */
+    if (inner == 1) {
+        /* Each output's values are a contiguous row of x. */
+        TG_PARALLEL_FOR_WORK(outer, len)
+        for (int64_t o = 0; o < outer; o++) {
+            const float c = p->root ? s * dy[o] / y[o] : 2.0f * s * dy[o], mu = mean[o];
+            const float *restrict xr = x + o * len;
+            float *restrict dxr = dx + o * len;
+            for (int64_t k = 0; k < len; k++)
+                dxr[k] += c * (xr[k] - mu);
+        }
+        return;
+    }
+    /* Rows of inner values, each against the row of outputs it reduces into. */
+    TG_PARALLEL_FOR_WORK(outer * len, inner)
+    for (int64_t ok = 0; ok < outer * len; ok++) {
+        const int64_t j0 = ok / len * inner; /* the first output of this row */
+        const float *restrict xr = x + ok * inner;
+        float *restrict dxr = dx + ok * inner;
+        for (int64_t i = 0; i < inner; i++) {
+            const float c = p->root ? s * dy[j0 + i] / y[j0 + i] : 2.0f * s * dy[j0 + i];
+            dxr[i] += c * (xr[i] - mean[j0 + i]);
+        }
+    }
+}
+
+/* Correction 1 (the default), 0, 2, along each axis, with keepdim, inner > REDUCE_TILE, and a
+ * whole row (1-D). two_tiles draws from [-3, 3]: the std of 3 values close together is far
+ * from linear over the gradcheck's step. */
+#define VAR_CASES                                                                                  \
+    {.shape = {{3, 4, 5}},                                                                         \
+     TG_CASE_PARAMS(reduce_params, .axis = 0, .correction = 1),                                    \
+     .name = "axis0"},                                                                             \
+        {.shape = {{3, 4, 5}},                                                                     \
+         TG_CASE_PARAMS(reduce_params, .axis = 1, .correction = 0),                                \
+         .name = "axis1_biased"},                                                                  \
+        {.shape = {{3, 4, 5}},                                                                     \
+         TG_CASE_PARAMS(reduce_params, .axis = -1, .keepdim = true, .correction = 2),              \
+         .name = "axis-1_keepdim_c2"},                                                             \
+        {.shape = {{3, 130}},                                                                      \
+         .lo = -3.0f,                                                                              \
+         .hi = 3.0f,                                                                               \
+         TG_CASE_PARAMS(reduce_params, .axis = 0, .correction = 1),                                \
+         .name = "two_tiles"},                                                                     \
+    {                                                                                              \
+        .shape = {{9}}, TG_CASE_PARAMS(reduce_params, .axis = 0, .correction = 1), .name = "1d"    \
+    }
+
+static const tg_case var_cases[] = {VAR_CASES, {0}};
+static const tg_case std_cases[] = {VAR_CASES, {0}};
+
+TG_OP_DEFINE(var) = {.name = "var",
+                     .n_in = 1,
+                     .check = var_check,
+                     .forward = var_forward,
+                     .backward = var_backward,
+                     .cases = var_cases};
+TG_OP_DEFINE(std) = {.name = "std",
+                     .n_in = 1,
+                     .check = std_check,
+                     .forward = var_forward,
+                     .backward = var_backward,
+                     .cases = std_cases};
+
+#if TG_ISA_BASE
+tg_tensor *tg_var(tg_tensor *x, int axis, bool keepdim, int64_t correction)
+{
+    reduce_params p = {.axis = axis, .keepdim = keepdim, .correction = correction};
+    return tg_apply1(&tg_op_var, &p, sizeof p, x);
+}
+
+tg_tensor *tg_std(tg_tensor *x, int axis, bool keepdim, int64_t correction)
+{
+    reduce_params p = {.axis = axis, .keepdim = keepdim, .correction = correction};
+    return tg_apply1(&tg_op_std, &p, sizeof p, x);
 }
 #endif

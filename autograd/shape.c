@@ -10,6 +10,7 @@
 
 #include "../tensor/parallel.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Elements of the last axis one work item of strided_copy handles: lets a single long row
@@ -431,40 +432,47 @@ typedef struct {
     int axis; /* as given; check normalises it */
 } concat_params;
 
-static tg_status concat_check(tg_node *n, int *ndim, int64_t shape[])
+/* The shape of the n tensors x joined along axis (negative counts from the end; normalised into
+ * *axis), or the error naming the input that does not fit. Shared by the op's check and by
+ * tg_concat for more inputs than a node holds, so messages number the inputs as given. */
+static tg_status concat_shape(tg_tensor *const *x, int64_t n, int *axis, int *ndim, int64_t shape[])
 {
-    concat_params *p = TG_PARAMS(n, concat_params);
-    const tg_tensor *x0 = n->in[0];
+    const tg_tensor *x0 = x[0];
     char s0[160], sj[160];
-    int axis = tg_axis(p->axis, x0->ndim);
-    if (axis < 0)
-        return tg_set_error(TG_ERR_ARG, "tg_concat: axis %d is out of range for input 0 %s",
-                            p->axis, TG_SHAPE_STR(x0, s0));
+    const int a0 = tg_axis(*axis, x0->ndim);
+    if (a0 < 0)
+        return tg_set_error(TG_ERR_ARG, "tg_concat: axis %d is out of range for input 0 %s", *axis,
+                            TG_SHAPE_STR(x0, s0));
     *ndim = x0->ndim;
     memcpy(shape, x0->shape, (size_t)x0->ndim * sizeof(int64_t));
-    for (int j = 1; j < n->n_in; j++) {
-        const tg_tensor *xj = n->in[j];
+    for (int64_t j = 1; j < n; j++) {
+        const tg_tensor *xj = x[j];
         bool same = xj->ndim == x0->ndim;
         for (int a = 0; same && a < x0->ndim; a++)
-            same = a == axis || xj->shape[a] == x0->shape[a];
+            same = a == a0 || xj->shape[a] == x0->shape[a];
         if (!same)
             return tg_set_error(TG_ERR_SHAPE,
-                                "tg_concat: input %d %s does not match input 0 "
+                                "tg_concat: input %lld %s does not match input 0 "
                                 "%s outside axis %d",
-                                j, TG_SHAPE_STR(xj, sj), TG_SHAPE_STR(x0, s0), axis);
-        if (__builtin_add_overflow(shape[axis], xj->shape[axis], &shape[axis]))
+                                (long long)j, TG_SHAPE_STR(xj, sj), TG_SHAPE_STR(x0, s0), a0);
+        if (__builtin_add_overflow(shape[a0], xj->shape[a0], &shape[a0]))
             return tg_set_error(TG_ERR_SHAPE,
                                 "tg_concat: the sizes along axis %d add up to more than an "
-                                "int64 (input %d %s)",
-                                axis, j, TG_SHAPE_STR(xj, sj));
+                                "int64 (input %lld %s)",
+                                a0, (long long)j, TG_SHAPE_STR(xj, sj));
     }
     if (tg_shape_numel(*ndim, shape) < 0) {
         char so[160];
         return tg_set_error(TG_ERR_SHAPE, "tg_concat: the output %s has too many elements",
                             tg_shape_str(*ndim, shape, so, sizeof so));
     }
-    p->axis = axis;
+    *axis = a0;
     return TG_OK;
+}
+
+static tg_status concat_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    return concat_shape(n->in, n->n_in, &TG_PARAMS(n, concat_params)->axis, ndim, shape);
 }
 
 static void concat_forward(tg_node *n)
@@ -529,14 +537,105 @@ TG_OP_DEFINE(concat) = {.name = "concat",
                         .backward = concat_backward,
                         .cases = concat_cases};
 
-tg_tensor *tg_concat(tg_tensor *const *xs, int n, int axis)
+/* The inputs of a public concat or stack: xs and every xs[j] present (a NULL from an earlier
+ * failure keeps that error), none TG_NONE. */
+static bool join_inputs_ok(const char *fn, tg_tensor *const *xs, int64_t n)
 {
-    if (!xs) {
-        tg_set_error(TG_ERR_ARG, "tg_concat: xs is NULL");
+    if (!xs || n < 1) {
+        tg_set_error(TG_ERR_ARG, "%s: %s", fn,
+                     !xs ? "xs is NULL" : "n must be at least 1 (no tensors to join)");
+        return false;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        if (!xs[j] || xs[j] == TG_NONE) {
+            if (xs[j] || tg_last_status() == TG_OK)
+                tg_set_error(TG_ERR_ARG, "%s: input %lld is %s", fn, (long long)j,
+                             xs[j] ? "TG_NONE" : "NULL");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A node holds at most TG_MAX_INPUTS inputs, so more are joined as a tree: groups of
+ * TG_MAX_INPUTS, then the groups' results, and so on. Joining along one axis is associative, so
+ * the tree gives the same values and, through the concat nodes' own backward, the same
+ * gradients; the extra copies (one per level, log16 n levels: two for up to 256 inputs) cost
+ * less than a node of variable size would cost every other op. The inputs are checked first,
+ * as a whole, so an error names input j as the caller counts it. */
+tg_tensor *tg_concat(tg_tensor *const *xs, int64_t n, int axis)
+{
+    if (!join_inputs_ok("tg_concat", xs, n))
+        return NULL;
+    concat_params p = {.axis = axis};
+    if (n <= TG_MAX_INPUTS)
+        return tg_apply(&tg_op_concat, &p, sizeof p, (int)n, xs);
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+    if (concat_shape(xs, n, &p.axis, &ndim, shape) != TG_OK)
+        return NULL;
+    const int64_t groups = (n + TG_MAX_INPUTS - 1) / TG_MAX_INPUTS;
+    tg_tensor **part = malloc((size_t)groups * sizeof *part);
+    if (!part) {
+        tg_set_error(TG_ERR_NOMEM, "tg_concat: out of memory joining %lld tensors", (long long)n);
         return NULL;
     }
-    concat_params p = {.axis = axis};
-    return tg_apply(&tg_op_concat, &p, sizeof p, n, xs);
+    tg_tensor *y = NULL;
+    int64_t g = 0;
+    for (; g < groups; g++) {
+        const int64_t first = g * TG_MAX_INPUTS, left = n - first;
+        part[g] = tg_concat(xs + first, left < TG_MAX_INPUTS ? left : TG_MAX_INPUTS, p.axis);
+        if (!part[g])
+            break; /* the parts made so far belong to the tape */
+    }
+    if (g == groups)
+        y = tg_concat(part, groups, p.axis);
+    free(part);
+    return y;
+}
+
+/* Stacking is joining views of the inputs with a size-1 axis inserted at axis: reshape (a view,
+ * whose backward passes the gradient through) then concat, so it needs no kernel of its own and
+ * its gradient is checked through those two ops. */
+tg_tensor *tg_stack(tg_tensor *const *xs, int64_t n, int axis)
+{
+    if (!join_inputs_ok("tg_stack", xs, n))
+        return NULL;
+    const tg_tensor *x0 = xs[0];
+    char s0[160], sj[160];
+    const int a = tg_axis(axis, x0->ndim + 1);
+    if (a < 0 || x0->ndim + 1 > TG_MAX_DIMS) {
+        tg_set_error(TG_ERR_ARG,
+                     a < 0 ? "tg_stack: axis %d is out of range for inputs %s (0 to %d, or "
+                             "negative from the end)"
+                           : "tg_stack: axis %d: inputs %s already have the most axes a "
+                             "tensor may have (%d)",
+                     axis, TG_SHAPE_STR(x0, s0), a < 0 ? x0->ndim : TG_MAX_DIMS);
+        return NULL;
+    }
+    for (int64_t j = 1; j < n; j++)
+        if (!tg_shape_equal(xs[j], x0)) {
+            tg_set_error(TG_ERR_SHAPE, "tg_stack: input %lld %s differs from input 0 %s",
+                         (long long)j, TG_SHAPE_STR(xs[j], sj), TG_SHAPE_STR(x0, s0));
+            return NULL;
+        }
+    int64_t shape[TG_MAX_DIMS];
+    for (int d = 0, k = 0; d <= x0->ndim; d++)
+        shape[d] = d == a ? 1 : x0->shape[k++];
+    tg_tensor **views = malloc((size_t)n * sizeof *views);
+    if (!views) {
+        tg_set_error(TG_ERR_NOMEM, "tg_stack: out of memory stacking %lld tensors", (long long)n);
+        return NULL;
+    }
+    tg_tensor *y = NULL;
+    int64_t j = 0;
+    for (; j < n; j++)
+        if (!(views[j] = tg_reshape(xs[j], x0->ndim + 1, shape)))
+            break; /* the views made so far belong to the tape */
+    if (j == n)
+        y = tg_concat(views, n, a);
+    free(views);
+    return y;
 }
 
 /* ---- slice --------------------------------------------------------------------------------

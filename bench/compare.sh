@@ -18,6 +18,12 @@
 #   --passive         then the iterations again with OMP_WAIT_POLICY=passive for both sides
 #                     (PREFIX-passive.*): on a machine shared with other jobs, libgomp's default
 #                     spin-waiting makes 2-thread runs of both sides several times slower
+#   --models ROUNDS   instead of the GAN: the GRU (bench_gru, torch_gru.py) and the transformer
+#                     (bench_transformer, torch_transformer.py) benches, ROUNDS rounds of
+#                     tapegrad and PyTorch in turn (which goes first alternates) at 1 and 2
+#                     threads (OMP_WAIT_POLICY=passive with --passive); one table of the min
+#                     over rounds of each run's min time, with the load; the JSON lines go to
+#                     PREFIX-models.jsonl when --out is given
 #
 # docs/design.md, section 9: where OpenBLAS runs its Prescott kernels on a CPU with AVX-512, a
 # second run with OPENBLAS_CORETYPE=SkylakeX follows by itself. The environment's own
@@ -34,6 +40,7 @@ out_given=0
 quick=()
 coretype=
 passive=0
+models=0
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,8 +49,9 @@ while [ $# -gt 0 ]; do
     --out) out=$2; out_given=1; shift 2 ;;
     --coretype) coretype=$2; shift 2 ;;
     --passive) passive=1; shift ;;
+    --models) models=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -55,8 +63,10 @@ if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     exit 1
 fi
 
+targets=(bench/bench_gan bench/bench_core)
+[ "$models" -gt 0 ] && targets=(bench/bench_gru bench/bench_transformer)
 if [ -f "$build/build.ninja" ]; then
-    ninja -C "$build" --quiet bench/bench_gan bench/bench_core
+    ninja -C "$build" --quiet "${targets[@]}"
 else
     TG_BUILD=$build scripts/tg build
 fi
@@ -78,6 +88,50 @@ run() { # prefix, compare.py options (or -), then environment changes (VAR=value
     env "$@" /usr/bin/python3 bench/compare.py --bench-gan "$bench_gan" --bench-core "$bench_core" \
         ${quick[@]+"${quick[@]}"} $(outputs "$prefix") $opts ${extra[@]+"${extra[@]}"}
 }
+
+# --models: one process per measurement (each runs all its cases), the two sides in turn so that
+# the machine's other load hits both; every run's min, then the min over rounds per case.
+if [ "$models" -gt 0 ]; then
+    lines=$(mktemp)
+    trap 'rm -f "$lines"' EXIT
+    policy=()
+    [ $passive -eq 1 ] && policy=(OMP_WAIT_POLICY=passive)
+    for ((r = 0; r < models; r++)); do
+        for t in 1 2; do
+            for b in gru transformer; do
+                order=("$build/bench/bench_$b" "bench/torch_$b.py")
+                [ $(((r + t) % 2)) -eq 1 ] && order=("${order[1]}" "${order[0]}")
+                for prog in "${order[@]}"; do
+                    cmd=("$prog")
+                    [[ $prog == *.py ]] && cmd=(/usr/bin/python3 "$prog")
+                    env ${policy[@]+"${policy[@]}"} OMP_NUM_THREADS="$t" \
+                        "${cmd[@]}" --threads "$t" |
+                        sed "s/}\$/, \"load1\": $(cut -d' ' -f1 /proc/loadavg)}/" >>"$lines"
+                done
+            done
+        done
+        say "round $((r + 1)) of $models done (load $(cut -d' ' -f1 /proc/loadavg))"
+    done
+    [ $out_given -eq 1 ] && cp "$lines" "$out-models.jsonl"
+    /usr/bin/python3 - "$lines" <<'PY'
+import json, sys
+best, loads = {}, []
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    loads.append(r["load1"])
+    key = (r["bench"], r["case"], r["threads"])
+    side = best.setdefault(key, {})
+    side[r["side"]] = min(side.get(r["side"], float("inf")), r["min_ms"])
+print(f"load average (1 min) during the runs: {min(loads):.1f} to {max(loads):.1f}")
+print(f"{'bench':12} {'case':10} {'threads':>7} {'tapegrad ms':>12} {'PyTorch ms':>11} "
+      f"{'PyTorch/tapegrad':>17}")
+for (bench, case, threads), side in sorted(best.items()):
+    tg, pt = side.get("tapegrad"), side.get("torch")
+    ratio = f"{pt / tg:17.2f}" if tg and pt else f"{'-':>17}"
+    print(f"{bench:12} {case:10} {threads:7d} {tg or 0:12.2f} {pt or 0:11.2f} {ratio}")
+PY
+    exit 0
+fi
 
 corename=$("$bench_gan" info | sed -n 's/.*, \([A-Za-z0-9]*\) kernels.*/\1/p')
 say "OpenBLAS kernels: $corename (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"

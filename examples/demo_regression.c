@@ -90,7 +90,7 @@ int main(int argc, char **argv)
         tg_tape *tape = tg_tape_begin(TG_GRAD);
         if (!tape)
             goto done;
-        tg_tensor *loss = tg_mse(mlp_forward(params, x), y);
+        tg_tensor *loss = tg_mse(mlp_forward(params, x), y, TG_REDUCE_MEAN);
         /* tg_backward also reports a failure anywhere in the forward (a NULL loss). */
         if (tg_backward(loss) != TG_OK || tg_optim_step(opt) != TG_OK) {
             tg_tape_end(tape);

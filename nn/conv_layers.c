@@ -14,14 +14,14 @@ typedef struct {
 static tg_tensor *conv2d_forward(tg_module *m, tg_tensor *x)
 {
     const conv_config *c = tg_module_config(m);
-    return tg_conv2d(x, tg_module_param(m, "weight"), tg_module_param(m, "bias"), c->stride,
+    return tg_conv2d(x, tg_module_param(m, "weight"), tg_nn_optional_param(m, "bias"), c->stride,
                      c->padding, c->extra);
 }
 
 static tg_tensor *conv_transpose2d_forward(tg_module *m, tg_tensor *x)
 {
     const conv_config *c = tg_module_config(m);
-    return tg_conv_transpose2d(x, tg_module_param(m, "weight"), tg_module_param(m, "bias"),
+    return tg_conv_transpose2d(x, tg_module_param(m, "weight"), tg_nn_optional_param(m, "bias"),
                                c->stride, c->padding, c->extra);
 }
 
@@ -86,6 +86,7 @@ tg_module *tg_nn_conv_transpose2d(int64_t in_ch, int64_t out_ch, int kernel, int
 
 typedef struct {
     int kernel, stride, padding;
+    bool count_include_pad; /* AvgPool2d only */
 } pool_config;
 
 static tg_tensor *max_pool2d_forward(tg_module *m, tg_tensor *x)
@@ -97,11 +98,11 @@ static tg_tensor *max_pool2d_forward(tg_module *m, tg_tensor *x)
 static tg_tensor *avg_pool2d_forward(tg_module *m, tg_tensor *x)
 {
     const pool_config *c = tg_module_config(m);
-    return tg_avg_pool2d(x, c->kernel, c->stride, c->padding);
+    return tg_avg_pool2d(x, c->kernel, c->stride, c->padding, c->count_include_pad);
 }
 
 static tg_module *pool_new(const char *fn, const char *type, tg_forward_fn forward, int kernel,
-                           int stride, int padding)
+                           int stride, int padding, bool count_include_pad)
 {
     /* PyTorch: stride defaults to kernel_size; padding may be at most half the kernel. */
     if (stride == 0)
@@ -113,18 +114,23 @@ static tg_module *pool_new(const char *fn, const char *type, tg_forward_fn forwa
                      fn, kernel, stride, padding);
         return NULL;
     }
-    pool_config c = {.kernel = kernel, .stride = stride, .padding = padding};
+    pool_config c = {.kernel = kernel,
+                     .stride = stride,
+                     .padding = padding,
+                     .count_include_pad = count_include_pad};
     return tg_module_new(type, forward, &c, sizeof c);
 }
 
 tg_module *tg_nn_max_pool2d(int kernel, int stride, int padding)
 {
-    return pool_new("tg_nn_max_pool2d", "MaxPool2d", max_pool2d_forward, kernel, stride, padding);
+    return pool_new("tg_nn_max_pool2d", "MaxPool2d", max_pool2d_forward, kernel, stride, padding,
+                    false);
 }
 
-tg_module *tg_nn_avg_pool2d(int kernel, int stride, int padding)
+tg_module *tg_nn_avg_pool2d(int kernel, int stride, int padding, bool count_include_pad)
 {
-    return pool_new("tg_nn_avg_pool2d", "AvgPool2d", avg_pool2d_forward, kernel, stride, padding);
+    return pool_new("tg_nn_avg_pool2d", "AvgPool2d", avg_pool2d_forward, kernel, stride, padding,
+                    count_include_pad);
 }
 
 /* ---- Upsample ---------------------------------------------------------------------------- */

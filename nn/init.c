@@ -175,10 +175,11 @@ static tg_status paddle_init_one(tg_module *m, void *ctx)
 {
     tg_rng *rng = ctx;
     const char *type = tg_module_type(m);
-    tg_tensor *w = tg_module_param(m, "weight"), *b = tg_module_param(m, "bias");
-    tg_status st = TG_OK;
-    if (!w)
+    if (!tg_module_has_param(m, "weight"))
         return TG_OK; /* a layer built without weights (BatchNorm without affine) */
+    tg_tensor *w = tg_module_param(m, "weight");
+    tg_tensor *b = tg_module_has_param(m, "bias") ? tg_module_param(m, "bias") : NULL;
+    tg_status st = TG_OK;
     if (!strcmp(type, "Linear") || !strcmp(type, "ConvTranspose2d"))
         st = tg_init_xavier_uniform_(w, rng, 1.0f);
     else if (!strcmp(type, "Conv2d"))

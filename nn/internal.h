@@ -8,5 +8,8 @@
  * the error set (fn names the constructor). */
 tg_tensor *tg_nn_uniform_param(const char *fn, int ndim, const int64_t *shape, float bound,
                                tg_rng *rng);
+/* m's parameter name when it has one, else TG_NONE: an optional input of an op (a bias built
+ * with bias = false), probed without setting the error tg_module_param sets. */
+tg_tensor *tg_nn_optional_param(const tg_module *m, const char *name);
 
 #endif

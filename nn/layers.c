@@ -1,5 +1,5 @@
-/* Layers without convolution: Linear, the activations, Flatten, Reshape, Dropout, BatchNorm.
- * Each forward only composes autograd ops (no backward code in nn/). */
+/* Layers without convolution: Linear, the activations, Flatten, Reshape, Dropout, BatchNorm,
+ * LayerNorm. Each forward only composes autograd ops (no backward code in nn/). */
 #include "internal.h"
 
 #include <math.h>
@@ -9,7 +9,7 @@
 
 static tg_tensor *linear_forward(tg_module *m, tg_tensor *x)
 {
-    return tg_linear(x, tg_module_param(m, "weight"), tg_module_param(m, "bias"));
+    return tg_linear(x, tg_module_param(m, "weight"), tg_nn_optional_param(m, "bias"));
 }
 
 tg_module *tg_nn_linear(int64_t in, int64_t out, bool bias, tg_rng *rng)
@@ -80,6 +80,34 @@ tg_module *tg_nn_tanh(void)
 tg_module *tg_nn_sigmoid(void)
 {
     return tg_module_new("Sigmoid", sigmoid_forward, NULL, 0);
+}
+
+static tg_tensor *gelu_forward(tg_module *m, tg_tensor *x)
+{
+    (void)m;
+    return tg_gelu(x);
+}
+
+static tg_tensor *gelu_tanh_forward(tg_module *m, tg_tensor *x)
+{
+    (void)m;
+    return tg_gelu_tanh(x);
+}
+
+static tg_tensor *silu_forward(tg_module *m, tg_tensor *x)
+{
+    (void)m;
+    return tg_silu(x);
+}
+
+tg_module *tg_nn_gelu(bool tanh_approx)
+{
+    return tg_module_new("GELU", tanh_approx ? gelu_tanh_forward : gelu_forward, NULL, 0);
+}
+
+tg_module *tg_nn_silu(void)
+{
+    return tg_module_new("SiLU", silu_forward, NULL, 0);
 }
 
 tg_module *tg_nn_leaky_relu(float slope)
@@ -229,4 +257,68 @@ tg_module *tg_nn_batch_norm1d(int64_t channels)
 tg_module *tg_nn_batch_norm2d(int64_t channels)
 {
     return batch_norm_new("tg_nn_batch_norm2d", "BatchNorm2d", 4, channels);
+}
+
+/* ---- LayerNorm --------------------------------------------------------------------------- */
+
+typedef struct {
+    int ndim; /* the normalised axes: the last ndim of x, of sizes shape */
+    int64_t shape[TG_MAX_DIMS];
+    float eps;
+} layer_norm_config;
+
+static tg_tensor *layer_norm_forward(tg_module *m, tg_tensor *x)
+{
+    const layer_norm_config *c = tg_module_config(m);
+    /* Checked here even without affine parameters, as PyTorch's LayerNorm does: the op alone
+     * would normalise whatever the last axes are. */
+    bool ok = x->ndim >= c->ndim;
+    for (int d = 0; ok && d < c->ndim; d++)
+        ok = x->shape[x->ndim - c->ndim + d] == c->shape[d];
+    if (!ok) {
+        char sx[160], sn[160];
+        tg_set_error(TG_ERR_SHAPE,
+                     "tg_module_forward: %s \"%s\" over %s got x %s; its last %d axes must be %s",
+                     tg_module_type(m), tg_module_name(m),
+                     tg_shape_str(c->ndim, c->shape, sn, sizeof sn),
+                     tg_shape_str(x->ndim, x->shape, sx, sizeof sx), c->ndim, sn);
+        return NULL;
+    }
+    return tg_layer_norm(x, c->ndim, tg_nn_optional_param(m, "weight"),
+                         tg_nn_optional_param(m, "bias"), c->eps);
+}
+
+tg_module *tg_nn_layer_norm(int ndim, const int64_t *shape, float eps, bool elementwise_affine)
+{
+    const char *fn = "tg_nn_layer_norm";
+    if (ndim < 1 || ndim > TG_MAX_DIMS || !shape) {
+        tg_set_error(TG_ERR_ARG, "%s: ndim %d%s: need 1..%d sizes", fn, ndim,
+                     shape ? "" : " with a NULL shape", TG_MAX_DIMS);
+        return NULL;
+    }
+    layer_norm_config c = {.ndim = ndim, .eps = eps};
+    for (int i = 0; i < ndim; i++) {
+        c.shape[i] = shape[i];
+        if (shape[i] < 1) {
+            char s[160];
+            tg_set_error(TG_ERR_ARG, "%s: shape %s: every size must be at least 1", fn,
+                         tg_shape_str(ndim, shape, s, sizeof s));
+            return NULL;
+        }
+    }
+    if (!(eps >= 0.0f && isfinite(eps))) {
+        tg_set_error(TG_ERR_ARG, "%s: eps = %g must be finite and >= 0", fn, (double)eps);
+        return NULL;
+    }
+    tg_module *m = tg_module_new("LayerNorm", layer_norm_forward, &c, sizeof c);
+    if (!m)
+        return NULL;
+    /* PyTorch's names and initial values: weight 1, bias 0, of the normalised shape. */
+    if (elementwise_affine &&
+        (tg_module_add_param(m, "weight", tg_tensor_ones(ndim, shape)) != TG_OK ||
+         tg_module_add_param(m, "bias", tg_tensor_zeros(ndim, shape)) != TG_OK)) {
+        tg_module_free(m);
+        return NULL;
+    }
+    return m;
 }

@@ -19,7 +19,8 @@ struct tg_module {
     char *type;
     char *name; /* "" until a parent adopts it */
     bool training;
-    tg_forward_fn forward;
+    tg_forward_fn forward;             /* one input, one output; or NULL */
+    tg_forward_multi_fn forward_multi; /* several inputs or outputs; or NULL */
     void *config;
     named_tensor *params;
     int64_t n_params, cap_params;
@@ -136,6 +137,8 @@ static tg_status add_tensor(const char *fn, tg_module *m, named_tensor **list, i
         tg_release(t);
         return st;
     }
+    if (t == TG_NONE) /* the shared "absent" marker: never a module's own tensor */
+        return tg_set_error(TG_ERR_ARG, "%s: the tensor is TG_NONE", fn);
     if ((st = name_check(fn, m, name)) != TG_OK) {
         tg_release(t);
         return st;
@@ -209,18 +212,109 @@ tg_status tg_module_add_child(tg_module *m, const char *name, tg_module *child)
     return TG_OK;
 }
 
+tg_module *tg_module_new_multi(const char *type, tg_forward_multi_fn forward, const void *config,
+                               size_t config_size)
+{
+    tg_module *m = tg_module_new(type, NULL, config, config_size);
+    if (m)
+        m->forward_multi = forward;
+    return m;
+}
+
+/* Checks m and the n inputs of a forward call (fn names it): a NULL input keeps the error of
+ * the call that returned it. TG_NONE passes (an absent optional input, such as attention's
+ * mask) where the module takes several inputs; a one-input forward has no optional input. */
+static tg_status forward_check(const char *fn, const tg_module *m, int64_t n_in,
+                               tg_tensor *const *in)
+{
+    if (!m)
+        return null_arg(fn, "the module");
+    if (n_in < 1 || !in)
+        return tg_set_error(TG_ERR_ARG, "%s: %s module \"%s\": %s", fn, m->type, m->name,
+                            in ? "n_in < 1: a forward takes at least one input" : "in is NULL");
+    for (int64_t i = 0; i < n_in; i++) {
+        if (!in[i]) {
+            if (tg_last_status() != TG_OK)
+                return tg_last_status();
+            return tg_set_error(TG_ERR_ARG, "%s: input %lld of the %s module \"%s\" is NULL", fn,
+                                (long long)i, m->type, m->name);
+        }
+        if (in[i] == TG_NONE && !m->forward_multi)
+            return tg_set_error(TG_ERR_ARG,
+                                "%s: the input of the %s module \"%s\" is TG_NONE; it takes a "
+                                "tensor",
+                                fn, m->type, m->name);
+    }
+    if (!m->forward && !m->forward_multi)
+        return tg_set_error(TG_ERR_STATE, "%s: the %s module \"%s\" has no forward", fn, m->type,
+                            m->name);
+    return TG_OK;
+}
+
+/* A forward that failed without saying why (a forward of the caller's that returned NULL, left
+ * an output out or returned an error status without setting the error): say so, naming the
+ * module. */
+static tg_status silent_failure(const char *fn, const tg_module *m)
+{
+    if (tg_last_status() != TG_OK)
+        return tg_last_status();
+    return tg_set_error(TG_ERR_STATE,
+                        "%s: the forward of the %s module \"%s\" failed without "
+                        "setting an error",
+                        fn, m->type, m->name);
+}
+
+/* tg_module_forward_multi, with fn naming the public function called. */
+static tg_status forward_multi(const char *fn, tg_module *m, int64_t n_in, tg_tensor *const *in,
+                               int64_t n_out, tg_tensor **out)
+{
+    if (!out || n_out < 1)
+        return m ? tg_set_error(TG_ERR_ARG, "%s: %s module \"%s\": %s", fn, m->type, m->name,
+                                out ? "n_out < 1: a forward gives at least one output"
+                                    : "out is NULL")
+                 : null_arg(fn, "the module");
+    for (int64_t i = 0; i < n_out; i++)
+        out[i] = NULL;
+    tg_status st = forward_check(fn, m, n_in, in);
+    if (st != TG_OK)
+        return st;
+    if (!m->forward_multi) {
+        if (n_in != 1 || n_out != 1)
+            return tg_set_error(TG_ERR_ARG,
+                                "%s: the %s module \"%s\" takes one input and gives one output; "
+                                "called with %lld inputs and %lld outputs",
+                                fn, m->type, m->name, (long long)n_in, (long long)n_out);
+        out[0] = m->forward(m, in[0]);
+        return out[0] ? TG_OK : silent_failure(fn, m);
+    }
+    st = m->forward_multi(m, n_in, in, n_out, out);
+    for (int64_t i = 0; st == TG_OK && i < n_out; i++)
+        if (!out[i])
+            st = silent_failure(fn, m);
+    if (st != TG_OK && tg_last_status() == TG_OK)
+        silent_failure(fn, m); /* a failure status without a message: give it one */
+    if (st != TG_OK)           /* the outputs made are the tape's: nothing to release */
+        for (int64_t i = 0; i < n_out; i++)
+            out[i] = NULL;
+    return st;
+}
+
+tg_status tg_module_forward_multi(tg_module *m, int64_t n_in, tg_tensor *const *in, int64_t n_out,
+                                  tg_tensor **out)
+{
+    return forward_multi("tg_module_forward_multi", m, n_in, in, n_out, out);
+}
+
 tg_tensor *tg_module_forward(tg_module *m, tg_tensor *x)
 {
-    if (!m || !x) {
-        null_arg("tg_module_forward", m ? "the input" : "the module");
-        return NULL;
-    }
-    if (!m->forward) {
-        tg_set_error(TG_ERR_STATE, "tg_module_forward: the %s module \"%s\" has no forward", m->type,
-                     m->name);
-        return NULL;
-    }
-    return m->forward(m, x);
+    tg_tensor *y;
+    return forward_multi("tg_module_forward", m, 1, &x, 1, &y) == TG_OK ? y : NULL;
+}
+
+tg_tensor *tg_module_forward2(tg_module *m, tg_tensor *a, tg_tensor *b)
+{
+    tg_tensor *in[2] = {a, b}, *y;
+    return forward_multi("tg_module_forward2", m, 2, in, 1, &y) == TG_OK ? y : NULL;
 }
 
 /* ---- accessors --------------------------------------------------------------------------- */
@@ -262,14 +356,56 @@ static tg_tensor *named_get(const named_tensor *list, int64_t n, const char *nam
     return NULL;
 }
 
+/* The name of entry i of one of m's lists (what: 'p'arameters, 'b'uffers, 'c'hildren). */
+static const char *entry_name(const tg_module *m, char what, int64_t i)
+{
+    return what == 'p'   ? m->params[i].name
+           : what == 'b' ? m->buffers[i].name
+                         : m->children[i]->name;
+}
+
+/* The error of a lookup that found nothing: names the module, the name asked for and the names
+ * m has of that kind, so that a misspelt "bais" reads as a typo and not as "no bias". */
+static void not_found(const char *fn, const tg_module *m, char what, const char *name)
+{
+    const char *kind = what == 'p' ? "parameter" : what == 'b' ? "buffer" : "child";
+    if (!m || !name) {
+        null_arg(fn, m ? "the name" : "the module");
+        return;
+    }
+    int64_t n = what == 'p' ? m->n_params : what == 'b' ? m->n_buffers : m->n_children;
+    char names[400] = "";
+    size_t len = 0;
+    for (int64_t i = 0; i < n && len < sizeof names; i++) {
+        int w = snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "",
+                         entry_name(m, what, i));
+        len = w < 0 ? sizeof names : len + (size_t)w;
+    }
+    if (len >= sizeof names) /* too many to list: end with a visible cut */
+        memcpy(names + sizeof names - 5, " ...", 5);
+    tg_set_error(TG_ERR_ARG, "%s: %s has no %s \"%s\" (it has%s%s)", fn, m->type, kind, name,
+                 n ? ": " : " none", names);
+}
+
 tg_tensor *tg_module_param(const tg_module *m, const char *name)
 {
-    return m ? named_get(m->params, m->n_params, name) : NULL;
+    tg_tensor *t = m ? named_get(m->params, m->n_params, name) : NULL;
+    if (!t)
+        not_found("tg_module_param", m, 'p', name);
+    return t;
+}
+
+bool tg_module_has_param(const tg_module *m, const char *name)
+{
+    return m && named_get(m->params, m->n_params, name);
 }
 
 tg_tensor *tg_module_buffer(const tg_module *m, const char *name)
 {
-    return m ? named_get(m->buffers, m->n_buffers, name) : NULL;
+    tg_tensor *t = m ? named_get(m->buffers, m->n_buffers, name) : NULL;
+    if (!t)
+        not_found("tg_module_buffer", m, 'b', name);
+    return t;
 }
 
 tg_module *tg_module_child(const tg_module *m, const char *name)
@@ -277,6 +413,7 @@ tg_module *tg_module_child(const tg_module *m, const char *name)
     for (int64_t i = 0; m && name && i < m->n_children; i++)
         if (strcmp(m->children[i]->name, name) == 0)
             return m->children[i];
+    not_found("tg_module_child", m, 'c', name);
     return NULL;
 }
 
@@ -599,6 +736,11 @@ tg_tensor *tg_nn_uniform_param(const char *fn, int ndim, const int64_t *shape, f
     if (t)
         tg_tensor_uniform_(t, rng, -bound, bound);
     return t;
+}
+
+tg_tensor *tg_nn_optional_param(const tg_module *m, const char *name)
+{
+    return tg_module_has_param(m, name) ? tg_module_param(m, name) : TG_NONE;
 }
 
 /* ---- Sequential -------------------------------------------------------------------------- */

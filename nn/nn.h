@@ -72,7 +72,9 @@ tg_tensor *tg_module_forward(tg_module *m, tg_tensor *x);
  * (z, y)). */
 tg_tensor *tg_module_forward2(tg_module *m, tg_tensor *a, tg_tensor *b);
 /* The forward of m on n_in inputs into n_out outputs: TG_OK, or the error (out[] then holds
- * NULLs). A NULL input keeps the error that produced it. A one-input module runs here too. */
+ * NULLs). A NULL input keeps the error that produced it; TG_NONE reaches the forward as an
+ * absent optional input (attention's mask). A one-input module runs here too, with n_in = n_out
+ * = 1 (other counts are an error naming it). */
 tg_status tg_module_forward_multi(tg_module *m, int64_t n_in, tg_tensor *const *in, int64_t n_out,
                                   tg_tensor **out);
 
@@ -152,7 +154,7 @@ tg_module *tg_nn_batch_norm2d(int64_t channels);
 tg_module *tg_nn_max_pool2d(int kernel, int stride, int padding);
 /* AvgPool2d; stride 0 means stride = kernel (PyTorch's default); count_include_pad as in
  * tg_avg_pool2d (PyTorch's default true). */
-tg_module *tg_nn_avg_pool2d(int kernel, int stride, int padding); /* TODO(H4) */
+tg_module *tg_nn_avg_pool2d(int kernel, int stride, int padding, bool count_include_pad);
 /* Upsample by an integer scale factor with the given mode. */
 tg_module *tg_nn_upsample(int scale, tg_upsample_mode mode);
 /* Dropout with probability p in [0, 1) while training, identity in eval. Keeps the borrowed
@@ -182,17 +184,22 @@ tg_module *tg_nn_embedding(int64_t num, int64_t dim, int64_t padding_idx, tg_rng
 /* An Embedding module's forward on idx: [idx..., dim]. */
 tg_tensor *tg_nn_embed(tg_module *embedding, const tg_index *idx);
 /* GRUCell (PyTorch's gates and layout: weight_ih [3h, in], weight_hh [3h, h], biases [3h], all
- * ~ U(-1/sqrt(h), 1/sqrt(h))): tg_module_forward2(cell, x [N, in], h [N, h]) -> h' [N, h]. */
+ * ~ U(-1/sqrt(h), 1/sqrt(h))): tg_module_forward2(cell, x [N, in], h [N, h]) -> h' [N, h]; h
+ * TG_NONE is the zero state (PyTorch's hx=None). */
 tg_module *tg_nn_gru_cell(int64_t in, int64_t hidden, bool bias, tg_rng *rng);
 /* MultiheadAttention (batch_first, PyTorch's parameters: in_proj_weight [3e, e] Xavier-uniform,
  * in_proj_bias [3e] 0, out_proj Linear(e, e) with bias 0): tg_module_forward_multi on (q, k, v)
  * or (q, k, v, mask) with q [N, L, e], k and v [N, S, e] and an optional additive mask
- * broadcasting to [N, heads, L, S] (0 to keep, -inf to mask) -> one output [N, L, e]. Dropout
- * none. */
+ * broadcasting to [N, heads, L, S] (0 to keep, -inf to mask; TG_NONE for none) -> one output
+ * [N, L, e]; with n_out 2, out[1] is also the attention weights [N, heads, L, S] (PyTorch's
+ * need_weights=True, average_attn_weights=False). tg_module_forward(mha, x) is self-attention
+ * (q = k = v = x). Dropout none. */
 tg_module *tg_nn_multihead_attention(int64_t embed_dim, int64_t heads, bool bias, tg_rng *rng);
 /* TransformerEncoderLayer (batch_first, norm_first false as PyTorch's default, GELU or ReLU
  * activation, no dropout): self-attention, add & LayerNorm, Linear-act-Linear, add & LayerNorm;
- * tg_module_forward on x [N, L, d_model]. */
+ * tg_module_forward on x [N, L, d_model], or tg_module_forward2(layer, x, mask) with an additive
+ * mask as MultiheadAttention's (PyTorch's src_mask). Children self_attn, linear1, linear2, norm1,
+ * norm2 (LayerNorm eps 1e-5), as PyTorch names them. */
 tg_module *tg_nn_transformer_encoder_layer(int64_t d_model, int64_t heads, int64_t dim_ff,
                                            bool gelu, tg_rng *rng);
 

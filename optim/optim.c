@@ -234,8 +234,9 @@ static tg_optim *optim_new(const char *fn, const optim_desc *d, tg_tensor *const
         return NULL;
     }
     for (int64_t i = 0; i < n; i++) {
-        if (!params[i]) {
-            tg_set_error(TG_ERR_ARG, "%s: parameter %lld is NULL", fn, (long long)i);
+        if (!params[i] || params[i] == TG_NONE) {
+            tg_set_error(TG_ERR_ARG, "%s: parameter %lld is %s", fn, (long long)i,
+                         params[i] ? "TG_NONE" : "NULL");
             return NULL;
         }
         if (params[i]->node) {
@@ -385,6 +386,122 @@ float tg_optim_lr(const tg_optim *opt)
 int64_t tg_optim_num_params(const tg_optim *opt)
 {
     return opt ? opt->n : 0;
+}
+
+tg_tensor *const *tg_optim_params(const tg_optim *opt)
+{
+    return opt ? opt->params : NULL;
+}
+
+/* ---- gradient clipping --------------------------------------------------------------------
+ * torch.nn.utils.clip_grad_norm_ / clip_grad_value_. Only the gradients change; they change in
+ * place unless someone else holds a reference to one (tg_retain'ed to compare, say): that one
+ * is replaced by a scaled copy, as tg_tensor_set_grad never writes into a gradient held
+ * elsewhere. */
+
+/* Checks the parameter list of a clip function fn; each may lack a gradient. */
+static tg_status clip_check(const char *fn, tg_tensor *const *params, int64_t n)
+{
+    if (n < 0 || (!params && n > 0))
+        return tg_set_error(TG_ERR_ARG, "%s: %s", fn, n < 0 ? "n < 0" : "params is NULL");
+    for (int64_t i = 0; i < n; i++)
+        if (!params[i] || params[i] == TG_NONE) {
+            if (!params[i] && tg_last_status() != TG_OK)
+                return tg_last_status();
+            return tg_set_error(TG_ERR_ARG, "%s: parameter %lld is %s", fn, (long long)i,
+                                params[i] ? "TG_NONE" : "NULL");
+        }
+    return TG_OK;
+}
+
+/* Makes every gradient among params one that only its parameter holds (a copy where another
+ * reference exists), so the clip can write into them; values unchanged. */
+static tg_status grads_own(const char *fn, tg_tensor *const *params, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        tg_tensor *p = params[i];
+        if (!p->grad || p->grad->refcount == 1)
+            continue;
+        tg_tensor *copy = tg_tensor_clone(p->grad);
+        if (!copy)
+            return tg_set_error(TG_ERR_NOMEM, "%s: out of memory copying gradient %lld", fn,
+                                (long long)i);
+        tg_release(p->grad);
+        p->grad = copy;
+    }
+    return TG_OK;
+}
+
+tg_status tg_clip_grad_norm_(tg_tensor *const *params, int64_t n, float max_norm, float norm_type,
+                             float *total_norm)
+{
+    const char *fn = "tg_clip_grad_norm_";
+    if (total_norm)
+        *total_norm = 0.0f;
+    tg_status st = clip_check(fn, params, n);
+    if (st != TG_OK)
+        return st;
+    if (!(max_norm >= 0.0f && isfinite(max_norm)))
+        return tg_set_error(TG_ERR_ARG, "%s: max_norm %g: need a finite value >= 0", fn, max_norm);
+    if (!(norm_type > 0.0f))
+        return tg_set_error(TG_ERR_ARG,
+                            "%s: norm_type %g: need p > 0 (2 Euclidean, 1, INFINITY the max)", fn,
+                            norm_type);
+    /* The total over every element of every gradient, accumulated in double: the norm of all
+     * the gradients as one vector (PyTorch's norm of the per-parameter norms is the same). */
+    const bool inf = isinf(norm_type);
+    const double p = norm_type;
+    double acc = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const tg_tensor *g = params[i]->grad;
+        for (int64_t j = 0; g && j < g->numel; j++) {
+            double a = fabs((double)g->data[j]);
+            if (inf)
+                acc = a > acc || isnan(a) ? a : acc; /* a NaN stays, to be refused below */
+            else
+                acc += p == 2.0 ? a * a : p == 1.0 ? a : pow(a, p);
+        }
+    }
+    double total = inf || p == 1.0 ? acc : p == 2.0 ? sqrt(acc) : pow(acc, 1.0 / p);
+    if (total_norm)
+        *total_norm = (float)total;
+    if (!isfinite(total))
+        return tg_set_error(TG_ERR_ARG,
+                            "%s: the total %g-norm of the gradients of %lld parameters is %g; "
+                            "gradients left unchanged",
+                            fn, norm_type, (long long)n, total);
+    /* PyTorch's coefficient, clamped at 1: gradients change only when the total exceeds
+     * max_norm (by more than the 1e-6 that keeps a zero total finite). */
+    const float coef = (float)((double)max_norm / ((double)(float)total + 1e-6));
+    if (coef >= 1.0f)
+        return TG_OK;
+    if ((st = grads_own(fn, params, n)) != TG_OK)
+        return st;
+    for (int64_t i = 0; i < n; i++) {
+        tg_tensor *g = params[i]->grad;
+        for (int64_t j = 0; g && j < g->numel; j++)
+            g->data[j] *= coef;
+    }
+    return TG_OK;
+}
+
+tg_status tg_clip_grad_value_(tg_tensor *const *params, int64_t n, float clip_value)
+{
+    const char *fn = "tg_clip_grad_value_";
+    tg_status st = clip_check(fn, params, n);
+    if (st != TG_OK)
+        return st;
+    if (!(clip_value >= 0.0f))
+        return tg_set_error(TG_ERR_ARG, "%s: clip_value %g: need a value >= 0", fn, clip_value);
+    if ((st = grads_own(fn, params, n)) != TG_OK)
+        return st;
+    const float hi = clip_value, lo = -clip_value;
+    for (int64_t i = 0; i < n; i++) {
+        tg_tensor *g = params[i]->grad;
+        for (int64_t j = 0; g && j < g->numel; j++) /* a NaN stays NaN, as torch's clamp_ */
+            g->data[j] = g->data[j] > hi ? hi : g->data[j] < lo ? lo : g->data[j];
+    }
+    return TG_OK;
 }
 
 /* ---- state dicts ------------------------------------------------------------------------- */

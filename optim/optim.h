@@ -69,13 +69,16 @@ float tg_optim_lr(const tg_optim *opt);
 /* The number of parameters. */
 int64_t tg_optim_num_params(const tg_optim *opt);
 
-/* torch.nn.utils.clip_grad_norm_: the norm_type-norm (2 for Euclidean, INFINITY for the max)
- * of all n parameters' gradients taken together, into *total_norm (may be NULL); when it
- * exceeds max_norm every gradient is scaled by max_norm / (total + 1e-6). Parameters without a
- * gradient are skipped. A non-finite total is an error (gradients left unchanged). */
+/* torch.nn.utils.clip_grad_norm_: the norm_type-norm (2 for Euclidean, 1, INFINITY for the
+ * max, any p > 0) of all n parameters' gradients taken together (accumulated in double), into
+ * *total_norm (may be NULL); when it exceeds max_norm (finite, >= 0) every gradient is scaled by
+ * max_norm / (total + 1e-6). Parameters without a gradient are skipped. A non-finite total is
+ * an error (gradients left unchanged). Gradients change in place, except one that someone else
+ * retained: that one is replaced by a scaled copy (as tg_tensor_set_grad). */
 tg_status tg_clip_grad_norm_(tg_tensor *const *params, int64_t n, float max_norm, float norm_type,
                              float *total_norm);
-/* torch.nn.utils.clip_grad_value_: every gradient element limited to [-clip_value, clip_value]. */
+/* torch.nn.utils.clip_grad_value_: every gradient element limited to [-clip_value, clip_value]
+ * (clip_value >= 0; NaN stays NaN, as torch's clamp). */
 tg_status tg_clip_grad_value_(tg_tensor *const *params, int64_t n, float clip_value);
 /* The optimizer's parameters as a borrowed array of tg_optim_num_params entries (for clipping
  * exactly what it trains: tg_clip_grad_norm_(tg_optim_params(opt), ...)). */

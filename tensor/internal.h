@@ -39,6 +39,9 @@ void tg_storage_release(tg_storage *s);
 /* Validates a shape given by a caller (ndim range, NULL shape, tg_shape_numel's rule): its
  * numel, or -1 with an error whose message starts with fn. */
 int64_t tg_shape_check(const char *fn, int ndim, const int64_t *shape);
+/* Sets and returns the error of a function (fn) given TG_NONE for argument arg, which must be
+ * a tensor. */
+tg_status tg_none_refused(const char *fn, const char *arg);
 /* A tensor struct over an existing storage (retained), starting at data. */
 tg_tensor *tg_tensor_wrap(tg_storage *s, float *data, int ndim, const int64_t *shape);
 

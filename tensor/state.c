@@ -226,6 +226,8 @@ tg_status tg_state_dict_put(tg_state_dict *sd, const char *name, tg_tensor *t)
         return tg_set_error(TG_ERR_ARG, "%s: tensor for \"%s\" is NULL", fn,
                             state_show(name, shown));
     }
+    if (t == TG_NONE)
+        return tg_none_refused(fn, "the tensor");
     if (strcmp(name, "__metadata__") == 0)
         return tg_set_error(TG_ERR_ARG,
                             "%s: name \"__metadata__\" is reserved for checkpoint metadata", fn);

@@ -186,6 +186,10 @@ tg_tensor *tg_tensor_clone(const tg_tensor *src)
 {
     if (!src)
         return NULL;
+    if (src == TG_NONE) {
+        tg_none_refused("tg_tensor_clone", "src");
+        return NULL;
+    }
     return tg_tensor_from_data(src->ndim, src->shape, src->data);
 }
 
@@ -199,6 +203,14 @@ tg_tensor tg_none_tensor = {.refcount = 1,
                             .storage = &none_storage,
                             .data = NULL,
                             .origin = "TG_NONE"};
+
+tg_status tg_none_refused(const char *fn, const char *arg)
+{
+    return tg_set_error(TG_ERR_ARG,
+                        "%s: %s is TG_NONE, which stands for an absent optional input of an "
+                        "op, not a tensor",
+                        fn, arg);
+}
 
 tg_tensor *tg_retain(tg_tensor *t)
 {
@@ -278,6 +290,8 @@ tg_status tg_tensor_set_requires_grad(tg_tensor *t, bool requires_grad)
         return tg_last_status()
                    ? tg_last_status()
                    : tg_set_error(TG_ERR_ARG, "tg_tensor_set_requires_grad: t is NULL");
+    if (t == TG_NONE)
+        return tg_none_refused("tg_tensor_set_requires_grad", "t");
     if (t->node)
         return tg_set_error(TG_ERR_STATE, "tg_tensor_set_requires_grad: the tensor is the "
                                           "result of an op, not a leaf; tg_detach it first");

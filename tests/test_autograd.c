@@ -239,6 +239,39 @@ static void test_nested_tapes_backward(void **state)
     tg_release(x);
 }
 
+/* Tensors made inside a step (tg_zeros, tg_randn, tg_indices, ...) belong to the innermost
+ * open tape: freed when it ends, outer ones at the outer end, never recorded, never
+ * requiring grad; a whole step needs no release. */
+static void test_tape_owned_creation(void **state)
+{
+    (void)state;
+    tg_rng rng;
+    tg_rng_seed(&rng, 3);
+    int64_t live = tg_debug_live_tensors();
+    tg_tensor *w = leaf(2, (const float[]){0.5f, -1});
+    tg_tape *outer = tg_tape_begin(TG_GRAD);
+    tg_tensor *target = tg_full(TG_DIMS(4, 2), 1.0f);
+    tg_tape *inner = tg_tape_begin(TG_NO_GRAD);
+    tg_tensor *noise = tg_randn(TG_DIMS(4, 2), &rng);
+    tg_index *ix = tg_indices(TG_DIMS(1), (const int64_t[]){3});
+    assert_non_null(noise);
+    assert_non_null(ix);
+    assert_int_equal(tg_debug_live_tensors(), live + 4);
+    assert_int_equal(tg_tape_end(inner), TG_OK);
+    assert_int_equal(tg_debug_live_tensors(), live + 2); /* w, target */
+    /* One step: noise, prediction, loss; nothing released by hand. */
+    tg_tensor *x = tg_add(tg_rand(TG_DIMS(4, 2), &rng), tg_scalar(-0.5f));
+    tg_tensor *loss = tg_sum(tg_square(tg_sub(tg_mul(x, w), target)));
+    assert_int_equal(tg_backward(loss), TG_OK);
+    assert_null(target->node);
+    assert_false(target->requires_grad);
+    assert_null(tg_tensor_grad(target));
+    assert_non_null(tg_tensor_grad(w));
+    assert_int_equal(tg_tape_end(outer), TG_OK);
+    assert_int_equal(tg_debug_live_tensors(), live + 2); /* w and its gradient */
+    tg_release(w);
+}
+
 /* The NaN trap names the op that first produced a non-finite value, in forward and backward. */
 static void test_check_finite_trap(void **state)
 {
@@ -288,6 +321,7 @@ int main(void)
         TG_TEST(test_no_tape_is_an_error),      TG_TEST(test_tape_end_frees_everything),
         TG_TEST(test_tapes_end_in_order),       TG_TEST(test_nested_tapes_backward),
         TG_TEST(test_check_finite_trap),        TG_TEST(test_requires_grad_only_on_leaves),
+        TG_TEST(test_tape_owned_creation),
     };
     return cmocka_run_group_tests_name("autograd", tests, NULL, NULL);
 }

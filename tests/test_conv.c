@@ -145,7 +145,7 @@ static void expect_error(bool transpose, int x_ndim, const int64_t *xs, const in
 {
     tg_tensor *x = tg_tensor_zeros(x_ndim, xs);
     tg_tensor *w = tg_tensor_zeros(4, ws);
-    tg_tensor *b = b_n ? tg_tensor_zeros(1, &b_n) : NULL;
+    tg_tensor *b = b_n ? tg_tensor_zeros(1, &b_n) : TG_NONE;
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_clear_error();
     tg_tensor *y = transpose ? tg_conv_transpose2d(x, w, b, stride, padding, dil_or_op)
@@ -214,12 +214,45 @@ static void test_null_input_keeps_error(void **state)
     tg_tensor *w = tg_tensor_zeros(TG_DIMS(2, 1, 3, 3));
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_set_error(TG_ERR_IO, "earlier failure");
-    assert_null(tg_conv2d(NULL, w, NULL, 1, 0, 1));
-    assert_null(tg_conv_transpose2d(NULL, w, NULL, 1, 0, 0));
+    assert_null(tg_conv2d(NULL, w, TG_NONE, 1, 0, 1));
+    assert_null(tg_conv_transpose2d(NULL, w, TG_NONE, 1, 0, 0));
     assert_int_equal(tg_last_status(), TG_ERR_IO);
     assert_error_contains("earlier failure");
     assert_int_equal(tg_tape_end(tape), TG_OK);
     tg_release(w);
+}
+
+/* A bias that is NULL because an earlier call failed is not "no bias" (issue 14: the conv used
+ * to run without it): both convs fail and keep the failed call's error; a NULL with no error
+ * pending names b and TG_NONE. */
+static void test_null_bias_keeps_error(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_zeros(TG_DIMS(1, 2, 4, 4)), *w = tg_tensor_zeros(TG_DIMS(2, 2, 3, 3));
+    tg_tensor *b3 = tg_tensor_zeros(TG_DIMS(3));
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    for (int transpose = 0; transpose < 2; transpose++) {
+        tg_clear_error();
+        tg_tensor *bad = tg_reshape(b3, TG_DIMS(2, 2)); /* 3 values into [2, 2] */
+        assert_null(bad);
+        char want[160];
+        snprintf(want, sizeof want, "%s", tg_last_error());
+        assert_non_null(strstr(want, "tg_reshape"));
+        assert_null(apply_conv(transpose, x, w, bad, 1, 1, 1, 0));
+        if (strcmp(tg_last_error(), want) != 0)
+            fail_msg("error \"%s\", expected the reshape's \"%s\"", tg_last_error(), want);
+        tg_clear_error();
+        assert_null(apply_conv(transpose, x, w, NULL, 1, 1, 1, 0));
+        assert_int_equal(tg_last_status(), TG_ERR_ARG);
+        assert_error_contains(transpose ? "tg_conv_transpose2d: b is NULL (pass TG_NONE for none)"
+                                        : "tg_conv2d: b is NULL (pass TG_NONE for none)");
+        /* TG_NONE: no bias. */
+        assert_non_null(apply_conv(transpose, x, w, TG_NONE, 1, 1, 1, 0));
+    }
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_release(x);
+    tg_release(w);
+    tg_release(b3);
 }
 
 /* ---- chunking ------------------------------------------------------------------------------ */
@@ -654,6 +687,7 @@ int main(void)
         TG_TEST(test_conv2d_errors),
         TG_TEST(test_conv_transpose2d_errors),
         TG_TEST(test_null_input_keeps_error),
+        TG_TEST(test_null_bias_keeps_error),
         TG_TEST(test_conv2d_chunking),
         TG_TEST(test_conv2d_chunking_staged),
         TG_TEST(test_conv_transpose2d_chunking),

@@ -1,7 +1,11 @@
 /* Elementwise ops: forward values, broadcasting shapes and values, errors, NULL propagation,
- * extreme inputs, thread-count independence and gradients summed over broadcast axes. The
+ * extreme inputs, thread-count independence and gradients summed over broadcast axes; PyTorch
+ * goldens for the activations (GELU both forms, SiLU, softplus) and their modules. The
  * derivatives of every op are gradchecked from elementwise.def by test_gradcheck. */
 #include "common.h"
+
+#include "golden/elementwise_golden.h"
+#include "nn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -616,6 +620,107 @@ static void test_big_broadcast_grad(void **state)
     tg_release(dy);
 }
 
+/* ---- activations against PyTorch (elementwise_golden.h) ---------------------------------- */
+
+/* One activation: which op, its parameters, and PyTorch's y and dy/dx at ew_x. */
+typedef struct {
+    const char *name;
+    int op; /* 0 gelu, 1 gelu_tanh, 2 silu, 3 softplus(beta, threshold) */
+    float beta, threshold;
+    const float *y, *dx;
+} act_golden;
+
+static const act_golden act_goldens[] = {
+    {"gelu", 0, 0, 0, ew_gelu_y, ew_gelu_dx},
+    {"gelu_tanh", 1, 0, 0, ew_gelu_tanh_y, ew_gelu_tanh_dx},
+    {"silu", 2, 0, 0, ew_silu_y, ew_silu_dx},
+    {"softplus", 3, 1.0f, 20.0f, ew_softplus_y, ew_softplus_dx},
+    {"softplus(beta 2, threshold 5)", 3, 2.0f, 5.0f, ew_softplus_b2_t5_y, ew_softplus_b2_t5_dx},
+    {"softplus(beta 0.5)", 3, 0.5f, 20.0f, ew_softplus_b0_5_t20_y, ew_softplus_b0_5_t20_dx},
+};
+
+static tg_tensor *act_apply(const act_golden *g, tg_tensor *x)
+{
+    switch (g->op) {
+    case 0: return tg_gelu(x);
+    case 1: return tg_gelu_tanh(x);
+    case 2: return tg_silu(x);
+    default: return tg_softplus(x, g->beta, g->threshold);
+    }
+}
+
+/* Values and derivatives at 64 points, from 0 and 1e-4 to +-100 (where e^x overflows and
+ * 1 + erf cancels), within 1e-4 relative (1e-5 absolute near 0). */
+static void test_activation_golden(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < N_OF(act_goldens); k++) {
+        const act_golden *g = &act_goldens[k];
+        tg_tensor *x = tg_tensor_from_data(TG_DIMS(EW_GOLDEN_N), ew_x);
+        tg_tensor_set_requires_grad(x, true);
+        tg_tape *tape = tg_tape_begin(TG_GRAD);
+        tg_tensor *y = act_apply(g, x);
+        if (!y)
+            fail_msg("%s: %s", g->name, tg_last_error());
+        assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
+        char what[80];
+        snprintf(what, sizeof what, "%s y", g->name);
+        assert_golden(what, y->data, g->y, EW_GOLDEN_N);
+        snprintf(what, sizeof what, "%s dy/dx", g->name);
+        assert_golden(what, x->grad->data, g->dx, EW_GOLDEN_N);
+        tg_tape_end(tape);
+        tg_release(x);
+    }
+}
+
+/* Far outside the goldens' range: finite values and derivatives at +-1000 (softplus with no
+ * threshold at all: log(1 + e^1000) would overflow as written), and NaN stays NaN. */
+static void test_activation_extremes(void **state)
+{
+    (void)state;
+    const float xs[3] = {1000.0f, -1000.0f, NAN};
+    for (size_t k = 0; k < N_OF(act_goldens); k++) {
+        act_golden g = act_goldens[k];
+        if (g.op == 3)
+            g.threshold = INFINITY;
+        tg_tensor *x = tg_tensor_from_data(TG_DIMS(3), xs);
+        tg_tensor_set_requires_grad(x, true);
+        tg_tape *tape = tg_tape_begin(TG_GRAD);
+        tg_tensor *y = act_apply(&g, x);
+        assert_non_null(y);
+        assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
+        if (!(fabs(y->data[0] - 1000.0) <= 1e-3 && fabs(y->data[1]) <= 1e-3 && isnan(y->data[2])))
+            fail_msg("%s(+-1000, NaN) = %g, %g, %g", g.name, (double)y->data[0], (double)y->data[1],
+                     (double)y->data[2]);
+        const float *d = x->grad->data;
+        if (!(fabs(d[0] - 1.0) <= 1e-6 && fabs(d[1]) <= 1e-6 && isnan(d[2])))
+            fail_msg("%s' at +-1000, NaN = %g, %g, %g", g.name, (double)d[0], (double)d[1],
+                     (double)d[2]);
+        tg_tape_end(tape);
+        tg_release(x);
+    }
+}
+
+/* GELU (both forms) and SiLU modules run their ops. */
+static void test_activation_modules(void **state)
+{
+    (void)state;
+    tg_module *m[3] = {tg_nn_gelu(false), tg_nn_gelu(true), tg_nn_silu()};
+    const char *type[3] = {"GELU", "GELU", "SiLU"};
+    tg_tensor *x = tg_tensor_from_data(TG_DIMS(EW_GOLDEN_N), ew_x);
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(m[i]);
+        assert_string_equal(tg_module_type(m[i]), type[i]);
+        tg_tensor *y = tg_module_forward(m[i], x), *want = act_apply(&act_goldens[i], x);
+        assert_non_null(y);
+        assert_memory_equal(y->data, want->data, sizeof(float) * EW_GOLDEN_N);
+        tg_module_free(m[i]);
+    }
+    tg_tape_end(tape);
+    tg_release(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -637,6 +742,9 @@ int main(void)
         TG_TEST(test_same_input_twice),
         TG_TEST(test_threads_same_results),
         TG_TEST(test_big_broadcast_grad),
+        TG_TEST(test_activation_golden),
+        TG_TEST(test_activation_extremes),
+        TG_TEST(test_activation_modules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -40,10 +40,11 @@ static void poison_cache(const tg_tensor *t)
 }
 
 /* One backward of the op on in, seeded with r. */
-static void run_backward(const fg_item *it, const void *params, tg_tensor **in, const tg_tensor *r)
+static void run_backward(const fg_item *it, const void *params, tg_tensor **in, const tg_index *ix,
+                         const tg_tensor *r)
 {
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *out = tg_apply(it->op, params, it->c->params_size, case_n_in(it), in);
+    tg_tensor *out = tg_apply_index(it->op, params, it->c->params_size, case_n_in(it), in, ix);
     if (!out)
         fail_msg("%s: forward failed: %s", it->op->name, tg_last_error());
     assert_int_equal(tg_backward_grad(out, r), TG_OK);
@@ -65,10 +66,12 @@ static void fresh_case(void **state)
         if (!(c->no_grad >> i & 1))
             tg_tensor_set_requires_grad(in[i], true);
     }
+    tg_index *ix = c->make_index ? c->make_index(&rng) : NULL;
+    assert_true(!c->make_index || ix);
     tg_tensor *r;
     {
         tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
-        tg_tensor *out = tg_apply(it->op, params, c->params_size, n_in, in);
+        tg_tensor *out = tg_apply_index(it->op, params, c->params_size, n_in, in, ix);
         assert_non_null(out);
         r = tg_tensor_new(out->ndim, out->shape);
         tg_tape_end(tape);
@@ -78,7 +81,7 @@ static void fresh_case(void **state)
     /* 1. fresh gradients over NaN-filled memory */
     for (int i = 0; i < n_in; i++)
         poison_cache(in[i]);
-    run_backward(it, params, in, r);
+    run_backward(it, params, in, ix, r);
     for (int i = 0; i < n_in; i++) {
         if (c->no_grad >> i & 1)
             continue;
@@ -94,7 +97,7 @@ static void fresh_case(void **state)
         tg_tensor_uniform_(seed[i], &rng, -2.0f, 2.0f);
         assert_int_equal(tg_tensor_copy_(in[i]->grad, seed[i]), TG_OK);
     }
-    run_backward(it, params, in, r);
+    run_backward(it, params, in, ix, r);
     for (int i = 0; i < n_in; i++) {
         if (!first[i])
             continue;
@@ -114,6 +117,7 @@ static void fresh_case(void **state)
         tg_release(in[i]);
     }
     tg_release(r);
+    tg_index_release(ix);
     case_params_release(&cp);
 }
 

@@ -120,15 +120,15 @@ static double tolerance_for(const tg_module *m, const char *name, double bias_bo
     idx[dot - name] = '\0';
     const char *field = dot + 1;
     const int64_t i = atoll(idx);
-    const tg_module *layer = tg_module_child(m, idx);
-    if (!layer)
+    const tg_module *layer = tg_module_child_at(m, i); /* probed: no error when absent */
+    if (!layer || strcmp(tg_module_name(layer), idx) != 0)
         return PARAM_ATOL;
     if (!strcmp(field, "bias")) {
         const tg_module *next = tg_module_child_at(m, i + 1);
         if (next && !strncmp(tg_module_type(next), "BatchNorm", 9))
             return bias_bound;
     } else if (!strcmp(field, "running_mean") && i > 0 &&
-               tg_module_param(tg_module_child_at(m, i - 1), "bias")) {
+               tg_module_has_param(tg_module_child_at(m, i - 1), "bias")) {
         double k = tg_tensor_item(tg_module_buffer(layer, "num_batches_tracked"));
         return PARAM_ATOL + (1.0 - pow(1.0 - BN_MOMENTUM, k)) * bias_bound;
     }

@@ -286,7 +286,7 @@ static float ref_loss(tg_module *G, tg_module *D, tg_tensor *x, tg_tensor *z, fl
     tg_tensor *in = z ? tg_module_forward(G, z) : x;
     tg_tensor *logits = tg_module_forward(D, in);
     tg_tensor *target = logits ? tg_tensor_full(logits->ndim, logits->shape, label) : NULL;
-    tg_tensor *loss = tg_bce_with_logits(logits, target);
+    tg_tensor *loss = tg_bce_with_logits(logits, target, TG_REDUCE_MEAN);
     if (!loss || tg_backward(loss) != TG_OK)
         fail_msg("reference loss: %s", tg_last_error());
     const float l = tg_tensor_item(loss);

@@ -43,10 +43,11 @@ static float avoid_kinks(const tg_case *c, float v)
 }
 
 /* sum(out * r) in double, for the current input values, on a no-grad tape. */
-static double loss_at(const gc_item *it, const void *params, tg_tensor **in, const tg_tensor *r)
+static double loss_at(const gc_item *it, const void *params, tg_tensor **in, const tg_index *ix,
+                      const tg_tensor *r)
 {
     tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
-    tg_tensor *out = tg_apply(it->op, params, it->c->params_size, case_n_in(it), in);
+    tg_tensor *out = tg_apply_index(it->op, params, it->c->params_size, case_n_in(it), in, ix);
     if (!out)
         fail_msg("%s: forward failed: %s", it->op->name, tg_last_error());
     double L = 0;
@@ -74,10 +75,12 @@ static void gradcheck_case(void **state)
         if (!(c->no_grad >> i & 1))
             tg_tensor_set_requires_grad(in[i], true);
     }
+    tg_index *ix = c->make_index ? c->make_index(&rng) : NULL;
+    assert_true(!c->make_index || ix);
 
     /* Analytic: one backward seeded with dL/dout = r. */
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *out = tg_apply(it->op, params, c->params_size, n_in, in);
+    tg_tensor *out = tg_apply_index(it->op, params, c->params_size, n_in, in, ix);
     if (!out)
         fail_msg("%s: forward failed: %s", it->op->name, tg_last_error());
     tg_tensor *r = tg_tensor_new(out->ndim, out->shape);
@@ -96,9 +99,9 @@ static void gradcheck_case(void **state)
         for (int64_t e = 0; e < x->numel; e++) {
             float saved = x->data[e];
             x->data[e] = saved + EPS;
-            double lp = loss_at(it, params, in, r);
+            double lp = loss_at(it, params, in, ix, r);
             x->data[e] = saved - EPS;
-            double lm = loss_at(it, params, in, r);
+            double lm = loss_at(it, params, in, ix, r);
             x->data[e] = saved;
             double num = (lp - lm) / (2.0 * EPS);
             double ana = x->grad->data[e];
@@ -118,6 +121,7 @@ static void gradcheck_case(void **state)
     tg_release(r);
     for (int i = 0; i < n_in; i++)
         tg_release(in[i]);
+    tg_index_release(ix);
     case_params_release(&cp);
 }
 

@@ -66,7 +66,8 @@ static void test_names_order_and_counts(void **state)
     assert_ptr_equal(ps[0], tg_module_param(lin0, "weight"));
     assert_ptr_equal(ps[1], tg_module_param(lin0, "bias"));
     assert_ptr_equal(ps[4], tg_module_param(fc, "weight"));
-    assert_null(tg_module_param(fc, "bias"));
+    assert_false(tg_module_has_param(fc, "bias"));
+    assert_int_equal(tg_last_status(), TG_OK);
     for (int i = 0; i < 5; i++)
         assert_true(ps[i]->requires_grad);
     assert_int_equal(ps[0]->shape[0], 4);
@@ -219,6 +220,189 @@ static void test_sequential_propagates_null(void **state)
     assert_null(tg_nn_max_pool2d(2, 1, 3));
     assert_null(tg_nn_upsample(0, TG_UPSAMPLE_NEAREST));
     assert_null(tg_nn_batch_norm2d(0));
+}
+
+/* A conditional model's forward, y = x * scale + c, with c optional (TG_NONE: absent; one
+ * input: absent too); a second output, when asked for, is x - c. */
+static tg_status cond_forward(tg_module *m, int64_t n_in, tg_tensor *const *in, int64_t n_out,
+                              tg_tensor **out)
+{
+    if (n_in > 2 || n_out > 2)
+        return tg_set_error(TG_ERR_ARG, "cond_forward: %lld inputs, %lld outputs", (long long)n_in,
+                            (long long)n_out);
+    tg_tensor *c = n_in == 2 && in[1] != TG_NONE ? in[1] : NULL;
+    tg_tensor *y = tg_mul(in[0], tg_module_param(m, "scale"));
+    out[0] = c ? tg_add(y, c) : y;
+    if (n_out == 2)
+        out[1] = c ? tg_sub(in[0], c) : in[0];
+    return out[0] && (n_out == 1 || out[1]) ? TG_OK : tg_last_status();
+}
+
+/* A careless forward: no output with one input, an error status without a message with two. */
+static tg_status careless_forward(tg_module *m, int64_t n_in, tg_tensor *const *in, int64_t n_out,
+                                  tg_tensor **out)
+{
+    (void)m, (void)in, (void)n_out, (void)out;
+    return n_in == 1 ? TG_OK : TG_ERR_SHAPE;
+}
+
+/* A multi-input module: forward2, forward_multi with two outputs, tg_module_forward (one
+ * input) and inside a Sequential; TG_NONE as an absent optional input; a NULL input keeps the
+ * error of the call that produced it; a one-input module refuses two inputs. */
+static void test_multi_input_module(void **state)
+{
+    (void)state;
+    tg_module *m = must(tg_module_new_multi("Cond", cond_forward, NULL, 0));
+    assert_int_equal(tg_module_add_param(m, "scale", tg_tensor_full(TG_DIMS(2), 3.0f)), TG_OK);
+    tg_tensor *x = tg_tensor_from_data(TG_DIMS(1, 2), (const float[]){1, 2});
+    tg_tensor *c = tg_tensor_from_data(TG_DIMS(1, 2), (const float[]){10, 20});
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_module_forward2(m, x, c);
+    assert_non_null(y);
+    assert_close(y->data[1], 26.0, 0);
+    assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
+    assert_close(tg_tensor_grad(tg_module_param(m, "scale"))->data[1], 2.0, 0);
+
+    tg_tensor *outs[2] = {NULL, NULL};
+    assert_int_equal(tg_module_forward_multi(m, 2, (tg_tensor *[]){x, c}, 2, outs), TG_OK);
+    assert_close(outs[0]->data[0], 13.0, 0);
+    assert_close(outs[1]->data[0], -9.0, 0);
+    /* TG_NONE: the optional input is absent. */
+    y = tg_module_forward2(m, x, TG_NONE);
+    assert_non_null(y);
+    assert_close(y->data[1], 6.0, 0);
+    /* One input through tg_module_forward, alone and as a child of a Sequential. */
+    y = tg_module_forward(m, x);
+    assert_non_null(y);
+    assert_close(y->data[0], 3.0, 0);
+    tg_module *seq = must(TG_NN_SEQUENTIAL(tg_nn_relu(), m));
+    y = tg_module_forward(seq, x);
+    assert_non_null(y);
+    assert_close(y->data[1], 6.0, 0);
+    /* The forward's own error comes back, and out[] holds NULLs. */
+    m = tg_module_child(seq, "1");
+    outs[0] = outs[1] = x;
+    assert_int_equal(tg_module_forward_multi(m, 3, (tg_tensor *[]){x, c, c}, 1, outs), TG_ERR_ARG);
+    assert_error_contains("cond_forward: 3 inputs, 1 outputs");
+    assert_null(outs[0]);
+    /* A NULL input from a failed op keeps that op's error. */
+    tg_clear_error();
+    tg_tensor *bad = tg_reshape(c, TG_DIMS(3));
+    assert_null(bad);
+    char want[256];
+    snprintf(want, sizeof want, "%s", tg_last_error());
+    assert_null(tg_module_forward2(m, x, bad));
+    assert_string_equal(tg_last_error(), want);
+    assert_null(tg_module_forward2(m, bad, x));
+    assert_string_equal(tg_last_error(), want);
+    assert_null(tg_module_forward(m, bad));
+    assert_string_equal(tg_last_error(), want);
+    /* ... and without an earlier error, the NULL is named. */
+    tg_clear_error();
+    assert_null(tg_module_forward2(m, x, NULL));
+    assert_error_contains("tg_module_forward2: input 1 of the Cond module \"1\" is NULL");
+    tg_clear_error();
+    assert_int_equal(tg_module_forward_multi(m, 1, (tg_tensor *[]){x}, 0, outs), TG_ERR_ARG);
+    assert_error_contains("n_out < 1");
+    /* A one-input module refuses two inputs or two outputs, and TG_NONE as its input. */
+    tg_module *relu = tg_module_child(seq, "0");
+    tg_clear_error();
+    assert_null(tg_module_forward2(relu, x, c));
+    assert_error_contains("tg_module_forward2: the ReLU module \"0\" takes one input and gives "
+                          "one output; called with 2 inputs and 1 outputs");
+    assert_int_equal(tg_module_forward_multi(relu, 1, (tg_tensor *[]){x}, 2, outs), TG_ERR_ARG);
+    assert_error_contains("called with 1 inputs and 2 outputs");
+    assert_null(tg_module_forward(relu, TG_NONE));
+    assert_error_contains("tg_module_forward: the input of the ReLU module \"0\" is TG_NONE");
+    assert_int_equal(tg_module_forward_multi(relu, 1, (tg_tensor *[]){x}, 1, outs), TG_OK);
+    assert_close(outs[0]->data[1], 2.0, 0);
+    /* A forward that fails without a message gets one naming the module. */
+    tg_module *careless = must(tg_module_new_multi("Careless", careless_forward, NULL, 0));
+    tg_clear_error();
+    assert_null(tg_module_forward(careless, x));
+    assert_int_equal(tg_last_status(), TG_ERR_STATE);
+    assert_error_contains("tg_module_forward: the forward of the Careless module \"\" failed "
+                          "without setting an error");
+    tg_clear_error();
+    assert_null(tg_module_forward2(careless, x, c));
+    assert_error_contains("tg_module_forward2: the forward of the Careless module");
+    tg_module_free(careless);
+    tg_tape_end(tape);
+    tg_release(x);
+    tg_release(c);
+    tg_module_free(seq);
+}
+
+/* A lookup of a missing name sets an error naming the module and what it has (a misspelt
+ * "bais" must not read as "no bias"); tg_module_has_param probes without one. */
+static void test_lookup_errors(void **state)
+{
+    (void)state;
+    tg_rng rng;
+    tg_rng_seed(&rng, 9);
+    tg_module *lin = must(tg_nn_linear(2, 3, true, &rng));
+    tg_module *bn = must(tg_nn_batch_norm1d(3));
+    tg_module *seq = must(TG_NN_SEQUENTIAL(tg_nn_relu()));
+    tg_clear_error();
+    assert_null(tg_module_param(lin, "bais"));
+    assert_int_equal(tg_last_status(), TG_ERR_ARG);
+    assert_string_equal(tg_last_error(),
+                        "tg_module_param: Linear has no parameter \"bais\" (it has: weight, bias)");
+    assert_null(tg_module_param(seq, "weight"));
+    assert_string_equal(tg_last_error(),
+                        "tg_module_param: Sequential has no parameter \"weight\" (it has none)");
+    assert_null(tg_module_buffer(bn, "running_mena"));
+    assert_string_equal(tg_last_error(), "tg_module_buffer: BatchNorm1d has no buffer "
+                                         "\"running_mena\" (it has: running_mean, running_var, "
+                                         "num_batches_tracked)");
+    assert_null(tg_module_child(seq, "1"));
+    assert_string_equal(tg_last_error(),
+                        "tg_module_child: Sequential has no child \"1\" (it has: 0)");
+    /* A NULL module from a failed lookup keeps that lookup's error. */
+    assert_null(tg_module_param(tg_module_child(seq, "fc"), "weight"));
+    assert_error_contains("tg_module_child: Sequential has no child \"fc\"");
+    tg_clear_error();
+    assert_null(tg_module_param(NULL, "weight"));
+    assert_error_contains("tg_module_param: the module is NULL");
+    tg_clear_error();
+    assert_null(tg_module_param(lin, NULL));
+    assert_error_contains("tg_module_param: the name is NULL");
+    /* Found, and probed: no error either way. */
+    tg_clear_error();
+    assert_non_null(tg_module_param(lin, "bias"));
+    assert_non_null(tg_module_buffer(bn, "running_var"));
+    assert_non_null(tg_module_child(seq, "0"));
+    assert_true(tg_module_has_param(lin, "bias"));
+    assert_false(tg_module_has_param(lin, "bais"));
+    assert_false(tg_module_has_param(NULL, "bias"));
+    assert_false(tg_module_has_param(lin, NULL));
+    assert_int_equal(tg_last_status(), TG_OK);
+    /* A module with many entries lists them cut short, never past the message. */
+    tg_module *big = must(tg_module_new("Big", NULL, NULL, 0));
+    for (int i = 0; i < 100; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "parameter_number_%d", i);
+        assert_int_equal(tg_module_add_param(big, name, tg_tensor_zeros(TG_DIMS(1))), TG_OK);
+    }
+    assert_null(tg_module_param(big, "x"));
+    assert_error_contains("(it has: parameter_number_0, parameter_number_1, ");
+    assert_error_contains(" ...)");
+    tg_clear_error();
+    /* The layers probe their optional bias: running one without a bias sets no error. */
+    tg_module *nobias = must(tg_nn_linear(2, 3, false, &rng));
+    tg_tensor *x = tg_tensor_zeros(TG_DIMS(1, 2));
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    assert_non_null(tg_module_forward(nobias, x));
+    assert_int_equal(tg_last_status(), TG_OK);
+    assert_int_equal(tg_nn_init_paddle(nobias, &rng), TG_OK);
+    assert_int_equal(tg_last_status(), TG_OK);
+    tg_tape_end(tape);
+    tg_release(x);
+    tg_module_free(nobias);
+    tg_module_free(big);
+    tg_module_free(lin);
+    tg_module_free(bn);
+    tg_module_free(seq);
 }
 
 static bool tree_all(const tg_module *m, bool training)
@@ -454,7 +638,7 @@ static void test_gan_forward_backward(void **state)
     assert_non_null(logits);
     assert_int_equal(logits->shape[0], batch);
     assert_int_equal(logits->shape[1], 1);
-    if (tg_backward(tg_bce_with_logits(logits, ones)) != TG_OK)
+    if (tg_backward(tg_bce_with_logits(logits, ones, TG_REDUCE_MEAN)) != TG_OK)
         fail_msg("%s", tg_last_error());
     tg_tape_end(tape);
     assert_grads(G, "G", true);
@@ -464,7 +648,8 @@ static void test_gan_forward_backward(void **state)
 
     /* Discriminator step on a detached fake: nothing reaches G. */
     tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *loss = tg_bce_with_logits(tg_module_forward(D, tg_detach(tg_module_forward(G, z))), zeros);
+    tg_tensor *loss = tg_bce_with_logits(tg_module_forward(D, tg_detach(tg_module_forward(G, z))),
+                                         zeros, TG_REDUCE_MEAN);
     if (tg_backward(loss) != TG_OK)
         fail_msg("%s", tg_last_error());
     tg_tape_end(tape);
@@ -486,7 +671,7 @@ static void test_image_layers(void **state)
     tg_rng_seed(&rng, 10);
     tg_module *m = must(TG_NN_SEQUENTIAL(
         tg_nn_conv2d(2, 3, 3, 1, 1, 1, false, &rng), tg_nn_max_pool2d(2, 0, 0),
-        tg_nn_upsample(2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL), tg_nn_avg_pool2d(3, 2, 1),
+        tg_nn_upsample(2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL), tg_nn_avg_pool2d(3, 2, 1, true),
         tg_nn_sigmoid(), tg_nn_dropout(0.25f, &rng), tg_nn_flatten()));
     tg_tensor *x = tg_tensor_new(TG_DIMS(2, 2, 8, 8));
     tg_tensor_uniform_(x, &rng, -1.0f, 1.0f);
@@ -714,6 +899,8 @@ int main(void)
         TG_TEST(test_custom_module),
         TG_TEST(test_add_errors),
         TG_TEST(test_sequential_propagates_null),
+        TG_TEST(test_multi_input_module),
+        TG_TEST(test_lookup_errors),
         TG_TEST(test_train_eval),
         TG_TEST(test_init_distributions),
         TG_TEST(test_gan_forward_backward),

@@ -1,8 +1,10 @@
-/* batch_norm, dropout, softmax and log_softmax: PyTorch goldens (forward, gradients, running
- * statistics), numerical stability, dropout statistics and reproducibility, error messages. */
+/* batch_norm, dropout, softmax, log_softmax and layer_norm (and the LayerNorm module): PyTorch
+ * goldens (forward, gradients, running statistics), numerical stability, dropout statistics and
+ * reproducibility, thread independence, error messages. */
 #include "common.h"
 
 #include "golden/norm_golden.h"
+#include "nn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,7 +110,8 @@ static void test_batch_norm_no_affine(void **state)
     tg_tensor *x = test_tensor_of(g->ndim, g->shape, g->x, true);
     tg_tensor *dy = test_tensor_of(g->ndim, g->shape, dyw, false);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y = tg_batch_norm(x, NULL, NULL, NULL, NULL, true, 0.1f, NORM_GOLDEN_EPS);
+    tg_tensor *y =
+        tg_batch_norm(x, TG_NONE, TG_NONE, TG_NONE, TG_NONE, true, 0.1f, NORM_GOLDEN_EPS);
     assert_non_null(y);
     assert_int_equal(tg_backward_grad(y, dy), TG_OK);
     /* want_y went through one more rounding (the subtraction and division above). */
@@ -138,8 +141,8 @@ static void test_batch_norm_two_calls_one_tape(void **state)
     tg_tensor *rm = tg_tensor_zeros(TG_DIMS(2)), *rv = tg_tensor_ones(TG_DIMS(2));
 
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y1 = tg_batch_norm(x1, w, NULL, rm, rv, true, 0.5f, 1e-5f);
-    tg_tensor *y2 = tg_batch_norm(x2, w, NULL, rm, rv, true, 0.5f, 1e-5f);
+    tg_tensor *y1 = tg_batch_norm(x1, w, TG_NONE, rm, rv, true, 0.5f, 1e-5f);
+    tg_tensor *y2 = tg_batch_norm(x2, w, TG_NONE, rm, rv, true, 0.5f, 1e-5f);
     assert_non_null(y1);
     assert_non_null(y2);
     /* L = sum(y1^2): dy1 = 2 y1. Backward through the first call, whose running buffers the
@@ -180,32 +183,33 @@ static void test_batch_norm_errors(void **state)
     tg_tensor *c3 = tg_tensor_ones(TG_DIMS(3)), *c4 = tg_tensor_ones(TG_DIMS(4));
     tg_tape *tape = tg_tape_begin(TG_GRAD);
 
-    assert_null(tg_batch_norm(x1, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f));
+    assert_null(tg_batch_norm(x1, TG_NONE, TG_NONE, TG_NONE, TG_NONE, true, 0.1f, 1e-5f));
     assert_int_equal(tg_last_status(), TG_ERR_SHAPE);
     assert_error_contains("tg_batch_norm: expected more than 1 value per channel when training, "
                           "got x [1, 3]");
-    assert_null(tg_batch_norm(x4, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f));
+    assert_null(tg_batch_norm(x4, TG_NONE, TG_NONE, TG_NONE, TG_NONE, true, 0.1f, 1e-5f));
     assert_error_contains("more than 1 value per channel when training, got x [1, 3, 1, 1]");
     /* One value per channel is fine in eval mode. */
-    assert_non_null(tg_batch_norm(x1, NULL, NULL, c3, c3, false, 0.1f, 1e-5f));
+    assert_non_null(tg_batch_norm(x1, TG_NONE, TG_NONE, c3, c3, false, 0.1f, 1e-5f));
 
-    assert_null(tg_batch_norm(x1d, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f));
+    assert_null(tg_batch_norm(x1d, TG_NONE, TG_NONE, TG_NONE, TG_NONE, true, 0.1f, 1e-5f));
     assert_error_contains("tg_batch_norm: x [6] must be [N, C] or [N, C, H, W]");
-    assert_null(tg_batch_norm(x, c4, NULL, NULL, NULL, true, 0.1f, 1e-5f));
+    assert_null(tg_batch_norm(x, c4, TG_NONE, TG_NONE, TG_NONE, true, 0.1f, 1e-5f));
     assert_error_contains("tg_batch_norm: x [4, 3] has 3 channels; weight [4] must be [3]");
-    assert_null(tg_batch_norm(x, c3, c4, NULL, NULL, true, 0.1f, 1e-5f));
+    assert_null(tg_batch_norm(x, c3, c4, TG_NONE, TG_NONE, true, 0.1f, 1e-5f));
     assert_error_contains("bias [4] must be [3]");
-    assert_null(tg_batch_norm(x, NULL, NULL, c3, c4, true, 0.1f, 1e-5f));
+    assert_null(tg_batch_norm(x, TG_NONE, TG_NONE, c3, c4, true, 0.1f, 1e-5f));
     assert_error_contains("running_var [4] must be [3]");
-    assert_null(tg_batch_norm(x, NULL, NULL, c3, NULL, true, 0.1f, 1e-5f));
+    assert_null(tg_batch_norm(x, TG_NONE, TG_NONE, c3, TG_NONE, true, 0.1f, 1e-5f));
     assert_int_equal(tg_last_status(), TG_ERR_ARG);
-    assert_error_contains("running_mean is given but running_var is NULL; give both or neither");
-    assert_null(tg_batch_norm(x, NULL, NULL, NULL, NULL, false, 0.1f, 1e-5f));
+    assert_error_contains("running_mean is given but running_var is TG_NONE; give both or "
+                          "neither");
+    assert_null(tg_batch_norm(x, TG_NONE, TG_NONE, TG_NONE, TG_NONE, false, 0.1f, 1e-5f));
     assert_error_contains("tg_batch_norm: eval mode (training = false) needs running_mean and "
                           "running_var");
-    assert_null(tg_batch_norm(x, NULL, NULL, NULL, NULL, true, 1.5f, 1e-5f));
+    assert_null(tg_batch_norm(x, TG_NONE, TG_NONE, TG_NONE, TG_NONE, true, 1.5f, 1e-5f));
     assert_error_contains("tg_batch_norm: momentum = 1.5 is outside [0, 1]");
-    assert_null(tg_batch_norm(x, NULL, NULL, NULL, NULL, true, 0.1f, -1.0f));
+    assert_null(tg_batch_norm(x, TG_NONE, TG_NONE, TG_NONE, TG_NONE, true, 0.1f, -1.0f));
     assert_error_contains("tg_batch_norm: eps = -1 must be finite and >= 0");
 
     tg_tape_end(tape);
@@ -215,6 +219,39 @@ static void test_batch_norm_errors(void **state)
     tg_release(x4);
     tg_release(c3);
     tg_release(c4);
+}
+
+/* An optional input that is NULL because an earlier call failed is not "absent": batch_norm
+ * fails and keeps that call's error (issue 14: it used to run without the input). A NULL with
+ * no error pending names the input and TG_NONE. */
+static void test_batch_norm_null_keeps_error(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_ones(TG_DIMS(4, 3)), *c3 = tg_tensor_ones(TG_DIMS(3));
+    static const char *const names[4] = {"weight", "bias", "running_mean", "running_var"};
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    for (int i = 0; i < 4; i++) {
+        tg_tensor *v[4] = {c3, c3, c3, c3};
+        tg_clear_error();
+        v[i] = tg_reshape(c3, TG_DIMS(2, 2)); /* fails: 3 values into [2, 2] */
+        assert_null(v[i]);
+        char want[160];
+        snprintf(want, sizeof want, "%s", tg_last_error());
+        assert_non_null(strstr(want, "tg_reshape"));
+        assert_null(tg_batch_norm(x, v[0], v[1], v[2], v[3], true, 0.1f, 1e-5f));
+        if (strcmp(tg_last_error(), want) != 0)
+            fail_msg("%s from a failed reshape: error \"%s\", expected the reshape's \"%s\"",
+                     names[i], tg_last_error(), want);
+
+        tg_clear_error();
+        assert_null(tg_batch_norm(x, v[0], v[1], v[2], v[3], false, 0.1f, 1e-5f));
+        assert_int_equal(tg_last_status(), TG_ERR_ARG);
+        snprintf(want, sizeof want, "tg_batch_norm: %s is NULL (pass TG_NONE for none)", names[i]);
+        assert_error_contains(want);
+    }
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_release(x);
+    tg_release(c3);
 }
 
 /* ---- softmax / log_softmax ------------------------------------------------------------- */
@@ -407,6 +444,252 @@ static void test_dropout_errors(void **state)
     tg_release(x);
 }
 
+/* ---- layer_norm ------------------------------------------------------------------------ */
+
+/* One layer_norm golden case from norm_golden.h; w, b, dw, db NULL without affine. */
+typedef struct {
+    const char *name;
+    int ndim, k;
+    const int64_t *shape;
+    const float *x, *dy, *w, *b, *y, *dx, *dw, *db;
+} ln_golden;
+
+static const ln_golden ln_goldens[] = {
+    {"ln1", LN1_NDIM, 1, ln1_shape, ln1_x, ln1_dy, ln1_w, ln1_b, ln1_y, ln1_dx, ln1_dw, ln1_db},
+    {"ln2", LN2_NDIM, 2, ln2_shape, ln2_x, ln2_dy, ln2_w, ln2_b, ln2_y, ln2_dx, ln2_dw, ln2_db},
+    {"ln0", LN0_NDIM, 1, ln0_shape, ln0_x, ln0_dy, NULL, NULL, ln0_y, ln0_dx, NULL, NULL},
+};
+
+static void test_layer_norm_golden(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof ln_goldens / sizeof ln_goldens[0]; i++) {
+        const ln_golden *g = &ln_goldens[i];
+        const int64_t *ns = g->shape + g->ndim - g->k;
+        tg_tensor *x = test_tensor_of(g->ndim, g->shape, g->x, true);
+        tg_tensor *dy = test_tensor_of(g->ndim, g->shape, g->dy, false);
+        tg_tensor *w = g->w ? test_tensor_of(g->k, ns, g->w, true) : TG_NONE;
+        tg_tensor *b = g->b ? test_tensor_of(g->k, ns, g->b, true) : TG_NONE;
+        tg_tape *tape = tg_tape_begin(TG_GRAD);
+        tg_tensor *y = tg_layer_norm(x, g->k, w, b, NORM_GOLDEN_EPS);
+        if (!y)
+            fail_msg("%s: %s", g->name, tg_last_error());
+        assert_true(tg_shape_equal(y, x));
+        assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+        char what[64];
+        snprintf(what, sizeof what, "%s y", g->name);
+        assert_golden(what, y->data, g->y, x->numel);
+        snprintf(what, sizeof what, "%s dx", g->name);
+        assert_golden(what, x->grad->data, g->dx, x->numel);
+        if (g->w) {
+            snprintf(what, sizeof what, "%s dweight", g->name);
+            assert_golden(what, w->grad->data, g->dw, w->numel);
+            snprintf(what, sizeof what, "%s dbias", g->name);
+            assert_golden(what, b->grad->data, g->db, b->numel);
+        }
+        assert_int_equal(tg_tape_end(tape), TG_OK);
+        tg_release(x);
+        tg_release(dy);
+        tg_release(w);
+        tg_release(b);
+    }
+}
+
+/* Forward and the three gradients of a layer norm over rows big enough to be split across
+ * threads and into several chunks of the parameter gradients' sums; into *out (caller frees). */
+static void layer_norm_run(int threads, int64_t R, int64_t D, tg_tensor *out[4])
+{
+    tg_set_num_threads(threads);
+    tg_rng rng;
+    tg_rng_seed(&rng, 11);
+    tg_tensor *x = tg_tensor_new(TG_DIMS(R, D)), *dy = tg_tensor_new(TG_DIMS(R, D));
+    tg_tensor *w = tg_tensor_new(TG_DIMS(D)), *b = tg_tensor_new(TG_DIMS(D));
+    tg_tensor_normal_(x, &rng, 3.0f, 2.0f);
+    tg_tensor_normal_(dy, &rng, 0.0f, 1.0f);
+    tg_tensor_uniform_(w, &rng, 0.5f, 1.5f);
+    tg_tensor_uniform_(b, &rng, -1.0f, 1.0f);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(w, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_layer_norm(x, 1, w, b, 1e-5f);
+    assert_non_null(y);
+    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+    out[0] = tg_tensor_clone(y);
+    out[1] = tg_tensor_clone(x->grad);
+    out[2] = tg_tensor_clone(w->grad);
+    out[3] = tg_tensor_clone(b->grad);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_release(x);
+    tg_release(dy);
+    tg_release(w);
+    tg_release(b);
+    tg_set_num_threads(2);
+}
+
+/* The same bits for 1 and 2 threads (the parameter gradients are sums over rows). Also checks
+ * every row of y has mean 0 and variance 1 before the affine map, i.e. (y - b) / w. */
+static void test_layer_norm_threads(void **state)
+{
+    (void)state;
+    const int64_t R = 1000, D = 96;
+    tg_tensor *one[4], *two[4];
+    layer_norm_run(1, R, D, one);
+    layer_norm_run(2, R, D, two);
+    static const char *const what[4] = {"y", "dx", "dweight", "dbias"};
+    for (int i = 0; i < 4; i++) {
+        if (memcmp(one[i]->data, two[i]->data, sizeof(float) * (size_t)one[i]->numel) != 0)
+            fail_msg("layer_norm %s differs between 1 and 2 threads", what[i]);
+        tg_release(one[i]);
+        tg_release(two[i]);
+    }
+}
+
+static void test_layer_norm_errors(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_ones(TG_DIMS(2, 3, 4)), *w4 = tg_tensor_ones(TG_DIMS(4));
+    tg_tensor *w3 = tg_tensor_ones(TG_DIMS(3)), *w34 = tg_tensor_ones(TG_DIMS(3, 4));
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+
+    assert_null(tg_layer_norm(x, 0, TG_NONE, TG_NONE, 1e-5f));
+    assert_int_equal(tg_last_status(), TG_ERR_ARG);
+    assert_error_contains("tg_layer_norm: ndim_norm = 0 is out of range for x [2, 3, 4]: it "
+                          "normalises the last 1 .. 3 axes");
+    assert_null(tg_layer_norm(x, 4, TG_NONE, TG_NONE, 1e-5f));
+    assert_error_contains("ndim_norm = 4 is out of range");
+    assert_null(tg_layer_norm(x, 1, w3, TG_NONE, 1e-5f));
+    assert_int_equal(tg_last_status(), TG_ERR_SHAPE);
+    assert_error_contains("tg_layer_norm: weight [3] must have the normalised shape [4] (the "
+                          "last 1 axes of x [2, 3, 4])");
+    assert_null(tg_layer_norm(x, 2, w34, w4, 1e-5f));
+    assert_error_contains("tg_layer_norm: bias [4] must have the normalised shape [3, 4]");
+    assert_null(tg_layer_norm(x, 1, w4, w4, -1e-3f));
+    assert_error_contains("tg_layer_norm: eps = -0.001 must be finite and >= 0");
+    assert_null(tg_layer_norm(x, 1, w4, w4, NAN));
+    assert_error_contains("must be finite");
+
+    /* NULL: a failed call's result keeps its error; with none pending, says what to pass. */
+    tg_clear_error();
+    assert_null(tg_layer_norm(x, 1, tg_reshape(w4, TG_DIMS(3)), TG_NONE, 1e-5f));
+    assert_error_contains("tg_reshape");
+    tg_clear_error();
+    assert_null(tg_layer_norm(x, 1, w4, tg_reshape(w4, TG_DIMS(5)), 1e-5f));
+    assert_error_contains("tg_reshape");
+    tg_clear_error();
+    assert_null(tg_layer_norm(x, 1, TG_NONE, NULL, 1e-5f));
+    assert_int_equal(tg_last_status(), TG_ERR_ARG);
+    assert_error_contains("tg_layer_norm: bias is NULL (pass TG_NONE for none)");
+    /* x itself may not be TG_NONE. */
+    assert_null(tg_layer_norm(TG_NONE, 1, TG_NONE, TG_NONE, 1e-5f));
+    assert_error_contains("TG_NONE");
+
+    /* Constant rows: variance 0, y = bias (finite thanks to eps), dx finite. */
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor *y = tg_layer_norm(x, 2, w34, w34, 1e-5f);
+    assert_non_null(y);
+    for (int64_t i = 0; i < y->numel; i++)
+        assert_close(y->data[i], 1.0, 0);
+    assert_int_equal(tg_backward(tg_sum(tg_mul(y, y))), TG_OK);
+    for (int64_t i = 0; i < x->numel; i++)
+        assert_true(isfinite(x->grad->data[i]));
+
+    tg_tape_end(tape);
+    tg_release(x);
+    tg_release(w3);
+    tg_release(w4);
+    tg_release(w34);
+}
+
+/* Empty inputs: no rows (the parameter gradients are sums of nothing: 0), or empty rows. */
+static void test_layer_norm_empty(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_zeros(TG_DIMS(0, 5)), *w = tg_tensor_ones(TG_DIMS(5));
+    tg_tensor *xe = tg_tensor_zeros(TG_DIMS(3, 0));
+    /* 2^40 rows of nothing, 2^40-value rows and none of them: no statistics to keep. */
+    tg_tensor *xr = tg_tensor_zeros(TG_DIMS((int64_t)1 << 40, 0));
+    tg_tensor *xd = tg_tensor_zeros(TG_DIMS(0, (int64_t)1 << 40));
+    assert_true(xr && xd);
+    tg_tensor_set_requires_grad(xr, true);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(w, true);
+    tg_tensor_set_requires_grad(xe, true);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_layer_norm(x, 1, w, w, 1e-5f);
+    tg_tensor *ye = tg_layer_norm(xe, 1, TG_NONE, TG_NONE, 1e-5f);
+    tg_tensor *yr = tg_layer_norm(xr, 1, TG_NONE, TG_NONE, 1e-5f);
+    tg_tensor *yd = tg_layer_norm(xd, 1, TG_NONE, TG_NONE, 1e-5f);
+    if (!y || !ye || !yr || !yd)
+        fail_msg("%s", tg_last_error());
+    assert_int_equal(yr->shape[0], (int64_t)1 << 40);
+    assert_int_equal(tg_backward(tg_add(tg_sum(y), tg_sum(ye))), TG_OK);
+    assert_int_equal(tg_backward(tg_sum(yr)), TG_OK);
+    for (int i = 0; i < 5; i++)
+        assert_true(w->grad->data[i] == 0.0f);
+    tg_tape_end(tape);
+    tg_release(x);
+    tg_release(w);
+    tg_release(xe);
+    tg_release(xr);
+    tg_release(xd);
+}
+
+/* LayerNorm: PyTorch's parameter names and initial values, the op's result, the shape check
+ * of its forward, and argument errors. */
+static void test_layer_norm_module(void **state)
+{
+    (void)state;
+    const ln_golden *g = &ln_goldens[1]; /* [3, 4, 6] over the last two axes */
+    tg_module *m = tg_nn_layer_norm(2, g->shape + 1, NORM_GOLDEN_EPS, true);
+    assert_non_null(m);
+    assert_string_equal(tg_module_type(m), "LayerNorm");
+    tg_tensor *w = tg_module_param(m, "weight"), *b = tg_module_param(m, "bias");
+    assert_non_null(w);
+    assert_non_null(b);
+    assert_int_equal(w->ndim, 2);
+    assert_int_equal(w->shape[0], 4);
+    assert_int_equal(w->shape[1], 6);
+    for (int64_t i = 0; i < w->numel; i++)
+        assert_true(w->data[i] == 1.0f && b->data[i] == 0.0f);
+    memcpy(w->data, g->w, sizeof(float) * (size_t)w->numel);
+    memcpy(b->data, g->b, sizeof(float) * (size_t)b->numel);
+    tg_tensor *x = test_tensor_of(g->ndim, g->shape, g->x, true);
+    tg_tensor *dy = test_tensor_of(g->ndim, g->shape, g->dy, false);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_module_forward(m, x);
+    if (!y)
+        fail_msg("%s", tg_last_error());
+    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+    assert_golden("LayerNorm y", y->data, g->y, y->numel);
+    assert_golden("LayerNorm dweight", w->grad->data, g->dw, w->numel);
+    assert_golden("LayerNorm dbias", b->grad->data, g->db, b->numel);
+
+    /* The normalised shape is checked even without affine parameters. */
+    tg_module *plain = tg_nn_layer_norm(TG_DIMS(5), 1e-5f, false);
+    assert_non_null(plain);
+    assert_false(tg_module_has_param(plain, "weight"));
+    assert_null(tg_module_forward(plain, x));
+    assert_int_equal(tg_last_status(), TG_ERR_SHAPE);
+    assert_error_contains("LayerNorm \"\" over [5] got x [3, 4, 6]; its last 1 axes must be "
+                          "[5]");
+    tg_tape_end(tape);
+
+    assert_null(tg_nn_layer_norm(0, (const int64_t[]){5}, 1e-5f, true));
+    assert_error_contains("tg_nn_layer_norm: ndim 0");
+    assert_null(tg_nn_layer_norm(1, NULL, 1e-5f, true));
+    assert_error_contains("with a NULL shape");
+    assert_null(tg_nn_layer_norm(TG_DIMS(3, 0), 1e-5f, true));
+    assert_error_contains("tg_nn_layer_norm: shape [3, 0]: every size must be at least 1");
+    assert_null(tg_nn_layer_norm(TG_DIMS(3), -1.0f, true));
+    assert_error_contains("tg_nn_layer_norm: eps = -1 must be finite and >= 0");
+
+    tg_module_free(m);
+    tg_module_free(plain);
+    tg_release(x);
+    tg_release(dy);
+}
+
 int main(void)
 {
     tg_set_num_threads(2);
@@ -416,7 +699,10 @@ int main(void)
         TG_TEST(test_batch_norm_errors),       TG_TEST(test_softmax_golden),
         TG_TEST(test_softmax_stable),          TG_TEST(test_softmax_axis_error),
         TG_TEST(test_dropout_statistics),      TG_TEST(test_dropout_identity),
-        TG_TEST(test_dropout_errors),
+        TG_TEST(test_dropout_errors),          TG_TEST(test_batch_norm_null_keeps_error),
+        TG_TEST(test_layer_norm_golden),       TG_TEST(test_layer_norm_threads),
+        TG_TEST(test_layer_norm_errors),       TG_TEST(test_layer_norm_empty),
+        TG_TEST(test_layer_norm_module),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,7 @@
 #include "nn.h"
 #include "optim.h"
 
+#include "golden/clip_golden.h"
 #include "golden/optim_golden.h"
 
 #include <stdio.h>
@@ -675,7 +676,7 @@ static void train_xor(which_optim which, int iters, float *first, float *last)
     tg_tensor *t = tg_tensor_from_data(TG_DIMS(4, 1), (const float[]){0, 1, 1, 0});
     for (int it = 0; it < iters; it++) {
         tg_tape *tape = tg_tape_begin(TG_GRAD);
-        tg_tensor *loss = tg_mse(tg_module_forward(net, x), t);
+        tg_tensor *loss = tg_mse(tg_module_forward(net, x), t, TG_REDUCE_MEAN);
         if (tg_backward(loss) != TG_OK)
             fail_msg("%s", tg_last_error());
         if (it == 0)
@@ -704,6 +705,191 @@ static void test_mlp_learns_xor(void **state)
     }
 }
 
+/* Three parameters as in gen_clip.py: a [7] and b [2, 3] with its gradients, c [4] without. */
+static void clip_params(tg_tensor *ps[3])
+{
+    static const float zeros[7];
+    ps[0] = param(TG_DIMS(7), zeros);
+    ps[1] = param(TG_DIMS(2, 3), zeros);
+    ps[2] = param(TG_DIMS(4), zeros);
+    tg_tensor *ga = tg_tensor_from_data(TG_DIMS(7), clip_grad_a);
+    tg_tensor *gb = tg_tensor_from_data(TG_DIMS(2, 3), clip_grad_b);
+    assert_int_equal(tg_tensor_set_grad(ps[0], ga), TG_OK);
+    assert_int_equal(tg_tensor_set_grad(ps[1], gb), TG_OK);
+    tg_release(ga);
+    tg_release(gb);
+}
+
+static void release_all(tg_tensor **ps, int n)
+{
+    for (int i = 0; i < n; i++)
+        tg_release(ps[i]);
+}
+
+/* clip_grad_norm_ (2-, 1-, inf- and 3-norm, clipped or not, max_norm 0) and clip_grad_value_
+ * give torch.nn.utils' total norm and gradients; a parameter without a gradient is skipped. */
+static void test_clip_golden(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < sizeof clip_golden_cases / sizeof clip_golden_cases[0]; k++) {
+        const clip_golden_case *c = &clip_golden_cases[k];
+        tg_tensor *ps[3];
+        clip_params(ps);
+        if (c->max_norm >= 0.0f) {
+            float total = -1.0f;
+            assert_int_equal(tg_clip_grad_norm_(ps, 3, c->max_norm, c->norm_type, &total), TG_OK);
+            assert_values(c->name, 0, &total, &c->total_norm, 1);
+        } else {
+            assert_int_equal(tg_clip_grad_value_(ps, 3, c->clip_value), TG_OK);
+        }
+        assert_values(c->name, 0, tg_tensor_grad(ps[0])->data, c->a, 7);
+        assert_values(c->name, 0, tg_tensor_grad(ps[1])->data, c->b, 6);
+        assert_null(tg_tensor_grad(ps[2]));
+        release_all(ps, 3);
+    }
+}
+
+/* Bad arguments and non-finite totals change nothing; a gradient someone else holds is not
+ * written into; no parameters is a total of 0. */
+static void test_clip_errors(void **state)
+{
+    (void)state;
+    tg_tensor *ps[3];
+    clip_params(ps);
+    float total = -1.0f;
+    assert_int_equal(tg_clip_grad_norm_(ps, 3, -1.0f, 2.0f, &total), TG_ERR_ARG);
+    assert_error_contains("tg_clip_grad_norm_: max_norm -1: need a finite value >= 0");
+    assert_int_equal(tg_clip_grad_norm_(ps, 3, NAN, 2.0f, NULL), TG_ERR_ARG);
+    assert_int_equal(tg_clip_grad_norm_(ps, 3, 1.0f, 0.0f, NULL), TG_ERR_ARG);
+    assert_error_contains("norm_type 0: need p > 0");
+    assert_int_equal(tg_clip_grad_norm_(ps, 3, 1.0f, NAN, NULL), TG_ERR_ARG);
+    assert_int_equal(tg_clip_grad_value_(ps, 3, -0.5f), TG_ERR_ARG);
+    assert_error_contains("tg_clip_grad_value_: clip_value -0.5: need a value >= 0");
+    assert_int_equal(tg_clip_grad_value_(ps, 3, NAN), TG_ERR_ARG);
+    assert_int_equal(tg_clip_grad_norm_(NULL, 2, 1.0f, 2.0f, NULL), TG_ERR_ARG);
+    assert_error_contains("tg_clip_grad_norm_: params is NULL");
+    assert_int_equal(tg_clip_grad_value_(ps, -1, 1.0f), TG_ERR_ARG);
+    tg_clear_error();
+    assert_int_equal(tg_clip_grad_norm_((tg_tensor *[]){ps[0], NULL}, 2, 1.0f, 2.0f, NULL),
+                     TG_ERR_ARG);
+    assert_error_contains("tg_clip_grad_norm_: parameter 1 is NULL");
+    assert_int_equal(tg_clip_grad_value_((tg_tensor *[]){TG_NONE}, 1, 1.0f), TG_ERR_ARG);
+    assert_error_contains("tg_clip_grad_value_: parameter 0 is TG_NONE");
+    assert_values("unchanged", 0, tg_tensor_grad(ps[0])->data, clip_grad_a, 7);
+    /* A non-finite total (Inf and NaN, for the 2-norm and the max) is refused and reported. */
+    for (int k = 0; k < 4; k++) {
+        tg_tensor_grad(ps[1])->data[4] = k % 2 ? NAN : INFINITY;
+        assert_int_equal(tg_clip_grad_norm_(ps, 3, 1.0f, k < 2 ? 2.0f : INFINITY, &total),
+                         TG_ERR_ARG);
+        assert_error_contains("gradients left unchanged");
+        assert_false(isfinite(total));
+        assert_values("unchanged", 0, tg_tensor_grad(ps[0])->data, clip_grad_a, 7);
+    }
+    tg_tensor_grad(ps[1])->data[4] = clip_grad_b[4];
+    /* No parameters: total 0, nothing to do. */
+    assert_int_equal(tg_clip_grad_norm_(NULL, 0, 1.0f, 2.0f, &total), TG_OK);
+    assert_true(total == 0.0f);
+    /* A gradient retained elsewhere keeps its values; the parameter gets a clipped copy. */
+    tg_tensor *held = tg_retain(tg_tensor_grad(ps[0]));
+    assert_int_equal(tg_clip_grad_value_(ps, 3, 0.5f), TG_OK);
+    assert_values("held", 0, held->data, clip_grad_a, 7);
+    assert_ptr_not_equal(tg_tensor_grad(ps[0]), held);
+    assert_true(tg_tensor_grad(ps[0])->data[1] == 0.5f);
+    tg_release(held);
+    held = tg_retain(tg_tensor_grad(ps[1]));
+    float before[6];
+    memcpy(before, held->data, sizeof before);
+    assert_int_equal(tg_clip_grad_norm_(ps, 3, 0.1f, 2.0f, NULL), TG_OK);
+    assert_values("held", 0, held->data, before, 6);
+    assert_true(fabsf(tg_tensor_grad(ps[1])->data[1]) < fabsf(before[1]));
+    tg_release(held);
+    release_all(ps, 3);
+}
+
+/* Optimizers built from a module take its parameters in tg_module_parameters' order and step
+ * as the array versions do; the module clips clip every parameter. */
+static void test_optim_from_module(void **state)
+{
+    (void)state;
+    tg_rng rng;
+    tg_rng_seed(&rng, 11);
+    tg_module *m = TG_NN_SEQUENTIAL(tg_nn_linear(3, 4, true, &rng), tg_nn_relu(),
+                                    tg_nn_linear(4, 2, false, &rng));
+    assert_non_null(m);
+    int64_t n;
+    tg_tensor **ps = tg_module_parameters(m, &n);
+    assert_int_equal(n, 3);
+    tg_optim *opts[3] = {tg_optim_sgd_module(m, 0.1f, 0.9f, 0.0f, 0.0f, false),
+                         tg_optim_adam_module(m, 0.1f, 0.9f, 0.999f, 1e-8f, 0.1f),
+                         tg_optim_adamw_module(m, 0.1f, 0.9f, 0.999f, 1e-8f, 0.01f)};
+    for (int k = 0; k < 3; k++) {
+        assert_non_null(opts[k]);
+        assert_int_equal(tg_optim_num_params(opts[k]), n);
+        for (int64_t i = 0; i < n; i++)
+            assert_ptr_equal(tg_optim_params(opts[k])[i], ps[i]);
+    }
+    /* Adam from the module steps as Adam from the array. */
+    tg_module *copy = TG_NN_SEQUENTIAL(tg_nn_linear(3, 4, true, &rng), tg_nn_relu(),
+                                       tg_nn_linear(4, 2, false, &rng));
+    tg_state_dict *sd = tg_state_dict_new();
+    assert_int_equal(tg_module_state_dict(m, NULL, sd), TG_OK);
+    assert_int_equal(tg_module_load_state_dict(copy, NULL, sd), TG_OK);
+    tg_state_dict_free(sd);
+    int64_t n2;
+    tg_tensor **ps2 = tg_module_parameters(copy, &n2);
+    tg_optim *ref = tg_optim_adam(ps2, n2, 0.1f, 0.9f, 0.999f, 1e-8f, 0.1f);
+    tg_tensor *x = tg_tensor_from_data(TG_DIMS(2, 3), (const float[]){1, -2, 3, 0.5f, 1, -1});
+    for (int step = 0; step < 2; step++) {
+        tg_module *mods[2] = {m, copy};
+        for (int k = 0; k < 2; k++) {
+            tg_tape *tape = tg_tape_begin(TG_GRAD);
+            assert_int_equal(tg_backward(tg_sum(tg_square(tg_module_forward(mods[k], x)))), TG_OK);
+            tg_tape_end(tape);
+        }
+        /* Clipping through the module equals clipping the array. */
+        float t1, t2;
+        assert_int_equal(tg_module_clip_grad_norm_(m, 0.5f, 2.0f, &t1), TG_OK);
+        assert_int_equal(tg_clip_grad_norm_(ps2, n2, 0.5f, 2.0f, &t2), TG_OK);
+        assert_true(t1 == t2);
+        assert_int_equal(tg_module_clip_grad_value_(m, 0.01f), TG_OK);
+        assert_int_equal(tg_clip_grad_value_(tg_optim_params(ref), tg_optim_num_params(ref), 0.01f),
+                         TG_OK);
+        assert_int_equal(tg_optim_step(opts[1]), TG_OK);
+        assert_int_equal(tg_optim_step(ref), TG_OK);
+        tg_optim_zero_grad(opts[1]);
+        tg_optim_zero_grad(ref);
+        for (int64_t i = 0; i < n; i++)
+            assert_values("adam_module", step, ps[i]->data, ps2[i]->data, ps[i]->numel);
+    }
+    tg_release(x);
+    free(ps);
+    free(ps2);
+    tg_optim_free(ref);
+    for (int k = 0; k < 3; k++)
+        tg_optim_free(opts[k]);
+    tg_module_free(copy);
+    /* Errors: no parameters, a NULL module (that keeps an earlier error). */
+    tg_module *relu = tg_nn_relu();
+    assert_null(tg_optim_adam_module(relu, 0.1f, 0.9f, 0.999f, 1e-8f, 0.0f));
+    assert_error_contains("tg_optim_adam_module: the ReLU module has no parameters to optimize");
+    tg_clear_error();
+    assert_null(tg_optim_sgd_module(NULL, 0.1f, 0.0f, 0.0f, 0.0f, false));
+    assert_error_contains("tg_optim_sgd_module: the module is NULL");
+    assert_null(tg_optim_adamw_module(tg_module_child(m, "7"), 0.1f, 0.9f, 0.999f, 1e-8f, 0.0f));
+    assert_error_contains("tg_module_child: Sequential has no child \"7\"");
+    assert_null(tg_optim_adam_module(m, -1.0f, 0.9f, 0.999f, 1e-8f, 0.0f));
+    assert_error_contains("learning rate -1");
+    float total = -1.0f;
+    assert_int_equal(tg_module_clip_grad_norm_(relu, 1.0f, 2.0f, &total), TG_OK);
+    assert_true(total == 0.0f);
+    tg_clear_error();
+    assert_int_equal(tg_module_clip_grad_value_(NULL, 1.0f), TG_ERR_ARG);
+    assert_error_contains("tg_module_clip_grad_value_: the module is NULL");
+    assert_null(tg_optim_params(NULL));
+    tg_module_free(relu);
+    tg_module_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -718,6 +904,9 @@ int main(void)
         TG_TEST(test_adam_eps_errors),
         TG_TEST(test_adam_eps_state_dict),
         TG_TEST(test_mlp_learns_xor),
+        TG_TEST(test_clip_golden),
+        TG_TEST(test_clip_errors),
+        TG_TEST(test_optim_from_module),
     };
     return cmocka_run_group_tests_name("optim", tests, NULL, NULL);
 }

@@ -41,17 +41,17 @@ static void test_conv2d_padding_int_max(void **state)
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     /* Two output channels take the im2col path, one the direct path; both would make an output
      * of (2^32 - 1)^2 positions per channel. */
-    expect_refused(tg_conv2d(x, w2, NULL, 1, INT_MAX, 1), "tg_conv2d", "padding 2147483647");
-    expect_refused(tg_conv2d(x, w1, NULL, 1, INT_MAX, 1), "tg_conv2d", "padding 2147483647");
+    expect_refused(tg_conv2d(x, w2, TG_NONE, 1, INT_MAX, 1), "tg_conv2d", "padding 2147483647");
+    expect_refused(tg_conv2d(x, w1, TG_NONE, 1, INT_MAX, 1), "tg_conv2d", "padding 2147483647");
     /* Dilation INT_MAX with a 2-tap kernel: a span of 2^31 positions. */
     tg_tensor *w22 = iota(TG_DIMS(2, 1, 2, 2));
-    expect_refused(tg_conv2d(x, w22, NULL, 1, 0, INT_MAX), "tg_conv2d", "dilation 2147483647");
+    expect_refused(tg_conv2d(x, w22, TG_NONE, 1, 0, INT_MAX), "tg_conv2d", "dilation 2147483647");
     /* Stride, padding and dilation all INT_MAX: a 3 x 3 output whose centre sees the input (the
      * one output channel's direct path would pad whole planes of 2^32 rows: it gives way to the
      * lowering, which visits the valid positions only). */
     x->data[0] = 5.0f;
     w1->data[0] = 2.0f;
-    tg_tensor *y = tg_conv2d(x, w1, NULL, INT_MAX, INT_MAX, INT_MAX);
+    tg_tensor *y = tg_conv2d(x, w1, TG_NONE, INT_MAX, INT_MAX, INT_MAX);
     if (!y)
         fail_msg("tg_conv2d refused: %s", tg_last_error());
     assert_int_equal(y->numel, 9);
@@ -71,11 +71,11 @@ static void test_conv_transpose2d_stride_int_max(void **state)
     assert_non_null(x);
     assert_non_null(w);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    expect_refused(tg_conv_transpose2d(x, w, NULL, INT_MAX, 0, 0), "tg_conv_transpose2d",
+    expect_refused(tg_conv_transpose2d(x, w, TG_NONE, INT_MAX, 0, 0), "tg_conv_transpose2d",
                    "stride 2147483647");
     /* On a small input the output is refused as too large, not wrapped round. */
     tg_tensor *xs = iota(TG_DIMS(1, 1, 2, 2)), *ws = iota(TG_DIMS(1, 1, 1, 1));
-    expect_refused(tg_conv_transpose2d(xs, ws, NULL, INT_MAX, 0, 0), "", "too many elements");
+    expect_refused(tg_conv_transpose2d(xs, ws, TG_NONE, INT_MAX, 0, 0), "", "too many elements");
     tg_tape_end(tape);
     tg_release(x), tg_release(w), tg_release(xs), tg_release(ws);
 }
@@ -112,15 +112,20 @@ static void test_pool_kernel_int_max(void **state)
     assert_int_equal(tg_tensor_set_requires_grad(x, true), TG_OK);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *mx = tg_max_pool2d(x, INT_MAX, 1, INT_MAX / 2);
-    tg_tensor *av = tg_avg_pool2d(x, INT_MAX, 1, INT_MAX / 2);
+    tg_tensor *av = tg_avg_pool2d(x, INT_MAX, 1, INT_MAX / 2, true);
+    /* Without the padding every window covers the 16 pixels: their mean, 7.5. */
+    tg_tensor *ex = tg_avg_pool2d(x, INT_MAX, 1, INT_MAX / 2, false);
     assert_non_null(mx);
     assert_non_null(av);
+    assert_non_null(ex);
     assert_int_equal(mx->numel, 16);
+    assert_int_equal(ex->numel, 16);
     for (int64_t i = 0; i < 16; i++) {
         assert_float_equal(mx->data[i], 15.0f, 0.0f);
         assert_close(av->data[i] * ((double)INT_MAX * INT_MAX), 120.0, 1e-4);
+        assert_float_equal(ex->data[i], 7.5f, 0.0f);
     }
-    assert_int_equal(tg_backward(tg_add(tg_sum(mx), tg_sum(av))), TG_OK);
+    assert_int_equal(tg_backward(tg_add(tg_add(tg_sum(mx), tg_sum(av)), tg_sum(ex))), TG_OK);
     tg_tape_end(tape);
     tg_release(x);
 }
@@ -133,7 +138,8 @@ static void test_pool_padding_int_max(void **state)
     tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
     expect_refused(tg_max_pool2d(x, INT_MAX - 1, INT_MAX, INT_MAX), "tg_max_pool2d",
                    "padding 2147483647");
-    expect_refused(tg_avg_pool2d(x, 2, INT_MAX, INT_MAX), "tg_avg_pool2d", "padding 2147483647");
+    expect_refused(tg_avg_pool2d(x, 2, INT_MAX, INT_MAX, false), "tg_avg_pool2d",
+                   "padding 2147483647");
     tg_tape_end(tape);
     tg_release(x);
 }
@@ -150,7 +156,7 @@ static void test_max_pool_empty_batch_huge_plane(void **state)
     assert_non_null(x);
     tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
     expect_refused(tg_max_pool2d(x, 2, 2, 0), "tg_max_pool2d", "int32 argmax");
-    tg_tensor *y = tg_avg_pool2d(x, 2, 2, 0);
+    tg_tensor *y = tg_avg_pool2d(x, 2, 2, 0, true);
     assert_non_null(y);
     assert_int_equal(y->shape[2], (int64_t)1 << 29);
     tg_tape_end(tape);
@@ -328,8 +334,8 @@ static void test_norm_and_softmax_empty(void **state)
     assert_int_equal(tg_tensor_set_requires_grad(w, true), TG_OK);
     assert_int_equal(tg_tensor_set_requires_grad(xs, true), TG_OK);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y0 = tg_batch_norm(x0, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f);
-    tg_tensor *ye = tg_batch_norm(xe, w, NULL, rm, rv, false, 0.1f, 1e-5f);
+    tg_tensor *y0 = tg_batch_norm(x0, TG_NONE, TG_NONE, TG_NONE, TG_NONE, true, 0.1f, 1e-5f);
+    tg_tensor *ye = tg_batch_norm(xe, w, TG_NONE, rm, rv, false, 0.1f, 1e-5f);
     tg_tensor *ys = tg_softmax(xs, 1), *yl = tg_log_softmax(xs, 1);
     if (!y0 || !ye || !ys || !yl)
         fail_msg("refused: %s", tg_last_error());
@@ -369,7 +375,7 @@ static void test_conv2d_huge_padding_and_dilation(void **state)
     tg_tensor *x = iota(TG_DIMS(2, 3, 3, 3)), *w = iota(TG_DIMS(3, 3, 3, 3));
     assert_int_equal(tg_tensor_set_requires_grad(x, true), TG_OK);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y = tg_conv2d(x, w, NULL, 1, 1000, 1000);
+    tg_tensor *y = tg_conv2d(x, w, TG_NONE, 1, 1000, 1000);
     if (!y)
         fail_msg("refused: %s", tg_last_error());
     int64_t want[4] = {2, 3, 3, 3};

@@ -7,7 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-typedef enum { OP_MAX_POOL, OP_AVG_POOL, OP_UPSAMPLE } op_kind;
+/* OP_AVG_POOL_EXCL: avg pool with count_include_pad = false. */
+typedef enum { OP_MAX_POOL, OP_AVG_POOL, OP_AVG_POOL_EXCL, OP_UPSAMPLE } op_kind;
 
 /* One op application: pools use (kernel, stride, padding), upsample uses (scale, mode). */
 typedef struct {
@@ -19,7 +20,8 @@ static tg_tensor *run_op(op_spec s, tg_tensor *x)
 {
     switch (s.kind) {
     case OP_MAX_POOL: return tg_max_pool2d(x, s.a, s.b, s.c);
-    case OP_AVG_POOL: return tg_avg_pool2d(x, s.a, s.b, s.c);
+    case OP_AVG_POOL: return tg_avg_pool2d(x, s.a, s.b, s.c, true);
+    case OP_AVG_POOL_EXCL: return tg_avg_pool2d(x, s.a, s.b, s.c, false);
     case OP_UPSAMPLE: return tg_upsample(x, s.a, (tg_upsample_mode)s.b);
     }
     return NULL;
@@ -101,7 +103,11 @@ static const golden_case goldens[] = {
      UP3_X,
      GOLDEN(half_pixel_x3),
      {1, 1, 9, 12}},
+    {"avg_k3s2p1_excl", {OP_AVG_POOL_EXCL, 3, 2, 1}, POOL_X, GOLDEN(avg_k3s2p1_excl), {2, 3, 4, 3}},
+    {"avg_k2s1p1_excl", {OP_AVG_POOL_EXCL, 2, 1, 1}, POOL_X, GOLDEN(avg_k2s1p1_excl), {2, 3, 8, 7}},
 };
+/* The upsampling goldens are entries 3 to 7, count_include_pad = false's the two after. */
+#define GOLDEN_UPSAMPLE_END 8
 
 static void check_golden(const golden_case *g)
 {
@@ -138,10 +144,18 @@ static void test_golden_avg_pool(void **state)
     check_golden(&goldens[2]);
 }
 
+/* count_include_pad = false (PaddlePaddle's exclusive), windows overlapping the padding. */
+static void test_golden_avg_pool_exclude_pad(void **state)
+{
+    (void)state;
+    check_golden(&goldens[GOLDEN_UPSAMPLE_END]);
+    check_golden(&goldens[GOLDEN_UPSAMPLE_END + 1]);
+}
+
 static void test_golden_upsample(void **state)
 {
     (void)state;
-    for (size_t i = 3; i < sizeof goldens / sizeof goldens[0]; i++)
+    for (size_t i = 3; i < GOLDEN_UPSAMPLE_END; i++)
         check_golden(&goldens[i]);
 }
 
@@ -247,6 +261,29 @@ static void test_avg_pool_counts_padding(void **state)
                 (const int64_t[]){1, 1, 2, 2}, y, dy, dx, 1e-6f);
 }
 
+/* count_include_pad = false: windows divide by the real pixels they cover. Every 3x3 window
+ * over the 2x2 input padded by 1 covers its four pixels, so each output is their mean, 2.5
+ * (10/9 with the padding counted, above), and each pixel gets dy / 4 from every window. */
+static void test_avg_pool_excludes_padding(void **state)
+{
+    (void)state;
+    const float x[4] = {1, 2, 3, 4};
+    const float y[4] = {2.5f, 2.5f, 2.5f, 2.5f};
+    const float dy[4] = {4, 8, 12, 16};
+    const float dx[4] = {10, 10, 10, 10};
+    check_small((op_spec){OP_AVG_POOL_EXCL, 3, 1, 1}, (const int64_t[]){1, 1, 2, 2}, x,
+                (const int64_t[]){1, 1, 2, 2}, y, dy, dx, 1e-6f);
+    /* Kernel 2, stride 1, padding 1 on a 1x3 row: the windows cover 1, 2, 2 and 1 pixels, in
+     * each of the two output rows: y = [1, 1.5, 2.5, 3] twice. With dy = 1, x[0] gets
+     * 1 + 1/2 per row, x[1] 1/2 + 1/2, x[2] 1/2 + 1. */
+    const float r[3] = {1, 2, 3};
+    const float ry[8] = {1, 1.5f, 2.5f, 3, 1, 1.5f, 2.5f, 3};
+    const float rdy[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    const float rdx[3] = {3, 2, 3};
+    check_small((op_spec){OP_AVG_POOL_EXCL, 2, 1, 1}, (const int64_t[]){1, 1, 1, 3}, r,
+                (const int64_t[]){1, 1, 2, 4}, ry, rdy, rdx, 1e-6f);
+}
+
 /* Aligned corners, 2x2 -> 4x4: source positions are o/3, so a ramp x[h,w] = 2h + w becomes
  * y[oh,ow] = (2 oh + ow) / 3, and the corners are copied exactly. */
 static void test_bilinear_aligned_thirds(void **state)
@@ -309,10 +346,11 @@ static void test_upsample_scale_one(void **state)
 static void test_backward_accumulates(void **state)
 {
     (void)state;
-    const op_spec ops[3] = {{OP_MAX_POOL, 2, 2, 0},
+    const op_spec ops[4] = {{OP_MAX_POOL, 2, 2, 0},
                             {OP_AVG_POOL, 3, 2, 1},
+                            {OP_AVG_POOL_EXCL, 3, 2, 1},
                             {OP_UPSAMPLE, 2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL, 0}};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         tg_tensor *x = leaf4((const int64_t[]){2, 3, 7, 6}, golden_pool_x);
         tg_tape *tape = tg_tape_begin(TG_GRAD);
         tg_tensor *y = run_op(ops[k], x);
@@ -389,7 +427,7 @@ static void test_null_input_keeps_error(void **state)
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *x = tg_tensor_zeros(TG_DIMS(1, 1, 2, 2));
     tg_tensor *y = tg_upsample(tg_max_pool2d(x, 5, 1, 0), 2, TG_UPSAMPLE_NEAREST);
-    assert_null(tg_avg_pool2d(y, 2, 2, 0));
+    assert_null(tg_avg_pool2d(y, 2, 2, 0, true));
     assert_error_contains("tg_max_pool2d:");
     tg_tape_end(tape);
     tg_release(x);
@@ -429,6 +467,7 @@ static void test_threads_agree(void **state)
     const op_spec ops[] = {{OP_MAX_POOL, 2, 2, 0},
                            {OP_MAX_POOL, 3, 1, 1},
                            {OP_AVG_POOL, 3, 2, 1},
+                           {OP_AVG_POOL_EXCL, 3, 2, 1},
                            {OP_UPSAMPLE, 2, TG_UPSAMPLE_NEAREST, 0},
                            {OP_UPSAMPLE, 2, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS, 0},
                            {OP_UPSAMPLE, 2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL, 0}};
@@ -461,6 +500,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TG_TEST(test_golden_max_pool),
         TG_TEST(test_golden_avg_pool),
+        TG_TEST(test_golden_avg_pool_exclude_pad),
         TG_TEST(test_golden_upsample),
         TG_TEST(test_max_pool_4x4),
         TG_TEST(test_max_pool_padding_is_minus_inf),
@@ -468,6 +508,7 @@ int main(void)
         TG_TEST(test_max_pool_propagates_nan),
         TG_TEST(test_avg_pool_4x4),
         TG_TEST(test_avg_pool_counts_padding),
+        TG_TEST(test_avg_pool_excludes_padding),
         TG_TEST(test_bilinear_aligned_thirds),
         TG_TEST(test_bilinear_half_pixel_edges),
         TG_TEST(test_nearest_x2),

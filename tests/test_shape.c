@@ -462,6 +462,108 @@ static void test_concat_values(void **state)
     tg_release(d);
 }
 
+/* tg_stack: the new axis at each position, negative axes, one input. */
+static void test_stack_values(void **state)
+{
+    (void)state;
+    tg_tensor *a = tg_tensor_from_data(TG_DIMS(2, 2), (const float[]){1, 2, 3, 4});
+    tg_tensor *b = tg_tensor_from_data(TG_DIMS(2, 2), (const float[]){5, 6, 7, 8});
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    tg_tensor *ab[2] = {a, b};
+    tg_tensor *s0 = tg_stack(ab, 2, 0);
+    expect_shape(s0, TG_DIMS(2, 2, 2));
+    expect_values(s0, (const float[]){1, 2, 3, 4, 5, 6, 7, 8}, 8);
+    tg_tensor *s1 = tg_stack(ab, 2, 1);
+    expect_shape(s1, TG_DIMS(2, 2, 2));
+    expect_values(s1, (const float[]){1, 2, 5, 6, 3, 4, 7, 8}, 8);
+    tg_tensor *s2 = tg_stack(ab, 2, 2);
+    expect_shape(s2, TG_DIMS(2, 2, 2));
+    expect_values(s2, (const float[]){1, 5, 2, 6, 3, 7, 4, 8}, 8);
+    expect_values(tg_stack(ab, 2, -1), s2->data, 8);
+    expect_values(tg_stack(ab, 2, -3), s0->data, 8);
+    tg_tensor *one = tg_stack(&a, 1, 1);
+    expect_shape(one, TG_DIMS(2, 1, 2));
+    expect_values(one, a->data, 4);
+    /* 0-d inputs stack into a vector. */
+    tg_tensor *sc[3] = {tg_scalar(1.5f), tg_scalar(-2), tg_scalar(4)};
+    tg_tensor *v = tg_stack(sc, 3, 0);
+    expect_shape(v, TG_DIMS(3));
+    expect_values(v, (const float[]){1.5f, -2, 4}, 3);
+    tg_tape_end(tape);
+    tg_release(a);
+    tg_release(b);
+}
+
+/* 100 inputs, more than a node holds (a tree of concats inside): the values land in order and
+ * each input gets exactly its slice of the output gradient, for concat along a middle axis and
+ * for stack along the last. */
+static void test_concat_stack_many(void **state)
+{
+    (void)state;
+    enum { N = 100 };
+    tg_tensor *x[N];
+    tg_rng rng;
+    tg_rng_seed(&rng, 7);
+    for (int j = 0; j < N; j++) {
+        /* Input j is [2, 1 + j % 3, 3]: sizes along the joined axis differ. */
+        x[j] = tg_tensor_new(TG_DIMS(2, 1 + j % 3, 3));
+        tg_tensor_uniform_(x[j], &rng, -1.0f, 1.0f);
+        tg_tensor_set_requires_grad(x[j], true);
+    }
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_concat(x, N, 1);
+    assert_non_null(y);
+    int64_t total = 0;
+    for (int j = 0; j < N; j++)
+        total += x[j]->shape[1];
+    expect_shape(y, TG_DIMS(2, total, 3));
+    tg_tensor *r = tg_tensor_new(y->ndim, y->shape);
+    for (int64_t i = 0; i < r->numel; i++)
+        r->data[i] = (float)i;
+    assert_int_equal(tg_backward_grad(y, r), TG_OK);
+    int64_t off = 0;
+    for (int j = 0; j < N; j++) {
+        const int64_t len = x[j]->shape[1];
+        for (int64_t o = 0; o < 2; o++)
+            for (int64_t k = 0; k < len * 3; k++) {
+                const int64_t at = o * total * 3 + off * 3 + k;
+                if (y->data[at] != x[j]->data[o * len * 3 + k] ||
+                    x[j]->grad->data[o * len * 3 + k] != (float)at)
+                    fail_msg("input %d, row %lld, element %lld misplaced", j, (long long)o,
+                             (long long)k);
+            }
+        off += len;
+    }
+    tg_release(r);
+    tg_tape_end(tape);
+
+    /* stack of 100 [2, 3] tensors along a new last axis: out[i, k, j] = x_j[i, k]. */
+    tg_tensor *s[N];
+    for (int j = 0; j < N; j++) {
+        s[j] = tg_tensor_new(TG_DIMS(2, 3));
+        for (int64_t e = 0; e < 6; e++)
+            s[j]->data[e] = (float)(1000 * j + e);
+        tg_tensor_set_requires_grad(s[j], true);
+    }
+    tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *st = tg_stack(s, N, -1);
+    expect_shape(st, TG_DIMS(2, 3, N));
+    r = tg_tensor_new(st->ndim, st->shape);
+    for (int64_t i = 0; i < r->numel; i++)
+        r->data[i] = (float)i;
+    assert_int_equal(tg_backward_grad(st, r), TG_OK);
+    for (int j = 0; j < N; j++)
+        for (int64_t e = 0; e < 6; e++)
+            if (st->data[e * N + j] != s[j]->data[e] || s[j]->grad->data[e] != (float)(e * N + j))
+                fail_msg("stacked input %d element %lld misplaced", j, (long long)e);
+    tg_release(r);
+    tg_tape_end(tape);
+    for (int j = 0; j < N; j++) {
+        tg_release(x[j]);
+        tg_release(s[j]);
+    }
+}
+
 static void test_slice_values(void **state)
 {
     (void)state;
@@ -550,18 +652,46 @@ static void test_error_messages(void **state)
                  "tg_concat: axis 2 is out of range for input 0 [2, 3]");
     expect_error(tg_concat(NULL, 2, 0), TG_ERR_ARG, "tg_concat: xs is NULL");
     expect_error(tg_concat((tg_tensor *[]){x}, 0, 0), TG_ERR_ARG,
-                 "tg_concat: 0 inputs; it takes 1 to 16");
-    tg_tensor *many[17];
-    for (int i = 0; i < 17; i++)
+                 "tg_concat: n must be at least 1 (no tensors to join)");
+    expect_error(tg_concat((tg_tensor *[]){x}, -1, 0), TG_ERR_ARG, "tg_concat: n must be");
+    /* More inputs than a node holds: errors still number the inputs as the caller does. */
+    tg_tensor *many[40];
+    for (int i = 0; i < 40; i++)
         many[i] = x;
-    expect_error(tg_concat(many, 17, 0), TG_ERR_ARG, "tg_concat: 17 inputs; it takes 1 to 16");
     expect_shape(tg_concat(many, 16, 0), TG_DIMS(32, 3));
+    expect_shape(tg_concat(many, 17, 0), TG_DIMS(34, 3));
+    many[33] = w;
+    expect_error(tg_concat(many, 40, 0), TG_ERR_SHAPE,
+                 "tg_concat: input 33 [2, 4] does not match input 0 [2, 3] outside axis 0");
+    many[33] = TG_NONE;
+    expect_error(tg_concat(many, 40, 1), TG_ERR_ARG, "tg_concat: input 33 is TG_NONE");
+    many[33] = NULL;
+    expect_error(tg_concat(many, 40, 1), TG_ERR_ARG, "tg_concat: input 33 is NULL");
+    expect_error(tg_concat(many, 20, 2), TG_ERR_ARG,
+                 "tg_concat: axis 2 is out of range for input 0 [2, 3]");
+    expect_error(tg_stack(NULL, 2, 0), TG_ERR_ARG, "tg_stack: xs is NULL");
+    expect_error(tg_stack(many, 0, 0), TG_ERR_ARG, "tg_stack: n must be at least 1");
+    expect_error(tg_stack(many, 40, 0), TG_ERR_ARG, "tg_stack: input 33 is NULL");
+    expect_error(tg_stack((tg_tensor *[]){x, x, w}, 3, 1), TG_ERR_SHAPE,
+                 "tg_stack: input 2 [2, 4] differs from input 0 [2, 3]");
+    expect_error(tg_stack((tg_tensor *[]){x, x}, 2, 3), TG_ERR_ARG,
+                 "tg_stack: axis 3 is out of range for inputs [2, 3] (0 to 2, or negative from "
+                 "the end)");
+    expect_error(tg_stack((tg_tensor *[]){x, x}, 2, -4), TG_ERR_ARG, "tg_stack: axis -4");
+    tg_tensor *six = tg_zeros(TG_DIMS(1, 1, 1, 1, 1, 2));
+    expect_error(tg_stack((tg_tensor *[]){six, six}, 2, 0), TG_ERR_ARG,
+                 "tg_stack: axis 0: inputs [1, 1, 1, 1, 1, 2] already have the most axes a "
+                 "tensor may have (6)");
 
     /* A NULL from a failed op keeps the first error. */
     tg_clear_error();
     tg_tensor *bad = tg_reshape(x, TG_DIMS(5, -1));
     assert_null(tg_transpose(tg_sum_axis(tg_slice(bad, 0, 0, 1, 1), 0, false), 0, 1));
     assert_null(tg_concat((tg_tensor *[]){x, bad}, 2, 0));
+    assert_null(tg_stack((tg_tensor *[]){x, bad}, 2, 0));
+    for (int i = 0; i < 40; i++)
+        many[i] = i == 20 ? bad : x;
+    assert_null(tg_concat(many, 40, 0));
     assert_null(tg_sum(bad));
     assert_error_contains("tg_reshape: cannot view [2, 3] (6 elements) as [5, -1]");
     tg_tape_end(tape);
@@ -591,6 +721,8 @@ int main(void)
         TG_TEST(test_permute_values_and_inverse),
         TG_TEST(test_transpose_large),
         TG_TEST(test_concat_values),
+        TG_TEST(test_stack_values),
+        TG_TEST(test_concat_stack_many),
         TG_TEST(test_slice_values),
         TG_TEST(test_concat_slice_round_trip),
         TG_TEST(test_error_messages),

@@ -321,7 +321,8 @@ static tg_status train_epoch(clf_model *m, tg_optim *opt, tg_loader *loader, dou
             return st;
         tg_tape *tape = tg_tape_begin(TG_GRAD);
         if (tape) {
-            tg_tensor *loss = tg_cross_entropy(clf_forward(m, x), y);
+            /* The loader gives labels as floats; tg_labels makes them the index it takes. */
+            tg_tensor *loss = tg_cross_entropy(clf_forward(m, x), tg_labels(y), TG_REDUCE_MEAN);
             st = tg_backward(loss); /* one check covers the whole chain */
             if (st == TG_OK) {
                 sum += tg_tensor_item(loss);

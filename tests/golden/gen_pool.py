@@ -33,6 +33,11 @@ CASES = [
      lambda x: F.interpolate(x, scale_factor=3, mode="bilinear", align_corners=True)),
     ("half_pixel_x3", "up3_x",
      lambda x: F.interpolate(x, scale_factor=3, mode="bilinear", align_corners=False)),
+    # Appended last, so the values above stay what they were. count_include_pad=False
+    # (PaddlePaddle's exclusive=True): windows overlapping the padding divide by their real
+    # pixels; k2s1p1 has windows over the padding on every side, k3s2p1 on the top and left.
+    ("avg_k3s2p1_excl", "pool_x", lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)),
+    ("avg_k2s1p1_excl", "pool_x", lambda x: F.avg_pool2d(x, 2, 1, 1, count_include_pad=False)),
 ]
 
 

@@ -132,7 +132,7 @@ static tg_tensor *d_loss(gan_state *s, tg_tensor *x, float label)
 {
     tg_tensor *logits = tg_module_forward(s->D, x);
     tg_tensor *target = logits ? tg_tensor_full(logits->ndim, logits->shape, label) : NULL;
-    tg_tensor *loss = tg_bce_with_logits(logits, target);
+    tg_tensor *loss = tg_bce_with_logits(logits, target, TG_REDUCE_MEAN);
     tg_release(target);
     return loss;
 }
@@ -262,13 +262,10 @@ static tg_status pending_grads_load(tg_module *m, const char *prefix, const tg_s
     }
     for (int64_t i = 0; i < n && st == TG_OK; i++) {
         const tg_tensor *g = tg_state_dict_get(sd, names[i]);
-        tg_tensor *copy = g ? tg_tensor_clone(g) : NULL;
-        if (g && !copy) {
-            st = tg_last_status();
-            break;
-        }
-        tg_tensor_zero_grad(p[i]);
-        p[i]->grad = copy;
+        if (g)
+            st = tg_tensor_set_grad(p[i], g); /* shape checked above */
+        else
+            tg_tensor_zero_grad(p[i]);
     }
     free(p);
     free(names);
