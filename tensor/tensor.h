@@ -1,13 +1,17 @@
 /* tapegrad — tensors, storage, errors, RNG and threads (the bottom layer).
  *
  * Ownership (the whole list, see docs/guide.md):
- *  1. tg_tensor_* creation functions (*_new, *_empty, *_zeros, *_ones, *_full, *_from_data,
- *     *_arange, *_clone, *_load) and tg_retain give you one reference; end it with one
- *     tg_release.
- *  2. Everything computed inside a tape is owned by the innermost open tape (autograd.h).
+ *  1. tg_tensor_* creation functions (*_new, *_zeros, *_ones, *_full, *_from_data, *_arange,
+ *     *_clone, *_load), tg_index_new, tg_index_from_tensor and tg_retain give you one
+ *     reference; end it with one tg_release (tg_index_release).
+ *  2. Everything computed inside a tape, and what the bare creation functions (tg_zeros,
+ *     tg_randn, tg_indices, ... in autograd.h) make, is owned by the innermost open tape;
+ *     releasing the tape's reference is refused.
  *  3. Arguments are borrowed; whatever stores a pointer retains it.
  *  4. Graph edges point backwards only; no cycles.
- *  5. A leaf's grad lives until zeroed or until the leaf is freed. */
+ *  5. A leaf's grad lives until zeroed or until the leaf is freed.
+ *  6. The functions that put a tensor or module into a module (tg_module_add_*,
+ *     tg_nn_sequential*, nn.h) take ownership of it, even when they fail. */
 #ifndef TAPEGRAD_TENSOR_H
 #define TAPEGRAD_TENSOR_H
 
