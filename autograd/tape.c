@@ -88,9 +88,9 @@ bool tg_grad_enabled(void)
 static void node_free(tg_node *n)
 {
     for (int i = 0; i < n->n_in; i++)
-        tg_release(n->in[i]);
-    if (n->n_in)
-        tg_index_release(n->index); /* retained with the inputs */
+        tg_unhold(n->in[i]);
+    if (n->n_in && n->index)
+        tg_index_unhold(n->index); /* held with the inputs */
     tg_free(n->scratch, n->scratch_bytes);
     free(n);
     atomic_fetch_sub(&tg_live_nodes, 1);
@@ -120,12 +120,10 @@ tg_status tg_tape_end(tg_tape *tape)
         node_free(n);
     }
     for (int64_t i = 0; i < tape->n_owned; i++) {
-        tape->owned[i]->tape_owned = false;
-        tg_release(tape->owned[i]);
+        tg_unhold(tape->owned[i]);
     }
     for (int64_t i = 0; i < tape->n_owned_idx; i++) {
-        tape->owned_idx[i]->tape_owned = false;
-        tg_index_release(tape->owned_idx[i]);
+        tg_index_unhold(tape->owned_idx[i]);
     }
     innermost = tape->outer;
     free(tape->owned_idx);
@@ -146,10 +144,11 @@ static bool tape_reserve(tg_tape *tape, const char *opname)
     return false;
 }
 
-/* Hands t's reference to tape (room reserved by tape_reserve): tg_release now refuses it. */
+/* Hands the caller's reference to t to tape (room reserved by tape_reserve): a held one, which
+ * tg_release refuses to end. */
 static void tape_own(tg_tape *tape, tg_tensor *t, const char *origin)
 {
-    t->tape_owned = true;
+    tg_hold_adopt(t);
     t->origin = origin;
     tape->owned[tape->n_owned++] = t;
 }
@@ -284,10 +283,11 @@ tg_tensor *tg_apply_index(const tg_op *op, const void *params, size_t params_siz
         return out;
     }
     for (int i = 0; i < n_in; i++) {
-        tg_retain(in[i]);
+        tg_hold(in[i]);
         n->in_version[i] = in[i]->storage->version;
     }
-    tg_index_retain(n->index);
+    if (n->index)
+        tg_index_hold(n->index);
     n->out_version = out->storage->version;
     out->node = n;
     out->requires_grad = true;
@@ -345,7 +345,7 @@ tg_index *tg_tape_adopt_index(tg_index *ix, const char *origin)
         tg_index_release(ix);
         return NULL;
     }
-    ix->tape_owned = true;
+    tg_index_hold_adopt(ix);
     tape->owned_idx[tape->n_owned_idx++] = ix;
     return ix;
 }

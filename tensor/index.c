@@ -75,13 +75,23 @@ tg_index *tg_index_retain(tg_index *ix)
     return ix;
 }
 
+static void index_drop(tg_index *ix)
+{
+    TG_ASSERT(ix->refcount > 0);
+    if (--ix->refcount > 0)
+        return;
+    free(ix->data);
+    free(ix);
+    atomic_fetch_sub(&tg_live_tensors, 1);
+}
+
 void tg_index_release(tg_index *ix)
 {
     if (!ix)
         return;
-    TG_ASSERT(ix->refcount > 0);
-    if (ix->tape_owned && ix->refcount == 1) {
-        /* As tg_release: the tape's reference is the tape's to end. */
+    TG_ASSERT(ix->refcount > 0 && ix->held <= ix->refcount);
+    if (ix->held >= ix->refcount) {
+        /* As tg_release: the references left are the tape's and its nodes'. */
         char s[160];
         tg_set_error(TG_ERR_STATE,
                      "tg_index_release: the index %s belongs to the open tape, which frees it "
@@ -89,9 +99,24 @@ void tg_index_release(tg_index *ix)
                      tg_shape_str(ix->ndim, ix->shape, s, sizeof s));
         return;
     }
-    if (--ix->refcount > 0)
-        return;
-    free(ix->data);
-    free(ix);
-    atomic_fetch_sub(&tg_live_tensors, 1);
+    index_drop(ix);
+}
+
+void tg_index_hold(tg_index *ix)
+{
+    tg_index_retain(ix);
+    ix->held++;
+}
+
+void tg_index_hold_adopt(tg_index *ix)
+{
+    TG_ASSERT(ix->held < ix->refcount);
+    ix->held++;
+}
+
+void tg_index_unhold(tg_index *ix)
+{
+    TG_ASSERT(ix->held > 0);
+    ix->held--;
+    index_drop(ix);
 }

@@ -16,14 +16,16 @@
 #define TG_PRAGMA(x) _Pragma(#x)
 #ifdef _OPENMP
 #include <omp.h>
-/* Parallel for over n items, static schedule, only when n >= TG_PARALLEL_MIN. Both macros take
+/* Parallel for over n items, static schedule, only when n > TG_PARALLEL_MIN: strictly above,
+ * as PyTorch's grain size, so that a [64, 512] GRU gate of exactly 32768 elements stays on one
+ * thread, where a 2-thread region cost more than it saved. Both macros take
  * tg_set_num_threads' process-wide count (TG_OMP_NUM_THREADS, tensor/internal.h). */
 #define TG_PARALLEL_FOR(n)                                                                         \
-    TG_PRAGMA(omp parallel for schedule(static) TG_OMP_NUM_THREADS if ((n) >= TG_PARALLEL_MIN))
+    TG_PRAGMA(omp parallel for schedule(static) TG_OMP_NUM_THREADS if ((n) > TG_PARALLEL_MIN))
 /* Same, for loops whose n items are each heavy (rows, channels): cost hint is elements per item. */
 #define TG_PARALLEL_FOR_WORK(n, per_item)                                                          \
     TG_PRAGMA(omp parallel for schedule(static) TG_OMP_NUM_THREADS                                 \
-              if ((int64_t)(n) * (int64_t)(per_item) >= TG_PARALLEL_MIN && (n) > 1))
+              if ((int64_t)(n) * (int64_t)(per_item) > TG_PARALLEL_MIN && (n) > 1))
 #else
 #define TG_PARALLEL_FOR(n)
 #define TG_PARALLEL_FOR_WORK(n, per_item)

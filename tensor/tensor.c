@@ -221,14 +221,28 @@ tg_tensor *tg_retain(tg_tensor *t)
     return t;
 }
 
+/* Ends one reference, whoever held it: frees t at zero. */
+static void tensor_drop(tg_tensor *t)
+{
+    TG_ASSERT(t->refcount > 0);
+    if (--t->refcount > 0)
+        return;
+    /* A grad is a plain tensor with no grad of its own, so this never recurses deeper. */
+    tg_release(t->grad);
+    tg_storage_release(t->storage);
+    atomic_fetch_sub(&tg_live_tensors, 1);
+    free(t);
+}
+
 void tg_release(tg_tensor *t)
 {
     if (!t || t == TG_NONE)
         return;
-    TG_ASSERT(t->refcount > 0);
-    if (t->tape_owned && t->refcount == 1) {
-        /* The last reference is the tape's: freeing here would leave the tape a dangling
-         * pointer that tg_tape_end frees again. Refused, so the misuse costs nothing. */
+    TG_ASSERT(t->refcount > 0 && t->held <= t->refcount);
+    if (t->held >= t->refcount) {
+        /* Every reference left is a tape's or a node's: ending one would free the tensor under
+         * them (a use-after-free at tg_tape_end or in backward). Refused, so the misuse costs
+         * nothing. */
         char s[160];
         tg_set_error(TG_ERR_STATE,
                      "tg_release: the tensor %s made by tg_%s belongs to the open tape, which "
@@ -237,13 +251,26 @@ void tg_release(tg_tensor *t)
                      tg_shape_str(t->ndim, t->shape, s, sizeof s), t->origin ? t->origin : "?");
         return;
     }
-    if (--t->refcount > 0)
-        return;
-    /* A grad is a plain tensor with no grad of its own, so this never recurses deeper. */
-    tg_release(t->grad);
-    tg_storage_release(t->storage);
-    atomic_fetch_sub(&tg_live_tensors, 1);
-    free(t);
+    tensor_drop(t);
+}
+
+void tg_hold(tg_tensor *t)
+{
+    tg_retain(t);
+    t->held++;
+}
+
+void tg_hold_adopt(tg_tensor *t)
+{
+    TG_ASSERT(t->held < t->refcount);
+    t->held++;
+}
+
+void tg_unhold(tg_tensor *t)
+{
+    TG_ASSERT(t->held > 0);
+    t->held--;
+    tensor_drop(t);
 }
 
 tg_tensor *tg_tensor_grad(const tg_tensor *t)
@@ -259,6 +286,12 @@ tg_status tg_tensor_set_grad(tg_tensor *t, const tg_tensor *g)
                    ? tg_last_status()
                    : tg_set_error(TG_ERR_ARG, "tg_tensor_set_grad: %s is %s",
                                   !t || t == TG_NONE ? "t" : "g", (!t || !g) ? "NULL" : "TG_NONE");
+    if (t->node)
+        return tg_set_error(TG_ERR_STATE,
+                            "tg_tensor_set_grad: the tensor %s is the result of tg_%s, not a "
+                            "leaf; only a leaf's gradient can be set",
+                            tg_shape_str(t->ndim, t->shape, st, sizeof st),
+                            t->origin ? t->origin : "?");
     if (!t->requires_grad)
         return tg_set_error(TG_ERR_STATE,
                             "tg_tensor_set_grad: the tensor %s does not require grad "

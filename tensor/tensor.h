@@ -74,9 +74,10 @@ typedef struct tg_tensor {
     bool requires_grad;
     struct tg_tensor *grad; /* owned; NULL until a backward reaches it (tg_tensor_grad) */
     tg_node *node;          /* the op that produced it; NULL for leaves */
-    /* Set while an open tape holds this tensor's reference (every op result, tg_zeros, ...):
-     * tg_release then refuses the reference the tape holds. origin names what made it. */
-    bool tape_owned;
+    /* References held by open tapes (every op result, tg_zeros, ...) and by recorded graph
+     * nodes (their inputs): tg_release refuses to end one of those, so the caller can end
+     * only the references it took. origin names what made the tensor. */
+    int64_t held;
     const char *origin;
 } tg_tensor;
 
@@ -155,8 +156,8 @@ typedef struct tg_index {
     int ndim;
     int64_t shape[TG_MAX_DIMS];
     int64_t numel;
-    int64_t *data;   /* numel values, row-major */
-    bool tape_owned; /* as tg_tensor's */
+    int64_t *data; /* numel values, row-major */
+    int64_t held;  /* as tg_tensor's: references of tapes and nodes */
 } tg_index;
 
 /* A new index of the given shape holding a copy of values (NULL: zeros); release it with

@@ -83,6 +83,48 @@ static void test_release_unrecorded_refused(void **state)
     tg_release(x);
 }
 
+/* A result that a recorded node also holds (y = w * 2; z = y * w): its references are the
+ * tape's and the node's, so a release by the caller is refused too. Before, it took the
+ * node's reference, and tg_tape_end, freeing the nodes first, hit the tape's refusal and left
+ * that error behind (memory-safe only by that accident). */
+static void test_release_held_by_node_refused(void **state)
+{
+    (void)state;
+    tg_tensor *w = leaf(3, (const float[]){1, 2, 3});
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_mul_scalar(w, 2.0f);
+    tg_tensor *z = tg_mul(y, w);
+    assert_non_null(z);
+    assert_int_equal(y->refcount, 2);
+    tg_release(y);
+    assert_error_contains("made by tg_mul_scalar belongs to the open tape");
+    assert_int_equal(y->refcount, 2);
+    tg_clear_error();
+    assert_int_equal(tg_backward(tg_sum(z)), TG_OK);
+    /* d(sum(2 w * w))/dw = 4 w */
+    assert_true(tg_tensor_grad(w)->data[2] == 12.0f);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    assert_int_equal(tg_last_status(), TG_OK);
+    tg_release(w);
+}
+
+/* The caller's own reference to a leaf that a node holds is the caller's to end: the node
+ * keeps the leaf alive until the tape ends. */
+static void test_release_own_leaf_under_node(void **state)
+{
+    (void)state;
+    int64_t live = tg_debug_live_tensors();
+    tg_tensor *w = leaf(2, (const float[]){3, 4});
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_square(w);
+    assert_non_null(y);
+    tg_release(w);
+    assert_int_equal(tg_last_status(), TG_OK);
+    assert_true(y->data[1] == 16.0f);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    assert_int_equal(tg_debug_live_tensors(), live);
+}
+
 /* A tape-owned index (tg_indices, tg_labels) refuses its release the same way. */
 static void test_release_tape_index_refused(void **state)
 {
@@ -253,6 +295,18 @@ static void test_set_grad_errors(void **state)
     tg_clear_error();
     assert_int_equal(tg_tensor_set_grad(p, TG_NONE), TG_ERR_ARG);
     assert_error_contains("tg_tensor_set_grad: g is TG_NONE");
+    /* Only a leaf's: a result's gradient is backward's to give (the fuzzer found that a set one
+     * made tg_backward from that result abort). */
+    tg_tape *leaf_tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_mul_scalar(p, 2.0f);
+    assert_int_equal(tg_tensor_set_grad(y, g3), TG_ERR_STATE);
+    assert_error_contains("tg_tensor_set_grad: the tensor [3] is the result of tg_mul_scalar, "
+                          "not a leaf");
+    assert_null(tg_tensor_grad(y));
+    tg_clear_error();
+    assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
+    tg_tape_end(leaf_tape);
+    tg_tensor_zero_grad(p);
     /* A NULL from a failed call keeps that call's error. */
     tg_clear_error();
     assert_null(tg_tensor_zeros(TG_DIMS(-2)));
@@ -383,6 +437,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TG_TEST(test_release_op_result_refused),
         TG_TEST(test_release_unrecorded_refused),
+        TG_TEST(test_release_held_by_node_refused),
+        TG_TEST(test_release_own_leaf_under_node),
         TG_TEST(test_release_tape_index_refused),
         TG_TEST(test_tape_owned_creation_needs_no_release),
         TG_TEST(test_tape_owned_creation_needs_a_tape),

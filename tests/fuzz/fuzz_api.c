@@ -8,16 +8,27 @@
  * INT64_MIN, NaN, ...). Every op runs inside one tape; some inputs back-propagate from the sum
  * of a result. A read past the end of the input reads zeros, so every input is a program.
  *
+ * The calls cover the ops (conv, pooling, shape, reductions with var/std, N-D matmul and linear,
+ * norms, losses with every reduction, elementwise with GELU/SiLU/softplus, comparisons, where,
+ * masked_fill), indices (tg_indices, tg_index_new, tg_labels, argmax, max with indices,
+ * multinomial, categorical; embedding, index_select, gather, one_hot on hostile values), the
+ * tape-owned tensors (tg_zeros .. tg_randn), gradients set and read, modules with one or several
+ * inputs (Linear, LayerNorm, Embedding, GRUCell, MultiheadAttention, TransformerEncoderLayer),
+ * clipping and optimizers built from a module. Operands are now and then TG_NONE or NULL where
+ * an input is required.
+ *
  * Beyond the sanitizers (signed overflow, out-of-bounds access, leaks), the checks: every NULL
  * result comes with an error status and a message, every result has a shape that follows the
- * rules (sizes >= 0, numel = their product), and after tg_tape_end (and the leaves' release)
- * tg_debug_live_tensors is back at its count before the input, with no node alive. Memory and
- * time stay bounded: the target never makes a leaf of more than FUZZ_LEAF_MAX elements, stops
- * an input once its tensors hold FUZZ_BUDGET elements, and makes the library's buffers above
- * FUZZ_ALLOC_MAX (1 MB) fail to allocate, which it reports as TG_ERR_NOMEM. An op's work is
- * then at most about its largest buffer times its smallest leaf (a window over a plane, a kernel
- * over an output): ~2^28, under a second even instrumented.
- * Extreme parameters are the point, not huge tensors. */
+ * rules (sizes >= 0, numel = their product), indices from argmax and the samplers lie in range,
+ * an op given the NULL of a failed call fails and keeps that call's error, releasing what the
+ * tape owns is refused, and after tg_tape_end (and the release of the leaves, indices and
+ * modules the target owns) tg_debug_live_tensors is back at its count before the input, with no
+ * node alive. Memory and time stay bounded: the target never makes a leaf of more than
+ * FUZZ_LEAF_MAX elements, stops an input once its tensors hold FUZZ_BUDGET elements, and makes
+ * the library's buffers (and index values) above FUZZ_ALLOC_MAX (1 MB) fail to allocate, which
+ * it reports as TG_ERR_NOMEM. An op's work is then at most about its largest buffer times its
+ * smallest leaf (a window over a plane, a kernel over an output): ~2^28, under a second even
+ * instrumented. Extreme parameters are the point, not huge tensors. */
 #include "fuzz.h"
 
 #include "autograd.h"
@@ -443,11 +454,14 @@ static tg_tensor *op_flatten(pool *pl, reader *r)
 
 static tg_tensor *op_concat(pool *pl, reader *r)
 {
-    /* Up to 40 inputs: more than a node holds (concat joins them as a tree). */
+    /* Up to 40 inputs: more than a node holds (concat joins them as a tree); or a count below
+     * 1, with or without a list. */
     tg_tensor *xs[40];
-    int n = rd_byte(r) % 41;
+    int64_t n = rd_byte(r) % 41;
     bool null_list = n == 0 && rd_bool(r);
-    for (int i = 0; i < n; i++)
+    if (n == 0 && rd_bool(r))
+        n = rd_bool(r) ? -1 : INT64_MIN;
+    for (int64_t i = 0; i < n; i++)
         xs[i] = pick(pl, r);
     int axis = rd_int(r);
     return rd_bool(r) ? tg_stack(null_list ? NULL : xs, n, axis)
@@ -736,16 +750,15 @@ static void index_from_input(pool *pl, reader *r)
 }
 
 /* Retains an index or tensor k = 0..2 times and releases it k + 1 times (or k when
- * balanced): when the tape owns it and holds its last reference, the extra release must be
- * refused with an error, and nothing freed; one of the target's own stays balanced (released
- * at the end). */
+ * balanced): when every reference left is held by the tape or a graph node (held >=
+ * refcount), the extra release must be refused with an error, and nothing freed; one of the
+ * target's own stays balanced (released at the end). */
 static void release_games_ix(pool *pl, reader *r)
 {
     tg_index *ix = (tg_index *)pick_ix(pl, r);
     int k = rd_byte(r) % 3;
-    bool extra = rd_bool(r) && ix && ix->tape_owned;
-    /* As for tensors (below): with a node's reference too, the extra release takes that one. */
-    const bool last = ix && ix->refcount == 1;
+    bool extra = rd_bool(r) && ix && ix->held > 0;
+    const bool last = ix && ix->held >= ix->refcount;
     const int64_t expect = ix ? ix->refcount - (extra && !last) : 0;
     for (int i = 0; i < k; i++)
         tg_index_retain(ix);
@@ -762,13 +775,11 @@ static void release_games(pool *pl, reader *r)
 {
     tg_tensor *t = pick(pl, r);
     int k = rd_byte(r) % 3;
-    bool owned = t && t != TG_NONE && t->tape_owned;
+    bool owned = t && t != TG_NONE && t->held > 0;
     bool extra = rd_bool(r) && (owned || !t || t == TG_NONE);
-    /* A tape-owned tensor that a graph node also holds (refcount above 1) cannot tell the
-     * tape's reference from the node's: the extra release then takes the node's (harmless, as
-     * long as nothing is freed twice: the sanitizers watch), and the refusal is checked only
-     * when the tape's reference is the last. */
-    bool last = owned && t->refcount == 1;
+    /* The extra release is refused exactly when every reference left is a tape's or a node's;
+     * one the fuzzer itself took (a pool entry) may be ended. */
+    bool last = owned && t->held >= t->refcount;
     for (int i = 0; i < k; i++)
         tg_retain(t);
     for (int i = 0; i < k + extra; i++)
@@ -1019,6 +1030,10 @@ static tg_tensor *op_module(pool *pl, reader *r)
          * and then; every output set on success, every one NULL on failure. */
         tg_tensor *in[8], *out[8];
         int64_t n_in = rd_byte(r) % 6 - 1, n_out = rd_byte(r) % 6 - 1;
+        if (n_in < 0 && rd_bool(r))
+            n_in = INT64_MIN;
+        if (n_out < 0 && rd_bool(r))
+            n_out = INT64_MIN;
         for (int i = 0; i < 8; i++) {
             in[i] = rd_byte(r) % 8 == 0 ? TG_NONE : module_input(pl, r, m, "weight_ih");
             out[i] = (tg_tensor *)&pl->rng; /* garbage the call must overwrite */
@@ -1075,6 +1090,8 @@ static tg_tensor *op_module(pool *pl, reader *r)
 static tg_tensor *op_clip(pool *pl, reader *r)
 {
     int64_t n = (int64_t)(rd_byte(r) % (pl->n_leaves + 2)) - 1;
+    if (n < 0 && rd_bool(r))
+        n = INT64_MIN;
     tg_tensor *const *params = rd_byte(r) % 8 == 0 ? NULL : pl->leaf;
     float v = rd_float(r), p = rd_float(r), total = NAN;
     if (rd_bool(r))
