@@ -9,61 +9,12 @@
 #include "common.h"
 
 #include "cgan.h"
+#include "conformance.h"
 #include "vae.h"
-
-#include <stdio.h>
-#include <stdlib.h>
 
 #define LOSS_RTOL 1e-4
 #define GRAD_RTOL 1e-3
 #define NOISE_RTOL 1e-4
-
-/* $TG_FIXTURES/name (meson test sets it), else from the source root or a build folder in it. */
-static tg_state_dict *load_fixture(const char *name)
-{
-    char path[4096];
-    const char *tries[] = {getenv("TG_FIXTURES"), "tests/fixtures", "../tests/fixtures"};
-    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
-        if (!tries[i])
-            continue;
-        snprintf(path, sizeof path, "%s/%s", tries[i], name);
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            continue;
-        fclose(f);
-        tg_state_dict *sd = tg_data_load_safetensors(path);
-        if (!sd)
-            fail_msg("%s", tg_last_error());
-        return sd;
-    }
-    fail_msg("%s not found (set TG_FIXTURES to the folder tests/fixtures)", name);
-    return NULL;
-}
-
-static tg_tensor *entry(const tg_state_dict *fx, const char *name)
-{
-    tg_tensor *t = tg_state_dict_get(fx, name);
-    if (!t)
-        fail_msg("the fixture has no tensor \"%s\"", name);
-    return t;
-}
-
-static int64_t meta_int(const tg_state_dict *fx, const char *key)
-{
-    const char *v = tg_state_dict_meta(fx, key);
-    int64_t x;
-    if (!v || tg_parse_int(v, 1, 1 << 20, &x) != TG_OK)
-        fail_msg("the fixture's metadata \"%s\" is missing or bad", key);
-    return x;
-}
-
-static double max_abs(const tg_tensor *t)
-{
-    double m = 0.0;
-    for (int64_t i = 0; i < t->numel; i++)
-        m = fmax(m, fabs((double)t->data[i]));
-    return m;
-}
 
 static void check_loss(const char *what, const tg_tensor *loss, const tg_tensor *want)
 {
@@ -90,21 +41,19 @@ static int compare_grads(const tg_module *m, const tg_state_dict *fx, const char
     char key[256];
     for (int64_t i = 0; i < n; i++) {
         snprintf(key, sizeof key, "%s.%s", prefix, names[i]);
-        const tg_tensor *want = entry(fx, key), *got = tg_tensor_grad(params[i]);
+        const tg_tensor *want = fixture_entry(fx, key), *got = tg_tensor_grad(params[i]);
         if (!got || !tg_shape_equal(got, want))
             fail_msg("%s: %s", key, got ? "shape differs from PyTorch's" : "no gradient");
         const char *weight = NULL;
         for (int k = 0; noise && noise[k][0]; k++)
             weight = strcmp(names[i], noise[k][0]) ? weight : noise[k][1];
-        double worst = 0.0, tol;
-        for (int64_t j = 0; j < got->numel; j++)
-            worst = fmax(worst, fabs((double)got->data[j] - (double)want->data[j]));
+        double worst = fixture_max_diff(got, want, NULL), tol;
         if (weight) { /* both must be noise next to the weight's gradient */
             snprintf(key, sizeof key, "%s.%s", prefix, weight);
-            tol = NOISE_RTOL * max_abs(entry(fx, key));
-            worst = fmax(max_abs(got), max_abs(want));
+            tol = NOISE_RTOL * fixture_max_abs(fixture_entry(fx, key));
+            worst = fmax(fixture_max_abs(got), fixture_max_abs(want));
         } else {
-            tol = GRAD_RTOL * max_abs(want);
+            tol = GRAD_RTOL * fixture_max_abs(want);
         }
         print_message("  %-24s max |diff| %.3g (tolerance %.3g)%s\n", names[i], worst, tol,
                       weight ? ", bias feeding a BatchNorm: both noise" : "");
@@ -124,9 +73,9 @@ static int compare_grads(const tg_module *m, const tg_state_dict *fx, const char
 static void test_cgan(void **state)
 {
     (void)state;
-    tg_state_dict *fx = load_fixture("cgan.safetensors");
-    const cgan_widths w = {meta_int(fx, "nz"), meta_int(fx, "emb"), meta_int(fx, "ngf"),
-                           meta_int(fx, "ndf")};
+    tg_state_dict *fx = fixture_load("cgan.safetensors");
+    const cgan_widths w = {fixture_meta_int(fx, "nz"), fixture_meta_int(fx, "emb"),
+                           fixture_meta_int(fx, "ngf"), fixture_meta_int(fx, "ndf")};
     tg_rng rng;
     tg_rng_seed(&rng, 1);
     tg_module *G = cgan_generator(&w, &rng), *D = cgan_discriminator(&w, &rng);
@@ -134,13 +83,13 @@ static void test_cgan(void **state)
     if (tg_module_load_state_dict(G, "G", fx) != TG_OK ||
         tg_module_load_state_dict(D, "D", fx) != TG_OK)
         fail_msg("%s", tg_last_error());
-    tg_tensor *real = entry(fx, "real"), *labels = entry(fx, "label");
+    tg_tensor *real = fixture_entry(fx, "real"), *labels = fixture_entry(fx, "label");
 
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *fake = tg_module_forward2(G, entry(fx, "z"), labels);
+    tg_tensor *fake = tg_module_forward2(G, fixture_entry(fx, "z"), labels);
     tg_tensor *d_loss = cgan_d_loss(D, real, fake, labels);
     assert_int_equal(tg_backward(d_loss), TG_OK);
-    check_loss("d_loss", d_loss, entry(fx, "d_loss"));
+    check_loss("d_loss", d_loss, fixture_entry(fx, "d_loss"));
     int64_t n;
     tg_tensor **g_params = tg_module_parameters(G, &n);
     for (int64_t i = 0; i < n; i++) /* D's loss sees G's images detached */
@@ -152,7 +101,7 @@ static void test_cgan(void **state)
     tg_module_zero_grad(D);
     tg_tensor *g_loss = cgan_g_loss(D, fake, labels);
     assert_int_equal(tg_backward(g_loss), TG_OK);
-    check_loss("g_loss", g_loss, entry(fx, "g_loss"));
+    check_loss("g_loss", g_loss, fixture_entry(fx, "g_loss"));
     static const char *const g_noise[][2] = {
         {"net.0.bias", "net.0.weight"}, {"net.4.bias", "net.4.weight"}, {NULL, NULL}};
     bad += compare_grads(G, fx, "grad.G", g_noise);
@@ -167,18 +116,18 @@ static void test_cgan(void **state)
 static void test_vae(void **state)
 {
     (void)state;
-    tg_state_dict *fx = load_fixture("vae.safetensors");
+    tg_state_dict *fx = fixture_load("vae.safetensors");
     tg_rng rng;
     tg_rng_seed(&rng, 1);
-    tg_module *vae = vae_new(meta_int(fx, "hidden"), meta_int(fx, "latent"), &rng);
+    tg_module *vae = vae_new(fixture_meta_int(fx, "hidden"), fixture_meta_int(fx, "latent"), &rng);
     assert_non_null(vae);
     if (tg_module_load_state_dict(vae, "vae", fx) != TG_OK)
         fail_msg("%s", tg_last_error());
 
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *loss = vae_loss(vae, entry(fx, "x"), entry(fx, "eps"), NULL);
+    tg_tensor *loss = vae_loss(vae, fixture_entry(fx, "x"), fixture_entry(fx, "eps"), NULL);
     assert_int_equal(tg_backward(loss), TG_OK);
-    check_loss("loss", loss, entry(fx, "loss"));
+    check_loss("loss", loss, fixture_entry(fx, "loss"));
     int bad = compare_grads(vae, fx, "grad", NULL);
     tg_tape_end(tape);
     tg_module_free(vae);

@@ -6,55 +6,12 @@
  * tests/test_gan_conformance.c. The largest differences are printed. */
 #include "common.h"
 
+#include "conformance.h"
 #include "model.h"
-
-#include <stdio.h>
-#include <stdlib.h>
 
 #define FIXTURE_NAME "char_lm.safetensors"
 #define LOSS_RTOL 1e-4
 #define ATOL 1e-3
-
-/* The fixture: $TG_FIXTURES/<name> (meson test sets it), else the paths from the source root
- * or a build directory inside it. */
-static tg_state_dict *load_fixture(void)
-{
-    char path[4096];
-    const char *dir = getenv("TG_FIXTURES");
-    const char *tries[] = {dir, "tests/fixtures", "../tests/fixtures"};
-    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
-        if (!tries[i])
-            continue;
-        snprintf(path, sizeof path, "%s/%s", tries[i], FIXTURE_NAME);
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            continue;
-        fclose(f);
-        tg_state_dict *sd = tg_data_load_safetensors(path);
-        if (!sd)
-            fail_msg("%s", tg_last_error());
-        return sd;
-    }
-    fail_msg("%s not found (set TG_FIXTURES to the folder tests/fixtures)", FIXTURE_NAME);
-    return NULL;
-}
-
-static tg_tensor *entry(const tg_state_dict *fx, const char *name)
-{
-    tg_tensor *t = tg_state_dict_get(fx, name);
-    if (!t)
-        fail_msg("the fixture has no tensor \"%s\"", name);
-    return t;
-}
-
-static int64_t meta_int(const tg_state_dict *fx, const char *key)
-{
-    const char *v = tg_state_dict_meta(fx, key);
-    int64_t x;
-    if (!v || tg_parse_int(v, 1, 1 << 20, &x) != TG_OK)
-        fail_msg("the fixture's metadata \"%s\" is missing or not a size", key);
-    return x;
-}
 
 /* Largest |got - want| over the tensor; fails past ATOL, naming the element. */
 static double compare(const char *what, const tg_tensor *got, const tg_tensor *want)
@@ -64,31 +21,28 @@ static double compare(const char *what, const tg_tensor *got, const tg_tensor *w
     if (got->numel != want->numel)
         fail_msg("%s: %lld values, PyTorch has %lld", what, (long long)got->numel,
                  (long long)want->numel);
-    double worst = 0.0;
-    for (int64_t i = 0; i < got->numel; i++) {
-        double d = fabs((double)got->data[i] - want->data[i]);
-        if (!(d <= ATOL))
-            fail_msg("%s[%lld] = %.7g, PyTorch gives %.7g", what, (long long)i,
-                     (double)got->data[i], (double)want->data[i]);
-        worst = fmax(worst, d);
-    }
+    int64_t i;
+    const double worst = fixture_max_diff(got, want, &i);
+    if (!(worst <= ATOL))
+        fail_msg("%s[%lld] = %.7g, PyTorch gives %.7g", what, (long long)i, (double)got->data[i],
+                 (double)want->data[i]);
     return worst;
 }
 
 static void test_char_lm_matches_pytorch(void **state)
 {
     (void)state;
-    tg_state_dict *fx = load_fixture();
+    tg_state_dict *fx = fixture_load(FIXTURE_NAME);
     tg_rng rng;
     tg_rng_seed(&rng, 1);
-    tg_module *m =
-        charlm_new(meta_int(fx, "vocab"), meta_int(fx, "embed"), meta_int(fx, "hidden"), &rng);
+    tg_module *m = charlm_new(fixture_meta_int(fx, "vocab"), fixture_meta_int(fx, "embed"),
+                              fixture_meta_int(fx, "hidden"), &rng);
     assert_non_null(m);
     if (tg_module_load_state_dict(m, "model", fx) != TG_OK)
         fail_msg("%s", tg_last_error());
-    tg_index *ids = tg_index_from_tensor(entry(fx, "ids"));
-    tg_index *next = tg_index_from_tensor(entry(fx, "next"));
-    tg_tensor *h0 = tg_tensor_clone(entry(fx, "h0"));
+    tg_index *ids = tg_index_from_tensor(fixture_entry(fx, "ids"));
+    tg_index *next = tg_index_from_tensor(fixture_entry(fx, "next"));
+    tg_tensor *h0 = tg_tensor_clone(fixture_entry(fx, "h0"));
     assert_non_null(ids);
     assert_non_null(next);
     assert_int_equal(tg_tensor_set_requires_grad(h0, true), TG_OK);
@@ -98,12 +52,12 @@ static void test_char_lm_matches_pytorch(void **state)
     tg_tensor *logits = charlm_forward(m, ids, h0, &h_last);
     if (!logits)
         fail_msg("%s", tg_last_error());
-    double worst = compare("logits", logits, entry(fx, "logits"));
-    worst = fmax(worst, compare("h_last", h_last, entry(fx, "h_last")));
+    double worst = compare("logits", logits, fixture_entry(fx, "logits"));
+    worst = fmax(worst, compare("h_last", h_last, fixture_entry(fx, "h_last")));
     tg_tensor *loss = charlm_loss(m, ids, next, h0, &h_last);
     if (tg_backward(loss) != TG_OK)
         fail_msg("%s", tg_last_error());
-    const double want = tg_tensor_item(entry(fx, "loss")), got = tg_tensor_item(loss);
+    const double want = tg_tensor_item(fixture_entry(fx, "loss")), got = tg_tensor_item(loss);
     const double loss_rel = fabs(got - want) / fabs(want);
     if (!(loss_rel <= LOSS_RTOL))
         fail_msg("loss %.7g, PyTorch gives %.7g", got, want);
@@ -116,9 +70,9 @@ static void test_char_lm_matches_pytorch(void **state)
     for (int64_t i = 0; i < n; i++) {
         char key[160];
         snprintf(key, sizeof key, "grad.%s", names[i]);
-        worst = fmax(worst, compare(key, tg_tensor_grad(params[i]), entry(fx, key)));
+        worst = fmax(worst, compare(key, tg_tensor_grad(params[i]), fixture_entry(fx, key)));
     }
-    worst = fmax(worst, compare("grad.h0", tg_tensor_grad(h0), entry(fx, "grad.h0")));
+    worst = fmax(worst, compare("grad.h0", tg_tensor_grad(h0), fixture_entry(fx, "grad.h0")));
     printf("char_lm vs PyTorch: loss %.7g (relative difference %.1e), largest difference of the "
            "logits, last state and %lld gradients %.1e\n",
            got, loss_rel, (long long)n + 1, worst);

@@ -17,56 +17,14 @@
  * initial weights are loaded from it, so the init named there only labels how they were drawn. */
 #include "common.h"
 
+#include "conformance.h"
 #include "gan.h" /* examples/mnist_gan, through its gan_dep */
-
-#include <stdio.h>
-#include <stdlib.h>
 
 #define FIXTURE_NAME "gan_conformance.safetensors"
 #define LOSS_RTOL 1e-4
 #define PARAM_ATOL 1e-3
 #define ADAM_BETA2 0.999 /* step.c's, PyTorch's and Paddle's default */
 #define BN_MOMENTUM 0.1  /* tg_nn_batch_norm*d's, PyTorch's default */
-
-/* The fixture: $TG_FIXTURES/<name> (meson test sets it), else the paths from the source root
- * or a build directory inside it. */
-static tg_state_dict *load_fixture(void)
-{
-    char path[4096];
-    const char *dir = getenv("TG_FIXTURES");
-    const char *tries[] = {dir, "tests/fixtures", "../tests/fixtures"};
-    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
-        if (!tries[i])
-            continue;
-        snprintf(path, sizeof path, "%s/%s", tries[i], FIXTURE_NAME);
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            continue;
-        fclose(f);
-        tg_state_dict *sd = tg_data_load_safetensors(path);
-        if (!sd)
-            fail_msg("%s", tg_last_error());
-        return sd;
-    }
-    fail_msg("%s not found (set TG_FIXTURES to the folder tests/fixtures)", FIXTURE_NAME);
-    return NULL;
-}
-
-static const char *meta(const tg_state_dict *fx, const char *key)
-{
-    const char *v = tg_state_dict_meta(fx, key);
-    if (!v)
-        fail_msg("the fixture has no metadata \"%s\"", key);
-    return v;
-}
-
-static tg_tensor *entry(const tg_state_dict *fx, const char *name)
-{
-    tg_tensor *t = tg_state_dict_get(fx, name);
-    if (!t)
-        fail_msg("the fixture has no tensor \"%s\"", name);
-    return t;
-}
 
 /* ---- biases that feed a BatchNorm ------------------------------------------------------
  * A Linear or convolution bias followed directly by a training-mode BatchNorm over the same
@@ -157,18 +115,11 @@ static int compare_final(const tg_module *m, const char *part, const tg_state_di
     for (int64_t i = 0; i < tg_state_dict_size(cur); i++) {
         const tg_tensor *a = tg_state_dict_tensor(cur, i);
         snprintf(name, sizeof name, "%s.%s", final_prefix, tg_state_dict_name(cur, i));
-        const tg_tensor *b = entry(fx, name);
+        const tg_tensor *b = fixture_entry(fx, name);
         if (!tg_shape_equal(a, b))
             fail_msg("%s: shape differs from the module's", name);
-        double worst = 0.0;
-        int64_t at = 0;
-        for (int64_t j = 0; j < a->numel; j++) {
-            double d = fabs((double)a->data[j] - (double)b->data[j]);
-            if (!(d <= worst)) { /* also catches NaN */
-                worst = d;
-                at = j;
-            }
-        }
+        int64_t at;
+        const double worst = fixture_max_diff(a, b, &at);
         const char *local = tg_state_dict_name(cur, i) + strlen(part) + 1;
         const double tol = tolerance_for(m, local, bias_bound);
         if (tol == PARAM_ATOL) {
@@ -210,7 +161,7 @@ static const char *cfg_meta(const tg_state_dict *fx, const char *field, const ch
 {
     char key[256];
     snprintf(key, sizeof key, "%s.%s", field, cfg);
-    return meta(fx, key);
+    return fixture_meta(fx, key);
 }
 
 /* Whether word is one of the space-separated words of list. */
@@ -227,16 +178,17 @@ static void run_case(const char *cfg, const char *mode_name)
 {
     static const char *const recipe_names[] = {"tutorial", "dcgan", NULL};    /* gan_recipe */
     static const char *const generator_names[] = {"upsample", "convt", NULL}; /* gan_generator */
-    tg_state_dict *fx = load_fixture();
-    if (!has_word(meta(fx, "configs"), cfg) || !has_word(meta(fx, "modes"), mode_name))
+    tg_state_dict *fx = fixture_load(FIXTURE_NAME);
+    if (!has_word(fixture_meta(fx, "configs"), cfg) ||
+        !has_word(fixture_meta(fx, "modes"), mode_name))
         fail_msg("the fixture's configs \"%s\" and modes \"%s\" do not list %s, %s",
-                 meta(fx, "configs"), meta(fx, "modes"), cfg, mode_name);
+                 fixture_meta(fx, "configs"), fixture_meta(fx, "modes"), cfg, mode_name);
     gan_widths w;
     long long v[7];
-    if (sscanf(meta(fx, "widths"), "%lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3],
-               &v[4], &v[5], &v[6]) != 7)
-        fail_msg("bad widths metadata \"%s\"", meta(fx, "widths"));
-    assert_string_equal(meta(fx, "widths_order"), "nz g_fc g_ch1 g_ch2 d_ch1 d_ch2 d_fc");
+    if (sscanf(fixture_meta(fx, "widths"), "%lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1],
+               &v[2], &v[3], &v[4], &v[5], &v[6]) != 7)
+        fail_msg("bad widths metadata \"%s\"", fixture_meta(fx, "widths"));
+    assert_string_equal(fixture_meta(fx, "widths_order"), "nz g_fc g_ch1 g_ch2 d_ch1 d_ch2 d_fc");
     w = (gan_widths){.nz = v[0],
                      .g_fc = v[1],
                      .g_ch1 = v[2],
@@ -244,8 +196,8 @@ static void run_case(const char *cfg, const char *mode_name)
                      .d_ch1 = v[4],
                      .d_ch2 = v[5],
                      .d_fc = v[6]};
-    const int iters = atoi(meta(fx, "iters"));
-    const float lr = strtof(meta(fx, "lr"), NULL);
+    const int iters = atoi(fixture_meta(fx, "iters"));
+    const float lr = strtof(fixture_meta(fx, "lr"), NULL);
     char key[256];
     const float beta1 = strtof(cfg_meta(fx, "beta1", cfg), NULL);
     assert_true(iters >= 1 && lr > 0.0f && beta1 > 0.0f);
@@ -270,7 +222,7 @@ static void run_case(const char *cfg, const char *mode_name)
         fail_msg("%s", tg_last_error());
 
     snprintf(key, sizeof key, "loss.%s.%s", cfg, mode_name);
-    const tg_tensor *want = entry(fx, key);
+    const tg_tensor *want = fixture_entry(fx, key);
     assert_int_equal(want->ndim, 2);
     assert_int_equal(want->shape[0], iters);
     assert_int_equal(want->shape[1], 3);
@@ -278,11 +230,11 @@ static void run_case(const char *cfg, const char *mode_name)
     margins mg = {0};
     for (int it = 0; it < iters; it++) {
         snprintf(key, sizeof key, "real.%d", it);
-        tg_tensor *real = entry(fx, key);
+        tg_tensor *real = fixture_entry(fx, key);
         tg_tensor *z[2];
         for (int k = 0; k < 2; k++) {
             snprintf(key, sizeof key, "z.%d.%d", it, k);
-            z[k] = entry(fx, key);
+            z[k] = fixture_entry(fx, key);
         }
         gan_losses l;
         if (gan_step(&s, real, z, &l) != TG_OK)

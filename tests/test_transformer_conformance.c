@@ -11,74 +11,32 @@
  * metadata gives d, heads, ff and layers. */
 #include "common.h"
 
+#include "conformance.h"
 #include "model.h" /* examples/transformer_mnist */
-
-#include <stdio.h>
-#include <stdlib.h>
 
 #define FIXTURE_NAME "transformer_mnist.safetensors"
 #define LOSS_RTOL 1e-4
 #define GRAD_ATOL 1e-3
 #define GRAD_SCALE_RTOL 1e-2
 
-/* The fixture: $TG_FIXTURES/<name> (meson test sets it), else the paths from the source root
- * or a build directory inside it. */
-static tg_state_dict *load_fixture(void)
-{
-    char path[4096];
-    const char *dir = getenv("TG_FIXTURES");
-    const char *tries[] = {dir, "tests/fixtures", "../tests/fixtures"};
-    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
-        if (!tries[i])
-            continue;
-        snprintf(path, sizeof path, "%s/%s", tries[i], FIXTURE_NAME);
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            continue;
-        fclose(f);
-        tg_state_dict *sd = tg_data_load_safetensors(path);
-        if (!sd)
-            fail_msg("%s", tg_last_error());
-        return sd;
-    }
-    fail_msg("%s not found (set TG_FIXTURES to the folder tests/fixtures)", FIXTURE_NAME);
-    return NULL;
-}
-
-static int64_t meta_int(const tg_state_dict *fx, const char *key)
-{
-    const char *v = tg_state_dict_meta(fx, key);
-    int64_t x;
-    if (!v || tg_parse_int(v, 1, 1 << 20, &x) != TG_OK)
-        fail_msg("the fixture's metadata \"%s\" is %s", key, v ? v : "missing");
-    return x;
-}
-
-static tg_tensor *entry(const tg_state_dict *fx, const char *name)
-{
-    tg_tensor *t = tg_state_dict_get(fx, name);
-    if (!t)
-        fail_msg("the fixture has no tensor \"%s\"", name);
-    return t;
-}
-
 static void test_loss_and_gradients(void **state)
 {
     (void)state;
-    tg_state_dict *fx = load_fixture();
+    tg_state_dict *fx = fixture_load(FIXTURE_NAME);
     tg_rng rng;
     tg_rng_seed(&rng, 1);
-    tg_module *m = row_transformer(meta_int(fx, "d"), meta_int(fx, "heads"), meta_int(fx, "ff"),
-                                   meta_int(fx, "layers"), &rng);
+    tg_module *m =
+        row_transformer(fixture_meta_int(fx, "d"), fixture_meta_int(fx, "heads"),
+                        fixture_meta_int(fx, "ff"), fixture_meta_int(fx, "layers"), &rng);
     if (!m || tg_module_load_state_dict(m, "model", fx) != TG_OK)
         fail_msg("%s", tg_last_error());
 
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *loss = tg_cross_entropy(tg_module_forward(m, entry(fx, "images")),
-                                       tg_labels(entry(fx, "labels")), TG_REDUCE_MEAN);
+    tg_tensor *loss = tg_cross_entropy(tg_module_forward(m, fixture_entry(fx, "images")),
+                                       tg_labels(fixture_entry(fx, "labels")), TG_REDUCE_MEAN);
     if (tg_backward(loss) != TG_OK)
         fail_msg("%s", tg_last_error());
-    const double want = tg_tensor_item(entry(fx, "loss")), got = tg_tensor_item(loss);
+    const double want = tg_tensor_item(fixture_entry(fx, "loss")), got = tg_tensor_item(loss);
     print_message("loss %.7f, PyTorch %.7f (relative difference %.2g)\n", got, want,
                   fabs(got - want) / fabs(want));
     assert_true(fabs(got - want) <= LOSS_RTOL * fabs(want));
@@ -90,15 +48,11 @@ static void test_loss_and_gradients(void **state)
     assert_non_null(names);
     double worst_all = 0.0;
     for (int64_t i = 0; i < n; i++) {
-        const tg_tensor *g = tg_tensor_grad(params[i]), *w = entry(fx, names[i]);
+        const tg_tensor *g = tg_tensor_grad(params[i]), *w = fixture_entry(fx, names[i]);
         if (!g || !tg_shape_equal(g, w))
             fail_msg("%s: no gradient of the fixture's shape", names[i]);
-        double worst = 0.0, scale = 0.0;
-        for (int64_t k = 0; k < w->numel; k++) {
-            worst = fmax(worst, fabs((double)g->data[k] - w->data[k]));
-            scale = fmax(scale, fabs((double)w->data[k]));
-        }
-        const double tol = fmin(GRAD_ATOL, GRAD_SCALE_RTOL * scale);
+        const double worst = fixture_max_diff(g, w, NULL);
+        const double tol = fmin(GRAD_ATOL, GRAD_SCALE_RTOL * fixture_max_abs(w));
         print_message("%-40s max |diff| %.2g (tolerance %.2g)\n", names[i], worst, tol);
         if (!(worst <= tol))
             fail_msg("%s differs from PyTorch's by %.3g (tolerance %.3g)", names[i], worst, tol);

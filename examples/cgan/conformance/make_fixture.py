@@ -12,10 +12,8 @@ Layout (all F32; labels as whole floats):
 Metadata: nz, emb, ngf, ndf, batch, torch version, source.
 """
 import os
-import struct
 import sys
 
-import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -23,8 +21,8 @@ ROOT = os.path.join(HERE, "..", "..", "..")
 sys.path.insert(0, os.path.join(HERE, ".."))
 import torch_cgan as tc  # noqa: E402
 
-sys.path.insert(0, os.path.join(ROOT, "examples", "mnist_gan", "conformance"))
-from make_fixture import write_safetensors  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "examples", "common"))
+from fixture import write_safetensors  # noqa: E402
 
 # Small, unequal widths: every layer kept, the fixture stays ~100 KB.
 W = dict(nz=8, emb=4, ngf=2, ndf=3)

@@ -1,20 +1,17 @@
 #!/usr/bin/python3
 """Writes tests/fixtures/char_lm.safetensors: char_lm's whole model against PyTorch, at a reduced
 size. The CharLM of examples/char_lm/torch_char_lm.py (vocab 13, embed 8, hidden 16) with
-PyTorch's initial weights (model.<name>), one batch of B = 3 tracks of T = 6 characters (ids and the characters
-that follow them, next), a non-zero carried state h0, and what one training step's forward and
-backward give: logits, the mean cross-entropy loss, the last state h_last and the gradient of
-every parameter (grad.<name>) and of h0 (grad.h0: backpropagation through the whole unrolled
-sequence into the state carried from the previous step). tests: examples/char_lm/
-test_conformance.c. Deterministic; run with Debian's interpreter, which has torch:
+PyTorch's initial weights (model.<name>), one batch of B = 3 tracks of T = 6 characters (ids
+and the characters that follow them, next), a non-zero carried state h0, and what one training
+step's forward and backward give: logits, the mean cross-entropy loss, the last state h_last and
+the gradient of every parameter (grad.<name>) and of h0 (grad.h0: backpropagation through the
+whole unrolled sequence into the state carried from the previous step). Read by
+tests/test_char_lm_conformance.c. Deterministic; run with Debian's interpreter, which has torch:
 
     /usr/bin/python3 examples/char_lm/conformance/make_fixture.py"""
-import json
 import os
-import struct
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,31 +19,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.dirname(HERE))
 from torch_char_lm import CharLM  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "examples", "common"))
+from fixture import write_safetensors  # noqa: E402
 
 OUT = os.path.join(ROOT, "tests", "fixtures", "char_lm.safetensors")
 VOCAB, EMBED, HIDDEN, B, T = 13, 8, 16, 3, 6
-
-
-def write_safetensors(path, tensors, meta):
-    """safetensors: 8-byte little-endian header length, JSON header padded with spaces to a
-    multiple of 8, then the raw little-endian float32 data in header order."""
-    header = {"__metadata__": meta}
-    blobs, off = [], 0
-    for name, a in tensors.items():
-        b = np.ascontiguousarray(a, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(np.shape(a)),
-                        "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
 
 
 def main():

@@ -55,7 +55,6 @@ generator.<cfg>, init.<cfg> (paddle | torch: the distributions the stored initia
 drawn from) and adam.<cfg> (paddle: eps before the bias correction | torch); torch version, source.
 """
 import copy
-import json
 import os
 import struct
 import sys
@@ -66,6 +65,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "examples", "common"))
+from fixture import write_safetensors  # noqa: E402
 OUT = os.path.join(ROOT, "tests", "fixtures", "gan_conformance.safetensors")
 MNIST = os.path.join(ROOT, "data-cache", "mnist", "train-images-idx3-ubyte")
 
@@ -289,29 +290,8 @@ def real_batches():
             x[i] = 255.0 * np.clip(1.5 - d, 0.0, 1.0)
         source = "synthetic rings (MNIST was not fetched)"
     x = x.reshape(ITERS, B, 1, 28, 28) / 255.0 * 2.0 - 1.0
-    return [torch.from_numpy(np.ascontiguousarray(x[i], dtype=np.float32)) for i in range(ITERS)], source
-
-
-def write_safetensors(path, tensors, meta):
-    """safetensors: 8-byte little-endian header length, JSON header padded with spaces to a
-    multiple of 8, then the raw little-endian float32 data in header order."""
-    header = {"__metadata__": meta}
-    blobs, off = [], 0
-    for name, a in tensors.items():
-        b = np.ascontiguousarray(a, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(np.shape(a)),
-                        "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
+    batches = [torch.from_numpy(np.ascontiguousarray(x[i], dtype=np.float32)) for i in range(ITERS)]
+    return batches, source
 
 
 def main():

@@ -18,12 +18,9 @@ Fixture layout (all F32):
   labels         [B] their classes
   loss           [1] F.cross_entropy (mean over the batch)
 Metadata: d, heads, ff, layers, batch, torch version, source of the images."""
-import json
 import os
-import struct
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,28 +28,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.dirname(HERE))
 from torch_transformer_mnist import RowTransformer, load_mnist  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "examples", "common"))
+from fixture import write_safetensors  # noqa: E402
 
 OUT = os.path.join(ROOT, "tests", "fixtures", "transformer_mnist.safetensors")
 MNIST = os.path.join(ROOT, "data-cache", "mnist")
 D, HEADS, FF, LAYERS, B = 16, 2, 24, 2, 8
-
-
-def write_safetensors(path, tensors, meta):
-    """8-byte little-endian header length, JSON header padded with spaces to a multiple of 8,
-    then the raw little-endian float32 data in header order."""
-    header = {"__metadata__": meta}
-    blobs, off = [], 0
-    for name, a in tensors.items():
-        b = np.ascontiguousarray(a, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(np.shape(a)),
-                        "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-    os.replace(path + ".tmp", path)
 
 
 def main():

@@ -20,8 +20,8 @@ ROOT = os.path.join(HERE, "..", "..", "..")
 sys.path.insert(0, os.path.join(HERE, ".."))
 import torch_vae as tv  # noqa: E402
 
-sys.path.insert(0, os.path.join(ROOT, "examples", "mnist_gan", "conformance"))
-from make_fixture import write_safetensors  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "examples", "common"))
+from fixture import write_safetensors  # noqa: E402
 
 W = dict(hidden=8, latent=3)  # small and unequal: the fixture stays ~130 KB
 B = 8
