@@ -157,7 +157,9 @@ tg_tensor *tg_max_axis_indices(tg_tensor *x, int axis, bool keepdim, tg_index **
 /* Variance along axis: sum((x - mean)^2) / (len - correction). correction 1 is Bessel's
  * (torch.var's default), 0 the biased (population) variance; len <= correction gives NaN, value
  * and gradient (PyTorch 1.13 divides by 0 there: NaN, or inf where the deviations are not all
- * 0). Two passes in double: exact enough far from 0, the same for any thread count. */
+ * 0). Any correction is accepted, negative ones too (as PyTorch's; the divisor is computed in
+ * double, so even INT64_MIN does not overflow). Two passes in double: exact enough far from 0,
+ * the same for any thread count. */
 tg_tensor *tg_var(tg_tensor *x, int axis, bool keepdim, int64_t correction);
 /* sqrt(tg_var(x, axis, keepdim, correction)). */
 tg_tensor *tg_std(tg_tensor *x, int axis, bool keepdim, int64_t correction);

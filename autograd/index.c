@@ -108,6 +108,8 @@ static void take_forward(tg_node *n)
 {
     const take_params *p = TG_PARAMS(n, take_params);
     const int64_t *idx = snapshot_take(n);
+    if (n->out->numel == 0) /* no work: x [2^40, 1, 0] would still be 2^40 empty rows */
+        return;
     const float *x = n->in[0]->data;
     float *y = n->out->data;
     int64_t rows = p->outer * p->m, m = p->m, len = p->len, inner = p->inner;
@@ -121,7 +123,8 @@ static void take_forward(tg_node *n)
 static void take_backward(tg_node *n)
 {
     float *dx = tg_grad_of(n, 0);
-    if (!dx)
+    /* An empty y adds nothing, however many (outer, chunk) items it would loop over. */
+    if (!dx || n->out->numel == 0)
         return;
     const take_params *p = TG_PARAMS(n, take_params);
     const int64_t *idx = n->scratch;
@@ -759,9 +762,12 @@ tg_index *tg_multinomial(tg_tensor *probs, int64_t num_samples, bool replacement
     int64_t shape[2] = {rows, num_samples};
     bool two_d = probs->ndim == 2;
     tg_index *ix = tg_index_new(two_d ? 2 : 1, two_d ? shape : shape + 1, NULL);
-    size_t bytes = (size_t)c * (replacement ? sizeof(double) : sizeof(es_key));
-    void *work = ix ? malloc(bytes ? bytes : 1) : NULL;
-    if (ix && !work) {
+    /* One row's work buffer (c >= 1 here when rows > 0: each row has a positive weight); none
+     * for no rows, where an empty probs may have any c, so c * elem is checked before use. */
+    const size_t elem = replacement ? sizeof(double) : sizeof(es_key);
+    const bool overflow = (uint64_t)c > SIZE_MAX / elem;
+    void *work = ix && rows > 0 && !overflow ? malloc((size_t)c * elem) : NULL;
+    if (ix && rows > 0 && !work) {
         tg_set_error(TG_ERR_NOMEM, "%s: out of memory for %lld weights", fn, (long long)c);
         tg_index_release(ix);
         return NULL;

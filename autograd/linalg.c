@@ -279,6 +279,8 @@ static void linear_forward(tg_node *n)
     const tg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     int64_t N = linear_rows(x), I = w->shape[1], O = w->shape[0];
     float *y = n->out->data;
+    if (n->out->numel == 0) /* no work: x [2^40, 0] with out 0 would be 2^40 empty bias rows */
+        return;
     if (b) {
         /* Start from the bias in every row, then let sgemm add x @ w^T (beta = 1). */
         TG_PARALLEL_FOR_WORK(N, O)
@@ -303,8 +305,9 @@ static void linear_backward(tg_node *n)
     if (db) {
         if (tg_grad_fresh(n, 2))
             memset(db, 0, (size_t)O * sizeof(float));
-        /* Column sums: rows outer so the inner loop runs along contiguous memory. */
-        for (int64_t r = 0; r < N; r++)
+        /* Column sums: rows outer so the inner loop runs along contiguous memory; none for an
+         * empty dy, whose N may still be huge (out 0). */
+        for (int64_t r = 0; r < (n->out->numel ? N : 0); r++)
             for (int64_t o = 0; o < O; o++)
                 db[o] += dy[r * O + o];
     }

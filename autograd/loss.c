@@ -225,6 +225,11 @@ TG_ISA_KERNEL(cross_entropy_forward, (tg_node * n), (n))
     const tg_tensor *zt = n->in[0];
     const int64_t *labels = n->index->data;
     const int64_t N = zt->shape[0], C = zt->shape[1];
+    if (N == 0) { /* no rows, no scratch (NULL): NONE's [0] has nothing to write, SUM is 0 */
+        if (TG_PARAMS(n, loss_params)->reduction != TG_REDUCE_NONE)
+            n->out->data[0] = loss_reduce(n, 0.0, 0);
+        return;
+    }
     float *lse = n->scratch, *row_loss = lse + N;
     TG_PARALLEL_FOR_WORK(N, C)
     for (int64_t r = 0; r < N; r++) {
@@ -240,8 +245,7 @@ TG_ISA_KERNEL(cross_entropy_forward, (tg_node * n), (n))
         row_loss[r] = ls - (z[labels[r]] - mx);
     }
     if (TG_PARAMS(n, loss_params)->reduction == TG_REDUCE_NONE) {
-        if (N)
-            memcpy(n->out->data, row_loss, (size_t)N * sizeof(float));
+        memcpy(n->out->data, row_loss, (size_t)N * sizeof(float));
         return;
     }
     double total = 0;

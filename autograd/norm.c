@@ -1008,13 +1008,12 @@ TG_ISA_KERNEL(layer_norm_backward, (tg_node * n), (n))
     if (D == 0)
         return; /* nothing in any gradient */
     if (R == 0) {
-        /* No rows: the parameter gradients are sums of nothing. */
-        for (int64_t j = 0; j < D; j++) {
-            if (dw_set)
-                dw[j] = 0.0f;
-            if (db_set)
-                db[j] = 0.0f;
-        }
+        /* No rows: the parameter gradients are sums of nothing (no loop over D, which may be
+         * huge for an empty x [0, 2^40], when there is no affine gradient to fill). */
+        if (dw_set)
+            memset(dw, 0, (size_t)D * sizeof(float));
+        if (db_set)
+            memset(db, 0, (size_t)D * sizeof(float));
         return;
     }
     const float *mean = layer_norm_stats(n, R, D), *rstd = mean + R;

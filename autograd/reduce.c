@@ -539,7 +539,9 @@ static tg_status var_setup(tg_node *n, const char *fn, bool root, int *ndim, int
         return st;
     reduce_params *p = TG_PARAMS(n, reduce_params);
     p->root = root;
-    p->scale = p->len > p->correction ? 1.0 / (double)(p->len - p->correction) : NAN;
+    /* In double: len - correction overflows int64_t for a correction near INT64_MIN (any
+     * correction is accepted, as PyTorch's; a negative one only shrinks the result). */
+    p->scale = p->len > p->correction ? 1.0 / ((double)p->len - (double)p->correction) : NAN;
     n->scratch_bytes = (size_t)(p->outer * p->inner) * sizeof(float);
     return TG_OK;
 }

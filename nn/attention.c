@@ -127,6 +127,12 @@ tg_module *tg_nn_multihead_attention(int64_t embed_dim, int64_t heads, bool bias
                      fn, (long long)embed_dim, (long long)heads, rng ? "" : ", rng NULL");
         return NULL;
     }
+    /* in_proj has 3 * embed_dim rows: a size whose 3 * embed_dim overflows cannot be made. */
+    if (embed_dim > INT64_MAX / 3) {
+        tg_set_error(TG_ERR_ARG, "%s: embed_dim %lld is too large: 3 * embed_dim overflows int64",
+                     fn, (long long)embed_dim);
+        return NULL;
+    }
     const mha_config c = {.embed_dim = embed_dim, .heads = heads};
     tg_module *m = tg_module_new_multi("MultiheadAttention", mha_forward, &c, sizeof c);
     if (!m)

@@ -55,9 +55,11 @@ static tg_status gru_forward(tg_module *m, int64_t n_in, tg_tensor *const *in, i
     tg_tensor *gi =
         tg_linear(x, tg_module_param(m, "weight_ih"), optional_param(m, "bias_ih")); /* [N,3H] */
     tg_tensor *gh = tg_linear(h, tg_module_param(m, "weight_hh"), optional_param(m, "bias_hh"));
-    /* r and z share one add and one sigmoid over their 2H columns. */
-    tg_tensor *rz = tg_sigmoid(tg_add(tg_slice(gi, 1, 0, 2 * H, 1), tg_slice(gh, 1, 0, 2 * H, 1)));
-    tg_tensor *r = tg_slice(rz, 1, 0, H, 1), *z = tg_slice(rz, 1, H, 2 * H, 1);
+    /* One add of all 3H columns (n's third of it unused) and a slice per gate: the fewest
+     * slices, each a copy forward and a zero-filled gradient backward. */
+    tg_tensor *s = tg_add(gi, gh);
+    tg_tensor *r = tg_sigmoid(tg_slice(s, 1, 0, H, 1)),
+              *z = tg_sigmoid(tg_slice(s, 1, H, 2 * H, 1));
     tg_tensor *n = tg_tanh(
         tg_add(tg_slice(gi, 1, 2 * H, 3 * H, 1), tg_mul(r, tg_slice(gh, 1, 2 * H, 3 * H, 1))));
     /* (1 - z) n + z h = n + z (h - n): PyTorch's fused kernel computes the same form. */
@@ -71,6 +73,12 @@ tg_module *tg_nn_gru_cell(int64_t in, int64_t hidden, bool bias, tg_rng *rng)
     if (in < 1 || hidden < 1 || !rng) {
         tg_set_error(TG_ERR_ARG, "%s: in %lld, hidden %lld%s: need both >= 1 and an rng", fn,
                      (long long)in, (long long)hidden, rng ? "" : ", rng NULL");
+        return NULL;
+    }
+    /* The weights have 3 * hidden rows: a size whose 3 * hidden overflows cannot be made. */
+    if (hidden > INT64_MAX / 3) {
+        tg_set_error(TG_ERR_ARG, "%s: hidden %lld is too large: 3 * hidden overflows int64", fn,
+                     (long long)hidden);
         return NULL;
     }
     gru_config c = {.in = in, .hidden = hidden};

@@ -257,6 +257,14 @@ static void test_errors(void **state)
     assert_error_contains("dim_ff 0");
     assert_null(tg_nn_transformer_encoder_layer(8, 3, 16, true, &rng));
     assert_error_contains("embed_dim 8, heads 3");
+    /* 3 * embed_dim would overflow (it was undefined behaviour): refused, naming the size,
+     * also through the encoder layer. */
+    assert_null(tg_nn_multihead_attention(INT64_MAX / 3 + 1, 1, true, &rng));
+    assert_error_contains("tg_nn_multihead_attention: embed_dim 3074457345618258603 is too large");
+    tg_clear_error();
+    assert_null(tg_nn_transformer_encoder_layer(INT64_MAX, 1, 16, true, &rng));
+    assert_int_equal(tg_last_status(), TG_ERR_ARG);
+    assert_error_contains("embed_dim 9223372036854775807 is too large");
 
     tg_module *m = tg_nn_multihead_attention(8, 2, true, &rng);
     tg_module *layer = tg_nn_transformer_encoder_layer(8, 2, 16, false, &rng);

@@ -130,6 +130,38 @@ static void test_result_shapes(void **state)
     tg_release(w);
 }
 
+/* Empty results with a 2^40 leading size do no work, forward or backward (they were 2^40
+ * zero-byte copies, and 2^40 (row, chunk) items of nothing); an empty probs gives an empty
+ * sample, whatever its (huge) number of columns (its work buffer's size wrapped around). */
+static void test_empty_no_work(void **state)
+{
+    (void)state;
+    const int64_t big = (int64_t)1 << 40;
+    tg_tensor *x = tg_tensor_zeros(TG_DIMS(big, 0)), *x3 = tg_tensor_zeros(TG_DIMS(big, 1, 0));
+    assert_int_equal(tg_tensor_set_requires_grad(x, true), TG_OK);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_index_select(x, 1, tg_indices(TG_DIMS(0), NULL));
+    assert_non_null(y);
+    assert_int_equal(y->shape[0], big);
+    assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
+    tg_tensor *y3 = tg_index_select(x3, 1, tg_indices(TG_DIMS(1), (int64_t[]){0}));
+    assert_non_null(y3);
+    assert_int_equal(y3->numel, 0);
+    tg_rng rng;
+    tg_rng_seed(&rng, 3);
+    for (int replacement = 0; replacement < 2; replacement++) {
+        tg_index *ix = tg_multinomial(tg_zeros(TG_DIMS(0, (int64_t)1 << 60)), 2, replacement, &rng);
+        if (!ix)
+            fail_msg("%s", tg_last_error());
+        assert_int_equal(ix->ndim, 2);
+        assert_int_equal(ix->shape[0], 0);
+        assert_int_equal(ix->shape[1], 2);
+    }
+    tg_tape_end(tape);
+    tg_release(x);
+    tg_release(x3);
+}
+
 /* An index overwritten between the forward and the backward (its values are public fields):
  * the backward still scatters to the positions the forward read, never to the new ones (here
  * far out of range). */
@@ -593,6 +625,7 @@ int main(void)
         TG_TEST(test_gather_golden),
         TG_TEST(test_index_select_golden),
         TG_TEST(test_result_shapes),
+        TG_TEST(test_empty_no_work),
         TG_TEST(test_index_changed_after_forward),
         TG_TEST(test_scatter_add_deterministic),
         TG_TEST(test_argmax_argmin_golden),

@@ -281,6 +281,19 @@ static void test_matmul_empty(void **state)
     assert_shape("linear [2, 3, 0] with w [4, 0]", l, TG_DIMS(2, 3, 4));
     for (int64_t i = 0; i < l->numel; i++)
         assert_true(l->data[i] == 2.5f);
+    /* An empty y of 2^40 rows (in 0, out 0), with a bias: no work, forward or backward (the
+     * bias and its gradient were looped over row by row). */
+    tg_tensor *xh = tg_tensor_zeros(TG_DIMS((int64_t)1 << 40, 0));
+    tg_tensor *w0 = tg_tensor_zeros(TG_DIMS(0, 0)), *b0 = tg_tensor_zeros(TG_DIMS(0));
+    assert_int_equal(tg_tensor_set_requires_grad(xh, true), TG_OK);
+    assert_int_equal(tg_tensor_set_requires_grad(b0, true), TG_OK);
+    tg_tensor *lh = tg_linear(xh, w0, b0);
+    assert_non_null(lh);
+    assert_shape("linear [2^40, 0] with w [0, 0]", lh, TG_DIMS((int64_t)1 << 40, 0));
+    assert_int_equal(tg_backward(tg_sum(lh)), TG_OK);
+    tg_release(xh);
+    tg_release(w0);
+    tg_release(b0);
     assert_int_equal(tg_tape_end(tape), TG_OK);
     tg_release(a);
     tg_release(b);

@@ -204,6 +204,10 @@ static void test_gru_errors(void **state)
     assert_error_contains("tg_nn_gru_cell: in 0, hidden 4");
     assert_null(tg_nn_gru_cell(3, 4, true, NULL));
     assert_error_contains("rng NULL");
+    /* 3 * hidden would overflow (it was undefined behaviour): refused, naming the size. */
+    assert_null(tg_nn_gru_cell(1, INT64_MAX / 3 + 1, true, &rng));
+    assert_int_equal(tg_last_status(), TG_ERR_ARG);
+    assert_error_contains("tg_nn_gru_cell: hidden 3074457345618258603 is too large");
 
     tg_module *cell = tg_nn_gru_cell(3, 4, true, &rng);
     tg_tensor *x = tg_tensor_zeros(TG_DIMS(2, 3)), *h = tg_tensor_zeros(TG_DIMS(2, 4));

@@ -126,6 +126,33 @@ static void test_var_precision_threads(void **state)
     tg_release(x);
 }
 
+/* Any correction is accepted, as PyTorch's: a negative one divides by len + |correction|,
+ * computed without overflow even for INT64_MIN (len - correction wrapped to a negative divisor,
+ * and was undefined behaviour). */
+static void test_var_negative_correction(void **state)
+{
+    (void)state;
+    tg_tensor *x = test_tensor_of(TG_DIMS(2, 3), (const float[]){1, 2, 4, -1, 0, 5}, true);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    const double m = 7.0 / 3.0, ss = (1 - m) * (1 - m) + (2 - m) * (2 - m) + (4 - m) * (4 - m);
+    tg_tensor *v = tg_var(x, 1, false, -1);
+    assert_non_null(v);
+    assert_close(v->data[0], ss / 4.0, 1e-5);
+    const int64_t big[2] = {INT64_MIN + 1, INT64_MIN};
+    for (int i = 0; i < 2; i++) {
+        tg_tensor *vb = tg_var(x, 1, false, big[i]), *sb = tg_std(x, 1, false, big[i]);
+        assert_non_null(vb);
+        assert_non_null(sb);
+        /* 3 - INT64_MIN is 2^63 + 3, 2^63 in double. */
+        assert_close(vb->data[0] * 0x1p63, ss, 1e-4);
+        assert_close(sb->data[0] * 0x1p31 * sqrt(2.0), sqrt(ss), 1e-4);
+        assert_int_equal(tg_backward(tg_sum(sb)), TG_OK);
+        assert_true(isfinite(x->grad->data[0]));
+    }
+    tg_tape_end(tape);
+    tg_release(x);
+}
+
 static void test_var_errors(void **state)
 {
     (void)state;
@@ -150,6 +177,7 @@ int main(void)
         TG_TEST(test_var_std_golden),
         TG_TEST(test_var_nan_and_keepdim),
         TG_TEST(test_var_precision_threads),
+        TG_TEST(test_var_negative_correction),
         TG_TEST(test_var_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -776,6 +776,10 @@ static void release_games(pool *pl, reader *r)
     tg_tensor *t = pick(pl, r);
     int k = rd_byte(r) % 3;
     bool owned = t && t != TG_NONE && t->held > 0;
+    /* A leaf is the fuzzer's own even while a node holds it: an extra release of it would end
+     * the fuzzer's reference, which it ends again at the end. */
+    for (int i = 0; i < pl->n_leaves; i++)
+        owned &= pl->leaf[i] != t;
     bool extra = rd_bool(r) && (owned || !t || t == TG_NONE);
     /* The extra release is refused exactly when every reference left is a tape's or a node's;
      * one the fuzzer itself took (a pool entry) may be ended. */
