@@ -1,7 +1,7 @@
 /* tapegrad — the tape, backward and the differentiable ops.
  *
  * Every op below returns a tensor owned by the innermost open tape (valid until its
- * tg_tape_end; tg_retain it to keep it longer), or NULL on failure with tg_last_error() set.
+ * tg_tape_end; tg_tensor_retain it to keep it longer), or NULL on failure with tg_last_error() set.
  * An op given a NULL input returns NULL and leaves the first error's message in place, so a
  * chain of ops needs one check at the end. Calling an op with no open tape is an error. */
 #ifndef TAPEGRAD_AUTOGRAD_H

@@ -115,7 +115,7 @@ tg_status tg_tape_end(tg_tape *tape)
         tg_node *n = tape->nodes[i];
         n->out->node = NULL;
         n->out->requires_grad = false;
-        tg_release(n->out->grad);
+        tg_tensor_release(n->out->grad);
         n->out->grad = NULL;
         node_free(n);
     }
@@ -145,7 +145,7 @@ static bool tape_reserve(tg_tape *tape, const char *opname)
 }
 
 /* Hands the caller's reference to t to tape (room reserved by tape_reserve): a held one, which
- * tg_release refuses to end. */
+ * tg_tensor_release refuses to end. */
 static void tape_own(tg_tape *tape, tg_tensor *t, const char *origin)
 {
     tg_hold_adopt(t);
@@ -249,7 +249,7 @@ tg_tensor *tg_apply_index(const tg_op *op, const void *params, size_t params_siz
         ok = n->scratch != NULL;
     }
     if (!ok) {
-        tg_release(n->out);
+        tg_tensor_release(n->out);
         n->n_in = 0; /* inputs were not retained yet */
         node_free(n);
         return NULL;
@@ -265,7 +265,7 @@ tg_tensor *tg_apply_index(const tg_op *op, const void *params, size_t params_siz
                          "tg_%s: TG_CHECK_FINITE: output %s has %g at element "
                          "%lld",
                          op->name, TG_SHAPE_STR(out, s), out->data[bad], (long long)bad);
-            tg_release(out);
+            tg_tensor_release(out);
             n->n_in = 0;
             node_free(n);
             return NULL;
@@ -326,7 +326,7 @@ tg_tensor *tg_tape_adopt(tg_tensor *t, const char *origin)
         return NULL;
     tg_tape *tape = entry_check(origin, 0, NULL);
     if (!tape) {
-        tg_release(t);
+        tg_tensor_release(t);
         return NULL;
     }
     tape_own(tape, t, origin);
@@ -405,7 +405,7 @@ static tg_tensor *random_tensor(const char *origin, int ndim, const int64_t *sha
     tg_tensor *t = tg_tensor_new(ndim, shape);
     if (t && (normal ? tg_tensor_normal_(t, rng, 0.0f, 1.0f)
                      : tg_tensor_uniform_(t, rng, 0.0f, 1.0f)) != TG_OK) {
-        tg_release(t);
+        tg_tensor_release(t);
         t = NULL;
     }
     return tg_tape_adopt(t, origin);
@@ -514,7 +514,7 @@ static void free_intermediate_grads(void)
 {
     for (tg_tape *t = innermost; t; t = t->outer)
         for (int64_t i = 0; i < t->n_nodes; i++) {
-            tg_release(t->nodes[i]->out->grad);
+            tg_tensor_release(t->nodes[i]->out->grad);
             t->nodes[i]->out->grad = NULL;
         }
 }
@@ -589,6 +589,6 @@ tg_status tg_backward(tg_tensor *loss)
     if (!one)
         return tg_last_status();
     tg_status st = tg_backward_grad(loss, one);
-    tg_release(one);
+    tg_tensor_release(one);
     return st;
 }

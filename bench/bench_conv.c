@@ -197,7 +197,7 @@ static void bench_layer(const layer *L, int reps)
         double t2 = now_ms();
         tg_tape_end(tape);
         double t3 = now_ms();
-        tg_release(tg_tensor_clone(dy)); /* what tg_backward_grad's seed copy costs */
+        tg_tensor_release(tg_tensor_clone(dy)); /* what tg_backward_grad's seed copy costs */
         double t4 = now_ms();
         double ref_f, ref_b;
         reference(L, &g, cols, flat, w->data, dwbuf, &ref_f, &ref_b);
@@ -225,10 +225,10 @@ static void bench_layer(const layer *L, int reps)
     free(cols);
     free(flat);
     free(dwbuf);
-    tg_release(x);
-    tg_release(w);
-    tg_release(b);
-    tg_release(dy);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
 }
 
 int main(int argc, char **argv)

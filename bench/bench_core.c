@@ -64,8 +64,8 @@ static void tiny_ops(int ops, int reps, double *record_ns, double *total_ns)
     *total_ns = median(tot, reps);
     free(rec);
     free(tot);
-    tg_release(x);
-    tg_release(c);
+    tg_tensor_release(x);
+    tg_tensor_release(c);
 }
 
 /* GB/s of memcpy over n floats (read n, write n), median of reps. */
@@ -137,9 +137,9 @@ static double big_op_gbs(big_op op, int64_t n, int reps, tg_rng *rng)
     }
     double s = median(t, reps);
     free(t);
-    tg_release(a);
-    tg_release(b);
-    tg_release(row);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
+    tg_tensor_release(row);
     return bytes / s / 1e9;
 }
 
@@ -170,8 +170,8 @@ static double matmul_gflops(int na, const int64_t *as, int nb, const int64_t *bs
     }
     double s = median(t, reps);
     free(t);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
     return flops / s / 1e9;
 }
 

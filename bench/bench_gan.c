@@ -124,7 +124,7 @@ static void step_init(step_bench *b, gan_generator gen)
 static void step_free(step_bench *b)
 {
     for (int i = 0; i < N_REAL; i++)
-        tg_release(b->real[i]);
+        tg_tensor_release(b->real[i]);
     gan_state_free(&b->s);
 }
 
@@ -230,7 +230,7 @@ static void collect(layer_set *ls, tg_module *model, const char *name, int ndim,
         cur = y;
     }
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void layers_init(layer_set *ls)
@@ -253,8 +253,8 @@ static void layers_init(layer_set *ls)
 static void layers_free(layer_set *ls)
 {
     for (int i = 0; i < ls->n; i++) {
-        tg_release(ls->layers[i].x);
-        tg_release(ls->layers[i].dy);
+        tg_tensor_release(ls->layers[i].x);
+        tg_tensor_release(ls->layers[i].dy);
     }
     for (int i = 0; i < 3; i++)
         tg_module_free(ls->models[i]);
@@ -276,7 +276,7 @@ static void layer_time(const layer *l, int reps, int warmup, double *wall, doubl
         /* tg_backward_grad copies dy to seed the output's gradient; PyTorch's backward(dy)
          * uses dy as it is, and in training the seed is a single 1. Time that copy alone and
          * leave it out. */
-        tg_release(tg_tensor_clone(l->dy));
+        tg_tensor_release(tg_tensor_clone(l->dy));
         double seed_cpu = cpu_now() - c1, seed_wall = now() - t1;
         if (r >= 0) {
             wall[r] = t1 - t0 - seed_wall;

@@ -115,7 +115,7 @@ int main(int argc, char **argv)
     }
     free(ms);
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        tg_release(all[i]);
+        tg_tensor_release(all[i]);
     tg_module_free(cell);
     return 0;
 }

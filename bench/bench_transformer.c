@@ -103,7 +103,7 @@ int main(int argc, char **argv)
         tg_module_free(cases[c].m);
     }
     free(ms);
-    tg_release(x);
-    tg_release(dy);
+    tg_tensor_release(x);
+    tg_tensor_release(dy);
     return 0;
 }

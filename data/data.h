@@ -119,7 +119,7 @@ typedef enum {
 tg_status tg_data_write_png_gray(const char *path, const unsigned char *pixels, int64_t width,
                                  int64_t height);
 /* Writes images [N,1,H,W] or [N,H,W] as a grid of `cols` columns with a one-pixel gap. */
-tg_status tg_data_write_png_grid(const char *path, const tg_tensor *images, int cols,
+tg_status tg_data_write_png_grid(const char *path, const tg_tensor *images, int64_t cols,
                                  tg_grid_scale scale);
 
 /* ---- safetensors checkpoints (safetensors.c) ---------------------------------------------
@@ -130,7 +130,7 @@ tg_status tg_data_write_png_grid(const char *path, const tg_tensor *images, int 
 
 /* Writes sd's tensors (as F32, in insertion order) and metadata to path, atomically: a failure
  * (TG_ERR_IO naming the path and the system's reason) leaves any previous file as it was. */
-tg_status tg_data_save_safetensors(const tg_state_dict *sd, const char *path);
+tg_status tg_data_save_safetensors(const char *path, const tg_state_dict *sd);
 /* Reads a safetensors file into a new state dict (free it with tg_state_dict_free), names in
  * file order. F32 loads as is; F64, F16, BF16, integer and BOOL tensors are converted to
  * float32. Everything is validated first: NULL with TG_ERR_FORMAT naming the file and the

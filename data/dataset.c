@@ -32,8 +32,8 @@ void tg_dataset_free(tg_dataset *ds)
 {
     if (!ds)
         return;
-    tg_release(ds->images);
-    tg_release(ds->labels);
+    tg_tensor_release(ds->images);
+    tg_tensor_release(ds->labels);
     free(ds);
 }
 
@@ -110,8 +110,8 @@ tg_dataset *tg_data_load_mnist(const char *dir, bool train, int digit)
         ds->labels->data[j++] = lab->data[i];
     }
 done:
-    tg_release(img);
-    tg_release(lab);
+    tg_tensor_release(img);
+    tg_tensor_release(lab);
     /* The file's values (188 MB for MNIST's training set) went back to the allocator's cache,
      * where no later tensor of a training step is large enough to reuse them: hand them back
      * to the system rather than hold them for the whole run. */
@@ -249,8 +249,8 @@ tg_status tg_loader_next(tg_loader *l, tg_tensor **images, tg_tensor **labels)
     tg_tensor *x = tg_tensor_new(TG_DIMS(b, 1, h, w));
     tg_tensor *y = tg_tensor_new(TG_DIMS(b));
     if (!x || !y) {
-        tg_release(x);
-        tg_release(y);
+        tg_tensor_release(x);
+        tg_tensor_release(y);
         return tg_last_status();
     }
     const int64_t *idx = l->perm + l->st.batch * b;
@@ -272,6 +272,6 @@ tg_status tg_loader_next(tg_loader *l, tg_tensor **images, tg_tensor **labels)
     if (labels)
         *labels = y;
     else
-        tg_release(y);
+        tg_tensor_release(y);
     return TG_OK;
 }

@@ -395,7 +395,7 @@ tg_tensor *tg_data_read_idx(const char *path)
     return t;
 fail:
     free(raw);
-    tg_release(t);
+    tg_tensor_release(t);
     src_close(f);
     return NULL;
 }

@@ -84,7 +84,7 @@ tg_status tg_data_write_png_gray(const char *path, const unsigned char *pixels, 
     return tg_atomic_commit(af);
 }
 
-tg_status tg_data_write_png_grid(const char *path, const tg_tensor *images, int cols,
+tg_status tg_data_write_png_grid(const char *path, const tg_tensor *images, int64_t cols,
                                  tg_grid_scale scale)
 {
     if (!images)
@@ -104,10 +104,11 @@ tg_status tg_data_write_png_grid(const char *path, const tg_tensor *images, int 
     bool ok_shape = (nd == 3) || (nd == 4 && images->shape[1] == 1);
     if (!ok_shape || images->numel == 0 || cols < 1)
         return tg_set_error(TG_ERR_SHAPE,
-                            "tg_data_write_png_grid: %s: images %s, %d columns: "
+                            "tg_data_write_png_grid: %s: images %s, %lld columns: "
                             "need [N, H, W] or [N, 1, H, W] with N >= 1 and columns >= 1",
                             path ? path : "(null)",
-                            tg_shape_str(images->ndim, images->shape, s, sizeof s), cols);
+                            tg_shape_str(images->ndim, images->shape, s, sizeof s),
+                            (long long)cols);
     int64_t n = images->shape[0], h = images->shape[nd - 2], w = images->shape[nd - 1];
     int64_t c = n < cols ? n : cols, rows = (n + c - 1) / c;
     int64_t W = c * w + (c - 1), H = rows * h + (rows - 1);

@@ -240,7 +240,7 @@ static tg_status st_wrap_error(const char *fn, const char *path)
     return tg_set_error(st, "%s: %s: %s", fn, path, inner);
 }
 
-tg_status tg_data_save_safetensors(const tg_state_dict *sd, const char *path)
+tg_status tg_data_save_safetensors(const char *path, const tg_state_dict *sd)
 {
     static const char fn[] = "tg_data_save_safetensors";
     if (!sd) {
@@ -727,7 +727,7 @@ static tg_state_dict *st_build(const st_ctx *c, int fd, int64_t data_start, cons
             return NULL;
         }
         tg_status st = tg_state_dict_put(sd, e[i].name, t);
-        tg_release(t); /* the dict holds it now (or it is freed on failure) */
+        tg_tensor_release(t); /* the dict holds it now (or it is freed on failure) */
         if (st != TG_OK) {
             snprintf(inner, sizeof inner, "%s", tg_last_error());
             st_fail(c, st == TG_ERR_NOMEM ? TG_ERR_NOMEM : TG_ERR_FORMAT, e[i].name, "%s", inner);

@@ -26,7 +26,7 @@ static tg_tensor *param_new(tg_rng *rng, int ndim, const int64_t *shape, int64_t
     float bound = 1.0f / sqrtf((float)fan_in);
     if (!t || tg_tensor_uniform_(t, rng, -bound, bound) != TG_OK ||
         tg_tensor_set_requires_grad(t, true) != TG_OK) {
-        tg_release(t);
+        tg_tensor_release(t);
         return NULL;
     }
     return t;
@@ -123,9 +123,9 @@ done:
         fprintf(stderr, "demo_regression: %s\n", why[0] ? why : tg_last_error());
     tg_optim_free(opt); /* releases its references to the parameters */
     for (int k = 0; k < N_PARAMS; k++)
-        tg_release(params[k]);
-    tg_release(x);
-    tg_release(y);
+        tg_tensor_release(params[k]);
+    tg_tensor_release(x);
+    tg_tensor_release(y);
     int64_t live = tg_debug_live_tensors();
     printf("live tensors at exit: %lld\n", (long long)live);
     if (live != 0) {

@@ -141,7 +141,7 @@ tg_module *tg_nn_multihead_attention(int64_t embed_dim, int64_t heads, bool bias
      * 0; out_proj keeps Linear's weight init. An add given NULL keeps the error that made it. */
     tg_tensor *w = tg_tensor_new(TG_DIMS(3 * embed_dim, embed_dim));
     if (w && tg_init_xavier_uniform_(w, rng, 1.0f) != TG_OK) {
-        tg_release(w);
+        tg_tensor_release(w);
         w = NULL;
     }
     tg_status st = tg_module_add_param(m, "in_proj_weight", w);

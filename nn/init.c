@@ -83,7 +83,7 @@ tg_status tg_init_normal_(tg_tensor *t, tg_rng *rng, float mean, float std)
 tg_status tg_init_constant_(tg_tensor *t, float value)
 {
     tg_status st = init_check("tg_init_constant_", t, NULL, false);
-    return st == TG_OK ? tg_tensor_fill(t, value) : st;
+    return st == TG_OK ? tg_tensor_fill_(t, value) : st;
 }
 
 /* The standard deviation that Xavier (Glorot & Bengio 2010) gives: gain * sqrt(2 / (fan_in +

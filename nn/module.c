@@ -77,7 +77,7 @@ static void named_free(named_tensor *list, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         free(list[i].name);
-        tg_release(list[i].t);
+        tg_tensor_release(list[i].t);
     }
     free(list);
 }
@@ -134,17 +134,17 @@ static tg_status add_tensor(const char *fn, tg_module *m, named_tensor **list, i
     tg_status st;
     if (!m || !t) {
         st = null_arg(fn, m ? "the tensor" : "the module");
-        tg_release(t);
+        tg_tensor_release(t);
         return st;
     }
     if (t == TG_NONE) /* the shared "absent" marker: never a module's own tensor */
         return tg_set_error(TG_ERR_ARG, "%s: the tensor is TG_NONE", fn);
     if ((st = name_check(fn, m, name)) != TG_OK) {
-        tg_release(t);
+        tg_tensor_release(t);
         return st;
     }
     if (t->node) {
-        tg_release(t);
+        tg_tensor_release(t);
         return tg_set_error(TG_ERR_STATE,
                             "%s: \"%s\" is the result of an op, not a leaf; "
                             "give the module a tensor of its own (tg_tensor_clone)",
@@ -153,7 +153,7 @@ static tg_status add_tensor(const char *fn, tg_module *m, named_tensor **list, i
     char *copy = str_dup(name);
     if (!copy || !tg_grow((void **)list, cap, *n + 1, sizeof(named_tensor))) {
         free(copy);
-        tg_release(t);
+        tg_tensor_release(t);
         return tg_set_error(TG_ERR_NOMEM, "%s: out of memory adding \"%s\"", fn, name);
     }
     (*list)[(*n)++] = (named_tensor){.name = copy, .t = t};
@@ -753,7 +753,7 @@ static tg_tensor *sequential_forward(tg_module *m, tg_tensor *x)
     return x;
 }
 
-tg_module *tg_nn_sequential_new(void)
+static tg_module *sequential_empty(void)
 {
     return tg_module_new("Sequential", sequential_forward, NULL, 0);
 }
@@ -786,14 +786,14 @@ tg_module *tg_nn_sequential_add(tg_module *seq, const char *name, tg_module *mod
     return seq;
 }
 
-tg_module *tg_nn_sequential(int n, ...)
+tg_module *tg_nn_sequential(int64_t n, ...)
 {
     va_list ap;
     va_start(ap, n);
-    tg_module *seq = n >= 0 ? tg_nn_sequential_new() : NULL;
+    tg_module *seq = n >= 0 ? sequential_empty() : NULL;
     if (n < 0)
-        tg_set_error(TG_ERR_ARG, "tg_nn_sequential: n = %d modules", n);
-    for (int i = 0; i < n; i++)
+        tg_set_error(TG_ERR_ARG, "tg_nn_sequential: n = %lld modules", (long long)n);
+    for (int64_t i = 0; i < n; i++)
         seq = tg_nn_sequential_add(seq, NULL, va_arg(ap, tg_module *));
     va_end(ap);
     return seq;

@@ -271,18 +271,18 @@ tg_status tg_module_clip_grad_value_(tg_module *m, float clip_value);
 /* ---- Sequential --------------------------------------------------------------------------
  * Runs its children in order, each on the previous one's output. */
 
-/* An empty Sequential, to fill with tg_nn_sequential_add. */
-tg_module *tg_nn_sequential_new(void);
 /* Appends module to seq under name (NULL: its index, "0", "1", ... as PyTorch) and returns
  * seq. Takes ownership of both: when either is NULL or the add fails, both are freed and the
  * result is NULL with the first error kept, so seq = tg_nn_sequential_add(seq, ...) chains. */
 tg_module *tg_nn_sequential_add(tg_module *seq, const char *name, tg_module *module);
-/* A Sequential of the n modules that follow, named "0" .. "n-1"; takes ownership of all of
- * them (all freed when one is NULL, which keeps its error). */
-tg_module *tg_nn_sequential(int n, ...);
+/* A Sequential of the n >= 0 modules that follow, named "0" .. "n-1" (n = 0: an empty one to
+ * fill with tg_nn_sequential_add); takes ownership of all of them (all freed when one is NULL,
+ * which keeps its error). */
+tg_module *tg_nn_sequential(int64_t n, ...);
 /* tg_nn_sequential with the count filled in: TG_NN_SEQUENTIAL(tg_nn_linear(...), ...). */
 #define TG_NN_SEQUENTIAL(...)                                                                      \
-    tg_nn_sequential((int)(sizeof((tg_module *[]){__VA_ARGS__}) / sizeof(tg_module *)), __VA_ARGS__)
+    tg_nn_sequential((int64_t)(sizeof((tg_module *[]){__VA_ARGS__}) / sizeof(tg_module *)),        \
+                     __VA_ARGS__)
 
 #ifdef __cplusplus
 }

@@ -88,7 +88,7 @@ struct tg_optim {
 static void state_clear(tg_tensor **s, int64_t count)
 {
     for (int64_t k = 0; k < count; k++) {
-        tg_release(s[k]);
+        tg_tensor_release(s[k]);
         s[k] = NULL;
     }
 }
@@ -274,7 +274,7 @@ static tg_optim *optim_new(const char *fn, const optim_desc *d, tg_tensor *const
     o->h = *h;
     o->n = n;
     for (int64_t i = 0; i < n; i++)
-        o->params[i] = tg_retain(params[i]);
+        o->params[i] = tg_tensor_retain(params[i]);
     return o;
 }
 
@@ -287,7 +287,7 @@ void tg_optim_free(tg_optim *opt)
         return;
     for (int64_t i = 0; i < opt->n; i++) {
         state_clear(&opt->state[i * opt->d->n_fields], opt->d->n_fields);
-        tg_release(opt->params[i]);
+        tg_tensor_release(opt->params[i]);
     }
     free(opt->state);
     free(opt->params);
@@ -395,7 +395,7 @@ tg_tensor *const *tg_optim_params(const tg_optim *opt)
 
 /* ---- gradient clipping --------------------------------------------------------------------
  * torch.nn.utils.clip_grad_norm_ / clip_grad_value_. Only the gradients change; they change in
- * place unless someone else holds a reference to one (tg_retain'ed to compare, say): that one
+ * place unless someone else holds a reference to one (tg_tensor_retain'ed to compare, say): that one
  * is replaced by a scaled copy, as tg_tensor_set_grad never writes into a gradient held
  * elsewhere. */
 
@@ -426,7 +426,7 @@ static tg_status grads_own(const char *fn, tg_tensor *const *params, int64_t n)
         if (!copy)
             return tg_set_error(TG_ERR_NOMEM, "%s: out of memory copying gradient %lld", fn,
                                 (long long)i);
-        tg_release(p->grad);
+        tg_tensor_release(p->grad);
         p->grad = copy;
     }
     return TG_OK;

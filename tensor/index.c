@@ -91,7 +91,7 @@ void tg_index_release(tg_index *ix)
         return;
     TG_ASSERT(ix->refcount > 0 && ix->held <= ix->refcount);
     if (ix->held >= ix->refcount) {
-        /* As tg_release: the references left are the tape's and its nodes'. */
+        /* As tg_tensor_release: the references left are the tape's and its nodes'. */
         char s[160];
         tg_set_error(TG_ERR_STATE,
                      "tg_index_release: the index %s belongs to the open tape, which frees it "

@@ -43,7 +43,7 @@ int64_t tg_shape_check(const char *fn, int ndim, const int64_t *shape);
  * a tensor. */
 tg_status tg_none_refused(const char *fn, const char *arg);
 /* A reference held by a tape or a graph node (autograd/tape.c): counted in t->held too, so
- * that tg_release can refuse to end it. tg_hold adds one (also to refcount); tg_hold_adopt
+ * that tg_tensor_release can refuse to end it. tg_hold adds one (also to refcount); tg_hold_adopt
  * turns the caller's existing reference into a held one; tg_unhold ends a held one. */
 void tg_hold(tg_tensor *t);
 void tg_hold_adopt(tg_tensor *t);

@@ -197,7 +197,7 @@ void tg_state_dict_free(tg_state_dict *sd)
         return;
     for (int64_t i = 0; i < sd->n; i++) {
         free(sd->entries[i].name);
-        tg_release(sd->entries[i].t);
+        tg_tensor_release(sd->entries[i].t);
     }
     for (int64_t i = 0; i < sd->n_meta; i++) {
         free(sd->meta[i].key);
@@ -244,7 +244,7 @@ tg_status tg_state_dict_put(tg_state_dict *sd, const char *name, tg_tensor *t)
     if (!copy)
         return TG_ERR_NOMEM;
     sd->entries[sd->n].name = copy;
-    sd->entries[sd->n].t = tg_retain(t);
+    sd->entries[sd->n].t = tg_tensor_retain(t);
     sd->index.slots[index_slot(sd, &sd->index, name)] = sd->n;
     sd->n++;
     return TG_OK;

@@ -107,11 +107,6 @@ tg_tensor *tg_tensor_new(int ndim, const int64_t *shape)
     return tensor_alloc("tg_tensor_new", ndim, shape);
 }
 
-tg_tensor *tg_tensor_empty(int ndim, const int64_t *shape)
-{
-    return tensor_alloc("tg_tensor_empty", ndim, shape);
-}
-
 static tg_tensor *tensor_filled(const char *fn, int ndim, const int64_t *shape, float v)
 {
     tg_tensor *t = tensor_alloc(fn, ndim, shape);
@@ -194,7 +189,7 @@ tg_tensor *tg_tensor_clone(const tg_tensor *src)
 }
 
 /* TG_NONE: an empty 1-D tensor on an empty storage, so that a function that reads it by
- * mistake reads nothing. Its counts never reach zero (tg_retain and tg_release skip it). */
+ * mistake reads nothing. Its counts never reach zero (tg_tensor_retain and tg_tensor_release skip it). */
 static tg_storage none_storage = {.refcount = 1, .nbytes = 0, .data = NULL, .version = 0};
 tg_tensor tg_none_tensor = {.refcount = 1,
                             .ndim = 1,
@@ -212,7 +207,7 @@ tg_status tg_none_refused(const char *fn, const char *arg)
                         fn, arg);
 }
 
-tg_tensor *tg_retain(tg_tensor *t)
+tg_tensor *tg_tensor_retain(tg_tensor *t)
 {
     if (t && t != TG_NONE) {
         TG_ASSERT(t->refcount > 0);
@@ -228,13 +223,13 @@ static void tensor_drop(tg_tensor *t)
     if (--t->refcount > 0)
         return;
     /* A grad is a plain tensor with no grad of its own, so this never recurses deeper. */
-    tg_release(t->grad);
+    tg_tensor_release(t->grad);
     tg_storage_release(t->storage);
     atomic_fetch_sub(&tg_live_tensors, 1);
     free(t);
 }
 
-void tg_release(tg_tensor *t)
+void tg_tensor_release(tg_tensor *t)
 {
     if (!t || t == TG_NONE)
         return;
@@ -244,11 +239,12 @@ void tg_release(tg_tensor *t)
          * them (a use-after-free at tg_tape_end or in backward). Refused, so the misuse costs
          * nothing. */
         char s[160];
-        tg_set_error(TG_ERR_STATE,
-                     "tg_release: the tensor %s made by tg_%s belongs to the open tape, which "
-                     "frees it at tg_tape_end; not released (release only what you created "
-                     "with tg_tensor_* or tg_retain)",
-                     tg_shape_str(t->ndim, t->shape, s, sizeof s), t->origin ? t->origin : "?");
+        tg_set_error(
+            TG_ERR_STATE,
+            "tg_tensor_release: the tensor %s made by tg_%s belongs to the open tape, which "
+            "frees it at tg_tape_end; not released (release only what you created "
+            "with tg_tensor_* or tg_tensor_retain)",
+            tg_shape_str(t->ndim, t->shape, s, sizeof s), t->origin ? t->origin : "?");
         return;
     }
     tensor_drop(t);
@@ -256,7 +252,7 @@ void tg_release(tg_tensor *t)
 
 void tg_hold(tg_tensor *t)
 {
-    tg_retain(t);
+    tg_tensor_retain(t);
     t->held++;
 }
 
@@ -309,7 +305,7 @@ tg_status tg_tensor_set_grad(tg_tensor *t, const tg_tensor *g)
         tg_tensor *fresh = tensor_alloc("tg_tensor_set_grad", t->ndim, t->shape);
         if (!fresh)
             return tg_last_status();
-        tg_release(t->grad);
+        tg_tensor_release(t->grad);
         t->grad = fresh;
     }
     if (g->numel)
@@ -335,15 +331,15 @@ tg_status tg_tensor_set_requires_grad(tg_tensor *t, bool requires_grad)
 void tg_tensor_zero_grad(tg_tensor *t)
 {
     if (t) {
-        tg_release(t->grad);
+        tg_tensor_release(t->grad);
         t->grad = NULL;
     }
 }
 
-tg_status tg_tensor_fill(tg_tensor *t, float value)
+tg_status tg_tensor_fill_(tg_tensor *t, float value)
 {
     if (!t)
-        return tg_set_error(TG_ERR_ARG, "tg_tensor_fill: t is NULL");
+        return tg_set_error(TG_ERR_ARG, "tg_tensor_fill_: t is NULL");
     for (int64_t i = 0; i < t->numel; i++)
         t->data[i] = value;
     t->storage->version++;

@@ -2,8 +2,8 @@
  *
  * Ownership (the whole list, see docs/guide.md):
  *  1. tg_tensor_* creation functions (*_new, *_zeros, *_ones, *_full, *_from_data, *_arange,
- *     *_clone, *_load), tg_index_new, tg_index_from_tensor and tg_retain give you one
- *     reference; end it with one tg_release (tg_index_release).
+ *     *_clone, *_load), tg_index_new, tg_index_from_tensor and tg_tensor_retain give you one
+ *     reference; end it with one tg_tensor_release (tg_index_release).
  *  2. Everything computed inside a tape, and what the bare creation functions (tg_zeros,
  *     tg_randn, tg_indices, ... in autograd.h) make, is owned by the innermost open tape;
  *     releasing the tape's reference is refused.
@@ -75,7 +75,7 @@ typedef struct tg_tensor {
     struct tg_tensor *grad; /* owned; NULL until a backward reaches it (tg_tensor_grad) */
     tg_node *node;          /* the op that produced it; NULL for leaves */
     /* References held by open tapes (every op result, tg_zeros, ...) and by recorded graph
-     * nodes (their inputs): tg_release refuses to end one of those, so the caller can end
+     * nodes (their inputs): tg_tensor_release refuses to end one of those, so the caller can end
      * only the references it took. origin names what made the tensor. */
     int64_t held;
     const char *origin;
@@ -83,8 +83,6 @@ typedef struct tg_tensor {
 
 /* An uninitialised tensor of the given shape (ndim 0..TG_MAX_DIMS, every size >= 0). */
 tg_tensor *tg_tensor_new(int ndim, const int64_t *shape);
-/* Same as tg_tensor_new: contents undefined. */
-tg_tensor *tg_tensor_empty(int ndim, const int64_t *shape);
 /* A tensor filled with 0. */
 tg_tensor *tg_tensor_zeros(int ndim, const int64_t *shape);
 /* A tensor filled with 1. */
@@ -100,16 +98,16 @@ tg_tensor *tg_tensor_arange(float start, float stop, float step);
 /* A deep copy (new storage) of t's values; no grad, no history. */
 tg_tensor *tg_tensor_clone(const tg_tensor *t);
 /* Adds one reference to t; returns t. */
-tg_tensor *tg_retain(tg_tensor *t);
+tg_tensor *tg_tensor_retain(tg_tensor *t);
 /* Ends one reference; frees t (and its grad) at zero. NULL is ignored. */
-void tg_release(tg_tensor *t);
+void tg_tensor_release(tg_tensor *t);
 
 /* ---- absent optional inputs -------------------------------------------------------------- */
 
 /* The explicit "no tensor" for an optional input (a bias, an affine weight, running
  * statistics): tg_linear(x, w, TG_NONE). A NULL is never taken as "absent": it is what a failed
  * call returns, so an op given NULL anywhere fails and keeps that call's error. TG_NONE is not a
- * tensor: an op refuses it where an input is required; tg_retain and tg_release ignore it. */
+ * tensor: an op refuses it where an input is required; tg_tensor_retain and tg_tensor_release ignore it. */
 extern tg_tensor tg_none_tensor;
 #define TG_NONE (&tg_none_tensor)
 
@@ -125,7 +123,7 @@ tg_status tg_tensor_set_requires_grad(tg_tensor *t, bool requires_grad);
 void tg_tensor_zero_grad(tg_tensor *t);
 
 /* Fills t with value in place (bumps the version: saved uses of t will refuse backward). */
-tg_status tg_tensor_fill(tg_tensor *t, float value);
+tg_status tg_tensor_fill_(tg_tensor *t, float value);
 /* Copies src's values into dst in place; shapes must hold the same number of elements. */
 tg_status tg_tensor_copy_(tg_tensor *dst, const tg_tensor *src);
 /* Records that t's values were changed in place by the caller (e.g. an optimizer step). */

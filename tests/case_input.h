@@ -59,7 +59,7 @@ static inline const void *case_params_init(const tg_case *c, case_params *cp)
 static inline void case_params_release(case_params *cp)
 {
     for (int k = 0; k < TG_CASE_EXTRAS; k++) {
-        tg_release(cp->extra[k]);
+        tg_tensor_release(cp->extra[k]);
         cp->extra[k] = NULL;
     }
 }

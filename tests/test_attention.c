@@ -37,7 +37,7 @@ static tg_module *case_module(const golden_case *g)
                      p->name);
         tg_tensor *t = tg_tensor_from_data(p->ndim, p->shape, p->value);
         assert_int_equal(tg_state_dict_put(sd, p->name, t), TG_OK);
-        tg_release(t);
+        tg_tensor_release(t);
     }
     free(names);
     if (tg_module_load_state_dict(m, NULL, sd) != TG_OK)
@@ -106,8 +106,8 @@ static void run_case(const golden_case *g)
     free(ps);
     assert_int_equal(tg_tape_end(tape), TG_OK);
     for (int i = 0; i < g->n_in; i++)
-        tg_release(in[i]);
-    tg_release(mask);
+        tg_tensor_release(in[i]);
+    tg_tensor_release(mask);
     tg_module_free(m);
 }
 

@@ -26,7 +26,7 @@ static void test_fanout_accumulates(void **state)
     for (int i = 0; i < 3; i++)
         assert_close(x->grad->data[i], 2 * x->data[i], 1e-6);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* A parameter used by two losses gets both contributions, whether the losses are summed or
@@ -54,8 +54,8 @@ static void test_two_losses_accumulate(void **state)
     for (int i = 0; i < 2; i++)
         assert_close(w->grad->data[i], a->data[i] + 2 * w->data[i], 1e-6);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(a);
-    tg_release(w);
+    tg_tensor_release(a);
+    tg_tensor_release(w);
 }
 
 /* Intermediate results get no lasting gradient; only leaves keep theirs. */
@@ -72,7 +72,7 @@ static void test_intermediate_grads_freed(void **state)
     assert_non_null(x->grad);
     assert_close(x->grad->data[1], expf(2.0f), 1e-5);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* detach cuts the graph: nothing flows into x through the detached branch. */
@@ -91,7 +91,7 @@ static void test_detach_cuts(void **state)
     assert_close(x->grad->data[0], 3, 1e-6);
     assert_close(x->grad->data[1], 4, 1e-6);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* A no-grad tape runs ops but records nothing. */
@@ -120,7 +120,7 @@ static void test_no_grad_records_nothing(void **state)
     assert_int_equal(tg_tape_end(inner), TG_OK);
     assert_false(tg_grad_enabled());
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void test_backward_needs_scalar(void **state)
@@ -140,9 +140,9 @@ static void test_backward_needs_scalar(void **state)
     assert_int_equal(tg_backward_grad(y, bad), TG_ERR_SHAPE);
     assert_error_contains("output [3] and its gradient [2] differ");
     tg_tape_end(tape);
-    tg_release(dy);
-    tg_release(bad);
-    tg_release(x);
+    tg_tensor_release(dy);
+    tg_tensor_release(bad);
+    tg_tensor_release(x);
 }
 
 /* Changing a saved input in place between forward and backward is caught. */
@@ -152,11 +152,11 @@ static void test_inplace_after_use_caught(void **state)
     tg_tensor *x = leaf(2, (const float[]){1, 2});
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *loss = tg_sum(tg_mul(x, x));
-    assert_int_equal(tg_tensor_fill(x, 5.0f), TG_OK);
+    assert_int_equal(tg_tensor_fill_(x, 5.0f), TG_OK);
     assert_int_equal(tg_backward(loss), TG_ERR_STATE);
     assert_error_contains("of mul was modified in place after mul used it (version 0, now 1)");
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* The first error survives the rest of a chain: one check at the end names the real cause. */
@@ -173,8 +173,8 @@ static void test_error_sticky_through_chain(void **state)
     assert_int_equal(tg_backward(y), TG_ERR_SHAPE); /* still the matmul error */
     assert_error_contains("tg_matmul");
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
 }
 
 static void test_no_tape_is_an_error(void **state)
@@ -184,7 +184,7 @@ static void test_no_tape_is_an_error(void **state)
     assert_null(tg_matmul(a, a));
     assert_int_equal(tg_last_status(), TG_ERR_STATE);
     assert_error_contains("tg_matmul: no open tape");
-    tg_release(a);
+    tg_tensor_release(a);
 }
 
 /* Ending a tape frees every result, node and gradient it owns; a retained result survives as a
@@ -196,7 +196,7 @@ static void test_tape_end_frees_everything(void **state)
     tg_tensor *x = leaf(4, (const float[]){1, 2, 3, 4});
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *y = tg_exp(tg_mul(x, x));
-    tg_tensor *kept = tg_retain(tg_sum(y));
+    tg_tensor *kept = tg_tensor_retain(tg_sum(y));
     assert_int_equal(tg_backward(kept), TG_OK);
     assert_true(tg_debug_live_nodes() >= 3);
     assert_int_equal(tg_tape_end(tape), TG_OK);
@@ -205,8 +205,8 @@ static void test_tape_end_frees_everything(void **state)
     assert_null(kept->node);
     assert_false(kept->requires_grad);
     assert_close(kept->data[0], expf(1) + expf(4) + expf(9) + expf(16), 1e-1);
-    tg_release(kept);
-    tg_release(x);
+    tg_tensor_release(kept);
+    tg_tensor_release(x);
     assert_int_equal(tg_debug_live_tensors(), tensors);
     assert_int_equal(tg_debug_live_bytes(), bytes);
 }
@@ -236,7 +236,7 @@ static void test_nested_tapes_backward(void **state)
     tg_tape_end(inner);
     assert_non_null(h->node); /* the outer tape's graph is intact */
     tg_tape_end(outer);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* Tensors made inside a step (tg_zeros, tg_randn, tg_indices, ...) belong to the innermost
@@ -269,7 +269,7 @@ static void test_tape_owned_creation(void **state)
     assert_non_null(tg_tensor_grad(w));
     assert_int_equal(tg_tape_end(outer), TG_OK);
     assert_int_equal(tg_debug_live_tensors(), live + 2); /* w and its gradient */
-    tg_release(w);
+    tg_tensor_release(w);
 }
 
 /* The NaN trap names the op that first produced a non-finite value, in forward and backward. */
@@ -295,8 +295,8 @@ static void test_check_finite_trap(void **state)
     assert_error_contains("the backward of sqrt gave input 0 [2] the gradient inf");
     tg_set_check_finite(false);
     tg_tape_end(tape);
-    tg_release(zero);
-    tg_release(x);
+    tg_tensor_release(zero);
+    tg_tensor_release(x);
 }
 
 static void test_requires_grad_only_on_leaves(void **state)
@@ -308,7 +308,7 @@ static void test_requires_grad_only_on_leaves(void **state)
     assert_int_equal(tg_tensor_set_requires_grad(y, false), TG_ERR_STATE);
     assert_error_contains("not a leaf");
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 int main(void)

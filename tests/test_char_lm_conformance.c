@@ -78,7 +78,7 @@ static void test_char_lm_matches_pytorch(void **state)
            got, loss_rel, (long long)n + 1, worst);
     free(params);
     free(names);
-    tg_release(h0);
+    tg_tensor_release(h0);
     tg_index_release(ids);
     tg_index_release(next);
     tg_module_free(m);

@@ -29,8 +29,8 @@ static void test_state_dict_basic(void **state)
     assert_int_equal(tg_state_dict_put(sd, "net.fc1.weight", a), TG_OK);
     assert_int_equal(tg_state_dict_put(sd, "net.fc1.bias", b), TG_OK);
     /* The dict holds its own references: releasing ours keeps the tensors alive. */
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
     assert_int_equal(tg_state_dict_size(sd), 2);
     assert_string_equal(tg_state_dict_name(sd, 0), "net.fc1.weight");
     assert_string_equal(tg_state_dict_name(sd, 1), "net.fc1.bias");
@@ -46,7 +46,7 @@ static void test_state_dict_basic(void **state)
     assert_error_contains("tg_state_dict_put: name \"net.fc1.bias\" is already in the state dict");
     assert_int_equal(tg_state_dict_size(sd), 2);
     assert_ptr_equal(tg_state_dict_get(sd, "net.fc1.bias"), b);
-    tg_release(c);
+    tg_tensor_release(c);
 
     /* Metadata: insertion order, replacement in place. */
     assert_int_equal(tg_state_dict_meta_size(sd), 0);
@@ -82,7 +82,7 @@ static void test_state_dict_many(void **state)
     tg_clear_error();
     tg_state_dict_free(sd);
     assert_int_equal(t->refcount, 1);
-    tg_release(t);
+    tg_tensor_release(t);
 }
 
 static void test_state_dict_bad_args(void **state)
@@ -138,7 +138,7 @@ static void test_state_dict_bad_args(void **state)
     assert_int_equal(tg_state_dict_size(sd), 1);
     tg_state_dict_free(sd);
     tg_state_dict_free(NULL);
-    tg_release(t);
+    tg_tensor_release(t);
 }
 
 /* ---- JSON reader (data/json.c) ---------------------------------------------------------- */
@@ -367,7 +367,7 @@ static void put_pattern(tg_state_dict *sd, const char *name, int ndim, const int
     for (int64_t i = 0; i < t->numel; i++)
         t->data[i] = scale * ((float)i - 0.37f * (float)(i * i % 11));
     assert_int_equal(tg_state_dict_put(sd, name, t), TG_OK);
-    tg_release(t);
+    tg_tensor_release(t);
 }
 
 /* ---- round trips -------------------------------------------------------------------------- */
@@ -388,10 +388,10 @@ static void test_round_trip(void **state)
                               0x7fc12345u, 0x00000001u, 0x3eaaaaabu};
     memcpy(odd->data, bits, sizeof bits);
     assert_int_equal(tg_state_dict_put(sd, "odd \"values\" \xc3\xa9", odd), TG_OK);
-    tg_release(odd);
+    tg_tensor_release(odd);
 
     /* Without metadata. */
-    assert_int_equal(tg_data_save_safetensors(sd, p), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(p, sd), TG_OK);
     tg_state_dict *back = tg_data_load_safetensors(p);
     if (!back)
         fail_msg("%s", tg_last_error());
@@ -405,7 +405,7 @@ static void test_round_trip(void **state)
     assert_int_equal(tg_state_dict_set_meta(sd, "format", "tapegrad"), TG_OK);
     assert_int_equal(tg_state_dict_set_meta(sd, "config", "{\"lr\": 2e-4}\n\tline \\ \x01"), TG_OK);
     assert_int_equal(tg_state_dict_set_meta(sd, "empty", ""), TG_OK);
-    assert_int_equal(tg_data_save_safetensors(sd, p), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(p, sd), TG_OK);
     back = tg_data_load_safetensors(p);
     if (!back)
         fail_msg("%s", tg_last_error());
@@ -415,7 +415,7 @@ static void test_round_trip(void **state)
 
     /* An empty state dict is a valid (16-byte) file. */
     sd = tg_state_dict_new();
-    assert_int_equal(tg_data_save_safetensors(sd, p), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(p, sd), TG_OK);
     size_t len;
     unsigned char *raw = read_all(p, &len);
     assert_int_equal(len, 16);
@@ -451,7 +451,7 @@ static void test_file_layout(void **state)
     char p[256];
     path_in(p, sizeof p, "layout.safetensors");
     tg_state_dict *sd = sample_state();
-    assert_int_equal(tg_data_save_safetensors(sd, p), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(p, sd), TG_OK);
     size_t len;
     unsigned char *raw = read_all(p, &len);
     uint64_t n = 0;
@@ -671,7 +671,7 @@ static void test_corrupt_files(void **state)
     char valid_path[256], p[256];
     path_in(valid_path, sizeof valid_path, "valid.safetensors");
     tg_state_dict *sd = sample_state();
-    assert_int_equal(tg_data_save_safetensors(sd, valid_path), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(valid_path, sd), TG_OK);
     tg_state_dict_free(sd);
     size_t len;
     unsigned char *valid = read_all(valid_path, &len);
@@ -752,21 +752,21 @@ static void test_save_errors(void **state)
     path_in(file, sizeof file, "plain-file");
     write_all(file, "x", 1);
     snprintf(p, sizeof p, "%s/ckpt.safetensors", file);
-    assert_int_equal(tg_data_save_safetensors(sd, p), TG_ERR_IO);
+    assert_int_equal(tg_data_save_safetensors(p, sd), TG_ERR_IO);
     assert_error_contains("tg_data_save_safetensors: ");
     assert_error_contains(p);
     assert_error_contains("Not a directory");
 
     /* A folder that does not exist. */
     path_in(p, sizeof p, "no-such-folder/ckpt.safetensors");
-    assert_int_equal(tg_data_save_safetensors(sd, p), TG_ERR_IO);
+    assert_int_equal(tg_data_save_safetensors(p, sd), TG_ERR_IO);
     assert_error_contains(p);
     assert_error_contains("No such file or directory");
 
     tg_clear_error();
-    assert_int_equal(tg_data_save_safetensors(NULL, p), TG_ERR_ARG);
+    assert_int_equal(tg_data_save_safetensors(p, NULL), TG_ERR_ARG);
     assert_error_contains("tg_data_save_safetensors: state dict is NULL");
-    assert_int_equal(tg_data_save_safetensors(sd, ""), TG_ERR_ARG);
+    assert_int_equal(tg_data_save_safetensors("", sd), TG_ERR_ARG);
     assert_error_contains("tg_data_save_safetensors: path is empty");
     tg_state_dict_free(sd);
     assert_int_equal(count_temp_files(), 0);
@@ -780,7 +780,7 @@ static void test_save_failure_keeps_old_file(void **state)
     char p[256];
     path_in(p, sizeof p, "keep.safetensors");
     tg_state_dict *small = sample_state(), *big = big_state();
-    assert_int_equal(tg_data_save_safetensors(small, p), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(p, small), TG_OK);
     size_t len0;
     unsigned char *before = read_all(p, &len0);
 
@@ -789,7 +789,7 @@ static void test_save_failure_keeps_old_file(void **state)
     void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN); /* get EFBIG, not a signal */
     struct rlimit lim = {.rlim_cur = 64 * 1024, .rlim_max = old.rlim_max};
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    tg_status st = tg_data_save_safetensors(big, p);
+    tg_status st = tg_data_save_safetensors(p, big);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", tg_last_error());
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
@@ -820,8 +820,8 @@ static void test_save_replaces(void **state)
     char p[256];
     path_in(p, sizeof p, "replace.safetensors");
     tg_state_dict *small = sample_state(), *big = big_state();
-    assert_int_equal(tg_data_save_safetensors(big, p), TG_OK);
-    assert_int_equal(tg_data_save_safetensors(small, p), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(p, big), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(p, small), TG_OK);
     struct stat st;
     assert_int_equal(stat(p, &st), 0);
     assert_int_equal(st.st_size, 8 + (strlen(sample_header) + 7) / 8 * 8 + 36);
@@ -864,7 +864,7 @@ static void test_save_sweeps_stale_temp_files(void **state)
     write_all(other, "x", 1);
 
     tg_state_dict *sd = sample_state();
-    assert_int_equal(tg_data_save_safetensors(sd, p), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(p, sd), TG_OK);
     tg_state_dict_free(sd);
     struct stat st;
     for (int i = 0; i < 2; i++) {
@@ -902,7 +902,7 @@ static void test_many_meta_keys(void **state)
         assert_int_equal(tg_state_dict_set_meta(sd, k, v), TG_OK);
     }
     assert_int_equal(tg_state_dict_set_meta(sd, "key7", "again"), TG_OK); /* replaced in place */
-    assert_int_equal(tg_data_save_safetensors(sd, p), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(p, sd), TG_OK);
     tg_state_dict_free(sd);
     sd = tg_data_load_safetensors(p);
     if (!sd)

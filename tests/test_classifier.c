@@ -178,8 +178,8 @@ static tg_status write_synthetic(const char *images_name, const char *labels_nam
         st = tg_data_write_idx_images(tmp_path(images_name, p, sizeof p), x);
     if (st == TG_OK)
         st = tg_data_write_idx_labels(tmp_path(labels_name, p, sizeof p), y);
-    tg_release(x);
-    tg_release(y);
+    tg_tensor_release(x);
+    tg_tensor_release(y);
     return st;
 }
 
@@ -283,9 +283,9 @@ static void test_features_and_logits(void **state)
     assert_null(fb);
     assert_error_contains("[2, 1, 27, 28]");
 
-    tg_release(bad);
-    tg_release(x), tg_release(x3);
-    tg_release(f), tg_release(l), tg_release(f3), tg_release(l3);
+    tg_tensor_release(bad);
+    tg_tensor_release(x), tg_tensor_release(x3);
+    tg_tensor_release(f), tg_tensor_release(l), tg_tensor_release(f3), tg_tensor_release(l3);
     tg_dataset_free(test);
     clf_free(m);
 }
@@ -394,9 +394,9 @@ static void test_bad_checkpoint(void **state)
     tg_tensor *t = tg_tensor_zeros(TG_DIMS(3));
     assert_int_equal(tg_state_dict_put(sd, "weight", t), TG_OK);
     assert_int_equal(tg_state_dict_set_meta(sd, "architecture", "mlp"), TG_OK);
-    assert_int_equal(tg_data_save_safetensors(sd, garbage), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(garbage, sd), TG_OK);
     tg_state_dict_free(sd);
-    tg_release(t);
+    tg_tensor_release(t);
     expect_bad_input(
         (const char *[]){"--eval-only", "--checkpoint", garbage, "--data", data_dir, NULL},
         "architecture \"mlp\"");
@@ -426,8 +426,8 @@ static tg_status write_subset(const tg_dataset *ds, int64_t n, const char *image
         st = tg_data_write_idx_images(tmp_path(images_name, p, sizeof p), x);
     if (st == TG_OK)
         st = tg_data_write_idx_labels(tmp_path(labels_name, p, sizeof p), y);
-    tg_release(x);
-    tg_release(y);
+    tg_tensor_release(x);
+    tg_tensor_release(y);
     return st;
 }
 

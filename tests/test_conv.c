@@ -91,10 +91,10 @@ static void run_golden(const conv_golden *g, unsigned mask)
         snprintf(what, sizeof what, "%s db", g->name);
         check_close(b->grad->data, g->db, O, RTOL, ATOL, what);
     }
-    tg_release(x);
-    tg_release(w);
-    tg_release(b);
-    tg_release(dy);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
 }
 
 static void golden_case(int i, const char *name)
@@ -154,9 +154,9 @@ static void expect_error(bool transpose, int x_ndim, const int64_t *xs, const in
     assert_int_equal(tg_last_status(), status);
     assert_error_contains(fragment);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
-    tg_release(w);
-    tg_release(b);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
 }
 
 static void test_conv2d_errors(void **state)
@@ -219,7 +219,7 @@ static void test_null_input_keeps_error(void **state)
     assert_int_equal(tg_last_status(), TG_ERR_IO);
     assert_error_contains("earlier failure");
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(w);
+    tg_tensor_release(w);
 }
 
 /* A bias that is NULL because an earlier call failed is not "no bias" (issue 14: the conv used
@@ -250,9 +250,9 @@ static void test_null_bias_keeps_error(void **state)
         assert_non_null(apply_conv(transpose, x, w, TG_NONE, 1, 1, 1, 0));
     }
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
-    tg_release(w);
-    tg_release(b3);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b3);
 }
 
 /* ---- chunking ------------------------------------------------------------------------------ */
@@ -282,7 +282,7 @@ static conv_result conv_run(bool transpose, tg_tensor *x, tg_tensor *w, tg_tenso
         fail_msg("%s", tg_last_error());
     if (scratch_bytes)
         *scratch_bytes = y->node->scratch_bytes;
-    conv_result r = {tg_retain(y), NULL, NULL, NULL};
+    conv_result r = {tg_tensor_retain(y), NULL, NULL, NULL};
     assert_int_equal(tg_backward_grad(y, dy), TG_OK);
     assert_int_equal(tg_tape_end(tape), TG_OK);
     r.dx = tg_tensor_clone(x->grad);
@@ -294,10 +294,10 @@ static conv_result conv_run(bool transpose, tg_tensor *x, tg_tensor *w, tg_tenso
 
 static void conv_result_release(conv_result *r)
 {
-    tg_release(r->y);
-    tg_release(r->dx);
-    tg_release(r->dw);
-    tg_release(r->db);
+    tg_tensor_release(r->y);
+    tg_tensor_release(r->dx);
+    tg_tensor_release(r->dw);
+    tg_tensor_release(r->db);
 }
 
 /* conv2d straight from its definition, in double, at one output element. */
@@ -395,8 +395,8 @@ static void check_chunking(bool transpose, const int64_t xs[4], const int64_t ws
         for (int64_t e = 0; e < O; e++)
             db_sum[e] += one.db->data[e];
         conv_result_release(&one);
-        tg_release(xn);
-        tg_release(dyn);
+        tg_tensor_release(xn);
+        tg_tensor_release(dyn);
     }
     for (int64_t e = 0; e < w->numel; e++)
         if (!(fabs(all.dw->data[e] - dw_sum[e]) <= 1e-3 + 1e-4 * fabs(dw_sum[e])))
@@ -419,10 +419,10 @@ static void check_chunking(bool transpose, const int64_t xs[4], const int64_t ws
     free(dw_sum);
     free(db_sum);
     conv_result_release(&all);
-    tg_release(x);
-    tg_release(w);
-    tg_release(b);
-    tg_release(dy);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
 }
 
 /* The shapes below assume conv.c's 2 MB chunk budget and its staging rule (planes under 256
@@ -504,10 +504,10 @@ static void check_threads(bool transpose, const int64_t xs[4], const int64_t ws[
     threads_agree(r1.db, r2.db, true, "db");
     conv_result_release(&r1);
     conv_result_release(&r2);
-    tg_release(x);
-    tg_release(w);
-    tg_release(b);
-    tg_release(dy);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
 }
 
 /* Big enough that the im2col/col2im loops and the GEMMs split between threads. */
@@ -553,10 +553,10 @@ static void check_second_backward(bool transpose, const int64_t xs[4], const int
             assert_close(got[k]->data[e], 2.0 * want[k]->data[e],
                          1e-5 + 1e-5 * fabs(want[k]->data[e]));
     conv_result_release(&once);
-    tg_release(x);
-    tg_release(w);
-    tg_release(b);
-    tg_release(dy);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
 }
 
 static void test_second_backward(void **state)
@@ -607,10 +607,10 @@ static void test_gemm_against_openblas(void **state)
                     fail_msg("%c%c M %lld N %lld K %lld: C[%lld] = %.8g, OpenBLAS %.8g",
                              ta ? 'T' : 'N', tb ? 'T' : 'N', (long long)M, (long long)N,
                              (long long)K, (long long)e, c2->data[e], c1->data[e]);
-            tg_release(a);
-            tg_release(b);
-            tg_release(c1);
-            tg_release(c2);
+            tg_tensor_release(a);
+            tg_tensor_release(b);
+            tg_tensor_release(c1);
+            tg_tensor_release(c2);
         }
     }
 }
@@ -672,7 +672,7 @@ static void test_gemm_threads(void **state)
     for (int i = 0; i < JOBS; i++) {
         assert_true(jobs[i].ok);
         for (int k = 0; k < 4; k++)
-            tg_release(t[i][k]);
+            tg_tensor_release(t[i][k]);
     }
 }
 

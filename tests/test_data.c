@@ -90,7 +90,7 @@ static void test_idx_raw_and_gz(void **state)
         assert_int_equal(t->shape[0], 2);
         assert_int_equal(t->shape[1], 3);
         assert_true(t->data[0] == 1.0f && t->data[5] == 255.0f);
-        tg_release(t);
+        tg_tensor_release(t);
     }
 }
 
@@ -234,8 +234,8 @@ static void test_idx_write_read_back(void **state)
     assert_int_equal(back->ndim, 3);
     for (int i = 0; i < 12; i++)
         assert_close(back->data[i], roundf((img->data[i] + 1) * 127.5f), 0);
-    tg_release(back);
-    tg_release(img);
+    tg_tensor_release(back);
+    tg_tensor_release(img);
 }
 
 static void test_mnist_dataset_and_filter(void **state)
@@ -313,8 +313,8 @@ static void test_loader_shuffles_drops_and_resumes(void **state)
                 seen[e][b * 3 + i] = x->data[i];
                 count[(int)x->data[i]]++;
             }
-            tg_release(x);
-            tg_release(y);
+            tg_tensor_release(x);
+            tg_tensor_release(y);
         }
         for (int i = 0; i < 10; i++)
             assert_true(count[i] <= 1); /* no repeats within an epoch */
@@ -328,7 +328,7 @@ static void test_loader_shuffles_drops_and_resumes(void **state)
         assert_int_equal(tg_loader_next(l2, &x, NULL), TG_OK);
         for (int i = 0; i < 3; i++)
             assert_true(x->data[i] == seen[1][b * 3 + i]);
-        tg_release(x);
+        tg_tensor_release(x);
     }
     tg_loader_free(l);
     tg_loader_free(l2);
@@ -356,8 +356,8 @@ static void next_indices(tg_loader *l, int nb, int *order)
             assert_true(x->data[i] == y->data[i]); /* images and labels stay paired */
             order[b * BLK_BATCH + i] = (int)y->data[i];
         }
-        tg_release(x);
-        tg_release(y);
+        tg_tensor_release(x);
+        tg_tensor_release(y);
     }
 }
 
@@ -573,7 +573,7 @@ static void test_png_grid(void **state)
                          expect[y][x]);
     }
     free(b);
-    tg_release(img);
+    tg_tensor_release(img);
 }
 
 /* A failed write leaves the previous file intact and no temporary file behind. */
@@ -606,7 +606,7 @@ static void test_atomic_failure_keeps_old_file(void **state)
     assert_int_not_equal(access(path_of("bad-scale.png"), F_OK), 0);
     free(before);
     free(after);
-    tg_release(img);
+    tg_tensor_release(img);
 }
 
 /* ---- hostile paths and values (issue 19) --------------------------------------------------- */
@@ -732,7 +732,7 @@ static void test_atomic_refuses_non_regular(void **state)
     tg_state_dict *sd = tg_state_dict_new();
     assert_int_equal(tg_state_dict_put(sd, "w", img), TG_OK);
     tg_clear_error();
-    assert_int_equal(tg_data_save_safetensors(sd, link), TG_ERR_IO);
+    assert_int_equal(tg_data_save_safetensors(link, sd), TG_ERR_IO);
     assert_error_contains("is a symbolic link, not a regular file");
     assert_type(link, S_IFLNK);
     long n;
@@ -764,7 +764,7 @@ static void test_atomic_refuses_non_regular(void **state)
     assert_not_regular("tg_atomic_commit", late, "a FIFO");
     assert_type(late, S_IFIFO);
     assert_no_tmp();
-    tg_release(img);
+    tg_tensor_release(img);
 }
 
 /* tg_data_fopen_regular: fopen for regular files only. A FIFO is refused at once, to read
@@ -882,7 +882,7 @@ static void test_idx_float_values(void **state)
     assert_error_contains("F: value 3.5 at index [1, 1] is not a whole number in [0, 1e+31]");
     assert_int_equal(tg_data_check_range(t, "F", 1, 0, false), TG_ERR_ARG);
     assert_int_equal(tg_data_check_range(NULL, "F", 0, 1, false), TG_ERR_ARG);
-    tg_release(t);
+    tg_tensor_release(t);
 }
 
 /* tg_data_load_mnist refuses pixels outside [0, 255] and labels that are not digits 0..9 (the
@@ -954,7 +954,7 @@ static void test_idx_gz_trailing_bytes(void **state)
     assert_non_null(t);
     assert_int_equal(t->numel, 6);
     assert_true(t->data[0] == 1.0f && t->data[5] == 255.0f);
-    tg_release(t);
+    tg_tensor_release(t);
 
     /* Garbage after one member and after two; a zero byte of padding; half a gzip magic. */
     const char *w = path_of("whole.gz");

@@ -47,7 +47,7 @@ static void check_unary(const char *what, unary_fn op, const float *x, const flo
     assert_shape(y, 1, &len);
     assert_values(what, y, want, n, 1e-6);
     tg_tape_end(tape);
-    tg_release(t);
+    tg_tensor_release(t);
 }
 
 static const float X5[5] = {-2.0f, -0.5f, 0.0f, 0.5f, 3.0f};
@@ -102,8 +102,8 @@ static void test_parameterised_values(void **state)
                   (const float[]){-0.5f, -0.125f, 0, 0.125f, 0.75f}, 5, 0);
     assert_values("rdiv_scalar", tg_rdiv_scalar(p, 2.0f), (const float[]){8, 2, 1, 0.5f}, 4, 0);
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(p);
+    tg_tensor_release(x);
+    tg_tensor_release(p);
 }
 
 static void test_binary_same_shape(void **state)
@@ -120,8 +120,8 @@ static void test_binary_same_shape(void **state)
     assert_values("mul", tg_mul(a, b), (const float[]){4, -1, -3, 1}, 4, 0);
     assert_values("div", tg_div(a, b), (const float[]){0.25f, -4, -3, 0.25f}, 4, 0);
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
 }
 
 static void test_broadcast_outer(void **state)
@@ -139,8 +139,8 @@ static void test_broadcast_outer(void **state)
     assert_values("outer sub", tg_sub(b, a),
                   (const float[]){1, 2, 3, 4, -9, -8, -7, -6, -19, -18, -17, -16}, 12, 0);
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
 }
 
 static void test_broadcast_row_3d(void **state)
@@ -166,8 +166,8 @@ static void test_broadcast_row_3d(void **state)
         want[i] = bv[i % 4] / (float)(i + 1);
     assert_values("[4]/[2,3,4]", z, want, 24, 1e-7);
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
 }
 
 static void test_broadcast_scalar(void **state)
@@ -191,9 +191,9 @@ static void test_broadcast_scalar(void **state)
     assert_shape(y, 3, (const int64_t[]){1, 1, 1});
     assert_values("0-d + [1,1,1]", y, (const float[]){5}, 1, 0);
     tg_tape_end(tape);
-    tg_release(s);
-    tg_release(m);
-    tg_release(v);
+    tg_tensor_release(s);
+    tg_tensor_release(m);
+    tg_tensor_release(v);
 }
 
 /* out = op(a, b) element by element with explicit broadcast indexing: the reference the
@@ -249,8 +249,8 @@ static void check_against_reference(int nda, const int64_t *sa, int ndb, const i
         free(want);
         tg_tape_end(tape);
     }
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
 }
 
 static void test_broadcast_general(void **state)
@@ -278,9 +278,9 @@ static void test_empty_and_size0(void **state)
     assert_shape(tg_mul(c, a), 2, (const int64_t[]){0, 3});
     assert_shape(tg_exp(a), 2, (const int64_t[]){0, 3});
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
-    tg_release(c);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
+    tg_tensor_release(c);
 }
 
 static void test_shape_errors(void **state)
@@ -307,10 +307,10 @@ static void test_shape_errors(void **state)
     assert_error_contains("tg_sub: a [4] and b [3, 1, 5]: shapes do not broadcast (axis -1: 4 vs "
                           "5)");
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
-    tg_release(c);
-    tg_release(d);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
+    tg_tensor_release(c);
+    tg_tensor_release(d);
 }
 
 static void test_null_propagation(void **state)
@@ -339,8 +339,8 @@ static void test_null_propagation(void **state)
     assert_int_equal(tg_last_status(), TG_ERR_ARG);
     assert_error_contains("tg_neg: input 0 is NULL");
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
 }
 
 static void test_no_tape(void **state)
@@ -350,7 +350,7 @@ static void test_no_tape(void **state)
     assert_null(tg_mul_scalar(a, 2.0f));
     assert_int_equal(tg_last_status(), TG_ERR_STATE);
     assert_error_contains("tg_mul_scalar: no open tape");
-    tg_release(a);
+    tg_tensor_release(a);
 }
 
 static void test_extremes(void **state)
@@ -382,8 +382,8 @@ static void test_extremes(void **state)
     assert_true(isnan(tg_clamp(nan, -1.0f, 1.0f)->data[0]));
     assert_true(isnan(tg_leaky_relu(nan, 0.1f)->data[0]));
     tg_tape_end(tape);
-    tg_release(nan);
-    tg_release(x);
+    tg_tensor_release(nan);
+    tg_tensor_release(x);
 }
 
 /* Derivatives at the kinks, where the convention is a choice (PyTorch's): relu'(0) = 0,
@@ -413,7 +413,7 @@ static void test_kink_gradients(void **state)
         tg_tensor_zero_grad(x);
         tg_tape_end(tape);
     }
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* y = a * b with a [3,1], b [1,4] and a known dy: da[i] = sum_j dy[i][j] b[j],
@@ -436,9 +436,9 @@ static void test_broadcast_grad_mul(void **state)
     assert_shape(a->grad, 2, (const int64_t[]){3, 1});
     assert_shape(b->grad, 2, (const int64_t[]){1, 4});
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
-    tg_release(dy);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
 }
 
 /* y = a + bias, a [2,3], bias [3], s 0-d: dbias = column sums of dy, ds = sum of dy. */
@@ -467,13 +467,13 @@ static void test_broadcast_grad_add(void **state)
     assert_int_equal(tg_backward_grad(tg_add(v, w), dz), TG_OK);
     assert_values("dv", v->grad, (const float[]){6, 8, 10, 12}, 4, 0);
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(bias);
-    tg_release(s);
-    tg_release(dy);
-    tg_release(v);
-    tg_release(w);
-    tg_release(dz);
+    tg_tensor_release(a);
+    tg_tensor_release(bias);
+    tg_tensor_release(s);
+    tg_tensor_release(dy);
+    tg_tensor_release(v);
+    tg_tensor_release(w);
+    tg_tensor_release(dz);
 }
 
 /* x * x: both inputs are the same tensor; the two contributions add up to 2x. */
@@ -486,7 +486,7 @@ static void test_same_input_twice(void **state)
     assert_int_equal(tg_backward(tg_sum(tg_mul(x, x))), TG_OK);
     assert_values("d(x*x)", x->grad, (const float[]){2, -4, 1}, 3, 0);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* Forward values and gradients of big broadcast ops, with 1 and then 2 threads. */
@@ -526,11 +526,11 @@ static void big_run(int threads, tg_tensor *a, tg_tensor *col, tg_tensor *row, t
 static void big_release(big_result *r)
 {
     for (int i = 0; i < 5; i++)
-        tg_release(r->y[i]);
-    tg_release(r->ga);
-    tg_release(r->gcol);
-    tg_release(r->grow);
-    tg_release(r->gs);
+        tg_tensor_release(r->y[i]);
+    tg_tensor_release(r->ga);
+    tg_tensor_release(r->gcol);
+    tg_tensor_release(r->grow);
+    tg_tensor_release(r->gs);
 }
 
 static void assert_identical(const char *what, const tg_tensor *x, const tg_tensor *y)
@@ -578,7 +578,7 @@ static void test_threads_same_results(void **state)
     big_release(&r1);
     big_release(&r2);
     for (int i = 0; i < 4; i++)
-        tg_release(ins[i]);
+        tg_tensor_release(ins[i]);
 }
 
 /* The reductions over broadcast axes on a big tensor against a double-precision sum. */
@@ -614,10 +614,10 @@ static void test_big_broadcast_grad(void **state)
         assert_close(col->grad->data[i], want, 1e-4 * (1 + fabs(want)));
     }
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(row);
-    tg_release(col);
-    tg_release(dy);
+    tg_tensor_release(a);
+    tg_tensor_release(row);
+    tg_tensor_release(col);
+    tg_tensor_release(dy);
 }
 
 /* ---- activations against PyTorch (elementwise_golden.h) ---------------------------------- */
@@ -669,7 +669,7 @@ static void test_activation_golden(void **state)
         snprintf(what, sizeof what, "%s dy/dx", g->name);
         assert_golden(what, x->grad->data, g->dx, EW_GOLDEN_N);
         tg_tape_end(tape);
-        tg_release(x);
+        tg_tensor_release(x);
     }
 }
 
@@ -697,7 +697,7 @@ static void test_activation_extremes(void **state)
             fail_msg("%s' at +-1000, NaN = %g, %g, %g", g.name, (double)d[0], (double)d[1],
                      (double)d[2]);
         tg_tape_end(tape);
-        tg_release(x);
+        tg_tensor_release(x);
     }
 }
 
@@ -718,7 +718,7 @@ static void test_activation_modules(void **state)
         tg_module_free(m[i]);
     }
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 int main(void)

@@ -36,7 +36,7 @@ static void poison_cache(const tg_tensor *t)
         assert_non_null(p[k]);
     }
     for (int k = 0; k < POISON_COPIES; k++)
-        tg_release(p[k]);
+        tg_tensor_release(p[k]);
 }
 
 /* One backward of the op on in, seeded with r. */
@@ -112,11 +112,11 @@ static void fresh_case(void **state)
         }
     }
     for (int i = 0; i < n_in; i++) {
-        tg_release(first[i]);
-        tg_release(seed[i]);
-        tg_release(in[i]);
+        tg_tensor_release(first[i]);
+        tg_tensor_release(seed[i]);
+        tg_tensor_release(in[i]);
     }
-    tg_release(r);
+    tg_tensor_release(r);
     tg_index_release(ix);
     case_params_release(&cp);
 }

@@ -244,9 +244,9 @@ static void batches_make(batches *b)
 static void batches_free(batches *b)
 {
     for (int it = 0; it < ITERS; it++) {
-        tg_release(b->real[it]);
-        tg_release(b->z[it][0]);
-        tg_release(b->z[it][1]);
+        tg_tensor_release(b->real[it]);
+        tg_tensor_release(b->z[it][0]);
+        tg_tensor_release(b->z[it][1]);
     }
 }
 
@@ -290,7 +290,7 @@ static float ref_loss(tg_module *G, tg_module *D, tg_tensor *x, tg_tensor *z, fl
     if (!loss || tg_backward(loss) != TG_OK)
         fail_msg("reference loss: %s", tg_last_error());
     const float l = tg_tensor_item(loss);
-    tg_release(target);
+    tg_tensor_release(target);
     tg_tape_end(tape);
     if (gd) {
         memset(gd, 0, sizeof(float) * (size_t)tg_module_num_parameters(D));

@@ -118,9 +118,9 @@ static void gradcheck_case(void **state)
         checked++;
     }
     assert_true(checked > 0);
-    tg_release(r);
+    tg_tensor_release(r);
     for (int i = 0; i < n_in; i++)
-        tg_release(in[i]);
+        tg_tensor_release(in[i]);
     tg_index_release(ix);
     case_params_release(&cp);
 }

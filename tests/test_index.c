@@ -52,7 +52,7 @@ static void run_op_golden(const op_golden *g)
     snprintf(what, sizeof what, "%s dx", g->name);
     assert_golden(what, tg_tensor_grad(x)->data, g->dx, x->numel);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 #define EMB_GOLDEN(p, P)                                                                           \
@@ -127,7 +127,7 @@ static void test_result_shapes(void **state)
     assert_int_equal(y->shape[0], 2);
     assert_int_equal(y->shape[1], 1);
     tg_tape_end(tape);
-    tg_release(w);
+    tg_tensor_release(w);
 }
 
 /* Empty results with a 2^40 leading size do no work, forward or backward (they were 2^40
@@ -158,8 +158,8 @@ static void test_empty_no_work(void **state)
         assert_int_equal(ix->shape[1], 2);
     }
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(x3);
+    tg_tensor_release(x);
+    tg_tensor_release(x3);
 }
 
 /* An index overwritten between the forward and the backward (its values are public fields):
@@ -187,7 +187,7 @@ static void test_index_changed_after_forward(void **state)
         tg_tape_end(tape);
         tg_index_release(ix);
     }
-    tg_release(w);
+    tg_tensor_release(w);
 }
 
 /* ---- deterministic scatter-add ------------------------------------------------------------ */
@@ -249,8 +249,8 @@ static void test_scatter_add_deterministic(void **state)
     free(want);
     tg_index_release(ix);
     tg_index_release(gx);
-    tg_release(w);
-    tg_release(dy);
+    tg_tensor_release(w);
+    tg_tensor_release(dy);
 }
 
 /* ---- argmax, argmin, max with indices, one_hot ------------------------------------------ */
@@ -315,7 +315,7 @@ static void test_max_axis_indices_golden(void **state)
         }
         tg_tape_end(tape);
     }
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void test_one_hot_golden(void **state)
@@ -329,7 +329,7 @@ static void test_one_hot_golden(void **state)
     assert_memory_equal(y->data, one_hot_y, sizeof one_hot_y);
     assert_false(y->requires_grad);
     /* The tape owns it: a release is refused, not a use-after-free at tg_tape_end. */
-    tg_release(y);
+    tg_tensor_release(y);
     assert_int_equal(tg_last_status(), TG_ERR_STATE);
     tg_clear_error();
     /* A 0-d index gives one row. */
@@ -423,8 +423,8 @@ static void test_index_errors(void **state)
     EXPECT_FAIL(tg_one_hot(own, 3), TG_ERR_STATE, "no open tape");
     EXPECT_FAIL(tg_argmax(w, 0, false), TG_ERR_STATE, "no open tape");
     tg_index_release(own);
-    tg_release(w);
-    tg_release(x3);
+    tg_tensor_release(w);
+    tg_tensor_release(x3);
 }
 
 /* ---- sampling ------------------------------------------------------------------------------ */
@@ -559,7 +559,7 @@ static void test_multinomial_errors(void **state)
     tg_tensor *own = tg_tensor_ones(TG_DIMS(3));
     EXPECT_FAIL(tg_multinomial(own, 1, true, &rng), TG_ERR_STATE, "no open tape");
     assert_memory_equal(&rng, &saved, sizeof rng);
-    tg_release(own);
+    tg_tensor_release(own);
 }
 
 /* One draw per row of softmax(logits / T): the frequencies of DRAWS identical rows, at two

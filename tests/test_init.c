@@ -153,8 +153,8 @@ static void test_fans(void **state)
     assert_fans(w3, 15, 20);
     tg_tensor *w5 = tg_tensor_zeros(TG_DIMS(2, 3, 2, 2, 2));
     assert_fans(w5, 24, 16);
-    tg_release(w3);
-    tg_release(w5);
+    tg_tensor_release(w3);
+    tg_tensor_release(w5);
     tg_module_free(lin);
     tg_module_free(conv);
     tg_module_free(convt);
@@ -201,8 +201,8 @@ static void test_uniform_normal_constant(void **state)
     tg_tensor *p = test_tensor_of(TG_DIMS(3), (const float[]){1, 2, 3}, true);
     ok(tg_init_constant_(p, -1.0f));
     assert_all_equal("constant_ on a parameter", p, -1.0f);
-    tg_release(p);
-    tg_release(t);
+    tg_tensor_release(p);
+    tg_tensor_release(t);
 }
 
 static void test_xavier(void **state)
@@ -225,13 +225,13 @@ static void test_xavier(void **state)
     ok(tg_init_xavier_normal_(t, &rng, 1.0f));
     assert_true(tg_tensor_version(t) > v);
     assert_normal("xavier_normal_ gain 1", t, 0.0, std1);
-    tg_release(t);
+    tg_tensor_release(t);
 
     /* A convolution's layout [out 64, in 32, 7, 7] (100352 values): both fans times 49. */
     tg_tensor *c = tg_tensor_zeros(TG_DIMS(64, 32, 7, 7));
     ok(tg_init_xavier_normal_(c, &rng, 0.5f));
     assert_normal("xavier_normal_ conv gain 0.5", c, 0.0, 0.5 * sqrt(2.0 / ((64 + 32) * 49)));
-    tg_release(c);
+    tg_tensor_release(c);
 }
 
 static void test_kaiming(void **state)
@@ -255,14 +255,14 @@ static void test_kaiming(void **state)
     assert_uniform("kaiming_uniform_ a=sqrt(5) fan_in", t, -1 / sqrt(FAN_IN), 1 / sqrt(FAN_IN));
     ok(tg_init_kaiming_uniform_(t, &rng, relu, TG_FAN_OUT));
     assert_uniform("kaiming_uniform_ relu fan_out", t, -sqrt(6.0 / FAN_OUT), sqrt(6.0 / FAN_OUT));
-    tg_release(t);
+    tg_tensor_release(t);
 
     /* A transposed convolution's [in 16, out 64, 10, 10] (102400 values): fan_in is dimension
      * 1 times the kernel, 64 * 100, as PyTorch computes it. */
     tg_tensor *c = tg_tensor_zeros(TG_DIMS(16, 64, 10, 10));
     ok(tg_init_kaiming_normal_(c, &rng, 1.0f, TG_FAN_IN));
     assert_normal("kaiming_normal_ conv-transpose fan_in", c, 0.0, 1 / sqrt(64 * 100.0));
-    tg_release(c);
+    tg_tensor_release(c);
 }
 
 /* Asserts that a call returned want with a message naming fn and holding what, and clears it. */
@@ -343,9 +343,9 @@ static void test_init_errors(void **state)
     assert_all_equal("vector after refused calls", v1, 7.0f);
     assert_true(tg_tensor_version(w) == vw);
     assert_true(tg_tensor_version(v1) == vv);
-    tg_release(w);
-    tg_release(v1);
-    tg_release(s0);
+    tg_tensor_release(w);
+    tg_tensor_release(v1);
+    tg_tensor_release(s0);
 }
 
 /* ---- tg_module_apply --------------------------------------------------------------------- */
@@ -424,7 +424,7 @@ static void test_module_apply_order_and_stop(void **state)
 /* Fills m's parameter name with value, a marker the initialiser must overwrite. */
 static void mark(tg_module *m, const char *name, float value)
 {
-    ok(tg_tensor_fill(tg_module_param(m, name), value));
+    ok(tg_tensor_fill_(tg_module_param(m, name), value));
 }
 
 /* Sequential(Linear(500, 200), Sequential(Conv2d(32, 128, 5), BatchNorm2d(128), ReLU(),

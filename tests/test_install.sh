@@ -79,8 +79,8 @@ int main(void)
            w->grad->data[1], w->grad->data[2], w->grad->data[3], mine.rank);
     printf("blas: %s\n", tg_blas_info());
     tg_tape_end(tape);
-    tg_release(w);
-    tg_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(x);
     return tg_debug_live_tensors() == 0 ? 0 : 1;
 }
 EOF

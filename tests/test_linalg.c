@@ -67,9 +67,9 @@ static void run_mm_golden(const mm_golden *g)
     snprintf(what, sizeof what, "%s db", g->name);
     assert_golden(what, b->grad->data, g->db, b->numel);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(a);
-    tg_release(b);
-    tg_release(dy);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
 }
 
 static void test_matmul_golden(void **state)
@@ -110,10 +110,10 @@ static void test_linear_golden_3d(void **state)
     assert_golden("linear dw", w->grad->data, lin_dw, w->numel);
     assert_golden("linear db", b->grad->data, lin_db, b->numel);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
-    tg_release(w);
-    tg_release(b);
-    tg_release(dy);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
 }
 
 /* ---- a double-precision reference on larger shapes ----------------------------------------- */
@@ -205,9 +205,9 @@ static void check_against_reference(int na, const int64_t *ashape, int nb, const
     free(rda);
     free(rdb);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(dy);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(dy);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
 }
 
 /* Each way the batched product runs, at 1 and 2 threads. */
@@ -256,15 +256,15 @@ static void test_matmul_empty(void **state)
      * (a buffer of its size full of NaN is left in the allocator's cache to show that). */
     tg_tensor *p = tg_tensor_ones(TG_DIMS(1, 4, 6)), *q = tg_tensor_ones(TG_DIMS(0, 6, 5));
     assert_int_equal(tg_tensor_set_requires_grad(p, true), TG_OK);
-    tg_release(tg_tensor_full(TG_DIMS(1, 4, 6), NAN));
+    tg_tensor_release(tg_tensor_full(TG_DIMS(1, 4, 6), NAN));
     tg_tensor *pq = tg_matmul(p, q);
     assert_non_null(pq);
     assert_shape("[1, 4, 6] @ [0, 6, 5]", pq, TG_DIMS(0, 4, 5));
     assert_int_equal(tg_backward(tg_sum(pq)), TG_OK);
     for (int64_t i = 0; i < p->numel; i++)
         assert_true(p->grad->data[i] == 0.0f);
-    tg_release(p);
-    tg_release(q);
+    tg_tensor_release(p);
+    tg_tensor_release(q);
     /* An empty result of 2^40 empty matrices: done at once, not matrix by matrix. */
     tg_tensor *e1 = tg_tensor_ones(TG_DIMS((int64_t)1 << 20, 1, 0, 6));
     tg_tensor *e2 = tg_tensor_ones(TG_DIMS(1, (int64_t)1 << 20, 6, 0));
@@ -272,8 +272,8 @@ static void test_matmul_empty(void **state)
     assert_non_null(e12);
     assert_shape("[2^20, 1, 0, 6] @ [1, 2^20, 6, 0]", e12,
                  TG_DIMS((int64_t)1 << 20, (int64_t)1 << 20, 0, 0));
-    tg_release(e1);
-    tg_release(e2);
+    tg_tensor_release(e1);
+    tg_tensor_release(e2);
     /* linear with in = 0: the bias alone. */
     tg_tensor *w = tg_tensor_ones(TG_DIMS(4, 0)), *bias = tg_tensor_full(TG_DIMS(4), 2.5f);
     tg_tensor *l = tg_linear(a, w, bias);
@@ -291,16 +291,16 @@ static void test_matmul_empty(void **state)
     assert_non_null(lh);
     assert_shape("linear [2^40, 0] with w [0, 0]", lh, TG_DIMS((int64_t)1 << 40, 0));
     assert_int_equal(tg_backward(tg_sum(lh)), TG_OK);
-    tg_release(xh);
-    tg_release(w0);
-    tg_release(b0);
+    tg_tensor_release(xh);
+    tg_tensor_release(w0);
+    tg_tensor_release(b0);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(a);
-    tg_release(b);
-    tg_release(c);
-    tg_release(d);
-    tg_release(w);
-    tg_release(bias);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
+    tg_tensor_release(c);
+    tg_tensor_release(d);
+    tg_tensor_release(w);
+    tg_tensor_release(bias);
 }
 
 /* ---- errors -------------------------------------------------------------------------------- */
@@ -315,8 +315,8 @@ static void expect_matmul_error(int na, const int64_t *as, int nb, const int64_t
     assert_int_equal(tg_last_status(), TG_ERR_SHAPE);
     assert_error_contains(message);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
 }
 
 static void test_matmul_shape_errors(void **state)
@@ -377,9 +377,9 @@ static void test_linear_null_bias_keeps_error(void **state)
     assert_null(tg_linear(x, TG_NONE, b));
     assert_error_contains("tg_linear: input 1 is TG_NONE");
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
-    tg_release(w);
-    tg_release(b);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
 }
 
 static void expect_linear_error(int nx, const int64_t *xs, int nw, const int64_t *ws, int nb,
@@ -393,9 +393,9 @@ static void expect_linear_error(int nx, const int64_t *xs, int nw, const int64_t
     assert_int_equal(tg_last_status(), TG_ERR_SHAPE);
     assert_error_contains(message);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
-    tg_release(w);
-    tg_release(b);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
 }
 
 static void test_linear_shape_errors(void **state)
@@ -435,9 +435,9 @@ static void test_linear_nd_matches_rows(void **state)
     for (int i = 0; i < 5; i++)
         assert_close(one->data[i], rows->data[i], 1e-6 + 1e-6 * fabs(rows->data[i]));
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
-    tg_release(w);
-    tg_release(b);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
 }
 
 int main(void)

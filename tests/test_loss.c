@@ -36,8 +36,8 @@ static void test_bce_golden(void **state)
     assert_golden("bce dlogits", z->grad->data, bce_dz, z->numel);
     assert_golden("bce dtargets", t->grad->data, bce_dt, t->numel);
     tg_tape_end(tape);
-    tg_release(z);
-    tg_release(t);
+    tg_tensor_release(z);
+    tg_tensor_release(t);
 }
 
 static void test_cross_entropy_golden(void **state)
@@ -53,7 +53,7 @@ static void test_cross_entropy_golden(void **state)
     assert_golden("cross_entropy loss", loss->data, ce_loss, 1);
     assert_golden("cross_entropy dlogits", z->grad->data, ce_dlogits, z->numel);
     tg_tape_end(tape);
-    tg_release(z);
+    tg_tensor_release(z);
     tg_index_release(labels);
 }
 
@@ -70,8 +70,8 @@ static void test_mse_golden(void **state)
     assert_golden("mse dpred", p->grad->data, mse_dpred, p->numel);
     assert_golden("mse dtarget", q->grad->data, mse_dtarget, q->numel);
     tg_tape_end(tape);
-    tg_release(p);
-    tg_release(q);
+    tg_tensor_release(p);
+    tg_tensor_release(q);
 }
 
 /* ---- goldens, reductions sum and none (loss_golden.h) ----------------------------------- */
@@ -87,7 +87,7 @@ static void check_reduced(const char *what, tg_tensor *loss, int want_ndim, cons
     assert_golden(what, loss->data, want_loss, loss->numel);
     tg_tensor *g = tg_tensor_from_data(loss->ndim, loss->shape, dy);
     assert_int_equal(tg_backward_grad(loss, g), TG_OK);
-    tg_release(g);
+    tg_tensor_release(g);
 }
 
 static void test_bce_golden_sum_none(void **state)
@@ -105,8 +105,8 @@ static void test_bce_golden_sum_none(void **state)
         assert_golden("bce dlogits", z->grad->data, want[k][2], z->numel);
         assert_golden("bce dtargets", t->grad->data, want[k][3], t->numel);
         tg_tape_end(tape);
-        tg_release(z);
-        tg_release(t);
+        tg_tensor_release(z);
+        tg_tensor_release(t);
     }
 }
 
@@ -126,7 +126,7 @@ static void test_cross_entropy_golden_sum_none(void **state)
             assert_int_equal(loss->shape[0], lce_shape[0]);
         assert_golden("cross_entropy dlogits", z->grad->data, want[k][2], z->numel);
         tg_tape_end(tape);
-        tg_release(z);
+        tg_tensor_release(z);
         tg_index_release(labels);
     }
 }
@@ -148,8 +148,8 @@ static void test_mse_golden_sum_none(void **state)
         assert_golden("mse dpred", p->grad->data, want[k][2], p->numel);
         assert_golden("mse dtarget", q->grad->data, want[k][3], q->numel);
         tg_tape_end(tape);
-        tg_release(p);
-        tg_release(q);
+        tg_tensor_release(p);
+        tg_tensor_release(q);
     }
 }
 
@@ -178,8 +178,8 @@ static void test_reductions_agree(void **state)
         assert_close(mean->data[0], s / 63.0, 1e-5 * fabs(s) / 63.0);
     }
     tg_tape_end(tape);
-    tg_release(p);
-    tg_release(q);
+    tg_tensor_release(p);
+    tg_tensor_release(q);
 }
 
 /* ---- stability ------------------------------------------------------------------------- */
@@ -203,8 +203,8 @@ static void test_bce_saturated_logits(void **state)
         assert_close(t->grad->data[i], want_dt[i], 1e-5);
     }
     tg_tape_end(tape);
-    tg_release(z);
-    tg_release(t);
+    tg_tensor_release(z);
+    tg_tensor_release(t);
 }
 
 /* Logits 1000 apart: loss 1000 for the wrong class, 0 for the right one; finite gradients. */
@@ -223,7 +223,7 @@ static void test_cross_entropy_large_logits(void **state)
     for (int i = 0; i < 4; i++)
         assert_close(z->grad->data[i], want[i], 1e-7);
     tg_tape_end(tape);
-    tg_release(z);
+    tg_tensor_release(z);
     tg_index_release(labels);
 }
 
@@ -264,9 +264,9 @@ static void test_cross_entropy_label_validation(void **state)
     assert_int_equal(tg_last_status(), TG_ERR_ARG);
     assert_error_contains("tg_cross_entropy: labels is NULL");
     tg_tape_end(tape);
-    tg_release(z);
-    tg_release(flat);
-    tg_release(frac);
+    tg_tensor_release(z);
+    tg_tensor_release(flat);
+    tg_tensor_release(frac);
     tg_index_release(high);
     tg_index_release(neg);
     tg_index_release(short_);
@@ -289,7 +289,7 @@ static void test_cross_entropy_index_held(void **state)
         assert_close(z->grad->data[3 * r] + z->grad->data[3 * r + 1] + z->grad->data[3 * r + 2],
                      0.0, 1e-7);
     tg_tape_end(tape);
-    tg_release(z);
+    tg_tensor_release(z);
 }
 
 static void test_loss_shape_errors(void **state)
@@ -319,9 +319,9 @@ static void test_loss_shape_errors(void **state)
     assert_null(tg_mse(a, a, (tg_reduction)-1));
     assert_error_contains("tg_mse: reduction -1 is not");
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
-    tg_release(e);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
+    tg_tensor_release(e);
 }
 
 /* Empty inputs, as PyTorch: SUM gives 0 and NONE an empty tensor (MEAN is refused, above);
@@ -355,7 +355,7 @@ static void test_loss_empty_sum_none(void **state)
     assert_null(tg_cross_entropy(e, no_labels, TG_REDUCE_MEAN));
     assert_error_contains("tg_cross_entropy: logits [0, 3] is empty");
     tg_tape_end(tape);
-    tg_release(e);
+    tg_tensor_release(e);
     tg_index_release(no_labels);
 }
 
@@ -387,8 +387,8 @@ static void test_mse_large(void **state)
     assert_true(l1->data[0] == l2->data[0]);
     assert_true(s1->data[0] == s2->data[0]);
     tg_tape_end(tape);
-    tg_release(p);
-    tg_release(q);
+    tg_tensor_release(p);
+    tg_tensor_release(q);
 }
 
 int main(void)

@@ -220,8 +220,8 @@ static void test_stats_are_numpy_cov(void **state)
     assert_int_equal(gan_stats_compute(one, &s), TG_ERR_SHAPE);
     assert_error_contains("[1, 3]");
     assert_null(s.mean);
-    tg_release(one);
-    tg_release(x);
+    tg_tensor_release(one);
+    tg_tensor_release(x);
 }
 
 static void test_fid_self_is_zero(void **state)
@@ -238,7 +238,7 @@ static void test_fid_self_is_zero(void **state)
     double fid = fid_of(&s, &s);
     assert_true(fabs(fid) <= 1e-6 * tr);
     gan_stats_free(&s);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void test_fid_shift_is_squared_norm(void **state)
@@ -269,8 +269,8 @@ static void test_fid_shift_is_squared_norm(void **state)
     assert_close(fid_of(&b, &a), norm2, 1e-5 * tr);
     gan_stats_free(&a);
     gan_stats_free(&b);
-    tg_release(x);
-    tg_release(y);
+    tg_tensor_release(x);
+    tg_tensor_release(y);
 }
 
 static void test_fid_diagonal_closed_form(void **state)
@@ -385,7 +385,7 @@ static void test_score_even_confident_is_ten(void **state)
         assert_int_equal(f.counts[c], 20);
     assert_int_equal(f.classes_5pct, 10);
     assert_close(f.rarest_share, 0.1, 1e-15);
-    tg_release(z);
+    tg_tensor_release(z);
 
     z = one_hot_logits(100, cls_two); /* two classes, half each: score 2 */
     assert_int_equal(gan_class_figures(z, &f), TG_OK);
@@ -395,7 +395,7 @@ static void test_score_even_confident_is_ten(void **state)
     assert_int_equal(f.classes_5pct, 2);
     assert_int_equal(f.rarest_class, 1);
     assert_close(f.rarest_share, 0.0, 0);
-    tg_release(z);
+    tg_tensor_release(z);
 }
 
 static void test_score_identical_predictions_is_one(void **state)
@@ -415,12 +415,12 @@ static void test_score_identical_predictions_is_one(void **state)
     for (int c = 0; c < 10; c++)
         sum += exp((double)row[c]);
     assert_close(f.confidence, exp(2.0) / sum, 1e-12);
-    tg_release(z);
+    tg_tensor_release(z);
     /* Logits of the wrong shape are an error naming it. */
     tg_tensor *bad = tg_tensor_zeros(TG_DIMS(4, 40));
     assert_int_equal(gan_class_figures(bad, &f), TG_ERR_SHAPE);
     assert_error_contains("[4, 40]");
-    tg_release(bad);
+    tg_tensor_release(bad);
 }
 
 static void test_coverage_on_a_histogram(void **state)
@@ -461,10 +461,10 @@ static void test_white_and_subset(void **state)
         assert_int_equal(seen[id]++, 0);
         assert_float_equal(sub->data[r * 784 + 1], id < 3 ? 1.0f : -1.0f, 0);
     }
-    tg_release(sub);
+    tg_tensor_release(sub);
     assert_null(gan_subset(img, 7, 5));
     assert_error_contains("7 images asked of a set of 6");
-    tg_release(img);
+    tg_tensor_release(img);
 }
 
 /* ---- the program: mnist_gan eval and train --eval-every ------------------------------------ */
@@ -597,8 +597,8 @@ static void write_synthetic_mnist(const char *dir, int64_t n_train, int64_t n_te
         assert_int_equal(tg_data_write_idx_images(p, img), TG_OK);
         snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte", dir, part ? "t10k" : "train");
         assert_int_equal(tg_data_write_idx_labels(p, lab), TG_OK);
-        tg_release(img);
-        tg_release(lab);
+        tg_tensor_release(img);
+        tg_tensor_release(lab);
     }
 }
 
@@ -858,7 +858,7 @@ static void test_eval_bad_input(void **state)
     snprintf(five, sizeof five, "%s/five-images", tmp);
     tg_tensor *img5 = tg_tensor_zeros(TG_DIMS(5, 1, 28, 28));
     assert_int_equal(tg_data_write_idx_images(five, img5), TG_OK);
-    tg_release(img5);
+    tg_tensor_release(img5);
     struct {
         const char *what, *ckpt, *clf, *extra, *fragment;
     } cases[] = {

@@ -682,7 +682,7 @@ static void test_sample(void **state)
                 mism += v != (float)g.px[gy * g.w + gx];
             }
     free(g.px);
-    tg_release(t);
+    tg_tensor_release(t);
     if (mism)
         fail_msg("%lld of 15680 idx values differ from the PNG's pixels", (long long)mism);
 
@@ -886,7 +886,7 @@ static const char *edited_run(const char *ws, const char *name, const char *ckpt
         fail_msg("%s holds no metadata key or tensor \"%s\"", ckpt, key);
     else
         assert_int_equal(tg_state_dict_set_meta(sd, key, value), TG_OK);
-    assert_int_equal(tg_data_save_safetensors(sd, fmt("%s/checkpoint.safetensors", dir)), TG_OK);
+    assert_int_equal(tg_data_save_safetensors(fmt("%s/checkpoint.safetensors", dir), sd), TG_OK);
     tg_state_dict_free(sd);
     return dir;
 }
@@ -1232,8 +1232,8 @@ static void test_bad_input(void **state)
     tg_state_dict *sd = tg_state_dict_new();
     tg_tensor *one = tg_tensor_ones(TG_DIMS(3));
     tg_state_dict_put(sd, "weight", one);
-    tg_release(one);
-    assert_int_equal(tg_data_save_safetensors(sd, notgan), TG_OK);
+    tg_tensor_release(one);
+    assert_int_equal(tg_data_save_safetensors(notgan, sd), TG_OK);
     tg_state_dict_free(sd);
 
     const char *names[][2] = {{"DATA", data},

@@ -25,7 +25,7 @@ static tg_module *small_model(uint64_t seed, tg_rng *rng)
 {
     tg_rng_seed(rng, seed);
     tg_module *inner =
-        tg_nn_sequential_add(tg_nn_sequential_new(), "fc", tg_nn_linear(4, 2, false, rng));
+        tg_nn_sequential_add(tg_nn_sequential(0), "fc", tg_nn_linear(4, 2, false, rng));
     return must(TG_NN_SEQUENTIAL(tg_nn_linear(3, 4, true, rng), tg_nn_batch_norm1d(4), tg_nn_relu(),
                                  inner));
 }
@@ -138,7 +138,7 @@ static void test_custom_module(void **state)
     tg_module_zero_grad(m);
     assert_null(tg_module_param(m, "scale")->grad);
     assert_null(w->grad);
-    tg_release(x);
+    tg_tensor_release(x);
     tg_module_free(m);
 }
 
@@ -167,7 +167,7 @@ static void test_add_errors(void **state)
     /* A child cannot have two parents. */
     tg_module *relu = must(tg_nn_relu());
     assert_int_equal(tg_module_add_child(m, "r", relu), TG_OK);
-    tg_module *other = must(tg_nn_sequential_new());
+    tg_module *other = must(tg_nn_sequential(0));
     assert_int_equal(tg_module_add_child(other, "r", relu), TG_ERR_ARG);
     assert_error_contains("already a child (\"r\") of another module");
     tg_module_free(other);
@@ -177,7 +177,7 @@ static void test_add_errors(void **state)
     assert_null(tg_module_forward(m, x));
     assert_error_contains("tg_module_forward: the Box module \"\" has no forward");
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
     tg_module_free(m);
 }
 
@@ -194,14 +194,14 @@ static void test_sequential_propagates_null(void **state)
     assert_error_contains("tg_nn_dropout: p = 1.5");
     /* The builder form. */
     tg_clear_error();
-    tg_module *seq = tg_nn_sequential_new();
+    tg_module *seq = tg_nn_sequential(0);
     seq = tg_nn_sequential_add(seq, NULL, tg_nn_linear(2, 3, true, &rng));
     seq = tg_nn_sequential_add(seq, "act", tg_nn_leaky_relu(NAN));
     seq = tg_nn_sequential_add(seq, NULL, tg_nn_tanh());
     assert_null(seq);
     assert_error_contains("tg_nn_leaky_relu: slope nan is not finite");
     /* Names: explicit where given, the index otherwise. */
-    seq = tg_nn_sequential_add(tg_nn_sequential_new(), NULL, tg_nn_tanh());
+    seq = tg_nn_sequential_add(tg_nn_sequential(0), NULL, tg_nn_tanh());
     seq = tg_nn_sequential_add(seq, "act", tg_nn_sigmoid());
     seq = tg_nn_sequential_add(seq, NULL, tg_nn_flatten());
     assert_non_null(seq);
@@ -328,8 +328,8 @@ static void test_multi_input_module(void **state)
     assert_error_contains("tg_module_forward2: the forward of the Careless module");
     tg_module_free(careless);
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(c);
+    tg_tensor_release(x);
+    tg_tensor_release(c);
     tg_module_free(seq);
 }
 
@@ -397,7 +397,7 @@ static void test_lookup_errors(void **state)
     assert_int_equal(tg_nn_init_paddle(nobias, &rng), TG_OK);
     assert_int_equal(tg_last_status(), TG_OK);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
     tg_module_free(nobias);
     tg_module_free(big);
     tg_module_free(lin);
@@ -462,7 +462,7 @@ static void test_train_eval(void **state)
     assert_null(tg_module_forward(bn, img));
     assert_error_contains("BatchNorm1d \"\" with 3 channels got x [2, 3, 4, 4]; it takes [N, C]");
     tg_tape_end(tape);
-    tg_release(img);
+    tg_tensor_release(img);
     tg_module_free(bn);
 
     tg_rng_seed(&drop_rng, 6);
@@ -480,8 +480,8 @@ static void test_train_eval(void **state)
     yd = tg_module_forward(drop, ones);
     assert_memory_equal(yd->data, ones->data, 512 * sizeof(float));
     tg_tape_end(tape);
-    tg_release(ones);
-    tg_release(x);
+    tg_tensor_release(ones);
+    tg_tensor_release(x);
     tg_module_free(drop);
 }
 
@@ -656,9 +656,9 @@ static void test_gan_forward_backward(void **state)
     assert_grads(G, "G", false);
     assert_grads(D, "D", true);
 
-    tg_release(z);
-    tg_release(ones);
-    tg_release(zeros);
+    tg_tensor_release(z);
+    tg_tensor_release(ones);
+    tg_tensor_release(zeros);
     tg_module_free(G);
     tg_module_free(D);
 }
@@ -686,7 +686,7 @@ static void test_image_layers(void **state)
     assert_int_equal(tg_backward(tg_mean(y)), TG_OK);
     tg_tape_end(tape);
     assert_grads(m, "", true);
-    tg_release(x);
+    tg_tensor_release(x);
     tg_module_free(m);
 }
 
@@ -784,7 +784,7 @@ static void test_load_errors_change_nothing(void **state)
         }
         assert_int_equal(tg_module_load_state_dict(b, "D", sd), TG_ERR_ARG);
         assert_error_contains(bad_value[k].message);
-        tg_release(changed);
+        tg_tensor_release(changed);
         tg_state_dict_free(sd);
         tg_state_dict_free(full);
     }
@@ -804,8 +804,8 @@ static void test_load_errors_change_nothing(void **state)
 
     free(before);
     free(after);
-    tg_release(extra);
-    tg_release(wrong);
+    tg_tensor_release(extra);
+    tg_tensor_release(wrong);
     tg_module_free(a);
     tg_module_free(b);
 }
@@ -829,7 +829,7 @@ static void round_trip_check(tg_module *a, tg_module *b)
     assert_non_null(yb);
     assert_memory_equal(ya->data, yb->data, (size_t)ya->numel * sizeof(float));
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void train_forward(tg_module *m)
@@ -838,7 +838,7 @@ static void train_forward(tg_module *m)
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     assert_non_null(tg_module_forward(m, x));
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void test_state_dict_round_trip(void **state)
@@ -874,7 +874,7 @@ static void test_state_dict_file_round_trip(void **state)
     tg_state_dict *sd = tg_state_dict_new();
     assert_int_equal(tg_module_state_dict(g, "G", sd), TG_OK);
     assert_int_equal(tg_module_state_dict(d, "D", sd), TG_OK);
-    if (tg_data_save_safetensors(sd, path) != TG_OK)
+    if (tg_data_save_safetensors(path, sd) != TG_OK)
         fail_msg("%s", tg_last_error());
     tg_state_dict_free(sd);
     sd = tg_data_load_safetensors(path);

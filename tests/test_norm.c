@@ -68,12 +68,12 @@ static void run_bn_golden(const bn_golden *g, bool training)
         assert_true(tg_tensor_version(rm) == vm && tg_tensor_version(rv) == vv);
     }
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
-    tg_release(w);
-    tg_release(b);
-    tg_release(rm);
-    tg_release(rv);
-    tg_release(dy);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+    tg_tensor_release(rm);
+    tg_tensor_release(rv);
+    tg_tensor_release(dy);
 }
 
 static void test_batch_norm_golden_train(void **state)
@@ -119,8 +119,8 @@ static void test_batch_norm_no_affine(void **state)
         assert_close(y->data[i], want_y[i], 2e-5 + 1e-4 * fabs(want_y[i]));
     assert_golden("no-affine dx", x->grad->data, g->train_dx, numel);
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(dy);
+    tg_tensor_release(x);
+    tg_tensor_release(dy);
     free(want_y);
     free(dyw);
 }
@@ -158,8 +158,8 @@ static void test_batch_norm_two_calls_one_tape(void **state)
     tg_tensor *dy2 = tg_tensor_ones(TG_DIMS(5, 2));
     assert_int_equal(tg_backward_grad(y2, dy2), TG_OK);
     tg_tape_end(tape);
-    tg_release(dy1);
-    tg_release(dy2);
+    tg_tensor_release(dy1);
+    tg_tensor_release(dy2);
 
     /* Two momentum-0.5 steps: rm = 0.25 * mean1 + 0.5 * mean2, checked on channel 0. */
     double m1 = 0, m2 = 0;
@@ -168,11 +168,11 @@ static void test_batch_norm_two_calls_one_tape(void **state)
         m2 += x2->data[2 * i] / 5.0;
     }
     assert_close(rm->data[0], 0.25 * m1 + 0.5 * m2, 1e-5);
-    tg_release(x1);
-    tg_release(x2);
-    tg_release(w);
-    tg_release(rm);
-    tg_release(rv);
+    tg_tensor_release(x1);
+    tg_tensor_release(x2);
+    tg_tensor_release(w);
+    tg_tensor_release(rm);
+    tg_tensor_release(rv);
 }
 
 static void test_batch_norm_errors(void **state)
@@ -213,12 +213,12 @@ static void test_batch_norm_errors(void **state)
     assert_error_contains("tg_batch_norm: eps = -1 must be finite and >= 0");
 
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(x1);
-    tg_release(x1d);
-    tg_release(x4);
-    tg_release(c3);
-    tg_release(c4);
+    tg_tensor_release(x);
+    tg_tensor_release(x1);
+    tg_tensor_release(x1d);
+    tg_tensor_release(x4);
+    tg_tensor_release(c3);
+    tg_tensor_release(c4);
 }
 
 /* An optional input that is NULL because an earlier call failed is not "absent": batch_norm
@@ -250,8 +250,8 @@ static void test_batch_norm_null_keeps_error(void **state)
         assert_error_contains(want);
     }
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
-    tg_release(c3);
+    tg_tensor_release(x);
+    tg_tensor_release(c3);
 }
 
 /* ---- softmax / log_softmax ------------------------------------------------------------- */
@@ -285,8 +285,8 @@ static void test_softmax_golden(void **state)
                  cases[k].axis);
         assert_golden(what, x->grad->data, cases[k].dx, x->numel);
         tg_tape_end(tape);
-        tg_release(x);
-        tg_release(dy);
+        tg_tensor_release(x);
+        tg_tensor_release(dy);
     }
 }
 
@@ -312,8 +312,8 @@ static void test_softmax_stable(void **state)
     for (int i = 0; i < 4; i++)
         assert_close(x->grad->data[i], want_dx[i], 1e-7);
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(dy);
+    tg_tensor_release(x);
+    tg_tensor_release(dy);
 }
 
 static void test_softmax_axis_error(void **state)
@@ -338,7 +338,7 @@ static void test_softmax_axis_error(void **state)
             assert_close(s, 1.0, 1e-6);
         }
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* ---- dropout --------------------------------------------------------------------------- */
@@ -393,8 +393,8 @@ static void test_dropout_statistics(void **state)
     for (int64_t i = 0; i < DROP_N; i++)
         assert_true(x->grad->data[i] == (y->data[i] == 0.0f ? 0.0f : 3.0f * scale));
     tg_tape_end(tape);
-    tg_release(dy);
-    tg_release(x);
+    tg_tensor_release(dy);
+    tg_tensor_release(x);
 }
 
 static void test_dropout_identity(void **state)
@@ -420,8 +420,8 @@ static void test_dropout_identity(void **state)
     for (int i = 0; i < 6; i++)
         assert_close(x->grad->data[i], 2.0 * (i + 1), 0);
     tg_tape_end(tape);
-    tg_release(dy);
-    tg_release(x);
+    tg_tensor_release(dy);
+    tg_tensor_release(x);
 }
 
 static void test_dropout_errors(void **state)
@@ -441,7 +441,7 @@ static void test_dropout_errors(void **state)
     assert_null(tg_dropout(x, 0.5f, true, NULL));
     assert_error_contains("tg_dropout: rng is NULL; training with p = 0.5 draws the mask");
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* ---- layer_norm ------------------------------------------------------------------------ */
@@ -488,10 +488,10 @@ static void test_layer_norm_golden(void **state)
             assert_golden(what, b->grad->data, g->db, b->numel);
         }
         assert_int_equal(tg_tape_end(tape), TG_OK);
-        tg_release(x);
-        tg_release(dy);
-        tg_release(w);
-        tg_release(b);
+        tg_tensor_release(x);
+        tg_tensor_release(dy);
+        tg_tensor_release(w);
+        tg_tensor_release(b);
     }
 }
 
@@ -520,10 +520,10 @@ static void layer_norm_run(int threads, int64_t R, int64_t D, tg_tensor *out[4])
     out[2] = tg_tensor_clone(w->grad);
     out[3] = tg_tensor_clone(b->grad);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
-    tg_release(dy);
-    tg_release(w);
-    tg_release(b);
+    tg_tensor_release(x);
+    tg_tensor_release(dy);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
     tg_set_num_threads(2);
 }
 
@@ -540,8 +540,8 @@ static void test_layer_norm_threads(void **state)
     for (int i = 0; i < 4; i++) {
         if (memcmp(one[i]->data, two[i]->data, sizeof(float) * (size_t)one[i]->numel) != 0)
             fail_msg("layer_norm %s differs between 1 and 2 threads", what[i]);
-        tg_release(one[i]);
-        tg_release(two[i]);
+        tg_tensor_release(one[i]);
+        tg_tensor_release(two[i]);
     }
 }
 
@@ -595,10 +595,10 @@ static void test_layer_norm_errors(void **state)
         assert_true(isfinite(x->grad->data[i]));
 
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(w3);
-    tg_release(w4);
-    tg_release(w34);
+    tg_tensor_release(x);
+    tg_tensor_release(w3);
+    tg_tensor_release(w4);
+    tg_tensor_release(w34);
 }
 
 /* Empty inputs: no rows (the parameter gradients are sums of nothing: 0), or empty rows. */
@@ -631,11 +631,11 @@ static void test_layer_norm_empty(void **state)
     for (int i = 0; i < 5; i++)
         assert_true(w->grad->data[i] == 0.0f);
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(w);
-    tg_release(xe);
-    tg_release(xr);
-    tg_release(xd);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(xe);
+    tg_tensor_release(xr);
+    tg_tensor_release(xd);
 }
 
 /* LayerNorm: PyTorch's parameter names and initial values, the op's result, the shape check
@@ -689,8 +689,8 @@ static void test_layer_norm_module(void **state)
 
     tg_module_free(m);
     tg_module_free(plain);
-    tg_release(x);
-    tg_release(dy);
+    tg_tensor_release(x);
+    tg_tensor_release(dy);
 }
 
 int main(void)

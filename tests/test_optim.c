@@ -38,8 +38,8 @@ static void set_grad(tg_tensor *p, const float *g)
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     assert_int_equal(tg_backward_grad(tg_matmul(p, eye), dy), TG_OK);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(eye);
-    tg_release(dy);
+    tg_tensor_release(eye);
+    tg_tensor_release(dy);
 }
 
 static tg_tensor *param(int ndim, const int64_t *shape, const float *v)
@@ -98,8 +98,8 @@ static void test_golden_steps(void **state)
             assert_values(what, s, b->data, c->b[s], 6);
         }
         tg_optim_free(o);
-        tg_release(a);
-        tg_release(b);
+        tg_tensor_release(a);
+        tg_tensor_release(b);
     }
 }
 
@@ -121,7 +121,7 @@ static void test_no_grad_is_skipped(void **state)
     assert_int_equal(tg_optim_step(o), TG_OK);
     assert_memory_equal(a->data, golden_p0_a, sizeof golden_p0_a);
     tg_optim_free(o);
-    tg_release(a);
+    tg_tensor_release(a);
 }
 
 /* Two optimizers over the same tensor keep separate state: A's second step continues A's
@@ -162,8 +162,8 @@ static void test_shared_params_separate_state(void **state)
     tg_optim_free(ob);
     tg_optim_free(qa);
     tg_optim_free(qb);
-    tg_release(p);
-    tg_release(q);
+    tg_tensor_release(p);
+    tg_tensor_release(q);
 }
 
 /* The learning rate can change between steps; plain SGD moves by exactly lr * g. */
@@ -183,7 +183,7 @@ static void test_set_lr(void **state)
     for (int i = 0; i < 7; i++)
         assert_close(a->data[i], golden_p0_a[i] - 0.25f * golden_grad_a[0][i], 1e-6);
     tg_optim_free(o);
-    tg_release(a);
+    tg_tensor_release(a);
 }
 
 /* Steps 1-2 with one optimizer, save (through a file), load into a fresh optimizer over copies
@@ -219,7 +219,7 @@ static void test_state_dict_round_trip(void **state)
         int fd = mkstemp(path);
         assert_true(fd >= 0);
         close(fd);
-        if (tg_data_save_safetensors(sd, path) != TG_OK)
+        if (tg_data_save_safetensors(path, sd) != TG_OK)
             fail_msg("%s", tg_last_error());
         tg_state_dict_free(sd);
         sd = tg_data_load_safetensors(path);
@@ -244,10 +244,10 @@ static void test_state_dict_round_trip(void **state)
         assert_values(what, 2, a2->data, c->a[2], 7);
         assert_values(what, 2, b2->data, c->b[2], 6);
         tg_optim_free(o2);
-        tg_release(a);
-        tg_release(b);
-        tg_release(a2);
-        tg_release(b2);
+        tg_tensor_release(a);
+        tg_tensor_release(b);
+        tg_tensor_release(a2);
+        tg_tensor_release(b2);
     }
 }
 
@@ -412,14 +412,14 @@ static void test_load_errors_change_nothing(void **state)
     assert_values("adam after refused loads", 2, a->data, c->a[2], 7);
     assert_values("adam after refused loads", 2, b->data, c->b[2], 6);
     tg_optim_free(o);
-    tg_release(a);
-    tg_release(b);
-    tg_release(m7);
-    tg_release(m3);
-    tg_release(one);
-    tg_release(half);
-    tg_release(m7nan);
-    tg_release(m7neg);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
+    tg_tensor_release(m7);
+    tg_tensor_release(m3);
+    tg_tensor_release(one);
+    tg_tensor_release(half);
+    tg_tensor_release(m7nan);
+    tg_tensor_release(m7neg);
 }
 
 static void test_argument_errors(void **state)
@@ -449,8 +449,8 @@ static void test_argument_errors(void **state)
     assert_null(tg_optim_sgd(&y, 1, 0.1f, 0.0f, 0.0f, 0.0f, false));
     assert_error_contains("parameter 0 is the result of an op, not a leaf");
     tg_tape_end(tape);
-    tg_release(ones);
-    tg_release(a);
+    tg_tensor_release(ones);
+    tg_tensor_release(a);
 }
 
 /* ---- where Adam's eps enters (tg_optim_set_adam_eps) ------------------------------------- */
@@ -544,7 +544,7 @@ static void test_adam_eps_styles(void **state)
         snprintf(what, sizeof what, "%s, default eps style", names[adamw]);
         eps_run(what, o, p, 0, EPS_STEPS, after);
         tg_optim_free(o);
-        tg_release(p);
+        tg_tensor_release(p);
 
         p = param(TG_DIMS(1, EPS_N), eps_p0);
         o = eps_optim(p, adamw);
@@ -553,7 +553,7 @@ static void test_adam_eps_styles(void **state)
         snprintf(what, sizeof what, "%s, eps before the correction", names[adamw]);
         eps_run(what, o, p, 0, EPS_STEPS, before);
         tg_optim_free(o);
-        tg_release(p);
+        tg_tensor_release(p);
     }
 }
 
@@ -578,7 +578,7 @@ static void test_adam_eps_errors(void **state)
     assert_error_contains("tg_optim_set_adam_eps: the optimizer is NULL");
     tg_optim_free(o);
     tg_optim_free(sgd);
-    tg_release(p);
+    tg_tensor_release(p);
 }
 
 /* The style travels in the state dict's metadata ("<prefix>.eps_style"): a load sets it either
@@ -612,8 +612,8 @@ static void test_adam_eps_state_dict(void **state)
                 2, 3, want[style]);
         tg_state_dict_free(sd);
         tg_optim_free(o2);
-        tg_release(p);
-        tg_release(q);
+        tg_tensor_release(p);
+        tg_tensor_release(q);
     }
     /* Without a prefix the key is plain "eps_style". */
     tg_tensor *p = param(TG_DIMS(1, EPS_N), eps_p0);
@@ -644,8 +644,8 @@ static void test_adam_eps_state_dict(void **state)
     tg_state_dict_free(sd);
     tg_optim_free(other);
     tg_optim_free(o);
-    tg_release(r);
-    tg_release(p);
+    tg_tensor_release(r);
+    tg_tensor_release(p);
 }
 
 /* ---- an MLP learns XOR with each optimizer ----------------------------------------------- */
@@ -688,8 +688,8 @@ static void train_xor(which_optim which, int iters, float *first, float *last)
     }
     tg_optim_free(opt);
     tg_module_free(net);
-    tg_release(x);
-    tg_release(t);
+    tg_tensor_release(x);
+    tg_tensor_release(t);
 }
 
 static void test_mlp_learns_xor(void **state)
@@ -716,14 +716,14 @@ static void clip_params(tg_tensor *ps[3])
     tg_tensor *gb = tg_tensor_from_data(TG_DIMS(2, 3), clip_grad_b);
     assert_int_equal(tg_tensor_set_grad(ps[0], ga), TG_OK);
     assert_int_equal(tg_tensor_set_grad(ps[1], gb), TG_OK);
-    tg_release(ga);
-    tg_release(gb);
+    tg_tensor_release(ga);
+    tg_tensor_release(gb);
 }
 
 static void release_all(tg_tensor **ps, int n)
 {
     for (int i = 0; i < n; i++)
-        tg_release(ps[i]);
+        tg_tensor_release(ps[i]);
 }
 
 /* clip_grad_norm_ (2-, 1-, inf- and 3-norm, clipped or not, max_norm 0) and clip_grad_value_
@@ -790,19 +790,19 @@ static void test_clip_errors(void **state)
     assert_int_equal(tg_clip_grad_norm_(NULL, 0, 1.0f, 2.0f, &total), TG_OK);
     assert_true(total == 0.0f);
     /* A gradient retained elsewhere keeps its values; the parameter gets a clipped copy. */
-    tg_tensor *held = tg_retain(tg_tensor_grad(ps[0]));
+    tg_tensor *held = tg_tensor_retain(tg_tensor_grad(ps[0]));
     assert_int_equal(tg_clip_grad_value_(ps, 3, 0.5f), TG_OK);
     assert_values("held", 0, held->data, clip_grad_a, 7);
     assert_ptr_not_equal(tg_tensor_grad(ps[0]), held);
     assert_true(tg_tensor_grad(ps[0])->data[1] == 0.5f);
-    tg_release(held);
-    held = tg_retain(tg_tensor_grad(ps[1]));
+    tg_tensor_release(held);
+    held = tg_tensor_retain(tg_tensor_grad(ps[1]));
     float before[6];
     memcpy(before, held->data, sizeof before);
     assert_int_equal(tg_clip_grad_norm_(ps, 3, 0.1f, 2.0f, NULL), TG_OK);
     assert_values("held", 0, held->data, before, 6);
     assert_true(fabsf(tg_tensor_grad(ps[1])->data[1]) < fabsf(before[1]));
-    tg_release(held);
+    tg_tensor_release(held);
     release_all(ps, 3);
 }
 
@@ -861,7 +861,7 @@ static void test_optim_from_module(void **state)
         for (int64_t i = 0; i < n; i++)
             assert_values("adam_module", step, ps[i]->data, ps2[i]->data, ps[i]->numel);
     }
-    tg_release(x);
+    tg_tensor_release(x);
     free(ps);
     free(ps2);
     tg_optim_free(ref);

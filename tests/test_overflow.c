@@ -58,7 +58,7 @@ static void test_conv2d_padding_int_max(void **state)
     for (int64_t i = 0; i < 9; i++)
         assert_float_equal(y->data[i], (i == 4 ? 10.0f : 0.0f), 0.0f);
     tg_tape_end(tape);
-    tg_release(x), tg_release(w2), tg_release(w1), tg_release(w22);
+    tg_tensor_release(x), tg_tensor_release(w2), tg_tensor_release(w1), tg_tensor_release(w22);
 }
 
 /* An empty input (no channel) whose plane is 2^40 rows: the output size (2^40 - 1) * stride
@@ -77,7 +77,7 @@ static void test_conv_transpose2d_stride_int_max(void **state)
     tg_tensor *xs = iota(TG_DIMS(1, 1, 2, 2)), *ws = iota(TG_DIMS(1, 1, 1, 1));
     expect_refused(tg_conv_transpose2d(xs, ws, TG_NONE, INT_MAX, 0, 0), "", "too many elements");
     tg_tape_end(tape);
-    tg_release(x), tg_release(w), tg_release(xs), tg_release(ws);
+    tg_tensor_release(x), tg_tensor_release(w), tg_tensor_release(xs), tg_tensor_release(ws);
 }
 
 /* Empty batches whose planes are huge: nothing to compute, and no working space for an image
@@ -98,7 +98,7 @@ static void test_conv_empty_batch_huge_plane(void **state)
     assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
     assert_float_equal(w->grad->data[0], 0.0f, 0.0f);
     tg_tape_end(tape);
-    tg_release(x), tg_release(w), tg_release(b);
+    tg_tensor_release(x), tg_tensor_release(w), tg_tensor_release(b);
 }
 
 /* ---- pooling ------------------------------------------------------------------------------- */
@@ -127,7 +127,7 @@ static void test_pool_kernel_int_max(void **state)
     }
     assert_int_equal(tg_backward(tg_add(tg_add(tg_sum(mx), tg_sum(av)), tg_sum(ex))), TG_OK);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* Padding more than half the kernel is refused before any arithmetic with it. */
@@ -141,7 +141,7 @@ static void test_pool_padding_int_max(void **state)
     expect_refused(tg_avg_pool2d(x, 2, INT_MAX, INT_MAX, false), "tg_avg_pool2d",
                    "padding 2147483647");
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* An empty batch of huge planes: H * W overflowed in max pool's check before. */
@@ -160,7 +160,7 @@ static void test_max_pool_empty_batch_huge_plane(void **state)
     assert_non_null(y);
     assert_int_equal(y->shape[2], (int64_t)1 << 29);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* ---- upsample -------------------------------------------------------------------------------- */
@@ -176,7 +176,7 @@ static void test_upsample_empty_batch_overflow(void **state)
     expect_refused(tg_upsample(x, INT_MAX, TG_UPSAMPLE_BILINEAR_HALF_PIXEL), "tg_upsample",
                    "scale 2147483647");
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* A representable empty output needs no interpolation tables: before, the bilinear modes asked
@@ -194,7 +194,7 @@ static void test_upsample_empty_batch_bilinear(void **state)
     assert_int_equal(y->shape[2], (int64_t)1 << 59);
     assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* ---- shapes: slice, reshape, flatten, concat, sum ----------------------------------------- */
@@ -225,7 +225,7 @@ static void test_slice_extreme_bounds_and_step(void **state)
     assert_int_equal(e2->numel, 0);
     expect_refused(tg_slice(x, 1, 0, 3, INT64_MIN), "tg_slice", "step -9223372036854775808");
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* Empty tensors whose other sizes multiply past int64: refused when made, as a view too. Before,
@@ -252,7 +252,7 @@ static void test_empty_shapes_with_huge_sizes(void **state)
     assert_non_null(g);
     assert_int_equal(g->shape[1], (int64_t)1 << 60);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* Sizes along the concat axis that add up past int64 (each input empty): refused, not wrapped. */
@@ -267,7 +267,7 @@ static void test_concat_sizes_overflow(void **state)
     expect_refused(tg_concat(xs, 5, 1), "tg_concat", "axis 1");
     expect_refused(tg_concat(xs, 2, 1), "tg_concat", "too many elements");
     tg_tape_end(tape);
-    tg_release(a);
+    tg_tensor_release(a);
 }
 
 /* The backward of a sum over an empty axis-shaped tensor walked outer * len rows of nothing:
@@ -283,7 +283,7 @@ static void test_sum_axis_empty_backward(void **state)
     assert_non_null(y);
     assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* ---- empty operands (fuzz_api's findings) -------------------------------------------------
@@ -318,7 +318,8 @@ static void test_conv_empty_x_gives_bias(void **state)
     for (int64_t c = 0; c < 3; c++)
         assert_float_equal(b->grad->data[c], 8.0f, 0.0f); /* 2 images x 2 x 2 positions */
     tg_tape_end(tape);
-    tg_release(x), tg_release(w), tg_release(b), tg_release(xt), tg_release(wt), tg_release(bt);
+    tg_tensor_release(x), tg_tensor_release(w), tg_tensor_release(b), tg_tensor_release(xt),
+        tg_tensor_release(wt), tg_tensor_release(bt);
 }
 
 /* batch_norm with no channel (its statistics buffer was empty) or an empty batch in eval mode,
@@ -343,7 +344,8 @@ static void test_norm_and_softmax_empty(void **state)
     for (int64_t c = 0; c < 3; c++)
         assert_float_equal(w->grad->data[c], 0.0f, 0.0f);
     tg_tape_end(tape);
-    tg_release(x0), tg_release(xe), tg_release(w), tg_release(rm), tg_release(rv), tg_release(xs);
+    tg_tensor_release(x0), tg_tensor_release(xe), tg_tensor_release(w), tg_tensor_release(rm),
+        tg_tensor_release(rv), tg_tensor_release(xs);
 }
 
 /* max_axis over a row of -inf: under clang the vectorised max started from -FLT_MAX, found no
@@ -362,7 +364,7 @@ static void test_max_axis_row_of_minus_inf(void **state)
     for (int64_t e = 0; e < 10; e++)
         assert_float_equal(x->grad->data[e], (e % 5 == 0 ? 1.0f : 0.0f), 0.0f);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* Padding and dilation 1000 on 3 x 3 planes with stride 1: a "same" convolution whose taps
@@ -390,7 +392,7 @@ static void test_conv2d_huge_padding_and_dilation(void **state)
             }
     assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
     tg_tape_end(tape);
-    tg_release(x), tg_release(w);
+    tg_tensor_release(x), tg_tensor_release(w);
 }
 
 /* ---- the loader ---------------------------------------------------------------------------- */
@@ -434,7 +436,7 @@ static void test_loader_epoch_int64_max(void **state)
     assert_int_equal(tg_loader_set_state(l, &st), TG_OK);
     tg_tensor *images = NULL;
     assert_int_equal(tg_loader_next(l, &images, NULL), TG_OK); /* batch 0 of 2 */
-    tg_release(images);
+    tg_tensor_release(images);
     images = NULL;
     assert_int_equal(tg_loader_next(l, &images, NULL), TG_ERR_STATE);
     assert_error_contains("epoch 9223372036854775807");

@@ -127,8 +127,8 @@ static void check_golden(const golden_case *g)
     snprintf(what, sizeof what, "%s dx", g->name);
     assert_all_close(what, x->grad->data, g->dx, x->numel);
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(dy);
-    tg_release(x);
+    tg_tensor_release(dy);
+    tg_tensor_release(x);
 }
 
 static void test_golden_max_pool(void **state)
@@ -180,10 +180,10 @@ static void check_small(op_spec op, const int64_t xs[4], const float *x_data, co
         assert_int_equal(tg_backward_grad(y, dy), TG_OK);
         for (int64_t i = 0; i < x->numel; i++)
             assert_close(x->grad->data[i], want_dx[i], tol);
-        tg_release(dy);
+        tg_tensor_release(dy);
     }
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void test_max_pool_4x4(void **state)
@@ -233,7 +233,7 @@ static void test_max_pool_propagates_nan(void **state)
     assert_non_null(y);
     assert_true(isnan(y->data[0]));
     tg_tape_end(tape);
-    tg_release(t);
+    tg_tensor_release(t);
 }
 
 static void test_avg_pool_4x4(void **state)
@@ -362,9 +362,9 @@ static void test_backward_accumulates(void **state)
         for (int64_t i = 0; i < x->numel; i++)
             assert_close(x->grad->data[i], 2 * first->data[i], 1e-6);
         tg_tape_end(tape);
-        tg_release(first);
-        tg_release(dy);
-        tg_release(x);
+        tg_tensor_release(first);
+        tg_tensor_release(dy);
+        tg_tensor_release(x);
     }
 }
 
@@ -381,7 +381,7 @@ static void expect_error(op_spec op, int ndim, const int64_t *shape, tg_status s
     assert_int_equal(tg_last_status(), status);
     assert_error_contains(msg);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void test_errors(void **state)
@@ -430,7 +430,7 @@ static void test_null_input_keeps_error(void **state)
     assert_null(tg_avg_pool2d(y, 2, 2, 0, true));
     assert_error_contains("tg_max_pool2d:");
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* ---- threads ------------------------------------------------------------------------------ */
@@ -456,8 +456,8 @@ static void run_threads(op_spec op, const tg_tensor *x0, int threads, tg_tensor 
     *y_out = tg_tensor_clone(y);
     *dx_out = tg_tensor_clone(x->grad);
     tg_tape_end(tape);
-    tg_release(dy);
-    tg_release(x);
+    tg_tensor_release(dy);
+    tg_tensor_release(x);
 }
 
 /* Each plane is computed the same way whichever thread runs it: results are bit-identical. */
@@ -486,13 +486,13 @@ static void test_threads_agree(void **state)
             fail_msg("op %zu: forward differs between 1 and 2 threads", k);
         if (memcmp(dx1->data, dx2->data, (size_t)dx1->numel * sizeof(float)) != 0)
             fail_msg("op %zu: dx differs between 1 and 2 threads", k);
-        tg_release(y1);
-        tg_release(dx1);
-        tg_release(y2);
-        tg_release(dx2);
+        tg_tensor_release(y1);
+        tg_tensor_release(dx1);
+        tg_tensor_release(y2);
+        tg_tensor_release(dx2);
     }
     tg_set_num_threads(saved);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 int main(void)

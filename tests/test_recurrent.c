@@ -75,9 +75,9 @@ static void run_gru_golden(const gru_golden *g)
         assert_golden(what, tg_tensor_grad(p)->data, want[i], p->numel);
     }
     for (int64_t k = 0; k < g->steps; k++)
-        tg_release(x[k]);
-    tg_release(h0);
-    tg_release(dy);
+        tg_tensor_release(x[k]);
+    tg_tensor_release(h0);
+    tg_tensor_release(dy);
     tg_module_free(cell);
 }
 
@@ -190,7 +190,7 @@ static void test_gru_zero_state(void **state)
     assert_true(tg_shape_equal(a, b));
     assert_memory_equal(a->data, b->data, (size_t)a->numel * sizeof(float));
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
     tg_module_free(cell);
 }
 
@@ -231,9 +231,9 @@ static void test_gru_errors(void **state)
     assert_null(tg_module_forward2(cell, tg_reshape(x, TG_DIMS(7)), h));
     assert_error_contains("tg_reshape");
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(h);
-    tg_release(bad);
+    tg_tensor_release(x);
+    tg_tensor_release(h);
+    tg_tensor_release(bad);
     tg_module_free(cell);
 }
 
@@ -262,7 +262,7 @@ static void test_embedding_golden(void **state)
     /* PyTorch's gradient: repeated ids add, the padding row stays 0. */
     assert_golden("embedding dweight", tg_tensor_grad(w)->data, emb_dweight, w->numel);
     tg_index_release(ids);
-    tg_release(dy);
+    tg_tensor_release(dy);
     tg_module_free(emb);
 }
 

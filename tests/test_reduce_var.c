@@ -58,8 +58,8 @@ static void test_var_std_golden(void **state)
                      (long long)g->correction);
             assert_golden(what, x->grad->data, g->dx[f], x->numel);
             tg_tape_end(tape);
-            tg_release(x);
-            tg_release(dy);
+            tg_tensor_release(x);
+            tg_tensor_release(dy);
         }
     }
 }
@@ -93,7 +93,7 @@ static void test_var_nan_and_keepdim(void **state)
     for (int i = 0; i < 6; i++)
         assert_true(z->data[i] == 0.0f && isnan(n->data[i]));
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* Values near 1e4 with a spread of 1: the one-pass E[x^2] - E[x]^2 in float would lose it all;
@@ -120,10 +120,10 @@ static void test_var_precision_threads(void **state)
     assert_close(r[0][0]->data[0], 1.0 / 3.0, 0.01);
     for (int i = 0; i < 2; i++) {
         assert_memory_equal(r[0][i]->data, r[1][i]->data, sizeof(float) * (size_t)r[0][i]->numel);
-        tg_release(r[0][i]);
-        tg_release(r[1][i]);
+        tg_tensor_release(r[0][i]);
+        tg_tensor_release(r[1][i]);
     }
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* Any correction is accepted, as PyTorch's: a negative one divides by len + |correction|,
@@ -150,7 +150,7 @@ static void test_var_negative_correction(void **state)
         assert_true(isfinite(x->grad->data[0]));
     }
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void test_var_errors(void **state)
@@ -167,7 +167,7 @@ static void test_var_errors(void **state)
     assert_null(tg_std(NULL, 0, false, 1));
     assert_error_contains("earlier failure");
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 int main(void)

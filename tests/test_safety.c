@@ -22,7 +22,7 @@ static tg_tensor *leaf(int64_t n, const float *v)
 
 /* ---- (a) releasing what the tape owns ---------------------------------------------------- */
 
-/* The reproducer of the issue: y = w * 2; tg_release(y); tg_tape_end. The release is refused
+/* The reproducer of the issue: y = w * 2; tg_tensor_release(y); tg_tape_end. The release is refused
  * with an error naming the op, y stays usable, and the tape frees it once. */
 static void test_release_op_result_refused(void **state)
 {
@@ -31,25 +31,26 @@ static void test_release_op_result_refused(void **state)
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *y = tg_mul_scalar(w, 2.0f);
     assert_non_null(y);
-    tg_release(y);
+    tg_tensor_release(y);
     assert_int_equal(tg_last_status(), TG_ERR_STATE);
-    assert_error_contains("tg_release: the tensor [3] made by tg_mul_scalar belongs to the open "
-                          "tape");
+    assert_error_contains(
+        "tg_tensor_release: the tensor [3] made by tg_mul_scalar belongs to the open "
+        "tape");
     /* Still alive and still recorded: read it and back-propagate through it. */
     assert_true(y->data[2] == 6.0f);
     tg_clear_error();
     assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
     assert_true(tg_tensor_grad(w)->data[0] == 2.0f);
     /* Twice is refused twice: the count never drops to the tape's reference. */
-    tg_release(y);
-    tg_release(y);
+    tg_tensor_release(y);
+    tg_tensor_release(y);
     assert_error_contains("made by tg_mul_scalar");
     assert_int_equal(tg_tape_end(tape), TG_OK);
-    tg_release(w);
+    tg_tensor_release(w);
 }
 
 /* The same for a result nothing records (no input requires grad), for tape-owned creation and
- * for detach; a reference of one's own (tg_retain) is released normally, before or after the
+ * for detach; a reference of one's own (tg_tensor_retain) is released normally, before or after the
  * tape ends. */
 static void test_release_unrecorded_refused(void **state)
 {
@@ -62,25 +63,25 @@ static void test_release_unrecorded_refused(void **state)
     assert_non_null(y);
     assert_non_null(z);
     assert_non_null(d);
-    tg_release(y);
+    tg_tensor_release(y);
     assert_error_contains("made by tg_exp belongs to the open tape");
     tg_clear_error();
-    tg_release(z);
+    tg_tensor_release(z);
     assert_error_contains("the tensor [4] made by tg_zeros belongs to the open tape");
     tg_clear_error();
-    tg_release(d);
+    tg_tensor_release(d);
     assert_error_contains("made by tg_detach");
     /* Retained: the caller's reference is the caller's to end, even after the tape. */
     tg_clear_error();
-    tg_tensor *kept = tg_retain(y);
-    tg_tensor *kept2 = tg_retain(z);
-    tg_release(kept2);
+    tg_tensor *kept = tg_tensor_retain(y);
+    tg_tensor *kept2 = tg_tensor_retain(z);
+    tg_tensor_release(kept2);
     assert_int_equal(tg_last_status(), TG_OK);
     assert_int_equal(tg_tape_end(tape), TG_OK);
     assert_true(kept->data[0] == expf(1.0f));
-    tg_release(kept);
+    tg_tensor_release(kept);
     assert_int_equal(tg_last_status(), TG_OK);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* A result that a recorded node also holds (y = w * 2; z = y * w): its references are the
@@ -96,7 +97,7 @@ static void test_release_held_by_node_refused(void **state)
     tg_tensor *z = tg_mul(y, w);
     assert_non_null(z);
     assert_int_equal(y->refcount, 2);
-    tg_release(y);
+    tg_tensor_release(y);
     assert_error_contains("made by tg_mul_scalar belongs to the open tape");
     assert_int_equal(y->refcount, 2);
     tg_clear_error();
@@ -105,7 +106,7 @@ static void test_release_held_by_node_refused(void **state)
     assert_true(tg_tensor_grad(w)->data[2] == 12.0f);
     assert_int_equal(tg_tape_end(tape), TG_OK);
     assert_int_equal(tg_last_status(), TG_OK);
-    tg_release(w);
+    tg_tensor_release(w);
 }
 
 /* The caller's own reference to a leaf that a node holds is the caller's to end: the node
@@ -118,7 +119,7 @@ static void test_release_own_leaf_under_node(void **state)
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *y = tg_square(w);
     assert_non_null(y);
-    tg_release(w);
+    tg_tensor_release(w);
     assert_int_equal(tg_last_status(), TG_OK);
     assert_true(y->data[1] == 16.0f);
     assert_int_equal(tg_tape_end(tape), TG_OK);
@@ -146,7 +147,7 @@ static void test_release_tape_index_refused(void **state)
     assert_int_equal(tg_tape_end(tape), TG_OK);
     assert_true(kept->data[2] == 1);
     tg_index_release(kept);
-    tg_release(f);
+    tg_tensor_release(f);
 }
 
 /* ---- (b) tensors made inside a step ------------------------------------------------------ */
@@ -193,7 +194,7 @@ static void test_tape_owned_creation_needs_no_release(void **state)
     assert_int_equal(tg_tape_end(tape), TG_OK);
     /* Only x and its gradient remain. */
     assert_int_equal(tg_debug_live_tensors(), live + 2);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* Without an open tape each constructor fails clearly (nothing would own the result). */
@@ -240,7 +241,7 @@ static void test_tape_owned_creation_needs_a_tape(void **state)
     assert_null(tg_labels(f));
     assert_error_contains("value 0.5 at position 1 is not a whole number");
     tg_tape_end(tape);
-    tg_release(f);
+    tg_tensor_release(f);
 }
 
 /* tg_rand / tg_randn draw exactly what tg_tensor_uniform_(0, 1) / tg_tensor_normal_(0, 1) draw
@@ -263,8 +264,8 @@ static void test_tape_owned_random_same_numbers(void **state)
     assert_memory_equal(ru->data, u->data, sizeof(float) * 132);
     assert_memory_equal(rn->data, n->data, sizeof(float) * 132);
     tg_tape_end(tape);
-    tg_release(u);
-    tg_release(n);
+    tg_tensor_release(u);
+    tg_tensor_release(n);
 }
 
 /* ---- (c) reading and setting gradients --------------------------------------------------- */
@@ -325,7 +326,7 @@ static void test_set_grad_errors(void **state)
     assert_int_equal(tg_tensor_set_grad(p, g3), TG_OK);
     assert_ptr_equal(tg_tensor_grad(p), before);
     /* ... one someone retained is left as it was: p gets a fresh buffer. */
-    tg_tensor *held = tg_retain(tg_tensor_grad(p));
+    tg_tensor *held = tg_tensor_retain(tg_tensor_grad(p));
     tg_tensor *zeros = tg_tensor_zeros(TG_DIMS(3));
     assert_int_equal(tg_tensor_set_grad(p, zeros), TG_OK);
     assert_ptr_not_equal(tg_tensor_grad(p), held);
@@ -338,13 +339,13 @@ static void test_set_grad_errors(void **state)
     assert_int_equal(tg_backward(tg_sum(p)), TG_OK);
     assert_true(tg_tensor_grad(p)->data[0] == 101.0f && tg_tensor_grad(p)->data[1] == 0.0f);
     tg_tape_end(tape);
-    tg_release(held);
-    tg_release(zeros);
-    tg_release(g3);
-    tg_release(g4);
-    tg_release(g13);
-    tg_release(plain);
-    tg_release(p);
+    tg_tensor_release(held);
+    tg_tensor_release(zeros);
+    tg_tensor_release(g3);
+    tg_tensor_release(g4);
+    tg_tensor_release(g13);
+    tg_tensor_release(plain);
+    tg_tensor_release(p);
 }
 
 /* ---- (d) TG_NONE where a tensor is required ---------------------------------------------- */
@@ -404,8 +405,8 @@ static void test_none_where_required(void **state)
     assert_int_equal(TG_NONE->numel, 0);
     tg_tape_end(tape);
     tg_module_free(lin);
-    tg_release(w);
-    tg_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(x);
 }
 
 /* ---- (e) a misspelt parameter name -------------------------------------------------------- */
@@ -428,7 +429,7 @@ static void test_misspelt_param_sets_error(void **state)
     assert_null(tg_linear(x, tg_module_param(lin, "weight"), tg_module_param(lin, "bais")));
     assert_error_contains("\"bais\"");
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
     tg_module_free(lin);
 }
 

@@ -53,8 +53,8 @@ static void test_compare_golden(void **state)
     expect_mask("ne nan", tg_ne(a, nan), all, 6);
     assert_int_equal(tg_debug_live_nodes(), nodes); /* nothing recorded */
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
 }
 
 static void test_where_golden(void **state)
@@ -75,10 +75,10 @@ static void test_where_golden(void **state)
     expect_golden("where db (0-d, summed)", b->grad, wb_db, 1);
     assert_null(c->grad);
     tg_tape_end(tape);
-    tg_release(c);
-    tg_release(a);
-    tg_release(b);
-    tg_release(dy);
+    tg_tensor_release(c);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
 }
 
 /* cond holding 0.5, -0 and NaN: 0.5 and NaN count as true, -0 as false (cond != 0). */
@@ -96,10 +96,10 @@ static void test_where_nan_cond_golden(void **state)
     expect_golden("where da", a->grad, wn_da, 5);
     expect_golden("where db", b->grad, wn_db, 15);
     tg_tape_end(tape);
-    tg_release(c);
-    tg_release(a);
-    tg_release(b);
-    tg_release(dy);
+    tg_tensor_release(c);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
 }
 
 static void test_masked_fill_golden(void **state)
@@ -128,9 +128,9 @@ static void test_masked_fill_golden(void **state)
         expect_golden("masked_fill dx", x->grad, cases[k].dx, x->numel);
         assert_null(m->grad); /* a mask that requires grad still gets none */
         tg_tape_end(tape);
-        tg_release(x);
-        tg_release(m);
-        tg_release(dy);
+        tg_tensor_release(x);
+        tg_tensor_release(m);
+        tg_tensor_release(dy);
     }
 }
 
@@ -158,7 +158,7 @@ static void test_mask_passes_no_gradient(void **state)
     for (int i = 0; i < 5; i++)
         assert_true(x->grad->data[i] == want_w[i]);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void test_select_errors(void **state)
@@ -199,10 +199,10 @@ static void test_select_errors(void **state)
     assert_null(tg_where(tg_ne(x, x), bad, x));
     assert_error_contains("tg_reshape: cannot view [2, 3]");
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(v4);
-    tg_release(col);
-    tg_release(big);
+    tg_tensor_release(x);
+    tg_tensor_release(v4);
+    tg_tensor_release(col);
+    tg_tensor_release(big);
 }
 
 /* Large enough for the threads: every mask element and every selected gradient in place. */
@@ -228,7 +228,7 @@ static void test_select_large(void **state)
             fail_msg("element %lld wrong", (long long)i);
     }
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 int main(void)

@@ -64,9 +64,9 @@ static void test_sum_mean_all(void **state)
     expect_values(tg_sum(empty), (const float[]){0}, 1);
     assert_true(isnan(tg_mean(empty)->data[0])); /* as PyTorch: mean of nothing is NaN */
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(s0);
-    tg_release(empty);
+    tg_tensor_release(x);
+    tg_tensor_release(s0);
+    tg_tensor_release(empty);
 }
 
 static void test_sum_mean_axis_values(void **state)
@@ -99,8 +99,8 @@ static void test_sum_mean_axis_values(void **state)
         for (int j = 0; j < 3; j++)
             assert_true(s2->data[i * 3 + j] == 48 * i + 16 * j + 6);
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(x3);
+    tg_tensor_release(x);
+    tg_tensor_release(x3);
 }
 
 /* Sums over an axis with more than one column tile (inner > 128) and a long row. */
@@ -117,8 +117,8 @@ static void test_sum_axis_wide(void **state)
     assert_true(r->data[0] == 12497500.0f);
     assert_true(r->data[1] == (float)(25e6 + 12497500.0));
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(y);
+    tg_tensor_release(x);
+    tg_tensor_release(y);
 }
 
 static void test_keepdim_shapes(void **state)
@@ -136,8 +136,8 @@ static void test_keepdim_shapes(void **state)
     expect_shape(tg_sum_axis(v, 0, false), 0, NULL);
     expect_shape(tg_max_axis(v, -1, true), TG_DIMS(1));
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(v);
+    tg_tensor_release(x);
+    tg_tensor_release(v);
 }
 
 static void test_max_axis_values_and_ties(void **state)
@@ -159,12 +159,12 @@ static void test_max_axis_values_and_ties(void **state)
     tg_tensor *two = tg_tensor_full(TG_DIMS(2), 2.0f);
     assert_int_equal(tg_backward_grad(mx, two), TG_OK);
     assert_int_equal(tg_backward(tg_sum(mc)), TG_OK);
-    tg_release(two);
+    tg_tensor_release(two);
     expect_values(x->grad, (const float[]){0, 2, 0, 2, 0, 0}, 6);
     expect_values(c->grad, (const float[]){1, 0, 0, 1, 0, 0}, 6);
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(c);
+    tg_tensor_release(x);
+    tg_tensor_release(c);
 }
 
 /* NaN propagates (as in PyTorch), in a row and in a column; negative values work. */
@@ -178,7 +178,7 @@ static void test_max_axis_nan_and_negative(void **state)
     assert_true(r->data[1] == -2);
     assert_true(c->data[0] == -3 && isnan(c->data[1]) && c->data[2] == -1);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* Axis reductions over a wide inner size and a long row, against plain loops. */
@@ -205,7 +205,7 @@ static void test_max_axis_wide(void **state)
         assert_true(m1->data[i] == best);
     }
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* The sum of 1e7 values in [0, 1) agrees with a double reference to float precision (a
@@ -233,7 +233,7 @@ static void test_sum_1e7_accuracy(void **state)
     assert_true(fabs(m - ref / n) <= 1e-7 * (ref / n));
     assert_true(sa == s);
     assert_true(fabs(naive - ref) > 3e-6 * ref); /* the test would catch a naive sum */
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* Every reduction gives bit-identical results with 1 and 2 threads. */
@@ -258,7 +258,7 @@ static void test_threads_agree(void **state)
                            tg_max_axis(mat, 0, false),
                            tg_max_axis(mat, 1, false)};
         for (int k = 0; k < 6; k++)
-            res[t][k] = tg_retain(r[k]);
+            res[t][k] = tg_tensor_retain(r[k]);
         tg_tape_end(tape);
     }
     tg_set_num_threads(2);
@@ -266,11 +266,11 @@ static void test_threads_agree(void **state)
         assert_int_equal(res[0][k]->numel, res[1][k]->numel);
         if (memcmp(res[0][k]->data, res[1][k]->data, (size_t)res[0][k]->numel * 4) != 0)
             fail_msg("reduction %d differs between 1 and 2 threads", k);
-        tg_release(res[0][k]);
-        tg_release(res[1][k]);
+        tg_tensor_release(res[0][k]);
+        tg_tensor_release(res[1][k]);
     }
-    tg_release(big);
-    tg_release(mat);
+    tg_tensor_release(big);
+    tg_tensor_release(mat);
 }
 
 /* ---- views --------------------------------------------------------------------------------- */
@@ -292,7 +292,7 @@ static void test_reshape_is_a_view(void **state)
     assert_ptr_equal(f->data, x->data);
     expect_values(f, (const float[]){0, 1, 2, 3, 50, 5}, 6);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void test_reshape_infer_and_errors(void **state)
@@ -327,9 +327,9 @@ static void test_reshape_infer_and_errors(void **state)
                  "tg_reshape: ndim 7 is outside 0..6");
     expect_error(tg_reshape(x, 2, NULL), TG_ERR_ARG, "tg_reshape: shape is NULL for ndim 2");
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(e);
-    tg_release(s);
+    tg_tensor_release(x);
+    tg_tensor_release(e);
+    tg_tensor_release(s);
 }
 
 static void test_flatten(void **state)
@@ -351,8 +351,8 @@ static void test_flatten(void **state)
     expect_error(tg_flatten(x, -5, 3), TG_ERR_ARG,
                  "tg_flatten: start_axis -5 is out of range for [2, 3, 4, 5]");
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(s);
+    tg_tensor_release(x);
+    tg_tensor_release(s);
 }
 
 /* ---- copies -------------------------------------------------------------------------------- */
@@ -378,8 +378,8 @@ static void test_transpose_values(void **state)
     expect_error(tg_transpose(x, 0, 2), TG_ERR_ARG,
                  "tg_transpose: axis 2 is out of range for [2, 3]");
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(x3);
+    tg_tensor_release(x);
+    tg_tensor_release(x3);
 }
 
 static void test_permute_values_and_inverse(void **state)
@@ -418,8 +418,8 @@ static void test_permute_values_and_inverse(void **state)
                  "tg_permute: perm [0, 1, 3] is not a permutation of the 3 axes of [2, 3, 4]");
     expect_error(tg_permute(x3, NULL), TG_ERR_ARG, "tg_permute: perm is NULL");
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(x3);
+    tg_tensor_release(x);
+    tg_tensor_release(x3);
 }
 
 /* A big transpose (several threads, long strided rows) against plain loops. */
@@ -434,7 +434,7 @@ static void test_transpose_large(void **state)
             if (t->data[j * 300 + i] != x->data[i * 500 + j])
                 fail_msg("t[%d, %d] is wrong", j, i);
     tg_tape_end(tape);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 static void test_concat_values(void **state)
@@ -456,10 +456,10 @@ static void test_concat_values(void **state)
     expect_values(abd, (const float[]){1, 2, 5, 9, 10, 11, 3, 4, 6, 12, 13, 14}, 12);
     expect_values(tg_concat(&a, 1, 0), a->data, 4);
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
-    tg_release(c);
-    tg_release(d);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
+    tg_tensor_release(c);
+    tg_tensor_release(d);
 }
 
 /* tg_stack: the new axis at each position, negative axes, one input. */
@@ -490,8 +490,8 @@ static void test_stack_values(void **state)
     expect_shape(v, TG_DIMS(3));
     expect_values(v, (const float[]){1.5f, -2, 4}, 3);
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
 }
 
 /* 100 inputs, more than a node holds (a tree of concats inside): the values land in order and
@@ -534,7 +534,7 @@ static void test_concat_stack_many(void **state)
             }
         off += len;
     }
-    tg_release(r);
+    tg_tensor_release(r);
     tg_tape_end(tape);
 
     /* stack of 100 [2, 3] tensors along a new last axis: out[i, k, j] = x_j[i, k]. */
@@ -556,11 +556,11 @@ static void test_concat_stack_many(void **state)
         for (int64_t e = 0; e < 6; e++)
             if (st->data[e * N + j] != s[j]->data[e] || s[j]->grad->data[e] != (float)(e * N + j))
                 fail_msg("stacked input %d element %lld misplaced", j, (long long)e);
-    tg_release(r);
+    tg_tensor_release(r);
     tg_tape_end(tape);
     for (int j = 0; j < N; j++) {
-        tg_release(x[j]);
-        tg_release(s[j]);
+        tg_tensor_release(x[j]);
+        tg_tensor_release(s[j]);
     }
 }
 
@@ -590,8 +590,8 @@ static void test_slice_values(void **state)
     expect_error(tg_slice(m, 2, 0, 1, 1), TG_ERR_ARG,
                  "tg_slice: axis 2 is out of range for [3, 5]");
     tg_tape_end(tape);
-    tg_release(v);
-    tg_release(m);
+    tg_tensor_release(v);
+    tg_tensor_release(m);
 }
 
 /* Slicing x into three pieces and concatenating them gives x back, and the output gradient r
@@ -622,8 +622,8 @@ static void test_concat_slice_round_trip(void **state)
     assert_int_equal(tg_backward_grad(y, r), TG_OK);
     assert_memory_equal(x->grad->data, r->data, 42 * sizeof(float));
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(r);
+    tg_tensor_release(x);
+    tg_tensor_release(r);
 }
 
 /* ---- errors -------------------------------------------------------------------------------- */
@@ -695,10 +695,10 @@ static void test_error_messages(void **state)
     assert_null(tg_sum(bad));
     assert_error_contains("tg_reshape: cannot view [2, 3] (6 elements) as [5, -1]");
     tg_tape_end(tape);
-    tg_release(x);
-    tg_release(w);
-    tg_release(v);
-    tg_release(e);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(v);
+    tg_tensor_release(e);
 }
 
 int main(void)

@@ -19,10 +19,10 @@ static void test_creation(void **state)
     assert_true(a->data[2] == 4.0f);
     tg_tensor *c = tg_tensor_clone(f);
     assert_true(c->data != f->data && c->data[0] == 2.5f);
-    tg_release(z);
-    tg_release(f);
-    tg_release(a);
-    tg_release(c);
+    tg_tensor_release(z);
+    tg_tensor_release(f);
+    tg_tensor_release(a);
+    tg_tensor_release(c);
 }
 
 static void test_bad_shape(void **state)

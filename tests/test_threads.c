@@ -84,8 +84,8 @@ static void gemm_in_parallel_region(int isa)
     }
     assert_int_equal(bad, 0);
     free(want);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
     tg_isa_level = saved;
 }
 
@@ -119,7 +119,7 @@ static void *use_from_other_thread(void *arg)
     snprintf(u->message, sizeof u->message, "%s", tg_last_error());
     tg_tensor *one = tg_tensor_ones(u->loss->ndim, u->loss->shape);
     u->backward_grad = tg_backward_grad(u->loss, one);
-    tg_release(one);
+    tg_tensor_release(one);
     u->tape_end = tg_tape_end(u->tape);
     snprintf(u->end_message, sizeof u->end_message, "%s", tg_last_error());
     /* The loss as an input on this thread's tapes: refused where it would be recorded, its
@@ -167,7 +167,7 @@ static void test_tape_of_another_thread(void **state)
     for (int i = 0; i < 3; i++)
         assert_close(x->grad->data[i], 2.0 * v[i], 0);
     assert_int_equal(tg_tape_end(u.tape), TG_OK);
-    tg_release(x);
+    tg_tensor_release(x);
 }
 
 /* ---- item 8: the thread count against the machine ----------------------------------------- */
@@ -212,8 +212,8 @@ static void *probe_regions(void *arg)
     tg_tensor *m = tg_matmul(a, b);      /* the GEMM (OpenBLAS at the baseline level) */
     p->gained = y && m ? process_threads() - before : -1;
     tg_tape_end(tape);
-    tg_release(a);
-    tg_release(b);
+    tg_tensor_release(a);
+    tg_tensor_release(b);
     return NULL;
 }
 

@@ -83,8 +83,8 @@ int main(int argc, char **argv)
                     (long long)epoch, (double)d, (double)g);
             d_sum += d, g_sum += g;
             tg_tape_end(tape); /* frees everything the step made */
-            tg_release(real);
-            tg_release(labels);
+            tg_tensor_release(real);
+            tg_tensor_release(labels);
         }
         printf("epoch %lld  d_loss %.4f  g_loss %.4f\n", (long long)epoch, d_sum / (double)batches,
                g_sum / (double)batches);

@@ -95,7 +95,7 @@ int main(int argc, char **argv)
     double total = 0.0, t0 = ex_seconds();
     for (int64_t step = 1, pos = track; step <= o.steps; step++, pos += T) {
         if (pos + T > track) { /* the tracks are used up: start again, from a zero state */
-            CHECK_OK(tg_tensor_fill(h, 0.0f));
+            CHECK_OK(tg_tensor_fill_(h, 0.0f));
             pos = 0;
         }
         for (int64_t b = 0; b < B; b++)
@@ -144,7 +144,7 @@ int main(int argc, char **argv)
     free(ids);
     free(data);
     free(text);
-    tg_release(h);
+    tg_tensor_release(h);
     tg_optim_free(opt);
     tg_module_free(m);
     return ex_done();

@@ -109,8 +109,8 @@ tg_dataset *ex_mnist(const char *dir, bool train, int64_t n)
     if (ds && n > 0 && n < ds->images->shape[0]) {
         tg_dataset part = {tg_tensor_from_data(TG_DIMS(n, 1, 28, 28), ds->images->data),
                            tg_tensor_from_data(TG_DIMS(n), ds->labels->data)};
-        tg_release(ds->images);
-        tg_release(ds->labels);
+        tg_tensor_release(ds->images);
+        tg_tensor_release(ds->labels);
         *ds = part;
         if (!part.images || !part.labels)
             ex_fail(); /* out of memory, not bad input */

@@ -31,7 +31,7 @@ clf_model *clf_new(uint64_t seed)
     tg_module *classifier = TG_NN_SEQUENTIAL(tg_nn_dropout(0.5f, &m->dropout_rng),
                                              tg_nn_linear(CLF_FEATURES, CLF_CLASSES, true, &init));
     /* Each add takes ownership and passes a NULL (with its error) along: one check at the end. */
-    m->net = tg_nn_sequential_add(tg_nn_sequential_new(), "features", features);
+    m->net = tg_nn_sequential_add(tg_nn_sequential(0), "features", features);
     m->net = tg_nn_sequential_add(m->net, "classifier", classifier);
     if (!m->net) {
         free(m);
@@ -82,8 +82,8 @@ tg_status clf_eval(clf_model *m, const tg_tensor *images, tg_tensor **features, 
     tg_tensor *feat = tg_tensor_new(TG_DIMS(n, CLF_FEATURES));
     tg_tensor *out = tg_tensor_new(TG_DIMS(n, CLF_CLASSES));
     if (!feat || !out) {
-        tg_release(feat);
-        tg_release(out);
+        tg_tensor_release(feat);
+        tg_tensor_release(out);
         return tg_last_status();
     }
     const bool was_training = tg_module_is_training(m->net);
@@ -107,17 +107,17 @@ tg_status clf_eval(clf_model *m, const tg_tensor *images, tg_tensor **features, 
         } else {
             st = tg_last_status();
         }
-        tg_release(x);
+        tg_tensor_release(x);
         tg_tape_end(tape);
     }
     tg_module_train(m->net, was_training);
 
     if (st != TG_OK || !features)
-        tg_release(feat);
+        tg_tensor_release(feat);
     else
         *features = feat;
     if (st != TG_OK || !logits)
-        tg_release(out);
+        tg_tensor_release(out);
     else
         *logits = out;
     return st;
@@ -151,7 +151,7 @@ tg_status clf_accuracy(clf_model *m, const tg_tensor *images, const tg_tensor *l
                 best = k;
         hits += (float)best == labels->data[i];
     }
-    tg_release(logits);
+    tg_tensor_release(logits);
     if (accuracy)
         *accuracy = (double)hits / (double)images->shape[0];
     if (correct)
@@ -177,7 +177,7 @@ tg_status clf_save(const clf_model *m, const clf_info *info, const char *path)
     if (st == TG_OK)
         st = tg_state_dict_set_meta(sd, "dataset", info->dataset);
     if (st == TG_OK)
-        st = tg_data_save_safetensors(sd, path);
+        st = tg_data_save_safetensors(path, sd);
     tg_state_dict_free(sd);
     return st;
 }

@@ -8,7 +8,7 @@
  *     tg_tensor *feat, *logits;                         // new references: [N, 128], [N, 10]
  *     if (clf_eval(clf, images, &feat, &logits) != TG_OK) die(tg_last_error());
  *     ...
- *     tg_release(feat), tg_release(logits), clf_free(clf);
+ *     tg_tensor_release(feat), tg_tensor_release(logits), clf_free(clf);
  *
  * Images are [N, 1, 28, 28] scaled to [-1, 1], as tg_data_load_mnist gives them. */
 #ifndef MNIST_CLASSIFIER_H

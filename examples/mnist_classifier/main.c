@@ -284,12 +284,12 @@ static tg_status keep_first(tg_dataset *ds, int64_t n)
     tg_tensor *x = tg_tensor_from_data(TG_DIMS(n, 1, 28, 28), ds->images->data);
     tg_tensor *y = tg_tensor_from_data(TG_DIMS(n), ds->labels->data);
     if (!x || !y) {
-        tg_release(x);
-        tg_release(y);
+        tg_tensor_release(x);
+        tg_tensor_release(y);
         return tg_last_status();
     }
-    tg_release(ds->images);
-    tg_release(ds->labels);
+    tg_tensor_release(ds->images);
+    tg_tensor_release(ds->labels);
     ds->images = x;
     ds->labels = y;
     return TG_OK;
@@ -333,8 +333,8 @@ static tg_status train_epoch(clf_model *m, tg_optim *opt, tg_loader *loader, dou
         } else {
             st = tg_last_status();
         }
-        tg_release(x);
-        tg_release(y);
+        tg_tensor_release(x);
+        tg_tensor_release(y);
         if (st != TG_OK)
             return st;
     }

@@ -367,7 +367,7 @@ tg_status save_checkpoint(const char *path, const gan_state *s, const run_settin
         meta_set(sd, "batch_in_epoch", "%lld", (long long)pos->loader.batch);
         meta_set_rng(sd, "loader_rng", &pos->loader.epoch_rng);
         meta_set_rng(sd, "z_rng", &s->z_rng);
-        st = tg_data_save_safetensors(sd, path);
+        st = tg_data_save_safetensors(path, sd);
     }
     tg_state_dict_free(sd);
     return st;

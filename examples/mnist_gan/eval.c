@@ -181,10 +181,10 @@ int evaluate(const gan_options *o)
     code = 0;
 done:
     gan_stats_free(&ref);
-    tg_release(gen);
-    tg_release(raw_images);
-    tg_release(real_train);
-    tg_release(real_test);
+    tg_tensor_release(gen);
+    tg_tensor_release(raw_images);
+    tg_tensor_release(real_train);
+    tg_tensor_release(real_test);
     tg_dataset_free(train_set);
     tg_dataset_free(test);
     clf_free(clf);

@@ -305,8 +305,8 @@ tg_status gan_evaluate_images(clf_model *clf, const tg_tensor *images, const gan
         st = gan_class_figures(logits, f);
     if (st == TG_OK)
         f->white = gan_mean_white(images);
-    tg_release(feat);
-    tg_release(logits);
+    tg_tensor_release(feat);
+    tg_tensor_release(logits);
     if (st == TG_OK && own)
         *own = st_set;
     else
@@ -325,27 +325,27 @@ tg_tensor *gan_generate_n(gan_state *s, int64_t n, uint64_t seed)
     tg_tensor *z = tg_tensor_new(TG_DIMS(n, s->nz));
     tg_tensor *out = tg_tensor_new(TG_DIMS(n, 1, 28, 28));
     if (!z || !out || tg_tensor_normal_(z, &rng, 0.0f, 1.0f) != TG_OK) {
-        tg_release(z), tg_release(out);
+        tg_tensor_release(z), tg_tensor_release(out);
         return NULL;
     }
     for (int64_t start = 0; start < n; start += GEN_CHUNK) {
         const int64_t b = n - start < GEN_CHUNK ? n - start : GEN_CHUNK;
         tg_tensor *zc = tg_tensor_from_data(TG_DIMS(b, s->nz), z->data + start * s->nz);
         tg_tensor *img = zc ? gan_generate(s, zc) : NULL;
-        tg_release(zc);
+        tg_tensor_release(zc);
         if (!img || img->numel != b * 28 * 28) {
             if (img)
                 tg_set_error(TG_ERR_SHAPE,
                              "gan_generate_n: G made %lld values for %lld images "
                              "of 28x28",
                              (long long)img->numel, (long long)b);
-            tg_release(img), tg_release(z), tg_release(out);
+            tg_tensor_release(img), tg_tensor_release(z), tg_tensor_release(out);
             return NULL;
         }
         memcpy(out->data + start * 28 * 28, img->data, sizeof(float) * (size_t)img->numel);
-        tg_release(img);
+        tg_tensor_release(img);
     }
-    tg_release(z);
+    tg_tensor_release(z);
     return out;
 }
 
@@ -483,7 +483,7 @@ tg_status gan_tracker_open(gan_tracker *t, const char *classifier, const char *d
         st = tg_last_status();
     else
         st = gan_evaluate_images(t->clf, real, NULL, &f, &t->ref);
-    tg_release(real);
+    tg_tensor_release(real);
     tg_dataset_free(test);
     if (st != TG_OK)
         gan_tracker_close(t);
@@ -494,6 +494,6 @@ tg_status gan_tracker_eval(gan_tracker *t, gan_state *s, gan_figures *f)
 {
     tg_tensor *img = gan_generate_n(s, t->n, t->seed);
     tg_status st = img ? gan_evaluate_images(t->clf, img, &t->ref, f, NULL) : tg_last_status();
-    tg_release(img);
+    tg_tensor_release(img);
     return st;
 }

@@ -62,7 +62,7 @@ int sample(const gan_options *o)
         if (rs.digit >= 0) { /* a one-digit model: its images are all of that class */
             tg_tensor *labels = tg_tensor_full(TG_DIMS(o->n), (float)rs.digit);
             tg_status st = tg_data_write_idx_labels(idx_labels, labels);
-            tg_release(labels);
+            tg_tensor_release(labels);
             if (st != TG_OK) {
                 fail(code, "%s", tg_last_error());
                 goto done;
@@ -73,7 +73,7 @@ int sample(const gan_options *o)
            o->idx_prefix ? " and " : "", o->idx_prefix ? o->idx_prefix : "");
     code = 0;
 done:
-    tg_release(img);
+    tg_tensor_release(img);
     gan_state_free(&s);
     tg_state_dict_free(sd);
     return code;

@@ -478,7 +478,7 @@ int train(gan_options *o)
             goto done;
         }
         tg_status st = gan_step(&s, real, NULL, &l);
-        tg_release(real);
+        tg_tensor_release(real);
         if (st != TG_OK) {
             code = fail(1, "iteration %lld: %s", (long long)it + 1, tg_last_error());
             goto done;
@@ -516,7 +516,7 @@ int train(gan_options *o)
                          (long long)it);
                 st = tg_data_write_png_grid(png2, img, GRID_COLS, TG_GRID_PER_IMAGE);
             }
-            tg_release(img);
+            tg_tensor_release(img);
             if (st == TG_OK)
                 st = gan_log_report(log, png, title);
             if (st != TG_OK) {
@@ -541,7 +541,7 @@ int train(gan_options *o)
            (long long)it, CHECKPOINT_NAME, o->out_dir);
     code = 0;
 done:
-    tg_release(zfix);
+    tg_tensor_release(zfix);
     gan_log_close(log);
     gan_tracker_close(&tracker);
     gan_state_free(&s);

@@ -24,7 +24,7 @@ static double train_epoch(tg_module *model, tg_optim *opt, tg_loader *loader)
         tg_optim_zero_grad(opt);
         sum += tg_tensor_item(loss);
         tg_tape_end(tape);
-        tg_release(x), tg_release(y);
+        tg_tensor_release(x), tg_tensor_release(y);
     }
     return sum / (double)batches;
 }

@@ -19,11 +19,11 @@ tg_module *row_transformer(int64_t d, int64_t heads, int64_t ff, int64_t layers,
     tg_module *m = tg_module_new("RowTransformer", forward, NULL, 0);
     tg_tensor *pos = tg_tensor_new(TG_DIMS(28, d));
     if (!m || !pos || tg_init_normal_(pos, rng, 0.0f, 0.02f) != TG_OK) {
-        tg_release(pos);
+        tg_tensor_release(pos);
         tg_module_free(m);
         return NULL;
     }
-    tg_module *stack = tg_nn_sequential_new();
+    tg_module *stack = tg_nn_sequential(0);
     for (int64_t i = 0; i < layers; i++)
         stack = tg_nn_sequential_add(stack, NULL,
                                      tg_nn_transformer_encoder_layer(d, heads, ff, true, rng));

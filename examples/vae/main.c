@@ -91,7 +91,7 @@ int main(int argc, char **argv)
             CHECK_OK(tg_optim_step(opt));
             sum += tg_tensor_item(loss);
             tg_tape_end(tape);
-            tg_release(images);
+            tg_tensor_release(images);
         }
         const float test_loss = evaluate(vae, test->images, &rng, out);
         printf("epoch %lld  train loss %.2f  test loss %.2f\n", (long long)epoch,

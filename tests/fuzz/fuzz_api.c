@@ -785,11 +785,11 @@ static void release_games(pool *pl, reader *r)
      * one the fuzzer itself took (a pool entry) may be ended. */
     bool last = owned && t->held >= t->refcount;
     for (int i = 0; i < k; i++)
-        tg_retain(t);
+        tg_tensor_retain(t);
     for (int i = 0; i < k + extra; i++)
-        tg_release(t);
+        tg_tensor_release(t);
     if (extra && last && tg_last_status() == TG_OK)
-        fuzz_fail("tg_release of a tape-owned tensor was not refused");
+        fuzz_fail("tg_tensor_release of a tape-owned tensor was not refused");
     tg_clear_error();
 }
 
@@ -943,7 +943,7 @@ static tg_tensor *op_tensor(pool *pl, reader *r)
         break;
     case 1: tg_tensor_zero_grad(t); break;
     case 2: check_status(tg_tensor_set_requires_grad(t, rd_bool(r))); break;
-    case 3: check_status(tg_tensor_fill(t, rd_float(r))); break;
+    case 3: check_status(tg_tensor_fill_(t, rd_float(r))); break;
     case 4: check_status(tg_tensor_copy_(t, pick(pl, r))); break;
     default: {
         /* The gradient against a dy of y's shape (or another), from the pool or made here. */
@@ -1257,7 +1257,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (tg_tape_end(tape) != TG_OK)
         fuzz_fail("tg_tape_end failed");
     for (int i = 0; i < pl.n_leaves; i++)
-        tg_release(pl.leaf[i]);
+        tg_tensor_release(pl.leaf[i]);
     for (int i = 0; i < pl.n_owned_ix; i++)
         tg_index_release(pl.owned_ix[i]);
     for (int i = 0; i < pl.n_modules; i++)

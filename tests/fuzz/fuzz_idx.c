@@ -92,8 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool gzip_magic = size >= 2 && data[0] == 0x1f && data[1] == 0x8b;
     if (!gzip_magic && !same_result(plain, unzipped))
         fuzz_fail("tg_data_read_idx: a file and the same bytes gzip-compressed read differently");
-    tg_release(plain);
-    tg_release(unzipped);
+    tg_tensor_release(plain);
+    tg_tensor_release(unzipped);
     if (size && pwrite(gz_file.fd, data, size, (off_t)n) != (ssize_t)size)
         fuzz_fail("cannot write the scratch file");
     tg_tensor *trailing = read_idx(gz_file.path);

@@ -68,7 +68,7 @@ static void load_into_model(const tg_state_dict *sd)
         tg_optim_step(opt);
         tg_optim_zero_grad(opt);
         tg_tape_end(tape);
-        tg_release(x);
+        tg_tensor_release(x);
         tg_clear_error();
     }
     fuzz_inside = false;

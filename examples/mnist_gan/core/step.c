@@ -119,7 +119,7 @@ void gan_state_free(gan_state *s)
 static tg_tensor *draw_z(gan_state *s, int64_t b, tg_tensor *given)
 {
     if (given)
-        return tg_retain(given);
+        return tg_tensor_retain(given);
     tg_tensor *z = tg_tensor_new(TG_DIMS(b, s->nz));
     if (z)
         tg_tensor_normal_(z, &s->z_rng, 0.0f, 1.0f);
@@ -133,7 +133,7 @@ static tg_tensor *d_loss(gan_state *s, tg_tensor *x, float label)
     tg_tensor *logits = tg_module_forward(s->D, x);
     tg_tensor *target = logits ? tg_tensor_full(logits->ndim, logits->shape, label) : NULL;
     tg_tensor *loss = tg_bce_with_logits(logits, target, TG_REDUCE_MEAN);
-    tg_release(target);
+    tg_tensor_release(target);
     return loss;
 }
 
@@ -192,7 +192,7 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
     /* 3. loss_g = bce(D(G(z)), 1) with the same z (a fresh one in the clean step); backward;
      *    opt_g.step(); G.clear_gradients() */
     if (st == TG_OK && clean) {
-        tg_release(z);
+        tg_tensor_release(z);
         z = draw_z(s, b, z_given ? z_given[1] : NULL);
         st = z ? TG_OK : tg_last_status();
     }
@@ -206,7 +206,7 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
     tg_module_zero_grad(s->G);
     if (fresh)
         tg_module_zero_grad(s->D); /* loss_g's gradient in D: overwritten before any use */
-    tg_release(z);
+    tg_tensor_release(z);
     return st;
 }
 
@@ -215,7 +215,7 @@ tg_tensor *gan_generate(gan_state *s, tg_tensor *z)
     bool was_training = tg_module_is_training(s->G);
     tg_module_train(s->G, false);
     tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
-    tg_tensor *img = tape ? tg_retain(tg_module_forward(s->G, z)) : NULL;
+    tg_tensor *img = tape ? tg_tensor_retain(tg_module_forward(s->G, z)) : NULL;
     if (tape)
         tg_tape_end(tape);
     tg_module_train(s->G, was_training);
