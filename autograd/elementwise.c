@@ -27,6 +27,7 @@
 #include "ops.h"
 
 #include "../tensor/parallel.h"
+#include "ew_math.h"
 
 #include <math.h>
 #include <string.h>
@@ -76,35 +77,6 @@ static inline float ew_sigmoid(float x)
     const float pos = (float)(1u - (bits >> 31)); /* 1 for x >= +0, 0 for x <= -0 */
     const float e = expf(-fabsf(x));
     return (pos + (1.0f - pos) * e) / (1.0f + e);
-}
-
-/* e^z in arithmetic and selects only, so the loops vectorise (glibc's expf is a call per
- * element): e^z = 2^n e^r with n = round(z / ln 2) by the 1.5 * 2^23 trick, r = z - n ln 2 in two
- * parts (Cody-Waite), e^r by its Taylor polynomial of degree 7 (|r| <= ln 2 / 2: error 1e-9).
- * z is clamped to [-80, 80]: e^-80 = 1.8e-35 stands for anything smaller (its callers use it
- * where that is as good as 0) and e^80 for anything larger. Not closer to the float range: GCC
- * evaluates the clamped arm in every lane, and a denormal there (silu's x / (1 + e^88)) costs a
- * microcode assist per vector (silu ran 15x slower). NaN stays NaN. */
-static inline float ew_exp(float z)
-{
-    z = z < -80.0f ? -80.0f : z; /* selects that keep a NaN */
-    z = z > 80.0f ? 80.0f : z;
-    const float magic = 12582912.0f; /* 1.5 * 2^23 */
-    const float kf = z * 1.44269504088896341f + magic;
-    const float n = kf - magic;
-    const float r = (z - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
-    const float er =
-        1.0f +
-        r * (1.0f + r * (0.5f + r * (1.0f / 6.0f +
-                                     r * (1.0f / 24.0f +
-                                          r * (1.0f / 120.0f +
-                                               r * (1.0f / 720.0f + r * (1.0f / 5040.0f)))))));
-    uint32_t kb;
-    memcpy(&kb, &kf, sizeof kb);
-    const uint32_t scale_bits = (kb - 0x4b400000u + 127u) << 23; /* 2^n: kf's low bits hold n */
-    float scale;
-    memcpy(&scale, &scale_bits, sizeof scale);
-    return er * scale;
 }
 
 /* tanh(x) in arithmetic and selects only, so the loops vectorise (glibc's tanhf is a call per

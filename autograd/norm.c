@@ -3,6 +3,7 @@
  * formula or a default could differ from another framework, the comment says so. */
 #include "internal.h"
 #include "ops.h"
+#include "ew_math.h"
 
 #include "../tensor/parallel.h"
 
@@ -644,26 +645,36 @@ static tg_status log_softmax_check(tg_node *n, int *ndim, int64_t shape[])
     return softmax_check_common(n, ndim, shape, "tg_log_softmax");
 }
 
+/* e^z for softmax's z = x - max <= 0, vectorised (ew_exp), and exactly 0 below -80, where
+ * e^z < 1.8e-35 is nothing next to the row maximum's e^0 = 1: a masked -inf stays an exact 0. */
+static inline float softmax_exp(float z)
+{
+    return z < -80.0f ? 0.0f : ew_exp(z);
+}
+
 /* One row of D values at stride I, forward. Inlined twice below, once with I = 1 as a
- * constant, so the common last-axis case runs unit-stride loops. */
+ * constant, so the common last-axis case runs unit-stride loops; the exponentials and sums
+ * vectorise (one row's order of additions, whatever the threads). */
 static inline void softmax_row(const float *xr, float *yr, int64_t D, int64_t I, bool log_out)
 {
+    /* A select, not fmaxf (a call per element here): the same result, NaN skipped alike. */
     float mx = -INFINITY;
     for (int64_t d = 0; d < D; d++)
-        mx = fmaxf(mx, xr[d * I]);
+        mx = xr[d * I] > mx ? xr[d * I] : mx;
     float s = 0.0f;
     if (log_out) {
+        EW_SIMD_SUM(s)
         for (int64_t d = 0; d < D; d++)
-            s += expf(xr[d * I] - mx);
+            s += softmax_exp(xr[d * I] - mx);
         const float ls = logf(s);
         for (int64_t d = 0; d < D; d++)
             yr[d * I] = (xr[d * I] - mx) - ls;
     } else {
-        for (int64_t d = 0; d < D; d++) {
-            const float e = expf(xr[d * I] - mx);
-            yr[d * I] = e;
-            s += e;
-        }
+        for (int64_t d = 0; d < D; d++)
+            yr[d * I] = softmax_exp(xr[d * I] - mx);
+        EW_SIMD_SUM(s)
+        for (int64_t d = 0; d < D; d++)
+            s += yr[d * I];
         const float inv = 1.0f / s;
         for (int64_t d = 0; d < D; d++)
             yr[d * I] *= inv;
@@ -676,11 +687,13 @@ static inline void softmax_row_backward(const float *yr, const float *dyr, float
 {
     float s = 0.0f;
     if (log_out) {
+        EW_SIMD_SUM(s)
         for (int64_t d = 0; d < D; d++)
             s += dyr[d * I];
         for (int64_t d = 0; d < D; d++)
-            dxr[d * I] += dyr[d * I] - expf(yr[d * I]) * s;
+            dxr[d * I] += dyr[d * I] - softmax_exp(yr[d * I]) * s;
     } else {
+        EW_SIMD_SUM(s)
         for (int64_t d = 0; d < D; d++)
             s += dyr[d * I] * yr[d * I];
         for (int64_t d = 0; d < D; d++)
