@@ -451,6 +451,21 @@ TG_OP_DEFINE(batch_norm) = {.name = "batch_norm",
                             .fresh_grads = true};
 
 #if TG_ISA_BASE
+/* The inputs of a normalisation op: x, then weight and bias where they are not TG_NONE (the
+ * op's params say which are there). Returns their count. */
+static int affine_inputs(tg_tensor *in[3], tg_tensor *x, tg_tensor *weight, tg_tensor *bias)
+{
+    int k = 0;
+    in[k++] = x;
+    if (weight != TG_NONE)
+        in[k++] = weight;
+    if (bias != TG_NONE)
+        in[k++] = bias;
+    return k;
+}
+#endif
+
+#if TG_ISA_BASE
 tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps)
 {
@@ -466,13 +481,8 @@ tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias, tg_te
                            .training = training,
                            .has_weight = weight != TG_NONE,
                            .has_bias = bias != TG_NONE};
-    tg_tensor *in[3] = {x};
-    int k = 1;
-    if (p.has_weight)
-        in[k++] = weight;
-    if (p.has_bias)
-        in[k++] = bias;
-    return tg_apply(&tg_op_batch_norm, &p, sizeof p, k, in);
+    tg_tensor *in[3];
+    return tg_apply(&tg_op_batch_norm, &p, sizeof p, affine_inputs(in, x, weight, bias), in);
 }
 #endif
 
@@ -1121,12 +1131,7 @@ tg_tensor *tg_layer_norm(tg_tensor *x, int ndim_norm, tg_tensor *weight, tg_tens
                            .eps = eps,
                            .has_weight = weight != TG_NONE,
                            .has_bias = bias != TG_NONE};
-    tg_tensor *in[3] = {x};
-    int k = 1;
-    if (p.has_weight)
-        in[k++] = weight;
-    if (p.has_bias)
-        in[k++] = bias;
-    return tg_apply(&tg_op_layer_norm, &p, sizeof p, k, in);
+    tg_tensor *in[3];
+    return tg_apply(&tg_op_layer_norm, &p, sizeof p, affine_inputs(in, x, weight, bias), in);
 }
 #endif

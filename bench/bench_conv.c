@@ -15,6 +15,9 @@
  * time of that copy, measured in the same repetition (clone of dy), and prints it apart. */
 #include "autograd/internal.h"
 
+#define BENCH_NAME "bench_conv"
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,31 +41,6 @@ static const layer layers[] = {
     {"convT 128->64 k4 s2 p1 7x7", true, 128, 128, 7, 7, 64, 4, 2, 1},
     {"convT 64->1 k4 s2 p1 14x14", true, 128, 64, 14, 14, 1, 4, 2, 1},
 };
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_conv: %s: %s\n", what, tg_last_error());
-    exit(1);
-}
 
 /* The lowering's GEMMs (see autograd/conv.c): Kc rows of columns and P columns per image, Co
  * channels on the flat side, images per chunk, and whether a chunk's images share one GEMM

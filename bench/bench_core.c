@@ -8,35 +8,13 @@
  * anything. */
 #include "autograd.h"
 
+#define BENCH_NAME "bench_core"
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_core: %s: %s\n", what, tg_last_error());
-    exit(1);
-}
 
 /* ns per (record + backward) of a chain of `ops` tiny adds, median of `reps` runs. */
 static void tiny_ops(int ops, int reps, double *record_ns, double *total_ns)

@@ -27,6 +27,9 @@
  * Nothing here asserts anything: the numbers are read by people and by compare.py. */
 #include "gan.h"
 
+#define BENCH_NAME "bench_gan"
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,19 +41,6 @@
 #define LR 2e-4f
 #define BETA1 0.9f
 #define N_REAL 4 /* distinct real batches, used in turn */
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_gan: %s: %s\n", what, tg_last_error());
-    exit(1);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* CPU seconds of the process so far, every thread, user and system (as Python's
  * time.process_time). At one thread it is the wall time less the time spent descheduled, so it
@@ -80,18 +70,6 @@ static long rss_now_kb(void)
         fclose(f);
     }
     return pages * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* ---- the training iteration ---------------------------------------------------------------- */

@@ -13,31 +13,15 @@
  * (each run: forward, backward, the gradients freed). Prints timings, never asserts anything. */
 #include "tapegrad.h"
 
+#define BENCH_NAME "bench_gru"
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 enum { BATCH = 64, INPUT = 256, HIDDEN = 512, STEPS = 32 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_gru: %s: %s\n", what, tg_last_error());
-    exit(1);
-}
 
 /* One run of a case: forward, backward, gradients freed. */
 static void run(tg_module *cell, int64_t steps, tg_tensor *x, tg_tensor *h, tg_tensor *dy)

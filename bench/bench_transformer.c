@@ -15,31 +15,15 @@
  * never asserts anything. */
 #include "tapegrad.h"
 
+#define BENCH_NAME "bench_transformer"
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 enum { BATCH = 32, SEQ = 128, D_MODEL = 256, HEADS = 8, FF = 1024 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_transformer: %s: %s\n", what, tg_last_error());
-    exit(1);
-}
 
 /* One run: forward, backward of sum(y * dy), gradients freed. */
 static void run(tg_module *m, tg_tensor *x, tg_tensor *dy)
