@@ -95,7 +95,7 @@ static void test_bad_input(void **state)
         {"--limit", "10", "--batch", "64", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const char *args[8] = {"--out", out};
+        const char *args[2 + 5 + 2 + 1] = {"--out", out}; /* out, a case, data, NULL */
         int k = 2;
         for (int j = 0; j < 5 && cases[i][j]; j++)
             args[k++] = cases[i][j];
