@@ -44,9 +44,13 @@ tg_index *tg_index_new(int ndim, const int64_t *shape, const int64_t *values)
 
 tg_index *tg_index_from_tensor(const tg_tensor *t)
 {
-    if (!t || t == TG_NONE) {
-        if (!tg_last_status() || t)
-            tg_set_error(TG_ERR_ARG, "tg_index_from_tensor: t is %s", t ? "TG_NONE" : "NULL");
+    if (!t) {
+        if (!tg_last_status())
+            tg_set_error(TG_ERR_ARG, "tg_index_from_tensor: t is NULL");
+        return NULL;
+    }
+    if (t == TG_NONE) {
+        tg_none_refused("tg_index_from_tensor", "t");
         return NULL;
     }
     for (int64_t i = 0; i < t->numel; i++) {

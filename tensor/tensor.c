@@ -277,11 +277,12 @@ tg_tensor *tg_tensor_grad(const tg_tensor *t)
 tg_status tg_tensor_set_grad(tg_tensor *t, const tg_tensor *g)
 {
     char st[160], sg[160];
-    if (!t || !g || t == TG_NONE || g == TG_NONE)
+    if (!t || !g)
         return tg_last_status()
                    ? tg_last_status()
-                   : tg_set_error(TG_ERR_ARG, "tg_tensor_set_grad: %s is %s",
-                                  !t || t == TG_NONE ? "t" : "g", (!t || !g) ? "NULL" : "TG_NONE");
+                   : tg_set_error(TG_ERR_ARG, "tg_tensor_set_grad: %s is NULL", t ? "g" : "t");
+    if (t == TG_NONE || g == TG_NONE)
+        return tg_none_refused("tg_tensor_set_grad", t == TG_NONE ? "t" : "g");
     if (t->node)
         return tg_set_error(TG_ERR_STATE,
                             "tg_tensor_set_grad: the tensor %s is the result of tg_%s, not a "

@@ -296,6 +296,13 @@ static void test_set_grad_errors(void **state)
     tg_clear_error();
     assert_int_equal(tg_tensor_set_grad(p, TG_NONE), TG_ERR_ARG);
     assert_error_contains("tg_tensor_set_grad: g is TG_NONE");
+    /* TG_NONE is a misuse, not a failed call's NULL: named even with another error pending. */
+    assert_null(tg_tensor_zeros(TG_DIMS(-1)));
+    assert_int_equal(tg_tensor_set_grad(p, TG_NONE), TG_ERR_ARG);
+    assert_error_contains("tg_tensor_set_grad: g is TG_NONE");
+    tg_clear_error();
+    assert_null(tg_index_from_tensor(TG_NONE));
+    assert_error_contains("tg_index_from_tensor: t is TG_NONE");
     /* Only a leaf's: a result's gradient is backward's to give (the fuzzer found that a set one
      * made tg_backward from that result abort). */
     tg_tape *leaf_tape = tg_tape_begin(TG_GRAD);
