@@ -34,6 +34,22 @@ bool tg_grad_enabled(void);
 tg_status tg_backward(tg_tensor *loss);
 /* Back-propagates from y of any shape with the given output gradient dy (same shape as y). */
 tg_status tg_backward_grad(tg_tensor *y, const tg_tensor *dy);
+/* The gradients of outputs[0..n_outputs) with respect to exactly inputs[0..n_inputs) (each
+ * requiring grad: a leaf or an op result), as torch.autograd.grad: grads[k] gets d/d inputs[k]
+ * of sum_j <outputs[j], grad_outputs[j]>, a new tape-owned tensor of inputs[k]'s shape. No
+ * .grad of any tensor is touched. grad_outputs NULL (or an entry NULL) means ones, allowed for
+ * one-element outputs only. With create_graph the gradients are computed with recorded ops, so
+ * they have a history: a loss built from them back-propagates (the gradient penalty of
+ * WGAN-GP, Hessian-vector products); it needs a TG_GRAD innermost tape, and fails naming the
+ * op when an op on the path has no second order. An input the outputs do not depend on is an
+ * error. At most 64 outputs and 64 inputs. On failure every grads[k] is NULL. */
+tg_status tg_grad(tg_tensor *const *outputs, int n_outputs, tg_tensor *const *inputs,
+                  int n_inputs, tg_tensor *const *grad_outputs, bool create_graph,
+                  tg_tensor **grads);
+/* tg_backward_grad with the create_graph option (dy NULL: ones, for a one-element y). With
+ * create_graph every leaf's .grad becomes its gradient (plus what it held) as a tensor with a
+ * history, as loss.backward(create_graph=True); without it, this is tg_backward_grad. */
+tg_status tg_backward_ex(tg_tensor *y, const tg_tensor *dy, bool create_graph);
 /* A tape-owned view of x's values that no gradient flows through. */
 tg_tensor *tg_detach(tg_tensor *x);
 /* Turns the NaN/Inf trap on or off (initially on when the environment has TG_CHECK_FINITE=1):

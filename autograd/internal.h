@@ -66,6 +66,15 @@ struct tg_op {
      * every input with requires_grad, from n->out->grad; with fresh_grads, assigns where
      * tg_grad_fresh says the buffer is new. A pure function of the node. */
     void (*backward)(tg_node *n);
+    /* Second order (docs/design.md, section 4b): the gradients of the inputs, computed with
+     * recorded ops on the innermost tape so that they have a history (tg_grad with
+     * create_graph). gout is the output's gradient (it may have a history itself); for every
+     * input i with bit i of need set, sets gin[i] to a tensor of input i's shape, or leaves it
+     * NULL for a gradient that is zero. Returns TG_OK or the failing op's error. NULL: the op
+     * has no second order and no_graph_reason says why; a graph backward through it fails
+     * naming the op, never silently. */
+    tg_status (*backward_graph)(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin);
+    const char *no_graph_reason;
     const tg_case *cases;       /* gradcheck cases, ended by an all-zero entry */
     const char *no_case_reason; /* why an op has no case (the suite fails an op with neither) */
     bool view;                  /* the output shares input 0's storage (reshape, flatten) */
@@ -89,6 +98,12 @@ struct tg_node {
     /* The index input of an index op (embedding, gather, cross_entropy), or NULL; retained
      * while the node is recorded. Never differentiated. */
     tg_index *index;
+    /* Set by a targeted backward (tg_grad) before its walk: bit i when input i's gradient leads
+     * to a requested input. A full backward sets every bit. */
+    uint32_t need_in;
+    /* During a graph backward (create_graph): the output's gradient so far, a tape-owned tensor
+     * with history, or NULL. Borrowed; cleared when the walk ends. */
+    tg_tensor *gout;
     _Alignas(16) unsigned char params[TG_MAX_PARAMS];
 };
 
@@ -151,6 +166,45 @@ static inline int tg_axis(int axis, int ndim)
     if (axis < 0)
         axis += ndim;
     return axis >= 0 && axis < ndim ? axis : -1;
+}
+
+/* ---- the tape's internals shared with grad.c ------------------------------------------- */
+
+struct tg_tape {
+    tg_grad_mode mode;
+    tg_tape *outer;
+    tg_tensor **owned; /* results, one reference each */
+    int64_t n_owned, cap_owned;
+    tg_node **nodes; /* recorded nodes, oldest first */
+    int64_t n_nodes, cap_nodes;
+    tg_index **owned_idx; /* index results (argmax, tg_indices, ...), one reference each */
+    int64_t n_owned_idx, cap_owned_idx;
+};
+
+/* The innermost open tape of this thread, or NULL. */
+tg_tape *tg_tape_innermost(void);
+/* True when tape is open on this thread. */
+bool tg_tape_on_this_thread(const tg_tape *tape);
+/* TG_OK when n's inputs and output are unchanged since it ran; else the error, named for fn. */
+tg_status tg_node_versions(const tg_node *n, const char *fn);
+/* The first-order walk over every open tape, newest node first, from the gradients already
+ * set on outputs (->grad). targeted: only the inputs with their need_in bit set get a
+ * gradient (tg_grad), every other input is passed over as if it required none. */
+tg_status tg_backward_walk(bool targeted);
+/* Frees the gradients of every non-leaf result on the open tapes (after a walk). */
+void tg_free_intermediate_grads(void);
+/* TG_CHECK_FINITE's state, and the index of t's first non-finite value or -1. */
+bool tg_finite_trap(void);
+int64_t tg_first_non_finite(const tg_tensor *t);
+
+/* For a backward_graph rule: g (a gradient of an output that was broadcast from a tensor of
+ * the given shape) summed back to that shape, with recorded ops; g itself when the shapes
+ * agree. NULL with the error set on failure. */
+tg_tensor *tg_graph_sum_to(tg_tensor *g, int ndim, const int64_t *shape);
+/* True when bit i of need is set (input i's gradient is wanted). */
+static inline bool tg_graph_needs(uint32_t need, int i)
+{
+    return (need >> i) & 1u;
 }
 
 /* The registry: every differentiable op, NULL-terminated (registry.c). */

@@ -313,6 +313,30 @@ static void linear_backward(tg_node *n)
     }
 }
 
+/* Second order: the same three products as recorded ops. dx = dy @ w; dw = dy2^T @ x2 with
+ * dy2, x2 the [R, O] and [R, I] matrices; db = dy summed over the rows. */
+static tg_status linear_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    tg_tensor *x = n->in[0], *w = n->in[1];
+    const int64_t R = linear_rows(x), I = w->shape[1], O = w->shape[0];
+    if (tg_graph_needs(need, 0) && !(gin[0] = tg_matmul(gout, w)))
+        return tg_last_status();
+    if (tg_graph_needs(need, 0) && x->ndim == 1 && !(gin[0] = tg_reshape(gin[0], 1, &I)))
+        return tg_last_status();
+    tg_tensor *dy2 = NULL;
+    if ((tg_graph_needs(need, 1) || (n->n_in > 2 && tg_graph_needs(need, 2))) &&
+        !(dy2 = tg_reshape(gout, 2, (int64_t[]){R, O})))
+        return tg_last_status();
+    if (tg_graph_needs(need, 1)) {
+        tg_tensor *x2 = tg_reshape(x, 2, (int64_t[]){R, I});
+        if (!(gin[1] = tg_matmul(tg_transpose(dy2, 0, 1), x2)))
+            return tg_last_status();
+    }
+    if (n->n_in > 2 && tg_graph_needs(need, 2) && !(gin[2] = tg_sum_axis(dy2, 0, false)))
+        return tg_last_status();
+    return TG_OK;
+}
+
 static const tg_case linear_cases[] = {
     {.shape = {{4, 5}, {3, 5}, {3}}, .n_in = 3, .name = "bias"},
     {.shape = {{2, 6}, {4, 6}}, .n_in = 2, .name = "no_bias"},
@@ -327,6 +351,7 @@ TG_OP_DEFINE(linear) = {.name = "linear",
                         .check = linear_check,
                         .forward = linear_forward,
                         .backward = linear_backward,
+                        .backward_graph = linear_backward_graph,
                         .cases = linear_cases,
                         .fresh_grads = true};
 

@@ -11,18 +11,12 @@
 #include <stdio.h>
 #include <string.h>
 
-struct tg_tape {
-    tg_grad_mode mode;
-    tg_tape *outer;
-    tg_tensor **owned; /* results, one reference each */
-    int64_t n_owned, cap_owned;
-    tg_node **nodes; /* recorded nodes, oldest first */
-    int64_t n_nodes, cap_nodes;
-    tg_index **owned_idx; /* index results (argmax, tg_indices, ...), one reference each */
-    int64_t n_owned_idx, cap_owned_idx;
-};
-
 static _Thread_local tg_tape *innermost;
+
+tg_tape *tg_tape_innermost(void)
+{
+    return innermost;
+}
 
 /* True when tape is open on this thread. A tape lives on the stack of the thread that began it
  * and nothing else may use it: another thread's backward would walk its own stack, compute
@@ -36,10 +30,15 @@ static bool on_this_thread(const tg_tape *tape)
     return false;
 }
 
+bool tg_tape_on_this_thread(const tg_tape *tape)
+{
+    return on_this_thread(tape);
+}
+
 /* TG_CHECK_FINITE=1 in the environment: trap the first NaN or Inf an op produces. */
 static int check_finite = -1;
 
-static bool finite_trap(void)
+bool tg_finite_trap(void)
 {
     if (check_finite < 0) {
         const char *v = getenv("TG_CHECK_FINITE");
@@ -54,7 +53,7 @@ void tg_set_check_finite(bool on)
 }
 
 /* Index of the first non-finite value of t, or -1. */
-static int64_t first_non_finite(const tg_tensor *t)
+int64_t tg_first_non_finite(const tg_tensor *t)
 {
     for (int64_t i = 0; i < t->numel; i++)
         if (!isfinite(t->data[i]))
@@ -232,6 +231,8 @@ tg_tensor *tg_apply_index(const tg_op *op, const void *params, size_t params_siz
     n->scratch_bytes = 0;
     n->grad_fresh = 0;
     n->index = (tg_index *)index; /* retained below only when the node is recorded */
+    n->need_in = 0;
+    n->gout = NULL;
     if (params_size)
         memcpy(n->params, params, params_size);
     memset(n->params + params_size, 0, TG_MAX_PARAMS - params_size);
@@ -257,8 +258,8 @@ tg_tensor *tg_apply_index(const tg_op *op, const void *params, size_t params_siz
 
     op->forward(n);
     tg_tensor *out = n->out;
-    if (finite_trap()) {
-        int64_t bad = first_non_finite(out);
+    if (tg_finite_trap()) {
+        int64_t bad = tg_first_non_finite(out);
         if (bad >= 0) {
             char s[160];
             tg_set_error(TG_ERR_STATE,
@@ -440,16 +441,16 @@ tg_index *tg_labels(const tg_tensor *t)
 /* ---- backward --------------------------------------------------------------------------- */
 
 /* Checks that a node's saved tensors are as they were when it ran. */
-static tg_status version_check(const tg_node *n)
+tg_status tg_node_versions(const tg_node *n, const char *fn)
 {
     for (int i = 0; i < n->n_in; i++) {
         if (n->in[i]->storage->version != n->in_version[i]) {
             char s[160];
             return tg_set_error(TG_ERR_STATE,
-                                "tg_backward: input %d %s of %s was modified in "
+                                "%s: input %d %s of %s was modified in "
                                 "place after %s used it (version %llu, now %llu); compute it "
                                 "again or clone it before changing it",
-                                i, TG_SHAPE_STR(n->in[i], s), n->op->name, n->op->name,
+                                fn, i, TG_SHAPE_STR(n->in[i], s), n->op->name, n->op->name,
                                 (unsigned long long)n->in_version[i],
                                 (unsigned long long)n->in[i]->storage->version);
         }
@@ -457,9 +458,9 @@ static tg_status version_check(const tg_node *n)
     if (n->out->storage->version != n->out_version) {
         char s[160];
         return tg_set_error(TG_ERR_STATE,
-                            "tg_backward: the output %s of %s was modified in "
+                            "%s: the output %s of %s was modified in "
                             "place before backward",
-                            TG_SHAPE_STR(n->out, s), n->op->name);
+                            fn, TG_SHAPE_STR(n->out, s), n->op->name);
     }
     return TG_OK;
 }
@@ -482,6 +483,15 @@ static tg_status ensure_input_grads(tg_node *n)
     n->grad_fresh = 0;
     for (int i = 0; i < n->n_in; i++) {
         tg_tensor *x = n->in[i];
+        if (x->requires_grad && x->grad && x->grad->node) {
+            /* A gradient left with a history by a create_graph backward: that history's value
+             * must not change under it, so this walk accumulates into a copy. */
+            tg_tensor *copy = tg_tensor_clone(x->grad);
+            if (!copy)
+                return tg_last_status();
+            tg_tensor_release(x->grad);
+            x->grad = copy;
+        }
         if (x->requires_grad && !x->grad) {
             const bool fresh = n->op->fresh_grads && !input_repeated(n, i);
             x->grad = fresh ? tg_tensor_new(x->ndim, x->shape) : tg_tensor_zeros(x->ndim, x->shape);
@@ -497,7 +507,7 @@ static tg_status finite_grads(const tg_node *n)
 {
     for (int i = 0; i < n->n_in; i++) {
         tg_tensor *g = n->in[i]->requires_grad ? n->in[i]->grad : NULL;
-        int64_t bad = g ? first_non_finite(g) : -1;
+        int64_t bad = g ? tg_first_non_finite(g) : -1;
         if (bad >= 0) {
             char s[160];
             return tg_set_error(TG_ERR_STATE,
@@ -510,7 +520,7 @@ static tg_status finite_grads(const tg_node *n)
 }
 
 /* Frees the gradients of every non-leaf result on the open tapes. */
-static void free_intermediate_grads(void)
+void tg_free_intermediate_grads(void)
 {
     for (tg_tape *t = innermost; t; t = t->outer)
         for (int64_t i = 0; i < t->n_nodes; i++) {
@@ -519,21 +529,44 @@ static void free_intermediate_grads(void)
         }
 }
 
-static tg_status backward_walk(void)
+/* Input i of n gets no gradient from this walk: it requires none, or a targeted walk
+ * (tg_grad) does not need it. */
+static bool input_skipped(const tg_node *n, int i, bool targeted)
 {
-    bool trap = finite_trap();
+    return !n->in[i]->requires_grad || (targeted && !((n->need_in >> i) & 1u));
+}
+
+tg_status tg_backward_walk(bool targeted)
+{
+    bool trap = tg_finite_trap();
     for (tg_tape *t = innermost; t; t = t->outer) {
         for (int64_t i = t->n_nodes - 1; i >= 0; i--) {
             tg_node *n = t->nodes[i];
             if (!n->out->grad)
                 continue; /* not on a path from the loss */
-            tg_status st = version_check(n);
+            if (targeted && !n->need_in)
+                continue; /* leads to no requested input */
+            /* A targeted walk hides the inputs it does not need behind requires_grad for the
+             * length of this node's backward: every backward skips an input that requires no
+             * gradient, so no other leaf's .grad is touched (torch.autograd.grad). */
+            bool hidden[TG_MAX_INPUTS] = {false};
+            for (int k = 0; k < n->n_in; k++)
+                if (n->in[k]->requires_grad && input_skipped(n, k, targeted)) {
+                    hidden[k] = true;
+                    n->in[k]->requires_grad = false;
+                }
+            tg_status st = tg_node_versions(n, "tg_backward");
             if (st == TG_OK)
                 st = ensure_input_grads(n);
+            if (st == TG_OK) {
+                n->op->backward(n);
+                if (trap)
+                    st = finite_grads(n);
+            }
+            for (int k = 0; k < n->n_in; k++)
+                if (hidden[k])
+                    n->in[k]->requires_grad = true;
             if (st != TG_OK)
-                return st;
-            n->op->backward(n);
-            if (trap && (st = finite_grads(n)) != TG_OK)
                 return st;
         }
     }
@@ -568,8 +601,8 @@ tg_status tg_backward_grad(tg_tensor *y, const tg_tensor *dy)
     y->grad = tg_tensor_clone(dy);
     if (!y->grad)
         return tg_last_status();
-    tg_status st = backward_walk();
-    free_intermediate_grads();
+    tg_status st = tg_backward_walk(false);
+    tg_free_intermediate_grads();
     return st;
 }
 

@@ -6,7 +6,7 @@
  * numeric one from central differences with eps = 1e-2 and L summed in double. An element
  * passes when |analytic - numeric| <= 3e-3 + 3e-3 |numeric|, and the case passes when also
  * max |analytic - numeric| / max |numeric| <= 3e-3. An op with no case fails unless it states
- * a reason. */
+ * a reason. The same cases check the second order (gradgradcheck, below). */
 #include "case_input.h"
 #include "common.h"
 
@@ -125,6 +125,141 @@ static void gradcheck_case(void **state)
     case_params_release(&cp);
 }
 
+/* ---- gradgradcheck --------------------------------------------------------------------------
+ * The second order, from the same cases: with g_i = d<out, r>/d x_i computed by tg_grad with
+ * create_graph, S = sum_i <g_i, v_i> for fixed random v_i; the analytic dS/dx_j from a
+ * first-order backward through g's recorded history, the numeric one from central differences
+ * of S (each S from a tg_grad without history, summed in double), compared with the tolerances
+ * above. An op without a backward_graph rule is skipped when it states its reason
+ * (no_graph_reason), and fails otherwise. */
+
+/* S = sum_i <g_i, v_i> with g from tg_grad on the current inputs; NULL (or the sum of the S
+ * terms as a tape-owned tensor) when graph, else the double value in *value. */
+static tg_tensor *second_order_sum(const gc_item *it, const void *params, tg_tensor **in,
+                                   const tg_index *ix, const tg_tensor *r, tg_tensor **v,
+                                   bool graph, double *value)
+{
+    const tg_case *c = it->c;
+    int n_in = case_n_in(it), nd = 0;
+    tg_tensor *dx[TG_CASE_INPUTS], *g[TG_CASE_INPUTS], *vs[TG_CASE_INPUTS];
+    for (int i = 0; i < n_in; i++)
+        if (!(c->no_grad >> i & 1)) {
+            vs[nd] = v[i];
+            dx[nd++] = in[i];
+        }
+    tg_tensor *out = tg_apply_index(it->op, params, c->params_size, n_in, in, ix);
+    if (!out)
+        fail_msg("%s: forward failed: %s", it->op->name, tg_last_error());
+    tg_tensor *rr = (tg_tensor *)r;
+    if (tg_grad(&out, 1, dx, nd, &rr, graph, g) != TG_OK)
+        fail_msg("%s: tg_grad (create_graph %d) failed: %s", it->op->name, graph,
+                 tg_last_error());
+    if (!graph) {
+        *value = 0;
+        for (int k = 0; k < nd; k++)
+            for (int64_t e = 0; e < g[k]->numel; e++)
+                *value += (double)g[k]->data[e] * vs[k]->data[e];
+        return NULL;
+    }
+    tg_tensor *S = NULL;
+    for (int k = 0; k < nd; k++) {
+        tg_tensor *term = tg_sum(tg_mul(g[k], vs[k]));
+        S = S ? tg_add(S, term) : term;
+    }
+    if (!S)
+        fail_msg("%s: building S failed: %s", it->op->name, tg_last_error());
+    return S;
+}
+
+static void gradgradcheck_case(void **state)
+{
+    const gc_item *it = *state;
+    if (!it->c)
+        fail_msg("op '%s' has no gradcheck case and states no reason", it->op->name);
+    if (!it->op->backward_graph) {
+        if (!it->op->no_graph_reason)
+            fail_msg("op '%s' has no second order (backward_graph) and states no reason",
+                     it->op->name);
+        skip();
+    }
+    const tg_case *c = it->c;
+    int n_in = case_n_in(it);
+    tg_rng rng;
+    tg_rng_seed(&rng, 4321 + (uint64_t)it->index);
+    case_params cp;
+    const void *params = case_params_init(c, &cp);
+    tg_tensor *in[TG_CASE_INPUTS], *v[TG_CASE_INPUTS] = {NULL};
+    for (int i = 0; i < n_in; i++) {
+        in[i] = case_input(c, i, &rng, avoid_kinks);
+        if (!(c->no_grad >> i & 1)) {
+            tg_tensor_set_requires_grad(in[i], true);
+            v[i] = tg_tensor_new(in[i]->ndim, in[i]->shape);
+            tg_tensor_uniform_(v[i], &rng, -1.0f, 1.0f);
+        }
+    }
+    tg_index *ix = c->make_index ? c->make_index(&rng) : NULL;
+
+    /* r has the output's shape: from one no-grad forward. */
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    tg_tensor *probe = tg_apply_index(it->op, params, c->params_size, n_in, in, ix);
+    if (!probe)
+        fail_msg("%s: forward failed: %s", it->op->name, tg_last_error());
+    tg_tensor *r = tg_tensor_new(probe->ndim, probe->shape);
+    tg_tape_end(tape);
+    tg_tensor_uniform_(r, &rng, -1.0f, 1.0f);
+
+    /* Analytic: backward from S through the gradients' history. S without a history (an op
+     * whose gradient does not depend on its inputs: add, mul_scalar) has zero derivatives. */
+    tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *S = second_order_sum(it, params, in, ix, r, v, true, NULL);
+    if (S->node && tg_backward(S) != TG_OK)
+        fail_msg("%s: backward through the gradients failed: %s", it->op->name,
+                 tg_last_error());
+    tg_tape_end(tape);
+
+    int checked = 0;
+    for (int i = 0; i < n_in; i++) {
+        if (c->no_grad >> i & 1)
+            continue;
+        tg_tensor *x = in[i];
+        assert_true(x->numel <= MAX_CHECKED);
+        double max_err = 0, max_num = 0;
+        for (int64_t e = 0; e < x->numel; e++) {
+            float saved = x->data[e];
+            double sp, sm;
+            tape = tg_tape_begin(TG_GRAD);
+            x->data[e] = saved + EPS;
+            second_order_sum(it, params, in, ix, r, v, false, &sp);
+            x->data[e] = saved - EPS;
+            second_order_sum(it, params, in, ix, r, v, false, &sm);
+            x->data[e] = saved;
+            tg_tape_end(tape);
+            double num = (sp - sm) / (2.0 * EPS);
+            double ana = x->grad ? x->grad->data[e] : 0.0;
+            double err = fabs(ana - num);
+            if (err > ATOL + RTOL * fabs(num))
+                fail_msg("%s case %d input %d element %lld: second order analytic %.6g, "
+                         "numeric %.6g",
+                         it->op->name, it->index, i, (long long)e, ana, num);
+            max_err = fmax(max_err, err);
+            max_num = fmax(max_num, fabs(num));
+        }
+        if (max_num > 0 && max_err / max_num > RTOL)
+            fail_msg("%s case %d input %d: second order max error %.3g is %.3g of max |numeric| "
+                     "%.3g",
+                     it->op->name, it->index, i, max_err, max_err / max_num, max_num);
+        checked++;
+    }
+    assert_true(checked > 0);
+    tg_tensor_release(r);
+    for (int i = 0; i < n_in; i++) {
+        tg_tensor_release(in[i]);
+        tg_tensor_release(v[i]);
+    }
+    tg_index_release(ix);
+    case_params_release(&cp);
+}
+
 int main(void)
 {
     tg_set_num_threads(2);
@@ -159,6 +294,9 @@ int main(void)
         tests[i] = (struct CMUnitTest){names[i], gradcheck_case, tg_test_setup, tg_test_teardown,
                                        &items[i]};
     int failed = _cmocka_run_group_tests("gradcheck", tests, (size_t)count, NULL, NULL);
+    for (int i = 0; i < count; i++)
+        tests[i].test_func = gradgradcheck_case;
+    failed += _cmocka_run_group_tests("gradgradcheck", tests, (size_t)count, NULL, NULL);
     free(tests);
     free(items);
     free(names);
