@@ -264,7 +264,8 @@ static tg_status grad_values(tg_tensor *const *outputs, tg_tensor *const *seeds,
         if (g && !(grads[k] = tg_tape_adopt(tg_tensor_clone(g), "grad")))
             st = tg_last_status();
     }
-    for (int k = 0; k < n_inputs; k++)
+    /* Newest first: a leaf listed twice saved its own gradient at its first entry. */
+    for (int k = n_inputs - 1; k >= 0; k--)
         if (!inputs[k]->node) {
             tg_tensor_release(inputs[k]->grad);
             inputs[k]->grad = saved[k];
