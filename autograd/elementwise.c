@@ -22,7 +22,11 @@
  * input is either full (a vector accumulation) or broadcast (one sum per run), and threads never
  * share a gradient element (they split rows only when every row owns its gradient row, columns
  * when rows share one, and a sum over rows that share one element stays on one thread). Sums run
- * in a fixed order, so the results do not depend on the thread count. */
+ * in a fixed order, so the results do not depend on the thread count.
+ *
+ * Second order (tg_grad with create_graph): a unary op's backward_graph applies its derivative
+ * op <name>_grad(x, g) = g f'(x), made from the same line with its own kernels, whose backward
+ * reads the line's f''; a binary op's builds the line's g dy/da, g dy/db from recorded ops. */
 #include "internal.h"
 #include "ops.h"
 
@@ -156,6 +160,15 @@ static inline float ew_gelu_tanh_grad(float x)
            0.5f * x * (1.0f - t * t) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
+/* d2/dx2 of x (1 + t) / 2, t = tanh(u), u = k (x + c x^3): (1 - t^2) (u' + x/2 (u'' - 2 t u'^2))
+ * with u' = k (1 + 3 c x^2), u'' = 6 k c x. */
+static inline float ew_gelu_tanh_grad2(float x)
+{
+    const float t = ew_gelu_tanh_t(x), k = 0.7978845608028654f, c = 0.044715f;
+    const float du = k * (1.0f + 3.0f * c * x * x), d2u = 6.0f * k * c * x;
+    return (1.0f - t * t) * (du + 0.5f * x * (d2u - 2.0f * t * du * du));
+}
+
 /* sigmoid(x) as 1 / (1 + e^-x) on ew_exp, so silu vectorises (ew_sigmoid calls expf, kept for
  * sigmoid's own bits). ew_exp's clamp makes it 1.8e-35 instead of smaller from x = -80 on: silu's
  * x s there is as good as 0 either way. */
@@ -169,6 +182,13 @@ static inline float ew_silu_grad(float x)
 {
     const float s = ew_sigmoid_arith(x);
     return s * (1.0f + x * (1.0f - s));
+}
+
+/* d2/dx2 of x sigmoid(x): s (1 - s) (2 + x (1 - 2 s)). */
+static inline float ew_silu_grad2(float x)
+{
+    const float s = ew_sigmoid_arith(x);
+    return s * (1.0f - s) * (2.0f + x * (1.0f - 2.0f * s));
 }
 
 /* log(1 + e) for e in [0, 1] in arithmetic (log1pf is a call per element): 2 atanh(u) with
@@ -249,6 +269,69 @@ static void ew_unary_backward(tg_node *n, ew_unary_bwd_fn add, ew_unary_bwd_fn s
         const int64_t i = r * EW_RUN;
         f(dx + i, dy + i, x + i, y + i, ew_min64(EW_RUN, N - i), p);
     }
+}
+
+/* ---- unary: the derivative ops, for second order -----------------------------------------
+ * Each unary op f has an op f_grad(x, g) = g f'(x): its backward as a recorded forward, so that
+ * a gradient computed with create_graph has a history (f's backward_graph is one f_grad). Its
+ * own backward: d/dx = up g f''(x), d/dg = up f'(x). Its kernels recompute y = f(x) where f'
+ * reads y; all three share one signature, o (=|+=) u * factor over a run. */
+
+typedef void (*ew_grad_fn)(float *restrict o, const float *restrict u, const float *restrict x,
+                           const float *restrict g, int64_t len, const ew_params *p);
+
+static tg_status ew_grad_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const tg_tensor *x = n->in[0], *g = n->in[1];
+    if (!tg_shape_equal(x, g)) {
+        char sx[160], sg[160];
+        return tg_set_error(TG_ERR_SHAPE, "tg_%s: x %s and its output gradient %s differ in shape",
+                            n->op->name, TG_SHAPE_STR(x, sx), TG_SHAPE_STR(g, sg));
+    }
+    return ew_unary_check(n, ndim, shape);
+}
+
+/* f over x's N elements in runs, in parallel when there is more than one. */
+static void ew_grad_run(ew_grad_fn f, float *o, const float *u, const float *x, const float *g,
+                        int64_t N, const ew_params *p)
+{
+    const int64_t runs = (N + EW_RUN - 1) / EW_RUN;
+    if (runs <= 1) { /* one run: skip the OpenMP runtime (see TG_PARALLEL_MIN) */
+        f(o, u, x, g, N, p);
+        return;
+    }
+    TG_PARALLEL_FOR(N)
+    for (int64_t r = 0; r < runs; r++) {
+        const int64_t i = r * EW_RUN;
+        f(o + i, u + i, x + i, g + i, ew_min64(EW_RUN, N - i), p);
+    }
+}
+
+/* out = g f'(x): fwd assigns u f'(x) with u = g. */
+static void ew_grad_forward(tg_node *n, ew_grad_fn fwd)
+{
+    const float *x = n->in[0]->data, *g = n->in[1]->data;
+    ew_grad_run(fwd, n->out->data, g, x, g, n->out->numel, TG_PARAMS(n, ew_params));
+}
+
+/* dx += up g f''(x) (acc2), dg += up f'(x) (acc1). */
+static void ew_grad_backward(tg_node *n, ew_grad_fn acc2, ew_grad_fn acc1)
+{
+    const float *x = n->in[0]->data, *g = n->in[1]->data, *up = n->out->grad->data;
+    const ew_params *p = TG_PARAMS(n, ew_params);
+    float *dx = tg_grad_of(n, 0), *dg = tg_grad_of(n, 1);
+    if (dx)
+        ew_grad_run(acc2, dx, up, x, g, n->out->numel, p);
+    if (dg)
+        ew_grad_run(acc1, dg, up, x, g, n->out->numel, p);
+}
+
+/* Second order of a unary op: dx = grad_op(x, gout) = gout f'(x), with f's params. */
+static tg_status ew_unary_backward_graph(tg_node *n, tg_tensor *gout, tg_tensor **gin,
+                                         const tg_op *grad_op)
+{
+    gin[0] = tg_apply2(grad_op, n->params, sizeof(ew_params), n->in[0], gout);
+    return gin[0] ? TG_OK : tg_last_status();
 }
 
 /* ---- binary: broadcasting plan and generic loops ----------------------------------------- */
@@ -471,6 +554,19 @@ static void ew_binary_backward(tg_node *n, const ew_binary_kernels *k)
     }
 }
 
+/* Second order of a binary op: ga = g dy/da and gb = g dy/db (recorded ops, NULL on failure),
+ * each summed back over the axes its input was broadcast along. */
+static tg_status ew_binary_backward_graph(tg_node *n, uint32_t need, tg_tensor **gin, tg_tensor *ga,
+                                          tg_tensor *gb)
+{
+    const tg_tensor *a = n->in[0], *b = n->in[1];
+    if (tg_graph_needs(need, 0) && !(gin[0] = tg_graph_sum_to(ga, a->ndim, a->shape)))
+        return tg_last_status();
+    if (tg_graph_needs(need, 1) && !(gin[1] = tg_graph_sum_to(gb, b->ndim, b->shape)))
+        return tg_last_status();
+    return TG_OK;
+}
+
 /* ---- gradcheck helpers used by elementwise.def ------------------------------------------- */
 
 /* A value of either sign with magnitude in [0.5, 2]: away from a pole at 0. */
@@ -498,8 +594,9 @@ TG_ISA_LEAF(ew_init_denominator, (int i, tg_tensor *t, tg_rng *rng), (i, t, rng)
 
 /* The generator macros below are laid out by hand. */
 /* clang-format off */
-/* One [3, 4] input from [lo, hi], then optional designators: EW_CASE(-1, 1, EW_KINKS(0)). */
-#define EW_CASE(lo_, ...) {.shape = {{3, 4}}, .lo = (lo_), .hi = __VA_ARGS__}
+/* One [3, 4] input from [lo, hi], then optional designators: EW_CASE(-1, 1, EW_KINKS(0)). The
+ * second shape is the _grad op's (x, g), which runs the same cases; the op itself reads one. */
+#define EW_CASE(lo_, ...) {.shape = {{3, 4}, {3, 4}}, .lo = (lo_), .hi = __VA_ARGS__}
 /* The parameters c0 [, c1] (c1 defaults to 0). */
 #define EW_P(...) EW_P_(__VA_ARGS__, 0.0f, 0.0f)
 #define EW_P_(c0_, c1_, ...) TG_CASE_PARAMS(ew_params, (c0_), (c1_))
@@ -544,7 +641,51 @@ TG_ISA_LEAF(ew_init_denominator, (int i, tg_tensor *t, tg_rng *rng), (i, t, rng)
         }                                                                                          \
     }
 
-#define EW_UNARY_IMPL(OP, DECL, SIG, ARGS, fwd, deriv, ...)                                        \
+/* A _grad op kernel: o ASSIGN u * factor, with y = f(x) and dydx = f'(x) in scope. */
+#define EW_GRAD_KERNEL(OP, suffix, ASSIGN, DECL, fwd, deriv, factor)                               \
+    static void OP##suffix(float *restrict ew_o, const float *restrict ew_u,                       \
+                           const float *restrict ew_x, const float *restrict ew_g,                 \
+                           int64_t ew_len, const ew_params *ew_p)                                  \
+    {                                                                                              \
+        DECL (void)ew_g;                                                                           \
+        for (int64_t ew_j = 0; ew_j < ew_len; ew_j++) {                                            \
+            const float x = ew_x[ew_j], y = (fwd);                                                 \
+            const float dydx = (deriv);                                                            \
+            (void)y;                                                                               \
+            (void)dydx;                                                                            \
+            ew_o[ew_j] ASSIGN ew_u[ew_j] * (factor);                                               \
+        }                                                                                          \
+    }
+
+/* The derivative op OP_grad(x, g) = g f'(x) and OP's backward_graph, which applies it. */
+#define EW_GRAD_IMPL(OP, DECL, fwd, deriv, deriv2)                                                 \
+    EW_GRAD_KERNEL(OP, _gfwd, =, DECL, fwd, deriv, dydx)                                           \
+    EW_GRAD_KERNEL(OP, _gacc1, +=, DECL, fwd, deriv, dydx)                                         \
+    EW_GRAD_KERNEL(OP, _gacc2, +=, DECL, fwd, deriv, ew_g[ew_j] * (deriv2))                        \
+    TG_ISA_KERNEL(OP##_grad_forward, (tg_node *n), (n))                                            \
+    {                                                                                              \
+        ew_grad_forward(n, OP##_gfwd);                                                             \
+    }                                                                                              \
+    TG_ISA_KERNEL(OP##_grad_backward, (tg_node *n), (n))                                           \
+    {                                                                                              \
+        ew_grad_backward(n, OP##_gacc2, OP##_gacc1);                                               \
+    }                                                                                              \
+    TG_OP_DEFINE(OP##_grad) = {.name = #OP "_grad",                                                \
+                               .n_in = 2,                                                          \
+                               .check = ew_grad_check,                                             \
+                               .forward = OP##_grad_forward,                                       \
+                               .backward = OP##_grad_backward,                                     \
+                               .no_graph_reason = "third order: differentiating f'' would need "   \
+                                                  "f''', which elementwise.def does not give",     \
+                               .cases = OP##_cases};                                               \
+    static tg_status OP##_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,               \
+                                         tg_tensor **gin)                                          \
+    {                                                                                              \
+        (void)need;                                                                                \
+        return ew_unary_backward_graph(n, gout, gin, &tg_op_##OP##_grad);                          \
+    }
+
+#define EW_UNARY_IMPL(OP, DECL, SIG, ARGS, fwd, deriv, deriv2, ...)                                \
     static void OP##_fwd(float *restrict ew_y, const float *restrict ew_x, int64_t ew_len,         \
                          const ew_params *ew_p)                                                    \
     {                                                                                              \
@@ -565,11 +706,13 @@ TG_ISA_LEAF(ew_init_denominator, (int i, tg_tensor *t, tg_rng *rng), (i, t, rng)
         ew_unary_backward(n, OP##_bwd, OP##_bwd_set);                                             \
     }                                                                                              \
     static const tg_case OP##_cases[] = {__VA_ARGS__, {0}};                                        \
+    EW_GRAD_IMPL(OP, DECL, fwd, deriv, deriv2)                                                     \
     TG_OP_DEFINE(OP) = {.name = #OP,                                                               \
                         .n_in = 1,                                                                 \
                         .check = ew_unary_check,                                                   \
                         .forward = OP##_forward,                                                   \
                         .backward = OP##_backward,                                                 \
+                        .backward_graph = OP##_backward_graph,                                     \
                         .cases = OP##_cases,                                                       \
                         .fresh_grads = true};                                                      \
     EW_PUBLIC(tg_tensor *tg_##OP SIG                                                               \
@@ -578,14 +721,14 @@ TG_ISA_LEAF(ew_init_denominator, (int i, tg_tensor *t, tg_rng *rng), (i, t, rng)
                   return tg_apply1(&tg_op_##OP, &ew_p, sizeof ew_p, x);                            \
               })
 
-#define EW_UNARY0(OP, fwd, deriv, ...)                                                             \
-    EW_UNARY_IMPL(OP, (void)ew_p;, (tg_tensor * x), (0.0f, 0.0f), fwd, deriv, __VA_ARGS__)
-#define EW_UNARY1(OP, P, fwd, deriv, ...)                                                          \
+#define EW_UNARY0(OP, fwd, deriv, deriv2, ...)                                                     \
+    EW_UNARY_IMPL(OP, (void)ew_p;, (tg_tensor * x), (0.0f, 0.0f), fwd, deriv, deriv2, __VA_ARGS__)
+#define EW_UNARY1(OP, P, fwd, deriv, deriv2, ...)                                                  \
     EW_UNARY_IMPL(OP, const float P = ew_p->c0; (void)P;                                           \
-                  , (tg_tensor * x, float P), (P, 0.0f), fwd, deriv, __VA_ARGS__)
-#define EW_UNARY2(OP, P, Q, fwd, deriv, ...)                                                       \
+                  , (tg_tensor * x, float P), (P, 0.0f), fwd, deriv, deriv2, __VA_ARGS__)
+#define EW_UNARY2(OP, P, Q, fwd, deriv, deriv2, ...)                                               \
     EW_UNARY_IMPL(OP, const float P = ew_p->c0; const float Q = ew_p->c1; (void)P; (void)Q;        \
-                  , (tg_tensor * x, float P, float Q), (P, Q), fwd, deriv, __VA_ARGS__)
+                  , (tg_tensor * x, float P, float Q), (P, Q), fwd, deriv, deriv2, __VA_ARGS__)
 
 /* Binary kernels. A and B say how a run reads a and b: ew_a[ew_j] (a vector along the run) or
  * ew_a[0] (one element for the whole run). */
@@ -631,7 +774,7 @@ TG_ISA_LEAF(ew_init_denominator, (int i, tg_tensor *t, tg_rng *rng), (i, t, rng)
 #define EW_V(p) p[ew_j]
 #define EW_S(p) p[0]
 
-#define EW_BINARY(OP, fwd, da, db, ...)                                                            \
+#define EW_BINARY(OP, fwd, da, db, ga, gb, ...)                                                    \
     EW_BINARY_FWD(OP, vv, EW_V(ew_a), EW_V(ew_b), fwd)                                             \
     EW_BINARY_FWD(OP, vs, EW_V(ew_a), EW_S(ew_b), fwd)                                             \
     EW_BINARY_FWD(OP, sv, EW_S(ew_a), EW_V(ew_b), fwd)                                             \
@@ -655,12 +798,24 @@ TG_ISA_LEAF(ew_init_denominator, (int i, tg_tensor *t, tg_rng *rng), (i, t, rng)
     {                                                                                              \
         ew_binary_backward(n, &OP##_kernels);                                                      \
     }                                                                                              \
+    /* ga and gb are built only for the inputs whose gradient is wanted. */                        \
+    static tg_status OP##_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,               \
+                                         tg_tensor **gin)                                          \
+    {                                                                                              \
+        tg_tensor *a = n->in[0], *b = n->in[1], *y = n->out, *g = gout;                            \
+        (void)a;                                                                                   \
+        (void)b;                                                                                   \
+        (void)y;                                                                                   \
+        return ew_binary_backward_graph(n, need, gin, tg_graph_needs(need, 0) ? (ga) : NULL,       \
+                                        tg_graph_needs(need, 1) ? (gb) : NULL);                    \
+    }                                                                                              \
     static const tg_case OP##_cases[] = {__VA_ARGS__, {0}};                                        \
     TG_OP_DEFINE(OP) = {.name = #OP,                                                               \
                         .n_in = 2,                                                                 \
                         .check = ew_binary_check,                                                  \
                         .forward = OP##_forward,                                                   \
                         .backward = OP##_backward,                                                 \
+                        .backward_graph = OP##_backward_graph,                                     \
                         .cases = OP##_cases};                                                      \
     EW_PUBLIC(tg_tensor *tg_##OP(tg_tensor *a, tg_tensor *b)                                       \
               {                                                                                    \
