@@ -341,6 +341,30 @@ TG_ISA_KERNEL(sum_backward, (tg_node * n), (n))
     }
 }
 
+/* For a second-order rule: g (shaped like y) viewed with the reduced axes kept as size 1, so
+ * that it broadcasts against x (every axis for sum and mean, the one axis otherwise). */
+static tg_tensor *reduce_keepdim(const tg_node *n, tg_tensor *g)
+{
+    const reduce_params *p = TG_PARAMS(n, reduce_params);
+    const tg_tensor *x = n->in[0];
+    const bool all = n->op == &tg_op_sum || n->op == &tg_op_mean;
+    const int axis = all ? -1 : tg_axis(p->axis, x->ndim);
+    int64_t shape[TG_MAX_DIMS];
+    for (int a = 0; a < x->ndim; a++)
+        shape[a] = all || a == axis ? 1 : x->shape[a];
+    return tg_reshape(g, x->ndim, shape);
+}
+
+/* Second order: dx = scale * dy broadcast over the reduced axes, as full(scale) * dy_keepdim. */
+static tg_status sum_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    (void)need; /* one input: called only when its gradient is wanted */
+    const tg_tensor *x = n->in[0];
+    const float scale = (float)TG_PARAMS(n, reduce_params)->scale;
+    gin[0] = tg_mul(tg_full(x->ndim, x->shape, scale), reduce_keepdim(n, gout));
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
 /* Cases: axis 0, 1 and -1, with and without keepdim, on 3-D shapes; a 0-d input, a size-1
  * axis, and inner > REDUCE_TILE (two column tiles). */
 static const tg_case sum_cases[] = {
@@ -381,24 +405,28 @@ TG_OP_DEFINE(sum) = {.name = "sum",
                      .check = sum_check,
                      .forward = sum_forward,
                      .backward = sum_backward,
+                     .backward_graph = sum_backward_graph,
                      .cases = sum_cases};
 TG_OP_DEFINE(mean) = {.name = "mean",
                       .n_in = 1,
                       .check = mean_check,
                       .forward = sum_forward,
                       .backward = sum_backward,
+                      .backward_graph = sum_backward_graph,
                       .cases = mean_cases};
 TG_OP_DEFINE(sum_axis) = {.name = "sum_axis",
                           .n_in = 1,
                           .check = sum_axis_check,
                           .forward = sum_forward,
                           .backward = sum_backward,
+                          .backward_graph = sum_backward_graph,
                           .cases = sum_axis_cases};
 TG_OP_DEFINE(mean_axis) = {.name = "mean_axis",
                            .n_in = 1,
                            .check = mean_axis_check,
                            .forward = sum_forward,
                            .backward = sum_backward,
+                           .backward_graph = sum_backward_graph,
                            .cases = mean_axis_cases};
 
 #if TG_ISA_BASE
@@ -467,6 +495,24 @@ TG_ISA_KERNEL(max_axis_backward, (tg_node * n), (n))
     }
 }
 
+/* Second order: dx = onehot * dy_keepdim, onehot a constant mask with 1 where the kernel above
+ * sends each dy (the saved first maximum), so the gradient goes exactly where it goes there. */
+static tg_status max_axis_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                         tg_tensor **gin)
+{
+    (void)need;
+    const reduce_params *p = TG_PARAMS(n, reduce_params);
+    const int64_t len = p->len, inner = p->inner, m = p->outer * p->inner;
+    const int64_t *arg = n->scratch;
+    tg_tensor *onehot = tg_zeros(n->in[0]->ndim, n->in[0]->shape);
+    if (!onehot)
+        return tg_last_status();
+    for (int64_t j = 0; j < m; j++)
+        onehot->data[(j / inner * len + arg[j]) * inner + j % inner] = 1.0f;
+    gin[0] = tg_mul(onehot, reduce_keepdim(n, gout));
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
 /* Distinct values 0.1 apart (a shuffled arithmetic sequence centred on 0): central
  * differences with eps = 0.01 never change which element is the maximum. */
 static void max_axis_init(int i, tg_tensor *t, tg_rng *rng)
@@ -516,6 +562,7 @@ TG_OP_DEFINE(max_axis) = {.name = "max_axis",
                           .check = max_axis_check,
                           .forward = max_axis_forward,
                           .backward = max_axis_backward,
+                          .backward_graph = max_axis_backward_graph,
                           .cases = max_axis_cases};
 
 #if TG_ISA_BASE
@@ -597,6 +644,21 @@ TG_ISA_KERNEL(var_backward, (tg_node * n), (n))
     }
 }
 
+/* Second order: dx = c (x - mean_keepdim(x)), c = 2 s dy (var) or s dy / y (std), all recorded,
+ * so the mean's and y's own dependence on x is differentiated too (s from the correction). */
+static tg_status var_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    (void)need;
+    const reduce_params *p = TG_PARAMS(n, reduce_params);
+    tg_tensor *x = n->in[0], *gk = reduce_keepdim(n, gout);
+    const float s = (float)p->scale;
+    tg_tensor *c = p->root ? tg_div(tg_mul_scalar(gk, s), reduce_keepdim(n, n->out))
+                           : tg_mul_scalar(gk, 2.0f * s);
+    tg_tensor *dev = tg_sub(x, tg_mean_axis(x, p->axis, true));
+    gin[0] = c && dev ? tg_mul(dev, c) : NULL;
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
 /* Correction 1 (the default), 0, 2, along each axis, with keepdim, inner > REDUCE_TILE, and a
  * whole row (1-D). two_tiles draws from [-3, 3]: the std of 3 values close together is far
  * from linear over the gradcheck's step. */
@@ -627,12 +689,14 @@ TG_OP_DEFINE(var) = {.name = "var",
                      .check = var_check,
                      .forward = var_forward,
                      .backward = var_backward,
+                     .backward_graph = var_backward_graph,
                      .cases = var_cases};
 TG_OP_DEFINE(std) = {.name = "std",
                      .n_in = 1,
                      .check = std_check,
                      .forward = var_forward,
                      .backward = var_backward,
+                     .backward_graph = var_backward_graph,
                      .cases = std_cases};
 
 #if TG_ISA_BASE

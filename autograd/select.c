@@ -230,6 +230,19 @@ static void where_backward(tg_node *n)
     }
 }
 
+/* Second order: da = where(cond, dy, 0), db = where(cond, 0, dy); cond is a constant. */
+static tg_status where_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    tg_tensor *zero = tg_zeros(gout->ndim, gout->shape);
+    if (!zero)
+        return tg_last_status();
+    if (tg_graph_needs(need, 1) && !(gin[1] = tg_where(n->in[0], gout, zero)))
+        return tg_last_status();
+    if (tg_graph_needs(need, 2) && !(gin[2] = tg_where(n->in[0], zero, gout)))
+        return tg_last_status();
+    return TG_OK;
+}
+
 static const tg_case where_cases[] = {
     {.shape = {{3, 4}, {3, 4}, {3, 4}}, .no_grad = 1u, .init = select_case_init, .name = "3x4"},
     {.shape = {{2, 3, 2}, {2, 3, 2}, {2, 3, 2}},
@@ -247,6 +260,7 @@ TG_OP_DEFINE(where) = {.name = "where",
                        .check = where_check,
                        .forward = where_forward,
                        .backward = where_backward,
+                       .backward_graph = where_backward_graph,
                        .cases = where_cases,
                        .fresh_grads = true};
 
@@ -311,6 +325,15 @@ static void masked_fill_backward(tg_node *n)
     }
 }
 
+/* Second order: dx = masked_fill(dy, mask, 0); mask is a constant. */
+static tg_status masked_fill_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                            tg_tensor **gin)
+{
+    (void)need; /* only x (input 0) is differentiated */
+    gin[0] = tg_masked_fill(gout, n->in[1], 0.0f);
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
 /* x from [-1, 1], the mask (input 1) of 0 and 1. */
 static void masked_fill_case_init(int i, tg_tensor *t, tg_rng *rng)
 {
@@ -340,6 +363,7 @@ TG_OP_DEFINE(masked_fill) = {.name = "masked_fill",
                              .check = masked_fill_check,
                              .forward = masked_fill_forward,
                              .backward = masked_fill_backward,
+                             .backward_graph = masked_fill_backward_graph,
                              .cases = masked_fill_cases,
                              .fresh_grads = true};
 

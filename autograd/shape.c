@@ -229,6 +229,14 @@ static void view_backward(tg_node *n)
         dx[i] += dy[i];
 }
 
+/* Second order: dx = dy viewed with x's shape. */
+static tg_status view_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    (void)need; /* one input: called only when its gradient is wanted */
+    gin[0] = tg_reshape(gout, n->in[0]->ndim, n->in[0]->shape);
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
 static const tg_case reshape_cases[] = {
     {.shape = {{3, 4, 2}},
      TG_CASE_PARAMS(reshape_params, .ndim = 2, .shape = {4, -1}),
@@ -254,6 +262,7 @@ TG_OP_DEFINE(reshape) = {.name = "reshape",
                          .check = reshape_check,
                          .forward = view_forward,
                          .backward = view_backward,
+                         .backward_graph = view_backward_graph,
                          .cases = reshape_cases,
                          .view = true,
                          .fresh_grads = true};
@@ -262,6 +271,7 @@ TG_OP_DEFINE(flatten) = {.name = "flatten",
                          .check = flatten_check,
                          .forward = view_forward,
                          .backward = view_backward,
+                         .backward_graph = view_backward_graph,
                          .cases = flatten_cases,
                          .view = true,
                          .fresh_grads = true};
@@ -374,6 +384,18 @@ static void permute_backward(tg_node *n)
     strided_copy(dx, xs, y->grad->data, gather, x->ndim, x->shape, true);
 }
 
+/* Second order: dx = dy permuted by perm^-1 (transpose's perm is its own inverse). */
+static tg_status permute_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    (void)need;
+    const permute_params *p = TG_PARAMS(n, permute_params);
+    int inv[TG_MAX_DIMS];
+    for (int a = 0; a < n->out->ndim; a++)
+        inv[p->perm[a]] = a;
+    gin[0] = tg_permute(gout, inv);
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
 static const tg_case transpose_cases[] = {
     {.shape = {{3, 5}}, TG_CASE_PARAMS(permute_params, .a = 0, .b = 1), .name = "2d"},
     {.shape = {{2, 3, 4, 2}}, TG_CASE_PARAMS(permute_params, .a = 1, .b = -1), .name = "4d"},
@@ -393,12 +415,14 @@ TG_OP_DEFINE(transpose) = {.name = "transpose",
                            .check = transpose_check,
                            .forward = permute_forward,
                            .backward = permute_backward,
+                           .backward_graph = permute_backward_graph,
                            .cases = transpose_cases};
 TG_OP_DEFINE(permute) = {.name = "permute",
                          .n_in = 1,
                          .check = permute_check,
                          .forward = permute_forward,
                          .backward = permute_backward,
+                         .backward_graph = permute_backward_graph,
                          .cases = permute_cases};
 
 tg_tensor *tg_transpose(tg_tensor *x, int a, int b)
@@ -510,6 +534,20 @@ static void concat_backward(tg_node *n)
     }
 }
 
+/* Second order: dx_j = dy[..., off_j : off_j + size_j, ...] along the axis. */
+static tg_status concat_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    const int axis = TG_PARAMS(n, concat_params)->axis;
+    int64_t off = 0;
+    for (int j = 0; j < n->n_in; j++) {
+        const int64_t size = n->in[j]->shape[axis];
+        if (tg_graph_needs(need, j) && !(gin[j] = tg_slice(gout, axis, off, off + size, 1)))
+            return tg_last_status();
+        off += size;
+    }
+    return TG_OK;
+}
+
 static const tg_case concat_cases[] = {
     {.shape = {{2, 3, 4}, {2, 2, 4}},
      .n_in = 2,
@@ -535,6 +573,7 @@ TG_OP_DEFINE(concat) = {.name = "concat",
                         .check = concat_check,
                         .forward = concat_forward,
                         .backward = concat_backward,
+                        .backward_graph = concat_backward_graph,
                         .cases = concat_cases};
 
 /* The inputs of a public concat or stack: xs and every xs[j] present (a NULL from an earlier
@@ -684,13 +723,13 @@ static tg_status slice_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-/* The slice as a strided layout inside x: shape [outer, count, inner] and x's strides. */
-static const float *slice_layout(const tg_node *n, const float *x, int64_t shape[3], int64_t xs[3],
-                                 int64_t ys[3])
+/* The slice p of whole (x, or slice_backward's output) as a strided layout inside whole's data
+ * x: shape [outer, count, inner] and x's strides. */
+static const float *slice_layout(const slice_params *p, const tg_tensor *whole, const float *x,
+                                 int64_t shape[3], int64_t xs[3], int64_t ys[3])
 {
-    const slice_params *p = TG_PARAMS(n, slice_params);
-    int64_t outer, inner, len = n->in[0]->shape[p->axis];
-    split_at(n->in[0], p->axis, &outer, &inner);
+    int64_t outer, inner, len = whole->shape[p->axis];
+    split_at(whole, p->axis, &outer, &inner);
     shape[0] = outer;
     shape[1] = p->count;
     shape[2] = inner;
@@ -703,11 +742,29 @@ static const float *slice_layout(const tg_node *n, const float *x, int64_t shape
     return x + p->first * inner;
 }
 
-static void slice_forward(tg_node *n)
+/* y = (accumulate: +=) the slice p of x, whole's data: slice's forward, slice_backward's
+ * backward. */
+static void slice_gather(const slice_params *p, const tg_tensor *whole, const float *x, float *y,
+                         bool accumulate)
 {
     int64_t shape[3], xs[3], ys[3];
-    const float *x = slice_layout(n, n->in[0]->data, shape, xs, ys);
-    strided_copy(n->out->data, ys, x, xs, 3, shape, false);
+    const float *src = slice_layout(p, whole, x, shape, xs, ys);
+    strided_copy(y, ys, src, xs, 3, shape, accumulate);
+}
+
+/* The slice p of x, whole's data, = (accumulate: +=) y: slice's backward, slice_backward's
+ * forward. */
+static void slice_scatter(const slice_params *p, const tg_tensor *whole, float *x, const float *y,
+                          bool accumulate)
+{
+    int64_t shape[3], xs[3], ys[3];
+    float *dst = (float *)slice_layout(p, whole, x, shape, xs, ys);
+    strided_copy(dst, xs, y, ys, 3, shape, accumulate);
+}
+
+static void slice_forward(tg_node *n)
+{
+    slice_gather(TG_PARAMS(n, slice_params), n->in[0], n->in[0]->data, n->out->data, false);
 }
 
 static void slice_backward(tg_node *n)
@@ -715,9 +772,18 @@ static void slice_backward(tg_node *n)
     float *dx = tg_grad_of(n, 0);
     if (!dx)
         return;
-    int64_t shape[3], xs[3], ys[3];
-    float *d = (float *)slice_layout(n, dx, shape, xs, ys);
-    strided_copy(d, xs, n->out->grad->data, ys, 3, shape, true);
+    slice_scatter(TG_PARAMS(n, slice_params), n->in[0], dx, n->out->grad->data, true);
+}
+
+static tg_tensor *slice_place(tg_tensor *g, const slice_params *p, int64_t len);
+
+/* Second order: dx = dy placed into zeros at the slice's positions (slice_backward, below). */
+static tg_status slice_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    (void)need;
+    const slice_params *p = TG_PARAMS(n, slice_params);
+    gin[0] = slice_place(gout, p, n->in[0]->shape[p->axis]);
+    return gin[0] ? TG_OK : tg_last_status();
 }
 
 static const tg_case slice_cases[] = {
@@ -741,10 +807,103 @@ TG_OP_DEFINE(slice) = {.name = "slice",
                        .check = slice_check,
                        .forward = slice_forward,
                        .backward = slice_backward,
+                       .backward_graph = slice_backward_graph,
                        .cases = slice_cases};
 
 tg_tensor *tg_slice(tg_tensor *x, int axis, int64_t start, int64_t stop, int64_t step)
 {
     slice_params p = {.axis = axis, .start = start, .stop = stop, .step = step};
     return tg_apply1(&tg_op_slice, &p, sizeof p, x);
+}
+
+/* ---- slice_backward (internal: slice's second order) --------------------------------------
+ * The adjoint of a slice, linear in g: y = zeros of x's shape with y[o, first + k * step, i] =
+ * g[o, k, i] (slice's backward kernel as a forward);   dg += dy[o, first + k * step, i] (a
+ * slice). Params: the slice's, as its check normalised them, and the length of x's axis. */
+typedef struct {
+    slice_params slice; /* axis (normalised), first, count and step (clamped) */
+    int64_t len;        /* the length of x's axis: y's size there */
+} slice_backward_params;
+
+static tg_status slice_place_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    slice_backward_params *p = TG_PARAMS(n, slice_backward_params);
+    slice_params *sp = &p->slice;
+    const tg_tensor *g = n->in[0];
+    char s[160];
+    const int axis = tg_axis(sp->axis, g->ndim);
+    if (axis < 0 || sp->step < 1 || sp->count != g->shape[axis] || p->len < 0 ||
+        (sp->count > 0 && (sp->first < 0 || sp->first >= p->len ||
+                           (sp->count - 1) > (p->len - 1 - sp->first) / sp->step)))
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_slice_backward: g %s does not fit the slice axis %d, first %lld, "
+                            "count %lld, step %lld of an axis of %lld",
+                            TG_SHAPE_STR(g, s), sp->axis, (long long)sp->first,
+                            (long long)sp->count, (long long)sp->step, (long long)p->len);
+    sp->axis = axis;
+    *ndim = g->ndim;
+    memcpy(shape, g->shape, (size_t)g->ndim * sizeof(int64_t));
+    shape[axis] = p->len;
+    if (tg_shape_numel(*ndim, shape) < 0)
+        return tg_set_error(TG_ERR_SHAPE, "tg_slice_backward: the output %s has too many elements",
+                            tg_shape_str(*ndim, shape, s, sizeof s));
+    return TG_OK;
+}
+
+/* Zeros, then g copied into the slice's positions (the layout slice's backward adds into). */
+static void slice_place_forward(tg_node *n)
+{
+    memset(n->out->data, 0, (size_t)n->out->numel * sizeof(float));
+    slice_scatter(&TG_PARAMS(n, slice_backward_params)->slice, n->out, n->out->data, n->in[0]->data,
+                  false);
+}
+
+/* dg += dy at the slice's positions: slice's forward, accumulated. */
+static void slice_place_backward(tg_node *n)
+{
+    float *dg = tg_grad_of(n, 0);
+    if (!dg)
+        return;
+    slice_gather(&TG_PARAMS(n, slice_backward_params)->slice, n->out, n->out->grad->data, dg, true);
+}
+
+/* Third order: dg = dy sliced as the slice was (stop just past the last element taken). */
+static tg_status slice_place_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                            tg_tensor **gin)
+{
+    (void)need;
+    const slice_params *sp = &TG_PARAMS(n, slice_backward_params)->slice;
+    const int64_t stop = sp->count ? sp->first + (sp->count - 1) * sp->step + 1 : sp->first;
+    gin[0] = tg_slice(gout, sp->axis, sp->first, stop, sp->step);
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
+static const tg_case slice_backward_cases[] = {
+    {.shape = {{4, 3, 3}},
+     TG_CASE_PARAMS(slice_backward_params, .slice = {.axis = 1, .first = 1, .count = 3, .step = 2},
+                    .len = 7),
+     .name = "step2"},
+    {.shape = {{3, 2}},
+     TG_CASE_PARAMS(slice_backward_params, .slice = {.axis = -1, .first = 3, .count = 2, .step = 4},
+                    .len = 8),
+     .name = "last_axis"},
+    {.shape = {{2, 2, 3}},
+     TG_CASE_PARAMS(slice_backward_params, .slice = {.axis = 0, .first = 2, .count = 2, .step = 1},
+                    .len = 5),
+     .name = "first_axis"},
+    {0},
+};
+
+TG_OP_DEFINE(slice_backward) = {.name = "slice_backward",
+                                .n_in = 1,
+                                .check = slice_place_check,
+                                .forward = slice_place_forward,
+                                .backward = slice_place_backward,
+                                .backward_graph = slice_place_backward_graph,
+                                .cases = slice_backward_cases};
+
+static tg_tensor *slice_place(tg_tensor *g, const slice_params *p, int64_t len)
+{
+    const slice_backward_params q = {.slice = *p, .len = len};
+    return tg_apply1(&tg_op_slice_backward, &q, sizeof q, g);
 }
