@@ -209,6 +209,49 @@ static void matmul_backward(tg_node *n)
         mm_grad(n, &p, 1, p.b_shared);
 }
 
+/* Second order: with a2, b2 the operands as matrices (a 1-D a a row [1, K], a 1-D b a column
+ * [K, 1]) and g2 = dy with their dropped axes back, da = g2 @ b2^T and db = a2^T @ g2, each
+ * summed over the batch axes its operand was broadcast along, then given the operand's shape. */
+static tg_status matmul_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    tg_tensor *a = n->in[0], *b = n->in[1];
+    const int na = a->ndim, nb = b->ndim;
+    const int64_t K = a->shape[na - 1];
+    const int nbat = gout->ndim - (na >= 2) - (nb >= 2);
+    int64_t gs[TG_MAX_DIMS];
+    memcpy(gs, gout->shape, (size_t)nbat * sizeof(int64_t));
+    gs[nbat] = na >= 2 ? a->shape[na - 2] : 1;
+    gs[nbat + 1] = nb >= 2 ? b->shape[nb - 1] : 1;
+    tg_tensor *g2 = tg_reshape(gout, nbat + 2, gs);
+    tg_tensor *a2 = na >= 2 ? a : tg_reshape(a, 2, (int64_t[]){1, K});
+    tg_tensor *b2 = nb >= 2 ? b : tg_reshape(b, 2, (int64_t[]){K, 1});
+    if (!g2 || !a2 || !b2)
+        return tg_last_status();
+    if (tg_graph_needs(need, 0)) {
+        tg_tensor *da = tg_matmul(g2, tg_transpose(b2, -1, -2));
+        da = tg_graph_sum_to(da, a2->ndim, a2->shape);
+        if (!(gin[0] = da && na < 2 ? tg_reshape(da, 1, &K) : da))
+            return tg_last_status();
+    }
+    if (tg_graph_needs(need, 1)) {
+        /* One matrix b for the whole batch: the batch folded into the rows, one [K, N] product
+         * (a2 then has exactly y's batch axes, contiguous before its rows). */
+        tg_tensor *ar = a2, *gr = g2;
+        if (b2->ndim == 2 && g2->ndim > 2) {
+            int64_t rows = 1;
+            for (int d = 0; d <= nbat; d++)
+                rows *= gs[d];
+            ar = tg_reshape(a2, 2, (int64_t[]){rows, K});
+            gr = tg_reshape(g2, 2, (int64_t[]){rows, gs[nbat + 1]});
+        }
+        tg_tensor *db = tg_matmul(tg_transpose(ar, -1, -2), gr);
+        db = tg_graph_sum_to(db, b2->ndim, b2->shape);
+        if (!(gin[1] = db && nb < 2 ? tg_reshape(db, 1, &K) : db))
+            return tg_last_status();
+    }
+    return TG_OK;
+}
+
 static const tg_case matmul_cases[] = {
     {.shape = {{3, 4}, {4, 5}}},
     {.shape = {{1, 7}, {7, 1}}},
@@ -232,6 +275,7 @@ TG_OP_DEFINE(matmul) = {.name = "matmul",
                         .check = matmul_check,
                         .forward = matmul_forward,
                         .backward = matmul_backward,
+                        .backward_graph = matmul_backward_graph,
                         .cases = matmul_cases,
                         .fresh_grads = true};
 
