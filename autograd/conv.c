@@ -1,5 +1,7 @@
 /* Convolution ops: conv2d and conv_transpose2d (groups = 1), lowered to GEMM with im2col and
- * col2im (conv2d with a single output channel runs direct loops instead, see below).
+ * col2im (conv2d with a single output channel runs direct loops instead, see below), and
+ * conv2d_weight_grad, conv2d's weight gradient as an op of its own: with conv2d and
+ * conv_transpose2d it makes the second order of all three (backward_graph).
  *
  * Both ops share one lowering. The side of the convolution that is unfolded into columns is
  * the image side, the other the flat side; Wm is the weight read as a matrix:
@@ -43,8 +45,11 @@
  * register, two AVX2 ones. */
 #define CONV_DIRECT_TILE 16
 
+/* output_padding is conv_transpose2d's for H, output_padding_w for W: equal from
+ * tg_conv_transpose2d, different in conv2d's data gradient when H and W round differently.
+ * conv_transpose2d's dilation is 1 from tg_conv_transpose2d, any in that data gradient. */
 typedef struct {
-    int stride, padding, dilation, output_padding;
+    int stride, padding, dilation, output_padding, output_padding_w;
 } conv_params;
 
 /* The lowering's sizes: see the top of the file for image and flat side. */
@@ -768,28 +773,82 @@ static tg_status conv_check_output(tg_node *n, const char *fn, bool transposed, 
     return TG_OK;
 }
 
+/* ---- second order: the recorded ops of the rules --------------------------------------------
+ * Both ops' backward_graph rules, and conv2d_weight_grad's own, are made of three recorded
+ * ops: conv2d, conv_transpose2d (as conv2d's data gradient) and conv2d_weight_grad (below). */
+
+/* conv2d_weight_grad's parameters: the conv2d's, and its kernel size (not implied by x and dy
+ * when the stride rounds). */
+typedef struct {
+    conv_params conv;
+    int kh, kw;
+} conv_wgrad_params;
+
+/* The data gradient of a conv2d of x with w (parameters p) from its output gradient dy, as a
+ * recorded op: conv_transpose2d(dy, w) with the output paddings that make it x's plane
+ * exactly (each below the stride, as conv2d's output size rounds down by less than one). */
+static tg_tensor *conv2d_data_grad(tg_tensor *dy, tg_tensor *w, const tg_tensor *x,
+                                   const conv_params *p)
+{
+    int64_t h, wd;
+    bool ok = tg_window_transpose_size(dy->shape[2], w->shape[2], p->stride, p->padding,
+                                       p->dilation, 0, &h) &&
+              tg_window_transpose_size(dy->shape[3], w->shape[3], p->stride, p->padding,
+                                       p->dilation, 0, &wd);
+    TG_ASSERT(ok && x->shape[2] - h >= 0 && x->shape[2] - h < p->stride && x->shape[3] - wd >= 0 &&
+              x->shape[3] - wd < p->stride);
+    conv_params t = {.stride = p->stride,
+                     .padding = p->padding,
+                     .dilation = p->dilation,
+                     .output_padding = (int)(x->shape[2] - h),
+                     .output_padding_w = (int)(x->shape[3] - wd)};
+    return tg_apply2(&tg_op_conv_transpose2d, &t, sizeof t, dy, w);
+}
+
+/* The weight gradient [dy's channels, x's channels, kh, kw] of a conv2d of x (parameters p)
+ * from its output gradient dy, as a recorded op. */
+static tg_tensor *conv2d_weight_grad(tg_tensor *x, tg_tensor *dy, const conv_params *p, int64_t kh,
+                                     int64_t kw)
+{
+    conv_wgrad_params q = {.conv = *p, .kh = (int)kh, .kw = (int)kw};
+    return tg_apply2(&tg_op_conv2d_weight_grad, &q, sizeof q, x, dy);
+}
+
+/* The bias gradient of either op: dy [N, C, H, W] summed over N, H and W. */
+static tg_tensor *conv_bias_grad(tg_tensor *dy)
+{
+    return tg_sum_axis(tg_sum_axis(tg_sum_axis(dy, 3, false), 2, false), 0, false);
+}
+
 /* ---- conv2d --------------------------------------------------------------------------------
  * y[N,O,Ho,Wo] = w[O,C,kh,kw] (*) x[N,C,H,W] + b[O], Ho = (H + 2 pad - dil (kh-1) - 1) / s + 1.
  * Per chunk: cols = im2col(x); y = w @ cols (+ b).
  * Backward: dw += dy @ cols^T;  dx += col2im(w^T @ dy);  db += sums of dy over N, Ho, Wo. */
-/* g's sizes up to the output plane; false when Ho or Wo overflows int64. */
-static bool conv2d_sizes(const tg_node *n, conv_geom *g)
+/* g's sizes up to the output plane for x and a weight [Co, x's channels, kh, kw]; false when
+ * Ho or Wo overflows int64. */
+static bool conv2d_sizes_of(const tg_tensor *x, int64_t Co, int64_t kh, int64_t kw,
+                            const conv_params *p, conv_geom *g)
 {
-    const tg_tensor *x = n->in[0], *w = n->in[1];
-    const conv_params *p = TG_PARAMS(n, conv_params);
     *g = (conv_geom){.N = x->shape[0],
                      .Ci = x->shape[1],
                      .H = x->shape[2],
                      .W = x->shape[3],
-                     .Co = w->shape[0],
-                     .kh = w->shape[2],
-                     .kw = w->shape[3],
+                     .Co = Co,
+                     .kh = kh,
+                     .kw = kw,
                      .stride = p->stride,
                      .pad = p->padding,
                      .dil = p->dilation};
     g->direct = g->Co == 1;
     return tg_window_out_size(g->H, g->kh, g->stride, g->pad, g->dil, &g->Ho) &&
            tg_window_out_size(g->W, g->kw, g->stride, g->pad, g->dil, &g->Wo);
+}
+
+static bool conv2d_sizes(const tg_node *n, conv_geom *g)
+{
+    const tg_tensor *w = n->in[1];
+    return conv2d_sizes_of(n->in[0], w->shape[0], w->shape[2], w->shape[3],
+                           TG_PARAMS(n, conv_params), g);
 }
 
 /* No image to compute: an empty batch or no output channel. */
@@ -916,6 +975,25 @@ TG_ISA_KERNEL(conv2d_backward, (tg_node * n), (n))
     }
 }
 
+/* Second order, with recorded ops: dx = conv_transpose2d(dy, w) (conv2d_data_grad);
+ * dw = conv2d_weight_grad(x, dy); db = dy summed over N, Ho, Wo. An empty x or output leaves
+ * the gradients it makes zero (NULL). */
+static tg_status conv2d_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    tg_tensor *x = n->in[0], *w = n->in[1];
+    const conv_params *p = TG_PARAMS(n, conv_params);
+    if (gout->numel == 0)
+        return TG_OK;
+    if (x->numel > 0 && tg_graph_needs(need, 0) && !(gin[0] = conv2d_data_grad(gout, w, x, p)))
+        return tg_last_status();
+    if (x->numel > 0 && tg_graph_needs(need, 1) &&
+        !(gin[1] = conv2d_weight_grad(x, gout, p, w->shape[2], w->shape[3])))
+        return tg_last_status();
+    if (n->n_in > 2 && tg_graph_needs(need, 2) && !(gin[2] = conv_bias_grad(gout)))
+        return tg_last_status();
+    return TG_OK;
+}
+
 /* Parameters need dilation 1 spelled out: a zero-initialised conv_params is invalid. */
 #define CONV2D(s, p, d) TG_CASE_PARAMS(conv_params, .stride = s, .padding = p, .dilation = d)
 static const tg_case conv2d_cases[] = {
@@ -946,6 +1024,7 @@ TG_OP_DEFINE(conv2d) = {.name = "conv2d",
                         .check = conv2d_check,
                         .forward = conv2d_forward,
                         .backward = conv2d_backward,
+                        .backward_graph = conv2d_backward_graph,
                         .cases = conv2d_cases,
                         .fresh_grads = true};
 
@@ -961,9 +1040,157 @@ tg_tensor *tg_conv2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int p
 }
 #endif
 
+/* ---- conv2d_weight_grad --------------------------------------------------------------------
+ * dw[O,C,kh,kw] = the weight gradient of a conv2d of x[N,C,H,W] (stride, padding, dilation and
+ * kernel size in the params) whose output gradient is dy[N,O,Ho,Wo]; an internal op that the
+ * second order of conv2d and conv_transpose2d records. Per chunk, with conv2d's backward
+ * kernels: cols = im2col(x); dw += dy @ cols^T. Always the lowering (no direct path).
+ * It is bilinear; backward, for the upstream U [O,C,kh,kw]: dx += col2im(U^T @ dy) (conv2d's
+ * backward-data with U as the weight); ddy += U @ cols (conv2d's forward with U). */
+static bool conv2d_weight_grad_sizes(const tg_node *n, conv_geom *g)
+{
+    const conv_wgrad_params *p = TG_PARAMS(n, conv_wgrad_params);
+    bool ok = conv2d_sizes_of(n->in[0], n->in[1]->shape[1], p->kh, p->kw, &p->conv, g);
+    g->direct = false;
+    return ok;
+}
+
+/* The geometry of a conv2d_weight_grad that passed its check. */
+static void conv2d_weight_grad_geom(const tg_node *n, conv_geom *g)
+{
+    bool ok = conv2d_weight_grad_sizes(n, g) &&
+              conv_geom_finish(g, conv2d_empty(g) || n->in[0]->numel == 0);
+    TG_ASSERT(ok);
+}
+
+static tg_status conv2d_weight_grad_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const char *fn = "tg_conv2d_weight_grad";
+    const tg_tensor *x = n->in[0], *dy = n->in[1];
+    const conv_wgrad_params *p = TG_PARAMS(n, conv_wgrad_params);
+    const conv_params *c = &p->conv;
+    char sx[160], sd[160];
+    if (x->ndim != 4 || dy->ndim != 4 || x->shape[0] != dy->shape[0])
+        return tg_set_error(TG_ERR_SHAPE, "%s: x %s and dy %s must be 4-D with one batch size", fn,
+                            TG_SHAPE_STR(x, sx), TG_SHAPE_STR(dy, sd));
+    if (p->kh < 1 || p->kw < 1 || c->stride < 1 || c->padding < 0 || c->dilation < 1)
+        return tg_set_error(TG_ERR_ARG,
+                            "%s: kernel %d x %d, stride %d, padding %d, dilation %d: the kernel, "
+                            "stride and dilation must be at least 1, the padding at least 0",
+                            fn, p->kh, p->kw, c->stride, c->padding, c->dilation);
+    conv_geom g;
+    if (!conv2d_weight_grad_sizes(n, &g) || g.Ho < 1 || g.Wo < 1 || g.Ho != dy->shape[2] ||
+        g.Wo != dy->shape[3])
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: dy %s is not the output gradient of a conv2d of x %s with a "
+                            "%d x %d kernel, stride %d, padding %d, dilation %d",
+                            fn, TG_SHAPE_STR(dy, sd), TG_SHAPE_STR(x, sx), p->kh, p->kw, c->stride,
+                            c->padding, c->dilation);
+    *ndim = 4;
+    shape[0] = g.Co;
+    shape[1] = g.Ci;
+    shape[2] = g.kh;
+    shape[3] = g.kw;
+    if (tg_shape_numel(4, shape) < 0 || !conv_geom_finish(&g, conv2d_empty(&g) || x->numel == 0))
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: x %s, dy %s with a %d x %d kernel: the weight or the working "
+                            "space is more than memory can address",
+                            fn, TG_SHAPE_STR(x, sx), TG_SHAPE_STR(dy, sd), p->kh, p->kw);
+    n->scratch_bytes = conv_scratch_bytes(&g);
+    return TG_OK;
+}
+
+TG_ISA_KERNEL(conv2d_weight_grad_forward, (tg_node * n), (n))
+{
+    conv_geom g;
+    conv2d_weight_grad_geom(n, &g);
+    const float *x = n->in[0]->data, *dy = n->in[1]->data;
+    float *dw = n->out->data;
+    if (n->out->numel)
+        memset(dw, 0, (size_t)n->out->numel * sizeof(float));
+    if (conv2d_empty(&g) || n->in[0]->numel == 0)
+        return; /* no output gradient or an empty x: dw is zero */
+    float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
+    const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
+    for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
+        int64_t B = min64(g.chunk, g.N - b0);
+        const float *dyF = flat_operand(&g, B, dy + b0 * y_img, F);
+        im2col_chunk(&g, x + b0 * x_img, B, cols);
+        for (int64_t u = 0; u < conv_units(&g, B); u++)
+            gemm_weight_grad(&g, B, u, dyF, cols, dw);
+    }
+}
+
+TG_ISA_KERNEL(conv2d_weight_grad_backward, (tg_node * n), (n))
+{
+    conv_geom g;
+    conv2d_weight_grad_geom(n, &g);
+    const float *x = n->in[0]->data, *dy = n->in[1]->data, *U = n->out->grad->data;
+    float *dx = tg_grad_of(n, 0), *ddy = tg_grad_of(n, 1);
+    if (conv2d_empty(&g) || n->in[0]->numel == 0)
+        return; /* dw did not depend on x or dy: both gradients stay zero */
+    float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
+    const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
+    for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
+        int64_t B = min64(g.chunk, g.N - b0);
+        if (ddy) {
+            im2col_chunk(&g, x + b0 * x_img, B, cols);
+            gemm_flat_from_cols(&g, B, U, cols, F, ddy + b0 * y_img, true, NULL);
+        }
+        if (dx) {
+            /* cols and F are free again: the ddy GEMM is done with them. */
+            const float *dyF = flat_operand(&g, B, dy + b0 * y_img, F);
+            for (int64_t u = 0; u < conv_units(&g, B); u++)
+                gemm_cols_from_flat(&g, B, u, U, dyF, cols);
+            col2im_chunk(&g, cols, B, dx + b0 * x_img, false);
+        }
+    }
+}
+
+/* Second order (its rule is made of the same three ops): dx = conv_transpose2d(dy, U),
+ * ddy = conv2d(x, U), for the upstream U. */
+static tg_status conv2d_weight_grad_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                                   tg_tensor **gin)
+{
+    tg_tensor *x = n->in[0], *dy = n->in[1];
+    const conv_params *p = &TG_PARAMS(n, conv_wgrad_params)->conv;
+    if (gout->numel == 0 || x->numel == 0 || dy->numel == 0)
+        return TG_OK;
+    if (tg_graph_needs(need, 0) && !(gin[0] = conv2d_data_grad(dy, gout, x, p)))
+        return tg_last_status();
+    if (tg_graph_needs(need, 1) &&
+        !(gin[1] = tg_conv2d(x, gout, TG_NONE, p->stride, p->padding, p->dilation)))
+        return tg_last_status();
+    return TG_OK;
+}
+
+#define WGRAD(s, p, d, h, w)                                                                       \
+    TG_CASE_PARAMS(conv_wgrad_params, .conv = {.stride = s, .padding = p, .dilation = d}, .kh = h, \
+                   .kw = w)
+static const tg_case conv2d_weight_grad_cases[] = {
+    {.shape = {{2, 2, 5, 5}, {2, 3, 3, 3}}, WGRAD(1, 0, 1, 3, 3), .name = "plain"},
+    {.shape = {{2, 2, 5, 5}, {2, 3, 3, 3}}, WGRAD(2, 1, 1, 3, 3), .name = "stride2_pad1"},
+    {.shape = {{2, 2, 6, 6}, {2, 3, 4, 4}}, WGRAD(1, 1, 2, 3, 3), .name = "dilation2"},
+    {.shape = {{1, 2, 5, 6}, {1, 3, 3, 3}}, WGRAD(2, 1, 1, 2, 3), .name = "one_image_rect_kernel"},
+    /* Kc = 72 rows on 4 x 4 planes: two images staged side by side. */
+    {.shape = {{2, 8, 4, 4}, {2, 2, 4, 4}}, WGRAD(1, 1, 1, 3, 3), .name = "staged"},
+    /* H and W round differently: the rule's data gradient pads them differently. */
+    {.shape = {{2, 2, 7, 6}, {2, 1, 4, 4}}, WGRAD(2, 2, 2, 3, 2), .name = "o1_s2_dil2"},
+    {0},
+};
+#undef WGRAD
+TG_OP_DEFINE(conv2d_weight_grad) = {.name = "conv2d_weight_grad",
+                                    .n_in = 2,
+                                    .check = conv2d_weight_grad_check,
+                                    .forward = conv2d_weight_grad_forward,
+                                    .backward = conv2d_weight_grad_backward,
+                                    .backward_graph = conv2d_weight_grad_backward_graph,
+                                    .cases = conv2d_weight_grad_cases};
+
 /* ---- conv_transpose2d ----------------------------------------------------------------------
  * y[N,O,Hy,Wy] = col2im(w^T @ x) + b[O] with w[C,O,kh,kw] read as [C, O*kh*kw], x[N,C,H,W],
- * Hy = (H - 1) s - 2 pad + kh + output_padding: conv2d's backward-data, whose image side is y.
+ * Hy = (H - 1) s - 2 pad + dil (kh - 1) + 1 + output_padding: conv2d's backward-data, whose
+ * image side is y (dil is 1 from tg_conv_transpose2d; see conv_params).
  * Backward: cols = im2col(dy);  dx += w @ cols (conv2d's forward);  dw += x @ cols^T;
  * db += sums of dy over N, Hy, Wy. */
 /* g's sizes up to y's plane (the image side); false when H or W overflows int64. */
@@ -980,9 +1207,11 @@ static bool conv_transpose2d_sizes(const tg_node *n, conv_geom *g)
                      .kw = w->shape[3],
                      .stride = p->stride,
                      .pad = p->padding,
-                     .dil = 1};
-    return tg_window_transpose_size(g->Ho, g->kh, g->stride, g->pad, 1, p->output_padding, &g->H) &&
-           tg_window_transpose_size(g->Wo, g->kw, g->stride, g->pad, 1, p->output_padding, &g->W);
+                     .dil = p->dilation};
+    return tg_window_transpose_size(g->Ho, g->kh, g->stride, g->pad, g->dil, p->output_padding,
+                                    &g->H) &&
+           tg_window_transpose_size(g->Wo, g->kw, g->stride, g->pad, g->dil, p->output_padding_w,
+                                    &g->W);
 }
 
 /* No image to compute: an empty batch or no output channel. */
@@ -1007,13 +1236,18 @@ static tg_status conv_transpose2d_check(tg_node *n, int *ndim, int64_t shape[])
     if (st != TG_OK)
         return st;
     const conv_params *p = TG_PARAMS(n, conv_params);
-    if (p->output_padding < 0)
-        return tg_set_error(TG_ERR_ARG, "%s: output_padding %d must not be negative", fn,
-                            p->output_padding);
-    /* PyTorch's rule: smaller than stride or dilation, and dilation is 1 here. */
-    if (p->output_padding >= p->stride)
-        return tg_set_error(TG_ERR_ARG, "%s: output_padding %d must be smaller than stride %d", fn,
-                            p->output_padding, p->stride);
+    if (p->dilation < 1)
+        return tg_set_error(TG_ERR_ARG, "%s: dilation %d must be at least 1", fn, p->dilation);
+    for (int k = 0; k < 2; k++) {
+        int op = k ? p->output_padding_w : p->output_padding;
+        if (op < 0)
+            return tg_set_error(TG_ERR_ARG, "%s: output_padding %d must not be negative", fn, op);
+        /* Smaller than stride, so that y's plane unfolds to exactly x's (below); PyTorch also
+         * allows up to the dilation, which tg_conv_transpose2d fixes at 1. */
+        if (op >= p->stride)
+            return tg_set_error(TG_ERR_ARG, "%s: output_padding %d must be smaller than stride %d",
+                                fn, op, p->stride);
+    }
     conv_geom g;
     char call[480];
     if (!conv_transpose2d_sizes(n, &g))
@@ -1025,8 +1259,8 @@ static tg_status conv_transpose2d_check(tg_node *n, int *ndim, int64_t shape[])
             conv_call_str(n, true, call, sizeof call), (long long)g.H, (long long)g.W);
     /* The lowering runs conv2d's geometry backwards: y's plane must unfold to exactly x's. */
     int64_t ho, wo;
-    TG_ASSERT(tg_window_out_size(g.H, g.kh, g.stride, g.pad, 1, &ho) && ho == g.Ho &&
-              tg_window_out_size(g.W, g.kw, g.stride, g.pad, 1, &wo) && wo == g.Wo);
+    TG_ASSERT(tg_window_out_size(g.H, g.kh, g.stride, g.pad, g.dil, &ho) && ho == g.Ho &&
+              tg_window_out_size(g.W, g.kw, g.stride, g.pad, g.dil, &wo) && wo == g.Wo);
     return conv_check_output(n, fn, true, &g, ndim, shape);
 }
 
@@ -1087,8 +1321,30 @@ TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node * n), (n))
     }
 }
 
+/* Second order, with recorded ops: dx = conv2d(dy, w); dw = conv2d_weight_grad(dy, x), the
+ * weight gradient of the conv2d whose input is dy and whose output gradient is x ([C, O, kh,
+ * kw] as w); db = dy summed over N, Hy, Wy. */
+static tg_status conv_transpose2d_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                                 tg_tensor **gin)
+{
+    tg_tensor *x = n->in[0], *w = n->in[1];
+    const conv_params *p = TG_PARAMS(n, conv_params);
+    if (gout->numel == 0)
+        return TG_OK;
+    if (x->numel > 0 && tg_graph_needs(need, 0) &&
+        !(gin[0] = tg_conv2d(gout, w, TG_NONE, p->stride, p->padding, p->dilation)))
+        return tg_last_status();
+    if (x->numel > 0 && tg_graph_needs(need, 1) &&
+        !(gin[1] = conv2d_weight_grad(gout, x, p, w->shape[2], w->shape[3])))
+        return tg_last_status();
+    if (n->n_in > 2 && tg_graph_needs(need, 2) && !(gin[2] = conv_bias_grad(gout)))
+        return tg_last_status();
+    return TG_OK;
+}
+
 #define CONVT(s, p, op)                                                                            \
-    TG_CASE_PARAMS(conv_params, .stride = s, .padding = p, .dilation = 1, .output_padding = op)
+    TG_CASE_PARAMS(conv_params, .stride = s, .padding = p, .dilation = 1, .output_padding = op,    \
+                   .output_padding_w = op)
 static const tg_case conv_transpose2d_cases[] = {
     {.shape = {{2, 3, 4, 4}, {3, 2, 3, 3}, {2}}, .n_in = 3, CONVT(2, 1, 1), .name = "s2_p1_op1"},
     /* The GAN generator's upsampling layer. */
@@ -1098,6 +1354,13 @@ static const tg_case conv_transpose2d_cases[] = {
      .n_in = 3,
      CONVT(3, 1, 2),
      .name = "one_image_rect_kernel"},
+    /* Only conv2d's data gradient makes these (conv2d_data_grad): a dilation, and H and W
+     * with different output paddings. */
+    {.shape = {{2, 2, 3, 4}, {2, 3, 3, 3}},
+     .n_in = 2,
+     TG_CASE_PARAMS(conv_params, .stride = 2, .padding = 1, .dilation = 2, .output_padding = 0,
+                    .output_padding_w = 1),
+     .name = "dilation2_output_padding_0_1"},
     {0},
 };
 #undef CONVT
@@ -1106,14 +1369,18 @@ TG_OP_DEFINE(conv_transpose2d) = {.name = "conv_transpose2d",
                                   .check = conv_transpose2d_check,
                                   .forward = conv_transpose2d_forward,
                                   .backward = conv_transpose2d_backward,
+                                  .backward_graph = conv_transpose2d_backward_graph,
                                   .cases = conv_transpose2d_cases};
 
 #if TG_ISA_BASE
 tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,
                                int output_padding)
 {
-    conv_params p = {
-        .stride = stride, .padding = padding, .dilation = 1, .output_padding = output_padding};
+    conv_params p = {.stride = stride,
+                     .padding = padding,
+                     .dilation = 1,
+                     .output_padding = output_padding,
+                     .output_padding_w = output_padding};
     if (!tg_optional_ok("tg_conv_transpose2d", "b", b))
         return NULL;
     tg_tensor *in[3] = {x, w, b};
