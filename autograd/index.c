@@ -104,31 +104,39 @@ typedef struct {
     int64_t outer, len, inner, m;
 } take_params;
 
-static void take_forward(tg_node *n)
+/* y[o, k, :] = x[o, idx[k], :] (add: y[o, k, :] += ...), for a y of ynumel elements. */
+static void take_rows(const take_params *p, const int64_t *idx, const float *x, float *y,
+                      int64_t ynumel, bool add)
 {
-    const take_params *p = TG_PARAMS(n, take_params);
-    const int64_t *idx = snapshot_take(n);
-    if (n->out->numel == 0) /* no work: x [2^40, 1, 0] would still be 2^40 empty rows */
+    if (ynumel == 0) /* no work: x [2^40, 1, 0] would still be 2^40 empty rows */
         return;
-    const float *x = n->in[0]->data;
-    float *y = n->out->data;
     int64_t rows = p->outer * p->m, m = p->m, len = p->len, inner = p->inner;
     TG_PARALLEL_FOR_WORK(rows, inner)
     for (int64_t r = 0; r < rows; r++) {
         int64_t o = r / m, k = r % m;
-        memcpy(y + r * inner, x + (o * len + idx[k]) * inner, (size_t)inner * sizeof(float));
+        const float *src = x + (o * len + idx[k]) * inner;
+        if (add)
+            for (int64_t i = 0; i < inner; i++)
+                y[r * inner + i] += src[i];
+        else
+            memcpy(y + r * inner, src, (size_t)inner * sizeof(float));
     }
 }
 
-static void take_backward(tg_node *n)
+static void take_forward(tg_node *n)
 {
-    float *dx = tg_grad_of(n, 0);
-    /* An empty y adds nothing, however many (outer, chunk) items it would loop over. */
-    if (!dx || n->out->numel == 0)
+    const int64_t *idx = snapshot_take(n);
+    take_rows(TG_PARAMS(n, take_params), idx, n->in[0]->data, n->out->data, n->out->numel, false);
+}
+
+/* dx[o, idx[k], :] += dy[o, k, :] for every k with idx[k] != p->padding_idx, for a dy of
+ * dynumel elements. */
+static void take_scatter(const take_params *p, const int64_t *idx, const float *dy, float *dx,
+                         int64_t dynumel)
+{
+    /* An empty dy adds nothing, however many (outer, chunk) items it would loop over. */
+    if (dynumel == 0)
         return;
-    const take_params *p = TG_PARAMS(n, take_params);
-    const int64_t *idx = n->scratch;
-    const float *dy = n->out->grad->data;
     int64_t m = p->m, len = p->len, inner = p->inner, skip = p->padding_idx;
     int64_t chunks = (inner + TAKE_CHUNK - 1) / TAKE_CHUNK, items = p->outer * chunks;
     /* Item (o, chunk) owns dx[o, :, chunk]: repeated indices add within one item, in k order. */
@@ -145,6 +153,30 @@ static void take_backward(tg_node *n)
                 d[i] += g[i];
         }
     }
+}
+
+static void take_backward(tg_node *n)
+{
+    float *dx = tg_grad_of(n, 0);
+    if (dx)
+        take_scatter(TG_PARAMS(n, take_params), n->scratch, n->out->grad->data, dx, n->out->numel);
+}
+
+/* The node's index as its forward saw it (the snapshot in scratch), as a new index on the
+ * innermost tape, for the recorded ops of a second-order rule; NULL with the error set. */
+static tg_index *snapshot_index(const tg_node *n, const char *origin)
+{
+    const tg_index *ix = n->index;
+    return tg_tape_adopt_index(tg_index_new(ix->ndim, ix->shape, n->scratch), origin);
+}
+
+/* index_select_backward of g (the adjoint of a take along axis of a dimension of len): the
+ * recorded dx of embedding and index_select. */
+static tg_tensor *take_grad(tg_tensor *g, int axis, int64_t len, const tg_node *n)
+{
+    tg_index *ix = snapshot_index(n, "index_select_backward");
+    take_params q = {.axis = axis, .padding_idx = -1, .len = len};
+    return ix ? tg_apply_index(&tg_op_index_select_backward, &q, sizeof q, 1, &g, ix) : NULL;
 }
 
 /* Index tables of the gradcheck cases below (the test releases them). */
@@ -246,11 +278,41 @@ static const tg_case embedding_cases[] = {
     {0},
 };
 
+/* Second order: dweight = index_select_backward(dy * keep) along axis 0, keep[p] = 0 where
+ * idx[p] is the padding_idx (a constant mask of idx's shape plus a 1), else 1. */
+static tg_status embedding_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                          tg_tensor **gin)
+{
+    (void)need; /* one input: the walk calls this only when it is needed */
+    const take_params *p = TG_PARAMS(n, take_params);
+    const int64_t *idx = n->scratch;
+    const tg_index *ix = n->index;
+    bool padded = false;
+    for (int64_t k = 0; k < p->m; k++)
+        padded |= idx[k] == p->padding_idx;
+    if (padded) {
+        int64_t shape[TG_MAX_DIMS];
+        if (ix->ndim)
+            memcpy(shape, ix->shape, (size_t)ix->ndim * sizeof(int64_t));
+        shape[ix->ndim] = 1;
+        tg_tensor *keep = tg_tape_adopt(tg_tensor_new(ix->ndim + 1, shape), "embedding");
+        if (!keep)
+            return tg_last_status();
+        for (int64_t k = 0; k < p->m; k++)
+            keep->data[k] = idx[k] == p->padding_idx ? 0.0f : 1.0f;
+        if (!(gout = tg_mul(gout, keep)))
+            return tg_last_status();
+    }
+    gin[0] = take_grad(gout, 0, p->len, n);
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
 TG_OP_DEFINE(embedding) = {.name = "embedding",
                            .n_in = 1,
                            .check = embedding_check,
                            .forward = take_forward,
                            .backward = take_backward,
+                           .backward_graph = embedding_backward_graph,
                            .cases = embedding_cases};
 
 tg_tensor *tg_embedding(tg_tensor *weight, const tg_index *idx, int64_t padding_idx)
@@ -333,11 +395,22 @@ static const tg_case index_select_cases[] = {
     {0},
 };
 
+/* Second order: dx = index_select_backward(dy) along the same axis. */
+static tg_status index_select_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                             tg_tensor **gin)
+{
+    (void)need;
+    const take_params *p = TG_PARAMS(n, take_params);
+    gin[0] = take_grad(gout, p->axis, p->len, n);
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
 TG_OP_DEFINE(index_select) = {.name = "index_select",
                               .n_in = 1,
                               .check = index_select_check,
                               .forward = take_forward,
                               .backward = take_backward,
+                              .backward_graph = index_select_backward_graph,
                               .cases = index_select_cases};
 
 tg_tensor *tg_index_select(tg_tensor *x, int axis, const tg_index *idx)
@@ -347,6 +420,109 @@ tg_tensor *tg_index_select(tg_tensor *x, int axis, const tg_index *idx)
     take_params p = {.axis = axis, .padding_idx = -1};
     return tg_apply_index(&tg_op_index_select, &p, sizeof p, 1, &x, idx);
 }
+
+/* ---- index_select_backward (internal: the second order of embedding and index_select) -------
+ * g and idx, whose dimensions g holds from params.axis on, -> dx of g's shape with those
+ * dimensions replaced by one of params.len: dx[o, idx[k], i] = sum of g[o, k, i] over the k
+ * with that index (an index_add into zeros, take_backward's scatter). Linear in g; its adjoint
+ * is the take: dg[o, k, i] = dout[o, idx[k], i] (index_select, or embedding for another idx
+ * than 1-D). */
+static tg_status take_grad_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    take_params *p = TG_PARAMS(n, take_params);
+    const tg_tensor *g = n->in[0];
+    const tg_index *ix = n->index;
+    const char *fn = "index_select_backward";
+    char s[160], s2[160];
+    if (!ix)
+        return tg_set_error(TG_ERR_ARG, "%s: idx is NULL", fn);
+    tg_shape_str(ix->ndim, ix->shape, s2, sizeof s2);
+    int k = ix->ndim;
+    if (p->axis < 0 || p->axis + k > g->ndim || g->ndim - k + 1 > TG_MAX_DIMS ||
+        (k && memcmp(g->shape + p->axis, ix->shape, (size_t)k * sizeof(int64_t)) != 0))
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: g %s does not hold idx %s's dimensions from axis %d (or the "
+                            "result would have more than %d)",
+                            fn, TG_SHAPE_STR(g, s), s2, p->axis, TG_MAX_DIMS);
+    if (p->len < 0)
+        return tg_set_error(TG_ERR_ARG, "%s: len %lld must be >= 0", fn, (long long)p->len);
+    if (index_check(fn, ix, p->len, "the result's indexed axis") != TG_OK)
+        return tg_last_status();
+    p->padding_idx = -1;
+    p->outer = tg_shape_numel(p->axis, g->shape);
+    p->inner = tg_shape_numel(g->ndim - p->axis - k, g->shape + p->axis + k);
+    p->m = ix->numel;
+    snapshot_reserve(n);
+    *ndim = g->ndim - k + 1;
+    memcpy(shape, g->shape, (size_t)p->axis * sizeof(int64_t));
+    shape[p->axis] = p->len;
+    memcpy(shape + p->axis + 1, g->shape + p->axis + k,
+           (size_t)(g->ndim - p->axis - k) * sizeof(int64_t));
+    if (tg_shape_numel(*ndim, shape) < 0)
+        return tg_set_error(TG_ERR_SHAPE, "%s: g %s with len %lld: the result is too large", fn,
+                            TG_SHAPE_STR(g, s), (long long)p->len);
+    return TG_OK;
+}
+
+static void take_grad_forward(tg_node *n)
+{
+    const int64_t *idx = snapshot_take(n);
+    memset(n->out->data, 0, (size_t)n->out->numel * sizeof(float));
+    take_scatter(TG_PARAMS(n, take_params), idx, n->in[0]->data, n->out->data, n->in[0]->numel);
+}
+
+static void take_grad_backward(tg_node *n)
+{
+    float *dg = tg_grad_of(n, 0);
+    if (dg)
+        take_rows(TG_PARAMS(n, take_params), n->scratch, n->out->grad->data, dg, n->in[0]->numel,
+                  true);
+}
+
+/* Third order: dg = the take of dout, index_select along the axis for a 1-D idx, else
+ * embedding (the only other idx that reaches here: embedding's, with axis 0 of a 2-D dx). */
+static tg_status take_grad_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    (void)need;
+    const take_params *p = TG_PARAMS(n, take_params);
+    tg_index *ix = snapshot_index(n, "index_select_backward");
+    take_params q = {.axis = p->axis, .padding_idx = -1};
+    const tg_op *take = n->index->ndim == 1 ? &tg_op_index_select : &tg_op_embedding;
+    gin[0] = ix ? tg_apply_index(take, &q, sizeof q, 1, &gout, ix) : NULL;
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
+static const tg_case take_grad_cases[] = {
+    {.shape = {{6, 3, 2}},
+     TG_CASE_PARAMS(take_params, .axis = 0, .len = 4),
+     .make_index = index_select_index4,
+     .name = "axis0"},
+    {.shape = {{2, 6, 3}},
+     TG_CASE_PARAMS(take_params, .axis = 1, .len = 4),
+     .make_index = index_select_index4,
+     .name = "axis1"},
+    {.shape = {{3, 70}},
+     TG_CASE_PARAMS(take_params, .axis = 0, .len = 5),
+     .make_index = index_select_index5,
+     .name = "two_chunks"},
+    {.shape = {{2, 5, 4}},
+     TG_CASE_PARAMS(take_params, .axis = 0, .len = 6),
+     .make_index = embedding_index_repeats,
+     .name = "embedding_2d_index"},
+    {.shape = {{5}},
+     TG_CASE_PARAMS(take_params, .axis = 0, .len = 6),
+     .make_index = embedding_index_scalar,
+     .name = "embedding_scalar_index"},
+    {0},
+};
+
+TG_OP_DEFINE(index_select_backward) = {.name = "index_select_backward",
+                                       .n_in = 1,
+                                       .check = take_grad_check,
+                                       .forward = take_grad_forward,
+                                       .backward = take_grad_backward,
+                                       .backward_graph = take_grad_graph,
+                                       .cases = take_grad_cases};
 
 /* ---- gather ---------------------------------------------------------------------------------
  * x and idx of the same ndim, idx no larger than x off the axis; y has idx's shape:
@@ -374,12 +550,11 @@ static int64_t gather_x_base(const tg_tensor *x, const tg_tensor *y, int axis, i
     return off;
 }
 
-/* The layout of gather's work: columns, their length m, and both strides along the axis. */
-static void gather_layout(const tg_node *n, int64_t *cols, int64_t *m, int64_t *istride,
-                          int64_t *xstride)
+/* The layout of gather's work over x and y (of idx's shape): columns, their length m, and both
+ * strides along the axis. */
+static void gather_layout(int axis, const tg_tensor *x, const tg_tensor *y, int64_t *cols,
+                          int64_t *m, int64_t *istride, int64_t *xstride)
 {
-    int axis = TG_PARAMS(n, gather_params)->axis;
-    const tg_tensor *x = n->in[0], *y = n->out;
     *m = y->shape[axis];
     *istride = 1;
     *xstride = 1;
@@ -426,39 +601,60 @@ static tg_status gather_check(tg_node *n, int *ndim, int64_t shape[])
     return TG_OK;
 }
 
-static void gather_forward(tg_node *n)
+/* yd[p] = xd[position p of idx in x] for x and y the shapes (add: yd[p] += ...). */
+static void gather_take(int axis, const tg_tensor *x, const tg_tensor *y, const int64_t *idx,
+                        const float *xd, float *yd, bool add)
 {
-    const tg_tensor *x = n->in[0];
-    const int64_t *idx = snapshot_take(n);
-    int axis = TG_PARAMS(n, gather_params)->axis;
     int64_t cols, m, is, xs;
-    gather_layout(n, &cols, &m, &is, &xs);
-    float *y = n->out->data;
+    gather_layout(axis, x, y, &cols, &m, &is, &xs);
     TG_PARALLEL_FOR_WORK(cols, m)
     for (int64_t c = 0; c < cols; c++) {
-        int64_t ib = (c / is) * m * is + c % is, xb = gather_x_base(x, n->out, axis, c);
-        for (int64_t k = 0; k < m; k++)
-            y[ib + k * is] = x->data[xb + idx[ib + k * is] * xs];
+        int64_t ib = (c / is) * m * is + c % is, xb = gather_x_base(x, y, axis, c);
+        for (int64_t k = 0; k < m; k++) {
+            float v = xd[xb + idx[ib + k * is] * xs];
+            yd[ib + k * is] = add ? yd[ib + k * is] + v : v;
+        }
     }
+}
+
+/* dxd[position p of idx in x] += dyd[p], each column's repeats in k order on one thread. */
+static void gather_scatter(int axis, const tg_tensor *x, const tg_tensor *y, const int64_t *idx,
+                           const float *dyd, float *dxd)
+{
+    int64_t cols, m, is, xs;
+    gather_layout(axis, x, y, &cols, &m, &is, &xs);
+    TG_PARALLEL_FOR_WORK(cols, m)
+    for (int64_t c = 0; c < cols; c++) {
+        int64_t ib = (c / is) * m * is + c % is, xb = gather_x_base(x, y, axis, c);
+        for (int64_t k = 0; k < m; k++)
+            dxd[xb + idx[ib + k * is] * xs] += dyd[ib + k * is];
+    }
+}
+
+static void gather_forward(tg_node *n)
+{
+    const int64_t *idx = snapshot_take(n);
+    gather_take(TG_PARAMS(n, gather_params)->axis, n->in[0], n->out, idx, n->in[0]->data,
+                n->out->data, false);
 }
 
 static void gather_backward(tg_node *n)
 {
     float *dx = tg_grad_of(n, 0);
-    if (!dx)
-        return;
-    const tg_tensor *x = n->in[0];
-    const int64_t *idx = n->scratch;
-    int axis = TG_PARAMS(n, gather_params)->axis;
-    int64_t cols, m, is, xs;
-    gather_layout(n, &cols, &m, &is, &xs);
-    const float *dy = n->out->grad->data;
-    TG_PARALLEL_FOR_WORK(cols, m)
-    for (int64_t c = 0; c < cols; c++) {
-        int64_t ib = (c / is) * m * is + c % is, xb = gather_x_base(x, n->out, axis, c);
-        for (int64_t k = 0; k < m; k++)
-            dx[xb + idx[ib + k * is] * xs] += dy[ib + k * is];
-    }
+    if (dx)
+        gather_scatter(TG_PARAMS(n, gather_params)->axis, n->in[0], n->out, n->scratch,
+                       n->out->grad->data, dx);
+}
+
+/* gather_backward of g, of the shape of x: the recorded dx of gather. */
+static tg_tensor *gather_grad(tg_tensor *g, int axis, const tg_tensor *x, const tg_node *n);
+
+/* Second order: dx = gather_backward(dy), the same scatter-add into zeros as a recorded op. */
+static tg_status gather_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    (void)need; /* one input: the walk calls this only when it is needed */
+    gin[0] = gather_grad(gout, TG_PARAMS(n, gather_params)->axis, n->in[0], n);
+    return gin[0] ? TG_OK : tg_last_status();
 }
 
 /* idx [3, 4] into x [3, 5] along axis 1: repeats within rows. */
@@ -516,6 +712,7 @@ TG_OP_DEFINE(gather) = {.name = "gather",
                         .check = gather_check,
                         .forward = gather_forward,
                         .backward = gather_backward,
+                        .backward_graph = gather_backward_graph,
                         .cases = gather_cases};
 
 tg_tensor *tg_gather(tg_tensor *x, int axis, const tg_index *idx)
@@ -525,6 +722,104 @@ tg_tensor *tg_gather(tg_tensor *x, int axis, const tg_index *idx)
     gather_params p = {.axis = axis};
     return tg_apply_index(&tg_op_gather, &p, sizeof p, 1, &x, idx);
 }
+
+/* ---- gather_backward (internal: gather's second order) ------------------------------------
+ * g and idx of the same shape -> dx of params.shape (gather's x): dx[..., idx[..., k, ...], ...]
+ * = the sum of g[..., k, ...] with that index (a scatter-add into zeros, gather's backward).
+ * Linear in g; its adjoint is gather with the same index: dg = gather(dout). */
+typedef struct {
+    int axis;
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+} gather_grad_params;
+
+static tg_status gather_grad_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const gather_grad_params *p = TG_PARAMS(n, gather_grad_params);
+    const tg_tensor *g = n->in[0];
+    const tg_index *ix = n->index;
+    const char *fn = "gather_backward";
+    char s[160], s2[160], s3[160];
+    if (!ix)
+        return tg_set_error(TG_ERR_ARG, "%s: idx is NULL", fn);
+    tg_shape_str(p->ndim, p->shape, s3, sizeof s3);
+    if (p->ndim < 1 || p->ndim > TG_MAX_DIMS || p->axis < 0 || p->axis >= p->ndim ||
+        tg_shape_numel(p->ndim, p->shape) < 0)
+        return tg_set_error(TG_ERR_ARG, "%s: x shape %s with axis %d is not valid", fn, s3,
+                            p->axis);
+    bool fits = g->ndim == p->ndim && ix->ndim == g->ndim &&
+                memcmp(g->shape, ix->shape, (size_t)g->ndim * sizeof(int64_t)) == 0;
+    for (int d = 0; fits && d < g->ndim; d++)
+        fits = d == p->axis || g->shape[d] <= p->shape[d];
+    if (!fits)
+        return tg_set_error(TG_ERR_SHAPE, "%s: g %s and idx %s do not fit x %s along axis %d", fn,
+                            TG_SHAPE_STR(g, s), tg_shape_str(ix->ndim, ix->shape, s2, sizeof s2),
+                            s3, p->axis);
+    if (index_check(fn, ix, p->shape[p->axis], "the gathered axis") != TG_OK)
+        return tg_last_status();
+    snapshot_reserve(n);
+    *ndim = p->ndim;
+    memcpy(shape, p->shape, (size_t)p->ndim * sizeof(int64_t));
+    return TG_OK;
+}
+
+static void gather_grad_forward(tg_node *n)
+{
+    const int64_t *idx = snapshot_take(n);
+    memset(n->out->data, 0, (size_t)n->out->numel * sizeof(float));
+    gather_scatter(TG_PARAMS(n, gather_grad_params)->axis, n->out, n->in[0], idx, n->in[0]->data,
+                   n->out->data);
+}
+
+static void gather_grad_backward(tg_node *n)
+{
+    float *dg = tg_grad_of(n, 0);
+    if (dg)
+        gather_take(TG_PARAMS(n, gather_grad_params)->axis, n->out, n->in[0], n->scratch,
+                    n->out->grad->data, dg, true);
+}
+
+static tg_tensor *gather_grad(tg_tensor *g, int axis, const tg_tensor *x, const tg_node *n)
+{
+    gather_grad_params q = {.axis = axis, .ndim = x->ndim};
+    memcpy(q.shape, x->shape, (size_t)x->ndim * sizeof(int64_t));
+    tg_index *ix = snapshot_index(n, "gather_backward");
+    return ix ? tg_apply_index(&tg_op_gather_backward, &q, sizeof q, 1, &g, ix) : NULL;
+}
+
+/* Third order: dg = gather(dout) with the same index. */
+static tg_status gather_grad_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    (void)need;
+    gather_params q = {.axis = TG_PARAMS(n, gather_grad_params)->axis};
+    tg_index *ix = snapshot_index(n, "gather_backward");
+    gin[0] = ix ? tg_apply_index(&tg_op_gather, &q, sizeof q, 1, &gout, ix) : NULL;
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
+static const tg_case gather_grad_cases[] = {
+    {.shape = {{3, 4}},
+     TG_CASE_PARAMS(gather_grad_params, .axis = 1, .ndim = 2, .shape = {3, 5}),
+     .make_index = gather_index_rows,
+     .name = "rows"},
+    {.shape = {{4, 2}},
+     TG_CASE_PARAMS(gather_grad_params, .axis = 0, .ndim = 2, .shape = {3, 3}),
+     .make_index = gather_index_axis0,
+     .name = "axis0_smaller"},
+    {.shape = {{2, 3, 2}},
+     TG_CASE_PARAMS(gather_grad_params, .axis = 1, .ndim = 3, .shape = {2, 4, 3}),
+     .make_index = gather_index_middle,
+     .name = "middle_axis"},
+    {0},
+};
+
+TG_OP_DEFINE(gather_backward) = {.name = "gather_backward",
+                                 .n_in = 1,
+                                 .check = gather_grad_check,
+                                 .forward = gather_grad_forward,
+                                 .backward = gather_grad_backward,
+                                 .backward_graph = gather_grad_graph,
+                                 .cases = gather_grad_cases};
 
 /* ---- results that are not differentiated ------------------------------------------------ */
 

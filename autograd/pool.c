@@ -22,16 +22,22 @@ typedef struct {
     bool count_include_pad; /* avg pool only; max pool ignores it */
 } pool_params;
 
+/* avg_pool2d_backward's: the pool's params and the H and W of the x it pooled. */
+typedef struct {
+    pool_params pool;
+    int64_t H, W;
+} pool_grad_params;
+
 /* Shape checks shared by both pools: x[N,C,H,W] -> [N,C,Ho,Wo] with
- * Ho = (H + 2 padding - kernel) / stride + 1 (floor), the same for W. */
-static tg_status pool_check(tg_node *n, int *ndim, int64_t shape[], const char *fn)
+ * Ho = (H + 2 padding - kernel) / stride + 1 (floor), the same for W; x is given by its shape
+ * xs (a backward op checks the x it produces). */
+static tg_status pool_check(const pool_params *p, int xndim, const int64_t *xs, int *ndim,
+                            int64_t shape[], const char *fn)
 {
-    const tg_tensor *x = n->in[0];
-    const pool_params *p = TG_PARAMS(n, pool_params);
     char sx[160];
-    if (x->ndim != 4)
+    if (xndim != 4)
         return tg_set_error(TG_ERR_SHAPE, "%s: x %s must be 4-D [N, C, H, W]", fn,
-                            TG_SHAPE_STR(x, sx));
+                            tg_shape_str(xndim, xs, sx, sizeof sx));
     if (p->kernel < 1)
         return tg_set_error(TG_ERR_ARG, "%s: kernel %d must be >= 1", fn, p->kernel);
     if (p->stride < 1)
@@ -41,18 +47,19 @@ static tg_status pool_check(tg_node *n, int *ndim, int64_t shape[], const char *
                             "%s: padding %d must be in 0..kernel/2 = %d "
                             "(kernel %d)",
                             fn, p->padding, p->kernel / 2, p->kernel);
-    int64_t H = x->shape[2], W = x->shape[3];
+    int64_t H = xs[2], W = xs[3];
     /* An empty plane would leave max pool windows with no element at all. */
     if (H < 1 || W < 1)
         return tg_set_error(TG_ERR_SHAPE, "%s: x %s: H and W must be at least 1", fn,
-                            TG_SHAPE_STR(x, sx));
+                            tg_shape_str(xndim, xs, sx, sizeof sx));
     int64_t Ho, Wo;
     if (!tg_window_out_size(H, p->kernel, p->stride, p->padding, 1, &Ho) ||
         !tg_window_out_size(W, p->kernel, p->stride, p->padding, 1, &Wo))
         return tg_set_error(TG_ERR_SHAPE,
                             "%s: x %s with kernel %d, stride %d, padding %d: the output size "
                             "overflows int64",
-                            fn, TG_SHAPE_STR(x, sx), p->kernel, p->stride, p->padding);
+                            fn, tg_shape_str(xndim, xs, sx, sizeof sx), p->kernel, p->stride,
+                            p->padding);
     /* Floor sizes: an output of 0 or less means a padded input smaller than the kernel (the
      * sums below cannot overflow: tg_window_out_size computed them). */
     if (Ho < 1 || Wo < 1)
@@ -60,12 +67,12 @@ static tg_status pool_check(tg_node *n, int *ndim, int64_t shape[], const char *
                             "%s: x %s with kernel %d, stride %d, padding %d: "
                             "the padded input %lld x %lld is smaller than the kernel, so the "
                             "output would be empty",
-                            fn, TG_SHAPE_STR(x, sx), p->kernel, p->stride, p->padding,
-                            (long long)(H + 2 * (int64_t)p->padding),
+                            fn, tg_shape_str(xndim, xs, sx, sizeof sx), p->kernel, p->stride,
+                            p->padding, (long long)(H + 2 * (int64_t)p->padding),
                             (long long)(W + 2 * (int64_t)p->padding));
     *ndim = 4;
-    shape[0] = x->shape[0];
-    shape[1] = x->shape[1];
+    shape[0] = xs[0];
+    shape[1] = xs[1];
     shape[2] = Ho;
     shape[3] = Wo;
     if (tg_shape_numel(4, shape) < 0) {
@@ -73,22 +80,32 @@ static tg_status pool_check(tg_node *n, int *ndim, int64_t shape[], const char *
         return tg_set_error(TG_ERR_SHAPE,
                             "%s: x %s with kernel %d, stride %d, padding %d gives an output %s "
                             "of too many elements",
-                            fn, TG_SHAPE_STR(x, sx), p->kernel, p->stride, p->padding,
-                            tg_shape_str(4, shape, so, sizeof so));
+                            fn, tg_shape_str(xndim, xs, sx, sizeof sx), p->kernel, p->stride,
+                            p->padding, tg_shape_str(4, shape, so, sizeof so));
     }
     return TG_OK;
 }
 
+/* The sizes a pool's kernels loop over: P = N * C planes of H x W pooled into Ho x Wo. The
+ * pool's own nodes read them from (x, y); its backward ops from their g and output. */
+typedef struct {
+    int64_t P, H, W, Ho, Wo;
+} pool_dims;
+
+static pool_dims pool_dims_of(const tg_tensor *x, const tg_tensor *y)
+{
+    return (pool_dims){x->shape[0] * x->shape[1], x->shape[2], x->shape[3], y->shape[2],
+                       y->shape[3]};
+}
+
 /* Elements a kernel reads per plane, as the cost hint of its loop over P planes: the output
  * plane times the window clipped to the input, saturated so that P times it stays an int64. */
-static int64_t pool_plane_work(const tg_node *n, int64_t P)
+static int64_t pool_plane_work(const pool_params *p, pool_dims d)
 {
-    const pool_params *p = TG_PARAMS(n, pool_params);
-    const tg_tensor *x = n->in[0], *y = n->out;
-    int64_t kh = p->kernel < x->shape[2] ? p->kernel : x->shape[2];
-    int64_t kw = p->kernel < x->shape[3] ? p->kernel : x->shape[3];
-    int64_t work, cap = INT64_MAX / (P > 1 ? P : 1);
-    if (__builtin_mul_overflow(y->shape[2] * y->shape[3], kh * kw, &work) || work > cap)
+    int64_t kh = p->kernel < d.H ? p->kernel : d.H;
+    int64_t kw = p->kernel < d.W ? p->kernel : d.W;
+    int64_t work, cap = INT64_MAX / (d.P > 1 ? d.P : 1);
+    if (__builtin_mul_overflow(d.Ho * d.Wo, kh * kw, &work) || work > cap)
         return cap;
     return work;
 }
@@ -115,33 +132,35 @@ static inline void pool_window(int64_t o, const pool_params *p, int64_t L, int64
  * y[n,c,oh,ow] = max of x over the window; the flat in-plane index of the maximum is saved
  * (int32 in scratch) and dx[n,c,argmax] += dy[n,c,oh,ow]. Ties go to the first maximal element
  * in row-major window order, as PyTorch's; a NaN wins, so it propagates. */
-static tg_status max_pool2d_check(tg_node *n, int *ndim, int64_t shape[])
+/* max_pool2d's checks of x (n->in[0]) for fn; the output shape is the pooled one. */
+static tg_status max_pool_check(tg_node *n, int *ndim, int64_t shape[], const char *fn)
 {
-    tg_status st = pool_check(n, ndim, shape, "tg_max_pool2d");
+    const tg_tensor *x = n->in[0];
+    tg_status st = pool_check(TG_PARAMS(n, pool_params), x->ndim, x->shape, ndim, shape, fn);
     if (st != TG_OK)
         return st;
-    const tg_tensor *x = n->in[0];
     if (x->shape[2] * x->shape[3] > INT32_MAX) {
         char sx[160];
         return tg_set_error(TG_ERR_SHAPE,
-                            "tg_max_pool2d: x %s: an H x W plane of %lld "
+                            "%s: x %s: an H x W plane of %lld "
                             "elements is more than the int32 argmax indices address",
-                            TG_SHAPE_STR(x, sx), (long long)(x->shape[2] * x->shape[3]));
+                            fn, TG_SHAPE_STR(x, sx), (long long)(x->shape[2] * x->shape[3]));
     }
     n->scratch_bytes = (size_t)tg_shape_numel(4, shape) * sizeof(int32_t);
     return TG_OK;
 }
 
-TG_ISA_KERNEL(max_pool2d_forward, (tg_node * n), (n))
+static tg_status max_pool2d_check(tg_node *n, int *ndim, int64_t shape[])
 {
-    const pool_params *p = TG_PARAMS(n, pool_params);
-    const tg_tensor *x = n->in[0];
-    int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
-    int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
-    const float *xd = x->data;
-    float *yd = n->out->data;
-    int32_t *arg = n->scratch;
-    TG_PARALLEL_FOR_WORK(P, pool_plane_work(n, P))
+    return max_pool_check(n, ndim, shape, "tg_max_pool2d");
+}
+
+/* The window maxima of x's planes into yd and their flat in-plane indices into arg. */
+static void max_pool2d_run(const pool_params *p, const float *xd, pool_dims d, float *yd,
+                           int32_t *arg)
+{
+    int64_t P = d.P, H = d.H, W = d.W, Ho = d.Ho, Wo = d.Wo;
+    TG_PARALLEL_FOR_WORK(P, pool_plane_work(p, d))
     for (int64_t pl = 0; pl < P; pl++) {
         const float *xp = xd + pl * H * W;
         float *yp = yd + pl * Ho * Wo;
@@ -182,17 +201,17 @@ TG_ISA_KERNEL(max_pool2d_forward, (tg_node * n), (n))
     }
 }
 
-TG_ISA_KERNEL(max_pool2d_backward, (tg_node * n), (n))
+TG_ISA_KERNEL(max_pool2d_forward, (tg_node * n), (n))
 {
-    float *dx = tg_grad_of(n, 0);
-    if (!dx)
-        return;
-    const tg_tensor *x = n->in[0];
-    int64_t P = x->shape[0] * x->shape[1], HW = x->shape[2] * x->shape[3];
-    int64_t HWo = n->out->shape[2] * n->out->shape[3];
-    const float *dy = n->out->grad->data;
-    const int32_t *arg = n->scratch;
-    const bool fresh = tg_grad_fresh(n, 0);
+    max_pool2d_run(TG_PARAMS(n, pool_params), n->in[0]->data, pool_dims_of(n->in[0], n->out),
+                   n->out->data, n->scratch);
+}
+
+/* dx[pl, arg[o]] += dy[pl, o] over the planes; fresh: dx is uninitialised and assigned. */
+static void max_pool2d_scatter(pool_dims d, const int32_t *arg, const float *dy, float *dx,
+                               bool fresh)
+{
+    int64_t P = d.P, HW = d.H * d.W, HWo = d.Ho * d.Wo;
     TG_PARALLEL_FOR_WORK(P, HWo)
     for (int64_t pl = 0; pl < P; pl++) {
         float *dxp = dx + pl * HW;
@@ -203,6 +222,28 @@ TG_ISA_KERNEL(max_pool2d_backward, (tg_node * n), (n))
         for (int64_t o = 0; o < HWo; o++)
             dxp[ap[o]] += dyp[o];
     }
+}
+
+TG_ISA_KERNEL(max_pool2d_backward, (tg_node * n), (n))
+{
+    float *dx = tg_grad_of(n, 0);
+    if (!dx)
+        return;
+    max_pool2d_scatter(pool_dims_of(n->in[0], n->out), n->scratch, n->out->grad->data, dx,
+                       tg_grad_fresh(n, 0));
+}
+
+/* Second order: dx = max_pool2d_backward(x, dy), the same scatter to the maxima of x as a
+ * recorded op. The positions are piecewise constant in x, so x goes in detached: no gradient
+ * buffer or walk step for it in the next backward. */
+static tg_status max_pool2d_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                           tg_tensor **gin)
+{
+    (void)need; /* one input: the walk calls this only when it is needed */
+    tg_tensor *x = tg_detach(n->in[0]);
+    gin[0] =
+        x ? tg_apply2(&tg_op_max_pool2d_backward, n->params, sizeof(pool_params), x, gout) : NULL;
+    return gin[0] ? TG_OK : tg_last_status();
 }
 
 /* Fills t with a shuffled arithmetic sequence (step 0.07, centred on 0): all values in a
@@ -241,6 +282,7 @@ TG_OP_DEFINE(max_pool2d) = {.name = "max_pool2d",
                             .check = max_pool2d_check,
                             .forward = max_pool2d_forward,
                             .backward = max_pool2d_backward,
+                            .backward_graph = max_pool2d_backward_graph,
                             .cases = max_pool2d_cases,
                             .fresh_grads = true};
 
@@ -252,26 +294,123 @@ tg_tensor *tg_max_pool2d(tg_tensor *x, int kernel, int stride, int padding)
 }
 #endif
 
+/* ---- max_pool2d_backward (internal: max_pool2d's second order) --------------------------------
+ * (x[N,C,H,W], g[N,C,Ho,Wo]) -> dx[N,C,H,W]: g scattered to the window maxima of x, found by
+ * max_pool2d's own kernel (so the positions are the first-order backward's) and kept in scratch
+ * as int32 positions followed by the maxima, which are not used. Linear in g: dg[o] =
+ * dout[argmax(o)], a gather; x gets no gradient (the positions are piecewise constant in x). */
+static tg_status max_pool2d_bw_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const char *fn = "max_pool2d_backward";
+    const tg_tensor *x = n->in[0], *g = n->in[1];
+    if (max_pool_check(n, ndim, shape, fn) != TG_OK)
+        return tg_last_status();
+    if (g->ndim != 4 || memcmp(g->shape, shape, 4 * sizeof(int64_t)) != 0) {
+        char sg[160], sp[160];
+        return tg_set_error(TG_ERR_SHAPE, "%s: g %s is not the pooled shape %s", fn,
+                            TG_SHAPE_STR(g, sg), tg_shape_str(4, shape, sp, sizeof sp));
+    }
+    n->scratch_bytes = (size_t)g->numel * (sizeof(int32_t) + sizeof(float));
+    memcpy(shape, x->shape, 4 * sizeof(int64_t));
+    return TG_OK;
+}
+
+TG_ISA_KERNEL(max_pool2d_bw_forward, (tg_node * n), (n))
+{
+    pool_dims d = pool_dims_of(n->in[0], n->in[1]);
+    int32_t *arg = n->scratch;
+    float *maxima = (float *)(void *)(arg + n->in[1]->numel);
+    max_pool2d_run(TG_PARAMS(n, pool_params), n->in[0]->data, d, maxima, arg);
+    max_pool2d_scatter(d, arg, n->in[1]->data, n->out->data, true);
+}
+
+/* dg[pl, o] += dout[pl, arg[pl, o]]. */
+static void max_pool2d_bw_backward(tg_node *n)
+{
+    float *dg = tg_grad_of(n, 1);
+    if (!dg)
+        return;
+    pool_dims d = pool_dims_of(n->in[0], n->in[1]);
+    int64_t HW = d.H * d.W, HWo = d.Ho * d.Wo;
+    const float *dout = n->out->grad->data;
+    const int32_t *arg = n->scratch;
+    TG_PARALLEL_FOR_WORK(d.P, HWo)
+    for (int64_t pl = 0; pl < d.P; pl++)
+        for (int64_t o = pl * HWo; o < (pl + 1) * HWo; o++)
+            dg[o] += dout[pl * HW + arg[o]];
+}
+
+/* Third order: dg = dout gathered at the saved positions, as a recorded tg_gather of dout seen
+ * as [P, H*W] by an index [P, Ho*Wo] of the positions; nothing for x. */
+static tg_status max_pool2d_bw_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    if (!tg_graph_needs(need, 1))
+        return TG_OK;
+    const tg_tensor *g = n->in[1];
+    pool_dims d = pool_dims_of(n->in[0], g);
+    const int32_t *arg = n->scratch;
+    tg_index *ix = tg_index_new(2, (int64_t[]){d.P, d.Ho * d.Wo}, NULL);
+    for (int64_t e = 0; ix && e < ix->numel; e++)
+        ix->data[e] = arg[e];
+    if (!(ix = tg_tape_adopt_index(ix, "max_pool2d_backward")))
+        return tg_last_status();
+    tg_tensor *planes = tg_reshape(gout, 2, (int64_t[]){d.P, d.H * d.W});
+    gin[1] = tg_reshape(tg_gather(planes, 1, ix), g->ndim, g->shape);
+    return gin[1] ? TG_OK : tg_last_status();
+}
+
+/* x (input 0) as max_pool2d's cases draw it, distinct values; g (input 1) uniform. */
+static void max_pool2d_bw_init(int i, tg_tensor *t, tg_rng *rng)
+{
+    if (i == 0)
+        max_pool2d_init(i, t, rng);
+    else
+        tg_tensor_uniform_(t, rng, -1.0f, 1.0f);
+}
+
+static const tg_case max_pool2d_bw_cases[] = {
+    {.shape = {{2, 2, 4, 6}, {2, 2, 2, 3}},
+     TG_CASE_PARAMS(pool_params, 2, 2, 0, false),
+     .no_grad = 1,
+     .init = max_pool2d_bw_init,
+     .name = "k2s2"},
+    {.shape = {{2, 2, 5, 6}, {2, 2, 3, 3}},
+     TG_CASE_PARAMS(pool_params, 3, 2, 1, false),
+     .no_grad = 1,
+     .init = max_pool2d_bw_init,
+     .name = "k3s2p1"},
+    {.shape = {{1, 2, 5, 6}, {1, 2, 3, 4}},
+     TG_CASE_PARAMS(pool_params, 3, 1, 0, false),
+     .no_grad = 1,
+     .init = max_pool2d_bw_init,
+     .name = "k3s1_overlap"},
+    {0},
+};
+TG_OP_DEFINE(max_pool2d_backward) = {.name = "max_pool2d_backward",
+                                     .n_in = 2,
+                                     .check = max_pool2d_bw_check,
+                                     .forward = max_pool2d_bw_forward,
+                                     .backward = max_pool2d_bw_backward,
+                                     .backward_graph = max_pool2d_bw_graph,
+                                     .cases = max_pool2d_bw_cases};
+
 /* ---- avg_pool2d ---------------------------------------------------------------------------
  * y[n,c,oh,ow] = (sum of x over the window's real elements) / area;
  * dx[n,c,h,w] += dy[n,c,oh,ow] / area for every window holding (h, w), where area is
  * kernel * kernel with count_include_pad, else the window's real elements (pool_area). */
 static tg_status avg_pool2d_check(tg_node *n, int *ndim, int64_t shape[])
 {
-    return pool_check(n, ndim, shape, "tg_avg_pool2d");
+    const tg_tensor *x = n->in[0];
+    return pool_check(TG_PARAMS(n, pool_params), x->ndim, x->shape, ndim, shape, "tg_avg_pool2d");
 }
 
-TG_ISA_KERNEL(avg_pool2d_forward, (tg_node * n), (n))
+/* The window averages of x's planes (xd) into yd. */
+static void avg_pool2d_run(const pool_params *p, pool_dims d, const float *xd, float *yd)
 {
-    const pool_params *p = TG_PARAMS(n, pool_params);
-    const tg_tensor *x = n->in[0];
-    int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
-    int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
+    int64_t P = d.P, H = d.H, W = d.W, Ho = d.Ho, Wo = d.Wo;
     /* With floor output sizes every window lies inside the padded input, so counting the
      * padding always divides by the full window, as PyTorch's count_include_pad = true. */
-    const float *xd = x->data;
-    float *yd = n->out->data;
-    TG_PARALLEL_FOR_WORK(P, pool_plane_work(n, P))
+    TG_PARALLEL_FOR_WORK(P, pool_plane_work(p, d))
     for (int64_t pl = 0; pl < P; pl++) {
         const float *xp = xd + pl * H * W;
         float *yp = yd + pl * Ho * Wo;
@@ -291,18 +430,18 @@ TG_ISA_KERNEL(avg_pool2d_forward, (tg_node * n), (n))
     }
 }
 
-TG_ISA_KERNEL(avg_pool2d_backward, (tg_node * n), (n))
+TG_ISA_KERNEL(avg_pool2d_forward, (tg_node * n), (n))
 {
-    float *dx = tg_grad_of(n, 0);
-    if (!dx)
-        return;
-    const pool_params *p = TG_PARAMS(n, pool_params);
-    const tg_tensor *x = n->in[0];
-    int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
-    int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
-    const float *dy = n->out->grad->data;
-    const bool fresh = tg_grad_fresh(n, 0);
-    TG_PARALLEL_FOR_WORK(P, pool_plane_work(n, P))
+    avg_pool2d_run(TG_PARAMS(n, pool_params), pool_dims_of(n->in[0], n->out), n->in[0]->data,
+                   n->out->data);
+}
+
+/* dx += each dy / area spread over its window; fresh: dx is uninitialised and assigned. */
+static void avg_pool2d_scatter(const pool_params *p, pool_dims d, const float *dy, float *dx,
+                               bool fresh)
+{
+    int64_t P = d.P, H = d.H, W = d.W, Ho = d.Ho, Wo = d.Wo;
+    TG_PARALLEL_FOR_WORK(P, pool_plane_work(p, d))
     for (int64_t pl = 0; pl < P; pl++) {
         float *dxp = dx + pl * H * W;
         const float *dyp = dy + pl * Ho * Wo;
@@ -323,6 +462,26 @@ TG_ISA_KERNEL(avg_pool2d_backward, (tg_node * n), (n))
     }
 }
 
+TG_ISA_KERNEL(avg_pool2d_backward, (tg_node * n), (n))
+{
+    float *dx = tg_grad_of(n, 0);
+    if (!dx)
+        return;
+    avg_pool2d_scatter(TG_PARAMS(n, pool_params), pool_dims_of(n->in[0], n->out),
+                       n->out->grad->data, dx, tg_grad_fresh(n, 0));
+}
+
+/* Second order: dx = avg_pool2d_backward(dy), the same scatter as a recorded op. */
+static tg_status avg_pool2d_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                           tg_tensor **gin)
+{
+    (void)need; /* one input: the walk calls this only when it is needed */
+    const tg_tensor *x = n->in[0];
+    pool_grad_params q = {*TG_PARAMS(n, pool_params), x->shape[2], x->shape[3]};
+    gin[0] = tg_apply1(&tg_op_avg_pool2d_backward, &q, sizeof q, gout);
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
 static const tg_case avg_pool2d_cases[] = {
     {.shape = {{2, 2, 4, 6}}, TG_CASE_PARAMS(pool_params, 2, 2, 0, true), .name = "k2s2"},
     {.shape = {{2, 2, 5, 6}}, TG_CASE_PARAMS(pool_params, 3, 2, 1, true), .name = "k3s2p1"},
@@ -338,6 +497,7 @@ TG_OP_DEFINE(avg_pool2d) = {.name = "avg_pool2d",
                             .check = avg_pool2d_check,
                             .forward = avg_pool2d_forward,
                             .backward = avg_pool2d_backward,
+                            .backward_graph = avg_pool2d_backward_graph,
                             .cases = avg_pool2d_cases,
                             .fresh_grads = true};
 
@@ -348,3 +508,90 @@ tg_tensor *tg_avg_pool2d(tg_tensor *x, int kernel, int stride, int padding, bool
     return tg_apply1(&tg_op_avg_pool2d, &p, sizeof p, x);
 }
 #endif
+
+/* ---- avg_pool2d_backward (internal: avg_pool2d's second order) --------------------------------
+ * g[N,C,Ho,Wo] -> dx[N,C,H,W]: avg_pool2d's backward scatter as a forward. It is linear in g
+ * and its adjoint is avg_pool2d itself with the same params (the same windows and areas):
+ * dg = avg_pool2d(dout). */
+static tg_status avg_pool2d_bw_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const pool_grad_params *q = TG_PARAMS(n, pool_grad_params);
+    const tg_tensor *g = n->in[0];
+    const char *fn = "avg_pool2d_backward";
+    char sg[160];
+    if (g->ndim != 4)
+        return tg_set_error(TG_ERR_SHAPE, "%s: g %s must be 4-D [N, C, Ho, Wo]", fn,
+                            TG_SHAPE_STR(g, sg));
+    const int64_t xs[4] = {g->shape[0], g->shape[1], q->H, q->W};
+    int pooled_ndim;
+    int64_t pooled[TG_MAX_DIMS];
+    if (pool_check(&q->pool, 4, xs, &pooled_ndim, pooled, fn) != TG_OK)
+        return tg_last_status();
+    if (pooled[2] != g->shape[2] || pooled[3] != g->shape[3]) {
+        char sp[160];
+        return tg_set_error(TG_ERR_SHAPE, "%s: g %s is not the pooled shape %s of H %lld, W %lld",
+                            fn, TG_SHAPE_STR(g, sg), tg_shape_str(4, pooled, sp, sizeof sp),
+                            (long long)q->H, (long long)q->W);
+    }
+    /* The backward's pooled values when g's gradient is not fresh (added from there). */
+    n->scratch_bytes = (size_t)g->numel * sizeof(float);
+    *ndim = 4;
+    memcpy(shape, xs, sizeof xs);
+    return TG_OK;
+}
+
+TG_ISA_KERNEL(avg_pool2d_bw_forward, (tg_node * n), (n))
+{
+    avg_pool2d_scatter(TG_PARAMS(n, pool_params), pool_dims_of(n->out, n->in[0]), n->in[0]->data,
+                       n->out->data, true);
+}
+
+TG_ISA_KERNEL(avg_pool2d_bw_backward, (tg_node * n), (n))
+{
+    float *dg = tg_grad_of(n, 0);
+    if (!dg)
+        return;
+    const bool fresh = tg_grad_fresh(n, 0);
+    float *pooled = fresh ? dg : n->scratch;
+    avg_pool2d_run(TG_PARAMS(n, pool_params), pool_dims_of(n->out, n->in[0]), n->out->grad->data,
+                   pooled);
+    if (!fresh)
+        for (int64_t e = 0; e < n->in[0]->numel; e++)
+            dg[e] += pooled[e];
+}
+
+/* Third order: dg = avg_pool2d(dout) as a recorded op. */
+static tg_status avg_pool2d_bw_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    (void)need;
+    const pool_params *p = TG_PARAMS(n, pool_params);
+    gin[0] = tg_avg_pool2d(gout, p->kernel, p->stride, p->padding, p->count_include_pad);
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
+static const tg_case avg_pool2d_bw_cases[] = {
+    {.shape = {{2, 2, 2, 3}},
+     TG_CASE_PARAMS(pool_grad_params, {2, 2, 0, true}, 4, 6),
+     .name = "k2s2"},
+    {.shape = {{2, 2, 3, 3}},
+     TG_CASE_PARAMS(pool_grad_params, {3, 2, 1, true}, 5, 6),
+     .name = "k3s2p1"},
+    {.shape = {{1, 2, 3, 4}},
+     TG_CASE_PARAMS(pool_grad_params, {3, 1, 0, true}, 5, 6),
+     .name = "k3s1_overlap"},
+    {.shape = {{2, 2, 3, 3}},
+     TG_CASE_PARAMS(pool_grad_params, {3, 2, 1, false}, 5, 6),
+     .name = "k3s2p1_excl"},
+    {.shape = {{2, 1, 5, 6}},
+     TG_CASE_PARAMS(pool_grad_params, {2, 1, 1, false}, 4, 5),
+     .name = "k2s1p1_excl"},
+    {0},
+};
+TG_OP_DEFINE(avg_pool2d_backward) = {.name = "avg_pool2d_backward",
+                                     .n_in = 1,
+                                     .check = avg_pool2d_bw_check,
+                                     .forward = avg_pool2d_bw_forward,
+                                     .backward = avg_pool2d_bw_backward,
+                                     .backward_graph = avg_pool2d_bw_graph,
+                                     .cases = avg_pool2d_bw_cases,
+                                     .fresh_grads = true};

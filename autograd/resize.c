@@ -18,6 +18,23 @@ typedef struct {
     int mode; /* a tg_upsample_mode */
 } upsample_params;
 
+/* upsample_backward's: upsample's params and the H and W of the x it upsampled. */
+typedef struct {
+    upsample_params up;
+    int64_t H, W;
+} upsample_grad_params;
+
+/* The sizes the kernels loop over: P = N * C planes of H x W upsampled to Ho x Wo. */
+typedef struct {
+    int64_t P, H, W, Ho, Wo;
+} upsample_dims;
+
+static upsample_dims upsample_dims_of(const tg_tensor *x, const tg_tensor *y)
+{
+    return (upsample_dims){x->shape[0] * x->shape[1], x->shape[2], x->shape[3], y->shape[2],
+                           y->shape[3]};
+}
+
 /* Output index o along one axis reads input i0 with weight w0 and i1 with weight w1. */
 typedef struct {
     int64_t i0, i1;
@@ -60,64 +77,79 @@ static void lerp_table(lerp_entry *t, int64_t in, int64_t out, int scale, bool a
  *                      + r.w1 (c.w0 x[r.i1,c.i0] + c.w1 x[r.i1,c.i1])
  *             with r = rows[oh], c = cols[ow] (lerp_table); the backward adds each dy times the
  *             same four weights into the same four dx elements. */
-static tg_status upsample_check(tg_node *n, int *ndim, int64_t shape[])
+/* The checks of x (given by its shape xs: a backward op checks the x it produces) for fn; sets
+ * the output shape and *table_bytes, the bilinear tables' size. */
+static tg_status upsample_check_x(const upsample_params *p, int xndim, const int64_t *xs, int *ndim,
+                                  int64_t shape[], size_t *table_bytes, const char *fn)
 {
-    const tg_tensor *x = n->in[0];
-    const upsample_params *p = TG_PARAMS(n, upsample_params);
     char sx[160];
-    if (x->ndim != 4)
-        return tg_set_error(TG_ERR_SHAPE, "tg_upsample: x %s must be 4-D [N, C, H, W]",
-                            TG_SHAPE_STR(x, sx));
+    if (xndim != 4)
+        return tg_set_error(TG_ERR_SHAPE, "%s: x %s must be 4-D [N, C, H, W]", fn,
+                            tg_shape_str(xndim, xs, sx, sizeof sx));
     if (p->scale < 1)
-        return tg_set_error(TG_ERR_ARG, "tg_upsample: scale %d must be >= 1", p->scale);
+        return tg_set_error(TG_ERR_ARG, "%s: scale %d must be >= 1", fn, p->scale);
     if (p->mode != TG_UPSAMPLE_NEAREST && !upsample_is_bilinear(p->mode))
         return tg_set_error(TG_ERR_ARG,
-                            "tg_upsample: mode %d is not a tg_upsample_mode "
+                            "%s: mode %d is not a tg_upsample_mode "
                             "(NEAREST %d, BILINEAR_ALIGN_CORNERS %d, BILINEAR_HALF_PIXEL %d)",
-                            p->mode, TG_UPSAMPLE_NEAREST, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS,
+                            fn, p->mode, TG_UPSAMPLE_NEAREST, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS,
                             TG_UPSAMPLE_BILINEAR_HALF_PIXEL);
-    int64_t H = x->shape[2], W = x->shape[3];
+    int64_t H = xs[2], W = xs[3];
     if (H < 1 || W < 1)
         return tg_set_error(TG_ERR_SHAPE,
-                            "tg_upsample: x %s with scale %d: H and W must be at least 1, "
+                            "%s: x %s with scale %d: H and W must be at least 1, "
                             "or the output would be empty",
-                            TG_SHAPE_STR(x, sx), p->scale);
+                            fn, tg_shape_str(xndim, xs, sx, sizeof sx), p->scale);
     *ndim = 4;
-    shape[0] = x->shape[0];
-    shape[1] = x->shape[1];
+    shape[0] = xs[0];
+    shape[1] = xs[1];
     /* Each product checked before it is used: with an empty batch, H and W may be huge. */
     if (__builtin_mul_overflow(H, p->scale, &shape[2]) ||
         __builtin_mul_overflow(W, p->scale, &shape[3]) || tg_shape_numel(4, shape) < 0)
         return tg_set_error(TG_ERR_SHAPE,
-                            "tg_upsample: x %s times scale %d: the output size "
+                            "%s: x %s times scale %d: the output size "
                             "overflows",
-                            TG_SHAPE_STR(x, sx), p->scale);
+                            fn, tg_shape_str(xndim, xs, sx, sizeof sx), p->scale);
+    *table_bytes = 0;
     /* The tables of the bilinear modes, one entry per output row and column; an empty output
      * needs none (its kernels return at once). */
     size_t entries = (size_t)shape[2] + (size_t)shape[3];
     if (upsample_is_bilinear(p->mode) && shape[0] * shape[1] > 0) {
         if (entries > SIZE_MAX / sizeof(lerp_entry))
             return tg_set_error(TG_ERR_SHAPE,
-                                "tg_upsample: x %s times scale %d: the interpolation tables "
+                                "%s: x %s times scale %d: the interpolation tables "
                                 "of %lld + %lld entries are more than memory can address",
-                                TG_SHAPE_STR(x, sx), p->scale, (long long)shape[2],
-                                (long long)shape[3]);
-        n->scratch_bytes = entries * sizeof(lerp_entry);
+                                fn, tg_shape_str(xndim, xs, sx, sizeof sx), p->scale,
+                                (long long)shape[2], (long long)shape[3]);
+        *table_bytes = entries * sizeof(lerp_entry);
     }
     return TG_OK;
 }
 
-TG_ISA_KERNEL(upsample_forward, (tg_node * n), (n))
+static tg_status upsample_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const tg_tensor *x = n->in[0];
+    return upsample_check_x(TG_PARAMS(n, upsample_params), x->ndim, x->shape, ndim, shape,
+                            &n->scratch_bytes, "tg_upsample");
+}
+
+/* The bilinear tables in scratch (rows, then cols), filled for the node's sizes d. */
+static lerp_entry *upsample_tables(tg_node *n, upsample_dims d)
 {
     const upsample_params *p = TG_PARAMS(n, upsample_params);
-    const tg_tensor *x = n->in[0];
-    int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
-    int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
+    lerp_entry *rows = n->scratch;
+    bool align = p->mode == TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS;
+    lerp_table(rows, d.H, d.Ho, p->scale, align);
+    lerp_table(rows + d.Ho, d.W, d.Wo, p->scale, align);
+    return rows;
+}
+
+/* yd = x (xd) upsampled; rows and cols are the bilinear tables (unused for nearest). */
+static void upsample_run(const upsample_params *p, upsample_dims d, const lerp_entry *rows,
+                         const lerp_entry *cols, const float *xd, float *yd)
+{
+    int64_t P = d.P, H = d.H, W = d.W, Ho = d.Ho, Wo = d.Wo;
     int64_t s = p->scale;
-    const float *xd = x->data;
-    float *yd = n->out->data;
-    if (P == 0)
-        return; /* an empty batch: Ho and Wo may be far too large to walk */
     if (p->mode == TG_UPSAMPLE_NEAREST) {
         TG_PARALLEL_FOR_WORK(P, Ho * Wo)
         for (int64_t pl = 0; pl < P; pl++) {
@@ -134,10 +166,6 @@ TG_ISA_KERNEL(upsample_forward, (tg_node * n), (n))
         }
         return;
     }
-    lerp_entry *rows = n->scratch, *cols = rows + Ho;
-    bool align = p->mode == TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS;
-    lerp_table(rows, H, Ho, p->scale, align);
-    lerp_table(cols, W, Wo, p->scale, align);
     TG_PARALLEL_FOR_WORK(P, 4 * Ho * Wo)
     for (int64_t pl = 0; pl < P; pl++) {
         const float *xp = xd + pl * H * W;
@@ -155,18 +183,23 @@ TG_ISA_KERNEL(upsample_forward, (tg_node * n), (n))
     }
 }
 
-TG_ISA_KERNEL(upsample_backward, (tg_node * n), (n))
+TG_ISA_KERNEL(upsample_forward, (tg_node * n), (n))
 {
-    float *dx = tg_grad_of(n, 0);
+    upsample_dims d = upsample_dims_of(n->in[0], n->out);
+    if (d.P == 0)
+        return; /* an empty batch: Ho and Wo may be far too large to walk */
     const upsample_params *p = TG_PARAMS(n, upsample_params);
-    const tg_tensor *x = n->in[0];
-    int64_t P = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
-    if (!dx || P == 0)
-        return;
-    int64_t Ho = n->out->shape[2], Wo = n->out->shape[3];
+    const lerp_entry *rows = upsample_is_bilinear(p->mode) ? upsample_tables(n, d) : NULL;
+    upsample_run(p, d, rows, rows ? rows + d.Ho : NULL, n->in[0]->data, n->out->data);
+}
+
+/* dx += dy's transpose-upsampled values (the same weights into the same elements); fresh: dx
+ * is uninitialised and assigned. */
+static void upsample_scatter(const upsample_params *p, upsample_dims d, const lerp_entry *rows,
+                             const lerp_entry *cols, const float *dy, float *dx, bool fresh)
+{
+    int64_t P = d.P, H = d.H, W = d.W, Ho = d.Ho, Wo = d.Wo;
     int64_t s = p->scale;
-    const float *dy = n->out->grad->data;
-    const bool fresh = tg_grad_fresh(n, 0);
     if (p->mode == TG_UPSAMPLE_NEAREST) {
         TG_PARALLEL_FOR_WORK(P, Ho * Wo)
         for (int64_t pl = 0; pl < P; pl++) {
@@ -187,7 +220,6 @@ TG_ISA_KERNEL(upsample_backward, (tg_node * n), (n))
         }
         return;
     }
-    const lerp_entry *rows = n->scratch, *cols = rows + Ho;
     TG_PARALLEL_FOR_WORK(P, 4 * Ho * Wo)
     for (int64_t pl = 0; pl < P; pl++) {
         float *dxp = dx + pl * H * W;
@@ -210,6 +242,28 @@ TG_ISA_KERNEL(upsample_backward, (tg_node * n), (n))
             }
         }
     }
+}
+
+TG_ISA_KERNEL(upsample_backward, (tg_node * n), (n))
+{
+    float *dx = tg_grad_of(n, 0);
+    upsample_dims d = upsample_dims_of(n->in[0], n->out);
+    if (!dx || d.P == 0)
+        return;
+    const lerp_entry *rows = n->scratch; /* the forward's tables (NULL for nearest) */
+    upsample_scatter(TG_PARAMS(n, upsample_params), d, rows, rows ? rows + d.Ho : NULL,
+                     n->out->grad->data, dx, tg_grad_fresh(n, 0));
+}
+
+/* Second order: dx = upsample_backward(dy), the same transpose as a recorded op. */
+static tg_status upsample_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                         tg_tensor **gin)
+{
+    (void)need; /* one input: the walk calls this only when it is needed */
+    const tg_tensor *x = n->in[0];
+    upsample_grad_params q = {*TG_PARAMS(n, upsample_params), x->shape[2], x->shape[3]};
+    gin[0] = tg_apply1(&tg_op_upsample_backward, &q, sizeof q, gout);
+    return gin[0] ? TG_OK : tg_last_status();
 }
 
 static const tg_case upsample_cases[] = {
@@ -241,6 +295,7 @@ TG_OP_DEFINE(upsample) = {.name = "upsample",
                           .check = upsample_check,
                           .forward = upsample_forward,
                           .backward = upsample_backward,
+                          .backward_graph = upsample_backward_graph,
                           .cases = upsample_cases,
                           .fresh_grads = true};
 
@@ -251,3 +306,105 @@ tg_tensor *tg_upsample(tg_tensor *x, int scale, tg_upsample_mode mode)
     return tg_apply1(&tg_op_upsample, &p, sizeof p, x);
 }
 #endif
+
+/* ---- upsample_backward (internal: upsample's second order) -----------------------------------
+ * g[N,C,H*s,W*s] -> dx[N,C,H,W]: upsample's backward (the transpose) as a forward, with the
+ * tables in scratch followed by room for g-sized values (its backward's, when g's gradient is
+ * not fresh). Linear in g; its adjoint is upsample itself: dg = upsample(dout). */
+static tg_status upsample_bw_check(tg_node *n, int *ndim, int64_t shape[])
+{
+    const upsample_grad_params *q = TG_PARAMS(n, upsample_grad_params);
+    const tg_tensor *g = n->in[0];
+    const char *fn = "upsample_backward";
+    char sg[160];
+    if (g->ndim != 4)
+        return tg_set_error(TG_ERR_SHAPE, "%s: g %s must be 4-D [N, C, Ho, Wo]", fn,
+                            TG_SHAPE_STR(g, sg));
+    const int64_t xs[4] = {g->shape[0], g->shape[1], q->H, q->W};
+    int up_ndim;
+    int64_t up[TG_MAX_DIMS];
+    size_t table_bytes;
+    if (upsample_check_x(&q->up, 4, xs, &up_ndim, up, &table_bytes, fn) != TG_OK)
+        return tg_last_status();
+    if (up[2] != g->shape[2] || up[3] != g->shape[3]) {
+        char su[160];
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: g %s is not the upsampled shape %s of H %lld, W %lld", fn,
+                            TG_SHAPE_STR(g, sg), tg_shape_str(4, up, su, sizeof su),
+                            (long long)q->H, (long long)q->W);
+    }
+    n->scratch_bytes = table_bytes + (size_t)g->numel * sizeof(float);
+    *ndim = 4;
+    memcpy(shape, xs, sizeof xs);
+    return TG_OK;
+}
+
+/* The g-sized values after the tables in scratch. */
+static float *upsample_bw_values(const tg_node *n)
+{
+    const upsample_params *p = TG_PARAMS(n, upsample_params);
+    const tg_tensor *g = n->in[0];
+    size_t tables = upsample_is_bilinear(p->mode) && g->numel > 0
+                        ? (size_t)(g->shape[2] + g->shape[3]) * sizeof(lerp_entry)
+                        : 0;
+    return (float *)(void *)((char *)n->scratch + tables);
+}
+
+TG_ISA_KERNEL(upsample_bw_forward, (tg_node * n), (n))
+{
+    upsample_dims d = upsample_dims_of(n->out, n->in[0]);
+    if (d.P == 0)
+        return;
+    const upsample_params *p = TG_PARAMS(n, upsample_params);
+    const lerp_entry *rows = upsample_is_bilinear(p->mode) ? upsample_tables(n, d) : NULL;
+    upsample_scatter(p, d, rows, rows ? rows + d.Ho : NULL, n->in[0]->data, n->out->data, true);
+}
+
+TG_ISA_KERNEL(upsample_bw_backward, (tg_node * n), (n))
+{
+    float *dg = tg_grad_of(n, 0);
+    upsample_dims d = upsample_dims_of(n->out, n->in[0]);
+    if (!dg || d.P == 0)
+        return;
+    const upsample_params *p = TG_PARAMS(n, upsample_params);
+    const lerp_entry *rows = upsample_is_bilinear(p->mode) ? n->scratch : NULL;
+    const bool fresh = tg_grad_fresh(n, 0);
+    float *up = fresh ? dg : upsample_bw_values(n);
+    upsample_run(p, d, rows, rows ? rows + d.Ho : NULL, n->out->grad->data, up);
+    if (!fresh)
+        for (int64_t e = 0; e < n->in[0]->numel; e++)
+            dg[e] += up[e];
+}
+
+/* Third order: dg = upsample(dout) as a recorded op. */
+static tg_status upsample_bw_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    (void)need;
+    const upsample_params *p = TG_PARAMS(n, upsample_params);
+    gin[0] = tg_upsample(gout, p->scale, (tg_upsample_mode)p->mode);
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
+static const tg_case upsample_bw_cases[] = {
+    {.shape = {{2, 2, 6, 8}},
+     TG_CASE_PARAMS(upsample_grad_params, {2, TG_UPSAMPLE_NEAREST}, 3, 4),
+     .name = "nearest_x2"},
+    {.shape = {{2, 2, 9, 12}},
+     TG_CASE_PARAMS(upsample_grad_params, {3, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS}, 3, 4),
+     .name = "aligned_x3"},
+    {.shape = {{1, 2, 2, 6}},
+     TG_CASE_PARAMS(upsample_grad_params, {2, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS}, 1, 3),
+     .name = "aligned_x2_one_row"},
+    {.shape = {{2, 2, 6, 8}},
+     TG_CASE_PARAMS(upsample_grad_params, {2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL}, 3, 4),
+     .name = "half_pixel_x2"},
+    {0},
+};
+TG_OP_DEFINE(upsample_backward) = {.name = "upsample_backward",
+                                   .n_in = 1,
+                                   .check = upsample_bw_check,
+                                   .forward = upsample_bw_forward,
+                                   .backward = upsample_bw_backward,
+                                   .backward_graph = upsample_bw_graph,
+                                   .cases = upsample_bw_cases,
+                                   .fresh_grads = true};
