@@ -1,4 +1,5 @@
-/* Losses, fused with their own backward: bce_with_logits, cross_entropy, mse. Each takes a
+/* Losses, fused with their own backward: bce_with_logits, cross_entropy, mse (each with its
+ * second order, backward_graph: that backward written with recorded ops). Each takes a
  * tg_reduction, as PyTorch's reduction=: MEAN gives a 0-dimensional tensor, the mean over all
  * elements (over the batch for cross_entropy); SUM their sum; NONE the per-element losses
  * (input's shape; [N] for cross_entropy). Sums run in double over a fixed split into chunks, so
@@ -94,6 +95,15 @@ static inline float loss_reduce(const tg_node *n, double total, int64_t count)
     const float g0_ = each_ ? 0.0f : red_ == TG_REDUCE_MEAN ? dy_[0] / (float)(count) : dy_[0]
 #define LOSS_G(i) (each_ ? dy_[i] : g0_)
 
+/* Second order (create_graph): dL/dl_i as a recorded tensor that broadcasts against the
+ * per-element losses: dy for NONE (their shape) and SUM (0-D), dy / count for MEAN. */
+static tg_tensor *loss_graph_g(const tg_node *n, tg_tensor *gout, int64_t count)
+{
+    return TG_PARAMS(n, loss_params)->reduction == TG_REDUCE_MEAN
+               ? tg_div_scalar(gout, (float)count)
+               : gout;
+}
+
 /* The three reductions as gradcheck case parameters. */
 #define LOSS_SUM_P TG_CASE_PARAMS(loss_params, .reduction = TG_REDUCE_SUM)
 #define LOSS_NONE_P TG_CASE_PARAMS(loss_params, .reduction = TG_REDUCE_NONE)
@@ -155,6 +165,19 @@ TG_ISA_KERNEL(bce_with_logits_backward, (tg_node * n), (n))
     }
 }
 
+/* Second order: dz = G * (sigmoid(z) - t), dt = -G * z, G = loss_graph_g. */
+static tg_status bce_with_logits_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                                tg_tensor **gin)
+{
+    tg_tensor *z = n->in[0], *t = n->in[1];
+    tg_tensor *g = loss_graph_g(n, gout, z->numel);
+    if (tg_graph_needs(need, 0) && !(gin[0] = tg_mul(g, tg_sub(tg_sigmoid(z), t))))
+        return tg_last_status();
+    if (tg_graph_needs(need, 1) && !(gin[1] = tg_neg(tg_mul(g, z))))
+        return tg_last_status();
+    return TG_OK;
+}
+
 /* Logits in [-3, 3] and targets in [0, 1], as a classifier sees them. */
 static void bce_case_init(int i, tg_tensor *t, tg_rng *rng)
 {
@@ -175,6 +198,7 @@ TG_OP_DEFINE(bce_with_logits) = {.name = "bce_with_logits",
                                  .check = bce_with_logits_check,
                                  .forward = bce_with_logits_forward,
                                  .backward = bce_with_logits_backward,
+                                 .backward_graph = bce_with_logits_backward_graph,
                                  .cases = bce_with_logits_cases};
 
 #if TG_ISA_BASE
@@ -275,6 +299,23 @@ TG_ISA_KERNEL(cross_entropy_backward, (tg_node * n), (n))
     }
 }
 
+/* Second order: dz = G_r * (softmax(z) - one_hot(labels)), G_r = loss_graph_g per row. */
+static tg_status cross_entropy_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                              tg_tensor **gin)
+{
+    tg_tensor *z = n->in[0];
+    const int64_t N = z->shape[0], C = z->shape[1];
+    if (!tg_graph_needs(need, 0))
+        return TG_OK;
+    if (N == 0) /* no rows: nothing to differentiate */
+        return (gin[0] = tg_zeros(z->ndim, z->shape)) ? TG_OK : tg_last_status();
+    tg_tensor *g = loss_graph_g(n, gout, N);
+    if (TG_PARAMS(n, loss_params)->reduction == TG_REDUCE_NONE)
+        g = tg_reshape(g, 2, (int64_t[]){N, 1});
+    gin[0] = tg_mul(g, tg_sub(tg_softmax(z, 1), tg_one_hot(n->index, C)));
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
 #define CE_CASE_C 4 /* classes in the gradcheck cases below */
 
 /* Labels for the cases' rows (at most 5): random classes 0 .. CE_CASE_C-1. */
@@ -327,6 +368,7 @@ TG_OP_DEFINE(cross_entropy) = {.name = "cross_entropy",
                                .check = cross_entropy_check,
                                .forward = cross_entropy_forward,
                                .backward = cross_entropy_backward,
+                               .backward_graph = cross_entropy_backward_graph,
                                .cases = cross_entropy_cases};
 
 #if TG_ISA_BASE
@@ -390,6 +432,20 @@ TG_ISA_KERNEL(mse_backward, (tg_node * n), (n))
 #undef MSE_G
 }
 
+/* Second order: dp = 2 G (p - t), dt = -dp, G = loss_graph_g. */
+static tg_status mse_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    tg_tensor *p = n->in[0], *t = n->in[1];
+    tg_tensor *d = tg_mul(tg_mul_scalar(loss_graph_g(n, gout, p->numel), 2.0f), tg_sub(p, t));
+    if (!d)
+        return tg_last_status();
+    if (tg_graph_needs(need, 0))
+        gin[0] = d;
+    if (tg_graph_needs(need, 1) && !(gin[1] = tg_neg(d)))
+        return tg_last_status();
+    return TG_OK;
+}
+
 static const tg_case mse_cases[] = {
     {.shape = {{3, 4}, {3, 4}}, .name = "3x4"},
     {.shape = {{2, 2, 3, 3}, {2, 2, 3, 3}}, .name = "4d"},
@@ -402,6 +458,7 @@ TG_OP_DEFINE(mse) = {.name = "mse",
                      .check = mse_check,
                      .forward = mse_forward,
                      .backward = mse_backward,
+                     .backward_graph = mse_backward_graph,
                      .cases = mse_cases};
 
 #if TG_ISA_BASE

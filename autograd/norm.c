@@ -1,6 +1,8 @@
-/* Normalisation and regularisation ops: batch_norm, dropout, softmax and log_softmax, each
- * fused with its own backward (docs/design.md, section 4). Semantics are PyTorch's; where a
- * formula or a default could differ from another framework, the comment says so. */
+/* Normalisation and regularisation ops: batch_norm, dropout, softmax, log_softmax and
+ * layer_norm, each fused with its own backward (docs/design.md, section 4), and each with its
+ * second order (backward_graph): that backward written with recorded ops. Semantics are
+ * PyTorch's; where a formula or a default could differ from another framework, the comment
+ * says so. */
 #include "internal.h"
 #include "ops.h"
 #include "ew_math.h"
@@ -397,6 +399,77 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
     }
 }
 
+/* ---- batch_norm and layer_norm: second order -----------------------------------------------
+ * The backward above as recorded ops (create_graph), on a view of x: [N, C, S] for batch_norm,
+ * normalised over axes 0 and 2; [R, D] for layer_norm, over axis 1. In training (and always
+ * for layer_norm) the statistics are functions of x, so xhat comes from the op itself (no
+ * affine, no running statistics) and rstd = 1/sqrt(var + eps) from tg_var, both with history;
+ * batch_norm's eval statistics are constants, taken from scratch. */
+
+/* The mean of t over the normalised axes, kept: 0 and 2 of [N, C, S] (channels), else 1. */
+static tg_tensor *norm_graph_mean(tg_tensor *t, bool channels)
+{
+    return channels ? tg_mean_axis(tg_mean_axis(t, 2, true), 0, true) : tg_mean_axis(t, 1, true);
+}
+
+/* dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)), gw = dy * w. */
+static tg_tensor *norm_graph_dx(tg_tensor *gw, tg_tensor *xhat, tg_tensor *rstd, bool channels)
+{
+    tg_tensor *a = norm_graph_mean(gw, channels);
+    tg_tensor *k = norm_graph_mean(tg_mul(gw, xhat), channels);
+    return tg_mul(rstd, tg_sub(tg_sub(gw, a), tg_mul(xhat, k)));
+}
+
+/* An empty x: every wanted gradient is a sum over nothing, zeros of the input's shape. */
+static tg_status norm_graph_empty(const tg_node *n, uint32_t need, tg_tensor **gin)
+{
+    for (int i = 0; i < n->n_in; i++)
+        if (tg_graph_needs(need, i) && !(gin[i] = tg_zeros(n->in[i]->ndim, n->in[i]->shape)))
+            return tg_last_status();
+    return TG_OK;
+}
+
+/* dw = sum over (0, 2) of dy * xhat; db = the same of dy; dx = norm_graph_dx (training) or
+ * dy * w * invstd (eval). */
+static tg_status batch_norm_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                           tg_tensor **gin)
+{
+    const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
+    tg_tensor *x = n->in[0];
+    if (x->numel == 0)
+        return norm_graph_empty(n, need, gin);
+    const int iw = 1, ib = p->has_weight ? 2 : 1;
+    const bool want_x = tg_graph_needs(need, 0), want_w = p->has_weight && tg_graph_needs(need, iw),
+               want_b = p->has_bias && tg_graph_needs(need, ib);
+    const int64_t N = x->shape[0], C = x->shape[1], S = batch_norm_spatial(x);
+    const int64_t v3[3] = {N, C, S}, c3[3] = {1, C, 1};
+    tg_tensor *g3 = tg_reshape(gout, 3, v3);
+    if (want_b && !(gin[ib] = tg_sum_axis(tg_sum_axis(g3, 2, false), 0, false)))
+        return tg_last_status();
+    if (!want_x && !want_w)
+        return TG_OK;
+    tg_tensor *x3 = tg_reshape(x, 3, v3), *xhat, *rstd;
+    if (p->training) {
+        xhat = tg_reshape(tg_batch_norm(x, TG_NONE, TG_NONE, TG_NONE, TG_NONE, true, 0.0f, p->eps),
+                          3, v3);
+        /* Each channel's values as a row of the [C, N*S] transpose, for its biased variance. */
+        tg_tensor *rows = tg_reshape(tg_transpose(x3, 0, 1), 2, (int64_t[]){C, N * S});
+        rstd = tg_reshape(tg_pow_scalar(tg_add_scalar(tg_var(rows, 1, false, 0), p->eps), -0.5f), 3,
+                          c3);
+    } else {
+        const float *mean = n->scratch;
+        rstd = tg_from_data(3, c3, mean + C);
+        xhat = want_w ? tg_mul(tg_sub(x3, tg_from_data(3, c3, mean)), rstd) : NULL;
+    }
+    if (want_w && !(gin[iw] = tg_sum_axis(tg_sum_axis(tg_mul(g3, xhat), 2, false), 0, false)))
+        return tg_last_status();
+    if (!want_x)
+        return TG_OK;
+    tg_tensor *gw = p->has_weight ? tg_mul(g3, tg_reshape(n->in[iw], 3, c3)) : g3;
+    tg_tensor *dx = p->training ? norm_graph_dx(gw, xhat, rstd, true) : tg_mul(gw, rstd);
+    return (gin[0] = tg_reshape(dx, x->ndim, x->shape)) ? TG_OK : tg_last_status();
+}
+
 /* init_params of the eval-mode cases: fixed running statistics for their 3 channels, made for
  * each run (the test releases them). Eval mode only reads them. */
 static tg_status batch_norm_case_running_stats(void *params, tg_tensor *extra[TG_CASE_EXTRAS])
@@ -447,6 +520,7 @@ TG_OP_DEFINE(batch_norm) = {.name = "batch_norm",
                             .check = batch_norm_check,
                             .forward = batch_norm_forward,
                             .backward = batch_norm_backward,
+                            .backward_graph = batch_norm_backward_graph,
                             .cases = batch_norm_cases,
                             .fresh_grads = true};
 
@@ -558,6 +632,27 @@ TG_ISA_KERNEL(dropout_backward, (tg_node * n), (n))
         dx[i] += keep[i] ? dy[i] * scale : 0.0f;
 }
 
+/* Second order: dx = dy * keep * scale, with the saved mask as a constant (dy itself when
+ * inactive); the mask does not depend on x. */
+static tg_status dropout_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    const dropout_params *p = TG_PARAMS(n, dropout_params);
+    if (!tg_graph_needs(need, 0))
+        return TG_OK;
+    if (!dropout_active(p)) {
+        gin[0] = gout;
+        return TG_OK;
+    }
+    tg_tensor *mask = tg_zeros(n->out->ndim, n->out->shape);
+    if (!mask)
+        return tg_last_status();
+    const uint8_t *keep = n->scratch;
+    const float scale = 1.0f / (1.0f - p->p);
+    for (int64_t i = 0; i < mask->numel; i++)
+        mask->data[i] = keep[i] ? scale : 0.0f;
+    return (gin[0] = tg_mul(gout, mask)) ? TG_OK : tg_last_status();
+}
+
 /* Any non-zero xoshiro state will do; written out so the case does not depend on seeding. */
 #define DROPOUT_CASE_RNG                                                                           \
     {                                                                                              \
@@ -581,6 +676,7 @@ TG_OP_DEFINE(dropout) = {.name = "dropout",
                          .check = dropout_check,
                          .forward = dropout_forward,
                          .backward = dropout_backward,
+                         .backward_graph = dropout_backward_graph,
                          .cases = dropout_cases};
 
 #if TG_ISA_BASE
@@ -771,6 +867,28 @@ static void log_softmax_backward(tg_node *n)
     softmax_rows_backward(n, true);
 }
 
+/* Second order from the output y (its history leads back to x):
+ * softmax dx = y * (dy - sum(dy * y)); log_softmax dx = dy - e^y * sum(dy), sums along axis. */
+static tg_status softmax_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need, tg_tensor **gin)
+{
+    const int axis = TG_PARAMS(n, softmax_params)->axis;
+    tg_tensor *y = n->out;
+    if (tg_graph_needs(need, 0) &&
+        !(gin[0] = tg_mul(y, tg_sub(gout, tg_sum_axis(tg_mul(gout, y), axis, true)))))
+        return tg_last_status();
+    return TG_OK;
+}
+
+static tg_status log_softmax_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                            tg_tensor **gin)
+{
+    const int axis = TG_PARAMS(n, softmax_params)->axis;
+    if (tg_graph_needs(need, 0) &&
+        !(gin[0] = tg_sub(gout, tg_mul(tg_exp(n->out), tg_sum_axis(gout, axis, true)))))
+        return tg_last_status();
+    return TG_OK;
+}
+
 static const tg_case softmax_cases[] = {
     {.shape = {{2, 4, 3}}, .name = "axis1", TG_CASE_PARAMS(softmax_params, .axis = 1)},
     {.shape = {{3, 2, 5}}, .name = "axis-1", TG_CASE_PARAMS(softmax_params, .axis = -1)},
@@ -786,6 +904,7 @@ TG_OP_DEFINE(softmax) = {.name = "softmax",
                          .check = softmax_check,
                          .forward = softmax_forward,
                          .backward = softmax_backward,
+                         .backward_graph = softmax_backward_graph,
                          .cases = softmax_cases};
 
 static const tg_case log_softmax_cases[] = {
@@ -803,6 +922,7 @@ TG_OP_DEFINE(log_softmax) = {.name = "log_softmax",
                              .check = log_softmax_check,
                              .forward = log_softmax_forward,
                              .backward = log_softmax_backward,
+                             .backward_graph = log_softmax_backward_graph,
                              .cases = log_softmax_cases};
 
 #if TG_ISA_BASE
@@ -1079,6 +1199,39 @@ TG_ISA_KERNEL(layer_norm_backward, (tg_node * n), (n))
     }
 }
 
+/* Second order on the [R, D] view (see batch_norm's): dw = sum over rows of dy * xhat, db = that
+ * of dy, dx = norm_graph_dx with rstd of each row. */
+static tg_status layer_norm_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                           tg_tensor **gin)
+{
+    const layer_norm_params *p = TG_PARAMS(n, layer_norm_params);
+    tg_tensor *x = n->in[0];
+    if (x->numel == 0)
+        return norm_graph_empty(n, need, gin);
+    const int iw = 1, ib = p->has_weight ? 2 : 1;
+    tg_tensor *w = p->has_weight ? n->in[iw] : NULL, *b = p->has_bias ? n->in[ib] : NULL;
+    const bool want_x = tg_graph_needs(need, 0), want_w = w && tg_graph_needs(need, iw),
+               want_b = b && tg_graph_needs(need, ib);
+    int64_t rd[2];
+    layer_norm_geometry(x, p->ndim_norm, &rd[0], &rd[1]);
+    tg_tensor *g2 = tg_reshape(gout, 2, rd);
+    if (want_b && !(gin[ib] = tg_reshape(tg_sum_axis(g2, 0, false), b->ndim, b->shape)))
+        return tg_last_status();
+    if (!want_x && !want_w)
+        return TG_OK;
+    tg_tensor *x2 = tg_reshape(x, 2, rd);
+    tg_tensor *xhat = tg_layer_norm(x2, 1, TG_NONE, TG_NONE, p->eps);
+    if (want_w &&
+        !(gin[iw] = tg_reshape(tg_sum_axis(tg_mul(g2, xhat), 0, false), w->ndim, w->shape)))
+        return tg_last_status();
+    if (!want_x)
+        return TG_OK;
+    tg_tensor *rstd = tg_pow_scalar(tg_add_scalar(tg_var(x2, 1, true, 0), p->eps), -0.5f);
+    tg_tensor *gw = w ? tg_mul(g2, tg_reshape(w, 1, &rd[1])) : g2;
+    gin[0] = tg_reshape(norm_graph_dx(gw, xhat, rstd, false), x->ndim, x->shape);
+    return gin[0] ? TG_OK : tg_last_status();
+}
+
 static const tg_case layer_norm_cases[] = {
     {.shape = {{2, 3, 4}, {4}, {4}},
      .n_in = 3,
@@ -1118,6 +1271,7 @@ TG_OP_DEFINE(layer_norm) = {.name = "layer_norm",
                             .check = layer_norm_check,
                             .forward = layer_norm_forward,
                             .backward = layer_norm_backward,
+                            .backward_graph = layer_norm_backward_graph,
                             .cases = layer_norm_cases,
                             .fresh_grads = true};
 
