@@ -2,7 +2,7 @@
 # compare.sh — tapegrad against PyTorch on the mnist_gan training iteration, in one command.
 #
 #   bench/compare.sh [--build DIR] [--quick] [--out PREFIX] [--coretype NAME] [--passive]
-#                    [-- compare.py options]
+#                    [--models ROUNDS | --wgan-gp ROUNDS] [-- compare.py options]
 #
 # Builds bench_gan and bench_core (in DIR if it is a build directory already, else with
 # scripts/tg build; default DIR: $TG_BUILD or build), then runs bench/compare.py: both sides
@@ -24,6 +24,9 @@
 #                     threads (OMP_WAIT_POLICY=passive with --passive); one table of the min
 #                     over rounds of each run's min time, with the load; the JSON lines go to
 #                     PREFIX-models.jsonl when --out is given
+#   --wgan-gp ROUNDS  the same for one WGAN-GP critic step at batch 64 (bench_wgan_gp,
+#                     torch_wgan_gp.py): without and with the gradient penalty (create_graph),
+#                     the penalty's overhead on each side; JSON lines to PREFIX-wgan-gp.jsonl
 #
 # docs/design.md, section 9: where OpenBLAS runs its Prescott kernels on a CPU with AVX-512, a
 # second run with OPENBLAS_CORETYPE=SkylakeX follows by itself. The environment's own
@@ -41,6 +44,8 @@ quick=()
 coretype=
 passive=0
 models=0
+benches=(gru transformer)
+kind=models
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -50,8 +55,9 @@ while [ $# -gt 0 ]; do
     --coretype) coretype=$2; shift 2 ;;
     --passive) passive=1; shift ;;
     --models) models=$2; shift 2 ;;
+    --wgan-gp) models=$2; benches=(wgan_gp); kind=wgan-gp; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h | --help) sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,7 +70,7 @@ if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
 fi
 
 targets=(bench/bench_gan bench/bench_core)
-[ "$models" -gt 0 ] && targets=(bench/bench_gru bench/bench_transformer)
+[ "$models" -gt 0 ] && targets=("${benches[@]/#/bench/bench_}")
 if [ -f "$build/build.ninja" ]; then
     ninja -C "$build" --quiet "${targets[@]}"
 else
@@ -98,7 +104,7 @@ if [ "$models" -gt 0 ]; then
     [ $passive -eq 1 ] && policy=(OMP_WAIT_POLICY=passive)
     for ((r = 0; r < models; r++)); do
         for t in 1 2; do
-            for b in gru transformer; do
+            for b in "${benches[@]}"; do
                 order=("$build/bench/bench_$b" "bench/torch_$b.py")
                 [ $(((r + t) % 2)) -eq 1 ] && order=("${order[1]}" "${order[0]}")
                 for prog in "${order[@]}"; do
@@ -112,7 +118,7 @@ if [ "$models" -gt 0 ]; then
         done
         say "round $((r + 1)) of $models done (load $(cut -d' ' -f1 /proc/loadavg))"
     done
-    [ $out_given -eq 1 ] && cp "$lines" "$out-models.jsonl"
+    [ $out_given -eq 1 ] && cp "$lines" "$out-$kind.jsonl"
     /usr/bin/python3 - "$lines" <<'PY'
 import json, sys
 best, loads = {}, []
@@ -129,6 +135,13 @@ for (bench, case, threads), side in sorted(best.items()):
     tg, pt = side.get("tapegrad"), side.get("torch")
     ratio = f"{pt / tg:17.2f}" if tg and pt else f"{'-':>17}"
     print(f"{bench:12} {case:10} {threads:7d} {tg or 0:12.2f} {pt or 0:11.2f} {ratio}")
+# WGAN-GP: the penalty's cost on each side, the step with it over the step without it.
+for (bench, case, threads), side in sorted(best.items()):
+    plain = best.get((bench, "critic", threads), {})
+    if case == "critic_gp" and len(side) == 2 and len(plain) == 2:
+        tg, pt = side["tapegrad"] / plain["tapegrad"], side["torch"] / plain["torch"]
+        print(f"penalty overhead at {threads} thread(s), critic_gp / critic: tapegrad {tg:.2f}, "
+              f"PyTorch {pt:.2f}")
 PY
     exit 0
 fi
