@@ -493,12 +493,17 @@ bool make_dataset(const char *dir, int64_t n)
 
 csv_file csv_load(const char *path)
 {
+    return csv_load_header(path, CSV_HEADER);
+}
+
+csv_file csv_load_header(const char *path, const char *header)
+{
     csv_file c = {0};
     c.buf = must_read(path, NULL);
     char *nl = strchr(c.buf, '\n');
-    if (!nl || (size_t)(nl - c.buf) != strlen(CSV_HEADER) ||
-        strncmp(c.buf, CSV_HEADER, strlen(CSV_HEADER)) != 0)
-        fail_msg("%s: header is not \"%s\"", path, CSV_HEADER);
+    if (!nl || (size_t)(nl - c.buf) != strlen(header) ||
+        strncmp(c.buf, header, strlen(header)) != 0)
+        fail_msg("%s: header is not \"%s\"", path, header);
     for (char *p = nl + 1; *p;) {
         char *e = strchr(p, '\n');
         if (!e)

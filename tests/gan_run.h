@@ -18,6 +18,7 @@
 
 #define RUN_TIMEOUT 300.0 /* seconds for one program run on a loaded machine */
 #define CSV_HEADER "iteration,epoch,batch,d_real,d_fake,g,seconds"
+#define WGAN_CSV_HEADER "iteration,epoch,batch,critic,wasserstein,penalty,g,seconds" /* wgan-gp */
 
 extern char program[PATH_MAX]; /* the mnist_gan executable, absolute */
 extern char root[PATH_MAX];    /* the test's temporary folder */
@@ -104,8 +105,10 @@ typedef struct {
     char *buf;
 } csv_file;
 
-/* losses.csv: the exact header, then whole lines (a torn last line fails). */
+/* losses.csv: the exact header (CSV_HEADER), then whole lines (a torn last line fails). */
 csv_file csv_load(const char *path);
+/* The same with another exact header (WGAN_CSV_HEADER). */
+csv_file csv_load_header(const char *path, const char *header);
 void csv_free(csv_file *c);
 
 /* The row without its last (seconds) column. */

@@ -43,6 +43,7 @@ typedef struct {
     int64_t iteration;
     double seconds;
     tg_loader_state loader;
+    int64_t batches_per_iteration; /* the run's, not saved: wgan-gp's n_critic; 0 means 1 */
 } run_position;
 /* Reads an RNG state written by the checkpoint's hex words. */
 bool meta_get_rng(const tg_state_dict *sd, const char *path, const char *key, tg_rng *r, char *err,
@@ -60,7 +61,7 @@ int load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_sta
 
 /* ---- the commands (train.c, sample.c, eval.c) ------------------------------------------------ */
 
-extern const char *const recipe_names[]; /* "tutorial", "dcgan" */
+extern const char *const recipe_names[]; /* "tutorial", "dcgan", "wgan-gp" */
 extern const char *const gen_names[];    /* "upsample", "convt" */
 /* True when something exists at path. */
 bool file_exists(const char *p);

@@ -14,9 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Format 2 names the step, init, Adam and shuffle; format 1 (before the faithful tutorial step)
- * is still read: its step 0 was today's accumulate step, with PyTorch's init and Adam and one
- * shuffle of the whole set, and that is how it resumes. */
+/* Format 2 names the step, init, Adam and shuffle (and, since wgan-gp, beta2: absent, it is the
+ * 0.999 every earlier run used; wgan-gp checkpoints add n_critic, gp_lambda and critic_norm);
+ * format 1 (before the faithful tutorial step) is still read: its step 0 was today's
+ * accumulate step, with PyTorch's init and Adam and one shuffle of the whole set, and that is
+ * how it resumes. */
 #define CHECKPOINT_FORMAT "mnist_gan/2"
 #define CHECKPOINT_FORMAT_1 "mnist_gan/1"
 
@@ -172,15 +174,19 @@ bool position_get(const tg_state_dict *sd, const char *path, run_position *pos, 
 {
     int64_t it, ep, b;
     double secs;
-    if (!meta_get_int(sd, path, "iteration", 0, GAN_ITERS_MAX, &it, err, n) ||
-        !meta_get_real(sd, path, "seconds", 0, false, DBL_MAX, false, &secs, err, n) ||
-        /* per_epoch >= 1, so neither can pass the iteration (position_check: exactly) */
-        !meta_get_int(sd, path, "epoch", 0, it, &ep, err, n) ||
-        !meta_get_int(sd, path, "batch_in_epoch", 0, it, &b, err, n) ||
+    /* per_epoch >= 1 and at most GAN_N_CRITIC_MAX batches an iteration, so neither can pass
+     * that many batches (position_check: exactly) */
+    if (!meta_get_int(sd, path, "iteration", 0, GAN_ITERS_MAX, &it, err, n))
+        return false;
+    const int64_t most = it > INT64_MAX / GAN_N_CRITIC_MAX ? INT64_MAX : it * GAN_N_CRITIC_MAX;
+    if (!meta_get_real(sd, path, "seconds", 0, false, DBL_MAX, false, &secs, err, n) ||
+        !meta_get_int(sd, path, "epoch", 0, most, &ep, err, n) ||
+        !meta_get_int(sd, path, "batch_in_epoch", 0, most, &b, err, n) ||
         !meta_get_rng(sd, path, "loader_rng", &pos->loader.epoch_rng, err, n) ||
         !meta_get_rng(sd, path, "z_rng", z_rng, err, n))
         return false;
     pos->iteration = it, pos->seconds = secs, pos->loader.epoch = ep, pos->loader.batch = b;
+    pos->batches_per_iteration = 1; /* the run's setting, which the caller knows */
     return true;
 }
 
@@ -188,6 +194,7 @@ bool position_check(const run_position *pos, int64_t per_epoch, int64_t total, c
                     char *err, size_t n)
 {
     const int64_t it = pos->iteration, ep = pos->loader.epoch, b = pos->loader.batch;
+    const int64_t k = pos->batches_per_iteration > 0 ? pos->batches_per_iteration : 1;
     if (it > total) {
         snprintf(err, n,
                  "%s: metadata \"iteration\" is %lld, beyond this run's %lld iterations (raise "
@@ -195,13 +202,16 @@ bool position_check(const run_position *pos, int64_t per_epoch, int64_t total, c
                  path, (long long)it, (long long)total);
         return false;
     }
-    /* Each saved position is iteration = epoch * per_epoch + batch_in_epoch, batch < per_epoch
-     * (epoch <= it / per_epoch first, so the product cannot overflow). */
-    if (per_epoch < 1 || ep > it / per_epoch || b >= per_epoch || ep * per_epoch + b != it) {
+    /* Each saved position is iteration * k = epoch * per_epoch + batch_in_epoch, batch <
+     * per_epoch, with k batches an iteration (it <= INT64_MAX / k and epoch <= it * k /
+     * per_epoch first, so the products cannot overflow). */
+    if (per_epoch < 1 || it > INT64_MAX / k || ep > it * k / per_epoch || b >= per_epoch ||
+        ep * per_epoch + b != it * k) {
         snprintf(err, n,
                  "%s: metadata \"epoch\" %lld and \"batch_in_epoch\" %lld do not give iteration "
-                 "%lld at %lld batches per epoch (a checkpoint of other data or batch size?)",
-                 path, (long long)ep, (long long)b, (long long)it, (long long)per_epoch);
+                 "%lld at %lld batches per epoch%s (a checkpoint of other data or batch size?)",
+                 path, (long long)ep, (long long)b, (long long)it, (long long)per_epoch,
+                 k > 1 ? " and n_critic batches per iteration" : "");
         return false;
     }
     return true;
@@ -242,7 +252,13 @@ static void settings_put(tg_state_dict *sd, const run_settings *r)
     meta_set(sd, "batch", "%lld", (long long)r->batch);
     meta_set(sd, "lr", "%a", (double)c->lr);
     meta_set(sd, "beta1", "%a", (double)c->beta1);
+    meta_set(sd, "beta2", "%a", (double)c->beta2);
     meta_set(sd, "seed", "%" PRIu64, c->seed);
+    if (c->recipe == GAN_RECIPE_WGAN_GP) {
+        meta_set(sd, "n_critic", "%d", c->n_critic);
+        meta_set(sd, "gp_lambda", "%a", (double)c->gp_lambda);
+        meta_set(sd, "critic_norm", "%s", gan_critic_norm_names[c->critic_norm]);
+    }
 }
 
 /* The index of metadata key's value among names; false (with a message) when it is none. */
@@ -264,38 +280,46 @@ static bool meta_get_name(const tg_state_dict *sd, const char *path, const char 
     return meta_refuse(path, key, v, want, err, n);
 }
 
-/* True when the metadata key is absent or its value, up to the first comma (betas are
- * "beta1,beta2"), is a number that is x as a float32. */
-static bool meta_float_is(const tg_state_dict *sd, const char *key, float x)
+/* True when the metadata key is absent or its value's field-th comma-separated part (betas
+ * are "beta1,beta2") is a number that is x as a float32. */
+static bool meta_float_is(const tg_state_dict *sd, const char *key, int field, float x)
 {
     const char *v = tg_state_dict_meta(sd, key);
-    char first[64];
+    char part[64];
     double d;
     if (!v)
         return true;
-    snprintf(first, sizeof first, "%.*s", (int)strcspn(v, ","), v);
-    return tg_parse_real(first, -FLT_MAX, FLT_MAX, &d) == TG_OK && (float)d == x;
+    for (int i = 0; i < field; i++) {
+        const char *comma = strchr(v, ',');
+        if (!comma)
+            return false;
+        v = comma + 1;
+    }
+    snprintf(part, sizeof part, "%.*s", (int)strcspn(v, ","), v);
+    return tg_parse_real(part, -FLT_MAX, FLT_MAX, &d) == TG_OK && (float)d == x;
 }
 
 /* The optimizers' own copies of lr and beta1 (tg_optim_state_dict writes them) must be the
  * top-level settings' values, which the run shows and compares: otherwise the run would say one
  * lr and train with another. Absent copies (the optimizer keeps the setting) are fine. */
 static bool optimizers_agree(const tg_state_dict *sd, const char *path, float lr, float beta1,
-                             char *err, size_t n)
+                             float beta2, char *err, size_t n)
 {
-    static const char *const opts[] = {"opt_d_real", "opt_d_fake", "opt_g"};
+    static const char *const opts[] = {"opt_d_real", "opt_d_fake", "opt_g", "opt_d"};
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
         char k[64], want[96];
         snprintf(k, sizeof k, "%s.lr", opts[i]);
-        if (!meta_float_is(sd, k, lr)) {
+        if (!meta_float_is(sd, k, 0, lr)) {
             snprintf(want, sizeof want, "%.9g, the value of \"lr\"", lr);
             return meta_refuse(path, k, tg_state_dict_meta(sd, k), want, err, n);
         }
         snprintf(k, sizeof k, "%s.betas", opts[i]);
-        if (!meta_float_is(sd, k, beta1)) {
-            snprintf(want, sizeof want, "beta1 %.9g, the value of \"beta1\"", beta1);
-            return meta_refuse(path, k, tg_state_dict_meta(sd, k), want, err, n);
-        }
+        for (int b = 0; b < 2; b++)
+            if (!meta_float_is(sd, k, b, b ? beta2 : beta1)) {
+                snprintf(want, sizeof want, "beta%d %.9g, the value of \"beta%d\"", b + 1,
+                         b ? beta2 : beta1, b + 1);
+                return meta_refuse(path, k, tg_state_dict_meta(sd, k), want, err, n);
+            }
     }
     return true;
 }
@@ -314,11 +338,11 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
                  path, fmt ? "\"" : "", shown, fmt ? "\"" : "", CHECKPOINT_FORMAT);
         return false;
     }
-    double lr = 0, beta1 = 0;
+    double lr = 0, beta1 = 0, beta2 = 0.999, gp_lambda = 10;
     int64_t batch = 0, block = 0, seed = 0;
     int recipe = 0, generator = 0, step = -1, init = GAN_INIT_TORCH;
-    int adam = TG_ADAM_EPS_AFTER_CORRECTION;
-    bool ok = meta_get_small(sd, path, "recipe", 0, 1, &recipe, err, n) &&
+    int adam = TG_ADAM_EPS_AFTER_CORRECTION, n_critic = 5, critic_norm = GAN_CRITIC_NONE;
+    bool ok = meta_get_small(sd, path, "recipe", 0, v1 ? 1 : 2, &recipe, err, n) &&
               meta_get_small(sd, path, "generator", 0, 1, &generator, err, n) &&
               meta_get_small(sd, path, "digit", -1, 9, &r->digit, err, n) &&
               meta_get_small(sd, path, "width_div", 1, GAN_WIDTH_DIV_MAX, &r->width_div, err, n) &&
@@ -326,7 +350,14 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
               meta_get_real(sd, path, "lr", 0, true, GAN_LR_MAX, true, &lr, err, n) &&
               meta_get_real(sd, path, "beta1", 0, false, GAN_BETA1_MAX, true, &beta1, err, n) &&
               meta_get_int(sd, path, "seed", 0, INT64_MAX, &seed, err, n) &&
-              optimizers_agree(sd, path, (float)lr, (float)beta1, err, n);
+              (!tg_state_dict_meta(sd, "beta2") ||
+               meta_get_real(sd, path, "beta2", 0, false, GAN_BETA2_MAX, true, &beta2, err, n)) &&
+              optimizers_agree(sd, path, (float)lr, (float)beta1, (float)beta2, err, n);
+    if (ok && recipe == GAN_RECIPE_WGAN_GP)
+        ok = meta_get_small(sd, path, "n_critic", 1, GAN_N_CRITIC_MAX, &n_critic, err, n) &&
+             meta_get_real(sd, path, "gp_lambda", 0, false, GAN_LAMBDA_MAX, true, &gp_lambda, err,
+                           n) &&
+             meta_get_name(sd, path, "critic_norm", gan_critic_norm_names, &critic_norm, err, n);
     if (ok && v1) {
         /* format 1: step 0 accumulated (it was called "tutorial"), 1 was clean */
         ok = meta_get_small(sd, path, "step", 0, 1, &step, err, n);
@@ -349,6 +380,8 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
     r->cfg.adam_eps = (tg_adam_eps)adam, r->cfg.shuffle_block = block;
     r->cfg.seed = (uint64_t)seed;
     r->batch = batch, r->cfg.lr = (float)lr, r->cfg.beta1 = (float)beta1;
+    r->cfg.beta2 = (float)beta2, r->cfg.n_critic = n_critic, r->cfg.gp_lambda = (float)gp_lambda;
+    r->cfg.critic_norm = (gan_critic_norm)critic_norm;
     return ok;
 }
 

@@ -18,7 +18,8 @@ bool position_get(const tg_state_dict *sd, const char *path, run_position *pos, 
                   char *err, size_t n);
 /* Checks pos against the run it resumes, once the loader knows per_epoch (batches per epoch)
  * and total (the iterations the run stops at): iteration <= total, and epoch and batch_in_epoch
- * where iteration puts them. False with the message in err. */
+ * where iteration * pos->batches_per_iteration batches put them. False with the message in
+ * err. */
 bool position_check(const run_position *pos, int64_t per_epoch, int64_t total, const char *path,
                     char *err, size_t n);
 /* Checks every tensor value of a mnist_gan checkpoint: all finite, BatchNorm running_var >= 0,

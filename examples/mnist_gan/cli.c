@@ -21,8 +21,12 @@ static const char usage[] =
     "                        or fashion (Debian's dataset-fashion-mnist package)\n"
     "  --digit D             train on one class only (0..9)\n"
     "  --recipe NAME         tutorial (default): the tutorial's models and settings as\n"
-    "                        PaddlePaddle 1.8 ran them, or dcgan: the classic MNIST DCGAN\n"
-    "                        (Adam beta1 0.5, clean step, PyTorch's init, Adam and shuffle)\n"
+    "                        PaddlePaddle 1.8 ran them; dcgan: the classic MNIST DCGAN\n"
+    "                        (Adam beta1 0.5, clean step, PyTorch's init, Adam and shuffle);\n"
+    "                        wgan-gp: dcgan's G against a critic (dcgan's D without BatchNorm)\n"
+    "                        with a gradient penalty, Adam lr 1e-4, betas (0.5, 0.9); an\n"
+    "                        iteration is one G step after --n-critic critic steps, each on\n"
+    "                        its own real batch\n"
     "  --generator NAME      upsample (default): bilinear x2 + conv, or convt: transposed\n"
     "                        convolutions (tutorial recipe only)\n"
     "  --step NAME           tutorial (default for the tutorial recipe): the tutorial's loop\n"
@@ -41,8 +45,14 @@ static const char usage[] =
     "  --iters N             stop after N iterations in all, counted across resumes\n"
     "                        (overrides --epochs)\n"
     "  --batch N             batch size (default 128)\n"
-    "  --lr X                Adam learning rate (default 2e-4)\n"
-    "  --beta1 X             Adam beta1 (default 0.9 for the tutorial recipe, 0.5 for dcgan)\n"
+    "  --lr X                Adam learning rate (default 2e-4; wgan-gp 1e-4)\n"
+    "  --beta1 X             Adam beta1 (default 0.9 for the tutorial recipe, 0.5 for dcgan\n"
+    "                        and wgan-gp)\n"
+    "  --beta2 X             Adam beta2 (default 0.999; wgan-gp 0.9)\n"
+    "  --n-critic N          wgan-gp: critic steps per generator step (default 5)\n"
+    "  --gp-lambda X         wgan-gp: the gradient penalty's weight (default 10; 0: none)\n"
+    "  --critic-norm NAME    wgan-gp: none (default, as the paper's MNIST critic) or layer:\n"
+    "                        layer norm after the critic's second conv\n"
     "  --seed S              seed of weights, noise and shuffling (default 1)\n"
     "  --threads T           threads for kernels and BLAS (default 2; at most the CPUs)\n"
     "  --log-every N         log line, sample grid and report every N iterations (default 100)\n"
@@ -199,6 +209,25 @@ static bool parse_choice(const char *flag, const char *v, const char *const *nam
     return false;
 }
 
+bool gan_recipe_flags_check(const gan_options *o, char *err, size_t n)
+{
+    const bool wgan = o->recipe == GAN_RECIPE_WGAN_GP;
+    if (wgan && (o->given & GIVEN_STEP)) {
+        snprintf(err, n,
+                 "--step belongs to the tutorial and dcgan recipes; wgan-gp has its own "
+                 "step (--n-critic critic steps, then one generator step)");
+        return false;
+    }
+    if (!wgan && (o->given & (GIVEN_N_CRITIC | GIVEN_GP_LAMBDA | GIVEN_CRITIC_NORM))) {
+        snprintf(err, n, "%s is a setting of the wgan-gp recipe (--recipe wgan-gp)",
+                 o->given & GIVEN_N_CRITIC    ? "--n-critic"
+                 : o->given & GIVEN_GP_LAMBDA ? "--gp-lambda"
+                                              : "--critic-norm");
+        return false;
+    }
+    return true;
+}
+
 enum { FOR_TRAIN = 1, FOR_SAMPLE = 2, FOR_EVAL = 4 };
 
 bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
@@ -210,7 +239,10 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
                        .batch = 128,
                        .lr = 2e-4f,
                        .beta1 = 0.9f,
+                       .beta2 = 0.999f,
                        .seed = 1,
+                       .n_critic = 5,
+                       .gp_lambda = 10.0f,
                        .threads = tg_get_num_cpus() >= 2 ? 2 : 1, /* default 2, at most the CPUs */
                        .log_every = 100,
                        .out_dir = "out/mnist_gan",
@@ -235,7 +267,7 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         return false;
     }
     static const char *const generators[] = {"upsample", "convt", NULL};
-    static const char *const recipes[] = {"tutorial", "dcgan", NULL};
+    static const char *const recipes[] = {"tutorial", "dcgan", "wgan-gp", NULL};
     static const char *const *const steps = gan_step_names;
     static const char *const shuffles[] = {"paddle", "full", NULL};
     static const char *const scales[] = {"fixed", "per-image", "both", NULL};
@@ -307,6 +339,18 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         else if (!strcmp(f, "--beta1"))
             ok = parse_float(f, v, 0, false, GAN_BETA1_MAX, &o->beta1, err, n),
             o->given |= GIVEN_BETA1;
+        else if (!strcmp(f, "--beta2"))
+            ok = parse_float(f, v, 0, false, GAN_BETA2_MAX, &o->beta2, err, n),
+            o->given |= GIVEN_BETA2;
+        else if (!strcmp(f, "--n-critic"))
+            ok = parse_int(f, v, 1, GAN_N_CRITIC_MAX, &x, err, n), o->n_critic = (int)x,
+            o->given |= GIVEN_N_CRITIC;
+        else if (!strcmp(f, "--gp-lambda"))
+            ok = parse_float(f, v, 0, false, GAN_LAMBDA_MAX, &o->gp_lambda, err, n),
+            o->given |= GIVEN_GP_LAMBDA;
+        else if (!strcmp(f, "--critic-norm"))
+            ok = parse_choice(f, v, gan_critic_norm_names, &c, err, n),
+            o->critic_norm = (gan_critic_norm)c, o->given |= GIVEN_CRITIC_NORM;
         else if (!strcmp(f, "--seed"))
             ok = parse_uint(f, v, INT64_MAX, &o->seed, err, n), o->given |= GIVEN_SEED,
             for_cmd = FOR_TRAIN | FOR_SAMPLE | FOR_EVAL;
@@ -385,19 +429,28 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         return false;
     }
     if (o->cmd == CMD_TRAIN) {
-        if (o->recipe == GAN_RECIPE_DCGAN && (o->given & GIVEN_GENERATOR) &&
+        static const char *const recipe_flag[] = {"tutorial", "dcgan", "wgan-gp"};
+        if (o->recipe != GAN_RECIPE_TUTORIAL && (o->given & GIVEN_GENERATOR) &&
             o->generator != GAN_GEN_CONVT) {
             snprintf(err, n,
                      "--generator upsample belongs to the tutorial recipe; the "
-                     "dcgan recipe has its own transposed-convolution generator");
+                     "%s recipe has its own transposed-convolution generator",
+                     recipe_flag[o->recipe]);
             return false;
         }
+        /* resumed, the checkpoint names the recipe: train checks them then */
+        if (!o->resume && !gan_recipe_flags_check(o, err, n))
+            return false;
         /* The recipe's defaults for what the user left out. */
         gan_config d = gan_config_default(o->recipe);
         if (!(o->given & GIVEN_STEP))
             o->step = d.step;
+        if (!(o->given & GIVEN_LR))
+            o->lr = d.lr;
         if (!(o->given & GIVEN_BETA1))
             o->beta1 = d.beta1;
+        if (!(o->given & GIVEN_BETA2))
+            o->beta2 = d.beta2;
         if (!(o->given & GIVEN_INIT))
             o->init = d.init;
         if (!(o->given & GIVEN_ADAM))
@@ -422,5 +475,9 @@ gan_config gan_options_config(const gan_options *o)
                         .shuffle_block = o->shuffle_block,
                         .lr = o->lr,
                         .beta1 = o->beta1,
-                        .seed = o->seed};
+                        .beta2 = o->beta2,
+                        .seed = o->seed,
+                        .n_critic = o->n_critic,
+                        .gp_lambda = o->gp_lambda,
+                        .critic_norm = o->critic_norm};
 }

@@ -10,6 +10,9 @@ typedef enum { CMD_TRAIN, CMD_SAMPLE, CMD_HELP, CMD_EVAL } gan_command;
  * checkpoint.c the values read back from a checkpoint. */
 #define GAN_LR_MAX 10.0        /* --lr X: (0, 10] */
 #define GAN_BETA1_MAX 0.999999 /* --beta1 X: [0, 0.999999] */
+#define GAN_BETA2_MAX 0.999999 /* --beta2 X: [0, 0.999999] */
+#define GAN_N_CRITIC_MAX 100   /* --n-critic N: [1, 100] */
+#define GAN_LAMBDA_MAX 1000.0  /* --gp-lambda X: [0, 1000] */
 #define GAN_BATCH_MIN 2        /* --batch N: [2, 65536] */
 #define GAN_BATCH_MAX 65536
 #define GAN_WIDTH_DIV_MAX 64          /* --width-div K: [1, 64] */
@@ -29,8 +32,11 @@ typedef struct gan_options {
     int64_t shuffle_block;
     int64_t epochs, iters; /* iters 0: epochs decide */
     int64_t batch;
-    float lr, beta1;
+    float lr, beta1, beta2;
     uint64_t seed;
+    int n_critic;    /* wgan-gp: --n-critic */
+    float gp_lambda; /* wgan-gp: --gp-lambda */
+    gan_critic_norm critic_norm;
     int threads;
     int64_t log_every;
     tg_grid_scale grid_scale;
@@ -69,6 +75,10 @@ enum {
     GIVEN_INIT = 1u << 10,
     GIVEN_ADAM = 1u << 11,
     GIVEN_SHUFFLE = 1u << 12,
+    GIVEN_BETA2 = 1u << 13,
+    GIVEN_N_CRITIC = 1u << 14,
+    GIVEN_GP_LAMBDA = 1u << 15,
+    GIVEN_CRITIC_NORM = 1u << 16,
 };
 
 /* The models-and-updates part of the options. */
@@ -76,6 +86,10 @@ gan_config gan_options_config(const gan_options *o);
 
 /* Parses argv into o. On a bad flag or value: false, with one line naming it in err. */
 bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t err_size);
+/* The flags that belong to one recipe: --step not with wgan-gp, --n-critic, --gp-lambda and
+ * --critic-norm only with it (o->recipe: the flag's, or a resumed checkpoint's). False with
+ * one line in err. */
+bool gan_recipe_flags_check(const gan_options *o, char *err, size_t err_size);
 /* The --help text. */
 const char *gan_usage(void);
 

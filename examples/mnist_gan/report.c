@@ -30,9 +30,12 @@ struct gan_log {
     FILE *eval_csv;  /* NULL until the first measurement */
     eval_row *evals;
     int64_t n_eval, cap_eval;
+    bool wgan; /* the wgan-gp recipe's columns */
 };
 
 static const char csv_header[] = "iteration,epoch,batch,d_real,d_fake,g,seconds\n";
+static const char wgan_csv_header[] =
+    "iteration,epoch,batch,critic,wasserstein,penalty,g,seconds\n";
 
 static const char eval_header[] =
     "iteration,fid,score,rarest_share,rarest_class,classes_5pct,confidence,white,n\n";
@@ -60,10 +63,28 @@ static bool push_row(gan_log *g, const log_row *r)
 }
 
 /* One CSV row; the losses in %.9g so a resumed run's rows compare bit for bit. */
-static void write_row(FILE *f, const log_row *r)
+static void write_row(const gan_log *g, FILE *f, const log_row *r)
 {
-    fprintf(f, "%lld,%lld,%lld,%.9g,%.9g,%.9g,%.3f\n", (long long)r->it, (long long)r->epoch,
-            (long long)r->batch, r->l.d_real, r->l.d_fake, r->l.g, r->seconds);
+    fprintf(f, "%lld,%lld,%lld,", (long long)r->it, (long long)r->epoch, (long long)r->batch);
+    if (g->wgan)
+        fprintf(f, "%.9g,%.9g,%.9g,%.9g,%.3f\n", r->l.critic, r->l.wasserstein, r->l.penalty,
+                r->l.g, r->seconds);
+    else
+        fprintf(f, "%.9g,%.9g,%.9g,%.3f\n", r->l.d_real, r->l.d_fake, r->l.g, r->seconds);
+}
+
+/* Reads a row write_row wrote into *r; false for anything else (a torn last line). */
+static bool read_row(const gan_log *g, const char *line, log_row *r)
+{
+    long long it, ep, b;
+    *r = (log_row){0};
+    if (g->wgan ? sscanf(line, "%lld,%lld,%lld,%f,%f,%f,%f,%lf", &it, &ep, &b, &r->l.critic,
+                         &r->l.wasserstein, &r->l.penalty, &r->l.g, &r->seconds) != 8
+                : sscanf(line, "%lld,%lld,%lld,%f,%f,%f,%lf", &it, &ep, &b, &r->l.d_real,
+                         &r->l.d_fake, &r->l.g, &r->seconds) != 7)
+        return false;
+    r->it = it, r->epoch = ep, r->batch = b;
+    return true;
 }
 
 void gan_log_close(gan_log *g)
@@ -157,9 +178,11 @@ tg_status gan_log_eval(gan_log *g, int64_t it, const gan_figures *f)
     return TG_OK;
 }
 
-gan_log *gan_log_open(const char *out_dir, int64_t keep_until)
+gan_log *gan_log_open(const char *out_dir, int64_t keep_until, gan_recipe recipe)
 {
     gan_log *g = calloc(1, sizeof *g);
+    if (g)
+        g->wgan = recipe == GAN_RECIPE_WGAN_GP;
     if (!g || !(g->csv_path = join(out_dir, "losses.csv")) ||
         !(g->html_path = join(out_dir, "report.html")) ||
         !(g->svg_path = join(out_dir, "losses.svg")) ||
@@ -181,13 +204,10 @@ gan_log *gan_log_open(const char *out_dir, int64_t keep_until)
                     continue;
                 }
                 log_row r;
-                long long it, ep, b;
-                if (sscanf(line, "%lld,%lld,%lld,%f,%f,%f,%lf", &it, &ep, &b, &r.l.d_real,
-                           &r.l.d_fake, &r.l.g, &r.seconds) != 7)
+                if (!read_row(g, line, &r))
                     break; /* a torn last line */
-                if (it > keep_until)
+                if (r.it > keep_until)
                     break;
-                r.it = it, r.epoch = ep, r.batch = b;
                 if (!push_row(g, &r))
                     break;
             }
@@ -200,9 +220,9 @@ gan_log *gan_log_open(const char *out_dir, int64_t keep_until)
         gan_log_close(g);
         return NULL;
     }
-    fputs(csv_header, tg_atomic_stream(af));
+    fputs(g->wgan ? wgan_csv_header : csv_header, tg_atomic_stream(af));
     for (int64_t i = 0; i < g->n; i++)
-        write_row(tg_atomic_stream(af), &g->rows[i]);
+        write_row(g, tg_atomic_stream(af), &g->rows[i]);
     if (tg_atomic_commit(af) != TG_OK || !(g->csv = tg_data_fopen_regular(g->csv_path, "a"))) {
         gan_log_close(g);
         return NULL;
@@ -220,7 +240,7 @@ tg_status gan_log_row(gan_log *g, int64_t it, int64_t epoch, int64_t batch, cons
     log_row r = {it, epoch, batch, *l, seconds};
     if (!push_row(g, &r))
         return tg_set_error(TG_ERR_NOMEM, "gan_log_row: out of memory");
-    write_row(g->csv, &r);
+    write_row(g, g->csv, &r);
     if (fflush(g->csv) != 0 || ferror(g->csv))
         return tg_set_error(TG_ERR_IO, "gan_log_row: writing %s: %s", g->csv_path, strerror(errno));
     return TG_OK;
@@ -241,7 +261,8 @@ static void base64(FILE *out, const unsigned char *b, size_t n)
     }
 }
 
-/* A line chart as inline SVG: series of (x, y) points, y from 0 to a little above the largest
+/* A line chart as inline SVG: series of (x, y) points, y from 0 (or a little below the
+ * smallest value when one is negative: a WGAN critic's loss) to a little above the largest
  * value, the legend to the right of the plot. Used for the losses and the FID curve. */
 typedef struct {
     const char *id; /* the svg element's id */
@@ -257,18 +278,27 @@ typedef struct {
 
 enum { CHART_W = 900, CHART_L = 50, CHART_R = 130, CHART_T = 10, CHART_B = 30 };
 
+/* The height of value v in a plot of ph pixels showing [ymin, ymax]; a value that is not
+ * finite sits at the top. */
+static double chart_y(double v, double ymin, double ymax, int ph)
+{
+    return CHART_T + ph * (1.0 - ((isfinite(v) ? v : ymax) - ymin) / (ymax - ymin));
+}
+
 static void svg_chart(FILE *f, const gan_log *g, const chart *c)
 {
     const int H = c->height, pw = CHART_W - CHART_L - CHART_R, ph = H - CHART_T - CHART_B;
-    double xmax = 1, ymax = 0, x, y;
+    double xmax = 1, ymin = 0, ymax = 0, x, y;
     for (int s = 0; s < c->n_series; s++)
         for (int64_t i = 0; i < c->n; i++) {
             c->point(g, s, i, c->n, &x, &y);
             xmax = fmax(xmax, x);
             if (isfinite(y))
-                ymax = fmax(ymax, y);
+                ymin = fmin(ymin, y), ymax = fmax(ymax, y);
         }
-    ymax = ymax > 0 ? ymax * 1.08 : 1.0; /* headroom: the top curve stays inside */
+    /* headroom: the top and bottom curves stay inside */
+    ymax = ymax > 0 ? ymax * 1.08 : ymin < 0 ? 0.0 : 1.0;
+    ymin *= 1.08;
     fprintf(f,
             "<svg id=\"%s\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
             "height=\"%d\" viewBox=\"0 0 %d %d\">\n",
@@ -281,7 +311,12 @@ static void svg_chart(FILE *f, const gan_log *g, const chart *c)
         fprintf(f,
                 "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.3g"
                 "</text>\n",
-                CHART_L - 4, CHART_T + ph * (1.0 - k / 4.0) + 4, ymax * k / 4.0);
+                CHART_L - 4, CHART_T + ph * (1.0 - k / 4.0) + 4, ymin + (ymax - ymin) * k / 4.0);
+    if (ymin < 0) /* where 0 is, when the plot goes below it */
+        fprintf(f,
+                "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#999\" "
+                "stroke-dasharray=\"4,3\"/>\n",
+                CHART_L, chart_y(0, ymin, ymax, ph), CHART_L + pw, chart_y(0, ymin, ymax, ph));
     fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\">iteration 0</text>\n", CHART_L, H - 10);
     fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">%.0f</text>\n",
             CHART_L + pw, H - 10, xmax);
@@ -292,15 +327,13 @@ static void svg_chart(FILE *f, const gan_log *g, const chart *c)
                 c->keys[s], c->colors[s]);
         for (int64_t i = 0; i < c->n; i++) {
             c->point(g, s, i, c->n, &x, &y);
-            fprintf(f, "%.1f,%.1f ", CHART_L + pw * x / xmax,
-                    CHART_T + ph * (1.0 - (isfinite(y) ? y : ymax) / ymax));
+            fprintf(f, "%.1f,%.1f ", CHART_L + pw * x / xmax, chart_y(y, ymin, ymax, ph));
         }
         fprintf(f, "\"/>\n");
         for (int64_t i = 0; c->dots && i < c->n; i++) {
             c->point(g, s, i, c->n, &x, &y);
             fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n",
-                    CHART_L + pw * x / xmax, CHART_T + ph * (1.0 - (isfinite(y) ? y : ymax) / ymax),
-                    c->colors[s]);
+                    CHART_L + pw * x / xmax, chart_y(y, ymin, ymax, ph), c->colors[s]);
         }
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"%s\">%s</text>\n",
                 CHART_L + pw + 10, CHART_T + 14 + 16 * s, c->colors[s], c->names[s]);
@@ -322,8 +355,10 @@ static void loss_point(const gan_log *g, int s, int64_t b, int64_t buckets, doub
     double sx = 0, sy = 0;
     for (int64_t i = lo; i < hi; i++) {
         const gan_losses *l = &g->rows[i].l;
+        const float wgan_v[4] = {l->critic, l->wasserstein, l->penalty, l->g};
+        const float v[3] = {l->d_real, l->d_fake, l->g};
         sx += (double)g->rows[i].it;
-        sy += s == 0 ? l->d_real : s == 1 ? l->d_fake : l->g;
+        sy += g->wgan ? wgan_v[s] : v[s];
     }
     *x = sx / (double)(hi - lo);
     *y = sy / (double)(hi - lo);
@@ -337,14 +372,18 @@ static void fid_point(const gan_log *g, int s, int64_t i, int64_t n, double *x, 
 }
 
 static const char *const loss_names[3] = {"d_real", "d_fake", "g"};
+static const char *const wgan_names[4] = {"critic", "wasserstein", "penalty", "g"};
 static const char *const loss_colors[3] = {"#1f77b4", "#ff7f0e", "#2ca02c"};
+static const char *const wgan_colors[4] = {"#1f77b4", "#ff7f0e", "#9467bd", "#2ca02c"};
 static const char *const fid_keys[1] = {"fid"};
 static const char *const fid_names[1] = {"FID (classifier)"};
 static const char *const fid_colors[1] = {"#d62728"};
 
 static void svg_curves(FILE *f, const gan_log *g)
 {
-    chart c = {"losses",       360,        3,    loss_names, loss_names, loss_colors,
+    const char *const *names = g->wgan ? wgan_names : loss_names;
+    chart c = {"losses",       360,        g->wgan ? 4 : 3,
+               names,          names,      g->wgan ? wgan_colors : loss_colors,
                loss_points(g), loss_point, false};
     svg_chart(f, g, &c);
 }
@@ -393,11 +432,14 @@ tg_status gan_log_report(gan_log *g, const char *png_path, const char *title)
             "pixelated;width:%s}</style></head><body>\n<h1>mnist_gan</h1>\n<p>%s</p>\n",
             title, "720px", title);
     if (last)
-        fprintf(f,
-                "<p id=\"status\">iteration %lld (epoch %lld, batch %lld), %.0f s: d_real "
-                "%.4f, d_fake %.4f, g %.4f</p>\n",
-                (long long)last->it, (long long)last->epoch, (long long)last->batch, last->seconds,
-                last->l.d_real, last->l.d_fake, last->l.g);
+        fprintf(f, "<p id=\"status\">iteration %lld (epoch %lld, batch %lld), %.0f s: ",
+                (long long)last->it, (long long)last->epoch, (long long)last->batch, last->seconds);
+    if (last && g->wgan)
+        fprintf(f, "critic %.4f, wasserstein %.4f, penalty %.4f, g %.4f</p>\n", last->l.critic,
+                last->l.wasserstein, last->l.penalty, last->l.g);
+    else if (last)
+        fprintf(f, "d_real %.4f, d_fake %.4f, g %.4f</p>\n", last->l.d_real, last->l.d_fake,
+                last->l.g);
     fprintf(f, "<h2>Losses</h2>\n");
     svg_curves(f, g);
     if (g->n_eval > 0) {

@@ -10,8 +10,10 @@
 typedef struct gan_log gan_log;
 
 /* Opens OUT/losses.csv for a run: a new file (keep_until < 0), or, when resuming, the rows up
- * to iteration keep_until kept (later ones dropped: the resumed run writes them again). */
-gan_log *gan_log_open(const char *out_dir, int64_t keep_until);
+ * to iteration keep_until kept (later ones dropped: the resumed run writes them again). The
+ * columns are the recipe's losses: iteration,epoch,batch,d_real,d_fake,g,seconds, or for
+ * wgan-gp iteration,epoch,batch,critic,wasserstein,penalty,g,seconds. */
+gan_log *gan_log_open(const char *out_dir, int64_t keep_until, gan_recipe recipe);
 /* Appends one row (and flushes it). */
 tg_status gan_log_row(gan_log *g, int64_t it, int64_t epoch, int64_t batch, const gan_losses *l,
                       double seconds);

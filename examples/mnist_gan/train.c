@@ -237,7 +237,11 @@ static bool adopt_settings(gan_options *o, const run_settings *r, char *err, siz
         {GIVEN_BATCH, "--batch", o->batch != r->batch},
         {GIVEN_LR, "--lr", o->lr != c->lr},
         {GIVEN_BETA1, "--beta1", o->beta1 != c->beta1},
+        {GIVEN_BETA2, "--beta2", o->beta2 != c->beta2},
         {GIVEN_SEED, "--seed", o->seed != c->seed},
+        {GIVEN_N_CRITIC, "--n-critic", o->n_critic != c->n_critic},
+        {GIVEN_GP_LAMBDA, "--gp-lambda", o->gp_lambda != c->gp_lambda},
+        {GIVEN_CRITIC_NORM, "--critic-norm", o->critic_norm != c->critic_norm},
     };
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
         if ((o->given & checks[i].bit) && checks[i].differs) {
@@ -252,7 +256,9 @@ static bool adopt_settings(gan_options *o, const run_settings *r, char *err, siz
     o->adam_eps = c->adam_eps, o->shuffle_block = c->shuffle_block;
     o->digit = r->digit, o->width_div = r->width_div;
     o->batch = r->batch, o->lr = c->lr, o->beta1 = c->beta1, o->seed = c->seed;
-    return true;
+    o->beta2 = c->beta2, o->n_critic = c->n_critic, o->gp_lambda = c->gp_lambda;
+    o->critic_norm = c->critic_norm;
+    return gan_recipe_flags_check(o, err, n);
 }
 
 const char *data_dir_of(const gan_options *o)
@@ -274,7 +280,7 @@ static void progress(int64_t it, int64_t total, double secs, int64_t it0)
     fflush(stderr);
 }
 
-const char *const recipe_names[] = {"tutorial", "dcgan"};
+const char *const recipe_names[] = {"tutorial", "dcgan", "wgan-gp"};
 const char *const gen_names[] = {"upsample", "convt"};
 
 /* The noise of the generated images measured during training: the same at every measurement,
@@ -393,7 +399,13 @@ int train(gan_options *o)
         goto done;
     }
     const int64_t per_epoch = tg_loader_batches_per_epoch(loader);
-    const int64_t total = o->iters ? o->iters : o->epochs * per_epoch;
+    /* wgan-gp's iteration (one G step) takes n_critic real batches; an epoch is still one
+     * pass over the data, at least one iteration */
+    const bool wgan = o->recipe == GAN_RECIPE_WGAN_GP;
+    const int64_t per_it = wgan ? o->n_critic : 1;
+    const int64_t epoch_its = per_epoch / per_it > 0 ? per_epoch / per_it : 1;
+    const int64_t total = o->iters ? o->iters : o->epochs * epoch_its;
+    pos.batches_per_iteration = per_it;
     if (resume_sd && !position_check(&pos, per_epoch, total, ckpt, err, sizeof err)) {
         code = fail(EXIT_BAD_INPUT, "%s", err);
         goto done;
@@ -445,24 +457,30 @@ int train(gan_options *o)
     tg_rng_seed(&grid_rng, o->seed ^ 0x9a1dull);
     zfix = tg_tensor_new(TG_DIMS(GRID_N, w.nz));
     tg_tensor_normal_(zfix, &grid_rng, 0.0f, 1.0f);
-    if (!(log = gan_log_open(o->out_dir, o->resume ? pos.iteration : -1))) {
+    if (!(log = gan_log_open(o->out_dir, o->resume ? pos.iteration : -1, o->recipe))) {
         code = fail(input_failure(), "%s", tg_last_error());
         goto done;
     }
 
     run_settings rs = {cfg, o->digit, o->width_div, o->batch};
+    char step[160];
+    if (wgan)
+        snprintf(step, sizeof step, "critic norm %s, n_critic %d, gp_lambda %g, beta2 %g",
+                 gan_critic_norm_names[o->critic_norm], o->n_critic, o->gp_lambda, o->beta2);
+    else
+        snprintf(step, sizeof step, "step %s", gan_step_names[o->step]);
     snprintf(title, sizeof title,
-             "recipe %s, generator %s, step %s, init %s, adam %s, shuffle "
+             "recipe %s, generator %s, %s, init %s, adam %s, shuffle "
              "%s, batch %lld, lr %g, beta1 %g, seed %llu, %lld images%s",
              recipe_names[o->recipe],
-             o->recipe == GAN_RECIPE_DCGAN ? "dcgan" : gen_names[o->generator],
-             gan_step_names[o->step], gan_init_names[o->init], gan_adam_names[o->adam_eps],
+             o->recipe != GAN_RECIPE_TUTORIAL ? "dcgan" : gen_names[o->generator], step,
+             gan_init_names[o->init], gan_adam_names[o->adam_eps],
              o->shuffle_block ? "paddle" : "full", (long long)o->batch, o->lr, o->beta1,
              (unsigned long long)o->seed, (long long)ds->images->shape[0],
              o->digit >= 0 ? " (one digit)" : "");
-    printf("mnist_gan: %s; %lld iterations (%lld per epoch), from %lld; %d thread%s; %s\n", title,
-           (long long)total, (long long)per_epoch, (long long)pos.iteration, o->threads,
-           o->threads == 1 ? "" : "s", tg_blas_info());
+    printf("mnist_gan: %s; %lld iterations (%lld per epoch%s), from %lld; %d thread%s; %s\n", title,
+           (long long)total, (long long)epoch_its, wgan ? ", each n_critic batches" : "",
+           (long long)pos.iteration, o->threads, o->threads == 1 ? "" : "s", tg_blas_info());
     fflush(stdout);
 
     const bool tty = isatty(2);
@@ -471,14 +489,15 @@ int train(gan_options *o)
     int64_t it = pos.iteration;
     while (it < total) {
         tg_loader_state at = tg_loader_get_state(loader);
-        tg_tensor *real;
+        tg_tensor *real[GAN_N_CRITIC_MAX] = {NULL};
         gan_losses l;
-        if (tg_loader_next(loader, &real, NULL) != TG_OK) {
-            code = fail(1, "%s", tg_last_error());
-            goto done;
-        }
-        tg_status st = gan_step(&s, real, NULL, &l);
-        tg_tensor_release(real);
+        tg_status st = TG_OK;
+        for (int64_t k = 0; k < per_it && st == TG_OK; k++)
+            st = tg_loader_next(loader, &real[k], NULL);
+        if (st == TG_OK)
+            st = wgan ? gan_step_wgan_gp(&s, real, &l) : gan_step(&s, real[0], NULL, &l);
+        for (int64_t k = 0; k < per_it; k++)
+            tg_tensor_release(real[k]);
         if (st != TG_OK) {
             code = fail(1, "iteration %lld: %s", (long long)it + 1, tg_last_error());
             goto done;
@@ -489,7 +508,15 @@ int train(gan_options *o)
             code = fail(1, "%s", tg_last_error());
             goto done;
         }
-        if (!isfinite(l.d_real) || !isfinite(l.d_fake) || !isfinite(l.g)) {
+        if (wgan && (!isfinite(l.critic) || !isfinite(l.wasserstein) || !isfinite(l.penalty) ||
+                     !isfinite(l.g))) {
+            code = fail(1,
+                        "iteration %lld: a loss is not finite (critic %g, wasserstein %g, "
+                        "penalty %g, g %g); rerun with TG_CHECK_FINITE=1 to find the op",
+                        (long long)it, l.critic, l.wasserstein, l.penalty, l.g);
+            goto done;
+        }
+        if (!wgan && (!isfinite(l.d_real) || !isfinite(l.d_fake) || !isfinite(l.g))) {
             code = fail(1,
                         "iteration %lld: a loss is not finite (d_real %g, d_fake %g, g %g); "
                         "rerun with TG_CHECK_FINITE=1 to find the op",
@@ -502,9 +529,15 @@ int train(gan_options *o)
         if (it % o->log_every == 0 || it == total) {
             if (tty)
                 fputc('\n', stderr);
-            printf("epoch = %lld, batch = %lld, real_d_loss = %.4f, fake_d_loss = %.4f, "
-                   "g_loss = %.4f\n",
-                   (long long)at.epoch, (long long)at.batch, l.d_real, l.d_fake, l.g);
+            if (wgan)
+                printf("epoch = %lld, batch = %lld, critic_loss = %.4f, wasserstein = %.4f, "
+                       "penalty = %.4f, g_loss = %.4f\n",
+                       (long long)at.epoch, (long long)at.batch, l.critic, l.wasserstein, l.penalty,
+                       l.g);
+            else
+                printf("epoch = %lld, batch = %lld, real_d_loss = %.4f, fake_d_loss = %.4f, "
+                       "g_loss = %.4f\n",
+                       (long long)at.epoch, (long long)at.batch, l.d_real, l.d_fake, l.g);
             fflush(stdout);
             snprintf(png, sizeof png, "%s/samples_%lld.png", o->out_dir, (long long)it);
             tg_tensor *img = gan_generate(&s, zfix);
@@ -525,8 +558,8 @@ int train(gan_options *o)
             }
         }
         tg_loader_state next = tg_loader_get_state(loader);
-        if (next.batch == 0 || it == total) { /* the end of an epoch, or of the run */
-            pos = (run_position){it, secs, next};
+        if (next.epoch != at.epoch || it == total) { /* an epoch ended, or the run */
+            pos = (run_position){it, secs, next, per_it};
             if (save_checkpoint(ckpt, &s, &rs, &pos) != TG_OK) {
                 code = fail(1, "%s", tg_last_error());
                 goto done;

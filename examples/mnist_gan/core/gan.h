@@ -6,8 +6,15 @@
 
 #include "tapegrad.h"
 
-/* Which models: the tutorial's, or the classic MNIST DCGAN that learns digits in one epoch. */
-typedef enum { GAN_RECIPE_TUTORIAL, GAN_RECIPE_DCGAN } gan_recipe;
+/* Which models: the tutorial's, the classic MNIST DCGAN that learns digits in one epoch, or
+ * WGAN-GP (Gulrajani et al. 2017): the dcgan generator against a critic trained with a
+ * gradient penalty (step.c). */
+typedef enum { GAN_RECIPE_TUTORIAL, GAN_RECIPE_DCGAN, GAN_RECIPE_WGAN_GP } gan_recipe;
+/* The WGAN-GP critic's normalisation: none (the default, as the paper's MNIST critic), or layer
+ * norm over each sample's [C, H, W] after the second conv (the paper's advice when one is
+ * wanted: the penalty is per sample, so no norm may mix the samples of a batch, as BatchNorm
+ * does). */
+typedef enum { GAN_CRITIC_NONE, GAN_CRITIC_LAYER } gan_critic_norm;
 /* The tutorial's two generators: bilinear upsampling + conv, or transposed convolutions. */
 typedef enum { GAN_GEN_UPSAMPLE, GAN_GEN_CONVT } gan_generator;
 /* The tutorial's step as PaddlePaddle 1.8 ran it, the textbook step, or the tutorial's code
@@ -16,9 +23,10 @@ typedef enum { GAN_STEP_TUTORIAL, GAN_STEP_CLEAN, GAN_STEP_ACCUMULATE } gan_step
 /* Initial weights: PaddlePaddle 1.8 dygraph's defaults (tg_nn_init_paddle) or PyTorch's. */
 typedef enum { GAN_INIT_PADDLE, GAN_INIT_TORCH } gan_init;
 /* The names of the values above, as the command line and the checkpoint spell them. */
-extern const char *const gan_step_names[]; /* "tutorial", "clean", "accumulate" */
-extern const char *const gan_init_names[]; /* "paddle", "torch" */
-extern const char *const gan_adam_names[]; /* tg_adam_eps: "torch", "paddle" */
+extern const char *const gan_step_names[];        /* "tutorial", "clean", "accumulate" */
+extern const char *const gan_init_names[];        /* "paddle", "torch" */
+extern const char *const gan_adam_names[];        /* tg_adam_eps: "torch", "paddle" */
+extern const char *const gan_critic_norm_names[]; /* "none", "layer" */
 /* paddle.reader.shuffle(reader, 30000): the tutorial's buffer, two shuffled halves of MNIST. */
 #define GAN_PADDLE_SHUFFLE_BLOCK 30000
 
@@ -30,13 +38,19 @@ typedef struct gan_config {
     gan_init init;
     tg_adam_eps adam_eps;  /* where Adam's eps enters (optim.h) */
     int64_t shuffle_block; /* the loader's shuffle block, 0: the whole set */
-    float lr, beta1;
+    float lr, beta1, beta2;
     uint64_t seed;
+    /* wgan-gp only */
+    int n_critic;    /* critic steps per generator step, each on its own real batch */
+    float gp_lambda; /* the gradient penalty's weight */
+    gan_critic_norm critic_norm;
 } gan_config;
 
 /* A recipe's defaults: the tutorial's as Paddle 1.8 ran it (upsample G, tutorial step, Paddle
- * init, Paddle's Adam, shuffle in blocks of 30000, lr 2e-4, beta1 0.9), or dcgan's (clean step,
- * PyTorch's init and Adam, one shuffle of the whole set, beta1 0.5); seed 1. */
+ * init, Paddle's Adam, shuffle in blocks of 30000, lr 2e-4, beta1 0.9), dcgan's (clean step,
+ * PyTorch's init and Adam, one shuffle of the whole set, beta1 0.5), or wgan-gp's (the paper's:
+ * dcgan's init, Adam and shuffle, lr 1e-4, betas (0.5, 0.9), n_critic 5, lambda 10, no critic
+ * norm); beta2 0.999 but for wgan-gp; seed 1. */
 gan_config gan_config_default(gan_recipe recipe);
 
 /* Layer widths; gan_widths_default gives the tutorial's, tests build the same shapes small. */
@@ -56,29 +70,41 @@ gan_widths gan_widths_default(int div);
 /* Builds G for the recipe and generator variant, drawing initial weights from rng. */
 tg_module *gan_build_generator(gan_recipe recipe, gan_generator gen, const gan_widths *w,
                                tg_rng *rng);
-/* Builds D for the recipe. */
+/* Builds D for the recipe (the WGAN-GP critic with GAN_CRITIC_NONE). */
 tg_module *gan_build_discriminator(gan_recipe recipe, const gan_widths *w, tg_rng *rng);
+/* Builds the WGAN-GP critic with the given normalisation. */
+tg_module *gan_build_critic(gan_critic_norm norm, const gan_widths *w, tg_rng *rng);
 
-/* Everything a training run holds: models, the three Adams, the noise RNG. */
+/* Everything a training run holds: models, the Adams, the noise RNG. */
 typedef struct gan_state {
     tg_module *G, *D;
-    tg_optim *opt_d_real; /* the tutorial's D optimizer for the real batch */
-    tg_optim *opt_d_fake; /* its second Adam over the same D parameters, for the fake batch */
+    tg_optim *opt_d_real; /* the tutorial's D optimizer for the real batch; wgan-gp: the
+                           * critic's only one */
+    tg_optim *opt_d_fake; /* its second Adam over the same D parameters, for the fake batch;
+                           * NULL in wgan-gp */
     tg_optim *opt_g;
-    tg_rng z_rng; /* draws z */
+    tg_rng z_rng; /* draws z (and wgan-gp's interpolation weights) */
+    gan_recipe recipe;
     gan_step_mode step;
     int64_t nz;
+    int n_critic;
+    float gp_lambda;
 } gan_state;
 
-/* Models and optimizers for the config (Adam lr, beta1, beta2 0.999, eps 1e-8, the config's
- * eps style; weights from c->seed, in c->init's distributions). */
+/* Models and optimizers for the config (Adam lr, beta1, beta2, eps 1e-8, the config's eps
+ * style; weights from c->seed, in c->init's distributions). */
 tg_status gan_state_init(gan_state *s, const gan_config *c, const gan_widths *w);
 /* Frees models and optimizers. */
 void gan_state_free(gan_state *s);
 
-/* The three losses of one iteration. */
+/* The losses of one iteration: d_real, d_fake and g for the tutorial and dcgan recipes;
+ * critic, wasserstein, penalty (each the mean over the iteration's n_critic critic steps) and g
+ * for wgan-gp. */
 typedef struct gan_losses {
     float d_real, d_fake, g;
+    float critic;      /* D(fake).mean() - D(real).mean() + penalty */
+    float wasserstein; /* D(real).mean() - D(fake).mean(): the critic's distance estimate */
+    float penalty;     /* lambda * ((||grad_xhat D(xhat)||_2 - 1)^2).mean() */
 } gan_losses;
 
 /* One training iteration on a real batch [B,1,28,28] in [-1, 1] (see step.c for the two modes).
@@ -86,13 +112,19 @@ typedef struct gan_losses {
  * for the fake-D step and, in clean mode, a second one for the G step. */
 tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], gan_losses *out);
 
+/* One wgan-gp iteration (one generator step): s->n_critic critic steps, step k on real[k]
+ * ([B,1,28,28] in [-1, 1], each its own batch), then one generator step at the same batch
+ * size. Noise and interpolation weights come from s->z_rng. */
+tg_status gan_step_wgan_gp(gan_state *s, tg_tensor *const *real, gan_losses *out);
+
 /* G's images for the noise z [n, nz], in eval mode (running BatchNorm statistics): a new
  * reference [n,1,28,28]. */
 tg_tensor *gan_generate(gan_state *s, tg_tensor *z);
 
 /* Puts G, D and the optimizers' state into sd under "G.", "D.", "opt_d_real.", "opt_d_fake.",
- * "opt_g.", and the gradients still held by G's and D's parameters under "grad.G." and
- * "grad.D." (the tutorial step carries D's gradient from one iteration into the next). */
+ * "opt_g." (wgan-gp: "opt_d." for the critic's, and no opt_d_fake), and the gradients still
+ * held by G's and D's parameters under "grad.G." and "grad.D." (the tutorial step carries D's
+ * gradient from one iteration into the next). */
 tg_status gan_state_dict(const gan_state *s, tg_state_dict *sd);
 /* Loads what gan_state_dict saved. Each part is validated before it changes, but a later part
  * can fail after an earlier one loaded: load into a fresh state and discard it on error. */

@@ -88,15 +88,35 @@ static tg_module *dcgan_d(const gan_widths *w, tg_rng *rng)
                             tg_nn_linear(c2 * 7 * 7, 1, true, rng));
 }
 
+/* WGAN-GP critic: the DCGAN D with its BatchNorm left out or replaced by layer norm over each
+ * sample's [c2, 7, 7] (elementwise affine, eps 1e-5); the output is the critic's score, no
+ * sigmoid (dcgan_d has none either: its loss takes logits). */
+tg_module *gan_build_critic(gan_critic_norm norm, const gan_widths *w, tg_rng *rng)
+{
+    const int64_t c1 = w->d_ch1, c2 = w->d_ch2;
+    const float s = DCGAN_LEAKY_SLOPE;
+    if (norm == GAN_CRITIC_LAYER)
+        return TG_NN_SEQUENTIAL(tg_nn_conv2d(1, c1, 4, 2, 1, 1, true, rng), tg_nn_leaky_relu(s),
+                                tg_nn_conv2d(c1, c2, 4, 2, 1, 1, true, rng),
+                                tg_nn_layer_norm(TG_DIMS(c2, 7, 7), 1e-5f, true),
+                                tg_nn_leaky_relu(s), tg_nn_flatten(),
+                                tg_nn_linear(c2 * 7 * 7, 1, true, rng));
+    return TG_NN_SEQUENTIAL(tg_nn_conv2d(1, c1, 4, 2, 1, 1, true, rng), tg_nn_leaky_relu(s),
+                            tg_nn_conv2d(c1, c2, 4, 2, 1, 1, true, rng), tg_nn_leaky_relu(s),
+                            tg_nn_flatten(), tg_nn_linear(c2 * 7 * 7, 1, true, rng));
+}
+
 tg_module *gan_build_generator(gan_recipe recipe, gan_generator gen, const gan_widths *w,
                                tg_rng *rng)
 {
-    if (recipe == GAN_RECIPE_DCGAN)
+    if (recipe != GAN_RECIPE_TUTORIAL) /* dcgan, and wgan-gp's generator */
         return dcgan_g(w, rng);
     return gen == GAN_GEN_CONVT ? tutorial_g_convt(w, rng) : tutorial_g_upsample(w, rng);
 }
 
 tg_module *gan_build_discriminator(gan_recipe recipe, const gan_widths *w, tg_rng *rng)
 {
-    return recipe == GAN_RECIPE_DCGAN ? dcgan_d(w, rng) : tutorial_d(w, rng);
+    return recipe == GAN_RECIPE_WGAN_GP ? gan_build_critic(GAN_CRITIC_NONE, w, rng)
+           : recipe == GAN_RECIPE_DCGAN ? dcgan_d(w, rng)
+                                        : tutorial_d(w, rng);
 }

@@ -22,7 +22,10 @@
  * --step clean is the textbook step: gradients cleared before every backward, G(z) detached
  * for D, a fresh z for G.
  *
- * Each statement group runs on its own tape, so the graph of one is freed before the next. */
+ * Each statement group runs on its own tape, so the graph of one is freed before the next.
+ *
+ * The wgan-gp recipe has its own step (gan_step_wgan_gp, below): WGAN-GP's Algorithm 1, one
+ * iteration being one generator step after n_critic critic steps. */
 #include "gan.h"
 
 #include <stdlib.h>
@@ -31,23 +34,36 @@
 /* Adam's beta2 and eps: PyTorch's and PaddlePaddle's defaults, which the tutorial keeps. */
 #define ADAM_BETA2 0.999f
 #define ADAM_EPS 1e-8f
+/* WGAN-GP's settings (the paper's Algorithm 1 and its MNIST run): Adam lr 1e-4, betas
+ * (0.5, 0.9), 5 critic steps per generator step, penalty weight 10. */
+#define WGAN_LR 1e-4f
+#define WGAN_BETA1 0.5f
+#define WGAN_BETA2 0.9f
+#define WGAN_N_CRITIC 5
+#define WGAN_LAMBDA 10.0f
 
 const char *const gan_step_names[] = {"tutorial", "clean", "accumulate", NULL};
 const char *const gan_init_names[] = {"paddle", "torch", NULL};
 const char *const gan_adam_names[] = {"torch", "paddle", NULL};
+const char *const gan_critic_norm_names[] = {"none", "layer", NULL};
 
 gan_config gan_config_default(gan_recipe recipe)
 {
-    if (recipe == GAN_RECIPE_DCGAN)
+    const bool wgan = recipe == GAN_RECIPE_WGAN_GP;
+    if (recipe != GAN_RECIPE_TUTORIAL)
         return (gan_config){.recipe = recipe,
                             .generator = GAN_GEN_UPSAMPLE, /* unused */
-                            .step = GAN_STEP_CLEAN,
+                            .step = GAN_STEP_CLEAN,        /* wgan-gp: its own, unused */
                             .init = GAN_INIT_TORCH,
                             .adam_eps = TG_ADAM_EPS_AFTER_CORRECTION,
                             .shuffle_block = 0,
-                            .lr = 2e-4f,
-                            .beta1 = 0.5f,
-                            .seed = 1};
+                            .lr = wgan ? WGAN_LR : 2e-4f,
+                            .beta1 = wgan ? WGAN_BETA1 : 0.5f,
+                            .beta2 = wgan ? WGAN_BETA2 : ADAM_BETA2,
+                            .seed = 1,
+                            .n_critic = WGAN_N_CRITIC,
+                            .gp_lambda = WGAN_LAMBDA,
+                            .critic_norm = GAN_CRITIC_NONE};
     return (gan_config){.recipe = recipe,
                         .generator = GAN_GEN_UPSAMPLE,
                         .step = GAN_STEP_TUTORIAL,
@@ -56,7 +72,11 @@ gan_config gan_config_default(gan_recipe recipe)
                         .shuffle_block = GAN_PADDLE_SHUFFLE_BLOCK,
                         .lr = 2e-4f,
                         .beta1 = 0.9f,
-                        .seed = 1};
+                        .beta2 = ADAM_BETA2,
+                        .seed = 1,
+                        .n_critic = WGAN_N_CRITIC,
+                        .gp_lambda = WGAN_LAMBDA,
+                        .critic_norm = GAN_CRITIC_NONE};
 }
 
 static tg_optim *adam_over(tg_module *m, const gan_config *c)
@@ -65,7 +85,7 @@ static tg_optim *adam_over(tg_module *m, const gan_config *c)
     tg_tensor **p = tg_module_parameters(m, &n);
     if (!p)
         return NULL;
-    tg_optim *opt = tg_optim_adam(p, n, c->lr, c->beta1, ADAM_BETA2, ADAM_EPS, 0.0f);
+    tg_optim *opt = tg_optim_adam(p, n, c->lr, c->beta1, c->beta2, ADAM_EPS, 0.0f);
     free(p); /* the optimizer retained the tensors */
     if (opt && tg_optim_set_adam_eps(opt, c->adam_eps) != TG_OK) {
         tg_optim_free(opt);
@@ -76,14 +96,25 @@ static tg_optim *adam_over(tg_module *m, const gan_config *c)
 
 tg_status gan_state_init(gan_state *s, const gan_config *c, const gan_widths *w)
 {
-    *s = (gan_state){.step = c->step, .nz = w->nz};
+    *s = (gan_state){.recipe = c->recipe,
+                     .step = c->step,
+                     .nz = w->nz,
+                     .n_critic = c->n_critic,
+                     .gp_lambda = c->gp_lambda};
+    if (c->recipe == GAN_RECIPE_WGAN_GP && (c->n_critic < 1 || !(c->gp_lambda >= 0)))
+        return tg_set_error(TG_ERR_ARG,
+                            "gan_state_init: wgan-gp needs n_critic >= 1 and gp_lambda >= 0, not "
+                            "%d and %g",
+                            c->n_critic, (double)c->gp_lambda);
     /* One stream initialises the weights, another draws z: changing one model's size does not
      * shift the other's noise. */
     tg_rng init;
     tg_rng_seed(&init, c->seed);
     tg_rng_seed(&s->z_rng, c->seed ^ 0x5eed2a11ull);
     s->G = gan_build_generator(c->recipe, c->generator, w, &init);
-    s->D = s->G ? gan_build_discriminator(c->recipe, w, &init) : NULL;
+    s->D = !s->G                             ? NULL
+           : c->recipe == GAN_RECIPE_WGAN_GP ? gan_build_critic(c->critic_norm, w, &init)
+                                             : gan_build_discriminator(c->recipe, w, &init);
     /* Paddle's initialisers redraw the weights the constructors drew in PyTorch's way: G's
      * first, then D's, from the same stream. */
     if (s->D && c->init == GAN_INIT_PADDLE &&
@@ -92,10 +123,11 @@ tg_status gan_state_init(gan_state *s, const gan_config *c, const gan_widths *w)
         gan_state_free(s);
         return st;
     }
-    if (s->D) {
+    if (s->D) { /* wgan-gp's critic has one Adam: opt_d_real */
+        const bool two_d = c->recipe != GAN_RECIPE_WGAN_GP;
         s->opt_d_real = adam_over(s->D, c);
-        s->opt_d_fake = s->opt_d_real ? adam_over(s->D, c) : NULL;
-        s->opt_g = s->opt_d_fake ? adam_over(s->G, c) : NULL;
+        s->opt_d_fake = s->opt_d_real && two_d ? adam_over(s->D, c) : NULL;
+        s->opt_g = s->opt_d_real && (s->opt_d_fake || !two_d) ? adam_over(s->G, c) : NULL;
     }
     if (!s->opt_g) {
         tg_status st = tg_last_status();
@@ -210,6 +242,88 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
     return st;
 }
 
+/* ---- wgan-gp ---------------------------------------------------------------------------
+ * WGAN-GP's Algorithm 1 (Gulrajani et al. 2017), as its PyTorch ports write it:
+ *     for n_critic steps, each on a new real batch:
+ *         z ~ N(0, 1); fake = G(z).detach(); eps ~ U[0, 1) per sample
+ *         xhat = eps * real + (1 - eps) * fake, a leaf that requires grad
+ *         g = autograd.grad(D(xhat), xhat, ones, create_graph=True)
+ *         penalty = lambda * ((||g||_2 - 1)^2).mean()   (the norm over each sample's pixels)
+ *         loss_d = D(fake).mean() - D(real).mean() + penalty; backward; opt_d.step()
+ *     z ~ N(0, 1); loss_g = -D(G(z)).mean(); backward; opt_g.step()
+ * Every backward starts from zero gradients. The penalty's backward is a second derivative:
+ * it reaches D's weights through g's history (tg_grad with create_graph). z and eps come from
+ * the state's z_rng, which the checkpoint saves, so a resumed run draws the same numbers. */
+
+/* lambda * ((||d D(xhat) / d xhat||_2 - 1)^2).mean() on the open tape; NULL on failure. */
+static tg_tensor *gradient_penalty(gan_state *s, tg_tensor *real, tg_tensor *fake)
+{
+    const int64_t b = real->shape[0];
+    tg_tensor *eps = tg_rand(TG_DIMS(b, 1, 1, 1), &s->z_rng);
+    tg_tensor *xhat = tg_add(tg_mul(eps, real), tg_mul(tg_rsub_scalar(eps, 1.0f), fake));
+    /* xhat has no history (real and fake need no grad): made a leaf of this step, as PyTorch's
+     * xhat.requires_grad_(True), so tg_grad can differentiate with respect to it */
+    if (!xhat || tg_tensor_set_requires_grad(xhat, true) != TG_OK)
+        return NULL;
+    tg_tensor *d_xhat = tg_module_forward(s->D, xhat), *g = NULL;
+    tg_tensor *ones = d_xhat ? tg_ones(d_xhat->ndim, d_xhat->shape) : NULL;
+    if (!ones || tg_grad(&d_xhat, 1, &xhat, 1, &ones, true, &g) != TG_OK)
+        return NULL;
+    /* ||g||_2 per sample over [C, H, W]; no epsilon in the sqrt, as the paper's code */
+    tg_tensor *norm = tg_sqrt(tg_sum_axis(tg_square(tg_flatten(g, 1, 3)), 1, false));
+    return tg_mul_scalar(tg_mean(tg_square(tg_sub_scalar(norm, 1.0f))), s->gp_lambda);
+}
+
+/* One critic step on real: its three values added into sums[3] (loss, wasserstein, penalty). */
+static tg_status critic_step(gan_state *s, tg_tensor *real, double sums[3])
+{
+    const int64_t b = real->shape[0];
+    tg_module_zero_grad(s->D);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    if (!tape)
+        return tg_last_status();
+    tg_tensor *z = tg_randn(TG_DIMS(b, s->nz), &s->z_rng);
+    tg_tensor *fake = tg_detach(tg_module_forward(s->G, z));
+    tg_tensor *d_real = tg_mean(tg_module_forward(s->D, real));
+    tg_tensor *d_fake = tg_mean(tg_module_forward(s->D, fake));
+    tg_tensor *w = tg_sub(d_real, d_fake);
+    tg_tensor *penalty = w && s->gp_lambda > 0 ? gradient_penalty(s, real, fake) : tg_scalar(0.0f);
+    tg_tensor *loss = penalty ? tg_sub(penalty, w) : NULL;
+    tg_status st = loss ? tg_backward(loss) : tg_last_status();
+    if (st == TG_OK) {
+        sums[0] += tg_tensor_item(loss);
+        sums[1] += tg_tensor_item(w);
+        sums[2] += tg_tensor_item(penalty);
+        st = tg_optim_step(s->opt_d_real);
+    }
+    tg_tape_end(tape);
+    tg_module_zero_grad(s->D);
+    return st;
+}
+
+tg_status gan_step_wgan_gp(gan_state *s, tg_tensor *const *real, gan_losses *out)
+{
+    double sums[3] = {0, 0, 0};
+    tg_status st = TG_OK;
+    for (int k = 0; k < s->n_critic && st == TG_OK; k++)
+        st = critic_step(s, real[k], sums);
+    if (st != TG_OK)
+        return st;
+    *out = (gan_losses){.critic = (float)(sums[0] / s->n_critic),
+                        .wasserstein = (float)(sums[1] / s->n_critic),
+                        .penalty = (float)(sums[2] / s->n_critic)};
+    /* loss_g = -D(G(z)).mean() */
+    tg_module_zero_grad(s->G);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *z = tape ? tg_randn(TG_DIMS(real[0]->shape[0], s->nz), &s->z_rng) : NULL;
+    st = backward_and_step(tape,
+                           tg_neg(tg_mean(tg_module_forward(s->D, tg_module_forward(s->G, z)))),
+                           s->opt_g, &out->g);
+    tg_module_zero_grad(s->G);
+    tg_module_zero_grad(s->D); /* loss_g's gradient in D: never used */
+    return st;
+}
+
 tg_tensor *gan_generate(gan_state *s, tg_tensor *z)
 {
     bool was_training = tg_module_is_training(s->G);
@@ -223,6 +337,14 @@ tg_tensor *gan_generate(gan_state *s, tg_tensor *z)
 }
 
 static const char *const part_names[] = {"G", "D", "opt_d_real", "opt_d_fake", "opt_g"};
+/* The name of the critic's one Adam in a wgan-gp checkpoint (opt_d_real in the state). */
+#define WGAN_OPT_D "opt_d"
+
+/* The checkpoint prefix of s's real-batch D optimizer. */
+static const char *opt_d_name(const gan_state *s)
+{
+    return s->recipe == GAN_RECIPE_WGAN_GP ? WGAN_OPT_D : part_names[2];
+}
 /* Gradients left in a model between steps, saved under "grad.G." and "grad.D.". The accumulate
  * step leaves loss_g's gradient in D, and the next real-D update adds to it: without it a
  * resumed run's first step differs from the uninterrupted run's. (The other steps leave none.) */
@@ -278,8 +400,8 @@ tg_status gan_state_dict(const gan_state *s, tg_state_dict *sd)
     if (st == TG_OK)
         st = tg_module_state_dict(s->D, part_names[1], sd);
     if (st == TG_OK)
-        st = tg_optim_state_dict(s->opt_d_real, part_names[2], sd);
-    if (st == TG_OK)
+        st = tg_optim_state_dict(s->opt_d_real, opt_d_name(s), sd);
+    if (st == TG_OK && s->opt_d_fake)
         st = tg_optim_state_dict(s->opt_d_fake, part_names[3], sd);
     if (st == TG_OK)
         st = tg_optim_state_dict(s->opt_g, part_names[4], sd);
@@ -296,8 +418,8 @@ tg_status gan_load_state_dict(gan_state *s, const tg_state_dict *sd)
     if (st == TG_OK)
         st = tg_module_load_state_dict(s->D, part_names[1], sd);
     if (st == TG_OK)
-        st = tg_optim_load_state_dict(s->opt_d_real, part_names[2], sd);
-    if (st == TG_OK)
+        st = tg_optim_load_state_dict(s->opt_d_real, opt_d_name(s), sd);
+    if (st == TG_OK && s->opt_d_fake)
         st = tg_optim_load_state_dict(s->opt_d_fake, part_names[3], sd);
     if (st == TG_OK)
         st = tg_optim_load_state_dict(s->opt_g, part_names[4], sd);
