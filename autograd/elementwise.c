@@ -326,11 +326,19 @@ static void ew_grad_backward(tg_node *n, ew_grad_fn acc2, ew_grad_fn acc1)
         ew_grad_run(acc1, dg, up, x, g, n->out->numel, p);
 }
 
-/* Second order of a unary op: dx = grad_op(x, gout) = gout f'(x), with f's params. */
+/* True for a deriv2 written as the literal 0.0f in elementwise.def: a piecewise-linear op
+ * (relu, leaky_relu, abs, clamp, the scalar ops). Compared at compile time (both strings are
+ * literals). */
+#define EW_LINEAR(deriv2) (__builtin_strcmp(#deriv2, "0.0f") == 0)
+
+/* Second order of a unary op: dx = grad_op(x, gout) = gout f'(x), with f's params. For a
+ * piecewise-linear f, f'' is 0 wherever it exists, so x enters detached: no gradient of zeros
+ * flows back into x's history (in a WGAN-GP critic, a whole backward through D(x^) saved). */
 static tg_status ew_unary_backward_graph(tg_node *n, tg_tensor *gout, tg_tensor **gin,
-                                         const tg_op *grad_op)
+                                         const tg_op *grad_op, bool linear)
 {
-    gin[0] = tg_apply2(grad_op, n->params, sizeof(ew_params), n->in[0], gout);
+    tg_tensor *x = linear ? tg_detach(n->in[0]) : n->in[0];
+    gin[0] = tg_apply2(grad_op, n->params, sizeof(ew_params), x, gout);
     return gin[0] ? TG_OK : tg_last_status();
 }
 
@@ -682,7 +690,7 @@ TG_ISA_LEAF(ew_init_denominator, (int i, tg_tensor *t, tg_rng *rng), (i, t, rng)
                                          tg_tensor **gin)                                          \
     {                                                                                              \
         (void)need;                                                                                \
-        return ew_unary_backward_graph(n, gout, gin, &tg_op_##OP##_grad);                          \
+        return ew_unary_backward_graph(n, gout, gin, &tg_op_##OP##_grad, EW_LINEAR(deriv2));       \
     }
 
 #define EW_UNARY_IMPL(OP, DECL, SIG, ARGS, fwd, deriv, deriv2, ...)                                \
