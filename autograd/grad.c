@@ -216,8 +216,9 @@ static tg_status check_inputs(tg_tensor *const *inputs, int n_inputs, tg_tensor 
                             "tg_grad: %s", !inputs ? "inputs is NULL"
                                            : !grads ? "grads is NULL"
                                                     : "n_inputs must be at least 1");
-    for (int k = 0; k < n_inputs; k++) {
+    for (int k = 0; k < n_inputs; k++) /* all of them first: a failure leaves each NULL */
         grads[k] = NULL;
+    for (int k = 0; k < n_inputs; k++) {
         if (!inputs[k])
             return tg_last_status() ? tg_last_status()
                                     : tg_set_error(TG_ERR_ARG, "tg_grad: input %d is NULL", k);

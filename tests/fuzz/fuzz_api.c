@@ -1209,6 +1209,65 @@ static tg_tensor *op_after_failure(pool *pl, reader *r)
     return DONE;
 }
 
+/* ---- gradients of chosen inputs (issue 15) ---------------------------------------------
+ * tg_grad on pool tensors: 1 to 3 outputs (now and then a count out of range, or 64), each a
+ * pool tensor or its sum; 1 to 3 inputs (a leaf, a result, one not requiring grad, unused,
+ * TG_NONE, NULL); grad_outputs NULL, or per output NULL, a leaf of its shape or a pool tensor;
+ * create_graph either way. It succeeds with every gradient of its input's shape (without a
+ * history unless create_graph), which join the pool (so gradients of gradients follow), or fails
+ * with every one NULL; then, now and then, tg_backward of the gradients' sum, or tg_backward_ex
+ * with or without create_graph. */
+static tg_tensor *op_grad(pool *pl, reader *r)
+{
+    tg_tensor *outs[65], *ins[65], *dys[65], *grads[65];
+    static const int counts[] = {1, 2, 3, 1, 2, 1, 1, 0, -1, 64, 65, INT_MIN};
+    int n_out = counts[rd_byte(r) % 12], n_in = counts[rd_byte(r) % 12];
+    for (int j = 0; j < n_out && j < 65; j++) {
+        outs[j] = j < 3 ? pick(pl, r) : outs[j % 3];
+        if (j < 3 && rd_byte(r) % 3 == 0)
+            outs[j] = tg_sum(outs[j]);
+        tg_clear_error();
+        uint8_t d = j < 3 ? rd_byte(r) % 4 : 0;
+        dys[j] = d == 0 ? NULL
+                 : d == 1 && outs[j] && outs[j] != TG_NONE
+                     ? leaf_like(pl, r, outs[j]->ndim, outs[j]->shape, outs[j]->ndim)
+                     : pick(pl, r);
+    }
+    for (int k = 0; k < n_in && k < 65; k++)
+        ins[k] = k < 3 ? pick(pl, r) : ins[k % 3];
+    const bool create_graph = rd_bool(r), no_dys = rd_bool(r), no_grads = rd_byte(r) % 16 == 0;
+    for (int k = 0; k < 65; k++)
+        grads[k] = TG_NONE; /* every one must be written, on success or failure */
+    tg_status st = tg_grad(n_out > 0 ? outs : NULL, n_out, n_in > 0 ? ins : NULL, n_in,
+                           no_dys ? NULL : dys, create_graph, no_grads ? NULL : grads);
+    const bool ok = st == TG_OK;
+    check_status(st);
+    /* A failure past the argument counts leaves every gradient NULL. */
+    const bool counts_ok = n_out >= 1 && n_out <= 64 && n_in >= 1 && n_in <= 64;
+    tg_tensor *sum = NULL;
+    for (int k = 0; !no_grads && k < n_in && k < 65; k++) {
+        tg_tensor *g = grads[k];
+        if (!ok) {
+            if (counts_ok && g != NULL)
+                fuzz_fail("tg_grad failed but left a gradient");
+            continue;
+        }
+        if (!g || g == TG_NONE || !tg_shape_equal(g, ins[k]))
+            fuzz_fail("tg_grad gave a gradient missing or not of its input's shape");
+        if (!create_graph && g->node)
+            fuzz_fail("tg_grad without create_graph gave a gradient with a history");
+        pool_add(pl, g);
+        sum = sum ? tg_add(sum, tg_sum(g)) : tg_sum(g);
+    }
+    tg_clear_error();
+    uint8_t then = rd_byte(r) % 4;
+    if (then == 1 && sum)
+        check_status(tg_backward(sum));
+    else if (then == 2)
+        check_status(tg_backward_ex(pick(pl, r), rd_bool(r) ? NULL : pick(pl, r), rd_bool(r)));
+    return DONE;
+}
+
 typedef tg_tensor *(*op_fn)(pool *pl, reader *r);
 static const op_fn ops[] = {
     op_conv2d,  op_conv_transpose2d, op_pool,       op_upsample,  op_slice,
@@ -1216,6 +1275,7 @@ static const op_fn ops[] = {
     op_matmul,  op_batch_norm,       op_loss,       op_binary,    op_unary,
     op_dropout, op_backward,         op_layer_norm, op_index,     op_index_use,
     op_create,  op_tensor,           op_module,     op_clip,      op_after_failure,
+    op_grad,
 };
 #define N_OPS ((int)(sizeof ops / sizeof ops[0]))
 
