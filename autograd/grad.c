@@ -291,6 +291,11 @@ static tg_status grad_graph(tg_tensor *const *outputs, tg_tensor *const *seeds, 
             st = tg_last_status();
         else
             grads[k] = *slot;
+        /* An output that is also an input would hand back the caller's grad_output itself:
+         * a recorded copy keeps the promise of a new tape-owned tensor. */
+        for (int j = 0; j < n_outputs && grads[k]; j++)
+            if (grads[k] == seeds[j] && !(grads[k] = tg_add_scalar(seeds[j], 0.0f)))
+                st = tg_last_status();
     }
     clear_gouts();
     free(lg.leaf);
