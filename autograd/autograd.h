@@ -43,9 +43,8 @@ tg_status tg_backward_grad(tg_tensor *y, const tg_tensor *dy);
  * WGAN-GP, Hessian-vector products); it needs a TG_GRAD innermost tape, and fails naming the
  * op when an op on the path has no second order. An input the outputs do not depend on is an
  * error. At most 64 outputs and 64 inputs. On failure every grads[k] is NULL. */
-tg_status tg_grad(tg_tensor *const *outputs, int n_outputs, tg_tensor *const *inputs,
-                  int n_inputs, tg_tensor *const *grad_outputs, bool create_graph,
-                  tg_tensor **grads);
+tg_status tg_grad(tg_tensor *const *outputs, int n_outputs, tg_tensor *const *inputs, int n_inputs,
+                  tg_tensor *const *grad_outputs, bool create_graph, tg_tensor **grads);
 /* tg_backward_grad with the create_graph option (dy NULL: ones, for a one-element y). With
  * create_graph every leaf's .grad becomes its gradient (plus what it held) as a tensor with a
  * history, as loss.backward(create_graph=True); without it, this is tg_backward_grad. */

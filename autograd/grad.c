@@ -186,8 +186,8 @@ static tg_tensor *seed_for(tg_tensor *y, tg_tensor *dy, int k, const char *fn)
         return tg_ones(y->ndim, y->shape);
     }
     if (!tg_shape_equal(y, dy)) {
-        tg_set_error(TG_ERR_SHAPE, "%s: output %d %s and its grad_output %s differ in shape", fn,
-                     k, TG_SHAPE_STR(y, a), TG_SHAPE_STR(dy, b));
+        tg_set_error(TG_ERR_SHAPE, "%s: output %d %s and its grad_output %s differ in shape", fn, k,
+                     TG_SHAPE_STR(y, a), TG_SHAPE_STR(dy, b));
         return NULL;
     }
     return dy;
@@ -212,10 +212,10 @@ static tg_status graph_tape_check(const char *fn)
 static tg_status check_inputs(tg_tensor *const *inputs, int n_inputs, tg_tensor **grads)
 {
     if (!inputs || !grads || n_inputs < 1)
-        return tg_set_error(TG_ERR_ARG,
-                            "tg_grad: %s", !inputs ? "inputs is NULL"
-                                           : !grads ? "grads is NULL"
-                                                    : "n_inputs must be at least 1");
+        return tg_set_error(TG_ERR_ARG, "tg_grad: %s",
+                            !inputs  ? "inputs is NULL"
+                            : !grads ? "grads is NULL"
+                                     : "n_inputs must be at least 1");
     for (int k = 0; k < n_inputs; k++) /* all of them first: a failure leaves each NULL */
         grads[k] = NULL;
     for (int k = 0; k < n_inputs; k++) {
@@ -303,13 +303,11 @@ static tg_status grad_graph(tg_tensor *const *outputs, tg_tensor *const *seeds, 
     return st;
 }
 
-tg_status tg_grad(tg_tensor *const *outputs, int n_outputs, tg_tensor *const *inputs,
-                  int n_inputs, tg_tensor *const *grad_outputs, bool create_graph,
-                  tg_tensor **grads)
+tg_status tg_grad(tg_tensor *const *outputs, int n_outputs, tg_tensor *const *inputs, int n_inputs,
+                  tg_tensor *const *grad_outputs, bool create_graph, tg_tensor **grads)
 {
     if (!outputs || n_outputs < 1 || n_outputs > 64 || n_inputs > 64)
-        return tg_set_error(TG_ERR_ARG,
-                            "tg_grad: %s (n_outputs %d, n_inputs %d; each 1 to 64)",
+        return tg_set_error(TG_ERR_ARG, "tg_grad: %s (n_outputs %d, n_inputs %d; each 1 to 64)",
                             outputs ? "bad count" : "outputs is NULL", n_outputs, n_inputs);
     tg_status st = check_inputs(inputs, n_inputs, grads);
     if (st != TG_OK)

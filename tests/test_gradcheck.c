@@ -152,8 +152,7 @@ static tg_tensor *second_order_sum(const gc_item *it, const void *params, tg_ten
         fail_msg("%s: forward failed: %s", it->op->name, tg_last_error());
     tg_tensor *rr = (tg_tensor *)r;
     if (tg_grad(&out, 1, dx, nd, &rr, graph, g) != TG_OK)
-        fail_msg("%s: tg_grad (create_graph %d) failed: %s", it->op->name, graph,
-                 tg_last_error());
+        fail_msg("%s: tg_grad (create_graph %d) failed: %s", it->op->name, graph, tg_last_error());
     if (!graph) {
         *value = 0;
         for (int k = 0; k < nd; k++)
@@ -205,8 +204,8 @@ static void second_order_compare(const gc_item *it, const void *params, tg_tenso
         double err = fabs(ana - num);
         if (err > ATOL + RTOL * fabs(num))
             fail_msg("%s case %d %s %d element %lld: second order analytic %.6g, numeric %.6g",
-                     it->op->name, it->index, x == r ? "grad_output" : "input", which,
-                     (long long)e, ana, num);
+                     it->op->name, it->index, x == r ? "grad_output" : "input", which, (long long)e,
+                     ana, num);
         max_err = fmax(max_err, err);
         max_num = fmax(max_num, fabs(num));
     }
@@ -259,8 +258,7 @@ static void gradgradcheck_case(void **state)
     tape = tg_tape_begin(TG_GRAD);
     tg_tensor *S = second_order_sum(it, params, in, ix, r, v, true, NULL);
     if (S->node && tg_backward(S) != TG_OK)
-        fail_msg("%s: backward through the gradients failed: %s", it->op->name,
-                 tg_last_error());
+        fail_msg("%s: backward through the gradients failed: %s", it->op->name, tg_last_error());
     tg_tape_end(tape);
 
     /* Every differentiable input, then r: S is linear in r, but dS/dr is what checks the
