@@ -40,6 +40,9 @@ static const layer layers[] = {
     {"conv2d 64->128 3x3 13x13", false, 128, 64, 13, 13, 128, 3, 1, 0},
     {"convT 128->64 k4 s2 p1 7x7", true, 128, 128, 7, 7, 64, 4, 2, 1},
     {"convT 64->1 k4 s2 p1 14x14", true, 128, 64, 14, 14, 1, 4, 2, 1},
+    /* The dcgan and wgan-gp discriminator (critic): strided 4x4 convolutions. */
+    {"conv2d 1->64 k4 s2 p1 28x28", false, 128, 1, 28, 28, 64, 4, 2, 1},
+    {"conv2d 64->128 k4 s2 p1 14x14", false, 128, 64, 14, 14, 128, 4, 2, 1},
 };
 
 /* The lowering's GEMMs (see autograd/conv.c): Kc rows of columns and P columns per image, Co
