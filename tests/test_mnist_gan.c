@@ -963,7 +963,7 @@ static const bad_input bad_inputs[] = {
     {{"train", "--data", "@DATA", "--out", "@NEW", "--digit", "10"},
      "--digit: '10' is not a whole number from 0 to 9"},
     {{"train", "--data", "@DATA", "--out", "@NEW", "--recipe", "foo"},
-     "--recipe: 'foo' is not one of tutorial, dcgan"},
+     "--recipe: 'foo' is not one of tutorial, dcgan, wgan-gp"},
     {{"train", "--data", "@DATA", "--out", "@NEW", "--step", "fast"},
      "--step: 'fast' is not one of tutorial, clean, accumulate"},
     {{"train", "--data", "@DATA", "--out", "@NEW", "--init", "xavier"},
