@@ -36,7 +36,8 @@
  *
  * What the updates cannot show: clean's detach of G(z0) for D (G's gradient from Lfake is
  * cleared before the G backward either way), and in the tutorial step whether G(z) is detached
- * (likewise); only the cost differs.
+ * (likewise); only the cost differs. The tutorial step detaches it, to skip that dead backward
+ * through G; test_tutorial_skip_* check, bit for bit, that nothing else changes.
  *
  * Tolerance: |got - want| <= ATOL + RTOL * |want| per element, 1e-5 (losses: 1e-5 relative).
  * The reference runs the same kernels on the same values in the same order, and here agrees to
@@ -561,6 +562,140 @@ static void test_modes_differ(void **state)
     batches_free(&b);
 }
 
+/* ---- the tutorial step's skipped backward through G ------------------------------------
+ * The tutorial step detaches G(z) for the fake-D loss, as its gradient in G is overwritten by
+ * the G step's before any use (step.c). These cases run SKIP_ITERS iterations of the real
+ * tutorial state (its Adams, Paddle's init, z drawn from its stream) twice from the same seed,
+ * once as it runs and once with fake_d_reaches_g (the loop as it was, the backward going
+ * through G), and require everything the state holds to be the same bit for bit after every
+ * iteration: the losses, G's and D's parameters and BatchNorm buffers, the three Adams'
+ * moments and step counts, the gradients left (gan_state_dict: what a checkpoint saves) and
+ * the z stream. One thread, so that both runs sum in one order. Larger widths than above, so
+ * that the convolutions run on the GEMM paths. */
+#define SKIP_ITERS 3
+#define SKIP_BATCH 8
+#define SKIP_WIDTH_DIV 4
+
+static void tutorial_state_init(gan_state *s, gan_generator gen, bool reaches_g)
+{
+    gan_config c = gan_config_default(GAN_RECIPE_TUTORIAL);
+    c.generator = gen;
+    const gan_widths w = gan_widths_default(SKIP_WIDTH_DIV);
+    if (gan_state_init(s, &c, &w) != TG_OK)
+        fail_msg("gan_state_init: %s", tg_last_error());
+    assert_int_equal(s->step, GAN_STEP_TUTORIAL);
+    assert_false(s->fake_d_reaches_g); /* the default, which the program runs */
+    s->fake_d_reaches_g = reaches_g;
+}
+
+/* Fails unless a and b hold the same entries, in the same order, equal to the bit. */
+static void check_states_identical(const gan_state *a, const gan_state *b, int it)
+{
+    tg_state_dict *sa = tg_state_dict_new(), *sb = tg_state_dict_new();
+    assert_non_null(sa);
+    assert_non_null(sb);
+    assert_int_equal(gan_state_dict(a, sa), TG_OK);
+    assert_int_equal(gan_state_dict(b, sb), TG_OK);
+    assert_int_equal(tg_state_dict_size(sa), tg_state_dict_size(sb));
+    for (int64_t i = 0; i < tg_state_dict_size(sa); i++) {
+        const char *name = tg_state_dict_name(sa, i);
+        const tg_tensor *ta = tg_state_dict_tensor(sa, i), *tb = tg_state_dict_tensor(sb, i);
+        assert_string_equal(name, tg_state_dict_name(sb, i));
+        assert_int_equal(ta->numel, tb->numel);
+        for (int64_t j = 0; j < ta->numel; j++)
+            if (memcmp(&ta->data[j], &tb->data[j], sizeof(float)) != 0)
+                fail_msg("iteration %d: %s[%lld] = %.9g, the undetached loop's %.9g", it, name,
+                         (long long)j, (double)ta->data[j], (double)tb->data[j]);
+    }
+    tg_state_dict_free(sa);
+    tg_state_dict_free(sb);
+    /* the noise stream: the same draws consumed, none skipped or added */
+    assert_memory_equal(a->z_rng.s, b->z_rng.s, sizeof a->z_rng.s);
+    assert_int_equal(a->z_rng.has_spare, b->z_rng.has_spare);
+    if (a->z_rng.has_spare)
+        assert_memory_equal(&a->z_rng.spare, &b->z_rng.spare, sizeof(float));
+}
+
+static void check_losses_identical(const gan_losses *a, const gan_losses *b, int it)
+{
+    const float la[3] = {a->d_real, a->d_fake, a->g}, lb[3] = {b->d_real, b->d_fake, b->g};
+    static const char *const names[3] = {"d_real", "d_fake", "g"};
+    for (int k = 0; k < 3; k++)
+        if (memcmp(&la[k], &lb[k], sizeof(float)) != 0)
+            fail_msg("iteration %d: loss %s = %.9g, the undetached loop's %.9g", it, names[k],
+                     (double)la[k], (double)lb[k]);
+}
+
+static void run_tutorial_skip(gan_generator gen)
+{
+    const int threads = tg_get_num_threads();
+    assert_int_equal(tg_set_num_threads(1), TG_OK);
+    gan_state s[2]; /* [0]: as the program runs it; [1]: the backward reaching G */
+    tutorial_state_init(&s[0], gen, false);
+    tutorial_state_init(&s[1], gen, true);
+    check_states_identical(&s[0], &s[1], 0);
+    tg_rng rng;
+    tg_rng_seed(&rng, 77);
+    tg_tensor *real = tg_tensor_new(TG_DIMS(SKIP_BATCH, 1, 28, 28));
+    assert_non_null(real);
+    for (int it = 1; it <= SKIP_ITERS; it++) {
+        tg_tensor_uniform_(real, &rng, -1.0f, 1.0f);
+        gan_losses l[2];
+        for (int k = 0; k < 2; k++)
+            if (gan_step(&s[k], real, NULL, &l[k]) != TG_OK)
+                fail_msg("gan_step: %s", tg_last_error());
+        check_losses_identical(&l[0], &l[1], it);
+        check_states_identical(&s[0], &s[1], it);
+    }
+
+    /* That the flag really runs the old loop: with a z that requires grad, the fake-D backward
+     * reaches z only through G, so z's gradient (which nothing clears) holds dLfake/dz +
+     * dLg/dz after the undetached step and dLg/dz alone after the detached one; the states
+     * still agree. */
+    tg_tensor *z[2];
+    gan_losses l[2];
+    for (int k = 0; k < 2; k++) {
+        z[k] = tg_tensor_new(TG_DIMS(SKIP_BATCH, s[k].nz));
+        assert_non_null(z[k]);
+        if (k == 0)
+            tg_tensor_normal_(z[0], &rng, 0.0f, 1.0f);
+        else
+            assert_int_equal(tg_tensor_copy_(z[1], z[0]), TG_OK);
+        assert_int_equal(tg_tensor_set_requires_grad(z[k], true), TG_OK);
+        tg_tensor *const zz[2] = {z[k], NULL};
+        if (gan_step(&s[k], real, zz, &l[k]) != TG_OK)
+            fail_msg("gan_step: %s", tg_last_error());
+        assert_non_null(z[k]->grad);
+    }
+    check_losses_identical(&l[0], &l[1], SKIP_ITERS + 1);
+    check_states_identical(&s[0], &s[1], SKIP_ITERS + 1);
+    double diff = 0.0;
+    for (int64_t j = 0; j < z[0]->numel; j++)
+        diff = fmax(diff, fabs((double)z[0]->grad->data[j] - (double)z[1]->grad->data[j]));
+    print_message("  %s G: max |dLfake/dz| seen only by the undetached loop: %.3g\n",
+                  gen == GAN_GEN_CONVT ? "convt" : "upsample", diff);
+    assert_true(diff > 0.0);
+
+    for (int k = 0; k < 2; k++) {
+        tg_tensor_release(z[k]);
+        gan_state_free(&s[k]);
+    }
+    tg_tensor_release(real);
+    assert_int_equal(tg_set_num_threads(threads), TG_OK);
+}
+
+static void test_tutorial_skip_upsample(void **state)
+{
+    (void)state;
+    run_tutorial_skip(GAN_GEN_UPSAMPLE);
+}
+
+static void test_tutorial_skip_convt(void **state)
+{
+    (void)state;
+    run_tutorial_skip(GAN_GEN_CONVT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -568,6 +703,7 @@ int main(void)
         TG_TEST(test_clean_step_upsample),     TG_TEST(test_tutorial_step_convt),
         TG_TEST(test_accumulate_step_convt),   TG_TEST(test_clean_step_convt),
         TG_TEST(test_separations_are_visible), TG_TEST(test_modes_differ),
+        TG_TEST(test_tutorial_skip_upsample),  TG_TEST(test_tutorial_skip_convt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

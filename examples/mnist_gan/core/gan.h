@@ -89,6 +89,10 @@ typedef struct gan_state {
     int64_t nz;
     int n_critic;
     float gp_lambda;
+    /* Tests only (false otherwise; the program never sets it): the tutorial step's fake-D
+     * backward also runs through G, whose gradient the G step then discards, as the loop did
+     * before that dead work was skipped (step.c). */
+    bool fake_d_reaches_g;
 } gan_state;
 
 /* Models and optimizers for the config (Adam lr, beta1, beta2, eps 1e-8, the config's eps

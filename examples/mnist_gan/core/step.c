@@ -11,8 +11,14 @@
  * (Paddle's basic_engine.cc; accumulation across backward calls came with Paddle 2.0), which
  * here is the same as zeroing every gradient before each backward. So each update sees exactly
  * its own loss's gradient: opt_d_fake gets d loss_fake / dD, opt_g gets d loss_g / dG (the
- * loss_fake gradient that reached G is overwritten), and nothing is detached; the fake-D step
- * and the G step share one z.
+ * loss_fake gradient that reached G is overwritten), and the tutorial's code detaches nothing;
+ * the fake-D step and the G step share one z. As that gradient in G is overwritten unread, this
+ * step detaches G(z) for D all the same (as the clean step does), so that loss_fake's backward
+ * skips G's whole backward, dead work, and no value changes: D's gradient does not depend on
+ * whether G(z) needs one, G's forward (which moves its BatchNorm running statistics) still runs
+ * once for each loss on the same z, and nothing reads G's gradient between the two backwards
+ * (a checkpoint is written after the G step, which clears it). tests/test_gan_step.c checks
+ * it bit for bit against the undetached loop (gan_state.fake_d_reaches_g).
  *
  * --step accumulate is the same code where gradients accumulate until cleared (Paddle >= 2.0,
  * or the loop ported line by line to PyTorch): G's update then also carries loss_fake's
@@ -205,8 +211,9 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
     if (st != TG_OK)
         return st;
 
-    /* 2. z ~ N(0, 1); loss_fake = bce(D(G(z)), 0), G(z) detached in the clean step; backward;
-     *    opt_d_fake.step(); D.clear_gradients() */
+    /* 2. z ~ N(0, 1); loss_fake = bce(D(G(z)), 0), G(z) detached in the clean and tutorial
+     *    steps (in the tutorial step, the gradient it stops is overwritten unread; see above);
+     *    backward; opt_d_fake.step(); D.clear_gradients() */
     tg_tensor *z = draw_z(s, b, z_given ? z_given[0] : NULL);
     if (!z)
         return tg_last_status();
@@ -214,8 +221,9 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
         tg_module_zero_grad(s->G);
     if ((tape = tg_tape_begin(TG_GRAD))) {
         tg_tensor *fake = tg_module_forward(s->G, z);
-        st = backward_and_step(tape, d_loss(s, clean ? tg_detach(fake) : fake, 0.0f), s->opt_d_fake,
-                               &out->d_fake);
+        const bool detach = clean || (s->step == GAN_STEP_TUTORIAL && !s->fake_d_reaches_g);
+        st = backward_and_step(tape, d_loss(s, detach ? tg_detach(fake) : fake, 0.0f),
+                               s->opt_d_fake, &out->d_fake);
     } else {
         st = tg_last_status();
     }
