@@ -11,7 +11,9 @@
  *   flat   = Wm @ cols              conv2d forward,          conv_transpose2d backward-data
  *   image += col2im(Wm^T @ flat)    conv2d backward-data,    conv_transpose2d forward
  *   dWm   += flat @ cols^T          the weight gradient of both
- * so conv_transpose2d is conv2d with the roles of forward and backward-data swapped.
+ * so conv_transpose2d is conv2d with the roles of forward and backward-data swapped. Where
+ * cols is a GEMM's B operand (the first and the third), our AVX-512 GEMM packs it straight
+ * from the image instead of reading written columns (implicit GEMM, below).
  *
  * Images go through in chunks of B whose columns sit side by side, cols [Kc, B*P]; a chunk
  * holds as many images as fit in CONV_CHUNK_BYTES of working space (at least one), so the
@@ -306,16 +308,24 @@ static void col2im_plane(const conv_geom *g, float *restrict cols, int64_t ldc, 
     }
 }
 
-/* im2col of B images img [B, Ci, H, W] into cols [Kc, B*P]. Each (image, channel) writes its
- * own rows and columns, so the threads never share an output. */
-static void im2col_chunk(const conv_geom *g, const float *img, int64_t B, float *cols)
+/* im2col of nb images img [nb, Ci, H, W] into the columns cols [Kc, nb*P] of a matrix with
+ * row stride ldc. Each (image, channel) writes its own rows and columns, so the threads never
+ * share an output. */
+static void im2col_images(const conv_geom *g, const float *img, int64_t nb, float *cols,
+                          int64_t ldc)
 {
-    const int64_t items = B * g->Ci, ldc = B * g->P, kk = g->kh * g->kw;
+    const int64_t items = nb * g->Ci, kk = g->kh * g->kw;
     TG_PARALLEL_FOR_WORK(items, kk * g->P)
     for (int64_t t = 0; t < items; t++) {
         int64_t b = t / g->Ci, c = t % g->Ci;
         im2col_plane(g, img + t * g->H * g->W, cols + c * kk * ldc + b * g->P, ldc);
     }
+}
+
+/* im2col of B images img [B, Ci, H, W] into cols [Kc, B*P]. */
+static void im2col_chunk(const conv_geom *g, const float *img, int64_t B, float *cols)
+{
+    im2col_images(g, img, B, cols, B * g->P);
 }
 
 /* img [B, Ci, H, W] += col2im(cols [Kc, B*P]), or = when assign (img uninitialised: each
@@ -398,27 +408,6 @@ static const float *flat_operand(const conv_geom *g, int64_t B, const float *src
     return F;
 }
 
-/* dst [B, Co, P] = Wm @ cols + bias[o] (bias may be NULL), or dst += Wm @ cols when
- * accumulate. F is the staging buffer. */
-static void gemm_flat_from_cols(const conv_geom *g, int64_t B, const float *Wm, const float *cols,
-                                float *F, float *dst, bool accumulate, const float *bias)
-{
-    const int64_t Co = g->Co, Kc = g->Kc, P = g->P, BP = B * P;
-    if (conv_staged(g, B)) {
-        tg_sgemm_avx512(false, false, Co, BP, Kc, 1.0f, Wm, Kc, cols, BP, 0.0f, F, BP);
-        flat_scatter(g, F, B, dst, accumulate, bias);
-        return;
-    }
-    float beta = accumulate || bias ? 1.0f : 0.0f;
-    for (int64_t b = 0; b < B; b++) {
-        /* The bias goes in just before the GEMM adds to it, while the image is in cache. */
-        if (!accumulate && bias)
-            fill_planes(dst + b * Co * P, 1, Co, P, bias);
-        tg_sgemm_avx512(false, false, Co, P, Kc, 1.0f, Wm, Kc, cols + b * P, BP, beta,
-                        dst + b * Co * P, P);
-    }
-}
-
 /* The GEMM units of a chunk: the whole chunk when staged, else each image. Unit u of the flat
  * operand (from flat_operand) has Co rows of conv_unit_cols columns, starting at flat + u*Co*P
  * (u is 0 when staged); its columns start at cols + u*P (row stride B*P). */
@@ -432,6 +421,293 @@ static int64_t conv_unit_cols(const conv_geom *g, int64_t B)
     return conv_staged(g, B) ? B * g->P : g->P;
 }
 
+/* ---- implicit GEMM: the columns packed straight from the image ----------------------------
+ * Where the columns are a GEMM's B operand (Wm @ cols, and cols^T in the weight gradient),
+ * tensor/gemm.c takes a packer instead of a matrix (tg_sgemm_avx512_packb). These packers
+ * write the panels that gemm.c's pack_b writes from cols, reading the image with im2col's
+ * index math: the GEMM sees the same values in the same places, so the results are
+ * bit-identical, and the columns are never written to memory and read back. AVX-512 only: the
+ * GEMM takes packers only at that level, and masked loads and gathers make the padding free.
+ *
+ * A lane of a panel is one column of cols, the output position q of the unit (image q / P,
+ * oh, ow), or in the weight gradient's transposed panels one row of cols (channel c, tap i,
+ * j). Its value is img[q / P][c][oh*s - pad + i*dil][ow*s - pad + j*dil], 0 unless both lie
+ * inside the plane: a lane holds its half of those coordinates and of the offset, a panel row
+ * adds the other half. Offsets are the gathers' int32 indices: conv_implicit_fits refuses
+ * images too large for them. */
+#if defined(__AVX512F__) && defined(__x86_64__) && defined(__GNUC__)
+#define CONV_IMPLICIT 1
+#include <immintrin.h>
+#else
+#define CONV_IMPLICIT 0
+#endif
+
+#if TG_ISA_BASE
+int tg_conv_implicit = 1;
+#endif
+
+/* A coordinate that no tap brings inside a plane (see conv_implicit_fits): for lanes past the
+ * end of the matrix, which pack_b fills with zeros. */
+#define CONV_LANE_OUT (-(1 << 30))
+
+/* The int32 offsets of B images' padded planes have room to spare: every coordinate and
+ * offset a lane or a panel row computes stays within +-2^30. */
+static bool conv_implicit_fits(const conv_geom *g, int64_t B)
+{
+    int64_t hp, wp, floats;
+    return !__builtin_add_overflow(g->H, 2 * g->pad, &hp) &&
+           !__builtin_add_overflow(g->W, 2 * g->pad, &wp) &&
+           !__builtin_mul_overflow(hp, wp, &floats) &&
+           !__builtin_mul_overflow(floats, g->Ci, &floats) &&
+           !__builtin_mul_overflow(floats, B, &floats) && floats < ((int64_t)1 << 29);
+}
+
+/* The packers' context: the images of one GEMM unit and their n = conv_unit_cols positions. */
+typedef struct {
+    const conv_geom *g;
+    const float *img;
+    int64_t n;
+} conv_pack;
+
+#if CONV_IMPLICIT
+/* The 16 position lanes from q0: the tap origin's row oh*s - pad and column ow*s - pad, and its
+ * offset in the unit's images (which can be negative: only inside the plane is read). Lanes
+ * past n are outside every plane. *first is lane 0's offset; *linear says that each lane's is
+ * the previous one's plus 1, so that a masked load reads them all. */
+static void position_lanes(const conv_pack *pk, int64_t q0, __m512i *h0, __m512i *w0, __m512i *off,
+                           int32_t *first, bool *linear)
+{
+    const conv_geom *g = pk->g;
+    int32_t h[16], w[16], o[16];
+    int64_t b = q0 / g->P, p = q0 % g->P, oh = p / g->Wo, ow = p % g->Wo;
+    *linear = true;
+    for (int l = 0; l < 16; l++) {
+        if (q0 + l < pk->n) {
+            h[l] = (int32_t)(oh * g->stride - g->pad);
+            w[l] = (int32_t)(ow * g->stride - g->pad);
+            o[l] = (int32_t)(b * g->Ci * g->H * g->W + (int64_t)h[l] * g->W + w[l]);
+        } else {
+            h[l] = CONV_LANE_OUT;
+            w[l] = 0;
+            o[l] = l ? o[l - 1] + 1 : 0;
+        }
+        if (l && o[l] != o[l - 1] + 1)
+            *linear = false;
+        if (++ow == g->Wo) {
+            ow = 0;
+            if (++oh == g->Ho) {
+                oh = 0;
+                b++;
+            }
+        }
+    }
+    *h0 = _mm512_loadu_si512(h);
+    *w0 = _mm512_loadu_si512(w);
+    *off = _mm512_loadu_si512(o);
+    *first = o[0];
+}
+
+/* The lanes whose row h and column w lie inside the plane. */
+static inline __mmask16 inside(const conv_geom *g, __m512i h, __m512i w)
+{
+    /* Unsigned: a negative coordinate is a large one. */
+    return _mm512_cmplt_epu32_mask(h, _mm512_set1_epi32((int32_t)g->H)) &
+           _mm512_cmplt_epu32_mask(w, _mm512_set1_epi32((int32_t)g->W));
+}
+
+/* tg_gemm_pack_b_fn for op(B) = the unit's cols [Kc, n]: a panel row is one row of cols (c, i,
+ * j) over the panel's 32 positions. */
+static void pack_cols(const void *ctx, int64_t j0, int64_t nc, int64_t p0, int64_t kc,
+                      float *restrict dst)
+{
+    const conv_pack *pk = ctx;
+    const conv_geom *g = pk->g;
+    const int64_t kk = g->kh * g->kw, HW = g->H * g->W;
+    for (int64_t jp = 0; jp < nc; jp += TG_GEMM_NR) {
+        float *restrict panel = dst + jp * kc;
+        __m512i h0[2], w0[2], off[2];
+        int32_t first[2];
+        bool linear[2];
+        for (int v = 0; v < 2; v++)
+            position_lanes(pk, j0 + jp + 16 * v, &h0[v], &w0[v], &off[v], &first[v], &linear[v]);
+        int64_t c = p0 / kk, i = p0 % kk / g->kw, j = p0 % g->kw;
+        for (int64_t k = 0; k < kc; k++) {
+            const float *plane = pk->img + c * HW;
+            const int32_t dh = (int32_t)(i * g->dil), dw = (int32_t)(j * g->dil);
+            const int32_t shift = (int32_t)(dh * g->W + dw);
+            for (int v = 0; v < 2; v++) {
+                __mmask16 m = inside(g, _mm512_add_epi32(h0[v], _mm512_set1_epi32(dh)),
+                                     _mm512_add_epi32(w0[v], _mm512_set1_epi32(dw)));
+                __m512 val;
+                if (linear[v])
+                    val = _mm512_maskz_loadu_ps(m, plane + first[v] + shift);
+                else
+                    val = _mm512_mask_i32gather_ps(
+                        _mm512_setzero_ps(), m, _mm512_add_epi32(off[v], _mm512_set1_epi32(shift)),
+                        plane, 4);
+                _mm512_store_ps(panel + k * TG_GEMM_NR + 16 * v, val);
+            }
+            if (++j == g->kw) {
+                j = 0;
+                if (++i == g->kh) {
+                    i = 0;
+                    c++;
+                }
+            }
+        }
+    }
+}
+
+/* The 16 row lanes of cols from r0: the tap's row and column shifts i*dil, j*dil and the offset
+ * of (c, i*dil, j*dil) in an image. Rows past Kc are outside every plane. */
+static void tap_lanes(const conv_geom *g, int64_t r0, __m512i *dh, __m512i *dw, __m512i *off)
+{
+    const int64_t kk = g->kh * g->kw;
+    int32_t h[16], w[16], o[16];
+    for (int l = 0; l < 16; l++) {
+        int64_t r = r0 + l;
+        if (r < g->Kc) {
+            h[l] = (int32_t)(r % kk / g->kw * g->dil);
+            w[l] = (int32_t)(r % g->kw * g->dil);
+            o[l] = (int32_t)(r / kk * g->H * g->W + (int64_t)h[l] * g->W + w[l]);
+        } else {
+            h[l] = CONV_LANE_OUT;
+            w[l] = 0;
+            o[l] = 0;
+        }
+    }
+    *dh = _mm512_loadu_si512(h);
+    *dw = _mm512_loadu_si512(w);
+    *off = _mm512_loadu_si512(o);
+}
+
+/* tg_gemm_pack_b_fn for op(B) = cols^T [n, Kc], the weight gradient's: a panel row is one
+ * position (b, oh, ow) over the panel's 32 rows of cols, a gather. */
+static void pack_cols_t(const void *ctx, int64_t j0, int64_t nc, int64_t p0, int64_t kc,
+                        float *restrict dst)
+{
+    const conv_pack *pk = ctx;
+    const conv_geom *g = pk->g;
+    const int64_t img_floats = g->Ci * g->H * g->W;
+    for (int64_t jp = 0; jp < nc; jp += TG_GEMM_NR) {
+        float *restrict panel = dst + jp * kc;
+        __m512i dh[2], dw[2], off[2];
+        for (int v = 0; v < 2; v++)
+            tap_lanes(g, j0 + jp + 16 * v, &dh[v], &dw[v], &off[v]);
+        int64_t b = p0 / g->P, oh = p0 % g->P / g->Wo, ow = p0 % g->Wo;
+        for (int64_t k = 0; k < kc; k++) {
+            const int32_t h = (int32_t)(oh * g->stride - g->pad);
+            const int32_t w = (int32_t)(ow * g->stride - g->pad);
+            const int32_t o = (int32_t)(b * img_floats + (int64_t)h * g->W + w);
+            for (int v = 0; v < 2; v++) {
+                __mmask16 m = inside(g, _mm512_add_epi32(dh[v], _mm512_set1_epi32(h)),
+                                     _mm512_add_epi32(dw[v], _mm512_set1_epi32(w)));
+                __m512 val = _mm512_mask_i32gather_ps(
+                    _mm512_setzero_ps(), m, _mm512_add_epi32(off[v], _mm512_set1_epi32(o)), pk->img,
+                    4);
+                _mm512_store_ps(panel + k * TG_GEMM_NR + 16 * v, val);
+            }
+            if (++ow == g->Wo) {
+                ow = 0;
+                if (++oh == g->Ho) {
+                    oh = 0;
+                    b++;
+                }
+            }
+        }
+    }
+}
+#endif
+
+/* Whether the GEMMs that read the columns pack them from the image (tg_conv_implicit). Both
+ * kinds (Wm @ cols and the weight gradient's), on every layer that lowers in bench_conv:
+ * forward + backward ran 10-22% faster than with written columns at 1 thread (the strided
+ * 4x4 layers most), and no slower at 2. */
+static bool conv_implicit_on(void)
+{
+#if CONV_IMPLICIT
+    return tg_conv_implicit && tg_sgemm_avx512_active();
+#else
+    return false;
+#endif
+}
+
+/* The columns of a chunk of B images img [B, Ci, H, W], for the GEMMs that read them as their
+ * B operand: packed by each GEMM from the image, or written into cols by im2col up front. A
+ * packing GEMM that cannot take a packer (no memory for its buffers) writes its own unit's
+ * columns first, and only those: the other units' may hold a GEMM's output by then. */
+typedef struct {
+    const conv_geom *g;
+    const float *img;
+    int64_t B;
+    float *cols;
+    bool pack;
+} conv_cols;
+
+static conv_cols conv_cols_of(const conv_geom *g, const float *img, int64_t B, float *cols)
+{
+    conv_cols cc = {g, img, B, cols, conv_implicit_on() && conv_implicit_fits(g, B)};
+    if (!cc.pack)
+        im2col_chunk(g, img, B, cols);
+    return cc;
+}
+
+/* The packers' context for unit u. */
+static conv_pack unit_pack(const conv_cols *cc, int64_t u)
+{
+    const conv_geom *g = cc->g;
+    return (conv_pack){g, cc->img + u * g->Ci * g->H * g->W, conv_unit_cols(g, cc->B)};
+}
+
+/* The written columns of unit u: written now when packing (a GEMM that could not pack). */
+static const float *unit_cols(const conv_cols *cc, int64_t u)
+{
+    const conv_geom *g = cc->g;
+    if (cc->pack) {
+        conv_pack pk = unit_pack(cc, u);
+        im2col_images(g, pk.img, pk.n / g->P, cc->cols + u * g->P, cc->B * g->P);
+    }
+    return cc->cols + u * g->P;
+}
+
+/* C [Co, n] = Wm @ (columns of unit u) + beta * C. */
+static void gemm_wm_cols(const conv_cols *cc, int64_t u, const float *Wm, float beta, float *C,
+                         int64_t ldc)
+{
+    const conv_geom *g = cc->g;
+    const int64_t n = conv_unit_cols(g, cc->B);
+#if CONV_IMPLICIT
+    if (cc->pack) {
+        conv_pack pk = unit_pack(cc, u);
+        if (tg_sgemm_avx512_packb(false, g->Co, n, g->Kc, 1.0f, Wm, g->Kc, pack_cols, &pk, beta, C,
+                                  ldc))
+            return;
+    }
+#endif
+    tg_sgemm_avx512(false, false, g->Co, n, g->Kc, 1.0f, Wm, g->Kc, unit_cols(cc, u), cc->B * g->P,
+                    beta, C, ldc);
+}
+
+/* dst [B, Co, P] = Wm @ cols + bias[o] (bias may be NULL), or dst += Wm @ cols when
+ * accumulate. F is the staging buffer. */
+static void gemm_flat_from_cols(const conv_geom *g, int64_t B, const float *Wm, const conv_cols *cc,
+                                float *F, float *dst, bool accumulate, const float *bias)
+{
+    const int64_t Co = g->Co, P = g->P, BP = B * P;
+    if (conv_staged(g, B)) {
+        gemm_wm_cols(cc, 0, Wm, 0.0f, F, BP);
+        flat_scatter(g, F, B, dst, accumulate, bias);
+        return;
+    }
+    float beta = accumulate || bias ? 1.0f : 0.0f;
+    for (int64_t b = 0; b < B; b++) {
+        /* The bias goes in just before the GEMM adds to it, while the image is in cache. */
+        if (!accumulate && bias)
+            fill_planes(dst + b * Co * P, 1, Co, P, bias);
+        gemm_wm_cols(cc, b, Wm, beta, dst + b * Co * P, P);
+    }
+}
+
 /* cols of unit u = Wm^T @ flat of unit u. */
 static void gemm_cols_from_flat(const conv_geom *g, int64_t B, int64_t u, const float *Wm,
                                 const float *flat, float *cols)
@@ -443,11 +719,20 @@ static void gemm_cols_from_flat(const conv_geom *g, int64_t B, int64_t u, const 
 
 /* dWm += flat of unit u @ (cols of unit u)^T. */
 static void gemm_weight_grad(const conv_geom *g, int64_t B, int64_t u, const float *flat,
-                             const float *cols, float *dWm)
+                             const conv_cols *cc, float *dWm)
 {
     const int64_t n = conv_unit_cols(g, B);
-    tg_sgemm_avx512(false, true, g->Co, g->Kc, n, 1.0f, flat + u * g->Co * g->P, n, cols + u * g->P,
-                    B * g->P, 1.0f, dWm, g->Kc);
+    const float *f = flat + u * g->Co * g->P;
+#if CONV_IMPLICIT
+    if (cc->pack) {
+        conv_pack pk = unit_pack(cc, u);
+        if (tg_sgemm_avx512_packb(false, g->Co, g->Kc, n, 1.0f, f, n, pack_cols_t, &pk, 1.0f, dWm,
+                                  g->Kc))
+            return;
+    }
+#endif
+    tg_sgemm_avx512(false, true, g->Co, g->Kc, n, 1.0f, f, n, unit_cols(cc, u), B * g->P, 1.0f, dWm,
+                    g->Kc);
 }
 
 /* db[c] += sum over n and s of dy [N, C, S]: the bias gradient. 32 partial sums per plane, so
@@ -916,8 +1201,8 @@ TG_ISA_KERNEL(conv2d_forward, (tg_node * n), (n))
     }
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
         int64_t B = min64(g.chunk, g.N - b0);
-        im2col_chunk(&g, x + b0 * x_img, B, cols);
-        gemm_flat_from_cols(&g, B, w, cols, F, y + b0 * y_img, false, bias);
+        conv_cols cc = conv_cols_of(&g, x + b0 * x_img, B, cols);
+        gemm_flat_from_cols(&g, B, w, &cc, F, y + b0 * y_img, false, bias);
     }
 }
 
@@ -958,13 +1243,14 @@ TG_ISA_KERNEL(conv2d_backward, (tg_node * n), (n))
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
         int64_t B = min64(g.chunk, g.N - b0);
         const float *dyF = flat_operand(&g, B, dy + b0 * y_img, F);
+        conv_cols cc = {0};
         if (dw)
-            im2col_chunk(&g, x + b0 * x_img, B, cols);
+            cc = conv_cols_of(&g, x + b0 * x_img, B, cols);
         /* Unit by unit, so that each part of dy comes from memory once for all three
          * gradients (the bias sums read it from cache). */
         for (int64_t u = 0; u < conv_units(&g, B); u++) {
             if (dw)
-                gemm_weight_grad(&g, B, u, dyF, cols, dw);
+                gemm_weight_grad(&g, B, u, dyF, &cc, dw);
             if (dx)
                 gemm_cols_from_flat(&g, B, u, w, dyF, cols);
             if (db)
@@ -1115,9 +1401,9 @@ TG_ISA_KERNEL(conv2d_weight_grad_forward, (tg_node * n), (n))
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
         int64_t B = min64(g.chunk, g.N - b0);
         const float *dyF = flat_operand(&g, B, dy + b0 * y_img, F);
-        im2col_chunk(&g, x + b0 * x_img, B, cols);
+        conv_cols cc = conv_cols_of(&g, x + b0 * x_img, B, cols);
         for (int64_t u = 0; u < conv_units(&g, B); u++)
-            gemm_weight_grad(&g, B, u, dyF, cols, dw);
+            gemm_weight_grad(&g, B, u, dyF, &cc, dw);
     }
 }
 
@@ -1134,8 +1420,8 @@ TG_ISA_KERNEL(conv2d_weight_grad_backward, (tg_node * n), (n))
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
         int64_t B = min64(g.chunk, g.N - b0);
         if (ddy) {
-            im2col_chunk(&g, x + b0 * x_img, B, cols);
-            gemm_flat_from_cols(&g, B, U, cols, F, ddy + b0 * y_img, true, NULL);
+            conv_cols cc = conv_cols_of(&g, x + b0 * x_img, B, cols);
+            gemm_flat_from_cols(&g, B, U, &cc, F, ddy + b0 * y_img, true, NULL);
         }
         if (dx) {
             /* cols and F are free again: the ddy GEMM is done with them. */
@@ -1309,15 +1595,15 @@ TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node * n), (n))
     const int64_t x_img = g.Co * g.P, y_img = g.Ci * g.H * g.W;
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
         int64_t B = min64(g.chunk, g.N - b0);
-        im2col_chunk(&g, dy + b0 * y_img, B, cols);
+        conv_cols cc = conv_cols_of(&g, dy + b0 * y_img, B, cols);
         if (dw) {
             const float *xF = flat_operand(&g, B, x + b0 * x_img, F);
             for (int64_t u = 0; u < conv_units(&g, B); u++)
-                gemm_weight_grad(&g, B, u, xF, cols, dw);
+                gemm_weight_grad(&g, B, u, xF, &cc, dw);
         }
         /* F is free again: the weight gradient is done with it. */
         if (dx)
-            gemm_flat_from_cols(&g, B, w, cols, F, dx + b0 * x_img, true, NULL);
+            gemm_flat_from_cols(&g, B, w, &cc, F, dx + b0 * x_img, true, NULL);
     }
 }
 

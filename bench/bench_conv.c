@@ -12,7 +12,13 @@
  *
  * tg_backward_grad starts by copying dy into the output's gradient; in training that seed is a
  * single 1 and dy comes from the next layer's backward, so the backward column subtracts the
- * time of that copy, measured in the same repetition (clone of dy), and prints it apart. */
+ * time of that copy, measured in the same repetition (clone of dy), and prints it apart.
+ *
+ * Each layer runs twice per repetition, interleaved: with the columns written by im2col
+ * (tg_conv_implicit 0, row "cols") and packed straight from the image (the default,
+ * tg_conv_implicit 1, row "pack"; only at the AVX-512 level, else as "cols"). The two must
+ * give bit-identical y, dx, dw and db, or the bench stops. Gradients are removed before every
+ * run, so that each backward writes fresh ones as in training. */
 #include "autograd/internal.h"
 
 #define BENCH_NAME "bench_conv"
@@ -148,61 +154,93 @@ static void bench_layer(const layer *L, int reps)
     tg_tensor_set_requires_grad(w, true);
     tg_tensor_set_requires_grad(b, true);
 
-    double *fwd = calloc((size_t)reps, sizeof(double)), *bwd = calloc((size_t)reps, sizeof(double));
+    double *fwd[2], *bwd[2], *seed[2];
+    for (int m = 0; m < 2; m++) {
+        fwd[m] = calloc((size_t)reps, sizeof(double));
+        bwd[m] = calloc((size_t)reps, sizeof(double));
+        seed[m] = calloc((size_t)reps, sizeof(double));
+    }
     double *rf = calloc((size_t)reps, sizeof(double)), *rb = calloc((size_t)reps, sizeof(double));
-    double *seed = calloc((size_t)reps, sizeof(double));
     tg_tensor *dy = NULL;
     lowering g = {0};
     float *cols = NULL, *flat = NULL, *dwbuf = NULL;
+    /* The first run's y, dx, dw, db, which every later run must reproduce bit for bit. */
+    float *want[4] = {0};
     /* Repetition 0 warms up (allocator cache, OpenBLAS buffers) and is not counted. */
     for (int r = -1; r < reps; r++) {
-        tg_tape *tape = tg_tape_begin(TG_GRAD);
-        double t0 = now_ms();
-        tg_tensor *y = L->transpose ? tg_conv_transpose2d(x, w, b, L->stride, L->padding, 0)
-                                    : tg_conv2d(x, w, b, L->stride, L->padding, 1);
-        double t1 = now_ms();
-        if (!y)
-            die(L->name);
-        if (!dy) {
-            dy = tg_tensor_new(y->ndim, y->shape);
-            tg_tensor_uniform_(dy, &rng, -1.0f, 1.0f);
-            g = lowering_of(L, y, y->node->scratch_bytes);
-            cols = calloc((size_t)(g.Kc * g.chunk * g.P), sizeof(float));
-            flat = calloc((size_t)(g.Co * g.chunk * g.P), sizeof(float));
-            dwbuf = calloc((size_t)(g.Co * g.Kc), sizeof(float));
-            if (!dy || !cols || !flat || !dwbuf)
-                die("buffers");
+        for (int m = 0; m < 2; m++) {
+            tg_conv_implicit = m;
+            tg_tensor_zero_grad(x);
+            tg_tensor_zero_grad(w);
+            tg_tensor_zero_grad(b);
+            tg_tape *tape = tg_tape_begin(TG_GRAD);
+            double t0 = now_ms();
+            tg_tensor *y = L->transpose ? tg_conv_transpose2d(x, w, b, L->stride, L->padding, 0)
+                                        : tg_conv2d(x, w, b, L->stride, L->padding, 1);
+            double t1 = now_ms();
+            if (!y)
+                die(L->name);
+            if (!dy) {
+                dy = tg_tensor_new(y->ndim, y->shape);
+                tg_tensor_uniform_(dy, &rng, -1.0f, 1.0f);
+                g = lowering_of(L, y, y->node->scratch_bytes);
+                cols = calloc((size_t)(g.Kc * g.chunk * g.P), sizeof(float));
+                flat = calloc((size_t)(g.Co * g.chunk * g.P), sizeof(float));
+                dwbuf = calloc((size_t)(g.Co * g.Kc), sizeof(float));
+                if (!dy || !cols || !flat || !dwbuf)
+                    die("buffers");
+            }
+            if (tg_backward_grad(y, dy) != TG_OK)
+                die("backward");
+            double t2 = now_ms();
+            const tg_tensor *got[4] = {y, tg_tensor_grad(x), tg_tensor_grad(w), tg_tensor_grad(b)};
+            for (int k = 0; k < 4; k++) {
+                size_t bytes = (size_t)got[k]->numel * sizeof(float);
+                if (!want[k]) {
+                    want[k] = malloc(bytes);
+                    if (!want[k])
+                        die("buffers");
+                    memcpy(want[k], got[k]->data, bytes);
+                } else if (memcmp(want[k], got[k]->data, bytes) != 0) {
+                    fprintf(stderr, "bench_conv: %s: %s differs between runs (implicit %d)\n",
+                            L->name, (const char *[]){"y", "dx", "dw", "db"}[k], tg_conv_implicit);
+                    exit(1);
+                }
+            }
+            tg_tape_end(tape);
+            double t3 = now_ms();
+            tg_tensor_release(tg_tensor_clone(dy)); /* what tg_backward_grad's seed copy costs */
+            double t4 = now_ms();
+            if (r >= 0) {
+                fwd[m][r] = t1 - t0;
+                bwd[m][r] = (t2 - t1) - (t4 - t3);
+                seed[m][r] = t4 - t3;
+            }
         }
-        if (tg_backward_grad(y, dy) != TG_OK)
-            die("backward");
-        double t2 = now_ms();
-        tg_tape_end(tape);
-        double t3 = now_ms();
-        tg_tensor_release(tg_tensor_clone(dy)); /* what tg_backward_grad's seed copy costs */
-        double t4 = now_ms();
         double ref_f, ref_b;
         reference(L, &g, cols, flat, w->data, dwbuf, &ref_f, &ref_b);
         if (r >= 0) {
-            fwd[r] = t1 - t0;
-            bwd[r] = (t2 - t1) - (t4 - t3);
-            seed[r] = t4 - t3;
             rf[r] = ref_f;
             rb[r] = ref_b;
         }
     }
-    double f = median(fwd, reps), bk = median(bwd, reps), sd = median(seed, reps);
     double gf = median(rf, reps), gb = median(rb, reps);
     double flops = 3.0 * 2.0 * (double)L->N * g.Co * g.Kc * g.P;
     const char *mode = g.direct ? "d" : g.staged ? "s" : " ";
-    printf("%-30s %4lld%s %8.2f %8.2f %6.2f %8.2f %8.2f %7.2f %7.2f %6.2f %7.1f\n", L->name,
-           (long long)g.chunk, mode, f, bk, sd, gf, gb, f / gf, bk / gb, (f + bk) / (gf + gb),
-           flops / ((f + bk) * 1e6));
+    for (int m = 0; m < 2; m++) {
+        double f = median(fwd[m], reps), bk = median(bwd[m], reps), sd = median(seed[m], reps);
+        printf("%-30s %-4s %4lld%s %8.2f %8.2f %6.2f %8.2f %8.2f %7.2f %7.2f %6.2f %7.1f\n",
+               L->name, m ? "pack" : "cols", (long long)g.chunk, mode, f, bk, sd, gf, gb, f / gf,
+               bk / gb, (f + bk) / (gf + gb), flops / ((f + bk) * 1e6));
+        free(fwd[m]);
+        free(bwd[m]);
+        free(seed[m]);
+    }
     fflush(stdout);
-    free(fwd);
-    free(bwd);
+    for (int k = 0; k < 4; k++)
+        free(want[k]);
     free(rf);
     free(rb);
-    free(seed);
     free(cols);
     free(flat);
     free(dwbuf);
@@ -224,7 +262,7 @@ int main(int argc, char **argv)
            tg_get_num_threads(), core ? ", OPENBLAS_CORETYPE=" : "", core ? core : "", reps);
     printf("chunk: images per chunk, s = staged (one GEMM per chunk, else one per image), "
            "d = direct loops; seed: dy copy left out of bwd; gemm f/b: the reference\n");
-    printf("%-30s %5s %8s %8s %6s %8s %8s %7s %7s %6s %7s\n", "layer", "chunk", "fwd ms", "bwd ms",
+    printf("%-35s %5s %8s %8s %6s %8s %8s %7s %7s %6s %7s\n", "layer", "chunk", "fwd ms", "bwd ms",
            "seed", "gemm f", "gemm b", "fwd x", "bwd x", "ratio", "GFLOP/s");
     const char *filter = argc > 3 ? argv[3] : "";
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++)

@@ -29,7 +29,7 @@
  * loop ran no faster on the GAN's conv GEMMs (170-185 GFLOP/s of a ~204 peak alone, as 8 x 32),
  * and MR 12 or 14 wastes rows of 64-row products. */
 #define GEMM_MR 8
-#define GEMM_NR 32
+#define GEMM_NR TG_GEMM_NR
 #define GEMM_KC 256
 #define GEMM_MC 128
 #define GEMM_NC 512
@@ -213,10 +213,25 @@ GEMM_AVX512 static void kernel_8x32(int64_t kc, const float *restrict a, const f
         kernel_body(1, kc, a, b, C, ldc, rows, cols, alpha, beta);
 }
 
-/* The whole product for the columns [j_begin, j_end) of C, with one thread's buffers. */
-GEMM_AVX512 static void gemm_columns(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-                                     float alpha, const float *A, int64_t lda, const float *B,
-                                     int64_t ldb, float beta, float *C, int64_t ldc,
+/* op(B) as stored: pack_b's arguments, the packer of tg_sgemm_avx512. */
+typedef struct {
+    bool trans;
+    const float *B;
+    int64_t ldb, N;
+} stored_b;
+
+GEMM_AVX512 static void pack_stored_b(const void *ctx, int64_t j0, int64_t nc, int64_t p0,
+                                      int64_t kc, float *dst)
+{
+    const stored_b *s = ctx;
+    pack_b(s->trans, s->B, s->ldb, s->N, j0, nc, p0, kc, dst);
+}
+
+/* The whole product for the columns [j_begin, j_end) of C, with one thread's buffers; op(B)'s
+ * panels come from pack (pack_b's output for a B that need not exist in memory). */
+GEMM_AVX512 static void gemm_columns(bool trans_a, int64_t M, int64_t K, float alpha,
+                                     const float *A, int64_t lda, tg_gemm_pack_b_fn pack,
+                                     const void *ctx, float beta, float *C, int64_t ldc,
                                      int64_t j_begin, int64_t j_end, float *buf)
 {
     float *pa = buf, *pb = buf + (int64_t)GEMM_MC * GEMM_KC;
@@ -226,7 +241,7 @@ GEMM_AVX512 static void gemm_columns(bool trans_a, bool trans_b, int64_t M, int6
             int64_t kc = K - pc < GEMM_KC ? K - pc : GEMM_KC;
             /* The first depth block scales C by beta; the others add to it. */
             float b_eff = pc == 0 ? beta : 1.0f;
-            pack_b(trans_b, B, ldb, N, jc, nc, pc, kc, pb);
+            pack(ctx, jc, nc, pc, kc, pb);
             for (int64_t ic = 0; ic < M; ic += GEMM_MC) {
                 int64_t mc = M - ic < GEMM_MC ? M - ic : GEMM_MC;
                 pack_a(trans_a, A, lda, M, ic, mc, pc, kc, pa);
@@ -273,8 +288,10 @@ bool tg_sgemm_avx512_active(void)
 #endif
 }
 
-void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+/* Both entry points: false, having done nothing, where our kernels cannot run (no AVX-512, an
+ * empty product, or no memory for the packing buffers). */
+static bool gemm_run(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, tg_gemm_pack_b_fn pack, const void *ctx, float beta, float *C,
                      int64_t ldc)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -295,20 +312,42 @@ void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
     size_t buf_bytes = 0;
     float *buf =
         M > 0 && N > 0 && K > 0 && have_avx512() ? gemm_buffers(threads, &buf_bytes) : NULL;
-    if (buf) {
+    if (!buf)
+        return false;
 #ifdef _OPENMP
-        TG_PRAGMA(omp parallel for schedule(static) num_threads(threads) if (threads > 1))
+    TG_PRAGMA(omp parallel for schedule(static) num_threads(threads) if (threads > 1))
 #endif
-        for (int t = 0; t < threads; t++) {
-            int64_t j0 = panels * t / threads * GEMM_NR, j1 = panels * (t + 1) / threads * GEMM_NR;
-            if (j1 > N)
-                j1 = N;
-            gemm_columns(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, j0, j1,
-                         buf + t * GEMM_PACK_FLOATS);
-        }
-        tg_free(buf, buf_bytes);
-        return;
+    for (int t = 0; t < threads; t++) {
+        int64_t j0 = panels * t / threads * GEMM_NR, j1 = panels * (t + 1) / threads * GEMM_NR;
+        if (j1 > N)
+            j1 = N;
+        gemm_columns(trans_a, M, K, alpha, A, lda, pack, ctx, beta, C, ldc, j0, j1,
+                     buf + t * GEMM_PACK_FLOATS);
     }
+    tg_free(buf, buf_bytes);
+    return true;
+#else
+    (void)trans_a, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)pack;
+    (void)ctx, (void)beta, (void)C, (void)ldc;
+    return false;
+#endif
+}
+
+void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    stored_b sb = {.trans = trans_b, .B = B, .ldb = ldb, .N = N};
+    if (gemm_run(trans_a, M, N, K, alpha, A, lda, pack_stored_b, &sb, beta, C, ldc))
+        return;
 #endif
     tg_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+bool tg_sgemm_avx512_packb(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, tg_gemm_pack_b_fn pack, const void *ctx,
+                           float beta, float *C, int64_t ldc)
+{
+    return gemm_run(trans_a, M, N, K, alpha, A, lda, pack, ctx, beta, C, ldc);
 }

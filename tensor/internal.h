@@ -86,7 +86,27 @@ void tg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
 void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                      int64_t ldc);
+/* The same product with op(B) given by its packer instead of its storage (implicit GEMM: the
+ * convolutions pack their columns straight from the image). pack(ctx, j0, nc, p0, kc, dst)
+ * must write what gemm.c's packing of a stored op(B) [K, N] writes: for the columns [j0,
+ * j0 + nc) and depths [p0, p0 + kc), panels of TG_GEMM_NR columns at dst + jp * kc (jp = 0,
+ * TG_GEMM_NR, ...), each [kc][TG_GEMM_NR] with zeros past column N; dst is 64-byte aligned.
+ * Threads call it at once for their own columns: it must only read shared data. False, having
+ * done nothing, where tg_sgemm_avx512 would use OpenBLAS or memory runs out: the caller then
+ * computes the product another way. */
+#define TG_GEMM_NR 32
+typedef void (*tg_gemm_pack_b_fn)(const void *ctx, int64_t j0, int64_t nc, int64_t p0, int64_t kc,
+                                  float *dst);
+bool tg_sgemm_avx512_packb(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, tg_gemm_pack_b_fn pack, const void *ctx,
+                           float beta, float *C, int64_t ldc);
 /* True when tg_sgemm_avx512 runs our kernels (the AVX-512 level), not OpenBLAS. */
 bool tg_sgemm_avx512_active(void);
+
+/* ---- convolutions (autograd/conv.c) ------------------------------------------------------
+ * Nonzero (the default): the GEMMs whose B operand is the im2col columns pack them straight
+ * from the image (implicit GEMM, at the AVX-512 level); 0: they read columns written by im2col.
+ * Both give bit-identical results; tests and bench_conv set it to compare the two. */
+extern int tg_conv_implicit;
 
 #endif

@@ -571,6 +571,142 @@ static void test_second_backward(void **state)
                           (const int64_t[]){1, 3, 6, 6}, 1, 1, 1);
 }
 
+/* ---- implicit GEMM ------------------------------------------------------------------------
+ * At the AVX-512 level the GEMMs that read the columns as their B operand pack them straight
+ * from the image (tg_conv_implicit); the packed panels must be the ones pack_b makes from
+ * written columns, so every result is bit for bit the same either way. Elsewhere both runs
+ * take the written columns and the checks hold trivially. */
+
+static void assert_same_bits(const tg_tensor *a, const tg_tensor *b, const char *what,
+                             const char *layer)
+{
+    assert_true(tg_shape_equal(a, b));
+    for (int64_t i = 0; i < a->numel; i++)
+        if (memcmp(&a->data[i], &b->data[i], sizeof(float)) != 0)
+            fail_msg("%s: %s[%lld] = %.9g packed from the image, %.9g from written columns", layer,
+                     what, (long long)i, a->data[i], b->data[i]);
+}
+
+/* A layer: x and w shapes, stride, padding, dilation (conv2d) or output padding. */
+typedef struct {
+    const char *name;
+    bool transpose;
+    int64_t xs[4], ws[4];
+    int s, p, d_or_op;
+} implicit_layer;
+
+/* y, dx, dw, db with and without packing, at the given thread count. */
+static void check_implicit_layer(const implicit_layer *L, int threads)
+{
+    tg_tensor *x = tensor4(L->xs, NULL, true), *w = tensor4(L->ws, NULL, true);
+    int64_t O = L->transpose ? L->ws[1] : L->ws[0];
+    tg_tensor *b = tg_tensor_new(1, &O);
+    tg_tensor_set_requires_grad(b, true);
+    fill_uniform(x, 11);
+    fill_uniform(w, 12);
+    fill_uniform(b, 13);
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    tg_tensor *y0 = apply_conv(L->transpose, x, w, b, L->s, L->p, L->d_or_op, L->d_or_op);
+    if (!y0)
+        fail_msg("%s: %s", L->name, tg_last_error());
+    tg_tensor *dy = tg_tensor_new(4, y0->shape);
+    tg_tape_end(tape);
+    fill_uniform(dy, 14);
+    int saved = tg_get_num_threads(), saved_mode = tg_conv_implicit;
+    tg_set_num_threads(threads);
+    conv_result r[2];
+    for (int m = 0; m < 2; m++) {
+        tg_conv_implicit = m;
+        r[m] = conv_run(L->transpose, x, w, b, dy, L->s, L->p, L->d_or_op, NULL);
+    }
+    tg_conv_implicit = saved_mode;
+    tg_set_num_threads(saved);
+    assert_same_bits(r[1].y, r[0].y, "y", L->name);
+    assert_same_bits(r[1].dx, r[0].dx, "dx", L->name);
+    assert_same_bits(r[1].dw, r[0].dw, "dw", L->name);
+    assert_same_bits(r[1].db, r[0].db, "db", L->name);
+    for (int m = 0; m < 2; m++)
+        conv_result_release(&r[m]);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
+}
+
+/* Every kind of lane the packers make: runs that one masked load reads (stride 1, output as
+ * wide as the input) and gathers (strided, narrower output, panels across images when staged),
+ * padding wider than the kernel's reach, dilation, rectangular kernels, depths over one
+ * 256-deep block that start inside a channel, panels past the 512-column block, partial
+ * panels, GEMMs split between threads, and conv_transpose2d's backward (both GEMMs from one
+ * set of columns). */
+static void test_implicit_bit_identical(void **state)
+{
+    (void)state;
+    const implicit_layer layers[] = {
+        {"same 5x5 p2, staged", false, {3, 8, 7, 9}, {5, 8, 5, 5}, 1, 2, 1},
+        {"same 5x5 p2, per image", false, {2, 12, 14, 14}, {6, 12, 5, 5}, 1, 2, 1},
+        {"valid 3x3, 28x28 (P 676)", false, {3, 1, 28, 28}, {7, 1, 3, 3}, 1, 0, 1},
+        {"valid 3x3, Kc 270", false, {3, 30, 13, 13}, {9, 30, 3, 3}, 1, 0, 1},
+        {"k4 s2 p1, staged", false, {5, 16, 14, 14}, {12, 16, 4, 4}, 2, 1, 1},
+        {"2x3 s3 p4 dil 2", false, {2, 3, 11, 8}, {4, 3, 2, 3}, 3, 4, 2},
+        {"3x3 p5 on 3x3", false, {2, 2, 3, 3}, {3, 2, 3, 3}, 1, 5, 1},
+        /* Big enough that the GEMMs split their columns (and their packing) between threads. */
+        {"k4 s2 p1, staged, threads", false, {4, 32, 14, 14}, {64, 32, 4, 4}, 2, 1, 1},
+        {"same 3x3 p1, per image, threads", false, {2, 16, 28, 28}, {32, 16, 3, 3}, 1, 1, 1},
+        {"convT k4 s2 p1, staged", true, {4, 10, 7, 7}, {10, 8, 4, 4}, 2, 1, 0},
+        {"convT k3 s3 p1 op2", true, {2, 3, 5, 4}, {3, 2, 3, 3}, 3, 1, 2},
+    };
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++)
+        for (int threads = 1; threads <= 2; threads++)
+            check_implicit_layer(&layers[i], threads);
+}
+
+/* The second order's conv2d_weight_grad op packs too: its forward (the weight gradient) and
+ * its backward's dy gradient (U @ cols). Its value, and the gradients of <that value, U> in x
+ * and dy, with and without packing. */
+static void test_implicit_weight_grad_op(void **state)
+{
+    (void)state;
+    const int64_t xs[4] = {3, 5, 9, 9}, ws[4] = {4, 5, 4, 4}, ys[4] = {3, 4, 4, 4};
+    tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
+    tg_tensor *dy = tensor4(ys, NULL, true), *U = tensor4(ws, NULL, false);
+    fill_uniform(x, 15);
+    fill_uniform(w, 16);
+    fill_uniform(dy, 17);
+    fill_uniform(U, 18);
+    int saved_mode = tg_conv_implicit;
+    tg_tensor *gw[2], *dx[2], *ddy[2];
+    for (int m = 0; m < 2; m++) {
+        tg_conv_implicit = m;
+        tg_tensor_zero_grad(x);
+        tg_tensor_zero_grad(dy);
+        tg_tape *tape = tg_tape_begin(TG_GRAD);
+        tg_tensor *y = tg_conv2d(x, w, TG_NONE, 2, 1, 1);
+        assert_non_null(y);
+        tg_tensor *g = NULL;
+        assert_int_equal(tg_grad(&y, 1, &w, 1, &dy, true, &g), TG_OK);
+        assert_int_equal(tg_backward_grad(g, U), TG_OK);
+        gw[m] = tg_tensor_clone(g);
+        assert_int_equal(tg_tape_end(tape), TG_OK);
+        dx[m] = tg_tensor_clone(x->grad);
+        ddy[m] = tg_tensor_clone(dy->grad);
+        assert_true(gw[m] && dx[m] && ddy[m]);
+    }
+    tg_conv_implicit = saved_mode;
+    assert_same_bits(gw[1], gw[0], "dw", "conv2d_weight_grad");
+    assert_same_bits(dx[1], dx[0], "dx", "conv2d_weight_grad");
+    assert_same_bits(ddy[1], ddy[0], "ddy", "conv2d_weight_grad");
+    for (int m = 0; m < 2; m++) {
+        tg_tensor_release(gw[m]);
+        tg_tensor_release(dx[m]);
+        tg_tensor_release(ddy[m]);
+    }
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(dy);
+    tg_tensor_release(U);
+}
+
 /* The lowering's GEMM (tensor/gemm.c, AVX-512 where the CPU has it) against OpenBLAS, for
  * every transpose, alpha and beta, edge sizes that leave partial 8 x 32 tiles and partial
  * 16-deep transposes, depths over one 256 block, and leading dimensions wider than the rows.
@@ -694,6 +830,8 @@ int main(void)
         TG_TEST(test_conv_transpose2d_chunking_staged),
         TG_TEST(test_threads_equal),
         TG_TEST(test_second_backward),
+        TG_TEST(test_implicit_bit_identical),
+        TG_TEST(test_implicit_weight_grad_op),
         TG_TEST(test_gemm_against_openblas),
         TG_TEST(test_gemm_threads),
     };
