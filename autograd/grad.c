@@ -103,15 +103,8 @@ static tg_status graph_node(tg_node *n, leaf_grads *lg, const char *fn)
         if (!g || !tg_graph_needs(n->need_in, i))
             continue;
         TG_ASSERT(tg_shape_equal(g, n->in[i]));
-        int64_t bad = trap ? tg_first_non_finite(g) : -1;
-        if (bad >= 0) {
-            char s[160];
-            return tg_set_error(TG_ERR_STATE,
-                                "%s: TG_CHECK_FINITE: the backward of %s gave input %d %s the "
-                                "gradient %g at element %lld",
-                                fn, n->op->name, i, TG_SHAPE_STR(g, s), g->data[bad],
-                                (long long)bad);
-        }
+        if (trap && (st = tg_finite_grad(fn, n, i, g)) != TG_OK)
+            return st;
         tg_tensor *x = n->in[i];
         tg_tensor **slot = x->node ? &x->node->gout : leaf_slot(lg, x, fn);
         if (!slot || (st = accumulate(slot, g)) != TG_OK)

@@ -196,6 +196,9 @@ void tg_free_intermediate_grads(void);
 /* TG_CHECK_FINITE's state, and the index of t's first non-finite value or -1. */
 bool tg_finite_trap(void);
 int64_t tg_first_non_finite(const tg_tensor *t);
+/* TG_OK, or TG_CHECK_FINITE's error (named for fn) when the gradient g that n's backward gave
+ * its input i has a NaN or Inf. */
+tg_status tg_finite_grad(const char *fn, const tg_node *n, int i, const tg_tensor *g);
 
 /* For a backward_graph rule: g (a gradient of an output that was broadcast from a tensor of
  * the given shape) summed back to that shape, with recorded ops; g itself when the shapes

@@ -503,18 +503,25 @@ static tg_status ensure_input_grads(tg_node *n)
     return TG_OK;
 }
 
+tg_status tg_finite_grad(const char *fn, const tg_node *n, int i, const tg_tensor *g)
+{
+    int64_t bad = tg_first_non_finite(g);
+    if (bad < 0)
+        return TG_OK;
+    char s[160];
+    return tg_set_error(TG_ERR_STATE,
+                        "%s: TG_CHECK_FINITE: the backward of %s gave input %d %s the gradient "
+                        "%g at element %lld",
+                        fn, n->op->name, i, TG_SHAPE_STR(g, s), g->data[bad], (long long)bad);
+}
+
 static tg_status finite_grads(const tg_node *n)
 {
     for (int i = 0; i < n->n_in; i++) {
         tg_tensor *g = n->in[i]->requires_grad ? n->in[i]->grad : NULL;
-        int64_t bad = g ? tg_first_non_finite(g) : -1;
-        if (bad >= 0) {
-            char s[160];
-            return tg_set_error(TG_ERR_STATE,
-                                "tg_backward: TG_CHECK_FINITE: the backward of "
-                                "%s gave input %d %s the gradient %g at element %lld",
-                                n->op->name, i, TG_SHAPE_STR(g, s), g->data[bad], (long long)bad);
-        }
+        tg_status st = g ? tg_finite_grad("tg_backward", n, i, g) : TG_OK;
+        if (st != TG_OK)
+            return st;
     }
     return TG_OK;
 }

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* Seconds on the monotonic clock. */
@@ -41,6 +42,25 @@ static inline void die(const char *what)
 {
     fprintf(stderr, "%s: %s: %s\n", BENCH_NAME, what, tg_last_error());
     exit(1);
+}
+
+/* The model benches' flags, --threads T --iters N --warmup W, into the given defaults; prints
+ * the usage and exits 2 on anything else, then sets the thread count (exit 1 if refused). */
+static inline void bench_model_flags(int argc, char **argv, int64_t *threads, int64_t *iters,
+                                     int64_t *warmup)
+{
+    for (int i = 1; i < argc; i += 2) {
+        int64_t *dst = !strcmp(argv[i], "--threads")  ? threads
+                       : !strcmp(argv[i], "--iters")  ? iters
+                       : !strcmp(argv[i], "--warmup") ? warmup
+                                                      : NULL;
+        if (!dst || i + 1 >= argc || tg_parse_int(argv[i + 1], 0, 100000, dst) != TG_OK) {
+            fprintf(stderr, "usage: %s [--threads T] [--iters N] [--warmup W]\n", BENCH_NAME);
+            exit(2);
+        }
+    }
+    if (*iters < 1 || tg_set_num_threads((int)*threads) != TG_OK)
+        die("--threads / --iters");
 }
 
 #endif

@@ -65,18 +65,7 @@ static void step(tg_module *D, tg_optim *opt, tg_tensor *real, tg_tensor *fake, 
 int main(int argc, char **argv)
 {
     int64_t threads = 1, iters = 10, warmup = 2;
-    for (int i = 1; i < argc; i += 2) {
-        int64_t *dst = !strcmp(argv[i], "--threads")  ? &threads
-                       : !strcmp(argv[i], "--iters")  ? &iters
-                       : !strcmp(argv[i], "--warmup") ? &warmup
-                                                      : NULL;
-        if (!dst || i + 1 >= argc || tg_parse_int(argv[i + 1], 0, 100000, dst) != TG_OK) {
-            fprintf(stderr, "usage: bench_wgan_gp [--threads T] [--iters N] [--warmup W]\n");
-            return 2;
-        }
-    }
-    if (iters < 1 || tg_set_num_threads((int)threads) != TG_OK)
-        die("--threads / --iters");
+    bench_model_flags(argc, argv, &threads, &iters, &warmup);
     tg_rng rng;
     tg_rng_seed(&rng, 1);
     tg_module *D =

@@ -525,6 +525,29 @@ static void test_error_no_second_order(void **state)
     mlp_free(&m);
 }
 
+/* TG_CHECK_FINITE traps a gradient that is not finite in both walks, naming the op: sqrt's
+ * derivative at 0 is 0.5 / 0. */
+static void test_finite_trap(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_zeros(TG_DIMS(3));
+    assert_int_equal(tg_tensor_set_requires_grad(x, true), TG_OK);
+    tg_set_check_finite(true);
+    for (int graph = 0; graph < 2; graph++) {
+        tg_tape *tape = tg_tape_begin(TG_GRAD);
+        tg_tensor *y = tg_sum(tg_sqrt(x)), *g = (tg_tensor *)&g;
+        assert_int_equal(tg_grad(&y, 1, &x, 1, NULL, graph, &g), TG_ERR_STATE);
+        assert_null(g);
+        assert_error_contains("TG_CHECK_FINITE");
+        assert_error_contains(graph ? "tg_sqrt_grad" : "the backward of sqrt");
+        tg_clear_error();
+        assert_int_equal(tg_tape_end(tape), TG_OK);
+    }
+    tg_set_check_finite(false);
+    assert_null(x->grad);
+    tg_tensor_release(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -539,6 +562,7 @@ int main(void)
         TG_TEST(test_backward_ex_with_dy),
         TG_TEST(test_errors),
         TG_TEST(test_error_no_second_order),
+        TG_TEST(test_finite_trap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
