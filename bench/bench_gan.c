@@ -1,16 +1,20 @@
 /* bench_gan: tapegrad's side of bench/compare.sh — the mnist_gan training iteration and each of
  * its layers, timed the same way as bench/torch_gan.py times PyTorch.
  *
- *   bench_gan step   [--generator upsample|convt] [--threads T] [--iters N] [--warmup W]
+ *   bench_gan step   [--generator upsample|convt] [--step S] [--threads T] [--iters N]
+ *                    [--warmup W]
  *   bench_gan layers [--threads T] [--reps N] [--warmup W] [--only KEY]
- *   bench_gan serve  [--generator upsample|convt] [--threads T]
+ *   bench_gan serve  [--generator upsample|convt] [--step S] [--threads T]
  *   bench_gan serve-layers [--threads T]
  *   bench_gan info           (tg_blas_info(): OpenBLAS version, flavour and kernels)
  *
- * step: gan_state_init + gan_step (tutorial recipe, accumulate step, batch 128, Adam lr 2e-4,
- * beta1 0.9) on random real batches in [-1, 1]; prints one JSON line with the median seconds
- * per iteration (wall, and CPU time of all threads), the peak RSS (getrusage ru_maxrss) and
- * the RSS before the first iteration. Defaults: 20 timed iterations after 3 warm-up ones.
+ * step: gan_state_init + gan_step (tutorial recipe, batch 128, Adam lr 2e-4, beta1 0.9) on random
+ * real batches in [-1, 1]; prints one JSON line with the median seconds per iteration (wall,
+ * and CPU time of all threads), the peak RSS (getrusage ru_maxrss) and the RSS before the first
+ * iteration. Defaults: 20 timed iterations after 3 warm-up ones. --step S is gan_step's step
+ * (core/step.c): tutorial (Paddle 1.8's, mnist_gan's default), clean (the textbook step) or
+ * accumulate (the default here, so that tables and A/B runs against builds older than the
+ * option time the same step; bench/compare.py always names the step it wants).
  *
  * layers: forward + backward of every layer of G (both variants) and D alone, at the input
  * shape it sees in the GAN: a fresh tape, forward, tg_backward_grad with a random dy, tape end
@@ -80,13 +84,13 @@ typedef struct {
     int64_t it;
 } step_bench;
 
-static void step_init(step_bench *b, gan_generator gen)
+static void step_init(step_bench *b, gan_generator gen, gan_step_mode step)
 {
     gan_widths w = gan_widths_default(1);
-    /* The step that bench/torch_gan.py runs on PyTorch's side: the tutorial's code with
-     * accumulating gradients (the same ops as the faithful step, which only zeroes more). */
+    /* gan_step itself in the given step: bench/torch_gan.py runs the same step on PyTorch's
+     * side (its --step). */
     gan_config c = gan_config_default(GAN_RECIPE_TUTORIAL);
-    c.generator = gen, c.step = GAN_STEP_ACCUMULATE, c.lr = LR, c.beta1 = BETA1;
+    c.generator = gen, c.step = step, c.lr = LR, c.beta1 = BETA1;
     if (gan_state_init(&b->s, &c, &w) != TG_OK)
         die("gan_state_init");
     tg_rng rng;
@@ -122,10 +126,10 @@ static const char *gen_name(gan_generator g)
     return g == GAN_GEN_CONVT ? "convt" : "upsample";
 }
 
-static int run_step(gan_generator gen, int threads, int iters, int warmup)
+static int run_step(gan_generator gen, gan_step_mode step, int threads, int iters, int warmup)
 {
     step_bench b;
-    step_init(&b, gen);
+    step_init(&b, gen, step);
     long rss0 = rss_now_kb();
     double *wall = malloc(sizeof(double) * (size_t)iters);
     double *cpu = malloc(sizeof(double) * (size_t)iters);
@@ -134,13 +138,14 @@ static int run_step(gan_generator gen, int threads, int iters, int warmup)
     for (int i = 0; i < iters; i++)
         step_once(&b, &wall[i], &cpu[i]);
     const double wall_med = median(wall, iters), cpu_med = median(cpu, iters);
-    /* (median sorts: [0] is the minimum, the least disturbed by other processes) */
-    printf("{\"side\": \"tapegrad\", \"generator\": \"%s\", \"threads\": %d, \"iters\": %d, "
-           "\"warmup\": %d, \"sec_per_iter\": %.6f, \"cpu_sec_per_iter\": %.6f, "
+    /* (median sorts: [0] is the minimum, the least disturbed by other processes; the step
+     * printed is the state's own, the one gan_step ran) */
+    printf("{\"side\": \"tapegrad\", \"generator\": \"%s\", \"step\": \"%s\", \"threads\": %d, "
+           "\"iters\": %d, \"warmup\": %d, \"sec_per_iter\": %.6f, \"cpu_sec_per_iter\": %.6f, "
            "\"sec_min\": %.6f, \"cpu_sec_min\": %.6f, \"rss_start_kb\": %ld, "
            "\"peak_rss_kb\": %ld, \"blas\": \"%s\"}\n",
-           gen_name(gen), threads, iters, warmup, wall_med, cpu_med, wall[0], cpu[0], rss0,
-           peak_rss_kb(), tg_blas_info());
+           gen_name(gen), gan_step_names[b.s.step], threads, iters, warmup, wall_med, cpu_med,
+           wall[0], cpu[0], rss0, peak_rss_kb(), tg_blas_info());
     free(wall);
     free(cpu);
     step_free(&b);
@@ -289,7 +294,7 @@ static int run_layers(int threads, int reps, int warmup, const char *only)
 
 /* ---- serve: one measurement per request line ----------------------------------------------- */
 
-static int serve(bool layers, gan_generator gen, int threads)
+static int serve(bool layers, gan_generator gen, gan_step_mode step, int threads)
 {
     step_bench b;
     layer_set ls;
@@ -299,7 +304,7 @@ static int serve(bool layers, gan_generator gen, int threads)
         for (int i = 0; i < ls.n; i++)
             printf("%s\t%s\n", ls.layers[i].key, ls.layers[i].label);
     } else {
-        step_init(&b, gen);
+        step_init(&b, gen, step);
         printf("ready rss_kb %ld\n", rss_now_kb());
     }
     fflush(stdout);
@@ -334,12 +339,24 @@ static int serve(bool layers, gan_generator gen, int threads)
     return 0;
 }
 
+/* gan_step_names' index of name into *step; false if it is none of them. */
+static bool step_by_name(const char *name, gan_step_mode *step)
+{
+    for (int i = 0; gan_step_names[i]; i++)
+        if (!strcmp(name, gan_step_names[i])) {
+            *step = (gan_step_mode)i;
+            return true;
+        }
+    return false;
+}
+
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench_gan step [--generator upsample|convt] [--threads T] [--iters N] "
-                    "[--warmup W]\n"
+    fprintf(stderr, "usage: bench_gan step [--generator upsample|convt] "
+                    "[--step tutorial|clean|accumulate] [--threads T] [--iters N] [--warmup W]\n"
                     "       bench_gan layers [--threads T] [--reps N] [--warmup W] [--only KEY]\n"
-                    "       bench_gan serve [--generator upsample|convt] [--threads T]\n"
+                    "       bench_gan serve [--generator upsample|convt] "
+                    "[--step tutorial|clean|accumulate] [--threads T]\n"
                     "       bench_gan serve-layers [--threads T]\n"
                     "       bench_gan info\n");
     return 2;
@@ -351,6 +368,7 @@ int main(int argc, char **argv)
         return usage();
     const char *mode = argv[1];
     gan_generator gen = GAN_GEN_UPSAMPLE;
+    gan_step_mode step = GAN_STEP_ACCUMULATE; /* see the top comment */
     int threads = 2, iters = 20, warmup = 3, reps = 20;
     const char *only = NULL;
     for (int i = 2; i < argc; i++) {
@@ -359,6 +377,8 @@ int main(int argc, char **argv)
             return usage();
         if (!strcmp(a, "--generator") && (!strcmp(v, "upsample") || !strcmp(v, "convt")))
             gen = !strcmp(v, "convt") ? GAN_GEN_CONVT : GAN_GEN_UPSAMPLE;
+        else if (!strcmp(a, "--step") && step_by_name(v, &step))
+            ;
         else if (!strcmp(a, "--threads") && atoi(v) >= 1)
             threads = atoi(v);
         else if (!strcmp(a, "--iters") && atoi(v) >= 1)
@@ -380,12 +400,12 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(mode, "step"))
-        return run_step(gen, threads, iters, warmup);
+        return run_step(gen, step, threads, iters, warmup);
     if (!strcmp(mode, "layers"))
         return run_layers(threads, reps, warmup, only);
     if (!strcmp(mode, "serve"))
-        return serve(false, gen, threads);
+        return serve(false, gen, step, threads);
     if (!strcmp(mode, "serve-layers"))
-        return serve(true, gen, threads);
+        return serve(true, gen, step, threads);
     return usage();
 }

@@ -7,9 +7,16 @@ the machine's other load does hits both sides alike. Prints one table (row, tape
 PyTorch/tapegrad: above 1 means tapegrad is faster or smaller) and writes it as JSON and as a
 markdown table with the machine it ran on.
 
-Rows: seconds per training iteration (median, wall and CPU time) for both generators at each
-thread count; peak RSS and its growth during training; forward+backward of each layer alone
-at 1 thread; the recording overhead of a tiny op (bench_core's and torch_gan.py's).
+Rows: seconds per training iteration (median, wall and CPU time) for each step (--steps) and
+both generators at each thread count; peak RSS and its growth during training; forward+backward
+of each layer alone at 1 thread; the recording overhead of a tiny op (bench_core's and
+torch_gan.py's).
+
+Steps (--steps, default tutorial,clean; bench/README.md, "Which step is timed"): each names the
+step both sides run, bench_gan's --step and torch_gan.py's --step, the same except for
+tutorial-detached: tapegrad's tutorial step (which detaches G(z) for the fake-D loss) against
+PyTorch's tutorial step with the same detach. bench_gan is not given --step for accumulate, its
+default, so that builds older than the option (compare.sh --build) can still be timed on it.
 
 Standard library only: PyTorch is imported by torch_gan.py, never here.
 """
@@ -26,6 +33,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TORCH_SCRIPT = os.path.join(HERE, "torch_gan.py")
 PYTHON = "/usr/bin/python3"  # Debian's, which has torch (another python3 may come first)
 GENERATORS = ("upsample", "convt")
+# --steps name -> (bench_gan's --step, torch_gan.py's --step)
+STEPS = {"tutorial": ("tutorial", "tutorial"), "clean": ("clean", "clean"),
+         "accumulate": ("accumulate", "accumulate"),
+         "tutorial-detached": ("tutorial", "tutorial-detached")}
 # The machine counts as quiet below this 1-minute load average (2 cores): above it, wall times
 # (2-thread ones above all: OpenMP threads spin-wait for descheduled peers) mean little.
 QUIET_LOAD = 3.0
@@ -72,18 +83,23 @@ class Server:
         self.p.wait(timeout=60)
 
 
-def servers(args, mode, threads, generator=None):
+def servers(args, mode, threads, generator=None, step=None):
     tg = [args.bench_gan, mode, "--threads", str(threads)]
     th = [PYTHON, TORCH_SCRIPT, mode, "--threads", str(threads)]
     if generator:
         tg += ["--generator", generator]
         th += ["--generator", generator]
+    if step:
+        tg_step, torch_step = STEPS[step]
+        if tg_step != "accumulate":  # bench_gan's default: older builds have no --step
+            tg += ["--step", tg_step]
+        th += ["--step", torch_step]
     return Server("tapegrad", tg, threads), Server("torch", th, threads)
 
 
-def steps(args, generator, threads):
+def steps(args, step, generator, threads):
     """Interleaved iterations of both sides; medians and memory."""
-    a, b = servers(args, "serve", threads, generator)
+    a, b = servers(args, "serve", threads, generator, step)
     res = {s.side: {"rss_start_kb": int(s.head[2]), "wall": [], "cpu": []} for s in (a, b)}
     loads = [load1()]
     for i in range(args.warmup + args.iters):
@@ -96,9 +112,9 @@ def steps(args, generator, threads):
                 res[s.side]["wall"].append(wall)
                 res[s.side]["cpu"].append(cpu)
         loads.append(load1())
-        log("  %s G, %d thread(s), iteration %d/%d: tapegrad %.3f s, torch %.3f s (load %.1f)"
-            % (generator, threads, i + 1, args.warmup + args.iters, this["tapegrad"],
-               this["torch"], loads[-1]))
+        log("  %s step, %s G, %d thread(s), iteration %d/%d: tapegrad %.3f s, torch %.3f s "
+            "(load %.1f)" % (step, generator, threads, i + 1, args.warmup + args.iters,
+                             this["tapegrad"], this["torch"], loads[-1]))
     for s in (a, b):
         peak, now = (int(v) for v in s.ask("rss"))
         r = res[s.side]
@@ -106,7 +122,7 @@ def steps(args, generator, threads):
                  sec_per_iter=statistics.median(r["wall"]),
                  cpu_sec_per_iter=statistics.median(r["cpu"]))
         s.close()
-    return {"generator": generator, "threads": threads, "iters": args.iters,
+    return {"step": step, "generator": generator, "threads": threads, "iters": args.iters,
             "warmup": args.warmup, "load_min": min(loads), "load_max": max(loads),
             "tapegrad": res["tapegrad"], "torch": res["torch"]}
 
@@ -202,23 +218,29 @@ def table_rows(res):
     """(row, tapegrad, torch, unit) for every row, with the numbers in the unit shown."""
     rows = []
     for s in res["steps"]:
-        t = "%s G, %d thread%s" % (s["generator"], s["threads"], "s" if s["threads"] > 1 else "")
+        # results written before the steps were named timed the accumulate step
+        t = "%s step, %s G, %d thread%s" % (s.get("step", "accumulate"), s["generator"],
+                                            s["threads"], "s" if s["threads"] > 1 else "")
         note = "" if s["load_max"] < QUIET_LOAD else " [load %.0f-%.0f]" % (s["load_min"],
                                                                            s["load_max"])
         rows.append(("iteration, %s: wall s%s" % (t, note), s["tapegrad"]["sec_per_iter"],
                      s["torch"]["sec_per_iter"], "s"))
         rows.append(("iteration, %s: CPU s (all threads)" % t, s["tapegrad"]["cpu_sec_per_iter"],
                      s["torch"]["cpu_sec_per_iter"], "s"))
-    for g in GENERATORS:
-        runs = [s for s in res["steps"] if s["generator"] == g]
-        if not runs:
-            continue
-        peak = lambda side: max(r[side]["peak_rss_kb"] for r in runs) / 1024
-        grow = lambda side: max(r[side]["peak_rss_kb"] - r[side]["rss_start_kb"]
-                                for r in runs) / 1024
-        rows.append(("peak RSS, %s G: MB" % g, peak("tapegrad"), peak("torch"), "MB"))
-        rows.append(("peak RSS growth from the first iteration on, %s G: MB" % g,
-                     grow("tapegrad"), grow("torch"), "MB"))
+    step_names = list(dict.fromkeys(s.get("step", "accumulate") for s in res["steps"]))
+    for step in step_names:
+        for g in GENERATORS:
+            runs = [s for s in res["steps"]
+                    if s["generator"] == g and s.get("step", "accumulate") == step]
+            if not runs:
+                continue
+            peak = lambda side: max(r[side]["peak_rss_kb"] for r in runs) / 1024
+            grow = lambda side: max(r[side]["peak_rss_kb"] - r[side]["rss_start_kb"]
+                                    for r in runs) / 1024
+            rows.append(("peak RSS, %s step, %s G: MB" % (step, g), peak("tapegrad"),
+                         peak("torch"), "MB"))
+            rows.append(("peak RSS growth from the first iteration on, %s step, %s G: MB"
+                         % (step, g), grow("tapegrad"), grow("torch"), "MB"))
     for l in res["layers"]:
         metric = "sec" if l["load_max"] < QUIET_LOAD else "cpu_sec"
         rows.append(("layer %s %s, %d thread: %s ms" % (
@@ -266,10 +288,11 @@ def markdown(res, rows):
             m.get("OMP_WAIT_POLICY") or "(unset: libgomp spins, then sleeps)"),
         "- 1-minute load average during the run: %.1f to %.1f (2 cores; other jobs were "
         "running). %s" % (res["load_min"], res["load_max"], res["load_note"]),
-        "- Iterations: tutorial recipe, tutorial step, batch 128, Adam lr 2e-4 beta1 0.9; "
-        "median of %d after %d warm-up; layers: median of %d forward+backward passes; both "
-        "sides interleaved." % (res["args"]["iters"], res["args"]["warmup"],
-                                res["args"]["reps"]),
+        "- Iterations: tutorial recipe, batch 128, Adam lr 2e-4 beta1 0.9, the steps named in "
+        "each row (bench/README.md, \"Which step is timed\"): %s; median of %d after %d "
+        "warm-up; layers: median of %d forward+backward passes; both sides interleaved." % (
+            res["args"].get("steps", "accumulate"), res["args"]["iters"],
+            res["args"]["warmup"], res["args"]["reps"]),
         "",
         "| row | tapegrad | PyTorch | PyTorch / tapegrad |",
         "| --- | ---: | ---: | ---: |",
@@ -287,6 +310,9 @@ def main():
     ap.add_argument("--threads", default="1,2", help="thread counts for the iterations")
     ap.add_argument("--layer-threads", default="1", help="thread counts for the layers")
     ap.add_argument("--generators", default="upsample,convt")
+    ap.add_argument("--steps", default="tutorial,clean",
+                    help="steps to time, in order: tutorial, clean, accumulate, "
+                    "tutorial-detached (PyTorch's tutorial step detaching G(z) as tapegrad's)")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=20)
@@ -296,6 +322,9 @@ def main():
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--md", help="write the markdown table here")
     args = ap.parse_args()
+    for step in args.steps.split(","):
+        if step not in STEPS:
+            ap.error("--steps: unknown step %r (known: %s)" % (step, ", ".join(STEPS)))
 
     t0 = time.time()
     res = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "args": vars(args), "steps": [],
@@ -306,11 +335,12 @@ def main():
     ob = res["machine"]["torch"].get("openblas") or {}
     log("torch %s: OpenBLAS %s kernels, %s" % (res["machine"]["torch"]["torch"],
                                                ob.get("corename", "?"), ob.get("flavour", "?")))
-    for threads in (int(t) for t in args.threads.split(",")):
-        for g in args.generators.split(","):
-            log("iterations: %s G, %d thread(s)" % (g, threads))
-            res["steps"].append(steps(args, g, threads))
-            loads += [res["steps"][-1]["load_min"], res["steps"][-1]["load_max"]]
+    for step in args.steps.split(","):
+        for threads in (int(t) for t in args.threads.split(",")):
+            for g in args.generators.split(","):
+                log("iterations: %s step, %s G, %d thread(s)" % (step, g, threads))
+                res["steps"].append(steps(args, step, g, threads))
+                loads += [res["steps"][-1]["load_min"], res["steps"][-1]["load_max"]]
     if not args.no_layers:
         for threads in (int(t) for t in args.layer_threads.split(",")):
             log("layers, %d thread(s)" % threads)

@@ -1,14 +1,19 @@
 #!/bin/bash
 # compare.sh — tapegrad against PyTorch on the mnist_gan training iteration, in one command.
 #
-#   bench/compare.sh [--build DIR] [--quick] [--out PREFIX] [--coretype NAME] [--passive]
-#                    [--models ROUNDS | --wgan-gp ROUNDS] [-- compare.py options]
+#   bench/compare.sh [--build DIR] [--quick] [--out PREFIX] [--steps LIST] [--coretype NAME]
+#                    [--passive] [--models ROUNDS | --wgan-gp ROUNDS] [-- compare.py options]
 #
 # Builds bench_gan and bench_core (in DIR if it is a build directory already, else with
 # scripts/tg build; default DIR: $TG_BUILD or build), then runs bench/compare.py: both sides
-# interleaved (tapegrad, torch, tapegrad, torch ...) at 1 and 2 threads, one table printed,
-# PREFIX.json and PREFIX.md written (default bench/results/latest).
+# interleaved (tapegrad, torch, tapegrad, torch ...) at 1 and 2 threads, the iteration with each
+# step of LIST, one table printed (each iteration row names its step), PREFIX.json and PREFIX.md
+# written (default bench/results/latest).
 #
+#   --steps LIST      the steps both sides run, in order (default tutorial,clean): tutorial
+#                     (Paddle 1.8's, mnist_gan's default), clean (textbook), accumulate (the
+#                     loop ported line by line), tutorial-detached (PyTorch's tutorial step
+#                     detaching G(z) for the fake-D loss, as tapegrad's does); bench/README.md
 #   --quick           5 iterations after 1 warm-up, 5 layer passes: a check that it all runs;
 #                     writes nothing unless --out is given
 #   --out PREFIX      where the JSON and markdown go
@@ -41,6 +46,7 @@ build=${TG_BUILD:-build}
 out=bench/results/latest
 out_given=0
 quick=()
+steps=()
 coretype=
 passive=0
 models=0
@@ -52,12 +58,13 @@ while [ $# -gt 0 ]; do
     --build) build=$2; shift 2 ;;
     --quick) quick=(--iters 5 --warmup 1 --reps 5 --tiny-runs 1); shift ;;
     --out) out=$2; out_given=1; shift 2 ;;
+    --steps) steps=(--steps "$2"); shift 2 ;;
     --coretype) coretype=$2; shift 2 ;;
     --passive) passive=1; shift ;;
     --models) models=$2; shift 2 ;;
     --wgan-gp) models=$2; benches=(wgan_gp); kind=wgan-gp; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h | --help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,40p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -92,7 +99,8 @@ run() { # prefix, compare.py options (or -), then environment changes (VAR=value
     [ "$opts" = - ] && opts=
     # shellcheck disable=SC2046,SC2086  # outputs and opts print whole words
     env "$@" /usr/bin/python3 bench/compare.py --bench-gan "$bench_gan" --bench-core "$bench_core" \
-        ${quick[@]+"${quick[@]}"} $(outputs "$prefix") $opts ${extra[@]+"${extra[@]}"}
+        ${quick[@]+"${quick[@]}"} ${steps[@]+"${steps[@]}"} $(outputs "$prefix") $opts \
+        ${extra[@]+"${extra[@]}"}
 }
 
 # --models: one process per measurement (each runs all its cases), the two sides in turn so that

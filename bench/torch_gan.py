@@ -2,20 +2,39 @@
 """PyTorch's side of bench/compare.sh: the mnist_gan training iteration and each of its layers,
 timed the same way as bench/bench_gan.c times tapegrad.
 
-    /usr/bin/python3 bench/torch_gan.py step   [--generator upsample|convt] [--threads T]
-                                               [--iters N] [--warmup W]
+    /usr/bin/python3 bench/torch_gan.py step   [--generator upsample|convt] [--step S]
+                                               [--threads T] [--iters N] [--warmup W]
     /usr/bin/python3 bench/torch_gan.py layers [--threads T] [--reps N] [--warmup W]
-    /usr/bin/python3 bench/torch_gan.py serve  [--generator upsample|convt] [--threads T]
+    /usr/bin/python3 bench/torch_gan.py serve  [--generator upsample|convt] [--step S]
+                                               [--threads T]
     /usr/bin/python3 bench/torch_gan.py serve-layers [--threads T]
     /usr/bin/python3 bench/torch_gan.py tiny   [--threads T]
     /usr/bin/python3 bench/torch_gan.py info   [--threads T]
+    /usr/bin/python3 bench/torch_gan.py check  [--generator upsample|convt]
 
 The models are examples/mnist_gan/models.c's tutorial recipe layer for layer, at the same
 nn.Sequential indices (so a layer key such as "G_upsample.8" names the same layer on both
-sides), and the iteration is examples/mnist_gan/step.c's tutorial step statement by statement:
+sides), and the iteration is examples/mnist_gan/core/step.c's gan_step statement by statement:
 three Adams (lr 2e-4, beta1 0.9, beta2 0.999, eps 1e-8), gradients cleared by setting them to
-None (tg_module_zero_grad frees them), nothing detached, one z for the fake-D and G steps.
-Batch 128; the real batches are uniform in [-1, 1] (no dataset needed).
+None (tg_module_zero_grad frees them). Batch 128; the real batches are uniform in [-1, 1] (no
+dataset needed). --step S (as bench_gan's; default accumulate, so that older tables and runs
+stay comparable; compare.py always names the step):
+  accumulate          the tutorial's loop ported line by line: gradients accumulate until the
+                      loop's clear calls, nothing detached, one z for the fake-D and G steps;
+  tutorial            Paddle 1.8's semantics as PyTorch code writes them: D's and G's gradients
+                      zeroed (set to None) before every backward, nothing detached (so
+                      loss_fake's backward runs on through G, whose gradient the G step's
+                      zeroing then discards), one z;
+  tutorial-detached   the same with G(z) detached for the fake-D loss, as tapegrad's tutorial
+                      step does (bit-identical results; a PyTorch user porting Paddle 1.8's
+                      semantics would not know that backward into G is dead): what PyTorch
+                      would gain from the same insight;
+  clean               the textbook step: zeroed before every backward, G(z) detached for D, a
+                      fresh z for G.
+The step logic is examples/mnist_gan/conformance/make_fixture.py's step(), which the
+conformance tests check against gan_step, copied here rather than imported (that module also
+builds the fixtures' small models and reads MNIST); the optimizer stays torch.optim.Adam (not
+the conformance's PaddleAdam, a Python loop over the parameters no PyTorch user would time).
 
 step: one JSON line: median seconds per iteration (wall, and CPU time of the process), peak RSS
 (resource.getrusage ru_maxrss) and the RSS before the first iteration.
@@ -24,6 +43,9 @@ random dy); one JSON line per layer.
 tiny: the recording overhead of a tiny op, as bench_core measures it: a 1-element add with
 requires_grad and its backward, one op per graph and a chain of 100.
 info: torch's version, threads and BLAS (OpenBLAS's kernels, through ctypes), oneDNN.
+check: every --step against make_fixture.py's step() (the copy below must not drift from it):
+3 iterations each from one state and the same z; exits 1 unless the losses and the models'
+state dicts are equal (tutorial-detached against step()'s tutorial: detaching changes nothing).
 serve, serve-layers: one measurement per request line ("step", "layer K REPS WARMUP", "rss",
 "quit"), so bench/compare.py can interleave both sides; bench_gan.c documents the protocol.
 
@@ -100,8 +122,13 @@ def median(v):
 
 # ---- the training iteration --------------------------------------------------------------
 
+STEPS = ("accumulate", "tutorial", "tutorial-detached", "clean")
+
+
 class StepBench:
-    def __init__(self, gen):
+    def __init__(self, gen, mode):
+        assert mode in STEPS
+        self.mode = mode
         torch.manual_seed(1)
         self.G, self.D = generator(gen), discriminator()
         adam = lambda m: torch.optim.Adam(m.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS)
@@ -115,25 +142,40 @@ class StepBench:
         return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
 
     def step(self):
-        """step.c's gan_step in the tutorial mode."""
-        G, D = self.G, self.D
+        """step.c's gan_step in self.mode (make_fixture.py's step(), copied; see the top)."""
+        G, D, mode = self.G, self.D, self.mode
         real = self.real[self.it % N_REAL]
         self.it += 1
+
+        def backward(loss):
+            # tutorial*: Paddle 1.8's backward overwrites every gradient it reaches, which is
+            # zeroing them all before it. clean: the textbook's clearing before every backward.
+            # accumulate: gradients add up until the loop's own clear calls.
+            if mode != "accumulate":
+                D.zero_grad(set_to_none=True)
+                G.zero_grad(set_to_none=True)
+            loss.backward()
+
         loss_real = self.bce(D(real), 1.0)
-        loss_real.backward()
+        backward(loss_real)
         self.opt_d_real.step()
-        D.zero_grad(set_to_none=True)
+        D.zero_grad(set_to_none=True)  # d.clear_gradients()
 
         z = torch.randn(BATCH, NZ)
-        loss_fake = self.bce(D(G(z)), 0.0)
-        loss_fake.backward()
+        fake = G(z)
+        if mode in ("clean", "tutorial-detached"):
+            fake = fake.detach()
+        loss_fake = self.bce(D(fake), 0.0)
+        backward(loss_fake)
         self.opt_d_fake.step()
-        D.zero_grad(set_to_none=True)
+        D.zero_grad(set_to_none=True)  # d.clear_gradients()
+        if mode == "clean":
+            z = torch.randn(BATCH, NZ)
 
         loss_g = self.bce(D(G(z)), 1.0)
-        loss_g.backward()
+        backward(loss_g)
         self.opt_g.step()
-        G.zero_grad(set_to_none=True)
+        G.zero_grad(set_to_none=True)  # g.clear_gradients()
         return loss_real.item(), loss_fake.item(), loss_g.item()
 
     def timed_step(self):
@@ -144,7 +186,7 @@ class StepBench:
 
 
 def run_step(args):
-    b = StepBench(args.generator)
+    b = StepBench(args.generator, args.step)
     rss0 = rss_now_kb()
     for _ in range(args.warmup):
         b.timed_step()
@@ -153,7 +195,8 @@ def run_step(args):
         w, c = b.timed_step()
         wall.append(w)
         cpu.append(c)
-    print(json.dumps({"side": "torch", "generator": args.generator, "threads": args.threads,
+    print(json.dumps({"side": "torch", "generator": args.generator, "step": args.step,
+                      "threads": args.threads,
                       "iters": args.iters, "warmup": args.warmup,
                       "sec_per_iter": round(median(wall), 6),
                       "cpu_sec_per_iter": round(median(cpu), 6),
@@ -251,6 +294,35 @@ def run_tiny(args):
                       "tiny_chain_total_ns": round(tiny(100, 2001), 1)}))
 
 
+# ---- check: the copied step against make_fixture.step -------------------------------------
+
+def run_check(args):
+    import copy
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                    "examples", "mnist_gan", "conformance"))
+    import make_fixture
+    ok = True
+    for mode in STEPS:
+        ours = StepBench(args.generator, mode)
+        ref = copy.deepcopy(ours)  # the optimizers come along, over the copied parameters
+        ref_mode = "tutorial" if mode == "tutorial-detached" else mode
+        for it in range(3):
+            rng = torch.get_rng_state()
+            got = ours.step()
+            torch.set_rng_state(rng)  # the same z (and z2) as step drew
+            z = torch.randn(BATCH, NZ)
+            z2 = torch.randn(BATCH, NZ) if mode == "clean" else None
+            want = make_fixture.step(ref.G, ref.D, (ref.opt_d_real, ref.opt_d_fake, ref.opt_g),
+                                     ref_mode, ref.real[it % N_REAL], z, z2)
+        same = got == want and all(
+            torch.equal(a, b) for m, n in ((ours.G, ref.G), (ours.D, ref.D))
+            for a, b in zip(m.state_dict().values(), n.state_dict().values()))
+        print("%-18s against make_fixture.step(%s): %s" % (mode, ref_mode,
+                                                             "same" if same else "DIFFERENT"))
+        ok = ok and same
+    sys.exit(0 if ok else 1)
+
+
 # ---- info --------------------------------------------------------------------------------
 
 def loaded_libraries():
@@ -298,7 +370,7 @@ def serve(args, layers_mode):
         for l in layers:
             out.write("%s\t%s\n" % (l.key, l.label))
     else:
-        b = StepBench(args.generator)
+        b = StepBench(args.generator, args.step)
         out.write("ready rss_kb %d\n" % rss_now_kb())
     out.flush()
     for line in sys.stdin:
@@ -321,8 +393,10 @@ def serve(args, layers_mode):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=("step", "layers", "serve", "serve-layers", "tiny", "info"))
+    ap.add_argument("mode", choices=("step", "layers", "serve", "serve-layers", "tiny", "info",
+                                     "check"))
     ap.add_argument("--generator", choices=("upsample", "convt"), default="upsample")
+    ap.add_argument("--step", choices=STEPS, default="accumulate")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
@@ -337,6 +411,8 @@ def main():
         run_tiny(args)
     elif args.mode == "info":
         run_info(args)
+    elif args.mode == "check":
+        run_check(args)
     else:
         serve(args, args.mode == "serve-layers")
 
