@@ -190,6 +190,7 @@ typedef struct {
     tg_module *module[FUZZ_MAX_MODULES];
     int n_modules;
     int64_t elements; /* created so far in this input */
+    int grads;        /* tg_grad calls so far in this input (FUZZ_MAX_GRADS) */
     tg_rng rng;
 } pool;
 
@@ -410,6 +411,18 @@ static tg_tensor *op_pool(pool *pl, reader *r)
     tg_tensor *x = pick(pl, r);
     bool max = rd_bool(r);
     int kernel = rd_int(r), stride = rd_int(r), padding = rd_int(r);
+    /* Pooling's work is its windows times their size, which the element budget does not bound
+     * (a [1, 1, 196, 196] plane pooled 196 wide at stride 1 ran 20 s under ASan): such calls
+     * are skipped. Invalid sizes still reach the library, which refuses them. */
+    if (x && x != TG_NONE && x->ndim == 4 && kernel > 0 && stride > 0 && padding >= 0) {
+        int64_t ho = (x->shape[2] + 2 * (int64_t)padding - kernel) / stride + 1;
+        int64_t wo = (x->shape[3] + 2 * (int64_t)padding - kernel) / stride + 1;
+        double kh = kernel < x->shape[2] ? kernel : (double)x->shape[2];
+        double kw = kernel < x->shape[3] ? kernel : (double)x->shape[3];
+        if (ho > 0 && wo > 0 &&
+            (double)x->shape[0] * (double)x->shape[1] * (double)ho * (double)wo * kh * kw > 2e7)
+            return DONE;
+    }
     return max ? tg_max_pool2d(x, kernel, stride, padding)
                : tg_avg_pool2d(x, kernel, stride, padding, rd_bool(r));
 }
@@ -1217,8 +1230,15 @@ static tg_tensor *op_after_failure(pool *pl, reader *r)
  * history unless create_graph), which join the pool (so gradients of gradients follow), or fails
  * with every one NULL; then, now and then, tg_backward of the gradients' sum, or tg_backward_ex
  * with or without create_graph. */
+/* tg_grad calls per input: each create_graph call records the gradients' ops and the next one
+ * may differentiate those too, so the graph can grow with every call in a way the element
+ * budget does not see; a few calls reach every path. */
+#define FUZZ_MAX_GRADS 3
+
 static tg_tensor *op_grad(pool *pl, reader *r)
 {
+    if (++pl->grads > FUZZ_MAX_GRADS)
+        return DONE;
     tg_tensor *outs[65], *ins[65], *dys[65], *grads[65];
     static const int counts[] = {1, 2, 3, 1, 2, 1, 1, 0, -1, 64, 65, INT_MIN};
     int n_out = counts[rd_byte(r) % 12], n_in = counts[rd_byte(r) % 12];
@@ -1257,6 +1277,7 @@ static tg_tensor *op_grad(pool *pl, reader *r)
         if (!create_graph && g->node)
             fuzz_fail("tg_grad without create_graph gave a gradient with a history");
         pool_add(pl, g);
+        pl->elements += g->numel;
         sum = sum ? tg_add(sum, tg_sum(g)) : tg_sum(g);
     }
     tg_clear_error();
