@@ -26,23 +26,26 @@ static bool is_target(const tg_tensor *x, tg_tensor *const *inputs, int n_inputs
 /* Oldest node first over every open tape (outermost first): an input is needed when it is a
  * requested input or the output of a node that needs one of its own inputs. inputs NULL marks
  * every input that requires grad (a full backward). */
+static void mark_tape(tg_tape *t, tg_tensor *const *inputs, int n_inputs)
+{
+    if (!t)
+        return;
+    mark_tape(t->outer, inputs, n_inputs); /* outer tapes hold the older nodes */
+    for (int64_t i = 0; i < t->n_nodes; i++) {
+        tg_node *n = t->nodes[i];
+        n->need_in = 0;
+        for (int k = 0; k < n->n_in; k++) {
+            const tg_tensor *x = n->in[k];
+            bool need = inputs ? is_target(x, inputs, n_inputs) || (x->node && x->node->need_in)
+                               : x->requires_grad;
+            n->need_in |= (uint32_t)(need && x->requires_grad) << k;
+        }
+    }
+}
+
 static void mark_needs(tg_tensor *const *inputs, int n_inputs)
 {
-    tg_tape *stack[64];
-    int depth = 0;
-    for (tg_tape *t = tg_tape_innermost(); t && depth < 64; t = t->outer)
-        stack[depth++] = t;
-    for (int d = depth - 1; d >= 0; d--)
-        for (int64_t i = 0; i < stack[d]->n_nodes; i++) {
-            tg_node *n = stack[d]->nodes[i];
-            n->need_in = 0;
-            for (int k = 0; k < n->n_in; k++) {
-                const tg_tensor *x = n->in[k];
-                bool need = inputs ? is_target(x, inputs, n_inputs) || (x->node && x->node->need_in)
-                                   : x->requires_grad;
-                n->need_in |= (uint32_t)(need && x->requires_grad) << k;
-            }
-        }
+    mark_tape(tg_tape_innermost(), inputs, n_inputs);
 }
 
 /* ---- the graph walk ------------------------------------------------------------------------ */
