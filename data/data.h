@@ -76,6 +76,14 @@ tg_dataset *tg_data_load_mnist(const char *dir, bool train, int digit);
 /* Frees a dataset. NULL is ignored. */
 void tg_dataset_free(tg_dataset *ds);
 
+/* A stratified subset of ds: n images of every class in ds (classes are the label values
+ * 0..255 that occur), chosen by seed: the first n of each class in one seeded permutation of
+ * ds, kept in ds's order. With the same seed a smaller n picks a subset of a larger n's, and
+ * two programs given the same (n, seed) train on the same images. A new dataset (free with
+ * tg_dataset_free); NULL with TG_ERR_ARG if n < 1, a label is not a whole number 0..255, or a
+ * class has fewer than n images (naming the class and its count). */
+tg_dataset *tg_dataset_per_class(const tg_dataset *ds, int64_t n, uint64_t seed);
+
 /* Where a loader stands: plain data, to save in a checkpoint and restore. */
 typedef struct tg_loader_state {
     tg_rng epoch_rng; /* the seed of the current epoch's shuffle */

@@ -275,3 +275,76 @@ tg_status tg_loader_next(tg_loader *l, tg_tensor **images, tg_tensor **labels)
         tg_tensor_release(y);
     return TG_OK;
 }
+
+tg_dataset *tg_dataset_per_class(const tg_dataset *ds, int64_t n, uint64_t seed)
+{
+    if (!ds || !ds->images || !ds->labels) {
+        tg_set_error(TG_ERR_ARG, "tg_dataset_per_class: the dataset is NULL or empty");
+        return NULL;
+    }
+    const int64_t total = ds->labels->numel;
+    if (n < 1) {
+        tg_set_error(TG_ERR_ARG, "tg_dataset_per_class: %lld images per class (at least 1)",
+                     (long long)n);
+        return NULL;
+    }
+    int64_t have[256] = {0};
+    for (int64_t i = 0; i < total; i++) {
+        float v = ds->labels->data[i];
+        if (!(v >= 0 && v <= 255 && v == (float)(int)v)) {
+            tg_set_error(TG_ERR_ARG,
+                         "tg_dataset_per_class: label %lld is %g, not a whole number 0..255",
+                         (long long)i, (double)v);
+            return NULL;
+        }
+        have[(int)v]++;
+    }
+    for (int c = 0; c < 256; c++)
+        if (have[c] && have[c] < n) {
+            tg_set_error(TG_ERR_ARG,
+                         "tg_dataset_per_class: class %d has %lld images, fewer than the %lld "
+                         "asked for",
+                         c, (long long)have[c], (long long)n);
+            return NULL;
+        }
+    /* Walk one seeded permutation and mark the first n of each class; copying the marked
+     * images in index order keeps ds's order, so the subset does not depend on the walk. */
+    int64_t *perm = malloc((size_t)total * sizeof *perm);
+    bool *keep = calloc((size_t)total, 1);
+    tg_dataset *out = calloc(1, sizeof *out);
+    if (!perm || !keep || !out) {
+        free(perm), free(keep), free(out);
+        tg_set_error(TG_ERR_NOMEM, "tg_dataset_per_class: out of memory");
+        return NULL;
+    }
+    tg_rng rng;
+    tg_rng_seed(&rng, seed);
+    tg_rng_permutation(&rng, total, perm);
+    int64_t taken[256] = {0}, kept = 0;
+    for (int64_t i = 0; i < total; i++) {
+        int c = (int)ds->labels->data[perm[i]];
+        if (taken[c] < n)
+            taken[c]++, keep[perm[i]] = true, kept++;
+    }
+    free(perm);
+    const tg_tensor *im = ds->images;
+    const int64_t per = total ? im->numel / total : 0;
+    int64_t shape[TG_MAX_DIMS];
+    memcpy(shape, im->shape, sizeof shape);
+    shape[0] = kept;
+    out->images = tg_tensor_new(im->ndim, shape);
+    out->labels = tg_tensor_new(TG_DIMS(kept));
+    if (!out->images || !out->labels) {
+        free(keep);
+        tg_dataset_free(out);
+        return NULL;
+    }
+    for (int64_t i = 0, j = 0; i < total; i++) {
+        if (!keep[i])
+            continue;
+        memcpy(out->images->data + j * per, im->data + i * per, (size_t)per * sizeof(float));
+        out->labels->data[j++] = ds->labels->data[i];
+    }
+    free(keep);
+    return out;
+}

@@ -293,6 +293,45 @@ static tg_dataset *index_dataset(int n)
     return ds;
 }
 
+/* tg_dataset_per_class: n of every class, nested across n for one seed, in the set's order,
+ * different for another seed; too few images in a class or bad labels are refused. */
+static void test_dataset_per_class(void **state)
+{
+    (void)state;
+    tg_dataset *ds = index_dataset(60); /* image i has value i; its class is i % 3 */
+    for (int i = 0; i < 60; i++)
+        ds->labels->data[i] = (float)(i % 3);
+    tg_dataset *a = tg_dataset_per_class(ds, 4, 9), *b = tg_dataset_per_class(ds, 7, 9),
+               *c = tg_dataset_per_class(ds, 4, 10);
+    assert_true(a && b && c);
+    assert_int_equal(a->images->shape[0], 12);
+    assert_int_equal(b->labels->numel, 21);
+    int count[3] = {0};
+    bool same = true;
+    for (int i = 0; i < 12; i++) {
+        float v = a->images->data[i];
+        assert_true(i == 0 || v > a->images->data[i - 1]); /* the set's order */
+        assert_true(a->labels->data[i] == (float)((int)v % 3)); /* labels follow images */
+        count[(int)a->labels->data[i]]++;
+        bool in_b = false; /* nested: a's images are among b's */
+        for (int j = 0; j < 21; j++)
+            in_b |= b->images->data[j] == v;
+        assert_true(in_b);
+        same &= c->images->data[i] == v;
+    }
+    assert_int_equal(count[0], 4), assert_int_equal(count[1], 4), assert_int_equal(count[2], 4);
+    assert_false(same); /* another seed, another subset */
+    tg_dataset_free(a), tg_dataset_free(b), tg_dataset_free(c);
+    assert_null(tg_dataset_per_class(ds, 21, 9));
+    assert_non_null(strstr(tg_last_error(), "class 0 has 20 images, fewer than the 21"));
+    assert_null(tg_dataset_per_class(ds, 0, 9));
+    ds->labels->data[5] = 2.5f;
+    assert_null(tg_dataset_per_class(ds, 1, 9));
+    assert_non_null(strstr(tg_last_error(), "label 5 is 2.5"));
+    assert_null(tg_dataset_per_class(NULL, 1, 9));
+    tg_dataset_free(ds);
+}
+
 static void test_loader_shuffles_drops_and_resumes(void **state)
 {
     (void)state;
@@ -1001,6 +1040,7 @@ int main(void)
         TG_TEST(test_idx_write_read_back),
         TG_TEST(test_mnist_dataset_and_filter),
         TG_TEST(test_mnist_label_count_mismatch),
+        TG_TEST(test_dataset_per_class),
         TG_TEST(test_loader_shuffles_drops_and_resumes),
         TG_TEST(test_loader_shuffle_block),
         TG_TEST(test_loader_shuffle_block_zero_is_whole_set),
