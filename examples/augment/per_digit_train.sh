@@ -1,0 +1,49 @@
+#!/bin/sh
+# The tutorial's per-digit experiment (issue 16), the training half: for every seed, digit and
+# recipe, mnist_gan trains on that digit alone for a fixed budget of generator iterations,
+# measuring G every --eval-every iterations (OUT/<recipe>-d<digit>-s<seed>/eval.csv).
+#
+#   examples/augment/per_digit_train.sh BUILD OUT [WORKER WORKERS]
+#
+# BUILD is a meson build folder, OUT the study's folder. Runs are shared among WORKERS
+# processes by index (run WORKER, WORKER + WORKERS, ...), so two cores can run two at once.
+# Everything resumes: a finished run has OUT/<run>/done and is skipped, an interrupted one is
+# resumed from its checkpoint (bit-exact), so stopping and restarting costs at most an epoch.
+# ITERS (default 1000), SEEDS (default "1 2 3"), DIGITS (default "0 1 2 3 4 5 6 7 8 9"),
+# RECIPES (default "tutorial dcgan wgan-gp") and MNIST_GAN_FLAGS (extra train flags; the toy
+# run of the e2e test shrinks the models with it) change the grid. The classifier that
+# measures G (mnist_classifier's defaults, seed 1) is trained first if OUT has none.
+set -eu
+build=$1 out=$2 worker=${3:-0} workers=${4:-1}
+iters=${ITERS:-1000}
+mkdir -p "$out"
+clf=$out/classifier.safetensors
+if [ ! -f "$clf" ]; then
+    if [ "$worker" = 0 ]; then
+        "$build/examples/mnist_classifier/mnist_classifier" --threads 1 --seed 1 \
+            ${CLASSIFIER_FLAGS:-} --out "$clf.part" && mv "$clf.part" "$clf"
+    else
+        while [ ! -f "$clf" ]; do sleep 10; done
+    fi
+fi
+i=0
+for seed in ${SEEDS:-1 2 3}; do
+    for digit in ${DIGITS:-0 1 2 3 4 5 6 7 8 9}; do
+        for recipe in ${RECIPES:-tutorial dcgan wgan-gp}; do
+            if [ $((i % workers)) -eq "$worker" ]; then
+                dir=$out/$recipe-d$digit-s$seed
+                if [ ! -f "$dir/done" ]; then
+                    resume=
+                    [ -f "$dir/checkpoint.safetensors" ] && resume=--resume
+                    # shellcheck disable=SC2086 # the flag lists split on purpose
+                    "$build/examples/mnist_gan/mnist_gan" train --recipe "$recipe" \
+                        --digit "$digit" --seed "$seed" --iters "$iters" --threads 1 \
+                        --out "$dir" --eval-every 200 --eval-n 500 --classifier "$clf" \
+                        ${MNIST_GAN_FLAGS:-} $resume
+                    touch "$dir/done"
+                fi
+            fi
+            i=$((i + 1))
+        done
+    done
+done
