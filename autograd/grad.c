@@ -255,7 +255,7 @@ static tg_status grad_values(tg_tensor *const *outputs, tg_tensor *const *seeds,
         }
     }
     if (st == TG_OK)
-        st = tg_backward_walk(true);
+        st = tg_backward_walk(true, inputs, n_inputs);
     for (int k = 0; k < n_inputs && st == TG_OK; k++) {
         tg_tensor *g = inputs[k]->grad;
         if (g && !(grads[k] = tg_tape_adopt(tg_tensor_clone(g), "grad")))

@@ -189,8 +189,10 @@ bool tg_tape_on_this_thread(const tg_tape *tape);
 tg_status tg_node_versions(const tg_node *n, const char *fn);
 /* The first-order walk over every open tape, newest node first, from the gradients already
  * set on outputs (->grad). targeted: only the inputs with their need_in bit set get a
- * gradient (tg_grad), every other input is passed over as if it required none. */
-tg_status tg_backward_walk(bool targeted);
+ * gradient (tg_grad), every other input is passed over as if it required none. A node's
+ * output gradient is freed as soon as its backward has run, unless the output is one of the
+ * n_keep tensors in keep (tg_grad's requested inputs, read after the walk). */
+tg_status tg_backward_walk(bool targeted, tg_tensor *const *keep, int n_keep);
 /* Frees the gradients of every non-leaf result on the open tapes (after a walk). */
 void tg_free_intermediate_grads(void);
 /* TG_CHECK_FINITE's state, and the index of t's first non-finite value or -1. */

@@ -14,6 +14,7 @@
 _Atomic int64_t tg_live_tensors;
 _Atomic int64_t tg_live_nodes;
 _Atomic int64_t tg_live_bytes;
+static _Atomic int64_t peak_bytes; /* the most tg_live_bytes has been since the last reset */
 
 enum { ALIGN = 64, N_CLASSES = 4 * 58 };
 /* Beyond this many cached bytes, freed buffers go straight back to the system. */
@@ -59,7 +60,10 @@ void *tg_alloc(size_t nbytes)
         tg_set_error(TG_ERR_NOMEM, "tg_alloc: out of memory allocating %zu bytes", rounded);
         return NULL;
     }
-    atomic_fetch_add(&tg_live_bytes, (int64_t)rounded);
+    int64_t now = atomic_fetch_add(&tg_live_bytes, (int64_t)rounded) + (int64_t)rounded;
+    int64_t peak = atomic_load(&peak_bytes);
+    while (now > peak && !atomic_compare_exchange_weak(&peak_bytes, &peak, now))
+        ;
     return p;
 }
 
@@ -143,4 +147,14 @@ int64_t tg_debug_live_nodes(void)
 int64_t tg_debug_live_bytes(void)
 {
     return atomic_load(&tg_live_bytes);
+}
+
+int64_t tg_debug_peak_bytes(void)
+{
+    return atomic_load(&peak_bytes);
+}
+
+void tg_debug_reset_peak_bytes(void)
+{
+    atomic_store(&peak_bytes, atomic_load(&tg_live_bytes));
 }

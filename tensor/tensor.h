@@ -220,6 +220,12 @@ int64_t tg_debug_live_tensors(void);
 int64_t tg_debug_live_nodes(void);
 /* Bytes of tensor storage handed out now (not counting the allocator's cache). */
 int64_t tg_debug_live_bytes(void);
+/* The most tg_debug_live_bytes has been since the last tg_debug_reset_peak_bytes (or the
+ * start): what a step really needs at once, without the allocator's cache or the heap's
+ * slack that the process's peak RSS also counts. */
+int64_t tg_debug_peak_bytes(void);
+/* Starts a new peak from the bytes live now. */
+void tg_debug_reset_peak_bytes(void);
 /* Returns every cached buffer (the process-wide cache) to the system. */
 void tg_allocator_trim(void);
 

@@ -211,6 +211,39 @@ static void test_tape_end_frees_everything(void **state)
     assert_int_equal(tg_debug_live_bytes(), bytes);
 }
 
+/* A backward frees each result's gradient as soon as that result's own backward has run: down
+ * a chain of k ops on n floats it holds the frontier's one or two gradients, not k of them
+ * (the peak once grew by one gradient per activation). tg_grad keeps the gradient of a
+ * requested result all the same. */
+static void test_backward_frees_spent_gradients(void **state)
+{
+    (void)state;
+    enum { N = 1 << 18, K = 12 };
+    const int64_t bytes = (int64_t)N * 4;
+    tg_tensor *x = tg_tensor_ones(TG_DIMS(N));
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *h = x, *mid = NULL;
+    for (int k = 0; k < K; k++) {
+        h = tg_tanh(h);
+        if (k == K / 2)
+            mid = h;
+    }
+    tg_tensor *loss = tg_sum(h);
+    assert_non_null(loss);
+    const int64_t before = tg_debug_live_bytes();
+    tg_debug_reset_peak_bytes();
+    assert_int_equal(tg_backward(loss), TG_OK);
+    /* x's gradient, the seed and at most two chain gradients alive at once, a little slack */
+    assert_true(tg_debug_peak_bytes() - before <= 4 * bytes);
+    tg_tensor *g[2] = {NULL, NULL};
+    assert_int_equal(tg_grad(&loss, 1, (tg_tensor *[]){mid, x}, 2, NULL, false, g), TG_OK);
+    assert_true(g[0] && g[1]);
+    assert_true(g[0]->data[0] > 0 && g[1]->data[0] > 0);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_tensor_release(x);
+}
+
 static void test_tapes_end_in_order(void **state)
 {
     (void)state;
@@ -314,13 +347,21 @@ static void test_requires_grad_only_on_leaves(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        TG_TEST(test_fanout_accumulates),       TG_TEST(test_two_losses_accumulate),
-        TG_TEST(test_intermediate_grads_freed), TG_TEST(test_detach_cuts),
-        TG_TEST(test_no_grad_records_nothing),  TG_TEST(test_backward_needs_scalar),
-        TG_TEST(test_inplace_after_use_caught), TG_TEST(test_error_sticky_through_chain),
-        TG_TEST(test_no_tape_is_an_error),      TG_TEST(test_tape_end_frees_everything),
-        TG_TEST(test_tapes_end_in_order),       TG_TEST(test_nested_tapes_backward),
-        TG_TEST(test_check_finite_trap),        TG_TEST(test_requires_grad_only_on_leaves),
+        TG_TEST(test_fanout_accumulates),
+        TG_TEST(test_two_losses_accumulate),
+        TG_TEST(test_intermediate_grads_freed),
+        TG_TEST(test_detach_cuts),
+        TG_TEST(test_no_grad_records_nothing),
+        TG_TEST(test_backward_needs_scalar),
+        TG_TEST(test_inplace_after_use_caught),
+        TG_TEST(test_error_sticky_through_chain),
+        TG_TEST(test_no_tape_is_an_error),
+        TG_TEST(test_tape_end_frees_everything),
+        TG_TEST(test_backward_frees_spent_gradients),
+        TG_TEST(test_tapes_end_in_order),
+        TG_TEST(test_nested_tapes_backward),
+        TG_TEST(test_check_finite_trap),
+        TG_TEST(test_requires_grad_only_on_leaves),
         TG_TEST(test_tape_owned_creation),
     };
     return cmocka_run_group_tests_name("autograd", tests, NULL, NULL);

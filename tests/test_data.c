@@ -310,7 +310,7 @@ static void test_dataset_per_class(void **state)
     bool same = true;
     for (int i = 0; i < 12; i++) {
         float v = a->images->data[i];
-        assert_true(i == 0 || v > a->images->data[i - 1]); /* the set's order */
+        assert_true(i == 0 || v > a->images->data[i - 1]);      /* the set's order */
         assert_true(a->labels->data[i] == (float)((int)v % 3)); /* labels follow images */
         count[(int)a->labels->data[i]]++;
         bool in_b = false; /* nested: a's images are among b's */
