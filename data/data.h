@@ -145,6 +145,39 @@ tg_status tg_data_save_safetensors(const char *path, const tg_state_dict *sd);
  * tensor for a malformed file, TG_ERR_IO when it cannot be read. */
 tg_state_dict *tg_data_load_safetensors(const char *path);
 
+/* ---- augmentation: affine transforms of images (augment.c) --------------------------------
+ * For training on few images: each image moved, turned and scaled a little, resampled
+ * bilinearly, as torchvision's RandomAffine does. Coordinates are pixels, x to the right and y
+ * down, about the image's centre ((W - 1) / 2, (H - 1) / 2). */
+
+/* One transform: the content is scaled by `scale` and turned by `angle` degrees
+ * counter-clockwise as the image is viewed (both about the centre), then moved by dx pixels
+ * to the right and dy pixels down. */
+typedef struct tg_affine {
+    float angle, scale, dx, dy;
+} tg_affine;
+
+/* What tg_data_augment_affine draws from, each uniformly and independently per image: dx and
+ * dy in [-max_shift, max_shift], the angle in [-max_angle, max_angle] degrees, the scale in
+ * [min_scale, max_scale]. All zero but the scales at 1: no change. */
+typedef struct tg_affine_range {
+    float max_shift, max_angle, min_scale, max_scale;
+} tg_affine_range;
+
+/* images [N, C, H, W] (borrowed) each transformed by t[i] (n_t == N) or all by t[0] (n_t ==
+ * 1), every channel alike: output pixel p takes the bilinear interpolation of the input at the
+ * transform's inverse image of p, a neighbour outside the image counting as `fill` (MNIST's
+ * background in [-1, 1] is -1). An integer shift with angle 0 and scale 1 moves pixels
+ * exactly. A new tensor outside any tape (release it); NULL with TG_ERR_ARG or TG_ERR_SHAPE
+ * naming the argument and its value (a non-finite number, a scale <= 0, a wrong n_t). */
+tg_tensor *tg_data_affine(const tg_tensor *images, const tg_affine *t, int64_t n_t, float fill);
+/* tg_data_affine with a transform per image drawn from r by rng: four draws per image in a
+ * fixed order (angle, scale, dx, dy) whatever the ranges, so the same rng state gives the same
+ * output. NULL with TG_ERR_ARG for a negative or non-finite range, an angle over 180, a scale
+ * range that is empty or not above 0, a NULL argument. */
+tg_tensor *tg_data_augment_affine(const tg_tensor *images, tg_rng *rng, const tg_affine_range *r,
+                                  float fill);
+
 #ifdef __cplusplus
 }
 #endif

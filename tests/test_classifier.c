@@ -6,7 +6,10 @@
  * otherwise on a synthetic MNIST-format dataset written here (ten classes of noisy bars), so a
  * machine without the download still runs every check: accuracy well above chance, the
  * checkpoint re-evaluating to the same count with --eval-only, the feature extractor agreeing
- * with the logits, and bad input (flags, data folder, checkpoint) exiting 2 with one line. */
+ * with the logits, and bad input (flags, data folder, checkpoint) exiting 2 with one line.
+ * Issue 16's flags run at toy size: --steps with --train-per-class, --augment classic,
+ * --dropout and --json; --augment-with on an idx set written here; their refusals; and the
+ * batches (batches.c) are checked image by image. */
 #include "common.h"
 
 #include <errno.h>
@@ -16,9 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "batches.h"
 #include "classifier.h"
 #include "data.h"
 
@@ -43,6 +48,18 @@ static const char *const tmp_files[] = {
     "cut.safetensors",
     "stdout",
     "stderr",
+    "steps.safetensors",
+    "steps2.safetensors",
+    "runs.jsonl",
+    "gen-images-idx3-ubyte",
+    "gen-labels-idx1-ubyte",
+    "bad-images-idx3-ubyte",
+    "bad-labels-idx1-ubyte",
+    "sub/train-images-idx3-ubyte",
+    "sub/train-labels-idx1-ubyte",
+    "sub/t10k-images-idx3-ubyte",
+    "sub/t10k-labels-idx1-ubyte",
+    "sub",
 };
 
 static char *tmp_path(const char *name, char *buf, size_t n)
@@ -402,6 +419,306 @@ static void test_bad_checkpoint(void **state)
         "architecture \"mlp\"");
 }
 
+/* ---- issue 16: the augmentation study's flags ---------------------------------------------- */
+
+static tg_status write_subset(const tg_dataset *ds, int64_t n, const char *images_name,
+                              const char *labels_name);
+
+/* The whole of a small file into buf (n bytes, terminated). */
+static void read_text(const char *path, char *buf, size_t n)
+{
+    slurp(path, buf, n);
+    if (!buf[0])
+        fail_msg("%s is missing or empty", path);
+}
+
+/* Fails unless text contains fragment. */
+static void expect_in(const char *what, const char *text, const char *fragment)
+{
+    if (!strstr(text, fragment))
+        fail_msg("%s does not contain \"%s\":\n%s", what, fragment, text);
+}
+
+/* The folder tmp_dir/sub: the training images tg_dataset_per_class(train, n, seed) picks from
+ * data_dir's, and data_dir's test images. */
+static void write_per_class_folder(int64_t n, uint64_t seed)
+{
+    char sub[4200];
+    tmp_path("sub", sub, sizeof sub);
+    mkdir(sub, 0755);
+    tg_dataset *train = tg_data_load_mnist(data_dir, true, -1);
+    tg_dataset *test = tg_data_load_mnist(data_dir, false, -1);
+    assert_true(train && test);
+    tg_dataset *some = tg_dataset_per_class(train, n, seed);
+    assert_non_null(some);
+    assert_int_equal(write_subset(some, some->labels->numel, "sub/train-images-idx3-ubyte",
+                                  "sub/train-labels-idx1-ubyte"),
+                     TG_OK);
+    assert_int_equal(write_subset(test, test->labels->numel, "sub/t10k-images-idx3-ubyte",
+                                  "sub/t10k-labels-idx1-ubyte"),
+                     TG_OK);
+    tg_dataset_free(train), tg_dataset_free(test), tg_dataset_free(some);
+}
+
+/* Every parameter of the checkpoints at a and b equal, bit for bit. */
+static void expect_same_weights(const char *a, const char *b)
+{
+    clf_model *ma = clf_load(a, NULL), *mb = clf_load(b, NULL);
+    assert_true(ma && mb);
+    int64_t na, nb;
+    tg_tensor **pa = tg_module_parameters(ma->net, &na), **pb = tg_module_parameters(mb->net, &nb);
+    assert_true(pa && pb && na == nb);
+    for (int64_t i = 0; i < na; i++)
+        if (pa[i]->numel != pb[i]->numel ||
+            memcmp(pa[i]->data, pb[i]->data, sizeof(float) * (size_t)pa[i]->numel) != 0)
+            fail_msg("parameter %lld differs between %s and %s", (long long)i, a, b);
+    free(pa), free(pb);
+    clf_free(ma), clf_free(mb);
+}
+
+/* --steps 7 in --epochs 3 stages (3 + 3 + 1 steps, decayed per stage) on --train-per-class 5
+ * (50 images), with --augment classic and --dropout 0: the log and the --json line say so and
+ * the checkpoint records 7 steps. A second run on a folder holding just the images
+ * tg_dataset_per_class(train, 5, 4) picks, with the same seed and no --train-per-class, ends
+ * with the same weights: the program chose exactly those images, with --seed as given (what
+ * mnist_gan train --train-per-class relies on), and the augmentation's draws are seeded. */
+static void test_steps_per_class_json(void **state)
+{
+    (void)state;
+    char out1[4200], out2[4200], json[4200], line[4096], sub[4200];
+    tmp_path("steps.safetensors", out1, sizeof out1);
+    tmp_path("steps2.safetensors", out2, sizeof out2);
+    tmp_path("runs.jsonl", json, sizeof json);
+    tmp_path("sub", sub, sizeof sub);
+    unlink(json);
+    write_per_class_folder(5, 4);
+    /* flag-value pairs, a pair or a few a line */
+    /* clang-format off */
+    const char *args2[] = {"--data", sub, "--steps", "7", "--epochs", "3", "--batch", "20",
+                           "--seed", "4", "--augment", "classic", "--dropout", "0",
+                           "--threads", "1", "--out", out2, NULL};
+    /* clang-format on */
+    int rc = run(args2);
+    if (rc != 0)
+        fail_msg("exit status %d\nstdout: %s\nstderr: %s", rc, out_text, err_text);
+    expect_in("stdout", out_text, ": 50 training, 1000 test images");
+    /* the same run on data_dir with --train-per-class, and --json */
+    /* clang-format off */
+    const char *args[] = {"--data", data_dir, "--train-per-class", "5", "--steps", "7",
+                          "--epochs", "3", "--batch", "20", "--seed", "4",
+                          "--augment", "classic", "--dropout", "0", "--threads", "1",
+                          "--out", out1, "--json", json, NULL};
+    /* clang-format on */
+    rc = run(args);
+    if (rc != 0)
+        fail_msg("exit status %d\nstdout: %s\nstderr: %s", rc, out_text, err_text);
+    print_message("%s", out_text);
+    expect_same_weights(out1, out2);
+    expect_in("stdout", out_text, ": 50 training (5 of each digit, seed 4), 1000 test images");
+    expect_in("stdout", out_text, "(x 0.7 every 3 steps), batch 20, 7 steps in 3 stages");
+    expect_in("stdout", out_text, "stage 1/3  steps 1-3 of 7  lr 1.00e-03");
+    expect_in("stdout", out_text, "stage 2/3  steps 4-6 of 7  lr 7.00e-04");
+    expect_in("stdout", out_text, "stage 3/3  steps 7-7 of 7  lr 4.90e-04");
+    expect_in("stdout", out_text,
+              "batches of 20 images: 20 real, each shifted up to 2 pixels "
+              "each way, turned up to 10 degrees and scaled by 0.9 to 1.1");
+    expect_in("stdout", out_text, "dropout 0 instead");
+    int64_t total, correct = printed_correct(&total);
+    assert_int_equal(total, 1000);
+    const char *first_test = strstr(out_text, "test accuracy");
+    if (first_test < strstr(out_text, "stage 3/3") || strstr(first_test + 1, "test accuracy"))
+        fail_msg("expected one test, in the last stage:\n%s", out_text);
+
+    char text[8192];
+    read_text(json, text, sizeof text);
+    if (strchr(text, '\n') != text + strlen(text) - 1)
+        fail_msg("expected one line in %s:\n%s", json, text);
+    expect_in(json, text,
+              "{\"train_per_class\": 5, \"train_images\": 50, \"seed\": 4, "
+              "\"steps\": 7, \"schedule\": \"steps\", \"stages\": 3, \"batch\": 20");
+    expect_in(json, text,
+              "\"dropout\": 0, \"augment\": \"classic\", \"augment_with\": null, "
+              "\"ratio\": null");
+    snprintf(line, sizeof line,
+             "\"test_accuracy\": %.6f, \"test_correct\": %lld, "
+             "\"test_total\": 1000, \"seconds\": ",
+             (double)correct / 1000.0, (long long)correct);
+    expect_in(json, text, line);
+
+    clf_info info;
+    clf_model *m = clf_load(out1, &info);
+    assert_non_null(m);
+    assert_int_equal(info.steps, 7);
+    assert_int_equal(info.epoch, 3);
+    clf_free(m);
+}
+
+/* Images [n, 1, 28, 28] all of value v, labels i % 10; as new tensors in ds. */
+static void constant_set(tg_dataset *ds, int64_t n, float v)
+{
+    ds->images = tg_tensor_full(TG_DIMS(n, 1, 28, 28), v);
+    ds->labels = tg_tensor_new(TG_DIMS(n));
+    assert_true(ds->images && ds->labels);
+    for (int64_t i = 0; i < n; i++)
+        ds->labels->data[i] = (float)(i % 10);
+}
+
+/* clf_batches: a batch is n - n_gen real images then n_gen generated ones (told apart by their
+ * value), labels kept with their images; classic augmentation moves pixels, reproducibly for
+ * a seed; no generated loader without generated images in a batch. */
+static void test_batches(void **state)
+{
+    (void)state;
+    tg_dataset real = {0}, gen = {0};
+    constant_set(&real, 30, -0.5f);
+    constant_set(&gen, 12, 0.5f);
+    for (int64_t i = 0; i < 30; i++) /* pixel 0 of a real image: its label, to check pairing */
+        real.images->data[i * 784] = real.labels->data[i] / 10.0f;
+    clf_batches *b = clf_batches_new(&real, &gen, 16, 4, false, 7);
+    assert_non_null(b);
+    assert_int_equal(clf_batches_per_epoch(b), 2); /* 30 real, 12 a batch */
+    for (int k = 0; k < 5; k++) {                  /* across epochs of both loaders */
+        tg_tensor *x, *y;
+        assert_int_equal(clf_batches_next(b, &x, &y), TG_OK);
+        assert_int_equal(x->shape[0], 16);
+        assert_int_equal(y->shape[0], 16);
+        for (int64_t i = 0; i < 16; i++) {
+            const float *img = x->data + i * 784;
+            assert_true(img[1] == (i < 12 ? -0.5f : 0.5f));
+            if (i < 12)
+                assert_true(img[0] == y->data[i] / 10.0f);
+        }
+        tg_tensor_release(x), tg_tensor_release(y);
+    }
+    clf_batches_free(b);
+
+    /* Augmented: the same seed gives the same batch, the images moved (the border of a
+     * constant image turns towards the black fill). */
+    tg_tensor *xs[2], *ys[2];
+    for (int k = 0; k < 2; k++) {
+        b = clf_batches_new(&real, NULL, 10, 0, true, 3);
+        assert_non_null(b);
+        assert_int_equal(clf_batches_next(b, &xs[k], &ys[k]), TG_OK);
+        clf_batches_free(b);
+    }
+    assert_memory_equal(xs[0]->data, xs[1]->data, sizeof(float) * (size_t)xs[0]->numel);
+    int64_t moved = 0;
+    for (int64_t i = 0; i < xs[0]->numel; i++)
+        moved += xs[0]->data[i] < -0.5f - 1e-4f;
+    assert_true(moved > 10 * 28);
+    for (int k = 0; k < 2; k++)
+        tg_tensor_release(xs[k]), tg_tensor_release(ys[k]);
+
+    assert_null(clf_batches_new(&real, NULL, 16, 4, false, 7));
+    assert_error_contains("4 generated images in a batch of 16 without a generated set");
+    assert_null(clf_batches_new(&real, &gen, 16, 13, false, 7)); /* more than gen holds */
+    assert_error_contains("tg_loader_new: batch 13 for a dataset of 12 images");
+    tg_tensor_release(real.images), tg_tensor_release(real.labels);
+    tg_tensor_release(gen.images), tg_tensor_release(gen.labels);
+}
+
+/* Writes n images of value v as PREFIX-images-idx3-ubyte (shape [n, h, 28]) and labels i % 10
+ * (or `label` when >= 0) as PREFIX-labels-idx1-ubyte with n_labels of them. */
+static void write_set(const char *prefix, int64_t n, int64_t h, int64_t n_labels, int label)
+{
+    char p[4200];
+    tg_tensor *x = tg_tensor_full(TG_DIMS(n, h, 28), 0.0f);
+    tg_tensor *y = tg_tensor_new(TG_DIMS(n_labels));
+    assert_true(x && y);
+    for (int64_t i = 0; i < n_labels; i++)
+        y->data[i] = (float)(label >= 0 ? label : (int)(i % 10));
+    snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte", tmp_dir, prefix);
+    assert_int_equal(tg_data_write_idx_images(p, x), TG_OK);
+    snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte", tmp_dir, prefix);
+    assert_int_equal(tg_data_write_idx_labels(p, y), TG_OK);
+    tg_tensor_release(x), tg_tensor_release(y);
+}
+
+/* --augment-with PREFIX --ratio 0.25: 4 generated images in every batch of 16, on top of 12
+ * real ones; the log and the --json line say so. */
+static void test_augment_with(void **state)
+{
+    (void)state;
+    char prefix[4200], out[4200], json[4200];
+    write_set("gen", 40, 28, 40, -1);
+    snprintf(prefix, sizeof prefix, "%s/gen", tmp_dir);
+    tmp_path("steps.safetensors", out, sizeof out);
+    tmp_path("runs.jsonl", json, sizeof json);
+    unlink(json);
+    /* flag-value pairs, a pair or a few a line */
+    /* clang-format off */
+    const char *args[] = {"--data", data_dir, "--train-per-class", "2", "--steps", "4",
+                          "--batch", "16", "--ratio", "0.25", "--augment-with", prefix,
+                          "--augment", "classic", "--threads", "1", "--out", out,
+                          "--json", json, NULL};
+    /* clang-format on */
+    int rc = run(args);
+    if (rc != 0)
+        fail_msg("exit status %d\nstdout: %s\nstderr: %s", rc, out_text, err_text);
+    print_message("%s", out_text);
+    char want[8600], text[8192];
+    snprintf(want, sizeof want,
+             "generated: 40 images from %s\nbatches of 16 images: 12 real "
+             "and 4 generated, each shifted",
+             prefix);
+    expect_in("stdout", out_text, want);
+    expect_in("stdout", out_text, ": 20 training (2 of each digit, seed 1)");
+    read_text(json, text, sizeof text);
+    snprintf(want, sizeof want,
+             "\"augment\": \"classic\", \"augment_with\": \"%s\", \"ratio\": 0.25, "
+             "\"generated_images\": 40, \"generated_per_batch\": 4",
+             prefix);
+    expect_in(json, text, want);
+}
+
+/* The new flags' refusals: one line, exit 2, before any training. */
+static void test_bad_study_flags(void **state)
+{
+    (void)state;
+    char prefix[4200], bad[4200], json[4200];
+    snprintf(prefix, sizeof prefix, "%s/gen", tmp_dir);
+    snprintf(bad, sizeof bad, "%s/bad", tmp_dir);
+    snprintf(json, sizeof json, "%s/no/such/dir/runs.jsonl", tmp_dir);
+    write_set("gen", 40, 28, 40, -1);
+    const char *d = data_dir;
+    expect_bad_input(
+        (const char *[]){"--data", d, "--train-per-class", "5", "--limit", "100", NULL},
+        "--train-per-class and --limit both choose the training images");
+    expect_bad_input((const char *[]){"--data", d, "--ratio", "0.5", NULL},
+                     "--ratio sets the share of --augment-with's images");
+    expect_bad_input((const char *[]){"--ratio", "1", NULL}, "--ratio '1': expected a number in "
+                                                             "[0, 1)");
+    expect_bad_input((const char *[]){"--augment", "elastic", NULL},
+                     "--augment 'elastic': expected none or classic");
+    expect_bad_input((const char *[]){"--dropout", "1", NULL}, "--dropout '1'");
+    expect_bad_input((const char *[]){"--steps", "0", NULL}, "--steps '0': expected a whole");
+    expect_bad_input((const char *[]){"--eval-only", "--checkpoint", ckpt, "--json", "x", NULL},
+                     "--json is a training flag: not with --eval-only");
+    expect_bad_input((const char *[]){"--data", d, "--train-per-class", "300", NULL},
+                     "--train-per-class 300: tg_dataset_per_class: class ");
+    expect_bad_input((const char *[]){"--data", d, "--train-per-class", "5", NULL},
+                     "--batch 64 is larger than the 50 training images");
+    expect_bad_input((const char *[]){"--data", d, "--json", json, NULL}, "--json: ");
+    expect_bad_input((const char *[]){"--data", d, "--augment-with", "/nonexistent/gen", NULL},
+                     "--augment-with: tg_data_read_idx: /nonexistent/gen-images-idx3-ubyte");
+    expect_bad_input((const char *[]){"--data", d, "--augment-with", prefix, "--batch", "16",
+                                      "--ratio", "0.99", NULL},
+                     "--batch 16 with --ratio 0.99 takes 0 real and 16 generated images a batch");
+    expect_bad_input(
+        (const char *[]){"--data", d, "--augment-with", prefix, "--batch", "100", NULL},
+        "takes 50 real and 50 generated images a batch: need at least one real, "
+        "and there are 2000 real and 40 generated");
+    write_set("bad", 10, 28, 9, -1);
+    expect_bad_input((const char *[]){"--data", d, "--augment-with", bad, NULL},
+                     "labels [9] do not match the 10 images of");
+    write_set("bad", 10, 27, 10, -1);
+    expect_bad_input((const char *[]){"--data", d, "--augment-with", bad, NULL},
+                     "images [10, 27, 28]: expected [N, 28, 28]");
+    write_set("bad", 10, 28, 10, 10);
+    expect_bad_input((const char *[]){"--data", d, "--augment-with", bad, NULL},
+                     "bad-labels-idx1-ubyte: value 10 at index [0] is outside [0, 9]");
+}
+
 /* ---- set-up ---------------------------------------------------------------------------------- */
 
 static bool file_exists(const char *dir, const char *name)
@@ -474,7 +791,8 @@ static int group_teardown(void **state)
     (void)state;
     char p[4200];
     for (size_t i = 0; i < sizeof tmp_files / sizeof tmp_files[0]; i++)
-        unlink(tmp_path(tmp_files[i], p, sizeof p));
+        if (unlink(tmp_path(tmp_files[i], p, sizeof p)) != 0)
+            rmdir(p); /* "sub", after its files */
     rmdir(tmp_dir);
     return 0;
 }
@@ -494,6 +812,10 @@ int main(int argc, char **argv)
         TG_TEST(test_bad_data),
         TG_TEST(test_bad_checkpoint),
         TG_TEST(test_file_size_limit),
+        TG_TEST(test_steps_per_class_json),
+        TG_TEST(test_batches),
+        TG_TEST(test_augment_with),
+        TG_TEST(test_bad_study_flags),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

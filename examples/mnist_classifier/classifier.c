@@ -14,6 +14,16 @@ static const uint64_t DROPOUT_STREAM = 0x9e3779b97f4a7c15u;
 
 clf_model *clf_new(uint64_t seed)
 {
+    return clf_new_with_dropout(seed, CLF_DROPOUT);
+}
+
+clf_model *clf_new_with_dropout(uint64_t seed, float p)
+{
+    if (!(p >= 0.0f && p < 1.0f)) {
+        tg_set_error(TG_ERR_ARG, "clf_new_with_dropout: dropout %g: need a rate in [0, 1)",
+                     (double)p);
+        return NULL;
+    }
     clf_model *m = calloc(1, sizeof *m);
     if (!m) {
         tg_set_error(TG_ERR_NOMEM, "clf_new: out of memory");
@@ -28,7 +38,7 @@ clf_model *clf_new(uint64_t seed)
         tg_nn_conv2d(1, 32, 5, 1, 0, 1, true, &init), tg_nn_relu(), tg_nn_max_pool2d(2, 0, 0),
         tg_nn_conv2d(32, 64, 5, 1, 0, 1, true, &init), tg_nn_relu(), tg_nn_max_pool2d(2, 0, 0),
         tg_nn_flatten(), tg_nn_linear(64 * 4 * 4, CLF_FEATURES, true, &init), tg_nn_relu());
-    tg_module *classifier = TG_NN_SEQUENTIAL(tg_nn_dropout(0.5f, &m->dropout_rng),
+    tg_module *classifier = TG_NN_SEQUENTIAL(tg_nn_dropout(p, &m->dropout_rng),
                                              tg_nn_linear(CLF_FEATURES, CLF_CLASSES, true, &init));
     /* Each add takes ownership and passes a NULL (with its error) along: one check at the end. */
     m->net = tg_nn_sequential_add(tg_nn_sequential(0), "features", features);
@@ -164,14 +174,17 @@ tg_status clf_save(const clf_model *m, const clf_info *info, const char *path)
     tg_state_dict *sd = tg_state_dict_new();
     if (!sd)
         return tg_last_status();
-    char epoch[32], acc[32];
+    char epoch[32], steps[32], acc[32];
     snprintf(epoch, sizeof epoch, "%lld", (long long)info->epoch);
+    snprintf(steps, sizeof steps, "%lld", (long long)info->steps);
     snprintf(acc, sizeof acc, "%.6f", info->test_accuracy);
     tg_status st = tg_module_state_dict(m->net, NULL, sd);
     if (st == TG_OK)
         st = tg_state_dict_set_meta(sd, "architecture", CLF_ARCH);
     if (st == TG_OK)
         st = tg_state_dict_set_meta(sd, "epoch", epoch);
+    if (st == TG_OK)
+        st = tg_state_dict_set_meta(sd, "steps", steps);
     if (st == TG_OK)
         st = tg_state_dict_set_meta(sd, "test_accuracy", acc);
     if (st == TG_OK)
@@ -196,6 +209,7 @@ static tg_status load_info(const tg_state_dict *sd, const char *path, clf_info *
 {
     memset(info, 0, sizeof *info);
     const char *epoch = tg_state_dict_meta(sd, "epoch");
+    const char *steps = tg_state_dict_meta(sd, "steps");
     const char *acc = tg_state_dict_meta(sd, "test_accuracy");
     const char *dataset = tg_state_dict_meta(sd, "dataset");
     char shown[SHOW_MAX];
@@ -204,6 +218,11 @@ static tg_status load_info(const tg_state_dict *sd, const char *path, clf_info *
                             "clf_load: %s: metadata \"epoch\" is \"%s\", expected a whole number "
                             ">= 0",
                             path, show(epoch, shown));
+    if (steps && tg_parse_int(steps, 0, INT64_MAX, &info->steps) != TG_OK)
+        return tg_set_error(TG_ERR_FORMAT,
+                            "clf_load: %s: metadata \"steps\" is \"%s\", expected a whole number "
+                            ">= 0",
+                            path, show(steps, shown));
     if (acc && tg_parse_real(acc, 0.0, 1.0, &info->test_accuracy) != TG_OK)
         return tg_set_error(TG_ERR_FORMAT,
                             "clf_load: %s: metadata \"test_accuracy\" is \"%s\", expected a "

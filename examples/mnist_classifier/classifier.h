@@ -21,6 +21,7 @@
     "lenet: conv5x5(1->32) relu maxpool2, conv5x5(32->64) relu maxpool2, "                         \
     "linear(1024->128) relu, dropout(0.5), linear(128->10)"
 #define CLF_FEATURES 128 /* width of the penultimate layer */
+#define CLF_DROPOUT 0.5f /* the dropout rate CLF_ARCH names: clf_new's */
 #define CLF_CLASSES 10
 
 typedef struct clf_model {
@@ -33,7 +34,8 @@ typedef struct clf_model {
 
 /* What a checkpoint records besides the weights. */
 typedef struct clf_info {
-    int64_t epoch;        /* epochs trained */
+    int64_t epoch;        /* epochs trained (stages, for a run of --steps) */
+    int64_t steps;        /* optimizer steps trained (0: not recorded, in older files) */
     double test_accuracy; /* in [0, 1], measured after that epoch */
     char dataset[64];     /* "mnist", "fashion" or the data folder */
 } clf_info;
@@ -41,6 +43,10 @@ typedef struct clf_info {
 /* A new model, in training mode, with PyTorch's default initialisation drawn from seed. NULL
  * with the error set on failure. */
 clf_model *clf_new(uint64_t seed);
+/* The same with another dropout rate p in [0, 1) (0: none, and no random draws: training is
+ * then a deterministic function of the weights and the batches). The weights are clf_new's for
+ * the seed, and a checkpoint is the same architecture whatever p (dropout is off in eval). */
+clf_model *clf_new_with_dropout(uint64_t seed, float p);
 /* Frees the model. NULL is ignored. */
 void clf_free(clf_model *m);
 

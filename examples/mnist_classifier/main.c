@@ -2,14 +2,20 @@
  *
  *     mnist_classifier [--dataset mnist|fashion | --data DIR] [--epochs N] [--batch N] [--lr X]
  *                      [--lr-decay G] [--seed S] [--threads T] [--limit N] [--out FILE]
+ *                      [--steps S] [--train-per-class N] [--augment classic]
+ *                      [--augment-with PREFIX [--ratio R]] [--dropout P] [--json FILE]
  *     mnist_classifier --eval-only --checkpoint FILE [--dataset ... | --data DIR] [--threads T]
  *
  * Training prints, per epoch, the mean training loss, the test accuracy and the seconds taken,
  * and saves a checkpoint after every epoch (atomically: an interrupted run leaves the previous
- * one). The model lives in classifier.c; this file is the program around it. Only the public
- * API is used (tapegrad.h): this is what a program of yours looks like.
+ * one). With --steps it runs a fixed number of optimizer steps instead, in --epochs stages of
+ * the learning rate, and tests and saves at the end: the schedule of issue 16's augmentation
+ * study, the same for 100 training images as for 60,000. The model lives in classifier.c, the
+ * batches (real, generated, augmented) in batches.c; this file is the program around them.
+ * Only the public API is used (tapegrad.h): this is what a program of yours looks like.
  *
  * Exit status: 0 done, 2 bad input (flags, data files, checkpoint), 1 any other failure. */
+#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <signal.h>
@@ -20,25 +26,46 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "batches.h"
 #include "classifier.h"
 
 static const char usage[] =
-    "usage: mnist_classifier [options]                 train, test after every epoch, save\n"
+    "usage: mnist_classifier [options]                 train, test, save\n"
     "       mnist_classifier --eval-only --checkpoint FILE [options]   test a saved model\n"
     "\n"
     "  --dataset NAME   mnist (default: data-cache/mnist, made by scripts/fetch-mnist.sh) or\n"
     "                   fashion (/usr/share/datasets/fashion-mnist, Debian's\n"
     "                   dataset-fashion-mnist package)\n"
     "  --data DIR       a folder with the four MNIST-format files instead (raw or .gz)\n"
-    "  --epochs N       epochs to train (default 5)\n"
+    "  --epochs N       epochs to train (default 5), each a pass over the real training\n"
+    "                   images, with a test and a checkpoint after it; with --steps, stages\n"
+    "  --steps S        train exactly S optimizer steps whatever the number of images (the\n"
+    "                   batches run on across epochs), in --epochs stages of ceil(S / epochs)\n"
+    "                   steps (the last may be shorter); test and save at the end only\n"
     "  --batch N        batch size (default 64)\n"
-    "  --lr X           Adam learning rate of the first epoch (default 1e-3)\n"
-    "  --lr-decay G     the rate is multiplied by G after every epoch (default 0.7)\n"
-    "  --seed S         seed of the weights, dropout and shuffling (default 1)\n"
+    "  --lr X           Adam learning rate of the first epoch or stage (default 1e-3)\n"
+    "  --lr-decay G     the rate is multiplied by G after every epoch or stage (default 0.7)\n"
+    "  --dropout P      dropout rate before the last layer, in [0, 1) (default 0.5; 0: none)\n"
+    "  --seed S         seed of the weights, dropout, shuffling, --train-per-class's choice\n"
+    "                   and the augmentation (default 1)\n"
     "  --threads T      threads for kernels and BLAS (default 2)\n"
     "  --limit N        train on the first N training images only (quick runs)\n"
+    "  --train-per-class N  train on N images of every digit, chosen by --seed exactly as\n"
+    "                   mnist_gan train --train-per-class N --seed S chooses them\n"
+    "                   (tg_dataset_per_class); not with --limit\n"
+    "  --augment KIND   none (default) or classic: every image of every training batch is\n"
+    "                   shifted up to 2 pixels each way, turned up to 10 degrees either way\n"
+    "                   and scaled by 0.9 to 1.1 (bilinear, black outside), drawn from a\n"
+    "                   stream of --seed; with --augment-with, generated images too\n"
+    "  --augment-with PREFIX  mix generated images into every batch: PREFIX-images-idx3-ubyte\n"
+    "                   and PREFIX-labels-idx1-ubyte (28x28, labels 0..9: mnist_gan sample\n"
+    "                   --idx), through their own shuffled loader; never in the test set\n"
+    "  --ratio R        generated share of a batch, in [0, 1) (default 0.5): round(R * batch)\n"
+    "                   generated images and the rest real (an epoch: a pass over the real)\n"
     "  --out FILE       checkpoint to write (default mnist_classifier.safetensors,\n"
     "                   fashion_classifier.safetensors, or classifier.safetensors with --data)\n"
+    "  --json FILE      append one JSON line for the finished run: its settings, the test\n"
+    "                   accuracy (fraction and count) and the seconds it took\n"
     "  --eval-only      evaluate --checkpoint FILE on the test set instead of training\n"
     "\n"
     "Exit status: 0 done, 2 bad input (flags, data files, checkpoint), 1 other failures.\n";
@@ -55,8 +82,13 @@ typedef struct {
     const char *dataset; /* a name from datasets[], or NULL with --data */
     const char *data_dir;
     long epochs, batch, threads, limit; /* limit 0: every training image */
-    float lr, lr_decay;
+    long steps;                         /* 0: train --epochs epochs */
+    long train_per_class;               /* 0: every training image (or --limit) */
+    float lr, lr_decay, dropout;
+    double ratio; /* the generated share of a batch (with augment_with) */
     unsigned long long seed;
+    bool augment; /* --augment classic */
+    const char *augment_with, *json;
     const char *out;
     bool eval_only;
     const char *checkpoint;
@@ -126,6 +158,17 @@ static bool parse_path(const char *flag, const char *s, const char **out)
     return true;
 }
 
+/* A number in [0, 1) for flag; false (after saying why) otherwise. */
+static bool parse_fraction(const char *flag, const char *s, double *out)
+{
+    if (tg_parse_real(s, 0.0, 1.0, out) != TG_OK || *out >= 1.0) {
+        char q[128];
+        complain("%s '%s': expected a number in [0, 1)", flag, quoted(s, q, sizeof q));
+        return false;
+    }
+    return true;
+}
+
 /* --threads: 1..256 and no more than the CPUs (more only wait on each other, and under an
  * address-space limit OpenBLAS's per-thread buffers spun forever: issue 19). */
 static bool parse_threads(const char *flag, const char *s, long *out)
@@ -150,9 +193,12 @@ static bool parse_options(int argc, char **argv, options *o)
                    .batch = 64,
                    .lr = 1e-3f,
                    .lr_decay = 0.7f,
+                   .dropout = CLF_DROPOUT,
+                   .ratio = 0.5,
                    .seed = 1,
                    .threads = tg_get_num_cpus() >= 2 ? 2 : 1}; /* default 2, at most the CPUs */
-    bool have_data = false, have_dataset = false;
+    bool have_data = false, have_dataset = false, have_ratio = false;
+    const char *training_flag = NULL; /* the first flag given that only training reads */
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
         if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
@@ -174,7 +220,10 @@ static bool parse_options(int argc, char **argv, options *o)
             !strcmp(flag, "--data") || !strcmp(flag, "--dataset") || !strcmp(flag, "--epochs") ||
             !strcmp(flag, "--batch") || !strcmp(flag, "--lr") || !strcmp(flag, "--lr-decay") ||
             !strcmp(flag, "--seed") || !strcmp(flag, "--threads") || !strcmp(flag, "--limit") ||
-            !strcmp(flag, "--out") || !strcmp(flag, "--checkpoint");
+            !strcmp(flag, "--out") || !strcmp(flag, "--checkpoint") || !strcmp(flag, "--steps") ||
+            !strcmp(flag, "--train-per-class") || !strcmp(flag, "--augment") ||
+            !strcmp(flag, "--augment-with") || !strcmp(flag, "--ratio") ||
+            !strcmp(flag, "--dropout") || !strcmp(flag, "--json");
         if (!known) {
             char q[128];
             complain("unknown flag '%s' (see --help)", quoted(flag, q, sizeof q));
@@ -186,6 +235,12 @@ static bool parse_options(int argc, char **argv, options *o)
         }
         i++;
         bool ok = true;
+        static const char *const training_only[] = {
+            "--steps", "--train-per-class", "--augment", "--augment-with",
+            "--ratio", "--dropout",         "--json"};
+        for (size_t k = 0; k < sizeof training_only / sizeof training_only[0]; k++)
+            if (!training_flag && !strcmp(flag, training_only[k]))
+                training_flag = training_only[k];
         if (!strcmp(flag, "--data")) {
             ok = parse_path(flag, v, &o->data_dir), have_data = true;
         } else if (!strcmp(flag, "--dataset")) {
@@ -206,6 +261,33 @@ static bool parse_options(int argc, char **argv, options *o)
             ok = parse_threads(flag, v, &o->threads);
         } else if (!strcmp(flag, "--limit")) {
             ok = parse_long(flag, v, 1, 1L << 30, &o->limit);
+        } else if (!strcmp(flag, "--steps")) {
+            ok = parse_long(flag, v, 1, 1000000000L, &o->steps);
+        } else if (!strcmp(flag, "--train-per-class")) {
+            ok = parse_long(flag, v, 1, 1L << 30, &o->train_per_class);
+        } else if (!strcmp(flag, "--augment")) {
+            if (strcmp(v, "none") != 0 && strcmp(v, "classic") != 0) {
+                char q[128];
+                complain("--augment '%s': expected none or classic", quoted(v, q, sizeof q));
+                return false;
+            }
+            o->augment = !strcmp(v, "classic");
+        } else if (!strcmp(flag, "--augment-with")) {
+            ok = parse_path(flag, v, &o->augment_with);
+        } else if (!strcmp(flag, "--ratio")) {
+            ok = parse_fraction(flag, v, &o->ratio), have_ratio = true;
+        } else if (!strcmp(flag, "--dropout")) {
+            double p;
+            ok = parse_fraction(flag, v, &p);
+            o->dropout = (float)p;
+            if (ok && o->dropout >= 1.0f) { /* 0.99999999 rounds to 1 as a float */
+                char q[128];
+                complain("--dropout '%s': expected a number in [0, 1) as a float",
+                         quoted(v, q, sizeof q));
+                return false;
+            }
+        } else if (!strcmp(flag, "--json")) {
+            ok = parse_path(flag, v, &o->json);
         } else if (!strcmp(flag, "--lr")) {
             ok = parse_positive(flag, v, FLT_MAX, "a positive number", &o->lr);
         } else if (!strcmp(flag, "--lr-decay")) {
@@ -222,7 +304,7 @@ static bool parse_options(int argc, char **argv, options *o)
             o->seed = seed;
         } else if (!strcmp(flag, "--out")) {
             ok = parse_path(flag, v, &o->out);
-        } else {
+        } else { /* --checkpoint */
             ok = parse_path(flag, v, &o->checkpoint);
         }
         if (!ok)
@@ -241,6 +323,18 @@ static bool parse_options(int argc, char **argv, options *o)
     if (o->eval_only != (o->checkpoint != NULL)) {
         complain(o->eval_only ? "--eval-only needs --checkpoint FILE"
                               : "--checkpoint is only read with --eval-only");
+        return false;
+    }
+    if (o->eval_only && training_flag) {
+        complain("%s is a training flag: not with --eval-only", training_flag);
+        return false;
+    }
+    if (o->train_per_class && o->limit) {
+        complain("--train-per-class and --limit both choose the training images: give one");
+        return false;
+    }
+    if (have_ratio && !o->augment_with) {
+        complain("--ratio sets the share of --augment-with's images: give --augment-with PREFIX");
         return false;
     }
     return true;
@@ -307,16 +401,16 @@ static tg_optim *adam_for(const clf_model *m, float lr)
     return opt;
 }
 
-/* One pass over the loader's epoch: forward, cross-entropy, backward, Adam step per batch.
- * *mean_loss gets the mean of the batch losses. */
-static tg_status train_epoch(clf_model *m, tg_optim *opt, tg_loader *loader, double *mean_loss)
+/* n optimizer steps, one batch each: forward, cross-entropy, backward, Adam step. *mean_loss
+ * gets the mean of the batch losses. */
+static tg_status train_steps(clf_model *m, tg_optim *opt, clf_batches *batches, int64_t n,
+                             double *mean_loss)
 {
     tg_module_train(m->net, true); /* dropout on */
-    const int64_t batches = tg_loader_batches_per_epoch(loader);
     double sum = 0.0;
-    for (int64_t b = 0; b < batches; b++) {
+    for (int64_t b = 0; b < n; b++) {
         tg_tensor *x, *y;
-        tg_status st = tg_loader_next(loader, &x, &y);
+        tg_status st = clf_batches_next(batches, &x, &y);
         if (st != TG_OK)
             return st;
         tg_tape *tape = tg_tape_begin(TG_GRAD);
@@ -338,7 +432,7 @@ static tg_status train_epoch(clf_model *m, tg_optim *opt, tg_loader *loader, dou
         if (st != TG_OK)
             return st;
     }
-    *mean_loss = sum / (double)batches;
+    *mean_loss = sum / (double)n;
     return TG_OK;
 }
 
@@ -374,9 +468,81 @@ static int evaluate_checkpoint(const options *o)
     return status;
 }
 
-/* Training: the model, Adam and the loader; a test and a checkpoint after every epoch. */
+/* s as a JSON string on out. Paths reach here through parse_path, so no control character
+ * needs a \u escape; the rest pass as they are. */
+static void json_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', out);
+        fputc(*s, out);
+    }
+    fputc('"', out);
+}
+
+/* What a finished run reports in its --json line besides the options. */
+typedef struct {
+    int64_t train_images, generated_images, n_gen; /* n_gen: generated images per batch */
+    int64_t steps, stages, correct, total;
+    double accuracy, seconds;
+} run_result;
+
+/* Appends the run's line to f (opened on o->json) in a single write(), so that runs appending
+ * to one file at once do not interleave within a line. 0, or 1 after saying why. */
+static int append_json(const options *o, FILE *f, const run_result *r)
+{
+    char *line = NULL;
+    size_t len = 0;
+    FILE *ms = open_memstream(&line, &len);
+    if (!ms) {
+        complain("--json %s: cannot build the line: %s", o->json, strerror(errno));
+        return 1;
+    }
+    fprintf(ms, "{\"train_per_class\": ");
+    if (o->train_per_class)
+        fprintf(ms, "%ld", o->train_per_class);
+    else
+        fputs("null", ms);
+    fprintf(ms,
+            ", \"train_images\": %lld, \"seed\": %llu, \"steps\": %lld, \"schedule\": \"%s\", "
+            "\"stages\": %lld, \"batch\": %ld, \"lr\": %.7g, \"lr_decay\": %.7g, "
+            "\"dropout\": %.7g, \"augment\": \"%s\", \"augment_with\": ",
+            (long long)r->train_images, o->seed, (long long)r->steps, o->steps ? "steps" : "epochs",
+            (long long)r->stages, o->batch, (double)o->lr, (double)o->lr_decay, (double)o->dropout,
+            o->augment ? "classic" : "none");
+    if (o->augment_with) {
+        json_string(ms, o->augment_with);
+        fprintf(ms, ", \"ratio\": %.9g, \"generated_images\": %lld, \"generated_per_batch\": %lld",
+                o->ratio, (long long)r->generated_images, (long long)r->n_gen);
+    } else {
+        fputs("null, \"ratio\": null, \"generated_images\": 0, \"generated_per_batch\": 0", ms);
+    }
+    fputs(", \"data\": ", ms);
+    json_string(ms, o->data_dir);
+    fprintf(ms,
+            ", \"test_accuracy\": %.6f, \"test_correct\": %lld, \"test_total\": %lld, "
+            "\"seconds\": %.3f}\n",
+            r->accuracy, (long long)r->correct, (long long)r->total, r->seconds);
+    const bool built = !ferror(ms) & (fclose(ms) == 0);
+    const ssize_t wrote = built ? write(fileno(f), line, len) : -1;
+    const int err = errno;
+    free(line);
+    if (wrote != (ssize_t)len) {
+        complain("--json %s: cannot append the run's line: %s", o->json,
+                 !built      ? "out of memory"
+                 : wrote < 0 ? strerror(err)
+                             : "short write");
+        return 1;
+    }
+    return 0;
+}
+
+/* Training: the model, Adam and the batches; a test and a checkpoint after every epoch, or at
+ * the end of a run of --steps. */
 static int train_and_save(options *o)
 {
+    const double t_start = now_seconds();
     char default_out[96];
     if (!o->out) {
         snprintf(default_out, sizeof default_out, "%s%sclassifier.safetensors",
@@ -390,17 +556,34 @@ static int train_and_save(options *o)
         return 2;
     }
     tg_atomic_abort(probe);
+    FILE *json = NULL; /* opened now for the same reason; a FIFO is refused, not waited on */
+    if (o->json && !(json = tg_data_fopen_regular(o->json, "a"))) {
+        complain("--json: %s", tg_last_error());
+        return 2;
+    }
 
     int status = 2; /* until the data is loaded and checked, failures are bad input */
-    tg_dataset *train = NULL, *test = NULL;
-    tg_loader *loader = NULL;
+    tg_dataset *train = NULL, *test = NULL, *gen = NULL;
+    clf_batches *batches = NULL;
     clf_model *m = NULL;
     tg_optim *opt = NULL;
+    run_result r = {0};
 
     train = load_split(o, true);
     test = train ? load_split(o, false) : NULL;
     if (!test)
         goto done;
+    if (o->train_per_class) {
+        /* The seed exactly as given: mnist_gan's --train-per-class draws the same images. */
+        tg_dataset *some = tg_dataset_per_class(train, o->train_per_class, o->seed);
+        if (!some) {
+            status = tg_last_status() == TG_ERR_NOMEM ? 1 : 2;
+            complain("--train-per-class %ld: %s", o->train_per_class, tg_last_error());
+            goto done;
+        }
+        tg_dataset_free(train);
+        train = some;
+    }
     int64_t n_train = train->images->shape[0];
     if (o->limit > 0 && o->limit < n_train) {
         n_train = o->limit;
@@ -410,66 +593,126 @@ static int train_and_save(options *o)
             goto done;
         }
     }
-    if (o->batch > n_train) {
+    if (o->augment_with && !(gen = clf_read_generated(o->augment_with))) {
+        status = tg_last_status() == TG_ERR_NOMEM ? 1 : 2;
+        complain("--augment-with: %s", tg_last_error());
+        goto done;
+    }
+    const int64_t n_gen = gen ? (int64_t)llround(o->ratio * (double)o->batch) : 0;
+    const int64_t n_real = o->batch - n_gen;
+    if (!gen && o->batch > n_train) {
         complain("--batch %ld is larger than the %lld training images", o->batch,
                  (long long)n_train);
         goto done;
     }
-
-    status = 1; /* from here on, a failure is the program's or the machine's */
-    m = clf_new(o->seed);
-    opt = m ? adam_for(m, o->lr) : NULL;
-    loader = opt ? tg_loader_new(train, o->batch, o->seed + 1) : NULL;
-    if (!loader) {
-        complain("%s", tg_last_error());
+    if (gen && (n_real < 1 || n_real > n_train || n_gen > gen->images->shape[0])) {
+        complain("--batch %ld with --ratio %g takes %lld real and %lld generated images a batch: "
+                 "need at least one real, and there are %lld real and %lld generated",
+                 o->batch, o->ratio, (long long)n_real, (long long)n_gen, (long long)n_train,
+                 (long long)gen->images->shape[0]);
         goto done;
     }
 
-    printf("mnist_classifier: %s (%s): %lld training, %lld test images\n",
-           o->dataset ? o->dataset : "data", o->data_dir, (long long)n_train,
-           (long long)test->images->shape[0]);
-    printf("model: %s; %lld parameters\n", CLF_ARCH, (long long)tg_module_num_parameters(m->net));
-    printf("Adam lr %g (x %g per epoch), batch %ld, %ld epochs, seed %llu, %d thread%s, %s\n",
-           (double)o->lr, (double)o->lr_decay, o->batch, o->epochs, o->seed, tg_get_num_threads(),
+    status = 1; /* from here on, a failure is the program's or the machine's */
+    m = clf_new_with_dropout(o->seed, o->dropout);
+    opt = m ? adam_for(m, o->lr) : NULL;
+    batches = opt ? clf_batches_new(train, gen, o->batch, n_gen, o->augment, o->seed) : NULL;
+    if (!batches) {
+        complain("%s", tg_last_error());
+        goto done;
+    }
+    const int64_t per_epoch = clf_batches_per_epoch(batches);
+    const int64_t total = o->steps ? o->steps : o->epochs * per_epoch;
+    /* A step decay per stage (PyTorch's StepLR): large steps while far from a minimum, small
+     * ones to settle into it. A stage is an epoch, or with --steps ceil(steps / epochs)
+     * steps, so that the schedule does not depend on how many images there are. */
+    const int64_t stage_len = o->steps ? (o->steps + o->epochs - 1) / o->epochs : per_epoch;
+    const int64_t stages = (total + stage_len - 1) / stage_len;
+
+    printf("mnist_classifier: %s (%s): %lld training", o->dataset ? o->dataset : "data",
+           o->data_dir, (long long)n_train);
+    if (o->train_per_class)
+        printf(" (%ld of each digit, seed %llu)", o->train_per_class, o->seed);
+    printf(", %lld test images\n", (long long)test->images->shape[0]);
+    if (gen)
+        printf("generated: %lld images from %s\n", (long long)gen->images->shape[0],
+               o->augment_with);
+    char what[256];
+    printf("batches of %s\n", clf_batches_describe(batches, what, sizeof what));
+    printf("model: %s; %lld parameters", CLF_ARCH, (long long)tg_module_num_parameters(m->net));
+    if (o->dropout != CLF_DROPOUT)
+        printf("; dropout %g instead", (double)o->dropout);
+    if (o->steps)
+        printf("\nAdam lr %g (x %g every %lld steps), batch %ld, %lld steps in %lld stages",
+               (double)o->lr, (double)o->lr_decay, (long long)stage_len, o->batch, (long long)total,
+               (long long)stages);
+    else
+        printf("\nAdam lr %g (x %g per epoch), batch %ld, %ld epochs", (double)o->lr,
+               (double)o->lr_decay, o->batch, o->epochs);
+    printf(", seed %llu, %d thread%s, %s\n", o->seed, tg_get_num_threads(),
            tg_get_num_threads() == 1 ? "" : "s", tg_blas_info());
     fflush(stdout);
 
-    for (long epoch = 1; epoch <= o->epochs; epoch++) {
-        double loss, acc, t0 = now_seconds();
-        int64_t correct;
-        /* A step decay every epoch (PyTorch's StepLR with step_size 1): large steps while far
-         * from a minimum, small ones to settle into it. */
-        float lr = o->lr * powf(o->lr_decay, (float)(epoch - 1));
-        if (tg_optim_set_lr(opt, lr) != TG_OK || train_epoch(m, opt, loader, &loss) != TG_OK)
+    for (int64_t stage = 1, done_steps = 0; stage <= stages; stage++) {
+        const int64_t n = total - done_steps < stage_len ? total - done_steps : stage_len;
+        const bool last = stage == stages, tested = !o->steps || last;
+        double loss, t0 = now_seconds();
+        float lr = o->lr * powf(o->lr_decay, (float)(stage - 1));
+        if (tg_optim_set_lr(opt, lr) != TG_OK || train_steps(m, opt, batches, n, &loss) != TG_OK)
             break;
+        done_steps += n;
         double t1 = now_seconds();
-        if (clf_accuracy(m, test->images, test->labels, &acc, &correct) != TG_OK)
+        if (tested && clf_accuracy(m, test->images, test->labels, &r.accuracy, &r.correct) != TG_OK)
             break;
         double t2 = now_seconds();
-        printf("epoch %ld/%ld  lr %.2e  train loss %.4f  test accuracy %.2f%% (%lld/%lld)  "
-               "%.1f s (train %.1f s, test %.1f s)\n",
-               epoch, o->epochs, (double)lr, loss, 100.0 * acc, (long long)correct,
-               (long long)test->images->shape[0], t2 - t0, t1 - t0, t2 - t1);
+        if (o->steps)
+            printf("stage %lld/%lld  steps %lld-%lld of %lld  lr %.2e  train loss %.4f",
+                   (long long)stage, (long long)stages, (long long)(done_steps - n + 1),
+                   (long long)done_steps, (long long)total, (double)lr, loss);
+        else
+            printf("epoch %lld/%ld  lr %.2e  train loss %.4f", (long long)stage, o->epochs,
+                   (double)lr, loss);
+        if (tested)
+            printf("  test accuracy %.2f%% (%lld/%lld)  %.1f s (train %.1f s, test %.1f s)\n",
+                   100.0 * r.accuracy, (long long)r.correct, (long long)test->images->shape[0],
+                   t2 - t0, t1 - t0, t2 - t1);
+        else
+            printf("  %.1f s\n", t1 - t0);
         fflush(stdout);
+        if (!tested)
+            continue;
 
-        clf_info info = {.epoch = epoch, .test_accuracy = acc};
+        clf_info info = {.epoch = stage, .steps = done_steps, .test_accuracy = r.accuracy};
         snprintf(info.dataset, sizeof info.dataset, "%s", o->dataset ? o->dataset : o->data_dir);
         if (clf_save(m, &info, o->out) != TG_OK)
             break;
-        if (epoch == o->epochs) {
+        if (last) {
             printf("saved %s\n", o->out);
             status = 0;
         }
     }
-    if (status != 0)
+    if (status != 0) {
         complain("%s", tg_last_error());
+    } else if (json) {
+        r.train_images = n_train;
+        r.generated_images = gen ? gen->images->shape[0] : 0;
+        r.n_gen = n_gen;
+        r.steps = total;
+        r.stages = stages;
+        r.total = test->images->shape[0];
+        r.seconds = now_seconds() - t_start;
+        status = append_json(o, json, &r);
+    }
 
 done:
-    tg_loader_free(loader);
+    if (json)
+        fclose(json); /* written with write(): nothing buffered */
+    clf_batches_free(batches);
     tg_optim_free(opt);
     clf_free(m);
     tg_dataset_free(train);
     tg_dataset_free(test);
+    tg_dataset_free(gen);
     return status;
 }
 
