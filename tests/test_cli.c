@@ -100,7 +100,7 @@ static void test_cli_messages_escaped(void **state)
     assert_refused((const char *[]){"bo\ngus", NULL},
                    "unknown command 'bo\\x0agus' (train, sample, eval or --help)");
     assert_refused((const char *[]){"train", "--recipe", "dc\tgan", NULL},
-                   "--recipe: 'dc\\x09gan' is not one of tutorial, dcgan, wgan-gp");
+                   "--recipe: 'dc\\x09gan' is not one of tutorial, dcgan, wgan-gp, cgan");
 }
 
 /* Issue 19: a newline in --out made a folder named with it, and every message naming the

@@ -43,7 +43,7 @@ static tg_state_dict *good_checkpoint(void)
     gan_widths w = gan_widths_default(64);
     gan_state s = {0};
     assert_int_equal(gan_state_init(&s, &cfg, &w), TG_OK);
-    run_settings rs = {cfg, -1, 64, 16};
+    run_settings rs = {cfg, -1, 64, 16, 0};
     run_position pos = {.iteration = 5, .seconds = 1.5, .loader = {.epoch = 0, .batch = 5}};
     tg_rng_seed(&pos.loader.epoch_rng, 7);
     snprintf(path, sizeof path, "/tmp/tg_gan_ckpt_%d.safetensors", (int)getpid());
@@ -101,6 +101,8 @@ static void test_bad_scalars(void **state)
         {"width_div", "4294967304", "metadata \"width_div\" is \"4294967304\""},
         {"batch", "1", "metadata \"batch\" is \"1\", expected a whole number from 2 to 65536"},
         {"digit", "10", "metadata \"digit\" is \"10\""},
+        {"recipe", "4", "metadata \"recipe\" is \"4\", expected a whole number from 0 to 3"},
+        {"train_per_class", "-1", "metadata \"train_per_class\" is \"-1\""},
         {"lr", "nan", "metadata \"lr\" is \"nan\""},
         {"lr", "0x0p+0", "metadata \"lr\" is \"0x0p+0\", expected a hex float (%a) in (0, 10]"},
         {"lr", "0x1p-200", "metadata \"lr\" is \"0x1p-200\""}, /* 0 as a float32 */

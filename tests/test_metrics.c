@@ -11,7 +11,11 @@
  *     random 6x6 SPD pairs matches Newton-Schulz applied to S1 S2 itself;
  *   - the statistics are numpy.cov's (unbiased), the classifier score is 10 for confident
  *     predictions spread evenly, 1 for identical predictions, 2 for two even classes; coverage
- *     on a made-up histogram; the mean share of white; subsets are distinct rows.
+ *     on a made-up histogram; the mean share of white; subsets are distinct rows;
+ *   - the spread behind the diversity is half the mean squared distance between unit rows,
+ *     counted pair by pair, whatever the rows' lengths; diversity is 0 for one image repeated
+ *     and about 1 for two halves of one set (features, and images through a classifier); the
+ *     collapse verdicts on each side of their thresholds.
  *
  * Run with a path to mnist_gan (meson's test 'metrics_eval', suite e2e), it also runs the
  * program: a tiny GAN checkpoint (mnist_gan train on a synthetic set) and a tiny classifier
@@ -351,6 +355,138 @@ static void test_fid_rejects_mismatched_widths(void **state)
     gan_stats_free(&b);
 }
 
+/* ---- diversity and collapse ----------------------------------------------------------------- */
+
+/* Synthetic "digits" into img [n, 1, 28, 28] (filled with -1 before) and lab [n]: blobs whose
+ * position depends on the label, with a random offset of up to two pixels. */
+static void blob_images(tg_rng *rng, int64_t n, tg_tensor *img, tg_tensor *lab)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const int c = (int)(tg_rng_u32(rng) % 10);
+        lab->data[i] = (float)c;
+        const int cy = 6 + 2 * (c / 2) + (int)(tg_rng_u32(rng) % 3);
+        const int cx = 8 + 6 * (c % 2) + (int)(tg_rng_u32(rng) % 3);
+        for (int y = cy - 4; y <= cy + 4; y++)
+            for (int x = cx - 3; x <= cx + 3; x++)
+                img->data[i * 784 + y * 28 + x] = 1.0f;
+    }
+}
+
+/* spread is half the mean squared distance between two distinct rows scaled to unit length,
+ * counted here pair by pair (a zero row stays zero); scaling rows changes nothing. */
+static void test_spread_is_half_the_mean_pair_distance(void **state)
+{
+    (void)state;
+    tg_rng rng;
+    tg_rng_seed(&rng, 31);
+    const int64_t n = 60, d = 9;
+    tg_tensor *x = random_features(&rng, n, d);
+    for (int64_t i = 0; i < n * d; i++) /* centred, so that directions differ widely */
+        x->data[i] -= 3.0f;
+    memset(x->data + 7 * d, 0, sizeof(float) * (size_t)d);
+    double u[60][9], sum = 0;
+    for (int64_t r = 0; r < n; r++) {
+        double norm = 0;
+        for (int64_t i = 0; i < d; i++)
+            norm += (double)x->data[r * d + i] * x->data[r * d + i];
+        for (int64_t i = 0; i < d; i++)
+            u[r][i] = norm > 0 ? x->data[r * d + i] / sqrt(norm) : 0.0;
+    }
+    for (int64_t a = 0; a < n; a++)
+        for (int64_t b = a + 1; b < n; b++)
+            for (int64_t i = 0; i < d; i++)
+                sum += (u[a][i] - u[b][i]) * (u[a][i] - u[b][i]);
+    const double want = 0.5 * sum / (double)(n * (n - 1) / 2);
+    gan_stats s, t;
+    assert_int_equal(gan_stats_compute(x, &s), TG_OK);
+    assert_true(want > 0.5);
+    assert_close(s.spread, want, 1e-9 * want);
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t i = 0; i < d; i++)
+            x->data[r * d + i] *= (float)(1 + r % 5) * 0.25f;
+    assert_int_equal(gan_stats_compute(x, &t), TG_OK);
+    assert_close(t.spread, want, 1e-6 * want);
+    assert_close(gan_diversity(&t, &s), 1.0, 1e-6);
+    gan_stats_free(&s);
+    gan_stats_free(&t);
+    tg_tensor_release(x);
+}
+
+/* Identical rows: 0; two halves of one set: about 1; a set against itself: 1; a reference with
+ * no spread: NAN. On features, then on images through a (untrained) classifier. */
+static void test_diversity_identical_zero_halves_one(void **state)
+{
+    (void)state;
+    tg_rng rng;
+    tg_rng_seed(&rng, 41);
+    const int64_t n = 4000, d = 16;
+    tg_tensor *x = tg_tensor_new(TG_DIMS(n, d)); /* ReLU of correlated normals, as features */
+    for (int64_t r = 0; r < n; r++) {
+        const float shared = tg_rng_normal01(&rng);
+        for (int64_t i = 0; i < d; i++)
+            x->data[r * d + i] = fmaxf(0.0f, 0.3f * (float)(i % 4) + tg_rng_normal01(&rng) +
+                                                 shared * (float)(i % 2));
+    }
+    tg_tensor *h1 = tg_tensor_from_data(TG_DIMS(n / 2, d), x->data);
+    tg_tensor *h2 = tg_tensor_from_data(TG_DIMS(n / 2, d), x->data + n / 2 * d);
+    tg_tensor *same = tg_tensor_new(TG_DIMS(n / 2, d));
+    for (int64_t r = 0; r < n / 2; r++)
+        memcpy(same->data + r * d, x->data + 5 * d, sizeof(float) * (size_t)d);
+    gan_stats a, b, c;
+    assert_int_equal(gan_stats_compute(h1, &a), TG_OK);
+    assert_int_equal(gan_stats_compute(h2, &b), TG_OK);
+    assert_int_equal(gan_stats_compute(same, &c), TG_OK);
+    assert_close(gan_diversity(&b, &a), 1.0, 0.03);
+    assert_close(gan_diversity(&a, &a), 1.0, 1e-12);
+    assert_close(gan_diversity(&c, &a), 0.0, 1e-6);
+    assert_true(isnan(gan_diversity(&a, &c)));
+    gan_stats_free(&a), gan_stats_free(&b), gan_stats_free(&c);
+    tg_tensor_release(h1), tg_tensor_release(h2), tg_tensor_release(same), tg_tensor_release(x);
+
+    /* Images: two halves of 600 blob digits, and one blob digit 300 times. */
+    tg_tensor *img = tg_tensor_full(TG_DIMS(600, 1, 28, 28), -1.0f);
+    tg_tensor *lab = tg_tensor_new(TG_DIMS(600));
+    blob_images(&rng, 600, img, lab);
+    tg_tensor *i1 = tg_tensor_from_data(TG_DIMS(300, 1, 28, 28), img->data);
+    tg_tensor *i2 = tg_tensor_from_data(TG_DIMS(300, 1, 28, 28), img->data + 300 * 784);
+    tg_tensor *one = tg_tensor_new(TG_DIMS(300, 1, 28, 28));
+    for (int64_t r = 0; r < 300; r++)
+        memcpy(one->data + r * 784, img->data, sizeof(float) * 784);
+    clf_model *clf = clf_new(3);
+    assert_non_null(clf);
+    gan_stats ref;
+    gan_figures f;
+    assert_int_equal(gan_evaluate_images(clf, i1, NULL, &f, &ref), TG_OK);
+    assert_true(isnan(f.diversity)); /* no reference */
+    assert_int_equal(gan_evaluate_images(clf, i2, &ref, &f, NULL), TG_OK);
+    assert_close(f.diversity, 1.0, 0.1);
+    assert_int_equal(gan_evaluate_images(clf, one, &ref, &f, NULL), TG_OK);
+    assert_close(f.diversity, 0.0, 1e-3);
+    assert_int_equal(gan_collapse(f.white, f.diversity), GAN_COLLAPSE_SINGLE_MODE);
+    gan_stats_free(&ref);
+    clf_free(clf);
+    tg_tensor_release(i1), tg_tensor_release(i2), tg_tensor_release(one);
+    tg_tensor_release(img), tg_tensor_release(lab);
+}
+
+/* The verdicts on each side of the thresholds; an unknown diversity is never single mode. */
+static void test_collapse_definitions(void **state)
+{
+    (void)state;
+    const double below = nextafter(GAN_BLACK_WHITE, 0), low = GAN_SINGLE_MODE_DIVERSITY * 0.99;
+    assert_int_equal(gan_collapse(below, 1.0), GAN_COLLAPSE_BLACK);
+    assert_int_equal(gan_collapse(0.0, NAN), GAN_COLLAPSE_BLACK);
+    assert_int_equal(gan_collapse(below, low), GAN_COLLAPSE_BLACK); /* black comes first */
+    assert_int_equal(gan_collapse(GAN_BLACK_WHITE, low), GAN_COLLAPSE_SINGLE_MODE);
+    assert_int_equal(gan_collapse(0.13, 0.0), GAN_COLLAPSE_SINGLE_MODE);
+    assert_int_equal(gan_collapse(0.13, GAN_SINGLE_MODE_DIVERSITY), GAN_COLLAPSE_NONE);
+    assert_int_equal(gan_collapse(0.13, NAN), GAN_COLLAPSE_NONE);
+    assert_int_equal(gan_collapse(0.5, 1.5), GAN_COLLAPSE_NONE);
+    assert_string_equal(gan_collapse_name(GAN_COLLAPSE_BLACK), "black");
+    assert_string_equal(gan_collapse_name(GAN_COLLAPSE_SINGLE_MODE), "single-mode");
+    assert_string_equal(gan_collapse_name(GAN_COLLAPSE_NONE), "none");
+}
+
 /* ---- classifier figures --------------------------------------------------------------- */
 
 /* Logits [n, 10]: row i confident (margin 60) in class cls(i). */
@@ -583,15 +719,7 @@ static void write_synthetic_mnist(const char *dir, int64_t n_train, int64_t n_te
         const int64_t n = part ? n_test : n_train;
         tg_tensor *img = tg_tensor_full(TG_DIMS(n, 1, 28, 28), -1.0f);
         tg_tensor *lab = tg_tensor_new(TG_DIMS(n));
-        for (int64_t i = 0; i < n; i++) {
-            const int c = (int)(tg_rng_u32(&rng) % 10);
-            lab->data[i] = (float)c;
-            const int cy = 6 + 2 * (c / 2) + (int)(tg_rng_u32(&rng) % 3);
-            const int cx = 8 + 6 * (c % 2) + (int)(tg_rng_u32(&rng) % 3);
-            for (int y = cy - 4; y <= cy + 4; y++)
-                for (int x = cx - 3; x <= cx + 3; x++)
-                    img->data[i * 784 + y * 28 + x] = 1.0f;
-        }
+        blob_images(&rng, n, img, lab);
         char p[PATH_MAX + 64];
         snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte", dir, part ? "t10k" : "train");
         assert_int_equal(tg_data_write_idx_images(p, img), TG_OK);
@@ -695,6 +823,7 @@ static void test_eval_command(void **state)
     char *csv = slurp(args);
     assert_non_null(csv);
     assert_true(!strncmp(csv, "iteration,fid,score,", 20));
+    assert_non_null(strstr(csv, ",white,n,diversity\n"));
     assert_int_equal(count_lines(csv), 3);
     assert_non_null(strstr(csv, "\n2,"));
     assert_non_null(strstr(csv, "\n4,"));
@@ -726,7 +855,27 @@ static void test_eval_command(void **state)
     a = read_without_last_column(run_dir, "eval.csv");
     c = read_without_last_column(split, "eval.csv");
     assert_string_equal(a, c);
+    free(c);
+    /* An eval.csv written before the diversity column (9 columns) is resumed: its rows kept,
+     * with diversity unknown, the header the new one. */
+    char old[600];
+    snprintf(old, sizeof old, "%s/old", tmp);
+    train_run(old, 2, true, false);
+    c = read_without_last_column(old, "eval.csv");
+    snprintf(args, sizeof args, "%s/eval.csv", old);
+    FILE *cf = fopen(args, "w");
+    assert_non_null(cf);
+    fputs(c, cf);
+    fclose(cf);
+    free(c);
+    train_run(old, 4, true, true);
+    c = read_without_last_column(old, "eval.csv");
+    assert_string_equal(a, c);
     free(a), free(c);
+    csv = slurp(args);
+    assert_non_null(strstr(csv, ",n,diversity\n2,"));
+    assert_non_null(strstr(csv, ",60,nan\n4,"));
+    free(csv);
 
     snprintf(args, sizeof args,
              "eval --checkpoint '%s' --classifier '%s' --data '%s' --n 100 "
@@ -769,10 +918,15 @@ static void test_eval_command(void **state)
     assert_true(isfinite(fid_gen) && fid_gen > 0);
     assert_true(isfinite(fid_train) && fid_train >= 0);
     assert_true(score >= 1 && score <= 10);
-    /* The real test set's own row has no FID. */
+    /* The real test set's own row has no FID and no diversity: it is the reference; the
+     * training images are about as varied. The generated set's verdict is there. */
     const char *test = strstr(json, "\"real_test\"");
     assert_non_null(test);
     assert_non_null(strstr(test, "\"fid\": null"));
+    assert_non_null(strstr(test, "\"diversity\": null"));
+    assert_close(json_number_after(train, "diversity"), 1.0, 0.2);
+    assert_true(json_number_after(gen, "diversity") > 0);
+    assert_non_null(strstr(json, "\"collapse\": \""));
 
     /* --images measures an idx file as eval measures G: G's own images through sample --idx
      * give G's figures (up to the file's 8-bit rounding), and the real test images themselves
@@ -811,6 +965,7 @@ static void test_eval_command(void **state)
     gen = strstr(second_line, "\"generated\"");
     test = strstr(second_line, "\"real_test\"");
     assert_true(fabs(json_number_after(gen, "fid")) < 1e-3);
+    assert_close(json_number_after(gen, "diversity"), 1.0, 1e-6);
     const char *gc = strstr(gen, "\"counts\""), *tc = strstr(test, "\"counts\"");
     assert_non_null(gc);
     assert_non_null(tc);
@@ -939,6 +1094,9 @@ int main(int argc, char **argv)
         TG_TEST(test_score_identical_predictions_is_one),
         TG_TEST(test_coverage_on_a_histogram),
         TG_TEST(test_white_and_subset),
+        TG_TEST(test_spread_is_half_the_mean_pair_distance),
+        TG_TEST(test_diversity_identical_zero_halves_one),
+        TG_TEST(test_collapse_definitions),
     };
     const struct CMUnitTest e2e[] = {
         cmocka_unit_test_setup_teardown(test_eval_command, e2e_setup, e2e_teardown),

@@ -1,5 +1,7 @@
-/* The conditional DCGAN's models and losses (model.c), shared by the program (main.c) and its
- * conformance test (tests/test_cgan_conformance.c). torch_cgan.py is the same in PyTorch. */
+/* The conditional DCGAN's models and losses (model.c), shared by the program (main.c), its
+ * conformance test (tests/test_cgan_vae_conformance.c) and mnist_gan's cgan recipe (its
+ * library builds model.c in: examples/mnist_gan/meson.build). torch_cgan.py is the same in
+ * PyTorch. */
 #ifndef CGAN_H
 #define CGAN_H
 

@@ -36,6 +36,7 @@ typedef struct {
     gan_config cfg;
     int digit, width_div;
     int64_t batch;
+    int64_t per_class; /* train --train-per-class: images per class trained on; 0: all */
 } run_settings;
 
 /* Training position. */
@@ -53,6 +54,9 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
 /* Writes the checkpoint (atomically): models, optimizers, settings and position. */
 tg_status save_checkpoint(const char *path, const gan_state *s, const run_settings *rs,
                           const run_position *pos);
+/* The labels a conditional G draws by default (gan_generate): those of every digit, balanced,
+ * or, for a model trained on one digit (digit >= 0), that digit. Unconditional: no change. */
+void default_gen_label(gan_state *s, int digit);
 /* Loads what train saved into a fresh state: the settings from the checkpoint's metadata, the
  * models they describe, then the weights. 0, or after printing the message the exit status:
  * EXIT_BAD_INPUT when the file is at fault, 1 when the machine is (out of memory). The caller
@@ -61,8 +65,7 @@ int load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_sta
 
 /* ---- the commands (train.c, sample.c, eval.c) ------------------------------------------------ */
 
-extern const char *const recipe_names[]; /* "tutorial", "dcgan", "wgan-gp" */
-extern const char *const gen_names[];    /* "upsample", "convt" */
+extern const char *const gen_names[]; /* "upsample", "convt" */
 /* True when something exists at path. */
 bool file_exists(const char *p);
 /* Whether the output file path (the value of flag) can be written, checked before any work:

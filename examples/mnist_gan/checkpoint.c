@@ -15,7 +15,8 @@
 #include <unistd.h>
 
 /* Format 2 names the step, init, Adam and shuffle (and, since wgan-gp, beta2: absent, it is the
- * 0.999 every earlier run used; wgan-gp checkpoints add n_critic, gp_lambda and critic_norm);
+ * 0.999 every earlier run used; wgan-gp checkpoints add n_critic, gp_lambda and critic_norm;
+ * since cgan (recipe 3), train_per_class: absent, it is 0, every image);
  * format 1 (before the faithful tutorial step) is still read: its step 0 was today's
  * accumulate step, with PyTorch's init and Adam and one shuffle of the whole set, and that is
  * how it resumes. */
@@ -250,6 +251,7 @@ static void settings_put(tg_state_dict *sd, const run_settings *r)
     meta_set(sd, "digit", "%d", r->digit);
     meta_set(sd, "width_div", "%d", r->width_div);
     meta_set(sd, "batch", "%lld", (long long)r->batch);
+    meta_set(sd, "train_per_class", "%lld", (long long)r->per_class);
     meta_set(sd, "lr", "%a", (double)c->lr);
     meta_set(sd, "beta1", "%a", (double)c->beta1);
     meta_set(sd, "beta2", "%a", (double)c->beta2);
@@ -339,20 +341,23 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
         return false;
     }
     double lr = 0, beta1 = 0, beta2 = 0.999, gp_lambda = 10;
-    int64_t batch = 0, block = 0, seed = 0;
+    int64_t batch = 0, block = 0, seed = 0, per_class = 0;
     int recipe = 0, generator = 0, step = -1, init = GAN_INIT_TORCH;
     int adam = TG_ADAM_EPS_AFTER_CORRECTION, n_critic = 5, critic_norm = GAN_CRITIC_NONE;
-    bool ok = meta_get_small(sd, path, "recipe", 0, v1 ? 1 : 2, &recipe, err, n) &&
-              meta_get_small(sd, path, "generator", 0, 1, &generator, err, n) &&
-              meta_get_small(sd, path, "digit", -1, 9, &r->digit, err, n) &&
-              meta_get_small(sd, path, "width_div", 1, GAN_WIDTH_DIV_MAX, &r->width_div, err, n) &&
-              meta_get_int(sd, path, "batch", GAN_BATCH_MIN, GAN_BATCH_MAX, &batch, err, n) &&
-              meta_get_real(sd, path, "lr", 0, true, GAN_LR_MAX, true, &lr, err, n) &&
-              meta_get_real(sd, path, "beta1", 0, false, GAN_BETA1_MAX, true, &beta1, err, n) &&
-              meta_get_int(sd, path, "seed", 0, INT64_MAX, &seed, err, n) &&
-              (!tg_state_dict_meta(sd, "beta2") ||
-               meta_get_real(sd, path, "beta2", 0, false, GAN_BETA2_MAX, true, &beta2, err, n)) &&
-              optimizers_agree(sd, path, (float)lr, (float)beta1, (float)beta2, err, n);
+    bool ok =
+        meta_get_small(sd, path, "recipe", 0, v1 ? 1 : GAN_RECIPE_CGAN, &recipe, err, n) &&
+        meta_get_small(sd, path, "generator", 0, 1, &generator, err, n) &&
+        meta_get_small(sd, path, "digit", -1, 9, &r->digit, err, n) &&
+        meta_get_small(sd, path, "width_div", 1, GAN_WIDTH_DIV_MAX, &r->width_div, err, n) &&
+        meta_get_int(sd, path, "batch", GAN_BATCH_MIN, GAN_BATCH_MAX, &batch, err, n) &&
+        meta_get_real(sd, path, "lr", 0, true, GAN_LR_MAX, true, &lr, err, n) &&
+        meta_get_real(sd, path, "beta1", 0, false, GAN_BETA1_MAX, true, &beta1, err, n) &&
+        meta_get_int(sd, path, "seed", 0, INT64_MAX, &seed, err, n) &&
+        (!tg_state_dict_meta(sd, "train_per_class") ||
+         meta_get_int(sd, path, "train_per_class", 0, GAN_PER_CLASS_MAX, &per_class, err, n)) &&
+        (!tg_state_dict_meta(sd, "beta2") ||
+         meta_get_real(sd, path, "beta2", 0, false, GAN_BETA2_MAX, true, &beta2, err, n)) &&
+        optimizers_agree(sd, path, (float)lr, (float)beta1, (float)beta2, err, n);
     if (ok && recipe == GAN_RECIPE_WGAN_GP)
         ok = meta_get_small(sd, path, "n_critic", 1, GAN_N_CRITIC_MAX, &n_critic, err, n) &&
              meta_get_real(sd, path, "gp_lambda", 0, false, GAN_LAMBDA_MAX, true, &gp_lambda, err,
@@ -379,7 +384,7 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
     r->cfg.step = (gan_step_mode)step, r->cfg.init = (gan_init)init;
     r->cfg.adam_eps = (tg_adam_eps)adam, r->cfg.shuffle_block = block;
     r->cfg.seed = (uint64_t)seed;
-    r->batch = batch, r->cfg.lr = (float)lr, r->cfg.beta1 = (float)beta1;
+    r->batch = batch, r->per_class = per_class, r->cfg.lr = (float)lr, r->cfg.beta1 = (float)beta1;
     r->cfg.beta2 = (float)beta2, r->cfg.n_critic = n_critic, r->cfg.gp_lambda = (float)gp_lambda;
     r->cfg.critic_norm = (gan_critic_norm)critic_norm;
     return ok;
@@ -406,6 +411,12 @@ tg_status save_checkpoint(const char *path, const gan_state *s, const run_settin
     return st;
 }
 
+void default_gen_label(gan_state *s, int digit)
+{
+    if (GAN_CONDITIONAL(s->recipe) && digit >= 0)
+        s->gen_label = digit;
+}
+
 int load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_state *s)
 {
     char err[1024];
@@ -417,6 +428,7 @@ int load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_sta
     gan_widths w = gan_widths_default(rs->width_div);
     if (gan_state_init(s, &rs->cfg, &w) != TG_OK) /* the settings were checked: the machine's */
         return fail(1, "%s", tg_last_error());
+    default_gen_label(s, rs->digit);
     if (gan_load_state_dict(s, *sd) != TG_OK)
         return fail(input_failure(), "%s: %s", path, tg_last_error());
     return 0;

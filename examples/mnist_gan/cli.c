@@ -20,13 +20,19 @@ static const char usage[] =
     "  --dataset NAME        mnist (default: data-cache/mnist, made by scripts/fetch-mnist.sh)\n"
     "                        or fashion (Debian's dataset-fashion-mnist package)\n"
     "  --digit D             train on one class only (0..9)\n"
+    "  --train-per-class N   train on N images of every class, the subset\n"
+    "                        tg_dataset_per_class(training set, N, --seed) picks (the same as\n"
+    "                        mnist_classifier's --train-per-class N --seed S); with --digit,\n"
+    "                        that subset's N images of the digit\n"
     "  --recipe NAME         tutorial (default): the tutorial's models and settings as\n"
     "                        PaddlePaddle 1.8 ran them; dcgan: the classic MNIST DCGAN\n"
     "                        (Adam beta1 0.5, clean step, PyTorch's init, Adam and shuffle);\n"
     "                        wgan-gp: dcgan's G against a critic (dcgan's D without BatchNorm)\n"
     "                        with a gradient penalty, Adam lr 1e-4, betas (0.5, 0.9); an\n"
     "                        iteration is one G step after --n-critic critic steps, each on\n"
-    "                        its own real batch\n"
+    "                        its own real batch; cgan: examples/cgan's conditional DCGAN,\n"
+    "                        G(z, y) and D(x, y), with dcgan's settings; the fake images are\n"
+    "                        drawn for the real batch's labels; its grids show a row per digit\n"
     "  --generator NAME      upsample (default): bilinear x2 + conv, or convt: transposed\n"
     "                        convolutions (tutorial recipe only)\n"
     "  --step NAME           tutorial (default for the tutorial recipe): the tutorial's loop\n"
@@ -77,8 +83,12 @@ static const char usage[] =
     "  --n N                 number of images (default 128)\n"
     "  --seed S              noise seed (default 1)\n"
     "  --out FILE.png        the image grid (default samples.png)\n"
-    "  --idx PREFIX          also write PREFIX-images-idx3-ubyte (and, for a one-digit model,\n"
-    "                        PREFIX-labels-idx1-ubyte), readable as an MNIST folder\n"
+    "  --idx PREFIX          also write PREFIX-images-idx3-ubyte (and, for a one-digit or a\n"
+    "                        conditional model, PREFIX-labels-idx1-ubyte), readable as an\n"
+    "                        MNIST folder\n"
+    "  --label K|all         a conditional (cgan) model: every image of digit K, or all\n"
+    "                        (default): image i of digit i % 10, the grid a column per digit;\n"
+    "                        a one-digit model takes only its own digit\n"
     "  --threads T, --grid-scale NAME   as for train\n"
     "\n"
     "eval options: N images of G against N real test images - FID on the classifier's\n"
@@ -193,6 +203,23 @@ static bool parse_threads(const char *flag, const char *v, int *out, char *err, 
     return true;
 }
 
+/* sample --label: all (GAN_LABELS_BALANCED) or a digit 0..9; false with the message in err. */
+static bool parse_label(const char *flag, const char *v, int *out, char *err, size_t n)
+{
+    int64_t x;
+    if (!strcmp(v, "all")) {
+        *out = GAN_LABELS_BALANCED;
+        return true;
+    }
+    if (tg_parse_int(v, 0, 9, &x) == TG_OK) {
+        *out = (int)x;
+        return true;
+    }
+    char q[128];
+    snprintf(err, n, "%s: '%s' is neither a digit 0..9 nor all", flag, quoted(v, q, sizeof q));
+    return false;
+}
+
 /* Index of v among the NULL-terminated names; false with the message in err. */
 static bool parse_choice(const char *flag, const char *v, const char *const *names, int *out,
                          char *err, size_t n)
@@ -249,6 +276,7 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
                        .width_div = 1,
                        .n = 128,
                        .png_out = "samples.png",
+                       .label = GAN_LABEL_UNSET,
                        .eval_n = 1000};
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help"))
@@ -267,7 +295,6 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         return false;
     }
     static const char *const generators[] = {"upsample", "convt", NULL};
-    static const char *const recipes[] = {"tutorial", "dcgan", "wgan-gp", NULL};
     static const char *const *const steps = gan_step_names;
     static const char *const shuffles[] = {"paddle", "full", NULL};
     static const char *const scales[] = {"fixed", "per-image", "both", NULL};
@@ -313,7 +340,7 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
             ok = parse_choice(f, v, generators, &c, err, n), o->generator = (gan_generator)c,
             o->given |= GIVEN_GENERATOR;
         else if (!strcmp(f, "--recipe"))
-            ok = parse_choice(f, v, recipes, &c, err, n), o->recipe = (gan_recipe)c,
+            ok = parse_choice(f, v, gan_recipe_names, &c, err, n), o->recipe = (gan_recipe)c,
             o->given |= GIVEN_RECIPE;
         else if (!strcmp(f, "--step"))
             ok = parse_choice(f, v, steps, &c, err, n), o->step = (gan_step_mode)c,
@@ -386,6 +413,11 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
             ok = parse_int(f, v, 2, 100000, &o->eval_n, err, n);
         else if (!strcmp(f, "--idx"))
             ok = parse_path(f, v, &o->idx_prefix, err, n), for_cmd = FOR_SAMPLE;
+        else if (!strcmp(f, "--label"))
+            ok = parse_label(f, v, &o->label, err, n), for_cmd = FOR_SAMPLE;
+        else if (!strcmp(f, "--train-per-class"))
+            ok = parse_int(f, v, 1, GAN_PER_CLASS_MAX, &o->per_class, err, n),
+            o->given |= GIVEN_PER_CLASS;
         else {
             char q[128];
             snprintf(err, n, "unknown flag '%s' (see mnist_gan --help)", quoted(f, q, sizeof q));
@@ -429,13 +461,12 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         return false;
     }
     if (o->cmd == CMD_TRAIN) {
-        static const char *const recipe_flag[] = {"tutorial", "dcgan", "wgan-gp"};
         if (o->recipe != GAN_RECIPE_TUTORIAL && (o->given & GIVEN_GENERATOR) &&
             o->generator != GAN_GEN_CONVT) {
             snprintf(err, n,
                      "--generator upsample belongs to the tutorial recipe; the "
                      "%s recipe has its own transposed-convolution generator",
-                     recipe_flag[o->recipe]);
+                     gan_recipe_names[o->recipe]);
             return false;
         }
         /* resumed, the checkpoint names the recipe: train checks them then */

@@ -17,6 +17,10 @@ typedef enum { CMD_TRAIN, CMD_SAMPLE, CMD_HELP, CMD_EVAL } gan_command;
 #define GAN_BATCH_MAX 65536
 #define GAN_WIDTH_DIV_MAX 64          /* --width-div K: [1, 64] */
 #define GAN_ITERS_MAX (INT64_MAX / 2) /* --iters N: [1, INT64_MAX / 2] */
+#define GAN_PER_CLASS_MAX 100000      /* --train-per-class N: [1, 100000] (0: every image) */
+/* sample --label: not given (a conditional model's default is all; an unconditional one's
+ * none), all (GAN_LABELS_BALANCED), or a digit 0..9 */
+#define GAN_LABEL_UNSET (-2)
 
 typedef struct gan_options {
     gan_command cmd;
@@ -44,11 +48,13 @@ typedef struct gan_options {
     const char *out_dir;
     bool resume;
     int width_div;
+    int64_t per_class; /* --train-per-class N: tg_dataset_per_class(set, N, seed); 0: all */
     /* sample */
     const char *checkpoint;
     int64_t n;
     const char *png_out;
     const char *idx_prefix;
+    int label; /* --label: GAN_LABEL_UNSET, GAN_LABELS_BALANCED (all) or 0..9 */
     /* eval (and train's evaluation) */
     const char *classifier; /* --classifier FILE: mnist_classifier's checkpoint */
     const char *images;     /* eval --images FILE: an idx3 file of images instead of a G */
@@ -79,6 +85,7 @@ enum {
     GIVEN_N_CRITIC = 1u << 14,
     GIVEN_GP_LAMBDA = 1u << 15,
     GIVEN_CRITIC_NORM = 1u << 16,
+    GIVEN_PER_CLASS = 1u << 17,
 };
 
 /* The models-and-updates part of the options. */

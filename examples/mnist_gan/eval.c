@@ -139,17 +139,42 @@ int evaluate(const gan_options *o)
         fail(code, "%s", tg_last_error());
         goto done;
     }
+    /* A conditional G drew image i for digit gan_label_of(s.gen_label, i) (balanced: i % 10;
+     * one digit for a model trained on one): the label accuracy is the share the classifier
+     * gives the digit it was drawn for. */
+    double label_acc = NAN;
+    if (!o->images && GAN_CONDITIONAL(rs.cfg.recipe)) {
+        tg_tensor *drawn = tg_tensor_new(TG_DIMS(o->n));
+        for (int64_t i = 0; drawn && i < o->n; i++)
+            drawn->data[i] = (float)gan_label_of(s.gen_label, i);
+        tg_status st = drawn ? clf_accuracy(clf, gen, drawn, &label_acc, NULL) : tg_last_status();
+        tg_tensor_release(drawn);
+        if (st != TG_OK) {
+            fail(code, "%s", tg_last_error());
+            goto done;
+        }
+    }
     if (o->images)
         printf("mnist_gan eval: the first %lld images of %s", (long long)o->n, o->images);
     else
         printf("mnist_gan eval: %s (iteration %lld, recipe %s%s), seed %llu", o->checkpoint,
-               iteration, recipe_names[rs.cfg.recipe], rs.digit >= 0 ? ", one digit" : "",
+               iteration, gan_recipe_names[rs.cfg.recipe], rs.digit >= 0 ? ", one digit" : "",
                (unsigned long long)o->seed);
     printf(", classifier %s (test accuracy %.2f%%), %lld images per set, data %s\n\n",
            o->classifier, 100.0 * info.test_accuracy, (long long)o->n, dir);
     static const char *const names[3] = {"generated", "real train (reference)", "real test"};
     gan_figures_table(stdout, 3, names, figs);
+    /* The verdict of metrics.h's collapse definitions on the generated set. */
+    const char *collapse = gan_collapse_name(gan_collapse(figs[0].white, figs[0].diversity));
+    printf("\ncollapse of the generated set: %s (white below %g: black; diversity below %g: "
+           "single mode)\n",
+           collapse, GAN_BLACK_WHITE, GAN_SINGLE_MODE_DIVERSITY);
 
+    if (!isnan(label_acc))
+        printf("label accuracy (conditional G, labels %s): %.2f%% of the generated images are "
+               "classified as the digit they were drawn for\n",
+               s.gen_label == GAN_LABELS_BALANCED ? "i % 10" : "of its one digit",
+               100.0 * label_acc);
     FILE *jf = tg_data_fopen_regular(json, "a"); /* a FIFO there is refused, not waited on */
     if (!jf) {
         fail(code, "%s", tg_last_error());
@@ -163,8 +188,10 @@ int evaluate(const gan_options *o)
     gan_json_string(jf, o->classifier);
     fprintf(jf, ", \"classifier_test_accuracy\": %.6f, \"data\": ", info.test_accuracy);
     gan_json_string(jf, dir);
-    fprintf(jf, ", \"digit\": %d, \"n\": %lld, \"seed\": %llu", rs.digit, (long long)o->n,
-            (unsigned long long)o->seed);
+    fprintf(jf, ", \"digit\": %d, \"n\": %lld, \"seed\": %llu, \"collapse\": \"%s\"", rs.digit,
+            (long long)o->n, (unsigned long long)o->seed, collapse);
+    if (!isnan(label_acc))
+        fprintf(jf, ", \"label_accuracy\": %.6f", label_acc);
     static const char *const keys[3] = {"generated", "real_train", "real_test"};
     for (int i = 0; i < 3; i++) {
         fprintf(jf, ", \"%s\": ", keys[i]);

@@ -74,9 +74,49 @@ tg_status gan_stats_compute(const tg_tensor *features, gan_stats *out)
             cov[i * d + j] /= (double)(n - 1);
             cov[j * d + i] = cov[i * d + j];
         }
+    /* spread: sum_i ||u_i - mean u||^2 / (n - 1) = (sum_i ||u_i||^2 - ||sum u||^2 / n) / (n - 1)
+     * for the unit rows u_i (a zero row stays zero); row holds sum u. */
+    double sq = 0;
+    memset(row, 0, sizeof *row * (size_t)d);
+    for (int64_t r = 0; r < n; r++) {
+        double norm = 0;
+        for (int64_t i = 0; i < d; i++)
+            norm += (double)x[r * d + i] * x[r * d + i];
+        if (norm <= 0)
+            continue;
+        sq += 1.0;
+        norm = 1.0 / sqrt(norm);
+        for (int64_t i = 0; i < d; i++)
+            row[i] += x[r * d + i] * norm;
+    }
+    double sum2 = 0;
+    for (int64_t i = 0; i < d; i++)
+        sum2 += row[i] * row[i];
+    const double spread = fmax(0.0, (sq - sum2 / (double)n) / (double)(n - 1));
     free(row);
-    *out = (gan_stats){.n = n, .dim = d, .mean = mean, .cov = cov};
+    *out = (gan_stats){.n = n, .dim = d, .mean = mean, .cov = cov, .spread = spread};
     return TG_OK;
+}
+
+double gan_diversity(const gan_stats *set, const gan_stats *ref)
+{
+    return set && ref && ref->spread > 0 ? sqrt(set->spread / ref->spread) : NAN;
+}
+
+gan_collapse_kind gan_collapse(double white, double diversity)
+{
+    if (white < GAN_BLACK_WHITE)
+        return GAN_COLLAPSE_BLACK;
+    if (diversity < GAN_SINGLE_MODE_DIVERSITY) /* false for NAN */
+        return GAN_COLLAPSE_SINGLE_MODE;
+    return GAN_COLLAPSE_NONE;
+}
+
+const char *gan_collapse_name(gan_collapse_kind k)
+{
+    return k == GAN_COLLAPSE_BLACK         ? "black"
+           : k == GAN_COLLAPSE_SINGLE_MODE ? "single-mode"
+                                           : "none";
 }
 
 /* ---- linear algebra ------------------------------------------------------------------------ */
@@ -291,7 +331,7 @@ tg_status gan_evaluate_images(clf_model *clf, const tg_tensor *images, const gan
                               gan_figures *f, gan_stats *own)
 {
     memset(f, 0, sizeof *f);
-    f->fid = NAN;
+    f->fid = f->diversity = NAN;
     if (own)
         memset(own, 0, sizeof *own);
     tg_tensor *feat = NULL, *logits = NULL;
@@ -299,8 +339,10 @@ tg_status gan_evaluate_images(clf_model *clf, const tg_tensor *images, const gan
     tg_status st = clf_eval(clf, images, &feat, &logits);
     if (st == TG_OK)
         st = gan_stats_compute(feat, &st_set);
-    if (st == TG_OK && ref)
+    if (st == TG_OK && ref) {
         st = gan_frechet_distance(ref, &st_set, &f->fid);
+        f->diversity = gan_diversity(&st_set, ref);
+    }
     if (st == TG_OK)
         st = gan_class_figures(logits, f);
     if (st == TG_OK)
@@ -382,19 +424,23 @@ tg_tensor *gan_subset(const tg_tensor *images, int64_t n, uint64_t seed)
 
 void gan_figures_table(FILE *out, int rows, const char *const names[], const gan_figures sets[])
 {
-    fprintf(out, "%-22s %6s %10s %6s %15s %7s %7s %6s\n", "set", "n", "FID (clf)", "score",
-            "rarest class", ">=5%", "conf", "white");
+    fprintf(out, "%-22s %6s %10s %6s %15s %7s %7s %6s %9s\n", "set", "n", "FID (clf)", "score",
+            "rarest class", ">=5%", "conf", "white", "diversity");
     for (int r = 0; r < rows; r++) {
         const gan_figures *f = &sets[r];
-        char fid[32], rare[32], cov[16];
+        char fid[32], rare[32], cov[16], div[32];
         if (isnan(f->fid))
             snprintf(fid, sizeof fid, "-");
         else
             snprintf(fid, sizeof fid, "%.3f", f->fid);
+        if (isnan(f->diversity))
+            snprintf(div, sizeof div, "-");
+        else
+            snprintf(div, sizeof div, "%.3f", f->diversity);
         snprintf(rare, sizeof rare, "%.2f%% (%d)", 100.0 * f->rarest_share, f->rarest_class);
         snprintf(cov, sizeof cov, "%d/%d", f->classes_5pct, f->classes);
-        fprintf(out, "%-22s %6lld %10s %6.3f %15s %7s %7.4f %6.4f\n", names[r], (long long)f->n,
-                fid, f->score, rare, cov, f->confidence, f->white);
+        fprintf(out, "%-22s %6lld %10s %6.3f %15s %7s %7.4f %6.4f %9s\n", names[r], (long long)f->n,
+                fid, f->score, rare, cov, f->confidence, f->white, div);
     }
     fprintf(out, "\npredicted classes, %% of each set:\n%-22s", "class");
     const int k = rows > 0 ? sets[0].classes : 0;
@@ -445,6 +491,8 @@ void gan_figures_json(FILE *out, const gan_figures *f)
     json_number(out, f->confidence);
     fputs(", \"white\": ", out);
     json_number(out, f->white);
+    fputs(", \"diversity\": ", out);
+    json_number(out, f->diversity);
     fputs(", \"counts\": [", out);
     for (int c = 0; c < f->classes; c++)
         fprintf(out, "%s%lld", c ? ", " : "", (long long)f->counts[c]);

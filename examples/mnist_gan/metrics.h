@@ -11,6 +11,9 @@
  *             classes hold at least 5% of the images (mode collapse shows here first)
  *   confidence  the mean of the highest softmax probability
  *   white     the mean pixel as a share of white, (x + 1) / 2 averaged (MNIST: about 0.13)
+ *   diversity the root-mean-square distance between two of the set's features (scaled to unit
+ *             length), over the same for the real reference set (gan_diversity): about 1 for
+ *             a set as varied as the real one, 0 for one image repeated
  *
  * FID here is not comparable with Inception FIDs from papers: the features are another
  * network's. Compare it between checkpoints, and against the real-vs-real reference row. */
@@ -27,6 +30,9 @@
 typedef struct gan_stats {
     int64_t n, dim;
     double *mean, *cov;
+    /* the trace of the (unbiased) covariance of the rows scaled to unit length (zero rows
+     * stay zero): half the mean squared distance between two of them (gan_diversity) */
+    double spread;
 } gan_stats;
 
 /* The statistics of features [N, F] (N >= 2) into *out (free with gan_stats_free). */
@@ -44,6 +50,53 @@ tg_status gan_sqrtm_psd(int64_t n, const double *a, double *out);
  * and has the eigenvalues of S1 S2, so no complex square root is needed. */
 tg_status gan_frechet_distance(const gan_stats *a, const gan_stats *b, double *fid);
 
+/* The spread of a set's features against the reference set's: sqrt(set->spread /
+ * ref->spread), the root-mean-square distance between two of the set's features scaled to unit
+ * length over the same for the reference (NAN when the reference has no spread). Why this
+ * form:
+ *   - the mean squared distance between two distinct rows of a set is exactly twice the trace
+ *     of their unbiased covariance (sum over pairs ||u_i - u_j||^2 = n sum_i ||u_i - mean||^2),
+ *     so gan_stats_compute gets it in the pass that makes the statistics, O(N F) instead of a
+ *     pass over the N^2 / 2 pairs;
+ *   - features rather than pixels: the classifier's features tell digits apart where pixel
+ *     distances mostly measure where the strokes lie (the test 3s spread 0.39 times as far as
+ *     all test digits in features, 0.88 in pixels standardized per image);
+ *   - unit length (cosine distance): a set whose features are all scaled alike is not less
+ *     varied. Measured: the convt G's 2,340-iteration digits on a mid-gray background
+ *     (README) cover all ten classes but their raw features spread 0.21 times as far as real
+ *     ones; scaled to unit length, 0.98. Real digits: 0.999 for the training set against the
+ *     test set;
+ *   - divided by the real set's (the same digit, the same n), so that the number reads the
+ *     same for every digit and classifier: ~1 as varied as real data, 0 one image repeated.
+ * Not a quality figure: noise is "varied" (FID tells the rest); and a few distinct images
+ * repeated already count as varied (ten real 3s repeated 100 times: the same as 1,000 real 3s,
+ * 0.39 against all digits): it tells one mode from several, not several from many. */
+double gan_diversity(const gan_stats *set, const gan_stats *ref);
+
+/* Collapse of a generated set, from eval's figures (gan_collapse; the measurements behind the
+ * thresholds: examples/augment/README.md, "Collapse"):
+ *   black        white below GAN_BLACK_WHITE. Real test digits average 0.077 (digit 1, the
+ *                darkest) to 0.172 (0), MNIST 0.13, and the darkest single real image of any
+ *                digit is at 0.028; an untrained G draws gray (0.5-0.6), trained ones
+ *                0.13-0.18. What the tutorial called "all-black output" is G at (nearly) -1
+ *                everywhere, white ~0.00x: 0.02 is below every real image.
+ *   single mode  not black, and diversity below GAN_SINGLE_MODE_DIVERSITY. Real training
+ *                images of one digit against its test images: 0.95-1.10 (800 each, every
+ *                digit); an untrained G: 1.06-1.54. Made-up sets of one real 3, against the
+ *                test 3s: repeated 0, with noise on its strokes 0.10, shifted by up to 0.4
+ *                pixel 0.26, by -1..1 whole pixels (and noise) 0.98; two distinct 3s repeated
+ *                0.88. So below 0.3 is "one image, up to sub-pixel changes"; two images or
+ *                more are far above.
+ *   none         neither. A set of noise or of another digit is neither: FID shows that. */
+#define GAN_BLACK_WHITE 0.02
+#define GAN_SINGLE_MODE_DIVERSITY 0.3
+typedef enum { GAN_COLLAPSE_NONE, GAN_COLLAPSE_BLACK, GAN_COLLAPSE_SINGLE_MODE } gan_collapse_kind;
+/* The collapse of a set of mean white `white` and diversity `diversity` (NAN: unknown, which
+ * is never single mode). */
+gan_collapse_kind gan_collapse(double white, double diversity);
+/* "none", "black" or "single-mode". */
+const char *gan_collapse_name(gan_collapse_kind k);
+
 #define GAN_MAX_CLASSES 16
 
 /* Every figure of one image set. */
@@ -58,6 +111,7 @@ typedef struct gan_figures {
     int classes_5pct;  /* classes predicted for at least 5% of the images */
     double confidence; /* mean highest softmax probability */
     double white;      /* mean (x + 1) / 2 over every pixel */
+    double diversity;  /* gan_diversity against the reference set; NAN when there is none */
 } gan_figures;
 
 /* Score, coverage and confidence of logits [N, K] (K <= GAN_MAX_CLASSES) into f; the other
@@ -68,8 +122,8 @@ void gan_coverage(gan_figures *f);
 /* Mean (x + 1) / 2 over every element of images in [-1, 1]. */
 double gan_mean_white(const tg_tensor *images);
 
-/* All figures of images [N, 1, 28, 28] in [-1, 1] through clf: FID against ref (NULL: fid is
- * NAN), score, coverage, confidence, white. own (may be NULL) receives the set's feature
+/* All figures of images [N, 1, 28, 28] in [-1, 1] through clf: FID and diversity against ref
+ * (NULL: both NAN), score, coverage, confidence, white. own (may be NULL) receives the set's feature
  * statistics, to serve as a later reference (free it with gan_stats_free). */
 tg_status gan_evaluate_images(clf_model *clf, const tg_tensor *images, const gan_stats *ref,
                               gan_figures *f, gan_stats *own);

@@ -37,8 +37,9 @@ static const char csv_header[] = "iteration,epoch,batch,d_real,d_fake,g,seconds\
 static const char wgan_csv_header[] =
     "iteration,epoch,batch,critic,wasserstein,penalty,g,seconds\n";
 
+/* diversity came last, after n, so that files written before it still read (as NAN there). */
 static const char eval_header[] =
-    "iteration,fid,score,rarest_share,rarest_class,classes_5pct,confidence,white,n\n";
+    "iteration,fid,score,rarest_share,rarest_class,classes_5pct,confidence,white,n,diversity\n";
 
 static char *join(const char *dir, const char *name)
 {
@@ -119,9 +120,9 @@ static bool push_eval(gan_log *g, const eval_row *r)
 
 static void write_eval(FILE *f, const eval_row *r)
 {
-    fprintf(f, "%lld,%.9g,%.9g,%.9g,%d,%d,%.9g,%.9g,%lld\n", (long long)r->it, r->f.fid, r->f.score,
-            r->f.rarest_share, r->f.rarest_class, r->f.classes_5pct, r->f.confidence, r->f.white,
-            (long long)r->f.n);
+    fprintf(f, "%lld,%.9g,%.9g,%.9g,%d,%d,%.9g,%.9g,%lld,%.9g\n", (long long)r->it, r->f.fid,
+            r->f.score, r->f.rarest_share, r->f.rarest_class, r->f.classes_5pct, r->f.confidence,
+            r->f.white, (long long)r->f.n, r->f.diversity);
 }
 
 /* An existing OUT/eval.csv keeps its rows up to keep_until (none for a new run), as
@@ -139,11 +140,11 @@ static bool eval_log_open(gan_log *g, int64_t keep_until)
             header = false;
             continue;
         }
-        eval_row r = {0};
+        eval_row r = {.f.diversity = NAN};
         long long it, n;
-        if (sscanf(line, "%lld,%lf,%lf,%lf,%d,%d,%lf,%lf,%lld", &it, &r.f.fid, &r.f.score,
+        if (sscanf(line, "%lld,%lf,%lf,%lf,%d,%d,%lf,%lf,%lld,%lf", &it, &r.f.fid, &r.f.score,
                    &r.f.rarest_share, &r.f.rarest_class, &r.f.classes_5pct, &r.f.confidence,
-                   &r.f.white, &n) != 9 ||
+                   &r.f.white, &n, &r.f.diversity) < 9 ||
             it > keep_until)
             break;
         r.it = it, r.f.n = n, r.f.classes = CLF_CLASSES;
@@ -447,9 +448,10 @@ tg_status gan_log_report(gan_log *g, const char *png_path, const char *title)
         fprintf(f,
                 "<h2>FID (classifier features)</h2>\n<p id=\"eval\">iteration %lld, %lld "
                 "images: FID %.3f, score %.3f, rarest class %d at %.1f%%, %d/%d classes "
-                "&ge; 5%%, white %.3f (OUT/eval.csv)</p>\n",
+                "&ge; 5%%, white %.3f, diversity %.3f (OUT/eval.csv)</p>\n",
                 (long long)e->it, (long long)e->f.n, e->f.fid, e->f.score, e->f.rarest_class,
-                100.0 * e->f.rarest_share, e->f.classes_5pct, e->f.classes, e->f.white);
+                100.0 * e->f.rarest_share, e->f.classes_5pct, e->f.classes, e->f.white,
+                e->f.diversity);
         svg_fid(f, g);
     }
     if (png_n > 0) {

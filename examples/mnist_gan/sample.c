@@ -43,14 +43,38 @@ int sample(const gan_options *o)
     int code;
     if ((code = load_trained(o->checkpoint, &sd, &rs, &s)) != 0)
         goto done;
-    /* a one-digit model's images come with a labels file */
-    if (o->idx_prefix && rs.digit >= 0 && !can_write("--idx", idx_labels, err, sizeof err)) {
+    /* What --label may ask: any digit or all of a conditional model (by default all, or the
+     * digit it was trained on: load_trained), only its own digit of an unconditional one-digit
+     * model, nothing of an unconditional model of every digit. */
+    const bool conditional = GAN_CONDITIONAL(rs.cfg.recipe);
+    if (!conditional && o->label != GAN_LABEL_UNSET && (rs.digit < 0 || o->label != rs.digit)) {
+        char asked[8];
+        snprintf(asked, sizeof asked, o->label == GAN_LABELS_BALANCED ? "all" : "%d", o->label);
+        code = rs.digit < 0 ? fail(EXIT_BAD_INPUT,
+                                   "--label %s: %s is an unconditional model of every digit; "
+                                   "only a conditional (--recipe cgan) model takes --label",
+                                   asked, o->checkpoint)
+                            : fail(EXIT_BAD_INPUT,
+                                   "--label %s: %s is a model of digit %d only; --label may "
+                                   "name that digit alone",
+                                   asked, o->checkpoint, rs.digit);
+        goto done;
+    }
+    if (conditional && o->label != GAN_LABEL_UNSET)
+        s.gen_label = o->label;
+    /* the images' labels (gan_label_of): a conditional model's, or a one-digit model's digit */
+    const int label = conditional ? s.gen_label : rs.digit;
+    const bool labelled = conditional || rs.digit >= 0;
+    /* a labelled model's images come with a labels file */
+    if (o->idx_prefix && labelled && !can_write("--idx", idx_labels, err, sizeof err)) {
         code = fail(EXIT_BAD_INPUT, "%s", err);
         goto done;
     }
     img = gan_generate_n(&s, o->n, o->seed);
     code = 1;
-    if (!img || tg_data_write_png_grid(o->png_out, img, GRID_COLS, o->grid_scale) != TG_OK) {
+    /* balanced labels run i % 10: ten columns put one digit in each */
+    const int64_t cols = conditional && label == GAN_LABELS_BALANCED ? 10 : GRID_COLS;
+    if (!img || tg_data_write_png_grid(o->png_out, img, cols, o->grid_scale) != TG_OK) {
         fail(code, "%s", tg_last_error());
         goto done;
     }
@@ -59,9 +83,11 @@ int sample(const gan_options *o)
             fail(code, "%s", tg_last_error());
             goto done;
         }
-        if (rs.digit >= 0) { /* a one-digit model: its images are all of that class */
-            tg_tensor *labels = tg_tensor_full(TG_DIMS(o->n), (float)rs.digit);
-            tg_status st = tg_data_write_idx_labels(idx_labels, labels);
+        if (labelled) {
+            tg_tensor *labels = tg_tensor_new(TG_DIMS(o->n));
+            for (int64_t i = 0; labels && i < o->n; i++)
+                labels->data[i] = (float)gan_label_of(label, i);
+            tg_status st = labels ? tg_data_write_idx_labels(idx_labels, labels) : tg_last_status();
             tg_tensor_release(labels);
             if (st != TG_OK) {
                 fail(code, "%s", tg_last_error());

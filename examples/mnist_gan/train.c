@@ -233,6 +233,7 @@ static bool adopt_settings(gan_options *o, const run_settings *r, char *err, siz
         {GIVEN_ADAM, "--adam", o->adam_eps != c->adam_eps},
         {GIVEN_SHUFFLE, "--shuffle", o->shuffle_block != c->shuffle_block},
         {GIVEN_DIGIT, "--digit", o->digit != r->digit},
+        {GIVEN_PER_CLASS, "--train-per-class", o->per_class != r->per_class},
         {GIVEN_WIDTH, "--width-div", o->width_div != r->width_div},
         {GIVEN_BATCH, "--batch", o->batch != r->batch},
         {GIVEN_LR, "--lr", o->lr != c->lr},
@@ -254,7 +255,7 @@ static bool adopt_settings(gan_options *o, const run_settings *r, char *err, siz
     }
     o->recipe = c->recipe, o->generator = c->generator, o->step = c->step, o->init = c->init;
     o->adam_eps = c->adam_eps, o->shuffle_block = c->shuffle_block;
-    o->digit = r->digit, o->width_div = r->width_div;
+    o->digit = r->digit, o->width_div = r->width_div, o->per_class = r->per_class;
     o->batch = r->batch, o->lr = c->lr, o->beta1 = c->beta1, o->seed = c->seed;
     o->beta2 = c->beta2, o->n_critic = c->n_critic, o->gp_lambda = c->gp_lambda;
     o->critic_norm = c->critic_norm;
@@ -280,12 +281,32 @@ static void progress(int64_t it, int64_t total, double secs, int64_t it0)
     fflush(stderr);
 }
 
-const char *const recipe_names[] = {"tutorial", "dcgan", "wgan-gp"};
 const char *const gen_names[] = {"upsample", "convt"};
 
 /* The noise of the generated images measured during training: the same at every measurement,
  * from the run's seed. */
 #define EVAL_NOISE_STREAM 0xe7a1ull
+
+/* A conditional G's grid: the first GRID_COLS noise vectors of *z in every row, row d drawn
+ * for digit d, so a row shows one digit and a column one z. Replaces *z ([GRID_N, nz]) with
+ * those [10 * GRID_COLS, nz] and makes *y, the labels; false with the error set. */
+static bool digit_rows(tg_tensor **z, tg_tensor **y)
+{
+    const int64_t n = 10 * GRID_COLS, nz = (*z)->shape[1];
+    tg_tensor *rows = tg_tensor_new(TG_DIMS(n, nz));
+    *y = tg_tensor_new(TG_DIMS(n));
+    if (!rows || !*y) {
+        tg_tensor_release(rows);
+        return false;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(rows->data + i * nz, (*z)->data + (i % GRID_COLS) * nz, sizeof(float) * (size_t)nz);
+        (*y)->data[i] = (float)(i / GRID_COLS);
+    }
+    tg_tensor_release(*z);
+    *z = rows;
+    return true;
+}
 
 /* train --eval-every: measures G, logs the figures (OUT/eval.csv, the report's FID curve) and
  * prints a line; 0, or the exit status after saying what failed. */
@@ -297,9 +318,9 @@ static int train_eval(gan_tracker *t, gan_state *s, gan_log *log, int64_t it, bo
     if (tty)
         fputc('\n', stderr);
     printf("eval: iteration %lld, %lld images, FID (classifier features) %.3f, score %.3f, "
-           "rarest class %d at %.1f%%, %d/%d classes >= 5%%, white %.3f\n",
+           "rarest class %d at %.1f%%, %d/%d classes >= 5%%, white %.3f, diversity %.3f\n",
            (long long)it, (long long)f.n, f.fid, f.score, f.rarest_class, 100.0 * f.rarest_share,
-           f.classes_5pct, f.classes, f.white);
+           f.classes_5pct, f.classes, f.white, f.diversity);
     fflush(stdout);
     return 0;
 }
@@ -323,13 +344,59 @@ static int resume_load(gan_options *o, const char *ckpt, tg_state_dict **sd, run
     return 0;
 }
 
+/* The images of ds labelled digit (-1: all of them, ds itself), as a new dataset; ds is freed
+ * either way. NULL with the error set. */
+static tg_dataset *keep_digit(tg_dataset *ds, int digit)
+{
+    if (!ds || digit < 0)
+        return ds;
+    const int64_t total = ds->labels->numel, per = total ? ds->images->numel / total : 0;
+    int64_t kept = 0;
+    for (int64_t i = 0; i < total; i++)
+        kept += ds->labels->data[i] == (float)digit;
+    int64_t shape[TG_MAX_DIMS];
+    memcpy(shape, ds->images->shape, sizeof shape);
+    shape[0] = kept;
+    tg_dataset *out = calloc(1, sizeof *out);
+    if (out) {
+        out->images = tg_tensor_new(ds->images->ndim, shape);
+        out->labels = tg_tensor_new(TG_DIMS(kept));
+    }
+    if (!out || !out->images || !out->labels) {
+        if (!out)
+            tg_set_error(TG_ERR_NOMEM, "keep_digit: out of memory");
+        tg_dataset_free(out), tg_dataset_free(ds);
+        return NULL;
+    }
+    for (int64_t i = 0, j = 0; i < total; i++)
+        if (ds->labels->data[i] == (float)digit) {
+            memcpy(out->images->data + j * per, ds->images->data + i * per,
+                   sizeof(float) * (size_t)per);
+            out->labels->data[j++] = (float)digit;
+        }
+    tg_dataset_free(ds);
+    return out;
+}
+
 /* The training images of o's data, checked to be 28x28 and enough for a batch; NULL after
- * saying why (*code: the exit status). */
+ * saying why (*code: the exit status). With --train-per-class N the subset is
+ * tg_dataset_per_class(every training image, N, --seed), the seed passed as it is, so that
+ * mnist_classifier's --train-per-class N --seed S gets the same images; --digit then keeps
+ * that subset's N images of the digit (the classifier's images of it, not another N). */
 static tg_dataset *load_training_set(const gan_options *o, int *code)
 {
     const char *dir = data_dir_of(o);
-    tg_dataset *ds = tg_data_load_mnist(dir, true, o->digit);
+    tg_dataset *ds = tg_data_load_mnist(dir, true, o->per_class ? -1 : o->digit);
     *code = EXIT_BAD_INPUT;
+    if (ds && o->per_class) {
+        tg_dataset *sub = tg_dataset_per_class(ds, o->per_class, o->seed);
+        tg_dataset_free(ds);
+        if (!(ds = keep_digit(sub, o->digit))) {
+            *code = fail(input_failure(), "--train-per-class %lld: %s: %s", (long long)o->per_class,
+                         dir, tg_last_error());
+            return NULL;
+        }
+    }
     if (!ds) {
         *code = fail(input_failure(), "%s%s", tg_last_error(),
                      !o->data_dir && !strcmp(dir, MNIST_DIR)
@@ -343,10 +410,14 @@ static tg_dataset *load_training_set(const gan_options *o, int *code)
              (long long)ds->images->shape[2], (long long)ds->images->shape[3]);
     else if (count == 0 && o->digit >= 0)
         fail(EXIT_BAD_INPUT, "--digit %d: no images of digit %d in %s", o->digit, o->digit, dir);
-    else if (count < o->batch)
-        fail(EXIT_BAD_INPUT, "--batch %lld: %s has %lld training images%s", (long long)o->batch,
-             dir, (long long)count, o->digit >= 0 ? " of that digit" : "");
-    else
+    else if (count < o->batch) {
+        char subset[96] = "";
+        if (o->per_class)
+            snprintf(subset, sizeof subset, " in its --train-per-class %lld subset",
+                     (long long)o->per_class);
+        fail(EXIT_BAD_INPUT, "--batch %lld: %s has %lld training images%s%s", (long long)o->batch,
+             dir, (long long)count, o->digit >= 0 ? " of that digit" : "", subset);
+    } else
         return ds;
     tg_dataset_free(ds);
     return NULL;
@@ -377,7 +448,7 @@ int train(gan_options *o)
     tg_dataset *ds = NULL;
     tg_loader *loader = NULL;
     gan_log *log = NULL;
-    tg_tensor *zfix = NULL;
+    tg_tensor *zfix = NULL, *yfix = NULL; /* yfix: a conditional G's grid labels */
     gan_state s = {0};
     gan_tracker tracker = {0}; /* --eval-every */
     if (o->resume) {
@@ -426,6 +497,7 @@ int train(gan_options *o)
                          : fail(1, "%s", tg_last_error());
         goto done;
     }
+    default_gen_label(&s, o->digit); /* what --eval-every measures */
     if (resume_sd) {
         s.z_rng = z_rng_saved;
         /* Loaded: the checkpoint's copy (as large as G, D and three Adams) is not kept for
@@ -457,13 +529,20 @@ int train(gan_options *o)
     tg_rng_seed(&grid_rng, o->seed ^ 0x9a1dull);
     zfix = tg_tensor_new(TG_DIMS(GRID_N, w.nz));
     tg_tensor_normal_(zfix, &grid_rng, 0.0f, 1.0f);
+    const bool conditional = GAN_CONDITIONAL(o->recipe);
+    if (!zfix || (conditional && !digit_rows(&zfix, &yfix))) {
+        code = fail(1, "%s", tg_last_error());
+        goto done;
+    }
     if (!(log = gan_log_open(o->out_dir, o->resume ? pos.iteration : -1, o->recipe))) {
         code = fail(input_failure(), "%s", tg_last_error());
         goto done;
     }
 
-    run_settings rs = {cfg, o->digit, o->width_div, o->batch};
-    char step[160];
+    run_settings rs = {cfg, o->digit, o->width_div, o->batch, o->per_class};
+    char step[160], per_class[64] = "";
+    if (o->per_class)
+        snprintf(per_class, sizeof per_class, ", --train-per-class %lld", (long long)o->per_class);
     if (wgan)
         snprintf(step, sizeof step, "critic norm %s, n_critic %d, gp_lambda %g, beta2 %g",
                  gan_critic_norm_names[o->critic_norm], o->n_critic, o->gp_lambda, o->beta2);
@@ -471,13 +550,15 @@ int train(gan_options *o)
         snprintf(step, sizeof step, "step %s", gan_step_names[o->step]);
     snprintf(title, sizeof title,
              "recipe %s, generator %s, %s, init %s, adam %s, shuffle "
-             "%s, batch %lld, lr %g, beta1 %g, seed %llu, %lld images%s",
-             recipe_names[o->recipe],
-             o->recipe != GAN_RECIPE_TUTORIAL ? "dcgan" : gen_names[o->generator], step,
-             gan_init_names[o->init], gan_adam_names[o->adam_eps],
+             "%s, batch %lld, lr %g, beta1 %g, seed %llu, %lld images%s%s",
+             gan_recipe_names[o->recipe],
+             conditional ? "conditional dcgan (fakes for the real batch's labels)"
+             : o->recipe != GAN_RECIPE_TUTORIAL ? "dcgan"
+                                                : gen_names[o->generator],
+             step, gan_init_names[o->init], gan_adam_names[o->adam_eps],
              o->shuffle_block ? "paddle" : "full", (long long)o->batch, o->lr, o->beta1,
              (unsigned long long)o->seed, (long long)ds->images->shape[0],
-             o->digit >= 0 ? " (one digit)" : "");
+             o->digit >= 0 ? " (one digit)" : "", per_class);
     printf("mnist_gan: %s; %lld iterations (%lld per epoch%s), from %lld; %d thread%s; %s\n", title,
            (long long)total, (long long)epoch_its, wgan ? ", each n_critic batches" : "",
            (long long)pos.iteration, o->threads, o->threads == 1 ? "" : "s", tg_blas_info());
@@ -489,15 +570,17 @@ int train(gan_options *o)
     int64_t it = pos.iteration;
     while (it < total) {
         tg_loader_state at = tg_loader_get_state(loader);
-        tg_tensor *real[GAN_N_CRITIC_MAX] = {NULL};
+        tg_tensor *real[GAN_N_CRITIC_MAX] = {NULL}, *labels = NULL;
         gan_losses l;
         tg_status st = TG_OK;
         for (int64_t k = 0; k < per_it && st == TG_OK; k++)
-            st = tg_loader_next(loader, &real[k], NULL);
+            st = tg_loader_next(loader, &real[k], conditional ? &labels : NULL);
         if (st == TG_OK)
-            st = wgan ? gan_step_wgan_gp(&s, real, &l) : gan_step(&s, real[0], NULL, &l);
+            st = wgan ? gan_step_wgan_gp(&s, real, &l)
+                      : gan_step_labels(&s, real[0], labels, NULL, &l);
         for (int64_t k = 0; k < per_it; k++)
             tg_tensor_release(real[k]);
+        tg_tensor_release(labels);
         if (st != TG_OK) {
             code = fail(1, "iteration %lld: %s", (long long)it + 1, tg_last_error());
             goto done;
@@ -540,7 +623,7 @@ int train(gan_options *o)
                        (long long)at.epoch, (long long)at.batch, l.d_real, l.d_fake, l.g);
             fflush(stdout);
             snprintf(png, sizeof png, "%s/samples_%lld.png", o->out_dir, (long long)it);
-            tg_tensor *img = gan_generate(&s, zfix);
+            tg_tensor *img = gan_generate_labels(&s, zfix, yfix);
             st =
                 img ? tg_data_write_png_grid(png, img, GRID_COLS, o->grid_scale) : tg_last_status();
             if (st == TG_OK && o->grid_both) {
@@ -575,6 +658,7 @@ int train(gan_options *o)
     code = 0;
 done:
     tg_tensor_release(zfix);
+    tg_tensor_release(yfix);
     gan_log_close(log);
     gan_tracker_close(&tracker);
     gan_state_free(&s);

@@ -6,10 +6,22 @@
 
 #include "tapegrad.h"
 
-/* Which models: the tutorial's, the classic MNIST DCGAN that learns digits in one epoch, or
+/* Which models: the tutorial's, the classic MNIST DCGAN that learns digits in one epoch,
  * WGAN-GP (Gulrajani et al. 2017): the dcgan generator against a critic trained with a
- * gradient penalty (step.c). */
-typedef enum { GAN_RECIPE_TUTORIAL, GAN_RECIPE_DCGAN, GAN_RECIPE_WGAN_GP } gan_recipe;
+ * gradient penalty (step.c), or cgan: examples/cgan's conditional DCGAN, G(z, y) and D(x, y),
+ * the label through an embedding (cgan.h), trained with dcgan's settings. The values are the
+ * checkpoint's "recipe" numbers: append only. */
+typedef enum {
+    GAN_RECIPE_TUTORIAL,
+    GAN_RECIPE_DCGAN,
+    GAN_RECIPE_WGAN_GP,
+    GAN_RECIPE_CGAN
+} gan_recipe;
+/* Whether the recipe's G and D take a label beside the image or noise. */
+#define GAN_CONDITIONAL(recipe) ((recipe) == GAN_RECIPE_CGAN)
+/* The labels a conditional G draws when the caller gives none (gan_generate): every image
+ * label gan_label_of(gen_label, i). */
+#define GAN_LABELS_BALANCED (-1)
 /* The WGAN-GP critic's normalisation: none (the default, as the paper's MNIST critic), or layer
  * norm over each sample's [C, H, W] after the second conv (the paper's advice when one is
  * wanted: the penalty is per sample, so no norm may mix the samples of a batch, as BatchNorm
@@ -23,6 +35,7 @@ typedef enum { GAN_STEP_TUTORIAL, GAN_STEP_CLEAN, GAN_STEP_ACCUMULATE } gan_step
 /* Initial weights: PaddlePaddle 1.8 dygraph's defaults (tg_nn_init_paddle) or PyTorch's. */
 typedef enum { GAN_INIT_PADDLE, GAN_INIT_TORCH } gan_init;
 /* The names of the values above, as the command line and the checkpoint spell them. */
+extern const char *const gan_recipe_names[];      /* "tutorial", "dcgan", "wgan-gp", "cgan" */
 extern const char *const gan_step_names[];        /* "tutorial", "clean", "accumulate" */
 extern const char *const gan_init_names[];        /* "paddle", "torch" */
 extern const char *const gan_adam_names[];        /* tg_adam_eps: "torch", "paddle" */
@@ -47,10 +60,10 @@ typedef struct gan_config {
 } gan_config;
 
 /* A recipe's defaults: the tutorial's as Paddle 1.8 ran it (upsample G, tutorial step, Paddle
- * init, Paddle's Adam, shuffle in blocks of 30000, lr 2e-4, beta1 0.9), dcgan's (clean step,
- * PyTorch's init and Adam, one shuffle of the whole set, beta1 0.5), or wgan-gp's (the paper's:
- * dcgan's init, Adam and shuffle, lr 1e-4, betas (0.5, 0.9), n_critic 5, lambda 10, no critic
- * norm); beta2 0.999 but for wgan-gp; seed 1. */
+ * init, Paddle's Adam, shuffle in blocks of 30000, lr 2e-4, beta1 0.9), dcgan's and cgan's
+ * (clean step, PyTorch's init and Adam, one shuffle of the whole set, beta1 0.5), or
+ * wgan-gp's (the paper's: dcgan's init, Adam and shuffle, lr 1e-4, betas (0.5, 0.9), n_critic
+ * 5, lambda 10, no critic norm); beta2 0.999 but for wgan-gp; seed 1. */
 gan_config gan_config_default(gan_recipe recipe);
 
 /* Layer widths; gan_widths_default gives the tutorial's, tests build the same shapes small. */
@@ -67,7 +80,10 @@ typedef struct gan_widths {
 /* The tutorial's widths, every one but nz divided by div (1: the real sizes). */
 gan_widths gan_widths_default(int div);
 
-/* Builds G for the recipe and generator variant, drawing initial weights from rng. */
+/* Builds G for the recipe and generator variant, drawing initial weights from rng. The cgan
+ * recipe's (cgan_generator) takes its widths from w: nz, ngf = g_ch2 (its 7x7 map has 2 * ngf
+ * channels, g_ch1 at the real sizes), ndf = d_ch1 (D's second conv has 2 * ndf, d_ch2), and a
+ * label embedding of 10. */
 tg_module *gan_build_generator(gan_recipe recipe, gan_generator gen, const gan_widths *w,
                                tg_rng *rng);
 /* Builds D for the recipe (the WGAN-GP critic with GAN_CRITIC_NONE). */
@@ -89,6 +105,9 @@ typedef struct gan_state {
     int64_t nz;
     int n_critic;
     float gp_lambda;
+    /* A conditional G's labels when gan_generate's caller gives none: GAN_LABELS_BALANCED
+     * (image i of a call draws i % 10) or one class 0..9 (gan_state_init: balanced) */
+    int gen_label;
     /* Tests only (false otherwise; the program never sets it): the tutorial step's fake-D
      * backward also runs through G, whose gradient the G step then discards, as the loop did
      * before that dead work was skipped (step.c). */
@@ -115,6 +134,13 @@ typedef struct gan_losses {
  * z_given, if not NULL, holds the z batches to use instead of drawing them (tests): [B,nz]
  * for the fake-D step and, in clean mode, a second one for the G step. */
 tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], gan_losses *out);
+/* The same for every recipe but wgan-gp, with the batch's labels [B] (digits as floats, as the
+ * loader gives them): a conditional recipe's D sees each real image with its label, and its
+ * fake images are drawn for the real batch's labels (the same y for the fake-D and the G
+ * step), as examples/cgan does. labels must be NULL for an unconditional recipe, and given
+ * for a conditional one (TG_ERR_ARG). gan_step is this with labels NULL. */
+tg_status gan_step_labels(gan_state *s, tg_tensor *real, tg_tensor *labels,
+                          tg_tensor *const z_given[2], gan_losses *out);
 
 /* One wgan-gp iteration (one generator step): s->n_critic critic steps, step k on real[k]
  * ([B,1,28,28] in [-1, 1], each its own batch), then one generator step at the same batch
@@ -122,8 +148,18 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
 tg_status gan_step_wgan_gp(gan_state *s, tg_tensor *const *real, gan_losses *out);
 
 /* G's images for the noise z [n, nz], in eval mode (running BatchNorm statistics): a new
- * reference [n,1,28,28]. */
+ * reference [n,1,28,28]. A conditional G draws row i for label gan_label_of(s->gen_label, i):
+ * callers that generate in chunks (metrics.c's gan_generate_n, 500 at a time) keep image i's
+ * label i % 10 as long as every chunk starts at a multiple of 10 (tests/test_mnist_cgan.c
+ * checks gan_generate_n's images against their labels). */
 tg_tensor *gan_generate(gan_state *s, tg_tensor *z);
+/* The same with the labels given: labels [n] (digits as floats) for a conditional G, NULL for
+ * an unconditional one (TG_ERR_ARG otherwise). */
+tg_tensor *gan_generate_labels(gan_state *s, tg_tensor *z, tg_tensor *labels);
+/* The label of row i drawn by gan_generate with s->gen_label = gen_label: gen_label itself
+ * (0..9), or i % 10 (GAN_LABELS_BALANCED). sample's labels file and eval's label accuracy
+ * read it. */
+int gan_label_of(int gen_label, int64_t i);
 
 /* Puts G, D and the optimizers' state into sd under "G.", "D.", "opt_d_real.", "opt_d_fake.",
  * "opt_g." (wgan-gp: "opt_d." for the critic's, and no opt_d_fake), and the gradients still

@@ -1,6 +1,9 @@
 /* The models: the tutorial's G (two variants) and D, and the classic MNIST DCGAN pair, each
- * written as the tutorial's Python would be, one layer a line. */
+ * written as the tutorial's Python would be, one layer a line; the cgan recipe's pair is
+ * examples/cgan's (model.c, built into this library). */
 #include "gan.h"
+
+#include "cgan.h"
 
 gan_widths gan_widths_default(int div)
 {
@@ -106,9 +109,19 @@ tg_module *gan_build_critic(gan_critic_norm norm, const gan_widths *w, tg_rng *r
                             tg_nn_flatten(), tg_nn_linear(c2 * 7 * 7, 1, true, rng));
 }
 
+/* examples/cgan's widths for ours (gan.h: gan_build_generator). */
+static cgan_widths cgan_widths_of(const gan_widths *w)
+{
+    return (cgan_widths){.nz = w->nz, .emb = 10, .ngf = w->g_ch2, .ndf = w->d_ch1};
+}
+
 tg_module *gan_build_generator(gan_recipe recipe, gan_generator gen, const gan_widths *w,
                                tg_rng *rng)
 {
+    if (recipe == GAN_RECIPE_CGAN) {
+        const cgan_widths cw = cgan_widths_of(w);
+        return cgan_generator(&cw, rng);
+    }
     if (recipe != GAN_RECIPE_TUTORIAL) /* dcgan, and wgan-gp's generator */
         return dcgan_g(w, rng);
     return gen == GAN_GEN_CONVT ? tutorial_g_convt(w, rng) : tutorial_g_upsample(w, rng);
@@ -116,6 +129,10 @@ tg_module *gan_build_generator(gan_recipe recipe, gan_generator gen, const gan_w
 
 tg_module *gan_build_discriminator(gan_recipe recipe, const gan_widths *w, tg_rng *rng)
 {
+    if (recipe == GAN_RECIPE_CGAN) {
+        const cgan_widths cw = cgan_widths_of(w);
+        return cgan_discriminator(&cw, rng);
+    }
     return recipe == GAN_RECIPE_WGAN_GP ? gan_build_critic(GAN_CRITIC_NONE, w, rng)
            : recipe == GAN_RECIPE_DCGAN ? dcgan_d(w, rng)
                                         : tutorial_d(w, rng);

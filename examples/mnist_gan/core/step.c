@@ -31,7 +31,9 @@
  * Each statement group runs on its own tape, so the graph of one is freed before the next.
  *
  * The wgan-gp recipe has its own step (gan_step_wgan_gp, below): WGAN-GP's Algorithm 1, one
- * iteration being one generator step after n_critic critic steps. */
+ * iteration being one generator step after n_critic critic steps. The cgan recipe runs the
+ * steps above (gan_step_labels) with the real batch's labels y: D(real, y), and the fake images
+ * G(z, y) seen by D with the same y. */
 #include "gan.h"
 
 #include <stdlib.h>
@@ -48,6 +50,7 @@
 #define WGAN_N_CRITIC 5
 #define WGAN_LAMBDA 10.0f
 
+const char *const gan_recipe_names[] = {"tutorial", "dcgan", "wgan-gp", "cgan", NULL};
 const char *const gan_step_names[] = {"tutorial", "clean", "accumulate", NULL};
 const char *const gan_init_names[] = {"paddle", "torch", NULL};
 const char *const gan_adam_names[] = {"torch", "paddle", NULL};
@@ -104,6 +107,7 @@ tg_status gan_state_init(gan_state *s, const gan_config *c, const gan_widths *w)
 {
     *s = (gan_state){.recipe = c->recipe,
                      .step = c->step,
+                     .gen_label = GAN_LABELS_BALANCED,
                      .nz = w->nz,
                      .n_critic = c->n_critic,
                      .gp_lambda = c->gp_lambda};
@@ -164,11 +168,17 @@ static tg_tensor *draw_z(gan_state *s, int64_t b, tg_tensor *given)
     return z;
 }
 
-/* bce_with_logits(D(x), label), averaged, recorded on the open tape (NULL x passes its error
- * on). The target is released here: the loss's node keeps what backward needs. */
-static tg_tensor *d_loss(gan_state *s, tg_tensor *x, float label)
+/* m(x), or m(x, labels) for a conditional model (labels not NULL), on the open tape. */
+static tg_tensor *forward_xy(tg_module *m, tg_tensor *x, tg_tensor *labels)
 {
-    tg_tensor *logits = tg_module_forward(s->D, x);
+    return labels ? tg_module_forward2(m, x, labels) : tg_module_forward(m, x);
+}
+
+/* bce_with_logits(D(x[, labels]), label), averaged, recorded on the open tape (NULL x passes
+ * its error on). The target is released here: the loss's node keeps what backward needs. */
+static tg_tensor *d_loss(gan_state *s, tg_tensor *x, tg_tensor *labels, float label)
+{
+    tg_tensor *logits = x ? forward_xy(s->D, x, labels) : NULL;
     tg_tensor *target = logits ? tg_tensor_full(logits->ndim, logits->shape, label) : NULL;
     tg_tensor *loss = tg_bce_with_logits(logits, target, TG_REDUCE_MEAN);
     tg_tensor_release(target);
@@ -192,6 +202,16 @@ static tg_status backward_and_step(tg_tape *tape, tg_tensor *loss, tg_optim *opt
 
 tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], gan_losses *out)
 {
+    return gan_step_labels(s, real, NULL, z_given, out);
+}
+
+tg_status gan_step_labels(gan_state *s, tg_tensor *real, tg_tensor *labels,
+                          tg_tensor *const z_given[2], gan_losses *out)
+{
+    if (GAN_CONDITIONAL(s->recipe) != (labels != NULL))
+        return tg_set_error(TG_ERR_ARG, "gan_step: %s",
+                            labels ? "labels given to an unconditional recipe's step"
+                                   : "the cgan recipe's step needs the real batch's labels");
     const int64_t b = real->shape[0];
     const bool clean = s->step == GAN_STEP_CLEAN;
     /* Every backward starts from zero gradients, except in the accumulate step. In the tutorial
@@ -206,7 +226,8 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
     if (fresh)
         tg_module_zero_grad(s->D);
     tape = tg_tape_begin(TG_GRAD);
-    st = backward_and_step(tape, tape ? d_loss(s, real, 1.0f) : NULL, s->opt_d_real, &out->d_real);
+    st = backward_and_step(tape, tape ? d_loss(s, real, labels, 1.0f) : NULL, s->opt_d_real,
+                           &out->d_real);
     tg_module_zero_grad(s->D);
     if (st != TG_OK)
         return st;
@@ -220,9 +241,9 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
     if (fresh)
         tg_module_zero_grad(s->G);
     if ((tape = tg_tape_begin(TG_GRAD))) {
-        tg_tensor *fake = tg_module_forward(s->G, z);
+        tg_tensor *fake = forward_xy(s->G, z, labels); /* conditional: the real batch's y */
         const bool detach = clean || (s->step == GAN_STEP_TUTORIAL && !s->fake_d_reaches_g);
-        st = backward_and_step(tape, d_loss(s, detach ? tg_detach(fake) : fake, 0.0f),
+        st = backward_and_step(tape, d_loss(s, detach ? tg_detach(fake) : fake, labels, 0.0f),
                                s->opt_d_fake, &out->d_fake);
     } else {
         st = tg_last_status();
@@ -240,7 +261,8 @@ tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], g
         tg_module_zero_grad(s->G);
     if (st == TG_OK) {
         tape = tg_tape_begin(TG_GRAD);
-        st = backward_and_step(tape, tape ? d_loss(s, tg_module_forward(s->G, z), 1.0f) : NULL,
+        st = backward_and_step(tape,
+                               tape ? d_loss(s, forward_xy(s->G, z, labels), labels, 1.0f) : NULL,
                                s->opt_g, &out->g);
     }
     tg_module_zero_grad(s->G);
@@ -332,12 +354,36 @@ tg_status gan_step_wgan_gp(gan_state *s, tg_tensor *const *real, gan_losses *out
     return st;
 }
 
+int gan_label_of(int gen_label, int64_t i)
+{
+    return gen_label == GAN_LABELS_BALANCED ? (int)(i % 10) : gen_label;
+}
+
 tg_tensor *gan_generate(gan_state *s, tg_tensor *z)
 {
+    if (!z) /* its maker's error stands */
+        return NULL;
+    if (!GAN_CONDITIONAL(s->recipe))
+        return gan_generate_labels(s, z, NULL);
+    tg_tensor *labels = tg_tensor_new(TG_DIMS(z->shape[0]));
+    for (int64_t i = 0; labels && i < labels->numel; i++)
+        labels->data[i] = (float)gan_label_of(s->gen_label, i);
+    tg_tensor *img = labels ? gan_generate_labels(s, z, labels) : NULL;
+    tg_tensor_release(labels);
+    return img;
+}
+
+tg_tensor *gan_generate_labels(gan_state *s, tg_tensor *z, tg_tensor *labels)
+{
+    if (GAN_CONDITIONAL(s->recipe) != (labels != NULL)) {
+        tg_set_error(TG_ERR_ARG, "gan_generate_labels: %s G %s labels",
+                     labels ? "an unconditional" : "a conditional", labels ? "takes no" : "needs");
+        return NULL;
+    }
     bool was_training = tg_module_is_training(s->G);
     tg_module_train(s->G, false);
     tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
-    tg_tensor *img = tape ? tg_tensor_retain(tg_module_forward(s->G, z)) : NULL;
+    tg_tensor *img = tape ? tg_tensor_retain(forward_xy(s->G, z, labels)) : NULL;
     if (tape)
         tg_tape_end(tape);
     tg_module_train(s->G, was_training);

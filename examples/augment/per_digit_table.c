@@ -1,0 +1,409 @@
+/* per_digit_table: the table of the per-digit experiment (issue 16; examples/augment/README.md).
+ *
+ *   per_digit_table OUT
+ *
+ * OUT is a folder of per_digit_train.sh; per_digit_table.sh has measured every finished run
+ * into OUT/<run>/per_digit_eval.jsonl (`mnist_gan eval`'s JSON line) first. The grid is
+ * per_digit_train.sh's: RECIPES, DIGITS and SEEDS from the environment with its defaults, plus
+ * any run folder found beyond it. Writes OUT/per_digit.md: per digit and recipe, how many seeds
+ * are black, single mode or healthy by metrics.h's gan_collapse, the means of white, diversity
+ * and FID, and for each collapsed run the first measurement of its eval.csv (train
+ * --eval-every) with the same verdict; then every run, and the runs not finished or not
+ * measured. Exit status: 0 written, 2 bad input (OUT, the environment), 1 other failures. */
+#include "metrics.h"
+#include "tapegrad.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { MAX_RECIPES = 8, MAX_DIGITS = 10, MAX_SEEDS = 32, NAME_MAX_LEN = 32 };
+
+/* per_digit_train.sh's defaults. */
+static const char DEFAULT_RECIPES[] = "tutorial dcgan wgan-gp";
+static const char DEFAULT_DIGITS[] = "0 1 2 3 4 5 6 7 8 9";
+static const char DEFAULT_SEEDS[] = "1 2 3";
+/* The file per_digit_table.sh caches each run's measurement in. */
+static const char EVAL_CACHE[] = "per_digit_eval.jsonl";
+
+typedef enum { RUN_NOT_STARTED, RUN_RUNNING, RUN_NOT_MEASURED, RUN_MEASURED } run_state;
+
+typedef struct {
+    run_state state;
+    long long progress;     /* the last iteration in losses.csv; -1 none */
+    long long iteration, n; /* of the measurement */
+    double white, diversity, fid;
+    gan_collapse_kind kind;
+    long long first;        /* the first eval.csv iteration with the same verdict; -1 none */
+    bool csv_has_diversity; /* eval.csv has the column (runs of builds before it do not) */
+} run_info;
+
+static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("per_digit_table: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+/* Splits the environment variable var (default def) into at most max words of names[]; the
+ * count, or -1 when there are too many or one is too long. */
+static int words(const char *var, const char *def, int max, char names[][NAME_MAX_LEN])
+{
+    const char *s = getenv(var);
+    if (!s)
+        s = def;
+    int n = 0;
+    while (*s) {
+        while (*s == ' ' || *s == '\t' || *s == '\n')
+            s++;
+        size_t len = strcspn(s, " \t\n");
+        if (!len)
+            break;
+        if (n == max || len >= NAME_MAX_LEN)
+            return -1;
+        memcpy(names[n], s, len);
+        names[n++][len] = '\0';
+        s += len;
+    }
+    return n;
+}
+
+/* The whole file, or NULL (absent or unreadable). */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *b = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (cap - n < 4096) {
+            char *p = realloc(b, cap = cap ? 2 * cap : 8192);
+            if (!p) {
+                free(b), fclose(f);
+                return NULL;
+            }
+            b = p;
+        }
+        size_t got = fread(b + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    fclose(f);
+    b[n] = '\0';
+    return b;
+}
+
+/* The number after "key": at or after from (eval's JSON writes `"key": value`); NAN when it is
+ * absent or null. */
+static double json_number(const char *from, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = from ? strstr(from, pat) : NULL;
+    if (!p)
+        return NAN;
+    char *end;
+    const double v = strtod(p + strlen(pat), &end);
+    return end > p + strlen(pat) ? v : NAN;
+}
+
+/* The start of the last non-empty line of s. */
+static const char *last_line(const char *s)
+{
+    const char *end = s + strlen(s);
+    while (end > s && end[-1] == '\n')
+        end--;
+    const char *p = end;
+    while (p > s && p[-1] != '\n')
+        p--;
+    return p;
+}
+
+/* The run's measurement from its cache: false when the line is not eval's. */
+static bool read_measurement(const char *json, run_info *r)
+{
+    const char *line = last_line(json);
+    const char *gen = strstr(line, "\"generated\": {");
+    if (!gen)
+        return false;
+    r->iteration = (long long)json_number(line, "iteration");
+    r->n = (long long)json_number(line, "n"); /* the top level's n comes first */
+    r->white = json_number(gen, "white");
+    r->diversity = json_number(gen, "diversity");
+    r->fid = json_number(gen, "fid");
+    if (isnan(r->white))
+        return false;
+    r->kind = gan_collapse(r->white, r->diversity);
+    return true;
+}
+
+/* The column of name in eval.csv's header line, or -1. */
+static int column(const char *header, const char *name)
+{
+    const size_t len = strlen(name);
+    int col = 0;
+    for (const char *p = header; *p && *p != '\n'; col++) {
+        const size_t w = strcspn(p, ",\n");
+        if (w == len && !strncmp(p, name, len))
+            return col;
+        p += w;
+        if (*p == ',')
+            p++;
+    }
+    return -1;
+}
+
+/* Field col of a CSV line as a number (NAN when missing). */
+static double field(const char *line, int col)
+{
+    for (int c = 0; c < col; c++) {
+        line += strcspn(line, ",\n");
+        if (*line != ',')
+            return NAN;
+        line++;
+    }
+    char *end;
+    const double v = strtod(line, &end);
+    return end > line ? v : NAN;
+}
+
+/* r->first: the first row of the run's eval.csv whose own verdict is r->kind. */
+static void first_crossing(const char *dir, run_info *r)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/eval.csv", dir);
+    char *csv = slurp(path);
+    r->first = -1;
+    r->csv_has_diversity = false;
+    if (!csv)
+        return;
+    const int c_it = column(csv, "iteration"), c_white = column(csv, "white"),
+              c_div = column(csv, "diversity");
+    r->csv_has_diversity = c_div >= 0;
+    for (const char *line = strchr(csv, '\n'); c_it >= 0 && c_white >= 0 && line && line[1];
+         line = strchr(line + 1, '\n')) {
+        const double it = field(line + 1, c_it), white = field(line + 1, c_white);
+        const double div = c_div >= 0 ? field(line + 1, c_div) : NAN;
+        if (!isnan(it) && !isnan(white) && gan_collapse(white, div) == r->kind) {
+            r->first = (long long)it;
+            break;
+        }
+    }
+    free(csv);
+}
+
+/* The last iteration in the run's losses.csv, or -1. */
+static long long progress(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/losses.csv", dir);
+    char *csv = slurp(path);
+    if (!csv)
+        return -1;
+    const char *line = last_line(csv);
+    const double it = *line >= '0' && *line <= '9' ? field(line, 0) : NAN;
+    free(csv);
+    return isnan(it) ? -1 : (long long)it;
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static void read_run(const char *out, const char *name, run_info *r)
+{
+    char dir[4100], path[4200];
+    snprintf(dir, sizeof dir, "%s/%s", out, name);
+    *r = (run_info){.state = RUN_NOT_STARTED, .progress = -1, .first = -1};
+    if (!exists(dir))
+        return;
+    r->progress = progress(dir);
+    snprintf(path, sizeof path, "%s/done", dir);
+    if (!exists(path)) {
+        r->state = RUN_RUNNING;
+        return;
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, EVAL_CACHE);
+    char *json = slurp(path);
+    r->state = json && read_measurement(json, r) ? RUN_MEASURED : RUN_NOT_MEASURED;
+    free(json);
+    if (r->state == RUN_MEASURED && r->kind != GAN_COLLAPSE_NONE)
+        first_crossing(dir, r);
+}
+
+/* A figure for the page: "-" when unknown. */
+static const char *num(char *buf, size_t size, const char *fmt, double v)
+{
+    if (isnan(v))
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, fmt, v);
+    return buf;
+}
+
+/* "s2 at 400" (or why there is no iteration) for a collapsed run, into buf; the seed is a
+ * name of words() (shorter than NAME_MAX_LEN). */
+static const char *crossing(char *buf, size_t size, const char *seed, const run_info *r)
+{
+    if (r->first >= 0)
+        snprintf(buf, size, "s%.31s at %lld", seed, r->first);
+    else if (r->kind == GAN_COLLAPSE_SINGLE_MODE && !r->csv_has_diversity)
+        snprintf(buf, size, "s%.31s (eval.csv has no diversity)", seed);
+    else
+        snprintf(buf, size, "s%.31s (not in eval.csv)", seed);
+    return buf;
+}
+
+int main(int argc, char **argv)
+{
+    static const char usage[] = "usage: per_digit_table OUT (a per_digit_train.sh folder; "
+                                "per_digit_table.sh measures its runs first)";
+    if (argc == 2 && !strcmp(argv[1], "--help")) {
+        puts(usage);
+        return 0;
+    }
+    if (argc != 2)
+        return fail(2, "%s", usage);
+    const char *out = argv[1];
+    static char recipes[MAX_RECIPES][NAME_MAX_LEN], digits[MAX_DIGITS][NAME_MAX_LEN],
+        seeds[MAX_SEEDS][NAME_MAX_LEN];
+    const int nr = words("RECIPES", DEFAULT_RECIPES, MAX_RECIPES, recipes);
+    const int nd = words("DIGITS", DEFAULT_DIGITS, MAX_DIGITS, digits);
+    const int ns = words("SEEDS", DEFAULT_SEEDS, MAX_SEEDS, seeds);
+    if (nr < 1 || nd < 1 || ns < 1)
+        return fail(2,
+                    "RECIPES, DIGITS and SEEDS: expected 1 to %d, %d and %d names of fewer "
+                    "than %d characters, got \"%s\", \"%s\" and \"%s\"",
+                    MAX_RECIPES, MAX_DIGITS, MAX_SEEDS, NAME_MAX_LEN,
+                    getenv("RECIPES") ? getenv("RECIPES") : DEFAULT_RECIPES,
+                    getenv("DIGITS") ? getenv("DIGITS") : DEFAULT_DIGITS,
+                    getenv("SEEDS") ? getenv("SEEDS") : DEFAULT_SEEDS);
+    struct stat st;
+    if (stat(out, &st) != 0)
+        return fail(2, "%s: %s", out, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return fail(2, "%s: not a folder", out);
+    static run_info runs[MAX_DIGITS][MAX_RECIPES][MAX_SEEDS];
+    for (int d = 0; d < nd; d++)
+        for (int r = 0; r < nr; r++)
+            for (int s = 0; s < ns; s++) {
+                char name[3 * NAME_MAX_LEN + 8];
+                snprintf(name, sizeof name, "%s-d%s-s%s", recipes[r], digits[d], seeds[s]);
+                read_run(out, name, &runs[d][r][s]);
+            }
+
+    char path[4200];
+    snprintf(path, sizeof path, "%s/per_digit.md", out);
+    tg_atomic_file *af = tg_atomic_open(path);
+    if (!af)
+        return fail(1, "%s", tg_last_error());
+    FILE *f = tg_atomic_stream(af);
+    long long n_eval = -1;
+    int measured = 0, pending = 0;
+    for (int d = 0; d < nd; d++)
+        for (int r = 0; r < nr; r++)
+            for (int s = 0; s < ns; s++) {
+                const run_info *x = &runs[d][r][s];
+                measured += x->state == RUN_MEASURED;
+                pending += x->state != RUN_MEASURED;
+                if (x->state == RUN_MEASURED)
+                    n_eval = x->n;
+            }
+    fprintf(f,
+            "# Per-digit GANs: collapse\n\n"
+            "Written by `per_digit_table` from `%s`: %d of %d runs measured (`mnist_gan eval`, "
+            "%lld generated images against as many real test images of the digit; "
+            "examples/augment/README.md). A run is **black** when its images' mean white is "
+            "below %g, **single mode** when, not black, its diversity is below %g, "
+            "**healthy** otherwise (metrics.h, `gan_collapse`).\n\n",
+            out, measured, nd * nr * ns, n_eval, GAN_BLACK_WHITE, GAN_SINGLE_MODE_DIVERSITY);
+    fputs("| digit | recipe | measured | black | single mode | healthy | white | diversity | "
+          "FID | collapsed: seed at the first eval.csv iteration with that verdict |\n"
+          "|---|---|---|---|---|---|---|---|---|---|\n",
+          f);
+    int totals[MAX_RECIPES][3] = {{0}}, total_measured[MAX_RECIPES] = {0};
+    for (int d = 0; d < nd; d++)
+        for (int r = 0; r < nr; r++) {
+            int count[3] = {0}, m = 0;
+            double white = 0, div = 0, fid = 0;
+            char when[1024] = "", buf[256];
+            for (int s = 0; s < ns; s++) {
+                const run_info *x = &runs[d][r][s];
+                if (x->state != RUN_MEASURED)
+                    continue;
+                m++, count[x->kind]++;
+                white += x->white, div += x->diversity, fid += x->fid;
+                if (x->kind != GAN_COLLAPSE_NONE) {
+                    size_t len = strlen(when);
+                    snprintf(when + len, sizeof when - len, "%s%s: %s", len ? "; " : "",
+                             gan_collapse_name(x->kind), crossing(buf, sizeof buf, seeds[s], x));
+                }
+            }
+            total_measured[r] += m;
+            for (int k = 0; k < 3; k++)
+                totals[r][k] += count[k];
+            char w[32], v[32], q[32];
+            fprintf(f, "| %s | %s | %d/%d | %d | %d | %d | %s | %s | %s | %s |\n", digits[d],
+                    recipes[r], m, ns, count[GAN_COLLAPSE_BLACK], count[GAN_COLLAPSE_SINGLE_MODE],
+                    count[GAN_COLLAPSE_NONE], num(w, sizeof w, "%.3f", m ? white / m : NAN),
+                    num(v, sizeof v, "%.3f", m ? div / m : NAN),
+                    num(q, sizeof q, "%.1f", m ? fid / m : NAN), *when ? when : "-");
+        }
+    fputs("\n| recipe | measured | black | single mode | healthy |\n|---|---|---|---|---|\n", f);
+    for (int r = 0; r < nr; r++)
+        fprintf(f, "| %s | %d/%d | %d | %d | %d |\n", recipes[r], total_measured[r], nd * ns,
+                totals[r][GAN_COLLAPSE_BLACK], totals[r][GAN_COLLAPSE_SINGLE_MODE],
+                totals[r][GAN_COLLAPSE_NONE]);
+
+    fputs("\n## Every run\n\n| run | iteration | white | diversity | FID | verdict |\n"
+          "|---|---|---|---|---|---|\n",
+          f);
+    for (int d = 0; d < nd; d++)
+        for (int r = 0; r < nr; r++)
+            for (int s = 0; s < ns; s++) {
+                const run_info *x = &runs[d][r][s];
+                if (x->state != RUN_MEASURED)
+                    continue;
+                char w[32], v[32], q[32];
+                fprintf(f, "| %s-d%s-s%s | %lld | %s | %s | %s | %s |\n", recipes[r], digits[d],
+                        seeds[s], x->iteration, num(w, sizeof w, "%.4f", x->white),
+                        num(v, sizeof v, "%.3f", x->diversity), num(q, sizeof q, "%.1f", x->fid),
+                        gan_collapse_name(x->kind));
+            }
+    fprintf(f, "\n## Not finished or not measured (%d)\n\n", pending);
+    for (int d = 0; d < nd; d++)
+        for (int r = 0; r < nr; r++)
+            for (int s = 0; s < ns; s++) {
+                const run_info *x = &runs[d][r][s];
+                if (x->state == RUN_MEASURED)
+                    continue;
+                fprintf(f, "- %s-d%s-s%s: ", recipes[r], digits[d], seeds[s]);
+                if (x->state == RUN_NOT_STARTED)
+                    fputs("not started\n", f);
+                else if (x->state == RUN_RUNNING)
+                    fprintf(f, "unfinished, at iteration %lld\n", x->progress);
+                else
+                    fprintf(f,
+                            "finished, not measured (no readable %s: run "
+                            "per_digit_table.sh)\n",
+                            EVAL_CACHE);
+            }
+    if (tg_atomic_commit(af) != TG_OK)
+        return fail(1, "%s", tg_last_error());
+    printf("per_digit_table: %s: %d runs measured, %d not finished or not measured\n", path,
+           measured, pending);
+    return 0;
+}

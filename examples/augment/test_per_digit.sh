@@ -1,0 +1,97 @@
+#!/bin/sh
+# The per-digit experiment end to end at toy size (meson's test 'per_digit', suite e2e):
+# per_digit_train.sh trains digit 3 with every recipe for 4 iterations (small models, a
+# classifier of one epoch on 500 images), per_digit_table.sh measures the runs and writes
+# per_digit.md, and the table is checked: its rows, its figures, the runs counted; a second
+# call measures nothing again; a hand-made collapsed run gets its verdict and the eval.csv
+# iteration where it began; runs not finished or not started are listed as such; a run eval
+# cannot read is listed as not measured (exit 1); a missing OUT is refused (exit 2).
+#
+#   test_per_digit.sh BUILD SRC MNIST_DIR      (SKIP, exit 77, without MNIST in MNIST_DIR)
+set -eu
+build=$1 src=$2 data=$3
+[ -f "$data/train-images-idx3-ubyte" ] || [ -f "$data/train-images-idx3-ubyte.gz" ] || {
+    echo "SKIP: no MNIST in $data (scripts/fetch-mnist.sh)"
+    exit 77
+}
+tmp=$(mktemp -d /tmp/tg_per_digit_XXXXXX)
+[ -n "${TG_KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT
+out=$tmp/out
+fail() {
+    echo "test_per_digit: $*" >&2
+    [ ! -f "$out/per_digit.md" ] || cat "$out/per_digit.md" >&2
+    exit 1
+}
+export ITERS=4 SEEDS=1 DIGITS=3 N=50 EVAL_FLAGS="--data $data"
+export CLASSIFIER_FLAGS="--epochs 1 --limit 500 --data $data"
+export MNIST_GAN_FLAGS="--width-div 8 --batch 16 --eval-n 50 --data $data"
+sh "$src/examples/augment/per_digit_train.sh" "$build" "$out" >"$tmp/train.log" 2>&1 ||
+    fail "per_digit_train.sh failed: $(tail -n 5 "$tmp/train.log")"
+sh "$src/examples/augment/per_digit_table.sh" "$build" "$out" >"$tmp/table.log" 2>&1 ||
+    fail "per_digit_table.sh failed: $(tail -n 5 "$tmp/table.log")"
+md=$out/per_digit.md
+[ -f "$md" ] || fail "no $md"
+grep -q "3 of 3 runs measured" "$md" || fail "not 3 of 3 runs measured"
+# One row per recipe for digit 3: 1/1 measured, its seed counted once, the three figures numbers.
+for recipe in tutorial dcgan wgan-gp; do
+    awk -F'|' -v r="$recipe" '
+        function num(s) { gsub(/ /, "", s); return s ~ /^-?[0-9]+(\.[0-9]+)?$/ }
+        $2 == " 3 " && $3 == " " r " " {
+            found = 1
+            if ($4 != " 1/1 " || $5 + $6 + $7 != 1 || !num($8) || !num($9) || !num($10))
+                bad = 1
+        }
+        END { exit !(found && !bad) }' "$md" || fail "row for digit 3, $recipe: missing or wrong"
+    grep -q "^| $recipe-d3-s1 | 4 | " "$md" || fail "no line for run $recipe-d3-s1 at iteration 4"
+    [ -f "$out/$recipe-d3-s1/per_digit_eval.jsonl" ] || fail "$recipe-d3-s1: no cached measurement"
+done
+grep -q "^## Not finished or not measured (0)" "$md" || fail "runs left unmeasured"
+
+# Again: every measurement is cached, nothing is measured twice.
+cp "$out/dcgan-d3-s1/per_digit_eval.jsonl" "$tmp/cache"
+sleep 1
+sh "$src/examples/augment/per_digit_table.sh" "$build" "$out" >"$tmp/table.log" 2>&1 ||
+    fail "per_digit_table.sh failed the second time: $(tail -n 5 "$tmp/table.log")"
+cmp -s "$tmp/cache" "$out/dcgan-d3-s1/per_digit_eval.jsonl" || fail "measured again"
+[ -z "$(find "$out" -name per_digit_eval.jsonl -newer "$tmp/cache")" ] || fail "measured again"
+
+# A collapsed run made by hand (seed 9): black at its end, and from iteration 8 in its eval.csv
+# (single mode at 4, black from 8: the first row with the run's own verdict counts); a run
+# stopped half-way (seed 7) and one not started (seed 8).
+run=$out/tutorial-d3-s9
+mkdir "$run" "$out/dcgan-d3-s7"
+cp "$out/tutorial-d3-s1/checkpoint.safetensors" "$out/tutorial-d3-s1/done" "$run/"
+printf 'iteration,epoch,batch,d_real,d_fake,g,seconds\n1,0,0,1,1,1,0.1\n3,0,2,1,1,1,0.2\n' \
+    >"$out/dcgan-d3-s7/losses.csv"
+sed 's/"generated": {\([^}]*\)"white": [^,]*,/"generated": {\1"white": 0.01,/' \
+    "$out/tutorial-d3-s1/per_digit_eval.jsonl" >"$run/per_digit_eval.jsonl"
+printf 'iteration,fid,score,rarest_share,rarest_class,classes_5pct,confidence,white,n,diversity\n%s\n%s\n%s\n' \
+    '4,10,1,0,0,1,0.9,0.5,50,0.1' '8,10,1,0,0,1,0.9,0.01,50,0.9' '12,10,1,0,0,1,0.9,0.012,50,0.9' \
+    >"$run/eval.csv"
+SEEDS="1 7 8 9" sh "$src/examples/augment/per_digit_table.sh" "$build" "$out" \
+    >"$tmp/table.log" 2>&1 || fail "per_digit_table.sh failed: $(tail -n 5 "$tmp/table.log")"
+awk -F'|' '$2 == " 3 " && $3 == " tutorial " && $4 == " 2/4 " && $5 >= 1 &&
+    $5 + $6 + $7 == 2 && $11 ~ /black: s9 at 8( |;|$)/ { found = 1 } END { exit !found }' "$md" ||
+    fail "the hand-made black run is not counted black from iteration 8"
+grep -q "^| tutorial-d3-s9 | 4 | 0.0100 | .* | black |$" "$md" || fail "no line for tutorial-d3-s9"
+grep -q "^- dcgan-d3-s7: unfinished, at iteration 3$" "$md" || fail "dcgan-d3-s7 not unfinished"
+grep -q "^- tutorial-d3-s8: not started$" "$md" || fail "tutorial-d3-s8 not listed"
+# A finished run whose checkpoint eval cannot read (seed 6): said, listed as not measured, the
+# table written all the same, exit 1.
+mkdir "$out/dcgan-d3-s6"
+echo "not a checkpoint" >"$out/dcgan-d3-s6/checkpoint.safetensors"
+touch "$out/dcgan-d3-s6/done"
+code=0
+SEEDS="1 6" sh "$src/examples/augment/per_digit_table.sh" "$build" "$out" >"$tmp/table.log" 2>&1 ||
+    code=$?
+[ "$code" = 1 ] && grep -q "measuring .*dcgan-d3-s6 failed" "$tmp/table.log" ||
+    fail "a bad checkpoint: exit $code, $(cat "$tmp/table.log")"
+grep -q "^- dcgan-d3-s6: finished, not measured" "$md" && grep -q "3 of 6 runs measured" "$md" ||
+    fail "the unreadable run is not listed as not measured"
+
+# Bad input: one line naming it, exit 2, nothing written.
+code=0
+"$build/examples/augment/per_digit_table" "$tmp/none" 2>"$tmp/err" || code=$?
+[ "$code" = 2 ] && grep -q "$tmp/none: No such file" "$tmp/err" && [ "$(wc -l <"$tmp/err")" = 1 ] ||
+    fail "a missing OUT: exit $code, $(cat "$tmp/err")"
+echo "test_per_digit: ok"
