@@ -11,6 +11,7 @@
  * --eval-every) with the same verdict; then every run, and the runs not finished or not
  * measured. Exit status: 0 written, 2 bad input (OUT, the environment), 1 other failures. */
 #include "metrics.h"
+#include "table_util.h"
 #include "tapegrad.h"
 
 #include <errno.h>
@@ -21,7 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum { MAX_RECIPES = 8, MAX_DIGITS = 10, MAX_SEEDS = 32, NAME_MAX_LEN = 32 };
+enum { MAX_RECIPES = 8, MAX_DIGITS = 10, MAX_SEEDS = 32 };
 
 /* per_digit_train.sh's defaults. */
 static const char DEFAULT_RECIPES[] = "tutorial dcgan wgan-gp";
@@ -54,94 +55,18 @@ static int fail(int code, const char *fmt, ...)
     return code;
 }
 
-/* Splits the environment variable var (default def) into at most max words of names[]; the
- * count, or -1 when there are too many or one is too long. */
-static int words(const char *var, const char *def, int max, char names[][NAME_MAX_LEN])
-{
-    const char *s = getenv(var);
-    if (!s)
-        s = def;
-    int n = 0;
-    while (*s) {
-        while (*s == ' ' || *s == '\t' || *s == '\n')
-            s++;
-        size_t len = strcspn(s, " \t\n");
-        if (!len)
-            break;
-        if (n == max || len >= NAME_MAX_LEN)
-            return -1;
-        memcpy(names[n], s, len);
-        names[n++][len] = '\0';
-        s += len;
-    }
-    return n;
-}
-
-/* The whole file, or NULL (absent or unreadable). */
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *b = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (cap - n < 4096) {
-            char *p = realloc(b, cap = cap ? 2 * cap : 8192);
-            if (!p) {
-                free(b), fclose(f);
-                return NULL;
-            }
-            b = p;
-        }
-        size_t got = fread(b + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    fclose(f);
-    b[n] = '\0';
-    return b;
-}
-
-/* The number after "key": at or after from (eval's JSON writes `"key": value`); NAN when it is
- * absent or null. */
-static double json_number(const char *from, const char *key)
-{
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\": ", key);
-    const char *p = from ? strstr(from, pat) : NULL;
-    if (!p)
-        return NAN;
-    char *end;
-    const double v = strtod(p + strlen(pat), &end);
-    return end > p + strlen(pat) ? v : NAN;
-}
-
-/* The start of the last non-empty line of s. */
-static const char *last_line(const char *s)
-{
-    const char *end = s + strlen(s);
-    while (end > s && end[-1] == '\n')
-        end--;
-    const char *p = end;
-    while (p > s && p[-1] != '\n')
-        p--;
-    return p;
-}
-
 /* The run's measurement from its cache: false when the line is not eval's. */
 static bool read_measurement(const char *json, run_info *r)
 {
-    const char *line = last_line(json);
+    const char *line = tbl_last_line(json);
     const char *gen = strstr(line, "\"generated\": {");
     if (!gen)
         return false;
-    r->iteration = (long long)json_number(line, "iteration");
-    r->n = (long long)json_number(line, "n"); /* the top level's n comes first */
-    r->white = json_number(gen, "white");
-    r->diversity = json_number(gen, "diversity");
-    r->fid = json_number(gen, "fid");
+    r->iteration = (long long)tbl_json_number(line, "iteration");
+    r->n = (long long)tbl_json_number(line, "n"); /* the top level's n comes first */
+    r->white = tbl_json_number(gen, "white");
+    r->diversity = tbl_json_number(gen, "diversity");
+    r->fid = tbl_json_number(gen, "fid");
     if (isnan(r->white))
         return false;
     r->kind = gan_collapse(r->white, r->diversity);
@@ -183,7 +108,7 @@ static void first_crossing(const char *dir, run_info *r)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/eval.csv", dir);
-    char *csv = slurp(path);
+    char *csv = tbl_slurp(path);
     r->first = -1;
     r->csv_has_diversity = false;
     if (!csv)
@@ -208,10 +133,10 @@ static long long progress(const char *dir)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/losses.csv", dir);
-    char *csv = slurp(path);
+    char *csv = tbl_slurp(path);
     if (!csv)
         return -1;
-    const char *line = last_line(csv);
+    const char *line = tbl_last_line(csv);
     const double it = *line >= '0' && *line <= '9' ? field(line, 0) : NAN;
     free(csv);
     return isnan(it) ? -1 : (long long)it;
@@ -237,7 +162,7 @@ static void read_run(const char *out, const char *name, run_info *r)
         return;
     }
     snprintf(path, sizeof path, "%s/%s", dir, EVAL_CACHE);
-    char *json = slurp(path);
+    char *json = tbl_slurp(path);
     r->state = json && read_measurement(json, r) ? RUN_MEASURED : RUN_NOT_MEASURED;
     free(json);
     if (r->state == RUN_MEASURED && r->kind != GAN_COLLAPSE_NONE)
@@ -255,7 +180,7 @@ static const char *num(char *buf, size_t size, const char *fmt, double v)
 }
 
 /* "s2 at 400" (or why there is no iteration) for a collapsed run, into buf; the seed is a
- * name of words() (shorter than NAME_MAX_LEN). */
+ * name of tbl_words() (shorter than TBL_NAME_MAX). */
 static const char *crossing(char *buf, size_t size, const char *seed, const run_info *r)
 {
     if (r->first >= 0)
@@ -278,16 +203,16 @@ int main(int argc, char **argv)
     if (argc != 2)
         return fail(2, "%s", usage);
     const char *out = argv[1];
-    static char recipes[MAX_RECIPES][NAME_MAX_LEN], digits[MAX_DIGITS][NAME_MAX_LEN],
-        seeds[MAX_SEEDS][NAME_MAX_LEN];
-    const int nr = words("RECIPES", DEFAULT_RECIPES, MAX_RECIPES, recipes);
-    const int nd = words("DIGITS", DEFAULT_DIGITS, MAX_DIGITS, digits);
-    const int ns = words("SEEDS", DEFAULT_SEEDS, MAX_SEEDS, seeds);
+    static char recipes[MAX_RECIPES][TBL_NAME_MAX], digits[MAX_DIGITS][TBL_NAME_MAX],
+        seeds[MAX_SEEDS][TBL_NAME_MAX];
+    const int nr = tbl_words("RECIPES", DEFAULT_RECIPES, MAX_RECIPES, recipes);
+    const int nd = tbl_words("DIGITS", DEFAULT_DIGITS, MAX_DIGITS, digits);
+    const int ns = tbl_words("SEEDS", DEFAULT_SEEDS, MAX_SEEDS, seeds);
     if (nr < 1 || nd < 1 || ns < 1)
         return fail(2,
                     "RECIPES, DIGITS and SEEDS: expected 1 to %d, %d and %d names of fewer "
                     "than %d characters, got \"%s\", \"%s\" and \"%s\"",
-                    MAX_RECIPES, MAX_DIGITS, MAX_SEEDS, NAME_MAX_LEN,
+                    MAX_RECIPES, MAX_DIGITS, MAX_SEEDS, TBL_NAME_MAX,
                     getenv("RECIPES") ? getenv("RECIPES") : DEFAULT_RECIPES,
                     getenv("DIGITS") ? getenv("DIGITS") : DEFAULT_DIGITS,
                     getenv("SEEDS") ? getenv("SEEDS") : DEFAULT_SEEDS);
@@ -300,7 +225,7 @@ int main(int argc, char **argv)
     for (int d = 0; d < nd; d++)
         for (int r = 0; r < nr; r++)
             for (int s = 0; s < ns; s++) {
-                char name[3 * NAME_MAX_LEN + 8];
+                char name[3 * TBL_NAME_MAX + 8];
                 snprintf(name, sizeof name, "%s-d%s-s%s", recipes[r], digits[d], seeds[s]);
                 read_run(out, name, &runs[d][r][s]);
             }

@@ -1,0 +1,77 @@
+/* table_util: what the study's table programs share (table_util.h). */
+#include "table_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int tbl_words(const char *var, const char *def, int max, char names[][TBL_NAME_MAX])
+{
+    const char *s = getenv(var);
+    if (!s)
+        s = def;
+    int n = 0;
+    while (*s) {
+        while (*s == ' ' || *s == '\t' || *s == '\n')
+            s++;
+        size_t len = strcspn(s, " \t\n");
+        if (!len)
+            break;
+        if (n == max || len >= TBL_NAME_MAX)
+            return -1;
+        memcpy(names[n], s, len);
+        names[n++][len] = '\0';
+        s += len;
+    }
+    return n;
+}
+
+char *tbl_slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *b = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (cap - n < 4096) {
+            char *p = realloc(b, cap = cap ? 2 * cap : 8192);
+            if (!p) {
+                free(b), fclose(f);
+                return NULL;
+            }
+            b = p;
+        }
+        size_t got = fread(b + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    fclose(f);
+    b[n] = '\0';
+    return b;
+}
+
+double tbl_json_number(const char *from, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = from ? strstr(from, pat) : NULL;
+    if (!p)
+        return NAN;
+    char *end;
+    const double v = strtod(p + strlen(pat), &end);
+    return end > p + strlen(pat) ? v : NAN;
+}
+
+const char *tbl_last_line(const char *s)
+{
+    const char *end = s + strlen(s);
+    while (end > s && end[-1] == '\n')
+        end--;
+    const char *p = end;
+    while (p > s && p[-1] != '\n')
+        p--;
+    return p;
+}
