@@ -13,7 +13,9 @@
  *   dWm   += flat @ cols^T          the weight gradient of both
  * so conv_transpose2d is conv2d with the roles of forward and backward-data swapped. Where
  * cols is a GEMM's B operand (the first and the third), our AVX-512 GEMM packs it straight
- * from the image instead of reading written columns (implicit GEMM, below).
+ * from the image instead of reading written columns (implicit GEMM, below). The second, where
+ * the GEMM pays off, runs without col2im as GEMMs over the image's points whose B operand is
+ * packed straight from flat (conv_dgrad, below).
  *
  * Images go through in chunks of B whose columns sit side by side, cols [Kc, B*P]; a chunk
  * holds as many images as fit in CONV_CHUNK_BYTES of working space (at least one), so the
@@ -469,23 +471,58 @@ typedef struct {
     int64_t n;
 } conv_pack;
 
+/* What pack_gather reads, for conv2d's columns and for the data gradient's (conv_dgrad,
+ * below): images img_floats apart, each of channel planes [H, W] plane floats apart with rows
+ * ld floats apart (ld >= W); lane q is the point (q / (Hq*Wq), y, x) of a grid of Hq x Wq per
+ * image, and panel row (c, i, j) of the kh x kw taps reads it at plane c, row y*step + h0 +
+ * i*dh, column x*step + w0 + j*dw (0 when that lies outside the plane). conv2d's columns: the
+ * grid is the output plane, step the stride, h0 = w0 = -pad, dh = dw = dil, ld = W. */
+typedef struct {
+    const float *img;
+    int64_t n, img_floats, plane, H, W, ld;
+    int64_t Hq, Wq, step, h0, w0;
+    int64_t kh, kw, dh, dw;
+} conv_gather;
+
 #if CONV_IMPLICIT
-/* The 16 position lanes from q0: the tap origin's row oh*s - pad and column ow*s - pad, and its
- * offset in the unit's images (which can be negative: only inside the plane is read). Lanes
- * past n are outside every plane. *first is lane 0's offset; *linear says that each lane's is
- * the previous one's plus 1, so that a masked load reads them all. */
-static void position_lanes(const conv_pack *pk, int64_t q0, __m512i *h0, __m512i *w0, __m512i *off,
-                           int32_t *first, bool *linear)
+/* conv2d's columns of a unit (see conv_gather). */
+static conv_gather cols_gather(const conv_pack *pk)
 {
     const conv_geom *g = pk->g;
+    return (conv_gather){.img = pk->img,
+                         .n = pk->n,
+                         .img_floats = g->Ci * g->H * g->W,
+                         .plane = g->H * g->W,
+                         .H = g->H,
+                         .W = g->W,
+                         .ld = g->W,
+                         .Hq = g->Ho,
+                         .Wq = g->Wo,
+                         .step = g->stride,
+                         .h0 = -g->pad,
+                         .w0 = -g->pad,
+                         .kh = g->kh,
+                         .kw = g->kw,
+                         .dh = g->dil,
+                         .dw = g->dil};
+}
+
+/* The 16 position lanes from q0: the grid point's row y*step + h0 and column x*step + w0, and
+ * its offset in the unit's images (which can be negative: only inside the plane is read).
+ * Lanes past n are outside every plane. *first is lane 0's offset; *linear says that each
+ * lane's is the previous one's plus 1, so that a masked load reads them all. */
+static void position_lanes(const conv_gather *gt, int64_t q0, __m512i *h0, __m512i *w0,
+                           __m512i *off, int32_t *first, bool *linear)
+{
     int32_t h[16], w[16], o[16];
-    int64_t b = q0 / g->P, p = q0 % g->P, oh = p / g->Wo, ow = p % g->Wo;
+    const int64_t grid = gt->Hq * gt->Wq;
+    int64_t b = q0 / grid, p = q0 % grid, y = p / gt->Wq, x = p % gt->Wq;
     *linear = true;
     for (int l = 0; l < 16; l++) {
-        if (q0 + l < pk->n) {
-            h[l] = (int32_t)(oh * g->stride - g->pad);
-            w[l] = (int32_t)(ow * g->stride - g->pad);
-            o[l] = (int32_t)(b * g->Ci * g->H * g->W + (int64_t)h[l] * g->W + w[l]);
+        if (q0 + l < gt->n) {
+            h[l] = (int32_t)(y * gt->step + gt->h0);
+            w[l] = (int32_t)(x * gt->step + gt->w0);
+            o[l] = (int32_t)(b * gt->img_floats + (int64_t)h[l] * gt->ld + w[l]);
         } else {
             h[l] = CONV_LANE_OUT;
             w[l] = 0;
@@ -493,10 +530,10 @@ static void position_lanes(const conv_pack *pk, int64_t q0, __m512i *h0, __m512i
         }
         if (l && o[l] != o[l - 1] + 1)
             *linear = false;
-        if (++ow == g->Wo) {
-            ow = 0;
-            if (++oh == g->Ho) {
-                oh = 0;
+        if (++x == gt->Wq) {
+            x = 0;
+            if (++y == gt->Hq) {
+                y = 0;
                 b++;
             }
         }
@@ -507,36 +544,35 @@ static void position_lanes(const conv_pack *pk, int64_t q0, __m512i *h0, __m512i
     *first = o[0];
 }
 
-/* The lanes whose row h and column w lie inside the plane. */
-static inline __mmask16 inside(const conv_geom *g, __m512i h, __m512i w)
+/* The lanes whose row h and column w lie inside a plane [H, W]. */
+static inline __mmask16 inside(int64_t H, int64_t W, __m512i h, __m512i w)
 {
     /* Unsigned: a negative coordinate is a large one. */
-    return _mm512_cmplt_epu32_mask(h, _mm512_set1_epi32((int32_t)g->H)) &
-           _mm512_cmplt_epu32_mask(w, _mm512_set1_epi32((int32_t)g->W));
+    return _mm512_cmplt_epu32_mask(h, _mm512_set1_epi32((int32_t)H)) &
+           _mm512_cmplt_epu32_mask(w, _mm512_set1_epi32((int32_t)W));
 }
 
-/* tg_gemm_pack_b_fn for op(B) = the unit's cols [Kc, n]: a panel row is one row of cols (c, i,
- * j) over the panel's 32 positions. */
-static void pack_cols(const void *ctx, int64_t j0, int64_t nc, int64_t p0, int64_t kc,
-                      float *restrict dst)
+/* tg_gemm_pack_b_fn for op(B) = the columns [kh*kw*channels, n] that a conv_gather describes:
+ * a panel row is one row (c, i, j) over the panel's 32 grid points. */
+static void pack_gather(const void *ctx, int64_t j0, int64_t nc, int64_t p0, int64_t kc,
+                        float *restrict dst)
 {
-    const conv_pack *pk = ctx;
-    const conv_geom *g = pk->g;
-    const int64_t kk = g->kh * g->kw, HW = g->H * g->W;
+    const conv_gather *gt = ctx;
+    const int64_t kk = gt->kh * gt->kw;
     for (int64_t jp = 0; jp < nc; jp += TG_GEMM_NR) {
         float *restrict panel = dst + jp * kc;
         __m512i h0[2], w0[2], off[2];
         int32_t first[2];
         bool linear[2];
         for (int v = 0; v < 2; v++)
-            position_lanes(pk, j0 + jp + 16 * v, &h0[v], &w0[v], &off[v], &first[v], &linear[v]);
-        int64_t c = p0 / kk, i = p0 % kk / g->kw, j = p0 % g->kw;
+            position_lanes(gt, j0 + jp + 16 * v, &h0[v], &w0[v], &off[v], &first[v], &linear[v]);
+        int64_t c = p0 / kk, i = p0 % kk / gt->kw, j = p0 % gt->kw;
         for (int64_t k = 0; k < kc; k++) {
-            const float *plane = pk->img + c * HW;
-            const int32_t dh = (int32_t)(i * g->dil), dw = (int32_t)(j * g->dil);
-            const int32_t shift = (int32_t)(dh * g->W + dw);
+            const float *plane = gt->img + c * gt->plane;
+            const int32_t dh = (int32_t)(i * gt->dh), dw = (int32_t)(j * gt->dw);
+            const int32_t shift = (int32_t)(dh * gt->ld + dw);
             for (int v = 0; v < 2; v++) {
-                __mmask16 m = inside(g, _mm512_add_epi32(h0[v], _mm512_set1_epi32(dh)),
+                __mmask16 m = inside(gt->H, gt->W, _mm512_add_epi32(h0[v], _mm512_set1_epi32(dh)),
                                      _mm512_add_epi32(w0[v], _mm512_set1_epi32(dw)));
                 __m512 val;
                 if (linear[v])
@@ -547,9 +583,9 @@ static void pack_cols(const void *ctx, int64_t j0, int64_t nc, int64_t p0, int64
                         plane, 4);
                 _mm512_store_ps(panel + k * TG_GEMM_NR + 16 * v, val);
             }
-            if (++j == g->kw) {
+            if (++j == gt->kw) {
                 j = 0;
-                if (++i == g->kh) {
+                if (++i == gt->kh) {
                     i = 0;
                     c++;
                 }
@@ -600,7 +636,7 @@ static void pack_cols_t(const void *ctx, int64_t j0, int64_t nc, int64_t p0, int
             const int32_t w = (int32_t)(ow * g->stride - g->pad);
             const int32_t o = (int32_t)(b * img_floats + (int64_t)h * g->W + w);
             for (int v = 0; v < 2; v++) {
-                __mmask16 m = inside(g, _mm512_add_epi32(dh[v], _mm512_set1_epi32(h)),
+                __mmask16 m = inside(g->H, g->W, _mm512_add_epi32(dh[v], _mm512_set1_epi32(h)),
                                      _mm512_add_epi32(dw[v], _mm512_set1_epi32(w)));
                 __m512 val = _mm512_mask_i32gather_ps(
                     _mm512_setzero_ps(), m, _mm512_add_epi32(off[v], _mm512_set1_epi32(o)), pk->img,
@@ -679,8 +715,9 @@ static void gemm_wm_cols(const conv_cols *cc, int64_t u, const float *Wm, float 
 #if CONV_IMPLICIT
     if (cc->pack) {
         conv_pack pk = unit_pack(cc, u);
-        if (tg_sgemm_avx512_packb(false, g->Co, n, g->Kc, 1.0f, Wm, g->Kc, pack_cols, &pk, beta, C,
-                                  ldc))
+        conv_gather gt = cols_gather(&pk);
+        if (tg_sgemm_avx512_packb(false, g->Co, n, g->Kc, 1.0f, Wm, g->Kc, pack_gather, &gt, beta,
+                                  C, ldc))
             return;
     }
 #endif
@@ -733,6 +770,337 @@ static void gemm_weight_grad(const conv_geom *g, int64_t B, int64_t u, const flo
 #endif
     tg_sgemm_avx512(false, true, g->Co, g->Kc, n, 1.0f, f, n, unit_cols(cc, u), B * g->P, 1.0f, dWm,
                     g->Kc);
+}
+
+/* img [b_begin, b_end) of [N, Ci, H, W] (+)= col2im(Wm^T @ flat) with flat [N, Co, P], chunk by
+ * chunk through the columns (cols and F of scratch): img = col2im(..) + bias[c] when assign
+ * (bias may be NULL), else img += col2im(..). conv_dgrad's old path, and its fallback. */
+static void col2im_range(const conv_geom *g, const float *Wm, const float *flat, int64_t b_begin,
+                         int64_t b_end, float *img, bool assign, const float *bias, void *scratch)
+{
+    float *cols = scratch, *F = conv_flat_buf(g, scratch);
+    const int64_t img_floats = g->Ci * g->H * g->W, flat_floats = g->Co * g->P;
+    for (int64_t b0 = b_begin; b0 < b_end; b0 += g->chunk) {
+        int64_t B = min64(g->chunk, b_end - b0);
+        const float *fF = flat_operand(g, B, flat + b0 * flat_floats, F);
+        for (int64_t u = 0; u < conv_units(g, B); u++)
+            gemm_cols_from_flat(g, B, u, Wm, fF, cols);
+        /* The bias goes in chunk by chunk, so col2im adds to planes still in cache. */
+        if (assign && bias)
+            fill_planes(img + b0 * img_floats, B, g->Ci, g->H * g->W, bias);
+        col2im_chunk(g, cols, B, img + b0 * img_floats, assign && !bias);
+    }
+}
+
+/* ---- the data gradient without col2im ------------------------------------------------------
+ * img (+)= col2im(Wm^T @ flat) (conv2d's backward-data, conv_transpose2d's forward) writes and
+ * reads back Kc = Ci*kh*kw rows of columns per position of flat, then scatters them: on the
+ * GAN's layers col2im was the largest piece left beside the GEMMs. Written per image point:
+ *   img[b, c, ih, iw] = sum over o, i, j of Wm[o, (c, i, j)] * flat[b, o, oh, ow],
+ *   oh = (ih + pad - i*dil) / s wherever that divides exactly (ow likewise),
+ * it is a GEMM whose B operand pack_gather packs straight from flat. The points split into
+ * s*s phases by (ih + pad) mod s and (iw + pad) mod s. A phase's taps are the i with i*dil =
+ * ih + pad (mod s): i = t0 + t*tstep; on the phase's grid (ih = first + s*y) the t-th reads
+ * flat's row y + h0 + t*dh (dh = -dil / gcd(dil, s)), a stride-1 correlation (the sub-pixel
+ * decomposition of a strided transposed convolution: with 4x4 kernels and stride 2, four
+ * phases of 2x2 taps, no product with a zero). Per phase, the points [Ci, n] = Wp [Ci, Co *
+ * taps] @ columns [Co * taps, n], where Wp is the phase's taps of Wm transposed, rearranged
+ * once per call. With stride 1 the one phase is the whole plane, and on planes of at least
+ * CONV_STAGE_MAX_P points each image's GEMM writes its gradient in place; otherwise the phases
+ * of a group of images go into a buffer that one pass spreads over the planes. Each point is
+ * one GEMM sum over (o, tap) instead of col2im's sum of per-tap sums over o: the results
+ * differ from the old path by rounding (tests/test_conv bounds it), and tg_conv_implicit_dx 0
+ * runs the old path. Where it pays off is dgrad_group's to say. */
+#if TG_ISA_BASE
+int tg_conv_implicit_dx = 1;
+#endif
+
+#if CONV_IMPLICIT
+/* One axis of a phase: the image rows first + s*y (y < n) and the taps t0 + t*tstep (t < nt)
+ * that reach them, tap t reading flat's row y + h0 + t*dh (conv_gather's meaning). */
+typedef struct {
+    int64_t first, n, t0, nt, tstep, h0, dh;
+} dgrad_axis;
+
+static int64_t gcd64(int64_t a, int64_t b)
+{
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Phase r (0 <= r < stride) of the rows (along_w false) or columns. Loops over at most the
+ * stride, which dgrad_group keeps within the kernel size. */
+static dgrad_axis dgrad_axis_of(const conv_geom *g, int64_t r, bool along_w)
+{
+    const int64_t s = g->stride, d = g->dil, pad = g->pad, q = gcd64(d, s);
+    const int64_t n_in = along_w ? g->W : g->H, k = along_w ? g->kw : g->kh;
+    dgrad_axis a = {.t0 = -1, .tstep = s / q, .dh = -(d / q)};
+    a.first = ((r - pad) % s + s) % s;
+    a.n = a.first < n_in ? (n_in - 1 - a.first) / s + 1 : 0;
+    for (int64_t i = 0; i < a.tstep && i < k; i++) {
+        if (i * d % s == r) {
+            a.t0 = i;
+            break;
+        }
+    }
+    a.nt = a.t0 >= 0 ? (k - 1 - a.t0) / a.tstep + 1 : 0;
+    /* Exact: first + pad and t0 * d are both r modulo s. */
+    a.h0 = a.t0 >= 0 ? (a.first + pad - a.t0 * d) / s : 0;
+    return a;
+}
+
+/* The columns of one phase of nb images of flat from src, whose planes have rows ld floats
+ * apart (see conv_gather). */
+static conv_gather dgrad_gather(const conv_geom *g, const dgrad_axis *ah, const dgrad_axis *aw,
+                                const float *src, int64_t nb, int64_t ld)
+{
+    return (conv_gather){.img = src,
+                         .n = nb * ah->n * aw->n,
+                         .img_floats = g->Co * g->Ho * ld,
+                         .plane = g->Ho * ld,
+                         .H = g->Ho,
+                         .W = g->Wo,
+                         .ld = ld,
+                         .Hq = ah->n,
+                         .Wq = aw->n,
+                         .step = 1,
+                         .h0 = ah->h0,
+                         .w0 = aw->h0,
+                         .kh = ah->nt,
+                         .kw = aw->nt,
+                         .dh = ah->dh,
+                         .dw = aw->dh};
+}
+#endif
+
+/* Images per GEMM group of the implicit data gradient: 1 for stride-1 planes of at least
+ * CONV_STAGE_MAX_P points (in place), else as many as fill CONV_CHUNK_BYTES of phase buffer
+ * (at least one), so that small planes make wide GEMMs that split well between threads; 0
+ * where it does not run: the switch is off, no AVX-512, fewer than CONV_DGRAD_MIN_CI image
+ * channels, more flat channels than the trade below pays for, a phase with points but no tap
+ * (a stride above the kernel, or a dilation that skips residues: those points only get the
+ * bias), or offsets beyond the gathers' int32 (conv_implicit_fits' bound).
+ *
+ * The trade: packing the columns costs about Co*kh*kw*H*W/s^2 loads per image, used by Ci
+ * rows of the GEMM; col2im costs Ci*kh*kw*P additions into the image, strided ones when s > 1.
+ * Measured with bench_conv: G's 5x5 conv 128 -> 64 (Co = Ci/2) backward 20-23% faster at 1
+ * thread (CPU time), 33% at 2; D's 3x3 conv 64 -> 128 on 13 x 13 (Co = 2 Ci, stride 1) 10-18%
+ * slower at 1 thread; but the strided 4x4 layers with Co = 2 Ci (the convt G's forward, the
+ * dcgan D's backward) 0-5% faster at 1 thread and 10-20% at 2: col2im's strided scatter
+ * costs more than packing, and its GEMM splits worse between threads. */
+/* Fewer image channels than the micro-kernel's 8 rows waste most of each tile (D's first conv
+ * and G's last transposed conv have one): col2im's GEMM has Ci*kh*kw rows instead. */
+#define CONV_DGRAD_MIN_CI 8
+static int64_t dgrad_group(const conv_geom *g)
+{
+#if CONV_IMPLICIT
+    if (!conv_implicit_on() || !tg_conv_implicit_dx || g->Ci < CONV_DGRAD_MIN_CI ||
+        g->Co > g->Ci * (g->stride > 1 ? 2 : 1) || g->stride > g->kh || g->stride > g->kw)
+        return 0;
+    for (int64_t r = 0; r < g->stride; r++) {
+        dgrad_axis ah = dgrad_axis_of(g, r, false), aw = dgrad_axis_of(g, r, true);
+        if ((ah.n > 0 && ah.nt == 0) || (aw.n > 0 && aw.nt == 0))
+            return 0;
+    }
+    int64_t B = 1, img_bytes = g->Ci * g->H * g->W * (int64_t)sizeof(float);
+    if (g->stride > 1 || g->H * g->W < CONV_STAGE_MAX_P)
+        B = max64(1, min64(g->N, CONV_CHUNK_BYTES / img_bytes));
+    /* Every coordinate a lane or panel row computes is within these of 0. */
+    const int64_t lim = (int64_t)1 << 28;
+    int64_t hb = g->H + g->pad + (g->kh + 1) * g->dil + 2,
+            wb = g->W + g->pad + (g->kw + 1) * g->dil + 2;
+    int64_t floats, reach, ld = max64(g->W, g->Wo); /* flat's rows, copied when s = 1 */
+    if (hb >= lim || wb >= lim || __builtin_mul_overflow(B, g->Co * g->Ho * ld, &floats) ||
+        __builtin_mul_overflow(hb, ld, &reach) || __builtin_add_overflow(floats, reach, &floats) ||
+        floats + wb >= ((int64_t)1 << 29))
+        return 0;
+    return B;
+#else
+    (void)g;
+    return 0;
+#endif
+}
+
+#if CONV_IMPLICIT
+/* The points of every phase of nb images' planes dst [nb, Ci, H, W] from the buffer F, where
+ * phase after phase holds [Ci, nb * points]: dst = F + bias[c] when assign (bias may be NULL),
+ * else dst += F. Each (image, channel) plane is one thread's. */
+static void dgrad_spread(const conv_geom *g, const float *F, int64_t nb, float *dst, bool assign,
+                         const float *bias)
+{
+    const int64_t s = g->stride, W = g->W, items = nb * g->Ci;
+    TG_PARALLEL_FOR_WORK(items, g->H * W)
+    for (int64_t t = 0; t < items; t++) {
+        const int64_t b = t / g->Ci, c = t % g->Ci;
+        const float add = assign && bias ? bias[c] : 0.0f;
+        float *restrict plane = dst + t * g->H * W;
+        const float *phase = F;
+        for (int64_t rh = 0; rh < s; rh++) {
+            dgrad_axis ah = dgrad_axis_of(g, rh, false);
+            for (int64_t rw = 0; rw < s; rw++) {
+                dgrad_axis aw = dgrad_axis_of(g, rw, true);
+                const int64_t pts = ah.n * aw.n;
+                const float *restrict src = phase + (c * nb + b) * pts;
+                for (int64_t y = 0; y < ah.n; y++) {
+                    float *restrict row = plane + (ah.first + s * y) * W + aw.first;
+                    for (int64_t x = 0; x < aw.n; x++) {
+                        if (assign)
+                            row[s * x] = src[y * aw.n + x] + add;
+                        else
+                            row[s * x] += src[y * aw.n + x];
+                    }
+                }
+                phase += g->Ci * nb * pts;
+            }
+        }
+    }
+}
+
+/* dst [rows, ld] = src [rows, w] with zeros past w in each row (ld >= w). */
+static void pad_rows(const float *src, int64_t rows, int64_t w, float *dst, int64_t ld)
+{
+    TG_PARALLEL_FOR_WORK(rows, ld)
+    for (int64_t r = 0; r < rows; r++) {
+        /* Rows of a few floats: loops the compiler inlines, not memcpy and memset calls. */
+        float *restrict d = dst + r * ld;
+        const float *restrict q = src + r * w;
+        for (int64_t k = 0; k < w; k++)
+            d[k] = q[k];
+        for (int64_t k = w; k < ld; k++)
+            d[k] = 0.0f;
+    }
+}
+
+/* Whether each image's GEMM writes its plane in place: stride 1 (one phase, the plane) and
+ * groups of one image (dgrad_group). */
+static bool dgrad_in_place(const conv_geom *g, int64_t B)
+{
+    return g->stride == 1 && B == 1;
+}
+
+/* The row stride of flat's planes as the GEMMs read them: W, copied, for a stride-1 data
+ * gradient wider than flat; else flat's own Wo. */
+static int64_t dgrad_ld(const conv_geom *g)
+{
+    return g->stride == 1 ? max64(g->W, g->Wo) : g->Wo;
+}
+
+/* conv_dgrad's implicit GEMMs on groups of B images, with buf holding Co*Kc floats of
+ * rearranged weights, then (unless in place) the group's phase buffer, then (when dgrad_ld
+ * exceeds Wo) the group's flat with rows ld floats apart. A GEMM that cannot run (no memory
+ * for its packing) leaves its images to the old path, which only needs the scratch. */
+static void dgrad_implicit(const conv_geom *g, int64_t B, const float *Wm, const float *flat,
+                           float *img, bool assign, const float *bias, void *scratch, float *buf)
+{
+    const int64_t s = g->stride, kk = g->kh * g->kw, HW = g->H * g->W;
+    const int64_t img_floats = g->Ci * HW, flat_floats = g->Co * g->P;
+    float *F = buf + g->Co * g->Kc;
+    /* Wp of each phase, one after the other: Wp[c][(o, ti, tj)] = Wm[o][(c, i, j)]. */
+    float *wp = buf;
+    for (int64_t rh = 0; rh < s; rh++) {
+        dgrad_axis ah = dgrad_axis_of(g, rh, false);
+        for (int64_t rw = 0; rw < s; rw++) {
+            dgrad_axis aw = dgrad_axis_of(g, rw, true);
+            if (!ah.n || !aw.n)
+                continue;
+            const int64_t taps = ah.nt * aw.nt;
+            for (int64_t c = 0; c < g->Ci; c++)
+                for (int64_t o = 0; o < g->Co; o++)
+                    for (int64_t ti = 0; ti < ah.nt; ti++)
+                        for (int64_t tj = 0; tj < aw.nt; tj++)
+                            wp[(c * g->Co + o) * taps + ti * aw.nt + tj] =
+                                Wm[o * g->Kc + c * kk + (ah.t0 + ti * ah.tstep) * g->kw + aw.t0 +
+                                   tj * aw.tstep];
+            wp += g->Ci * g->Co * taps;
+        }
+    }
+    /* Where the image is wider than flat (a "valid" stride-1 convolution), flat's rows are
+     * first copied W floats apart, so that consecutive points read consecutive floats: masked
+     * loads instead of gathers. */
+    const int64_t ld = dgrad_ld(g);
+    float *rows = F + (dgrad_in_place(g, B) ? 0 : B * img_floats);
+    for (int64_t b0 = 0; b0 < g->N; b0 += B) {
+        const int64_t nb = min64(B, g->N - b0);
+        const float *src = flat + b0 * flat_floats;
+        if (ld > g->Wo) {
+            pad_rows(src, nb * g->Co * g->Ho, g->Wo, rows, ld);
+            src = rows;
+        }
+        if (dgrad_in_place(g, B)) {
+            /* One phase, the plane itself, and one image: its GEMM writes img in place. */
+            dgrad_axis ah = dgrad_axis_of(g, 0, false), aw = dgrad_axis_of(g, 0, true);
+            const int64_t K = g->Co * ah.nt * aw.nt;
+            float *dst = img + b0 * img_floats;
+            if (assign && bias)
+                fill_planes(dst, 1, g->Ci, HW, bias);
+            const bool set = assign && !bias;
+            conv_gather gt = dgrad_gather(g, &ah, &aw, src, 1, ld);
+            if (!tg_sgemm_avx512_packb(false, g->Ci, HW, K, 1.0f, buf, K, pack_gather, &gt,
+                                       set ? 0.0f : 1.0f, dst, HW))
+                col2im_range(g, Wm, flat, b0, b0 + 1, img, set, NULL, scratch);
+            continue;
+        }
+        bool ok = true;
+        const float *w_phase = buf;
+        float *f_phase = F;
+        for (int64_t rh = 0; rh < s && ok; rh++) {
+            dgrad_axis ah = dgrad_axis_of(g, rh, false);
+            for (int64_t rw = 0; rw < s && ok; rw++) {
+                dgrad_axis aw = dgrad_axis_of(g, rw, true);
+                if (!ah.n || !aw.n)
+                    continue;
+                const int64_t K = g->Co * ah.nt * aw.nt;
+                conv_gather gt = dgrad_gather(g, &ah, &aw, src, nb, ld);
+                ok = tg_sgemm_avx512_packb(false, g->Ci, gt.n, K, 1.0f, w_phase, K, pack_gather,
+                                           &gt, 0.0f, f_phase, gt.n);
+                w_phase += g->Ci * K;
+                f_phase += g->Ci * gt.n;
+            }
+        }
+        if (ok)
+            dgrad_spread(g, F, nb, img + b0 * img_floats, assign, bias);
+        else
+            col2im_range(g, Wm, flat, b0, b0 + nb, img, assign, bias, scratch);
+    }
+}
+#endif
+
+/* Whether conv_dgrad runs the implicit GEMMs (tg_conv_implicit_dx, dgrad_group). */
+static bool conv_dgrad_on(const conv_geom *g)
+{
+    return dgrad_group(g) > 0;
+}
+
+/* img [N, Ci, H, W] = col2im(Wm^T @ flat) + bias[c] when assign (bias may be NULL), else
+ * img += col2im(Wm^T @ flat), flat [N, Co, P]: by the implicit GEMMs above where they run,
+ * else through col2im (the scratch's columns). */
+static void conv_dgrad(const conv_geom *g, const float *Wm, const float *flat, float *img,
+                       bool assign, const float *bias, void *scratch)
+{
+#if CONV_IMPLICIT
+    const int64_t B = dgrad_group(g);
+    if (B > 0) {
+        const int64_t rest = (dgrad_in_place(g, B) ? 0 : B * g->Ci * g->H * g->W) +
+                             (dgrad_ld(g) > g->Wo ? B * g->Co * g->Ho * dgrad_ld(g) : 0);
+        size_t bytes = (size_t)(g->Co * g->Kc + rest) * sizeof(float);
+        /* Without the memory, the old path, which succeeds: tg_alloc's error is withdrawn
+         * unless one was already pending (as gemm.c's buffers). */
+        const bool error_pending = tg_last_status() != TG_OK;
+        float *buf = tg_alloc(bytes);
+        if (buf) {
+            dgrad_implicit(g, B, Wm, flat, img, assign, bias, scratch, buf);
+            tg_free(buf, bytes);
+            return;
+        }
+        if (!error_pending)
+            tg_clear_error();
+    }
+#endif
+    col2im_range(g, Wm, flat, 0, g->N, img, assign, bias, scratch);
 }
 
 /* db[c] += sum over n and s of dy [N, C, S]: the bias gradient. 32 partial sums per plane, so
@@ -1240,7 +1608,10 @@ TG_ISA_KERNEL(conv2d_backward, (tg_node * n), (n))
             conv2d_direct_backward(&g, x, w, dy, dx, dw, n->scratch);
         return;
     }
-    for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
+    /* dx by conv_dgrad's implicit GEMMs after the chunks, or through the chunks' columns. */
+    const bool dx_dgrad = dx && conv_dgrad_on(&g);
+    float *dx_cols = dx_dgrad ? NULL : dx;
+    for (int64_t b0 = 0; b0 < g.N && (dw || db || dx_cols); b0 += g.chunk) {
         int64_t B = min64(g.chunk, g.N - b0);
         const float *dyF = flat_operand(&g, B, dy + b0 * y_img, F);
         conv_cols cc = {0};
@@ -1251,14 +1622,16 @@ TG_ISA_KERNEL(conv2d_backward, (tg_node * n), (n))
         for (int64_t u = 0; u < conv_units(&g, B); u++) {
             if (dw)
                 gemm_weight_grad(&g, B, u, dyF, &cc, dw);
-            if (dx)
+            if (dx_cols)
                 gemm_cols_from_flat(&g, B, u, w, dyF, cols);
             if (db)
                 channel_sums(dyF + u * y_img, 1, g.Co, conv_unit_cols(&g, B), db);
         }
-        if (dx)
+        if (dx_cols)
             col2im_chunk(&g, cols, B, dx + b0 * x_img, dx_set);
     }
+    if (dx_dgrad)
+        conv_dgrad(&g, w, dy, dx, dx_set, NULL, n->scratch);
 }
 
 /* Second order, with recorded ops: dx = conv_transpose2d(dy, w) (conv2d_data_grad);
@@ -1417,20 +1790,14 @@ TG_ISA_KERNEL(conv2d_weight_grad_backward, (tg_node * n), (n))
         return; /* dw did not depend on x or dy: both gradients stay zero */
     float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
     const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
-    for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
+    for (int64_t b0 = 0; b0 < g.N && ddy; b0 += g.chunk) {
         int64_t B = min64(g.chunk, g.N - b0);
-        if (ddy) {
-            conv_cols cc = conv_cols_of(&g, x + b0 * x_img, B, cols);
-            gemm_flat_from_cols(&g, B, U, &cc, F, ddy + b0 * y_img, true, NULL);
-        }
-        if (dx) {
-            /* cols and F are free again: the ddy GEMM is done with them. */
-            const float *dyF = flat_operand(&g, B, dy + b0 * y_img, F);
-            for (int64_t u = 0; u < conv_units(&g, B); u++)
-                gemm_cols_from_flat(&g, B, u, U, dyF, cols);
-            col2im_chunk(&g, cols, B, dx + b0 * x_img, false);
-        }
+        conv_cols cc = conv_cols_of(&g, x + b0 * x_img, B, cols);
+        gemm_flat_from_cols(&g, B, U, &cc, F, ddy + b0 * y_img, true, NULL);
     }
+    /* The scratch is free again: the ddy GEMMs are done with it. */
+    if (dx)
+        conv_dgrad(&g, U, dy, dx, false, NULL, n->scratch);
 }
 
 /* Second order (its rule is made of the same three ops): dx = conv_transpose2d(dy, U),
@@ -1566,17 +1933,7 @@ TG_ISA_KERNEL(conv_transpose2d_forward, (tg_node * n), (n))
         fill_planes(y, g.N, g.Ci, g.H * g.W, bias);
         return;
     }
-    float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
-    const int64_t x_img = g.Co * g.P, y_img = g.Ci * g.H * g.W;
-    for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
-        int64_t B = min64(g.chunk, g.N - b0);
-        const float *xF = flat_operand(&g, B, x + b0 * x_img, F);
-        for (int64_t u = 0; u < conv_units(&g, B); u++)
-            gemm_cols_from_flat(&g, B, u, w, xF, cols);
-        /* The bias goes in chunk by chunk, so col2im adds to planes still in cache. */
-        fill_planes(y + b0 * y_img, B, g.Ci, g.H * g.W, bias);
-        col2im_chunk(&g, cols, B, y + b0 * y_img, false);
-    }
+    conv_dgrad(&g, w, x, y, true, bias, n->scratch);
 }
 
 TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node * n), (n))

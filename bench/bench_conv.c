@@ -1,9 +1,11 @@
 /* bench_conv: forward and backward of the GAN's convolutions at batch 128 against the GEMMs
  * their lowering performs (docs/design.md, section 9).
  *
- *   bench_conv [threads] [repetitions] [filter]   (defaults: 2 threads, 5 repetitions)
+ *   bench_conv [threads] [repetitions] [filter] [cpu]   (defaults: 2 threads, 5 repetitions)
  *
- * filter: run only the layers whose name contains it (e.g. "convT", for profiling).
+ * filter: run only the layers whose name contains it (e.g. "convT", for profiling; "" for all).
+ * cpu: time with the process's CPU clock (all its threads) instead of the wall clock: on a
+ * machine busy with other jobs, the 1-thread numbers that still compare.
  *
  * For each layer: the median over the repetitions of forward (the op call on a grad tape) and
  * backward (tg_backward_grad: dx, dw and db), and of the reference: plain tg_sgemm calls with
@@ -14,20 +16,38 @@
  * single 1 and dy comes from the next layer's backward, so the backward column subtracts the
  * time of that copy, measured in the same repetition (clone of dy), and prints it apart.
  *
- * Each layer runs twice per repetition, interleaved: with the columns written by im2col
- * (tg_conv_implicit 0, row "cols") and packed straight from the image (the default,
- * tg_conv_implicit 1, row "pack"; only at the AVX-512 level, else as "cols"). The two must
- * give bit-identical y, dx, dw and db, or the bench stops. Gradients are removed before every
- * run, so that each backward writes fresh ones as in training. */
+ * Each layer runs three times per repetition, interleaved: with the columns written by im2col
+ * (tg_conv_implicit 0, row "cols"), packed straight from the image (tg_conv_implicit 1, row
+ * "pack"; only at the AVX-512 level, else as "cols"), both with the data gradient (conv2d's
+ * dx, conv_transpose2d's y) through col2im (tg_conv_implicit_dx 0); and the default, row "dgrad":
+ * packing, and that data gradient as implicit GEMMs too (tg_conv_implicit_dx 1). "cols" and
+ * "pack" must give bit-identical y, dx, dw and db, and every mode the same results in every
+ * repetition, or the bench stops; "dgrad" rounds differently, and its row ends with the
+ * largest difference of its data gradient from "pack"'s, relative to the largest magnitude.
+ * BENCH_CONV_MODE=cols, pack or dgrad in the environment times that mode alone (for perf;
+ * the others still run once, for the comparisons).
+ * Gradients are removed before every run, so that each backward writes fresh ones as in
+ * training. */
 #include "autograd/internal.h"
 
 #define BENCH_NAME "bench_conv"
 #include "bench_util.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* The clock of every measurement: CLOCK_MONOTONIC, or CLOCK_PROCESS_CPUTIME_ID with "cpu". */
+static clockid_t bench_clock = CLOCK_MONOTONIC;
+
+static double clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(bench_clock, &ts);
+    return (double)ts.tv_sec * 1e3 + 1e-6 * (double)ts.tv_nsec;
+}
 
 typedef struct {
     const char *name;
@@ -106,7 +126,7 @@ static void reference(const layer *L, const lowering *g, float *cols, float *fla
                       float *dwbuf, double *fwd_ms, double *bwd_ms)
 {
     const int64_t Kc = g->Kc, Co = g->Co;
-    double t0 = now_ms();
+    double t0 = clock_ms();
     for (int64_t b0 = 0; b0 < L->N; b0 += g->chunk) {
         int64_t B = g->chunk < L->N - b0 ? g->chunk : L->N - b0, BP = B * g->P;
         /* A staged chunk is one GEMM of B*P columns; otherwise one of P per image. */
@@ -119,7 +139,7 @@ static void reference(const layer *L, const lowering *g, float *cols, float *fla
                 tg_sgemm(false, false, Co, n, Kc, 1.0f, wbuf, Kc, c, BP, 0.0f, f, ldf);
         }
     }
-    double t1 = now_ms();
+    double t1 = clock_ms();
     for (int64_t b0 = 0; b0 < L->N; b0 += g->chunk) {
         int64_t B = g->chunk < L->N - b0 ? g->chunk : L->N - b0, BP = B * g->P;
         int64_t n_gemm = g->staged && B > 1 ? 1 : B, n = BP / n_gemm, ldf = n;
@@ -134,7 +154,7 @@ static void reference(const layer *L, const lowering *g, float *cols, float *fla
         }
     }
     *fwd_ms = t1 - t0;
-    *bwd_ms = now_ms() - t1;
+    *bwd_ms = clock_ms() - t1;
 }
 
 static void bench_layer(const layer *L, int reps)
@@ -154,8 +174,9 @@ static void bench_layer(const layer *L, int reps)
     tg_tensor_set_requires_grad(w, true);
     tg_tensor_set_requires_grad(b, true);
 
-    double *fwd[2], *bwd[2], *seed[2];
-    for (int m = 0; m < 2; m++) {
+    enum { MODES = 3 };
+    double *fwd[MODES], *bwd[MODES], *seed[MODES];
+    for (int m = 0; m < MODES; m++) {
         fwd[m] = calloc((size_t)reps, sizeof(double));
         bwd[m] = calloc((size_t)reps, sizeof(double));
         seed[m] = calloc((size_t)reps, sizeof(double));
@@ -164,20 +185,26 @@ static void bench_layer(const layer *L, int reps)
     tg_tensor *dy = NULL;
     lowering g = {0};
     float *cols = NULL, *flat = NULL, *dwbuf = NULL;
-    /* The first run's y, dx, dw, db, which every later run must reproduce bit for bit. */
-    float *want[4] = {0};
+    /* The first run's y, dx, dw, db of each mode, which every later run of the mode must
+     * reproduce bit for bit; "cols" and "pack" share theirs. */
+    float *want[MODES][4] = {{0}};
+    double dgrad_diff = 0.0; /* "dgrad"'s data gradient against "pack"'s, relative */
     /* Repetition 0 warms up (allocator cache, OpenBLAS buffers) and is not counted. */
+    const char *only = getenv("BENCH_CONV_MODE");
     for (int r = -1; r < reps; r++) {
-        for (int m = 0; m < 2; m++) {
-            tg_conv_implicit = m;
+        for (int m = 0; m < MODES; m++) {
+            if (r >= 0 && only && strcmp(only, (const char *[]){"cols", "pack", "dgrad"}[m]) != 0)
+                continue;
+            tg_conv_implicit = m > 0;
+            tg_conv_implicit_dx = m == 2;
             tg_tensor_zero_grad(x);
             tg_tensor_zero_grad(w);
             tg_tensor_zero_grad(b);
             tg_tape *tape = tg_tape_begin(TG_GRAD);
-            double t0 = now_ms();
+            double t0 = clock_ms();
             tg_tensor *y = L->transpose ? tg_conv_transpose2d(x, w, b, L->stride, L->padding, 0)
                                         : tg_conv2d(x, w, b, L->stride, L->padding, 1);
-            double t1 = now_ms();
+            double t1 = clock_ms();
             if (!y)
                 die(L->name);
             if (!dy) {
@@ -192,25 +219,37 @@ static void bench_layer(const layer *L, int reps)
             }
             if (tg_backward_grad(y, dy) != TG_OK)
                 die("backward");
-            double t2 = now_ms();
+            double t2 = clock_ms();
             const tg_tensor *got[4] = {y, tg_tensor_grad(x), tg_tensor_grad(w), tg_tensor_grad(b)};
             for (int k = 0; k < 4; k++) {
                 size_t bytes = (size_t)got[k]->numel * sizeof(float);
-                if (!want[k]) {
-                    want[k] = malloc(bytes);
-                    if (!want[k])
+                float **ref = &want[m == 2 ? 2 : 0][k];
+                if (!*ref) {
+                    *ref = malloc(bytes);
+                    if (!*ref)
                         die("buffers");
-                    memcpy(want[k], got[k]->data, bytes);
-                } else if (memcmp(want[k], got[k]->data, bytes) != 0) {
-                    fprintf(stderr, "bench_conv: %s: %s differs between runs (implicit %d)\n",
-                            L->name, (const char *[]){"y", "dx", "dw", "db"}[k], tg_conv_implicit);
+                    memcpy(*ref, got[k]->data, bytes);
+                } else if (memcmp(*ref, got[k]->data, bytes) != 0) {
+                    fprintf(stderr,
+                            "bench_conv: %s: %s differs between runs (implicit %d, dx %d)\n",
+                            L->name, (const char *[]){"y", "dx", "dw", "db"}[k], tg_conv_implicit,
+                            tg_conv_implicit_dx);
                     exit(1);
+                }
+                /* The data gradient: y of conv_transpose2d, dx of conv2d. */
+                if (m == 2 && r < 0 && k == (L->transpose ? 0 : 1)) {
+                    double top = 0.0, diff = 0.0;
+                    for (int64_t e = 0; e < got[k]->numel; e++) {
+                        top = fmax(top, fabs(want[0][k][e]));
+                        diff = fmax(diff, fabs((double)got[k]->data[e] - want[0][k][e]));
+                    }
+                    dgrad_diff = top > 0.0 ? diff / top : diff;
                 }
             }
             tg_tape_end(tape);
-            double t3 = now_ms();
+            double t3 = clock_ms();
             tg_tensor_release(tg_tensor_clone(dy)); /* what tg_backward_grad's seed copy costs */
-            double t4 = now_ms();
+            double t4 = clock_ms();
             if (r >= 0) {
                 fwd[m][r] = t1 - t0;
                 bwd[m][r] = (t2 - t1) - (t4 - t3);
@@ -227,18 +266,22 @@ static void bench_layer(const layer *L, int reps)
     double gf = median(rf, reps), gb = median(rb, reps);
     double flops = 3.0 * 2.0 * (double)L->N * g.Co * g.Kc * g.P;
     const char *mode = g.direct ? "d" : g.staged ? "s" : " ";
-    for (int m = 0; m < 2; m++) {
+    for (int m = 0; m < MODES; m++) {
         double f = median(fwd[m], reps), bk = median(bwd[m], reps), sd = median(seed[m], reps);
-        printf("%-30s %-4s %4lld%s %8.2f %8.2f %6.2f %8.2f %8.2f %7.2f %7.2f %6.2f %7.1f\n",
-               L->name, m ? "pack" : "cols", (long long)g.chunk, mode, f, bk, sd, gf, gb, f / gf,
-               bk / gb, (f + bk) / (gf + gb), flops / ((f + bk) * 1e6));
+        printf("%-30s %-5s %4lld%s %8.2f %8.2f %6.2f %8.2f %8.2f %7.2f %7.2f %6.2f %7.1f", L->name,
+               (const char *[]){"cols", "pack", "dgrad"}[m], (long long)g.chunk, mode, f, bk, sd,
+               gf, gb, f / gf, bk / gb, (f + bk) / (gf + gb), flops / ((f + bk) * 1e6));
+        if (m == 2)
+            printf(" %.1e", dgrad_diff);
+        printf("\n");
         free(fwd[m]);
         free(bwd[m]);
         free(seed[m]);
     }
     fflush(stdout);
-    for (int k = 0; k < 4; k++)
-        free(want[k]);
+    for (int m = 0; m < MODES; m++)
+        for (int k = 0; k < 4; k++)
+            free(want[m][k]);
     free(rf);
     free(rb);
     free(cols);
@@ -254,16 +297,19 @@ int main(int argc, char **argv)
 {
     int threads = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 2 ? atoi(argv[2]) : 5;
     if (tg_set_num_threads(threads) != TG_OK || reps < 1) {
-        fprintf(stderr, "usage: bench_conv [threads >= 1] [repetitions >= 1] [filter]\n");
+        fprintf(stderr, "usage: bench_conv [threads >= 1] [repetitions >= 1] [filter] [cpu]\n");
         return 2;
     }
+    if (argc > 4 && strcmp(argv[4], "cpu") == 0)
+        bench_clock = CLOCK_PROCESS_CPUTIME_ID;
     const char *core = getenv("OPENBLAS_CORETYPE");
-    printf("bench_conv: %s, %d threads%s%s, median of %d, batch 128\n", tg_blas_info(),
-           tg_get_num_threads(), core ? ", OPENBLAS_CORETYPE=" : "", core ? core : "", reps);
+    printf("bench_conv: %s, %d threads%s%s, median of %d, batch 128, %s time\n", tg_blas_info(),
+           tg_get_num_threads(), core ? ", OPENBLAS_CORETYPE=" : "", core ? core : "", reps,
+           bench_clock == CLOCK_MONOTONIC ? "wall" : "CPU");
     printf("chunk: images per chunk, s = staged (one GEMM per chunk, else one per image), "
            "d = direct loops; seed: dy copy left out of bwd; gemm f/b: the reference\n");
-    printf("%-35s %5s %8s %8s %6s %8s %8s %7s %7s %6s %7s\n", "layer", "chunk", "fwd ms", "bwd ms",
-           "seed", "gemm f", "gemm b", "fwd x", "bwd x", "ratio", "GFLOP/s");
+    printf("%-36s %5s %8s %8s %6s %8s %8s %7s %7s %6s %7s %7s\n", "layer", "chunk", "fwd ms",
+           "bwd ms", "seed", "gemm f", "gemm b", "fwd x", "bwd x", "ratio", "GFLOP/s", "dgrad");
     const char *filter = argc > 3 ? argv[3] : "";
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++)
         if (strstr(layers[i].name, filter))

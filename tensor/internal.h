@@ -108,5 +108,10 @@ bool tg_sgemm_avx512_active(void);
  * from the image (implicit GEMM, at the AVX-512 level); 0: they read columns written by im2col.
  * Both give bit-identical results; tests and bench_conv set it to compare the two. */
 extern int tg_conv_implicit;
+/* Nonzero (the default): conv2d's data gradient and conv_transpose2d's forward run as implicit
+ * GEMMs over the output gradient (or x), without col2im (at the AVX-512 level, where
+ * autograd/conv.c's conv_dgrad applies); 0: through col2im. The two differ by rounding only;
+ * tests and bench_conv set it to compare them. */
+extern int tg_conv_implicit_dx;
 
 #endif

@@ -595,7 +595,9 @@ typedef struct {
     int s, p, d_or_op;
 } implicit_layer;
 
-/* y, dx, dw, db with and without packing, at the given thread count. */
+/* y, dx, dw, db with and without packing, at the given thread count; the data gradient runs
+ * through col2im in both (tg_conv_implicit_dx 0: its implicit GEMMs round differently, see
+ * test_implicit_dgrad). */
 static void check_implicit_layer(const implicit_layer *L, int threads)
 {
     tg_tensor *x = tensor4(L->xs, NULL, true), *w = tensor4(L->ws, NULL, true);
@@ -612,14 +614,16 @@ static void check_implicit_layer(const implicit_layer *L, int threads)
     tg_tensor *dy = tg_tensor_new(4, y0->shape);
     tg_tape_end(tape);
     fill_uniform(dy, 14);
-    int saved = tg_get_num_threads(), saved_mode = tg_conv_implicit;
+    int saved = tg_get_num_threads(), saved_mode = tg_conv_implicit, saved_dx = tg_conv_implicit_dx;
     tg_set_num_threads(threads);
+    tg_conv_implicit_dx = 0;
     conv_result r[2];
     for (int m = 0; m < 2; m++) {
         tg_conv_implicit = m;
         r[m] = conv_run(L->transpose, x, w, b, dy, L->s, L->p, L->d_or_op, NULL);
     }
     tg_conv_implicit = saved_mode;
+    tg_conv_implicit_dx = saved_dx;
     tg_set_num_threads(saved);
     assert_same_bits(r[1].y, r[0].y, "y", L->name);
     assert_same_bits(r[1].dx, r[0].dx, "dx", L->name);
@@ -674,7 +678,8 @@ static void test_implicit_weight_grad_op(void **state)
     fill_uniform(w, 16);
     fill_uniform(dy, 17);
     fill_uniform(U, 18);
-    int saved_mode = tg_conv_implicit;
+    int saved_mode = tg_conv_implicit, saved_dx = tg_conv_implicit_dx;
+    tg_conv_implicit_dx = 0;
     tg_tensor *gw[2], *dx[2], *ddy[2];
     for (int m = 0; m < 2; m++) {
         tg_conv_implicit = m;
@@ -693,11 +698,245 @@ static void test_implicit_weight_grad_op(void **state)
         assert_true(gw[m] && dx[m] && ddy[m]);
     }
     tg_conv_implicit = saved_mode;
+    tg_conv_implicit_dx = saved_dx;
     assert_same_bits(gw[1], gw[0], "dw", "conv2d_weight_grad");
     assert_same_bits(dx[1], dx[0], "dx", "conv2d_weight_grad");
     assert_same_bits(ddy[1], ddy[0], "ddy", "conv2d_weight_grad");
     for (int m = 0; m < 2; m++) {
         tg_tensor_release(gw[m]);
+        tg_tensor_release(dx[m]);
+        tg_tensor_release(ddy[m]);
+    }
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(dy);
+    tg_tensor_release(U);
+}
+
+/* ---- the data gradient without col2im -------------------------------------------------------
+ * At the AVX-512 level conv2d's dx and conv_transpose2d's y (the same computation) run as
+ * implicit GEMMs over dy (or x), phase by phase when strided (tg_conv_implicit_dx, conv.c's
+ * conv_dgrad). Each value sums the same products in another order than col2im does, so both
+ * paths are checked against the definition in double, and against each other, within a bound
+ * relative to the sum of the products' magnitudes S: float sums of up to a few hundred terms
+ * stay near 1e-7 S, a lost or doubled product is off by about S / terms, 1e-3 S here. */
+#define DGRAD_RTOL 1e-5
+
+/* The data gradient of x [N, C, H, W] (conv2d, w [O, C, kh, kw]) at one element, from dy
+ * [N, O, Ho, Wo] straight from the definition, in double; *mag receives the sum of the
+ * products' magnitudes. */
+static double direct_conv2d_dx(const tg_tensor *x, const tg_tensor *w, const tg_tensor *dy,
+                               int64_t n, int64_t c, int64_t ih, int64_t iw, int s, int p, int d,
+                               double *mag)
+{
+    const int64_t C = x->shape[1], O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
+    const int64_t Ho = dy->shape[2], Wo = dy->shape[3];
+    double acc = 0.0;
+    *mag = 0.0;
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t i = 0; i < kh; i++)
+            for (int64_t j = 0; j < kw; j++) {
+                int64_t th = ih + p - i * d, tw = iw + p - j * d;
+                if (th < 0 || tw < 0 || th % s || tw % s || th / s >= Ho || tw / s >= Wo)
+                    continue;
+                double t = (double)w->data[((o * C + c) * kh + i) * kw + j] *
+                           dy->data[((n * O + o) * Ho + th / s) * Wo + tw / s];
+                acc += t;
+                *mag += fabs(t);
+            }
+    return acc;
+}
+
+/* conv_transpose2d's y at one element, as direct_conv_transpose2d, with the magnitude sum. */
+static double direct_convt_mag(const tg_tensor *x, const tg_tensor *w, const tg_tensor *b,
+                               int64_t n, int64_t o, int64_t hy, int64_t wy, int s, int p,
+                               double *mag)
+{
+    const int64_t C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t O = w->shape[1], kh = w->shape[2], kw = w->shape[3];
+    *mag = fabs(b->data[o]);
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t v = 0; v < W; v++) {
+                int64_t i = hy - (h * s - p), j = wy - (v * s - p);
+                if (i >= 0 && i < kh && j >= 0 && j < kw)
+                    *mag += fabs((double)x->data[((n * C + c) * H + h) * W + v] *
+                                 w->data[((c * O + o) * kh + i) * kw + j]);
+            }
+    return direct_conv_transpose2d(x, w, b, n, o, hy, wy, s, p);
+}
+
+/* A layer for the data gradient, and whether the implicit GEMMs run on it (where AVX-512
+ * does): if not, the two paths must agree bit for bit, as both take col2im. */
+typedef struct {
+    implicit_layer L;
+    bool implicit;
+} dgrad_layer;
+
+/* The data gradient of one layer with the switch off (r[0]) and on (r[1]), at the given
+ * thread count, each run twice on one tape for the second backward's accumulation. */
+static void check_dgrad_layer(const dgrad_layer *D, int threads)
+{
+    const implicit_layer *L = &D->L;
+    tg_tensor *x = tensor4(L->xs, NULL, true), *w = tensor4(L->ws, NULL, true);
+    int64_t O = L->transpose ? L->ws[1] : L->ws[0];
+    tg_tensor *b = tg_tensor_new(1, &O);
+    tg_tensor_set_requires_grad(b, true);
+    fill_uniform(x, 21);
+    fill_uniform(w, 22);
+    fill_uniform(b, 23);
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    tg_tensor *y0 = apply_conv(L->transpose, x, w, b, L->s, L->p, L->d_or_op, L->d_or_op);
+    if (!y0)
+        fail_msg("%s: %s", L->name, tg_last_error());
+    tg_tensor *dy = tg_tensor_new(4, y0->shape);
+    tg_tape_end(tape);
+    fill_uniform(dy, 24);
+    int saved = tg_get_num_threads(), saved_dx = tg_conv_implicit_dx;
+    tg_set_num_threads(threads);
+    conv_result r[2];
+    tg_tensor *twice[2];
+    for (int m = 0; m < 2; m++) {
+        tg_conv_implicit_dx = m;
+        r[m] = conv_run(L->transpose, x, w, b, dy, L->s, L->p, L->d_or_op, NULL);
+        /* Backward twice on one tape: the second adds to dx (the GEMMs' beta 1). */
+        tg_tensor_zero_grad(x);
+        tg_tape *t2 = tg_tape_begin(TG_GRAD);
+        tg_tensor *y = apply_conv(L->transpose, x, w, b, L->s, L->p, L->d_or_op, L->d_or_op);
+        assert_non_null(y);
+        assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+        assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+        assert_int_equal(tg_tape_end(t2), TG_OK);
+        twice[m] = tg_tensor_clone(x->grad);
+        assert_non_null(twice[m]);
+    }
+    tg_conv_implicit_dx = saved_dx;
+    tg_set_num_threads(saved);
+    /* The data gradient: y of conv_transpose2d (and its dx is conv2d's forward, unchanged),
+     * dx of conv2d. */
+    const tg_tensor *got[2] = {L->transpose ? r[0].y : r[0].dx, L->transpose ? r[1].y : r[1].dx};
+    const int64_t *sh = got[0]->shape;
+    bool differ = false;
+    /* Every element of the small layers; every 7th of the large one (both groups still). */
+    const int64_t step = got[0]->numel > 200000 ? 7 : 1;
+    for (int64_t e = 0; e < got[0]->numel; e += step) {
+        int64_t v = e % sh[3], h = e / sh[3] % sh[2], c = e / (sh[2] * sh[3]) % sh[1];
+        int64_t n = e / (sh[1] * sh[2] * sh[3]);
+        double mag;
+        double want = L->transpose
+                          ? direct_convt_mag(x, w, b, n, c, h, v, L->s, L->p, &mag)
+                          : direct_conv2d_dx(x, w, dy, n, c, h, v, L->s, L->p, L->d_or_op, &mag);
+        double tol = DGRAD_RTOL * mag + 1e-7;
+        float old = got[0]->data[e], now = got[1]->data[e];
+        if (!(fabs(old - want) <= tol) || !(fabs(now - want) <= tol) || !(fabs(now - old) <= tol))
+            fail_msg("%s, %d threads: element %lld: implicit %.9g, col2im %.9g, double %.9g "
+                     "(bound %.3g)",
+                     L->name, threads, (long long)e, now, old, want, tol);
+        if (!L->transpose && !(fabs(twice[1]->data[e] - 2.0 * now) <= 2.0 * tol))
+            fail_msg("%s, %d threads: dx[%lld] after two backwards %.9g, once %.9g", L->name,
+                     threads, (long long)e, twice[1]->data[e], now);
+        differ |= memcmp(&old, &now, sizeof old) != 0;
+    }
+    /* Where the implicit GEMMs run, some of thousands of sums round differently; where they
+     * do not, nothing may differ. */
+    if (differ != (D->implicit && tg_sgemm_avx512_active()))
+        fail_msg("%s: the paths %s bit for bit, but the implicit GEMMs %s", L->name,
+                 differ ? "differ" : "agree",
+                 D->implicit && tg_sgemm_avx512_active() ? "run" : "do not run");
+    /* Everything else is the same computation either way. */
+    assert_same_bits(L->transpose ? r[1].dx : r[1].y, L->transpose ? r[0].dx : r[0].y,
+                     L->transpose ? "dx" : "y", L->name);
+    assert_same_bits(r[1].dw, r[0].dw, "dw", L->name);
+    assert_same_bits(r[1].db, r[0].db, "db", L->name);
+    for (int m = 0; m < 2; m++) {
+        conv_result_release(&r[m]);
+        tg_tensor_release(twice[m]);
+    }
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
+}
+
+/* Stride 1 in groups of images (small planes) and in place, with flat's rows copied wider
+ * where the image is wider (valid convolutions); the strided phases (2x2 taps each for k4 s2;
+ * phases of 2 and 1 taps for k3; a dilation that visits the phases in another order; more
+ * than one group); conv_transpose2d's forward with its bias, in groups and in place; and the
+ * layers that keep col2im: a single image channel, more flat channels than image channels at
+ * stride 1, a stride above the kernel, a dilation that leaves a phase with no tap. */
+static void test_implicit_dgrad(void **state)
+{
+    (void)state;
+    const dgrad_layer layers[] = {
+        {{"same 5x5 p2, grouped", false, {2, 16, 14, 14}, {12, 16, 5, 5}, 1, 2, 1}, true},
+        /* 4 x 169 points: the GEMM packs a second column block after writing the first, so
+         * the widened rows must not share the buffer with the GEMM's output. */
+        {{"valid 3x3, 13x13, grouped", false, {4, 12, 13, 13}, {12, 12, 3, 3}, 1, 0, 1}, true},
+        {{"same 3x3 p1, in place", false, {2, 8, 20, 20}, {8, 8, 3, 3}, 1, 1, 1}, true},
+        {{"valid 3x3, in place", false, {2, 8, 18, 18}, {6, 8, 3, 3}, 1, 0, 1}, true},
+        {{"3x3 p2 dil 2", false, {2, 8, 10, 10}, {5, 8, 3, 3}, 1, 2, 2}, true},
+        {{"k4 s2 p1", false, {3, 8, 14, 14}, {10, 8, 4, 4}, 2, 1, 1}, true},
+        {{"k3 s2 p1, 9x7", false, {2, 8, 9, 7}, {6, 8, 3, 3}, 2, 1, 1}, true},
+        {{"2x3 s2 p1 dil 3", false, {2, 9, 11, 16}, {4, 9, 2, 3}, 2, 1, 3}, true},
+        /* 1 MB of phase buffer per image: groups of 2, 2 + 1 images. */
+        {{"k4 s2 p1, two groups", false, {3, 64, 64, 64}, {8, 64, 4, 4}, 2, 1, 1}, true},
+        {{"convT k4 s2 p1", true, {3, 12, 7, 7}, {12, 8, 4, 4}, 2, 1, 0}, true},
+        {{"convT k3 s2 p1 op1", true, {2, 10, 5, 5}, {10, 9, 3, 3}, 2, 1, 1}, true},
+        {{"convT k3 s1 p1, in place", true, {2, 8, 16, 16}, {8, 8, 3, 3}, 1, 1, 0}, true},
+        {{"more flat channels", false, {2, 8, 12, 12}, {12, 8, 3, 3}, 1, 1, 1}, false},
+        {{"one image channel", false, {2, 1, 12, 12}, {8, 1, 3, 3}, 1, 1, 1}, false},
+        {{"1x1 s2", false, {2, 8, 9, 9}, {4, 8, 1, 1}, 2, 0, 1}, false},
+        {{"3x3 s2 dil 2", false, {2, 8, 9, 9}, {4, 8, 3, 3}, 2, 1, 2}, false},
+    };
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++)
+        for (int threads = 1; threads <= 2; threads++)
+            check_dgrad_layer(&layers[i], threads);
+}
+
+/* conv2d_weight_grad's backward (the second order) takes its dx through the same function:
+ * with the switch on and off, within the bound of test_implicit_dgrad (here relative to the
+ * largest value), and its ddy bit for bit. */
+static void test_implicit_dgrad_weight_grad_op(void **state)
+{
+    (void)state;
+    const int64_t xs[4] = {3, 16, 10, 10}, ws[4] = {12, 16, 3, 3}, ys[4] = {3, 12, 10, 10};
+    tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
+    tg_tensor *dy = tensor4(ys, NULL, true), *U = tensor4(ws, NULL, false);
+    fill_uniform(x, 25);
+    fill_uniform(w, 26);
+    fill_uniform(dy, 27);
+    fill_uniform(U, 28);
+    int saved_dx = tg_conv_implicit_dx;
+    tg_tensor *dx[2], *ddy[2];
+    for (int m = 0; m < 2; m++) {
+        tg_conv_implicit_dx = m;
+        tg_tensor_zero_grad(x);
+        tg_tensor_zero_grad(dy);
+        tg_tape *tape = tg_tape_begin(TG_GRAD);
+        tg_tensor *y = tg_conv2d(x, w, TG_NONE, 1, 1, 1);
+        assert_non_null(y);
+        tg_tensor *g = NULL;
+        assert_int_equal(tg_grad(&y, 1, &w, 1, &dy, true, &g), TG_OK);
+        assert_int_equal(tg_backward_grad(g, U), TG_OK);
+        assert_int_equal(tg_tape_end(tape), TG_OK);
+        dx[m] = tg_tensor_clone(x->grad);
+        ddy[m] = tg_tensor_clone(dy->grad);
+        assert_true(dx[m] && ddy[m]);
+    }
+    tg_conv_implicit_dx = saved_dx;
+    double top = 0.0;
+    bool differ = false;
+    for (int64_t e = 0; e < dx[0]->numel; e++)
+        top = fmax(top, fabs(dx[0]->data[e]));
+    for (int64_t e = 0; e < dx[0]->numel; e++) {
+        if (!(fabs(dx[1]->data[e] - dx[0]->data[e]) <= 1e-6 * top))
+            fail_msg("conv2d_weight_grad: dx[%lld] = %.9g implicit, %.9g through col2im",
+                     (long long)e, dx[1]->data[e], dx[0]->data[e]);
+        differ |= dx[1]->data[e] != dx[0]->data[e];
+    }
+    assert_true(differ == tg_sgemm_avx512_active());
+    assert_same_bits(ddy[1], ddy[0], "ddy", "conv2d_weight_grad");
+    for (int m = 0; m < 2; m++) {
         tg_tensor_release(dx[m]);
         tg_tensor_release(ddy[m]);
     }
@@ -832,6 +1071,8 @@ int main(void)
         TG_TEST(test_second_backward),
         TG_TEST(test_implicit_bit_identical),
         TG_TEST(test_implicit_weight_grad_op),
+        TG_TEST(test_implicit_dgrad),
+        TG_TEST(test_implicit_dgrad_weight_grad_op),
         TG_TEST(test_gemm_against_openblas),
         TG_TEST(test_gemm_threads),
     };
