@@ -10,18 +10,9 @@
 #   test_per_digit.sh BUILD SRC MNIST_DIR      (SKIP, exit 77, without MNIST in MNIST_DIR)
 set -eu
 build=$1 src=$2 data=$3
-[ -f "$data/train-images-idx3-ubyte" ] || [ -f "$data/train-images-idx3-ubyte.gz" ] || {
-    echo "SKIP: no MNIST in $data (scripts/fetch-mnist.sh)"
-    exit 77
-}
-tmp=$(mktemp -d /tmp/tg_per_digit_XXXXXX)
-[ -n "${TG_KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT
-out=$tmp/out
-fail() {
-    echo "test_per_digit: $*" >&2
-    [ ! -f "$out/per_digit.md" ] || cat "$out/per_digit.md" >&2
-    exit 1
-}
+test_name=test_per_digit test_table=per_digit.md
+# shellcheck source=examples/augment/test_common.sh
+. "$src/examples/augment/test_common.sh"
 export ITERS=4 SEEDS=1 DIGITS=3 N=50 EVAL_FLAGS="--data $data"
 export CLASSIFIER_FLAGS="--epochs 1 --limit 500 --data $data"
 export MNIST_GAN_FLAGS="--width-div 8 --batch 16 --eval-n 50 --data $data"

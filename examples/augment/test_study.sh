@@ -9,18 +9,9 @@
 #   test_study.sh BUILD SRC MNIST_DIR      (SKIP, exit 77, without MNIST in MNIST_DIR)
 set -eu
 build=$1 src=$2 data=$3
-[ -f "$data/train-images-idx3-ubyte" ] || [ -f "$data/train-images-idx3-ubyte.gz" ] || {
-    echo "SKIP: no MNIST in $data (scripts/fetch-mnist.sh)"
-    exit 77
-}
-tmp=$(mktemp -d /tmp/tg_study_XXXXXX)
-[ -n "${TG_KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT
-out=$tmp/out
-fail() {
-    echo "test_study: $*" >&2
-    [ ! -f "$out/study.md" ] || cat "$out/study.md" >&2
-    exit 1
-}
+test_name=test_study test_table=study.md
+# shellcheck source=examples/augment/test_common.sh
+. "$src/examples/augment/test_common.sh"
 export NS=7 SEEDS=1 GAN_ITERS=3 STEPS=10 GEN_N=100 EVAL_N=100
 export REFERENCE_FLAGS="--epochs 1 --limit 500 --data $data" EVAL_FLAGS="--data $data"
 export CLASSIFIER_FLAGS="--data $data" MNIST_GAN_FLAGS="--width-div 8 --data $data"
