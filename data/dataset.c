@@ -278,11 +278,21 @@ tg_status tg_loader_next(tg_loader *l, tg_tensor **images, tg_tensor **labels)
 
 tg_dataset *tg_dataset_per_class(const tg_dataset *ds, int64_t n, uint64_t seed)
 {
-    if (!ds || !ds->images || !ds->labels) {
-        tg_set_error(TG_ERR_ARG, "tg_dataset_per_class: the dataset is NULL or empty");
+    if (!ds || !ds->images || !ds->labels || ds->images == TG_NONE || ds->labels == TG_NONE) {
+        tg_set_error(TG_ERR_ARG, "tg_dataset_per_class: the dataset, its images or its labels "
+                                 "are NULL or TG_NONE");
         return NULL;
     }
     const int64_t total = ds->labels->numel;
+    if (ds->labels->ndim != 1 || ds->images->ndim < 1 || ds->images->shape[0] != total) {
+        char a[160], b[160];
+        tg_set_error(TG_ERR_SHAPE,
+                     "tg_dataset_per_class: images %s and labels %s: need labels [N] and images "
+                     "[N, ...]",
+                     tg_shape_str(ds->images->ndim, ds->images->shape, a, sizeof a),
+                     tg_shape_str(ds->labels->ndim, ds->labels->shape, b, sizeof b));
+        return NULL;
+    }
     if (n < 1) {
         tg_set_error(TG_ERR_ARG, "tg_dataset_per_class: %lld images per class (at least 1)",
                      (long long)n);

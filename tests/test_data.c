@@ -329,6 +329,16 @@ static void test_dataset_per_class(void **state)
     assert_null(tg_dataset_per_class(ds, 1, 9));
     assert_non_null(strstr(tg_last_error(), "label 5 is 2.5"));
     assert_null(tg_dataset_per_class(NULL, 1, 9));
+    /* images and labels that do not pair up are refused, not read past their end */
+    ds->labels->data[5] = 2.0f;
+    tg_tensor *all_labels = ds->labels;
+    ds->labels = tg_tensor_new(TG_DIMS(61));
+    assert_null(tg_dataset_per_class(ds, 1, 9));
+    assert_non_null(strstr(tg_last_error(), "images [60, 1, 1, 1] and labels [61]"));
+    tg_tensor_release(ds->labels);
+    ds->labels = TG_NONE;
+    assert_null(tg_dataset_per_class(ds, 1, 9));
+    ds->labels = all_labels;
     tg_dataset_free(ds);
 }
 

@@ -32,6 +32,7 @@
 #include "fuzz.h"
 
 #include "autograd.h"
+#include "data.h"
 #include "nn.h"
 #include "optim.h"
 
@@ -669,6 +670,44 @@ static tg_tensor *op_dropout(pool *pl, reader *r)
     return tg_dropout(x, p, training, rd_bool(r) ? NULL : &pl->rng);
 }
 
+/* The data module's calls on pool tensors (issue 16): affine transforms, given or drawn, and
+ * stratified subsets. Their results belong to no tape: each is checked, then released. */
+static tg_tensor *op_data(pool *pl, reader *r)
+{
+    tg_tensor *x = pick(pl, r), *y = NULL;
+    switch (rd_byte(r) % 3) {
+    case 0: {
+        tg_affine t[4];
+        for (int i = 0; i < 4; i++)
+            t[i] = (tg_affine){rd_float(r), rd_float(r), rd_float(r), rd_float(r)};
+        const int64_t n_t = rd_byte(r) % 6;
+        y = tg_data_affine(x, rd_byte(r) % 8 ? t : NULL, n_t > 4 ? 4 : n_t, rd_float(r));
+        break;
+    }
+    case 1: {
+        tg_affine_range range = {rd_float(r), rd_float(r), rd_float(r), rd_float(r)};
+        y = tg_data_augment_affine(x, pick_rng(pl, r), rd_byte(r) % 8 ? &range : NULL,
+                                   rd_float(r));
+        break;
+    }
+    default: {
+        tg_dataset ds = {x, pick(pl, r)};
+        tg_dataset *sub = tg_dataset_per_class(rd_byte(r) % 8 ? &ds : NULL, rd_int64(r),
+                                               (uint64_t)rd_int64(r));
+        check_result(sub ? sub->labels : NULL);
+        if (sub && sub->images->shape[0] != sub->labels->numel)
+            fuzz_fail("a subset whose images and labels do not pair up");
+        tg_dataset_free(sub);
+        return DONE;
+    }
+    }
+    check_result(y);
+    if (y && (y->ndim != 4 || !tg_shape_equal(y, x)))
+        fuzz_fail("an affine transform changed the images' shape");
+    tg_tensor_release(y);
+    return DONE;
+}
+
 /* Back-propagates from the sum of a pool tensor (or, now and then, from the tensor itself,
  * which must be refused unless it has one element). */
 static tg_tensor *op_backward(pool *pl, reader *r)
@@ -1296,7 +1335,7 @@ static const op_fn ops[] = {
     op_matmul,  op_batch_norm,       op_loss,       op_binary,    op_unary,
     op_dropout, op_backward,         op_layer_norm, op_index,     op_index_use,
     op_create,  op_tensor,           op_module,     op_clip,      op_after_failure,
-    op_grad,
+    op_grad,    op_data,
 };
 #define N_OPS ((int)(sizeof ops / sizeof ops[0]))
 
