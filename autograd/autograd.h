@@ -283,6 +283,21 @@ tg_tensor *tg_upsample(tg_tensor *x, int scale, tg_upsample_mode mode);
  * gradient and are not held after the call (PyTorch defaults: momentum 0.1, eps 1e-5). */
 tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps);
+/* Synchronised batch norm, for data-parallel training (dist/'s tg_dist_sync_batch_norm): while
+ * a hook is set, a training-mode tg_batch_norm takes its statistics over the batches of every
+ * process taking part, not over x alone. reduce(ctx, v, n) must replace the n doubles v by
+ * their sums over the processes (all of them call it at the same point, with the same n). The
+ * forward calls it twice, on [per-channel sums of x, the count of values per channel] (C + 1)
+ * and then on the per-channel sums of squared deviations from the global mean (C); the
+ * backward once, on [sum(dy), sum(dy * xhat)] per channel (2C), so that dx is the gradient of
+ * the processes' summed losses; the weight and bias gradients stay this process's own sums
+ * (the gradient averaging adds them up). The hook is recorded by each forward and used by its
+ * backward; eval mode never calls it. It cannot fail: a hook whose transport can records the
+ * failure and reports it at its next chance. Second-order gradients (create_graph) through a
+ * synchronised batch norm are refused. fn NULL: every process on its own (the default). Set
+ * it from the main thread, between steps. */
+typedef void (*tg_batch_norm_reduce_fn)(void *ctx, double *values, int64_t n);
+void tg_batch_norm_set_reduce(tg_batch_norm_reduce_fn fn, void *ctx);
 /* training with 0 < p < 1: zeroes element i when the i-th uniform draw from rng is below p
  * and scales the others by 1/(1-p); rng advances by one draw per element, so a seed
  * reproduces the mask. Not training, or p == 0: a copy of x (rng may be NULL). p must be in

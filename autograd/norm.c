@@ -43,6 +43,15 @@ typedef struct {
     tg_tensor *running_mean, *running_var;
     float momentum, eps;
     bool training, has_weight, has_bias;
+    /* Synchronised batch norm (tg_batch_norm_set_reduce): the hook in force when the forward
+     * ran, for its backward to use too; NULL: this process's batch alone. */
+    tg_batch_norm_reduce_fn reduce;
+    void *reduce_ctx;
+    /* Synchronised only: the values per channel over every process's batch, set while a kernel
+     * runs (forward: sum(x) and sum((x - mean)^2); backward: sum(dy) and sum(dy * xhat)), and
+     * the count of values per channel over them all (from the forward, kept for the backward). */
+    const double *sync1, *sync2;
+    int64_t sync_m;
 } batch_norm_params;
 
 /* The affine parameters' data, NULL when absent. */
@@ -55,6 +64,14 @@ static const float *batch_norm_bias(const tg_node *n)
 {
     const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
     return p->has_bias ? n->in[p->has_weight ? 2 : 1]->data : NULL;
+}
+
+/* Where the synchronised backward's doubles start in scratch: after mean[C] and invstd[C],
+ * rounded up to a double's alignment. */
+static size_t batch_norm_sync_offset(int64_t C)
+{
+    const size_t f = 2 * (size_t)(C > 0 ? C : 1) * sizeof(float);
+    return (f + sizeof(double) - 1) / sizeof(double) * sizeof(double);
 }
 
 /* Values per channel after C: 1 for [N,C], H*W for [N,C,H,W]. */
@@ -128,6 +145,11 @@ static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
     /* mean[C], invstd[C]; room for one channel when C is 0, so that the kernels' pointers into
      * it are never offsets from NULL (UB even for an offset of 0). */
     n->scratch_bytes = 2 * (size_t)(x->shape[1] > 0 ? x->shape[1] : 1) * sizeof(float);
+    /* Synchronised: after them, 2C doubles for the backward's sums, made ready now so that the
+     * backward, which cannot fail, needs no allocation before its collective. */
+    if (p->reduce && p->training)
+        n->scratch_bytes = batch_norm_sync_offset(x->shape[1]) +
+                           2 * (size_t)(x->shape[1] > 0 ? x->shape[1] : 1) * sizeof(double);
     return TG_OK;
 }
 
@@ -218,6 +240,7 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
     const tg_tensor *x = n->in[0];
     const float *w = batch_norm_weight(n), *b = batch_norm_bias(n);
     const int64_t N = x->shape[0], C = x->shape[1], S = batch_norm_spatial(x), m = N * S;
+    const int64_t ms = p->sync1 ? p->sync_m : m; /* the count the statistics are over */
     float *mean = n->scratch, *invstd = mean + C;
     const float *xd = x->data;
     float *y = n->out->data;
@@ -231,7 +254,12 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
         for (int64_t blk = 0; blk < blocks; blk++) {
             const int64_t c0 = blk * BN_COLS, nc = C - c0 < BN_COLS ? C - c0 : BN_COLS;
             double s[BN_COLS] = {0}, ss[BN_COLS] = {0}, mu[BN_COLS] = {0};
-            if (p->training) {
+            if (p->sync1) {
+                for (int64_t k = 0; k < nc; k++) {
+                    mu[k] = p->sync1[c0 + k] / (double)ms;
+                    ss[k] = p->sync2[c0 + k];
+                }
+            } else if (p->training) {
                 for (int64_t i = 0; i < N; i++)
                     for (int64_t k = 0; k < nc; k++)
                         s[k] += xd[i * C + c0 + k];
@@ -246,7 +274,7 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
             float fmu[BN_COLS], scale[BN_COLS], shift[BN_COLS];
             for (int64_t k = 0; k < nc; k++) {
                 const int64_t c = c0 + k;
-                batch_norm_stats(p, c, m, mu[k], ss[k], mean, invstd);
+                batch_norm_stats(p, c, ms, mu[k], ss[k], mean, invstd);
                 fmu[k] = mean[c];
                 scale[k] = invstd[c] * (w ? w[c] : 1.0f);
                 shift[k] = b ? b[c] : 0.0f;
@@ -260,7 +288,10 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
         TG_PARALLEL_FOR_WORK(C, m)
         for (int64_t c = 0; c < C; c++) {
             double mu = 0, ss = 0;
-            if (p->training) {
+            if (p->sync1) {
+                mu = p->sync1[c] / (double)ms;
+                ss = p->sync2[c];
+            } else if (p->training) {
                 double acc[BN_LANES] = {0};
                 for (int64_t i = 0; i < N; i++)
                     bn_acc_sum(acc, xd + (i * C + c) * S, S);
@@ -270,7 +301,7 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
                     bn_acc_sq(acc2, xd + (i * C + c) * S, S, mu);
                 ss = bn_lanes_total(acc2);
             }
-            batch_norm_stats(p, c, m, mu, ss, mean, invstd);
+            batch_norm_stats(p, c, ms, mu, ss, mean, invstd);
             const float fmu = mean[c], scale = invstd[c] * (w ? w[c] : 1.0f);
             const float shift = b ? b[c] : 0.0f;
             for (int64_t i = 0; i < N; i++) {
@@ -304,6 +335,10 @@ static void batch_norm_dcoef(const batch_norm_params *p, const float *w, int64_t
     if (gr->db)
         gr->db[c] = (float)sdy + (gr->db_set ? 0.0f : gr->db[c]);
     *g = is * (w ? w[c] : 1.0f);
+    /* Synchronised, dx takes the sums over every process's batch; dw and db above stay this
+     * process's. */
+    if (p->sync1)
+        sdy = p->sync1[c], sdyx = p->sync2[c], m = p->sync_m;
     *a = p->training ? (float)(sdy / (double)m) : 0.0f;
     *k = p->training ? (float)(sdyx / (double)m) : 0.0f;
 }
@@ -399,6 +434,37 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
     }
 }
 
+/* The synchronised backward (p->reduce): this process's sum(dy) and sum(dy * xhat) per channel,
+ * summed over the processes by the hook, for the kernel's dx (its dw and db recompute the local
+ * sums). The doubles live in scratch, reserved by the check, so nothing here can fail before
+ * the collective that every process must reach. */
+static void batch_norm_backward_synced(tg_node *n)
+{
+    batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
+    if (!p->reduce || !p->training) {
+        batch_norm_backward(n);
+        return;
+    }
+    const tg_tensor *x = n->in[0];
+    const int64_t N = x->shape[0], C = x->shape[1], S = batch_norm_spatial(x);
+    const float *mean = n->scratch, *invstd = mean + C;
+    double *v = (double *)((char *)n->scratch + batch_norm_sync_offset(C));
+    const float *xd = x->data, *dy = n->out->grad->data;
+    TG_PARALLEL_FOR_WORK(C, N * S)
+    for (int64_t c = 0; c < C; c++) {
+        double acc_dy[BN_LANES] = {0}, acc_dyx[BN_LANES] = {0};
+        for (int64_t i = 0; i < N && S > 0; i++)
+            bn_acc_dy(acc_dy, acc_dyx, xd + (i * C + c) * S, dy + (i * C + c) * S, S, mean[c],
+                      invstd[c]);
+        v[c] = bn_lanes_total(acc_dy);
+        v[C + c] = bn_lanes_total(acc_dyx);
+    }
+    p->reduce(p->reduce_ctx, v, 2 * C);
+    p->sync1 = v, p->sync2 = v + C;
+    batch_norm_backward(n);
+    p->sync1 = p->sync2 = NULL;
+}
+
 /* ---- batch_norm and layer_norm: second order -----------------------------------------------
  * The backward above as recorded ops (create_graph), on a view of x: [N, C, S] for batch_norm,
  * normalised over axes 0 and 2; [R, D] for layer_norm, over axis 1. In training (and always
@@ -436,6 +502,10 @@ static tg_status batch_norm_backward_graph(tg_node *n, tg_tensor *gout, uint32_t
 {
     const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
     tg_tensor *x = n->in[0];
+    if (p->reduce && p->training) /* the recorded ops below see this process's batch only */
+        return tg_set_error(TG_ERR_STATE,
+                            "tg_batch_norm: a second-order backward (create_graph) through a "
+                            "synchronised batch norm (tg_batch_norm_set_reduce) is not supported");
     if (x->numel == 0)
         return norm_graph_empty(n, need, gin);
     const int iw = 1, ib = p->has_weight ? 2 : 1;
@@ -519,7 +589,7 @@ TG_OP_DEFINE(batch_norm) = {.name = "batch_norm",
                             .n_in = -1,
                             .check = batch_norm_check,
                             .forward = batch_norm_forward,
-                            .backward = batch_norm_backward,
+                            .backward = batch_norm_backward_synced,
                             .backward_graph = batch_norm_backward_graph,
                             .cases = batch_norm_cases,
                             .fresh_grads = true};
@@ -540,6 +610,56 @@ static int affine_inputs(tg_tensor *in[3], tg_tensor *x, tg_tensor *weight, tg_t
 #endif
 
 #if TG_ISA_BASE
+/* The hook of synchronised batch norm (tg_batch_norm_set_reduce); NULL: none. */
+static tg_batch_norm_reduce_fn bn_reduce;
+static void *bn_reduce_ctx;
+
+void tg_batch_norm_set_reduce(tg_batch_norm_reduce_fn fn, void *ctx)
+{
+    bn_reduce = fn;
+    bn_reduce_ctx = fn ? ctx : NULL;
+}
+
+/* The synchronised forward's statistics, before the op runs: x's per-channel sums and its
+ * count per channel, summed over the processes, then the sums of squared deviations from that
+ * global mean, likewise (two passes, as the kernel's, for the same cancellation reason). *out
+ * gets [sums C, squares C] (free it), *m the global count. An x the op will refuse is left to
+ * its check (no statistics, TG_OK). */
+static tg_status batch_norm_sync_stats(const tg_tensor *x, double **out, int64_t *m)
+{
+    *out = NULL;
+    if (!x || x == TG_NONE || x->ndim < 2)
+        return TG_OK;
+    const int64_t N = x->shape[0], C = x->shape[1], S = batch_norm_spatial(x);
+    double *v = malloc(sizeof(double) * (size_t)(2 * C + 1));
+    if (!v)
+        return tg_set_error(TG_ERR_NOMEM, "tg_batch_norm: out of memory for %lld channels' sums",
+                            (long long)C);
+    const float *xd = x->data;
+    TG_PARALLEL_FOR_WORK(C, N * S)
+    for (int64_t c = 0; c < C; c++) {
+        double acc[BN_LANES] = {0};
+        for (int64_t i = 0; i < N && S > 0; i++)
+            bn_acc_sum(acc, xd + (i * C + c) * S, S);
+        v[c] = bn_lanes_total(acc);
+    }
+    v[C] = (double)(N * S);
+    bn_reduce(bn_reduce_ctx, v, C + 1);
+    *m = (int64_t)v[C];
+    double *ss = v + C; /* the count is read: its slot starts the squares */
+    TG_PARALLEL_FOR_WORK(C, N * S)
+    for (int64_t c = 0; c < C; c++) {
+        const double mu = *m > 0 ? v[c] / (double)*m : 0.0;
+        double acc[BN_LANES] = {0};
+        for (int64_t i = 0; i < N && S > 0; i++)
+            bn_acc_sq(acc, xd + (i * C + c) * S, S, mu);
+        ss[c] = bn_lanes_total(acc);
+    }
+    bn_reduce(bn_reduce_ctx, ss, C);
+    *out = v;
+    return TG_OK;
+}
+
 tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps)
 {
@@ -556,7 +676,21 @@ tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias, tg_te
                            .has_weight = weight != TG_NONE,
                            .has_bias = bias != TG_NONE};
     tg_tensor *in[3];
-    return tg_apply(&tg_op_batch_norm, &p, sizeof p, affine_inputs(in, x, weight, bias), in);
+    double *sync = NULL;
+    if (training && bn_reduce) {
+        if (batch_norm_sync_stats(x, &sync, &p.sync_m) != TG_OK)
+            return NULL;
+        p.reduce = bn_reduce, p.reduce_ctx = bn_reduce_ctx;
+        p.sync1 = sync, p.sync2 = sync ? sync + x->shape[1] : NULL;
+    }
+    tg_tensor *y =
+        tg_apply(&tg_op_batch_norm, &p, sizeof p, affine_inputs(in, x, weight, bias), in);
+    /* The node keeps a copy of p: the pointers into sync are cleared there, the hook kept. */
+    if (y && sync && y->node)
+        TG_PARAMS(y->node, batch_norm_params)->sync1 =
+            TG_PARAMS(y->node, batch_norm_params)->sync2 = NULL;
+    free(sync);
+    return y;
 }
 #endif
 

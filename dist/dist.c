@@ -15,7 +15,15 @@ struct tg_dist {
     size_t bucket_elems; /* floats per collective call */
     float *bucket;       /* staging for the contiguous copies, grown on demand */
     size_t bucket_cap;
+    /* A failure of the synchronised batch norm's hook, which cannot return one: reported by
+     * the next tg_dist_agree (every collective here starts with one). */
+    tg_status hook_status;
+    char hook_msg[512];
 };
+
+/* The tg_dist whose hook synchronises batch norm (tg_dist_sync_batch_norm); NULL: none. The
+ * hook is process-wide, as the core's setting is. */
+static tg_dist *bn_owner;
 
 /* Records an MPI failure as TG_ERR_STATE naming our function, the MPI call and MPI's own
  * words for the error code. */
@@ -88,6 +96,10 @@ tg_status tg_dist_finalize(tg_dist *d)
 {
     if (!d)
         return TG_OK;
+    if (bn_owner == d) { /* the hook must not outlive its communicator */
+        tg_batch_norm_set_reduce(NULL, NULL);
+        bn_owner = NULL;
+    }
     int rc = MPI_Comm_free(&d->comm);
     tg_status st = rc == MPI_SUCCESS ? TG_OK : mpi_error("tg_dist_finalize", "MPI_Comm_free", rc);
     if (d->owns_mpi && (rc = MPI_Finalize()) != MPI_SUCCESS && st == TG_OK)
@@ -128,6 +140,10 @@ tg_status tg_dist_agree(tg_dist *d, tg_status local)
     const char *fn = "tg_dist_agree";
     if (!d)
         return null_dist(fn);
+    if (local == TG_OK && d->hook_status != TG_OK) {
+        local = tg_set_error(d->hook_status, "%s", d->hook_msg);
+        d->hook_status = TG_OK;
+    }
     /* The lowest failing rank speaks for all: its status and message travel to every rank. */
     int mine = local != TG_OK ? d->rank : d->size, first = d->size, rc;
     if ((rc = MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, d->comm)) != MPI_SUCCESS)
@@ -513,5 +529,45 @@ tg_status tg_dist_loader_next(const tg_dist *d, tg_loader *l, tg_tensor **images
     *images = mx;
     if (labels)
         *labels = my;
+    return TG_OK;
+}
+
+/* ---- synchronised batch norm ---------------------------------------------------------------- */
+
+/* The core's batch-norm hook (tg_batch_norm_set_reduce): the sums over the ranks, in place. A
+ * failure leaves this rank's own sums and is kept for the next tg_dist_agree. */
+static void bn_allreduce(void *ctx, double *values, int64_t n)
+{
+    tg_dist *d = ctx;
+    int rc = n > INT32_MAX
+                 ? MPI_ERR_COUNT
+                 : MPI_Allreduce(MPI_IN_PLACE, values, (int)n, MPI_DOUBLE, MPI_SUM, d->comm);
+    if (rc == MPI_SUCCESS || d->hook_status != TG_OK)
+        return;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS)
+        len = 0;
+    msg[len] = '\0';
+    d->hook_status = TG_ERR_STATE;
+    snprintf(d->hook_msg, sizeof d->hook_msg,
+             "tg_dist_sync_batch_norm: MPI_Allreduce of %lld batch-norm sums failed (MPI error "
+             "%d: %s)",
+             (long long)n, rc, len ? msg : "no description");
+}
+
+tg_status tg_dist_sync_batch_norm(tg_dist *d, bool on)
+{
+    if (!d)
+        return null_dist("tg_dist_sync_batch_norm");
+    /* One rank: the statistics are already the job's; the kernels' own sums stay bit for bit
+     * what they are without MPI. */
+    if (on && d->size > 1) {
+        tg_batch_norm_set_reduce(bn_allreduce, d);
+        bn_owner = d;
+    } else if (bn_owner == d || !bn_owner) {
+        tg_batch_norm_set_reduce(NULL, NULL);
+        bn_owner = NULL;
+    }
     return TG_OK;
 }

@@ -102,6 +102,17 @@ tg_status tg_dist_allreduce_grads(tg_dist *d, tg_tensor *const *params, int64_t 
  * batch means). The shapes must agree as above. */
 tg_status tg_dist_allreduce_mean(tg_dist *d, tg_tensor *const *tensors, int64_t n);
 
+/* Synchronised BatchNorm on (true) or off (false, the default): while on, every training-mode
+ * batch norm of this process (tg_batch_norm, so every BatchNorm module) takes its statistics
+ * over the global batch, the ranks' per-channel sums added up by MPI_Allreduce (two calls in
+ * its forward, one in its backward: tg_batch_norm_set_reduce), so N ranks with B/N each
+ * normalise, update the running statistics and differentiate as one process with batch B
+ * (up to the rounding of sums taken in another order). Every rank must then run the same
+ * batch norms in the same order, as data-parallel training does. Process-wide: it stays on
+ * until turned off or tg_dist_finalize. With one rank it changes nothing. Local (the calls
+ * it causes are collective). */
+tg_status tg_dist_sync_batch_norm(tg_dist *d, bool on);
+
 /* ---- data ----------------------------------------------------------------------------- */
 
 /* The sharded loader: l is an ordinary tg_loader built with the *global* batch and the same

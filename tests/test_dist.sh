@@ -11,11 +11,28 @@
 #   - a bad launch is refused with one line on rank 0 and exit status 2 on every rank, within a
 #     timeout (a hang fails): ranks launched with different flags (mpirun's MPMD form), a flag
 #     that only one rank cannot parse, and a global batch that 3 ranks cannot split.
+#   - mnist_classifier (phase 2), with MNIST only: 2 ranks x batch 32 against 1 process x batch
+#     64, --dropout 0, --steps 20 of Adam: every parameter within 1e-4 of the one-process
+#     run, relative to the tensor's largest absolute value (measured 1.9e-5: Adam divides each
+#     gradient by its own running size, so float32's rounding of sums taken in another order
+#     shows more than under SGD; 1e-6 absolute is a thousandth of one step of lr 1e-3); and
+#     its refusal of a batch 3 ranks cannot split;
+#   - mnist_gan train (phase 2), with MNIST only, --width-div 8, batch 32, 200 iterations: the
+#     loss curves of 2 ranks and of 1 process, as means over windows of 50 iterations (d_real,
+#     d_fake, g), within 0.01 of each other with --sync-bn on and within 0.1 with off. Measured
+#     0.002-0.005 with on (0.005 in the sanitizer build), 0.023 with off: the bands are 2-4x
+#     those, and off misses on's band (so the first check fails when the statistics are not
+#     synchronised). With sync BN the two runs compute the same thing up to rounding, which
+#     the GAN amplifies slowly; without it each rank normalises over its 16 images, a
+#     different model in the same regime. And --resume with another number of ranks is
+#     refused.
 # SKIP (77) without mpirun. As root, mpirun needs OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM), set here.
 #
-# usage: test_dist.sh TEST_DIST_RANKS DIST_MLP   ($TG_MNIST_DIR: MNIST's folder, if any)
+# usage: test_dist.sh TEST_DIST_RANKS DIST_MLP MNIST_CLASSIFIER MNIST_GAN
+#        ($TG_MNIST_DIR: MNIST's folder, if any)
 set -u
 ranks_prog=$(realpath -- "$1") mlp=$(realpath -- "$2") # the runs start in a temporary folder
+clf=$(realpath -- "$3") gan=$(realpath -- "$4")
 
 skip() { echo "SKIP: $*"; exit 77; }
 fails=0
@@ -106,6 +123,49 @@ run "a bad flag on rank 1" 60 "${mpi[@]}" -q -np 1 "$mlp" train --synthetic : \
 refused "a flag only rank 1 cannot parse" "dist_mlp: tg_dist_agree: rank 1 of 2: --steps: 'x'"
 run "batch 64 over 3 ranks" 60 "${mpi[@]}" -q -np 3 "$mlp" train --synthetic --batch 64
 refused "a batch 3 ranks cannot split" "global batch 64 does not split over 3 ranks"
+
+# ---- phase 2: mnist_classifier and mnist_gan under mpirun (MNIST needed) -------------------
+if [ "${data[0]}" = --data ]; then
+    common=(--data "$mnist" --limit 4096 --batch 64 --steps 20 --epochs 1 --dropout 0
+        --threads 1)
+    run "classifier: 2 ranks" 180 "${mpi[@]}" -np 2 "$clf" "${common[@]}" --out "$tmp/c2.st"
+    [ "$rc" -eq 0 ] || { fail "classifier: 2 ranks: exit status $rc"; show; }
+    run "classifier: 1 process" 180 "$clf" "${common[@]}" --out "$tmp/c1.st"
+    [ "$rc" -eq 0 ] || { fail "classifier: 1 process: exit status $rc"; show; }
+    run "classifier: compare" 60 "$mlp" compare "$tmp/c2.st" "$tmp/c1.st" --tol 1e-4
+    if [ "$rc" -eq 0 ]; then pass "classifier equivalence: $(cat "$tmp/out")"; else
+        fail "classifier: the parameters differ"; show; fi
+    run "classifier: batch 64 over 3 ranks" 60 "${mpi[@]}" -q -np 3 "$clf" "${common[@]}" \
+        --out "$tmp/c3.st"
+    refused "classifier: a batch 3 ranks cannot split" "global batch 64 does not split over 3"
+
+    g=(train --data "$mnist" --width-div 8 --batch 32 --iters 200 --log-every 200 --threads 1)
+    run "gan: 1 process" 120 "$gan" "${g[@]}" --out "$tmp/g1"
+    [ "$rc" -eq 0 ] || { fail "gan: 1 process: exit status $rc"; show; }
+    for sync in "on 0.01" "off 0.1"; do
+        band=${sync#* } sync=${sync% *}
+        run "gan: 2 ranks, sync-bn $sync" 120 "${mpi[@]}" -np 2 "$gan" "${g[@]}" --sync-bn "$sync" \
+            --out "$tmp/g2$sync"
+        [ "$rc" -eq 0 ] || { fail "gan: 2 ranks, sync-bn $sync: exit status $rc"; show; continue; }
+        # the largest difference of 50-iteration window means over the three losses
+        worst=$(awk -F, 'FNR == 1 { f++; next }
+            { w = int((FNR - 2) / 50); for (k = 4; k <= 6; k++) m[f, w, k] += $k / 50 }
+            END { d = 0; for (w = 0; w < 4; w++) for (k = 4; k <= 6; k++) {
+                x = m[1, w, k] - m[2, w, k]; if (x < 0) x = -x; if (x > d) d = x }
+                printf "%.4g", d }' "$tmp/g1/losses.csv" "$tmp/g2$sync/losses.csv")
+        if awk -v d="$worst" -v b="$band" 'BEGIN { exit !(d <= b) }'; then
+            pass "gan band, sync-bn $sync: window means within $worst (band $band)"
+        else
+            fail "gan band, sync-bn $sync: window means differ by $worst (band $band)"
+        fi
+    done
+    run "gan: resume with 1 of 2 ranks" 60 "$gan" "${g[@]}" --iters 210 --resume --out "$tmp/g2on"
+    refused "gan: resume with another number of ranks" "was trained by 2 ranks"
+    run "gan: batch 32 over 3 ranks" 60 "${mpi[@]}" -q -np 3 "$gan" "${g[@]}" --out "$tmp/g3"
+    refused "gan: a batch 3 ranks cannot split" "global batch 32 does not split over 3 ranks"
+else
+    echo "(no MNIST: mnist_classifier and mnist_gan under mpirun not run)"
+fi
 
 if [ "$fails" -gt 0 ]; then
     echo "$fails check(s) failed"

@@ -43,7 +43,7 @@ static tg_state_dict *good_checkpoint(void)
     gan_widths w = gan_widths_default(64);
     gan_state s = {0};
     assert_int_equal(gan_state_init(&s, &cfg, &w), TG_OK);
-    run_settings rs = {cfg, -1, 64, 16, 0};
+    run_settings rs = {cfg, -1, 64, 16, 0, 1}; /* 1 rank: one process */
     run_position pos = {.iteration = 5, .seconds = 1.5, .loader = {.epoch = 0, .batch = 5}};
     tg_rng_seed(&pos.loader.epoch_rng, 7);
     snprintf(path, sizeof path, "/tmp/tg_gan_ckpt_%d.safetensors", (int)getpid());

@@ -60,9 +60,10 @@ done:
 
 struct clf_batches {
     tg_loader *real, *gen; /* gen: NULL without generated images in a batch */
-    int64_t n_real, n_gen; /* images of each kind in a batch */
+    int64_t n_real, n_gen; /* images of each kind in a (global) batch */
     bool augment;
     tg_rng augment_rng;
+    const tg_dist *d; /* NULL: one process */
 };
 
 clf_batches *clf_batches_new(const tg_dataset *real, const tg_dataset *gen, int64_t batch,
@@ -92,6 +93,11 @@ clf_batches *clf_batches_new(const tg_dataset *real, const tg_dataset *gen, int6
         return NULL;
     }
     return b;
+}
+
+void clf_batches_set_dist(clf_batches *b, const tg_dist *d)
+{
+    b->d = d;
 }
 
 void clf_batches_free(clf_batches *b)
@@ -146,21 +152,41 @@ static tg_status append(tg_tensor **x, tg_tensor **y, const tg_tensor *x2, const
     return TG_OK;
 }
 
+/* Moves rng past the transforms of n images: four uniform draws each (data.h). */
+static void skip_transforms(tg_rng *rng, int64_t n)
+{
+    for (int64_t i = 0; i < 4 * n; i++)
+        (void)tg_rng_uniform01(rng);
+}
+
+/* *x through the classic transform, replaced in place: this rank's rows of a part of the
+ * global batch whose first `before` images the stream has passed, `part` images in all. */
+static tg_status augment_part(clf_batches *b, tg_tensor **x, int64_t part)
+{
+    const tg_affine_range range = CLF_CLASSIC_RANGE;
+    const int64_t rows = (*x)->shape[0], first = dp_rank(b->d) * rows;
+    skip_transforms(&b->augment_rng, first);
+    tg_tensor *moved = tg_data_augment_affine(*x, &b->augment_rng, &range, -1.0f);
+    skip_transforms(&b->augment_rng, part - first - rows);
+    tg_tensor_release(*x);
+    *x = moved;
+    return moved ? TG_OK : tg_last_status();
+}
+
 tg_status clf_batches_next(clf_batches *b, tg_tensor **images, tg_tensor **labels)
 {
     tg_tensor *x = NULL, *y = NULL, *gx = NULL, *gy = NULL;
-    tg_status st = tg_loader_next(b->real, &x, &y);
+    /* The global batch is [real, generated], transformed in that order: each part's share is
+     * transformed with the draws of its rows, the other rows' draws passed over. */
+    tg_status st = dp_loader_next(b->d, b->real, &x, &y);
+    if (st == TG_OK && b->augment)
+        st = augment_part(b, &x, b->n_real);
     if (st == TG_OK && b->gen) {
-        st = tg_loader_next(b->gen, &gx, &gy);
+        st = dp_loader_next(b->d, b->gen, &gx, &gy);
+        if (st == TG_OK && b->augment)
+            st = augment_part(b, &gx, b->n_gen);
         if (st == TG_OK)
             st = append(&x, &y, gx, gy);
-    }
-    if (st == TG_OK && b->augment) {
-        const tg_affine_range range = CLF_CLASSIC_RANGE;
-        tg_tensor *moved = tg_data_augment_affine(x, &b->augment_rng, &range, -1.0f);
-        tg_tensor_release(x);
-        x = moved;
-        st = moved ? TG_OK : tg_last_status();
     }
     tg_tensor_release(gx);
     tg_tensor_release(gy);

@@ -5,6 +5,7 @@
 #ifndef MNIST_CLASSIFIER_BATCHES_H
 #define MNIST_CLASSIFIER_BATCHES_H
 
+#include "dist_opt.h"
 #include "tapegrad.h"
 
 /* --augment classic: shift up to 2 pixels each way, turn up to 10 degrees either way, scale
@@ -27,10 +28,16 @@ typedef struct clf_batches clf_batches;
  * with the error set (TG_ERR_ARG when a set has fewer images than its share of a batch). */
 clf_batches *clf_batches_new(const tg_dataset *real, const tg_dataset *gen, int64_t batch,
                              int64_t n_gen, bool augment, uint64_t seed);
+/* Under MPI (d from dp_start, dist_opt.h; NULL: one process), batch is the global batch: each
+ * rank then gets its share of the real part and of the generated part (tg_dist_loader_next;
+ * both must split evenly over the ranks), and each of its images the transform one process
+ * with the whole batch would have drawn for it, so N ranks see exactly what one process sees.
+ * Set before the first batch. */
+void clf_batches_set_dist(clf_batches *b, const tg_dist *d);
 /* Frees b. NULL is ignored. */
 void clf_batches_free(clf_batches *b);
-/* The next batch as new references (release both): images [batch, 1, 28, 28], labels
- * [batch] as floats. */
+/* The next batch (this rank's share of it) as new references (release both): images
+ * [batch, 1, 28, 28], labels [batch] as floats. */
 tg_status clf_batches_next(clf_batches *b, tg_tensor **images, tg_tensor **labels);
 /* Batches in one pass over the real images (what an epoch is). */
 int64_t clf_batches_per_epoch(const clf_batches *b);

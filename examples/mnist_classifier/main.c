@@ -6,6 +6,14 @@
  *                      [--augment-with PREFIX [--ratio R]] [--dropout P] [--json FILE]
  *     mnist_classifier --eval-only --checkpoint FILE [--dataset ... | --data DIR] [--threads T]
  *
+ * Under `mpirun -np N` (built with MPI: dist/dist_opt.h) the same command trains data-parallel:
+ * --batch is the global batch, each rank takes its 1/N of it (of the real and of the generated
+ * part, each image with the augmentation and the dropout mask one process would give it), the
+ * gradients are averaged before every Adam step, the test set is split between the ranks and
+ * the counts added up, and rank 0 alone prints and writes (checkpoint, --json). A launch that
+ * cannot work (N not dividing the batch or its parts, ranks with other flags or other data)
+ * is refused with one line from rank 0 and exit status 2 on every rank.
+ *
  * Training prints, per epoch, the mean training loss, the test accuracy and the seconds taken,
  * and saves a checkpoint after every epoch (atomically: an interrupted run leaves the previous
  * one). With --steps it runs a fixed number of optimizer steps instead, in --epochs stages of
@@ -92,18 +100,30 @@ typedef struct {
     const char *out;
     bool eval_only;
     const char *checkpoint;
+    bool help;
 } options;
 
-/* Prints "mnist_classifier: <message>" as one line on stderr. */
+/* Under MPI only rank 0 speaks: the others reach the same verdicts, or tell rank 0 theirs
+ * through dp_agree. quiet: this is another rank. */
+static bool quiet;
+/* While reading the input, a complaint is kept (in `kept`) rather than printed, for the ranks
+ * to agree on first; one process then prints it just as it would have at once. */
+static bool keeping;
+static char kept[1024];
+
+/* Prints "mnist_classifier: <message>" as one line on stderr (or keeps it; see above). */
 static void complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void complain(const char *fmt, ...)
 {
+    char msg[sizeof kept];
     va_list ap;
     va_start(ap, fmt);
-    fputs("mnist_classifier: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (keeping)
+        memcpy(kept, msg, sizeof kept);
+    else if (!quiet)
+        fprintf(stderr, "mnist_classifier: %s\n", msg);
 }
 
 /* v as a message may quote it: escaped (tg_escape), so a hostile value cannot split the line
@@ -202,8 +222,8 @@ static bool parse_options(int argc, char **argv, options *o)
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
         if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
-            fputs(usage, stdout);
-            exit(0);
+            o->help = true; /* main prints the usage, on rank 0 */
+            return true;
         }
         if (!strcmp(flag, "--eval-only")) {
             o->eval_only = true;
@@ -401,39 +421,64 @@ static tg_optim *adam_for(const clf_model *m, float lr)
     return opt;
 }
 
-/* n optimizer steps, one batch each: forward, cross-entropy, backward, Adam step. *mean_loss
- * gets the mean of the batch losses. */
+/* Moves rng past n uniform draws (the dropout's: one per element, autograd.h). */
+static void skip_draws(tg_rng *rng, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        (void)tg_rng_uniform01(rng);
+}
+
+/* n optimizer steps, one batch each: forward, cross-entropy, backward, (under MPI: the
+ * gradients averaged over the ranks,) Adam step. *mean_loss gets the mean of the batch losses
+ * (of the global batches, under MPI). params: the model's n_params parameters; dropout: its
+ * rate. */
 static tg_status train_steps(clf_model *m, tg_optim *opt, clf_batches *batches, int64_t n,
+                             float dropout, tg_dist *d, tg_tensor *const *params, int64_t n_params,
                              double *mean_loss)
 {
     tg_module_train(m->net, true); /* dropout on */
+    /* Under MPI each rank draws the dropout mask of its rows of the global batch, passing over
+     * the other rows' draws, so N ranks drop what one process would. */
+    const int64_t per_row = dropout > 0.0f ? CLF_FEATURES : 0;
     double sum = 0.0;
     for (int64_t b = 0; b < n; b++) {
         tg_tensor *x, *y;
         tg_status st = clf_batches_next(batches, &x, &y);
         if (st != TG_OK)
-            return st;
+            return dp_agree(d, st);
+        const int64_t rows = x->shape[0];
         tg_tape *tape = tg_tape_begin(TG_GRAD);
         if (tape) {
+            skip_draws(&m->dropout_rng, dp_rank(d) * rows * per_row);
             /* The loader gives labels as floats; tg_labels makes them the index it takes. */
             tg_tensor *loss = tg_cross_entropy(clf_forward(m, x), tg_labels(y), TG_REDUCE_MEAN);
+            skip_draws(&m->dropout_rng, (dp_size(d) - 1 - dp_rank(d)) * rows * per_row);
             st = tg_backward(loss); /* one check covers the whole chain */
-            if (st == TG_OK) {
+            if (st == TG_OK)
                 sum += tg_tensor_item(loss);
-                st = tg_optim_step(opt);
-            }
+            /* One rank's failure stops every rank before the gradients' collective. */
+            st = dp_agree(d, st);
+            if (st == TG_OK && (st = dp_allreduce_grads(d, params, n_params)) == TG_OK)
+                st = dp_agree(d, tg_optim_step(opt));
             tg_optim_zero_grad(opt);
             tg_tape_end(tape); /* frees every activation of the step */
         } else {
-            st = tg_last_status();
+            st = dp_agree(d, tg_last_status());
         }
         tg_tensor_release(x);
         tg_tensor_release(y);
         if (st != TG_OK)
             return st;
     }
-    *mean_loss = sum / (double)n;
-    return TG_OK;
+    /* The global batches' mean: the mean over the ranks of their means over equal shares. */
+    tg_tensor *mean = tg_tensor_full(0, NULL, (float)(sum / (double)n));
+    tg_status st = dp_agree(d, mean ? TG_OK : tg_last_status());
+    if (st == TG_OK)
+        st = dp_allreduce_mean(d, &mean, 1);
+    if (st == TG_OK)
+        *mean_loss = dp_size(d) > 1 ? (double)mean->data[0] : sum / (double)n;
+    tg_tensor_release(mean);
+    return st;
 }
 
 /* --eval-only: the checkpoint's accuracy on the test set. */
@@ -486,6 +531,7 @@ typedef struct {
     int64_t train_images, generated_images, n_gen; /* n_gen: generated images per batch */
     int64_t steps, stages, correct, total;
     double accuracy, seconds;
+    int ranks; /* MPI ranks that trained it (1: one process) */
 } run_result;
 
 /* Appends the run's line to f (opened on o->json) in a single write(), so that runs appending
@@ -518,6 +564,8 @@ static int append_json(const options *o, FILE *f, const run_result *r)
     } else {
         fputs("null, \"ratio\": null, \"generated_images\": 0, \"generated_per_batch\": 0", ms);
     }
+    if (r->ranks > 1) /* only under MPI: one process's line stays as it was */
+        fprintf(ms, ", \"ranks\": %d", r->ranks);
     fputs(", \"data\": ", ms);
     json_string(ms, o->data_dir);
     fprintf(ms,
@@ -538,78 +586,181 @@ static int append_json(const options *o, FILE *f, const run_result *r)
     return 0;
 }
 
+/* Every rank must run with the same flags, but for --threads (each machine's cores) and --data
+ * (each machine's path to the files, whose contents are compared instead): the rest of argv,
+ * compared across the ranks (tg_dist_check_same). One process: TG_OK. */
+static tg_status check_same_flags(tg_dist *d, int argc, char **argv)
+{
+    if (!d)
+        return TG_OK;
+    size_t len = 0;
+    for (int i = 1; i < argc; i++)
+        len += strlen(argv[i]) + 1;
+    char *all = malloc(len + 1);
+    tg_status st = dp_agree(
+        d,
+        all ? TG_OK : tg_set_error(TG_ERR_NOMEM, "mnist_classifier: out of memory for the flags"));
+    if (st != TG_OK) {
+        free(all);
+        return st;
+    }
+    size_t at = 0;
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "--threads") || !strcmp(argv[i], "--data")) && i + 1 < argc) {
+            i++;
+            continue;
+        }
+        const size_t n = strlen(argv[i]) + 1; /* with its '\0', so "a b" differs from "ab" */
+        memcpy(all + at, argv[i], n);
+        at += n;
+    }
+    st = dp_check_same(d, all, at, "the flags");
+    free(all);
+    return st;
+}
+
+/* The same images and labels on every rank (their bytes compared), what, e.g. "the training
+ * images", naming them. */
+static tg_status check_same_data(tg_dist *d, const tg_dataset *ds, const char *what)
+{
+    tg_status st =
+        dp_check_same(d, ds->images->data, sizeof(float) * (size_t)ds->images->numel, what);
+    return st == TG_OK
+               ? dp_check_same(d, ds->labels->data, sizeof(float) * (size_t)ds->labels->numel, what)
+               : st;
+}
+
+/* The test accuracy: under MPI each rank tests a slice of the test set (rows [r T / N,
+ * (r + 1) T / N)) and the counts are added up; one process tests it all. */
+static tg_status test_accuracy(clf_model *m, const tg_dataset *test, tg_dist *d, double *acc,
+                               int64_t *correct)
+{
+    if (!d)
+        return clf_accuracy(m, test->images, test->labels, acc, correct);
+    const int64_t T = test->images->shape[0], r = dp_rank(d), N = dp_size(d);
+    const int64_t lo = T * r / N, hi = T * (r + 1) / N, per = test->images->numel / T;
+    tg_tensor *x = tg_tensor_from_data(TG_DIMS(hi - lo, 1, 28, 28), test->images->data + lo * per);
+    tg_tensor *y = x ? tg_tensor_from_data(TG_DIMS(hi - lo), test->labels->data + lo) : NULL;
+    tg_tensor *count = y ? tg_tensor_zeros(0, NULL) : NULL;
+    int64_t mine = 0;
+    double unused;
+    tg_status st = count ? TG_OK : tg_last_status();
+    if (st == TG_OK && hi > lo)
+        st = clf_accuracy(m, x, y, &unused, &mine);
+    if (st == TG_OK)
+        count->data[0] = (float)mine; /* a count up to 2^24: exact as a float */
+    if ((st = dp_agree(d, st)) == TG_OK)
+        st = dp_allreduce_mean(d, &count, 1);
+    if (st == TG_OK) {
+        *correct = llround((double)count->data[0] * (double)N);
+        *acc = (double)*correct / (double)T;
+    }
+    tg_tensor_release(x);
+    tg_tensor_release(y);
+    tg_tensor_release(count);
+    return st;
+}
+
 /* Training: the model, Adam and the batches; a test and a checkpoint after every epoch, or at
- * the end of a run of --steps. */
-static int train_and_save(options *o)
+ * the end of a run of --steps. Under MPI (d) every failure is agreed on by the ranks, so all
+ * return the same status. */
+static int train_and_save(options *o, tg_dist *d)
 {
     const double t_start = now_seconds();
+    const bool writer = dp_rank(d) == 0; /* rank 0 alone writes files */
     char default_out[96];
     if (!o->out) {
         snprintf(default_out, sizeof default_out, "%s%sclassifier.safetensors",
                  o->dataset ? o->dataset : "", o->dataset ? "_" : "");
         o->out = default_out;
     }
-    /* Fail now, not after the first epoch, when the checkpoint cannot be written there. */
-    tg_atomic_file *probe = tg_atomic_open(o->out);
-    if (!probe) {
-        complain("--out: %s", tg_last_error());
-        return 2;
-    }
-    tg_atomic_abort(probe);
-    FILE *json = NULL; /* opened now for the same reason; a FIFO is refused, not waited on */
-    if (o->json && !(json = tg_data_fopen_regular(o->json, "a"))) {
-        complain("--json: %s", tg_last_error());
-        return 2;
-    }
-
     int status = 2; /* until the data is loaded and checked, failures are bad input */
     tg_dataset *train = NULL, *test = NULL, *gen = NULL;
     clf_batches *batches = NULL;
     clf_model *m = NULL;
     tg_optim *opt = NULL;
-    run_result r = {0};
+    tg_tensor **params = NULL;
+    int64_t n_params = 0;
+    run_result r = {.ranks = dp_size(d)};
+    FILE *json = NULL; /* opened now for the same reason; a FIFO is refused, not waited on */
+    int64_t n_train = 0, n_gen = 0, n_real = 0, share;
 
+    /* The setup: a failure keeps its message (complain while `keeping`) and the ranks agree
+     * before anyone prints it, so a rank whose files are missing stops them all. */
+    keeping = true;
+    kept[0] = '\0';
+    /* Fail now, not after the first epoch, when the checkpoint cannot be written there. */
+    tg_atomic_file *probe = writer ? tg_atomic_open(o->out) : NULL;
+    if (writer && !probe) {
+        complain("--out: %s", tg_last_error());
+        goto setup_done;
+    }
+    tg_atomic_abort(probe);
+    if (writer && o->json && !(json = tg_data_fopen_regular(o->json, "a"))) {
+        complain("--json: %s", tg_last_error());
+        goto setup_done;
+    }
     train = load_split(o, true);
     test = train ? load_split(o, false) : NULL;
     if (!test)
-        goto done;
+        goto setup_done;
     if (o->train_per_class) {
         /* The seed exactly as given: mnist_gan's --train-per-class draws the same images. */
         tg_dataset *some = tg_dataset_per_class(train, o->train_per_class, o->seed);
         if (!some) {
             status = tg_last_status() == TG_ERR_NOMEM ? 1 : 2;
             complain("--train-per-class %ld: %s", o->train_per_class, tg_last_error());
-            goto done;
+            goto setup_done;
         }
         tg_dataset_free(train);
         train = some;
     }
-    int64_t n_train = train->images->shape[0];
+    n_train = train->images->shape[0];
     if (o->limit > 0 && o->limit < n_train) {
         n_train = o->limit;
         if (keep_first(train, n_train) != TG_OK) {
             status = 1;
             complain("%s", tg_last_error());
-            goto done;
+            goto setup_done;
         }
     }
     if (o->augment_with && !(gen = clf_read_generated(o->augment_with))) {
         status = tg_last_status() == TG_ERR_NOMEM ? 1 : 2;
         complain("--augment-with: %s", tg_last_error());
-        goto done;
+        goto setup_done;
     }
-    const int64_t n_gen = gen ? (int64_t)llround(o->ratio * (double)o->batch) : 0;
-    const int64_t n_real = o->batch - n_gen;
+    n_gen = gen ? (int64_t)llround(o->ratio * (double)o->batch) : 0;
+    n_real = o->batch - n_gen;
     if (!gen && o->batch > n_train) {
         complain("--batch %ld is larger than the %lld training images", o->batch,
                  (long long)n_train);
-        goto done;
+        goto setup_done;
     }
     if (gen && (n_real < 1 || n_real > n_train || n_gen > gen->images->shape[0])) {
         complain("--batch %ld with --ratio %g takes %lld real and %lld generated images a batch: "
                  "need at least one real, and there are %lld real and %lld generated",
                  o->batch, o->ratio, (long long)n_real, (long long)n_gen, (long long)n_train,
                  (long long)gen->images->shape[0]);
+        goto setup_done;
+    }
+    /* Under MPI the batch, and each of its parts, splits evenly over the ranks. */
+    if (dp_local_batch(d, o->batch, &share) != TG_OK ||
+        (gen && dp_local_batch(d, n_real, &share) != TG_OK) ||
+        (gen && dp_local_batch(d, n_gen, &share) != TG_OK)) {
+        complain("--batch %ld%s: %s", o->batch, gen ? " (its real and its generated part)" : "",
+                 tg_last_error());
+        goto setup_done;
+    }
+    status = 0;
+setup_done:
+    keeping = false;
+    /* One process: the message it kept, as it was; under MPI, the lowest failing rank's. */
+    if ((status = dp_agree_exit(d, status, kept)) == 0 &&
+        (check_same_data(d, train, "the training images") != TG_OK ||
+         (gen && check_same_data(d, gen, "the generated images") != TG_OK)))
+        status = 2;
+    if (status != 0) {
+        complain("%s", tg_last_error());
         goto done;
     }
 
@@ -617,10 +768,16 @@ static int train_and_save(options *o)
     m = clf_new_with_dropout(o->seed, o->dropout);
     opt = m ? adam_for(m, o->lr) : NULL;
     batches = opt ? clf_batches_new(train, gen, o->batch, n_gen, o->augment, o->seed) : NULL;
-    if (!batches) {
+    params = batches ? tg_module_parameters(m->net, &n_params) : NULL;
+    tg_status st = params ? TG_OK : tg_last_status();
+    /* Every rank drew the same weights from the seed; rank 0's go to all regardless. */
+    if ((st = dp_agree(d, st)) == TG_OK)
+        st = dp_broadcast_params(d, m->net);
+    if (st != TG_OK) {
         complain("%s", tg_last_error());
         goto done;
     }
+    clf_batches_set_dist(batches, d);
     const int64_t per_epoch = clf_batches_per_epoch(batches);
     const int64_t total = o->steps ? o->steps : o->epochs * per_epoch;
     /* A step decay per stage (PyTorch's StepLR): large steps while far from a minimum, small
@@ -639,6 +796,9 @@ static int train_and_save(options *o)
                o->augment_with);
     char what[256];
     printf("batches of %s\n", clf_batches_describe(batches, what, sizeof what));
+    if (d)
+        printf("data-parallel: %d ranks, %lld images of each batch a rank\n", dp_size(d),
+               (long long)(o->batch / dp_size(d)));
     printf("model: %s; %lld parameters", CLF_ARCH, (long long)tg_module_num_parameters(m->net));
     if (o->dropout != CLF_DROPOUT)
         printf("; dropout %g instead", (double)o->dropout);
@@ -656,13 +816,14 @@ static int train_and_save(options *o)
     for (int64_t stage = 1, done_steps = 0; stage <= stages; stage++) {
         const int64_t n = total - done_steps < stage_len ? total - done_steps : stage_len;
         const bool last = stage == stages, tested = !o->steps || last;
-        double loss, t0 = now_seconds();
+        double loss = 0.0, t0 = now_seconds();
         float lr = o->lr * powf(o->lr_decay, (float)(stage - 1));
-        if (tg_optim_set_lr(opt, lr) != TG_OK || train_steps(m, opt, batches, n, &loss) != TG_OK)
+        if (tg_optim_set_lr(opt, lr) != TG_OK ||
+            train_steps(m, opt, batches, n, o->dropout, d, params, n_params, &loss) != TG_OK)
             break;
         done_steps += n;
         double t1 = now_seconds();
-        if (tested && clf_accuracy(m, test->images, test->labels, &r.accuracy, &r.correct) != TG_OK)
+        if (tested && test_accuracy(m, test, d, &r.accuracy, &r.correct) != TG_OK)
             break;
         double t2 = now_seconds();
         if (o->steps)
@@ -684,7 +845,8 @@ static int train_and_save(options *o)
 
         clf_info info = {.epoch = stage, .steps = done_steps, .test_accuracy = r.accuracy};
         snprintf(info.dataset, sizeof info.dataset, "%s", o->dataset ? o->dataset : o->data_dir);
-        if (clf_save(m, &info, o->out) != TG_OK)
+        /* Rank 0 saves; every rank hears whether it could. */
+        if (dp_agree(d, writer ? clf_save(m, &info, o->out) : TG_OK) != TG_OK)
             break;
         if (last) {
             printf("saved %s\n", o->out);
@@ -703,10 +865,16 @@ static int train_and_save(options *o)
         r.seconds = now_seconds() - t_start;
         status = append_json(o, json, &r);
     }
+    /* The --json line is rank 0's last word: every rank exits with its status. (Every other
+     * failure above was agreed on, so the ranks' statuses differ only here.) */
+    if (d)
+        status =
+            dp_agree(d, status == 0 ? TG_OK : tg_set_error(TG_ERR_IO, "--json")) == TG_OK ? 0 : 1;
 
 done:
     if (json)
         fclose(json); /* written with write(): nothing buffered */
+    free(params);
     clf_batches_free(batches);
     tg_optim_free(opt);
     clf_free(m);
@@ -722,12 +890,35 @@ int main(int argc, char **argv)
      * checkpoint's temporary file; ignored, the write fails with EFBIG and the save says "File
      * too large". */
     signal(SIGXFSZ, SIG_IGN);
-    options o;
-    if (!parse_options(argc, argv, &o))
-        return 2;
-    if (tg_set_num_threads((int)o.threads) != TG_OK) { /* the user's --threads: bad input */
+    tg_dist *d;
+    if (dp_start(&argc, &argv, &d) != TG_OK) {
         complain("%s", tg_last_error());
-        return 2;
+        return 1;
     }
-    return o.eval_only ? evaluate_checkpoint(&o) : train_and_save(&o);
+    /* Under MPI only rank 0 prints: the others' standard output goes nowhere, so every print
+     * below stays as one process makes it. */
+    quiet = dp_rank(d) != 0;
+    if (quiet && !freopen("/dev/null", "w", stdout))
+        clearerr(stdout); /* failed: stdout is closed, which prints nothing either */
+    options o;
+    keeping = true;
+    int status = parse_options(argc, argv, &o) ? 0 : 2;
+    if (status == 0 && !o.help && tg_set_num_threads((int)o.threads) != TG_OK)
+        complain("%s", tg_last_error()), status = 2; /* the user's --threads: bad input */
+    keeping = false;
+    if ((status = dp_agree_exit(d, status, kept)) == 0 && check_same_flags(d, argc, argv) != TG_OK)
+        status = tg_last_status() == TG_ERR_NOMEM ? 1 : 2;
+    if (status != 0) {
+        complain("%s", tg_last_error());
+    } else if (o.help) {
+        fputs(usage, stdout);
+        status = 0;
+    } else {
+        status = o.eval_only ? evaluate_checkpoint(&o) : train_and_save(&o, d);
+    }
+    if (dp_finish(d) != TG_OK && status == 0) {
+        complain("%s", tg_last_error());
+        status = 1;
+    }
+    return status;
 }

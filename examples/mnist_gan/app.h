@@ -5,6 +5,7 @@
 #define MNIST_GAN_APP_H
 
 #include "cli.h"
+#include "dist_opt.h"
 #include "metrics.h"
 #include "report.h"
 
@@ -18,8 +19,16 @@
 
 /* ---- main.c ---------------------------------------------------------------------------------- */
 
-/* Prints "mnist_gan: <message>" on stderr and returns code (the exit status). */
+/* Prints "mnist_gan: <message>" on stderr and returns code (the exit status); under MPI on
+ * rank 0 only (quiet_rank: another rank). While keep_failures is set, the message is kept in
+ * kept_failure instead, for agree_failure. */
 int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+extern bool quiet_rank, keep_failures;
+extern char kept_failure[1024];
+/* Ends a stretch of keep_failures: the ranks agree on their codes (d NULL: one process), and
+ * the lowest failing rank's kept message is printed by rank 0. Returns the agreed code (0 when
+ * every rank's code was 0; otherwise that rank's, EXIT_BAD_INPUT or 1). */
+int agree_failure(tg_dist *d, int code);
 /* Monotonic seconds. */
 double now(void);
 /* The exit status of a failure while reading and checking the user's input (flags, files,
@@ -37,6 +46,7 @@ typedef struct {
     int digit, width_div;
     int64_t batch;
     int64_t per_class; /* train --train-per-class: images per class trained on; 0: all */
+    int ranks;         /* MPI ranks that trained it (1: one process; resume needs as many) */
 } run_settings;
 
 /* Training position. */
@@ -75,7 +85,7 @@ bool can_write(const char *flag, const char *path, char *err, size_t n);
 /* The data folder the options name (--data, or the --dataset's). */
 const char *data_dir_of(const gan_options *o);
 /* Each returns the exit status. */
-int train(gan_options *o);
+int train(gan_options *o, tg_dist *d); /* d: dp_start's (NULL: one process) */
 int sample(const gan_options *o);
 int evaluate(const gan_options *o);
 

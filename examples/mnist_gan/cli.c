@@ -72,6 +72,9 @@ static const char usage[] =
     "                        naming the first (OUT/.lock, while it runs)\n"
     "  --resume              continue exactly from OUT/checkpoint.safetensors\n"
     "  --width-div K         divide every layer width by K (quick experiments and tests)\n"
+    "  --sync-bn on|off      under mpirun: BatchNorm statistics over the global batch (on,\n"
+    "                        the default: N ranks train as one process would) or over each\n"
+    "                        rank's share (off, as plain DDP); alone, no effect\n"
     "  --eval-every N        measure G every N iterations and at the end, as eval does, on\n"
     "                        --eval-n images: OUT/eval.csv and the FID curve in report.html\n"
     "  --eval-n N            images per measurement during training (default 1000)\n"
@@ -277,7 +280,8 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
                        .n = 128,
                        .png_out = "samples.png",
                        .label = GAN_LABEL_UNSET,
-                       .eval_n = 1000};
+                       .eval_n = 1000,
+                       .sync_bn = true};
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help"))
         return true;
@@ -299,6 +303,7 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
     static const char *const shuffles[] = {"paddle", "full", NULL};
     static const char *const scales[] = {"fixed", "per-image", "both", NULL};
     static const char *const datasets[] = {"mnist", "fashion", NULL};
+    static const char *const on_off[] = {"on", "off", NULL};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
@@ -393,6 +398,8 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         else if (!strcmp(f, "--out"))
             ok = parse_path(f, v, cmd_bit == FOR_TRAIN ? &o->out_dir : &o->png_out, err, n),
             for_cmd = FOR_TRAIN | FOR_SAMPLE;
+        else if (!strcmp(f, "--sync-bn"))
+            ok = parse_choice(f, v, on_off, &c, err, n), o->sync_bn = c == 0;
         else if (!strcmp(f, "--width-div"))
             ok = parse_int(f, v, 1, GAN_WIDTH_DIV_MAX, &x, err, n), o->width_div = (int)x,
             o->given |= GIVEN_WIDTH;

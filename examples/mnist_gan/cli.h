@@ -49,6 +49,7 @@ typedef struct gan_options {
     bool resume;
     int width_div;
     int64_t per_class; /* --train-per-class N: tg_dataset_per_class(set, N, seed); 0: all */
+    bool sync_bn;      /* --sync-bn on|off (under mpirun; default on) */
     /* sample */
     const char *checkpoint;
     int64_t n;

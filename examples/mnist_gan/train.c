@@ -328,7 +328,7 @@ static int train_eval(gan_tracker *t, gan_state *s, gan_log *log, int64_t it, bo
 /* train --resume: the checkpoint in OUT read and checked, and its settings adopted into o;
  * 0, or the exit status after saying why. */
 static int resume_load(gan_options *o, const char *ckpt, tg_state_dict **sd, run_position *pos,
-                       tg_rng *z_rng)
+                       tg_rng *z_rng, int ranks)
 {
     char err[1024];
     run_settings rs;
@@ -341,7 +341,20 @@ static int resume_load(gan_options *o, const char *ckpt, tg_state_dict **sd, run
         !adopt_settings(o, &rs, err, sizeof err) ||
         !position_get(*sd, ckpt, pos, z_rng, err, sizeof err))
         return fail(EXIT_BAD_INPUT, "%s", err);
+    /* Each rank's share of the batches and of the noise depends on how many there are. */
+    if (rs.ranks != ranks)
+        return fail(EXIT_BAD_INPUT,
+                    "--resume: %s was trained by %d rank%s; resume it with as many (%s), not %d",
+                    ckpt, rs.ranks, rs.ranks == 1 ? " (one process)" : "s",
+                    rs.ranks == 1 ? "without mpirun" : "mpirun -np N with N the same", ranks);
     return 0;
+}
+
+/* gan_state.sync_grads under MPI: m's gradients averaged over the ranks; m NULL, this rank's
+ * backward failed: that failure agreed on, so every rank stops. */
+static tg_status sync_grads(void *ctx, tg_module *m)
+{
+    return m ? dp_allreduce_module_grads(ctx, m) : dp_agree(ctx, tg_last_status());
 }
 
 /* The images of ds labelled digit (-1: all of them, ds itself), as a new dataset; ds is freed
@@ -423,25 +436,20 @@ static tg_dataset *load_training_set(const gan_options *o, int *code)
     return NULL;
 }
 
-int train(gan_options *o)
+int train(gan_options *o, tg_dist *d)
 {
     char err[1024], ckpt[4096], png[4096], title[512];
-    bool out_exists;
+    bool out_exists = false;
     out_lock lock = {.fd = -1};
+    /* Under MPI rank 0 alone writes (the folder, its lock, logs, grids, checkpoints); every
+     * rank reads --resume's checkpoint (a shared folder, or a copy on every machine). */
+    const bool writer = dp_rank(d) == 0;
+    int64_t local_batch = o->batch;
+    tg_tensor *losses = NULL; /* under MPI: the iteration's losses, averaged over the ranks */
     /* Everything is checked before anything is made or written: the output folder (and, when
      * it exists, its lock: so that what is read from it is not another run's half-way), the
-     * checkpoint being resumed, the data, the classifier, the models. */
-    if (!out_dir_check(o->out_dir, &out_exists, err, sizeof err))
-        return fail(EXIT_BAD_INPUT, "%s", err);
-    snprintf(ckpt, sizeof ckpt, "%s/%s", o->out_dir, CHECKPOINT_NAME);
-    int code = out_exists ? lock_out_dir(o->out_dir, &lock) : 0;
-    if (code != 0)
-        return code;
-    if (out_exists && !out_files_check(o->out_dir, err, sizeof err)) {
-        unlock_out_dir(o->out_dir, &lock);
-        return fail(EXIT_BAD_INPUT, "%s", err);
-    }
-
+     * checkpoint being resumed, the data, the classifier, the models. Under MPI every rank
+     * checks its part and they agree on the outcome (agree_failure) before any collective. */
     tg_state_dict *resume_sd = NULL;
     run_position pos = {0};
     tg_rng z_rng_saved;
@@ -451,40 +459,63 @@ int train(gan_options *o)
     tg_tensor *zfix = NULL, *yfix = NULL; /* yfix: a conditional G's grid labels */
     gan_state s = {0};
     gan_tracker tracker = {0}; /* --eval-every */
+    /* the run's length, from the loader */
+    bool wgan = false;
+    int64_t per_epoch = 0, per_it = 1, epoch_its = 1, total = 0;
+    keep_failures = true;
+    int code = 0;
+    snprintf(ckpt, sizeof ckpt, "%s/%s", o->out_dir, CHECKPOINT_NAME);
+    if (writer && !out_dir_check(o->out_dir, &out_exists, err, sizeof err)) {
+        code = fail(EXIT_BAD_INPUT, "%s", err);
+        goto agreed;
+    }
+    if ((code = out_exists ? lock_out_dir(o->out_dir, &lock) : 0) != 0)
+        goto agreed;
+    if (out_exists && !out_files_check(o->out_dir, err, sizeof err)) {
+        code = fail(EXIT_BAD_INPUT, "%s", err);
+        goto agreed;
+    }
+
     if (o->resume) {
-        if ((code = resume_load(o, ckpt, &resume_sd, &pos, &z_rng_saved)) != 0)
-            goto done;
-    } else if (file_exists(ckpt)) {
+        if ((code = resume_load(o, ckpt, &resume_sd, &pos, &z_rng_saved, dp_size(d))) != 0)
+            goto agreed;
+    } else if (writer && file_exists(ckpt)) {
         code = fail(EXIT_BAD_INPUT,
                     "%s already holds a checkpoint: pass --resume to continue it, or choose "
                     "another --out",
                     o->out_dir);
-        goto done;
+        goto agreed;
+    }
+    /* The batch (perhaps the checkpoint's) splits evenly over the ranks. */
+    if (dp_local_batch(d, o->batch, &local_batch) != TG_OK) {
+        code = fail(EXIT_BAD_INPUT, "--batch %lld: %s", (long long)o->batch, tg_last_error());
+        goto agreed;
     }
     const char *dir = data_dir_of(o);
     if (!(ds = load_training_set(o, &code)))
-        goto done;
+        goto agreed;
     if (!(loader = tg_loader_new(ds, o->batch, o->seed ^ 0x10ade7ull)) ||
         tg_loader_set_shuffle_block(loader, o->shuffle_block) != TG_OK) {
         code = fail(input_failure(), "%s", tg_last_error());
-        goto done;
+        goto agreed;
     }
-    const int64_t per_epoch = tg_loader_batches_per_epoch(loader);
+    per_epoch = tg_loader_batches_per_epoch(loader);
     /* wgan-gp's iteration (one G step) takes n_critic real batches; an epoch is still one
      * pass over the data, at least one iteration */
-    const bool wgan = o->recipe == GAN_RECIPE_WGAN_GP;
-    const int64_t per_it = wgan ? o->n_critic : 1;
-    const int64_t epoch_its = per_epoch / per_it > 0 ? per_epoch / per_it : 1;
-    const int64_t total = o->iters ? o->iters : o->epochs * epoch_its;
+    wgan = o->recipe == GAN_RECIPE_WGAN_GP;
+    per_it = wgan ? o->n_critic : 1;
+    epoch_its = per_epoch / per_it > 0 ? per_epoch / per_it : 1;
+    total = o->iters ? o->iters : o->epochs * epoch_its;
     pos.batches_per_iteration = per_it;
     if (resume_sd && !position_check(&pos, per_epoch, total, ckpt, err, sizeof err)) {
         code = fail(EXIT_BAD_INPUT, "%s", err);
-        goto done;
+        goto agreed;
     }
-    if (o->eval_every && gan_tracker_open(&tracker, o->classifier, dir, o->digit, o->eval_n,
-                                          o->seed ^ EVAL_NOISE_STREAM) != TG_OK) {
+    if (writer && o->eval_every &&
+        gan_tracker_open(&tracker, o->classifier, dir, o->digit, o->eval_n,
+                         o->seed ^ EVAL_NOISE_STREAM) != TG_OK) {
         code = fail(input_failure(), "%s", tg_last_error());
-        goto done;
+        goto agreed;
     }
     gan_widths w = gan_widths_default(o->width_div);
     const gan_config cfg = gan_options_config(o);
@@ -495,7 +526,7 @@ int train(gan_options *o)
                        tg_loader_set_state(loader, &pos.loader) != TG_OK))) {
         code = resume_sd ? fail(input_failure(), "%s: %s", ckpt, tg_last_error())
                          : fail(1, "%s", tg_last_error());
-        goto done;
+        goto agreed;
     }
     default_gen_label(&s, o->digit); /* what --eval-every measures */
     if (resume_sd) {
@@ -506,22 +537,42 @@ int train(gan_options *o)
     }
     /* Validated: now the folder is made (and locked, if it was not there before: then another
      * train may have finished a run in it meanwhile) and the note names this run. */
-    if (!out_exists) {
+    if (writer && !out_exists) {
         if (!make_out_dir(o->out_dir, err, sizeof err)) {
             code = fail(EXIT_BAD_INPUT, "%s", err);
-            goto done;
+            goto agreed;
         }
         if ((code = lock_out_dir(o->out_dir, &lock)) != 0)
-            goto done;
+            goto agreed;
         if (file_exists(ckpt)) {
             code = fail(EXIT_BAD_INPUT, "%s: another train saved a checkpoint there meanwhile",
                         o->out_dir);
-            goto done;
+            goto agreed;
         }
     }
     if (lock.fd >= 0 && !lock_note_write(o->out_dir, &lock)) {
         code = fail(1, "%s", tg_last_error());
+        goto agreed;
+    }
+    code = 0; /* reached without a failure (load_training_set leaves its code set) */
+agreed:
+    if ((code = agree_failure(d, code)) != 0)
         goto done;
+    /* One model on every rank: rank 0's weights (freshly drawn or resumed) to all, the
+     * gradients averaged before every update, each rank's share of the noise, and (--sync-bn
+     * on) BatchNorm over the global batch. */
+    if (d) {
+        s.rank = dp_rank(d), s.ranks = dp_size(d);
+        s.sync_grads = sync_grads, s.sync_ctx = d;
+        losses = tg_tensor_new(TG_DIMS(6));
+        tg_status st = dp_agree(d, losses ? TG_OK : tg_last_status());
+        if (st == TG_OK && (st = dp_broadcast_params(d, s.G)) == TG_OK &&
+            (st = dp_broadcast_params(d, s.D)) == TG_OK)
+            st = dp_sync_batch_norm(d, o->sync_bn);
+        if (st != TG_OK) {
+            code = fail(1, "%s", tg_last_error());
+            goto done;
+        }
     }
     code = 1;
     /* The grids' fixed noise: from the seed alone, so a resumed run shows the same z. */
@@ -534,12 +585,15 @@ int train(gan_options *o)
         code = fail(1, "%s", tg_last_error());
         goto done;
     }
-    if (!(log = gan_log_open(o->out_dir, o->resume ? pos.iteration : -1, o->recipe))) {
+    if (dp_agree(d, writer && !(log = gan_log_open(o->out_dir, o->resume ? pos.iteration : -1,
+                                                   o->recipe))
+                        ? tg_last_status()
+                        : TG_OK) != TG_OK) {
         code = fail(input_failure(), "%s", tg_last_error());
         goto done;
     }
 
-    run_settings rs = {cfg, o->digit, o->width_div, o->batch, o->per_class};
+    run_settings rs = {cfg, o->digit, o->width_div, o->batch, o->per_class, dp_size(d)};
     char step[160], per_class[64] = "";
     if (o->per_class)
         snprintf(per_class, sizeof per_class, ", --train-per-class %lld", (long long)o->per_class);
@@ -562,9 +616,14 @@ int train(gan_options *o)
     printf("mnist_gan: %s; %lld iterations (%lld per epoch%s), from %lld; %d thread%s; %s\n", title,
            (long long)total, (long long)epoch_its, wgan ? ", each n_critic batches" : "",
            (long long)pos.iteration, o->threads, o->threads == 1 ? "" : "s", tg_blas_info());
+    if (d)
+        printf("mnist_gan: data-parallel, %d ranks x batch %lld, BatchNorm %s\n", dp_size(d),
+               (long long)local_batch,
+               o->sync_bn ? "synchronised (statistics of the global batch)"
+                          : "per rank (statistics of each rank's share)");
     fflush(stdout);
 
-    const bool tty = isatty(2);
+    const bool tty = writer && isatty(2);
     const double run_start = now(), t0 = run_start - pos.seconds;
     const int64_t it0 = pos.iteration;
     int64_t it = pos.iteration;
@@ -574,20 +633,30 @@ int train(gan_options *o)
         gan_losses l;
         tg_status st = TG_OK;
         for (int64_t k = 0; k < per_it && st == TG_OK; k++)
-            st = tg_loader_next(loader, &real[k], conditional ? &labels : NULL);
+            st = dp_loader_next(d, loader, &real[k], conditional ? &labels : NULL);
         if (st == TG_OK)
             st = wgan ? gan_step_wgan_gp(&s, real, &l)
                       : gan_step_labels(&s, real[0], labels, NULL, &l);
         for (int64_t k = 0; k < per_it; k++)
             tg_tensor_release(real[k]);
         tg_tensor_release(labels);
+        /* Every rank logs the global batch's losses: the means of the ranks' means over equal
+         * shares (and so every rank takes the same decisions on them below). */
+        if ((st = dp_agree(d, st)) == TG_OK && losses) {
+            const float v[6] = {l.d_real, l.d_fake, l.g, l.critic, l.wasserstein, l.penalty};
+            memcpy(losses->data, v, sizeof v);
+            if ((st = dp_allreduce_mean(d, &losses, 1)) == TG_OK)
+                l = (gan_losses){losses->data[0], losses->data[1], losses->data[2],
+                                 losses->data[3], losses->data[4], losses->data[5]};
+        }
         if (st != TG_OK) {
             code = fail(1, "iteration %lld: %s", (long long)it + 1, tg_last_error());
             goto done;
         }
         it++;
         double secs = now() - t0;
-        if (gan_log_row(log, it, at.epoch, at.batch, &l, secs) != TG_OK) {
+        if (dp_agree(d, writer ? gan_log_row(log, it, at.epoch, at.batch, &l, secs) : TG_OK) !=
+            TG_OK) {
             code = fail(1, "%s", tg_last_error());
             goto done;
         }
@@ -607,9 +676,9 @@ int train(gan_options *o)
             goto done;
         }
         if (o->eval_every && (it % o->eval_every == 0 || it == total) &&
-            (code = train_eval(&tracker, &s, log, it, tty)) != 0)
+            (code = agree_failure(d, writer ? train_eval(&tracker, &s, log, it, tty) : 0)) != 0)
             goto done;
-        if (it % o->log_every == 0 || it == total) {
+        if ((it % o->log_every == 0 || it == total) && writer) {
             if (tty)
                 fputc('\n', stderr);
             if (wgan)
@@ -635,7 +704,9 @@ int train(gan_options *o)
             tg_tensor_release(img);
             if (st == TG_OK)
                 st = gan_log_report(log, png, title);
-            if (st != TG_OK) {
+        }
+        if (it % o->log_every == 0 || it == total) { /* rank 0's grids and report: heard by all */
+            if ((st = dp_agree(d, writer ? st : TG_OK)) != TG_OK) {
                 code = fail(1, "%s", tg_last_error());
                 goto done;
             }
@@ -643,7 +714,14 @@ int train(gan_options *o)
         tg_loader_state next = tg_loader_get_state(loader);
         if (next.epoch != at.epoch || it == total) { /* an epoch ended, or the run */
             pos = (run_position){it, secs, next, per_it};
-            if (save_checkpoint(ckpt, &s, &rs, &pos) != TG_OK) {
+            /* Gradients left between iterations (the accumulate step's loss_g in D) are each
+             * rank's share: averaged first, which changes no later update (the next one
+             * averages their sum anyway), so that the checkpoint holds the global batch's. */
+            tg_status kept_st = dp_allreduce_module_grads(d, s.G);
+            if (kept_st == TG_OK)
+                kept_st = dp_allreduce_module_grads(d, s.D);
+            if (kept_st != TG_OK ||
+                dp_agree(d, writer ? save_checkpoint(ckpt, &s, &rs, &pos) : TG_OK) != TG_OK) {
                 code = fail(1, "%s", tg_last_error());
                 goto done;
             }
@@ -657,6 +735,8 @@ int train(gan_options *o)
            (long long)it, CHECKPOINT_NAME, o->out_dir);
     code = 0;
 done:
+    keep_failures = false;
+    tg_tensor_release(losses);
     tg_tensor_release(zfix);
     tg_tensor_release(yfix);
     gan_log_close(log);

@@ -108,6 +108,16 @@ typedef struct gan_state {
     /* A conditional G's labels when gan_generate's caller gives none: GAN_LABELS_BALANCED
      * (image i of a call draws i % 10) or one class 0..9 (gan_state_init: balanced) */
     int gen_label;
+    /* Data-parallel training (mnist_gan train under mpirun; NULL and 0 of 1 otherwise): called
+     * after every backward, before its optimizer's step, with the model whose gradients that
+     * step reads, to average them over the ranks; a failure stops the step. And this
+     * process's share of every batch: rank `rank` of `ranks`, each drawing the whole global
+     * batch's noise (z, wgan-gp's interpolation weights) from z_rng and keeping its rows
+     * [rank * b, (rank + 1) * b), so that N ranks use the numbers one process with the global
+     * batch would, and every rank's z_rng stays in step with the others'. */
+    tg_status (*sync_grads)(void *ctx, tg_module *m);
+    void *sync_ctx;
+    int rank, ranks;
     /* Tests only (false otherwise; the program never sets it): the tutorial step's fake-D
      * backward also runs through G, whose gradient the G step then discards, as the loop did
      * before that dead work was skipped (step.c). */

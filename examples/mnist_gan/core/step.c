@@ -106,6 +106,7 @@ static tg_optim *adam_over(tg_module *m, const gan_config *c)
 tg_status gan_state_init(gan_state *s, const gan_config *c, const gan_widths *w)
 {
     *s = (gan_state){.recipe = c->recipe,
+                     .ranks = 1,
                      .step = c->step,
                      .gen_label = GAN_LABELS_BALANCED,
                      .nz = w->nz,
@@ -157,15 +158,31 @@ void gan_state_free(gan_state *s)
     *s = (gan_state){0};
 }
 
-/* z [b, nz] from the state's RNG, or the caller's (tests), as a new reference. */
+/* This rank's rows of a [b * ranks, cols] draw from the state's RNG (normal, or uniform in
+ * [0, 1)), as a new [b, cols] reference outside any tape: the whole global batch's numbers are
+ * drawn, as one process draws them, and rows [rank * b, (rank + 1) * b) kept. */
+static tg_tensor *draw_rows(gan_state *s, int64_t b, int64_t cols, bool normal)
+{
+    const int64_t ranks = s->ranks > 1 ? s->ranks : 1;
+    tg_tensor *all = tg_tensor_new(TG_DIMS(b * ranks, cols));
+    tg_status st = !all     ? tg_last_status()
+                   : normal ? tg_tensor_normal_(all, &s->z_rng, 0.0f, 1.0f)
+                            : tg_tensor_uniform_(all, &s->z_rng, 0.0f, 1.0f);
+    if (st != TG_OK || ranks == 1) {
+        if (st != TG_OK)
+            tg_tensor_release(all), all = NULL;
+        return all;
+    }
+    tg_tensor *mine = tg_tensor_from_data(TG_DIMS(b, cols), all->data + s->rank * b * cols);
+    tg_tensor_release(all);
+    return mine;
+}
+
+/* z [b, nz] from the state's RNG (this rank's rows), or the caller's (tests), as a new
+ * reference. */
 static tg_tensor *draw_z(gan_state *s, int64_t b, tg_tensor *given)
 {
-    if (given)
-        return tg_tensor_retain(given);
-    tg_tensor *z = tg_tensor_new(TG_DIMS(b, s->nz));
-    if (z)
-        tg_tensor_normal_(z, &s->z_rng, 0.0f, 1.0f);
-    return z;
+    return given ? tg_tensor_retain(given) : draw_rows(s, b, s->nz, true);
 }
 
 /* m(x), or m(x, labels) for a conditional model (labels not NULL), on the open tape. */
@@ -185,17 +202,28 @@ static tg_tensor *d_loss(gan_state *s, tg_tensor *x, tg_tensor *labels, float la
     return loss;
 }
 
-/* The end of one update: backward of loss, its value into *out, one step of opt, and the
- * tape (with the graph) freed. A NULL tape or loss carries the error that produced it. */
-static tg_status backward_and_step(tg_tape *tape, tg_tensor *loss, tg_optim *opt, float *out)
+/* After a backward that gave st: under MPI m's gradients averaged over the ranks (every rank
+ * reaches that collective with its own failure in hand, m NULL, so none is left waiting), then
+ * one step of opt. */
+static tg_status sync_and_step(gan_state *s, tg_status st, tg_module *m, tg_optim *opt)
+{
+    if (s->sync_grads)
+        st = s->sync_grads(s->sync_ctx, st == TG_OK ? m : NULL);
+    return st == TG_OK ? tg_optim_step(opt) : st;
+}
+
+/* The end of one update: backward of loss, its value into *out, (under MPI: m's gradients
+ * averaged over the ranks,) one step of opt over m, and the tape (with the graph) freed. A
+ * NULL tape or loss carries the error that produced it. */
+static tg_status backward_and_step(gan_state *s, tg_tape *tape, tg_tensor *loss, tg_module *m,
+                                   tg_optim *opt, float *out)
 {
     if (!tape)
-        return tg_last_status();
+        return sync_and_step(s, tg_last_status(), m, opt);
     tg_status st = tg_backward(loss);
-    if (st == TG_OK) {
+    if (st == TG_OK)
         *out = tg_tensor_item(loss);
-        st = tg_optim_step(opt);
-    }
+    st = sync_and_step(s, st, m, opt);
     tg_tape_end(tape);
     return st;
 }
@@ -226,8 +254,8 @@ tg_status gan_step_labels(gan_state *s, tg_tensor *real, tg_tensor *labels,
     if (fresh)
         tg_module_zero_grad(s->D);
     tape = tg_tape_begin(TG_GRAD);
-    st = backward_and_step(tape, tape ? d_loss(s, real, labels, 1.0f) : NULL, s->opt_d_real,
-                           &out->d_real);
+    st = backward_and_step(s, tape, tape ? d_loss(s, real, labels, 1.0f) : NULL, s->D,
+                           s->opt_d_real, &out->d_real);
     tg_module_zero_grad(s->D);
     if (st != TG_OK)
         return st;
@@ -243,8 +271,8 @@ tg_status gan_step_labels(gan_state *s, tg_tensor *real, tg_tensor *labels,
     if ((tape = tg_tape_begin(TG_GRAD))) {
         tg_tensor *fake = forward_xy(s->G, z, labels); /* conditional: the real batch's y */
         const bool detach = clean || (s->step == GAN_STEP_TUTORIAL && !s->fake_d_reaches_g);
-        st = backward_and_step(tape, d_loss(s, detach ? tg_detach(fake) : fake, labels, 0.0f),
-                               s->opt_d_fake, &out->d_fake);
+        st = backward_and_step(s, tape, d_loss(s, detach ? tg_detach(fake) : fake, labels, 0.0f),
+                               s->D, s->opt_d_fake, &out->d_fake);
     } else {
         st = tg_last_status();
     }
@@ -261,9 +289,9 @@ tg_status gan_step_labels(gan_state *s, tg_tensor *real, tg_tensor *labels,
         tg_module_zero_grad(s->G);
     if (st == TG_OK) {
         tape = tg_tape_begin(TG_GRAD);
-        st = backward_and_step(tape,
+        st = backward_and_step(s, tape,
                                tape ? d_loss(s, forward_xy(s->G, z, labels), labels, 1.0f) : NULL,
-                               s->opt_g, &out->g);
+                               s->G, s->opt_g, &out->g);
     }
     tg_module_zero_grad(s->G);
     if (fresh)
@@ -286,10 +314,11 @@ tg_status gan_step_labels(gan_state *s, tg_tensor *real, tg_tensor *labels,
  * the state's z_rng, which the checkpoint saves, so a resumed run draws the same numbers. */
 
 /* lambda * ((||d D(xhat) / d xhat||_2 - 1)^2).mean() on the open tape; NULL on failure. */
-static tg_tensor *gradient_penalty(gan_state *s, tg_tensor *real, tg_tensor *fake)
+static tg_tensor *gradient_penalty(gan_state *s, tg_tensor *real, tg_tensor *fake,
+                                   tg_tensor *eps_rows)
 {
     const int64_t b = real->shape[0];
-    tg_tensor *eps = tg_rand(TG_DIMS(b, 1, 1, 1), &s->z_rng);
+    tg_tensor *eps = tg_reshape(eps_rows, TG_DIMS(b, 1, 1, 1));
     tg_tensor *xhat = tg_add(tg_mul(eps, real), tg_mul(tg_rsub_scalar(eps, 1.0f), fake));
     /* xhat has no history (real and fake need no grad): made a leaf of this step, as PyTorch's
      * xhat.requires_grad_(True), so tg_grad can differentiate with respect to it */
@@ -309,25 +338,33 @@ static tg_status critic_step(gan_state *s, tg_tensor *real, double sums[3])
 {
     const int64_t b = real->shape[0];
     tg_module_zero_grad(s->D);
-    tg_tape *tape = tg_tape_begin(TG_GRAD);
-    if (!tape)
+    /* z, then the penalty's interpolation weights: the order they always came from z_rng */
+    tg_tensor *z = draw_rows(s, b, s->nz, true);
+    tg_tensor *eps = z && s->gp_lambda > 0 ? draw_rows(s, b, 1, false) : NULL;
+    tg_tape *tape = z && (eps || s->gp_lambda <= 0) ? tg_tape_begin(TG_GRAD) : NULL;
+    if (!tape) {
+        tg_tensor_release(z);
+        tg_tensor_release(eps);
         return tg_last_status();
-    tg_tensor *z = tg_randn(TG_DIMS(b, s->nz), &s->z_rng);
+    }
     tg_tensor *fake = tg_detach(tg_module_forward(s->G, z));
     tg_tensor *d_real = tg_mean(tg_module_forward(s->D, real));
     tg_tensor *d_fake = tg_mean(tg_module_forward(s->D, fake));
     tg_tensor *w = tg_sub(d_real, d_fake);
-    tg_tensor *penalty = w && s->gp_lambda > 0 ? gradient_penalty(s, real, fake) : tg_scalar(0.0f);
+    tg_tensor *penalty =
+        w && s->gp_lambda > 0 ? gradient_penalty(s, real, fake, eps) : tg_scalar(0.0f);
     tg_tensor *loss = penalty ? tg_sub(penalty, w) : NULL;
     tg_status st = loss ? tg_backward(loss) : tg_last_status();
     if (st == TG_OK) {
         sums[0] += tg_tensor_item(loss);
         sums[1] += tg_tensor_item(w);
         sums[2] += tg_tensor_item(penalty);
-        st = tg_optim_step(s->opt_d_real);
     }
+    st = sync_and_step(s, st, s->D, s->opt_d_real);
     tg_tape_end(tape);
     tg_module_zero_grad(s->D);
+    tg_tensor_release(z);
+    tg_tensor_release(eps);
     return st;
 }
 
@@ -344,11 +381,12 @@ tg_status gan_step_wgan_gp(gan_state *s, tg_tensor *const *real, gan_losses *out
                         .penalty = (float)(sums[2] / s->n_critic)};
     /* loss_g = -D(G(z)).mean() */
     tg_module_zero_grad(s->G);
-    tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *z = tape ? tg_randn(TG_DIMS(real[0]->shape[0], s->nz), &s->z_rng) : NULL;
-    st = backward_and_step(tape,
-                           tg_neg(tg_mean(tg_module_forward(s->D, tg_module_forward(s->G, z)))),
-                           s->opt_g, &out->g);
+    tg_tensor *z = draw_rows(s, real[0]->shape[0], s->nz, true);
+    tg_tape *tape = z ? tg_tape_begin(TG_GRAD) : NULL;
+    st = backward_and_step(
+        s, tape, tape ? tg_neg(tg_mean(tg_module_forward(s->D, tg_module_forward(s->G, z)))) : NULL,
+        s->G, s->opt_g, &out->g);
+    tg_tensor_release(z);
     tg_module_zero_grad(s->G);
     tg_module_zero_grad(s->D); /* loss_g's gradient in D: never used */
     return st;
