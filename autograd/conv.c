@@ -24,7 +24,8 @@
  * call with N = B*P (a 7x7 plane alone would make GEMMs 49 wide); the copy moves Kc/Co times
  * less data than the columns. Otherwise each image has its own GEMMs, reading and writing the
  * tensors in place: where Kc is shallow (1 -> 64 channels, 3x3) the copy would cost as much
- * as the GEMM itself (bench/bench_conv). */
+ * as the GEMM itself (bench/bench_conv). Where those GEMMs are too small to split between
+ * threads, the threads take whole images instead (conv_image_team). */
 #include "internal.h"
 #include "ops.h"
 
@@ -165,6 +166,18 @@ static size_t conv_scratch_bytes(const conv_geom *g)
 static float *conv_flat_buf(const conv_geom *g, void *scratch)
 {
     return g->staged ? (float *)scratch + conv_cols_floats(g) : NULL;
+}
+
+/* bytes of working space from tg_alloc, or NULL without the memory: the callers then take a
+ * path that needs none and succeeds, so tg_alloc's error is withdrawn unless one was already
+ * pending (as tensor/gemm.c's buffers). */
+static float *conv_try_alloc(size_t bytes)
+{
+    const bool error_pending = tg_last_status() != TG_OK;
+    float *buf = tg_alloc(bytes);
+    if (!buf && !error_pending)
+        tg_clear_error();
+    return buf;
 }
 
 /* ---- the shared kernels ------------------------------------------------------------------
@@ -380,16 +393,75 @@ static void flat_scatter(const conv_geom *g, const float *F, int64_t B, float *d
     }
 }
 
+/* Sets plane t of y [N, C, S] (t < N*C) to its channel's bias (0 when bias is NULL). */
+static void fill_plane(float *y, int64_t t, int64_t C, int64_t S, const float *bias)
+{
+    float v = bias ? bias[t % C] : 0.0f;
+    float *restrict p = y + t * S;
+    for (int64_t s = 0; s < S; s++)
+        p[s] = v;
+}
+
+/* Whether a loop of n items of per_item elements gets a parallel region: worth one, and not
+ * on a thread of a region already (a team's, conv_team_run), where it would get that thread
+ * alone. Otherwise the loop runs with no region at all: one whose if clause is false still
+ * enters libgomp, and the per-image calls below made hundreds of those per GAN iteration. */
+static bool conv_fork(int64_t n, int64_t per_item)
+{
+    return TG_PARALLEL_WORTH(n, per_item) && !TG_IN_PARALLEL();
+}
+
 /* Sets every plane of y [N, C, S] to its channel's bias (0 when bias is NULL). */
 static void fill_planes(float *y, int64_t N, int64_t C, int64_t S, const float *bias)
 {
-    TG_PARALLEL_FOR_WORK(N * C, S)
-    for (int64_t t = 0; t < N * C; t++) {
-        float v = bias ? bias[t % C] : 0.0f;
-        float *p = y + t * S;
-        for (int64_t s = 0; s < S; s++)
-            p[s] = v;
+    if (!conv_fork(N * C, S)) {
+        for (int64_t t = 0; t < N * C; t++)
+            fill_plane(y, t, C, S, bias);
+        return;
     }
+    TG_PARALLEL_FOR_WORK(N * C, S)
+    for (int64_t t = 0; t < N * C; t++)
+        fill_plane(y, t, C, S, bias);
+}
+
+/* The sum of a plane p [S]: 32 partial sums, so that the loop vectorises into independent
+ * accumulators (8 partial sums made one dependent chain of vector adds and ran 10x slower). */
+static float plane_sum(const float *restrict p, int64_t S)
+{
+    float acc[32] = {0};
+    int64_t s = 0;
+    for (; s + 32 <= S; s += 32)
+        for (int k = 0; k < 32; k++)
+            acc[k] += p[s + k];
+    for (; s < S; s++)
+        acc[0] += p[s];
+    float plane = 0.0f;
+    for (int k = 0; k < 32; k++)
+        plane += acc[k];
+    return plane;
+}
+
+/* db[c] += sum over n and s of dy [N, C, S]: the bias gradient, plane sums (plane_sum) added
+ * in double, image after image (backward_units adds its sums in the same order). One channel,
+ * then all. */
+static void channel_sum(const float *dy, int64_t N, int64_t C, int64_t S, int64_t c, float *db)
+{
+    double total = 0.0;
+    for (int64_t n = 0; n < N; n++)
+        total += plane_sum(dy + (n * C + c) * S, S);
+    db[c] += (float)total;
+}
+
+static void channel_sums(const float *dy, int64_t N, int64_t C, int64_t S, float *db)
+{
+    if (!conv_fork(C, N * S)) {
+        for (int64_t c = 0; c < C; c++)
+            channel_sum(dy, N, C, S, c, db);
+        return;
+    }
+    TG_PARALLEL_FOR_WORK(C, N * S)
+    for (int64_t c = 0; c < C; c++)
+        channel_sum(dy, N, C, S, c, db);
 }
 
 /* ---- the three GEMMs, on a chunk of B images ---------------------------------------------
@@ -725,24 +797,88 @@ static void gemm_wm_cols(const conv_cols *cc, int64_t u, const float *Wm, float 
                     beta, C, ldc);
 }
 
+/* ---- a chunk's images in parallel -----------------------------------------------------------
+ * Where a chunk makes one GEMM per image and each is too small for our GEMM to split between
+ * threads (tg_sgemm_avx512_threads: under about 1e6 multiply-adds, as D's first conv, 64 x 676
+ * x 9 an image), images one after the other left the second core idle during every GEMM and
+ * forked for each image's bias (fill_planes, channel_sums): 1,362 of the tutorial iteration's
+ * 3,221 OpenMP regions ran on one thread (bench/README.md). A team of threads takes the images
+ * instead, image after image within a thread, every GEMM on its own thread, so a chunk is one
+ * region. Each image's output and data-gradient columns come from the same calls as before:
+ * bit-identical. The weight gradient, a sum over images, goes into one partial per thread for
+ * its contiguous images (backward_units), added in thread order: it depends on the team's size,
+ * never on timing, and a team of one is the old order exactly. The bias gradient's plane sums
+ * are added in double (channel_sums' order) whatever the team, so db is the same at any thread
+ * count. */
+#if TG_ISA_BASE
+int tg_conv_image_parallel = 1;
+#endif
+
+/* The team for a chunk of B images: its size, or 1 (image after image, each GEMM splitting
+ * itself) when the images share one GEMM (staged), a unit's GEMMs (any of the three) would
+ * split between threads, or the chunk's products together are too small to pay for a fork
+ * (again tg_sgemm_avx512_threads' rule, as if they were one product). */
+static int conv_image_team(const conv_geom *g, int64_t B)
+{
+    const int64_t n = conv_unit_cols(g, B);
+    if (!tg_conv_image_parallel || conv_units(g, B) < 2 || !tg_sgemm_avx512_active() ||
+        tg_sgemm_avx512_threads(g->Co, n, g->Kc) > 1 ||
+        tg_sgemm_avx512_threads(g->Kc, n, g->Co) > 1 ||
+        tg_sgemm_avx512_threads(g->Co, g->Kc, n) > 1)
+        return 1;
+    return (int)min64(tg_sgemm_avx512_threads(g->Co, B * n, g->Kc), B);
+}
+
+/* Runs fn(ctx, t, B*t/team, B*(t+1)/team) for every thread t of the team: each thread its own
+ * contiguous images, so a result that sums over images depends on the team's size only. A team
+ * of one runs on the calling thread without a region. */
+typedef void (*conv_team_fn)(void *ctx, int t, int64_t b0, int64_t b1);
+static void conv_team_run(int team, int64_t B, conv_team_fn fn, void *ctx)
+{
+    if (team < 2) {
+        fn(ctx, 0, 0, B);
+        return;
+    }
+    TG_PARALLEL_TEAM(team)
+    for (int t = 0; t < team; t++)
+        fn(ctx, t, B * t / team, B * (t + 1) / team);
+}
+
+/* gemm_flat_from_cols image by image (a conv_team_fn): dst = Wm @ cols + bias (NULL: beta
+ * says whether dst keeps what it holds). */
+typedef struct {
+    const conv_cols *cc;
+    const float *Wm;
+    float *dst;
+    const float *bias;
+    float beta;
+} flat_images;
+
+static void flat_images_run(void *ctx, int t, int64_t b0, int64_t b1)
+{
+    const flat_images *c = ctx;
+    const int64_t Co = c->cc->g->Co, P = c->cc->g->P;
+    (void)t;
+    for (int64_t b = b0; b < b1; b++) {
+        /* The bias goes in just before the GEMM adds to it, while the image is in cache. */
+        if (c->bias)
+            fill_planes(c->dst + b * Co * P, 1, Co, P, c->bias);
+        gemm_wm_cols(c->cc, b, c->Wm, c->beta, c->dst + b * Co * P, P);
+    }
+}
+
 /* dst [B, Co, P] = Wm @ cols + bias[o] (bias may be NULL), or dst += Wm @ cols when
  * accumulate. F is the staging buffer. */
 static void gemm_flat_from_cols(const conv_geom *g, int64_t B, const float *Wm, const conv_cols *cc,
                                 float *F, float *dst, bool accumulate, const float *bias)
 {
-    const int64_t Co = g->Co, P = g->P, BP = B * P;
     if (conv_staged(g, B)) {
-        gemm_wm_cols(cc, 0, Wm, 0.0f, F, BP);
+        gemm_wm_cols(cc, 0, Wm, 0.0f, F, B * g->P);
         flat_scatter(g, F, B, dst, accumulate, bias);
         return;
     }
-    float beta = accumulate || bias ? 1.0f : 0.0f;
-    for (int64_t b = 0; b < B; b++) {
-        /* The bias goes in just before the GEMM adds to it, while the image is in cache. */
-        if (!accumulate && bias)
-            fill_planes(dst + b * Co * P, 1, Co, P, bias);
-        gemm_wm_cols(cc, b, Wm, beta, dst + b * Co * P, P);
-    }
+    flat_images ctx = {cc, Wm, dst, accumulate ? NULL : bias, accumulate || bias ? 1.0f : 0.0f};
+    conv_team_run(conv_image_team(g, B), B, flat_images_run, &ctx);
 }
 
 /* cols of unit u = Wm^T @ flat of unit u. */
@@ -772,6 +908,91 @@ static void gemm_weight_grad(const conv_geom *g, int64_t B, int64_t u, const flo
                     g->Kc);
 }
 
+/* backward_units' work on images [b0, b1) (a conv_team_fn), dW being thread t's partial
+ * weight gradient, or dWm itself for a team of one. */
+typedef struct {
+    const conv_geom *g;
+    int64_t B;
+    const float *flat;
+    const conv_cols *cc;
+    float *dWm, *part; /* part: the team's partials [team, Co*Kc], NULL for a team of one */
+    const float *Wm;
+    float *cols, *sums; /* sums [B, Co]: each image's channel sums, NULL without db */
+} units_ctx;
+
+static void units_run(void *ctx, int t, int64_t b0, int64_t b1)
+{
+    const units_ctx *c = ctx;
+    const conv_geom *g = c->g;
+    const int64_t Co = g->Co, P = g->P, w_floats = Co * g->Kc;
+    float *dW = c->part ? c->part + t * w_floats : c->dWm;
+    if (c->part)
+        memset(dW, 0, (size_t)w_floats * sizeof(float));
+    for (int64_t u = b0; u < b1; u++) {
+        if (dW)
+            gemm_weight_grad(g, c->B, u, c->flat, c->cc, dW);
+        if (c->Wm)
+            gemm_cols_from_flat(g, c->B, u, c->Wm, c->flat, c->cols);
+        for (int64_t o = 0; o < Co && c->sums; o++)
+            c->sums[u * Co + o] = plane_sum(c->flat + (u * Co + o) * P, P);
+    }
+}
+
+/* The backward GEMMs of a chunk's units, unit by unit so that each part of flat comes from
+ * memory once for all of them (the bias sums read it from cache): dWm += flat @ cols^T (dWm
+ * may be NULL); the columns cols = Wm^T @ flat (Wm may be NULL), whose unit u the weight
+ * gradient has read first when both run (conv2d's backward writes them over x's); db += the
+ * channel sums of flat (db may be NULL). In a team (conv_image_team) each thread has a partial
+ * weight gradient of its own, and the partials are added in thread order. Without the memory
+ * for the partials and the sums: a team of one, the sums in a pass of their own (same values). */
+static void backward_units(const conv_geom *g, int64_t B, const float *flat, const conv_cols *cc,
+                           float *dWm, const float *Wm, float *cols, float *db)
+{
+    const int64_t Co = g->Co, w_floats = Co * g->Kc;
+    if (conv_units(g, B) == 1) {
+        if (dWm)
+            gemm_weight_grad(g, B, 0, flat, cc, dWm);
+        if (Wm)
+            gemm_cols_from_flat(g, B, 0, Wm, flat, cols);
+        if (db)
+            channel_sums(flat, 1, Co, conv_unit_cols(g, B), db);
+        return;
+    }
+    int team = conv_image_team(g, B);
+    int64_t part_floats = dWm && team > 1 ? team * w_floats : 0;
+    const size_t bytes = (size_t)(part_floats + (db ? B * Co : 0)) * sizeof(float);
+    float *buf = bytes ? conv_try_alloc(bytes) : NULL;
+    if (!buf)
+        team = 1, part_floats = 0;
+    units_ctx ctx = {.g = g,
+                     .B = B,
+                     .flat = flat,
+                     .cc = cc,
+                     .dWm = dWm,
+                     .part = part_floats ? buf : NULL,
+                     .Wm = Wm,
+                     .cols = cols,
+                     .sums = buf && db ? buf + part_floats : NULL};
+    conv_team_run(team, B, units_run, &ctx);
+    /* On this thread: teams run where the products are small, and so is the weight (D's first
+     * conv: 576 floats). */
+    for (int64_t e = 0; part_floats && e < w_floats; e++)
+        for (int t = 0; t < team; t++)
+            dWm[e] += buf[t * w_floats + e];
+    if (db && ctx.sums) {
+        for (int64_t o = 0; o < Co; o++) {
+            double total = 0.0;
+            for (int64_t u = 0; u < B; u++)
+                total += ctx.sums[u * Co + o];
+            db[o] += (float)total;
+        }
+    } else if (db) {
+        channel_sums(flat, B, Co, g->P, db);
+    }
+    if (buf)
+        tg_free(buf, bytes);
+}
+
 /* img [b_begin, b_end) of [N, Ci, H, W] (+)= col2im(Wm^T @ flat) with flat [N, Co, P], chunk by
  * chunk through the columns (cols and F of scratch): img = col2im(..) + bias[c] when assign
  * (bias may be NULL), else img += col2im(..). conv_dgrad's old path, and its fallback. */
@@ -783,8 +1004,7 @@ static void col2im_range(const conv_geom *g, const float *Wm, const float *flat,
     for (int64_t b0 = b_begin; b0 < b_end; b0 += g->chunk) {
         int64_t B = min64(g->chunk, b_end - b0);
         const float *fF = flat_operand(g, B, flat + b0 * flat_floats, F);
-        for (int64_t u = 0; u < conv_units(g, B); u++)
-            gemm_cols_from_flat(g, B, u, Wm, fF, cols);
+        backward_units(g, B, fF, NULL, NULL, Wm, cols, NULL);
         /* The bias goes in chunk by chunk, so col2im adds to planes still in cache. */
         if (assign && bias)
             fill_planes(img + b0 * img_floats, B, g->Ci, g->H * g->W, bias);
@@ -1087,46 +1307,15 @@ static void conv_dgrad(const conv_geom *g, const float *Wm, const float *flat, f
         const int64_t rest = (dgrad_in_place(g, B) ? 0 : B * g->Ci * g->H * g->W) +
                              (dgrad_ld(g) > g->Wo ? B * g->Co * g->Ho * dgrad_ld(g) : 0);
         size_t bytes = (size_t)(g->Co * g->Kc + rest) * sizeof(float);
-        /* Without the memory, the old path, which succeeds: tg_alloc's error is withdrawn
-         * unless one was already pending (as gemm.c's buffers). */
-        const bool error_pending = tg_last_status() != TG_OK;
-        float *buf = tg_alloc(bytes);
+        float *buf = conv_try_alloc(bytes); /* without the memory, the old path */
         if (buf) {
             dgrad_implicit(g, B, Wm, flat, img, assign, bias, scratch, buf);
             tg_free(buf, bytes);
             return;
         }
-        if (!error_pending)
-            tg_clear_error();
     }
 #endif
     col2im_range(g, Wm, flat, 0, g->N, img, assign, bias, scratch);
-}
-
-/* db[c] += sum over n and s of dy [N, C, S]: the bias gradient. 32 partial sums per plane, so
- * the loop vectorises into independent accumulators (8 partial sums made one dependent chain
- * of vector adds and ran 10x slower); planes are added in double. */
-static void channel_sums(const float *dy, int64_t N, int64_t C, int64_t S, float *db)
-{
-    TG_PARALLEL_FOR_WORK(C, N * S)
-    for (int64_t c = 0; c < C; c++) {
-        double total = 0.0;
-        for (int64_t n = 0; n < N; n++) {
-            const float *restrict p = dy + (n * C + c) * S;
-            float acc[32] = {0};
-            int64_t s = 0;
-            for (; s + 32 <= S; s += 32)
-                for (int k = 0; k < 32; k++)
-                    acc[k] += p[s + k];
-            for (; s < S; s++)
-                acc[0] += p[s];
-            float plane = 0.0f;
-            for (int k = 0; k < 32; k++)
-                plane += acc[k];
-            total += plane;
-        }
-        db[c] += (float)total;
-    }
 }
 
 /* ---- conv2d with one output channel: direct loops on padded planes -----------------------
@@ -1212,46 +1401,65 @@ static float *direct_rows(const conv_geom *g, float *scratch)
     return scratch + g->chunk * g->Ci * g->Hp * g->Wq;
 }
 
+/* conv2d_direct_forward's images [b0, b1) (a conv_team_fn) with the working space of the
+ * chunk's image t: each padded in turn and summed tile by tile in a local array that stays in
+ * registers over all kh*kw taps. */
+typedef struct {
+    const conv_geom *g;
+    const float *x, *w, *bias;
+    float *y, *scratch;
+} direct_ctx;
+
+static void direct_forward_run(void *ctx, int t, int64_t b0, int64_t b1)
+{
+    const direct_ctx *c = ctx;
+    const conv_geom *g = c->g;
+    const int64_t s = g->stride, d = g->dil, kk = g->kh * g->kw, Wq = g->Wq, Wt = g->Wt;
+    const int64_t plane = g->Hp * Wq, Ho = g->Ho, Wo = g->Wo;
+    float *xp = c->scratch + t * g->Ci * plane;
+    float *restrict acc = direct_rows(g, c->scratch) + t * Ho * Wt;
+    for (int64_t b = b0; b < b1; b++) {
+        for (int64_t ch = 0; ch < g->Ci; ch++)
+            pad_plane(c->x + (b * g->Ci + ch) * g->H * g->W, g->H, g->W, xp + ch * plane, g->Hp, Wq,
+                      g->pad, g->pad);
+        const float bv = c->bias ? c->bias[0] : 0.0f;
+        for (int64_t e = 0; e < Ho * Wt; e++)
+            acc[e] = bv;
+        for (int64_t ch = 0; ch < g->Ci; ch++) {
+            const float *img = xp + ch * plane, *wc = c->w + ch * kk;
+            for (int64_t oh = 0; oh < Ho; oh++) {
+                for (int64_t q = 0; q < Wt; q += CONV_DIRECT_TILE) {
+                    conv_tile a = *(const conv_tile *)(acc + oh * Wt + q), v;
+                    for (int64_t i = 0; i < g->kh; i++) {
+                        const float *row = img + (oh * s + i * d) * Wq + q * s;
+                        for (int64_t j = 0; j < g->kw; j++) {
+                            tile_load(&v, row + j * d, s);
+                            a += wc[i * g->kw + j] * v;
+                        }
+                    }
+                    *(conv_tile *)(acc + oh * Wt + q) = a;
+                }
+            }
+        }
+        float *restrict yn = c->y + b * g->P;
+        for (int64_t oh = 0; oh < Ho; oh++)
+            for (int64_t ow = 0; ow < Wo; ow++)
+                yn[oh * Wo + ow] = acc[oh * Wt + ow];
+    }
+}
+
 /* y [N, 1, Ho, Wo] = bias + sum over c, i, j of w[c,i,j] * xp[n,c] at the shifted positions.
- * One image per iteration: each thread owns its output rows, summed tile by tile in a local
- * array that stays in registers over all kh*kw taps. */
+ * A team of threads (at most a chunk's images: their working space) takes the batch, one
+ * region for it: chunk by chunk, chunks of 7 images (the GAN's 64 -> 1 layer) split 4:3
+ * between two threads, with a region to pad each chunk and one to sum it. Each image's sums
+ * are the same either way. */
 static void conv2d_direct_forward(const conv_geom *g, const float *x, const float *w,
                                   const float *bias, float *y, float *scratch)
 {
-    const int64_t s = g->stride, d = g->dil, kk = g->kh * g->kw, Wq = g->Wq, Wt = g->Wt;
-    const int64_t plane = g->Hp * Wq, Ho = g->Ho, Wo = g->Wo;
-    float *xp = scratch, *yp = direct_rows(g, scratch);
-    for (int64_t b0 = 0; b0 < g->N; b0 += g->chunk) {
-        int64_t B = min64(g->chunk, g->N - b0);
-        direct_pad_x(g, x + b0 * g->Ci * g->H * g->W, B, xp);
-        TG_PARALLEL_FOR_WORK(B, g->Kc * Ho * Wt)
-        for (int64_t b = 0; b < B; b++) {
-            float *restrict acc = yp + b * Ho * Wt;
-            const float bv = bias ? bias[0] : 0.0f;
-            for (int64_t e = 0; e < Ho * Wt; e++)
-                acc[e] = bv;
-            for (int64_t c = 0; c < g->Ci; c++) {
-                const float *img = xp + (b * g->Ci + c) * plane, *wc = w + c * kk;
-                for (int64_t oh = 0; oh < Ho; oh++) {
-                    for (int64_t t = 0; t < Wt; t += CONV_DIRECT_TILE) {
-                        conv_tile a = *(const conv_tile *)(acc + oh * Wt + t), v;
-                        for (int64_t i = 0; i < g->kh; i++) {
-                            const float *row = img + (oh * s + i * d) * Wq + t * s;
-                            for (int64_t j = 0; j < g->kw; j++) {
-                                tile_load(&v, row + j * d, s);
-                                a += wc[i * g->kw + j] * v;
-                            }
-                        }
-                        *(conv_tile *)(acc + oh * Wt + t) = a;
-                    }
-                }
-            }
-            float *restrict yn = y + (b0 + b) * g->P;
-            for (int64_t oh = 0; oh < Ho; oh++)
-                for (int64_t ow = 0; ow < Wo; ow++)
-                    yn[oh * Wo + ow] = acc[oh * Wt + ow];
-        }
-    }
+    const int64_t work = g->Kc * g->Ho * g->Wt;
+    const int team = conv_fork(g->N, work) ? (int)min64(tg_get_num_threads(), g->chunk) : 1;
+    direct_ctx ctx = {g, x, w, bias, y, scratch};
+    conv_team_run(team, g->N, direct_forward_run, &ctx);
 }
 
 /* dw[c,i,j] += sum over the chunk's images and output positions of dyp * xp at the shifted
@@ -1545,6 +1753,67 @@ static tg_status conv2d_check(tg_node *n, int *ndim, int64_t shape[])
     return conv_check_output(n, fn, false, &g, ndim, shape);
 }
 
+/* ---- conv2d's forward with images in parallel and no working space ------------------------
+ * With chunks of one image (working space over CONV_CHUNK_BYTES: G's 5x5 conv 128 -> 64, 2.5 MB
+ * an image) each image's GEMM splits itself between the threads: a region per image, 7 panels
+ * of 32 columns split 3:4 (the last panel holds 4), and both threads pack the whole weight (the
+ * GEMM's A) for every image. Where the GEMMs pack the columns from the image they need no
+ * working space, so a team takes whole images instead, one region for the batch, each image's
+ * GEMM on one thread: bit-identical, since no element's sums depend on how the columns are
+ * split (tensor/gemm.c). An image whose GEMM cannot pack (no memory for its buffers) is done
+ * again after the region, through the working space. */
+typedef struct {
+    const conv_geom *g;
+    const float *x, *w, *bias;
+    float *y;
+    unsigned char *failed; /* [N]: the image's GEMM did not run */
+} forward_ctx;
+
+static void forward_images_run(void *ctx, int t, int64_t b0, int64_t b1)
+{
+#if CONV_IMPLICIT
+    const forward_ctx *c = ctx;
+    const conv_geom *g = c->g;
+    (void)t;
+    for (int64_t b = b0; b < b1; b++) {
+        float *yb = c->y + b * g->Co * g->P;
+        if (c->bias)
+            fill_planes(yb, 1, g->Co, g->P, c->bias);
+        conv_pack pk = {g, c->x + b * g->Ci * g->H * g->W, g->P};
+        conv_gather gt = cols_gather(&pk);
+        c->failed[b] = !tg_sgemm_avx512_packb(false, g->Co, g->P, g->Kc, 1.0f, c->w, g->Kc,
+                                              pack_gather, &gt, c->bias ? 1.0f : 0.0f, yb, g->P);
+    }
+#else
+    (void)ctx, (void)t, (void)b0, (void)b1;
+#endif
+}
+
+/* y of conv2d's forward by a team over the batch; false, having done nothing, where it does not
+ * apply (chunks of several images, no packing, one thread, or no memory for the flags). */
+static bool conv2d_forward_team(const conv_geom *g, const float *x, const float *w,
+                                const float *bias, float *y, void *scratch)
+{
+    if (!CONV_IMPLICIT || !tg_conv_image_parallel || g->chunk != 1 || g->N < 2 ||
+        !conv_implicit_on() || !conv_implicit_fits(g, 1))
+        return false;
+    const int team = (int)min64(tg_sgemm_avx512_threads(g->Co, g->N * g->P, g->Kc), g->N);
+    unsigned char *failed = team > 1 ? (unsigned char *)conv_try_alloc((size_t)g->N) : NULL;
+    if (!failed)
+        return false;
+    forward_ctx ctx = {g, x, w, bias, y, failed};
+    conv_team_run(team, g->N, forward_images_run, &ctx);
+    const int64_t x_img = g->Ci * g->H * g->W, y_img = g->Co * g->P;
+    for (int64_t b = 0; b < g->N; b++) {
+        if (!failed[b])
+            continue;
+        conv_cols cc = conv_cols_of(g, x + b * x_img, 1, scratch);
+        gemm_flat_from_cols(g, 1, w, &cc, NULL, y + b * y_img, false, bias);
+    }
+    tg_free(failed, (size_t)g->N);
+    return true;
+}
+
 TG_ISA_KERNEL(conv2d_forward, (tg_node * n), (n))
 {
     conv_geom g;
@@ -1567,6 +1836,8 @@ TG_ISA_KERNEL(conv2d_forward, (tg_node * n), (n))
         conv2d_direct_forward(&g, x, w, bias, y, n->scratch);
         return;
     }
+    if (conv2d_forward_team(&g, x, w, bias, y, n->scratch))
+        return;
     for (int64_t b0 = 0; b0 < g.N; b0 += g.chunk) {
         int64_t B = min64(g.chunk, g.N - b0);
         conv_cols cc = conv_cols_of(&g, x + b0 * x_img, B, cols);
@@ -1617,16 +1888,7 @@ TG_ISA_KERNEL(conv2d_backward, (tg_node * n), (n))
         conv_cols cc = {0};
         if (dw)
             cc = conv_cols_of(&g, x + b0 * x_img, B, cols);
-        /* Unit by unit, so that each part of dy comes from memory once for all three
-         * gradients (the bias sums read it from cache). */
-        for (int64_t u = 0; u < conv_units(&g, B); u++) {
-            if (dw)
-                gemm_weight_grad(&g, B, u, dyF, &cc, dw);
-            if (dx_cols)
-                gemm_cols_from_flat(&g, B, u, w, dyF, cols);
-            if (db)
-                channel_sums(dyF + u * y_img, 1, g.Co, conv_unit_cols(&g, B), db);
-        }
+        backward_units(&g, B, dyF, &cc, dw, dx_cols ? w : NULL, cols, db);
         if (dx_cols)
             col2im_chunk(&g, cols, B, dx + b0 * x_img, dx_set);
     }
@@ -1775,8 +2037,7 @@ TG_ISA_KERNEL(conv2d_weight_grad_forward, (tg_node * n), (n))
         int64_t B = min64(g.chunk, g.N - b0);
         const float *dyF = flat_operand(&g, B, dy + b0 * y_img, F);
         conv_cols cc = conv_cols_of(&g, x + b0 * x_img, B, cols);
-        for (int64_t u = 0; u < conv_units(&g, B); u++)
-            gemm_weight_grad(&g, B, u, dyF, &cc, dw);
+        backward_units(&g, B, dyF, &cc, dw, NULL, NULL, NULL);
     }
 }
 
@@ -1955,8 +2216,7 @@ TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node * n), (n))
         conv_cols cc = conv_cols_of(&g, dy + b0 * y_img, B, cols);
         if (dw) {
             const float *xF = flat_operand(&g, B, x + b0 * x_img, F);
-            for (int64_t u = 0; u < conv_units(&g, B); u++)
-                gemm_weight_grad(&g, B, u, xF, &cc, dw);
+            backward_units(&g, B, xF, &cc, dw, NULL, NULL, NULL);
         }
         /* F is free again: the weight gradient is done with it. */
         if (dx)

@@ -26,6 +26,9 @@
  * largest difference of its data gradient from "pack"'s, relative to the largest magnitude.
  * BENCH_CONV_MODE=cols, pack or dgrad in the environment times that mode alone (for perf;
  * the others still run once, for the comparisons).
+ * BENCH_CONV_IMAGES=serial runs the chunks' images one after the other even where their GEMMs
+ * are too small to split between threads (tg_conv_image_parallel 0, conv.c's conv_image_team),
+ * for an A/B of the two in one build: run the bench with and without it, interleaved.
  * Gradients are removed before every run, so that each backward writes fresh ones as in
  * training. */
 #include "autograd/internal.h"
@@ -302,10 +305,13 @@ int main(int argc, char **argv)
     }
     if (argc > 4 && strcmp(argv[4], "cpu") == 0)
         bench_clock = CLOCK_PROCESS_CPUTIME_ID;
+    const char *images = getenv("BENCH_CONV_IMAGES");
+    tg_conv_image_parallel = !(images && strcmp(images, "serial") == 0);
     const char *core = getenv("OPENBLAS_CORETYPE");
-    printf("bench_conv: %s, %d threads%s%s, median of %d, batch 128, %s time\n", tg_blas_info(),
+    printf("bench_conv: %s, %d threads%s%s, median of %d, batch 128, %s time%s\n", tg_blas_info(),
            tg_get_num_threads(), core ? ", OPENBLAS_CORETYPE=" : "", core ? core : "", reps,
-           bench_clock == CLOCK_MONOTONIC ? "wall" : "CPU");
+           bench_clock == CLOCK_MONOTONIC ? "wall" : "CPU",
+           tg_conv_image_parallel ? "" : ", images one after the other");
     printf("chunk: images per chunk, s = staged (one GEMM per chunk, else one per image), "
            "d = direct loops; seed: dy copy left out of bwd; gemm f/b: the reference\n");
     printf("%-36s %5s %8s %8s %6s %8s %8s %7s %7s %6s %7s %7s\n", "layer", "chunk", "fwd ms",

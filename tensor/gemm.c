@@ -288,13 +288,8 @@ bool tg_sgemm_avx512_active(void)
 #endif
 }
 
-/* Both entry points: false, having done nothing, where our kernels cannot run (no AVX-512, an
- * empty product, or no memory for the packing buffers). */
-static bool gemm_run(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                     int64_t lda, tg_gemm_pack_b_fn pack, const void *ctx, float beta, float *C,
-                     int64_t ldc)
+int tg_sgemm_avx512_threads(int64_t M, int64_t N, int64_t K)
 {
-#if defined(__x86_64__) && defined(__GNUC__)
     int threads = tg_get_num_threads();
 #ifdef _OPENMP
     /* Inside the user's own parallel region: on the calling thread alone, as tg_sgemm. */
@@ -306,16 +301,36 @@ static bool gemm_run(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha,
     /* Column slabs of whole panels, at least one panel each. */
     int64_t panels = (N + GEMM_NR - 1) / GEMM_NR;
     if (threads > panels)
-        threads = (int)panels;
+        threads = panels > 1 ? (int)panels : 1;
     if ((double)M * N * K < 1e6)
         threads = 1; /* below about 50 us of work the fork costs more than it saves */
+    return threads;
+}
+
+/* Both entry points: false, having done nothing, where our kernels cannot run (no AVX-512, an
+ * empty product, or no memory for the packing buffers). */
+static bool gemm_run(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, tg_gemm_pack_b_fn pack, const void *ctx, float beta, float *C,
+                     int64_t ldc)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    const int threads = tg_sgemm_avx512_threads(M, N, K);
+    const int64_t panels = (N + GEMM_NR - 1) / GEMM_NR;
     size_t buf_bytes = 0;
     float *buf =
         M > 0 && N > 0 && K > 0 && have_avx512() ? gemm_buffers(threads, &buf_bytes) : NULL;
     if (!buf)
         return false;
+    if (threads == 1) {
+        /* No region at all: one whose if clause is false still enters libgomp (a futex call,
+         * tensor/parallel.h), and the GAN's small per-image GEMMs made 905 of those per
+         * iteration, most of them from threads that run images in parallel (autograd/conv.c). */
+        gemm_columns(trans_a, M, K, alpha, A, lda, pack, ctx, beta, C, ldc, 0, N, buf);
+        tg_free(buf, buf_bytes);
+        return true;
+    }
 #ifdef _OPENMP
-    TG_PRAGMA(omp parallel for schedule(static) num_threads(threads) if (threads > 1))
+    TG_PRAGMA(omp parallel for schedule(static) num_threads(threads))
 #endif
     for (int t = 0; t < threads; t++) {
         int64_t j0 = panels * t / threads * GEMM_NR, j1 = panels * (t + 1) / threads * GEMM_NR;

@@ -102,6 +102,10 @@ bool tg_sgemm_avx512_packb(bool trans_a, int64_t M, int64_t N, int64_t K, float 
                            float beta, float *C, int64_t ldc);
 /* True when tg_sgemm_avx512 runs our kernels (the AVX-512 level), not OpenBLAS. */
 bool tg_sgemm_avx512_active(void);
+/* The threads our GEMM splits an M x N x K product between when the calling thread asks: 1
+ * for products too small to pay for a fork or too narrow to split, and inside a parallel
+ * region. Callers with many such products run them in parallel instead (autograd/conv.c). */
+int tg_sgemm_avx512_threads(int64_t M, int64_t N, int64_t K);
 
 /* ---- convolutions (autograd/conv.c) ------------------------------------------------------
  * Nonzero (the default): the GEMMs whose B operand is the im2col columns pack them straight
@@ -113,5 +117,12 @@ extern int tg_conv_implicit;
  * autograd/conv.c's conv_dgrad applies); 0: through col2im. The two differ by rounding only;
  * tests and bench_conv set it to compare them. */
 extern int tg_conv_implicit_dx;
+/* Nonzero (the default): where the images of a chunk each make a GEMM too small for our GEMM
+ * to split between threads, the threads take whole images instead (autograd/conv.c,
+ * conv_image_team), as conv2d's forward does where chunks hold one image and the GEMMs pack
+ * from it (conv2d_forward_team); 0: image after image. y and the data gradient are bit-identical either
+ * way; the weight gradient sums the threads' images apart (bounded rounding); the bias
+ * gradient sums a chunk's images in double. Tests and bench_conv set it to compare. */
+extern int tg_conv_image_parallel;
 
 #endif

@@ -14,6 +14,10 @@
 #define TG_PARALLEL_MIN 32768
 
 #define TG_PRAGMA(x) _Pragma(#x)
+/* Whether n items of per_item elements each are worth a parallel loop: TG_PARALLEL_FOR_WORK's
+ * test, for kernels that run their loop without any region when it fails (see above). */
+#define TG_PARALLEL_WORTH(n, per_item)                                                             \
+    ((int64_t)(n) * (int64_t)(per_item) > TG_PARALLEL_MIN && (n) > 1)
 #ifdef _OPENMP
 #include <omp.h>
 /* Parallel for over n items, static schedule, only when n > TG_PARALLEL_MIN: strictly above,
@@ -24,11 +28,18 @@
     TG_PRAGMA(omp parallel for schedule(static) TG_OMP_NUM_THREADS if ((n) > TG_PARALLEL_MIN))
 /* Same, for loops whose n items are each heavy (rows, channels): cost hint is elements per item. */
 #define TG_PARALLEL_FOR_WORK(n, per_item)                                                          \
-    TG_PRAGMA(omp parallel for schedule(static) TG_OMP_NUM_THREADS                                 \
-              if ((int64_t)(n) * (int64_t)(per_item) > TG_PARALLEL_MIN && (n) > 1))
+    TG_PRAGMA(omp parallel for schedule(static) TG_OMP_NUM_THREADS if (TG_PARALLEL_WORTH(n, per_item)))
+/* Parallel for over the items of a team whose size the caller chose, one item a thread: for
+ * loops whose items each hold a thread's share of fixed work, such as the images of a
+ * convolution's chunk (autograd/conv.c, conv_team_run, which runs a team of 1 without it). */
+#define TG_PARALLEL_TEAM(team) TG_PRAGMA(omp parallel for schedule(static) num_threads(team))
+/* True on a thread of a parallel region, where a nested region would get that thread alone. */
+#define TG_IN_PARALLEL() omp_in_parallel()
 #else
 #define TG_PARALLEL_FOR(n)
 #define TG_PARALLEL_FOR_WORK(n, per_item)
+#define TG_PARALLEL_TEAM(team)
+#define TG_IN_PARALLEL() 0
 #endif
 
 #endif

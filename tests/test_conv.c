@@ -577,14 +577,15 @@ static void test_second_backward(void **state)
  * written columns, so every result is bit for bit the same either way. Elsewhere both runs
  * take the written columns and the checks hold trivially. */
 
+/* a and b bit for bit; runs names the two runs compared ("A vs B"), for the message. */
 static void assert_same_bits(const tg_tensor *a, const tg_tensor *b, const char *what,
-                             const char *layer)
+                             const char *runs)
 {
     assert_true(tg_shape_equal(a, b));
     for (int64_t i = 0; i < a->numel; i++)
         if (memcmp(&a->data[i], &b->data[i], sizeof(float)) != 0)
-            fail_msg("%s: %s[%lld] = %.9g packed from the image, %.9g from written columns", layer,
-                     what, (long long)i, a->data[i], b->data[i]);
+            fail_msg("%s: %s[%lld] = %.9g vs %.9g", runs, what, (long long)i, a->data[i],
+                     b->data[i]);
 }
 
 /* A layer: x and w shapes, stride, padding, dilation (conv2d) or output padding. */
@@ -625,10 +626,12 @@ static void check_implicit_layer(const implicit_layer *L, int threads)
     tg_conv_implicit = saved_mode;
     tg_conv_implicit_dx = saved_dx;
     tg_set_num_threads(saved);
-    assert_same_bits(r[1].y, r[0].y, "y", L->name);
-    assert_same_bits(r[1].dx, r[0].dx, "dx", L->name);
-    assert_same_bits(r[1].dw, r[0].dw, "dw", L->name);
-    assert_same_bits(r[1].db, r[0].db, "db", L->name);
+    char runs[160];
+    snprintf(runs, sizeof runs, "%s, packed from the image vs from written columns", L->name);
+    assert_same_bits(r[1].y, r[0].y, "y", runs);
+    assert_same_bits(r[1].dx, r[0].dx, "dx", runs);
+    assert_same_bits(r[1].dw, r[0].dw, "dw", runs);
+    assert_same_bits(r[1].db, r[0].db, "db", runs);
     for (int m = 0; m < 2; m++)
         conv_result_release(&r[m]);
     tg_tensor_release(x);
@@ -699,9 +702,10 @@ static void test_implicit_weight_grad_op(void **state)
     }
     tg_conv_implicit = saved_mode;
     tg_conv_implicit_dx = saved_dx;
-    assert_same_bits(gw[1], gw[0], "dw", "conv2d_weight_grad");
-    assert_same_bits(dx[1], dx[0], "dx", "conv2d_weight_grad");
-    assert_same_bits(ddy[1], ddy[0], "ddy", "conv2d_weight_grad");
+    const char *runs = "conv2d_weight_grad, packed from the image vs from written columns";
+    assert_same_bits(gw[1], gw[0], "dw", runs);
+    assert_same_bits(dx[1], dx[0], "dx", runs);
+    assert_same_bits(ddy[1], ddy[0], "ddy", runs);
     for (int m = 0; m < 2; m++) {
         tg_tensor_release(gw[m]);
         tg_tensor_release(dx[m]);
@@ -711,6 +715,138 @@ static void test_implicit_weight_grad_op(void **state)
     tg_tensor_release(w);
     tg_tensor_release(dy);
     tg_tensor_release(U);
+}
+
+/* ---- a chunk's images in parallel -----------------------------------------------------------
+ * Where each image's GEMMs are too small to split between threads, a team of threads takes the
+ * chunk's images (tg_conv_image_parallel, conv.c's conv_image_team). Against image after image
+ * (the switch at 0): y and dx bit for bit at 1 and 2 threads (each image's values come from the
+ * same GEMM calls); at 1 thread dw too (a team of one is the old order); at 2 threads dw within
+ * a few roundings of the sums (each thread's images summed apart, a lost or doubled image would
+ * be off by a whole term: about 1/B of it); db bit for bit between 1 and 2 threads (plane sums
+ * added in double whatever the team) and within rounding of the old per-image float sums. */
+
+/* max |a - b| over max |b|. */
+static double max_rel_diff(const tg_tensor *a, const tg_tensor *b)
+{
+    double d = 0.0, m = 0.0;
+    for (int64_t i = 0; i < a->numel; i++) {
+        d = fmax(d, fabs((double)a->data[i] - b->data[i]));
+        m = fmax(m, fabs((double)b->data[i]));
+    }
+    return m > 0 ? d / m : d;
+}
+
+static void check_image_team(const implicit_layer *L)
+{
+    tg_tensor *x = tensor4(L->xs, NULL, true), *w = tensor4(L->ws, NULL, true);
+    int64_t O = L->transpose ? L->ws[1] : L->ws[0];
+    tg_tensor *b = tg_tensor_new(1, &O);
+    tg_tensor_set_requires_grad(b, true);
+    fill_uniform(x, 21);
+    fill_uniform(w, 22);
+    fill_uniform(b, 23);
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    tg_tensor *y0 = apply_conv(L->transpose, x, w, b, L->s, L->p, L->d_or_op, L->d_or_op);
+    if (!y0)
+        fail_msg("%s: %s", L->name, tg_last_error());
+    tg_tensor *dy = tg_tensor_new(4, y0->shape);
+    tg_tape_end(tape);
+    fill_uniform(dy, 24);
+    int saved = tg_get_num_threads(), saved_mode = tg_conv_image_parallel;
+    conv_result r[2][2]; /* [threads - 1][switch] */
+    for (int t = 0; t < 2; t++) {
+        tg_set_num_threads(t + 1);
+        for (int m = 0; m < 2; m++) {
+            /* Working space fresh from the system, not the last run's: columns that a unit
+             * failed to write would still hold that run's values. */
+            tg_allocator_trim();
+            tg_conv_image_parallel = m;
+            r[t][m] = conv_run(L->transpose, x, w, b, dy, L->s, L->p, L->d_or_op, NULL);
+        }
+    }
+    tg_conv_image_parallel = saved_mode;
+    tg_set_num_threads(saved);
+    char what[160];
+    for (int t = 0; t < 2; t++) {
+        snprintf(what, sizeof what, "%s, %d thread(s), images in parallel vs one by one", L->name,
+                 t + 1);
+        assert_same_bits(r[t][1].y, r[t][0].y, "y", what);
+        assert_same_bits(r[t][1].dx, r[t][0].dx, "dx", what);
+        if (t == 0)
+            assert_same_bits(r[t][1].dw, r[t][0].dw, "dw", what);
+        double d_dw = max_rel_diff(r[t][1].dw, r[t][0].dw),
+               d_db = max_rel_diff(r[t][1].db, r[t][0].db);
+        if (!(d_dw <= 1e-5) || !(d_db <= 1e-5))
+            fail_msg("%s: dw off by %.3g, db by %.3g of their largest magnitude", what, d_dw, d_db);
+    }
+    snprintf(what, sizeof what, "%s, images in parallel, 1 vs 2 threads", L->name);
+    assert_same_bits(r[1][1].db, r[0][1].db, "db", what);
+    /* At the AVX-512 level the team runs, and its dw sums in another order somewhere: else
+     * this test would pass with the team never used. */
+    if (tg_sgemm_avx512_active() && !(max_rel_diff(r[1][1].dw, r[1][0].dw) > 0))
+        fail_msg("%s: dw at 2 threads is bit for bit the old order: the team did not run", L->name);
+    for (int t = 0; t < 2; t++)
+        for (int m = 0; m < 2; m++)
+            conv_result_release(&r[t][m]);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+    tg_tensor_release(dy);
+}
+
+/* Chunks of one image (G's 5x5 conv 128 -> 64: 3200 x 196 columns, 2.5 MB of working space an
+ * image) whose GEMMs pack from the image: the forward's team takes whole images with no
+ * working space (conv.c's conv2d_forward_team). y against image after image, bit for bit. */
+static void test_forward_team(void **state)
+{
+    (void)state;
+    const int64_t xs[4] = {5, 128, 14, 14}, ws[4] = {64, 128, 5, 5}, O = 64;
+    tg_tensor *x = tensor4(xs, NULL, false), *w = tensor4(ws, NULL, false);
+    tg_tensor *b = tg_tensor_new(1, &O);
+    fill_uniform(x, 31);
+    fill_uniform(w, 32);
+    fill_uniform(b, 33);
+    int saved = tg_get_num_threads(), saved_mode = tg_conv_image_parallel;
+    for (int t = 1; t <= 2; t++) {
+        tg_set_num_threads(t);
+        tg_tensor *y[2];
+        for (int m = 0; m < 2; m++) {
+            tg_conv_image_parallel = m;
+            tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+            tg_tensor *out = tg_conv2d(x, w, b, 1, 2, 1);
+            assert_non_null(out);
+            y[m] = tg_tensor_clone(out);
+            assert_non_null(y[m]);
+            assert_int_equal(tg_tape_end(tape), TG_OK);
+        }
+        char runs[96];
+        snprintf(runs, sizeof runs, "5x5 128->64, %d thread(s), images in parallel vs one by one",
+                 t);
+        assert_same_bits(y[1], y[0], "y", runs);
+        tg_tensor_release(y[0]);
+        tg_tensor_release(y[1]);
+    }
+    tg_conv_image_parallel = saved_mode;
+    tg_set_num_threads(saved);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+}
+
+/* The GAN's layers of that kind, at a smaller batch: D's first conv (64 x 676 x 9 an image),
+ * the dcgan D's strided one, and the convt G's last layer (its forward the columns, its
+ * backward dw and dx). Batches of 7 and 33 do not split evenly. */
+static void test_image_team(void **state)
+{
+    (void)state;
+    const implicit_layer layers[] = {
+        {"D conv 1->64 3x3 28x28", false, {7, 1, 28, 28}, {64, 1, 3, 3}, 1, 0, 1},
+        {"dcgan D conv 1->64 k4 s2 p1", false, {8, 1, 28, 28}, {64, 1, 4, 4}, 2, 1, 1},
+        {"convT 16->1 k4 s2 p1 14x14", true, {33, 16, 14, 14}, {16, 1, 4, 4}, 2, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++)
+        check_image_team(&layers[i]);
 }
 
 /* ---- the data gradient without col2im -------------------------------------------------------
@@ -844,10 +980,12 @@ static void check_dgrad_layer(const dgrad_layer *D, int threads)
                  differ ? "differ" : "agree",
                  D->implicit && tg_sgemm_avx512_active() ? "run" : "do not run");
     /* Everything else is the same computation either way. */
+    char runs[160];
+    snprintf(runs, sizeof runs, "%s, implicit data gradient vs col2im", L->name);
     assert_same_bits(L->transpose ? r[1].dx : r[1].y, L->transpose ? r[0].dx : r[0].y,
-                     L->transpose ? "dx" : "y", L->name);
-    assert_same_bits(r[1].dw, r[0].dw, "dw", L->name);
-    assert_same_bits(r[1].db, r[0].db, "db", L->name);
+                     L->transpose ? "dx" : "y", runs);
+    assert_same_bits(r[1].dw, r[0].dw, "dw", runs);
+    assert_same_bits(r[1].db, r[0].db, "db", runs);
     for (int m = 0; m < 2; m++) {
         conv_result_release(&r[m]);
         tg_tensor_release(twice[m]);
@@ -935,7 +1073,7 @@ static void test_implicit_dgrad_weight_grad_op(void **state)
         differ |= dx[1]->data[e] != dx[0]->data[e];
     }
     assert_true(differ == tg_sgemm_avx512_active());
-    assert_same_bits(ddy[1], ddy[0], "ddy", "conv2d_weight_grad");
+    assert_same_bits(ddy[1], ddy[0], "ddy", "conv2d_weight_grad, implicit data gradient vs col2im");
     for (int m = 0; m < 2; m++) {
         tg_tensor_release(dx[m]);
         tg_tensor_release(ddy[m]);
@@ -1071,6 +1209,8 @@ int main(void)
         TG_TEST(test_second_backward),
         TG_TEST(test_implicit_bit_identical),
         TG_TEST(test_implicit_weight_grad_op),
+        TG_TEST(test_image_team),
+        TG_TEST(test_forward_team),
         TG_TEST(test_implicit_dgrad),
         TG_TEST(test_implicit_dgrad_weight_grad_op),
         TG_TEST(test_gemm_against_openblas),
