@@ -686,14 +686,13 @@ static tg_tensor *op_data(pool *pl, reader *r)
     }
     case 1: {
         tg_affine_range range = {rd_float(r), rd_float(r), rd_float(r), rd_float(r)};
-        y = tg_data_augment_affine(x, pick_rng(pl, r), rd_byte(r) % 8 ? &range : NULL,
-                                   rd_float(r));
+        y = tg_data_augment_affine(x, pick_rng(pl, r), rd_byte(r) % 8 ? &range : NULL, rd_float(r));
         break;
     }
     default: {
         tg_dataset ds = {x, pick(pl, r)};
-        tg_dataset *sub = tg_dataset_per_class(rd_byte(r) % 8 ? &ds : NULL, rd_int64(r),
-                                               (uint64_t)rd_int64(r));
+        tg_dataset *sub =
+            tg_dataset_per_class(rd_byte(r) % 8 ? &ds : NULL, rd_int64(r), (uint64_t)rd_int64(r));
         check_result(sub ? sub->labels : NULL);
         if (sub && sub->images->shape[0] != sub->labels->numel)
             fuzz_fail("a subset whose images and labels do not pair up");
@@ -1330,12 +1329,20 @@ static tg_tensor *op_grad(pool *pl, reader *r)
 
 typedef tg_tensor *(*op_fn)(pool *pl, reader *r);
 static const op_fn ops[] = {
-    op_conv2d,  op_conv_transpose2d, op_pool,       op_upsample,  op_slice,
-    op_reshape, op_flatten,          op_concat,     op_transpose, op_reduce,
-    op_matmul,  op_batch_norm,       op_loss,       op_binary,    op_unary,
-    op_dropout, op_backward,         op_layer_norm, op_index,     op_index_use,
-    op_create,  op_tensor,           op_module,     op_clip,      op_after_failure,
-    op_grad,    op_data,
+    op_conv2d,        op_conv_transpose2d,
+    op_pool,          op_upsample,
+    op_slice,         op_reshape,
+    op_flatten,       op_concat,
+    op_transpose,     op_reduce,
+    op_matmul,        op_batch_norm,
+    op_loss,          op_binary,
+    op_unary,         op_dropout,
+    op_backward,      op_layer_norm,
+    op_index,         op_index_use,
+    op_create,        op_tensor,
+    op_module,        op_clip,
+    op_after_failure, op_grad,
+    op_data,
 };
 #define N_OPS ((int)(sizeof ops / sizeof ops[0]))
 
