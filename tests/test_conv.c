@@ -596,25 +596,46 @@ typedef struct {
     int s, p, d_or_op;
 } implicit_layer;
 
+/* A layer's inputs: x, w and b requiring grad and an output gradient dy of y's shape, filled
+ * from seeds seed .. seed + 3. */
+typedef struct {
+    tg_tensor *x, *w, *b, *dy;
+} layer_inputs;
+
+static layer_inputs layer_inputs_new(const implicit_layer *L, uint64_t seed)
+{
+    layer_inputs in = {tensor4(L->xs, NULL, true), tensor4(L->ws, NULL, true), NULL, NULL};
+    int64_t O = L->transpose ? L->ws[1] : L->ws[0];
+    in.b = tg_tensor_new(1, &O);
+    tg_tensor_set_requires_grad(in.b, true);
+    fill_uniform(in.x, seed);
+    fill_uniform(in.w, seed + 1);
+    fill_uniform(in.b, seed + 2);
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    tg_tensor *y0 = apply_conv(L->transpose, in.x, in.w, in.b, L->s, L->p, L->d_or_op, L->d_or_op);
+    if (!y0)
+        fail_msg("%s: %s", L->name, tg_last_error());
+    in.dy = tg_tensor_new(4, y0->shape);
+    tg_tape_end(tape);
+    fill_uniform(in.dy, seed + 3);
+    return in;
+}
+
+static void layer_inputs_release(layer_inputs *in)
+{
+    tg_tensor_release(in->x);
+    tg_tensor_release(in->w);
+    tg_tensor_release(in->b);
+    tg_tensor_release(in->dy);
+}
+
 /* y, dx, dw, db with and without packing, at the given thread count; the data gradient runs
  * through col2im in both (tg_conv_implicit_dx 0: its implicit GEMMs round differently, see
  * test_implicit_dgrad). */
 static void check_implicit_layer(const implicit_layer *L, int threads)
 {
-    tg_tensor *x = tensor4(L->xs, NULL, true), *w = tensor4(L->ws, NULL, true);
-    int64_t O = L->transpose ? L->ws[1] : L->ws[0];
-    tg_tensor *b = tg_tensor_new(1, &O);
-    tg_tensor_set_requires_grad(b, true);
-    fill_uniform(x, 11);
-    fill_uniform(w, 12);
-    fill_uniform(b, 13);
-    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
-    tg_tensor *y0 = apply_conv(L->transpose, x, w, b, L->s, L->p, L->d_or_op, L->d_or_op);
-    if (!y0)
-        fail_msg("%s: %s", L->name, tg_last_error());
-    tg_tensor *dy = tg_tensor_new(4, y0->shape);
-    tg_tape_end(tape);
-    fill_uniform(dy, 14);
+    layer_inputs in = layer_inputs_new(L, 11);
+    tg_tensor *x = in.x, *w = in.w, *b = in.b, *dy = in.dy;
     int saved = tg_get_num_threads(), saved_mode = tg_conv_implicit, saved_dx = tg_conv_implicit_dx;
     tg_set_num_threads(threads);
     tg_conv_implicit_dx = 0;
@@ -634,10 +655,7 @@ static void check_implicit_layer(const implicit_layer *L, int threads)
     assert_same_bits(r[1].db, r[0].db, "db", runs);
     for (int m = 0; m < 2; m++)
         conv_result_release(&r[m]);
-    tg_tensor_release(x);
-    tg_tensor_release(w);
-    tg_tensor_release(b);
-    tg_tensor_release(dy);
+    layer_inputs_release(&in);
 }
 
 /* Every kind of lane the packers make: runs that one masked load reads (stride 1, output as
@@ -739,20 +757,8 @@ static double max_rel_diff(const tg_tensor *a, const tg_tensor *b)
 
 static void check_image_team(const implicit_layer *L)
 {
-    tg_tensor *x = tensor4(L->xs, NULL, true), *w = tensor4(L->ws, NULL, true);
-    int64_t O = L->transpose ? L->ws[1] : L->ws[0];
-    tg_tensor *b = tg_tensor_new(1, &O);
-    tg_tensor_set_requires_grad(b, true);
-    fill_uniform(x, 21);
-    fill_uniform(w, 22);
-    fill_uniform(b, 23);
-    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
-    tg_tensor *y0 = apply_conv(L->transpose, x, w, b, L->s, L->p, L->d_or_op, L->d_or_op);
-    if (!y0)
-        fail_msg("%s: %s", L->name, tg_last_error());
-    tg_tensor *dy = tg_tensor_new(4, y0->shape);
-    tg_tape_end(tape);
-    fill_uniform(dy, 24);
+    layer_inputs in = layer_inputs_new(L, 21);
+    tg_tensor *x = in.x, *w = in.w, *b = in.b, *dy = in.dy;
     int saved = tg_get_num_threads(), saved_mode = tg_conv_image_parallel;
     conv_result r[2][2]; /* [threads - 1][switch] */
     for (int t = 0; t < 2; t++) {
@@ -789,10 +795,7 @@ static void check_image_team(const implicit_layer *L)
     for (int t = 0; t < 2; t++)
         for (int m = 0; m < 2; m++)
             conv_result_release(&r[t][m]);
-    tg_tensor_release(x);
-    tg_tensor_release(w);
-    tg_tensor_release(b);
-    tg_tensor_release(dy);
+    layer_inputs_release(&in);
 }
 
 /* Chunks of one image (G's 5x5 conv 128 -> 64: 3200 x 196 columns, 2.5 MB of working space an
@@ -914,20 +917,8 @@ typedef struct {
 static void check_dgrad_layer(const dgrad_layer *D, int threads)
 {
     const implicit_layer *L = &D->L;
-    tg_tensor *x = tensor4(L->xs, NULL, true), *w = tensor4(L->ws, NULL, true);
-    int64_t O = L->transpose ? L->ws[1] : L->ws[0];
-    tg_tensor *b = tg_tensor_new(1, &O);
-    tg_tensor_set_requires_grad(b, true);
-    fill_uniform(x, 21);
-    fill_uniform(w, 22);
-    fill_uniform(b, 23);
-    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
-    tg_tensor *y0 = apply_conv(L->transpose, x, w, b, L->s, L->p, L->d_or_op, L->d_or_op);
-    if (!y0)
-        fail_msg("%s: %s", L->name, tg_last_error());
-    tg_tensor *dy = tg_tensor_new(4, y0->shape);
-    tg_tape_end(tape);
-    fill_uniform(dy, 24);
+    layer_inputs in = layer_inputs_new(L, 21);
+    tg_tensor *x = in.x, *w = in.w, *b = in.b, *dy = in.dy;
     int saved = tg_get_num_threads(), saved_dx = tg_conv_implicit_dx;
     tg_set_num_threads(threads);
     conv_result r[2];
@@ -990,10 +981,7 @@ static void check_dgrad_layer(const dgrad_layer *D, int threads)
         conv_result_release(&r[m]);
         tg_tensor_release(twice[m]);
     }
-    tg_tensor_release(x);
-    tg_tensor_release(w);
-    tg_tensor_release(b);
-    tg_tensor_release(dy);
+    layer_inputs_release(&in);
 }
 
 /* Stride 1 in groups of images (small planes) and in place, with flat's rows copied wider
