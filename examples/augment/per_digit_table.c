@@ -16,7 +16,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,17 +42,8 @@ typedef struct {
     bool csv_has_diversity; /* eval.csv has the column (runs of builds before it do not) */
 } run_info;
 
-static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("per_digit_table: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return code;
-}
+/* The program name its messages start with. */
+static const char prog[] = "per_digit_table";
 
 /* The run's measurement from its cache: false when the line is not eval's. */
 static bool read_measurement(const char *json, run_info *r)
@@ -201,7 +191,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc != 2)
-        return fail(2, "%s", usage);
+        return tbl_fail(prog, 2, "%s", usage);
     const char *out = argv[1];
     static char recipes[MAX_RECIPES][TBL_NAME_MAX], digits[MAX_DIGITS][TBL_NAME_MAX],
         seeds[MAX_SEEDS][TBL_NAME_MAX];
@@ -209,18 +199,18 @@ int main(int argc, char **argv)
     const int nd = tbl_words("DIGITS", DEFAULT_DIGITS, MAX_DIGITS, digits);
     const int ns = tbl_words("SEEDS", DEFAULT_SEEDS, MAX_SEEDS, seeds);
     if (nr < 1 || nd < 1 || ns < 1)
-        return fail(2,
-                    "RECIPES, DIGITS and SEEDS: expected 1 to %d, %d and %d names of fewer "
-                    "than %d characters, got \"%s\", \"%s\" and \"%s\"",
-                    MAX_RECIPES, MAX_DIGITS, MAX_SEEDS, TBL_NAME_MAX,
-                    getenv("RECIPES") ? getenv("RECIPES") : DEFAULT_RECIPES,
-                    getenv("DIGITS") ? getenv("DIGITS") : DEFAULT_DIGITS,
-                    getenv("SEEDS") ? getenv("SEEDS") : DEFAULT_SEEDS);
+        return tbl_fail(prog, 2,
+                        "RECIPES, DIGITS and SEEDS: expected 1 to %d, %d and %d names of fewer "
+                        "than %d characters, got \"%s\", \"%s\" and \"%s\"",
+                        MAX_RECIPES, MAX_DIGITS, MAX_SEEDS, TBL_NAME_MAX,
+                        getenv("RECIPES") ? getenv("RECIPES") : DEFAULT_RECIPES,
+                        getenv("DIGITS") ? getenv("DIGITS") : DEFAULT_DIGITS,
+                        getenv("SEEDS") ? getenv("SEEDS") : DEFAULT_SEEDS);
     struct stat st;
     if (stat(out, &st) != 0)
-        return fail(2, "%s: %s", out, strerror(errno));
+        return tbl_fail(prog, 2, "%s: %s", out, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return fail(2, "%s: not a folder", out);
+        return tbl_fail(prog, 2, "%s: not a folder", out);
     static run_info runs[MAX_DIGITS][MAX_RECIPES][MAX_SEEDS];
     for (int d = 0; d < nd; d++)
         for (int r = 0; r < nr; r++)
@@ -234,7 +224,7 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/per_digit.md", out);
     tg_atomic_file *af = tg_atomic_open(path);
     if (!af)
-        return fail(1, "%s", tg_last_error());
+        return tbl_fail(prog, 1, "%s", tg_last_error());
     FILE *f = tg_atomic_stream(af);
     long long n_eval = -1;
     int measured = 0, pending = 0;
@@ -327,7 +317,7 @@ int main(int argc, char **argv)
                             EVAL_CACHE);
             }
     if (tg_atomic_commit(af) != TG_OK)
-        return fail(1, "%s", tg_last_error());
+        return tbl_fail(prog, 1, "%s", tg_last_error());
     printf("per_digit_table: %s: %d runs measured, %d not finished or not measured\n", path,
            measured, pending);
     return 0;

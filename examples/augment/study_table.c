@@ -13,7 +13,6 @@
 #include "table_util.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,17 +31,8 @@ typedef struct {
     double label_acc, fid, diversity; /* NAN when not measured */
 } cell;
 
-static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("study_table: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return code;
-}
+/* The program name its messages start with. */
+static const char prog[] = "study_table";
 
 /* The number `key` of the last line of file dir/name; NAN when absent. */
 static double last_number(const char *dir, const char *name, const char *key, const char *after)
@@ -182,22 +172,23 @@ static FILE *open_part(const char *path, char *part, size_t size)
 int main(int argc, char **argv)
 {
     if (argc != 2)
-        return fail(2, "usage: study_table OUT (a folder of examples/augment/study.sh)");
+        return tbl_fail(prog, 2, "usage: study_table OUT (a folder of examples/augment/study.sh)");
     const char *out = argv[1];
     struct stat st;
     if (stat(out, &st) != 0 || !S_ISDIR(st.st_mode))
-        return fail(2, "%s is not a folder", out);
+        return tbl_fail(prog, 2, "%s is not a folder", out);
     char ns_s[MAX_NS][TBL_NAME_MAX], seeds[MAX_SEEDS][TBL_NAME_MAX];
     const int n_ns = tbl_words("NS", "10 50 100 500", MAX_NS, ns_s),
               n_seeds = tbl_words("SEEDS", "1 2 3", MAX_SEEDS, seeds);
     if (n_ns < 1 || n_seeds < 1)
-        return fail(2, "NS and SEEDS must each hold 1 to %d/%d words", MAX_NS, MAX_SEEDS);
+        return tbl_fail(prog, 2, "NS and SEEDS must each hold 1 to %d/%d words", MAX_NS, MAX_SEEDS);
     long ns[MAX_NS];
     for (int i = 0; i < n_ns; i++) {
         char *end;
         ns[i] = strtol(ns_s[i], &end, 10);
         if (*end || ns[i] < 1 || (i && ns[i] <= ns[i - 1]))
-            return fail(2, "NS: '%s' is not a whole number above the one before it", ns_s[i]);
+            return tbl_fail(prog, 2, "NS: '%s' is not a whole number above the one before it",
+                            ns_s[i]);
     }
     static cell cells[MAX_NS][MAX_SEEDS];
     char example[4200] = "";
@@ -230,7 +221,7 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/study.md", out);
     FILE *f = open_part(path, part, sizeof part);
     if (!f)
-        return fail(1, "cannot write %s", part);
+        return tbl_fail(prog, 1, "cannot write %s", part);
     fprintf(f, "# Can a GAN's samples augment a small training set?\n\n");
     fprintf(f,
             "Test accuracy (%%, the full MNIST test set) of `mnist_classifier` trained on N real "
@@ -303,14 +294,14 @@ int main(int argc, char **argv)
             fprintf(f, "\n");
         }
     if (fclose(f) != 0 || rename(part, path) != 0)
-        return fail(1, "cannot write %s", path);
+        return tbl_fail(prog, 1, "cannot write %s", path);
 
     snprintf(path, sizeof path, "%s/study.svg", out);
     if (!(f = open_part(path, part, sizeof part)))
-        return fail(1, "cannot write %s", part);
+        return tbl_fail(prog, 1, "cannot write %s", part);
     write_svg(f, n_ns, ns, sum);
     if (fclose(f) != 0 || rename(part, path) != 0)
-        return fail(1, "cannot write %s", path);
+        return tbl_fail(prog, 1, "cannot write %s", path);
     printf("study_table: %s/study.md and %s/study.svg\n", out, out);
     return 0;
 }

@@ -8,6 +8,9 @@
 
 enum { TBL_NAME_MAX = 32 };
 
+/* Says "prog: " and the message on one line of stderr; returns code (an exit status). */
+int tbl_fail(const char *prog, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Splits the environment variable var (default def) into at most max words of names[]; the
  * count, or -1 when there are too many or one is too long. */
 int tbl_words(const char *var, const char *def, int max, char names[][TBL_NAME_MAX]);
