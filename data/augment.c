@@ -99,8 +99,10 @@ tg_tensor *tg_data_affine(const tg_tensor *images, const tg_affine *t, int64_t n
         if (check_transform(fn, &t[i], i) != TG_OK)
             return NULL;
     tg_tensor *out = tg_tensor_new(4, images->shape);
-    if (!out)
-        return NULL;
+    /* No elements: nothing to do, however long the sides (loops over a 2^40-row plane of
+     * width 0 would still take hours). */
+    if (!out || out->numel == 0)
+        return out;
     const int64_t plane = h * w;
     for (int64_t i = 0; i < n; i++)
         for (int64_t k = 0; k < ch; k++) {
@@ -142,12 +144,15 @@ tg_tensor *tg_data_augment_affine(const tg_tensor *images, tg_rng *rng, const tg
         return NULL;
     }
     const int64_t n = images->shape[0];
-    tg_affine *t = malloc(sizeof *t * (size_t)(n > 0 ? n : 1));
+    if (images->numel == 0) { /* nothing to transform, so nothing drawn */
+        const tg_affine identity = {.scale = 1.0f};
+        return tg_data_affine(images, &identity, 1, fill);
+    }
+    tg_affine *t = malloc(sizeof *t * (size_t)n);
     if (!t) {
         tg_set_error(TG_ERR_NOMEM, "%s: out of memory for %lld transforms", fn, (long long)n);
         return NULL;
     }
-    t[0] = (tg_affine){.scale = 1.0f}; /* what an empty batch is given */
     for (int64_t i = 0; i < n; i++) {
         /* Always four draws, in this order: the stream does not depend on the ranges. */
         t[i].angle = draw(rng, -r->max_angle, r->max_angle);
@@ -155,7 +160,7 @@ tg_tensor *tg_data_augment_affine(const tg_tensor *images, tg_rng *rng, const tg
         t[i].dx = draw(rng, -r->max_shift, r->max_shift);
         t[i].dy = draw(rng, -r->max_shift, r->max_shift);
     }
-    tg_tensor *out = tg_data_affine(images, t, n > 0 ? n : 1, fill);
+    tg_tensor *out = tg_data_affine(images, t, n, fill);
     free(t);
     return out;
 }

@@ -173,7 +173,7 @@ typedef struct tg_affine_range {
 tg_tensor *tg_data_affine(const tg_tensor *images, const tg_affine *t, int64_t n_t, float fill);
 /* tg_data_affine with a transform per image drawn from r by rng: four draws per image in a
  * fixed order (angle, scale, dx, dy) whatever the ranges, so the same rng state gives the same
- * output. NULL with TG_ERR_ARG for a negative or non-finite range, an angle over 180, a scale
+ * output; images with no elements draw nothing. NULL with TG_ERR_ARG for a negative or non-finite range, an angle over 180, a scale
  * range that is empty or not above 0, a NULL argument. */
 tg_tensor *tg_data_augment_affine(const tg_tensor *images, tg_rng *rng, const tg_affine_range *r,
                                   float fill);

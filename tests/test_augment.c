@@ -193,6 +193,22 @@ static void test_bad_arguments(void **state)
     assert_non_null(f);
     assert_int_equal(f->shape[0], 0);
     tg_tensor_release(f), tg_tensor_release(none);
+    /* No elements but a huge side (fuzz_api's timeout): an empty result at once, and no draws
+     * (the batch's 2^40 transforms would not fit in memory either). */
+    const int64_t huge = (int64_t)1 << 40;
+    const int64_t empty_shapes[2][4] = {{1, 1, huge, 0}, {huge, 0, 4, 4}};
+    for (int k = 0; k < 2; k++) {
+        tg_tensor *e = tg_tensor_new(4, empty_shapes[k]);
+        assert_non_null(e);
+        const tg_rng before = r0;
+        f = tg_data_affine(e, &id, 1, 0.0f);
+        assert_true(f && tg_shape_equal(f, e));
+        tg_tensor_release(f);
+        f = tg_data_augment_affine(e, &r0, &mnist, 0.0f);
+        assert_true(f && tg_shape_equal(f, e));
+        assert_memory_equal(&before, &r0, sizeof r0);
+        tg_tensor_release(f), tg_tensor_release(e);
+    }
 
     tg_rng rng;
     tg_rng_seed(&rng, 1);
