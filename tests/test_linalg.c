@@ -3,6 +3,7 @@
  * the batched GEMM (folded, looped in parallel, looped with threaded GEMMs, broadcast
  * gradients), empty sizes, and the error messages (shapes, a NULL bias against TG_NONE). */
 #include "common.h"
+#include "../tensor/internal.h"
 
 #include "golden/linalg_golden.h"
 
@@ -234,6 +235,75 @@ static void test_matmul_paths_against_reference(void **state)
     assert_int_equal(tg_set_num_threads(threads), TG_OK);
 }
 
+/* ---- thin products (tensor/gemm.c: M == 1 or N == 1 as matrix-vector products) ---------- */
+
+/* tg_sgemm_avx512 on one thin shape against a double reference: every transpose, the vector
+ * strided (copied first) or not, C wider than the product (ldc) with the columns outside left
+ * alone, beta 0 over NaN (never read) and beta 0.5 over C, alpha -2. */
+static void check_thin(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t pad)
+{
+    const int64_t rows_a = ta ? K : M, cols_a = ta ? M : K, rows_b = tb ? N : K,
+                  cols_b = tb ? K : N;
+    const int64_t lda = cols_a + pad, ldb = cols_b + pad, ldc = N + pad;
+    float *A = malloc(sizeof(float) * (size_t)(rows_a * lda));
+    float *B = malloc(sizeof(float) * (size_t)(rows_b * ldb));
+    float *C = malloc(sizeof(float) * (size_t)(M * ldc));
+    assert_true(A && B && C);
+    for (int64_t i = 0; i < rows_a * lda; i++)
+        A[i] = (float)((i * 37 % 101) - 50) / 50.0f;
+    for (int64_t i = 0; i < rows_b * ldb; i++)
+        B[i] = (float)((i * 53 % 97) - 48) / 48.0f;
+    for (int beta_case = 0; beta_case < 2; beta_case++) {
+        const float beta = beta_case ? 0.5f : 0.0f;
+        for (int64_t i = 0; i < M * ldc; i++)
+            C[i] = beta_case ? (float)(i % 7) : NAN;
+        tg_sgemm_avx512(ta, tb, M, N, K, -2.0f, A, lda, B, ldb, beta, C, ldc);
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < ldc; j++) {
+                const float got = C[i * ldc + j];
+                if (j >= N) { /* outside the product: untouched */
+                    assert_true(beta_case ? got == (float)((i * ldc + j) % 7) : isnan(got));
+                    continue;
+                }
+                double want = 0.0, mag = 0.0;
+                for (int64_t k = 0; k < K; k++) {
+                    const double a = A[ta ? k * lda + i : i * lda + k];
+                    const double b = B[tb ? j * ldb + k : k * ldb + j];
+                    want += a * b, mag += fabs(a * b);
+                }
+                want = -2.0 * want + (beta_case ? 0.5 * (double)((i * ldc + j) % 7) : 0.0);
+                if (fabs((double)got - want) > 1e-5 * (2.0 * mag + 4.0)) {
+                    fprintf(stderr,
+                            "thin %c%c M %lld N %lld K %lld pad %lld beta %g: C[%lld, %lld] = "
+                            "%.8g, want %.8g\n",
+                            ta ? 'T' : 'N', tb ? 'T' : 'N', (long long)M, (long long)N,
+                            (long long)K, (long long)pad, (double)beta, (long long)i, (long long)j,
+                            (double)got, want);
+                    fail();
+                }
+            }
+    }
+    free(A), free(B), free(C);
+}
+
+/* One row or one column, short and long depths (lane tails included), at the AVX-512 level
+ * where the CPU has it (the thin path) and at the baseline (OpenBLAS) for comparison. */
+static void test_gemm_thin(void **state)
+{
+    (void)state;
+    const int saved = tg_isa_level;
+    const int64_t shapes[][3] = {{128, 1, 1024}, {1, 1024, 128}, {1, 1, 1},   {37, 1, 45},
+                                 {1, 45, 37},    {1, 17, 1},     {300, 1, 3}, {1, 5, 300}};
+    for (int isa = TG_ISA_BASELINE; isa <= saved; isa++) {
+        tg_isa_level = isa;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int t = 0; t < 4; t++)
+                for (int64_t pad = 0; pad <= 3; pad += 3)
+                    check_thin(t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], pad);
+    }
+    tg_isa_level = saved;
+}
+
 /* Empty sizes: a zero batch, M or N gives an empty y; K = 0 a zero y and empty gradients. */
 static void test_matmul_empty(void **state)
 {
@@ -443,15 +513,11 @@ static void test_linear_nd_matches_rows(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        TG_TEST(test_matmul_golden),
-        TG_TEST(test_matmul_golden_threads),
-        TG_TEST(test_linear_golden_3d),
-        TG_TEST(test_matmul_paths_against_reference),
-        TG_TEST(test_matmul_empty),
-        TG_TEST(test_matmul_shape_errors),
-        TG_TEST(test_linear_null_bias_keeps_error),
-        TG_TEST(test_linear_shape_errors),
-        TG_TEST(test_linear_nd_matches_rows),
+        TG_TEST(test_matmul_golden),       TG_TEST(test_matmul_golden_threads),
+        TG_TEST(test_linear_golden_3d),    TG_TEST(test_matmul_paths_against_reference),
+        TG_TEST(test_gemm_thin),           TG_TEST(test_matmul_empty),
+        TG_TEST(test_matmul_shape_errors), TG_TEST(test_linear_null_bias_keeps_error),
+        TG_TEST(test_linear_shape_errors), TG_TEST(test_linear_nd_matches_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
