@@ -31,6 +31,7 @@
 
 #include "../tensor/parallel.h"
 #include "window.h"
+#include "winograd.h"
 
 #include <string.h>
 
@@ -1814,6 +1815,16 @@ static bool conv2d_forward_team(const conv_geom *g, const float *x, const float 
     return true;
 }
 
+/* Whether conv2d runs as Winograd convolutions (autograd/winograd.c), with their shape in *s. */
+static bool conv2d_winograd(const conv_geom *g, tg_wino_shape *s)
+{
+    if (!tg_winograd_applies(g->N, g->Ci, g->H, g->W, g->Co, g->Ho, g->Wo, g->kh, g->kw, g->stride,
+                             g->pad, g->dil))
+        return false;
+    *s = (tg_wino_shape){g->N, g->Ci, g->H, g->W, g->Co, g->Ho, g->Wo, (int)g->kh, (int)g->pad};
+    return true;
+}
+
 TG_ISA_KERNEL(conv2d_forward, (tg_node * n), (n))
 {
     conv_geom g;
@@ -1830,6 +1841,9 @@ TG_ISA_KERNEL(conv2d_forward, (tg_node * n), (n))
         fill_planes(y, g.N, g.Co, g.P, bias);
         return;
     }
+    tg_wino_shape ws;
+    if (conv2d_winograd(&g, &ws) && tg_winograd_forward(&ws, x, w, bias, y))
+        return;
     float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
     const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
     if (g.direct) {
@@ -1864,6 +1878,13 @@ TG_ISA_KERNEL(conv2d_backward, (tg_node * n), (n))
         return; /* no output: every gradient is zero */
     if (n->in[0]->numel == 0) {
         /* An empty x (see the forward): dw stays zero, only b gets a gradient. */
+        if (db)
+            channel_sums(dy, g.N, g.Co, g.P, db);
+        return;
+    }
+    tg_wino_shape ws;
+    if ((dx || dw) && conv2d_winograd(&g, &ws) &&
+        tg_winograd_backward(&ws, x, w, dy, dx, dx_set, dw)) {
         if (db)
             channel_sums(dy, g.N, g.Co, g.P, db);
         return;

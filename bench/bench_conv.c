@@ -24,7 +24,10 @@
  * "pack" must give bit-identical y, dx, dw and db, and every mode the same results in every
  * repetition, or the bench stops; "dgrad" rounds differently, and its row ends with the
  * largest difference of its data gradient from "pack"'s, relative to the largest magnitude.
- * BENCH_CONV_MODE=cols, pack or dgrad in the environment times that mode alone (for perf;
+ * A fourth run, row "wino", is "dgrad" with conv2d's Winograd path (tg_conv_winograd 1; the
+ * others run with it off; where it does not apply, the same as "dgrad"); its row ends with the
+ * largest differences of its y, dx and dw from "dgrad"'s, relative to the largest magnitude.
+ * BENCH_CONV_MODE=cols, pack, dgrad or wino in the environment times that mode alone (for perf;
  * the others still run once, for the comparisons).
  * BENCH_CONV_IMAGES=serial runs the chunks' images one after the other even where their GEMMs
  * are too small to split between threads (tg_conv_image_parallel 0, conv.c's conv_image_team),
@@ -160,6 +163,19 @@ static void reference(const layer *L, const lowering *g, float *cols, float *fla
     *bwd_ms = clock_ms() - t1;
 }
 
+static const char *const mode_names[] = {"cols", "pack", "dgrad", "wino"};
+
+/* max |got - want| over max |want|. */
+static double rel_diff(const float *got, const float *want, int64_t n)
+{
+    double top = 0.0, diff = 0.0;
+    for (int64_t e = 0; e < n; e++) {
+        top = fmax(top, fabs(want[e]));
+        diff = fmax(diff, fabs((double)got[e] - want[e]));
+    }
+    return top > 0.0 ? diff / top : diff;
+}
+
 static void bench_layer(const layer *L, int reps)
 {
     tg_rng rng;
@@ -177,7 +193,7 @@ static void bench_layer(const layer *L, int reps)
     tg_tensor_set_requires_grad(w, true);
     tg_tensor_set_requires_grad(b, true);
 
-    enum { MODES = 3 };
+    enum { MODES = 4 };
     double *fwd[MODES], *bwd[MODES], *seed[MODES];
     for (int m = 0; m < MODES; m++) {
         fwd[m] = calloc((size_t)reps, sizeof(double));
@@ -191,15 +207,17 @@ static void bench_layer(const layer *L, int reps)
     /* The first run's y, dx, dw, db of each mode, which every later run of the mode must
      * reproduce bit for bit; "cols" and "pack" share theirs. */
     float *want[MODES][4] = {{0}};
-    double dgrad_diff = 0.0; /* "dgrad"'s data gradient against "pack"'s, relative */
+    double dgrad_diff = 0.0;   /* "dgrad"'s data gradient against "pack"'s, relative */
+    double wino_diff[3] = {0}; /* "wino"'s y, dx, dw against "dgrad"'s, relative */
     /* Repetition 0 warms up (allocator cache, OpenBLAS buffers) and is not counted. */
     const char *only = getenv("BENCH_CONV_MODE");
     for (int r = -1; r < reps; r++) {
         for (int m = 0; m < MODES; m++) {
-            if (r >= 0 && only && strcmp(only, (const char *[]){"cols", "pack", "dgrad"}[m]) != 0)
+            if (r >= 0 && only && strcmp(only, mode_names[m]) != 0)
                 continue;
             tg_conv_implicit = m > 0;
-            tg_conv_implicit_dx = m == 2;
+            tg_conv_implicit_dx = m >= 2;
+            tg_conv_winograd = m == 3;
             tg_tensor_zero_grad(x);
             tg_tensor_zero_grad(w);
             tg_tensor_zero_grad(b);
@@ -226,7 +244,7 @@ static void bench_layer(const layer *L, int reps)
             const tg_tensor *got[4] = {y, tg_tensor_grad(x), tg_tensor_grad(w), tg_tensor_grad(b)};
             for (int k = 0; k < 4; k++) {
                 size_t bytes = (size_t)got[k]->numel * sizeof(float);
-                float **ref = &want[m == 2 ? 2 : 0][k];
+                float **ref = &want[m >= 2 ? m : 0][k];
                 if (!*ref) {
                     *ref = malloc(bytes);
                     if (!*ref)
@@ -234,9 +252,10 @@ static void bench_layer(const layer *L, int reps)
                     memcpy(*ref, got[k]->data, bytes);
                 } else if (memcmp(*ref, got[k]->data, bytes) != 0) {
                     fprintf(stderr,
-                            "bench_conv: %s: %s differs between runs (implicit %d, dx %d)\n",
+                            "bench_conv: %s: %s differs between runs (implicit %d, dx %d, "
+                            "winograd %d)\n",
                             L->name, (const char *[]){"y", "dx", "dw", "db"}[k], tg_conv_implicit,
-                            tg_conv_implicit_dx);
+                            tg_conv_implicit_dx, tg_conv_winograd);
                     exit(1);
                 }
                 /* The data gradient: y of conv_transpose2d, dx of conv2d. */
@@ -248,6 +267,8 @@ static void bench_layer(const layer *L, int reps)
                     }
                     dgrad_diff = top > 0.0 ? diff / top : diff;
                 }
+                if (m == 3 && r < 0 && k < 3)
+                    wino_diff[k] = rel_diff(got[k]->data, want[2][k], got[k]->numel);
             }
             tg_tape_end(tape);
             double t3 = clock_ms();
@@ -272,10 +293,12 @@ static void bench_layer(const layer *L, int reps)
     for (int m = 0; m < MODES; m++) {
         double f = median(fwd[m], reps), bk = median(bwd[m], reps), sd = median(seed[m], reps);
         printf("%-30s %-5s %4lld%s %8.2f %8.2f %6.2f %8.2f %8.2f %7.2f %7.2f %6.2f %7.1f", L->name,
-               (const char *[]){"cols", "pack", "dgrad"}[m], (long long)g.chunk, mode, f, bk, sd,
-               gf, gb, f / gf, bk / gb, (f + bk) / (gf + gb), flops / ((f + bk) * 1e6));
+               mode_names[m], (long long)g.chunk, mode, f, bk, sd, gf, gb, f / gf, bk / gb,
+               (f + bk) / (gf + gb), flops / ((f + bk) * 1e6));
         if (m == 2)
             printf(" %.1e", dgrad_diff);
+        if (m == 3)
+            printf(" y %.1e dx %.1e dw %.1e", wino_diff[0], wino_diff[1], wino_diff[2]);
         printf("\n");
         free(fwd[m]);
         free(bwd[m]);

@@ -124,5 +124,8 @@ extern int tg_conv_implicit_dx;
  * way; the weight gradient sums the threads' images apart (bounded rounding); the bias
  * gradient sums a chunk's images in double. Tests and bench_conv set it to compare. */
 extern int tg_conv_image_parallel;
+/* Nonzero (the default): conv2d runs as Winograd F(4x4, 3x3) / F(2x2, 5x5) where
+ * autograd/winograd.c's tg_winograd_applies; 0: the paths above. Differs by rounding only. */
+extern int tg_conv_winograd;
 
 #endif

@@ -1,6 +1,7 @@
 /* conv2d and conv_transpose2d: forward and gradients against PyTorch (golden/conv_golden.h),
  * argument errors, batch chunking against one image at a time and a direct formula, equal
- * results at 1 and 2 threads, and a second backward on the same tape. */
+ * results at 1 and 2 threads, and a second backward on the same tape; all with the Winograd
+ * path off (tests/test_winograd.c compares it against these). */
 #include "common.h"
 
 #include "../autograd/internal.h"
@@ -1179,6 +1180,9 @@ static void test_gemm_threads(void **state)
 
 int main(void)
 {
+    /* These tests are the lowering's (and its packing's and threads'): conv2d's Winograd path,
+     * which would take some of their layers, is compared against it in test_winograd. */
+    tg_conv_winograd = 0;
     const struct CMUnitTest tests[] = {
         TG_TEST(test_golden_conv2d_s2_p1),
         TG_TEST(test_golden_conv2d_dilation2),

@@ -12,10 +12,12 @@
 #     timeout (a hang fails): ranks launched with different flags (mpirun's MPMD form), a flag
 #     that only one rank cannot parse, and a global batch that 3 ranks cannot split.
 #   - mnist_classifier (phase 2), with MNIST only: 2 ranks x batch 32 against 1 process x batch
-#     64, --dropout 0, --steps 20 of Adam: every parameter within 1e-4 of the one-process
-#     run, relative to the tensor's largest absolute value (measured 1.9e-5: Adam divides each
-#     gradient by its own running size, so float32's rounding of sums taken in another order
-#     shows more than under SGD; 1e-6 absolute is a thousandth of one step of lr 1e-3); and
+#     64, --dropout 0, --steps 20 of Adam: every parameter within 1e-3 of the one-process
+#     run, relative to the tensor's largest absolute value (measured 1.9e-5 with the
+#     convolutions lowered to GEMMs, 1.6e-4 to 2.1e-4 since the 5x5 conv 32 -> 64 runs as
+#     Winograd, 0.497 with the averaging removed: Adam divides each gradient by its own running
+#     size, so float32's rounding of sums taken in another order shows more than under SGD,
+#     and the Winograd run's rounding leads it where it shows more still); and
 #     its refusal of a batch 3 ranks cannot split;
 #   - mnist_gan train (phase 2), with MNIST only, --width-div 8, batch 32, 200 iterations: the
 #     loss curves of 2 ranks and of 1 process, as means over windows of 50 iterations (d_real,
@@ -132,7 +134,7 @@ if [ "${data[0]}" = --data ]; then
     [ "$rc" -eq 0 ] || { fail "classifier: 2 ranks: exit status $rc"; show; }
     run "classifier: 1 process" 180 "$clf" "${common[@]}" --out "$tmp/c1.st"
     [ "$rc" -eq 0 ] || { fail "classifier: 1 process: exit status $rc"; show; }
-    run "classifier: compare" 60 "$mlp" compare "$tmp/c2.st" "$tmp/c1.st" --tol 1e-4
+    run "classifier: compare" 60 "$mlp" compare "$tmp/c2.st" "$tmp/c1.st" --tol 1e-3
     if [ "$rc" -eq 0 ]; then pass "classifier equivalence: $(cat "$tmp/out")"; else
         fail "classifier: the parameters differ"; show; fi
     run "classifier: batch 64 over 3 ranks" 60 "${mpi[@]}" -q -np 3 "$clf" "${common[@]}" \

@@ -1,0 +1,41 @@
+/* Winograd convolutions for conv2d (autograd/winograd.c): internal to the library and its
+ * tests, never installed. conv.c's conv2d forward and backward call them where
+ * tg_winograd_applies; docs/design.md, section 9. */
+#ifndef TAPEGRAD_AUTOGRAD_WINOGRAD_H
+#define TAPEGRAD_AUTOGRAD_WINOGRAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* A stride-1, dilation-1 conv2d with a square r x r kernel: x [N, Ci, H, W], w [Co, Ci, r, r],
+ * y [N, Co, Ho, Wo], padding pad on every side. */
+typedef struct {
+    int64_t N, Ci, H, W, Co, Ho, Wo;
+    int r, pad;
+} tg_wino_shape;
+
+/* The tile: 6 x 6 inputs for every kernel size, so m x m outputs with m = 7 - r. */
+#define TG_WINO_T 6
+
+/* Whether the Winograd path takes this conv2d (kernel 3 or 5, stride and dilation 1, padding
+ * below the kernel, channels and output large enough to pay; tg_conv_winograd on; the AVX-512
+ * GEMM active). */
+bool tg_winograd_applies(int64_t N, int64_t Ci, int64_t H, int64_t W, int64_t Co, int64_t Ho,
+                         int64_t Wo, int64_t kh, int64_t kw, int64_t stride, int64_t pad,
+                         int64_t dil);
+
+/* y = conv2d(x, w) + bias (bias may be NULL). False, having written nothing, when the working
+ * memory cannot be had: the caller then takes another path. */
+bool tg_winograd_forward(const tg_wino_shape *s, const float *x, const float *w, const float *bias,
+                         float *y);
+
+/* The gradients for dy: dx (NULL: none) is assigned when dx_set, else added to; dw (NULL:
+ * none) is added to. False, having written nothing, without the working memory. */
+bool tg_winograd_backward(const tg_wino_shape *s, const float *x, const float *w, const float *dy,
+                          float *dx, bool dx_set, float *dw);
+
+/* The transforms of F(m x m, r x r) for r = 3 or 5 (m = 7 - r), row-major in double: A [6, m],
+ * B [6, 6], G [6, r]; 1-D: y = A^T ((G g) .* (B^T d)). False for another r. For the tests. */
+bool tg_winograd_matrices(int r, double *A, double *B, double *G);
+
+#endif

@@ -1,0 +1,344 @@
+/* conv2d's Winograd path (autograd/winograd.c): its matrices against 1-D correlation in double,
+ * y, dx, dw and db against the lowering (tg_conv_winograd 0) over many shapes at 1 and 2
+ * threads, y and dx bit for bit at 1 and 2 threads, fresh and accumulating gradients, and the
+ * path taken for the GAN's layers. */
+#include "common.h"
+
+#include "../autograd/internal.h"
+#include "../autograd/winograd.h"
+
+#include <stdio.h>
+
+/* ---- the matrices ---------------------------------------------------------------------------- */
+
+/* y = A^T ((G g) .* (B^T d)) is the correlation y_i = sum_k d[i + k] g[k], in double, for
+ * integer data (every product exact, so only the fractions in G round). */
+static void check_matrices_1d(int r)
+{
+    enum { T = TG_WINO_T };
+    const int m = T + 1 - r;
+    double A[T * 4], B[T * T], G[T * 5];
+    assert_true(tg_winograd_matrices(r, A, B, G));
+    uint64_t s = 12345;
+    for (int trial = 0; trial < 200; trial++) {
+        double d[T], g[5], u[T], v[T];
+        for (int i = 0; i < T; i++)
+            d[i] = (double)((s = s * 6364136223846793005ULL + 1) >> 59) - 16.0;
+        for (int k = 0; k < r; k++)
+            g[k] = (double)((s = s * 6364136223846793005ULL + 1) >> 59) - 16.0;
+        for (int j = 0; j < T; j++) {
+            u[j] = v[j] = 0.0;
+            for (int k = 0; k < r; k++)
+                u[j] += G[j * r + k] * g[k];
+            for (int i = 0; i < T; i++)
+                v[j] += B[i * T + j] * d[i];
+        }
+        for (int i = 0; i < m; i++) {
+            double want = 0.0, got = 0.0;
+            for (int k = 0; k < r; k++)
+                want += d[i + k] * g[k];
+            for (int j = 0; j < T; j++)
+                got += A[j * m + i] * u[j] * v[j];
+            if (!(fabs(got - want) <= 1e-11))
+                fail_msg("F(%d, %d): y[%d] = %.17g, correlation %.17g", m, r, i, got, want);
+        }
+    }
+}
+
+static void test_matrices(void **state)
+{
+    (void)state;
+    check_matrices_1d(3);
+    check_matrices_1d(5);
+    double A[24], B[36], G[30];
+    assert_false(tg_winograd_matrices(4, A, B, G));
+}
+
+/* ---- against the lowering -------------------------------------------------------------------- */
+
+static tg_tensor *tensor4(const int64_t shape[4], bool grad, uint64_t seed)
+{
+    tg_tensor *t = tg_tensor_new(4, shape);
+    assert_non_null(t);
+    tg_rng rng;
+    tg_rng_seed(&rng, seed);
+    assert_int_equal(tg_tensor_uniform_(t, &rng, -1.0f, 1.0f), TG_OK);
+    if (grad)
+        assert_int_equal(tg_tensor_set_requires_grad(t, true), TG_OK);
+    return t;
+}
+
+typedef struct {
+    int64_t N, Ci, H, W, Co;
+    int r, pad;
+} shape;
+
+typedef struct {
+    tg_tensor *x, *w, *b, *dy;
+} inputs;
+
+static inputs inputs_new(const shape *s, uint64_t seed)
+{
+    const int64_t xs[4] = {s->N, s->Ci, s->H, s->W}, ws[4] = {s->Co, s->Ci, s->r, s->r};
+    const int64_t ys[4] = {s->N, s->Co, s->H + 2 * s->pad - s->r + 1, s->W + 2 * s->pad - s->r + 1};
+    inputs in = {tensor4(xs, true, seed), tensor4(ws, true, seed + 1), NULL,
+                 tensor4(ys, false, seed + 3)};
+    in.b = tg_tensor_new(1, &s->Co);
+    assert_non_null(in.b);
+    tg_rng rng;
+    tg_rng_seed(&rng, seed + 2);
+    assert_int_equal(tg_tensor_uniform_(in.b, &rng, -1.0f, 1.0f), TG_OK);
+    assert_int_equal(tg_tensor_set_requires_grad(in.b, true), TG_OK);
+    return in;
+}
+
+static void inputs_release(inputs *in)
+{
+    tg_tensor_release(in->x);
+    tg_tensor_release(in->w);
+    tg_tensor_release(in->b);
+    tg_tensor_release(in->dy);
+}
+
+/* y, dx, dw, db of one run, with backwards backward calls on the same tape (the second and
+ * later ones accumulate). */
+typedef struct {
+    tg_tensor *y, *dx, *dw, *db;
+} result;
+
+static result run(const shape *s, const inputs *in, int winograd, int threads, int backwards)
+{
+    int saved = tg_get_num_threads(), saved_mode = tg_conv_winograd;
+    tg_set_num_threads(threads);
+    tg_conv_winograd = winograd;
+    tg_tensor_zero_grad(in->x);
+    tg_tensor_zero_grad(in->w);
+    tg_tensor_zero_grad(in->b);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_conv2d(in->x, in->w, in->b, 1, s->pad, 1);
+    if (!y)
+        fail_msg("%s", tg_last_error());
+    result res = {tg_tensor_retain(y), NULL, NULL, NULL};
+    for (int i = 0; i < backwards; i++)
+        assert_int_equal(tg_backward_grad(y, in->dy), TG_OK);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    res.dx = tg_tensor_clone(in->x->grad);
+    res.dw = tg_tensor_clone(in->w->grad);
+    res.db = tg_tensor_clone(in->b->grad);
+    assert_true(res.dx && res.dw && res.db);
+    tg_conv_winograd = saved_mode;
+    tg_set_num_threads(saved);
+    return res;
+}
+
+static void result_release(result *r)
+{
+    tg_tensor_release(r->y);
+    tg_tensor_release(r->dx);
+    tg_tensor_release(r->dw);
+    tg_tensor_release(r->db);
+}
+
+/* max |a - b| over max |b|. */
+static double max_rel_diff(const tg_tensor *a, const tg_tensor *b)
+{
+    assert_true(tg_shape_equal(a, b));
+    double d = 0.0, m = 0.0;
+    for (int64_t i = 0; i < a->numel; i++) {
+        d = fmax(d, fabs((double)a->data[i] - b->data[i]));
+        m = fmax(m, fabs((double)b->data[i]));
+    }
+    return m > 0 ? d / m : d;
+}
+
+static bool same_bits(const tg_tensor *a, const tg_tensor *b)
+{
+    return tg_shape_equal(a, b) && memcmp(a->data, b->data, (size_t)a->numel * 4) == 0;
+}
+
+static bool applies(const shape *s)
+{
+    const int64_t Ho = s->H + 2 * s->pad - s->r + 1, Wo = s->W + 2 * s->pad - s->r + 1;
+    return tg_winograd_applies(s->N, s->Ci, s->H, s->W, s->Co, Ho, Wo, s->r, s->r, 1, s->pad, 1);
+}
+
+/* Winograd against the lowering, relative to the largest magnitude, at threads threads (and
+ * backwards backward calls: 2 checks accumulation); where the path applies (at the AVX-512
+ * level) some value of each of y, dx and dw must differ in its last bits, or the path never
+ * ran there. */
+static void check_shape(const shape *s, int threads, int backwards)
+{
+    inputs in = inputs_new(s, (uint64_t)(s->H * 131 + s->Ci * 7 + s->r));
+    result a = run(s, &in, 1, threads, backwards), b = run(s, &in, 0, threads, backwards);
+    const double tol = 2e-5;
+    const double dy = max_rel_diff(a.y, b.y), ddx = max_rel_diff(a.dx, b.dx),
+                 ddw = max_rel_diff(a.dw, b.dw), ddb = max_rel_diff(a.db, b.db);
+    if (!(dy <= tol && ddx <= tol && ddw <= tol && ddb <= tol))
+        fail_msg("N %lld Ci %lld %lldx%lld Co %lld r %d pad %d, %d thread(s), %d backward(s): "
+                 "Winograd vs lowering off by y %.3g dx %.3g dw %.3g db %.3g",
+                 (long long)s->N, (long long)s->Ci, (long long)s->H, (long long)s->W,
+                 (long long)s->Co, s->r, s->pad, threads, backwards, dy, ddx, ddw, ddb);
+    /* Forward and backward each: rounding differs somewhere in thousands of values. */
+    if (applies(s) && (same_bits(a.y, b.y) || same_bits(a.dx, b.dx) || same_bits(a.dw, b.dw)))
+        fail_msg("%lldx%lld r %d: y, dx or dw are the lowering's bits: the path did not run",
+                 (long long)s->H, (long long)s->W, s->r);
+    result_release(&a);
+    result_release(&b);
+    inputs_release(&in);
+}
+
+static void test_against_lowering(void **state)
+{
+    (void)state;
+    /* Sizes where tiles hang over the edge (odd, not multiples of m), the smallest output the
+     * path takes, channels at and below the threshold, one image and several. */
+    static const int64_t sizes[][2] = {{13, 13}, {14, 14}, {9, 7}, {8, 11}};
+    static const int64_t chans[][2] = {{32, 32}, {33, 40}, {48, 35}, {31, 32}};
+    int count = 0;
+    for (int r = 3; r <= 5; r += 2)
+        for (int pad = 0; pad < r; pad++)
+            for (int z = 0; z < 4; z++) {
+                const int c = (r + pad + z) % 4;
+                shape s = {1 + (pad + z) % 3, chans[c][0], sizes[z][0], sizes[z][1],
+                           chans[c][1],       r,           pad};
+                check_shape(&s, 1 + (count++ % 2), 1);
+            }
+    /* The smallest output taken: 4 x 4. */
+    shape small = {2, 32, 6, 6, 32, 3, 0};
+    check_shape(&small, 1, 1);
+    check_shape(&small, 2, 1);
+}
+
+/* A second backward on the same tape adds to the first one's gradients. */
+static void test_accumulate(void **state)
+{
+    (void)state;
+    const shape shapes[] = {{3, 40, 11, 10, 36, 5, 2}, {2, 36, 13, 13, 40, 3, 0}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int threads = 1; threads <= 2; threads++) {
+            check_shape(&shapes[i], threads, 2);
+            inputs in = inputs_new(&shapes[i], 50 + i);
+            result one = run(&shapes[i], &in, 1, threads, 1),
+                   two = run(&shapes[i], &in, 1, threads, 2);
+            /* Fresh gradients are the first backward's terms; the second adds the same again
+             * (term by term into what is there: twice the first within rounding). */
+            for (int64_t k = 0; k < one.dx->numel; k++)
+                one.dx->data[k] *= 2.0f;
+            for (int64_t k = 0; k < one.dw->numel; k++)
+                one.dw->data[k] *= 2.0f;
+            const double ddx = max_rel_diff(two.dx, one.dx), ddw = max_rel_diff(two.dw, one.dw);
+            if (!(ddx <= 1e-6 && ddw <= 1e-6))
+                fail_msg("shape %zu: two backwards vs twice one off by dx %.3g dw %.3g", i, ddx,
+                         ddw);
+            result_release(&one);
+            result_release(&two);
+            inputs_release(&in);
+        }
+}
+
+/* y and dx bit for bit at 1 and 2 threads (and at the batch split into other images per
+ * thread), dw within rounding: each thread sums its own images' part. */
+static void test_threads_bitwise(void **state)
+{
+    (void)state;
+    const shape shapes[] = {
+        {5, 48, 14, 14, 32, 5, 2}, {3, 32, 13, 13, 48, 3, 0}, {4, 32, 9, 7, 32, 3, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        inputs in = inputs_new(&shapes[i], 70 + i);
+        result a = run(&shapes[i], &in, 1, 1, 1), b = run(&shapes[i], &in, 1, 2, 1);
+        if (!same_bits(a.y, b.y) || !same_bits(a.dx, b.dx))
+            fail_msg("shape %zu: y or dx differ between 1 and 2 threads", i);
+        if (!(max_rel_diff(b.dw, a.dw) <= 2e-5) || !same_bits(a.db, b.db))
+            fail_msg("shape %zu: dw off by %.3g or db differs between 1 and 2 threads", i,
+                     max_rel_diff(b.dw, a.dw));
+        result_release(&a);
+        result_release(&b);
+        inputs_release(&in);
+    }
+}
+
+/* An image's y and dx do not depend on the rest of the batch (data-parallel ranks each get a
+ * part of it): the first two images alone against the same two within a batch of five. */
+static void test_batch_split(void **state)
+{
+    (void)state;
+    const shape whole = {5, 40, 12, 12, 64, 5, 0}, part = {2, 40, 12, 12, 64, 5, 0};
+    inputs a = inputs_new(&whole, 110), b = inputs_new(&part, 120);
+    memcpy(b.x->data, a.x->data, (size_t)b.x->numel * sizeof(float));
+    memcpy(b.w->data, a.w->data, (size_t)b.w->numel * sizeof(float));
+    memcpy(b.b->data, a.b->data, (size_t)b.b->numel * sizeof(float));
+    memcpy(b.dy->data, a.dy->data, (size_t)b.dy->numel * sizeof(float));
+    result ra = run(&whole, &a, 1, 1, 1), rb = run(&part, &b, 1, 1, 1);
+    if (memcmp(ra.y->data, rb.y->data, (size_t)rb.y->numel * sizeof(float)) != 0 ||
+        memcmp(ra.dx->data, rb.dx->data, (size_t)rb.dx->numel * sizeof(float)) != 0)
+        fail_msg("y or dx of the first two images depend on the rest of the batch");
+    result_release(&ra);
+    result_release(&rb);
+    inputs_release(&a);
+    inputs_release(&b);
+}
+
+/* Sum of a[i] * b[i] in double; *mag += the sum of their magnitudes. */
+static double dot(const tg_tensor *a, const tg_tensor *b, double *mag)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < a->numel; i++) {
+        s += (double)a->data[i] * b->data[i];
+        *mag += fabs((double)a->data[i] * b->data[i]);
+    }
+    return s;
+}
+
+/* dx and dw are the adjoints of the forward, without reference to the lowering (gradcheck's
+ * inputs are too small for the path): y = conv(x, w) is bilinear, so
+ * <y, dy> = <x, dx> = <w, dw>, here within 1e-6 of the terms' magnitudes. */
+static void test_adjoints(void **state)
+{
+    (void)state;
+    const shape shapes[] = {{2, 32, 9, 7, 40, 5, 3}, {3, 36, 11, 12, 32, 3, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const shape *s = &shapes[i];
+        if (!applies(s))
+            skip(); /* below the AVX-512 level the path is off */
+        inputs in = inputs_new(s, 90 + i);
+        tg_tensor_fill_(in.b, 0.0f);
+        result r = run(s, &in, 1, 2, 1);
+        double scale = 0.0; /* the terms' magnitude: the sums cancel to far less */
+        const double yy = dot(r.y, in.dy, &scale), xx = dot(in.x, r.dx, &scale),
+                     ww = dot(in.w, r.dw, &scale);
+        if (!(fabs(xx - yy) <= 1e-6 * scale && fabs(ww - yy) <= 1e-6 * scale))
+            fail_msg("shape %zu: <y, dy> %.9g, <x, dx> %.9g, <w, dw> %.9g", i, yy, xx, ww);
+        result_release(&r);
+        inputs_release(&in);
+    }
+}
+
+/* The GAN's layers take the path (at the AVX-512 level), its first and last convs do not. */
+static void test_gan_layers(void **state)
+{
+    (void)state;
+    const shape g8 = {128, 128, 14, 14, 64, 5, 2}, d4 = {128, 64, 13, 13, 128, 3, 0};
+    const shape g_last = {128, 64, 28, 28, 1, 5, 2}, d_first = {128, 1, 28, 28, 64, 3, 0};
+    const bool on = tg_sgemm_avx512_active();
+    assert_true(applies(&g8) == on && applies(&d4) == on);
+    assert_false(applies(&g_last) || applies(&d_first));
+    int saved = tg_conv_winograd;
+    tg_conv_winograd = 0;
+    assert_false(applies(&g8) || applies(&d4));
+    tg_conv_winograd = saved;
+    /* One image of each, run: the error of the bench's shapes, relative to the largest
+     * magnitude. */
+    const shape one[] = {{2, 128, 14, 14, 64, 5, 2}, {2, 64, 13, 13, 128, 3, 0}};
+    for (int i = 0; i < 2; i++)
+        check_shape(&one[i], 2, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TG_TEST(test_matrices),        TG_TEST(test_against_lowering), TG_TEST(test_accumulate),
+        TG_TEST(test_threads_bitwise), TG_TEST(test_batch_split),      TG_TEST(test_adjoints),
+        TG_TEST(test_gan_layers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
