@@ -32,6 +32,10 @@ struct tg_storage {
 void *tg_alloc(size_t nbytes); /* NULL on failure (error set) */
 void *tg_alloc_zeroed(size_t nbytes);
 void tg_free(void *ptr, size_t nbytes); /* nbytes as given to tg_alloc */
+/* Nonzero (the default): tg_alloc serves requests of 256 KiB and up from its first-fit heap
+ * (storage.c); 0: from the size classes, i.e. posix_memalign (the fuzz target, which caps
+ * buffers there). Frees go where their buffer came from either way. */
+extern int tg_alloc_arena;
 
 tg_storage *tg_storage_new(size_t nbytes);
 void tg_storage_release(tg_storage *s);

@@ -35,6 +35,7 @@
 #include "data.h"
 #include "nn.h"
 #include "optim.h"
+#include "../../tensor/internal.h"
 
 #include <errno.h>
 #include <float.h>
@@ -1351,6 +1352,9 @@ static const op_fn ops[] = {
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
+    /* Every buffer through posix_memalign, where the cap above applies: large ones would
+     * otherwise come from the allocator's heap over its own mapping (tensor/storage.c). */
+    tg_alloc_arena = 0;
     fuzz_init();
     return 0;
 }
