@@ -222,9 +222,9 @@ static inline float ew_softplus(float x, float beta, float threshold)
 
 typedef void (*ew_unary_fwd_fn)(float *restrict y, const float *restrict x, int64_t len,
                                 const ew_params *p);
-typedef void (*ew_unary_bwd_fn)(float *restrict dx, const float *restrict dy,
-                                const float *restrict x, const float *restrict y, int64_t len,
-                                const ew_params *p);
+/* dx may be dy (the op's dx_over_dy): those two are not restrict. */
+typedef void (*ew_unary_bwd_fn)(float *dx, const float *dy, const float *restrict x,
+                                const float *restrict y, int64_t len, const ew_params *p);
 
 static tg_status ew_unary_check(tg_node *n, int *ndim, int64_t shape[])
 {
@@ -634,13 +634,14 @@ TG_ISA_LEAF(ew_init_denominator, (int i, tg_tensor *t, tg_rng *rng), (i, t, rng)
 #define EW_PUBLIC(...)
 #endif
 
-/* A unary backward kernel: dx ASSIGN dy * dy/dx, ASSIGN being += or = (a fresh dx). */
+/* A unary backward kernel: dx ASSIGN dy * dy/dx, ASSIGN being += or = (a fresh dx). dx may be
+ * dy (dx_over_dy): omp simd, which the same index read and written allows, vectorises it as
+ * restrict did. */
 #define EW_UNARY_BWD(OP, suffix, ASSIGN, DECL, deriv)                                              \
-    static void OP##suffix(float *restrict ew_dx, const float *restrict ew_dy,                     \
-                           const float *restrict ew_x, const float *restrict ew_y,                 \
-                           int64_t ew_len, const ew_params *ew_p)                                  \
+    static void OP##suffix(float *ew_dx, const float *ew_dy, const float *restrict ew_x,           \
+                           const float *restrict ew_y, int64_t ew_len, const ew_params *ew_p)      \
     {                                                                                              \
-        DECL for (int64_t ew_j = 0; ew_j < ew_len; ew_j++)                                         \
+        DECL TG_PRAGMA(omp simd) for (int64_t ew_j = 0; ew_j < ew_len; ew_j++)                     \
         {                                                                                          \
             const float x = ew_x[ew_j], y = ew_y[ew_j];                                            \
             (void)x;                                                                               \
@@ -722,7 +723,8 @@ TG_ISA_LEAF(ew_init_denominator, (int i, tg_tensor *t, tg_rng *rng), (i, t, rng)
                         .backward = OP##_backward,                                                 \
                         .backward_graph = OP##_backward_graph,                                     \
                         .cases = OP##_cases,                                                       \
-                        .fresh_grads = true};                                                      \
+                        .fresh_grads = true,                                                       \
+                        .dx_over_dy = true};                                                       \
     EW_PUBLIC(tg_tensor *tg_##OP SIG                                                               \
               {                                                                                    \
                   const ew_params ew_p = {EW_UNPAREN ARGS};                                        \

@@ -81,6 +81,12 @@ struct tg_op {
     /* backward honours tg_grad_fresh: it assigns (=) every element of a gradient the tape
      * allocated for it uninitialised, instead of zero-filling it first and adding. */
     bool fresh_grads;
+    /* With fresh_grads: backward also gives a correct input-0 gradient when that buffer is the
+     * output gradient's own (dx = f(dy) element by element, each dy read before the dx of the
+     * same index is written, none after). The walk then hands a fresh input-0 gradient the
+     * spent output gradient's buffer (tape.c), so a chain of such ops holds one activation
+     * gradient where it held two. */
+    bool dx_over_dy;
 };
 
 /* A recorded application of an op. Holds (retains) its inputs, never its output. */

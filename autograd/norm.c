@@ -392,15 +392,18 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
                                  &k[q]);
             if (!dx)
                 continue;
-            for (int64_t i = 0; i < N; i++) {
-                const float *restrict dyr = dy + i * C + c0, *restrict xr = xd + i * C + c0;
-                float *restrict dxr = dx + i * C + c0;
-                if (gr.dx_set)
+            for (int64_t i = 0; i < N; i++) { /* dx may be dy (dx_over_dy): not restrict */
+                const float *dyr = dy + i * C + c0, *restrict xr = xd + i * C + c0;
+                float *dxr = dx + i * C + c0;
+                if (gr.dx_set) {
+                    TG_PRAGMA(omp simd)
                     for (int64_t q = 0; q < nc; q++)
                         dxr[q] = g[q] * (dyr[q] - a[q] - (xr[q] - fmu[q]) * fis[q] * k[q]);
-                else
+                } else {
+                    TG_PRAGMA(omp simd)
                     for (int64_t q = 0; q < nc; q++)
                         dxr[q] += g[q] * (dyr[q] - a[q] - (xr[q] - fmu[q]) * fis[q] * k[q]);
+                }
             }
         }
         return;
@@ -421,15 +424,18 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
         batch_norm_dcoef(p, w, c, m, sdy, sdyx, is, &gr, &g, &a, &k);
         if (!dx)
             continue;
-        for (int64_t i = 0; i < N; i++) {
-            const float *restrict xc = xd + (i * C + c) * S, *restrict dyc = dy + (i * C + c) * S;
-            float *restrict dxc = dx + (i * C + c) * S;
-            if (gr.dx_set)
+        for (int64_t i = 0; i < N; i++) { /* dx may be dy (dx_over_dy): not restrict */
+            const float *restrict xc = xd + (i * C + c) * S, *dyc = dy + (i * C + c) * S;
+            float *dxc = dx + (i * C + c) * S;
+            if (gr.dx_set) {
+                TG_PRAGMA(omp simd)
                 for (int64_t j = 0; j < S; j++)
                     dxc[j] = g * (dyc[j] - a - (xc[j] - mu) * is * k);
-            else
+            } else {
+                TG_PRAGMA(omp simd)
                 for (int64_t j = 0; j < S; j++)
                     dxc[j] += g * (dyc[j] - a - (xc[j] - mu) * is * k);
+            }
         }
     }
 }
@@ -592,7 +598,8 @@ TG_OP_DEFINE(batch_norm) = {.name = "batch_norm",
                             .backward = batch_norm_backward_synced,
                             .backward_graph = batch_norm_backward_graph,
                             .cases = batch_norm_cases,
-                            .fresh_grads = true};
+                            .fresh_grads = true,
+                            .dx_over_dy = true};
 
 #if TG_ISA_BASE
 /* The inputs of a normalisation op: x, then weight and bias where they are not TG_NONE (the

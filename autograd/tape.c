@@ -475,10 +475,27 @@ static bool input_repeated(const tg_node *n, int i)
     return false;
 }
 
+/* For an op with dx_over_dy whose output gradient is spent after its backward (spent: not
+ * kept by tg_grad, which reads it after the walk): a fresh gradient for input 0 on the output
+ * gradient's buffer, when nothing else holds that buffer and the sizes agree; else NULL (also
+ * when the tensor struct cannot be had: a buffer of its own then). */
+static tg_tensor *grad_over_dy(const tg_node *n, bool spent)
+{
+    const tg_tensor *x = n->in[0], *g = n->out->grad;
+    if (!spent || !n->op->dx_over_dy || !g || g->node || g->refcount != 1 || g->held ||
+        g->storage->refcount != 1 || g->numel != x->numel || x == n->out)
+        return NULL;
+    tg_tensor *dx = tg_tensor_wrap(g->storage, g->data, x->ndim, x->shape);
+    if (!dx)
+        tg_clear_error();
+    return dx;
+}
+
 /* Gives every input of n that requires grad a gradient buffer: zeros when new, or, for an op
  * with fresh_grads, an uninitialised one marked fresh (tg_grad_fresh) that its backward
- * overwrites. */
-static tg_status ensure_input_grads(tg_node *n)
+ * overwrites: input 0's on the output gradient's buffer where grad_over_dy allows (spent: the
+ * walk frees the output gradient after this backward). */
+static tg_status ensure_input_grads(tg_node *n, bool spent)
 {
     n->grad_fresh = 0;
     for (int i = 0; i < n->n_in; i++) {
@@ -494,7 +511,10 @@ static tg_status ensure_input_grads(tg_node *n)
         }
         if (x->requires_grad && !x->grad) {
             const bool fresh = n->op->fresh_grads && !input_repeated(n, i);
-            x->grad = fresh ? tg_tensor_new(x->ndim, x->shape) : tg_tensor_zeros(x->ndim, x->shape);
+            x->grad = fresh && i == 0 ? grad_over_dy(n, spent) : NULL;
+            if (!x->grad)
+                x->grad =
+                    fresh ? tg_tensor_new(x->ndim, x->shape) : tg_tensor_zeros(x->ndim, x->shape);
             if (!x->grad)
                 return tg_last_status();
             n->grad_fresh |= (uint32_t)fresh << i;
@@ -571,9 +591,10 @@ tg_status tg_backward_walk(bool targeted, tg_tensor *const *keep, int n_keep)
                     hidden[k] = true;
                     n->in[k]->requires_grad = false;
                 }
+            const bool spent = !kept(n->out, keep, n_keep);
             tg_status st = tg_node_versions(n, "tg_backward");
             if (st == TG_OK)
-                st = ensure_input_grads(n);
+                st = ensure_input_grads(n, spent);
             if (st == TG_OK) {
                 n->op->backward(n);
                 if (trap)
@@ -588,7 +609,7 @@ tg_status tg_backward_walk(bool targeted, tg_tensor *const *keep, int n_keep)
              * complete and now spent: freed here rather than when the walk ends, a backward
              * holds only the gradients of its frontier, not one per activation (the tutorial
              * iteration's peak fell by a third). */
-            if (!kept(n->out, keep, n_keep)) {
+            if (spent) {
                 tg_tensor_release(n->out->grad);
                 n->out->grad = NULL;
             }

@@ -275,6 +275,60 @@ static void test_allocator_reuses_large_ranges(void **state)
     assert_int_equal(tg_debug_live_bytes(), bytes);
 }
 
+/* sum(tanh(relu(batch_norm(x, w, b)))) on the open tape; its intermediates in mid[0..2]. */
+static tg_tensor *norm_chain(tg_tensor *x, tg_tensor *w, tg_tensor *b, tg_tensor *mid[3])
+{
+    mid[0] = tg_batch_norm(x, w, b, TG_NONE, TG_NONE, true, 0.1f, 1e-5f);
+    mid[1] = tg_relu(mid[0]);
+    mid[2] = tg_tanh(mid[1]);
+    return tg_sum(mid[2]);
+}
+
+/* Ops with dx_over_dy (unary elementwise, batch_norm) write a fresh input gradient over their
+ * spent output gradient: down the chain one activation gradient is alive, not two, and the
+ * gradients are bit for bit those of a walk that cannot (tg_grad keeps the gradients of the
+ * results it is asked for, so their buffers are never written over: checked, ones). */
+static void test_backward_writes_dx_over_dy(void **state)
+{
+    (void)state;
+    enum { N = 8, C = 8, S = 32 * 32 };
+    const int64_t bytes = (int64_t)N * C * S * 4;
+    tg_rng rng;
+    tg_rng_seed(&rng, 5);
+    tg_tensor *x = tg_tensor_new(TG_DIMS(N, C, 32, 32));
+    tg_tensor *w = tg_tensor_new(TG_DIMS(C)), *b = tg_tensor_new(TG_DIMS(C));
+    tg_tensor_normal_(x, &rng, 0.5f, 1.0f);
+    tg_tensor_normal_(w, &rng, 1.0f, 0.2f);
+    tg_tensor_normal_(b, &rng, 0.0f, 0.2f);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(w, true);
+    tg_tensor_set_requires_grad(b, true);
+
+    tg_tensor *mid[3];
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *loss = norm_chain(x, w, b, mid);
+    const int64_t before = tg_debug_live_bytes();
+    tg_debug_reset_peak_bytes();
+    assert_int_equal(tg_backward(loss), TG_OK);
+    /* x's gradient is the chain's one buffer; w's and b's are C floats */
+    assert_true(tg_debug_peak_bytes() - before < bytes + bytes / 2);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+
+    tape = tg_tape_begin(TG_GRAD);
+    loss = norm_chain(x, w, b, mid);
+    tg_tensor *g[5] = {NULL};
+    assert_int_equal(
+        tg_grad(&loss, 1, (tg_tensor *[]){x, w, mid[0], mid[1], mid[2]}, 5, NULL, false, g), TG_OK);
+    assert_memory_equal(g[0]->data, x->grad->data, (size_t)bytes);
+    assert_memory_equal(g[1]->data, w->grad->data, C * sizeof(float));
+    for (int64_t i = 0; i < g[4]->numel; i++)
+        assert_true(g[4]->data[i] == 1.0f); /* d loss / d tanh: its buffer was not written over */
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_tensor_release(x);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+}
+
 static void test_tapes_end_in_order(void **state)
 {
     (void)state;
@@ -380,6 +434,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TG_TEST(test_fanout_accumulates),
         TG_TEST(test_allocator_reuses_large_ranges),
+        TG_TEST(test_backward_writes_dx_over_dy),
         TG_TEST(test_two_losses_accumulate),
         TG_TEST(test_intermediate_grads_freed),
         TG_TEST(test_detach_cuts),
