@@ -28,9 +28,11 @@ stay comparable; compare.py always names the step):
   tutorial-detached   the same with G(z) detached for the fake-D loss, as tapegrad's tutorial
                       step does (bit-identical results; a PyTorch user porting Paddle 1.8's
                       semantics would not know that backward into G is dead): what PyTorch
-                      would gain from the same insight;
+                      would gain from the same insight (and D's parameters switched off for
+                      the G update, whose gradient in D is discarded, as tapegrad's step does);
   clean               the textbook step: zeroed before every backward, G(z) detached for D, a
-                      fresh z for G.
+                      fresh z for G, D's parameters switched off for the G update (as
+                      tapegrad's, and the usual PyTorch idiom: requires_grad_(False)).
 The step logic is examples/mnist_gan/conformance/make_fixture.py's step(), which the
 conformance tests check against gan_step, copied here rather than imported (that module also
 builds the fixtures' small models and reads MNIST); the optimizer stays torch.optim.Adam (not
@@ -172,8 +174,17 @@ class StepBench:
         if mode == "clean":
             z = torch.randn(BATCH, NZ)
 
+        # tapegrad's tutorial and clean steps switch D's parameters off for the G update,
+        # whose gradient in D is discarded unread (step.c's params_freeze): here the PyTorch
+        # idiom for the same saving where this side mirrors tapegrad's insights (clean, and
+        # tutorial-detached), so that both run the same work; tutorial stays the plain port.
+        freeze = mode in ("clean", "tutorial-detached")
+        if freeze:
+            D.requires_grad_(False)
         loss_g = self.bce(D(G(z)), 1.0)
         backward(loss_g)
+        if freeze:
+            D.requires_grad_(True)
         self.opt_g.step()
         G.zero_grad(set_to_none=True)  # g.clear_gradients()
         return loss_real.item(), loss_fake.item(), loss_g.item()

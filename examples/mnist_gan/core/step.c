@@ -202,6 +202,20 @@ static tg_tensor *d_loss(gan_state *s, tg_tensor *x, tg_tensor *labels, float la
     return loss;
 }
 
+/* G(z[, labels]) detached, for an update of D alone, as a new reference: G runs on a TG_NO_GRAD
+ * tape of its own, so it records no graph and its activations are freed as soon as the images
+ * exist, instead of staying alive through D's forward and backward (they were the fake-D
+ * update's peak). The same values as tg_detach of G's output on the step's tape: no forward
+ * depends on recording, and G's BatchNorm running statistics move alike. */
+static tg_tensor *generate_detached(gan_state *s, tg_tensor *z, tg_tensor *labels)
+{
+    tg_tape *own = tg_tape_begin(TG_NO_GRAD);
+    tg_tensor *fake = own ? tg_tensor_retain(forward_xy(s->G, z, labels)) : NULL;
+    if (own)
+        tg_tape_end(own); /* fake survives it, a constant */
+    return fake;
+}
+
 /* After a backward that gave st: under MPI m's gradients averaged over the ranks (every rank
  * reaches that collective with its own failure in hand, m NULL, so none is left waiting), then
  * one step of opt. */
@@ -226,6 +240,37 @@ static tg_status backward_and_step(gan_state *s, tg_tape *tape, tg_tensor *loss,
     st = sync_and_step(s, st, m, opt);
     tg_tape_end(tape);
     return st;
+}
+
+/* The parameters of m that require grad, switched off for one backward whose gradient in m
+ * would be discarded unread (the G step's in D): its backward then skips m's weight gradients,
+ * work and memory (the buffers would be alive at the step's peak), and every other gradient is
+ * the same, bit for bit, as no kernel's input gradient depends on whether its weights get one.
+ * Returns the switched parameters (n in *n) for params_thaw, or NULL having switched none, when
+ * m has none or memory is short: the step then runs as before. */
+static tg_tensor **params_freeze(tg_module *m, int64_t *n)
+{
+    int64_t all;
+    tg_tensor **p = tg_module_parameters(m, &all);
+    if (!p && all == 0 && tg_last_status() == TG_ERR_NOMEM)
+        tg_clear_error(); /* out of memory for the list: only the saving is lost */
+    *n = 0;
+    for (int64_t i = 0; p && i < all; i++)
+        if (p[i]->requires_grad)
+            p[(*n)++] = p[i];
+    for (int64_t i = 0; i < *n; i++)
+        p[i]->requires_grad = false; /* leaves: what tg_tensor_set_requires_grad would do */
+    if (p && *n == 0)
+        free(p), p = NULL;
+    return p;
+}
+
+/* Undoes params_freeze. */
+static void params_thaw(tg_tensor **p, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        p[i]->requires_grad = true;
+    free(p);
 }
 
 tg_status gan_step(gan_state *s, tg_tensor *real, tg_tensor *const z_given[2], gan_losses *out)
@@ -269,10 +314,13 @@ tg_status gan_step_labels(gan_state *s, tg_tensor *real, tg_tensor *labels,
     if (fresh)
         tg_module_zero_grad(s->G);
     if ((tape = tg_tape_begin(TG_GRAD))) {
-        tg_tensor *fake = forward_xy(s->G, z, labels); /* conditional: the real batch's y */
         const bool detach = clean || (s->step == GAN_STEP_TUTORIAL && !s->fake_d_reaches_g);
-        st = backward_and_step(s, tape, d_loss(s, detach ? tg_detach(fake) : fake, labels, 0.0f),
-                               s->D, s->opt_d_fake, &out->d_fake);
+        /* conditional: the real batch's y */
+        tg_tensor *fake = detach ? generate_detached(s, z, labels) : forward_xy(s->G, z, labels);
+        st = backward_and_step(s, tape, d_loss(s, fake, labels, 0.0f), s->D, s->opt_d_fake,
+                               &out->d_fake);
+        if (detach)
+            tg_tensor_release(fake);
     } else {
         st = tg_last_status();
     }
@@ -288,10 +336,14 @@ tg_status gan_step_labels(gan_state *s, tg_tensor *real, tg_tensor *labels,
     if (fresh)
         tg_module_zero_grad(s->G);
     if (st == TG_OK) {
+        /* loss_g's gradient in D is discarded below unless it accumulates */
+        int64_t n_frozen = 0;
+        tg_tensor **frozen = fresh ? params_freeze(s->D, &n_frozen) : NULL;
         tape = tg_tape_begin(TG_GRAD);
         st = backward_and_step(s, tape,
                                tape ? d_loss(s, forward_xy(s->G, z, labels), labels, 1.0f) : NULL,
                                s->G, s->opt_g, &out->g);
+        params_thaw(frozen, n_frozen);
     }
     tg_module_zero_grad(s->G);
     if (fresh)
@@ -347,7 +399,7 @@ static tg_status critic_step(gan_state *s, tg_tensor *real, double sums[3])
         tg_tensor_release(eps);
         return tg_last_status();
     }
-    tg_tensor *fake = tg_detach(tg_module_forward(s->G, z));
+    tg_tensor *fake = generate_detached(s, z, NULL);
     tg_tensor *d_real = tg_mean(tg_module_forward(s->D, real));
     tg_tensor *d_fake = tg_mean(tg_module_forward(s->D, fake));
     tg_tensor *w = tg_sub(d_real, d_fake);
@@ -363,6 +415,7 @@ static tg_status critic_step(gan_state *s, tg_tensor *real, double sums[3])
     st = sync_and_step(s, st, s->D, s->opt_d_real);
     tg_tape_end(tape);
     tg_module_zero_grad(s->D);
+    tg_tensor_release(fake);
     tg_tensor_release(z);
     tg_tensor_release(eps);
     return st;
@@ -382,10 +435,13 @@ tg_status gan_step_wgan_gp(gan_state *s, tg_tensor *const *real, gan_losses *out
     /* loss_g = -D(G(z)).mean() */
     tg_module_zero_grad(s->G);
     tg_tensor *z = draw_rows(s, real[0]->shape[0], s->nz, true);
+    int64_t n_frozen = 0;
+    tg_tensor **frozen = z ? params_freeze(s->D, &n_frozen) : NULL;
     tg_tape *tape = z ? tg_tape_begin(TG_GRAD) : NULL;
     st = backward_and_step(
         s, tape, tape ? tg_neg(tg_mean(tg_module_forward(s->D, tg_module_forward(s->G, z)))) : NULL,
         s->G, s->opt_g, &out->g);
+    params_thaw(frozen, n_frozen);
     tg_tensor_release(z);
     tg_module_zero_grad(s->G);
     tg_module_zero_grad(s->D); /* loss_g's gradient in D: never used */
