@@ -717,7 +717,7 @@ typedef struct {
 _Static_assert(sizeof(sgd_hyper) <= OWN_BYTES, "sgd_hyper fits in hyper.own");
 
 enum { SGD_MOMENTUM_BUFFER };
-static const optim_field sgd_fields[] = {[SGD_MOMENTUM_BUFFER] = {"momentum_buffer", false}};
+static const optim_field sgd_fields[] = {[SGD_MOMENTUM_BUFFER] = {"momentum_buffer", false, false}};
 
 static tg_status sgd_check(const char *fn, const hyper *h)
 {
@@ -830,8 +830,8 @@ _Static_assert(sizeof(adam_hyper) <= OWN_BYTES, "adam_hyper fits in hyper.own");
 
 enum { ADAM_STEP, ADAM_EXP_AVG, ADAM_EXP_AVG_SQ };
 static const optim_field adam_fields[] = {
-    [ADAM_STEP] = {"step", true},
-    [ADAM_EXP_AVG] = {"exp_avg", false},
+    [ADAM_STEP] = {"step", true, false},
+    [ADAM_EXP_AVG] = {"exp_avg", false, false},
     [ADAM_EXP_AVG_SQ] = {"exp_avg_sq", false, true},
 };
 
