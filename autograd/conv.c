@@ -169,18 +169,6 @@ static float *conv_flat_buf(const conv_geom *g, void *scratch)
     return g->staged ? (float *)scratch + conv_cols_floats(g) : NULL;
 }
 
-/* bytes of working space from tg_alloc, or NULL without the memory: the callers then take a
- * path that needs none and succeeds, so tg_alloc's error is withdrawn unless one was already
- * pending (as tensor/gemm.c's buffers). */
-static float *conv_try_alloc(size_t bytes)
-{
-    const bool error_pending = tg_last_status() != TG_OK;
-    float *buf = tg_alloc(bytes);
-    if (!buf && !error_pending)
-        tg_clear_error();
-    return buf;
-}
-
 /* ---- the shared kernels ------------------------------------------------------------------
  * cols [Kc, ldc]: row (c, i, j) holds, for each output position (oh, ow) of one image,
  * img[c][oh*stride - pad + i*dil][ow*stride - pad + j*dil], 0 where that falls in the padding.
@@ -962,7 +950,7 @@ static void backward_units(const conv_geom *g, int64_t B, const float *flat, con
     int team = conv_image_team(g, B);
     int64_t part_floats = dWm && team > 1 ? team * w_floats : 0;
     const size_t bytes = (size_t)(part_floats + (db ? B * Co : 0)) * sizeof(float);
-    float *buf = bytes ? conv_try_alloc(bytes) : NULL;
+    float *buf = bytes ? tg_try_alloc(bytes) : NULL;
     if (!buf)
         team = 1, part_floats = 0;
     units_ctx ctx = {.g = g,
@@ -1308,7 +1296,7 @@ static void conv_dgrad(const conv_geom *g, const float *Wm, const float *flat, f
         const int64_t rest = (dgrad_in_place(g, B) ? 0 : B * g->Ci * g->H * g->W) +
                              (dgrad_ld(g) > g->Wo ? B * g->Co * g->Ho * dgrad_ld(g) : 0);
         size_t bytes = (size_t)(g->Co * g->Kc + rest) * sizeof(float);
-        float *buf = conv_try_alloc(bytes); /* without the memory, the old path */
+        float *buf = tg_try_alloc(bytes); /* without the memory, the old path */
         if (buf) {
             dgrad_implicit(g, B, Wm, flat, img, assign, bias, scratch, buf);
             tg_free(buf, bytes);
@@ -1799,7 +1787,7 @@ static bool conv2d_forward_team(const conv_geom *g, const float *x, const float 
         !conv_implicit_on() || !conv_implicit_fits(g, 1))
         return false;
     const int team = (int)min64(tg_sgemm_avx512_threads(g->Co, g->N * g->P, g->Kc), g->N);
-    unsigned char *failed = team > 1 ? (unsigned char *)conv_try_alloc((size_t)g->N) : NULL;
+    unsigned char *failed = team > 1 ? (unsigned char *)tg_try_alloc((size_t)g->N) : NULL;
     if (!failed)
         return false;
     forward_ctx ctx = {g, x, w, bias, y, failed};

@@ -543,17 +543,6 @@ TG_ISA_KERNEL(wino_backward_kernel, (wino_run * c), (c))
 }
 
 #if TG_ISA_BASE
-/* bytes from tg_alloc, or NULL without the memory, the error withdrawn (the caller then takes
- * another path) unless one was pending. */
-static float *wino_try_alloc(size_t bytes)
-{
-    const bool error_pending = tg_last_status() != TG_OK;
-    float *buf = tg_alloc(bytes);
-    if (!buf && !error_pending)
-        tg_clear_error();
-    return buf;
-}
-
 /* Sets up c for s (its team, chunk and buffers: U always, the partials when dw); false, with
  * nothing held, when a size overflows or memory runs out. */
 static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool with_u, bool with_du)
@@ -602,9 +591,9 @@ static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool with_u, bool wi
         __builtin_mul_overflow(per_thread, ld, &c->per_thread) ||
         c->per_thread > INT64_MAX / 4 / c->team || ucount > INT64_MAX / 4 / c->team)
         return false;
-    c->work = wino_try_alloc((size_t)(c->per_thread * c->team) * sizeof(float));
-    c->U = c->work && with_u ? wino_try_alloc((size_t)ucount * sizeof(float)) : NULL;
-    c->dU = c->work && with_du ? wino_try_alloc((size_t)(ucount * c->team) * sizeof(float)) : NULL;
+    c->work = tg_try_alloc((size_t)(c->per_thread * c->team) * sizeof(float));
+    c->U = c->work && with_u ? tg_try_alloc((size_t)ucount * sizeof(float)) : NULL;
+    c->dU = c->work && with_du ? tg_try_alloc((size_t)(ucount * c->team) * sizeof(float)) : NULL;
     if (c->work && (c->U || !with_u) && (c->dU || !with_du))
         return true;
     if (c->work)

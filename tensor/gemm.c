@@ -258,23 +258,11 @@ GEMM_AVX512 static void gemm_columns(bool trans_a, int64_t M, int64_t K, float a
     }
 }
 
-/* Working memory of one call, 64-byte aligned; NULL when memory runs out. The caller then
- * computes the product another way (in the end OpenBLAS, which succeeds), so tg_alloc's error
- * is withdrawn unless an earlier one was already pending. */
-static float *gemm_alloc(size_t nbytes)
-{
-    const bool error_pending = tg_last_status() != TG_OK;
-    float *buf = tg_alloc(nbytes);
-    if (!buf && !error_pending)
-        tg_clear_error();
-    return buf;
-}
-
 /* The packing buffers of n threads for one call, aligned for the kernel's aligned loads. */
 static float *gemm_buffers(int n, size_t *nbytes)
 {
     *nbytes = (size_t)n * (size_t)GEMM_PACK_FLOATS * sizeof(float);
-    return gemm_alloc(*nbytes);
+    return tg_try_alloc(*nbytes); /* NULL: the caller falls back to OpenBLAS */
 }
 
 /* The AVX-512 level of isa.h: the CPU has AVX-512 (valgrind's emulated CPU does not) and
@@ -357,7 +345,7 @@ GEMM_AVX512 static bool gemm_thin(bool trans_a, bool trans_b, int64_t M, int64_t
     const int64_t inc = column ? (trans_b ? 1 : ldb) : (trans_a ? lda : 1);
     const bool copy = inc != 1 && K > 1;
     const size_t bytes = (size_t)(R + (copy ? K : 0)) * sizeof(float);
-    float *acc = gemm_alloc(bytes);
+    float *acc = tg_try_alloc(bytes);
     if (!acc)
         return false;
     if (copy) {

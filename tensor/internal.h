@@ -31,6 +31,9 @@ struct tg_storage {
  * process-wide cache (storage.c, under a mutex) for the next request of the same bucket. */
 void *tg_alloc(size_t nbytes); /* NULL on failure (error set) */
 void *tg_alloc_zeroed(size_t nbytes);
+/* tg_alloc for working space whose caller has another way when memory runs out: NULL then,
+ * with tg_alloc's error withdrawn unless one was already pending. */
+void *tg_try_alloc(size_t nbytes);
 void tg_free(void *ptr, size_t nbytes); /* nbytes as given to tg_alloc */
 /* Nonzero (the default): tg_alloc serves requests of 256 KiB and up from its first-fit heap
  * (storage.c); 0: from the size classes, i.e. posix_memalign (the fuzz target, which caps

@@ -262,6 +262,15 @@ void *tg_alloc_zeroed(size_t nbytes)
     return p;
 }
 
+void *tg_try_alloc(size_t nbytes)
+{
+    const bool error_pending = tg_last_status() != TG_OK;
+    void *buf = tg_alloc(nbytes);
+    if (!buf && !error_pending)
+        tg_clear_error();
+    return buf;
+}
+
 void tg_free(void *ptr, size_t nbytes)
 {
     if (!ptr)
