@@ -50,6 +50,12 @@
 /* The direct path's output rows are computed in tiles of this many positions: one AVX-512
  * register, two AVX2 ones. */
 #define CONV_DIRECT_TILE 16
+/* The direct forward's block of independent accumulators: rows x tiles of CONV_DIRECT_TILE
+ * (8 of the 32 AVX-512 registers; direct_block). */
+#define DIRECT_ROWS 4
+#define DIRECT_TILES 2
+/* The direct weight gradient's taps of a kernel row summed at once (direct_dw_taps). */
+#define DIRECT_DW_TAPS 4
 
 /* output_padding is conv_transpose2d's for H, output_padding_w for W: equal from
  * tg_conv_transpose2d, different in conv2d's data gradient when H and W round differently.
@@ -1399,11 +1405,43 @@ typedef struct {
     float *y, *scratch;
 } direct_ctx;
 
+/* The accumulators of rows x tiles output tiles from row oh and column q: every tap of one
+ * channel's padded plane img (weights wc) added in. One tile alone made one chain of dependent
+ * multiply-adds, each waiting for the last (4 cycles a tap); rows x tiles independent chains
+ * overlap. Each output's sum keeps the one-tile order (taps i, then j), so results are the
+ * same bit for bit. Inlined with constant rows and tiles, the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void direct_block(const conv_geom *g, float *acc,
+                                                               const float *img, const float *wc,
+                                                               int64_t oh, int64_t q, int rows,
+                                                               int tiles, int64_t s)
+{
+    const int64_t d = g->dil, Wq = g->Wq, Wt = g->Wt;
+    conv_tile a[DIRECT_ROWS][DIRECT_TILES], v;
+    for (int r = 0; r < rows; r++)
+        for (int u = 0; u < tiles; u++)
+            a[r][u] = *(const conv_tile *)(acc + (oh + r) * Wt + q + u * CONV_DIRECT_TILE);
+    for (int64_t i = 0; i < g->kh; i++)
+        for (int64_t j = 0; j < g->kw; j++) {
+            const float wv = wc[i * g->kw + j];
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; r++)
+#pragma GCC unroll 2
+                for (int u = 0; u < tiles; u++) {
+                    const int64_t col = (q + u * CONV_DIRECT_TILE) * s + j * d;
+                    tile_load(&v, img + ((oh + r) * s + i * d) * Wq + col, s);
+                    a[r][u] += wv * v;
+                }
+        }
+    for (int r = 0; r < rows; r++)
+        for (int u = 0; u < tiles; u++)
+            *(conv_tile *)(acc + (oh + r) * Wt + q + u * CONV_DIRECT_TILE) = a[r][u];
+}
+
 static void direct_forward_run(void *ctx, int t, int64_t b0, int64_t b1)
 {
     const direct_ctx *c = ctx;
     const conv_geom *g = c->g;
-    const int64_t s = g->stride, d = g->dil, kk = g->kh * g->kw, Wq = g->Wq, Wt = g->Wt;
+    const int64_t kk = g->kh * g->kw, Wq = g->Wq, Wt = g->Wt;
     const int64_t plane = g->Hp * Wq, Ho = g->Ho, Wo = g->Wo;
     float *xp = c->scratch + t * g->Ci * plane;
     float *restrict acc = direct_rows(g, c->scratch) + t * Ho * Wt;
@@ -1414,19 +1452,23 @@ static void direct_forward_run(void *ctx, int t, int64_t b0, int64_t b1)
         const float bv = c->bias ? c->bias[0] : 0.0f;
         for (int64_t e = 0; e < Ho * Wt; e++)
             acc[e] = bv;
+        const int64_t row_blocks = Ho / DIRECT_ROWS * DIRECT_ROWS,
+                      tile_pairs =
+                          Wt / (DIRECT_TILES * CONV_DIRECT_TILE) * DIRECT_TILES * CONV_DIRECT_TILE;
         for (int64_t ch = 0; ch < g->Ci; ch++) {
             const float *img = xp + ch * plane, *wc = c->w + ch * kk;
-            for (int64_t oh = 0; oh < Ho; oh++) {
-                for (int64_t q = 0; q < Wt; q += CONV_DIRECT_TILE) {
-                    conv_tile a = *(const conv_tile *)(acc + oh * Wt + q), v;
-                    for (int64_t i = 0; i < g->kh; i++) {
-                        const float *row = img + (oh * s + i * d) * Wq + q * s;
-                        for (int64_t j = 0; j < g->kw; j++) {
-                            tile_load(&v, row + j * d, s);
-                            a += wc[i * g->kw + j] * v;
-                        }
-                    }
-                    *(conv_tile *)(acc + oh * Wt + q) = a;
+            for (int64_t oh = 0; oh < Ho; oh += DIRECT_ROWS) {
+                const bool full = oh < row_blocks;
+                for (int64_t q = 0; q < Wt; q += CONV_DIRECT_TILE * DIRECT_TILES) {
+                    if (full && q < tile_pairs && g->stride == 1) /* the GAN's layer */
+                        direct_block(g, acc, img, wc, oh, q, DIRECT_ROWS, DIRECT_TILES, 1);
+                    else if (full && q < tile_pairs)
+                        direct_block(g, acc, img, wc, oh, q, DIRECT_ROWS, DIRECT_TILES, g->stride);
+                    else /* the edges: row by row, tile by tile */
+                        for (int64_t r = oh; r < (full ? oh + DIRECT_ROWS : Ho); r++)
+                            for (int64_t u = q; u < Wt && u < q + DIRECT_TILES * CONV_DIRECT_TILE;
+                                 u += CONV_DIRECT_TILE)
+                                direct_block(g, acc, img, wc, r, u, 1, 1, g->stride);
                 }
             }
         }
@@ -1454,31 +1496,56 @@ static void conv2d_direct_forward(const conv_geom *g, const float *x, const floa
 /* dw[c,i,j] += sum over the chunk's images and output positions of dyp * xp at the shifted
  * position: one dot product per weight, over whole tiles (dyp is zero past Wo). One input
  * channel per iteration: each thread owns its weights. */
+/* dw[c, i, j0 .. j0 + nj) of one image's plane img against its dyp rows dyb: nj dot products
+ * at once, one accumulator chain each (one chain alone waited for its last multiply-add), each
+ * dy tile loaded once for all nj. Every weight's terms are added in the order of one product
+ * alone (rows, then tiles), so results are the same bit for bit. Inlined with constant nj. */
+static inline __attribute__((always_inline)) void direct_dw_taps(const conv_geom *g,
+                                                                 const float *img, const float *dyb,
+                                                                 int64_t i, int64_t j0, int nj,
+                                                                 int64_t s, float *dwc)
+{
+    const int64_t d = g->dil, Wq = g->Wq, Wt = g->Wt;
+    conv_tile a[DIRECT_DW_TAPS], v;
+    for (int k = 0; k < nj; k++)
+        a[k] = (conv_tile){0};
+    for (int64_t oh = 0; oh < g->Ho; oh++) {
+        const float *src = img + (oh * s + i * d) * Wq + j0 * d;
+        const float *r = dyb + oh * Wt;
+        for (int64_t t = 0; t < Wt; t += CONV_DIRECT_TILE) {
+            const conv_tile dyt = *(const conv_tile *)(r + t);
+#pragma GCC unroll 4
+            for (int k = 0; k < nj; k++) {
+                tile_load(&v, src + k * d + t * s, s);
+                a[k] += dyt * v;
+            }
+        }
+    }
+    for (int k = 0; k < nj; k++) {
+        float sum = 0.0f;
+        for (int l = 0; l < CONV_DIRECT_TILE; l++)
+            sum += a[k][l];
+        dwc[i * g->kw + j0 + k] += sum;
+    }
+}
+
 static void conv2d_direct_dw(const conv_geom *g, const float *xp, const float *dyp, int64_t B,
                              float *dw)
 {
-    const int64_t s = g->stride, d = g->dil, kk = g->kh * g->kw, Wq = g->Wq, Wt = g->Wt;
-    const int64_t plane = g->Hp * Wq;
+    const int64_t kk = g->kh * g->kw, plane = g->Hp * g->Wq, Wt = g->Wt;
     TG_PARALLEL_FOR_WORK(g->Ci, B * kk * g->Ho * Wt)
     for (int64_t c = 0; c < g->Ci; c++) {
         for (int64_t b = 0; b < B; b++) {
             const float *img = xp + (b * g->Ci + c) * plane, *dyb = dyp + b * g->Ho * Wt;
             for (int64_t i = 0; i < g->kh; i++) {
-                for (int64_t j = 0; j < g->kw; j++) {
-                    conv_tile a = {0}, v;
-                    for (int64_t oh = 0; oh < g->Ho; oh++) {
-                        const float *src = img + (oh * s + i * d) * Wq + j * d;
-                        const float *r = dyb + oh * Wt;
-                        for (int64_t t = 0; t < Wt; t += CONV_DIRECT_TILE) {
-                            tile_load(&v, src + t * s, s);
-                            a += *(const conv_tile *)(r + t) * v;
-                        }
-                    }
-                    float sum = 0.0f;
-                    for (int k = 0; k < CONV_DIRECT_TILE; k++)
-                        sum += a[k];
-                    dw[c * kk + i * g->kw + j] += sum;
-                }
+                int64_t j = 0;
+                for (; j + DIRECT_DW_TAPS <= g->kw; j += DIRECT_DW_TAPS)
+                    if (g->stride == 1) /* the GAN's layer */
+                        direct_dw_taps(g, img, dyb, i, j, DIRECT_DW_TAPS, 1, dw + c * kk);
+                    else
+                        direct_dw_taps(g, img, dyb, i, j, DIRECT_DW_TAPS, g->stride, dw + c * kk);
+                for (; j < g->kw; j++)
+                    direct_dw_taps(g, img, dyb, i, j, 1, g->stride, dw + c * kk);
             }
         }
     }

@@ -524,6 +524,53 @@ static void test_threads_equal(void **state)
                   (const int64_t[]){8, 1, 20, 20}, 1, 2, 1);
 }
 
+/* One output channel (the direct loops) on planes where the forward's blocks of 4 rows x 2
+ * tiles and the weight gradient's groups of 4 taps apply, with edge rows and tiles left over
+ * (30 x 41: 7 blocks and 2 rows, one pair of tiles and one tile) and not (28 x 28, the GAN's
+ * 64 -> 1 layer): y and dw against the definition in double, both at stride 1 and 2. */
+static void test_direct_blocks(void **state)
+{
+    (void)state;
+    const int64_t planes[][2] = {{28, 28}, {30, 41}};
+    for (int k = 0; k < 2; k++)
+        for (int s = 1; s <= 2; s++) {
+            const int64_t xs[4] = {2, 6, planes[k][0], planes[k][1]}, ws[4] = {1, 6, 5, 5};
+            tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
+            const int64_t one = 1;
+            tg_tensor *b = tg_tensor_new(1, &one);
+            tg_tensor_set_requires_grad(b, true);
+            fill_uniform(x, 31), fill_uniform(w, 32), fill_uniform(b, 33);
+            const int64_t Ho = (xs[2] + 4 - 5) / s + 1, Wo = (xs[3] + 4 - 5) / s + 1;
+            const int64_t ys[4] = {2, 1, Ho, Wo};
+            tg_tensor *dy = tensor4(ys, NULL, false);
+            fill_uniform(dy, 34);
+            conv_result r = conv_run(false, x, w, b, dy, s, 2, 1, NULL);
+            for (int64_t n = 0; n < 2; n++)
+                for (int64_t oh = 0; oh < Ho; oh++)
+                    for (int64_t ow = 0; ow < Wo; ow++) {
+                        const double want = direct_conv2d(x, w, b, n, 0, oh, ow, s, 2, 1);
+                        assert_true(fabs(r.y->data[(n * Ho + oh) * Wo + ow] - want) < 1e-4);
+                    }
+            for (int64_t c = 0; c < 6; c++)
+                for (int64_t i = 0; i < 5; i++)
+                    for (int64_t j = 0; j < 5; j++) {
+                        double want = 0.0;
+                        for (int64_t n = 0; n < 2; n++)
+                            for (int64_t oh = 0; oh < Ho; oh++)
+                                for (int64_t ow = 0; ow < Wo; ow++) {
+                                    const int64_t h = oh * s + i - 2, v = ow * s + j - 2;
+                                    if (h >= 0 && h < xs[2] && v >= 0 && v < xs[3])
+                                        want += (double)dy->data[(n * Ho + oh) * Wo + ow] *
+                                                x->data[((n * 6 + c) * xs[2] + h) * xs[3] + v];
+                                }
+                        assert_true(fabs(r.dw->data[(c * 5 + i) * 5 + j] - want) < 1e-3);
+                    }
+            conv_result_release(&r);
+            tg_tensor_release(x), tg_tensor_release(w), tg_tensor_release(b);
+            tg_tensor_release(dy);
+        }
+}
+
 /* backward twice on one tape: the second must not depend on what forward left in the working
  * space (the first backward overwrote it), so the gradients simply double. */
 static void check_second_backward(bool transpose, const int64_t xs[4], const int64_t ws[4],
@@ -1198,6 +1245,7 @@ int main(void)
         TG_TEST(test_conv_transpose2d_chunking),
         TG_TEST(test_conv_transpose2d_chunking_staged),
         TG_TEST(test_threads_equal),
+        TG_TEST(test_direct_blocks),
         TG_TEST(test_second_backward),
         TG_TEST(test_implicit_bit_identical),
         TG_TEST(test_implicit_weight_grad_op),
