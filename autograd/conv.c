@@ -397,19 +397,10 @@ static void fill_plane(float *y, int64_t t, int64_t C, int64_t S, const float *b
         p[s] = v;
 }
 
-/* Whether a loop of n items of per_item elements gets a parallel region: worth one, and not
- * on a thread of a region already (a team's, conv_team_run), where it would get that thread
- * alone. Otherwise the loop runs with no region at all: one whose if clause is false still
- * enters libgomp, and the per-image calls below made hundreds of those per GAN iteration. */
-static bool conv_fork(int64_t n, int64_t per_item)
-{
-    return TG_PARALLEL_WORTH(n, per_item) && !TG_IN_PARALLEL();
-}
-
 /* Sets every plane of y [N, C, S] to its channel's bias (0 when bias is NULL). */
 static void fill_planes(float *y, int64_t N, int64_t C, int64_t S, const float *bias)
 {
-    if (!conv_fork(N * C, S)) {
+    if (!TG_PARALLEL_FORK(N * C, S)) {
         for (int64_t t = 0; t < N * C; t++)
             fill_plane(y, t, C, S, bias);
         return;
@@ -449,7 +440,7 @@ static void channel_sum(const float *dy, int64_t N, int64_t C, int64_t S, int64_
 
 static void channel_sums(const float *dy, int64_t N, int64_t C, int64_t S, float *db)
 {
-    if (!conv_fork(C, N * S)) {
+    if (!TG_PARALLEL_FORK(C, N * S)) {
         for (int64_t c = 0; c < C; c++)
             channel_sum(dy, N, C, S, c, db);
         return;
@@ -824,22 +815,7 @@ static int conv_image_team(const conv_geom *g, int64_t B)
     return (int)min64(tg_sgemm_avx512_threads(g->Co, B * n, g->Kc), B);
 }
 
-/* Runs fn(ctx, t, B*t/team, B*(t+1)/team) for every thread t of the team: each thread its own
- * contiguous images, so a result that sums over images depends on the team's size only. A team
- * of one runs on the calling thread without a region. */
-typedef void (*conv_team_fn)(void *ctx, int t, int64_t b0, int64_t b1);
-static void conv_team_run(int team, int64_t B, conv_team_fn fn, void *ctx)
-{
-    if (team < 2) {
-        fn(ctx, 0, 0, B);
-        return;
-    }
-    TG_PARALLEL_TEAM(team)
-    for (int t = 0; t < team; t++)
-        fn(ctx, t, B * t / team, B * (t + 1) / team);
-}
-
-/* gemm_flat_from_cols image by image (a conv_team_fn): dst = Wm @ cols + bias (NULL: beta
+/* gemm_flat_from_cols image by image (a tg_team_fn): dst = Wm @ cols + bias (NULL: beta
  * says whether dst keeps what it holds). */
 typedef struct {
     const conv_cols *cc;
@@ -873,7 +849,7 @@ static void gemm_flat_from_cols(const conv_geom *g, int64_t B, const float *Wm, 
         return;
     }
     flat_images ctx = {cc, Wm, dst, accumulate ? NULL : bias, accumulate || bias ? 1.0f : 0.0f};
-    conv_team_run(conv_image_team(g, B), B, flat_images_run, &ctx);
+    tg_team_run(conv_image_team(g, B), B, flat_images_run, &ctx);
 }
 
 /* cols of unit u = Wm^T @ flat of unit u. */
@@ -903,7 +879,7 @@ static void gemm_weight_grad(const conv_geom *g, int64_t B, int64_t u, const flo
                     g->Kc);
 }
 
-/* backward_units' work on images [b0, b1) (a conv_team_fn), dW being thread t's partial
+/* backward_units' work on images [b0, b1) (a tg_team_fn), dW being thread t's partial
  * weight gradient, or dWm itself for a team of one. */
 typedef struct {
     const conv_geom *g;
@@ -968,7 +944,7 @@ static void backward_units(const conv_geom *g, int64_t B, const float *flat, con
                      .Wm = Wm,
                      .cols = cols,
                      .sums = buf && db ? buf + part_floats : NULL};
-    conv_team_run(team, B, units_run, &ctx);
+    tg_team_run(team, B, units_run, &ctx);
     /* On this thread: teams run where the products are small, and so is the weight (D's first
      * conv: 576 floats). */
     for (int64_t e = 0; part_floats && e < w_floats; e++)
@@ -1396,7 +1372,7 @@ static float *direct_rows(const conv_geom *g, float *scratch)
     return scratch + g->chunk * g->Ci * g->Hp * g->Wq;
 }
 
-/* conv2d_direct_forward's images [b0, b1) (a conv_team_fn) with the working space of the
+/* conv2d_direct_forward's images [b0, b1) (a tg_team_fn) with the working space of the
  * chunk's image t: each padded in turn and summed tile by tile in a local array that stays in
  * registers over all kh*kw taps. */
 typedef struct {
@@ -1488,14 +1464,11 @@ static void conv2d_direct_forward(const conv_geom *g, const float *x, const floa
                                   const float *bias, float *y, float *scratch)
 {
     const int64_t work = g->Kc * g->Ho * g->Wt;
-    const int team = conv_fork(g->N, work) ? (int)min64(tg_get_num_threads(), g->chunk) : 1;
+    const int team = TG_PARALLEL_FORK(g->N, work) ? (int)min64(tg_get_num_threads(), g->chunk) : 1;
     direct_ctx ctx = {g, x, w, bias, y, scratch};
-    conv_team_run(team, g->N, direct_forward_run, &ctx);
+    tg_team_run(team, g->N, direct_forward_run, &ctx);
 }
 
-/* dw[c,i,j] += sum over the chunk's images and output positions of dyp * xp at the shifted
- * position: one dot product per weight, over whole tiles (dyp is zero past Wo). One input
- * channel per iteration: each thread owns its weights. */
 /* dw[c, i, j0 .. j0 + nj) of one image's plane img against its dyp rows dyb: nj dot products
  * at once, one accumulator chain each (one chain alone waited for its last multiply-add), each
  * dy tile loaded once for all nj. Every weight's terms are added in the order of one product
@@ -1529,6 +1502,9 @@ static inline __attribute__((always_inline)) void direct_dw_taps(const conv_geom
     }
 }
 
+/* dw[c,i,j] += sum over the chunk's images and output positions of dyp * xp at the shifted
+ * position: one dot product per weight, over whole tiles (dyp is zero past Wo). One input
+ * channel per iteration: each thread owns its weights. */
 static void conv2d_direct_dw(const conv_geom *g, const float *xp, const float *dyp, int64_t B,
                              float *dw)
 {
@@ -1858,7 +1834,7 @@ static bool conv2d_forward_team(const conv_geom *g, const float *x, const float 
     if (!failed)
         return false;
     forward_ctx ctx = {g, x, w, bias, y, failed};
-    conv_team_run(team, g->N, forward_images_run, &ctx);
+    tg_team_run(team, g->N, forward_images_run, &ctx);
     const int64_t x_img = g->Ci * g->H * g->W, y_img = g->Co * g->P;
     for (int64_t b = 0; b < g->N; b++) {
         if (!failed[b])

@@ -437,7 +437,7 @@ static void weight_grad_transform(const wino_run *c, int64_t co)
 static void per_out_channel(const wino_run *c, void (*fn)(const wino_run *, int64_t))
 {
     const int64_t Co = c->s.Co, per = c->s.Ci * WINO_XI * c->mt.r;
-    if (!TG_PARALLEL_WORTH(Co, per) || TG_IN_PARALLEL()) {
+    if (!TG_PARALLEL_FORK(Co, per)) {
         for (int64_t co = 0; co < Co; co++)
             fn(c, co);
         return;
@@ -447,13 +447,6 @@ static void per_out_channel(const wino_run *c, void (*fn)(const wino_run *, int6
         fn(c, co);
 }
 
-/* Thread t's images, as the range [*q0, *q1) of tiles through the batch. */
-static void thread_tiles(const wino_run *c, int t, int64_t *q0, int64_t *q1)
-{
-    *q0 = c->s.N * t / c->team * c->T;
-    *q1 = c->s.N * (t + 1) / c->team * c->T;
-}
-
 /* The chunks of thread t's tiles [q0, q1): from q0 rounded down to a group, ld lanes each. */
 #define FOR_CHUNKS(c, pt, q0, q1)                                                                  \
     for (int64_t qs_ = (q0) / WINO_LANES * WINO_LANES; qs_ < (q1); qs_ += (c)->ld)                 \
@@ -461,12 +454,12 @@ static void thread_tiles(const wino_run *c, int t, int64_t *q0, int64_t *q1)
                         qs_ > (q0) ? qs_ : (q0)),                                                  \
             true)
 
-static void forward_part(const wino_run *c, int t)
+/* The forward of thread t's images [b0, b1) (a tg_team_fn): their tiles [q0, q1). */
+static void forward_part(void *ctx, int t, int64_t b0, int64_t b1)
 {
+    const wino_run *c = ctx;
     wino_part pt = part_of(c, t);
-    const int64_t Ci = c->s.Ci, Co = c->s.Co, ld = c->ld;
-    int64_t q0, q1;
-    thread_tiles(c, t, &q0, &q1);
+    const int64_t Ci = c->s.Ci, Co = c->s.Co, ld = c->ld, q0 = b0 * c->T, q1 = b1 * c->T;
     FOR_CHUNKS(c, pt, q0, q1)
     {
         for (int64_t ch = 0; ch < Ci; ch++)
@@ -479,18 +472,18 @@ static void forward_part(const wino_run *c, int t)
     }
 }
 
-static void backward_part(const wino_run *c, int t)
+/* The backward of thread t's images [b0, b1) (a tg_team_fn), dw into its partial dU. */
+static void backward_part(void *ctx, int t, int64_t b0, int64_t b1)
 {
+    const wino_run *c = ctx;
     wino_part pt = part_of(c, t);
-    const int64_t Ci = c->s.Ci, Co = c->s.Co, ld = c->ld;
-    int64_t q0, q1;
-    thread_tiles(c, t, &q0, &q1);
+    const int64_t Ci = c->s.Ci, Co = c->s.Co, ld = c->ld, q0 = b0 * c->T, q1 = b1 * c->T;
     float *dU = c->dw ? c->dU + t * WINO_XI * Co * Ci : NULL;
     if (dU)
         memset(dU, 0, (size_t)(WINO_XI * Co * Ci) * sizeof(float));
     if (c->dx && c->dx_set) {
         const int64_t img = Ci * c->s.H * c->s.W;
-        memset(c->dx + q0 / c->T * img, 0, (size_t)((q1 - q0) / c->T * img) * sizeof(float));
+        memset(c->dx + b0 * img, 0, (size_t)((b1 - b0) * img) * sizeof(float));
     }
     FOR_CHUNKS(c, pt, q0, q1)
     {
@@ -515,34 +508,31 @@ static void backward_part(const wino_run *c, int t)
     }
 }
 
-/* Runs fn for every thread of the team (one region), or on the calling thread alone. */
-static void team_run(const wino_run *c, void (*fn)(const wino_run *, int))
-{
-    if (c->team < 2) {
-        fn(c, 0);
-        return;
-    }
-    TG_PARALLEL_TEAM(c->team)
-    for (int t = 0; t < c->team; t++)
-        fn(c, t);
-}
-
 TG_ISA_KERNEL(wino_forward_kernel, (wino_run * c), (c))
 {
     per_out_channel(c, weight_transform);
-    team_run(c, forward_part);
+    tg_team_run(c->team, c->s.N, forward_part, c);
 }
 
 TG_ISA_KERNEL(wino_backward_kernel, (wino_run * c), (c))
 {
     if (c->dx)
         per_out_channel(c, weight_transform);
-    team_run(c, backward_part);
+    tg_team_run(c->team, c->s.N, backward_part, c);
     if (c->dw)
         per_out_channel(c, weight_grad_transform);
 }
 
 #if TG_ISA_BASE
+/* Frees what wino_setup allocated (any of it NULL). */
+static void wino_release(wino_run *c)
+{
+    const size_t u = (size_t)(WINO_XI * c->s.Co * c->s.Ci) * sizeof(float);
+    tg_free(c->work, (size_t)(c->per_thread * c->team) * sizeof(float));
+    tg_free(c->U, u);
+    tg_free(c->dU, u * (size_t)c->team);
+}
+
 /* Sets up c for s (its team, chunk and buffers: U always, the partials when dw); false, with
  * nothing held, when a size overflows or memory runs out. */
 static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool with_u, bool with_du)
@@ -596,23 +586,8 @@ static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool with_u, bool wi
     c->dU = c->work && with_du ? tg_try_alloc((size_t)(ucount * c->team) * sizeof(float)) : NULL;
     if (c->work && (c->U || !with_u) && (c->dU || !with_du))
         return true;
-    if (c->work)
-        tg_free(c->work, (size_t)(c->per_thread * c->team) * sizeof(float));
-    if (c->U)
-        tg_free(c->U, (size_t)ucount * sizeof(float));
-    if (c->dU)
-        tg_free(c->dU, (size_t)(ucount * c->team) * sizeof(float));
+    wino_release(c);
     return false;
-}
-
-static void wino_release(wino_run *c)
-{
-    const size_t u = (size_t)(WINO_XI * c->s.Co * c->s.Ci) * sizeof(float);
-    tg_free(c->work, (size_t)(c->per_thread * c->team) * sizeof(float));
-    if (c->U)
-        tg_free(c->U, u);
-    if (c->dU)
-        tg_free(c->dU, u * (size_t)c->team);
 }
 
 bool tg_winograd_forward(const tg_wino_shape *s, const float *x, const float *w, const float *bias,

@@ -31,7 +31,7 @@
     TG_PRAGMA(omp parallel for schedule(static) TG_OMP_NUM_THREADS if (TG_PARALLEL_WORTH(n, per_item)))
 /* Parallel for over the items of a team whose size the caller chose, one item a thread: for
  * loops whose items each hold a thread's share of fixed work, such as the images of a
- * convolution's chunk (autograd/conv.c, conv_team_run, which runs a team of 1 without it). */
+ * convolution's chunk (tg_team_run below, which runs a team of 1 without it). */
 #define TG_PARALLEL_TEAM(team) TG_PRAGMA(omp parallel for schedule(static) num_threads(team))
 /* True on a thread of a parallel region, where a nested region would get that thread alone. */
 #define TG_IN_PARALLEL() omp_in_parallel()
@@ -41,5 +41,28 @@
 #define TG_PARALLEL_TEAM(team)
 #define TG_IN_PARALLEL() 0
 #endif
+
+/* Whether a loop of n items of per_item elements gets a parallel region at all: worth one
+ * (TG_PARALLEL_WORTH), and not on a thread of a region already (a team's, tg_team_run), where
+ * it would get that thread alone. Otherwise the caller runs the loop with no region: one whose
+ * if clause is false still enters libgomp, and per-image calls made hundreds of those per GAN
+ * iteration (autograd/conv.c). */
+#define TG_PARALLEL_FORK(n, per_item) (TG_PARALLEL_WORTH(n, per_item) && !TG_IN_PARALLEL())
+
+/* Runs fn(ctx, t, n*t/team, n*(t+1)/team) for every thread t of a team: each thread its own
+ * contiguous items (images), so a result summed over them depends on the team's size only,
+ * never on timing. A team of one runs on the calling thread without a region. For
+ * convolutions' batches (autograd/conv.c, autograd/winograd.c). */
+typedef void (*tg_team_fn)(void *ctx, int t, int64_t i0, int64_t i1);
+static inline void tg_team_run(int team, int64_t n, tg_team_fn fn, void *ctx)
+{
+    if (team < 2) {
+        fn(ctx, 0, 0, n);
+        return;
+    }
+    TG_PARALLEL_TEAM(team)
+    for (int t = 0; t < team; t++)
+        fn(ctx, t, n * t / team, n * (t + 1) / team);
+}
 
 #endif
