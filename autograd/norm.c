@@ -156,58 +156,128 @@ static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
 /* Channels per block in the [N, C] layout (S = 1): a block's columns of every row are
  * contiguous, so per-channel sums run down the rows as vector adds over the block. */
 #define BN_COLS 64
-/* Partial sums per run in the [N, C, S] layout: sums over a contiguous run go into BN_LANES
- * doubles (one vector add per BN_LANES values) and are added up at the end, in a fixed order. */
+/* Partial sums in the [N, C, S] layout: a channel's N runs of S go into one bn_acc, whose
+ * BN_FLANES float lanes (a GCC vector: one vector add per BN_FLANES values, on any ISA, in the
+ * same order) are folded into BN_LANES doubles after every BN_CHUNK values, across runs (a fold
+ * per short run would cost more than the run). Double lanes throughout cost twice the
+ * instructions plus a conversion each, and scalar lanes did not vectorise: batch norm was an
+ * eighth of the GAN step. A float lane holds about BN_CHUNK / BN_FLANES = 32 terms, so its
+ * rounding stays far below the float result's, and long channels keep double's accuracy. The
+ * order of every addition is fixed: thread-independent. */
 #define BN_LANES 8
+#define BN_FLANES 16
+#define BN_CHUNK 512
+/* GCC warns that a 64-byte vector changes the ABI where AVX-512 is off: only static, inlined
+ * functions here take or return one. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+typedef float bn_vec __attribute__((vector_size(BN_FLANES * sizeof(float))));
 
-/* sum(x[0..n)) in double, in BN_LANES partial sums (the order is fixed: thread-independent). */
-static inline void bn_acc_sum(double acc[BN_LANES], const float *restrict x, int64_t n)
+static inline bn_vec bn_load(const float *p)
 {
-    int64_t j = 0;
-    for (; j + BN_LANES <= n; j += BN_LANES)
-        for (int l = 0; l < BN_LANES; l++)
-            acc[l] += x[j + l];
-    for (int l = 0; j + l < n; l++)
-        acc[l] += x[j + l];
+    bn_vec v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
 
-/* sum((x - mu)^2) over a run, likewise. */
-static inline void bn_acc_sq(double acc[BN_LANES], const float *restrict x, int64_t n, double mu)
+typedef struct {
+    double d[BN_LANES]; /* the folded chunks */
+    bn_vec f;           /* the current chunk */
+    int64_t pending;    /* terms in f */
+} bn_acc;
+
+static inline void bn_acc_fold(bn_acc *a)
 {
-    int64_t j = 0;
-    for (; j + BN_LANES <= n; j += BN_LANES)
-        for (int l = 0; l < BN_LANES; l++) {
-            const double d = x[j + l] - mu;
-            acc[l] += d * d;
-        }
-    for (int l = 0; j + l < n; l++) {
-        const double d = x[j + l] - mu;
-        acc[l] += d * d;
-    }
+    for (int l = 0; l < BN_FLANES; l++)
+        a->d[l % BN_LANES] += a->f[l];
+    a->f = (bn_vec){0};
+    a->pending = 0;
 }
 
-/* sum(dy) and sum(dy * xhat) over a run, xhat = (x - mu) * is, likewise. */
-static inline void bn_acc_dy(double sdy[BN_LANES], double sdyx[BN_LANES], const float *restrict x,
-                             const float *restrict dy, int64_t n, float mu, float is)
+/* How many of the next n terms go into a's current chunk (folding a full one first). */
+static inline int64_t bn_acc_room(bn_acc *a, int64_t n)
 {
-    int64_t j = 0;
-    for (; j + BN_LANES <= n; j += BN_LANES)
-        for (int l = 0; l < BN_LANES; l++) {
-            sdy[l] += dy[j + l];
-            sdyx[l] += (double)dy[j + l] * ((x[j + l] - mu) * is);
-        }
-    for (int l = 0; j + l < n; l++) {
-        sdy[l] += dy[j + l];
-        sdyx[l] += (double)dy[j + l] * ((x[j + l] - mu) * is);
-    }
+    if (a->pending >= BN_CHUNK)
+        bn_acc_fold(a);
+    const int64_t take = n < BN_CHUNK - a->pending ? n : BN_CHUNK - a->pending;
+    a->pending += take;
+    return take;
 }
 
-static inline double bn_lanes_total(const double acc[BN_LANES])
+static inline double bn_acc_total(bn_acc *a)
 {
+    bn_acc_fold(a);
     double t = 0;
     for (int l = 0; l < BN_LANES; l++)
-        t += acc[l];
+        t += a->d[l];
     return t;
+}
+
+/* sum(x[0..n)) into a. */
+static inline void bn_acc_sum(bn_acc *a, const float *restrict x, int64_t n)
+{
+    for (int64_t j0 = 0; j0 < n;) {
+        const int64_t e = j0 + bn_acc_room(a, n - j0);
+        bn_vec f = a->f;
+        int64_t j = j0;
+        for (; j + BN_FLANES <= e; j += BN_FLANES)
+            f += bn_load(x + j);
+        for (int l = 0; j + l < e; l++)
+            f[l] += x[j + l];
+        a->f = f;
+        j0 = e;
+    }
+}
+
+/* sum((x - mu)^2) over a run into a, likewise. x - (float)mu is exact to half an ulp of the
+ * difference, and mu's own rounding adds only m (mu - (float)mu)^2 to the sum: the two passes
+ * still protect the variance when |mean| >> std. */
+static inline void bn_acc_sq(bn_acc *a, const float *restrict x, int64_t n, double mu)
+{
+    const float fmu = (float)mu;
+    for (int64_t j0 = 0; j0 < n;) {
+        const int64_t e = j0 + bn_acc_room(a, n - j0);
+        bn_vec f = a->f;
+        int64_t j = j0;
+        for (; j + BN_FLANES <= e; j += BN_FLANES) {
+            const bn_vec d = bn_load(x + j) - fmu;
+            f += d * d;
+        }
+        for (int l = 0; j + l < e; l++) {
+            const float d = x[j + l] - fmu;
+            f[l] += d * d;
+        }
+        a->f = f;
+        j0 = e;
+    }
+}
+
+/* sum(g) into sg and sum(g * xhat) into sgx over a run, g = dy (w NULL) or dy * w, xhat =
+ * (x - mu) * is, likewise (the two fill and fold in step). Batch norm's backward passes no w;
+ * layer norm's its per-element weight. */
+static inline void bn_acc_dy(bn_acc *sg, bn_acc *sgx, const float *restrict x,
+                             const float *restrict dy, const float *restrict w, int64_t n, float mu,
+                             float is)
+{
+    for (int64_t j0 = 0; j0 < n;) {
+        const int64_t e = j0 + bn_acc_room(sg, n - j0);
+        bn_acc_room(sgx, n - j0);
+        bn_vec f = sg->f, fx = sgx->f;
+        int64_t j = j0;
+        for (; j + BN_FLANES <= e; j += BN_FLANES) {
+            const bn_vec g = w ? bn_load(dy + j) * bn_load(w + j) : bn_load(dy + j);
+            f += g;
+            fx += g * ((bn_load(x + j) - mu) * is);
+        }
+        for (int l = 0; j + l < e; l++) {
+            const float g = w ? dy[j + l] * w[j + l] : dy[j + l];
+            f[l] += g;
+            fx[l] += g * ((x[j + l] - mu) * is);
+        }
+        sg->f = f, sgx->f = fx;
+        j0 = e;
+    }
 }
 
 /* Channel c's statistics from its sum of x and sum of squared deviations (training), or the
@@ -292,14 +362,14 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
                 mu = p->sync1[c] / (double)ms;
                 ss = p->sync2[c];
             } else if (p->training) {
-                double acc[BN_LANES] = {0};
+                bn_acc acc = {0};
                 for (int64_t i = 0; i < N; i++)
-                    bn_acc_sum(acc, xd + (i * C + c) * S, S);
-                mu = bn_lanes_total(acc) / (double)m;
-                double acc2[BN_LANES] = {0};
+                    bn_acc_sum(&acc, xd + (i * C + c) * S, S);
+                mu = bn_acc_total(&acc) / (double)m;
+                bn_acc acc2 = {0};
                 for (int64_t i = 0; i < N; i++)
-                    bn_acc_sq(acc2, xd + (i * C + c) * S, S, mu);
-                ss = bn_lanes_total(acc2);
+                    bn_acc_sq(&acc2, xd + (i * C + c) * S, S, mu);
+                ss = bn_acc_total(&acc2);
             }
             batch_norm_stats(p, c, ms, mu, ss, mean, invstd);
             const float fmu = mean[c], scale = invstd[c] * (w ? w[c] : 1.0f);
@@ -414,11 +484,11 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
         const float mu = mean[c], is = invstd[c];
         double sdy = 0, sdyx = 0; /* sum(dy), sum(dy * xhat) over the channel */
         if (need_sums) {
-            double acc_dy[BN_LANES] = {0}, acc_dyx[BN_LANES] = {0};
+            bn_acc acc_dy = {0}, acc_dyx = {0};
             for (int64_t i = 0; i < N; i++)
-                bn_acc_dy(acc_dy, acc_dyx, xd + (i * C + c) * S, dy + (i * C + c) * S, S, mu, is);
-            sdy = bn_lanes_total(acc_dy);
-            sdyx = bn_lanes_total(acc_dyx);
+                bn_acc_dy(&acc_dy, &acc_dyx, xd + (i * C + c) * S, dy + (i * C + c) * S, NULL, S, mu, is);
+            sdy = bn_acc_total(&acc_dy);
+            sdyx = bn_acc_total(&acc_dyx);
         }
         float g, a, k;
         batch_norm_dcoef(p, w, c, m, sdy, sdyx, is, &gr, &g, &a, &k);
@@ -458,12 +528,12 @@ static void batch_norm_backward_synced(tg_node *n)
     const float *xd = x->data, *dy = n->out->grad->data;
     TG_PARALLEL_FOR_WORK(C, N * S)
     for (int64_t c = 0; c < C; c++) {
-        double acc_dy[BN_LANES] = {0}, acc_dyx[BN_LANES] = {0};
+        bn_acc acc_dy = {0}, acc_dyx = {0};
         for (int64_t i = 0; i < N && S > 0; i++)
-            bn_acc_dy(acc_dy, acc_dyx, xd + (i * C + c) * S, dy + (i * C + c) * S, S, mean[c],
+            bn_acc_dy(&acc_dy, &acc_dyx, xd + (i * C + c) * S, dy + (i * C + c) * S, NULL, S, mean[c],
                       invstd[c]);
-        v[c] = bn_lanes_total(acc_dy);
-        v[C + c] = bn_lanes_total(acc_dyx);
+        v[c] = bn_acc_total(&acc_dy);
+        v[C + c] = bn_acc_total(&acc_dyx);
     }
     p->reduce(p->reduce_ctx, v, 2 * C);
     p->sync1 = v, p->sync2 = v + C;
@@ -645,10 +715,10 @@ static tg_status batch_norm_sync_stats(const tg_tensor *x, double **out, int64_t
     const float *xd = x->data;
     TG_PARALLEL_FOR_WORK(C, N * S)
     for (int64_t c = 0; c < C; c++) {
-        double acc[BN_LANES] = {0};
+        bn_acc acc = {0};
         for (int64_t i = 0; i < N && S > 0; i++)
-            bn_acc_sum(acc, xd + (i * C + c) * S, S);
-        v[c] = bn_lanes_total(acc);
+            bn_acc_sum(&acc, xd + (i * C + c) * S, S);
+        v[c] = bn_acc_total(&acc);
     }
     v[C] = (double)(N * S);
     bn_reduce(bn_reduce_ctx, v, C + 1);
@@ -657,10 +727,10 @@ static tg_status batch_norm_sync_stats(const tg_tensor *x, double **out, int64_t
     TG_PARALLEL_FOR_WORK(C, N * S)
     for (int64_t c = 0; c < C; c++) {
         const double mu = *m > 0 ? v[c] / (double)*m : 0.0;
-        double acc[BN_LANES] = {0};
+        bn_acc acc = {0};
         for (int64_t i = 0; i < N && S > 0; i++)
-            bn_acc_sq(acc, xd + (i * C + c) * S, S, mu);
-        ss[c] = bn_lanes_total(acc);
+            bn_acc_sq(&acc, xd + (i * C + c) * S, S, mu);
+        ss[c] = bn_acc_total(&acc);
     }
     bn_reduce(bn_reduce_ctx, ss, C);
     *out = v;
@@ -1207,12 +1277,12 @@ TG_ISA_KERNEL(layer_norm_forward, (tg_node * n), (n))
     for (int64_t r = 0; r < R; r++) {
         const float *restrict xr = xd + r * D;
         float *restrict yr = y + r * D;
-        double acc[BN_LANES] = {0};
-        bn_acc_sum(acc, xr, D);
-        const double mu = bn_lanes_total(acc) / (double)D;
-        double acc2[BN_LANES] = {0};
-        bn_acc_sq(acc2, xr, D, mu);
-        const double var = bn_lanes_total(acc2) / (double)D;
+        bn_acc acc = {0};
+        bn_acc_sum(&acc, xr, D);
+        const double mu = bn_acc_total(&acc) / (double)D;
+        bn_acc acc2 = {0};
+        bn_acc_sq(&acc2, xr, D, mu);
+        const double var = bn_acc_total(&acc2) / (double)D;
         const float fmu = (float)mu, rs = (float)(1.0 / sqrt(var + (double)p->eps));
         mean[r] = fmu;
         rstd[r] = rs;
@@ -1231,37 +1301,14 @@ TG_ISA_KERNEL(layer_norm_forward, (tg_node * n), (n))
     }
 }
 
-/* sum(g) and sum(g * xhat) over a row, g = dy * w, xhat = (x - mu) * rs, in BN_LANES partial
- * sums (bn_acc_dy is the w = 1 case). */
-static inline void ln_acc_dg(double sg[BN_LANES], double sgx[BN_LANES], const float *restrict x,
-                             const float *restrict dy, const float *restrict w, int64_t n, float mu,
-                             float rs)
-{
-    int64_t j = 0;
-    for (; j + BN_LANES <= n; j += BN_LANES)
-        for (int l = 0; l < BN_LANES; l++) {
-            const float g = dy[j + l] * w[j + l];
-            sg[l] += g;
-            sgx[l] += (double)g * ((x[j + l] - mu) * rs);
-        }
-    for (int l = 0; j + l < n; l++) {
-        const float g = dy[j + l] * w[j + l];
-        sg[l] += g;
-        sgx[l] += (double)g * ((x[j + l] - mu) * rs);
-    }
-}
-
 /* dx of one row: dx = rs * (g - a - xhat * c), a = sum(g)/D, c = sum(g * xhat)/D. */
 static inline void ln_row_dx(float *restrict dx, const float *restrict x, const float *restrict dy,
                              const float *restrict w, int64_t D, float mu, float rs, bool set)
 {
-    double sg[BN_LANES] = {0}, sgx[BN_LANES] = {0};
-    if (w)
-        ln_acc_dg(sg, sgx, x, dy, w, D, mu, rs);
-    else
-        bn_acc_dy(sg, sgx, x, dy, D, mu, rs);
-    const float a = (float)(bn_lanes_total(sg) / (double)D);
-    const float c = (float)(bn_lanes_total(sgx) / (double)D);
+    bn_acc sg = {0}, sgx = {0};
+    bn_acc_dy(&sg, &sgx, x, dy, w, D, mu, rs);
+    const float a = (float)(bn_acc_total(&sg) / (double)D);
+    const float c = (float)(bn_acc_total(&sgx) / (double)D);
     if (w && set)
         for (int64_t j = 0; j < D; j++)
             dx[j] = rs * (dy[j] * w[j] - a - (x[j] - mu) * rs * c);

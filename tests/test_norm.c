@@ -125,6 +125,75 @@ static void test_batch_norm_no_affine(void **state)
     free(dyw);
 }
 
+/* The double-precision reference of one normalised group of n values (a batch norm channel, a
+ * layer norm row): xhat = (x - mean) / sqrt(var + eps) and, for g = dy * w, the input gradient
+ * dx = (g - mean(g) - xhat mean(g xhat)) / sqrt(var + eps). */
+static void normalise_ref(int64_t n, const double *x, const double *dy, const double *w, double eps,
+                          double *xhat, double *dx)
+{
+    double mu = 0, var = 0, a = 0, k = 0;
+    for (int64_t i = 0; i < n; i++)
+        mu += x[i] / (double)n;
+    for (int64_t i = 0; i < n; i++)
+        var += (x[i] - mu) * (x[i] - mu) / (double)n;
+    const double is = 1.0 / sqrt(var + eps);
+    for (int64_t i = 0; i < n; i++) {
+        xhat[i] = (x[i] - mu) * is;
+        a += dy[i] * w[i] / (double)n;
+        k += dy[i] * w[i] * xhat[i] / (double)n;
+    }
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = is * (dy[i] * w[i] - a - xhat[i] * k);
+}
+
+/* Channels of 7 runs of 145 values: their sums cross the kernels' float chunks in the middle of
+ * runs and end in a partial chunk, and a mean of 1000 against a standard deviation of 1.5
+ * makes any lost or twice-counted term show. y, dx, dweight and dbias against double. */
+static void test_batch_norm_long_channels(void **state)
+{
+    (void)state;
+    enum { N = 7, C = 3, H = 5, W = 29, S = H * W, M = N * S };
+    tg_rng rng;
+    tg_rng_seed(&rng, 5);
+    tg_tensor *x = tg_tensor_new(TG_DIMS(N, C, H, W)), *dy = tg_tensor_new(TG_DIMS(N, C, H, W));
+    tg_tensor *w = tg_tensor_new(TG_DIMS(C)), *b = tg_tensor_new(TG_DIMS(C));
+    tg_tensor_normal_(x, &rng, 1000.0f, 1.5f);
+    tg_tensor_normal_(dy, &rng, 0.0f, 1.0f);
+    tg_tensor_uniform_(w, &rng, 0.5f, 1.5f);
+    tg_tensor_uniform_(b, &rng, -1.0f, 1.0f);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(w, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_batch_norm(x, w, b, TG_NONE, TG_NONE, true, 0.1f, 1e-5f);
+    assert_non_null(y);
+    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+    static double xs[M], gs[M], ws[M], xhat[M], dx[M];
+    for (int64_t c = 0; c < C; c++) {
+        for (int64_t i = 0; i < M; i++) {
+            const int64_t at = (i / S * C + c) * S + i % S;
+            xs[i] = x->data[at], gs[i] = dy->data[at], ws[i] = w->data[c];
+        }
+        normalise_ref(M, xs, gs, ws, 1e-5, xhat, dx);
+        double dw = 0, db = 0;
+        for (int64_t i = 0; i < M; i++) {
+            const int64_t at = (i / S * C + c) * S + i % S;
+            const double want_y = xhat[i] * w->data[c] + b->data[c];
+            assert_close(y->data[at], want_y, 1e-4 + 1e-4 * fabs(want_y));
+            assert_close(x->grad->data[at], dx[i], 1e-5 + 1e-4 * fabs(dx[i]));
+            dw += gs[i] * xhat[i];
+            db += gs[i];
+        }
+        assert_close(w->grad->data[c], dw, 1e-3 + 1e-4 * fabs(dw));
+        assert_close(b->grad->data[c], db, 1e-3 + 1e-4 * fabs(db));
+    }
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_tensor_release(x);
+    tg_tensor_release(dy);
+    tg_tensor_release(w);
+    tg_tensor_release(b);
+}
+
 /* The running buffers are not op inputs: a discriminator applied to two batches on one tape
  * updates them twice, and backward through both applications still works. */
 static void test_batch_norm_two_calls_one_tape(void **state)
@@ -527,6 +596,44 @@ static void layer_norm_run(int threads, int64_t R, int64_t D, tg_tensor *out[4])
     tg_set_num_threads(2);
 }
 
+/* Rows of 1100 values (two full float chunks of the sums and a partial one), with and without
+ * a weight, mean 1000 against a standard deviation of 1.5: y and dx against double. */
+static void test_layer_norm_long_rows(void **state)
+{
+    (void)state;
+    enum { R = 3, D = 1100 };
+    for (int affine = 0; affine < 2; affine++) {
+        tg_rng rng;
+        tg_rng_seed(&rng, 6);
+        tg_tensor *x = tg_tensor_new(TG_DIMS(R, D)), *dy = tg_tensor_new(TG_DIMS(R, D));
+        tg_tensor *w = tg_tensor_new(TG_DIMS(D));
+        tg_tensor_normal_(x, &rng, 1000.0f, 1.5f);
+        tg_tensor_normal_(dy, &rng, 0.0f, 1.0f);
+        tg_tensor_uniform_(w, &rng, 0.5f, 1.5f);
+        tg_tensor_set_requires_grad(x, true);
+        tg_tape *tape = tg_tape_begin(TG_GRAD);
+        tg_tensor *y = tg_layer_norm(x, 1, affine ? w : TG_NONE, TG_NONE, 1e-5f);
+        assert_non_null(y);
+        assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+        static double xs[D], gs[D], ws[D], xhat[D], dx[D];
+        for (int64_t r = 0; r < R; r++) {
+            for (int64_t j = 0; j < D; j++)
+                xs[j] = x->data[r * D + j], gs[j] = dy->data[r * D + j],
+                ws[j] = affine ? w->data[j] : 1.0;
+            normalise_ref(D, xs, gs, ws, 1e-5, xhat, dx);
+            for (int64_t j = 0; j < D; j++) {
+                const double want_y = xhat[j] * ws[j];
+                assert_close(y->data[r * D + j], want_y, 1e-4 + 1e-4 * fabs(want_y));
+                assert_close(x->grad->data[r * D + j], dx[j], 1e-5 + 1e-4 * fabs(dx[j]));
+            }
+        }
+        assert_int_equal(tg_tape_end(tape), TG_OK);
+        tg_tensor_release(x);
+        tg_tensor_release(dy);
+        tg_tensor_release(w);
+    }
+}
+
 /* The same bits for 1 and 2 threads (the parameter gradients are sums over rows). Also checks
  * every row of y has mean 0 and variance 1 before the affine map, i.e. (y - b) / w. */
 static void test_layer_norm_threads(void **state)
@@ -705,7 +812,8 @@ int main(void)
         TG_TEST(test_dropout_errors),          TG_TEST(test_batch_norm_null_keeps_error),
         TG_TEST(test_layer_norm_golden),       TG_TEST(test_layer_norm_threads),
         TG_TEST(test_layer_norm_errors),       TG_TEST(test_layer_norm_empty),
-        TG_TEST(test_layer_norm_module),
+        TG_TEST(test_layer_norm_module),       TG_TEST(test_batch_norm_long_channels),
+        TG_TEST(test_layer_norm_long_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
