@@ -236,6 +236,65 @@ static void test_max_pool_propagates_nan(void **state)
     tg_tensor_release(t);
 }
 
+/* 2 x 2 windows at stride 2 without padding (the GAN's pooling, computed eight windows at a
+ * time): y and dx against a window-at-a-time reference, on rows of 1 to 16 windows (full and
+ * partial blocks of eight, odd sizes that leave a row or column out), with ties (values from a
+ * set of five), NaNs (the last in window order wins), and -inf. */
+static void test_max_pool_2x2_blocks(void **state)
+{
+    (void)state;
+    static const int64_t sizes[][2] = {{2, 2}, {3, 5}, {4, 16}, {5, 17}, {8, 33}, {2, 32}};
+    tg_rng rng;
+    tg_rng_seed(&rng, 7);
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        const int64_t P = 3, H = sizes[s][0], W = sizes[s][1], Ho = H / 2, Wo = W / 2;
+        tg_tensor *x = tg_tensor_new(TG_DIMS(1, P, H, W)),
+                  *dy = tg_tensor_new(TG_DIMS(1, P, Ho, Wo));
+        for (int64_t i = 0; i < x->numel; i++) {
+            const uint32_t r = tg_rng_u32(&rng) % 40;
+            x->data[i] = r == 0 ? NAN : r == 1 ? -INFINITY : (float)(r % 5);
+        }
+        for (int64_t i = 0; i < dy->numel; i++)
+            dy->data[i] = (float)(i + 1);
+        assert_int_equal(tg_tensor_set_requires_grad(x, true), TG_OK);
+        tg_tape *tape = tg_tape_begin(TG_GRAD);
+        tg_tensor *y = tg_max_pool2d(x, 2, 2, 0);
+        assert_non_null(y);
+        assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+        float *want_dx = calloc((size_t)x->numel, sizeof(float));
+        for (int64_t p = 0; p < P; p++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    int64_t best = -1;
+                    for (int64_t k = 0; k < 4; k++) { /* row-major window order */
+                        const int64_t at = (p * H + 2 * oh + k / 2) * W + 2 * ow + k % 2;
+                        if (best < 0 || x->data[at] > x->data[best])
+                            best = at;
+                    }
+                    for (int64_t k = 0; k < 4; k++) {
+                        const int64_t at = (p * H + 2 * oh + k / 2) * W + 2 * ow + k % 2;
+                        if (isnan(x->data[at]))
+                            best = at;
+                    }
+                    const int64_t o = (p * Ho + oh) * Wo + ow;
+                    const float got = y->data[o], want = x->data[best];
+                    if (!(got == want || (isnan(got) && isnan(want))))
+                        fail_msg("[%lld x %lld] plane %lld window (%lld, %lld): y %g, expected %g",
+                                 (long long)H, (long long)W, (long long)p, (long long)oh,
+                                 (long long)ow, (double)got, (double)want);
+                    want_dx[best] += dy->data[o];
+                }
+        for (int64_t i = 0; i < x->numel; i++)
+            if (x->grad->data[i] != want_dx[i])
+                fail_msg("[%lld x %lld] dx[%lld] = %g, expected %g", (long long)H, (long long)W,
+                         (long long)i, (double)x->grad->data[i], (double)want_dx[i]);
+        free(want_dx);
+        assert_int_equal(tg_tape_end(tape), TG_OK);
+        tg_tensor_release(x);
+        tg_tensor_release(dy);
+    }
+}
+
 static void test_avg_pool_4x4(void **state)
 {
     (void)state;
@@ -506,6 +565,7 @@ int main(void)
         TG_TEST(test_max_pool_padding_is_minus_inf),
         TG_TEST(test_max_pool_ties_go_to_first),
         TG_TEST(test_max_pool_propagates_nan),
+        TG_TEST(test_max_pool_2x2_blocks),
         TG_TEST(test_avg_pool_4x4),
         TG_TEST(test_avg_pool_counts_padding),
         TG_TEST(test_avg_pool_excludes_padding),
