@@ -283,6 +283,18 @@ tg_tensor *tg_upsample(tg_tensor *x, int scale, tg_upsample_mode mode);
  * gradient and are not held after the call (PyTorch defaults: momentum 0.1, eps 1e-5). */
 tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps);
+/* An activation applied inside tg_batch_norm_act. */
+typedef enum { TG_ACT_NONE = 0, TG_ACT_RELU, TG_ACT_LEAKY_RELU, TG_ACT_TANH } tg_act;
+/* act(tg_batch_norm(...)) as one op, PaddlePaddle's BatchNorm(act=...): the normalised values
+ * are never stored (one activation-sized tensor less alive until backward) and the activation
+ * takes no pass of its own. The same bits as tg_batch_norm followed by tg_relu,
+ * tg_leaky_relu(slope) or tg_tanh, forward and backward (for H * W up to 1024; beyond, the
+ * backward's sums may round differently). slope is leaky_relu's, finite and > 0 (its
+ * derivative is read from the output); ignored otherwise. nn's Sequential uses it for a
+ * BatchNorm followed by one of these activations. */
+tg_tensor *tg_batch_norm_act(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                             tg_tensor *running_mean, tg_tensor *running_var, bool training,
+                             float momentum, float eps, tg_act act, float slope);
 /* Synchronised batch norm, for data-parallel training (dist/'s tg_dist_sync_batch_norm): while
  * a hook is set, a training-mode tg_batch_norm takes its statistics over the batches of every
  * process taking part, not over x alone. reduce(ctx, v, n) must replace the n doubles v by

@@ -83,43 +83,6 @@ static inline float ew_sigmoid(float x)
     return (pos + (1.0f - pos) * e) / (1.0f + e);
 }
 
-/* tanh(x) in arithmetic and selects only, so the loops vectorise (glibc's tanhf is a call per
- * element, 18 ns each here; this is 0.4 ns with AVX-512). Checked against tanh in double on
- * every float of magnitude up to 12 (beyond, both give +-1): at most 1 ulp from the correctly
- * rounded value (glibc's tanhf: 2 ulp); NaN stays NaN, tanh(-0) = -0.
- *   |x| < 0.625:  x + x^3 P(x^2), P of degree 5 fitted (weighted least squares, minimax-like)
- *                 to (tanh(x) - x) / x^3; its relative error is 2e-10 before rounding.
- *   otherwise:    1 - 2 / (e^2|x| + 1) (at least 0.55, so the subtraction loses nothing),
- *                 2|x| clamped to 20 (tanh rounds to 1 from |x| = 9.02 on), e^2|x| by ew_exp.
- * The sign is copied back from x. */
-static inline float ew_tanh(float x)
-{
-    uint32_t xb;
-    memcpy(&xb, &x, sizeof xb);
-    const uint32_t sign = xb & 0x80000000u, ab = xb ^ sign;
-    float ax;
-    memcpy(&ax, &ab, sizeof ax);
-
-    const float s = ax * ax;
-    const float p = -0.3333333134651184f +
-                    s * (0.13333210349082947f +
-                         s * (-0.05394720658659935f +
-                              s * (0.021702973172068596f +
-                                   s * (-0.008182685822248459f + s * 0.0021475469693541527f))));
-    const float small = ax + ax * s * p;
-
-    const float z = ax > 10.0f ? 20.0f : 2.0f * ax; /* keeps a NaN */
-    const float large = 1.0f - 2.0f / (ew_exp(z) + 1.0f);
-
-    const float t = ax < 0.625f ? small : large;
-    uint32_t tb;
-    memcpy(&tb, &t, sizeof tb);
-    tb |= sign;
-    float out;
-    memcpy(&out, &tb, sizeof out);
-    return out;
-}
-
 /* erf(x) in arithmetic and selects only, so gelu vectorises (erff is a call per element, 30 ns
  * here). |x| < 0.5: x times the Taylor series of erf(x) / x to x^12 (truncation 2e-9 relative);
  * beyond: 1 - t P(t) e^-x^2 with t = 1 / (1 + 0.3275911 |x|), Abramowitz and Stegun 7.1.26

@@ -52,6 +52,10 @@ typedef struct {
      * the count of values per channel over them all (from the forward, kept for the backward). */
     const double *sync1, *sync2;
     int64_t sync_m;
+    /* tg_batch_norm_act's activation of the normalised values (a tg_act) and leaky_relu's
+     * slope; TG_ACT_NONE for tg_batch_norm. */
+    int act;
+    float slope;
 } batch_norm_params;
 
 /* The affine parameters' data, NULL when absent. */
@@ -140,6 +144,17 @@ static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
     if (!p->training && !p->running_mean)
         return tg_set_error(TG_ERR_ARG, "tg_batch_norm: eval mode (training = false) needs "
                                         "running_mean and running_var");
+    if (p->act < TG_ACT_NONE || p->act > TG_ACT_TANH)
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_batch_norm_act: act %d is not a tg_act (NONE %d, RELU %d, "
+                            "LEAKY_RELU %d, TANH %d)",
+                            p->act, TG_ACT_NONE, TG_ACT_RELU, TG_ACT_LEAKY_RELU, TG_ACT_TANH);
+    /* A positive slope keeps leaky_relu's sign: its derivative is then read from y. */
+    if (p->act == TG_ACT_LEAKY_RELU && !(p->slope > 0.0f && isfinite(p->slope)))
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_batch_norm_act: leaky_relu slope %g must be finite and > 0 "
+                            "(apply tg_leaky_relu after tg_batch_norm for others)",
+                            (double)p->slope);
     *ndim = x->ndim;
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     /* mean[C], invstd[C]; room for one channel when C is 0, so that the kernels' pointers into
@@ -280,6 +295,86 @@ static inline void bn_acc_dy(bn_acc *sg, bn_acc *sgx, const float *restrict x,
     }
 }
 
+/* ---- batch_norm's fused activation (tg_batch_norm_act) ----
+ * y = act(z) for z the normalised value, which is never stored: one activation-sized tensor
+ * less on the tape, and no pass of its own either way. The backward turns dy into dz = dy *
+ * act'(z) read from y: relu's z > 0 is y > 0, so is leaky_relu's for its slope > 0 (checked),
+ * and tanh's 1 - tanh(z)^2 is 1 - y^2. Each is the expression of the separate op
+ * (elementwise.def), so batch_norm followed by the activation and batch_norm_act give the same
+ * bits, forward and backward, for runs (H * W) of up to BN_DZ_RUN values; beyond, the backward's
+ * sums take a longer run in pieces and may round differently. */
+#define BN_DZ_RUN 1024
+
+static inline void bn_act_apply(const batch_norm_params *p, float *restrict y, int64_t n)
+{
+    const float slope = p->slope;
+    switch (p->act) {
+    case TG_ACT_RELU:
+        TG_PRAGMA(omp simd)
+        for (int64_t j = 0; j < n; j++)
+            y[j] = y[j] < 0.0f ? 0.0f : y[j];
+        break;
+    case TG_ACT_LEAKY_RELU:
+        TG_PRAGMA(omp simd)
+        for (int64_t j = 0; j < n; j++)
+            y[j] = y[j] > 0.0f ? y[j] : slope * y[j];
+        break;
+    case TG_ACT_TANH:
+        TG_PRAGMA(omp simd)
+        for (int64_t j = 0; j < n; j++)
+            y[j] = ew_tanh(y[j]);
+        break;
+    default: break;
+    }
+}
+
+/* dz = dy * act'(y) over n <= BN_DZ_RUN values, into buf; dy itself without an activation. */
+static inline const float *bn_act_grad(const batch_norm_params *p, const float *dy,
+                                       const float *restrict y, int64_t n, float *restrict buf)
+{
+    const float slope = p->slope;
+    switch (p->act) {
+    case TG_ACT_RELU:
+        TG_PRAGMA(omp simd)
+        for (int64_t j = 0; j < n; j++)
+            buf[j] = dy[j] * (y[j] > 0.0f ? 1.0f : 0.0f);
+        return buf;
+    case TG_ACT_LEAKY_RELU:
+        TG_PRAGMA(omp simd)
+        for (int64_t j = 0; j < n; j++)
+            buf[j] = dy[j] * (y[j] > 0.0f ? 1.0f : slope);
+        return buf;
+    case TG_ACT_TANH:
+        TG_PRAGMA(omp simd)
+        for (int64_t j = 0; j < n; j++)
+            buf[j] = dy[j] * (1.0f - y[j] * y[j]);
+        return buf;
+    default: return dy;
+    }
+}
+
+/* The pieces the backward walks a run of S in: whole without an activation, else as many
+ * values as bn_act_grad's buffer holds. */
+static inline int64_t bn_piece_len(const batch_norm_params *p, int64_t S)
+{
+    return p->act == TG_ACT_NONE || S < BN_DZ_RUN ? S : BN_DZ_RUN;
+}
+
+/* sum(dz) and sum(dz * xhat) over channel c's N runs of S into its accumulators (x, dy and y
+ * at the channel's first run; runs C * S apart). */
+static void bn_channel_sums(const batch_norm_params *p, const float *x, const float *dy,
+                            const float *y, int64_t N, int64_t C, int64_t S, float mu, float is,
+                            bn_acc *sdy, bn_acc *sdyx)
+{
+    float buf[BN_DZ_RUN];
+    const int64_t piece = bn_piece_len(p, S);
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t j0 = 0; j0 < S; j0 += piece) {
+            const int64_t o = i * C * S + j0, len = S - j0 < piece ? S - j0 : piece;
+            bn_acc_dy(sdy, sdyx, x + o, bn_act_grad(p, dy + o, y + o, len, buf), NULL, len, mu, is);
+        }
+}
+
 /* Channel c's statistics from its sum of x and sum of squared deviations (training), or the
  * running ones (eval); updates the running statistics in training. */
 static void batch_norm_stats(const batch_norm_params *p, int64_t c, int64_t m, double mu, double ss,
@@ -349,9 +444,11 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
                 scale[k] = invstd[c] * (w ? w[c] : 1.0f);
                 shift[k] = b ? b[c] : 0.0f;
             }
-            for (int64_t i = 0; i < N; i++)
+            for (int64_t i = 0; i < N; i++) {
                 for (int64_t k = 0; k < nc; k++)
                     y[i * C + c0 + k] = (xd[i * C + c0 + k] - fmu[k]) * scale[k] + shift[k];
+                bn_act_apply(p, y + i * C + c0, nc);
+            }
         }
     } else {
         /* [N, C, S]: per channel, N contiguous runs of S. */
@@ -379,6 +476,7 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
                 float *restrict yc = y + (i * C + c) * S;
                 for (int64_t j = 0; j < S; j++)
                     yc[j] = (xc[j] - fmu) * scale + shift;
+                bn_act_apply(p, yc, S);
             }
         }
     }
@@ -420,7 +518,7 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
     const float *w = batch_norm_weight(n);
     const int64_t N = x->shape[0], C = x->shape[1], S = batch_norm_spatial(x), m = N * S;
     const float *mean = n->scratch, *invstd = mean + C;
-    const float *xd = x->data, *dy = n->out->grad->data;
+    const float *xd = x->data, *dy = n->out->grad->data, *y = n->out->data;
     const int iw = 1, ib = p->has_weight ? 2 : 1;
     const batch_norm_grads gr = {.dx = tg_grad_of(n, 0),
                                  .dx_set = tg_grad_fresh(n, 0),
@@ -445,25 +543,28 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
         for (int64_t blk = 0; blk < blocks; blk++) {
             const int64_t c0 = blk * BN_COLS, nc = C - c0 < BN_COLS ? C - c0 : BN_COLS;
             double sdy[BN_COLS] = {0}, sdyx[BN_COLS] = {0};
-            float fmu[BN_COLS], fis[BN_COLS], g[BN_COLS], a[BN_COLS], k[BN_COLS];
+            float fmu[BN_COLS], fis[BN_COLS], g[BN_COLS], a[BN_COLS], k[BN_COLS], dz[BN_COLS];
             for (int64_t q = 0; q < nc; q++) {
                 fmu[q] = mean[c0 + q];
                 fis[q] = invstd[c0 + q];
             }
             if (need_sums)
-                for (int64_t i = 0; i < N; i++)
+                for (int64_t i = 0; i < N; i++) {
+                    const float *dzr = bn_act_grad(p, dy + i * C + c0, y + i * C + c0, nc, dz);
                     for (int64_t q = 0; q < nc; q++) {
-                        const float d = dy[i * C + c0 + q];
+                        const float d = dzr[q];
                         sdy[q] += d;
                         sdyx[q] += (double)d * ((xd[i * C + c0 + q] - fmu[q]) * fis[q]);
                     }
+                }
             for (int64_t q = 0; q < nc; q++)
                 batch_norm_dcoef(p, w, c0 + q, m, sdy[q], sdyx[q], fis[q], &gr, &g[q], &a[q],
                                  &k[q]);
             if (!dx)
                 continue;
             for (int64_t i = 0; i < N; i++) { /* dx may be dy (dx_over_dy): not restrict */
-                const float *dyr = dy + i * C + c0, *restrict xr = xd + i * C + c0;
+                const float *dyr = bn_act_grad(p, dy + i * C + c0, y + i * C + c0, nc, dz);
+                const float *restrict xr = xd + i * C + c0;
                 float *dxr = dx + i * C + c0;
                 if (gr.dx_set) {
                     TG_PRAGMA(omp simd)
@@ -485,8 +586,8 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
         double sdy = 0, sdyx = 0; /* sum(dy), sum(dy * xhat) over the channel */
         if (need_sums) {
             bn_acc acc_dy = {0}, acc_dyx = {0};
-            for (int64_t i = 0; i < N; i++)
-                bn_acc_dy(&acc_dy, &acc_dyx, xd + (i * C + c) * S, dy + (i * C + c) * S, NULL, S, mu, is);
+            bn_channel_sums(p, xd + c * S, dy + c * S, y + c * S, N, C, S, mu, is, &acc_dy,
+                            &acc_dyx);
             sdy = bn_acc_total(&acc_dy);
             sdyx = bn_acc_total(&acc_dyx);
         }
@@ -494,19 +595,24 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
         batch_norm_dcoef(p, w, c, m, sdy, sdyx, is, &gr, &g, &a, &k);
         if (!dx)
             continue;
-        for (int64_t i = 0; i < N; i++) { /* dx may be dy (dx_over_dy): not restrict */
-            const float *restrict xc = xd + (i * C + c) * S, *dyc = dy + (i * C + c) * S;
-            float *dxc = dx + (i * C + c) * S;
-            if (gr.dx_set) {
-                TG_PRAGMA(omp simd)
-                for (int64_t j = 0; j < S; j++)
-                    dxc[j] = g * (dyc[j] - a - (xc[j] - mu) * is * k);
-            } else {
-                TG_PRAGMA(omp simd)
-                for (int64_t j = 0; j < S; j++)
-                    dxc[j] += g * (dyc[j] - a - (xc[j] - mu) * is * k);
+        float buf[BN_DZ_RUN];
+        const int64_t piece = bn_piece_len(p, S);
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t j0 = 0; j0 < S; j0 += piece) {
+                const int64_t o = (i * C + c) * S + j0, len = S - j0 < piece ? S - j0 : piece;
+                /* dx may be dy (dx_over_dy): not restrict */
+                const float *restrict xc = xd + o, *dyc = bn_act_grad(p, dy + o, y + o, len, buf);
+                float *dxc = dx + o;
+                if (gr.dx_set) {
+                    TG_PRAGMA(omp simd)
+                    for (int64_t j = 0; j < len; j++)
+                        dxc[j] = g * (dyc[j] - a - (xc[j] - mu) * is * k);
+                } else {
+                    TG_PRAGMA(omp simd)
+                    for (int64_t j = 0; j < len; j++)
+                        dxc[j] += g * (dyc[j] - a - (xc[j] - mu) * is * k);
+                }
             }
-        }
     }
 }
 
@@ -525,13 +631,13 @@ static void batch_norm_backward_synced(tg_node *n)
     const int64_t N = x->shape[0], C = x->shape[1], S = batch_norm_spatial(x);
     const float *mean = n->scratch, *invstd = mean + C;
     double *v = (double *)((char *)n->scratch + batch_norm_sync_offset(C));
-    const float *xd = x->data, *dy = n->out->grad->data;
+    const float *xd = x->data, *dy = n->out->grad->data, *y = n->out->data;
     TG_PARALLEL_FOR_WORK(C, N * S)
     for (int64_t c = 0; c < C; c++) {
         bn_acc acc_dy = {0}, acc_dyx = {0};
-        for (int64_t i = 0; i < N && S > 0; i++)
-            bn_acc_dy(&acc_dy, &acc_dyx, xd + (i * C + c) * S, dy + (i * C + c) * S, NULL, S, mean[c],
-                      invstd[c]);
+        if (S > 0 && N > 0)
+            bn_channel_sums(p, xd + c * S, dy + c * S, y + c * S, N, C, S, mean[c], invstd[c],
+                            &acc_dy, &acc_dyx);
         v[c] = bn_acc_total(&acc_dy);
         v[C + c] = bn_acc_total(&acc_dyx);
     }
@@ -571,8 +677,26 @@ static tg_status norm_graph_empty(const tg_node *n, uint32_t need, tg_tensor **g
     return TG_OK;
 }
 
+/* The gradient of the normalised values from y's, gout * act'(y) (see bn_act_grad): for tanh
+ * 1 - y^2 with y's history (its second derivative), for relu and leaky_relu a constant mask
+ * (they are piecewise linear). */
+static tg_tensor *batch_norm_act_graph(const tg_node *n, tg_tensor *gout)
+{
+    const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
+    tg_tensor *y = n->out;
+    if (p->act == TG_ACT_TANH)
+        return tg_mul(gout, tg_add_scalar(tg_neg(tg_mul(y, y)), 1.0f));
+    tg_tensor *mask = tg_zeros(y->ndim, y->shape);
+    if (!mask)
+        return NULL;
+    const float below = p->act == TG_ACT_RELU ? 0.0f : p->slope;
+    for (int64_t j = 0; j < y->numel; j++)
+        mask->data[j] = y->data[j] > 0.0f ? 1.0f : below;
+    return tg_mul(gout, mask);
+}
+
 /* dw = sum over (0, 2) of dy * xhat; db = the same of dy; dx = norm_graph_dx (training) or
- * dy * w * invstd (eval). */
+ * dy * w * invstd (eval); dy being gout, or batch_norm_act_graph's with an activation. */
 static tg_status batch_norm_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
                                            tg_tensor **gin)
 {
@@ -584,6 +708,8 @@ static tg_status batch_norm_backward_graph(tg_node *n, tg_tensor *gout, uint32_t
                             "synchronised batch norm (tg_batch_norm_set_reduce) is not supported");
     if (x->numel == 0)
         return norm_graph_empty(n, need, gin);
+    if (p->act != TG_ACT_NONE && !(gout = batch_norm_act_graph(n, gout)))
+        return tg_last_status();
     const int iw = 1, ib = p->has_weight ? 2 : 1;
     const bool want_x = tg_graph_needs(need, 0), want_w = p->has_weight && tg_graph_needs(need, iw),
                want_b = p->has_bias && tg_graph_needs(need, ib);
@@ -659,6 +785,28 @@ static const tg_case batch_norm_cases[] = {
      .name = "eval_4d_bias_only",
      .init_params = batch_norm_case_running_stats,
      TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .has_bias = true)},
+    /* tg_batch_norm_act */
+    {.shape = {{2, 3, 3, 3}, {3}, {3}},
+     .n_in = 3,
+     .name = "train_4d_relu",
+     TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true,
+                    .has_weight = true, .has_bias = true, .act = TG_ACT_RELU)},
+    {.shape = {{6, 3}, {3}, {3}},
+     .n_in = 3,
+     .name = "train_2d_leaky_relu",
+     TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true,
+                    .has_weight = true, .has_bias = true, .act = TG_ACT_LEAKY_RELU, .slope = 0.2f)},
+    {.shape = {{2, 3, 3, 3}, {3}, {3}},
+     .n_in = 3,
+     .name = "train_4d_tanh",
+     TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .training = true,
+                    .has_weight = true, .has_bias = true, .act = TG_ACT_TANH)},
+    {.shape = {{4, 3}, {3}, {3}},
+     .n_in = 3,
+     .name = "eval_2d_tanh",
+     .init_params = batch_norm_case_running_stats,
+     TG_CASE_PARAMS(batch_norm_params, .momentum = 0.1f, .eps = 1e-5f, .has_weight = true,
+                    .has_bias = true, .act = TG_ACT_TANH)},
     {0},
 };
 TG_OP_DEFINE(batch_norm) = {.name = "batch_norm",
@@ -740,7 +888,15 @@ static tg_status batch_norm_sync_stats(const tg_tensor *x, double **out, int64_t
 tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias, tg_tensor *running_mean,
                          tg_tensor *running_var, bool training, float momentum, float eps)
 {
-    const char *fn = "tg_batch_norm";
+    return tg_batch_norm_act(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                             TG_ACT_NONE, 0.0f);
+}
+
+tg_tensor *tg_batch_norm_act(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                             tg_tensor *running_mean, tg_tensor *running_var, bool training,
+                             float momentum, float eps, tg_act act, float slope)
+{
+    const char *fn = act == TG_ACT_NONE ? "tg_batch_norm" : "tg_batch_norm_act";
     if (!tg_optional_ok(fn, "weight", weight) || !tg_optional_ok(fn, "bias", bias) ||
         !tg_optional_ok(fn, "running_mean", running_mean) ||
         !tg_optional_ok(fn, "running_var", running_var))
@@ -751,7 +907,9 @@ tg_tensor *tg_batch_norm(tg_tensor *x, tg_tensor *weight, tg_tensor *bias, tg_te
                            .eps = eps,
                            .training = training,
                            .has_weight = weight != TG_NONE,
-                           .has_bias = bias != TG_NONE};
+                           .has_bias = bias != TG_NONE,
+                           .act = (int)act,
+                           .slope = slope};
     tg_tensor *in[3];
     double *sync = NULL;
     if (training && bn_reduce) {

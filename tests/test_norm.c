@@ -194,6 +194,106 @@ static void test_batch_norm_long_channels(void **state)
     tg_tensor_release(b);
 }
 
+/* One batch norm with an activation, fused (tg_batch_norm_act) or as two ops: y, then dx,
+ * dweight, dbias and the running statistics into out[0..5] (caller releases). */
+static void bn_act_run(bool fused, tg_act act, int ndim, const int64_t *shape, bool training,
+                       tg_tensor *out[6])
+{
+    const int64_t C = shape[1];
+    tg_rng rng;
+    tg_rng_seed(&rng, 21);
+    tg_tensor *x = tg_tensor_new(ndim, shape), *dy = tg_tensor_new(ndim, shape);
+    tg_tensor *w = tg_tensor_new(TG_DIMS(C)), *b = tg_tensor_new(TG_DIMS(C));
+    tg_tensor *rm = tg_tensor_new(TG_DIMS(C)), *rv = tg_tensor_new(TG_DIMS(C));
+    tg_tensor_normal_(x, &rng, 0.3f, 1.5f);
+    tg_tensor_normal_(dy, &rng, 0.0f, 1.0f);
+    tg_tensor_uniform_(w, &rng, 0.5f, 1.5f);
+    tg_tensor_uniform_(b, &rng, -1.0f, 1.0f);
+    tg_tensor_uniform_(rm, &rng, -0.5f, 0.5f);
+    tg_tensor_uniform_(rv, &rng, 0.5f, 1.5f);
+    tg_tensor *leaves[3] = {x, w, b};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(tg_tensor_set_requires_grad(leaves[i], true), TG_OK);
+    const float slope = 0.2f;
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y;
+    if (fused) {
+        y = tg_batch_norm_act(x, w, b, rm, rv, training, 0.1f, 1e-5f, act, slope);
+    } else {
+        y = tg_batch_norm(x, w, b, rm, rv, training, 0.1f, 1e-5f);
+        y = act == TG_ACT_RELU   ? tg_relu(y)
+            : act == TG_ACT_TANH ? tg_tanh(y)
+                                 : tg_leaky_relu(y, slope);
+    }
+    assert_non_null(y);
+    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+    out[0] = tg_tensor_clone(y);
+    out[1] = tg_tensor_clone(x->grad);
+    out[2] = tg_tensor_clone(w->grad);
+    out[3] = tg_tensor_clone(b->grad);
+    out[4] = tg_tensor_clone(rm);
+    out[5] = tg_tensor_clone(rv);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_tensor *all[6] = {x, dy, w, b, rm, rv};
+    for (int i = 0; i < 6; i++)
+        tg_tensor_release(all[i]);
+}
+
+/* tg_batch_norm_act against tg_batch_norm and the separate activation: the same bits for every
+ * activation, both layouts, training and eval, up to runs of 1024 values; within rounding
+ * beyond (its backward's sums then take a run in pieces). */
+static void test_batch_norm_act_matches_two_ops(void **state)
+{
+    (void)state;
+    static const int64_t s2[2] = {6, 70}, s4[4] = {4, 3, 7, 9}, big[4] = {2, 2, 33, 33};
+    static const struct {
+        int ndim;
+        const int64_t *shape;
+        bool exact;
+    } shapes[] = {{2, s2, true}, {4, s4, true}, {4, big, false}};
+    static const tg_act acts[] = {TG_ACT_RELU, TG_ACT_LEAKY_RELU, TG_ACT_TANH};
+    static const char *const what[6] = {"y",     "dx",           "dweight",
+                                        "dbias", "running_mean", "running_var"};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++)
+            for (int training = 0; training < 2; training++) {
+                tg_tensor *one[6], *two[6];
+                bn_act_run(true, acts[a], shapes[s].ndim, shapes[s].shape, training, one);
+                bn_act_run(false, acts[a], shapes[s].ndim, shapes[s].shape, training, two);
+                for (int k = 0; k < 6; k++) {
+                    for (int64_t i = 0; i < one[k]->numel; i++) {
+                        const float f = one[k]->data[i], t = two[k]->data[i];
+                        const bool same = shapes[s].exact
+                                              ? memcmp(&f, &t, sizeof f) == 0
+                                              : fabsf(f - t) <= 1e-5f * (1.0f + fabsf(t));
+                        if (!same)
+                            fail_msg("act %d, shape %zu, training %d: %s[%lld] = %.9g fused, "
+                                     "%.9g as two ops",
+                                     (int)acts[a], s, training, what[k], (long long)i, (double)f,
+                                     (double)t);
+                    }
+                    tg_tensor_release(one[k]);
+                    tg_tensor_release(two[k]);
+                }
+            }
+}
+
+/* A leaky slope of 0 or below, or an act that is not a tg_act, is refused with its value. */
+static void test_batch_norm_act_errors(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_ones(TG_DIMS(4, 3));
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    assert_null(tg_batch_norm_act(x, TG_NONE, TG_NONE, TG_NONE, TG_NONE, true, 0.1f, 1e-5f,
+                                  TG_ACT_LEAKY_RELU, 0.0f));
+    assert_error_contains("tg_batch_norm_act: leaky_relu slope 0 must be finite and > 0");
+    assert_null(tg_batch_norm_act(x, TG_NONE, TG_NONE, TG_NONE, TG_NONE, true, 0.1f, 1e-5f,
+                                  (tg_act)7, 0.0f));
+    assert_error_contains("tg_batch_norm_act: act 7 is not a tg_act");
+    tg_tape_end(tape);
+    tg_tensor_release(x);
+}
+
 /* The running buffers are not op inputs: a discriminator applied to two batches on one tape
  * updates them twice, and backward through both applications still works. */
 static void test_batch_norm_two_calls_one_tape(void **state)
@@ -813,7 +913,8 @@ int main(void)
         TG_TEST(test_layer_norm_golden),       TG_TEST(test_layer_norm_threads),
         TG_TEST(test_layer_norm_errors),       TG_TEST(test_layer_norm_empty),
         TG_TEST(test_layer_norm_module),       TG_TEST(test_batch_norm_long_channels),
-        TG_TEST(test_layer_norm_long_rows),
+        TG_TEST(test_layer_norm_long_rows),    TG_TEST(test_batch_norm_act_matches_two_ops),
+        TG_TEST(test_batch_norm_act_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
