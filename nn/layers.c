@@ -199,7 +199,8 @@ typedef struct {
     float momentum, eps;
 } batch_norm_config;
 
-static tg_tensor *batch_norm_forward(tg_module *m, tg_tensor *x)
+/* The BatchNorm's forward with an activation applied in the op (TG_ACT_NONE: none). */
+static tg_tensor *batch_norm_run(tg_module *m, tg_tensor *x, tg_act act, float slope)
 {
     const batch_norm_config *c = tg_module_config(m);
     if (x->ndim != c->ndim || x->shape[1] != c->channels) {
@@ -213,9 +214,9 @@ static tg_tensor *batch_norm_forward(tg_module *m, tg_tensor *x)
         return NULL;
     }
     tg_tensor *y =
-        tg_batch_norm(x, tg_module_param(m, "weight"), tg_module_param(m, "bias"),
-                      tg_module_buffer(m, "running_mean"), tg_module_buffer(m, "running_var"),
-                      tg_module_is_training(m), c->momentum, c->eps);
+        tg_batch_norm_act(x, tg_module_param(m, "weight"), tg_module_param(m, "bias"),
+                          tg_module_buffer(m, "running_mean"), tg_module_buffer(m, "running_var"),
+                          tg_module_is_training(m), c->momentum, c->eps, act, slope);
     if (y && tg_module_is_training(m)) {
         /* Counted as PyTorch does; a float holds every count up to 2^24 exactly. */
         tg_tensor *count = tg_module_buffer(m, "num_batches_tracked");
@@ -223,6 +224,35 @@ static tg_tensor *batch_norm_forward(tg_module *m, tg_tensor *x)
         tg_tensor_bump_version(count);
     }
     return y;
+}
+
+static tg_tensor *batch_norm_forward(tg_module *m, tg_tensor *x)
+{
+    return batch_norm_run(m, x, TG_ACT_NONE, 0.0f);
+}
+
+tg_tensor *tg_nn_batch_norm_act_forward(tg_module *bn, tg_module *act, tg_tensor *x, bool *fused)
+{
+    *fused = false;
+    if (!bn || !act || !x || x == TG_NONE || tg_nn_forward_of(bn) != batch_norm_forward)
+        return NULL;
+    tg_act a;
+    float slope = 0.0f;
+    tg_forward_fn f = tg_nn_forward_of(act);
+    if (f == relu_forward) {
+        a = TG_ACT_RELU;
+    } else if (f == tanh_forward) {
+        a = TG_ACT_TANH;
+    } else if (f == leaky_relu_forward) {
+        a = TG_ACT_LEAKY_RELU;
+        slope = ((const leaky_relu_config *)tg_module_config(act))->slope;
+        if (!(slope > 0.0f)) /* read back from the output only for a positive slope */
+            return NULL;
+    } else {
+        return NULL;
+    }
+    *fused = true;
+    return batch_norm_run(bn, x, a, slope);
 }
 
 static tg_module *batch_norm_new(const char *fn, const char *type, int ndim, int64_t channels)

@@ -319,6 +319,11 @@ tg_tensor *tg_module_forward2(tg_module *m, tg_tensor *a, tg_tensor *b)
 
 /* ---- accessors --------------------------------------------------------------------------- */
 
+tg_forward_fn tg_nn_forward_of(const tg_module *m)
+{
+    return m ? m->forward : NULL;
+}
+
 const char *tg_module_type(const tg_module *m)
 {
     return m ? m->type : "";
@@ -747,9 +752,18 @@ tg_tensor *tg_nn_optional_param(const tg_module *m, const char *name)
 
 static tg_tensor *sequential_forward(tg_module *m, tg_tensor *x)
 {
-    /* A failure returns NULL, which every later forward passes on with the first error. */
-    for (int64_t i = 0; i < m->n_children; i++)
-        x = tg_module_forward(m->children[i], x);
+    /* A failure returns NULL, which every later forward passes on with the first error. A
+     * BatchNorm followed by ReLU, Tanh or LeakyReLU runs as one op (the same bits, one tensor
+     * less kept for the backward: tg_batch_norm_act). */
+    for (int64_t i = 0; i < m->n_children; i++) {
+        bool fused = false;
+        tg_tensor *y =
+            i + 1 < m->n_children
+                ? tg_nn_batch_norm_act_forward(m->children[i], m->children[i + 1], x, &fused)
+                : NULL;
+        x = fused ? y : tg_module_forward(m->children[i], x);
+        i += fused;
+    }
     return x;
 }
 
