@@ -178,7 +178,7 @@ static inline pool_ivec pool_select(pool_ivec m, pool_ivec a, pool_ivec b)
 static void max_pool_2x2_row(const float *r0, const float *r1, const float *end, int64_t W,
                              int64_t base, int64_t Wo, float *y, int32_t *a)
 {
-    static const pool_ivec even = {0, 2, 4, 6, 8, 10, 12, 14}, odd = even + 1;
+    static const pool_ivec even = {0, 2, 4, 6, 8, 10, 12, 14};
     const pool_ivec w0 = {0}, w1 = w0 + (int32_t)W, at[4] = {w0, w0 + 1, w1, w1 + 1};
     for (int64_t ow = 0; ow < Wo; ow += 8) {
         const int64_t nw = Wo - ow < 8 ? Wo - ow : 8; /* windows in this block */
@@ -193,8 +193,8 @@ static void max_pool_2x2_row(const float *r0, const float *r1, const float *end,
             pool_vec lo, hi;
             memcpy(&lo, in, sizeof lo);
             memcpy(&hi, in + 8, sizeof hi);
-            v[2 * r] = __builtin_shuffle(lo, hi, even);
-            v[2 * r + 1] = __builtin_shuffle(lo, hi, odd);
+            v[2 * r] = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+            v[2 * r + 1] = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
         }
         pool_ivec best = (pool_ivec)v[0], off = w0;
         for (int k = 1; k < 4; k++) {
