@@ -75,8 +75,11 @@ static void lerp_table(lerp_entry *t, int64_t in, int64_t out, int scale, bool a
  *             dx[h,w] += the s x s block of dy it was copied to.
  *   bilinear: y[oh,ow] = r.w0 (c.w0 x[r.i0,c.i0] + c.w1 x[r.i0,c.i1])
  *                      + r.w1 (c.w0 x[r.i1,c.i0] + c.w1 x[r.i1,c.i1])
- *             with r = rows[oh], c = cols[ow] (lerp_table); the backward adds each dy times the
- *             same four weights into the same four dx elements. */
+ *             with r = rows[oh], c = cols[ow] (lerp_table), computed in two passes: along
+ *             columns (gathers), then along rows (contiguous, vectorised), the same operations
+ *             in the same order (bilinear_plane). The backward is its transpose, rows first
+ *             then columns (bilinear_scatter_plane): the same weights into the same dx
+ *             elements, summed in another order than one output element at a time. */
 /* The checks of x (given by its shape xs: a backward op checks the x it produces) for fn; sets
  * the output shape and *table_bytes, the bilinear tables' size. */
 static tg_status upsample_check_x(const upsample_params *p, int xndim, const int64_t *xs, int *ndim,
@@ -144,6 +147,104 @@ static lerp_entry *upsample_tables(tg_node *n, upsample_dims d)
     return rows;
 }
 
+/* Output columns per block of the separable bilinear passes: two rows of one block are all
+ * their working memory, on the stack, whatever Wo. */
+#define UP_BLOCK 256
+
+/* The first pass of the forward: t[0..n) = the input row xr interpolated at the columns
+ * cols[0..n) (gathers; the same operations as the four-tap formula's inner sums). */
+static void lerp_cols(const lerp_entry *cols, int64_t n, const float *xr, float *t)
+{
+    for (int64_t j = 0; j < n; j++) {
+        const lerp_entry c = cols[j];
+        t[j] = c.w0 * xr[c.i0] + c.w1 * xr[c.i1];
+    }
+}
+
+/* Its transpose, the second pass of the backward: dxr[c.i0] += c.w0 g, dxr[c.i1] += c.w1 g.
+ * At the last column i0 == i1: both land on one element, whose weight is then w0 + w1. */
+static void scatter_cols(const lerp_entry *cols, int64_t n, const float *g, float *dxr)
+{
+    for (int64_t j = 0; j < n; j++) {
+        const lerp_entry c = cols[j];
+        dxr[c.i0] += c.w0 * g[j];
+        dxr[c.i1] += c.w1 * g[j];
+    }
+}
+
+/* One plane of the bilinear forward, in separable passes per block of output columns: input
+ * rows interpolated along columns into t (lerp_cols), then output rows y = r.w0 t[r.i0] +
+ * r.w1 t[r.i1], contiguous. Row h lives in t[h & 1]: an output row reads rows i0 and i0 + 1
+ * (or i0 twice), of different parities, and i0 never decreases, so each input row is
+ * interpolated once per block. The operations and their order are the four-tap formula's, so
+ * y is bit-identical to it (FMA contraction included: checked against the former kernel). */
+static void bilinear_plane(upsample_dims d, const lerp_entry *rows, const lerp_entry *cols,
+                           const float *xp, float *yp)
+{
+    float t[2][UP_BLOCK];
+    for (int64_t c0 = 0; c0 < d.Wo; c0 += UP_BLOCK) {
+        const int64_t nb = d.Wo - c0 < UP_BLOCK ? d.Wo - c0 : UP_BLOCK;
+        int64_t held[2] = {-1, -1}; /* the input row in t[0], t[1] */
+        for (int64_t oh = 0; oh < d.Ho; oh++) {
+            const lerp_entry r = rows[oh];
+            for (int64_t h = r.i0; h <= r.i1; h++)
+                if (held[h & 1] != h) {
+                    lerp_cols(cols + c0, nb, xp + h * d.W, t[h & 1]);
+                    held[h & 1] = h;
+                }
+            const float *a = t[r.i0 & 1], *b = t[r.i1 & 1];
+            float *yr = yp + oh * d.Wo + c0;
+            for (int64_t j = 0; j < nb; j++)
+                yr[j] = r.w0 * a[j] + r.w1 * b[j];
+        }
+    }
+}
+
+/* The accumulator of input row h among the two of bilinear_scatter_plane (g, held). The row
+ * it evicts, of h's parity, is h - 2 or below, so below the current i0 (h <= i0 + 1): i0 never
+ * decreasing, it is complete, and is scattered into dx's row before the slot is zeroed. (In
+ * any other order a row would be scattered in parts, still correct: the map is linear.) */
+static float *row_acc(float (*g)[UP_BLOCK], int64_t held[2], int64_t h, const lerp_entry *cols,
+                      int64_t nb, float *dxp, int64_t W)
+{
+    float *a = g[h & 1];
+    if (held[h & 1] != h) {
+        if (held[h & 1] >= 0)
+            scatter_cols(cols, nb, a, dxp + held[h & 1] * W);
+        memset(a, 0, sizeof(float) * (size_t)nb);
+        held[h & 1] = h;
+    }
+    return a;
+}
+
+/* One plane of the bilinear backward, the exact transpose of bilinear_plane: per block of
+ * columns, each output row of dy added into the accumulators of its two input rows (r.w0 and
+ * r.w1 times the row, contiguous), each accumulator scattered along columns into dx once
+ * complete (row_acc) or at the block's end. A block's scatter may touch the edge columns of
+ * its neighbour's, so one plane is one thread's. */
+static void bilinear_scatter_plane(upsample_dims d, const lerp_entry *rows, const lerp_entry *cols,
+                                   const float *dyp, float *dxp)
+{
+    float g[2][UP_BLOCK];
+    for (int64_t c0 = 0; c0 < d.Wo; c0 += UP_BLOCK) {
+        const int64_t nb = d.Wo - c0 < UP_BLOCK ? d.Wo - c0 : UP_BLOCK;
+        int64_t held[2] = {-1, -1}; /* the input row accumulated in g[0], g[1] */
+        for (int64_t oh = 0; oh < d.Ho; oh++) {
+            const lerp_entry r = rows[oh];
+            const float *dyr = dyp + oh * d.Wo + c0;
+            float *a = row_acc(g, held, r.i0, cols + c0, nb, dxp, d.W);
+            for (int64_t j = 0; j < nb; j++)
+                a[j] += r.w0 * dyr[j];
+            float *b = row_acc(g, held, r.i1, cols + c0, nb, dxp, d.W);
+            for (int64_t j = 0; j < nb; j++)
+                b[j] += r.w1 * dyr[j];
+        }
+        for (int k = 0; k < 2; k++)
+            if (held[k] >= 0)
+                scatter_cols(cols + c0, nb, g[k], dxp + held[k] * d.W);
+    }
+}
+
 /* yd = x (xd) upsampled; rows and cols are the bilinear tables (unused for nearest). */
 static void upsample_run(const upsample_params *p, upsample_dims d, const lerp_entry *rows,
                          const lerp_entry *cols, const float *xd, float *yd)
@@ -167,20 +268,8 @@ static void upsample_run(const upsample_params *p, upsample_dims d, const lerp_e
         return;
     }
     TG_PARALLEL_FOR_WORK(P, 4 * Ho * Wo)
-    for (int64_t pl = 0; pl < P; pl++) {
-        const float *xp = xd + pl * H * W;
-        float *yp = yd + pl * Ho * Wo;
-        for (int64_t oh = 0; oh < Ho; oh++) {
-            const lerp_entry r = rows[oh];
-            const float *a = xp + r.i0 * W, *b = xp + r.i1 * W;
-            float *yr = yp + oh * Wo;
-            for (int64_t ow = 0; ow < Wo; ow++) {
-                const lerp_entry c = cols[ow];
-                yr[ow] = r.w0 * (c.w0 * a[c.i0] + c.w1 * a[c.i1]) +
-                         r.w1 * (c.w0 * b[c.i0] + c.w1 * b[c.i1]);
-            }
-        }
-    }
+    for (int64_t pl = 0; pl < P; pl++)
+        bilinear_plane(d, rows, cols, xd + pl * H * W, yd + pl * Ho * Wo);
 }
 
 TG_ISA_KERNEL(upsample_forward, (tg_node * n), (n))
@@ -223,24 +312,9 @@ static void upsample_scatter(const upsample_params *p, upsample_dims d, const le
     TG_PARALLEL_FOR_WORK(P, 4 * Ho * Wo)
     for (int64_t pl = 0; pl < P; pl++) {
         float *dxp = dx + pl * H * W;
-        const float *dyp = dy + pl * Ho * Wo;
         if (fresh)
             memset(dxp, 0, sizeof(float) * (size_t)(H * W));
-        for (int64_t oh = 0; oh < Ho; oh++) {
-            const lerp_entry r = rows[oh];
-            float *da = dxp + r.i0 * W, *db = dxp + r.i1 * W;
-            const float *dyr = dyp + oh * Wo;
-            for (int64_t ow = 0; ow < Wo; ow++) {
-                const lerp_entry c = cols[ow];
-                float ga = r.w0 * dyr[ow], gb = r.w1 * dyr[ow];
-                /* At the last row/column i0 == i1: the two += land on one element, whose
-                 * weight is then w0 + w1, as in the forward. */
-                da[c.i0] += c.w0 * ga;
-                da[c.i1] += c.w1 * ga;
-                db[c.i0] += c.w0 * gb;
-                db[c.i1] += c.w1 * gb;
-            }
-        }
+        bilinear_scatter_plane(d, rows, cols, dy + pl * Ho * Wo, dxp);
     }
 }
 
@@ -288,6 +362,23 @@ static const tg_case upsample_cases[] = {
     {.shape = {{2, 2, 3, 4}},
      TG_CASE_PARAMS(upsample_params, 3, TG_UPSAMPLE_BILINEAR_HALF_PIXEL),
      .name = "half_pixel_x3"},
+    /* The separable kernels' edges: scale 4, one input row or column (every tap on the last
+     * element), and two blocks of columns (UP_BLOCK), the last partial. */
+    {.shape = {{1, 2, 3, 5}},
+     TG_CASE_PARAMS(upsample_params, 4, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS),
+     .name = "aligned_x4"},
+    {.shape = {{1, 2, 3, 5}},
+     TG_CASE_PARAMS(upsample_params, 4, TG_UPSAMPLE_BILINEAR_HALF_PIXEL),
+     .name = "half_pixel_x4"},
+    {.shape = {{1, 2, 1, 1}},
+     TG_CASE_PARAMS(upsample_params, 2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL),
+     .name = "half_pixel_x2_one_pixel"},
+    {.shape = {{1, 1, 4, 1}},
+     TG_CASE_PARAMS(upsample_params, 3, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS),
+     .name = "aligned_x3_one_column"},
+    {.shape = {{1, 1, 2, 200}},
+     TG_CASE_PARAMS(upsample_params, 2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL),
+     .name = "half_pixel_x2_wide"},
     {0},
 };
 TG_OP_DEFINE(upsample) = {.name = "upsample",
@@ -398,6 +489,13 @@ static const tg_case upsample_bw_cases[] = {
     {.shape = {{2, 2, 6, 8}},
      TG_CASE_PARAMS(upsample_grad_params, {2, TG_UPSAMPLE_BILINEAR_HALF_PIXEL}, 3, 4),
      .name = "half_pixel_x2"},
+    {.shape = {{1, 2, 8, 12}},
+     TG_CASE_PARAMS(upsample_grad_params, {4, TG_UPSAMPLE_BILINEAR_HALF_PIXEL}, 2, 3),
+     .name = "half_pixel_x4"},
+    /* Two blocks of columns within gradcheck's 512 elements: scale 1, one row. */
+    {.shape = {{1, 1, 1, 300}},
+     TG_CASE_PARAMS(upsample_grad_params, {1, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS}, 1, 300),
+     .name = "aligned_x1_wide"},
     {0},
 };
 TG_OP_DEFINE(upsample_backward) = {.name = "upsample_backward",

@@ -2,6 +2,7 @@
  * agreement between 1 and 2 threads. (Gradients are also gradchecked from the op tables.) */
 #include "common.h"
 
+#include "../tensor/isa.h" /* tg_isa_level: every instruction set level */
 #include "golden/pool_golden.h"
 
 #include <stdio.h>
@@ -427,6 +428,166 @@ static void test_backward_accumulates(void **state)
     }
 }
 
+/* ---- upsampling against a reference --------------------------------------------------------- */
+
+/* Output o of an axis of in -> out = in * s elements reads input i0 with weight w0 and i1 with
+ * w1: PyTorch's source positions in float, as resize.c's tables (fma: as ref_fma), or
+ * nearest's o / s. */
+typedef struct {
+    int64_t i0, i1;
+    float w0, w1;
+} ref_tap;
+
+/* Whether the library's tables at this level compute with FMA (GCC contracts half pixel's
+ * ratio * (o + 0.5) - 0.5 into one wherever the target has it): positions far from 0 then
+ * round differently, by up to 1e-5 of the output at W = 300. */
+static bool ref_fma(int isa)
+{
+#if TG_ISA_MULTI
+    return isa > TG_ISA_BASELINE;
+#elif defined(__FMA__)
+    (void)isa;
+    return true;
+#else
+    (void)isa;
+    return false;
+#endif
+}
+
+static ref_tap ref_lerp(int64_t o, int64_t in, int64_t out, int s, int mode, bool fma)
+{
+    if (mode == TG_UPSAMPLE_NEAREST)
+        return (ref_tap){o / s, o / s, 1.0f, 0.0f};
+    float src;
+    if (mode == TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS) {
+        const float ratio = out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f;
+        src = ratio * (float)o;
+    } else {
+        const float ratio = 1.0f / (float)s;
+        src = fmaxf(fma ? fmaf(ratio, (float)o + 0.5f, -0.5f) : ratio * ((float)o + 0.5f) - 0.5f,
+                    0.0f);
+    }
+    const int64_t i0 = (int64_t)src < in - 1 ? (int64_t)src : in - 1;
+    const float l = fminf(src - (float)i0, 1.0f);
+    return (ref_tap){i0, i0 < in - 1 ? i0 + 1 : i0, 1.0f - l, l};
+}
+
+/* y (yf: in float, the four-tap formula in its order; yd: in double) and dx (in double, every
+ * dy times the four weights) of x [P planes of H x W] upsampled by s. */
+static void ref_upsample(int mode, int s, bool fma, int64_t P, int64_t H, int64_t W, const float *x,
+                         const float *dy, float *yf, double *yd, double *dx)
+{
+    const int64_t Ho = H * s, Wo = W * s;
+    memset(dx, 0, sizeof(double) * (size_t)(P * H * W));
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t oh = 0; oh < Ho; oh++)
+            for (int64_t ow = 0; ow < Wo; ow++) {
+                const ref_tap r = ref_lerp(oh, H, Ho, s, mode, fma),
+                              c = ref_lerp(ow, W, Wo, s, mode, fma);
+                const float *a = x + (p * H + r.i0) * W, *b = x + (p * H + r.i1) * W;
+                const int64_t o = (p * Ho + oh) * Wo + ow;
+                yf[o] = r.w0 * (c.w0 * a[c.i0] + c.w1 * a[c.i1]) +
+                        r.w1 * (c.w0 * b[c.i0] + c.w1 * b[c.i1]);
+                yd[o] = (double)r.w0 * ((double)c.w0 * a[c.i0] + (double)c.w1 * a[c.i1]) +
+                        (double)r.w1 * ((double)c.w0 * b[c.i0] + (double)c.w1 * b[c.i1]);
+                double *da = dx + (p * H + r.i0) * W, *db = dx + (p * H + r.i1) * W;
+                da[c.i0] += (double)r.w0 * c.w0 * dy[o];
+                da[c.i1] += (double)r.w0 * c.w1 * dy[o];
+                db[c.i0] += (double)r.w1 * c.w0 * dy[o];
+                db[c.i1] += (double)r.w1 * c.w1 * dy[o];
+            }
+}
+
+/* max |got - k want| <= tol max |k want| over n elements. */
+static void assert_rel_close(const char *what, const float *got, const double *want, double k,
+                             int64_t n, double tol)
+{
+    double m = 0, d = 0;
+    for (int64_t i = 0; i < n; i++) {
+        m = fmax(m, fabs(k * want[i]));
+        d = fmax(d, fabs(got[i] - k * want[i]));
+    }
+    if (!(d <= tol * m))
+        fail_msg("%s: differs by %.3g, %.3g of the largest magnitude %.3g", what, d, d / m, m);
+}
+
+/* The separable kernels (resize.c) against ref_upsample at every instruction set level, every
+ * mode, scales 1 to 4: y bit for bit at the baseline level (no FMA: the same roundings),
+ * within 1e-6 of the largest magnitude at the FMA levels, dx within 1e-6, fresh and then
+ * accumulated; odd sizes, one row or column, widths beyond one column block (UP_BLOCK 256);
+ * 1 and 2 threads bit for bit. */
+static void test_upsample_reference(void **state)
+{
+    (void)state;
+    static const int64_t shapes[][4] = {{2, 3, 5, 7},   {1, 1, 1, 1},   {1, 2, 1, 9},
+                                        {1, 1, 9, 1},   {1, 1, 3, 300}, {1, 2, 4, 129},
+                                        {3, 4, 5, 130}, {2, 8, 7, 7}};
+    const int saved_isa = tg_isa_level, saved_threads = tg_get_num_threads();
+    tg_rng rng;
+    tg_rng_seed(&rng, 11);
+    for (int isa = TG_ISA_BASELINE; isa <= saved_isa; isa++)
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+            for (int mode = 0; mode < 3; mode++)
+                for (int s = 1; s <= 4; s++) {
+                    tg_isa_level = isa;
+                    const int64_t *xs = shapes[k], P = xs[0] * xs[1], H = xs[2], W = xs[3];
+                    tg_tensor *x = tg_tensor_new(4, xs);
+                    tg_tensor_normal_(x, &rng, 0.0f, 1.0f);
+                    const int64_t ys[4] = {xs[0], xs[1], H * s, W * s}, ny = P * ys[2] * ys[3];
+                    tg_tensor *dy = tg_tensor_new(4, ys);
+                    tg_tensor_uniform_(dy, &rng, -1.0f, 1.0f);
+                    float *yf = malloc(sizeof(float) * (size_t)ny);
+                    double *yd = malloc(sizeof(double) * (size_t)ny),
+                           *dx = malloc(sizeof(double) * (size_t)x->numel);
+                    ref_upsample(mode, s, ref_fma(isa), P, H, W, x->data, dy->data, yf, yd, dx);
+                    char what[96];
+                    snprintf(what, sizeof what, "isa %d, x [%lld, %lld, %lld, %lld], mode %d, x%d",
+                             isa, (long long)xs[0], (long long)xs[1], (long long)H, (long long)W,
+                             mode, s);
+                    tg_tensor *y1 = NULL, *dx1 = NULL;
+                    for (int threads = 1; threads <= 2; threads++) {
+                        /* 2 threads where the machine has them (see run_threads) */
+                        const int team = threads < tg_get_num_cpus() ? threads : tg_get_num_cpus();
+                        assert_int_equal(tg_set_num_threads(team), TG_OK);
+                        tg_tensor *xl = tg_tensor_clone(x);
+                        assert_int_equal(tg_tensor_set_requires_grad(xl, true), TG_OK);
+                        tg_tape *tape = tg_tape_begin(TG_GRAD);
+                        tg_tensor *y = tg_upsample(xl, s, (tg_upsample_mode)mode);
+                        assert_non_null(y);
+#if TG_ISA_MULTI
+                        if (isa == TG_ISA_BASELINE &&
+                            memcmp(y->data, yf, sizeof(float) * (size_t)ny) != 0)
+                            fail_msg("%s: y is not the four-tap formula's bit for bit", what);
+#endif
+                        assert_rel_close(what, y->data, yd, 1, ny, 1e-6);
+                        assert_int_equal(tg_backward_grad(y, dy), TG_OK); /* fresh */
+                        assert_rel_close(what, xl->grad->data, dx, 1, x->numel, 1e-6);
+                        assert_int_equal(tg_backward_grad(y, dy), TG_OK); /* accumulated */
+                        assert_rel_close(what, xl->grad->data, dx, 2, x->numel, 1e-6);
+                        if (y1) {
+                            if (memcmp(y->data, y1->data, sizeof(float) * (size_t)ny) != 0 ||
+                                memcmp(xl->grad->data, dx1->data,
+                                       sizeof(float) * (size_t)x->numel) != 0)
+                                fail_msg("%s: 1 and 2 threads differ", what);
+                        } else {
+                            y1 = tg_tensor_clone(y);
+                            dx1 = tg_tensor_clone(xl->grad);
+                        }
+                        assert_int_equal(tg_tape_end(tape), TG_OK);
+                        tg_tensor_release(xl);
+                    }
+                    tg_tensor_release(y1);
+                    tg_tensor_release(dx1);
+                    free(yf);
+                    free(yd);
+                    free(dx);
+                    tg_tensor_release(dy);
+                    tg_tensor_release(x);
+                }
+    tg_isa_level = saved_isa;
+    tg_set_num_threads(saved_threads);
+}
+
 /* ---- errors ------------------------------------------------------------------------------- */
 
 /* op on a tensor of the given shape must fail with status and a message containing msg. */
@@ -574,6 +735,7 @@ int main(void)
         TG_TEST(test_nearest_x2),
         TG_TEST(test_upsample_scale_one),
         TG_TEST(test_backward_accumulates),
+        TG_TEST(test_upsample_reference),
         TG_TEST(test_errors),
         TG_TEST(test_null_input_keeps_error),
         TG_TEST(test_threads_agree),
