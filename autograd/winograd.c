@@ -15,33 +15,47 @@
  * with xi the 36 points of the 6 x 6 domain: 36 GEMMs where the lowering makes one, but 36
  * products per tile and channel pair instead of m*m*r*r (100 for 5x5, 144 for 3x3).
  *
- * Tiles are numbered through the batch (image, tile row, tile column) and go in chunks of ld
- * (a multiple of the GEMM's 32-column panels) whose V and M (or Z) stay in L2. The transforms
- * take 16 tiles at once, one per vector lane: a tile's values come from the image by masked
- * AVX-512 gathers (zeros in the padding) and go back by masked scatters, and the two 1-D
- * transforms are fused multiply-adds on registers (tile_product). The matrices are data, not
- * constants, so their zeros are multiplied too: 432 FMAs per 16 tiles and channel for B.
- * Threads take contiguous images (a team, each GEMM on one thread): y and dx are the same bit
- * for bit at any thread count (each tile's sums do not depend on its chunk, and each dx element
- * gets its terms in an order fixed by the tile numbers, WINO_LANES); dw sums a partial per
- * thread, added in thread order, so it depends on the team's size only.
- * Costs on G's 5x5 layer (1 thread, forward + backward 140 ms): the GEMMs about 60%, the
- * input transform (twice: forward and weight gradient) 15%, the data gradient's 12%. */
+ * The transforms take 16 tiles at once, one per vector lane, and the lanes are 16 images at the
+ * same tile position (a group of images; WINO_LANES): the columns of V, M and Z are numbered
+ * (group, tile position, image in group). Each group's images are first copied lanes minor,
+ * [Ci][Hp][Wp][16] with the padding as zeros (to_lanes, 16 x 16 register transposes), and so
+ * is dy; y and dx's terms are made in such copies and transposed back. Every lane of a vector
+ * then reads and writes at one offset: plain vector loads and stores, no masks, no gathers, and
+ * the two 1-D transforms as fused multiply-adds on registers (tile_product), the zeros of B and
+ * A left out (22 of B^T's 36 entries are nonzero: 264 FMAs per 16 tiles and channel, not 432).
+ * A group's columns go in equal chunks of at most WINO_CHUNK_GROW budgets (several whole groups
+ * make a chunk where their tiles are few), each chunk's V and M (or Z) in L2 or near it.
+ * Threads take contiguous groups (a team, each GEMM on one thread): y and dx are the same bit
+ * for bit at any thread count (each lane's sums are its own image's, and each dx element gets
+ * its terms in an order fixed by the tile positions); dw sums a partial per thread, added in
+ * thread order, so it depends on the team's size only. A group short of 16 images (at the end
+ * of the batch) costs a full one: a batch of 1 pays 16 times the GEMMs of its tiles.
+ * Costs on G's 5x5 layer (bench_gan layers, 1 thread, forward + backward 131 ms, 146 with the
+ * gathers; perf samples): the GEMMs with their packing 65%, the input transform (twice: forward
+ * and weight gradient) 16%, the data gradient's 6% (12% with gathers and scatters), the copies
+ * into and out of the lanes 6%, the output and output-gradient transforms 5%. The input
+ * transform waits on memory (its loads of the copy, its stores to V), not on its FMAs: without
+ * gathers and with B's zeros skipped it went from 16% to 15.6%. */
 #include "winograd.h"
 #include "internal.h"
 
 #include "../tensor/parallel.h"
 
 #include <string.h>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
-/* V plus M (or Z) of a chunk: the lanes per chunk are as many as fit, in whole GEMM panels.
- * On G's 5x5 layer (bench_conv's shape, 1 thread, CPU time) 1 MB (32 lanes) ran forward +
- * backward in 165 ms, 2 MB in 149, 3 MB in 144, 4 and 8 MB in 144 and 143; D's 3x3 layer
- * 35.8, 32.8, 32.9, 34.6, 37.5. At 2 threads (CPU time) 3 MB too. */
+/* V plus M (or Z) of a chunk: whole groups of images a chunk as long as they fit, else a
+ * group's columns in WINO_CHUNK_GROW times as much at most. Measured with the tiles through
+ * the batch (gathers) on G's 5x5 layer (bench_conv's shape, 1 thread, CPU time): 1 MB (32
+ * lanes) ran forward + backward in 165 ms, 2 MB in 149, 3 MB in 144, 4 and 8 MB in 144 and
+ * 143; D's 3x3 layer 35.8, 32.8, 32.9, 34.6, 37.5. At 2 threads (CPU time) 3 MB too. */
 #define WINO_CHUNK_BYTES ((int64_t)3 << 20)
+/* With images in the lanes, a chunk covers a sixteenth of the tile positions it used to: its
+ * tiles' overlap is read again by the next one and there are more GEMM calls. G's layer (1
+ * thread, CPU time, forward + backward, medians of 3 at load 5 to 10) took 152 ms with 96
+ * columns a chunk (3 MB), 140 with 208, 142 with 400 (2 chunks a group); D's 3x3 37.4 ms with
+ * 96 and 35.6 with its group's 144 in one chunk. Memory: V and Z take at most 12 MB a
+ * thread. */
+#define WINO_CHUNK_GROW 4
 /* Below these sizes the transforms cost more than the 36 GEMMs save. Batch 128, 1 thread,
  * forward + backward against the lowering: 16 -> 16 channels, 3x3 on 28x28, 18.5 ms vs 17.3;
  * 5x5 on 14x14, 14.5 vs 10.5; 16 -> 64, 3x3, 12.4 vs 11.7; 32 -> 32, 3x3 on 28x28, 34 vs 52;
@@ -110,10 +124,14 @@ bool tg_winograd_applies(int64_t N, int64_t Ci, int64_t H, int64_t W, int64_t Co
                          int64_t Wo, int64_t kh, int64_t kw, int64_t stride, int64_t pad,
                          int64_t dil)
 {
-    (void)N, (void)H, (void)W;
-    return tg_conv_winograd && stride == 1 && dil == 1 && kh == kw && (kh == 3 || kh == 5) &&
-           pad >= 0 && pad < kh && Ci >= WINO_MIN_CHANNELS && Co >= WINO_MIN_CHANNELS &&
-           Ho >= WINO_MIN_OUT && Wo >= WINO_MIN_OUT && tg_sgemm_avx512_active();
+    (void)H, (void)W;
+    /* A group of 16 lanes costs the same whatever images fill it: at most a quarter of the
+     * lanes may be empty (batch 128 or 96: none; batch 1 would do 16x the GEMM work). */
+    const int64_t empty = (16 - N % 16) % 16; /* WINO_LANES, defined below */
+    return tg_conv_winograd && N > 0 && empty * 4 <= N && stride == 1 && dil == 1 && kh == kw &&
+           (kh == 3 || kh == 5) && pad >= 0 && pad < kh && Ci >= WINO_MIN_CHANNELS &&
+           Co >= WINO_MIN_CHANNELS && Ho >= WINO_MIN_OUT && Wo >= WINO_MIN_OUT &&
+           tg_sgemm_avx512_active();
 }
 #endif
 
@@ -127,14 +145,23 @@ typedef struct {
     double G[TG_WINO_T * 5];
 } wino_mats;
 
+/* How a copy holds an image: C planes of h x w at rows and columns [off, off + h) and [off,
+ * off + w) of hp x wp ones, 16 lanes a position. */
+typedef struct {
+    int64_t C, h, w, hp, wp, off;
+} wino_layout;
+
 /* One call's work, shared by its team. Every thread has per_thread floats of work at
- * work + t * per_thread: its chunk's tile offsets and masks (4 * ld floats' room, wino_part),
- * V [36, Ci, ld] and M or Z [36, Co, ld]. */
+ * work + t * per_thread: V [36, Ci, ld], M or Z [36, Co, ld], then the lanes-minor copies of
+ * its current batch of groups (wino_part). */
 typedef struct {
     tg_wino_shape s;
     wino_mats mt;
-    int64_t Th, Tw, T; /* tiles per image: rows, columns, all */
-    int64_t ld;        /* lanes (tiles) per chunk */
+    int64_t Th, Tw, T;  /* tiles per image: rows, columns, all */
+    int64_t ld;         /* columns (lanes) per chunk */
+    int64_t batch;      /* groups of images per batch */
+    wino_layout xl, yl; /* the copies of x (and dx), of y (or dy) */
+    bool with_xs, with_dxs;
     int team;
     const float *x, *w, *bias, *dy;
     float *y, *dx, *dw;
@@ -145,10 +172,12 @@ typedef struct {
     int64_t per_thread;
 } wino_run;
 
-/* Lanes go in groups of 16, one vector each. Groups sit at multiples of 16 of the tile number
- * through the batch, whatever the chunk (lanes of other threads' or no tiles are masked off),
- * so the data gradient's overlap-adds, group after group, come in the same order at any
- * thread count. */
+/* A vector's lanes are 16 images at one tile position: a group of images. Columns of V, M and
+ * Z are numbered (group, tile position, image in group) within a batch of groups, so the 16
+ * lanes of a tile position are consecutive columns and the transforms load and store whole
+ * vectors from lanes-minor copies of the images. Each lane's arithmetic is its own image's,
+ * whatever the chunk, batch or thread: y and dx are the same bit for bit at any thread count.
+ * Threads take whole groups (tg_team_run over them): a short group costs a full one. */
 #define WINO_LANES 16
 /* GCC warns that a 64-byte vector returned by value changes the ABI where AVX-512 is off (the
  * baseline and AVX2 compilations): only static, inlined functions here return one. */
@@ -157,158 +186,243 @@ typedef struct {
 #endif
 typedef float wino_vec __attribute__((vector_size(WINO_LANES * sizeof(float))));
 
-/* A thread's chunk: tiles [qs, qe) through the batch, qs a multiple of 16. Per lane, the
- * offset of its tile's first input (xo, from xb: may point into the padding) and first output
- * (yo, from yb); per group, the masks of the lanes whose input (i, k) is inside the image
- * (xm [36]) and whose output (a, b) is inside the output (ym [m*m]). */
+/* A thread's batch of groups (images [b0, b0 + n)) and chunk: its columns [cs, ce) of the
+ * batch's, multiples of 16. The copies, lanes minor, group after group: xs [batch, Ci, Hp,
+ * Wp, 16] of x with its padding (forward, weight gradient), so that every tile's 6 x 6 inputs
+ * are inside (Hp = Th m + r - 1); ys [batch, Co, Th m, Tw m, 16] of y (forward) or dy
+ * (backward), whole tiles; dxs like xs, dx's terms (data gradient). The transforms then load
+ * and store without a test. Padding and lanes past the batch's images are zero in xs and dy's
+ * ys, and dropped on the way back. */
 typedef struct {
-    int32_t *xo, *yo;
-    uint16_t *xm, *ym;
-    float *V, *Z;
-    int64_t qs, qe, groups;
-    int64_t b0; /* the image that xb and yb start at */
+    float *V, *Z, *ys, *xs, *dxs; /* xs, dxs NULL where the call has no use for them */
+    int64_t b0, n, cols, cs, ce;
 } wino_part;
+
+/* Floats of one group's copy. */
+static int64_t group_floats(const wino_layout *L)
+{
+    return L->C * L->hp * L->wp * WINO_LANES;
+}
 
 static wino_part part_of(const wino_run *c, int t)
 {
-    float *base = c->work + (int64_t)t * c->per_thread;
-    const int64_t ld = c->ld;
-    wino_part pt = {.xo = (int32_t *)base, .yo = (int32_t *)base + ld};
-    pt.xm = (uint16_t *)(pt.yo + ld);
-    pt.ym = pt.xm + ld / WINO_LANES * WINO_XI;
-    pt.V = base + 4 * ld;
+    const int64_t ld = c->ld, xg = c->batch * group_floats(&c->xl);
+    wino_part pt = {.V = c->work + (int64_t)t * c->per_thread};
     pt.Z = pt.V + WINO_XI * c->s.Ci * ld;
+    pt.ys = pt.Z + WINO_XI * c->s.Co * ld;
+    float *next = pt.ys + c->batch * group_floats(&c->yl);
+    pt.xs = c->with_xs ? next : NULL;
+    pt.dxs = c->with_dxs ? next + (c->with_xs ? xg : 0) : NULL;
     return pt;
 }
 
-/* Sets up the chunk [qs, qe) with its tiles from q_lo on (lanes before it are masked off). */
-static void chunk_tiles(const wino_run *c, wino_part *pt, int64_t qs, int64_t qe, int64_t q_lo)
+static inline __attribute__((always_inline)) wino_vec vec_load_u(const float *p)
 {
-    const int64_t m = c->mt.m, H = c->s.H, W = c->s.W, Ho = c->s.Ho, Wo = c->s.Wo;
-    const int64_t pad = c->s.pad, ximg = c->s.Ci * H * W, yimg = c->s.Co * Ho * Wo;
-    pt->qs = qs;
-    pt->qe = qe;
-    pt->groups = (qe - qs + WINO_LANES - 1) / WINO_LANES;
-    pt->b0 = q_lo / c->T;
-    memset(pt->xm, 0, (size_t)(pt->groups * WINO_XI) * sizeof(uint16_t));
-    memset(pt->ym, 0, (size_t)(pt->groups * m * m) * sizeof(uint16_t));
-    for (int64_t l = 0; l < pt->groups * WINO_LANES; l++) {
-        const int64_t q = qs + l, g = l / WINO_LANES;
-        const uint16_t bit = (uint16_t)(1u << (l % WINO_LANES));
-        pt->xo[l] = pt->yo[l] = 0;
-        if (q < q_lo || q >= qe)
-            continue;
-        const int64_t b = q / c->T, rem = q % c->T;
-        const int64_t oh = rem / c->Tw * m, ow = rem % c->Tw * m;
-        pt->xo[l] = (int32_t)((b - pt->b0) * ximg + (oh - pad) * W + ow - pad);
-        pt->yo[l] = (int32_t)((b - pt->b0) * yimg + oh * Wo + ow);
-        for (int i = 0; i < TG_WINO_T; i++)
-            for (int k = 0; k < TG_WINO_T; k++)
-                if (oh - pad + i >= 0 && oh - pad + i < H && ow - pad + k >= 0 && ow - pad + k < W)
-                    pt->xm[g * WINO_XI + i * TG_WINO_T + k] |= bit;
-        for (int a = 0; a < m; a++)
-            for (int k = 0; k < m; k++)
-                if (oh + a < Ho && ow + k < Wo)
-                    pt->ym[g * m * m + a * m + k] |= bit;
+    wino_vec v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* r[i][j] = r[j][i]: four rounds, each swapping bit s of the row with bit s of the column
+ * between rows i and i | s (vpermt2ps pairs at the AVX-512 level). */
+#define WINO_LO(s, c) (((c) & (s)) ? WINO_LANES + ((c) & ~(s)) : (c))
+#define WINO_HI(s, c) (((c) & (s)) ? WINO_LANES + (c) : ((c) | (s)))
+#define WINO_IDX(F, s)                                                                             \
+    F(s, 0), F(s, 1), F(s, 2), F(s, 3), F(s, 4), F(s, 5), F(s, 6), F(s, 7), F(s, 8), F(s, 9),      \
+        F(s, 10), F(s, 11), F(s, 12), F(s, 13), F(s, 14), F(s, 15)
+#define WINO_ROUND(r, s)                                                                           \
+    for (int i_ = 0; i_ < WINO_LANES; i_++)                                                        \
+        if (!(i_ & (s))) {                                                                         \
+            const wino_vec a_ = (r)[i_], b_ = (r)[i_ | (s)];                                       \
+            (r)[i_] = __builtin_shufflevector(a_, b_, WINO_IDX(WINO_LO, s));                       \
+            (r)[i_ | (s)] = __builtin_shufflevector(a_, b_, WINO_IDX(WINO_HI, s));                 \
+        }
+
+static inline __attribute__((always_inline)) void transpose16(wino_vec r[WINO_LANES])
+{
+    WINO_ROUND(r, 8)
+    WINO_ROUND(r, 4)
+    WINO_ROUND(r, 2)
+    WINO_ROUND(r, 1)
+}
+
+/* The position of element (ch, y, x) of an image in its copy (one lane's). */
+typedef struct {
+    int64_t ch, y, x;
+} wino_at;
+
+static inline int64_t lanes_at(const wino_layout *L, const wino_at *at)
+{
+    return ((at->ch * L->hp + at->y + L->off) * L->wp + at->x + L->off) * WINO_LANES;
+}
+
+static inline void next_at(const wino_layout *L, wino_at *at)
+{
+    if (++at->x == L->w) {
+        at->x = 0;
+        if (++at->y == L->h)
+            at->y = 0, at->ch++;
     }
 }
 
-/* The lanes of mask from base[off[l] + add], 0 elsewhere. */
-static inline __attribute__((always_inline)) wino_vec
-vec_gather(const float *base, const int32_t *off, int64_t add, uint16_t mask)
+/* The copy of nl <= 16 images (image l at src + l * E, E = C h w): element e of image l to
+ * dst[lanes_at(e) + l], 0 in the lanes from nl on; by 16 x 16 blocks. */
+static void to_lanes(const wino_layout *L, const float *src, int64_t nl, float *dst)
 {
-#if defined(__AVX512F__)
-    const __m512i idx = _mm512_add_epi32(_mm512_load_si512(off), _mm512_set1_epi32((int)add));
-    return (wino_vec)_mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, idx, base, 4);
-#else
-    wino_vec v;
-    for (int l = 0; l < WINO_LANES; l++)
-        v[l] = mask >> l & 1 ? base[off[l] + add] : 0.0f;
-    return v;
-#endif
+    const int64_t E = L->C * L->h * L->w;
+    wino_at at = {0, 0, 0};
+    int64_t e = 0;
+    for (; e + WINO_LANES <= E; e += WINO_LANES) {
+        wino_vec r[WINO_LANES];
+        for (int l = 0; l < WINO_LANES; l++)
+            r[l] = l < nl ? vec_load_u(src + l * E + e) : (wino_vec){0};
+        transpose16(r);
+        for (int j = 0; j < WINO_LANES; j++, next_at(L, &at))
+            *(wino_vec *)(dst + lanes_at(L, &at)) = r[j];
+    }
+    for (; e < E; e++, next_at(L, &at))
+        for (int l = 0; l < WINO_LANES; l++)
+            dst[lanes_at(L, &at) + l] = l < nl ? src[l * E + e] : 0.0f;
 }
 
-/* base[off[l] + add] = v[l] for the lanes of mask. */
+/* to_lanes backwards: image l's element e = (+= when add) src[lanes_at(e) + l], l < nl. */
+static void from_lanes(const wino_layout *L, const float *src, int64_t nl, bool add, float *dst)
+{
+    const int64_t E = L->C * L->h * L->w;
+    wino_at at = {0, 0, 0};
+    int64_t e = 0;
+    for (; e + WINO_LANES <= E; e += WINO_LANES) {
+        wino_vec r[WINO_LANES];
+        for (int j = 0; j < WINO_LANES; j++, next_at(L, &at))
+            r[j] = *(const wino_vec *)(src + lanes_at(L, &at));
+        transpose16(r);
+        for (int l = 0; l < nl; l++) {
+            float *p = dst + l * E + e;
+            const wino_vec v = add ? vec_load_u(p) + r[l] : r[l];
+            memcpy(p, &v, sizeof v);
+        }
+    }
+    for (; e < E; e++, next_at(L, &at))
+        for (int l = 0; l < nl; l++) {
+            const float v = src[lanes_at(L, &at) + l];
+            dst[l * E + e] = add ? dst[l * E + e] + v : v;
+        }
+}
+
+/* The batch's images [b0, b0 + n) (image b at src + b * C h w) into their copies, group after
+ * group. */
+static void batch_to_lanes(const wino_layout *L, const float *src, const wino_part *pt,
+                           float *lanes)
+{
+    const int64_t E = L->C * L->h * L->w;
+    for (int64_t g = 0; g * WINO_LANES < pt->n; g++) {
+        const int64_t nl = pt->n - g * WINO_LANES;
+        to_lanes(L, src + (pt->b0 + g * WINO_LANES) * E, nl < WINO_LANES ? nl : WINO_LANES,
+                 lanes + g * group_floats(L));
+    }
+}
+
+static void batch_from_lanes(const wino_layout *L, const float *lanes, const wino_part *pt,
+                             bool add, float *dst)
+{
+    const int64_t E = L->C * L->h * L->w;
+    for (int64_t g = 0; g * WINO_LANES < pt->n; g++) {
+        const int64_t nl = pt->n - g * WINO_LANES;
+        from_lanes(L, lanes + g * group_floats(L), nl < WINO_LANES ? nl : WINO_LANES, add,
+                   dst + (pt->b0 + g * WINO_LANES) * E);
+    }
+}
+
+/* The nonzero entries of the transforms (bit a * cols + i for entry [a][i]), so that
+ * tile_product skips the products by zero (the matrices are data): B^T [6, 6] 22 of 36, B,
+ * A^T [m, 6] and A [6, m], m = 4 and 2. wino_setup checks them against the computed matrices
+ * (matrices_fit); tg_winograd_matrices' points fix them. */
+#define WINO_NZ_BT 0xa9e79e795ull
+#define WINO_NZ_B 0x81ff9ff81ull
+#define WINO_NZ_AT4 0xf9e79full
+#define WINO_NZ_A4 0x8ffff1ull
+#define WINO_NZ_AT2 0xf9full
+#define WINO_NZ_A2 0xbfdull
+
+/* out = L in L^T for L [na, ni] with its nonzeros nz, in [ni, ni], out [na, na]: one tile
+ * transform of every lane, the right factor first. Inlined with constant sizes and nz, so the
+ * loops unroll into fused multiply-adds on registers, the zeros' left out. */
 static inline __attribute__((always_inline)) void
-vec_scatter(float *base, const int32_t *off, int64_t add, uint16_t mask, wino_vec v)
-{
-#if defined(__AVX512F__)
-    const __m512i idx = _mm512_add_epi32(_mm512_load_si512(off), _mm512_set1_epi32((int)add));
-    _mm512_mask_i32scatter_ps(base, mask, idx, (__m512)v, 4);
-#else
-    for (int l = 0; l < WINO_LANES; l++)
-        if (mask >> l & 1)
-            base[off[l] + add] = v[l];
-#endif
-}
-
-/* out[a][b] = sum over i, k of L[a][i] in[i][k] R[k][b], for L [na, ni] and R [nk, nb]: one
- * tile transform of every lane, right factor first. Inlined with constant sizes, so the loops
- * unroll into fused multiply-adds on registers. */
-static inline __attribute__((always_inline)) void tile_product(int na, int ni, int nk, int nb,
-                                                               const float *L, const wino_vec *in,
-                                                               const float *R, wino_vec *out)
+tile_product(int na, int ni, const float *L, uint64_t nz, const wino_vec *in, wino_vec *out)
 {
     wino_vec t[TG_WINO_T * TG_WINO_T];
 #pragma GCC unroll 6
     for (int i = 0; i < ni; i++)
 #pragma GCC unroll 6
-        for (int b = 0; b < nb; b++) {
-            wino_vec acc = in[i * nk] * R[b];
+        for (int b = 0; b < na; b++) {
+            wino_vec acc = {0};
 #pragma GCC unroll 6
-            for (int k = 1; k < nk; k++)
-                acc += in[i * nk + k] * R[k * nb + b];
-            t[i * nb + b] = acc;
+            for (int k = 0; k < ni; k++)
+                if (nz >> (b * ni + k) & 1)
+                    acc += in[i * ni + k] * L[b * ni + k];
+            t[i * na + b] = acc;
         }
 #pragma GCC unroll 6
     for (int a = 0; a < na; a++)
 #pragma GCC unroll 6
-        for (int b = 0; b < nb; b++) {
-            wino_vec acc = L[a * ni] * t[b];
+        for (int b = 0; b < na; b++) {
+            wino_vec acc = {0};
 #pragma GCC unroll 6
-            for (int i = 1; i < ni; i++)
-                acc += L[a * ni + i] * t[i * nb + b];
-            out[a * nb + b] = acc;
+            for (int i = 0; i < ni; i++)
+                if (nz >> (a * ni + i) & 1)
+                    acc += L[a * ni + i] * t[i * na + b];
+            out[a * na + b] = acc;
         }
 }
+
+/* The chunk's 16-column lane groups: lane group lg of the batch is tile position lg % T of
+ * group lg / T. For it, the column offset in the chunk (col), the group (g) and the tile's
+ * first output (oh, ow). */
+#define FOR_LANE_GROUPS(c, pt, g, oh, ow, col)                                                     \
+    for (int64_t lg_ = (pt)->cs / WINO_LANES, col = 0, g, oh, ow;                                  \
+         lg_ < (pt)->ce / WINO_LANES &&                                                            \
+         (g = lg_ / (c)->T, oh = lg_ % (c)->T / (c)->Tw * (c)->mt.m,                               \
+         ow = lg_ % (c)->T % (c)->Tw * (c)->mt.m, true);                                           \
+         lg_++, col += WINO_LANES)
 
 /* V[:, ch, chunk] = B^T d B for the chunk's tiles d of x's channel ch. */
 static void input_transform(const wino_run *c, const wino_part *pt, int64_t ch)
 {
-    const int64_t ld = c->ld, W = c->s.W, vs = c->s.Ci * ld;
-    const float *xb = c->x + (pt->b0 * c->s.Ci + ch) * c->s.H * W;
-    for (int64_t g = 0; g < pt->groups; g++) {
-        const int32_t *off = pt->xo + g * WINO_LANES;
-        const uint16_t *mask = pt->xm + g * WINO_XI;
+    const wino_layout *L = &c->xl;
+    const int64_t ld = c->ld, vs = c->s.Ci * ld, plane = L->hp * L->wp * WINO_LANES;
+    FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
+    {
+        const float *xs =
+            pt->xs + g * group_floats(L) + ch * plane + (oh * L->wp + ow) * WINO_LANES;
         wino_vec d[WINO_XI], v[WINO_XI];
         for (int i = 0; i < TG_WINO_T; i++)
             for (int k = 0; k < TG_WINO_T; k++)
-                d[i * TG_WINO_T + k] = vec_gather(xb, off, i * W + k, mask[i * TG_WINO_T + k]);
-        tile_product(6, 6, 6, 6, c->mt.BT, d, c->mt.B, v);
-        float *dst = pt->V + ch * ld + g * WINO_LANES;
+                d[i * TG_WINO_T + k] = *(const wino_vec *)(xs + (i * L->wp + k) * WINO_LANES);
+        tile_product(6, 6, c->mt.BT, WINO_NZ_BT, d, v);
+        float *dst = pt->V + ch * ld + col;
         for (int xi = 0; xi < WINO_XI; xi++)
             *(wino_vec *)(dst + xi * vs) = v[xi];
     }
 }
 
-/* y's channel co from M[:, co, chunk]: A^T M A + bias, inside the output plane. */
+/* ys's channel co from M[:, co, chunk]: A^T M A + bias. */
 static inline __attribute__((always_inline)) void
 output_transform_m(const wino_run *c, const wino_part *pt, int64_t co, int m)
 {
-    const int64_t ld = c->ld, Wo = c->s.Wo, ms = c->s.Co * ld;
-    float *yb = c->y + (pt->b0 * c->s.Co + co) * c->s.Ho * Wo;
+    const wino_layout *L = &c->yl;
+    const int64_t ld = c->ld, ms = c->s.Co * ld, plane = L->hp * L->wp * WINO_LANES;
     const float bias = c->bias ? c->bias[co] : 0.0f;
-    for (int64_t g = 0; g < pt->groups; g++) {
-        const int32_t *off = pt->yo + g * WINO_LANES;
-        const uint16_t *mask = pt->ym + g * m * m;
-        const float *src = pt->Z + co * ld + g * WINO_LANES;
+    FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
+    {
+        const float *src = pt->Z + co * ld + col;
+        float *ys = pt->ys + g * group_floats(L) + co * plane + (oh * L->wp + ow) * WINO_LANES;
         wino_vec M[WINO_XI], y[16];
         for (int xi = 0; xi < WINO_XI; xi++)
             M[xi] = *(const wino_vec *)(src + xi * ms);
-        tile_product(m, 6, 6, m, c->mt.AT, M, c->mt.A, y);
+        tile_product(m, 6, c->mt.AT, m == 4 ? WINO_NZ_AT4 : WINO_NZ_AT2, M, y);
         for (int a = 0; a < m; a++)
             for (int b = 0; b < m; b++)
-                vec_scatter(yb, off, a * Wo + b, mask[a * m + b], y[a * m + b] + bias);
+                *(wino_vec *)(ys + (a * L->wp + b) * WINO_LANES) = y[a * m + b] + bias;
     }
 }
 
@@ -320,22 +434,22 @@ static void output_transform(const wino_run *c, const wino_part *pt, int64_t co)
         output_transform_m(c, pt, co, 4);
 }
 
-/* Z[:, co, chunk] = A e A^T for the chunk's m x m tiles e of dy's channel co (zeros past the
- * output's edge). */
+/* Z[:, co, chunk] = A e A^T for the chunk's m x m tiles e of dy's channel co. */
 static inline __attribute__((always_inline)) void
 grad_transform_m(const wino_run *c, const wino_part *pt, int64_t co, int m)
 {
-    const int64_t ld = c->ld, Wo = c->s.Wo, zs = c->s.Co * ld;
-    const float *dyb = c->dy + (pt->b0 * c->s.Co + co) * c->s.Ho * Wo;
-    for (int64_t g = 0; g < pt->groups; g++) {
-        const int32_t *off = pt->yo + g * WINO_LANES;
-        const uint16_t *mask = pt->ym + g * m * m;
+    const wino_layout *L = &c->yl;
+    const int64_t ld = c->ld, zs = c->s.Co * ld, plane = L->hp * L->wp * WINO_LANES;
+    FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
+    {
+        const float *dys =
+            pt->ys + g * group_floats(L) + co * plane + (oh * L->wp + ow) * WINO_LANES;
         wino_vec e[16], z[WINO_XI];
         for (int a = 0; a < m; a++)
             for (int b = 0; b < m; b++)
-                e[a * m + b] = vec_gather(dyb, off, a * Wo + b, mask[a * m + b]);
-        tile_product(6, m, m, 6, c->mt.A, e, c->mt.AT, z);
-        float *dst = pt->Z + co * ld + g * WINO_LANES;
+                e[a * m + b] = *(const wino_vec *)(dys + (a * L->wp + b) * WINO_LANES);
+        tile_product(6, m, c->mt.A, m == 4 ? WINO_NZ_A4 : WINO_NZ_A2, e, z);
+        float *dst = pt->Z + co * ld + col;
         for (int xi = 0; xi < WINO_XI; xi++)
             *(wino_vec *)(dst + xi * zs) = z[xi];
     }
@@ -349,28 +463,23 @@ static void grad_transform(const wino_run *c, const wino_part *pt, int64_t co)
         grad_transform_m(c, pt, co, 4);
 }
 
-/* dx's channel ch += B dV B^T for dV = V[:, ch, chunk], inside the image: group after group,
- * (i, k) after (i, k) (see WINO_LANES). */
+/* dxs's channel ch += B dV B^T for dV = V[:, ch, chunk]: tile position after tile position,
+ * so each image's sums come in an order fixed by the positions. */
 static void data_transform(const wino_run *c, const wino_part *pt, int64_t ch)
 {
-    const int64_t ld = c->ld, W = c->s.W, vs = c->s.Ci * ld;
-    float *dxb = c->dx + (pt->b0 * c->s.Ci + ch) * c->s.H * W;
-    for (int64_t g = 0; g < pt->groups; g++) {
-        const int32_t *off = pt->xo + g * WINO_LANES;
-        const uint16_t *mask = pt->xm + g * WINO_XI;
-        const float *src = pt->V + ch * ld + g * WINO_LANES;
+    const wino_layout *L = &c->xl;
+    const int64_t ld = c->ld, vs = c->s.Ci * ld, plane = L->hp * L->wp * WINO_LANES;
+    FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
+    {
+        const float *src = pt->V + ch * ld + col;
+        float *dxs = pt->dxs + g * group_floats(L) + ch * plane + (oh * L->wp + ow) * WINO_LANES;
         wino_vec dv[WINO_XI], dd[WINO_XI];
         for (int xi = 0; xi < WINO_XI; xi++)
             dv[xi] = *(const wino_vec *)(src + xi * vs);
-        tile_product(6, 6, 6, 6, c->mt.B, dv, c->mt.BT, dd);
+        tile_product(6, 6, c->mt.B, WINO_NZ_B, dv, dd);
         for (int i = 0; i < TG_WINO_T; i++)
-            for (int k = 0; k < TG_WINO_T; k++) {
-                const int64_t add = i * W + k;
-                const uint16_t mk = mask[i * TG_WINO_T + k];
-                if (mk)
-                    vec_scatter(dxb, off, add, mk,
-                                vec_gather(dxb, off, add, mk) + dd[i * TG_WINO_T + k]);
-            }
+            for (int k = 0; k < TG_WINO_T; k++)
+                *(wino_vec *)(dxs + (i * L->wp + k) * WINO_LANES) += dd[i * TG_WINO_T + k];
     }
 }
 
@@ -447,78 +556,113 @@ static void per_out_channel(const wino_run *c, void (*fn)(const wino_run *, int6
         fn(c, co);
 }
 
-/* The chunks of thread t's tiles [q0, q1): from q0 rounded down to a group, ld lanes each. */
-#define FOR_CHUNKS(c, pt, q0, q1)                                                                  \
-    for (int64_t qs_ = (q0) / WINO_LANES * WINO_LANES; qs_ < (q1); qs_ += (c)->ld)                 \
-        if (chunk_tiles((c), &(pt), qs_, qs_ + (c)->ld < (q1) ? qs_ + (c)->ld : (q1),              \
-                        qs_ > (q0) ? qs_ : (q0)),                                                  \
-            true)
-
-/* The forward of thread t's images [b0, b1) (a tg_team_fn): their tiles [q0, q1). */
-static void forward_part(void *ctx, int t, int64_t b0, int64_t b1)
+/* Sets pt to the batch of groups from g (of thread's groups up to g1): its images and
+ * columns. */
+static void batch_of(const wino_run *c, wino_part *pt, int64_t g, int64_t g1)
 {
-    const wino_run *c = ctx;
-    wino_part pt = part_of(c, t);
-    const int64_t Ci = c->s.Ci, Co = c->s.Co, ld = c->ld, q0 = b0 * c->T, q1 = b1 * c->T;
-    FOR_CHUNKS(c, pt, q0, q1)
-    {
-        for (int64_t ch = 0; ch < Ci; ch++)
-            input_transform(c, &pt, ch);
-        for (int xi = 0; xi < WINO_XI; xi++)
-            tg_sgemm_avx512(false, false, Co, pt.qe - pt.qs, Ci, 1.0f, c->U + xi * Co * Ci, Ci,
-                            pt.V + xi * Ci * ld, ld, 0.0f, pt.Z + xi * Co * ld, ld);
-        for (int64_t co = 0; co < Co; co++)
-            output_transform(c, &pt, co);
-    }
+    const int64_t end = (g + c->batch < g1 ? g + c->batch : g1) * WINO_LANES;
+    pt->b0 = g * WINO_LANES;
+    pt->n = (end < c->s.N ? end : c->s.N) - pt->b0;
+    pt->cols = (pt->n + WINO_LANES - 1) / WINO_LANES * WINO_LANES * c->T;
 }
 
-/* The backward of thread t's images [b0, b1) (a tg_team_fn), dw into its partial dU. */
-static void backward_part(void *ctx, int t, int64_t b0, int64_t b1)
+/* The batch's chunks: columns [cs, ce), ld of them but the last. */
+#define FOR_CHUNKS(c, pt)                                                                          \
+    for ((pt).cs = 0;                                                                              \
+         (pt).cs < (pt).cols &&                                                                    \
+         ((pt).ce = (pt).cs + (c)->ld < (pt).cols ? (pt).cs + (c)->ld : (pt).cols, true);          \
+         (pt).cs += (c)->ld)
+
+/* The forward of thread t's groups [g0, g1) of images (a tg_team_fn). */
+static void forward_part(void *ctx, int t, int64_t g0, int64_t g1)
 {
     const wino_run *c = ctx;
     wino_part pt = part_of(c, t);
-    const int64_t Ci = c->s.Ci, Co = c->s.Co, ld = c->ld, q0 = b0 * c->T, q1 = b1 * c->T;
-    float *dU = c->dw ? c->dU + t * WINO_XI * Co * Ci : NULL;
-    if (dU)
-        memset(dU, 0, (size_t)(WINO_XI * Co * Ci) * sizeof(float));
-    if (c->dx && c->dx_set) {
-        const int64_t img = Ci * c->s.H * c->s.W;
-        memset(c->dx + b0 * img, 0, (size_t)((b1 - b0) * img) * sizeof(float));
-    }
-    FOR_CHUNKS(c, pt, q0, q1)
-    {
-        const int64_t np = pt.qe - pt.qs;
-        for (int64_t co = 0; co < Co; co++)
-            grad_transform(c, &pt, co);
-        if (dU) {
+    const int64_t Ci = c->s.Ci, Co = c->s.Co, ld = c->ld;
+    /* The padding, once: the copies rewrite only the images. */
+    memset(pt.xs, 0, (size_t)(c->batch * group_floats(&c->xl)) * sizeof(float));
+    for (int64_t g = g0; g < g1; g += c->batch) {
+        batch_of(c, &pt, g, g1);
+        batch_to_lanes(&c->xl, c->x, &pt, pt.xs);
+        FOR_CHUNKS(c, pt)
+        {
             for (int64_t ch = 0; ch < Ci; ch++)
                 input_transform(c, &pt, ch);
             for (int xi = 0; xi < WINO_XI; xi++)
-                tg_sgemm_avx512(false, true, Co, Ci, np, 1.0f, pt.Z + xi * Co * ld, ld,
-                                pt.V + xi * Ci * ld, ld, 1.0f, dU + xi * Co * Ci, Ci);
+                tg_sgemm_avx512(false, false, Co, pt.ce - pt.cs, Ci, 1.0f, c->U + xi * Co * Ci, Ci,
+                                pt.V + xi * Ci * ld, ld, 0.0f, pt.Z + xi * Co * ld, ld);
+            for (int64_t co = 0; co < Co; co++)
+                output_transform(c, &pt, co);
         }
-        if (c->dx) {
-            /* dV goes where V was: the weight gradient's GEMMs have read it. */
-            for (int xi = 0; xi < WINO_XI; xi++)
-                tg_sgemm_avx512(true, false, Ci, np, Co, 1.0f, c->U + xi * Co * Ci, Ci,
-                                pt.Z + xi * Co * ld, ld, 0.0f, pt.V + xi * Ci * ld, ld);
-            for (int64_t ch = 0; ch < Ci; ch++)
-                data_transform(c, &pt, ch);
-        }
+        batch_from_lanes(&c->yl, pt.ys, &pt, false, c->y);
     }
+}
+
+/* The backward of thread t's groups [g0, g1) of images (a tg_team_fn), dw into its partial
+ * dU. */
+static void backward_part(void *ctx, int t, int64_t g0, int64_t g1)
+{
+    const wino_run *c = ctx;
+    wino_part pt = part_of(c, t);
+    const int64_t Ci = c->s.Ci, Co = c->s.Co, ld = c->ld;
+    float *dU = c->dw ? c->dU + t * WINO_XI * Co * Ci : NULL;
+    if (dU)
+        memset(dU, 0, (size_t)(WINO_XI * Co * Ci) * sizeof(float));
+    /* The padding, once: the copies rewrite only the images. */
+    memset(pt.ys, 0, (size_t)(c->batch * group_floats(&c->yl)) * sizeof(float));
+    if (dU)
+        memset(pt.xs, 0, (size_t)(c->batch * group_floats(&c->xl)) * sizeof(float));
+    for (int64_t g = g0; g < g1; g += c->batch) {
+        batch_of(c, &pt, g, g1);
+        batch_to_lanes(&c->yl, c->dy, &pt, pt.ys);
+        if (dU)
+            batch_to_lanes(&c->xl, c->x, &pt, pt.xs);
+        if (c->dx)
+            memset(pt.dxs, 0,
+                   (size_t)(pt.cols / c->T / WINO_LANES * group_floats(&c->xl)) * sizeof(float));
+        FOR_CHUNKS(c, pt)
+        {
+            const int64_t np = pt.ce - pt.cs;
+            for (int64_t co = 0; co < Co; co++)
+                grad_transform(c, &pt, co);
+            if (dU) {
+                for (int64_t ch = 0; ch < Ci; ch++)
+                    input_transform(c, &pt, ch);
+                for (int xi = 0; xi < WINO_XI; xi++)
+                    tg_sgemm_avx512(false, true, Co, Ci, np, 1.0f, pt.Z + xi * Co * ld, ld,
+                                    pt.V + xi * Ci * ld, ld, 1.0f, dU + xi * Co * Ci, Ci);
+            }
+            if (c->dx) {
+                /* dV goes where V was: the weight gradient's GEMMs have read it. */
+                for (int xi = 0; xi < WINO_XI; xi++)
+                    tg_sgemm_avx512(true, false, Ci, np, Co, 1.0f, c->U + xi * Co * Ci, Ci,
+                                    pt.Z + xi * Co * ld, ld, 0.0f, pt.V + xi * Ci * ld, ld);
+                for (int64_t ch = 0; ch < Ci; ch++)
+                    data_transform(c, &pt, ch);
+            }
+        }
+        if (c->dx)
+            batch_from_lanes(&c->xl, pt.dxs, &pt, !c->dx_set, c->dx);
+    }
+}
+
+/* The groups of 16 images, split between the team. */
+static int64_t wino_groups(const wino_run *c)
+{
+    return (c->s.N + WINO_LANES - 1) / WINO_LANES;
 }
 
 TG_ISA_KERNEL(wino_forward_kernel, (wino_run * c), (c))
 {
     per_out_channel(c, weight_transform);
-    tg_team_run(c->team, c->s.N, forward_part, c);
+    tg_team_run(c->team, wino_groups(c), forward_part, c);
 }
 
 TG_ISA_KERNEL(wino_backward_kernel, (wino_run * c), (c))
 {
     if (c->dx)
         per_out_channel(c, weight_transform);
-    tg_team_run(c->team, c->s.N, backward_part, c);
+    tg_team_run(c->team, wino_groups(c), backward_part, c);
     if (c->dw)
         per_out_channel(c, weight_grad_transform);
 }
@@ -533,9 +677,33 @@ static void wino_release(wino_run *c)
     tg_free(c->dU, u * (size_t)c->team);
 }
 
-/* Sets up c for s (its team, chunk and buffers: U always, the partials when dw); false, with
- * nothing held, when a size overflows or memory runs out. */
-static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool with_u, bool with_du)
+/* a * b + add into *r; false on overflow. */
+static bool mul_add(int64_t a, int64_t b, int64_t add, int64_t *r)
+{
+    return !__builtin_mul_overflow(a, b, r) && !__builtin_add_overflow(*r, add, r);
+}
+
+/* Whether L [rows, cols] is zero outside nz: tile_product may skip those products. */
+static bool zero_outside(const float *L, int rows, int cols, uint64_t nz)
+{
+    for (int i = 0; i < rows * cols; i++)
+        if (!(nz >> i & 1) && L[i] != 0.0f)
+            return false;
+    return true;
+}
+
+static bool matrices_fit(const wino_mats *mt)
+{
+    const bool m4 = mt->m == 4;
+    return zero_outside(mt->BT, 6, 6, WINO_NZ_BT) && zero_outside(mt->B, 6, 6, WINO_NZ_B) &&
+           zero_outside(mt->AT, mt->m, 6, m4 ? WINO_NZ_AT4 : WINO_NZ_AT2) &&
+           zero_outside(mt->A, 6, mt->m, m4 ? WINO_NZ_A4 : WINO_NZ_A2);
+}
+
+/* Sets up c for s (its team, batch, chunk and buffers: U unless a backward without dx, the
+ * partials for dw); false, with nothing held, when a size overflows or memory runs out. */
+static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool backward, bool with_dx,
+                       bool with_dw)
 {
     memset(c, 0, sizeof *c);
     c->s = *s;
@@ -551,34 +719,44 @@ static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool with_u, bool wi
         for (int i = 0; i < TG_WINO_T; i++)
             c->mt.BT[i * TG_WINO_T + j] = c->mt.B[j * TG_WINO_T + i] = (float)B[j * TG_WINO_T + i];
     }
+    if (!matrices_fit(&c->mt))
+        return false;
+    const bool with_u = !backward || with_dx, with_du = backward && with_dw;
+    c->with_xs = !backward || with_dw;
+    c->with_dxs = backward && with_dx;
     c->Th = (s->Ho + m - 1) / m;
     c->Tw = (s->Wo + m - 1) / m;
-    int64_t chans, per_lane, ucount, per_thread;
-    if (__builtin_mul_overflow(c->Th, c->Tw, &c->T) ||
-        __builtin_add_overflow(s->Ci, s->Co, &chans) ||
-        __builtin_mul_overflow(chans, (int64_t)WINO_XI * 4, &per_lane) ||
-        __builtin_mul_overflow(s->Co, s->Ci, &ucount) ||
-        __builtin_mul_overflow(ucount, (int64_t)WINO_XI, &ucount))
+    c->xl = (wino_layout){s->Ci, s->H, s->W, c->Th * m + s->r - 1, c->Tw * m + s->r - 1, s->pad};
+    c->yl = (wino_layout){s->Co, s->Ho, s->Wo, c->Th * m, c->Tw * m, 0};
+    int64_t chans, per_lane, ucount, ximg, yimg, group_cols, copies, per_thread;
+    if (!mul_add(c->Th, c->Tw, 0, &c->T) || !mul_add(c->T, WINO_LANES, 0, &group_cols) ||
+        !mul_add(s->Ci, 1, s->Co, &chans) || !mul_add(chans, (int64_t)WINO_XI * 4, 0, &per_lane) ||
+        !mul_add(s->Co, s->Ci, 0, &ucount) || !mul_add(ucount, (int64_t)WINO_XI, 0, &ucount) ||
+        !mul_add(s->Ci, c->xl.hp, 0, &ximg) || !mul_add(ximg, c->xl.wp, 0, &ximg) ||
+        !mul_add(s->Co, c->yl.hp, 0, &yimg) || !mul_add(yimg, c->yl.wp, 0, &yimg))
         return false;
     const int threads = TG_IN_PARALLEL() ? 1 : tg_get_num_threads();
-    c->team = (int)(s->N < threads ? s->N : threads);
-    /* Lanes: what fits the budget in whole panels, at most a thread's tiles rounded up. */
-    int64_t tiles = (s->N + c->team - 1) / c->team * c->T;
+    const int64_t groups = (s->N + WINO_LANES - 1) / WINO_LANES;
+    c->team = (int)(groups < threads ? groups : threads);
+    /* Columns: batches of whole groups where a group's columns fit the budget (at most a
+     * thread's groups), else a group's columns in equal chunks of at most WINO_CHUNK_GROW
+     * budgets. */
+    const int64_t share = (groups + c->team - 1) / c->team;
     int64_t ld = WINO_CHUNK_BYTES / per_lane / TG_GEMM_NR * TG_GEMM_NR;
     ld = ld < TG_GEMM_NR ? TG_GEMM_NR : ld;
-    if (tiles < ld)
-        ld = (tiles + TG_GEMM_NR - 1) / TG_GEMM_NR * TG_GEMM_NR;
+    if (group_cols <= ld) {
+        c->batch = ld / group_cols < share ? ld / group_cols : share;
+        ld = c->batch * group_cols;
+    } else {
+        const int64_t most = WINO_CHUNK_GROW * ld, chunks = (group_cols + most - 1) / most;
+        c->batch = 1;
+        ld = ((group_cols + chunks - 1) / chunks + WINO_LANES - 1) / WINO_LANES * WINO_LANES;
+    }
     c->ld = ld;
-    /* The tiles' offsets are int32 from the chunk's first image: a chunk's images (and the
-     * padding before them) must be fewer than 2^31 floats. */
-    const int64_t img =
-        s->Ci * s->H * s->W > s->Co * s->Ho * s->Wo ? s->Ci * s->H * s->W : s->Co * s->Ho * s->Wo;
-    if ((ld + WINO_LANES) / c->T + 2 > INT32_MAX / 2 / img)
-        return false;
-    /* Offsets and masks, V and M or Z. */
-    if (__builtin_mul_overflow(chans, (int64_t)WINO_XI, &per_thread) ||
-        __builtin_add_overflow(per_thread, (int64_t)4, &per_thread) ||
-        __builtin_mul_overflow(per_thread, ld, &c->per_thread) ||
+    /* V and M or Z, then the copies: y's or dy's, x's, dx's. */
+    if (!mul_add(chans, (int64_t)WINO_XI * ld, 0, &per_thread) ||
+        !mul_add(ximg, (int64_t)c->with_xs + c->with_dxs, yimg, &copies) ||
+        !mul_add(copies, c->batch * WINO_LANES, per_thread, &c->per_thread) ||
         c->per_thread > INT64_MAX / 4 / c->team || ucount > INT64_MAX / 4 / c->team)
         return false;
     c->work = tg_try_alloc((size_t)(c->per_thread * c->team) * sizeof(float));
@@ -594,7 +772,7 @@ bool tg_winograd_forward(const tg_wino_shape *s, const float *x, const float *w,
                          float *y)
 {
     wino_run c;
-    if (s->N == 0 || !wino_setup(&c, s, true, false))
+    if (s->N == 0 || !wino_setup(&c, s, false, false, false))
         return false;
     c.x = x, c.w = w, c.bias = bias, c.y = y;
     wino_forward_kernel(&c);
@@ -606,7 +784,7 @@ bool tg_winograd_backward(const tg_wino_shape *s, const float *x, const float *w
                           float *dx, bool dx_set, float *dw)
 {
     wino_run c;
-    if (s->N == 0 || (!dx && !dw) || !wino_setup(&c, s, dx != NULL, dw != NULL))
+    if (s->N == 0 || (!dx && !dw) || !wino_setup(&c, s, true, dx != NULL, dw != NULL))
         return false;
     c.x = x, c.w = w, c.dy = dy, c.dx = dx, c.dw = dw, c.dx_set = dx_set;
     wino_backward_kernel(&c);
