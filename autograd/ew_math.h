@@ -48,7 +48,7 @@ static inline __attribute__((always_inline)) float ew_exp(float z)
  *   otherwise:    1 - 2 / (e^2|x| + 1) (at least 0.55, so the subtraction loses nothing),
  *                 2|x| clamped to 20 (tanh rounds to 1 from |x| = 9.02 on), e^2|x| by ew_exp.
  * The sign is copied back from x. */
-static inline float ew_tanh(float x)
+static inline __attribute__((always_inline)) float ew_tanh(float x)
 {
     uint32_t xb;
     memcpy(&xb, &x, sizeof xb);
