@@ -125,6 +125,34 @@ static void test_batch_norm_no_affine(void **state)
     free(dyw);
 }
 
+/* x[shape] ~ N(mean, std) and dy ~ N(0, 1), weight ~ U(0.5, 1.5) and bias ~ U(-1, 1) of
+ * [nparam], drawn from seed in that order into t[0..3]; x, weight and bias require grad. */
+static void norm_inputs(uint64_t seed, int ndim, const int64_t *shape, int64_t nparam, float mean,
+                        float std, tg_tensor *t[4])
+{
+    tg_rng rng;
+    tg_rng_seed(&rng, seed);
+    t[0] = tg_tensor_new(ndim, shape), t[1] = tg_tensor_new(ndim, shape);
+    t[2] = tg_tensor_new(TG_DIMS(nparam)), t[3] = tg_tensor_new(TG_DIMS(nparam));
+    tg_tensor_normal_(t[0], &rng, mean, std);
+    tg_tensor_normal_(t[1], &rng, 0.0f, 1.0f);
+    tg_tensor_uniform_(t[2], &rng, 0.5f, 1.5f);
+    tg_tensor_uniform_(t[3], &rng, -1.0f, 1.0f);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(i == 1 ? TG_OK : tg_tensor_set_requires_grad(t[i], true), TG_OK);
+}
+
+/* Back-propagates t[1] (norm_inputs' dy) from y, and keeps copies of y and of the gradients of
+ * x, weight and bias (t[0], t[2], t[3]) in out[0..3]. */
+static void backward_and_keep(tg_tensor *y, tg_tensor *const t[4], tg_tensor *out[4])
+{
+    assert_non_null(y);
+    assert_int_equal(tg_backward_grad(y, t[1]), TG_OK);
+    out[0] = tg_tensor_clone(y);
+    for (int i = 0; i < 3; i++)
+        out[i + 1] = tg_tensor_clone(t[i ? i + 1 : 0]->grad);
+}
+
 /* The double-precision reference of one normalised group of n values (a batch norm channel, a
  * layer norm row): xhat = (x - mean) / sqrt(var + eps) and, for g = dy * w, the input gradient
  * dx = (g - mean(g) - xhat mean(g xhat)) / sqrt(var + eps). */
@@ -153,17 +181,9 @@ static void test_batch_norm_long_channels(void **state)
 {
     (void)state;
     enum { N = 7, C = 3, H = 5, W = 29, S = H * W, M = N * S };
-    tg_rng rng;
-    tg_rng_seed(&rng, 5);
-    tg_tensor *x = tg_tensor_new(TG_DIMS(N, C, H, W)), *dy = tg_tensor_new(TG_DIMS(N, C, H, W));
-    tg_tensor *w = tg_tensor_new(TG_DIMS(C)), *b = tg_tensor_new(TG_DIMS(C));
-    tg_tensor_normal_(x, &rng, 1000.0f, 1.5f);
-    tg_tensor_normal_(dy, &rng, 0.0f, 1.0f);
-    tg_tensor_uniform_(w, &rng, 0.5f, 1.5f);
-    tg_tensor_uniform_(b, &rng, -1.0f, 1.0f);
-    tg_tensor_set_requires_grad(x, true);
-    tg_tensor_set_requires_grad(w, true);
-    tg_tensor_set_requires_grad(b, true);
+    tg_tensor *t[4];
+    norm_inputs(5, 4, (const int64_t[]){N, C, H, W}, C, 1000.0f, 1.5f, t);
+    tg_tensor *x = t[0], *dy = t[1], *w = t[2], *b = t[3];
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *y = tg_batch_norm(x, w, b, TG_NONE, TG_NONE, true, 0.1f, 1e-5f);
     assert_non_null(y);
@@ -200,20 +220,14 @@ static void bn_act_run(bool fused, tg_act act, int ndim, const int64_t *shape, b
                        tg_tensor *out[6])
 {
     const int64_t C = shape[1];
+    tg_tensor *t[4];
+    norm_inputs(21, ndim, shape, C, 0.3f, 1.5f, t);
+    tg_tensor *x = t[0], *dy = t[1], *w = t[2], *b = t[3];
     tg_rng rng;
-    tg_rng_seed(&rng, 21);
-    tg_tensor *x = tg_tensor_new(ndim, shape), *dy = tg_tensor_new(ndim, shape);
-    tg_tensor *w = tg_tensor_new(TG_DIMS(C)), *b = tg_tensor_new(TG_DIMS(C));
+    tg_rng_seed(&rng, 22);
     tg_tensor *rm = tg_tensor_new(TG_DIMS(C)), *rv = tg_tensor_new(TG_DIMS(C));
-    tg_tensor_normal_(x, &rng, 0.3f, 1.5f);
-    tg_tensor_normal_(dy, &rng, 0.0f, 1.0f);
-    tg_tensor_uniform_(w, &rng, 0.5f, 1.5f);
-    tg_tensor_uniform_(b, &rng, -1.0f, 1.0f);
     tg_tensor_uniform_(rm, &rng, -0.5f, 0.5f);
     tg_tensor_uniform_(rv, &rng, 0.5f, 1.5f);
-    tg_tensor *leaves[3] = {x, w, b};
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(tg_tensor_set_requires_grad(leaves[i], true), TG_OK);
     const float slope = 0.2f;
     tg_tape *tape = tg_tape_begin(TG_GRAD);
     tg_tensor *y;
@@ -225,12 +239,7 @@ static void bn_act_run(bool fused, tg_act act, int ndim, const int64_t *shape, b
             : act == TG_ACT_TANH ? tg_tanh(y)
                                  : tg_leaky_relu(y, slope);
     }
-    assert_non_null(y);
-    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
-    out[0] = tg_tensor_clone(y);
-    out[1] = tg_tensor_clone(x->grad);
-    out[2] = tg_tensor_clone(w->grad);
-    out[3] = tg_tensor_clone(b->grad);
+    backward_and_keep(y, t, out);
     out[4] = tg_tensor_clone(rm);
     out[5] = tg_tensor_clone(rv);
     assert_int_equal(tg_tape_end(tape), TG_OK);
@@ -669,25 +678,11 @@ static void test_layer_norm_golden(void **state)
 static void layer_norm_run(int threads, int64_t R, int64_t D, tg_tensor *out[4])
 {
     tg_set_num_threads(threads);
-    tg_rng rng;
-    tg_rng_seed(&rng, 11);
-    tg_tensor *x = tg_tensor_new(TG_DIMS(R, D)), *dy = tg_tensor_new(TG_DIMS(R, D));
-    tg_tensor *w = tg_tensor_new(TG_DIMS(D)), *b = tg_tensor_new(TG_DIMS(D));
-    tg_tensor_normal_(x, &rng, 3.0f, 2.0f);
-    tg_tensor_normal_(dy, &rng, 0.0f, 1.0f);
-    tg_tensor_uniform_(w, &rng, 0.5f, 1.5f);
-    tg_tensor_uniform_(b, &rng, -1.0f, 1.0f);
-    tg_tensor_set_requires_grad(x, true);
-    tg_tensor_set_requires_grad(w, true);
-    tg_tensor_set_requires_grad(b, true);
+    tg_tensor *t[4];
+    norm_inputs(11, 2, (const int64_t[]){R, D}, D, 3.0f, 2.0f, t);
+    tg_tensor *x = t[0], *dy = t[1], *w = t[2], *b = t[3];
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y = tg_layer_norm(x, 1, w, b, 1e-5f);
-    assert_non_null(y);
-    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
-    out[0] = tg_tensor_clone(y);
-    out[1] = tg_tensor_clone(x->grad);
-    out[2] = tg_tensor_clone(w->grad);
-    out[3] = tg_tensor_clone(b->grad);
+    backward_and_keep(tg_layer_norm(x, 1, w, b, 1e-5f), t, out);
     assert_int_equal(tg_tape_end(tape), TG_OK);
     tg_tensor_release(x);
     tg_tensor_release(dy);
