@@ -883,9 +883,11 @@ TG_ISA_KERNEL(adam_step, (const hyper *h, tg_tensor *p, tg_tensor *const *s, boo
               (h, p, s, decoupled))
 {
     const adam_hyper *o = OWN(h, adam_hyper);
-    float *w = p->data;
-    const float *grad = p->grad->data;
-    float *m = s[ADAM_EXP_AVG]->data, *v = s[ADAM_EXP_AVG_SQ]->data;
+    /* restrict: four distinct tensors, so the loop vectorises without run-time overlap tests
+     * (it ran scalar: 3.4 ns an element, a third of the memory's pace, on the GAN's step). */
+    float *restrict w = p->data;
+    const float *restrict grad = p->grad->data;
+    float *restrict m = s[ADAM_EXP_AVG]->data, *restrict v = s[ADAM_EXP_AVG_SQ]->data;
     s[ADAM_STEP]->data[0] += 1.0f;
     double t = s[ADAM_STEP]->data[0];
     const float beta1 = o->beta1, beta2 = o->beta2, eps = o->eps;
