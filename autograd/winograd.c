@@ -1,19 +1,25 @@
 /* Winograd convolutions: conv2d's forward and both gradients for stride 1, dilation 1 and a
  * square 3x3 or 5x5 kernel (autograd/conv.c calls them where tg_winograd_applies).
  *
- * F(m x m, r x r) with tiles of t = 6 inputs per side (m = 7 - r outputs: F(4x4, 3x3) and
- * F(2x2, 5x5)), one set of interpolation points (0, 1, -1, 2, -2, infinity), so both share the
- * input transform B. The matrices come from the points (tg_winograd_matrices, Toom-Cook), with
- * the Lagrange denominators in G, so that B and A hold small integers, exact in float, and
- * only the weight transform, done once per call in double, holds fractions. In 1-D,
- * y = A^T ((G g) .* (B^T d)); in 2-D, per 6 x 6 input tile d at tile stride m:
+ * F(4x4, r x r): m = 4 outputs per side from tiles of t = m + r - 1 inputs, F(4x4, 3x3) on
+ * 6 x 6 tiles and F(4x4, 5x5) on 8 x 8 ones. The interpolation points are 0, 1, -1, 2, -2 (and
+ * 1/2, -1/2 for t = 8) and infinity; the matrices come from the points (tg_winograd_matrices,
+ * Toom-Cook), with the Lagrange denominators in G, so that B and A hold binary fractions
+ * (small integers for t = 6, quarters for t = 8), exact in float, and only the weight
+ * transform, done once per call in double, holds other fractions. In 1-D,
+ * y = A^T ((G g) .* (B^T d)); in 2-D, per t x t input tile d at tile stride m:
  *   U[xi][co][ci] = G w G^T     V[xi][ci][p] = B^T d B     Z[xi][co][p] = A dy A^T
  *   forward:      M[xi] = U[xi] @ V[xi],      y  = A^T M A (+ bias), per (co, tile)
  *   data grad:    dV[xi] = U[xi]^T @ Z[xi],   dx += B dV B^T, overlap-added (tiles overlap
  *                                             by r - 1) inside the image
  *   weight grad:  dU[xi] += Z[xi] @ V[xi]^T over the tiles,  dw += G^T dU G
- * with xi the 36 points of the 6 x 6 domain: 36 GEMMs where the lowering makes one, but 36
- * products per tile and channel pair instead of m*m*r*r (100 for 5x5, 144 for 3x3).
+ * with xi the t * t points of the tile's domain: t * t GEMMs where the lowering makes one, but
+ * t * t products per tile and channel pair instead of 16 r r (36 for 144 with 3x3, 64 for 400
+ * with 5x5). Until 2026-12-06 5x5 ran F(2x2, 5x5) on 6 x 6 tiles (36 for 100); on G's layer
+ * (14 x 14 outputs: 16 tiles of 8 x 8 against 49 of 6 x 6 a channel pair) F(4x4, 5x5) does 58%
+ * of its multiplications. Its error in float, measured in numpy for the same points over
+ * 128-channel sums of N(0, 1) data, is within 2x of F(2x2, 5x5)'s (median 4.9e-6 against
+ * 2.6e-6 of the largest output, worst 1.5e-5 for both), as is F(4x4, 3x3)'s (2.5e-6).
  *
  * The transforms take 16 tiles at once, one per vector lane, and the lanes are 16 images at the
  * same tile position (a group of images; WINO_LANES): the columns of V, M and Z are numbered
@@ -22,7 +28,8 @@
  * is dy; y and dx's terms are made in such copies and transposed back. Every lane of a vector
  * then reads and writes at one offset: plain vector loads and stores, no masks, no gathers, and
  * the two 1-D transforms as fused multiply-adds on registers (tile_product), the zeros of B and
- * A left out (22 of B^T's 36 entries are nonzero: 264 FMAs per 16 tiles and channel, not 432).
+ * A left out (22 of B^T's 36 entries are nonzero for t = 6: 264 FMAs per 16 tiles and channel,
+ * not 432; 44 of 64 for t = 8: 704, not 1024).
  * A group's columns go in equal chunks of at most WINO_CHUNK_GROW budgets (several whole groups
  * make a chunk where their tiles are few), each chunk's V and M (or Z) in L2 or near it.
  * Threads take contiguous groups (a team, each GEMM on one thread): y and dx are the same bit
@@ -30,12 +37,13 @@
  * its terms in an order fixed by the tile positions); dw sums a partial per thread, added in
  * thread order, so it depends on the team's size only. A group short of 16 images (at the end
  * of the batch) costs a full one: a batch of 1 pays 16 times the GEMMs of its tiles.
- * Costs on G's 5x5 layer (bench_gan layers, 1 thread, forward + backward 131 ms, 146 with the
- * gathers; perf samples): the GEMMs with their packing 65%, the input transform (twice: forward
- * and weight gradient) 16%, the data gradient's 6% (12% with gathers and scatters), the copies
- * into and out of the lanes 6%, the output and output-gradient transforms 5%. The input
- * transform waits on memory (its loads of the copy, its stores to V), not on its FMAs: without
- * gathers and with B's zeros skipped it went from 16% to 15.6%. */
+ * Costs on G's 5x5 layer (bench_gan layers, 1 thread, forward + backward, CPU time at load
+ * 10: 127-136 ms with F(2x2, 5x5), 98-114 with F(4x4, 5x5)): the GEMMs, with their packing,
+ * now take about as long as the transforms and copies together (perf samples 29% against 31%
+ * of the run: input transform 13.6%, the data gradient's 7.1%, dy's 3.9%, output 2.8%, the
+ * copies 5.1%). The input transform waits on memory (its loads of the copy, its stores to V,
+ * 64 of them a tile), not on its FMAs: unrolled whole, its 8 x 8 tile spilled registers, and
+ * going row by row (tile_product) took it from 16% to 13.6%. */
 #include "winograd.h"
 #include "internal.h"
 
@@ -62,7 +70,7 @@
  * 5x5 on 14x14, 26 vs 31; 32 -> 64, 3x3 on 13x13, 10 vs 15. */
 #define WINO_MIN_CHANNELS 32
 #define WINO_MIN_OUT 4
-#define WINO_XI (TG_WINO_T * TG_WINO_T)
+#define WINO_XI_MAX (TG_WINO_TMAX * TG_WINO_TMAX)
 
 #if TG_ISA_BASE
 int tg_conv_winograd = 1;
@@ -83,14 +91,20 @@ static void poly_of_roots(const double *a, int n, int skip, double *c)
     }
 }
 
+int tg_winograd_tile(int r)
+{
+    return r == 3 || r == 5 ? TG_WINO_M + r - 1 : 0;
+}
+
 bool tg_winograd_matrices(int r, double *A, double *B, double *G)
 {
-    if (r != 3 && r != 5)
+    const int T = tg_winograd_tile(r), NF = T - 1, m = TG_WINO_M;
+    if (!T)
         return false;
-    enum { T = TG_WINO_T, NF = TG_WINO_T - 1 };
-    static const double a[NF] = {0.0, 1.0, -1.0, 2.0, -2.0};
-    const int m = T + 1 - r;
-    double c[T + 1];
+    /* the first 5 for 6 x 6 tiles, all 7 for 8 x 8 ones: powers of two, so A and B hold
+     * binary fractions exact in float (B's from 1/4 to 21/4) */
+    static const double a[TG_WINO_TMAX - 1] = {0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5};
+    double c[TG_WINO_TMAX + 1];
     /* Finite points: rows of values a^i (A) and a^k / f (G), with f = prod (a_j - a_l); the
      * columns of B are the polynomials f * L_j, L_j the Lagrange basis. */
     for (int j = 0; j < NF; j++) {
@@ -139,10 +153,10 @@ bool tg_winograd_applies(int64_t N, int64_t Ci, int64_t H, int64_t W, int64_t Co
  * B (input), A^T and A (output), A and A^T (output gradient), B and B^T (data gradient), in
  * float; G [6, r] in double for the weights; m = 7 - r. */
 typedef struct {
-    int m, r;
-    float BT[WINO_XI], B[WINO_XI];             /* [6, 6] */
-    float AT[TG_WINO_T * 4], A[TG_WINO_T * 4]; /* [m, 6] and [6, m] */
-    double G[TG_WINO_T * 5];
+    int t, m, r;                                                     /* tile t x t, m = 4 */
+    float BT[WINO_XI_MAX], B[WINO_XI_MAX];                           /* [t, t] */
+    float AT[TG_WINO_TMAX * TG_WINO_M], A[TG_WINO_TMAX * TG_WINO_M]; /* [m, t] and [t, m] */
+    double G[TG_WINO_TMAX * 5];                                      /* [t, r] */
 } wino_mats;
 
 /* How a copy holds an image: C planes of h x w at rows and columns [off, off + h) and [off,
@@ -158,6 +172,7 @@ typedef struct {
     tg_wino_shape s;
     wino_mats mt;
     int64_t Th, Tw, T;  /* tiles per image: rows, columns, all */
+    int xi;             /* points of the tile's domain: t * t, each one GEMM */
     int64_t ld;         /* columns (lanes) per chunk */
     int64_t batch;      /* groups of images per batch */
     wino_layout xl, yl; /* the copies of x (and dx), of y (or dy) */
@@ -208,8 +223,8 @@ static wino_part part_of(const wino_run *c, int t)
 {
     const int64_t ld = c->ld, xg = c->batch * group_floats(&c->xl);
     wino_part pt = {.V = c->work + (int64_t)t * c->per_thread};
-    pt.Z = pt.V + WINO_XI * c->s.Ci * ld;
-    pt.ys = pt.Z + WINO_XI * c->s.Co * ld;
+    pt.Z = pt.V + c->xi * c->s.Ci * ld;
+    pt.ys = pt.Z + c->xi * c->s.Co * ld;
     float *next = pt.ys + c->batch * group_floats(&c->yl);
     pt.xs = c->with_xs ? next : NULL;
     pt.dxs = c->with_dxs ? next + (c->with_xs ? xg : 0) : NULL;
@@ -334,40 +349,46 @@ static void batch_from_lanes(const wino_layout *L, const float *lanes, const win
 }
 
 /* The nonzero entries of the transforms (bit a * cols + i for entry [a][i]), so that
- * tile_product skips the products by zero (the matrices are data): B^T [6, 6] 22 of 36, B,
- * A^T [m, 6] and A [6, m], m = 4 and 2. wino_setup checks them against the computed matrices
- * (matrices_fit); tg_winograd_matrices' points fix them. */
-#define WINO_NZ_BT 0xa9e79e795ull
-#define WINO_NZ_B 0x81ff9ff81ull
-#define WINO_NZ_AT4 0xf9e79full
-#define WINO_NZ_A4 0x8ffff1ull
-#define WINO_NZ_AT2 0xf9full
-#define WINO_NZ_A2 0xbfdull
+ * tile_product skips the products by zero (the matrices are data): B^T [t, t] (22 of 36 for
+ * t = 6, 44 of 64 for t = 8), B, A^T [4, t] and A [t, 4]. wino_setup checks them against the
+ * computed matrices (matrices_fit); tg_winograd_matrices' points fix them. */
+#define WINO_NZ_BT6 0xa9e79e795ull
+#define WINO_NZ_B6 0x81ff9ff81ull
+#define WINO_NZ_AT6 0xf9e79full
+#define WINO_NZ_A6 0x8ffff1ull
+#define WINO_NZ_BT8 0xaa7e7e7e7e7e7e55ull
+#define WINO_NZ_B8 0x807ffe7ffe7ffe01ull
+#define WINO_NZ_AT8 0xfe7e7e7full
+#define WINO_NZ_A8 0x8ffffff1ull
+#define WINO_NZ(name, t) ((t) == 8 ? WINO_NZ_##name##8 : WINO_NZ_##name##6)
 
 /* out = L in L^T for L [na, ni] with its nonzeros nz, in [ni, ni], out [na, na]: one tile
- * transform of every lane, the right factor first. Inlined with constant sizes and nz, so the
- * loops unroll into fused multiply-adds on registers, the zeros' left out. */
+ * transform of every lane, the right factor first: row by row of in, then column by column of
+ * the product. Inlined with constant sizes and nz, the inner loops unroll into fused
+ * multiply-adds on registers, the zeros' left out; the outer ones stay loops, so that a row
+ * or a column (8 vectors in, 8 out) is all that is live: unrolled whole, an 8 x 8 tile's 704
+ * multiply-adds spilled registers. */
 static inline __attribute__((always_inline)) void
 tile_product(int na, int ni, const float *L, uint64_t nz, const wino_vec *in, wino_vec *out)
 {
-    wino_vec t[TG_WINO_T * TG_WINO_T];
-#pragma GCC unroll 6
+    wino_vec t[WINO_XI_MAX];
+#pragma GCC unroll 1
     for (int i = 0; i < ni; i++)
-#pragma GCC unroll 6
+#pragma GCC unroll 8
         for (int b = 0; b < na; b++) {
             wino_vec acc = {0};
-#pragma GCC unroll 6
+#pragma GCC unroll 8
             for (int k = 0; k < ni; k++)
                 if (nz >> (b * ni + k) & 1)
                     acc += in[i * ni + k] * L[b * ni + k];
             t[i * na + b] = acc;
         }
-#pragma GCC unroll 6
-    for (int a = 0; a < na; a++)
-#pragma GCC unroll 6
-        for (int b = 0; b < na; b++) {
+#pragma GCC unroll 1
+    for (int b = 0; b < na; b++)
+#pragma GCC unroll 8
+        for (int a = 0; a < na; a++) {
             wino_vec acc = {0};
-#pragma GCC unroll 6
+#pragma GCC unroll 8
             for (int i = 0; i < ni; i++)
                 if (nz >> (a * ni + i) & 1)
                     acc += L[a * ni + i] * t[i * na + b];
@@ -385,8 +406,19 @@ tile_product(int na, int ni, const float *L, uint64_t nz, const wino_vec *in, wi
          ow = lg_ % (c)->T % (c)->Tw * (c)->mt.m, true);                                           \
          lg_++, col += WINO_LANES)
 
+/* Each transform is written once for a constant tile size t (inlined, so its loops unroll)
+ * and called through a switch on the run's. */
+#define WINO_BY_TILE(fn, c, ...)                                                                   \
+    do {                                                                                           \
+        if ((c)->mt.t == 8)                                                                        \
+            fn(c, __VA_ARGS__, 8);                                                                 \
+        else                                                                                       \
+            fn(c, __VA_ARGS__, 6);                                                                 \
+    } while (0)
+
 /* V[:, ch, chunk] = B^T d B for the chunk's tiles d of x's channel ch. */
-static void input_transform(const wino_run *c, const wino_part *pt, int64_t ch)
+static inline __attribute__((always_inline)) void
+input_transform_t(const wino_run *c, const wino_part *pt, int64_t ch, int t)
 {
     const wino_layout *L = &c->xl;
     const int64_t ld = c->ld, vs = c->s.Ci * ld, plane = L->hp * L->wp * WINO_LANES;
@@ -394,21 +426,27 @@ static void input_transform(const wino_run *c, const wino_part *pt, int64_t ch)
     {
         const float *xs =
             pt->xs + g * group_floats(L) + ch * plane + (oh * L->wp + ow) * WINO_LANES;
-        wino_vec d[WINO_XI], v[WINO_XI];
-        for (int i = 0; i < TG_WINO_T; i++)
-            for (int k = 0; k < TG_WINO_T; k++)
-                d[i * TG_WINO_T + k] = *(const wino_vec *)(xs + (i * L->wp + k) * WINO_LANES);
-        tile_product(6, 6, c->mt.BT, WINO_NZ_BT, d, v);
+        wino_vec d[WINO_XI_MAX], v[WINO_XI_MAX];
+        for (int i = 0; i < t; i++)
+            for (int k = 0; k < t; k++)
+                d[i * t + k] = *(const wino_vec *)(xs + (i * L->wp + k) * WINO_LANES);
+        tile_product(t, t, c->mt.BT, WINO_NZ(BT, t), d, v);
         float *dst = pt->V + ch * ld + col;
-        for (int xi = 0; xi < WINO_XI; xi++)
+        for (int xi = 0; xi < t * t; xi++)
             *(wino_vec *)(dst + xi * vs) = v[xi];
     }
 }
 
+static void input_transform(const wino_run *c, const wino_part *pt, int64_t ch)
+{
+    WINO_BY_TILE(input_transform_t, c, pt, ch);
+}
+
 /* ys's channel co from M[:, co, chunk]: A^T M A + bias. */
 static inline __attribute__((always_inline)) void
-output_transform_m(const wino_run *c, const wino_part *pt, int64_t co, int m)
+output_transform_t(const wino_run *c, const wino_part *pt, int64_t co, int t)
 {
+    enum { m = TG_WINO_M };
     const wino_layout *L = &c->yl;
     const int64_t ld = c->ld, ms = c->s.Co * ld, plane = L->hp * L->wp * WINO_LANES;
     const float bias = c->bias ? c->bias[co] : 0.0f;
@@ -416,10 +454,10 @@ output_transform_m(const wino_run *c, const wino_part *pt, int64_t co, int m)
     {
         const float *src = pt->Z + co * ld + col;
         float *ys = pt->ys + g * group_floats(L) + co * plane + (oh * L->wp + ow) * WINO_LANES;
-        wino_vec M[WINO_XI], y[16];
-        for (int xi = 0; xi < WINO_XI; xi++)
+        wino_vec M[WINO_XI_MAX], y[m * m];
+        for (int xi = 0; xi < t * t; xi++)
             M[xi] = *(const wino_vec *)(src + xi * ms);
-        tile_product(m, 6, c->mt.AT, m == 4 ? WINO_NZ_AT4 : WINO_NZ_AT2, M, y);
+        tile_product(m, t, c->mt.AT, WINO_NZ(AT, t), M, y);
         for (int a = 0; a < m; a++)
             for (int b = 0; b < m; b++)
                 *(wino_vec *)(ys + (a * L->wp + b) * WINO_LANES) = y[a * m + b] + bias;
@@ -428,44 +466,40 @@ output_transform_m(const wino_run *c, const wino_part *pt, int64_t co, int m)
 
 static void output_transform(const wino_run *c, const wino_part *pt, int64_t co)
 {
-    if (c->mt.m == 2)
-        output_transform_m(c, pt, co, 2);
-    else
-        output_transform_m(c, pt, co, 4);
+    WINO_BY_TILE(output_transform_t, c, pt, co);
 }
 
 /* Z[:, co, chunk] = A e A^T for the chunk's m x m tiles e of dy's channel co. */
 static inline __attribute__((always_inline)) void
-grad_transform_m(const wino_run *c, const wino_part *pt, int64_t co, int m)
+grad_transform_t(const wino_run *c, const wino_part *pt, int64_t co, int t)
 {
+    enum { m = TG_WINO_M };
     const wino_layout *L = &c->yl;
     const int64_t ld = c->ld, zs = c->s.Co * ld, plane = L->hp * L->wp * WINO_LANES;
     FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
     {
         const float *dys =
             pt->ys + g * group_floats(L) + co * plane + (oh * L->wp + ow) * WINO_LANES;
-        wino_vec e[16], z[WINO_XI];
+        wino_vec e[m * m], z[WINO_XI_MAX];
         for (int a = 0; a < m; a++)
             for (int b = 0; b < m; b++)
                 e[a * m + b] = *(const wino_vec *)(dys + (a * L->wp + b) * WINO_LANES);
-        tile_product(6, m, c->mt.A, m == 4 ? WINO_NZ_A4 : WINO_NZ_A2, e, z);
+        tile_product(t, m, c->mt.A, WINO_NZ(A, t), e, z);
         float *dst = pt->Z + co * ld + col;
-        for (int xi = 0; xi < WINO_XI; xi++)
+        for (int xi = 0; xi < t * t; xi++)
             *(wino_vec *)(dst + xi * zs) = z[xi];
     }
 }
 
 static void grad_transform(const wino_run *c, const wino_part *pt, int64_t co)
 {
-    if (c->mt.m == 2)
-        grad_transform_m(c, pt, co, 2);
-    else
-        grad_transform_m(c, pt, co, 4);
+    WINO_BY_TILE(grad_transform_t, c, pt, co);
 }
 
 /* dxs's channel ch += B dV B^T for dV = V[:, ch, chunk]: tile position after tile position,
  * so each image's sums come in an order fixed by the positions. */
-static void data_transform(const wino_run *c, const wino_part *pt, int64_t ch)
+static inline __attribute__((always_inline)) void
+data_transform_t(const wino_run *c, const wino_part *pt, int64_t ch, int t)
 {
     const wino_layout *L = &c->xl;
     const int64_t ld = c->ld, vs = c->s.Ci * ld, plane = L->hp * L->wp * WINO_LANES;
@@ -473,14 +507,19 @@ static void data_transform(const wino_run *c, const wino_part *pt, int64_t ch)
     {
         const float *src = pt->V + ch * ld + col;
         float *dxs = pt->dxs + g * group_floats(L) + ch * plane + (oh * L->wp + ow) * WINO_LANES;
-        wino_vec dv[WINO_XI], dd[WINO_XI];
-        for (int xi = 0; xi < WINO_XI; xi++)
+        wino_vec dv[WINO_XI_MAX], dd[WINO_XI_MAX];
+        for (int xi = 0; xi < t * t; xi++)
             dv[xi] = *(const wino_vec *)(src + xi * vs);
-        tile_product(6, 6, c->mt.B, WINO_NZ_B, dv, dd);
-        for (int i = 0; i < TG_WINO_T; i++)
-            for (int k = 0; k < TG_WINO_T; k++)
-                *(wino_vec *)(dxs + (i * L->wp + k) * WINO_LANES) += dd[i * TG_WINO_T + k];
+        tile_product(t, t, c->mt.B, WINO_NZ(B, t), dv, dd);
+        for (int i = 0; i < t; i++)
+            for (int k = 0; k < t; k++)
+                *(wino_vec *)(dxs + (i * L->wp + k) * WINO_LANES) += dd[i * t + k];
     }
+}
+
+static void data_transform(const wino_run *c, const wino_part *pt, int64_t ch)
+{
+    WINO_BY_TILE(data_transform_t, c, pt, ch);
 }
 
 /* The weight transforms run on WT_LANES input channels at once, one per lane of a vector of
@@ -495,27 +534,27 @@ typedef double wt_vec __attribute__((vector_size(WT_LANES * sizeof(double))));
 /* U[:, co, ci0 .. ci0 + n) = G w G^T for output channel co, n <= WT_LANES input channels. */
 static void weight_transform_lanes(const wino_run *c, int64_t co, int64_t ci0, int n)
 {
-    const int r = c->mt.r;
+    const int r = c->mt.r, T = c->mt.t;
     const int64_t Ci = c->s.Ci, Co = c->s.Co;
     const double *G = c->mt.G;
-    wt_vec w[5][5], t[TG_WINO_T][5];
+    wt_vec w[5][5], t[TG_WINO_TMAX][5];
     for (int h = 0; h < r; h++)
         for (int k = 0; k < r; k++)
             for (int l = 0; l < WT_LANES; l++)
                 w[h][k][l] = l < n ? c->w[(co * Ci + ci0 + l) * r * r + h * r + k] : 0.0;
-    for (int a = 0; a < TG_WINO_T; a++)
+    for (int a = 0; a < T; a++)
         for (int k = 0; k < r; k++) {
             wt_vec acc = {0};
             for (int h = 0; h < r; h++)
                 acc += G[a * r + h] * w[h][k];
             t[a][k] = acc;
         }
-    for (int a = 0; a < TG_WINO_T; a++)
-        for (int b = 0; b < TG_WINO_T; b++) {
+    for (int a = 0; a < T; a++)
+        for (int b = 0; b < T; b++) {
             wt_vec acc = {0};
             for (int k = 0; k < r; k++)
                 acc += t[a][k] * G[b * r + k];
-            float *u = c->U + ((a * TG_WINO_T + b) * Co + co) * Ci + ci0;
+            float *u = c->U + ((a * T + b) * Co + co) * Ci + ci0;
             for (int l = 0; l < n; l++)
                 u[l] = (float)acc[l];
         }
@@ -532,11 +571,11 @@ static void weight_transform(const wino_run *c, int64_t co)
  * double after that. */
 static void weight_grad_transform_lanes(const wino_run *c, int64_t co, int64_t ci0, int n)
 {
-    const int r = c->mt.r;
-    const int64_t Ci = c->s.Ci, Co = c->s.Co, part = WINO_XI * Co * Ci;
+    const int r = c->mt.r, T = c->mt.t;
+    const int64_t Ci = c->s.Ci, Co = c->s.Co, part = c->xi * Co * Ci;
     const double *G = c->mt.G;
-    wt_vec d[TG_WINO_T][TG_WINO_T], t[TG_WINO_T][5];
-    for (int xi = 0; xi < WINO_XI; xi++) {
+    wt_vec d[TG_WINO_TMAX][TG_WINO_TMAX], t[TG_WINO_TMAX][5];
+    for (int xi = 0; xi < c->xi; xi++) {
         const float *src = c->dU + (xi * Co + co) * Ci + ci0;
         for (int l = 0; l < WT_LANES; l++) {
             float sum = 0.0f;
@@ -545,20 +584,20 @@ static void weight_grad_transform_lanes(const wino_run *c, int64_t co, int64_t c
                 for (int th = 1; th < c->team; th++)
                     sum += src[th * part + l];
             }
-            d[xi / TG_WINO_T][xi % TG_WINO_T][l] = sum;
+            d[xi / T][xi % T][l] = sum;
         }
     }
-    for (int a = 0; a < TG_WINO_T; a++)
+    for (int a = 0; a < T; a++)
         for (int k = 0; k < r; k++) {
             wt_vec acc = {0};
-            for (int b = 0; b < TG_WINO_T; b++)
+            for (int b = 0; b < T; b++)
                 acc += d[a][b] * G[b * r + k];
             t[a][k] = acc;
         }
     for (int h = 0; h < r; h++)
         for (int k = 0; k < r; k++) {
             wt_vec acc = {0};
-            for (int a = 0; a < TG_WINO_T; a++)
+            for (int a = 0; a < T; a++)
                 acc += G[a * r + h] * t[a][k];
             for (int l = 0; l < n; l++)
                 c->dw[(co * Ci + ci0 + l) * r * r + h * r + k] += (float)acc[l];
@@ -575,7 +614,7 @@ static void weight_grad_transform(const wino_run *c, int64_t co)
 /* Runs fn(c, co) for every output channel, in parallel where it pays. */
 static void per_out_channel(const wino_run *c, void (*fn)(const wino_run *, int64_t))
 {
-    const int64_t Co = c->s.Co, per = c->s.Ci * WINO_XI * c->mt.r;
+    const int64_t Co = c->s.Co, per = c->s.Ci * c->xi * c->mt.r;
     if (!TG_PARALLEL_FORK(Co, per)) {
         for (int64_t co = 0; co < Co; co++)
             fn(c, co);
@@ -618,7 +657,7 @@ static void forward_part(void *ctx, int t, int64_t g0, int64_t g1)
         {
             for (int64_t ch = 0; ch < Ci; ch++)
                 input_transform(c, &pt, ch);
-            for (int xi = 0; xi < WINO_XI; xi++)
+            for (int xi = 0; xi < c->xi; xi++)
                 tg_sgemm_avx512(false, false, Co, pt.ce - pt.cs, Ci, 1.0f, c->U + xi * Co * Ci, Ci,
                                 pt.V + xi * Ci * ld, ld, 0.0f, pt.Z + xi * Co * ld, ld);
             for (int64_t co = 0; co < Co; co++)
@@ -635,9 +674,9 @@ static void backward_part(void *ctx, int t, int64_t g0, int64_t g1)
     const wino_run *c = ctx;
     wino_part pt = part_of(c, t);
     const int64_t Ci = c->s.Ci, Co = c->s.Co, ld = c->ld;
-    float *dU = c->dw ? c->dU + t * WINO_XI * Co * Ci : NULL;
+    float *dU = c->dw ? c->dU + t * c->xi * Co * Ci : NULL;
     if (dU)
-        memset(dU, 0, (size_t)(WINO_XI * Co * Ci) * sizeof(float));
+        memset(dU, 0, (size_t)(c->xi * Co * Ci) * sizeof(float));
     /* The padding, once: the copies rewrite only the images. */
     memset(pt.ys, 0, (size_t)(c->batch * group_floats(&c->yl)) * sizeof(float));
     if (dU)
@@ -658,13 +697,13 @@ static void backward_part(void *ctx, int t, int64_t g0, int64_t g1)
             if (dU) {
                 for (int64_t ch = 0; ch < Ci; ch++)
                     input_transform(c, &pt, ch);
-                for (int xi = 0; xi < WINO_XI; xi++)
+                for (int xi = 0; xi < c->xi; xi++)
                     tg_sgemm_avx512(false, true, Co, Ci, np, 1.0f, pt.Z + xi * Co * ld, ld,
                                     pt.V + xi * Ci * ld, ld, 1.0f, dU + xi * Co * Ci, Ci);
             }
             if (c->dx) {
                 /* dV goes where V was: the weight gradient's GEMMs have read it. */
-                for (int xi = 0; xi < WINO_XI; xi++)
+                for (int xi = 0; xi < c->xi; xi++)
                     tg_sgemm_avx512(true, false, Ci, np, Co, 1.0f, c->U + xi * Co * Ci, Ci,
                                     pt.Z + xi * Co * ld, ld, 0.0f, pt.V + xi * Ci * ld, ld);
                 for (int64_t ch = 0; ch < Ci; ch++)
@@ -701,7 +740,7 @@ TG_ISA_KERNEL(wino_backward_kernel, (wino_run * c), (c))
 /* Frees what wino_setup allocated (any of it NULL). */
 static void wino_release(wino_run *c)
 {
-    const size_t u = (size_t)(WINO_XI * c->s.Co * c->s.Ci) * sizeof(float);
+    const size_t u = (size_t)(c->xi * c->s.Co * c->s.Ci) * sizeof(float);
     tg_free(c->work, (size_t)(c->per_thread * c->team) * sizeof(float));
     tg_free(c->U, u);
     tg_free(c->dU, u * (size_t)c->team);
@@ -724,10 +763,9 @@ static bool zero_outside(const float *L, int rows, int cols, uint64_t nz)
 
 static bool matrices_fit(const wino_mats *mt)
 {
-    const bool m4 = mt->m == 4;
-    return zero_outside(mt->BT, 6, 6, WINO_NZ_BT) && zero_outside(mt->B, 6, 6, WINO_NZ_B) &&
-           zero_outside(mt->AT, mt->m, 6, m4 ? WINO_NZ_AT4 : WINO_NZ_AT2) &&
-           zero_outside(mt->A, 6, mt->m, m4 ? WINO_NZ_A4 : WINO_NZ_A2);
+    const int t = mt->t, m = mt->m;
+    return zero_outside(mt->BT, t, t, WINO_NZ(BT, t)) && zero_outside(mt->B, t, t, WINO_NZ(B, t)) &&
+           zero_outside(mt->AT, m, t, WINO_NZ(AT, t)) && zero_outside(mt->A, t, m, WINO_NZ(A, t));
 }
 
 /* Sets up c for s (its team, batch, chunk and buffers: U unless a backward without dx, the
@@ -737,17 +775,20 @@ static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool backward, bool 
 {
     memset(c, 0, sizeof *c);
     c->s = *s;
-    double A[TG_WINO_T * 4], B[WINO_XI];
+    double A[TG_WINO_TMAX * TG_WINO_M], B[WINO_XI_MAX];
     if (!tg_winograd_matrices(s->r, A, B, c->mt.G))
         return false;
+    const int t = tg_winograd_tile(s->r);
     c->mt.r = s->r;
-    c->mt.m = TG_WINO_T + 1 - s->r;
+    c->mt.t = t;
+    c->mt.m = TG_WINO_M;
+    c->xi = t * t;
     const int64_t m = c->mt.m;
-    for (int j = 0; j < TG_WINO_T; j++) {
+    for (int j = 0; j < t; j++) {
         for (int i = 0; i < m; i++)
-            c->mt.AT[i * TG_WINO_T + j] = c->mt.A[j * m + i] = (float)A[j * m + i];
-        for (int i = 0; i < TG_WINO_T; i++)
-            c->mt.BT[i * TG_WINO_T + j] = c->mt.B[j * TG_WINO_T + i] = (float)B[j * TG_WINO_T + i];
+            c->mt.AT[i * t + j] = c->mt.A[j * m + i] = (float)A[j * m + i];
+        for (int i = 0; i < t; i++)
+            c->mt.BT[i * t + j] = c->mt.B[j * t + i] = (float)B[j * t + i];
     }
     if (!matrices_fit(&c->mt))
         return false;
@@ -760,8 +801,8 @@ static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool backward, bool 
     c->yl = (wino_layout){s->Co, s->Ho, s->Wo, c->Th * m, c->Tw * m, 0};
     int64_t chans, per_lane, ucount, ximg, yimg, group_cols, copies, per_thread;
     if (!mul_add(c->Th, c->Tw, 0, &c->T) || !mul_add(c->T, WINO_LANES, 0, &group_cols) ||
-        !mul_add(s->Ci, 1, s->Co, &chans) || !mul_add(chans, (int64_t)WINO_XI * 4, 0, &per_lane) ||
-        !mul_add(s->Co, s->Ci, 0, &ucount) || !mul_add(ucount, (int64_t)WINO_XI, 0, &ucount) ||
+        !mul_add(s->Ci, 1, s->Co, &chans) || !mul_add(chans, (int64_t)c->xi * 4, 0, &per_lane) ||
+        !mul_add(s->Co, s->Ci, 0, &ucount) || !mul_add(ucount, (int64_t)c->xi, 0, &ucount) ||
         !mul_add(s->Ci, c->xl.hp, 0, &ximg) || !mul_add(ximg, c->xl.wp, 0, &ximg) ||
         !mul_add(s->Co, c->yl.hp, 0, &yimg) || !mul_add(yimg, c->yl.wp, 0, &yimg))
         return false;
@@ -784,7 +825,7 @@ static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool backward, bool 
     }
     c->ld = ld;
     /* V and M or Z, then the copies: y's or dy's, x's, dx's. */
-    if (!mul_add(chans, (int64_t)WINO_XI * ld, 0, &per_thread) ||
+    if (!mul_add(chans, (int64_t)c->xi * ld, 0, &per_thread) ||
         !mul_add(ximg, (int64_t)c->with_xs + c->with_dxs, yimg, &copies) ||
         !mul_add(copies, c->batch * WINO_LANES, per_thread, &c->per_thread) ||
         c->per_thread > INT64_MAX / 4 / c->team || ucount > INT64_MAX / 4 / c->team)

@@ -14,8 +14,10 @@ typedef struct {
     int r, pad;
 } tg_wino_shape;
 
-/* The tile: 6 x 6 inputs for every kernel size, so m x m outputs with m = 7 - r. */
-#define TG_WINO_T 6
+/* The tile: m x m = 4 x 4 outputs from t x t inputs, t = m + r - 1: F(4x4, 3x3) on 6 x 6
+ * tiles and F(4x4, 5x5) on 8 x 8 ones. */
+#define TG_WINO_M 4
+#define TG_WINO_TMAX 8
 
 /* Whether the Winograd path takes this conv2d (kernel 3 or 5, stride and dilation 1, padding
  * below the kernel, channels and output large enough to pay; tg_conv_winograd on; the AVX-512
@@ -34,8 +36,12 @@ bool tg_winograd_forward(const tg_wino_shape *s, const float *x, const float *w,
 bool tg_winograd_backward(const tg_wino_shape *s, const float *x, const float *w, const float *dy,
                           float *dx, bool dx_set, float *dw);
 
-/* The transforms of F(m x m, r x r) for r = 3 or 5 (m = 7 - r), row-major in double: A [6, m],
- * B [6, 6], G [6, r]; 1-D: y = A^T ((G g) .* (B^T d)). False for another r. For the tests. */
+/* The tile size t for an r x r kernel: 6 for r = 3, 8 for r = 5, 0 for another r. */
+int tg_winograd_tile(int r);
+
+/* The transforms of F(4 x 4, r x r) for r = 3 or 5, row-major in double: A [t, 4], B [t, t],
+ * G [t, r] for t = tg_winograd_tile(r); 1-D: y = A^T ((G g) .* (B^T d)). False for another
+ * r. For the tests. */
 bool tg_winograd_matrices(int r, double *A, double *B, double *G);
 
 #endif

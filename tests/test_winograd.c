@@ -15,13 +15,14 @@
  * integer data (every product exact, so only the fractions in G round). */
 static void check_matrices_1d(int r)
 {
-    enum { T = TG_WINO_T };
-    const int m = T + 1 - r;
-    double A[T * 4], B[T * T], G[T * 5];
+    enum { TM = TG_WINO_TMAX };
+    const int T = tg_winograd_tile(r), m = TG_WINO_M;
+    assert_int_equal(T, m + r - 1);
+    double A[TM * TG_WINO_M], B[TM * TM], G[TM * 5];
     assert_true(tg_winograd_matrices(r, A, B, G));
     uint64_t s = 12345;
     for (int trial = 0; trial < 200; trial++) {
-        double d[T], g[5], u[T], v[T];
+        double d[TM], g[5], u[TM], v[TM];
         for (int i = 0; i < T; i++)
             d[i] = (double)((s = s * 6364136223846793005ULL + 1) >> 59) - 16.0;
         for (int k = 0; k < r; k++)
@@ -50,8 +51,9 @@ static void test_matrices(void **state)
     (void)state;
     check_matrices_1d(3);
     check_matrices_1d(5);
-    double A[24], B[36], G[30];
+    double A[32], B[64], G[40];
     assert_false(tg_winograd_matrices(4, A, B, G));
+    assert_int_equal(tg_winograd_tile(4), 0);
 }
 
 /* ---- against the lowering -------------------------------------------------------------------- */
