@@ -1,5 +1,6 @@
 /* Convolution ops: conv2d and conv_transpose2d (groups = 1), lowered to GEMM with im2col and
- * col2im (conv2d with a single output channel runs direct loops instead, see below), and
+ * col2im (conv2d with one output channel runs direct loops instead, autograd/conv_direct.c),
+ * and
  * conv2d_weight_grad, conv2d's weight gradient as an op of its own: with conv2d and
  * conv_transpose2d it makes the second order of all three (backward_graph).
  *
@@ -30,6 +31,7 @@
 #include "ops.h"
 
 #include "../tensor/parallel.h"
+#include "conv_direct.h"
 #include "window.h"
 #include "winograd.h"
 
@@ -47,73 +49,12 @@
  * least CONV_STAGE_MIN_KC rows. */
 #define CONV_STAGE_MAX_P 256
 #define CONV_STAGE_MIN_KC 64
-/* The direct path's output rows are computed in tiles of this many positions: one AVX-512
- * register, two AVX2 ones. */
-#define CONV_DIRECT_TILE 16
-/* The direct forward's block of independent accumulators: rows x tiles of CONV_DIRECT_TILE
- * (8 of the 32 AVX-512 registers; direct_block). */
-#define DIRECT_ROWS 4
-#define DIRECT_TILES 2
-/* The direct weight gradient's taps of a kernel row summed at once (direct_dw_taps). */
-#define DIRECT_DW_TAPS 4
-
 /* output_padding is conv_transpose2d's for H, output_padding_w for W: equal from
  * tg_conv_transpose2d, different in conv2d's data gradient when H and W round differently.
  * conv_transpose2d's dilation is 1 from tg_conv_transpose2d, any in that data gradient. */
 typedef struct {
     int stride, padding, dilation, output_padding, output_padding_w;
 } conv_params;
-
-/* The lowering's sizes: see the top of the file for image and flat side. */
-typedef struct {
-    int64_t N;          /* images in the batch */
-    int64_t Ci, H, W;   /* image side: channels and plane size */
-    int64_t Co, Ho, Wo; /* flat side: channels and plane size (the column count per image) */
-    int64_t kh, kw, stride, pad, dil;
-    int64_t Kc, P;      /* Ci*kh*kw rows and Ho*Wo columns of one image's cols */
-    int64_t chunk;      /* images per chunk */
-    bool staged;        /* chunks of several images go through the staging buffer */
-    bool direct;        /* conv2d with one output channel: direct loops, no lowering */
-    int64_t Hp, Wq, Wt; /* direct only: padded planes [Hp, Wq], output rows padded to Wt */
-} conv_geom;
-
-static int64_t min64(int64_t a, int64_t b)
-{
-    return a < b ? a : b;
-}
-static int64_t max64(int64_t a, int64_t b)
-{
-    return a > b ? a : b;
-}
-
-/* Floats of one image's working space on the direct path: its padded planes, then its padded
- * output (or output gradient) rows; see conv2d_direct_forward. */
-static int64_t conv_direct_floats(const conv_geom *g)
-{
-    return g->Ci * g->Hp * g->Wq + g->Ho * g->Wt;
-}
-
-/* Sets the direct path's padded sizes (rows of whole tiles, and every tap of every tile inside
- * its padded row); false when they or conv_direct_floats overflow int64, as with a padding
- * of INT_MAX, which pads whole planes while the lowering only visits valid positions. */
-static bool conv_direct_sizes(conv_geom *g)
-{
-    int64_t reach, taps, floats, rows;
-    if (__builtin_add_overflow(g->Wo, CONV_DIRECT_TILE - 1, &g->Wt))
-        return false;
-    g->Wt = g->Wt / CONV_DIRECT_TILE * CONV_DIRECT_TILE;
-    if (__builtin_add_overflow(g->H, 2 * g->pad, &g->Hp) ||
-        __builtin_add_overflow(g->W, 2 * g->pad, &g->Wq) ||
-        __builtin_mul_overflow(g->Wt - 1, g->stride, &reach) ||
-        __builtin_mul_overflow(g->kw - 1, g->dil, &taps) ||
-        __builtin_add_overflow(reach, taps + 1, &reach))
-        return false;
-    g->Wq = max64(g->Wq, reach);
-    return !__builtin_mul_overflow(g->Ci, g->Hp, &floats) &&
-           !__builtin_mul_overflow(floats, g->Wq, &floats) &&
-           !__builtin_mul_overflow(g->Ho, g->Wt, &rows) &&
-           !__builtin_add_overflow(floats, rows, &floats);
-}
 
 /* Completes g (Kc, P, staged, chunk; the padded sizes when direct) once its sizes are set and
  * its output planes are at least 1 x 1. Every size is checked: false when one overflows int64
@@ -129,12 +70,12 @@ static bool conv_geom_finish(conv_geom *g, bool empty)
     g->chunk = 0;
     if (empty)
         return true;
-    if (g->direct && !conv_direct_sizes(g))
+    if (g->direct && !tg_conv_direct_sizes(g))
         g->direct = false; /* the lowering's working space does not grow with the padding */
     g->staged = !g->direct && g->P < CONV_STAGE_MAX_P && g->Kc >= CONV_STAGE_MIN_KC;
     int64_t per_image, rows;
     if (g->direct)
-        per_image = conv_direct_floats(g);
+        per_image = tg_conv_direct_floats(g);
     else if (__builtin_add_overflow(g->Kc, g->staged ? g->Co : 0, &rows) ||
              __builtin_mul_overflow(rows, g->P, &per_image))
         return false;
@@ -162,7 +103,7 @@ static int64_t conv_cols_floats(const conv_geom *g)
 static size_t conv_scratch_bytes(const conv_geom *g)
 {
     if (g->direct)
-        return (size_t)(g->chunk * conv_direct_floats(g)) * sizeof(float);
+        return (size_t)(g->chunk * tg_conv_direct_floats(g)) * sizeof(float);
     int64_t floats =
         g->staged ? conv_cols_floats(g) + g->Co * g->chunk * g->P : g->Kc * g->chunk * g->P;
     return (size_t)floats * sizeof(float);
@@ -1289,300 +1230,6 @@ static void conv_dgrad(const conv_geom *g, const float *Wm, const float *flat, f
     col2im_range(g, Wm, flat, 0, g->N, img, assign, bias, scratch);
 }
 
-/* ---- conv2d with one output channel: direct loops on padded planes -----------------------
- * With O = 1 every GEMM of the lowering is a matrix-vector product that streams the columns
- * (Kc*P floats an image: 5 MB for 64 channels 5x5 on 28x28) for two flops per float, so
- * writing them costs as much again; the lowering took twice as long as its GEMMs
- * (bench/bench_conv). These loops never write the columns. A chunk's images are copied into
- * zero-bordered planes xp [B, C, Hp, Wq] first: the input of output (oh, ow) under tap (i, j)
- * is then xp[oh*s + i*dil][ow*s + j*dil] for every tap, so an output row is a run of whole
- * tiles of CONV_DIRECT_TILE positions with no bounds to test (positions past Wo read the
- * border and are dropped). dy is copied likewise into rows of Wt floats with zeros past Wo,
- * dyp [B, Ho, Wt], so the backward loops read whole tiles too. Loops over the valid range of
- * each tap instead spent most of their time in the remainders of 28-wide rows, and ran 3x
- * slower on the GAN's 64 -> 1 layer. */
-
-/* dst [h_out, w_out] = src [h, w] placed at row top and column left, zeros around it. */
-static void pad_plane(const float *restrict src, int64_t h, int64_t w, float *restrict dst,
-                      int64_t h_out, int64_t w_out, int64_t top, int64_t left)
-{
-    for (int64_t r = 0; r < h_out; r++) {
-        float *restrict d = dst + r * w_out;
-        int64_t ih = r - top;
-        if (ih < 0 || ih >= h) {
-            for (int64_t q = 0; q < w_out; q++)
-                d[q] = 0.0f;
-            continue;
-        }
-        for (int64_t q = 0; q < left; q++)
-            d[q] = 0.0f;
-        for (int64_t q = 0; q < w; q++)
-            d[left + q] = src[ih * w + q];
-        for (int64_t q = left + w; q < w_out; q++)
-            d[q] = 0.0f;
-    }
-}
-
-/* A tile of CONV_DIRECT_TILE floats as one GCC vector (one AVX-512 register in the AVX-512
- * copy of this file, two or four narrower ones in the others: tensor/isa.h); aligned(4) and
- * may_alias let it load and store at any float. gcc 12 left the same loops over a float[16]
- * accumulator scalar. */
-typedef float conv_tile
-    __attribute__((vector_size(CONV_DIRECT_TILE * sizeof(float)), aligned(4), may_alias));
-
-/* *v = the tile p[0], p[s], ..., p[(TILE-1)*s]. Tiles go by pointer: by value they would
- * change the ABI between builds with and without AVX-512 (gcc's -Wpsabi). */
-static inline void tile_load(conv_tile *v, const float *p, int64_t s)
-{
-    if (s == 1) {
-        *v = *(const conv_tile *)p;
-        return;
-    }
-    /* Filled in a local tile that starts defined: writing lanes into *v would read it first,
-     * as far as the compiler can tell (-Wmaybe-uninitialized at every caller). */
-    conv_tile t = {0};
-    for (int k = 0; k < CONV_DIRECT_TILE; k++)
-        t[k] = p[k * s];
-    *v = t;
-}
-
-/* p[k*s] += v[k] for every k of the tile. */
-static inline void tile_add(float *p, int64_t s, const conv_tile *v)
-{
-    if (s == 1) {
-        *(conv_tile *)p += *v;
-        return;
-    }
-    for (int k = 0; k < CONV_DIRECT_TILE; k++)
-        p[k * s] += (*v)[k];
-}
-
-/* The chunk's padded planes xp [B, C, Hp, Wq] from x [B, C, H, W]. */
-static void direct_pad_x(const conv_geom *g, const float *x, int64_t B, float *xp)
-{
-    const int64_t items = B * g->Ci, plane = g->Hp * g->Wq;
-    TG_PARALLEL_FOR_WORK(items, plane)
-    for (int64_t t = 0; t < items; t++)
-        pad_plane(x + t * g->H * g->W, g->H, g->W, xp + t * plane, g->Hp, g->Wq, g->pad, g->pad);
-}
-
-/* The chunk's padded output rows: the part of the working space after its planes. */
-static float *direct_rows(const conv_geom *g, float *scratch)
-{
-    return scratch + g->chunk * g->Ci * g->Hp * g->Wq;
-}
-
-/* conv2d_direct_forward's images [b0, b1) (a tg_team_fn) with the working space of the
- * chunk's image t: each padded in turn and summed tile by tile in a local array that stays in
- * registers over all kh*kw taps. */
-typedef struct {
-    const conv_geom *g;
-    const float *x, *w, *bias;
-    float *y, *scratch;
-} direct_ctx;
-
-/* The accumulators of rows x tiles output tiles from row oh and column q: every tap of one
- * channel's padded plane img (weights wc) added in. One tile alone made one chain of dependent
- * multiply-adds, each waiting for the last (4 cycles a tap); rows x tiles independent chains
- * overlap. Each output's sum keeps the one-tile order (taps i, then j), so results are the
- * same bit for bit. Inlined with constant rows and tiles, the accumulators stay in registers. */
-static inline __attribute__((always_inline)) void direct_block(const conv_geom *g, float *acc,
-                                                               const float *img, const float *wc,
-                                                               int64_t oh, int64_t q, int rows,
-                                                               int tiles, int64_t s)
-{
-    const int64_t d = g->dil, Wq = g->Wq, Wt = g->Wt;
-    conv_tile a[DIRECT_ROWS][DIRECT_TILES], v;
-    for (int r = 0; r < rows; r++)
-        for (int u = 0; u < tiles; u++)
-            a[r][u] = *(const conv_tile *)(acc + (oh + r) * Wt + q + u * CONV_DIRECT_TILE);
-    for (int64_t i = 0; i < g->kh; i++)
-        for (int64_t j = 0; j < g->kw; j++) {
-            const float wv = wc[i * g->kw + j];
-#pragma GCC unroll 4
-            for (int r = 0; r < rows; r++)
-#pragma GCC unroll 2
-                for (int u = 0; u < tiles; u++) {
-                    const int64_t col = (q + u * CONV_DIRECT_TILE) * s + j * d;
-                    tile_load(&v, img + ((oh + r) * s + i * d) * Wq + col, s);
-                    a[r][u] += wv * v;
-                }
-        }
-    for (int r = 0; r < rows; r++)
-        for (int u = 0; u < tiles; u++)
-            *(conv_tile *)(acc + (oh + r) * Wt + q + u * CONV_DIRECT_TILE) = a[r][u];
-}
-
-static void direct_forward_run(void *ctx, int t, int64_t b0, int64_t b1)
-{
-    const direct_ctx *c = ctx;
-    const conv_geom *g = c->g;
-    const int64_t kk = g->kh * g->kw, Wq = g->Wq, Wt = g->Wt;
-    const int64_t plane = g->Hp * Wq, Ho = g->Ho, Wo = g->Wo;
-    float *xp = c->scratch + t * g->Ci * plane;
-    float *restrict acc = direct_rows(g, c->scratch) + t * Ho * Wt;
-    for (int64_t b = b0; b < b1; b++) {
-        for (int64_t ch = 0; ch < g->Ci; ch++)
-            pad_plane(c->x + (b * g->Ci + ch) * g->H * g->W, g->H, g->W, xp + ch * plane, g->Hp, Wq,
-                      g->pad, g->pad);
-        const float bv = c->bias ? c->bias[0] : 0.0f;
-        for (int64_t e = 0; e < Ho * Wt; e++)
-            acc[e] = bv;
-        const int64_t row_blocks = Ho / DIRECT_ROWS * DIRECT_ROWS,
-                      tile_pairs =
-                          Wt / (DIRECT_TILES * CONV_DIRECT_TILE) * DIRECT_TILES * CONV_DIRECT_TILE;
-        for (int64_t ch = 0; ch < g->Ci; ch++) {
-            const float *img = xp + ch * plane, *wc = c->w + ch * kk;
-            for (int64_t oh = 0; oh < Ho; oh += DIRECT_ROWS) {
-                const bool full = oh < row_blocks;
-                for (int64_t q = 0; q < Wt; q += CONV_DIRECT_TILE * DIRECT_TILES) {
-                    if (full && q < tile_pairs && g->stride == 1) /* the GAN's layer */
-                        direct_block(g, acc, img, wc, oh, q, DIRECT_ROWS, DIRECT_TILES, 1);
-                    else if (full && q < tile_pairs)
-                        direct_block(g, acc, img, wc, oh, q, DIRECT_ROWS, DIRECT_TILES, g->stride);
-                    else /* the edges: row by row, tile by tile */
-                        for (int64_t r = oh; r < (full ? oh + DIRECT_ROWS : Ho); r++)
-                            for (int64_t u = q; u < Wt && u < q + DIRECT_TILES * CONV_DIRECT_TILE;
-                                 u += CONV_DIRECT_TILE)
-                                direct_block(g, acc, img, wc, r, u, 1, 1, g->stride);
-                }
-            }
-        }
-        float *restrict yn = c->y + b * g->P;
-        for (int64_t oh = 0; oh < Ho; oh++)
-            for (int64_t ow = 0; ow < Wo; ow++)
-                yn[oh * Wo + ow] = acc[oh * Wt + ow];
-    }
-}
-
-/* y [N, 1, Ho, Wo] = bias + sum over c, i, j of w[c,i,j] * xp[n,c] at the shifted positions.
- * A team of threads (at most a chunk's images: their working space) takes the batch, one
- * region for it: chunk by chunk, chunks of 7 images (the GAN's 64 -> 1 layer) split 4:3
- * between two threads, with a region to pad each chunk and one to sum it. Each image's sums
- * are the same either way. */
-static void conv2d_direct_forward(const conv_geom *g, const float *x, const float *w,
-                                  const float *bias, float *y, float *scratch)
-{
-    const int64_t work = g->Kc * g->Ho * g->Wt;
-    const int team = TG_PARALLEL_FORK(g->N, work) ? (int)min64(tg_get_num_threads(), g->chunk) : 1;
-    direct_ctx ctx = {g, x, w, bias, y, scratch};
-    tg_team_run(team, g->N, direct_forward_run, &ctx);
-}
-
-/* dw[c, i, j0 .. j0 + nj) of one image's plane img against its dyp rows dyb: nj dot products
- * at once, one accumulator chain each (one chain alone waited for its last multiply-add), each
- * dy tile loaded once for all nj. Every weight's terms are added in the order of one product
- * alone (rows, then tiles), so results are the same bit for bit. Inlined with constant nj. */
-static inline __attribute__((always_inline)) void direct_dw_taps(const conv_geom *g,
-                                                                 const float *img, const float *dyb,
-                                                                 int64_t i, int64_t j0, int nj,
-                                                                 int64_t s, float *dwc)
-{
-    const int64_t d = g->dil, Wq = g->Wq, Wt = g->Wt;
-    conv_tile a[DIRECT_DW_TAPS], v;
-    for (int k = 0; k < nj; k++)
-        a[k] = (conv_tile){0};
-    for (int64_t oh = 0; oh < g->Ho; oh++) {
-        const float *src = img + (oh * s + i * d) * Wq + j0 * d;
-        const float *r = dyb + oh * Wt;
-        for (int64_t t = 0; t < Wt; t += CONV_DIRECT_TILE) {
-            const conv_tile dyt = *(const conv_tile *)(r + t);
-#pragma GCC unroll 4
-            for (int k = 0; k < nj; k++) {
-                tile_load(&v, src + k * d + t * s, s);
-                a[k] += dyt * v;
-            }
-        }
-    }
-    for (int k = 0; k < nj; k++) {
-        float sum = 0.0f;
-        for (int l = 0; l < CONV_DIRECT_TILE; l++)
-            sum += a[k][l];
-        dwc[i * g->kw + j0 + k] += sum;
-    }
-}
-
-/* dw[c,i,j] += sum over the chunk's images and output positions of dyp * xp at the shifted
- * position: one dot product per weight, over whole tiles (dyp is zero past Wo). One input
- * channel per iteration: each thread owns its weights. */
-static void conv2d_direct_dw(const conv_geom *g, const float *xp, const float *dyp, int64_t B,
-                             float *dw)
-{
-    const int64_t kk = g->kh * g->kw, plane = g->Hp * g->Wq, Wt = g->Wt;
-    TG_PARALLEL_FOR_WORK(g->Ci, B * kk * g->Ho * Wt)
-    for (int64_t c = 0; c < g->Ci; c++) {
-        for (int64_t b = 0; b < B; b++) {
-            const float *img = xp + (b * g->Ci + c) * plane, *dyb = dyp + b * g->Ho * Wt;
-            for (int64_t i = 0; i < g->kh; i++) {
-                int64_t j = 0;
-                for (; j + DIRECT_DW_TAPS <= g->kw; j += DIRECT_DW_TAPS)
-                    if (g->stride == 1) /* the GAN's layer */
-                        direct_dw_taps(g, img, dyb, i, j, DIRECT_DW_TAPS, 1, dw + c * kk);
-                    else
-                        direct_dw_taps(g, img, dyb, i, j, DIRECT_DW_TAPS, g->stride, dw + c * kk);
-                for (; j < g->kw; j++)
-                    direct_dw_taps(g, img, dyb, i, j, 1, g->stride, dw + c * kk);
-            }
-        }
-    }
-}
-
-/* dx [B, C, H, W] += w[c,i,j] * dyp scattered back to the positions it was read from: the
- * transpose of the forward, into a zeroed padded plane (the chunk's xp, free again) whose
- * inside is then added to dx. One (image, channel) plane per iteration. */
-static void conv2d_direct_dx(const conv_geom *g, const float *dyp, const float *w, int64_t B,
-                             float *xp, float *dx)
-{
-    const int64_t s = g->stride, d = g->dil, kk = g->kh * g->kw, Wq = g->Wq, Wt = g->Wt;
-    const int64_t plane = g->Hp * Wq, H = g->H, W = g->W, pad = g->pad;
-    TG_PARALLEL_FOR_WORK(B * g->Ci, kk * g->Ho * Wt)
-    for (int64_t t = 0; t < B * g->Ci; t++) {
-        int64_t b = t / g->Ci, c = t % g->Ci;
-        float *restrict img = xp + t * plane;
-        const float *dyb = dyp + b * g->Ho * Wt;
-        for (int64_t e = 0; e < plane; e++)
-            img[e] = 0.0f;
-        for (int64_t i = 0; i < g->kh; i++) {
-            for (int64_t j = 0; j < g->kw; j++) {
-                const float wv = w[c * kk + i * g->kw + j];
-                for (int64_t oh = 0; oh < g->Ho; oh++) {
-                    float *dst = img + (oh * s + i * d) * Wq + j * d;
-                    const float *r = dyb + oh * Wt;
-                    for (int64_t t = 0; t < Wt; t += CONV_DIRECT_TILE) {
-                        conv_tile v = wv * *(const conv_tile *)(r + t);
-                        tile_add(dst + t * s, s, &v);
-                    }
-                }
-            }
-        }
-        float *restrict out = dx + t * H * W;
-        for (int64_t ih = 0; ih < H; ih++)
-            for (int64_t iw = 0; iw < W; iw++)
-                out[ih * W + iw] += img[(ih + pad) * Wq + iw + pad];
-    }
-}
-
-/* The backward of the direct path, chunk by chunk: dyp, then dw from the padded x, then dx
- * through the same planes. */
-static void conv2d_direct_backward(const conv_geom *g, const float *x, const float *w,
-                                   const float *dy, float *dx, float *dw, float *scratch)
-{
-    const int64_t x_img = g->Ci * g->H * g->W, Ho = g->Ho, Wt = g->Wt;
-    float *xp = scratch, *dyp = direct_rows(g, scratch);
-    for (int64_t b0 = 0; b0 < g->N; b0 += g->chunk) {
-        int64_t B = min64(g->chunk, g->N - b0);
-        TG_PARALLEL_FOR_WORK(B, Ho * Wt)
-        for (int64_t b = 0; b < B; b++)
-            pad_plane(dy + (b0 + b) * g->P, Ho, g->Wo, dyp + b * Ho * Wt, Ho, Wt, 0, 0);
-        if (dw) {
-            direct_pad_x(g, x + b0 * x_img, B, xp);
-            conv2d_direct_dw(g, xp, dyp, B, dw);
-        }
-        if (dx)
-            conv2d_direct_dx(g, dyp, w, B, xp, dx + b0 * x_img);
-    }
-}
-
 /* Zeroes grad (count floats; NULL: no gradient) when input i's buffer is fresh, so that a
  * backward that accumulates into it may assume zeros. */
 static void zero_fresh(const tg_node *n, int i, float *grad, int64_t count)
@@ -1732,9 +1379,11 @@ static bool conv2d_sizes_of(const tg_tensor *x, int64_t Co, int64_t kh, int64_t 
                      .stride = p->stride,
                      .pad = p->padding,
                      .dil = p->dilation};
-    g->direct = g->Co == 1;
-    return tg_window_out_size(g->H, g->kh, g->stride, g->pad, g->dil, &g->Ho) &&
-           tg_window_out_size(g->W, g->kw, g->stride, g->pad, g->dil, &g->Wo);
+    if (!tg_window_out_size(g->H, g->kh, g->stride, g->pad, g->dil, &g->Ho) ||
+        !tg_window_out_size(g->W, g->kw, g->stride, g->pad, g->dil, &g->Wo))
+        return false;
+    g->direct = tg_conv_direct_applies(g);
+    return true;
 }
 
 static bool conv2d_sizes(const tg_node *n, conv_geom *g)
@@ -1878,7 +1527,7 @@ TG_ISA_KERNEL(conv2d_forward, (tg_node * n), (n))
     float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
     const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
     if (g.direct) {
-        conv2d_direct_forward(&g, x, w, bias, y, n->scratch);
+        tg_conv_direct_forward(&g, x, w, bias, y, n->scratch);
         return;
     }
     if (conv2d_forward_team(&g, x, w, bias, y, n->scratch))
@@ -1899,11 +1548,11 @@ TG_ISA_KERNEL(conv2d_backward, (tg_node * n), (n))
     float *db = n->n_in > 2 ? tg_grad_of(n, 2) : NULL;
     /* Fresh gradients (tg_grad_fresh): the small dw and db are zeroed whole and then
      * accumulated; the large dx is zeroed plane by plane inside col2im (the tape's zero fill
-     * of it was a pass over memory of its own), or whole on the direct path. */
+     * of it was a pass over memory of its own), or assigned on the direct path. */
     const bool dx_set = dx && tg_grad_fresh(n, 0);
     zero_fresh(n, 1, dw, g.Co * g.Kc);
     zero_fresh(n, 2, db, g.Co);
-    if (g.direct || conv2d_empty(&g))
+    if (conv2d_empty(&g))
         zero_fresh(n, 0, dx, g.N * g.Ci * g.H * g.W);
     if (conv2d_empty(&g))
         return; /* no output: every gradient is zero */
@@ -1928,7 +1577,7 @@ TG_ISA_KERNEL(conv2d_backward, (tg_node * n), (n))
         if (db)
             channel_sums(dy, g.N, g.Co, g.P, db);
         if (dx || dw)
-            conv2d_direct_backward(&g, x, w, dy, dx, dw, n->scratch);
+            tg_conv_direct_backward(&g, x, w, dy, dx, dx_set, dw, n->scratch);
         return;
     }
     /* dx by conv_dgrad's implicit GEMMs after the chunks, or through the chunks' columns. */
@@ -1989,6 +1638,9 @@ static const tg_case conv2d_cases[] = {
      .n_in = 2,
      CONV2D(2, 2, 2),
      .name = "o1_s2_dil2_no_bias"},
+    /* One input channel: the lowering (the direct loops with tg_conv_direct 2, test_conv). */
+    {.shape = {{2, 1, 6, 7}, {3, 1, 3, 3}, {3}}, .n_in = 3, CONV2D(1, 0, 1), .name = "i1"},
+    {.shape = {{2, 1, 7, 6}, {2, 1, 3, 3}}, .n_in = 2, CONV2D(1, 3, 2), .name = "i1_dil2_pad3"},
     {0},
 };
 #undef CONV2D

@@ -131,8 +131,13 @@ extern int tg_conv_implicit_dx;
  * way; the weight gradient sums the threads' images apart (bounded rounding); the bias
  * gradient sums a chunk's images in double. Tests and bench_conv set it to compare. */
 extern int tg_conv_image_parallel;
-/* Nonzero (the default): conv2d runs as Winograd F(4x4, 3x3) / F(2x2, 5x5) where
+/* Nonzero (the default): conv2d runs as Winograd F(4x4, 3x3) / F(4x4, 5x5) where
  * autograd/winograd.c's tg_winograd_applies; 0: the paths above. Differs by rounding only. */
 extern int tg_conv_winograd;
+/* 1 (the default): the direct loops' stride-1 data gradient is a correlation
+ * (autograd/conv_direct.c); 0: a scatter; 2: also conv2d with one input channel on the direct
+ * loops (slower than the lowering on the GAN's layer). Differ by rounding only; set between
+ * tapes (it sizes the working space). */
+extern int tg_conv_direct;
 
 #endif

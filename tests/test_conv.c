@@ -1225,6 +1225,175 @@ static void test_gemm_threads(void **state)
     }
 }
 
+/* ---- the direct loops (autograd/conv_direct.c) ----------------------------------------------
+ * One output channel always takes them; one input channel with tg_conv_direct 2. The data
+ * gradient at stride 1 is a correlation of dy with the flipped kernel (tg_conv_direct 1 and 2),
+ * else the scatter (0, strides above 1, a non-square kernel, a padding beyond the kernel's
+ * reach). Every mode against the definition in double (bound DGRAD_RTOL of the products'
+ * magnitudes), at 1 and 2 threads with the same bits, and dx after two backwards on one tape
+ * exactly twice dx after one (the fresh gradient assigned, then added to). */
+typedef struct {
+    implicit_layer L;
+    bool gather; /* the data gradient is a correlation in modes 1 and 2 */
+    bool i1;     /* one input channel: the direct loops in mode 2 */
+} direct_layer;
+
+/* dw[o, c, i, j] from the definition, in double, with the magnitude sum in *mag. */
+static double direct_conv2d_dw(const tg_tensor *x, const tg_tensor *dy, int64_t o, int64_t c,
+                               int64_t i, int64_t j, int s, int p, int d, double *mag)
+{
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t O = dy->shape[1], Ho = dy->shape[2], Wo = dy->shape[3];
+    double acc = 0.0;
+    *mag = 0.0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t oh = 0; oh < Ho; oh++)
+            for (int64_t ow = 0; ow < Wo; ow++) {
+                const int64_t h = oh * s - p + i * d, v = ow * s - p + j * d;
+                if (h < 0 || h >= H || v < 0 || v >= W)
+                    continue;
+                const double t = (double)dy->data[((n * O + o) * Ho + oh) * Wo + ow] *
+                                 x->data[((n * C + c) * H + h) * W + v];
+                acc += t;
+                *mag += fabs(t);
+            }
+    return acc;
+}
+
+/* y, dx and dw of one mode against the definition; the largest error relative to the
+ * magnitudes (dx's) into *dx_err. */
+static void direct_against_double(const direct_layer *D, const layer_inputs *in,
+                                  const conv_result *r, const char *runs, double *dx_err)
+{
+    const implicit_layer *L = &D->L;
+    const tg_tensor *x = in->x, *w = in->w, *dy = in->dy;
+    const int64_t *ys = r->y->shape, *xs = x->shape, *ws = w->shape;
+    for (int64_t e = 0; e < r->y->numel; e++) {
+        const int64_t v = e % ys[3], h = e / ys[3] % ys[2], o = e / (ys[2] * ys[3]) % ys[1];
+        const int64_t n = e / (ys[1] * ys[2] * ys[3]);
+        double mag = fabs(in->b->data[o]);
+        for (int64_t c = 0; c < xs[1]; c++)
+            for (int64_t i = 0; i < ws[2]; i++)
+                for (int64_t j = 0; j < ws[3]; j++) {
+                    const int64_t ih = h * L->s - L->p + i * L->d_or_op,
+                                  iw = v * L->s - L->p + j * L->d_or_op;
+                    if (ih >= 0 && ih < xs[2] && iw >= 0 && iw < xs[3])
+                        mag += fabs((double)x->data[((n * xs[1] + c) * xs[2] + ih) * xs[3] + iw] *
+                                    w->data[((o * xs[1] + c) * ws[2] + i) * ws[3] + j]);
+                }
+        const double want = direct_conv2d(x, w, in->b, n, o, h, v, L->s, L->p, L->d_or_op);
+        if (!(fabs(r->y->data[e] - want) <= DGRAD_RTOL * mag + 1e-7))
+            fail_msg("%s: y[%lld] = %.9g, double %.9g", runs, (long long)e, r->y->data[e], want);
+    }
+    *dx_err = 0.0;
+    for (int64_t e = 0; e < r->dx->numel; e++) {
+        const int64_t v = e % xs[3], h = e / xs[3] % xs[2], c = e / (xs[2] * xs[3]) % xs[1];
+        const int64_t n = e / (xs[1] * xs[2] * xs[3]);
+        double mag;
+        const double want = direct_conv2d_dx(x, w, dy, n, c, h, v, L->s, L->p, L->d_or_op, &mag);
+        const double err = fabs(r->dx->data[e] - want);
+        if (!(err <= DGRAD_RTOL * mag + 1e-7))
+            fail_msg("%s: dx[%lld] = %.9g, double %.9g (bound %.3g)", runs, (long long)e,
+                     r->dx->data[e], want, DGRAD_RTOL * mag + 1e-7);
+        if (mag > 0)
+            *dx_err = fmax(*dx_err, err / mag);
+    }
+    for (int64_t e = 0; e < r->dw->numel; e++) {
+        const int64_t j = e % ws[3], i = e / ws[3] % ws[2], c = e / (ws[2] * ws[3]) % ws[1];
+        const int64_t o = e / (ws[1] * ws[2] * ws[3]);
+        double mag;
+        const double want = direct_conv2d_dw(x, dy, o, c, i, j, L->s, L->p, L->d_or_op, &mag);
+        if (!(fabs(r->dw->data[e] - want) <= DGRAD_RTOL * mag + 1e-7))
+            fail_msg("%s: dw[%lld] = %.9g, double %.9g", runs, (long long)e, r->dw->data[e], want);
+    }
+}
+
+static void check_direct_layer(const direct_layer *D)
+{
+    const implicit_layer *L = &D->L;
+    layer_inputs in = layer_inputs_new(L, 41);
+    const int saved = tg_get_num_threads(), saved_mode = tg_conv_direct;
+    conv_result r[3][2]; /* [mode][threads - 1] */
+    char runs[200];
+    for (int m = 0; m < 3; m++) {
+        tg_conv_direct = m;
+        for (int t = 0; t < 2; t++) {
+            tg_set_num_threads(t + 1);
+            r[m][t] = conv_run(false, in.x, in.w, in.b, in.dy, L->s, L->p, L->d_or_op, NULL);
+            snprintf(runs, sizeof runs, "%s, mode %d, %d thread(s)", L->name, m, t + 1);
+            double dx_err;
+            direct_against_double(D, &in, &r[m][t], runs, &dx_err);
+            if (t == 0 && m == 1)
+                print_message("%s: dx within %.2g of the products' magnitudes\n", L->name, dx_err);
+            if (!(L->ws[0] == 1 || (m == 2 && D->i1)))
+                continue; /* the lowering: test_implicit_dgrad */
+            /* Backward twice on one tape: the second adds the same values to dx. */
+            tg_tensor_zero_grad(in.x);
+            tg_tape *tape = tg_tape_begin(TG_GRAD);
+            tg_tensor *y = tg_conv2d(in.x, in.w, in.b, L->s, L->p, L->d_or_op);
+            assert_non_null(y);
+            assert_int_equal(tg_backward_grad(y, in.dy), TG_OK);
+            assert_int_equal(tg_backward_grad(y, in.dy), TG_OK);
+            assert_int_equal(tg_tape_end(tape), TG_OK);
+            for (int64_t e = 0; e < in.x->grad->numel; e++)
+                if (in.x->grad->data[e] != 2.0f * r[m][t].dx->data[e])
+                    fail_msg("%s: dx[%lld] after two backwards %.9g, once %.9g", runs, (long long)e,
+                             in.x->grad->data[e], r[m][t].dx->data[e]);
+        }
+        snprintf(runs, sizeof runs, "%s, mode %d, 1 vs 2 threads", L->name, m);
+        assert_same_bits(r[m][1].y, r[m][0].y, "y", runs);
+        assert_same_bits(r[m][1].dx, r[m][0].dx, "dx", runs);
+        /* The direct loops' dw is summed per weight in one order; the lowering's image team
+         * sums each thread's images apart (test_image_team). */
+        if (L->ws[0] == 1 || (m == 2 && D->i1))
+            assert_same_bits(r[m][1].dw, r[m][0].dw, "dw", runs);
+    }
+    tg_conv_direct = saved_mode;
+    tg_set_num_threads(saved);
+    /* Mode 1 changes only the data gradient, and only where it is a correlation. */
+    snprintf(runs, sizeof runs, "%s, mode 1 vs 0", L->name);
+    assert_same_bits(r[1][0].y, r[0][0].y, "y", runs);
+    assert_same_bits(r[1][0].dw, r[0][0].dw, "dw", runs);
+    if (!D->gather)
+        assert_same_bits(r[1][0].dx, r[0][0].dx, "dx", runs);
+    /* One input channel in mode 2: the forward sums as the lowering's GEMM does (the bias added
+     * last), so at the AVX-512 level, where that GEMM runs, y is the same bit for bit. */
+    if (D->i1 && tg_sgemm_avx512_active()) {
+        snprintf(runs, sizeof runs, "%s, mode 2 vs the lowering", L->name);
+        assert_same_bits(r[2][0].y, r[0][0].y, "y", runs);
+    }
+    for (int m = 0; m < 3; m++)
+        for (int t = 0; t < 2; t++)
+            conv_result_release(&r[m][t]);
+    layer_inputs_release(&in);
+}
+
+/* Odd planes; paddings 0, 1, 2 and beyond the kernel; strides 1 and 2; dilation; batches of 1
+ * and 17; a non-square kernel; the GAN's 64 -> 1 and 1 -> 64 layers at a smaller batch. */
+static void test_direct_paths(void **state)
+{
+    (void)state;
+    const direct_layer layers[] = {
+        {{"o1 5x5 p2, GAN 64->1", false, {5, 64, 28, 28}, {1, 64, 5, 5}, 1, 2, 1}, true, false},
+        {{"o1 3x3 p1, 17 images, 13x11", false, {17, 5, 13, 11}, {1, 5, 3, 3}, 1, 1, 1},
+         true,
+         false},
+        {{"o1 5x5 p2, one image, 9x20", false, {1, 3, 9, 20}, {1, 3, 5, 5}, 1, 2, 1}, true, false},
+        {{"o1 3x3 p0, 12x12", false, {3, 4, 12, 12}, {1, 4, 3, 3}, 1, 0, 1}, true, false},
+        {{"o1 3x3 p2 dil 2, 15x17", false, {3, 2, 15, 17}, {1, 2, 3, 3}, 1, 2, 2}, true, false},
+        {{"o1 3x3 p5 dil 2 (scatter)", false, {2, 2, 15, 17}, {1, 2, 3, 3}, 1, 5, 2}, false, false},
+        {{"o1 5x5 s2 p2 (scatter)", false, {4, 3, 14, 13}, {1, 3, 5, 5}, 2, 2, 1}, false, false},
+        {{"o1 2x3 p1 (scatter)", false, {2, 3, 9, 9}, {1, 3, 2, 3}, 1, 1, 1}, false, false},
+        {{"i1 3x3, GAN 1->64", false, {3, 1, 28, 28}, {64, 1, 3, 3}, 1, 0, 1}, false, true},
+        {{"i1 3x3 p0, 17 images", false, {17, 1, 11, 9}, {8, 1, 3, 3}, 1, 0, 1}, false, true},
+        {{"i1 5x5 p2, 13x31", false, {2, 1, 13, 31}, {5, 1, 5, 5}, 1, 2, 1}, false, true},
+        {{"i1 3x3 p3 dil 2, one image", false, {1, 1, 10, 9}, {4, 1, 3, 3}, 1, 3, 2}, false, true},
+        {{"i1 3x3 s2 p1 (lowering)", false, {2, 1, 11, 11}, {4, 1, 3, 3}, 2, 1, 1}, false, false},
+    };
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++)
+        check_direct_layer(&layers[i]);
+}
+
 int main(void)
 {
     /* These tests are the lowering's (and its packing's and threads'): conv2d's Winograd path,
@@ -1255,6 +1424,7 @@ int main(void)
         TG_TEST(test_implicit_dgrad_weight_grad_op),
         TG_TEST(test_gemm_against_openblas),
         TG_TEST(test_gemm_threads),
+        TG_TEST(test_direct_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
