@@ -61,9 +61,11 @@
  * tiles' overlap is read again by the next one and there are more GEMM calls. G's layer (1
  * thread, CPU time, forward + backward, medians of 3 at load 5 to 10) took 152 ms with 96
  * columns a chunk (3 MB), 140 with 208, 142 with 400 (2 chunks a group); D's 3x3 37.4 ms with
- * 96 and 35.6 with its group's 144 in one chunk. Memory: V and Z take at most 12 MB a
- * thread. */
-#define WINO_CHUNK_GROW 4
+ * 96 and 35.6 with its group's 144 in one chunk. With F(4x4, 5x5) (64 points, a group 256
+ * columns) G's layer took 107-109 ms with 4 budgets (one chunk a group: V and Z 12.6 MB a
+ * thread), 110-114 with 2 (6.3 MB), 117-121 with 1; the GAN step's peak of live bytes, which
+ * these buffers are part of (G's backward), was 322, 316 and 313 MiB at 1 thread: 2 it is. */
+#define WINO_CHUNK_GROW 2
 /* Below these sizes the transforms cost more than the 36 GEMMs save. Batch 128, 1 thread,
  * forward + backward against the lowering: 16 -> 16 channels, 3x3 on 28x28, 18.5 ms vs 17.3;
  * 5x5 on 14x14, 14.5 vs 10.5; 16 -> 64, 3x3, 12.4 vs 11.7; 32 -> 32, 3x3 on 28x28, 34 vs 52;
