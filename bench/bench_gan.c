@@ -7,6 +7,8 @@
  *   bench_gan serve  [--generator upsample|convt] [--step S] [--threads T]
  *   bench_gan serve-layers [--threads T]
  *   bench_gan info           (tg_blas_info(): OpenBLAS version, flavour and kernels)
+ *   --precision fp32|bf16    with any of them: the GEMMs' input precision (issue 17's bf16 mode;
+ *                            tg_blas_info() says whether bf16 runs)
  *
  * step: gan_state_init + gan_step (tutorial recipe, batch 128, Adam lr 2e-4, beta1 0.9) on random
  * real batches in [-1, 1]; prints one JSON line with the median seconds per iteration (wall,
@@ -358,7 +360,8 @@ static int usage(void)
                     "       bench_gan serve [--generator upsample|convt] "
                     "[--step tutorial|clean|accumulate] [--threads T]\n"
                     "       bench_gan serve-layers [--threads T]\n"
-                    "       bench_gan info\n");
+                    "       bench_gan info\n"
+                    "       any of them: [--precision fp32|bf16] (tg_set_matmul_precision)\n");
     return 2;
 }
 
@@ -389,6 +392,8 @@ int main(int argc, char **argv)
             warmup = atoi(v);
         else if (!strcmp(a, "--only"))
             only = v;
+        else if (!strcmp(a, "--precision") && (!strcmp(v, "fp32") || !strcmp(v, "bf16")))
+            tg_set_matmul_precision(!strcmp(v, "bf16") ? TG_MATMUL_BF16 : TG_MATMUL_FP32);
         else
             return usage();
         i++;

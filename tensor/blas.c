@@ -103,7 +103,9 @@ const char *tg_blas_info(void)
      * copy of tapegrad's own kernels runs (isa.h), or that there is one (-Dnative=true). */
     snprintf(info, sizeof info, "OpenBLAS %s, %s threads, %s kernels%s; tapegrad kernels: %s",
              version, par >= 0 && par <= 2 ? flavour[par] : "unknown", openblas_get_corename(),
-             tg_sgemm_avx512_active() ? "; conv GEMMs: tapegrad's AVX-512 kernels" : "",
+             !tg_sgemm_avx512_active() ? ""
+             : tg_matmul_bf16_active() ? "; conv GEMMs: tapegrad's AVX-512 kernels, bf16 inputs"
+                                       : "; conv GEMMs: tapegrad's AVX-512 kernels",
              TG_ISA_MULTI ? tg_isa_name(tg_isa()) : "one copy, as compiled");
     return info;
 }

@@ -17,7 +17,12 @@
  * masks. Threads split the columns of C in multiples of NR, each with its own packing buffers,
  * so no two threads write the same element and the result does not depend on timing. The
  * buffers belong to one call (from the caching allocator, so taking them again is cheap):
- * calls from several user threads at once never share them, and tg_allocator_trim frees them. */
+ * calls from several user threads at once never share them, and tg_allocator_trim frees them.
+ *
+ * bf16 mode (tg_set_matmul_precision, issue 17): the same blocking, threads and packers; the
+ * packed panels are converted to bf16 (round to nearest even) and a bf16 kernel with FP32
+ * accumulators computes each tile: AMX tiles where the CPU has them, else VDPBF16PS. The thin
+ * path (M or N 1) stays FP32. See "bf16 mode" and "AMX" below. */
 #include "internal.h"
 
 #include "parallel.h"
@@ -38,10 +43,20 @@
 /* Packing buffers of one thread: A block [MC/MR][KC][MR], then B block [NC/NR][KC][NR]. A
  * multiple of 16 floats, so that every thread's buffer stays 64-byte aligned. */
 #define GEMM_PACK_FLOATS ((int64_t)GEMM_MC * GEMM_KC + (int64_t)GEMM_KC * GEMM_NC)
+/* In bf16 mode the panels are converted once more, into bf16 of half their size, after the
+ * FP32 ones (the depth padded to even, or to 32 for AMX: both fit, GEMM_KC being 256). */
+#define GEMM_PACK_FLOATS_BF16 (GEMM_PACK_FLOATS + GEMM_PACK_FLOATS / 2)
+
+/* TG_MATMUL_FP32 or TG_MATMUL_BF16 (tg_set_matmul_precision), read once per product. */
+static _Atomic int matmul_precision = TG_MATMUL_FP32;
+int tg_gemm_amx = 1;
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define GEMM_AVX512 __attribute__((target("avx512f")))
+/* The bf16 kernels: VCVTNE2PS2BF16 and VDPBF16PS, plus AVX512BW's 16-bit permutes. Reached
+ * only when tg_isa_has_bf16(). */
+#define GEMM_BF16 __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl")))
 
 /* The first n lanes of a vector (none for n <= 0, all for n >= 16). */
 static inline __mmask16 lane_mask(int64_t n)
@@ -160,6 +175,27 @@ GEMM_AVX512 static void pack_b(bool trans, const float *B, int64_t ldb, int64_t 
     }
 }
 
+/* Rows [0, rows) and columns [0, cols) of acc (MR rows of nv vectors) into C: alpha * acc +
+ * beta * C, through masks at the edges; beta 0 never reads C. The end of every kernel. */
+GEMM_AVX512 static inline __attribute__((always_inline)) void
+store_tile(int nv, __m512 acc[2][GEMM_MR], float *C, int64_t ldc, int64_t rows, int64_t cols,
+           float alpha, float beta)
+{
+    __mmask16 m[2];
+    for (int v = 0; v < nv; v++)
+        m[v] = lane_mask(cols - 16 * v);
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int r = 0; r < rows; r++) {
+        float *c = C + r * ldc;
+        for (int v = 0; v < nv; v++) {
+            __m512 y = _mm512_mul_ps(va, acc[v][r]);
+            if (beta != 0.0f)
+                y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m[v], c + 16 * v), y);
+            _mm512_mask_storeu_ps(c + 16 * v, m[v], y);
+        }
+    }
+}
+
 /* C[rows, cols] (rows <= MR, cols <= 16 * nv) = alpha * a_panel @ b_panel + beta * C, where
  * beta 0 never reads C (it may hold NaN, as with BLAS). nv is the number of 16-float vectors
  * of the panel computed, a constant in each caller (always inlined): the last panel of a
@@ -186,19 +222,7 @@ kernel_body(int nv, int64_t kc, const float *restrict a, const float *restrict b
         a += GEMM_MR;
         b += GEMM_NR;
     }
-    __mmask16 m[2];
-    for (int v = 0; v < nv; v++)
-        m[v] = lane_mask(cols - 16 * v);
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    for (int r = 0; r < rows; r++) {
-        float *c = C + r * ldc;
-        for (int v = 0; v < nv; v++) {
-            __m512 y = _mm512_mul_ps(va, acc[v][r]);
-            if (beta != 0.0f)
-                y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m[v], c + 16 * v), y);
-            _mm512_mask_storeu_ps(c + 16 * v, m[v], y);
-        }
-    }
+    store_tile(nv, acc, C, ldc, rows, cols, alpha, beta);
 }
 
 /* The MR x NR micro-kernel: both vectors of the panel, or only the first where the panel
@@ -211,6 +235,227 @@ GEMM_AVX512 static void kernel_8x32(int64_t kc, const float *restrict a, const f
         kernel_body(2, kc, a, b, C, ldc, rows, cols, alpha, beta);
     else
         kernel_body(1, kc, a, b, C, ldc, rows, cols, alpha, beta);
+}
+
+/* ---- bf16 mode (tg_set_matmul_precision) ---------------------------------------------------
+ * The FP32 panels that pack_a and the B packers wrote are converted, rounding to nearest even,
+ * into pairs of depths: an A panel [kc][MR] into [kc/2][MR][2], a B panel [kc][NR] into
+ * [kc/2][NR][2], an odd kc padded with a zero depth. VDPBF16PS then multiplies a broadcast pair
+ * of one A row by 16 pairs of B columns and adds both products into 16 FP32 accumulators: the
+ * same 8 x 32 tile, half the instructions. Converting after packing keeps one set of packers
+ * (the convolutions' included) for both precisions; the conversion reads panels that are
+ * still in cache, and each is reused by every tile of its row or column block. Measured on
+ * this project's machines (Sapphire Rapids-class cores under KVM), VDPBF16PS issues at a
+ * quarter of VFMADD231PS's rate, so this kernel runs at 0.6-0.75x the FP32 one: it is the
+ * path of CPUs with AVX512_BF16 but no AMX (AMD's), and AMX (below) is the one that pays. */
+
+/* Two rows of 16 FP32 values as one vector of bf16 depth pairs: lanes 2c and 2c + 1 are a[c]
+ * and b[c], rounded to nearest even. */
+GEMM_BF16 static inline __m512bh bf16_interleave(__m512 a, __m512 b)
+{
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi =
+        _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    return _mm512_cvtne2ps_pbh(_mm512_permutex2var_ps(a, hi, b), _mm512_permutex2var_ps(a, lo, b));
+}
+
+/* The kernels of gemm_columns: FP32 (kernel_8x32), VDPBF16PS (kernel_8x32_bf16) or AMX tiles
+ * (amx_block). */
+typedef enum { GEMM_KERNEL_FP32, GEMM_KERNEL_DPBF16, GEMM_KERNEL_AMX } gemm_kernel;
+
+/* The depth of a bf16 panel: kc rounded up to a pair (VDPBF16PS) or to the 32 depths of a tile
+ * (AMX), the rest zeros. */
+static inline int64_t bf16_depth(gemm_kernel kernel, int64_t kc)
+{
+    const int64_t step = kernel == GEMM_KERNEL_AMX ? 32 : 2;
+    return (kc + step - 1) / step * step;
+}
+
+/* The A panels of a row block of mc rows (pack_a's output) as bf16 pairs. Lane 2r of a depth
+ * pair is row r at depth k, lane 2r + 1 the same row at k + 1. */
+GEMM_BF16 static void bf16_pairs_a(const float *src, int64_t mc, int64_t kc, uint16_t *dst)
+{
+    _Static_assert(2 * GEMM_MR == 16, "one vector holds a depth pair of an A panel");
+    const __m512i idx = _mm512_set_epi32(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0);
+    const int64_t kc2 = bf16_depth(GEMM_KERNEL_DPBF16, kc);
+    for (int64_t ip = 0; ip < mc; ip += GEMM_MR) {
+        const float *panel = src + ip * kc;
+        uint16_t *out = dst + ip * kc2;
+        for (int64_t k = 0; k < kc; k += 2) {
+            /* At an odd kc's last depth only its MR values are read: the pair's second half
+             * is the zero padding. */
+            __m512 v = _mm512_maskz_loadu_ps(lane_mask((kc - k) * GEMM_MR), panel + k * GEMM_MR);
+            __m256bh h = _mm512_cvtneps_pbh(_mm512_permutexvar_ps(idx, v));
+            _mm256_storeu_si256((__m256i *)(out + k * GEMM_MR), (__m256i)h);
+        }
+    }
+}
+
+/* The B panels of a column block of nc columns (a packer's output) as bf16 pairs, kc2 depths
+ * each (bf16_depth: zeros past kc). In a depth pair, lanes 2c and 2c + 1 of vector v are
+ * column 16 v + c at depths k and k + 1. That is also the layout of AMX's B tiles: a tile row
+ * is a depth pair of 16 columns, 64 bytes, the next one 2 * NR values further. */
+GEMM_BF16 static void bf16_pairs_b(const float *src, int64_t nc, int64_t kc, int64_t kc2,
+                                   uint16_t *dst)
+{
+    for (int64_t jp = 0; jp < nc; jp += GEMM_NR) {
+        const float *panel = src + jp * kc;
+        uint16_t *out = dst + jp * kc2;
+        for (int64_t k = 0; k < kc2; k += 2) {
+            const float *r0 = panel + k * GEMM_NR, *r1 = r0 + GEMM_NR;
+            for (int v = 0; v < GEMM_NR / 16; v++) {
+                __m512 a = k < kc ? _mm512_load_ps(r0 + 16 * v) : _mm512_setzero_ps();
+                __m512 b = k + 1 < kc ? _mm512_load_ps(r1 + 16 * v) : _mm512_setzero_ps();
+                _mm512_store_si512(out + k * GEMM_NR + 32 * v, (__m512i)bf16_interleave(a, b));
+            }
+        }
+    }
+}
+
+/* kernel_body on bf16 pairs: kc depths (kc2 / 2 pairs) of a converted A and B panel. */
+GEMM_BF16 static inline __attribute__((always_inline)) void
+kernel_bf16_body(int nv, int64_t kc, const uint16_t *restrict a, const uint16_t *restrict b,
+                 float *C, int64_t ldc, int64_t rows, int64_t cols, float alpha, float beta)
+{
+    __m512 acc[2][GEMM_MR];
+    for (int v = 0; v < nv; v++)
+        for (int r = 0; r < GEMM_MR; r++)
+            acc[v][r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k += 2) {
+        __m512bh bv[2];
+        for (int v = 0; v < nv; v++)
+            bv[v] = (__m512bh)_mm512_load_si512(b + 32 * v);
+        for (int r = 0; r < GEMM_MR; r++) {
+            uint32_t pair;
+            memcpy(&pair, a + 2 * r, sizeof pair);
+            __m512bh ar = (__m512bh)_mm512_set1_epi32((int)pair);
+            for (int v = 0; v < nv; v++)
+                acc[v][r] = _mm512_dpbf16_ps(acc[v][r], ar, bv[v]);
+        }
+        a += 2 * GEMM_MR;
+        b += 2 * GEMM_NR;
+    }
+    store_tile(nv, acc, C, ldc, rows, cols, alpha, beta);
+}
+
+GEMM_BF16 static void kernel_8x32_bf16(int64_t kc, const uint16_t *restrict a,
+                                       const uint16_t *restrict b, float *C, int64_t ldc,
+                                       int64_t rows, int64_t cols, float alpha, float beta)
+{
+    if (cols > 16)
+        kernel_bf16_body(2, kc, a, b, C, ldc, rows, cols, alpha, beta);
+    else
+        kernel_bf16_body(1, kc, a, b, C, ldc, rows, cols, alpha, beta);
+}
+
+/* ---- AMX (AMX-TILE, AMX-BF16) ----------------------------------------------------------------
+ * Where the CPU has them, bf16 mode runs on tiles: TDPBF16PS adds a 16 x 32 bf16 A tile times
+ * a 32 x 16 B tile (16 depth pairs of 16 columns) into a 16 x 16 FP32 tile of C, 8192
+ * multiply-adds an instruction; VDPBF16PS does 32, and on this project's machines at a quarter
+ * of VFMADD231PS's rate, so it runs slower than FP32 there (docs/design.md, section 9). A
+ * 32 x 32 block of C takes 4 accumulator tiles, two A tiles and two B tiles (all 8). The B
+ * panels are bf16_pairs_b's, padded to a multiple of 32 depths; A is converted straight from
+ * its storage into rows of bf16 (a tile row is 32 depths of one row of C). */
+#define GEMM_AMX __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl,amx-tile,amx-bf16")))
+
+/* LDTILECFG's 64 bytes: palette 1, every tile 16 rows of 64 bytes. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+GEMM_AMX static void amx_begin(void)
+{
+    amx_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    /* GCC 12's _tile_loadconfig tells the compiler it reads 8 bytes, so it dropped the stores
+     * of the rest (LDTILECFG then faulted): a barrier makes them happen. */
+    __asm__ volatile("" : : "r"(&cfg) : "memory");
+    _tile_loadconfig(&cfg);
+}
+
+GEMM_AMX static void amx_end(void)
+{
+    _tile_release();
+}
+
+/* Rows [i0, i0 + mc) and depths [p0, p0 + kc) of op(A) as bf16 rows of kcp values (kcp = kc
+ * rounded up to 32), rows up to mc rounded up to 32, zeros past mc and kc. Stored op(A) rows
+ * (!trans) convert as they are; stored columns through 16 x 16 transposes. */
+GEMM_AMX static void amx_pack_a(bool trans, const float *A, int64_t lda, int64_t i0, int64_t mc,
+                                int64_t p0, int64_t kc, int64_t kcp, uint16_t *dst)
+{
+    const int64_t mcp = (mc + 31) / 32 * 32;
+    if (!trans) {
+        for (int64_t i = 0; i < mcp; i++) {
+            const float *src = A + (i0 + i) * lda + p0;
+            const int64_t n = i < mc ? kc : 0;
+            for (int64_t k = 0; k < kcp; k += 32) {
+                __m512 lo = _mm512_maskz_loadu_ps(lane_mask(n - k), src + k);
+                __m512 hi = _mm512_maskz_loadu_ps(lane_mask(n - k - 16), src + k + 16);
+                _mm512_store_si512(dst + i * kcp + k, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+            }
+        }
+        return;
+    }
+    for (int64_t i = 0; i < mcp; i += 16)
+        for (int64_t k = 0; k < kcp; k += 32) {
+            __m512 r[2][16];
+            for (int h = 0; h < 2; h++) {
+                for (int d = 0; d < 16; d++) {
+                    const int64_t depth = k + 16 * h + d;
+                    r[h][d] = depth < kc ? _mm512_maskz_loadu_ps(lane_mask(mc - i),
+                                                                 A + (p0 + depth) * lda + i0 + i)
+                                         : _mm512_setzero_ps();
+                }
+                transpose16(r[h]); /* r[h][c]: row i + c, depths k + 16 h ... */
+            }
+            for (int c = 0; c < 16; c++)
+                _mm512_store_si512(dst + (i + c) * kcp + k,
+                                   (__m512i)_mm512_cvtne2ps_pbh(r[1][c], r[0][c]));
+        }
+}
+
+/* C[rows, cols] (rows <= 32, cols <= NR) = alpha * a @ b + beta * C for 32 rows of amx_pack_a's
+ * output (row stride kcp) and one B panel of kcp depths; the tail is store_tile's, 8 rows at a
+ * time. */
+GEMM_AMX static void amx_block(int64_t kcp, const uint16_t *a, const uint16_t *b, float *C,
+                               int64_t ldc, int64_t rows, int64_t cols, float alpha, float beta)
+{
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const int64_t a_stride = kcp * 2, b_stride = GEMM_NR * 2 * 2;
+    for (int64_t k = 0; k < kcp; k += 32) {
+        _tile_loadd(4, a + k, a_stride);
+        _tile_loadd(5, a + 16 * kcp + k, a_stride);
+        _tile_loadd(6, b + k * GEMM_NR, b_stride);
+        _tile_loadd(7, b + k * GEMM_NR + 32, b_stride);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    float tile[32][GEMM_NR] __attribute__((aligned(64)));
+    _tile_stored(0, &tile[0][0], GEMM_NR * 4);
+    _tile_stored(1, &tile[0][16], GEMM_NR * 4);
+    _tile_stored(2, &tile[16][0], GEMM_NR * 4);
+    _tile_stored(3, &tile[16][16], GEMM_NR * 4);
+    for (int64_t r0 = 0; r0 < rows; r0 += GEMM_MR) {
+        __m512 acc[2][GEMM_MR];
+        for (int r = 0; r < GEMM_MR; r++)
+            for (int v = 0; v < 2; v++)
+                acc[v][r] = _mm512_load_ps(&tile[r0 + r][16 * v]);
+        store_tile(2, acc, C + r0 * ldc, ldc, rows - r0 < GEMM_MR ? rows - r0 : GEMM_MR, cols,
+                   alpha, beta);
+    }
 }
 
 /* op(B) as stored: pack_b's arguments, the packer of tg_sgemm_avx512. */
@@ -227,41 +472,120 @@ GEMM_AVX512 static void pack_stored_b(const void *ctx, int64_t j0, int64_t nc, i
     pack_b(s->trans, s->B, s->ldb, s->N, j0, nc, p0, kc, dst);
 }
 
+/* pack_stored_b and bf16_pairs_b in one pass, without the FP32 panels: the AMX kernel is fast
+ * enough that packing the transposed B of a linear layer twice took more time than the
+ * products (45% of the forward's GEMM against 38%). Without transpose, depth pairs are two
+ * rows of B interleaved; with it, a column of op(B) is a stored row whose depths are pairs
+ * already once converted, and one 16 x 16 transpose of those pairs (32-bit words) makes 16
+ * depth pairs of 16 columns. */
+GEMM_BF16 static void pack_stored_b_bf16(const stored_b *s, int64_t j0, int64_t nc, int64_t p0,
+                                         int64_t kc, int64_t kc2, uint16_t *dst)
+{
+    for (int64_t jp = 0; jp < nc; jp += GEMM_NR) {
+        uint16_t *panel = dst + jp * kc2;
+        const int64_t j = j0 + jp, cols = s->N - j < GEMM_NR ? s->N - j : GEMM_NR;
+        if (!s->trans) {
+            for (int64_t k = 0; k < kc2; k += 2) {
+                const float *r0 = s->B + (p0 + k) * s->ldb + j, *r1 = r0 + s->ldb;
+                for (int v = 0; v < GEMM_NR / 16; v++) {
+                    const __mmask16 m = lane_mask(cols - 16 * v);
+                    __m512 a = k < kc ? _mm512_maskz_loadu_ps(m, r0 + 16 * v) : _mm512_setzero_ps();
+                    __m512 b =
+                        k + 1 < kc ? _mm512_maskz_loadu_ps(m, r1 + 16 * v) : _mm512_setzero_ps();
+                    _mm512_store_si512(panel + k * GEMM_NR + 32 * v,
+                                       (__m512i)bf16_interleave(a, b));
+                }
+            }
+            continue;
+        }
+        for (int h = 0; h < GEMM_NR; h += 16)
+            for (int64_t k = 0; k < kc2; k += 32) {
+                __m512 r[16];
+                for (int c = 0; c < 16; c++) {
+                    const float *src = s->B + (j + h + c) * s->ldb + p0 + k;
+                    const int64_t n = h + c < cols ? kc - k : 0;
+                    __m512bh pairs =
+                        _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(lane_mask(n - 16), src + 16),
+                                            _mm512_maskz_loadu_ps(lane_mask(n), src));
+                    r[c] = _mm512_castsi512_ps((__m512i)pairs);
+                }
+                transpose16(r); /* r[p]: depth pair k / 2 + p of the 16 columns */
+                for (int p = 0; p < 16 && k + 2 * p < kc2; p++)
+                    _mm512_store_ps((float *)(panel + (k + 2 * p) * GEMM_NR + 2 * h), r[p]);
+            }
+    }
+}
+
 /* The whole product for the columns [j_begin, j_end) of C, with one thread's buffers; op(B)'s
- * panels come from pack (pack_b's output for a B that need not exist in memory). */
+ * panels come from pack (pack_b's output for a B that need not exist in memory). In bf16 mode
+ * the panels are converted into the buffer's bf16 part (bf16_pairs_a/b, or amx_pack_a from A
+ * itself) for the bf16 kernel. */
 GEMM_AVX512 static void gemm_columns(bool trans_a, int64_t M, int64_t K, float alpha,
                                      const float *A, int64_t lda, tg_gemm_pack_b_fn pack,
                                      const void *ctx, float beta, float *C, int64_t ldc,
-                                     int64_t j_begin, int64_t j_end, float *buf)
+                                     int64_t j_begin, int64_t j_end, gemm_kernel kernel, float *buf)
 {
+    const bool bf16 = kernel != GEMM_KERNEL_FP32, amx = kernel == GEMM_KERNEL_AMX;
+    if (amx)
+        amx_begin(); /* the tile configuration is the calling thread's */
     float *pa = buf, *pb = buf + (int64_t)GEMM_MC * GEMM_KC;
+    uint16_t *pa16 = (uint16_t *)(buf + GEMM_PACK_FLOATS);
+    uint16_t *pb16 = pa16 + (int64_t)GEMM_MC * GEMM_KC;
     for (int64_t jc = j_begin; jc < j_end; jc += GEMM_NC) {
         int64_t nc = j_end - jc < GEMM_NC ? j_end - jc : GEMM_NC;
         for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
             int64_t kc = K - pc < GEMM_KC ? K - pc : GEMM_KC;
             /* The first depth block scales C by beta; the others add to it. */
             float b_eff = pc == 0 ? beta : 1.0f;
-            pack(ctx, jc, nc, pc, kc, pb);
+            const int64_t kc2 = bf16_depth(kernel, kc);
+            if (bf16 && pack == pack_stored_b) {
+                pack_stored_b_bf16(ctx, jc, nc, pc, kc, kc2, pb16);
+            } else {
+                pack(ctx, jc, nc, pc, kc, pb);
+                if (bf16)
+                    bf16_pairs_b(pb, nc, kc, kc2, pb16);
+            }
             for (int64_t ic = 0; ic < M; ic += GEMM_MC) {
                 int64_t mc = M - ic < GEMM_MC ? M - ic : GEMM_MC;
+                if (amx) {
+                    amx_pack_a(trans_a, A, lda, ic, mc, pc, kc, kc2, pa16);
+                    for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
+                        int64_t cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
+                        for (int64_t ir = 0; ir < mc; ir += 32)
+                            amx_block(kc2, pa16 + ir * kc2, pb16 + jr * kc2,
+                                      C + (ic + ir) * ldc + jc + jr, ldc,
+                                      mc - ir < 32 ? mc - ir : 32, cols, alpha, b_eff);
+                    }
+                    continue;
+                }
                 pack_a(trans_a, A, lda, M, ic, mc, pc, kc, pa);
+                if (bf16)
+                    bf16_pairs_a(pa, mc, kc, pa16);
                 for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
                     int64_t cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
                     for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
                         int64_t rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
-                        kernel_8x32(kc, pa + ir * kc, pb + jr * kc, C + (ic + ir) * ldc + jc + jr,
-                                    ldc, rows, cols, alpha, b_eff);
+                        float *c = C + (ic + ir) * ldc + jc + jr;
+                        if (bf16)
+                            kernel_8x32_bf16(kc, pa16 + ir * kc2, pb16 + jr * kc2, c, ldc, rows,
+                                             cols, alpha, b_eff);
+                        else
+                            kernel_8x32(kc, pa + ir * kc, pb + jr * kc, c, ldc, rows, cols, alpha,
+                                        b_eff);
                     }
                 }
             }
         }
     }
+    if (amx)
+        amx_end();
 }
 
-/* The packing buffers of n threads for one call, aligned for the kernel's aligned loads. */
-static float *gemm_buffers(int n, size_t *nbytes)
+/* The packing buffers of n threads for one call (per thread stride floats), aligned for the
+ * kernel's aligned loads. */
+static float *gemm_buffers(int n, int64_t stride, size_t *nbytes)
 {
-    *nbytes = (size_t)n * (size_t)GEMM_PACK_FLOATS * sizeof(float);
+    *nbytes = (size_t)n * (size_t)stride * sizeof(float);
     return tg_try_alloc(*nbytes); /* NULL: the caller falls back to OpenBLAS */
 }
 
@@ -360,6 +684,30 @@ GEMM_AVX512 static bool gemm_thin(bool trans_a, bool trans_b, int64_t M, int64_t
 }
 #endif
 
+tg_status tg_set_matmul_precision(tg_matmul_precision p)
+{
+    if (p != TG_MATMUL_FP32 && p != TG_MATMUL_BF16)
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_set_matmul_precision: precision %d is neither TG_MATMUL_FP32 (%d) "
+                            "nor TG_MATMUL_BF16 (%d)",
+                            (int)p, TG_MATMUL_FP32, TG_MATMUL_BF16);
+    /* Linux lends the tiles on request only: asked here, once, so FP32 users never ask. */
+    if (p == TG_MATMUL_BF16 && tg_isa_has_bf16())
+        tg_isa_amx_enable();
+    atomic_store(&matmul_precision, (int)p);
+    return TG_OK;
+}
+
+tg_matmul_precision tg_get_matmul_precision(void)
+{
+    return (tg_matmul_precision)atomic_load_explicit(&matmul_precision, memory_order_relaxed);
+}
+
+bool tg_matmul_bf16_active(void)
+{
+    return tg_get_matmul_precision() == TG_MATMUL_BF16 && tg_isa_has_bf16();
+}
+
 bool tg_sgemm_avx512_active(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -397,16 +745,21 @@ static bool gemm_run(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha,
 #if defined(__x86_64__) && defined(__GNUC__)
     const int threads = tg_sgemm_avx512_threads(M, N, K);
     const int64_t panels = (N + GEMM_NR - 1) / GEMM_NR;
+    /* Read once: every thread of the product runs the same precision. */
+    const gemm_kernel kernel = !tg_matmul_bf16_active()            ? GEMM_KERNEL_FP32
+                               : tg_gemm_amx && tg_isa_amx_ready() ? GEMM_KERNEL_AMX
+                                                                   : GEMM_KERNEL_DPBF16;
+    const int64_t stride = kernel != GEMM_KERNEL_FP32 ? GEMM_PACK_FLOATS_BF16 : GEMM_PACK_FLOATS;
     size_t buf_bytes = 0;
     float *buf =
-        M > 0 && N > 0 && K > 0 && have_avx512() ? gemm_buffers(threads, &buf_bytes) : NULL;
+        M > 0 && N > 0 && K > 0 && have_avx512() ? gemm_buffers(threads, stride, &buf_bytes) : NULL;
     if (!buf)
         return false;
     if (threads == 1) {
         /* No region at all: one whose if clause is false still enters libgomp (a futex call,
          * tensor/parallel.h), and the GAN's small per-image GEMMs made 905 of those per
          * iteration, most of them from threads that run images in parallel (autograd/conv.c). */
-        gemm_columns(trans_a, M, K, alpha, A, lda, pack, ctx, beta, C, ldc, 0, N, buf);
+        gemm_columns(trans_a, M, K, alpha, A, lda, pack, ctx, beta, C, ldc, 0, N, kernel, buf);
         tg_free(buf, buf_bytes);
         return true;
     }
@@ -417,8 +770,8 @@ static bool gemm_run(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha,
         int64_t j0 = panels * t / threads * GEMM_NR, j1 = panels * (t + 1) / threads * GEMM_NR;
         if (j1 > N)
             j1 = N;
-        gemm_columns(trans_a, M, K, alpha, A, lda, pack, ctx, beta, C, ldc, j0, j1,
-                     buf + t * GEMM_PACK_FLOATS);
+        gemm_columns(trans_a, M, K, alpha, A, lda, pack, ctx, beta, C, ldc, j0, j1, kernel,
+                     buf + t * stride);
     }
     tg_free(buf, buf_bytes);
     return true;

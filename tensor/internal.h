@@ -107,6 +107,9 @@ typedef void (*tg_gemm_pack_b_fn)(const void *ctx, int64_t j0, int64_t nc, int64
 bool tg_sgemm_avx512_packb(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, tg_gemm_pack_b_fn pack, const void *ctx,
                            float beta, float *C, int64_t ldc);
+/* Nonzero (the default): bf16 mode runs on AMX tiles where the CPU has them (gemm.c); 0: on
+ * VDPBF16PS. Tests and bench_gemm set it to check and time both kernels. */
+extern int tg_gemm_amx;
 /* True when tg_sgemm_avx512 runs our kernels (the AVX-512 level), not OpenBLAS. */
 bool tg_sgemm_avx512_active(void);
 /* The threads our GEMM splits an M x N x K product between when the calling thread asks: 1

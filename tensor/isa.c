@@ -1,6 +1,7 @@
 /* The instruction-set level of the kernels (isa.h): what the CPU has, lowered by TG_ISA. */
 #include "isa.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,12 +9,20 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #define TG_ISA_X86 1
 #else
 #define TG_ISA_X86 0
 #endif
 
 int tg_isa_level = TG_ISA_BASELINE;
+int tg_isa_bf16_level = 0;
+/* 1: the CPU and the OS have AMX-BF16 (tiles); 2: and this process may use them; -1: the
+ * kernel refused them (tg_isa_amx_enable). */
+static _Atomic int amx_state = 0;
 
 static const char *const names[] = {"baseline", "avx2", "avx512"};
 
@@ -69,6 +78,61 @@ int tg_isa_detect(void)
 #endif
 }
 
+/* AVX512_BF16: CPUID leaf 7, subleaf 1, EAX bit 5 (subleaf 0's EAX is the last subleaf).
+ * Meaningful only where tg_isa_detect found the AVX-512 level (its XCR0 check covers the
+ * registers these instructions use). */
+static bool detect_bf16(void)
+{
+#if TG_ISA_X86
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (a < 1)
+        return false;
+    __cpuid_count(7, 1, a, b, c, d);
+    return (a >> 5) & 1;
+#else
+    return false;
+#endif
+}
+
+/* AMX-TILE and AMX-BF16 (CPUID leaf 7 subleaf 0, EDX bits 24 and 22) with the tile state
+ * enabled by the OS (XCR0 bits 17 and 18). Linux also wants each process to ask for the tile
+ * data first (tg_isa_amx_enable). */
+static bool detect_amx(void)
+{
+#if TG_ISA_X86 && defined(__linux__)
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    const unsigned amx = 1u << 24 | 1u << 22;
+    return (d & amx) == amx && (xgetbv0() & 0x60000) == 0x60000;
+#else
+    return false;
+#endif
+}
+
+bool tg_isa_amx_enable(void)
+{
+    int state = atomic_load(&amx_state);
+#if TG_ISA_X86 && defined(__linux__)
+    if (state == 1) {
+        /* ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): process-wide, once. A
+         * kernel without it (before 5.16) refuses, and the tiles stay unused. */
+        state = syscall(SYS_arch_prctl, 0x1023, 18) == 0 ? 2 : -1;
+        atomic_store(&amx_state, state);
+    }
+#endif
+    return state == 2;
+}
+
+bool tg_isa_amx_ready(void)
+{
+    return atomic_load_explicit(&amx_state, memory_order_relaxed) == 2;
+}
+
 /* Before main (and when the shared library is loaded): once, for the whole process. */
 __attribute__((constructor)) static void tg_isa_init(void)
 {
@@ -94,4 +158,6 @@ __attribute__((constructor)) static void tg_isa_init(void)
             level = asked;
     }
     tg_isa_level = level;
+    tg_isa_bf16_level = level >= TG_ISA_AVX512 && detect_bf16();
+    atomic_store(&amx_state, tg_isa_bf16_level && detect_amx() ? 1 : 0);
 }

@@ -43,6 +43,8 @@
 #ifndef TAPEGRAD_TENSOR_ISA_H
 #define TAPEGRAD_TENSOR_ISA_H
 
+#include <stdbool.h>
+
 enum { TG_ISA_BASELINE = 0, TG_ISA_AVX2 = 1, TG_ISA_AVX512 = 2 };
 
 /* The level in force (set before main by isa.c; TG_ISA_BASELINE until then). Hidden: read
@@ -52,6 +54,20 @@ static inline int tg_isa(void)
 {
     return tg_isa_level;
 }
+/* Nonzero when the CPU has AVX512_BF16 (VDPBF16PS, VCVTNE2PS2BF16) on top of the level in
+ * force being TG_ISA_AVX512: TG_ISA=avx2 or lower turns it off with the rest of AVX-512. Set
+ * with tg_isa_level, before main; the bf16 GEMM of tensor/gemm.c runs only where it is set. */
+__attribute__((visibility("hidden"))) extern int tg_isa_bf16_level;
+static inline bool tg_isa_has_bf16(void)
+{
+    return tg_isa_bf16_level != 0;
+}
+/* AMX-BF16 tiles (TDPBF16PS: a 16 x 16 x 32 product per instruction), on top of
+ * tg_isa_has_bf16(): tg_isa_amx_enable asks Linux for the tile state once (the first bf16 GEMM
+ * mode request does; a process in FP32 mode never asks) and says whether the tiles may be
+ * used; tg_isa_amx_ready says it without asking. */
+bool tg_isa_amx_enable(void);
+bool tg_isa_amx_ready(void);
 /* "baseline", "avx2", "avx512". */
 const char *tg_isa_name(int level);
 /* The best level this CPU (and OS) supports, whatever TG_ISA says. */

@@ -209,6 +209,23 @@ int tg_get_num_threads(void);
 /* The CPUs this process may run on: its affinity mask (taskset, cgroup cpusets), or the
  * online count when the mask cannot be read. */
 int tg_get_num_cpus(void);
+/* The precision of the inputs of tapegrad's own GEMM (matmul, linear, the convolutions'
+ * products): TG_MATMUL_FP32 (the default) multiplies floats as given; TG_MATMUL_BF16 rounds
+ * both operands to bfloat16 (round to nearest even: 8 significant bits instead of 24) and
+ * accumulates the products in FP32: on AMX tiles where the CPU has AMX-BF16 (2.5-3x the FP32
+ * GEMM's rate measured on Sapphire Rapids-class cores), else with AVX512_BF16's VDPBF16PS
+ * (slower than FP32 on those cores). Only those inputs lose precision: parameters, gradients,
+ * optimizer state and every other op stay FP32, and products with one row or one column of
+ * the result stay FP32.
+ * Where the CPU lacks AVX512_BF16 (or TG_ISA asks for less than avx512) the bf16 request is
+ * kept but FP32 runs: see tg_matmul_bf16_active. Process-wide, like tg_set_num_threads: set it
+ * before starting threads that compute. Any other value: TG_ERR_ARG, the setting unchanged. */
+typedef enum { TG_MATMUL_FP32 = 0, TG_MATMUL_BF16 = 1 } tg_matmul_precision;
+tg_status tg_set_matmul_precision(tg_matmul_precision p);
+/* The precision asked for by tg_set_matmul_precision (TG_MATMUL_FP32 until then). */
+tg_matmul_precision tg_get_matmul_precision(void);
+/* True when GEMMs run with bf16 inputs now: TG_MATMUL_BF16 asked for and the CPU can. */
+bool tg_matmul_bf16_active(void);
 /* "OpenBLAS 0.3.21, openmp threads, Haswell kernels; tapegrad kernels: avx2": the BLAS build,
  * its threading flavour and the kernels it runs on this CPU, then which copy of tapegrad's own
  * kernels runs (baseline, avx2 or avx512: the best the CPU has, or what TG_ISA asks for). */
