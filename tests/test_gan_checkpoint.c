@@ -36,14 +36,15 @@ int input_failure(void)
 
 static char path[64];
 
-/* A real checkpoint of a small model (width / 64) at iteration 5 of epoch 0, loaded back. */
-static tg_state_dict *good_checkpoint(void)
+/* A real checkpoint of a small model (width / 64) at iteration 5 of epoch 0 trained with
+ * GEMM inputs in matmul's precision, loaded back. */
+static tg_state_dict *checkpoint_of(tg_matmul_precision matmul)
 {
     gan_config cfg = gan_config_default(GAN_RECIPE_TUTORIAL);
     gan_widths w = gan_widths_default(64);
     gan_state s = {0};
     assert_int_equal(gan_state_init(&s, &cfg, &w), TG_OK);
-    run_settings rs = {cfg, -1, 64, 16, 0, 1}; /* 1 rank: one process */
+    run_settings rs = {cfg, -1, 64, 16, 0, 1, matmul}; /* 1 rank: one process */
     run_position pos = {.iteration = 5, .seconds = 1.5, .loader = {.epoch = 0, .batch = 5}};
     tg_rng_seed(&pos.loader.epoch_rng, 7);
     snprintf(path, sizeof path, "/tmp/tg_gan_ckpt_%d.safetensors", (int)getpid());
@@ -52,6 +53,11 @@ static tg_state_dict *good_checkpoint(void)
     tg_state_dict *sd = tg_data_load_safetensors(path);
     assert_non_null(sd);
     return sd;
+}
+
+static tg_state_dict *good_checkpoint(void)
+{
+    return checkpoint_of(TG_MATMUL_FP32);
 }
 
 /* Asserts err is one line holding fragment. */
@@ -72,6 +78,8 @@ static void test_good_checkpoint_reads(void **state)
     assert_int_equal(rs.batch, 16);
     assert_int_equal(rs.width_div, 64);
     assert_true(rs.cfg.lr == 2e-4f);
+    assert_int_equal(rs.matmul, TG_MATMUL_FP32);
+    assert_null(tg_state_dict_meta(sd, "matmul")); /* an FP32 run's checkpoint as before */
     assert_true(checkpoint_check_values(sd, path, err, sizeof err));
     run_position pos;
     assert_true(position_get(sd, path, &pos, &r, err, sizeof err));
@@ -80,6 +88,20 @@ static void test_good_checkpoint_reads(void **state)
     tg_rng_seed(&seeded, 7);
     assert_memory_equal(&pos.loader.epoch_rng, &seeded, sizeof seeded); /* bit for bit */
     assert_true(position_check(&pos, 10, 100, path, err, sizeof err));
+    tg_state_dict_free(sd);
+    unlink(path);
+}
+
+/* train --matmul bf16 is recorded, and read back; --resume takes it from there. */
+static void test_matmul_recorded(void **state)
+{
+    (void)state;
+    tg_state_dict *sd = checkpoint_of(TG_MATMUL_BF16);
+    char err[1024] = "";
+    run_settings rs;
+    assert_string_equal(tg_state_dict_meta(sd, "matmul"), "bf16");
+    assert_true(settings_get(sd, path, &rs, err, sizeof err));
+    assert_int_equal(rs.matmul, TG_MATMUL_BF16);
     tg_state_dict_free(sd);
     unlink(path);
 }
@@ -103,6 +125,7 @@ static void test_bad_scalars(void **state)
         {"digit", "10", "metadata \"digit\" is \"10\""},
         {"recipe", "4", "metadata \"recipe\" is \"4\", expected a whole number from 0 to 3"},
         {"train_per_class", "-1", "metadata \"train_per_class\" is \"-1\""},
+        {"matmul", "fp16", "metadata \"matmul\" is \"fp16\", expected one of fp32, bf16"},
         {"lr", "nan", "metadata \"lr\" is \"nan\""},
         {"lr", "0x0p+0", "metadata \"lr\" is \"0x0p+0\", expected a hex float (%a) in (0, 10]"},
         {"lr", "0x1p-200", "metadata \"lr\" is \"0x1p-200\""}, /* 0 as a float32 */
@@ -368,11 +391,17 @@ static void test_classifier_metadata(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        TG_TEST(test_good_checkpoint_reads), TG_TEST(test_bad_scalars),
-        TG_TEST(test_readers_are_strict),    TG_TEST(test_optimizer_settings_agree),
-        TG_TEST(test_quoted_values_escaped), TG_TEST(test_position_check),
-        TG_TEST(test_bad_tensor_values),     TG_TEST(test_bad_settings_are_bad_input),
-        TG_TEST(test_classifier_metadata),   TG_TEST(test_out_of_memory_is_not_bad_input),
+        TG_TEST(test_good_checkpoint_reads),
+        TG_TEST(test_matmul_recorded),
+        TG_TEST(test_bad_scalars),
+        TG_TEST(test_readers_are_strict),
+        TG_TEST(test_optimizer_settings_agree),
+        TG_TEST(test_quoted_values_escaped),
+        TG_TEST(test_position_check),
+        TG_TEST(test_bad_tensor_values),
+        TG_TEST(test_bad_settings_are_bad_input),
+        TG_TEST(test_classifier_metadata),
+        TG_TEST(test_out_of_memory_is_not_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,6 +47,7 @@ typedef struct {
     int64_t batch;
     int64_t per_class; /* train --train-per-class: images per class trained on; 0: all */
     int ranks;         /* MPI ranks that trained it (1: one process; resume needs as many) */
+    tg_matmul_precision matmul; /* train --matmul (absent from the checkpoint: fp32) */
 } run_settings;
 
 /* Training position. */

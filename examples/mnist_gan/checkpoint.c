@@ -254,6 +254,8 @@ static void settings_put(tg_state_dict *sd, const run_settings *r)
     meta_set(sd, "train_per_class", "%lld", (long long)r->per_class);
     if (r->ranks > 1) /* under MPI only: one process's checkpoint stays as it was */
         meta_set(sd, "ranks", "%d", r->ranks);
+    if (r->matmul != TG_MATMUL_FP32) /* likewise: an FP32 run's checkpoint as it was */
+        meta_set(sd, "matmul", "%s", gan_matmul_names[r->matmul]);
     meta_set(sd, "lr", "%a", (double)c->lr);
     meta_set(sd, "beta1", "%a", (double)c->beta1);
     meta_set(sd, "beta2", "%a", (double)c->beta2);
@@ -344,7 +346,8 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
     }
     double lr = 0, beta1 = 0, beta2 = 0.999, gp_lambda = 10;
     int64_t batch = 0, block = 0, seed = 0, per_class = 0;
-    r->ranks = 1; /* absent: one process */
+    r->ranks = 1;                /* absent: one process */
+    int matmul = TG_MATMUL_FP32; /* absent: fp32 */
     int recipe = 0, generator = 0, step = -1, init = GAN_INIT_TORCH;
     int adam = TG_ADAM_EPS_AFTER_CORRECTION, n_critic = 5, critic_norm = GAN_CRITIC_NONE;
     bool ok =
@@ -360,6 +363,8 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
          meta_get_int(sd, path, "train_per_class", 0, GAN_PER_CLASS_MAX, &per_class, err, n)) &&
         (!tg_state_dict_meta(sd, "ranks") ||
          meta_get_small(sd, path, "ranks", 1, GAN_BATCH_MAX, &r->ranks, err, n)) &&
+        (!tg_state_dict_meta(sd, "matmul") ||
+         meta_get_name(sd, path, "matmul", gan_matmul_names, &matmul, err, n)) &&
         (!tg_state_dict_meta(sd, "beta2") ||
          meta_get_real(sd, path, "beta2", 0, false, GAN_BETA2_MAX, true, &beta2, err, n)) &&
         optimizers_agree(sd, path, (float)lr, (float)beta1, (float)beta2, err, n);
@@ -392,6 +397,7 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
     r->batch = batch, r->per_class = per_class, r->cfg.lr = (float)lr, r->cfg.beta1 = (float)beta1;
     r->cfg.beta2 = (float)beta2, r->cfg.n_critic = n_critic, r->cfg.gp_lambda = (float)gp_lambda;
     r->cfg.critic_norm = (gan_critic_norm)critic_norm;
+    r->matmul = (tg_matmul_precision)matmul;
     return ok;
 }
 

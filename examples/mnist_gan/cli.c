@@ -61,6 +61,10 @@ static const char usage[] =
     "                        layer norm after the critic's second conv\n"
     "  --seed S              seed of weights, noise and shuffling (default 1)\n"
     "  --threads T           threads for kernels and BLAS (default 2; at most the CPUs)\n"
+    "  --matmul NAME         fp32 (default) or bf16: the GEMMs of linear layers and\n"
+    "                        convolutions take bfloat16 inputs and sum in FP32 (weights,\n"
+    "                        gradients and Adam stay FP32); runs FP32 on a CPU without\n"
+    "                        AVX512_BF16, and says so. The checkpoint records it\n"
     "  --log-every N         log line, sample grid and report every N iterations (default 100)\n"
     "  --grid-scale NAME     fixed (default): -1 black, 1 white; per-image: each image\n"
     "                        stretched to its own range, as the tutorial's notebook showed them;\n"
@@ -109,6 +113,8 @@ static const char usage[] =
     "\n"
     "Exit status: 0 done, 2 bad input (flags, data files, checkpoint), 1 other failures.\n"
     "TG_REPORT_LIVE=1 prints the live tensor/node/byte counters at exit; any left alive: exit 1.\n";
+
+const char *const gan_matmul_names[] = {"fp32", "bf16", NULL};
 
 const char *gan_usage(void)
 {
@@ -389,6 +395,9 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         else if (!strcmp(f, "--threads"))
             ok = parse_threads(f, v, &o->threads, err, n),
             for_cmd = FOR_TRAIN | FOR_SAMPLE | FOR_EVAL;
+        else if (!strcmp(f, "--matmul"))
+            ok = parse_choice(f, v, gan_matmul_names, &c, err, n),
+            o->matmul = (tg_matmul_precision)c, o->given |= GIVEN_MATMUL;
         else if (!strcmp(f, "--log-every"))
             ok = parse_int(f, v, 1, INT64_MAX / 2, &o->log_every, err, n);
         else if (!strcmp(f, "--grid-scale"))

@@ -42,6 +42,7 @@ typedef struct gan_options {
     float gp_lambda; /* wgan-gp: --gp-lambda */
     gan_critic_norm critic_norm;
     int threads;
+    tg_matmul_precision matmul; /* --matmul fp32|bf16: tg_set_matmul_precision for the run */
     int64_t log_every;
     tg_grid_scale grid_scale;
     bool grid_both; /* train --grid-scale both: a per-image grid beside each fixed one */
@@ -87,7 +88,11 @@ enum {
     GIVEN_GP_LAMBDA = 1u << 15,
     GIVEN_CRITIC_NORM = 1u << 16,
     GIVEN_PER_CLASS = 1u << 17,
+    GIVEN_MATMUL = 1u << 18,
 };
+
+/* --matmul's values, as tg_matmul_precision numbers them: "fp32", "bf16". */
+extern const char *const gan_matmul_names[];
 
 /* The models-and-updates part of the options. */
 gan_config gan_options_config(const gan_options *o);

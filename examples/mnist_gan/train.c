@@ -243,6 +243,7 @@ static bool adopt_settings(gan_options *o, const run_settings *r, char *err, siz
         {GIVEN_N_CRITIC, "--n-critic", o->n_critic != c->n_critic},
         {GIVEN_GP_LAMBDA, "--gp-lambda", o->gp_lambda != c->gp_lambda},
         {GIVEN_CRITIC_NORM, "--critic-norm", o->critic_norm != c->critic_norm},
+        {GIVEN_MATMUL, "--matmul", o->matmul != r->matmul},
     };
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
         if ((o->given & checks[i].bit) && checks[i].differs) {
@@ -258,7 +259,7 @@ static bool adopt_settings(gan_options *o, const run_settings *r, char *err, siz
     o->digit = r->digit, o->width_div = r->width_div, o->per_class = r->per_class;
     o->batch = r->batch, o->lr = c->lr, o->beta1 = c->beta1, o->seed = c->seed;
     o->beta2 = c->beta2, o->n_critic = c->n_critic, o->gp_lambda = c->gp_lambda;
-    o->critic_norm = c->critic_norm;
+    o->critic_norm = c->critic_norm, o->matmul = r->matmul;
     return gan_recipe_flags_check(o, err, n);
 }
 
@@ -313,7 +314,12 @@ static bool digit_rows(tg_tensor **z, tg_tensor **y)
 static int train_eval(gan_tracker *t, gan_state *s, gan_log *log, int64_t it, bool tty)
 {
     gan_figures f;
-    if (gan_tracker_eval(t, s, &f) != TG_OK || gan_log_eval(log, it, &f) != TG_OK)
+    /* measured as eval measures it, in FP32, whatever --matmul trains in */
+    const tg_matmul_precision trained = tg_get_matmul_precision();
+    tg_set_matmul_precision(TG_MATMUL_FP32);
+    const tg_status st = gan_tracker_eval(t, s, &f);
+    tg_set_matmul_precision(trained);
+    if (st != TG_OK || gan_log_eval(log, it, &f) != TG_OK)
         return fail(1, "evaluating iteration %lld: %s", (long long)it, tg_last_error());
     if (tty)
         fputc('\n', stderr);
@@ -593,7 +599,8 @@ agreed:
         goto done;
     }
 
-    run_settings rs = {cfg, o->digit, o->width_div, o->batch, o->per_class, dp_size(d)};
+    run_settings rs = {cfg, o->digit, o->width_div, o->batch, o->per_class, dp_size(d), o->matmul};
+    tg_set_matmul_precision(o->matmul); /* a valid value: cannot fail */
     char step[160], per_class[64] = "";
     if (o->per_class)
         snprintf(per_class, sizeof per_class, ", --train-per-class %lld", (long long)o->per_class);
@@ -604,7 +611,7 @@ agreed:
         snprintf(step, sizeof step, "step %s", gan_step_names[o->step]);
     snprintf(title, sizeof title,
              "recipe %s, generator %s, %s, init %s, adam %s, shuffle "
-             "%s, batch %lld, lr %g, beta1 %g, seed %llu, %lld images%s%s",
+             "%s, batch %lld, lr %g, beta1 %g, seed %llu, %lld images%s%s%s",
              gan_recipe_names[o->recipe],
              conditional ? "conditional dcgan (fakes for the real batch's labels)"
              : o->recipe != GAN_RECIPE_TUTORIAL ? "dcgan"
@@ -612,7 +619,10 @@ agreed:
              step, gan_init_names[o->init], gan_adam_names[o->adam_eps],
              o->shuffle_block ? "paddle" : "full", (long long)o->batch, o->lr, o->beta1,
              (unsigned long long)o->seed, (long long)ds->images->shape[0],
-             o->digit >= 0 ? " (one digit)" : "", per_class);
+             o->digit >= 0 ? " (one digit)" : "", per_class,
+             o->matmul == TG_MATMUL_FP32 ? ""
+             : tg_matmul_bf16_active()   ? ", matmul bf16"
+                                         : ", matmul bf16 asked (runs fp32: no AVX512_BF16 here)");
     printf("mnist_gan: %s; %lld iterations (%lld per epoch%s), from %lld; %d thread%s; %s\n", title,
            (long long)total, (long long)epoch_its, wgan ? ", each n_critic batches" : "",
            (long long)pos.iteration, o->threads, o->threads == 1 ? "" : "s", tg_blas_info());
