@@ -83,8 +83,10 @@ class Server:
         self.p.wait(timeout=60)
 
 
-def servers(args, mode, threads, generator=None, step=None):
+def servers(args, mode, threads, generator=None, step=None, precision="fp32"):
     tg = [args.bench_gan, mode, "--threads", str(threads)]
+    if precision != "fp32":  # tapegrad's GEMM inputs; PyTorch runs FP32 throughout
+        tg += ["--precision", precision]
     th = [PYTHON, TORCH_SCRIPT, mode, "--threads", str(threads)]
     if generator:
         tg += ["--generator", generator]
@@ -97,9 +99,9 @@ def servers(args, mode, threads, generator=None, step=None):
     return Server("tapegrad", tg, threads), Server("torch", th, threads)
 
 
-def steps(args, step, generator, threads):
+def steps(args, step, generator, threads, precision="fp32"):
     """Interleaved iterations of both sides; medians and memory."""
-    a, b = servers(args, "serve", threads, generator, step)
+    a, b = servers(args, "serve", threads, generator, step, precision)
     res = {s.side: {"rss_start_kb": int(s.head[2]), "wall": [], "cpu": []} for s in (a, b)}
     loads = [load1()]
     for i in range(args.warmup + args.iters):
@@ -112,9 +114,10 @@ def steps(args, step, generator, threads):
                 res[s.side]["wall"].append(wall)
                 res[s.side]["cpu"].append(cpu)
         loads.append(load1())
-        log("  %s step, %s G, %d thread(s), iteration %d/%d: tapegrad %.3f s, torch %.3f s "
-            "(load %.1f)" % (step, generator, threads, i + 1, args.warmup + args.iters,
-                             this["tapegrad"], this["torch"], loads[-1]))
+        log("  %s step, %s G, %d thread(s), %s, iteration %d/%d: tapegrad %.3f s, torch %.3f s "
+            "(load %.1f)" % (step, generator, threads, precision, i + 1,
+                             args.warmup + args.iters, this["tapegrad"], this["torch"],
+                             loads[-1]))
     for s in (a, b):
         peak, now = (int(v) for v in s.ask("rss"))
         r = res[s.side]
@@ -122,7 +125,8 @@ def steps(args, step, generator, threads):
                  sec_per_iter=statistics.median(r["wall"]),
                  cpu_sec_per_iter=statistics.median(r["cpu"]))
         s.close()
-    return {"step": step, "generator": generator, "threads": threads, "iters": args.iters,
+    return {"step": step, "generator": generator, "threads": threads, "precision": precision,
+            "iters": args.iters,
             "warmup": args.warmup, "load_min": min(loads), "load_max": max(loads),
             "tapegrad": res["tapegrad"], "torch": res["torch"]}
 
@@ -214,33 +218,41 @@ def machine(args):
 
 # ---- the table -------------------------------------------------------------------------------
 
+def precision_note(s):
+    """"" for FP32 GEMMs (and results from before the precisions), else the row's note."""
+    p = s.get("precision", "fp32")
+    return "" if p == "fp32" else ", tapegrad's GEMMs in %s (PyTorch FP32)" % p
+
+
 def table_rows(res):
     """(row, tapegrad, torch, unit) for every row, with the numbers in the unit shown."""
     rows = []
     for s in res["steps"]:
         # results written before the steps were named timed the accumulate step
-        t = "%s step, %s G, %d thread%s" % (s.get("step", "accumulate"), s["generator"],
-                                            s["threads"], "s" if s["threads"] > 1 else "")
+        t = "%s step, %s G, %d thread%s%s" % (s.get("step", "accumulate"), s["generator"],
+                                              s["threads"], "s" if s["threads"] > 1 else "",
+                                              precision_note(s))
         note = "" if s["load_max"] < QUIET_LOAD else " [load %.0f-%.0f]" % (s["load_min"],
                                                                            s["load_max"])
         rows.append(("iteration, %s: wall s%s" % (t, note), s["tapegrad"]["sec_per_iter"],
                      s["torch"]["sec_per_iter"], "s"))
         rows.append(("iteration, %s: CPU s (all threads)" % t, s["tapegrad"]["cpu_sec_per_iter"],
                      s["torch"]["cpu_sec_per_iter"], "s"))
-    step_names = list(dict.fromkeys(s.get("step", "accumulate") for s in res["steps"]))
-    for step in step_names:
+    kinds = list(dict.fromkeys((s.get("step", "accumulate"), precision_note(s))
+                               for s in res["steps"]))
+    for step, note in kinds:
         for g in GENERATORS:
-            runs = [s for s in res["steps"]
-                    if s["generator"] == g and s.get("step", "accumulate") == step]
+            runs = [s for s in res["steps"] if s["generator"] == g and
+                    (s.get("step", "accumulate"), precision_note(s)) == (step, note)]
             if not runs:
                 continue
             peak = lambda side: max(r[side]["peak_rss_kb"] for r in runs) / 1024
             grow = lambda side: max(r[side]["peak_rss_kb"] - r[side]["rss_start_kb"]
                                     for r in runs) / 1024
-            rows.append(("peak RSS, %s step, %s G: MB" % (step, g), peak("tapegrad"),
+            rows.append(("peak RSS, %s step, %s G%s: MB" % (step, g, note), peak("tapegrad"),
                          peak("torch"), "MB"))
-            rows.append(("peak RSS growth from the first iteration on, %s step, %s G: MB"
-                         % (step, g), grow("tapegrad"), grow("torch"), "MB"))
+            rows.append(("peak RSS growth from the first iteration on, %s step, %s G%s: MB"
+                         % (step, g, note), grow("tapegrad"), grow("torch"), "MB"))
     for l in res["layers"]:
         metric = "sec" if l["load_max"] < QUIET_LOAD else "cpu_sec"
         rows.append(("layer %s %s, %d thread: %s ms" % (
@@ -313,6 +325,9 @@ def main():
     ap.add_argument("--steps", default="tutorial,clean",
                     help="steps to time, in order: tutorial, clean, accumulate, "
                     "tutorial-detached (PyTorch's tutorial step detaching G(z) as tapegrad's)")
+    ap.add_argument("--precisions", default="fp32",
+                    help="tapegrad's GEMM input precisions, each a set of iteration rows: fp32, "
+                    "bf16 (bench_gan --precision; PyTorch runs FP32 in every row)")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=20)
@@ -335,12 +350,14 @@ def main():
     ob = res["machine"]["torch"].get("openblas") or {}
     log("torch %s: OpenBLAS %s kernels, %s" % (res["machine"]["torch"]["torch"],
                                                ob.get("corename", "?"), ob.get("flavour", "?")))
-    for step in args.steps.split(","):
-        for threads in (int(t) for t in args.threads.split(",")):
-            for g in args.generators.split(","):
-                log("iterations: %s step, %s G, %d thread(s)" % (step, g, threads))
-                res["steps"].append(steps(args, step, g, threads))
-                loads += [res["steps"][-1]["load_min"], res["steps"][-1]["load_max"]]
+    for precision in args.precisions.split(","):
+        for step in args.steps.split(","):
+            for threads in (int(t) for t in args.threads.split(",")):
+                for g in args.generators.split(","):
+                    log("iterations: %s step, %s G, %d thread(s), %s" % (step, g, threads,
+                                                                        precision))
+                    res["steps"].append(steps(args, step, g, threads, precision))
+                    loads += [res["steps"][-1]["load_min"], res["steps"][-1]["load_max"]]
     if not args.no_layers:
         for threads in (int(t) for t in args.layer_threads.split(",")):
             log("layers, %d thread(s)" % threads)

@@ -1,8 +1,9 @@
 #!/bin/bash
 # compare.sh — tapegrad against PyTorch on the mnist_gan training iteration, in one command.
 #
-#   bench/compare.sh [--build DIR] [--quick] [--out PREFIX] [--steps LIST] [--coretype NAME]
-#                    [--passive] [--models ROUNDS | --wgan-gp ROUNDS] [-- compare.py options]
+#   bench/compare.sh [--build DIR] [--quick] [--out PREFIX] [--steps LIST] [--precisions LIST]
+#                    [--coretype NAME] [--passive] [--models ROUNDS | --wgan-gp ROUNDS]
+#                    [-- compare.py options]
 #
 # Builds bench_gan and bench_core (in DIR if it is a build directory already, else with
 # scripts/tg build; default DIR: $TG_BUILD or build), then runs bench/compare.py: both sides
@@ -14,6 +15,10 @@
 #                     (Paddle 1.8's, mnist_gan's default), clean (textbook), accumulate (the
 #                     loop ported line by line), tutorial-detached (PyTorch's tutorial step
 #                     detaching G(z) for the fake-D loss, as tapegrad's does); bench/README.md
+#   --precisions LIST tapegrad's GEMM input precisions, each a set of iteration rows (default
+#                     fp32): fp32, bf16 (tg_set_matmul_precision; PyTorch runs FP32 in every
+#                     row; where the CPU lacks AVX512_BF16 the bf16 rows run FP32, as the table's
+#                     machine line says)
 #   --quick           5 iterations after 1 warm-up, 5 layer passes: a check that it all runs;
 #                     writes nothing unless --out is given
 #   --out PREFIX      where the JSON and markdown go
@@ -47,6 +52,7 @@ out=bench/results/latest
 out_given=0
 quick=()
 steps=()
+precisions=()
 coretype=
 passive=0
 models=0
@@ -59,6 +65,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=(--iters 5 --warmup 1 --reps 5 --tiny-runs 1); shift ;;
     --out) out=$2; out_given=1; shift 2 ;;
     --steps) steps=(--steps "$2"); shift 2 ;;
+    --precisions) precisions=(--precisions "$2"); shift 2 ;;
     --coretype) coretype=$2; shift 2 ;;
     --passive) passive=1; shift ;;
     --models) models=$2; shift 2 ;;
@@ -99,7 +106,8 @@ run() { # prefix, compare.py options (or -), then environment changes (VAR=value
     [ "$opts" = - ] && opts=
     # shellcheck disable=SC2046,SC2086  # outputs and opts print whole words
     env "$@" /usr/bin/python3 bench/compare.py --bench-gan "$bench_gan" --bench-core "$bench_core" \
-        ${quick[@]+"${quick[@]}"} ${steps[@]+"${steps[@]}"} $(outputs "$prefix") $opts \
+        ${quick[@]+"${quick[@]}"} ${steps[@]+"${steps[@]}"} \
+        ${precisions[@]+"${precisions[@]}"} $(outputs "$prefix") $opts \
         ${extra[@]+"${extra[@]}"}
 }
 
