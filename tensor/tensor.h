@@ -219,7 +219,10 @@ int tg_get_num_cpus(void);
  * the result stay FP32.
  * Where the CPU lacks AVX512_BF16 (or TG_ISA asks for less than avx512) the bf16 request is
  * kept but FP32 runs: see tg_matmul_bf16_active. Process-wide, like tg_set_num_threads: set it
- * before starting threads that compute. Any other value: TG_ERR_ARG, the setting unchanged. */
+ * before starting threads that compute. The first switch to bf16 on an AMX CPU asks Linux for
+ * the tile state (arch_prctl ARCH_REQ_XCOMP_PERM): from then on the process's signal frames
+ * are about 8 KB larger, which matters to handlers run on a small sigaltstack. Any other
+ * value: TG_ERR_ARG, the setting unchanged. */
 typedef enum { TG_MATMUL_FP32 = 0, TG_MATMUL_BF16 = 1 } tg_matmul_precision;
 tg_status tg_set_matmul_precision(tg_matmul_precision p);
 /* The precision asked for by tg_set_matmul_precision (TG_MATMUL_FP32 until then). */
