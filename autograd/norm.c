@@ -344,6 +344,13 @@ static inline bn_affine bn_affine_of(const tg_node *n, int64_t c)
     return (bn_affine){mean[c], invstd[c] * (w ? w[c] : 1.0f), b ? b[c] : 0.0f};
 }
 
+/* z for x: the forward's values before the activation, and the backward's mask made again
+ * from them, one expression for both, so the same bits. */
+static inline float bn_z(bn_affine f, float x)
+{
+    return (x - f.mu) * f.scale + f.shift;
+}
+
 /* dz = dy * act'(z) over n <= BN_DZ_RUN values, into buf, z = f's map of x (x NULL: from y =
  * act(z), as tanh always is); dy itself without an activation. */
 static inline const float *bn_act_grad(const batch_norm_params *p, const float *dy,
@@ -358,7 +365,7 @@ static inline const float *bn_act_grad(const batch_norm_params *p, const float *
         if (x) {
             TG_PRAGMA(omp simd)
             for (int64_t j = 0; j < n; j++)
-                buf[j] = dy[j] * ((x[j] - f.mu) * f.scale + f.shift > 0.0f ? 1.0f : low);
+                buf[j] = dy[j] * (bn_z(f, x[j]) > 0.0f ? 1.0f : low);
         } else {
             TG_PRAGMA(omp simd)
             for (int64_t j = 0; j < n; j++)
@@ -492,13 +499,12 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
                 ss = bn_acc_total(&acc2);
             }
             batch_norm_stats(p, c, ms, mu, ss, mean, invstd);
-            const float fmu = mean[c], scale = invstd[c] * (w ? w[c] : 1.0f);
-            const float shift = b ? b[c] : 0.0f;
+            const bn_affine f = bn_affine_of(n, c);
             for (int64_t i = 0; i < N; i++) {
                 const float *restrict xc = xd + (i * C + c) * S;
                 float *restrict yc = y + (i * C + c) * S;
                 for (int64_t j = 0; j < S; j++)
-                    yc[j] = (xc[j] - fmu) * scale + shift;
+                    yc[j] = bn_z(f, xc[j]);
                 bn_act_apply(p, yc, S);
             }
         }
