@@ -418,24 +418,52 @@ tile_product(int na, int ni, const float *L, uint64_t nz, const wino_vec *in, wi
             fn(c, __VA_ARGS__, 6);                                                                 \
     } while (0)
 
+/* The first position of a tile in a lanes copy laid out as L: channel ch of the batch's group
+ * g, output row oh and column ow (the copy's own rows and columns: its padding included). */
+static inline float *lanes_tile(const wino_layout *L, float *copy, int64_t g, int64_t ch,
+                                int64_t oh, int64_t ow)
+{
+    return copy + g * group_floats(L) + ((ch * L->hp + oh) * L->wp + ow) * WINO_LANES;
+}
+
+/* v[i * n + k] = the vector at row i, column k of the n x n block at p of a copy laid out as
+ * L. */
+static inline __attribute__((always_inline)) void
+lanes_block_load(const wino_layout *L, const float *p, int n, wino_vec *v)
+{
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < n; k++)
+            v[i * n + k] = *(const wino_vec *)(p + (i * L->wp + k) * WINO_LANES);
+}
+
+/* The n points of one column group of V, M or Z (point xi at p + xi * stride) from or into
+ * v. */
+static inline __attribute__((always_inline)) void points_load(const float *p, int64_t stride, int n,
+                                                              wino_vec *v)
+{
+    for (int xi = 0; xi < n; xi++)
+        v[xi] = *(const wino_vec *)(p + xi * stride);
+}
+
+static inline __attribute__((always_inline)) void points_store(float *p, int64_t stride, int n,
+                                                               const wino_vec *v)
+{
+    for (int xi = 0; xi < n; xi++)
+        *(wino_vec *)(p + xi * stride) = v[xi];
+}
+
 /* V[:, ch, chunk] = B^T d B for the chunk's tiles d of x's channel ch. */
 static inline __attribute__((always_inline)) void
 input_transform_t(const wino_run *c, const wino_part *pt, int64_t ch, int t)
 {
     const wino_layout *L = &c->xl;
-    const int64_t ld = c->ld, vs = c->s.Ci * ld, plane = L->hp * L->wp * WINO_LANES;
+    const int64_t ld = c->ld;
     FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
     {
-        const float *xs =
-            pt->xs + g * group_floats(L) + ch * plane + (oh * L->wp + ow) * WINO_LANES;
         wino_vec d[WINO_XI_MAX], v[WINO_XI_MAX];
-        for (int i = 0; i < t; i++)
-            for (int k = 0; k < t; k++)
-                d[i * t + k] = *(const wino_vec *)(xs + (i * L->wp + k) * WINO_LANES);
+        lanes_block_load(L, lanes_tile(L, pt->xs, g, ch, oh, ow), t, d);
         tile_product(t, t, c->mt.BT, WINO_NZ(BT, t), d, v);
-        float *dst = pt->V + ch * ld + col;
-        for (int xi = 0; xi < t * t; xi++)
-            *(wino_vec *)(dst + xi * vs) = v[xi];
+        points_store(pt->V + ch * ld + col, c->s.Ci * ld, t * t, v);
     }
 }
 
@@ -450,15 +478,13 @@ output_transform_t(const wino_run *c, const wino_part *pt, int64_t co, int t)
 {
     enum { m = TG_WINO_M };
     const wino_layout *L = &c->yl;
-    const int64_t ld = c->ld, ms = c->s.Co * ld, plane = L->hp * L->wp * WINO_LANES;
+    const int64_t ld = c->ld;
     const float bias = c->bias ? c->bias[co] : 0.0f;
     FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
     {
-        const float *src = pt->Z + co * ld + col;
-        float *ys = pt->ys + g * group_floats(L) + co * plane + (oh * L->wp + ow) * WINO_LANES;
+        float *ys = lanes_tile(L, pt->ys, g, co, oh, ow);
         wino_vec M[WINO_XI_MAX], y[m * m];
-        for (int xi = 0; xi < t * t; xi++)
-            M[xi] = *(const wino_vec *)(src + xi * ms);
+        points_load(pt->Z + co * ld + col, c->s.Co * ld, t * t, M);
         tile_product(m, t, c->mt.AT, WINO_NZ(AT, t), M, y);
         for (int a = 0; a < m; a++)
             for (int b = 0; b < m; b++)
@@ -477,19 +503,13 @@ grad_transform_t(const wino_run *c, const wino_part *pt, int64_t co, int t)
 {
     enum { m = TG_WINO_M };
     const wino_layout *L = &c->yl;
-    const int64_t ld = c->ld, zs = c->s.Co * ld, plane = L->hp * L->wp * WINO_LANES;
+    const int64_t ld = c->ld;
     FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
     {
-        const float *dys =
-            pt->ys + g * group_floats(L) + co * plane + (oh * L->wp + ow) * WINO_LANES;
         wino_vec e[m * m], z[WINO_XI_MAX];
-        for (int a = 0; a < m; a++)
-            for (int b = 0; b < m; b++)
-                e[a * m + b] = *(const wino_vec *)(dys + (a * L->wp + b) * WINO_LANES);
+        lanes_block_load(L, lanes_tile(L, pt->ys, g, co, oh, ow), m, e);
         tile_product(t, m, c->mt.A, WINO_NZ(A, t), e, z);
-        float *dst = pt->Z + co * ld + col;
-        for (int xi = 0; xi < t * t; xi++)
-            *(wino_vec *)(dst + xi * zs) = z[xi];
+        points_store(pt->Z + co * ld + col, c->s.Co * ld, t * t, z);
     }
 }
 
@@ -504,14 +524,12 @@ static inline __attribute__((always_inline)) void
 data_transform_t(const wino_run *c, const wino_part *pt, int64_t ch, int t)
 {
     const wino_layout *L = &c->xl;
-    const int64_t ld = c->ld, vs = c->s.Ci * ld, plane = L->hp * L->wp * WINO_LANES;
+    const int64_t ld = c->ld;
     FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
     {
-        const float *src = pt->V + ch * ld + col;
-        float *dxs = pt->dxs + g * group_floats(L) + ch * plane + (oh * L->wp + ow) * WINO_LANES;
+        float *dxs = lanes_tile(L, pt->dxs, g, ch, oh, ow);
         wino_vec dv[WINO_XI_MAX], dd[WINO_XI_MAX];
-        for (int xi = 0; xi < t * t; xi++)
-            dv[xi] = *(const wino_vec *)(src + xi * vs);
+        points_load(pt->V + ch * ld + col, c->s.Ci * ld, t * t, dv);
         tile_product(t, t, c->mt.B, WINO_NZ(B, t), dv, dd);
         for (int i = 0; i < t; i++)
             for (int k = 0; k < t; k++)
