@@ -295,6 +295,19 @@ typedef enum { TG_ACT_NONE = 0, TG_ACT_RELU, TG_ACT_LEAKY_RELU, TG_ACT_TANH } tg
 tg_tensor *tg_batch_norm_act(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                              tg_tensor *running_mean, tg_tensor *running_var, bool training,
                              float momentum, float eps, tg_act act, float slope);
+/* tg_max_pool2d(tg_batch_norm_act(...), 2, 2, 0) as one op, act TG_ACT_RELU or
+ * TG_ACT_LEAKY_RELU (slope finite and > 0), x [N, C, H, W] with H, W >= 2: neither the
+ * activation before the pool nor its gradient is ever stored (y1 [N, C, H, W] less on the tape
+ * and in the backward; the pool takes no pass of its own). The same bits as tg_batch_norm_act
+ * followed by tg_max_pool2d(2, 2, 0), forward (y, running statistics) and backward, and so, for
+ * H * W up to 1024, as tg_batch_norm, the activation and the pool. With a synchronised batch
+ * norm in training (tg_batch_norm_set_reduce), or W above 1024, it runs the two ops. nn's
+ * Sequential uses it for a BatchNorm2d, a ReLU or LeakyReLU (slope > 0) and a MaxPool2d(2, 2)
+ * (padding 0) in a row. */
+tg_tensor *tg_batch_norm_act_pool2d(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                                    tg_tensor *running_mean, tg_tensor *running_var,
+                                    bool training, float momentum, float eps, tg_act act,
+                                    float slope);
 /* Synchronised batch norm, for data-parallel training (dist/'s tg_dist_sync_batch_norm): while
  * a hook is set, a training-mode tg_batch_norm takes its statistics over the batches of every
  * process taking part, not over x alone. reduce(ctx, v, n) must replace the n doubles v by

@@ -3,72 +3,12 @@
  * second order (backward_graph): that backward written with recorded ops. Semantics are
  * PyTorch's; where a formula or a default could differ from another framework, the comment
  * says so. */
-#include "internal.h"
+#include "norm_internal.h"
 #include "ops.h"
-#include "ew_math.h"
-
-#include "../tensor/parallel.h"
-
-#include <math.h>
-#include <string.h>
 
 /* ---- batch_norm ---------------------------------------------------------------------------
- * x[N,C,S...] (S = the product of the sizes after C, 1 for x[N,C]); statistics per channel c
- * over the m = N*S values x[:,c,...].
- *   training:  mean = sum(x)/m,  var = sum((x - mean)^2)/m  (biased),  invstd = 1/sqrt(var+eps)
- *   eval:      mean = running_mean,  invstd = 1/sqrt(running_var + eps)
- *   y = (x - mean) * invstd * w + b         (w = 1, b = 0 without affine)
- * Backward, with xhat = (x - mean) * invstd and dxhat = dy * w:
- *   dw += sum(dy * xhat);  db += sum(dy)
- *   training: dx += invstd/m * (m*dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))
- *             (mean and invstd are functions of x, so every x in the channel gets a share)
- *   eval:     dx += dxhat * invstd  (the statistics are constants)
- * Running statistics, in training when given, as PyTorch's BatchNorm:
- *   running_mean = (1 - momentum) * running_mean + momentum * mean
- *   running_var  = (1 - momentum) * running_var  + momentum * var * m/(m-1)   (unbiased)
- * PaddlePaddle differs on both counts: its momentum weighs the old value (moving = moving *
- * momentum + batch * (1 - momentum), default 0.9) and it averages the biased batch variance;
- * weights converted from it need momentum' = 1 - momentum and slightly different statistics.
- *
- * Inputs are x, then weight if has_weight, then bias if has_bias. The running buffers are not
- * inputs but borrowed pointers in the params: they get no gradient, and in training they are
- * a side effect of forward, not data the output depends on. As inputs they would be retained
- * and version-checked, so a GAN discriminator run twice on one tape (real batch, then fake
- * batch, each updating the running statistics in place) would fail its first backward with
- * "modified in place". Forward reads them while tg_batch_norm runs (the caller holds them
- * then) and saves what backward needs (mean, invstd) in scratch, so nothing touches them
- * after the call returns. */
-typedef struct {
-    /* borrowed, used only during forward; NULL for none (the wrapper's TG_NONE) */
-    tg_tensor *running_mean, *running_var;
-    float momentum, eps;
-    bool training, has_weight, has_bias;
-    /* Synchronised batch norm (tg_batch_norm_set_reduce): the hook in force when the forward
-     * ran, for its backward to use too; NULL: this process's batch alone. */
-    tg_batch_norm_reduce_fn reduce;
-    void *reduce_ctx;
-    /* Synchronised only: the values per channel over every process's batch, set while a kernel
-     * runs (forward: sum(x) and sum((x - mean)^2); backward: sum(dy) and sum(dy * xhat)), and
-     * the count of values per channel over them all (from the forward, kept for the backward). */
-    const double *sync1, *sync2;
-    int64_t sync_m;
-    /* tg_batch_norm_act's activation of the normalised values (a tg_act) and leaky_relu's
-     * slope; TG_ACT_NONE for tg_batch_norm. */
-    int act;
-    float slope;
-} batch_norm_params;
-
-/* The affine parameters' data, NULL when absent. */
-static const float *batch_norm_weight(const tg_node *n)
-{
-    return TG_PARAMS(n, batch_norm_params)->has_weight ? n->in[1]->data : NULL;
-}
-
-static const float *batch_norm_bias(const tg_node *n)
-{
-    const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
-    return p->has_bias ? n->in[p->has_weight ? 2 : 1]->data : NULL;
-}
+ * Its definition, params, statistics, accumulators and fused activation are in norm_internal.h,
+ * shared with norm_pool.c's batch_norm_act_pool2d. */
 
 /* Where the synchronised backward's doubles start in scratch: after mean[C] and invstd[C],
  * rounded up to a double's alignment. */
@@ -76,15 +16,6 @@ static size_t batch_norm_sync_offset(int64_t C)
 {
     const size_t f = 2 * (size_t)(C > 0 ? C : 1) * sizeof(float);
     return (f + sizeof(double) - 1) / sizeof(double) * sizeof(double);
-}
-
-/* Values per channel after C: 1 for [N,C], H*W for [N,C,H,W]. */
-static int64_t batch_norm_spatial(const tg_tensor *x)
-{
-    int64_t S = 1;
-    for (int d = 2; d < x->ndim; d++)
-        S *= x->shape[d];
-    return S;
 }
 
 /* Checks that t (named name) is a 1-D [C] tensor. */
@@ -100,7 +31,8 @@ static tg_status batch_norm_check_vec(const tg_tensor *x, const tg_tensor *t, co
                         (long long)x->shape[1]);
 }
 
-static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
+#if TG_ISA_BASE
+tg_status tg_batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
 {
     const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
     const tg_tensor *x = n->in[0];
@@ -167,227 +99,11 @@ static tg_status batch_norm_check(tg_node *n, int *ndim, int64_t shape[])
                            2 * (size_t)(x->shape[1] > 0 ? x->shape[1] : 1) * sizeof(double);
     return TG_OK;
 }
+#endif
 
 /* Channels per block in the [N, C] layout (S = 1): a block's columns of every row are
  * contiguous, so per-channel sums run down the rows as vector adds over the block. */
 #define BN_COLS 64
-/* Partial sums in the [N, C, S] layout: a channel's N runs of S go into one bn_acc, whose
- * BN_FLANES float lanes (a GCC vector: one vector add per BN_FLANES values, on any ISA, in the
- * same order) are folded into BN_LANES doubles after every BN_CHUNK values, across runs (a fold
- * per short run would cost more than the run). Double lanes throughout cost twice the
- * instructions plus a conversion each, and scalar lanes did not vectorise: batch norm was an
- * eighth of the GAN step. A float lane holds about BN_CHUNK / BN_FLANES = 32 terms, so its
- * rounding stays far below the float result's, and long channels keep double's accuracy. The
- * order of every addition is fixed: thread-independent. */
-#define BN_LANES 8
-#define BN_FLANES 16
-#define BN_CHUNK 512
-/* GCC warns that a 64-byte vector changes the ABI where AVX-512 is off: only static, inlined
- * functions here take or return one. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-typedef float bn_vec __attribute__((vector_size(BN_FLANES * sizeof(float))));
-
-static inline bn_vec bn_load(const float *p)
-{
-    bn_vec v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-typedef struct {
-    double d[BN_LANES]; /* the folded chunks */
-    bn_vec f;           /* the current chunk */
-    int64_t pending;    /* terms in f */
-} bn_acc;
-
-static inline void bn_acc_fold(bn_acc *a)
-{
-    for (int l = 0; l < BN_FLANES; l++)
-        a->d[l % BN_LANES] += a->f[l];
-    a->f = (bn_vec){0};
-    a->pending = 0;
-}
-
-/* How many of the next n terms go into a's current chunk (folding a full one first). */
-static inline int64_t bn_acc_room(bn_acc *a, int64_t n)
-{
-    if (a->pending >= BN_CHUNK)
-        bn_acc_fold(a);
-    const int64_t take = n < BN_CHUNK - a->pending ? n : BN_CHUNK - a->pending;
-    a->pending += take;
-    return take;
-}
-
-static inline double bn_acc_total(bn_acc *a)
-{
-    bn_acc_fold(a);
-    double t = 0;
-    for (int l = 0; l < BN_LANES; l++)
-        t += a->d[l];
-    return t;
-}
-
-/* sum(x[0..n)) into a. */
-static inline void bn_acc_sum(bn_acc *a, const float *restrict x, int64_t n)
-{
-    for (int64_t j0 = 0; j0 < n;) {
-        const int64_t e = j0 + bn_acc_room(a, n - j0);
-        bn_vec f = a->f;
-        int64_t j = j0;
-        for (; j + BN_FLANES <= e; j += BN_FLANES)
-            f += bn_load(x + j);
-        for (int l = 0; j + l < e; l++)
-            f[l] += x[j + l];
-        a->f = f;
-        j0 = e;
-    }
-}
-
-/* sum((x - mu)^2) over a run into a, likewise. x - (float)mu is exact to half an ulp of the
- * difference, and mu's own rounding adds only m (mu - (float)mu)^2 to the sum: the two passes
- * still protect the variance when |mean| >> std. */
-static inline void bn_acc_sq(bn_acc *a, const float *restrict x, int64_t n, double mu)
-{
-    const float fmu = (float)mu;
-    for (int64_t j0 = 0; j0 < n;) {
-        const int64_t e = j0 + bn_acc_room(a, n - j0);
-        bn_vec f = a->f;
-        int64_t j = j0;
-        for (; j + BN_FLANES <= e; j += BN_FLANES) {
-            const bn_vec d = bn_load(x + j) - fmu;
-            f += d * d;
-        }
-        for (int l = 0; j + l < e; l++) {
-            const float d = x[j + l] - fmu;
-            f[l] += d * d;
-        }
-        a->f = f;
-        j0 = e;
-    }
-}
-
-/* sum(g) into sg and sum(g * xhat) into sgx over a run, g = dy (w NULL) or dy * w, xhat =
- * (x - mu) * is, likewise (the two fill and fold in step). Batch norm's backward passes no w;
- * layer norm's its per-element weight. */
-static inline void bn_acc_dy(bn_acc *sg, bn_acc *sgx, const float *restrict x,
-                             const float *restrict dy, const float *restrict w, int64_t n, float mu,
-                             float is)
-{
-    for (int64_t j0 = 0; j0 < n;) {
-        const int64_t e = j0 + bn_acc_room(sg, n - j0);
-        bn_acc_room(sgx, n - j0);
-        bn_vec f = sg->f, fx = sgx->f;
-        int64_t j = j0;
-        for (; j + BN_FLANES <= e; j += BN_FLANES) {
-            const bn_vec g = w ? bn_load(dy + j) * bn_load(w + j) : bn_load(dy + j);
-            f += g;
-            fx += g * ((bn_load(x + j) - mu) * is);
-        }
-        for (int l = 0; j + l < e; l++) {
-            const float g = w ? dy[j + l] * w[j + l] : dy[j + l];
-            f[l] += g;
-            fx[l] += g * ((x[j + l] - mu) * is);
-        }
-        sg->f = f, sgx->f = fx;
-        j0 = e;
-    }
-}
-
-/* ---- batch_norm's fused activation (tg_batch_norm_act) ----
- * y = act(z) for z the normalised value, which is never stored: one activation-sized tensor
- * less on the tape, and no pass of its own either way. The backward turns dy into dz = dy *
- * act'(z): relu's and leaky_relu's from z > 0, z made again from x by the forward's own
- * expression (so the same bits, the same mask), tanh's 1 - tanh(z)^2 as 1 - y^2 from y. Not
- * reading y for relu left the backward's two passes over a channel with x and dy alone, which
- * for D's [128, 64, 26, 26] (346 KB a channel each) stay in L2 between the passes: with y too
- * they did not: the backward went from 8.7% to 6.4% of the clean step's perf samples. Each
- * act' is the expression of the separate op (elementwise.def), so batch_norm followed by the
- * activation and batch_norm_act give the same bits, forward and backward, for runs (H * W) of
- * up to BN_DZ_RUN values; beyond, the backward's sums take a longer run in pieces and may
- * round differently. */
-#define BN_DZ_RUN 1024
-
-static inline void bn_act_apply(const batch_norm_params *p, float *restrict y, int64_t n)
-{
-    const float slope = p->slope;
-    switch (p->act) {
-    case TG_ACT_RELU:
-        TG_PRAGMA(omp simd)
-        for (int64_t j = 0; j < n; j++)
-            y[j] = y[j] < 0.0f ? 0.0f : y[j];
-        break;
-    case TG_ACT_LEAKY_RELU:
-        TG_PRAGMA(omp simd)
-        for (int64_t j = 0; j < n; j++)
-            y[j] = y[j] > 0.0f ? y[j] : slope * y[j];
-        break;
-    case TG_ACT_TANH:
-        TG_PRAGMA(omp simd)
-        for (int64_t j = 0; j < n; j++)
-            y[j] = ew_tanh(y[j]);
-        break;
-    default: break;
-    }
-}
-
-/* The forward's affine map of one channel: z = (x - mu) * scale + shift. */
-typedef struct {
-    float mu, scale, shift;
-} bn_affine;
-
-static inline bn_affine bn_affine_of(const tg_node *n, int64_t c)
-{
-    const float *mean = n->scratch, *invstd = mean + n->in[0]->shape[1];
-    const float *w = batch_norm_weight(n), *b = batch_norm_bias(n);
-    return (bn_affine){mean[c], invstd[c] * (w ? w[c] : 1.0f), b ? b[c] : 0.0f};
-}
-
-/* z for x: the forward's values before the activation, and the backward's mask made again
- * from them, one expression for both, so the same bits. */
-static inline float bn_z(bn_affine f, float x)
-{
-    return (x - f.mu) * f.scale + f.shift;
-}
-
-/* dz = dy * act'(z) over n <= BN_DZ_RUN values, into buf, z = f's map of x (x NULL: from y =
- * act(z), as tanh always is); dy itself without an activation. */
-static inline const float *bn_act_grad(const batch_norm_params *p, const float *dy,
-                                       const float *restrict x, const float *restrict y,
-                                       bn_affine f, int64_t n, float *restrict buf)
-{
-    const float slope = p->slope;
-    switch (p->act) {
-    case TG_ACT_RELU:
-    case TG_ACT_LEAKY_RELU: {
-        const float low = p->act == TG_ACT_RELU ? 0.0f : slope;
-        if (x) {
-            TG_PRAGMA(omp simd)
-            for (int64_t j = 0; j < n; j++)
-                buf[j] = dy[j] * (bn_z(f, x[j]) > 0.0f ? 1.0f : low);
-        } else {
-            TG_PRAGMA(omp simd)
-            for (int64_t j = 0; j < n; j++)
-                buf[j] = dy[j] * (y[j] > 0.0f ? 1.0f : low);
-        }
-        return buf;
-    }
-    case TG_ACT_TANH:
-        TG_PRAGMA(omp simd)
-        for (int64_t j = 0; j < n; j++)
-            buf[j] = dy[j] * (1.0f - y[j] * y[j]);
-        return buf;
-    default: return dy;
-    }
-}
-
-/* The pieces the backward walks a run of S in: whole without an activation, else as many
- * values as bn_act_grad's buffer holds. */
-static inline int64_t bn_piece_len(const batch_norm_params *p, int64_t S)
-{
-    return p->act == TG_ACT_NONE || S < BN_DZ_RUN ? S : BN_DZ_RUN;
-}
 
 /* sum(dz) and sum(dz * xhat) over channel c's N runs of S into its accumulators (x, dy and y
  * at the channel's first run; runs C * S apart; f the channel's map to z). */
@@ -403,28 +119,6 @@ static void bn_channel_sums(const batch_norm_params *p, const float *x, const fl
             bn_acc_dy(sdy, sdyx, x + o, bn_act_grad(p, dy + o, x + o, y + o, f, len, buf), NULL,
                       len, mu, is);
         }
-}
-
-/* Channel c's statistics from its sum of x and sum of squared deviations (training), or the
- * running ones (eval); updates the running statistics in training. */
-static void batch_norm_stats(const batch_norm_params *p, int64_t c, int64_t m, double mu, double ss,
-                             float *mean, float *invstd)
-{
-    float *rm = p->running_mean ? p->running_mean->data : NULL;
-    float *rv = p->running_var ? p->running_var->data : NULL;
-    if (p->training) {
-        const double var = ss / (double)m;
-        mean[c] = (float)mu;
-        invstd[c] = (float)(1.0 / sqrt(var + (double)p->eps));
-        if (rm) {
-            const double mom = p->momentum;
-            rm[c] = (float)((1.0 - mom) * rm[c] + mom * mu);
-            rv[c] = (float)((1.0 - mom) * rv[c] + mom * var * (double)m / (double)(m - 1));
-        }
-    } else {
-        mean[c] = rm[c];
-        invstd[c] = (float)(1.0 / sqrt((double)rv[c] + (double)p->eps));
-    }
 }
 
 /* Two passes in double for the statistics: the one-pass sum-of-squares formula loses the
@@ -484,21 +178,7 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
         /* [N, C, S]: per channel, N contiguous runs of S. */
         TG_PARALLEL_FOR_WORK(C, m)
         for (int64_t c = 0; c < C; c++) {
-            double mu = 0, ss = 0;
-            if (p->sync1) {
-                mu = p->sync1[c] / (double)ms;
-                ss = p->sync2[c];
-            } else if (p->training) {
-                bn_acc acc = {0};
-                for (int64_t i = 0; i < N; i++)
-                    bn_acc_sum(&acc, xd + (i * C + c) * S, S);
-                mu = bn_acc_total(&acc) / (double)m;
-                bn_acc acc2 = {0};
-                for (int64_t i = 0; i < N; i++)
-                    bn_acc_sq(&acc2, xd + (i * C + c) * S, S, mu);
-                ss = bn_acc_total(&acc2);
-            }
-            batch_norm_stats(p, c, ms, mu, ss, mean, invstd);
+            bn_channel_stats(p, xd, N, C, S, c, ms, mean, invstd);
             const bn_affine f = bn_affine_of(n, c);
             for (int64_t i = 0; i < N; i++) {
                 const float *restrict xc = xd + (i * C + c) * S;
@@ -513,31 +193,6 @@ TG_ISA_KERNEL(batch_norm_forward, (tg_node * n), (n))
         tg_tensor_bump_version(p->running_mean);
         tg_tensor_bump_version(p->running_var);
     }
-}
-
-/* Channel c's parameter gradients from its sums, and the coefficients of its dx:
- * dx = g * (dy - a - xhat * k). With sum(dxhat) = w*sdy and sum(dxhat*xhat) = w*sdyx the
- * training formula becomes dx = w*invstd * (dy - sdy/m - xhat * sdyx/m). */
-typedef struct {
-    float *dx, *dw, *db;         /* NULL when not wanted */
-    bool dx_set, dw_set, db_set; /* fresh (tg_grad_fresh): assign instead of adding */
-} batch_norm_grads;
-
-static void batch_norm_dcoef(const batch_norm_params *p, const float *w, int64_t c, int64_t m,
-                             double sdy, double sdyx, float is, const batch_norm_grads *gr,
-                             float *g, float *a, float *k)
-{
-    if (gr->dw)
-        gr->dw[c] = (float)sdyx + (gr->dw_set ? 0.0f : gr->dw[c]);
-    if (gr->db)
-        gr->db[c] = (float)sdy + (gr->db_set ? 0.0f : gr->db[c]);
-    *g = is * (w ? w[c] : 1.0f);
-    /* Synchronised, dx takes the sums over every process's batch; dw and db above stay this
-     * process's. */
-    if (p->sync1)
-        sdy = p->sync1[c], sdyx = p->sync2[c], m = p->sync_m;
-    *a = p->training ? (float)(sdy / (double)m) : 0.0f;
-    *k = p->training ? (float)(sdyx / (double)m) : 0.0f;
 }
 
 TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
@@ -634,19 +289,8 @@ TG_ISA_KERNEL(batch_norm_backward, (tg_node * n), (n))
         for (int64_t i = 0; i < N; i++)
             for (int64_t j0 = 0; j0 < S; j0 += piece) {
                 const int64_t o = (i * C + c) * S + j0, len = S - j0 < piece ? S - j0 : piece;
-                /* dx may be dy (dx_over_dy): not restrict */
-                const float *restrict xc = xd + o,
-                                      *dyc = bn_act_grad(p, dy + o, xc, y + o, f, len, buf);
-                float *dxc = dx + o;
-                if (gr.dx_set) {
-                    TG_PRAGMA(omp simd)
-                    for (int64_t j = 0; j < len; j++)
-                        dxc[j] = g * (dyc[j] - a - (xc[j] - mu) * is * k);
-                } else {
-                    TG_PRAGMA(omp simd)
-                    for (int64_t j = 0; j < len; j++)
-                        dxc[j] += g * (dyc[j] - a - (xc[j] - mu) * is * k);
-                }
+                bn_dx_run(dx + o, bn_act_grad(p, dy + o, xd + o, y + o, f, len, buf), xd + o, len,
+                          g, a, k, mu, is, gr.dx_set);
             }
     }
 }
@@ -715,10 +359,10 @@ static tg_status norm_graph_empty(const tg_node *n, uint32_t need, tg_tensor **g
 /* The gradient of the normalised values from y's, gout * act'(y) (see bn_act_grad): for tanh
  * 1 - y^2 with y's history (its second derivative), for relu and leaky_relu a constant mask
  * (they are piecewise linear). */
-static tg_tensor *batch_norm_act_graph(const tg_node *n, tg_tensor *gout)
+#if TG_ISA_BASE
+static tg_tensor *batch_norm_act_graph(const tg_node *n, tg_tensor *y, tg_tensor *gout)
 {
     const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
-    tg_tensor *y = n->out;
     if (p->act == TG_ACT_TANH)
         return tg_mul(gout, tg_add_scalar(tg_neg(tg_mul(y, y)), 1.0f));
     tg_tensor *mask = tg_zeros(y->ndim, y->shape);
@@ -732,8 +376,8 @@ static tg_tensor *batch_norm_act_graph(const tg_node *n, tg_tensor *gout)
 
 /* dw = sum over (0, 2) of dy * xhat; db = the same of dy; dx = norm_graph_dx (training) or
  * dy * w * invstd (eval); dy being gout, or batch_norm_act_graph's with an activation. */
-static tg_status batch_norm_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
-                                           tg_tensor **gin)
+tg_status tg_batch_norm_graph(const tg_node *n, tg_tensor *y, tg_tensor *gout, uint32_t need,
+                              tg_tensor **gin)
 {
     const batch_norm_params *p = TG_PARAMS(n, batch_norm_params);
     tg_tensor *x = n->in[0];
@@ -743,7 +387,7 @@ static tg_status batch_norm_backward_graph(tg_node *n, tg_tensor *gout, uint32_t
                             "synchronised batch norm (tg_batch_norm_set_reduce) is not supported");
     if (x->numel == 0)
         return norm_graph_empty(n, need, gin);
-    if (p->act != TG_ACT_NONE && !(gout = batch_norm_act_graph(n, gout)))
+    if (p->act != TG_ACT_NONE && !(gout = batch_norm_act_graph(n, y, gout)))
         return tg_last_status();
     const int iw = 1, ib = p->has_weight ? 2 : 1;
     const bool want_x = tg_graph_needs(need, 0), want_w = p->has_weight && tg_graph_needs(need, iw),
@@ -775,6 +419,13 @@ static tg_status batch_norm_backward_graph(tg_node *n, tg_tensor *gout, uint32_t
     tg_tensor *gw = p->has_weight ? tg_mul(g3, tg_reshape(n->in[iw], 3, c3)) : g3;
     tg_tensor *dx = p->training ? norm_graph_dx(gw, xhat, rstd, true) : tg_mul(gw, rstd);
     return (gin[0] = tg_reshape(dx, x->ndim, x->shape)) ? TG_OK : tg_last_status();
+}
+#endif
+
+static tg_status batch_norm_backward_graph(tg_node *n, tg_tensor *gout, uint32_t need,
+                                           tg_tensor **gin)
+{
+    return tg_batch_norm_graph(n, n->out, gout, need, gin);
 }
 
 /* init_params of the eval-mode cases: fixed running statistics for their 3 channels, made for
@@ -846,7 +497,7 @@ static const tg_case batch_norm_cases[] = {
 };
 TG_OP_DEFINE(batch_norm) = {.name = "batch_norm",
                             .n_in = -1,
-                            .check = batch_norm_check,
+                            .check = tg_batch_norm_check,
                             .forward = batch_norm_forward,
                             .backward = batch_norm_backward_synced,
                             .backward_graph = batch_norm_backward_graph,
@@ -855,9 +506,7 @@ TG_OP_DEFINE(batch_norm) = {.name = "batch_norm",
                             .dx_over_dy = true};
 
 #if TG_ISA_BASE
-/* The inputs of a normalisation op: x, then weight and bias where they are not TG_NONE (the
- * op's params say which are there). Returns their count. */
-static int affine_inputs(tg_tensor *in[3], tg_tensor *x, tg_tensor *weight, tg_tensor *bias)
+int tg_norm_affine_inputs(tg_tensor *in[3], tg_tensor *x, tg_tensor *weight, tg_tensor *bias)
 {
     int k = 0;
     in[k++] = x;
@@ -878,6 +527,11 @@ void tg_batch_norm_set_reduce(tg_batch_norm_reduce_fn fn, void *ctx)
 {
     bn_reduce = fn;
     bn_reduce_ctx = fn ? ctx : NULL;
+}
+
+tg_batch_norm_reduce_fn tg_batch_norm_reduce_hook(void)
+{
+    return bn_reduce;
 }
 
 /* The synchronised forward's statistics, before the op runs: x's per-channel sums and its
@@ -931,7 +585,15 @@ tg_tensor *tg_batch_norm_act(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                              tg_tensor *running_mean, tg_tensor *running_var, bool training,
                              float momentum, float eps, tg_act act, float slope)
 {
-    const char *fn = act == TG_ACT_NONE ? "tg_batch_norm" : "tg_batch_norm_act";
+    return tg_batch_norm_apply(
+        &tg_op_batch_norm, act == TG_ACT_NONE ? "tg_batch_norm" : "tg_batch_norm_act", x, weight,
+        bias, running_mean, running_var, training, momentum, eps, act, slope);
+}
+
+tg_tensor *tg_batch_norm_apply(const tg_op *op, const char *fn, tg_tensor *x, tg_tensor *weight,
+                               tg_tensor *bias, tg_tensor *running_mean, tg_tensor *running_var,
+                               bool training, float momentum, float eps, tg_act act, float slope)
+{
     if (!tg_optional_ok(fn, "weight", weight) || !tg_optional_ok(fn, "bias", bias) ||
         !tg_optional_ok(fn, "running_mean", running_mean) ||
         !tg_optional_ok(fn, "running_var", running_var))
@@ -953,8 +615,7 @@ tg_tensor *tg_batch_norm_act(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
         p.reduce = bn_reduce, p.reduce_ctx = bn_reduce_ctx;
         p.sync1 = sync, p.sync2 = sync ? sync + x->shape[1] : NULL;
     }
-    tg_tensor *y =
-        tg_apply(&tg_op_batch_norm, &p, sizeof p, affine_inputs(in, x, weight, bias), in);
+    tg_tensor *y = tg_apply(op, &p, sizeof p, tg_norm_affine_inputs(in, x, weight, bias), in);
     /* The node keeps a copy of p: the pointers into sync are cleared there, the hook kept. */
     if (y && sync && y->node)
         TG_PARAMS(y->node, batch_norm_params)->sync1 =
@@ -1667,6 +1328,7 @@ tg_tensor *tg_layer_norm(tg_tensor *x, int ndim_norm, tg_tensor *weight, tg_tens
                            .has_weight = weight != TG_NONE,
                            .has_bias = bias != TG_NONE};
     tg_tensor *in[3];
-    return tg_apply(&tg_op_layer_norm, &p, sizeof p, affine_inputs(in, x, weight, bias), in);
+    return tg_apply(&tg_op_layer_norm, &p, sizeof p, tg_norm_affine_inputs(in, x, weight, bias),
+                    in);
 }
 #endif

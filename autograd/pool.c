@@ -10,6 +10,7 @@
  * cache, instead of by the tape. */
 #include "internal.h"
 #include "ops.h"
+#include "pool_internal.h"
 
 #include "../tensor/parallel.h"
 #include "window.h"
@@ -155,64 +156,6 @@ static tg_status max_pool2d_check(tg_node *n, int *ndim, int64_t shape[])
     return max_pool_check(n, ndim, shape, "tg_max_pool2d");
 }
 
-/* The GAN's pooling, 2 x 2 windows at stride 2 without padding, eight windows at a time in GCC
- * vectors (the general loop runs one window at a time, and GCC vectorises neither it nor a
- * scalar loop over the four taps). A pool_vec holds eight floats; pool_ivec their masks and
- * indices (a vector compare gives 0 or -1 per lane, and a cast between same-size vectors
- * reinterprets the bits). */
-typedef float pool_vec __attribute__((vector_size(8 * sizeof(float))));
-typedef int32_t pool_ivec __attribute__((vector_size(8 * sizeof(int32_t))));
-
-/* m ? a : b per lane (C has no vector ?:). */
-static inline pool_ivec pool_select(pool_ivec m, pool_ivec a, pool_ivec b)
-{
-    return (a & m) | (b & ~m);
-}
-
-/* One output row of 2 x 2 windows from input rows r0 and r1 = r0 + W, whose first element has
- * the flat in-plane index base: the general loop's rule (the first maximum in row-major window
- * order, else the last NaN, which is then the value). A row's last, partial block of eight
- * windows (the GAN's rows are only 13 and 5 windows long) reads on into the next rows, computes
- * its unused lanes and drops them; only where that would read past end, the end of x, does it
- * go through zero-padded copies. */
-static void max_pool_2x2_row(const float *r0, const float *r1, const float *end, int64_t W,
-                             int64_t base, int64_t Wo, float *y, int32_t *a)
-{
-    static const pool_ivec even = {0, 2, 4, 6, 8, 10, 12, 14};
-    const pool_ivec w0 = {0}, w1 = w0 + (int32_t)W, at[4] = {w0, w0 + 1, w1, w1 + 1};
-    for (int64_t ow = 0; ow < Wo; ow += 8) {
-        const int64_t nw = Wo - ow < 8 ? Wo - ow : 8; /* windows in this block */
-        pool_vec v[4];
-        for (int r = 0; r < 2; r++) {
-            const float *in = (r ? r1 : r0) + 2 * ow;
-            float pad[16] = {0};
-            if (end - in < 16) {
-                memcpy(pad, in, (size_t)(2 * nw) * sizeof(float));
-                in = pad;
-            }
-            pool_vec lo, hi;
-            memcpy(&lo, in, sizeof lo);
-            memcpy(&hi, in + 8, sizeof hi);
-            v[2 * r] = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
-            v[2 * r + 1] = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
-        }
-        pool_ivec best = (pool_ivec)v[0], off = w0;
-        for (int k = 1; k < 4; k++) {
-            const pool_ivec gt = v[k] > (pool_vec)best;
-            best = pool_select(gt, (pool_ivec)v[k], best);
-            off = pool_select(gt, at[k], off);
-        }
-        for (int k = 0; k < 4; k++) {
-            const pool_ivec nan = v[k] != v[k];
-            best = pool_select(nan, (pool_ivec)v[k], best);
-            off = pool_select(nan, at[k], off);
-        }
-        const pool_ivec idx = off + even + (int32_t)(base + 2 * ow);
-        memcpy(y + ow, &best, (size_t)nw * sizeof(float));
-        memcpy(a + ow, &idx, (size_t)nw * sizeof(int32_t));
-    }
-}
-
 /* The window maxima of x's planes into yd and their flat in-plane indices into arg. */
 static void max_pool2d_run(const pool_params *p, const float *xd, pool_dims d, float *yd,
                            int32_t *arg)
@@ -356,6 +299,12 @@ tg_tensor *tg_max_pool2d(tg_tensor *x, int kernel, int stride, int padding)
 {
     pool_params p = {kernel, stride, padding, false};
     return tg_apply1(&tg_op_max_pool2d, &p, sizeof p, x);
+}
+
+tg_tensor *tg_max_pool2d_backward_2x2(tg_tensor *x, tg_tensor *g)
+{
+    pool_params p = {2, 2, 0, false};
+    return tg_apply2(&tg_op_max_pool2d_backward, &p, sizeof p, x, g);
 }
 #endif
 

@@ -127,6 +127,12 @@ tg_module *tg_nn_max_pool2d(int kernel, int stride, int padding)
                     false);
 }
 
+bool tg_nn_is_max_pool_2x2(const tg_module *m)
+{
+    const pool_config *c = tg_nn_forward_of(m) == max_pool2d_forward ? tg_module_config(m) : NULL;
+    return c && c->kernel == 2 && c->stride == 2 && c->padding == 0;
+}
+
 tg_module *tg_nn_avg_pool2d(int kernel, int stride, int padding, bool count_include_pad)
 {
     return pool_new("tg_nn_avg_pool2d", "AvgPool2d", avg_pool2d_forward, kernel, stride, padding,

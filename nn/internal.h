@@ -15,10 +15,14 @@ tg_tensor *tg_nn_optional_param(const tg_module *m, const char *name);
 /* m's single-input forward (NULL for a tg_module_new_multi module): which kind of module it is,
  * whatever its type string says. */
 tg_forward_fn tg_nn_forward_of(const tg_module *m);
-/* Sequential's fusion of a BatchNorm module bn and the activation module act after it: bn's
- * forward with the activation inside the op (tg_batch_norm_act), when act is a ReLU, Tanh or
- * LeakyReLU with a positive slope and x a tensor; *fused says whether it ran (when false,
- * nothing was done and NULL is returned). */
-tg_tensor *tg_nn_batch_norm_act_forward(tg_module *bn, tg_module *act, tg_tensor *x, bool *fused);
+/* Sequential's fusion of the n >= 1 modules mods[0..n) that come next, run on x: a BatchNorm,
+ * the activation after it and a MaxPool2d(2, 2) after that as one op
+ * (tg_batch_norm_act_pool2d: a BatchNorm2d, a ReLU or LeakyReLU with a positive slope); else
+ * the BatchNorm and its activation (tg_batch_norm_act: also Tanh). *used says how many modules
+ * ran, 3 or 2; 0 when none did (NULL is then returned and nothing was done). */
+tg_tensor *tg_nn_batch_norm_act_forward(tg_module *const *mods, int64_t n, tg_tensor *x,
+                                        int *used);
+/* True when m is a MaxPool2d of kernel 2, stride 2 and padding 0 (conv_layers.c). */
+bool tg_nn_is_max_pool_2x2(const tg_module *m);
 
 #endif

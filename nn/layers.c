@@ -199,8 +199,9 @@ typedef struct {
     float momentum, eps;
 } batch_norm_config;
 
-/* The BatchNorm's forward with an activation applied in the op (TG_ACT_NONE: none). */
-static tg_tensor *batch_norm_run(tg_module *m, tg_tensor *x, tg_act act, float slope)
+/* The BatchNorm's forward with an activation applied in the op (TG_ACT_NONE: none), and with
+ * pool the 2 x 2 max pool after it (tg_batch_norm_act_pool2d). */
+static tg_tensor *batch_norm_run(tg_module *m, tg_tensor *x, tg_act act, float slope, bool pool)
 {
     const batch_norm_config *c = tg_module_config(m);
     if (x->ndim != c->ndim || x->shape[1] != c->channels) {
@@ -213,10 +214,11 @@ static tg_tensor *batch_norm_run(tg_module *m, tg_tensor *x, tg_act act, float s
                      c->ndim == 2 ? "[N, C]" : "[N, C, H, W]", (long long)c->channels);
         return NULL;
     }
-    tg_tensor *y =
-        tg_batch_norm_act(x, tg_module_param(m, "weight"), tg_module_param(m, "bias"),
-                          tg_module_buffer(m, "running_mean"), tg_module_buffer(m, "running_var"),
-                          tg_module_is_training(m), c->momentum, c->eps, act, slope);
+    tg_tensor *(*run)(tg_tensor *, tg_tensor *, tg_tensor *, tg_tensor *, tg_tensor *, bool, float,
+                      float, tg_act, float) = pool ? tg_batch_norm_act_pool2d : tg_batch_norm_act;
+    tg_tensor *y = run(x, tg_module_param(m, "weight"), tg_module_param(m, "bias"),
+                       tg_module_buffer(m, "running_mean"), tg_module_buffer(m, "running_var"),
+                       tg_module_is_training(m), c->momentum, c->eps, act, slope);
     if (y && tg_module_is_training(m)) {
         /* Counted as PyTorch does; a float holds every count up to 2^24 exactly. */
         tg_tensor *count = tg_module_buffer(m, "num_batches_tracked");
@@ -228,31 +230,36 @@ static tg_tensor *batch_norm_run(tg_module *m, tg_tensor *x, tg_act act, float s
 
 static tg_tensor *batch_norm_forward(tg_module *m, tg_tensor *x)
 {
-    return batch_norm_run(m, x, TG_ACT_NONE, 0.0f);
+    return batch_norm_run(m, x, TG_ACT_NONE, 0.0f, false);
 }
 
-tg_tensor *tg_nn_batch_norm_act_forward(tg_module *bn, tg_module *act, tg_tensor *x, bool *fused)
+tg_tensor *tg_nn_batch_norm_act_forward(tg_module *const *mods, int64_t n, tg_tensor *x, int *used)
 {
-    *fused = false;
-    if (!bn || !act || !x || x == TG_NONE || tg_nn_forward_of(bn) != batch_norm_forward)
+    *used = 0;
+    if (n < 2 || !mods[0] || !mods[1] || !x || x == TG_NONE ||
+        tg_nn_forward_of(mods[0]) != batch_norm_forward)
         return NULL;
     tg_act a;
     float slope = 0.0f;
-    tg_forward_fn f = tg_nn_forward_of(act);
+    tg_forward_fn f = tg_nn_forward_of(mods[1]);
     if (f == relu_forward) {
         a = TG_ACT_RELU;
     } else if (f == tanh_forward) {
         a = TG_ACT_TANH;
     } else if (f == leaky_relu_forward) {
         a = TG_ACT_LEAKY_RELU;
-        slope = ((const leaky_relu_config *)tg_module_config(act))->slope;
+        slope = ((const leaky_relu_config *)tg_module_config(mods[1]))->slope;
         if (!(slope > 0.0f)) /* read back from the output only for a positive slope */
             return NULL;
     } else {
         return NULL;
     }
-    *fused = true;
-    return batch_norm_run(bn, x, a, slope);
+    /* The pool too for the op's shapes (BatchNorm2d's x, one window at least); other x go to
+     * the modules, whose messages name the one that refuses it. */
+    const bool pool = n >= 3 && a != TG_ACT_TANH && tg_nn_is_max_pool_2x2(mods[2]) &&
+                      x->ndim == 4 && x->shape[2] >= 2 && x->shape[3] >= 2;
+    *used = pool ? 3 : 2;
+    return batch_norm_run(mods[0], x, a, slope, pool);
 }
 
 static tg_module *batch_norm_new(const char *fn, const char *type, int ndim, int64_t channels)

@@ -753,16 +753,14 @@ tg_tensor *tg_nn_optional_param(const tg_module *m, const char *name)
 static tg_tensor *sequential_forward(tg_module *m, tg_tensor *x)
 {
     /* A failure returns NULL, which every later forward passes on with the first error. A
-     * BatchNorm followed by ReLU, Tanh or LeakyReLU runs as one op (the same bits, one tensor
-     * less kept for the backward: tg_batch_norm_act). */
+     * BatchNorm followed by ReLU, Tanh or LeakyReLU runs as one op, and with a MaxPool2d(2, 2)
+     * after those as one op too (the same bits, one or two tensors less kept for the backward:
+     * tg_batch_norm_act, tg_batch_norm_act_pool2d). */
     for (int64_t i = 0; i < m->n_children; i++) {
-        bool fused = false;
-        tg_tensor *y =
-            i + 1 < m->n_children
-                ? tg_nn_batch_norm_act_forward(m->children[i], m->children[i + 1], x, &fused)
-                : NULL;
-        x = fused ? y : tg_module_forward(m->children[i], x);
-        i += fused;
+        int used = 0;
+        tg_tensor *y = tg_nn_batch_norm_act_forward(m->children + i, m->n_children - i, x, &used);
+        x = used ? y : tg_module_forward(m->children[i], x);
+        i += used ? used - 1 : 0;
     }
     return x;
 }
