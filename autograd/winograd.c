@@ -43,7 +43,11 @@
  * of the run: input transform 13.6%, the data gradient's 7.1%, dy's 3.9%, output 2.8%, the
  * copies 5.1%). The input transform waits on memory (its loads of the copy, its stores to V,
  * 64 of them a tile), not on its FMAs: unrolled whole, its 8 x 8 tile spilled registers, and
- * going row by row (tile_product) took it from 16% to 13.6%. */
+ * going row by row (tile_product) took it from 16% to 13.6%.
+ * In FP32 mode the GEMMs take their operands in the kernel's layouts (tg_sgemm_avx512_ops):
+ * U packed once a call (not once a chunk), V and Z written by the transforms in the kernel's
+ * B panels; only the weight gradient's products still pack (their depth is the tiles, which
+ * the transforms make vectors of). The same bits; docs/design.md, section 9. */
 #include "winograd.h"
 #include "internal.h"
 
@@ -168,14 +172,15 @@ typedef struct {
 } wino_layout;
 
 /* One call's work, shared by its team. Every thread has per_thread floats of work at
- * work + t * per_thread: V [36, Ci, ld], M or Z [36, Co, ld], then the lanes-minor copies of
- * its current batch of groups (wino_part). */
+ * work + t * per_thread: V [36, Ci, ld], M or Z [36, Co, ld], the GEMM's buffer, then the
+ * lanes-minor copies of its current batch of groups (wino_part). */
 typedef struct {
     tg_wino_shape s;
     wino_mats mt;
     int64_t Th, Tw, T;  /* tiles per image: rows, columns, all */
     int xi;             /* points of the tile's domain: t * t, each one GEMM */
-    int64_t ld;         /* columns (lanes) per chunk */
+    int64_t chunk;      /* columns (lanes) per chunk, a multiple of 16 */
+    int64_t ld;         /* a row of V, M or Z: chunk rounded up to whole GEMM panels */
     int64_t batch;      /* groups of images per batch */
     wino_layout xl, yl; /* the copies of x (and dx), of y (or dy) */
     bool with_xs, with_dxs;
@@ -183,7 +188,14 @@ typedef struct {
     const float *x, *w, *bias, *dy;
     float *y, *dx, *dw;
     bool dx_set;
-    float *U;  /* [36, Co, Ci] */
+    float *U; /* [36, Co, Ci] */
+    /* Whether U goes to the GEMMs packed ahead (Up: U[xi] for the forward, U[xi]^T for the data
+     * gradient, up floats each) and V and Z in the GEMM's panels: in FP32 mode. In bf16 mode
+     * the AMX kernel packs A from U itself and converts B in one pass from rows
+     * (pack_stored_b_bf16), and the panels cost the step 3% more than they saved there. */
+    bool packed;
+    float *Up;
+    int64_t up;
     float *dU; /* [team, 36, Co, Ci] */
     float *work;
     int64_t per_thread;
@@ -212,6 +224,7 @@ typedef float wino_vec __attribute__((vector_size(WINO_LANES * sizeof(float))));
  * ys, and dropped on the way back. */
 typedef struct {
     float *V, *Z, *ys, *xs, *dxs; /* xs, dxs NULL where the call has no use for them */
+    float *gemm;                  /* the GEMM's buffer (tg_gemm_buffer_floats) */
     int64_t b0, n, cols, cs, ce;
 } wino_part;
 
@@ -226,7 +239,8 @@ static wino_part part_of(const wino_run *c, int t)
     const int64_t ld = c->ld, xg = c->batch * group_floats(&c->xl);
     wino_part pt = {.V = c->work + (int64_t)t * c->per_thread};
     pt.Z = pt.V + c->xi * c->s.Ci * ld;
-    pt.ys = pt.Z + c->xi * c->s.Co * ld;
+    pt.gemm = pt.Z + c->xi * c->s.Co * ld;
+    pt.ys = pt.gemm + tg_gemm_buffer_floats();
     float *next = pt.ys + c->batch * group_floats(&c->yl);
     pt.xs = c->with_xs ? next : NULL;
     pt.dxs = c->with_dxs ? next + (c->with_xs ? xg : 0) : NULL;
@@ -402,10 +416,12 @@ tile_product(int na, int ni, const float *L, uint64_t nz, const wino_vec *in, wi
  * group lg / T. For it, the column offset in the chunk (col), the group (g) and the tile's
  * first output (oh, ow). */
 #define FOR_LANE_GROUPS(c, pt, g, oh, ow, col)                                                     \
-    for (int64_t lg_ = (pt)->cs / WINO_LANES, col = 0, g, oh, ow;                                  \
-         lg_ < (pt)->ce / WINO_LANES &&                                                            \
-         (g = lg_ / (c)->T, oh = lg_ % (c)->T / (c)->Tw * (c)->mt.m,                               \
-         ow = lg_ % (c)->T % (c)->Tw * (c)->mt.m, true);                                           \
+    FOR_LANE_GROUP_RANGE(c, pt, (pt)->cs / WINO_LANES, (pt)->ce / WINO_LANES, g, oh, ow, col)
+/* The same for the lane groups [first, end) of the batch (inside the chunk's). */
+#define FOR_LANE_GROUP_RANGE(c, pt, first, end, g, oh, ow, col)                                    \
+    for (int64_t lg_ = (first), col = (lg_ - (pt)->cs / WINO_LANES) * WINO_LANES, g, oh, ow;       \
+         lg_ < (end) && (g = lg_ / (c)->T, oh = lg_ % (c)->T / (c)->Tw * (c)->mt.m,                \
+                        ow = lg_ % (c)->T % (c)->Tw * (c)->mt.m, true);                            \
          lg_++, col += WINO_LANES)
 
 /* Each transform is written once for a constant tile size t (inlined, so its loops unroll)
@@ -452,24 +468,81 @@ static inline __attribute__((always_inline)) void points_store(float *p, int64_t
         *(wino_vec *)(p + xi * stride) = v[xi];
 }
 
-/* V[:, ch, chunk] = B^T d B for the chunk's tiles d of x's channel ch. */
-static inline __attribute__((always_inline)) void
-input_transform_t(const wino_run *c, const wino_part *pt, int64_t ch, int t)
+/* Where column col of row ch of a chunk's V or Z lies (rows of them a point, point xi at
+ * xi * rows * ld): in plain rows of ld, or, where the GEMM reads the operand as its B
+ * (packed), in the kernel's panels over the chunk's columns (tg_gemm_packed_b_at), so that
+ * the GEMM reads them where they are instead of copying them first. */
+static inline int64_t operand_at(const wino_run *c, const wino_part *pt, bool packed, int64_t rows,
+                                 int64_t ch, int64_t col)
 {
-    const wino_layout *L = &c->xl;
-    const int64_t ld = c->ld;
-    FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
-    {
-        wino_vec d[WINO_XI_MAX], v[WINO_XI_MAX];
-        lanes_block_load(L, lanes_tile(L, pt->xs, g, ch, oh, ow), t, d);
-        tile_product(t, t, c->mt.BT, WINO_NZ(BT, t), d, v);
-        points_store(pt->V + ch * ld + col, c->s.Ci * ld, t * t, v);
-    }
+    return packed ? tg_gemm_packed_b_at(rows, pt->ce - pt->cs, ch, col) : ch * c->ld + col;
 }
 
-static void input_transform(const wino_run *c, const wino_part *pt, int64_t ch)
+/* Zeros in row ch of a packed operand from the chunk's last column to its last panel's end,
+ * for all n points: the kernels read whole panels. */
+static inline __attribute__((always_inline)) void
+zero_panel_end(const wino_run *c, const wino_part *pt, float *op, int64_t rows, int64_t ch, int n)
 {
-    WINO_BY_TILE(input_transform_t, c, pt, ch);
+    const wino_vec zeros[WINO_XI_MAX] = {{0}};
+    for (int64_t col = pt->ce - pt->cs; col % TG_GEMM_NR; col += WINO_LANES)
+        points_store(op + operand_at(c, pt, true, rows, ch, col), rows * c->ld, n, zeros);
+}
+
+/* tile; for every channel ch < C and lane group (g, oh, ow, col: FOR_LANE_GROUPS) of the
+ * chunk, then the zeros of the panels' ends where packed. Where packed, panel after panel, the
+ * channels inside and a panel's lane groups inside those: a panel's rows for consecutive
+ * channels are consecutive, so each point's stores run on in memory (channel after channel,
+ * they jumped a panel, 8 to 16 KB, every 2 lane groups, and D's 3x3 layer lost in its
+ * transforms what it saved in packing); else channel after channel, along the rows. */
+#define FOR_CHANNEL_TILES(c, pt, C, packed, op, n, tile)                                           \
+    do {                                                                                           \
+        if (packed) {                                                                              \
+            const int64_t end_ = (pt)->ce / WINO_LANES, step_ = TG_GEMM_NR / WINO_LANES;           \
+            for (int64_t p_ = (pt)->cs / WINO_LANES; p_ < end_; p_ += step_)                       \
+                for (int64_t ch = 0; ch < (C); ch++) {                                             \
+                    FOR_LANE_GROUP_RANGE(c, pt, p_, p_ + step_ < end_ ? p_ + step_ : end_, g, oh,  \
+                                         ow, col)                                                  \
+                    {                                                                              \
+                        tile;                                                                      \
+                    }                                                                              \
+                }                                                                                  \
+            for (int64_t ch = 0; ch < (C); ch++)                                                   \
+                zero_panel_end(c, pt, op, C, ch, n);                                               \
+        } else {                                                                                   \
+            for (int64_t ch = 0; ch < (C); ch++) {                                                 \
+                FOR_LANE_GROUPS(c, pt, g, oh, ow, col)                                             \
+                {                                                                                  \
+                    tile;                                                                          \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* V[:, ch, chunk] = B^T d B for a tile d of x's channel ch at lane group (g, oh, ow, col). */
+static inline __attribute__((always_inline)) void input_tile(const wino_run *c, const wino_part *pt,
+                                                             bool packed, int64_t ch, int64_t g,
+                                                             int64_t oh, int64_t ow, int64_t col,
+                                                             int t)
+{
+    const wino_layout *L = &c->xl;
+    const int64_t Ci = c->s.Ci;
+    wino_vec d[WINO_XI_MAX], v[WINO_XI_MAX];
+    lanes_block_load(L, lanes_tile(L, pt->xs, g, ch, oh, ow), t, d);
+    tile_product(t, t, c->mt.BT, WINO_NZ(BT, t), d, v);
+    points_store(pt->V + operand_at(c, pt, packed, Ci, ch, col), Ci * c->ld, t * t, v);
+}
+
+/* V[:, :, chunk] for the chunk's tiles of x, in panels where packed (operand_at). */
+static inline __attribute__((always_inline)) void
+input_transform_t(const wino_run *c, const wino_part *pt, bool packed, int t)
+{
+    FOR_CHANNEL_TILES(c, pt, c->s.Ci, packed, pt->V, t * t,
+                      input_tile(c, pt, packed, ch, g, oh, ow, col, t));
+}
+
+static void input_transform(const wino_run *c, const wino_part *pt, bool packed)
+{
+    WINO_BY_TILE(input_transform_t, c, pt, packed);
 }
 
 /* ys's channel co from M[:, co, chunk]: A^T M A + bias. */
@@ -497,25 +570,33 @@ static void output_transform(const wino_run *c, const wino_part *pt, int64_t co)
     WINO_BY_TILE(output_transform_t, c, pt, co);
 }
 
-/* Z[:, co, chunk] = A e A^T for the chunk's m x m tiles e of dy's channel co. */
-static inline __attribute__((always_inline)) void
-grad_transform_t(const wino_run *c, const wino_part *pt, int64_t co, int t)
+/* Z[:, co, chunk] = A e A^T for an m x m tile e of dy's channel co at lane group (g, oh, ow,
+ * col). */
+static inline __attribute__((always_inline)) void grad_tile(const wino_run *c, const wino_part *pt,
+                                                            bool packed, int64_t co, int64_t g,
+                                                            int64_t oh, int64_t ow, int64_t col,
+                                                            int t)
 {
     enum { m = TG_WINO_M };
     const wino_layout *L = &c->yl;
-    const int64_t ld = c->ld;
-    FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
-    {
-        wino_vec e[m * m], z[WINO_XI_MAX];
-        lanes_block_load(L, lanes_tile(L, pt->ys, g, co, oh, ow), m, e);
-        tile_product(t, m, c->mt.A, WINO_NZ(A, t), e, z);
-        points_store(pt->Z + co * ld + col, c->s.Co * ld, t * t, z);
-    }
+    const int64_t Co = c->s.Co;
+    wino_vec e[m * m], z[WINO_XI_MAX];
+    lanes_block_load(L, lanes_tile(L, pt->ys, g, co, oh, ow), m, e);
+    tile_product(t, m, c->mt.A, WINO_NZ(A, t), e, z);
+    points_store(pt->Z + operand_at(c, pt, packed, Co, co, col), Co * c->ld, t * t, z);
 }
 
-static void grad_transform(const wino_run *c, const wino_part *pt, int64_t co)
+/* Z[:, :, chunk] for the chunk's tiles of dy, in panels where packed. */
+static inline __attribute__((always_inline)) void
+grad_transform_t(const wino_run *c, const wino_part *pt, bool packed, int t)
 {
-    WINO_BY_TILE(grad_transform_t, c, pt, co);
+    FOR_CHANNEL_TILES(c, pt, c->s.Co, packed, pt->Z, t * t,
+                      grad_tile(c, pt, packed, ch, g, oh, ow, col, t));
+}
+
+static void grad_transform(const wino_run *c, const wino_part *pt, bool packed)
+{
+    WINO_BY_TILE(grad_transform_t, c, pt, packed);
 }
 
 /* dxs's channel ch += B dV B^T for dV = V[:, ch, chunk]: tile position after tile position,
@@ -655,12 +736,12 @@ static void batch_of(const wino_run *c, wino_part *pt, int64_t g, int64_t g1)
     pt->cols = (pt->n + WINO_LANES - 1) / WINO_LANES * WINO_LANES * c->T;
 }
 
-/* The batch's chunks: columns [cs, ce), ld of them but the last. */
+/* The batch's chunks: columns [cs, ce), c->chunk of them but the last. */
 #define FOR_CHUNKS(c, pt)                                                                          \
     for ((pt).cs = 0;                                                                              \
          (pt).cs < (pt).cols &&                                                                    \
-         ((pt).ce = (pt).cs + (c)->ld < (pt).cols ? (pt).cs + (c)->ld : (pt).cols, true);          \
-         (pt).cs += (c)->ld)
+         ((pt).ce = (pt).cs + (c)->chunk < (pt).cols ? (pt).cs + (c)->chunk : (pt).cols, true);    \
+         (pt).cs += (c)->chunk)
 
 /* The forward of thread t's groups [g0, g1) of images (a tg_team_fn). */
 static void forward_part(void *ctx, int t, int64_t g0, int64_t g1)
@@ -675,11 +756,19 @@ static void forward_part(void *ctx, int t, int64_t g0, int64_t g1)
         batch_to_lanes(&c->xl, c->x, &pt, pt.xs);
         FOR_CHUNKS(c, pt)
         {
-            for (int64_t ch = 0; ch < Ci; ch++)
-                input_transform(c, &pt, ch);
-            for (int xi = 0; xi < c->xi; xi++)
-                tg_sgemm_avx512(false, false, Co, pt.ce - pt.cs, Ci, 1.0f, c->U + xi * Co * Ci, Ci,
-                                pt.V + xi * Ci * ld, ld, 0.0f, pt.Z + xi * Co * ld, ld);
+            /* V straight into the GEMM's B panels, U packed once for the call: the GEMMs pack
+             * nothing (they packed U again for every chunk, and copied V). */
+            input_transform(c, &pt, c->packed);
+            for (int xi = 0; xi < c->xi; xi++) {
+                const tg_gemm_operand u = {.data = c->U + xi * Co * Ci,
+                                           .ld = Ci,
+                                           .packed = c->Up ? c->Up + xi * c->up : NULL},
+                                      v = {.data = pt.V + xi * Ci * ld,
+                                           .ld = ld,
+                                           .panels = c->packed};
+                TG_ASSERT(tg_sgemm_avx512_ops(&u, &v, Co, pt.ce - pt.cs, Ci, 1.0f, 0.0f,
+                                              pt.Z + xi * Co * ld, ld, pt.gemm));
+            }
             for (int64_t co = 0; co < Co; co++)
                 output_transform(c, &pt, co);
         }
@@ -712,20 +801,35 @@ static void backward_part(void *ctx, int t, int64_t g0, int64_t g1)
         FOR_CHUNKS(c, pt)
         {
             const int64_t np = pt.ce - pt.cs;
-            for (int64_t co = 0; co < Co; co++)
-                grad_transform(c, &pt, co);
+            /* Z in the panels of the data gradient's B (read in place), from which the weight
+             * gradient packs its A (pack_a reads a panel's run as it reads a row's): D's 3x3
+             * layer ran 3-5% faster than with Z in rows packed for both, G's 5x5 one the same. */
+            grad_transform(c, &pt, c->packed);
             if (dU) {
-                for (int64_t ch = 0; ch < Ci; ch++)
-                    input_transform(c, &pt, ch);
-                for (int xi = 0; xi < c->xi; xi++)
-                    tg_sgemm_avx512(false, true, Co, Ci, np, 1.0f, pt.Z + xi * Co * ld, ld,
-                                    pt.V + xi * Ci * ld, ld, 1.0f, dU + xi * Co * Ci, Ci);
+                input_transform(c, &pt, false);
+                for (int xi = 0; xi < c->xi; xi++) {
+                    const tg_gemm_operand z = {.data = pt.Z + xi * Co * ld,
+                                               .ld = ld,
+                                               .panels = c->packed},
+                                          vt = {
+                                              .data = pt.V + xi * Ci * ld, .ld = ld, .trans = true};
+                    TG_ASSERT(tg_sgemm_avx512_ops(&z, &vt, Co, Ci, np, 1.0f, 1.0f,
+                                                  dU + xi * Co * Ci, Ci, pt.gemm));
+                }
             }
             if (c->dx) {
                 /* dV goes where V was: the weight gradient's GEMMs have read it. */
-                for (int xi = 0; xi < c->xi; xi++)
-                    tg_sgemm_avx512(true, false, Ci, np, Co, 1.0f, c->U + xi * Co * Ci, Ci,
-                                    pt.Z + xi * Co * ld, ld, 0.0f, pt.V + xi * Ci * ld, ld);
+                for (int xi = 0; xi < c->xi; xi++) {
+                    const tg_gemm_operand ut = {.data = c->U + xi * Co * Ci,
+                                                .ld = Ci,
+                                                .trans = true,
+                                                .packed = c->Up ? c->Up + xi * c->up : NULL},
+                                          z = {.data = pt.Z + xi * Co * ld,
+                                               .ld = ld,
+                                               .panels = c->packed};
+                    TG_ASSERT(tg_sgemm_avx512_ops(&ut, &z, Ci, np, Co, 1.0f, 0.0f,
+                                                  pt.V + xi * Ci * ld, ld, pt.gemm));
+                }
                 for (int64_t ch = 0; ch < Ci; ch++)
                     data_transform(c, &pt, ch);
             }
@@ -741,16 +845,36 @@ static int64_t wino_groups(const wino_run *c)
     return (c->s.N + WINO_LANES - 1) / WINO_LANES;
 }
 
+/* Up[xi] = U[xi] (the forward's A) or U[xi]^T (the data gradient's) packed for the GEMMs, in
+ * parallel over the points where it pays. */
+static void pack_u(const wino_run *c, bool trans)
+{
+    const int64_t Co = c->s.Co, Ci = c->s.Ci, M = trans ? Ci : Co, K = trans ? Co : Ci;
+    if (!c->Up)
+        return;
+    if (!TG_PARALLEL_FORK(c->xi, c->up)) {
+        for (int xi = 0; xi < c->xi; xi++)
+            tg_gemm_pack_a(trans, M, K, c->U + xi * Co * Ci, Ci, c->Up + xi * c->up);
+        return;
+    }
+    TG_PARALLEL_FOR_WORK(c->xi, c->up)
+    for (int xi = 0; xi < c->xi; xi++)
+        tg_gemm_pack_a(trans, M, K, c->U + xi * Co * Ci, Ci, c->Up + xi * c->up);
+}
+
 TG_ISA_KERNEL(wino_forward_kernel, (wino_run * c), (c))
 {
     per_out_channel(c, weight_transform);
+    pack_u(c, false);
     tg_team_run(c->team, wino_groups(c), forward_part, c);
 }
 
 TG_ISA_KERNEL(wino_backward_kernel, (wino_run * c), (c))
 {
-    if (c->dx)
+    if (c->dx) {
         per_out_channel(c, weight_transform);
+        pack_u(c, true);
+    }
     tg_team_run(c->team, wino_groups(c), backward_part, c);
     if (c->dw)
         per_out_channel(c, weight_grad_transform);
@@ -763,6 +887,7 @@ static void wino_release(wino_run *c)
     const size_t u = (size_t)(c->xi * c->s.Co * c->s.Ci) * sizeof(float);
     tg_free(c->work, (size_t)(c->per_thread * c->team) * sizeof(float));
     tg_free(c->U, u);
+    tg_free(c->Up, (size_t)(c->xi * c->up) * sizeof(float));
     tg_free(c->dU, u * (size_t)c->team);
 }
 
@@ -843,17 +968,23 @@ static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool backward, bool 
         c->batch = 1;
         ld = ((group_cols + chunks - 1) / chunks + WINO_LANES - 1) / WINO_LANES * WINO_LANES;
     }
-    c->ld = ld;
-    /* V and M or Z, then the copies: y's or dy's, x's, dx's. */
-    if (!mul_add(chans, (int64_t)c->xi * ld, 0, &per_thread) ||
+    c->chunk = ld;
+    c->ld = ld = (ld + TG_GEMM_NR - 1) / TG_GEMM_NR * TG_GEMM_NR;
+    /* U[xi] for the forward, U[xi]^T for the data gradient (the backward's only use of U). */
+    c->up =
+        backward ? tg_gemm_packed_a_floats(s->Ci, s->Co) : tg_gemm_packed_a_floats(s->Co, s->Ci);
+    /* V and M or Z, the GEMM's buffer, then the copies: y's or dy's, x's, dx's. */
+    if (!mul_add(chans, (int64_t)c->xi * ld, tg_gemm_buffer_floats(), &per_thread) ||
         !mul_add(ximg, (int64_t)c->with_xs + c->with_dxs, yimg, &copies) ||
         !mul_add(copies, c->batch * WINO_LANES, per_thread, &c->per_thread) ||
         c->per_thread > INT64_MAX / 4 / c->team || ucount > INT64_MAX / 4 / c->team)
         return false;
     c->work = tg_try_alloc((size_t)(c->per_thread * c->team) * sizeof(float));
     c->U = c->work && with_u ? tg_try_alloc((size_t)ucount * sizeof(float)) : NULL;
+    c->packed = !tg_matmul_bf16_active();
+    c->Up = c->U && c->packed ? tg_try_alloc((size_t)(c->xi * c->up) * sizeof(float)) : NULL;
     c->dU = c->work && with_du ? tg_try_alloc((size_t)(ucount * c->team) * sizeof(float)) : NULL;
-    if (c->work && (c->U || !with_u) && (c->dU || !with_du))
+    if (c->work && ((c->U && (c->Up || !c->packed)) || !with_u) && (c->dU || !with_du))
         return true;
     wino_release(c);
     return false;

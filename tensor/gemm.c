@@ -18,6 +18,9 @@
  * so no two threads write the same element and the result does not depend on timing. The
  * buffers belong to one call (from the caching allocator, so taking them again is cheap):
  * calls from several user threads at once never share them, and tg_allocator_trim frees them.
+ * A caller that uses one operand in many products, or can write one in the kernel's layout
+ * itself, hands it over packed instead (tg_sgemm_avx512_ops, internal.h): Winograd's U, V and
+ * Z (autograd/winograd.c), whose GEMMs then copy nothing but the weight gradient's operands.
  *
  * bf16 mode (tg_set_matmul_precision, issue 17): the same blocking, threads and packers; the
  * packed panels are converted to bf16 (round to nearest even) and a bf16 kernel with FP32
@@ -33,9 +36,9 @@
 /* 8 x 32 stays: 8 x 48, 12 x 32 and 14 x 32 tiles (24-28 accumulators) and an unrolled depth
  * loop ran no faster on the GAN's conv GEMMs (170-185 GFLOP/s of a ~204 peak alone, as 8 x 32),
  * and MR 12 or 14 wastes rows of 64-row products. */
-#define GEMM_MR 8
+#define GEMM_MR TG_GEMM_MR
 #define GEMM_NR TG_GEMM_NR
-#define GEMM_KC 256
+#define GEMM_KC TG_GEMM_KC
 #define GEMM_MC 128
 #define GEMM_NC 512
 #define GEMM_MAX_THREADS 64
@@ -50,6 +53,33 @@
 /* TG_MATMUL_FP32 or TG_MATMUL_BF16 (tg_set_matmul_precision), read once per product. */
 static _Atomic int matmul_precision = TG_MATMUL_FP32;
 int tg_gemm_amx = 1;
+
+/* op(A) [M, K] of a product: its storage (pack_a's and amx_pack_a's source), rows of lda (op
+ * transposing them where trans) or, where panels, the caller's B-layout panels over op(A)
+ * (tg_gemm_packed_b_at(M, K, i, k)); and, where the caller packed it whole ahead
+ * (tg_gemm_pack_a), the packed copy, which the FP32 and VDPBF16PS kernels then read in place
+ * of pack_a's output. */
+typedef struct {
+    bool trans, panels;
+    const float *A;
+    int64_t lda, M, K;
+    const float *packed; /* or NULL */
+} gemm_a;
+
+/* op(B) of a product: its packer, or panels the caller wrote ahead (tg_gemm_packed_b_at's
+ * layout over N columns), read where they are instead of copied. */
+typedef struct {
+    tg_gemm_pack_b_fn pack;
+    const void *ctx;
+    const float *packed; /* or NULL */
+    int64_t N;
+} gemm_b;
+
+/* Rows up to M, or columns up to N, in whole panels of n. */
+static inline int64_t round_up(int64_t M, int64_t n)
+{
+    return (M + n - 1) / n * n;
+}
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -104,16 +134,25 @@ GEMM_AVX512 static inline void gather16(const float *const *src, int n, int64_t 
         _mm512_mask_storeu_ps(dst + kk * ld_dst, lane_mask(n), r[kk]);
 }
 
+/* Element (i, k) of a not transposed op(A): in row i of the storage, or in the caller's
+ * panels, which hold a row in runs of NR depths (aligned runs of 16 or 32 stay in one). */
+static inline const float *a_at(const gemm_a *a, int64_t i, int64_t k)
+{
+    return a->panels ? a->A + tg_gemm_packed_b_at(a->M, a->K, i, k) : a->A + i * a->lda + k;
+}
+
 /* Rows [i0, i0 + mc) and depths [p0, p0 + kc) of op(A) into panels of MR rows, zero past M.
  * Each panel row gathers MR values: one run of the transposed storage, or one value from
  * each of MR rows of A. */
-GEMM_AVX512 static void pack_a(bool trans, const float *A, int64_t lda, int64_t M, int64_t i0,
-                               int64_t mc, int64_t p0, int64_t kc, float *restrict dst)
+GEMM_AVX512 static void pack_a(const gemm_a *a, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
+                               float *restrict dst)
 {
+    const float *A = a->A;
+    const int64_t M = a->M, lda = a->lda;
     for (int64_t ip = 0; ip < mc; ip += GEMM_MR) {
         float *restrict panel = dst + ip * kc;
         int64_t i = i0 + ip, rows = M - i < GEMM_MR ? M - i : GEMM_MR;
-        if (trans) {
+        if (a->trans) {
             /* One masked vector a panel row (lanes past rows read nothing and give 0): the
              * element by element loop cost as much as a tenth of conv2d's backward-data GEMM,
              * which packs the whole weight again for every image. */
@@ -123,20 +162,20 @@ GEMM_AVX512 static void pack_a(bool trans, const float *A, int64_t lda, int64_t 
                     _mm512_maskz_loadu_ps(lane_mask(rows), A + (p0 + k) * lda + i));
             continue;
         }
-        const float *src[GEMM_MR];
-        for (int64_t r = 0; r < GEMM_MR; r++)
-            src[r] = r < rows ? A + (i + r) * lda + p0 : NULL;
-        if (rows == GEMM_MR) {
-            int64_t k = 0;
-            for (; k + 16 <= kc; k += 16)
-                gather16(src, GEMM_MR, k, panel + k * GEMM_MR, GEMM_MR);
-            for (; k < kc; k++)
+        /* The rows' next 16 depths at a time, a pointer to each (a_at: the caller's panels
+         * hold a row in runs). */
+        for (int64_t k = 0; k < kc; k += 16) {
+            const float *src[GEMM_MR];
+            for (int64_t r = 0; r < GEMM_MR; r++)
+                src[r] = r < rows ? a_at(a, i + r, p0 + k) : NULL;
+            if (kc - k >= 16 && rows == GEMM_MR) {
+                /* n a constant: the zero half of the 16 x 16 transpose folds away */
+                gather16(src, GEMM_MR, 0, panel + k * GEMM_MR, GEMM_MR);
+                continue;
+            }
+            for (int64_t kk = 0; kk < kc - k && kk < 16; kk++)
                 for (int64_t r = 0; r < GEMM_MR; r++)
-                    panel[k * GEMM_MR + r] = src[r][k];
-        } else {
-            for (int64_t k = 0; k < kc; k++)
-                for (int64_t r = 0; r < GEMM_MR; r++)
-                    panel[k * GEMM_MR + r] = r < rows ? src[r][k] : 0.0f;
+                    panel[(k + kk) * GEMM_MR + r] = r < rows ? src[r][kk] : 0.0f;
         }
     }
 }
@@ -388,17 +427,19 @@ GEMM_AMX static void amx_end(void)
 /* Rows [i0, i0 + mc) and depths [p0, p0 + kc) of op(A) as bf16 rows of kcp values (kcp = kc
  * rounded up to 32), rows up to mc rounded up to 32, zeros past mc and kc. Stored op(A) rows
  * (!trans) convert as they are; stored columns through 16 x 16 transposes. */
-GEMM_AMX static void amx_pack_a(bool trans, const float *A, int64_t lda, int64_t i0, int64_t mc,
-                                int64_t p0, int64_t kc, int64_t kcp, uint16_t *dst)
+GEMM_AMX static void amx_pack_a(const gemm_a *a, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
+                                int64_t kcp, uint16_t *dst)
 {
-    const int64_t mcp = (mc + 31) / 32 * 32;
-    if (!trans) {
+    const float *A = a->A;
+    const int64_t mcp = (mc + 31) / 32 * 32, lda = a->lda;
+    if (!a->trans) {
         for (int64_t i = 0; i < mcp; i++) {
-            const float *src = A + (i0 + i) * lda + p0;
             const int64_t n = i < mc ? kc : 0;
             for (int64_t k = 0; k < kcp; k += 32) {
-                __m512 lo = _mm512_maskz_loadu_ps(lane_mask(n - k), src + k);
-                __m512 hi = _mm512_maskz_loadu_ps(lane_mask(n - k - 16), src + k + 16);
+                /* 32 depths from p0 + k, a multiple of 32: one run of the caller's panels */
+                const float *src = a_at(a, i0 + i, p0 + k);
+                __m512 lo = _mm512_maskz_loadu_ps(lane_mask(n - k), src);
+                __m512 hi = _mm512_maskz_loadu_ps(lane_mask(n - k - 16), src + 16);
                 _mm512_store_si512(dst + i * kcp + k, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
             }
         }
@@ -517,12 +558,11 @@ GEMM_BF16 static void pack_stored_b_bf16(const stored_b *s, int64_t j0, int64_t 
 }
 
 /* The whole product for the columns [j_begin, j_end) of C, with one thread's buffers; op(B)'s
- * panels come from pack (pack_b's output for a B that need not exist in memory). In bf16 mode
- * the panels are converted into the buffer's bf16 part (bf16_pairs_a/b, or amx_pack_a from A
- * itself) for the bf16 kernel. */
-GEMM_AVX512 static void gemm_columns(bool trans_a, int64_t M, int64_t K, float alpha,
-                                     const float *A, int64_t lda, tg_gemm_pack_b_fn pack,
-                                     const void *ctx, float beta, float *C, int64_t ldc,
+ * panels come from b's packer (pack_b's output for a B that need not exist in memory) or are
+ * b's own. In bf16 mode the panels are converted into the buffer's bf16 part (bf16_pairs_a/b,
+ * or amx_pack_a from A itself) for the bf16 kernel. */
+GEMM_AVX512 static void gemm_columns(const gemm_a *a, const gemm_b *b, int64_t M, int64_t K,
+                                     float alpha, float beta, float *C, int64_t ldc,
                                      int64_t j_begin, int64_t j_end, gemm_kernel kernel, float *buf)
 {
     const bool bf16 = kernel != GEMM_KERNEL_FP32, amx = kernel == GEMM_KERNEL_AMX;
@@ -531,6 +571,7 @@ GEMM_AVX512 static void gemm_columns(bool trans_a, int64_t M, int64_t K, float a
     float *pa = buf, *pb = buf + (int64_t)GEMM_MC * GEMM_KC;
     uint16_t *pa16 = (uint16_t *)(buf + GEMM_PACK_FLOATS);
     uint16_t *pb16 = pa16 + (int64_t)GEMM_MC * GEMM_KC;
+    const int64_t Mp = round_up(M, GEMM_MR), Np = round_up(b->N, GEMM_NR);
     for (int64_t jc = j_begin; jc < j_end; jc += GEMM_NC) {
         int64_t nc = j_end - jc < GEMM_NC ? j_end - jc : GEMM_NC;
         for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
@@ -538,17 +579,22 @@ GEMM_AVX512 static void gemm_columns(bool trans_a, int64_t M, int64_t K, float a
             /* The first depth block scales C by beta; the others add to it. */
             float b_eff = pc == 0 ? beta : 1.0f;
             const int64_t kc2 = bf16_depth(kernel, kc);
-            if (bf16 && pack == pack_stored_b) {
-                pack_stored_b_bf16(ctx, jc, nc, pc, kc, kc2, pb16);
+            const float *bp = pb;
+            if (b->packed) {
+                bp = b->packed + pc * Np + jc * kc;
+                if (bf16)
+                    bf16_pairs_b(bp, nc, kc, kc2, pb16);
+            } else if (bf16 && b->pack == pack_stored_b) {
+                pack_stored_b_bf16(b->ctx, jc, nc, pc, kc, kc2, pb16);
             } else {
-                pack(ctx, jc, nc, pc, kc, pb);
+                b->pack(b->ctx, jc, nc, pc, kc, pb);
                 if (bf16)
                     bf16_pairs_b(pb, nc, kc, kc2, pb16);
             }
             for (int64_t ic = 0; ic < M; ic += GEMM_MC) {
                 int64_t mc = M - ic < GEMM_MC ? M - ic : GEMM_MC;
                 if (amx) {
-                    amx_pack_a(trans_a, A, lda, ic, mc, pc, kc, kc2, pa16);
+                    amx_pack_a(a, ic, mc, pc, kc, kc2, pa16);
                     for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
                         int64_t cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
                         for (int64_t ir = 0; ir < mc; ir += 32)
@@ -558,9 +604,13 @@ GEMM_AVX512 static void gemm_columns(bool trans_a, int64_t M, int64_t K, float a
                     }
                     continue;
                 }
-                pack_a(trans_a, A, lda, M, ic, mc, pc, kc, pa);
+                const float *ap = pa;
+                if (a->packed)
+                    ap = a->packed + pc * Mp + ic * kc;
+                else
+                    pack_a(a, ic, mc, pc, kc, pa);
                 if (bf16)
-                    bf16_pairs_a(pa, mc, kc, pa16);
+                    bf16_pairs_a(ap, mc, kc, pa16);
                 for (int64_t jr = 0; jr < nc; jr += GEMM_NR) {
                     int64_t cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
                     for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
@@ -570,7 +620,7 @@ GEMM_AVX512 static void gemm_columns(bool trans_a, int64_t M, int64_t K, float a
                             kernel_8x32_bf16(kc, pa16 + ir * kc2, pb16 + jr * kc2, c, ldc, rows,
                                              cols, alpha, b_eff);
                         else
-                            kernel_8x32(kc, pa + ir * kc, pb + jr * kc, c, ldc, rows, cols, alpha,
+                            kernel_8x32(kc, ap + ir * kc, bp + jr * kc, c, ldc, rows, cols, alpha,
                                         b_eff);
                     }
                 }
@@ -736,31 +786,41 @@ int tg_sgemm_avx512_threads(int64_t M, int64_t N, int64_t K)
     return threads;
 }
 
-/* Both entry points: false, having done nothing, where our kernels cannot run (no AVX-512, an
- * empty product, or no memory for the packing buffers). */
-static bool gemm_run(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                     int64_t lda, tg_gemm_pack_b_fn pack, const void *ctx, float beta, float *C,
-                     int64_t ldc)
+int64_t tg_gemm_buffer_floats(void)
+{
+    return GEMM_PACK_FLOATS_BF16;
+}
+
+/* Every entry point: false, having done nothing, where our kernels cannot run (no AVX-512, an
+ * empty product, or no memory for the packing buffers). own, when not NULL, is the caller's
+ * buffer of tg_gemm_buffer_floats(): the product runs on one thread in it when it would, or
+ * when the buffers of more cannot be had, so that it never lacks memory. */
+static bool gemm_run(const gemm_a *a, const gemm_b *b, int64_t M, int64_t N, int64_t K, float alpha,
+                     float beta, float *C, int64_t ldc, float *own)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    const int threads = tg_sgemm_avx512_threads(M, N, K);
+    int threads = tg_sgemm_avx512_threads(M, N, K);
     const int64_t panels = (N + GEMM_NR - 1) / GEMM_NR;
     /* Read once: every thread of the product runs the same precision. */
     const gemm_kernel kernel = !tg_matmul_bf16_active()            ? GEMM_KERNEL_FP32
                                : tg_gemm_amx && tg_isa_amx_ready() ? GEMM_KERNEL_AMX
                                                                    : GEMM_KERNEL_DPBF16;
     const int64_t stride = kernel != GEMM_KERNEL_FP32 ? GEMM_PACK_FLOATS_BF16 : GEMM_PACK_FLOATS;
-    size_t buf_bytes = 0;
-    float *buf =
-        M > 0 && N > 0 && K > 0 && have_avx512() ? gemm_buffers(threads, stride, &buf_bytes) : NULL;
-    if (!buf)
+    if (!(M > 0 && N > 0 && K > 0 && have_avx512()))
         return false;
+    size_t buf_bytes = 0;
+    float *buf = own && threads == 1 ? NULL : gemm_buffers(threads, stride, &buf_bytes);
+    if (!buf && !own)
+        return false;
+    if (!buf)
+        buf = own, threads = 1, buf_bytes = 0;
     if (threads == 1) {
         /* No region at all: one whose if clause is false still enters libgomp (a futex call,
          * tensor/parallel.h), and the GAN's small per-image GEMMs made 905 of those per
          * iteration, most of them from threads that run images in parallel (autograd/conv.c). */
-        gemm_columns(trans_a, M, K, alpha, A, lda, pack, ctx, beta, C, ldc, 0, N, kernel, buf);
-        tg_free(buf, buf_bytes);
+        gemm_columns(a, b, M, K, alpha, beta, C, ldc, 0, N, kernel, buf);
+        if (buf_bytes)
+            tg_free(buf, buf_bytes);
         return true;
     }
 #ifdef _OPENMP
@@ -770,14 +830,13 @@ static bool gemm_run(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha,
         int64_t j0 = panels * t / threads * GEMM_NR, j1 = panels * (t + 1) / threads * GEMM_NR;
         if (j1 > N)
             j1 = N;
-        gemm_columns(trans_a, M, K, alpha, A, lda, pack, ctx, beta, C, ldc, j0, j1, kernel,
-                     buf + t * stride);
+        gemm_columns(a, b, M, K, alpha, beta, C, ldc, j0, j1, kernel, buf + t * stride);
     }
     tg_free(buf, buf_bytes);
     return true;
 #else
-    (void)trans_a, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)pack;
-    (void)ctx, (void)beta, (void)C, (void)ldc;
+    (void)a, (void)b, (void)M, (void)N, (void)K, (void)alpha, (void)beta, (void)C, (void)ldc;
+    (void)own;
     return false;
 #endif
 }
@@ -789,8 +848,10 @@ void tg_sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
 #if defined(__x86_64__) && defined(__GNUC__)
     if (gemm_thin(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
         return;
-    stored_b sb = {.trans = trans_b, .B = B, .ldb = ldb, .N = N};
-    if (gemm_run(trans_a, M, N, K, alpha, A, lda, pack_stored_b, &sb, beta, C, ldc))
+    const stored_b sb = {.trans = trans_b, .B = B, .ldb = ldb, .N = N};
+    const gemm_a a = {.trans = trans_a, .A = A, .lda = lda, .M = M, .K = K};
+    const gemm_b b = {.pack = pack_stored_b, .ctx = &sb, .N = N};
+    if (gemm_run(&a, &b, M, N, K, alpha, beta, C, ldc, NULL))
         return;
 #endif
     tg_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -800,5 +861,48 @@ bool tg_sgemm_avx512_packb(bool trans_a, int64_t M, int64_t N, int64_t K, float 
                            const float *A, int64_t lda, tg_gemm_pack_b_fn pack, const void *ctx,
                            float beta, float *C, int64_t ldc)
 {
-    return gemm_run(trans_a, M, N, K, alpha, A, lda, pack, ctx, beta, C, ldc);
+    const gemm_a a = {.trans = trans_a, .A = A, .lda = lda, .M = M, .K = K};
+    const gemm_b b = {.pack = pack, .ctx = ctx, .N = N};
+    return gemm_run(&a, &b, M, N, K, alpha, beta, C, ldc, NULL);
+}
+
+int64_t tg_gemm_packed_a_floats(int64_t M, int64_t K)
+{
+    return round_up(M, GEMM_MR) * K;
+}
+
+bool tg_gemm_pack_a(bool trans, int64_t M, int64_t K, const float *A, int64_t lda, float *dst)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (!have_avx512())
+        return false;
+    const gemm_a a = {.trans = trans, .A = A, .lda = lda, .M = M, .K = K};
+    const int64_t Mp = round_up(M, GEMM_MR);
+    for (int64_t pc = 0; pc < K; pc += GEMM_KC)
+        pack_a(&a, 0, Mp, pc, K - pc < GEMM_KC ? K - pc : GEMM_KC, dst + pc * Mp);
+    return true;
+#else
+    (void)trans, (void)M, (void)K, (void)A, (void)lda, (void)dst;
+    return false;
+#endif
+}
+
+bool tg_sgemm_avx512_ops(const tg_gemm_operand *a, const tg_gemm_operand *b, int64_t M, int64_t N,
+                         int64_t K, float alpha, float beta, float *C, int64_t ldc, float *buf)
+{
+    const gemm_a ga = {.trans = a->trans && !a->panels,
+                       .panels = a->panels,
+                       .A = a->data,
+                       .lda = a->ld,
+                       .M = M,
+                       .K = K,
+                       .packed = a->packed};
+#if defined(__x86_64__) && defined(__GNUC__)
+    const stored_b sb = {.trans = b->trans, .B = b->data, .ldb = b->ld, .N = N};
+    const gemm_b gb = {
+        .pack = pack_stored_b, .ctx = &sb, .packed = b->panels ? b->data : NULL, .N = N};
+#else
+    const gemm_b gb = {.packed = b->panels ? b->data : NULL, .N = N};
+#endif
+    return gemm_run(&ga, &gb, M, N, K, alpha, beta, C, ldc, buf);
 }

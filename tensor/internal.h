@@ -107,6 +107,44 @@ typedef void (*tg_gemm_pack_b_fn)(const void *ctx, int64_t j0, int64_t nc, int64
 bool tg_sgemm_avx512_packb(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, tg_gemm_pack_b_fn pack, const void *ctx,
                            float beta, float *C, int64_t ldc);
+/* Operands in the kernels' layouts, for callers that use one many times (Winograd's U,
+ * packed once per call instead of once per product) or can write one straight in them
+ * (Winograd's transforms). Both layouts go by depth blocks of TG_GEMM_KC from p0 = 0, kc =
+ * min(TG_GEMM_KC, K - p0) depths each:
+ *   packed op(A) [M, K]: panels of TG_GEMM_MR rows, [kc][TG_GEMM_MR] each, row i0's panel at
+ *     p0 * Mp + i0 * kc (Mp = M rounded up to TG_GEMM_MR), zeros past M: tg_gemm_pack_a's
+ *     output, tg_gemm_packed_a_floats(M, K) floats;
+ *   panels of X [R, N] (B's layout): TG_GEMM_NR columns each, [kc][TG_GEMM_NR] (kc of R's
+ *     blocks), column j0's at p0 * Np + j0 * kc (Np = N rounded up to TG_GEMM_NR), zeros past
+ *     N, 64-byte aligned: element (r, j) at tg_gemm_packed_b_at(R, N, r, j), Np * R floats.
+ * tg_sgemm_avx512_ops computes C = alpha op(A) op(B) + beta C, the same bits as
+ * tg_sgemm_avx512's blocked path, with each operand given as a tg_gemm_operand: stored (data,
+ * ld, trans), or in panels (op(B) [K, N] read where it is; op(A) [M, K] packed from them). An
+ * A may also come packed whole (packed, from tg_gemm_pack_a; data stays its source for the
+ * AMX kernel of bf16 mode). buf (or NULL) is tg_gemm_buffer_floats() floats, 64-byte aligned,
+ * of the caller's: with it the product never lacks memory (it runs on one thread there when
+ * more threads' buffers cannot be had). False, having done nothing, below the AVX-512 level,
+ * for an empty product or without memory when buf is NULL; tg_gemm_pack_a is false below the
+ * AVX-512 level. */
+#define TG_GEMM_MR 8
+#define TG_GEMM_KC 256
+typedef struct {
+    const float *data;
+    int64_t ld;
+    bool trans, panels;
+    const float *packed; /* op(A) only: tg_gemm_pack_a's output, or NULL */
+} tg_gemm_operand;
+int64_t tg_gemm_packed_a_floats(int64_t M, int64_t K);
+bool tg_gemm_pack_a(bool trans, int64_t M, int64_t K, const float *A, int64_t lda, float *dst);
+static inline int64_t tg_gemm_packed_b_at(int64_t R, int64_t N, int64_t r, int64_t j)
+{
+    const int64_t p0 = r / TG_GEMM_KC * TG_GEMM_KC, kc = R - p0 < TG_GEMM_KC ? R - p0 : TG_GEMM_KC;
+    const int64_t Np = (N + TG_GEMM_NR - 1) / TG_GEMM_NR * TG_GEMM_NR;
+    return p0 * Np + j / TG_GEMM_NR * TG_GEMM_NR * kc + (r - p0) * TG_GEMM_NR + j % TG_GEMM_NR;
+}
+int64_t tg_gemm_buffer_floats(void);
+bool tg_sgemm_avx512_ops(const tg_gemm_operand *a, const tg_gemm_operand *b, int64_t M, int64_t N,
+                         int64_t K, float alpha, float beta, float *C, int64_t ldc, float *buf);
 /* Nonzero (the default): bf16 mode runs on AMX tiles where the CPU has them (gemm.c); 0: on
  * VDPBF16PS. Tests and bench_gemm set it to check and time both kernels. */
 extern int tg_gemm_amx;

@@ -490,6 +490,110 @@ static void test_fallback(void **state)
     free(A), free(B), free(C[0]), free(C[1]), free(C[2]);
 }
 
+/* ---- operands in the kernels' layouts (tg_sgemm_avx512_ops) ------------------------------- */
+
+/* X [R, N] (rows of ld) in panels, as internal.h lays them out (written here from that text,
+ * not with tg_gemm_packed_b_at): depth blocks of 256 rows, panels of 32 columns, zeros past N
+ * (NaN in the test's own padding would show up where a kernel read it). */
+static float *to_panels(const float *X, int64_t R, int64_t N, int64_t ld)
+{
+    const int64_t Np = (N + 31) / 32 * 32;
+    float *P = tg_alloc_zeroed((size_t)(Np * R) * sizeof(float));
+    assert_non_null(P);
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t j = 0; j < N; j++) {
+            const int64_t p0 = r / 256 * 256, kc = R - p0 < 256 ? R - p0 : 256;
+            P[p0 * Np + j / 32 * 32 * kc + (r - p0) * 32 + j % 32] = X[r * ld + j];
+        }
+    return P;
+}
+
+/* Every form of operand against tg_sgemm_avx512 on the stored ones, bit for bit: A packed
+ * whole (both transposes), A from panels, B in panels, B stored (both transposes), with the
+ * caller's buffer and without, on 1 and 2 threads; M off the 8-row panels, N off the 32-column
+ * ones, K across depth blocks and off 16. */
+static void operands_same_bits(void)
+{
+    static const int64_t shapes[][3] = {{37, 80, 300}, {70, 48, 520}, {64, 144, 36}};
+    const int threads0 = tg_get_num_threads();
+    float *buf = tg_alloc((size_t)tg_gemm_buffer_floats() * sizeof(float));
+    assert_non_null(buf);
+    tg_rng rng;
+    tg_rng_seed(&rng, 75);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *A = matrix(M, K, &rng), *At = matrix(K, M, &rng), *B = matrix(K, N, &rng),
+              *Bt = matrix(N, K, &rng), *C0 = matrix(M, N, &rng);
+        float *Ap = tg_alloc((size_t)tg_gemm_packed_a_floats(M, K) * sizeof(float)),
+              *Atp = tg_alloc((size_t)tg_gemm_packed_a_floats(M, K) * sizeof(float));
+        assert_true(Ap && Atp);
+        assert_true(tg_gemm_pack_a(false, M, K, A, K, Ap));
+        assert_true(tg_gemm_pack_a(true, M, K, At, M, Atp));
+        float *Apan = to_panels(A, M, K, K), *Bpan = to_panels(B, K, N, N);
+        /* {A form, B form}: A 0 stored, 1 transposed, 2 packed, 3 packed from its transpose,
+         * 4 in panels; B 0 stored, 1 transposed, 2 in panels. */
+        static const int forms[][2] = {{2, 2}, {3, 2}, {4, 1}, {4, 2}, {0, 2}, {3, 0}, {2, 1}};
+        for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++)
+            for (int t = 1; t <= 2; t++) {
+                const int fa = forms[f][0], fb = forms[f][1];
+                const bool ta = fa == 1 || fa == 3, tb = fb == 1;
+                const tg_gemm_operand a = {.data = fa == 4 ? Apan
+                                                   : ta    ? At
+                                                           : A,
+                                           .ld = ta ? M : K,
+                                           .trans = ta,
+                                           .panels = fa == 4,
+                                           .packed = fa == 2   ? Ap
+                                                     : fa == 3 ? Atp
+                                                               : NULL},
+                                      b = {.data = fb == 2 ? Bpan
+                                                   : tb    ? Bt
+                                                           : B,
+                                           .ld = tb ? K : N,
+                                           .trans = tb,
+                                           .panels = fb == 2};
+                const size_t bytes = (size_t)(M * N) * sizeof(float);
+                float *want = malloc(bytes), *got = malloc(bytes);
+                assert_true(want && got);
+                memcpy(want, C0, bytes);
+                memcpy(got, C0, bytes);
+                assert_int_equal(tg_set_num_threads(t), TG_OK);
+                tg_sgemm_avx512(ta, tb, M, N, K, 0.5f, ta ? At : A, ta ? M : K, tb ? Bt : B,
+                                tb ? K : N, 0.25f, want, N);
+                assert_true(tg_sgemm_avx512_ops(&a, &b, M, N, K, 0.5f, 0.25f, got, N,
+                                                (f + t) % 2 ? buf : NULL));
+                if (memcmp(want, got, bytes) != 0)
+                    fail_msg("M %lld N %lld K %lld, A form %d, B form %d, %d thread(s): not the "
+                             "bits of the stored operands",
+                             (long long)M, (long long)N, (long long)K, fa, fb, t);
+                free(want), free(got);
+            }
+        tg_free(Ap, (size_t)tg_gemm_packed_a_floats(M, K) * sizeof(float));
+        tg_free(Atp, (size_t)tg_gemm_packed_a_floats(M, K) * sizeof(float));
+        tg_free(Apan, (size_t)((K + 31) / 32 * 32 * M) * sizeof(float));
+        tg_free(Bpan, (size_t)((N + 31) / 32 * 32 * K) * sizeof(float));
+        free(A), free(At), free(B), free(Bt), free(C0);
+    }
+    tg_free(buf, (size_t)tg_gemm_buffer_floats() * sizeof(float));
+    assert_int_equal(tg_set_num_threads(threads0), TG_OK);
+}
+
+/* In FP32 mode and with each bf16 kernel; below the AVX-512 level the entry points refuse. */
+static void test_operands(void **state)
+{
+    (void)state;
+    if (!tg_sgemm_avx512_active()) {
+        float x = 1.0f;
+        const tg_gemm_operand a = {.data = &x, .ld = 1}, b = {.data = &x, .ld = 1};
+        assert_false(tg_gemm_pack_a(false, 1, 1, &x, 1, &x));
+        assert_false(tg_sgemm_avx512_ops(&a, &b, 1, 1, 1, 1.0f, 0.0f, &x, 1, NULL));
+        printf("SKIP: below the AVX-512 level\n");
+        return;
+    }
+    operands_same_bits();
+    each_kernel(operands_same_bits);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -499,6 +603,7 @@ int main(void)
         TG_TEST(test_random_products),
         TG_TEST(test_threads_same_bits),
         TG_TEST(test_conv_packers),
+        TG_TEST(test_operands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
