@@ -305,9 +305,8 @@ tg_tensor *tg_batch_norm_act(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
  * Sequential uses it for a BatchNorm2d, a ReLU or LeakyReLU (slope > 0) and a MaxPool2d(2, 2)
  * (padding 0) in a row. */
 tg_tensor *tg_batch_norm_act_pool2d(tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
-                                    tg_tensor *running_mean, tg_tensor *running_var,
-                                    bool training, float momentum, float eps, tg_act act,
-                                    float slope);
+                                    tg_tensor *running_mean, tg_tensor *running_var, bool training,
+                                    float momentum, float eps, tg_act act, float slope);
 /* Synchronised batch norm, for data-parallel training (dist/'s tg_dist_sync_batch_norm): while
  * a hook is set, a training-mode tg_batch_norm takes its statistics over the batches of every
  * process taking part, not over x alone. reduce(ctx, v, n) must replace the n doubles v by

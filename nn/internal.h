@@ -20,8 +20,7 @@ tg_forward_fn tg_nn_forward_of(const tg_module *m);
  * (tg_batch_norm_act_pool2d: a BatchNorm2d, a ReLU or LeakyReLU with a positive slope); else
  * the BatchNorm and its activation (tg_batch_norm_act: also Tanh). *used says how many modules
  * ran, 3 or 2; 0 when none did (NULL is then returned and nothing was done). */
-tg_tensor *tg_nn_batch_norm_act_forward(tg_module *const *mods, int64_t n, tg_tensor *x,
-                                        int *used);
+tg_tensor *tg_nn_batch_norm_act_forward(tg_module *const *mods, int64_t n, tg_tensor *x, int *used);
 /* True when m is a MaxPool2d of kernel 2, stride 2 and padding 0 (conv_layers.c). */
 bool tg_nn_is_max_pool_2x2(const tg_module *m);
 
