@@ -3,7 +3,7 @@
  *
  * F(4x4, r x r): m = 4 outputs per side from tiles of t = m + r - 1 inputs, F(4x4, 3x3) on
  * 6 x 6 tiles and F(4x4, 5x5) on 8 x 8 ones. The interpolation points are 0, 1, -1, 2, -2 (and
- * 1/2, -1/2 for t = 8) and infinity; the matrices come from the points (tg_winograd_matrices,
+ * 1/2, -1/2 for t = 8) and infinity; the matrices come from the points (winograd_matrices.c,
  * Toom-Cook), with the Lagrange denominators in G, so that B and A hold binary fractions
  * (small integers for t = 6, quarters for t = 8), exact in float, and only the weight
  * transform, done once per call in double, holds other fractions. In 1-D,
@@ -80,65 +80,6 @@
 
 #if TG_ISA_BASE
 int tg_conv_winograd = 1;
-
-/* Coefficients of prod over l in [0, n), l != skip, of (x - a[l]), lowest first: n + 1 of them
- * (the top one 0 when a factor is skipped). */
-static void poly_of_roots(const double *a, int n, int skip, double *c)
-{
-    memset(c, 0, (size_t)(n + 1) * sizeof(double));
-    c[0] = 1.0;
-    int deg = 0;
-    for (int l = 0; l < n; l++) {
-        if (l == skip)
-            continue;
-        deg++;
-        for (int q = deg; q >= 0; q--)
-            c[q] = (q > 0 ? c[q - 1] : 0.0) - a[l] * c[q];
-    }
-}
-
-int tg_winograd_tile(int r)
-{
-    return r == 3 || r == 5 ? TG_WINO_M + r - 1 : 0;
-}
-
-bool tg_winograd_matrices(int r, double *A, double *B, double *G)
-{
-    const int T = tg_winograd_tile(r), NF = T - 1, m = TG_WINO_M;
-    if (!T)
-        return false;
-    /* the first 5 for 6 x 6 tiles, all 7 for 8 x 8 ones: powers of two, so A and B hold
-     * binary fractions exact in float (B's from 1/4 to 21/4) */
-    static const double a[TG_WINO_TMAX - 1] = {0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5};
-    double c[TG_WINO_TMAX + 1];
-    /* Finite points: rows of values a^i (A) and a^k / f (G), with f = prod (a_j - a_l); the
-     * columns of B are the polynomials f * L_j, L_j the Lagrange basis. */
-    for (int j = 0; j < NF; j++) {
-        double f = 1.0;
-        for (int l = 0; l < NF; l++)
-            f *= l == j ? 1.0 : a[j] - a[l];
-        double p = 1.0;
-        for (int i = 0; i < T; i++, p *= a[j]) {
-            if (i < m)
-                A[j * m + i] = p;
-            if (i < r)
-                G[j * r + i] = p / f;
-        }
-        poly_of_roots(a, NF, j, c);
-        for (int q = 0; q < T; q++)
-            B[q * T + j] = c[q];
-    }
-    /* The point at infinity: the leading coefficients, and the polynomial of all the roots
-     * (the product of the polynomials minus its leading term vanishes at every finite point). */
-    for (int i = 0; i < m; i++)
-        A[NF * m + i] = i == m - 1;
-    for (int k = 0; k < r; k++)
-        G[NF * r + k] = k == r - 1;
-    poly_of_roots(a, NF, -1, c);
-    for (int q = 0; q < T; q++)
-        B[q * T + NF] = c[q];
-    return true;
-}
 
 bool tg_winograd_applies(int64_t N, int64_t Ci, int64_t H, int64_t W, int64_t Co, int64_t Ho,
                          int64_t Wo, int64_t kh, int64_t kw, int64_t stride, int64_t pad,
