@@ -3,6 +3,7 @@
  * and backward, custom modules, and state dicts (validation, round trips in memory and on
  * disk). */
 #include "common.h"
+#include "sequential_check.h"
 
 #include "data.h"
 #include "nn.h"
@@ -232,59 +233,39 @@ static void test_sequential_fuses_batch_norm_act(void **state)
     enum { PAIRS = 5 };
     tg_module *(*acts[PAIRS])(void) = {tg_nn_relu, tg_nn_tanh, NULL, NULL, tg_nn_sigmoid};
     const float slopes[PAIRS] = {0, 0, 0.1f, -0.1f, 0};
-    tg_module *seq = tg_nn_sequential(0), *bn[PAIRS], *act[PAIRS];
+    tg_module *seq = tg_nn_sequential(0), *ref = tg_nn_sequential(0);
     tg_rng rng;
     tg_rng_seed(&rng, 8);
     for (int k = 0; k < PAIRS; k++) {
         tg_module *pair[2];
-        for (int copy = 0; copy < 2; copy++) { /* one pair for seq, one to run by hand */
+        for (int copy = 0; copy < 2; copy++) { /* one pair for seq, one to run one by one */
             pair[0] = tg_nn_batch_norm2d(3);
             pair[1] = acts[k] ? acts[k]() : tg_nn_leaky_relu(slopes[k]);
             assert_non_null(pair[0]);
             assert_non_null(pair[1]);
-            if (copy == 0) {
-                seq = tg_nn_sequential_add(seq, NULL, pair[0]);
-                seq = tg_nn_sequential_add(seq, NULL, pair[1]);
-            }
+            tg_module **to = copy == 0 ? &seq : &ref;
+            *to = tg_nn_sequential_add(*to, NULL, pair[0]);
+            *to = tg_nn_sequential_add(*to, NULL, pair[1]);
         }
-        bn[k] = pair[0], act[k] = pair[1];
         /* Both BatchNorms get the same weight and bias (not the defaults 1 and 0). */
         const char *names[2] = {"weight", "bias"};
         for (int q = 0; q < 2; q++) {
             tg_tensor *a = tg_module_param(tg_module_child_at(seq, 2 * k), names[q]);
             tg_tensor_uniform_(a, &rng, 0.5f, 1.5f);
-            memcpy(tg_module_param(bn[k], names[q])->data, a->data, 3 * sizeof(float));
+            memcpy(tg_module_param(tg_module_child_at(ref, 2 * k), names[q])->data, a->data,
+                   3 * sizeof(float));
         }
     }
     assert_non_null(seq);
+    assert_non_null(ref);
     tg_tensor *x = tg_tensor_new(TG_DIMS(4, 3, 5, 6)), *dy = tg_tensor_new(TG_DIMS(4, 3, 5, 6));
     tg_tensor_normal_(x, &rng, 0.2f, 1.3f);
     tg_tensor_normal_(dy, &rng, 0.0f, 1.0f);
     assert_int_equal(tg_tensor_set_requires_grad(x, true), TG_OK);
+    /* fused: 5 batch norms, the LeakyReLU of slope -0.1 and the Sigmoid */
     tg_tensor *got[3], *want[3];
-    for (int run = 0; run < 2; run++) {
-        tg_tape *tape = tg_tape_begin(TG_GRAD);
-        const int64_t nodes0 = tg_debug_live_nodes();
-        tg_tensor *y = x;
-        if (run == 0) {
-            y = tg_module_forward(seq, x);
-            /* 5 batch norms, the LeakyReLU of slope -0.1 and the Sigmoid */
-            assert_int_equal(tg_debug_live_nodes() - nodes0, PAIRS + 2);
-        } else {
-            for (int k = 0; k < PAIRS; k++)
-                y = tg_module_forward(act[k], tg_module_forward(bn[k], y));
-            assert_int_equal(tg_debug_live_nodes() - nodes0, 2 * PAIRS);
-        }
-        assert_non_null(y);
-        assert_int_equal(tg_backward_grad(y, dy), TG_OK);
-        tg_tensor **out = run == 0 ? got : want;
-        out[0] = tg_tensor_clone(y);
-        out[1] = tg_tensor_clone(x->grad);
-        tg_module *first = run == 0 ? tg_module_child_at(seq, 0) : bn[0];
-        out[2] = tg_tensor_clone(tg_module_param(first, "weight")->grad);
-        assert_int_equal(tg_tape_end(tape), TG_OK);
-        tg_tensor_zero_grad(x);
-    }
+    sequential_run(seq, false, x, dy, PAIRS + 2, got);
+    sequential_run(ref, true, x, dy, 2 * PAIRS, want);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(got[i]->numel, want[i]->numel);
         if (memcmp(got[i]->data, want[i]->data, sizeof(float) * (size_t)got[i]->numel) != 0)
@@ -296,15 +277,12 @@ static void test_sequential_fuses_batch_norm_act(void **state)
     for (int k = 0; k < PAIRS; k++)
         for (int q = 0; q < 3; q++) {
             const tg_tensor *a = tg_module_buffer(tg_module_child_at(seq, 2 * k), buffers[q]);
-            const tg_tensor *b = tg_module_buffer(bn[k], buffers[q]);
+            const tg_tensor *b = tg_module_buffer(tg_module_child_at(ref, 2 * k), buffers[q]);
             if (memcmp(a->data, b->data, sizeof(float) * (size_t)a->numel) != 0)
                 fail_msg("fused Sequential: pair %d's %s differs", k, buffers[q]);
         }
-    for (int k = 0; k < PAIRS; k++) {
-        tg_module_free(bn[k]);
-        tg_module_free(act[k]);
-    }
     tg_module_free(seq);
+    tg_module_free(ref);
     tg_tensor_release(x);
     tg_tensor_release(dy);
 }

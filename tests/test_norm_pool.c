@@ -7,6 +7,7 @@
  * MaxPool2d(2, 2) into it (and not otherwise); the synchronised batch norm left to the two
  * ops; the op's errors. */
 #include "common.h"
+#include "sequential_check.h"
 
 #include "nn.h"
 
@@ -217,28 +218,8 @@ static void test_sequential_fuses(void **state)
         tg_tensor_normal_(x, &rng, 0.2f, 1.3f);
         assert_int_equal(tg_tensor_set_requires_grad(x, true), TG_OK);
         tg_tensor *got[3], *want[3];
-        for (int run = 0; run < 2; run++) {
-            tg_tape *tape = tg_tape_begin(TG_GRAD);
-            const int64_t nodes0 = tg_debug_live_nodes();
-            tg_tensor *y = x;
-            if (run == 0) {
-                y = tg_module_forward(seq, x);
-                assert_int_equal(tg_debug_live_nodes() - nodes0, kinds[kd].nodes);
-            } else {
-                for (int64_t i = 0; i < tg_module_num_children(ref); i++)
-                    y = tg_module_forward(tg_module_child_at(ref, i), y);
-                assert_int_equal(tg_debug_live_nodes() - nodes0, 6);
-            }
-            assert_non_null(y);
-            assert_int_equal(tg_backward(tg_sum(tg_mul(y, y))), TG_OK);
-            tg_tensor **out = run == 0 ? got : want;
-            tg_module *m = run == 0 ? seq : ref;
-            out[0] = tg_tensor_clone(y);
-            out[1] = tg_tensor_clone(x->grad);
-            out[2] = tg_tensor_clone(tg_module_param(tg_module_child_at(m, 0), "weight")->grad);
-            assert_int_equal(tg_tape_end(tape), TG_OK);
-            tg_tensor_zero_grad(x);
-        }
+        sequential_run(seq, false, x, NULL, kinds[kd].nodes, got);
+        sequential_run(ref, true, x, NULL, 6, want);
         static const char *const what[3] = {"Sequential y", "Sequential dx", "Sequential dweight"};
         for (int i = 0; i < 3; i++) {
             same_bits(got[i], want[i], what[i], (int)kd);
