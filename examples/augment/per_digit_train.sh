@@ -12,7 +12,9 @@
 # ITERS (default 1000), SEEDS (default "1 2 3"), DIGITS (default "0 1 2 3 4 5 6 7 8 9"),
 # RECIPES (default "tutorial dcgan wgan-gp") and MNIST_GAN_FLAGS (extra train flags; the toy
 # run of the e2e test shrinks the models with it) change the grid. The classifier that
-# measures G (mnist_classifier's defaults, seed 1) is trained first if OUT has none.
+# measures G (mnist_classifier's defaults, seed 1) is trained first if OUT has none. Each
+# finished run is measured at once (per_digit_measure.sh, the figures per_digit_table.sh
+# reads), so a run's small files are its whole result.
 set -eu
 build=$1 out=$2 worker=${3:-0} workers=${4:-1}
 iters=${ITERS:-1000}
@@ -20,6 +22,7 @@ mkdir -p "$out"
 clf=$out/classifier.safetensors
 if [ ! -f "$clf" ]; then
     if [ "$worker" = 0 ]; then
+        # shellcheck disable=SC2086 # the flag list splits on purpose
         "$build/examples/mnist_classifier/mnist_classifier" --threads 1 --seed 1 \
             ${CLASSIFIER_FLAGS:-} --out "$clf.part" && mv "$clf.part" "$clf"
     else
@@ -41,6 +44,8 @@ for seed in ${SEEDS:-1 2 3}; do
                         --out "$dir" --eval-every 200 --eval-n 500 --classifier "$clf" \
                         ${MNIST_GAN_FLAGS:-} $resume
                     touch "$dir/done"
+                    sh "$(dirname "$0")/per_digit_measure.sh" "$build" "$out" "$dir" ||
+                        echo "per_digit_train.sh: $dir is left for per_digit_table.sh" >&2
                 fi
             fi
             i=$((i + 1))

@@ -5,7 +5,8 @@
 # per_digit.md, and the table is checked: its rows, its figures, the runs counted; a second
 # call measures nothing again; a hand-made collapsed run gets its verdict and the eval.csv
 # iteration where it began; runs not finished or not started are listed as such; a run eval
-# cannot read is listed as not measured (exit 1); a missing OUT is refused (exit 2).
+# cannot read is listed as not measured (exit 1); a missing OUT is refused (exit 2); a run
+# without its checkpoint counts by its cached measurement.
 #
 #   test_per_digit.sh BUILD SRC MNIST_DIR      (SKIP, exit 77, without MNIST in MNIST_DIR)
 set -eu
@@ -18,6 +19,9 @@ export CLASSIFIER_FLAGS="--epochs 1 --limit 500 --data $data"
 export MNIST_GAN_FLAGS="--width-div 8 --batch 16 --eval-n 50 --data $data"
 sh "$src/examples/augment/per_digit_train.sh" "$build" "$out" >"$tmp/train.log" 2>&1 ||
     fail "per_digit_train.sh failed: $(tail -n 5 "$tmp/train.log")"
+for recipe in tutorial dcgan wgan-gp; do # measured as each run finished
+    [ -f "$out/$recipe-d3-s1/per_digit_eval.jsonl" ] || fail "$recipe-d3-s1: not measured"
+done
 sh "$src/examples/augment/per_digit_table.sh" "$build" "$out" >"$tmp/table.log" 2>&1 ||
     fail "per_digit_table.sh failed: $(tail -n 5 "$tmp/table.log")"
 md=$out/per_digit.md
@@ -37,6 +41,13 @@ for recipe in tutorial dcgan wgan-gp; do
     [ -f "$out/$recipe-d3-s1/per_digit_eval.jsonl" ] || fail "$recipe-d3-s1: no cached measurement"
 done
 grep -q "^## Not finished or not measured (0)" "$md" || fail "runs left unmeasured"
+
+# A run kept without its checkpoint (the results in git) still counts, by its measurement.
+rm "$out/wgan-gp-d3-s1/checkpoint.safetensors"
+sh "$src/examples/augment/per_digit_table.sh" "$build" "$out" >"$tmp/table.log" 2>&1 ||
+    fail "per_digit_table.sh failed without a checkpoint: $(tail -n 5 "$tmp/table.log")"
+grep -q "3 of 3 runs measured" "$md" && grep -q "^| wgan-gp-d3-s1 | 4 | " "$md" ||
+    fail "the run without its checkpoint is not counted"
 
 # Again: every measurement is cached, nothing is measured twice.
 cp "$out/dcgan-d3-s1/per_digit_eval.jsonl" "$tmp/cache"
