@@ -874,7 +874,9 @@ static void backward_units(const conv_geom *g, int64_t B, const float *flat, con
     int64_t part_floats = dWm && team > 1 ? team * w_floats : 0;
     const size_t bytes = (size_t)(part_floats + (db ? B * Co : 0)) * sizeof(float);
     float *buf = bytes ? tg_try_alloc(bytes) : NULL;
-    if (!buf)
+    /* The columns alone (D's first conv in a G step: no gradient for D's weights) need no
+     * buffer; their units are independent, so the team still runs them. */
+    if (bytes && !buf)
         team = 1, part_floats = 0;
     units_ctx ctx = {.g = g,
                      .B = B,
