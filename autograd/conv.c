@@ -1910,10 +1910,18 @@ TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node * n), (n))
     const float *x = n->in[0]->data, *w = n->in[1]->data, *dy = n->out->grad->data;
     float *dx = tg_grad_of(n, 0), *dw = tg_grad_of(n, 1);
     float *db = n->n_in > 2 ? tg_grad_of(n, 2) : NULL;
+    /* Fresh gradients, as in conv2d_backward: dw and db zeroed and accumulated, dx assigned
+     * by its product (the zero fill of G's last activation gradient was 6 MB of its own). */
+    const bool dx_set = dx && tg_grad_fresh(n, 0);
+    zero_fresh(n, 1, dw, n->in[1]->numel);
+    if (n->n_in > 2)
+        zero_fresh(n, 2, db, n->in[2]->numel);
     if (db)
         channel_sums(dy, g.N, g.Ci, g.H * g.W, db);
-    if ((!dx && !dw) || conv_transpose2d_empty(&g) || n->in[0]->numel == 0)
+    if ((!dx && !dw) || conv_transpose2d_empty(&g) || n->in[0]->numel == 0) {
+        zero_fresh(n, 0, dx, n->in[0]->numel);
         return; /* no output, or an empty x: nothing flows back into x or w */
+    }
     /* Working space only, as in conv2d_backward. */
     float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
     const int64_t x_img = g.Co * g.P, y_img = g.Ci * g.H * g.W;
@@ -1926,7 +1934,7 @@ TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node * n), (n))
         }
         /* F is free again: the weight gradient is done with it. */
         if (dx)
-            gemm_flat_from_cols(&g, B, w, &cc, F, dx + b0 * x_img, true, NULL);
+            gemm_flat_from_cols(&g, B, w, &cc, F, dx + b0 * x_img, !dx_set, NULL);
     }
 }
 
@@ -1979,7 +1987,8 @@ TG_OP_DEFINE(conv_transpose2d) = {.name = "conv_transpose2d",
                                   .forward = conv_transpose2d_forward,
                                   .backward = conv_transpose2d_backward,
                                   .backward_graph = conv_transpose2d_backward_graph,
-                                  .cases = conv_transpose2d_cases};
+                                  .cases = conv_transpose2d_cases,
+                                  .fresh_grads = true};
 
 #if TG_ISA_BASE
 tg_tensor *tg_conv_transpose2d(tg_tensor *x, tg_tensor *w, tg_tensor *b, int stride, int padding,

@@ -1394,6 +1394,47 @@ static void test_direct_paths(void **state)
         check_direct_layer(&layers[i]);
 }
 
+/* Output channels 0 (w [0, C, k, k] for conv2d, [C, 0, k, k] for conv_transpose2d): y is empty,
+ * so x's gradient is zero. The backward gets it uninitialised (fresh_grads), from an allocator
+ * cache filled with NaN buffers of its size, and must still give zeros; and 1 + 0 where it
+ * accumulates. */
+static void test_empty_output_gradients(void **state)
+{
+    (void)state;
+    const int64_t xs[4] = {2, 3, 6, 6};
+    for (int transpose = 0; transpose < 2; transpose++) {
+        const int64_t ws[4] = {transpose ? 3 : 0, transpose ? 0 : 3, 3, 3};
+        for (int accumulate = 0; accumulate < 2; accumulate++) {
+            tg_tensor *p[8];
+            for (int k = 0; k < 8; k++)
+                assert_non_null(p[k] = tg_tensor_full(4, xs, NAN));
+            for (int k = 0; k < 8; k++)
+                tg_tensor_release(p[k]);
+            tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
+            assert_int_equal(tg_tensor_fill_(x, 1.0f), TG_OK);
+            if (accumulate)
+                assert_non_null(x->grad = tg_tensor_full(4, xs, 1.0f));
+            tg_tape *tape = tg_tape_begin(TG_GRAD);
+            tg_tensor *y = transpose ? tg_conv_transpose2d(x, w, TG_NONE, 2, 1, 1)
+                                     : tg_conv2d(x, w, TG_NONE, 1, 1, 1);
+            assert_non_null(y);
+            assert_int_equal(y->numel, 0);
+            tg_tensor *dy = tg_tensor_zeros(y->ndim, y->shape);
+            assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+            assert_int_equal(tg_tape_end(tape), TG_OK); /* y was the tape's */
+            assert_non_null(x->grad);
+            for (int64_t i = 0; i < x->numel; i++)
+                if (x->grad->data[i] != (float)accumulate)
+                    fail_msg("%s, %s: dx[%lld] = %g", transpose ? "conv_transpose2d" : "conv2d",
+                             accumulate ? "accumulating" : "fresh", (long long)i,
+                             (double)x->grad->data[i]);
+            tg_tensor_release(dy);
+            tg_tensor_release(x);
+            tg_tensor_release(w);
+        }
+    }
+}
+
 int main(void)
 {
     /* These tests are the lowering's (and its packing's and threads'): conv2d's Winograd path,
@@ -1407,6 +1448,7 @@ int main(void)
         TG_TEST(test_golden_convt_k3_s2_p1_op1),
         TG_TEST(test_conv2d_errors),
         TG_TEST(test_conv_transpose2d_errors),
+        TG_TEST(test_empty_output_gradients),
         TG_TEST(test_null_input_keeps_error),
         TG_TEST(test_null_bias_keeps_error),
         TG_TEST(test_conv2d_chunking),
