@@ -319,6 +319,13 @@ pid_t start(const char *const argv[], const start_opts *opts, const char **tag)
     }
     *tag = fmt("%s/logs/run%03d", root, ++n_runs);
     const char *out = fmt("%s.out", *tag), *err = fmt("%s.err", *tag);
+    /* Opened here, not in the child: a run killed right after the fork, before it could open
+     * them (test_gan_crash kills at random moments of startup), still leaves the files that
+     * finish() reads. CLOEXEC: the run keeps only its copies as stdout and stderr. */
+    int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fo < 0 || fe < 0)
+        fail_msg("cannot create %s or %s: %s", out, err, strerror(errno));
     fflush(stdout), fflush(stderr);
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -330,11 +337,8 @@ pid_t start(const char *const argv[], const start_opts *opts, const char **tag)
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
             _exit(125);
         setpgid(0, 0);
-        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         int fi = open("/dev/null", O_RDONLY);
-        if (fo < 0 || fe < 0 || fi < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0 || dup2(fi, 0) < 0 ||
-            chdir(cwd_dir) != 0)
+        if (fi < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0 || dup2(fi, 0) < 0 || chdir(cwd_dir) != 0)
             _exit(126);
         if (opts && opts->home)
             setenv("HOME", opts->home, 1);
@@ -349,6 +353,7 @@ pid_t start(const char *const argv[], const start_opts *opts, const char **tag)
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
+    close(fo), close(fe);
     /* here too, so that a kill(-pid) right after start() cannot come before the child's */
     setpgid(pid, pid);
     set_live(0, pid);

@@ -206,6 +206,22 @@ static bool kill_run(pid_t pid, const char *tag, double t0)
     return iterating;
 }
 
+/* A kill before the run has opened anything (its child held 0.3 s after the fork): the logs
+ * that finish() reads exist all the same, empty, and the run died of the SIGKILL. Kills at
+ * random moments of startup (below) struck there under load, and finish() failed on the
+ * missing log. */
+static void test_kill_before_logs(void **state)
+{
+    (void)state;
+    const char *a[24], *tag;
+    start_child_delay = 0.3;
+    double s0 = now();
+    pid_t pid = start(train_argv(a, data_dir, fmt("%s/early", root), "1", false, "1"), NULL, &tag);
+    start_child_delay = 0;
+    if (kill_run(pid, tag, s0))
+        fail_msg("the run killed before it started says it was iterating");
+}
+
 /* ---- 1. SIGKILL at random moments -------------------------------------------------------- */
 
 static void test_kill_and_resume(void **state)
@@ -626,9 +642,8 @@ int main(int argc, char **argv)
     if (filter && filter[0])
         cmocka_set_test_filter(filter);
     const struct CMUnitTest tests[] = {
-        TG_TEST(test_runs_die_with_test),
-        TG_TEST(test_kill_and_resume),
-        TG_TEST(test_disk_full),
+        TG_TEST(test_runs_die_with_test), TG_TEST(test_kill_before_logs),
+        TG_TEST(test_kill_and_resume),    TG_TEST(test_disk_full),
         TG_TEST(test_folder_gone),
     };
     double t0 = now();
