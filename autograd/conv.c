@@ -1914,8 +1914,7 @@ TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node * n), (n))
      * by its product (the zero fill of G's last activation gradient was 6 MB of its own). */
     const bool dx_set = dx && tg_grad_fresh(n, 0);
     zero_fresh(n, 1, dw, n->in[1]->numel);
-    if (n->n_in > 2)
-        zero_fresh(n, 2, db, n->in[2]->numel);
+    zero_fresh(n, 2, db, g.Ci);
     if (db)
         channel_sums(dy, g.N, g.Ci, g.H * g.W, db);
     if ((!dx && !dw) || conv_transpose2d_empty(&g) || n->in[0]->numel == 0) {

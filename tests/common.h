@@ -81,4 +81,16 @@ static inline tg_tensor *test_tensor_of(int ndim, const int64_t *shape, const fl
     return t;
 }
 
+/* Leaves NaN-filled buffers of shape [ndim, shape] at the head of the allocator's cache, so that
+ * a fresh gradient (tg_grad_fresh) an op leaves partly unwritten shows up as NaN. */
+#define TEST_POISON_COPIES 8
+static inline void test_poison_cache(int ndim, const int64_t *shape)
+{
+    tg_tensor *p[TEST_POISON_COPIES];
+    for (int k = 0; k < TEST_POISON_COPIES; k++)
+        assert_non_null(p[k] = tg_tensor_full(ndim, shape, NAN));
+    for (int k = 0; k < TEST_POISON_COPIES; k++)
+        tg_tensor_release(p[k]);
+}
+
 #endif

@@ -14,8 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define POISON_COPIES 8
-
 typedef struct {
     const tg_op *op;
     const tg_case *c;
@@ -25,18 +23,6 @@ typedef struct {
 static int case_n_in(const fg_item *it)
 {
     return it->c->n_in ? it->c->n_in : it->op->n_in;
-}
-
-/* Leaves NaN-filled buffers of t's size at the head of the allocator's cache. */
-static void poison_cache(const tg_tensor *t)
-{
-    tg_tensor *p[POISON_COPIES];
-    for (int k = 0; k < POISON_COPIES; k++) {
-        p[k] = tg_tensor_full(t->ndim, t->shape, NAN);
-        assert_non_null(p[k]);
-    }
-    for (int k = 0; k < POISON_COPIES; k++)
-        tg_tensor_release(p[k]);
 }
 
 /* One backward of the op on in, seeded with r. */
@@ -80,7 +66,7 @@ static void fresh_case(void **state)
 
     /* 1. fresh gradients over NaN-filled memory */
     for (int i = 0; i < n_in; i++)
-        poison_cache(in[i]);
+        test_poison_cache(in[i]->ndim, in[i]->shape);
     run_backward(it, params, in, ix, r);
     for (int i = 0; i < n_in; i++) {
         if (c->no_grad >> i & 1)
