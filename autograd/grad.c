@@ -351,15 +351,22 @@ tg_status tg_backward_ex(tg_tensor *y, const tg_tensor *dy, bool create_graph)
         st = graph_walk(&lg, "tg_backward_ex");
     /* Each leaf's .grad becomes (its gradient so far +) the new one, a tensor with a history
      * that the leaf holds a reference to; a later first-order backward accumulates into a copy
-     * (tape.c, ensure_input_grads), never into that history. */
+     * (tape.c, ensure_input_grads), never into that history. A gradient without a history is
+     * dy itself, handed through by identities (eval-mode dropout): the leaf keeps a copy, so
+     * that no backward ever accumulates into the caller's tensor, and a leaf given as its own
+     * dy (or two leaves as each other's) does not hold itself, a cycle no tape end breaks. */
     for (int64_t k = 0; k < lg.n && st == TG_OK; k++) {
         tg_tensor *x = lg.leaf[k], *g = lg.grad[k];
-        if (x->grad && (g = tg_add(x->grad, g)) == NULL) {
+        if (x->grad)
+            g = tg_tensor_retain(tg_add(x->grad, g));
+        else
+            g = g->node ? tg_tensor_retain(g) : tg_tensor_clone(g);
+        if (!g) {
             st = tg_last_status();
             break;
         }
         tg_tensor_release(x->grad);
-        x->grad = tg_tensor_retain(g);
+        x->grad = g;
     }
     clear_gouts();
     free(lg.leaf);

@@ -395,6 +395,36 @@ static void test_backward_ex_with_dy(void **state)
     mlp_free(&m);
 }
 
+/* Through an identity (eval-mode dropout) the gradient reaching the leaf is dy itself: .grad
+ * must be a copy. Given the leaf as its own dy, holding it would be a reference cycle that no
+ * tape end breaks (the fuzzer's leak); holding the caller's dy would let a later backward
+ * accumulate into it. */
+static void test_backward_ex_identity(void **state)
+{
+    (void)state;
+    const int64_t shape[2] = {2, 3};
+    tg_tensor *x = leaf(2, shape, 0.5, 1.0, true);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_dropout(x, 0.5f, false, NULL);
+    assert_non_null(y);
+    assert_int_equal(tg_backward_ex(y, x, true), TG_OK);
+    assert_non_null(x->grad);
+    assert_ptr_not_equal(x->grad, x);
+    assert_tensors_close("x.grad with dy = x", x->grad, x, 0.0);
+    tg_tensor_zero_grad(x);
+
+    tg_tensor *dy = tg_full(2, shape, 0.25f);
+    assert_int_equal(tg_backward_ex(y, dy, true), TG_OK);
+    assert_ptr_not_equal(x->grad, dy);
+    assert_int_equal(tg_backward_ex(y, dy, false), TG_OK);
+    for (int64_t i = 0; i < x->numel; i++) {
+        assert_close(x->grad->data[i], 0.5, 0.0);
+        assert_close(dy->data[i], 0.25, 0.0);
+    }
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_tensor_release(x);
+}
+
 /* ---- (f) errors ----------------------------------------------------------------------------- */
 
 /* Expects st to be an error whose message names fn and contains cause, and every grads[k]
@@ -560,6 +590,7 @@ int main(void)
         TG_TEST(test_create_graph_second_derivative),
         TG_TEST(test_backward_ex_create_graph),
         TG_TEST(test_backward_ex_with_dy),
+        TG_TEST(test_backward_ex_identity),
         TG_TEST(test_errors),
         TG_TEST(test_error_no_second_order),
         TG_TEST(test_finite_trap),
