@@ -102,6 +102,8 @@ static int64_t conv_cols_floats(const conv_geom *g)
  * works the same way). */
 static size_t conv_scratch_bytes(const conv_geom *g)
 {
+    if (g->chunk == 0)
+        return 0; /* nothing to compute (conv_geom_finish's empty case): no sizes were set */
     if (g->direct)
         return (size_t)(g->chunk * tg_conv_direct_floats(g)) * sizeof(float);
     int64_t floats =

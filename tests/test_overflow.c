@@ -101,6 +101,30 @@ static void test_conv_empty_batch_huge_plane(void **state)
     tg_tensor_release(x), tg_tensor_release(w), tg_tensor_release(b);
 }
 
+/* An input plane of 0 x 0 with a padding and dilation that give a 2 x 2 output, on the direct
+ * loops (one output channel): nothing to compute, so no working space either. Its padded
+ * planes' sizes, never set for an empty input, overflowed while sizing it (fuzz_api: an
+ * internal error). */
+static void test_conv_direct_empty_plane_huge_padding(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_zeros(TG_DIMS(1, 2, 0, 0)), *w = iota(TG_DIMS(1, 2, 3, 3));
+    assert_int_equal(tg_tensor_set_requires_grad(w, true), TG_OK);
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_conv2d(x, w, TG_NONE, 1, INT_MAX, INT_MAX - 1);
+    if (!y)
+        fail_msg("tg_conv2d refused an empty input plane: %s", tg_last_error());
+    int64_t want[4] = {1, 1, 2, 2};
+    assert_memory_equal(y->shape, want, sizeof want);
+    for (int64_t i = 0; i < y->numel; i++)
+        assert_float_equal(y->data[i], 0.0f, 0.0f);
+    assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
+    for (int64_t i = 0; i < w->numel; i++)
+        assert_float_equal(w->grad->data[i], 0.0f, 0.0f);
+    tg_tape_end(tape);
+    tg_tensor_release(x), tg_tensor_release(w);
+}
+
 /* ---- pooling ------------------------------------------------------------------------------- */
 
 /* Kernel INT_MAX with padding INT_MAX / 2 on a 4 x 4 plane: every window holds the whole plane.
@@ -467,6 +491,7 @@ int main(void)
         TG_TEST(test_conv2d_padding_int_max),
         TG_TEST(test_conv_transpose2d_stride_int_max),
         TG_TEST(test_conv_empty_batch_huge_plane),
+        TG_TEST(test_conv_direct_empty_plane_huge_padding),
         TG_TEST(test_conv2d_huge_padding_and_dilation),
         TG_TEST(test_conv_empty_x_gives_bias),
         TG_TEST(test_pool_kernel_int_max),
