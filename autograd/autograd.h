@@ -30,9 +30,14 @@ tg_status tg_tape_end(tg_tape *tape);
 bool tg_grad_enabled(void);
 
 /* Back-propagates from a one-element loss: accumulates d loss / d leaf into every leaf's grad.
- * May be called again on the same tape; gradients accumulate. */
+ * May be called again on the same tape; gradients accumulate. What a module's forward made
+ * between its layers (never its output) is freed as the walk passes it, as PyTorch does without
+ * retain_graph: a second backward through a module's forward fails with TG_ERR_STATE; run the
+ * forward again, or take the first gradients with tg_grad / tg_backward_ex's create_graph,
+ * which free nothing (docs/design.md, section 3, rule 6). */
 tg_status tg_backward(tg_tensor *loss);
-/* Back-propagates from y of any shape with the given output gradient dy (same shape as y). */
+/* Back-propagates from y of any shape with the given output gradient dy (same shape as y);
+ * frees what modules made as tg_backward does. */
 tg_status tg_backward_grad(tg_tensor *y, const tg_tensor *dy);
 /* The gradients of outputs[0..n_outputs) with respect to exactly inputs[0..n_inputs) (each
  * requiring grad: a leaf or an op result), as torch.autograd.grad: grads[k] gets d/d inputs[k]

@@ -110,6 +110,9 @@ struct tg_node {
     /* During a graph backward (create_graph): the output's gradient so far, a tape-owned tensor
      * with history, or NULL. Borrowed; cleared when the walk ends. */
     tg_tensor *gout;
+    /* Recorded inside a module's forward, its output not the outermost module's result: the
+     * caller never saw it, so a first-order backward frees its data once passed (released). */
+    bool internal, released;
     _Alignas(16) unsigned char params[TG_MAX_PARAMS];
 };
 
@@ -191,7 +194,8 @@ struct tg_tape {
 tg_tape *tg_tape_innermost(void);
 /* True when tape is open on this thread. */
 bool tg_tape_on_this_thread(const tg_tape *tape);
-/* TG_OK when n's inputs and output are unchanged since it ran; else the error, named for fn. */
+/* TG_OK when n's inputs and output are unchanged since it ran and still exist (not released
+ * by a backward); else the error, named for fn. */
 tg_status tg_node_versions(const tg_node *n, const char *fn);
 /* The first-order walk over every open tape, newest node first, from the gradients already
  * set on outputs (->grad). targeted: only the inputs with their need_in bit set get a
@@ -199,6 +203,9 @@ tg_status tg_node_versions(const tg_node *n, const char *fn);
  * output gradient is freed as soon as its backward has run, unless the output is one of the
  * n_keep tensors in keep (tg_grad's requested inputs, read after the walk). */
 tg_status tg_backward_walk(bool targeted, tg_tensor *const *keep, int n_keep);
+/* The same for tg_backward: every node marked internal also has its output's data and its
+ * saved state freed once its backward has run (see tg_tape_module_enter). */
+tg_status tg_backward_walk_freeing(void);
 /* Frees the gradients of every non-leaf result on the open tapes (after a walk). */
 void tg_free_intermediate_grads(void);
 /* TG_CHECK_FINITE's state, and the index of t's first non-finite value or -1. */

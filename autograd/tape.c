@@ -12,6 +12,8 @@
 #include <string.h>
 
 static _Thread_local tg_tape *innermost;
+/* How many module forwards are running on this thread (tg_tape_module_enter). */
+static _Thread_local int module_depth;
 
 tg_tape *tg_tape_innermost(void)
 {
@@ -169,6 +171,13 @@ static tg_tape *entry_check(const char *opname, int n_in, tg_tensor *const *in)
                          opname, i);
             return NULL;
         }
+        if (!in[i]->storage) {
+            tg_set_error(TG_ERR_STATE,
+                         "tg_%s: input %d was made inside a module's forward and freed by a "
+                         "backward that passed it; retain it (tg_tensor_retain) to keep it",
+                         opname, i);
+            return NULL;
+        }
     }
     if (!innermost) {
         tg_set_error(TG_ERR_STATE,
@@ -232,6 +241,8 @@ tg_tensor *tg_apply_index(const tg_op *op, const void *params, size_t params_siz
     n->grad_fresh = 0;
     n->index = (tg_index *)index; /* retained below only when the node is recorded */
     n->need_in = 0;
+    n->internal = module_depth > 0;
+    n->released = false;
     n->gout = NULL;
     if (params_size)
         memcpy(n->params, params, params_size);
@@ -440,9 +451,26 @@ tg_index *tg_labels(const tg_tensor *t)
 
 /* ---- backward --------------------------------------------------------------------------- */
 
+/* The error of a walk that reaches what an earlier backward freed (release_internal). */
+static tg_status released_error(const tg_node *n, const char *fn)
+{
+    return tg_set_error(TG_ERR_STATE,
+                        "%s: the graph through tg_%s, inside a module's forward, was freed by "
+                        "an earlier backward through it (a first-order backward frees what "
+                        "modules made once it has passed them, as PyTorch does without "
+                        "retain_graph); run the forward again, or differentiate with "
+                        "tg_grad or tg_backward_ex with create_graph, which keep it",
+                        fn, n->op->name);
+}
+
 /* Checks that a node's saved tensors are as they were when it ran. */
 tg_status tg_node_versions(const tg_node *n, const char *fn)
 {
+    if (n->released)
+        return released_error(n, fn);
+    for (int i = 0; i < n->n_in; i++)
+        if (!n->in[i]->storage)
+            return released_error(n, fn);
     for (int i = 0; i < n->n_in; i++) {
         if (n->in[i]->storage->version != n->in_version[i]) {
             char s[160];
@@ -572,7 +600,27 @@ static bool kept(const tg_tensor *t, tg_tensor *const *keep, int n)
     return false;
 }
 
-tg_status tg_backward_walk(bool targeted, tg_tensor *const *keep, int n_keep)
+/* After n's backward in a freeing walk, for an internal node: its saved state, and its
+ * output's data unless a reference beyond the tape's and the graph's holds the output (the
+ * code that made it retained it). A view of the output holds the storage, which then lives on
+ * with it. The output's consumers all come later on the tapes, so their backwards have run or
+ * do not run in this walk; a later walk through them is refused (tg_node_versions), as is any
+ * op given the output (entry_check). */
+static void release_internal(tg_node *n)
+{
+    tg_tensor *out = n->out;
+    tg_free(n->scratch, n->scratch_bytes);
+    n->scratch = NULL;
+    n->scratch_bytes = 0;
+    n->released = true;
+    if (out->refcount == out->held && out->storage) {
+        tg_storage_release(out->storage);
+        out->storage = NULL;
+        out->data = NULL;
+    }
+}
+
+static tg_status backward_walk(bool targeted, tg_tensor *const *keep, int n_keep, bool freeing)
 {
     bool trap = tg_finite_trap();
     for (tg_tape *t = innermost; t; t = t->outer) {
@@ -613,9 +661,36 @@ tg_status tg_backward_walk(bool targeted, tg_tensor *const *keep, int n_keep)
                 tg_tensor_release(n->out->grad);
                 n->out->grad = NULL;
             }
+            if (freeing && n->internal)
+                release_internal(n);
         }
     }
     return TG_OK;
+}
+
+tg_status tg_backward_walk(bool targeted, tg_tensor *const *keep, int n_keep)
+{
+    return backward_walk(targeted, keep, n_keep, false);
+}
+
+tg_status tg_backward_walk_freeing(void)
+{
+    return backward_walk(false, NULL, 0, true);
+}
+
+void tg_tape_module_enter(void)
+{
+    module_depth++;
+}
+
+void tg_tape_module_leave(tg_tensor *const *out, int64_t n_out)
+{
+    TG_ASSERT(module_depth > 0);
+    if (--module_depth > 0)
+        return; /* an inner module's results are the enclosing module's internals */
+    for (int64_t i = 0; i < n_out; i++)
+        if (out[i] && out[i] != TG_NONE && out[i]->node)
+            out[i]->node->internal = false;
 }
 
 tg_status tg_backward_grad(tg_tensor *y, const tg_tensor *dy)
@@ -646,7 +721,7 @@ tg_status tg_backward_grad(tg_tensor *y, const tg_tensor *dy)
     y->grad = tg_tensor_clone(dy);
     if (!y->grad)
         return tg_last_status();
-    tg_status st = tg_backward_walk(false, NULL, 0);
+    tg_status st = tg_backward_walk_freeing();
     tg_free_intermediate_grads();
     return st;
 }

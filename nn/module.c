@@ -284,10 +284,14 @@ static tg_status forward_multi(const char *fn, tg_module *m, int64_t n_in, tg_te
                                 "%s: the %s module \"%s\" takes one input and gives one output; "
                                 "called with %lld inputs and %lld outputs",
                                 fn, m->type, m->name, (long long)n_in, (long long)n_out);
+        tg_tape_module_enter();
         out[0] = m->forward(m, in[0]);
+        tg_tape_module_leave(out, 1);
         return out[0] ? TG_OK : silent_failure(fn, m);
     }
+    tg_tape_module_enter();
     st = m->forward_multi(m, n_in, in, n_out, out);
+    tg_tape_module_leave(out, n_out);
     for (int64_t i = 0; st == TG_OK && i < n_out; i++)
         if (!out[i])
             st = silent_failure(fn, m);

@@ -181,4 +181,12 @@ extern int tg_conv_winograd;
  * tapes (it sizes the working space). */
 extern int tg_conv_direct;
 
+/* Around a module's forward (nn/module.c): results recorded while one runs are its internals,
+ * except the outermost module's outputs, which tg_tape_module_leave hands back unmarked. A
+ * first-order backward (tg_backward, tg_backward_grad) frees an internal result's data and its
+ * node's saved state once it has passed them, as PyTorch frees a graph's saved tensors without
+ * retain_graph; tg_grad and create_graph keep everything (autograd/tape.c). */
+void tg_tape_module_enter(void);
+void tg_tape_module_leave(tg_tensor *const *out, int64_t n_out);
+
 #endif

@@ -5,6 +5,8 @@
 #include "common.h"
 #include "sequential_check.h"
 
+#include "../autograd/internal.h" /* the graph's nodes: test_backward_frees_internals */
+
 #include "data.h"
 #include "nn.h"
 
@@ -728,6 +730,76 @@ static void test_gan_forward_backward(void **state)
     tg_module_free(D);
 }
 
+/* A first-order backward frees what a module's forward made once the walk has passed it (as
+ * PyTorch frees a graph's saved tensors): the data of the results between its layers, not its
+ * output, not one that was retained. A second backward through the freed graph and an op on a
+ * freed result are refused with the cause; tg_grad and create_graph keep the graph, so a
+ * backward after them still runs. */
+static void test_backward_frees_internals(void **state)
+{
+    (void)state;
+    tg_rng rng;
+    tg_rng_seed(&rng, 5);
+    tg_module *m = must(TG_NN_SEQUENTIAL(tg_nn_linear(16, 256, true, &rng), tg_nn_tanh(),
+                                         tg_nn_linear(256, 1, true, &rng)));
+    tg_tensor *x = tg_tensor_new(TG_DIMS(64, 16));
+    assert_int_equal(tg_tensor_normal_(x, &rng, 0.0f, 1.0f), TG_OK);
+
+    tg_tape *tape = tg_tape_begin(TG_GRAD);
+    tg_tensor *y = tg_module_forward(m, x), *loss = tg_sum(y);
+    assert_non_null(loss);
+    tg_tensor *h = y->node->in[0], *pre = h->node->in[0]; /* tanh's and the first linear's */
+    assert_non_null(h->data);
+    assert_int_equal(tg_backward(loss), TG_OK);
+    assert_null(h->data);
+    assert_null(pre->data);
+    assert_non_null(y->data); /* the module's output */
+    assert_float_equal(tg_tensor_item(loss), tg_tensor_item(tg_sum(y)), 0.0f);
+    tg_tensor *w1 = tg_module_param(tg_module_child(m, "0"), "weight");
+    assert_non_null(w1);
+    assert_non_null(w1->grad);
+    tg_tensor *g1 = tg_tensor_clone(w1->grad);
+    tg_module_zero_grad(m);
+    assert_int_equal(tg_backward(loss), TG_ERR_STATE);
+    assert_error_contains("was freed by an earlier backward through it");
+    assert_null(w1->grad); /* nothing reached the parameters */
+    assert_null(tg_tanh(h));
+    assert_error_contains("input 0 was made inside a module's forward and freed");
+    tg_clear_error();
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+
+    /* Retained, a result outlives the backward; the gradients are the same. */
+    tape = tg_tape_begin(TG_GRAD);
+    y = tg_module_forward(m, x);
+    h = tg_tensor_retain(y->node->in[0]);
+    assert_int_equal(tg_backward(tg_sum(y)), TG_OK);
+    assert_non_null(h->data);
+    assert_memory_equal(w1->grad->data, g1->data, (size_t)g1->numel * sizeof(float));
+    tg_tensor_release(h);
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+    tg_module_zero_grad(m);
+
+    /* tg_grad, and a create_graph backward, keep the graph for the backward after them. */
+    tape = tg_tape_begin(TG_GRAD);
+    y = tg_module_forward(m, x);
+    loss = tg_sum(y);
+    tg_tensor *gx = NULL;
+    assert_int_equal(tg_tensor_set_requires_grad(x, true), TG_OK);
+    assert_int_equal(tg_grad(&loss, 1, &x, 1, NULL, false, &gx), TG_OK);
+    assert_int_equal(tg_backward_ex(loss, NULL, true), TG_OK);
+    h = y->node->in[0];
+    assert_non_null(h->data);
+    assert_int_equal(tg_backward(loss), TG_OK);
+    assert_null(h->data);
+    for (int64_t i = 0; i < g1->numel; i++) /* two backwards added up */
+        assert_float_equal(w1->grad->data[i], 2.0f * g1->data[i], 1e-5f * fabsf(g1->data[i]));
+    assert_int_equal(tg_tape_end(tape), TG_OK);
+
+    tg_tensor_release(g1);
+    tg_tensor_release(x);
+    tg_module_free(m);
+}
+
 /* Pooling, upsampling, dropout and flatten modules run, with the shapes their ops give. */
 static void test_image_layers(void **state)
 {
@@ -970,6 +1042,7 @@ int main(void)
         TG_TEST(test_train_eval),
         TG_TEST(test_init_distributions),
         TG_TEST(test_gan_forward_backward),
+        TG_TEST(test_backward_frees_internals),
         TG_TEST(test_image_layers),
         TG_TEST(test_load_errors_change_nothing),
         TG_TEST(test_state_dict_round_trip),
