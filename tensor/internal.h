@@ -180,6 +180,9 @@ extern int tg_conv_winograd;
  * loops (slower than the lowering on the GAN's layer). Differ by rounding only; set between
  * tapes (it sizes the working space). */
 extern int tg_conv_direct;
+/* 1 (the default): bilinear upsampling's column passes run on vectors where rows are short
+ * (autograd/resize.c, col_plan); 0: the scalar loops. The same bits; tests compare them. */
+extern int tg_upsample_short_rows;
 
 /* Around a module's forward (nn/module.c): results recorded while one runs are its internals,
  * except the outermost module's outputs, which tg_tape_module_leave hands back unmarked. A

@@ -2,7 +2,8 @@
  * agreement between 1 and 2 threads. (Gradients are also gradchecked from the op tables.) */
 #include "common.h"
 
-#include "../tensor/isa.h" /* tg_isa_level: every instruction set level */
+#include "../tensor/internal.h" /* tg_upsample_short_rows: both column passes */
+#include "../tensor/isa.h"      /* tg_isa_level: every instruction set level */
 #include "golden/pool_golden.h"
 
 #include <stdio.h>
@@ -588,6 +589,56 @@ static void test_upsample_reference(void **state)
     tg_set_num_threads(saved_threads);
 }
 
+/* The column passes of short rows (resize.c's col_plan: rows of at most 32 inputs, and 32
+ * outputs for the scatter) against the scalar loops, bit for bit: y, a fresh dx and an
+ * accumulated one, every mode, scales 1 to 4, sizes on both sides of the limits. */
+static void test_upsample_short_rows_bits(void **state)
+{
+    (void)state;
+    static const int64_t shapes[][4] = {{2, 3, 7, 7},  {1, 2, 14, 14}, {1, 1, 3, 16}, {1, 2, 5, 17},
+                                        {2, 1, 4, 31}, {1, 1, 2, 32},  {1, 1, 2, 33}, {1, 1, 1, 1}};
+    tg_rng rng;
+    tg_rng_seed(&rng, 12);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        for (int mode = 1; mode < 3; mode++)
+            for (int s = 1; s <= 4; s++) {
+                const int64_t *xs = shapes[k], ys[4] = {xs[0], xs[1], xs[2] * s, xs[3] * s};
+                tg_tensor *x = tg_tensor_new(4, xs), *dy = tg_tensor_new(4, ys);
+                tg_tensor_normal_(x, &rng, 0.0f, 1.0f);
+                tg_tensor_uniform_(dy, &rng, -1.0f, 1.0f);
+                assert_int_equal(tg_tensor_set_requires_grad(x, true), TG_OK);
+                tg_tensor *got[2][3]; /* y, the fresh dx, the accumulated dx */
+                for (int vec = 0; vec < 2; vec++) {
+                    tg_upsample_short_rows = vec;
+                    tg_tape *tape = tg_tape_begin(TG_GRAD);
+                    tg_tensor *y = tg_upsample(x, s, (tg_upsample_mode)mode);
+                    assert_non_null(y);
+                    got[vec][0] = tg_tensor_clone(y);
+                    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+                    got[vec][1] = tg_tensor_clone(x->grad);
+                    assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+                    got[vec][2] = tg_tensor_clone(x->grad);
+                    tg_tensor_zero_grad(x);
+                    assert_int_equal(tg_tape_end(tape), TG_OK);
+                }
+                tg_upsample_short_rows = 1;
+                for (int t = 0; t < 3; t++) {
+                    if (memcmp(got[0][t]->data, got[1][t]->data,
+                               sizeof(float) * (size_t)got[0][t]->numel) != 0)
+                        fail_msg("x [%lld, %lld, %lld, %lld], mode %d, x%d: %s differs",
+                                 (long long)xs[0], (long long)xs[1], (long long)xs[2],
+                                 (long long)xs[3], mode, s,
+                                 t == 0   ? "y"
+                                 : t == 1 ? "the fresh dx"
+                                          : "the accumulated dx");
+                    tg_tensor_release(got[0][t]);
+                    tg_tensor_release(got[1][t]);
+                }
+                tg_tensor_release(x);
+                tg_tensor_release(dy);
+            }
+}
+
 /* ---- errors ------------------------------------------------------------------------------- */
 
 /* op on a tensor of the given shape must fail with status and a message containing msg. */
@@ -736,6 +787,7 @@ int main(void)
         TG_TEST(test_upsample_scale_one),
         TG_TEST(test_backward_accumulates),
         TG_TEST(test_upsample_reference),
+        TG_TEST(test_upsample_short_rows_bits),
         TG_TEST(test_errors),
         TG_TEST(test_null_input_keeps_error),
         TG_TEST(test_threads_agree),
