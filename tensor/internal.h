@@ -180,6 +180,10 @@ extern int tg_conv_winograd;
  * loops (slower than the lowering on the GAN's layer). Differ by rounding only; set between
  * tapes (it sizes the working space). */
 extern int tg_conv_direct;
+/* 1 (the default): the direct loops' blocks at stride 1 and dilation 1 load each input tile
+ * once for every output row it feeds (direct_block_s1); 0: once per row and tap. The same
+ * bits; tests compare them. */
+extern int tg_conv_direct_shared_loads;
 /* 1 (the default): bilinear upsampling's column passes run on vectors where rows are short
  * (autograd/resize.c, col_plan); 0: the scalar loops. The same bits; tests compare them. */
 extern int tg_upsample_short_rows;

@@ -524,6 +524,17 @@ static void test_threads_equal(void **state)
                   (const int64_t[]){8, 1, 20, 20}, 1, 2, 1);
 }
 
+/* a and b bit for bit; runs names the two runs compared ("A vs B"), for the message. */
+static void assert_same_bits(const tg_tensor *a, const tg_tensor *b, const char *what,
+                             const char *runs)
+{
+    assert_true(tg_shape_equal(a, b));
+    for (int64_t i = 0; i < a->numel; i++)
+        if (memcmp(&a->data[i], &b->data[i], sizeof(float)) != 0)
+            fail_msg("%s: %s[%lld] = %.9g vs %.9g", runs, what, (long long)i, a->data[i],
+                     b->data[i]);
+}
+
 /* One output channel (the direct loops) on planes where the forward's blocks of 4 rows x 2
  * tiles and the weight gradient's groups of 4 taps apply, with edge rows and tiles left over
  * (30 x 41: 7 blocks and 2 rows, one pair of tiles and one tile) and not (28 x 28, the GAN's
@@ -545,6 +556,14 @@ static void test_direct_blocks(void **state)
             tg_tensor *dy = tensor4(ys, NULL, false);
             fill_uniform(dy, 34);
             conv_result r = conv_run(false, x, w, b, dy, s, 2, 1, NULL);
+            /* Each input tile loaded once for the rows it feeds (stride 1), or once per row and
+             * tap: the same sums in the same order. */
+            tg_conv_direct_shared_loads = 0;
+            conv_result r0 = conv_run(false, x, w, b, dy, s, 2, 1, NULL);
+            tg_conv_direct_shared_loads = 1;
+            assert_same_bits(r.y, r0.y, "y", "shared loads or not");
+            assert_same_bits(r.dx, r0.dx, "dx", "shared loads or not");
+            conv_result_release(&r0);
             for (int64_t n = 0; n < 2; n++)
                 for (int64_t oh = 0; oh < Ho; oh++)
                     for (int64_t ow = 0; ow < Wo; ow++) {
@@ -624,17 +643,6 @@ static void test_second_backward(void **state)
  * from the image (tg_conv_implicit); the packed panels must be the ones pack_b makes from
  * written columns, so every result is bit for bit the same either way. Elsewhere both runs
  * take the written columns and the checks hold trivially. */
-
-/* a and b bit for bit; runs names the two runs compared ("A vs B"), for the message. */
-static void assert_same_bits(const tg_tensor *a, const tg_tensor *b, const char *what,
-                             const char *runs)
-{
-    assert_true(tg_shape_equal(a, b));
-    for (int64_t i = 0; i < a->numel; i++)
-        if (memcmp(&a->data[i], &b->data[i], sizeof(float)) != 0)
-            fail_msg("%s: %s[%lld] = %.9g vs %.9g", runs, what, (long long)i, a->data[i],
-                     b->data[i]);
-}
 
 /* A layer: x and w shapes, stride, padding, dilation (conv2d) or output padding. */
 typedef struct {
