@@ -262,6 +262,31 @@ typedef struct {
     bool flip, bias_first, add;
 } direct_ctx;
 
+/* A block's accumulators a[rows][tiles] for output row oh and column q: first everywhere
+ * (init: the first channel), else acc's partial sums. */
+static inline __attribute__((always_inline)) void block_begin(conv_tile (*a)[DIRECT_TILES],
+                                                              const float *acc, int64_t Wt,
+                                                              bool init, float first, int64_t oh,
+                                                              int64_t q, int rows, int tiles)
+{
+    for (int r = 0; r < rows; r++)
+        for (int u = 0; u < tiles; u++)
+            if (init)
+                a[r][u] = (conv_tile){0} + first;
+            else
+                a[r][u] = *(const conv_tile *)(acc + (oh + r) * Wt + q + u * CONV_DIRECT_TILE);
+}
+
+/* The accumulators back into acc. */
+static inline __attribute__((always_inline)) void block_end(conv_tile (*a)[DIRECT_TILES],
+                                                            float *acc, int64_t Wt, int64_t oh,
+                                                            int64_t q, int rows, int tiles)
+{
+    for (int r = 0; r < rows; r++)
+        for (int u = 0; u < tiles; u++)
+            *(conv_tile *)(acc + (oh + r) * Wt + q + u * CONV_DIRECT_TILE) = a[r][u];
+}
+
 /* The accumulators of rows x tiles output tiles from row oh and column q (acc's, or first
  * when init: one pass less over acc): every tap of one channel's padded plane img (weights wc)
  * added in. One tile alone made one chain of dependent
@@ -272,14 +297,9 @@ static inline __attribute__((always_inline)) void
 direct_block(const conv_geom *g, float *acc, const float *img, const float *wc, bool flip,
              bool init, float first, int64_t oh, int64_t q, int rows, int tiles, int64_t s)
 {
-    const int64_t d = g->dil, Wq = g->Wq, Wt = g->Wt, last = g->kh * g->kw - 1;
-    conv_tile a[DIRECT_ROWS][DIRECT_TILES], v, start = (conv_tile){0} + first;
-    for (int r = 0; r < rows; r++)
-        for (int u = 0; u < tiles; u++)
-            if (init)
-                a[r][u] = start;
-            else
-                a[r][u] = *(const conv_tile *)(acc + (oh + r) * Wt + q + u * CONV_DIRECT_TILE);
+    const int64_t d = g->dil, Wq = g->Wq, last = g->kh * g->kw - 1;
+    conv_tile a[DIRECT_ROWS][DIRECT_TILES], v;
+    block_begin(a, acc, g->Wt, init, first, oh, q, rows, tiles);
     for (int64_t i = 0; i < g->kh; i++)
         for (int64_t j = 0; j < g->kw; j++) {
             const float wv = wc[flip ? last - (i * g->kw + j) : i * g->kw + j];
@@ -292,9 +312,7 @@ direct_block(const conv_geom *g, float *acc, const float *img, const float *wc, 
                     a[r][u] += wv * v;
                 }
         }
-    for (int r = 0; r < rows; r++)
-        for (int u = 0; u < tiles; u++)
-            *(conv_tile *)(acc + (oh + r) * Wt + q + u * CONV_DIRECT_TILE) = a[r][u];
+    block_end(a, acc, g->Wt, oh, q, rows, tiles);
 }
 
 /* direct_block at stride 1 and dilation 1 (the GAN's layers), each input tile loaded once:
@@ -311,14 +329,9 @@ static inline __attribute__((always_inline)) void direct_block_s1(const conv_geo
                                                                   bool flip, bool init, float first,
                                                                   int64_t oh, int64_t q)
 {
-    const int64_t Wq = g->Wq, Wt = g->Wt, kh = g->kh, kw = g->kw, last = kh * kw - 1;
-    conv_tile a[DIRECT_ROWS][DIRECT_TILES], v[DIRECT_TILES], start = (conv_tile){0} + first;
-    for (int r = 0; r < DIRECT_ROWS; r++)
-        for (int u = 0; u < DIRECT_TILES; u++)
-            if (init)
-                a[r][u] = start;
-            else
-                a[r][u] = *(const conv_tile *)(acc + (oh + r) * Wt + q + u * CONV_DIRECT_TILE);
+    const int64_t Wq = g->Wq, kh = g->kh, kw = g->kw, last = kh * kw - 1;
+    conv_tile a[DIRECT_ROWS][DIRECT_TILES], v[DIRECT_TILES];
+    block_begin(a, acc, g->Wt, init, first, oh, q, DIRECT_ROWS, DIRECT_TILES);
     for (int64_t k = 0; k < kh + DIRECT_ROWS - 1; k++)
         for (int64_t j = 0; j < kw; j++) {
             const float *src = img + (oh + k) * Wq + q + j;
@@ -335,9 +348,7 @@ static inline __attribute__((always_inline)) void direct_block_s1(const conv_geo
                     a[r][u] += wv * v[u];
             }
         }
-    for (int r = 0; r < DIRECT_ROWS; r++)
-        for (int u = 0; u < DIRECT_TILES; u++)
-            *(conv_tile *)(acc + (oh + r) * Wt + q + u * CONV_DIRECT_TILE) = a[r][u];
+    block_end(a, acc, g->Wt, oh, q, DIRECT_ROWS, DIRECT_TILES);
 }
 
 /* acc [Ho, Wt] = first + one output channel's sums over xp's Ci planes (weights w_oc). */
