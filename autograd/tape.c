@@ -468,10 +468,9 @@ tg_status tg_node_versions(const tg_node *n, const char *fn)
 {
     if (n->released)
         return released_error(n, fn);
-    for (int i = 0; i < n->n_in; i++)
+    for (int i = 0; i < n->n_in; i++) {
         if (!n->in[i]->storage)
             return released_error(n, fn);
-    for (int i = 0; i < n->n_in; i++) {
         if (n->in[i]->storage->version != n->in_version[i]) {
             char s[160];
             return tg_set_error(TG_ERR_STATE,
