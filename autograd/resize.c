@@ -320,10 +320,6 @@ static void bilinear_plane(upsample_dims d, const lerp_entry *rows, const lerp_e
     }
 }
 
-/* The accumulator of input row h among the two of bilinear_scatter_plane (g, held). The row
- * it evicts, of h's parity, is h - 2 or below, so below the current i0 (h <= i0 + 1): i0 never
- * decreasing, it is complete, and is scattered into dx's row before the slot is zeroed. (In
- * any other order a row would be scattered in parts, still correct: the map is linear.) */
 /* scatter_cols, or its vector form where plan allows. */
 static void scatter_row(const col_plan *plan, const lerp_entry *cols, int64_t nb, const float *g,
                         float *dxr, int64_t W)
@@ -334,6 +330,10 @@ static void scatter_row(const col_plan *plan, const lerp_entry *cols, int64_t nb
         scatter_cols(cols, nb, g, dxr);
 }
 
+/* The accumulator of input row h among the two of bilinear_scatter_plane (g, held). The row
+ * it evicts, of h's parity, is h - 2 or below, so below the current i0 (h <= i0 + 1): i0 never
+ * decreasing, it is complete, and is scattered into dx's row before the slot is zeroed. (In
+ * any other order a row would be scattered in parts, still correct: the map is linear.) */
 static float *row_acc(float (*g)[UP_BLOCK], int64_t held[2], int64_t h, const lerp_entry *cols,
                       const col_plan *plan, int64_t nb, float *dxp, int64_t W)
 {
