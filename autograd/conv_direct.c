@@ -40,6 +40,12 @@
 /* The weight gradient's taps of a kernel row summed at once (direct_dw_taps): a 3- or 5-wide
  * row in one pass, and 6 accumulators of two registers each still fit AVX2's 16. */
 #define DIRECT_DW_TAPS 6
+/* The data gradient's shared loads (direct_block_s1) take its flipped taps from a local
+ * copy of at most this many (7 x 7); larger kernels load once per row and tap. */
+#define DIRECT_S1_TAPS 49
+/* The weight gradient's accumulators when it takes every tap at once (direct_dw_plane_s1:
+ * 5x5 and 3x3 kernels). */
+#define DIRECT_DW_S1_TAPS 25
 /* With tg_conv_direct 2, several output channels take the direct loops up to this many input
  * channels (tg_conv_direct_applies). Not by default: on D's 1 -> 64 layer (3x3, 28x28, batch
  * 128, forward + backward, 1 thread) they took 17-21 ms of CPU against the lowering's 10-13:
@@ -324,15 +330,16 @@ direct_block(const conv_geom *g, float *acc, const float *img, const float *wc, 
  * (most of these) spans two cache lines, and the loads, not the FMAs, bounded the loop: the
  * G's 64 -> 1 layer (5x5) ran at 20-30 GFLOP/s. Each accumulator still gets its terms in the
  * order i, then j (k rises with i for a fixed r), so the sums are the same bit for bit. */
-static inline __attribute__((always_inline)) void direct_block_s1(const conv_geom *g, float *acc,
-                                                                  const float *img, const float *wc,
-                                                                  bool flip, bool init, float first,
-                                                                  int64_t oh, int64_t q)
+static inline __attribute__((always_inline)) void
+direct_block_s1(const conv_geom *g, float *acc, const float *img, const float *taps, bool init,
+                float first, int64_t oh, int64_t q, int64_t kh, int64_t kw)
 {
-    const int64_t Wq = g->Wq, kh = g->kh, kw = g->kw, last = kh * kw - 1;
+    const int64_t Wq = g->Wq;
     conv_tile a[DIRECT_ROWS][DIRECT_TILES], v[DIRECT_TILES];
     block_begin(a, acc, g->Wt, init, first, oh, q, DIRECT_ROWS, DIRECT_TILES);
+#pragma GCC unroll 8
     for (int64_t k = 0; k < kh + DIRECT_ROWS - 1; k++)
+#pragma GCC unroll 5
         for (int64_t j = 0; j < kw; j++) {
             const float *src = img + (oh + k) * Wq + q + j;
             for (int u = 0; u < DIRECT_TILES; u++)
@@ -342,13 +349,29 @@ static inline __attribute__((always_inline)) void direct_block_s1(const conv_geo
                 const int64_t i = k - r;
                 if (i < 0 || i >= kh)
                     continue;
-                const float wv = wc[flip ? last - (i * kw + j) : i * kw + j];
+                const float wv = taps[i * kw + j];
 #pragma GCC unroll 2
                 for (int u = 0; u < DIRECT_TILES; u++)
                     a[r][u] += wv * v[u];
             }
         }
     block_end(a, acc, g->Wt, oh, q, DIRECT_ROWS, DIRECT_TILES);
+}
+
+/* direct_block_s1 inlined with the GAN's kernel sides as constants: its loops then unroll
+ * whole, with no tests of i left and every weight at a fixed offset (an operand of its
+ * multiply-adds). Inlined with g's sides, the loops over k and j, the test of each row and the
+ * index of its weight ran as code: the 64 -> 1 layer's forward ran at a third of its FMA rate
+ * (perf: branches and spilled flags beside the multiply-adds). */
+static void direct_block_s1_sized(const conv_geom *g, float *acc, const float *img,
+                                  const float *taps, bool init, float first, int64_t oh, int64_t q)
+{
+    if (g->kh == 5 && g->kw == 5)
+        direct_block_s1(g, acc, img, taps, init, first, oh, q, 5, 5);
+    else if (g->kh == 3 && g->kw == 3)
+        direct_block_s1(g, acc, img, taps, init, first, oh, q, 3, 3);
+    else
+        direct_block_s1(g, acc, img, taps, init, first, oh, q, g->kh, g->kw);
 }
 
 /* acc [Ho, Wt] = first + one output channel's sums over xp's Ci planes (weights w_oc). */
@@ -360,15 +383,22 @@ static void direct_channel(const direct_ctx *c, const float *xp, const float *w_
     const int64_t row_blocks = Ho / DIRECT_ROWS * DIRECT_ROWS,
                   tile_pairs =
                       Wt / (DIRECT_TILES * CONV_DIRECT_TILE) * DIRECT_TILES * CONV_DIRECT_TILE;
+    /* The shared loads take the taps in order: the data gradient's flipped into taps. */
+    const int64_t last = g->kh * g->kw - 1;
+    const bool shared = g->stride == 1 && g->dil == 1 && tg_conv_direct_shared_loads &&
+                        (!c->flip || last < DIRECT_S1_TAPS);
+    float taps[DIRECT_S1_TAPS];
     for (int64_t ch = 0; ch < g->Ci; ch++) {
         const float *img = xp + ch * plane, *wc = w_oc + ch * c->w_c;
         const bool init = ch == 0;
+        if (shared && c->flip)
+            for (int64_t t = 0; t <= last; t++)
+                taps[t] = wc[last - t];
         for (int64_t oh = 0; oh < Ho; oh += DIRECT_ROWS) {
             const bool full = oh < row_blocks;
             for (int64_t q = 0; q < Wt; q += CONV_DIRECT_TILE * DIRECT_TILES) {
-                if (full && q < tile_pairs && g->stride == 1 && g->dil == 1 &&
-                    tg_conv_direct_shared_loads) /* the GAN's layers */
-                    direct_block_s1(g, acc, img, wc, c->flip, init, first, oh, q);
+                if (full && q < tile_pairs && shared) /* the GAN's layers */
+                    direct_block_s1_sized(g, acc, img, c->flip ? taps : wc, init, first, oh, q);
                 else if (full && q < tile_pairs)
                     direct_block(g, acc, img, wc, c->flip, init, first, oh, q, DIRECT_ROWS,
                                  DIRECT_TILES, g->stride);
@@ -479,6 +509,57 @@ static inline __attribute__((always_inline)) void direct_dw_row(const conv_geom 
     }
 }
 
+/* a[i][j] += the terms of dy row oh = k - i against input row k, one tile t, for the kernel
+ * rows i that row k feeds (all of them where interior). */
+static inline __attribute__((always_inline)) void
+direct_dw_s1_rowtile(const float *xrow, const float *dyb, int64_t Wt, int64_t Ho, int64_t k,
+                     int64_t t, bool interior, int64_t kh, int64_t kw, conv_tile *a)
+{
+#pragma GCC unroll 5
+    for (int64_t j = 0; j < kw; j++) {
+        const conv_tile v = *(const conv_tile *)(xrow + j + t);
+#pragma GCC unroll 5
+        for (int64_t i = 0; i < kh; i++) {
+            const int64_t oh = k - i;
+            if (!interior && (oh < 0 || oh >= Ho))
+                continue;
+            a[i * kw + j] += *(const conv_tile *)(dyb + oh * Wt + t) * v;
+        }
+    }
+}
+
+/* dw[o, c] (dwc) for one image at stride 1 and dilation 1, every tap at once: input row k
+ * feeds dy rows k - i under kernel row i, so each input tile is loaded once per column tap
+ * for all kh rows (direct_dw_taps loads it again for each: one load per multiply-add, and
+ * the unaligned loads bounded the loop, as in the forward). kh * kw accumulators: 25 of the
+ * 32 AVX-512 registers for 5x5, with the kh dy tiles of the column and one input tile.
+ * Each weight's terms come in direct_dw_taps's order (rows oh, then tiles) and its lanes
+ * are summed the same way, so the bits are the same. Inlined with constant kh, kw. */
+static inline __attribute__((always_inline)) void direct_dw_plane_s1(const conv_geom *g,
+                                                                     const float *img,
+                                                                     const float *dyb, int64_t kh,
+                                                                     int64_t kw, float *dwc)
+{
+    const int64_t Wq = g->Wq, Wt = g->Wt, Ho = g->Ho;
+    conv_tile a[DIRECT_DW_S1_TAPS];
+    for (int64_t e = 0; e < kh * kw; e++)
+        a[e] = (conv_tile){0};
+    for (int64_t k = 0; k < Ho + kh - 1; k++) {
+        const bool interior = k >= kh - 1 && k < Ho;
+        for (int64_t t = 0; t < Wt; t += CONV_DIRECT_TILE)
+            if (interior)
+                direct_dw_s1_rowtile(img + k * Wq, dyb, Wt, Ho, k, t, true, kh, kw, a);
+            else
+                direct_dw_s1_rowtile(img + k * Wq, dyb, Wt, Ho, k, t, false, kh, kw, a);
+    }
+    for (int64_t e = 0; e < kh * kw; e++) {
+        float sum = 0.0f;
+        for (int l = 0; l < CONV_DIRECT_TILE; l++)
+            sum += a[e][l];
+        dwc[e] += sum;
+    }
+}
+
 /* dw[o,c,i,j] += sum over the chunk's images and output positions of dyp * xp at the shifted
  * position: one dot product per weight, over whole tiles (dyp is zero past Wo). One (output,
  * input) channel pair per iteration: each thread owns its weights. */
@@ -486,16 +567,22 @@ static void conv2d_direct_dw(const conv_geom *g, const float *xp, const float *d
                              float *dw)
 {
     const int64_t kk = g->kh * g->kw, plane = g->Hp * g->Wq, rows = g->Ho * g->Wt;
+    const bool shared = g->stride == 1 && g->dil == 1 && tg_conv_direct_shared_loads;
     TG_PARALLEL_FOR_WORK(g->Co * g->Ci, B * kk * rows)
     for (int64_t oc = 0; oc < g->Co * g->Ci; oc++) {
         const int64_t o = oc / g->Ci, c = oc % g->Ci;
         for (int64_t b = 0; b < B; b++) {
             const float *img = xp + (b * g->Ci + c) * plane, *dyb = dyp + (b * g->Co + o) * rows;
-            for (int64_t i = 0; i < g->kh; i++)
-                if (g->stride == 1) /* the GAN's layers */
-                    direct_dw_row(g, img, dyb, i, 1, dw + oc * kk);
-                else
-                    direct_dw_row(g, img, dyb, i, g->stride, dw + oc * kk);
+            if (shared && g->kh == 5 && g->kw == 5) /* the GAN's 64 -> 1 layer */
+                direct_dw_plane_s1(g, img, dyb, 5, 5, dw + oc * kk);
+            else if (shared && g->kh == 3 && g->kw == 3)
+                direct_dw_plane_s1(g, img, dyb, 3, 3, dw + oc * kk);
+            else
+                for (int64_t i = 0; i < g->kh; i++)
+                    if (g->stride == 1) /* the GAN's layers */
+                        direct_dw_row(g, img, dyb, i, 1, dw + oc * kk);
+                    else
+                        direct_dw_row(g, img, dyb, i, g->stride, dw + oc * kk);
         }
     }
 }

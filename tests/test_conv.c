@@ -535,59 +535,71 @@ static void assert_same_bits(const tg_tensor *a, const tg_tensor *b, const char 
                      b->data[i]);
 }
 
+/* test_direct_blocks's case: x [2, 6, plane] against a ks x ks kernel at stride s, padding
+ * ks / 2. */
+static void check_direct_blocks(const int64_t plane[2], int ks, int s)
+{
+    const int p = ks / 2;
+    const int64_t xs[4] = {2, 6, plane[0], plane[1]}, ws[4] = {1, 6, ks, ks};
+    tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
+    const int64_t one = 1;
+    tg_tensor *b = tg_tensor_new(1, &one);
+    tg_tensor_set_requires_grad(b, true);
+    fill_uniform(x, 31), fill_uniform(w, 32), fill_uniform(b, 33);
+    const int64_t Ho = (xs[2] + 2 * p - ks) / s + 1, Wo = (xs[3] + 2 * p - ks) / s + 1;
+    const int64_t ys[4] = {2, 1, Ho, Wo};
+    tg_tensor *dy = tensor4(ys, NULL, false);
+    fill_uniform(dy, 34);
+    conv_result r = conv_run(false, x, w, b, dy, s, p, 1, NULL);
+    /* Each input tile loaded once for the rows (forward, data gradient) or kernel rows (weight
+     * gradient) it feeds at stride 1, or once per row and tap: the same sums in the same
+     * order. */
+    tg_conv_direct_shared_loads = 0;
+    conv_result r0 = conv_run(false, x, w, b, dy, s, p, 1, NULL);
+    tg_conv_direct_shared_loads = 1;
+    assert_same_bits(r.y, r0.y, "y", "shared loads or not");
+    assert_same_bits(r.dx, r0.dx, "dx", "shared loads or not");
+    assert_same_bits(r.dw, r0.dw, "dw", "shared loads or not");
+    conv_result_release(&r0);
+    for (int64_t n = 0; n < 2; n++)
+        for (int64_t oh = 0; oh < Ho; oh++)
+            for (int64_t ow = 0; ow < Wo; ow++) {
+                const double want = direct_conv2d(x, w, b, n, 0, oh, ow, s, p, 1);
+                assert_true(fabs(r.y->data[(n * Ho + oh) * Wo + ow] - want) < 1e-4);
+            }
+    for (int64_t c = 0; c < 6; c++)
+        for (int64_t i = 0; i < ks; i++)
+            for (int64_t j = 0; j < ks; j++) {
+                double want = 0.0;
+                for (int64_t n = 0; n < 2; n++)
+                    for (int64_t oh = 0; oh < Ho; oh++)
+                        for (int64_t ow = 0; ow < Wo; ow++) {
+                            const int64_t h = oh * s + i - p, v = ow * s + j - p;
+                            if (h >= 0 && h < xs[2] && v >= 0 && v < xs[3])
+                                want += (double)dy->data[(n * Ho + oh) * Wo + ow] *
+                                        x->data[((n * 6 + c) * xs[2] + h) * xs[3] + v];
+                        }
+                assert_true(fabs(r.dw->data[(c * ks + i) * ks + j] - want) < 1e-3);
+            }
+    conv_result_release(&r);
+    tg_tensor_release(x), tg_tensor_release(w), tg_tensor_release(b);
+    tg_tensor_release(dy);
+}
+
 /* One output channel (the direct loops) on planes where the forward's blocks of 4 rows x 2
  * tiles and the weight gradient's groups of 4 taps apply, with edge rows and tiles left over
  * (30 x 41: 7 blocks and 2 rows, one pair of tiles and one tile) and not (28 x 28, the GAN's
- * 64 -> 1 layer): y and dw against the definition in double, both at stride 1 and 2. */
+ * 64 -> 1 layer), with 5x5 and 3x3 kernels (each has its own inlined copy of the shared
+ * loads): y and dw against the definition in double, both at stride 1 and 2, and y, dx and dw
+ * the same bits with the shared loads and without. */
 static void test_direct_blocks(void **state)
 {
     (void)state;
     const int64_t planes[][2] = {{28, 28}, {30, 41}};
-    for (int k = 0; k < 2; k++)
-        for (int s = 1; s <= 2; s++) {
-            const int64_t xs[4] = {2, 6, planes[k][0], planes[k][1]}, ws[4] = {1, 6, 5, 5};
-            tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
-            const int64_t one = 1;
-            tg_tensor *b = tg_tensor_new(1, &one);
-            tg_tensor_set_requires_grad(b, true);
-            fill_uniform(x, 31), fill_uniform(w, 32), fill_uniform(b, 33);
-            const int64_t Ho = (xs[2] + 4 - 5) / s + 1, Wo = (xs[3] + 4 - 5) / s + 1;
-            const int64_t ys[4] = {2, 1, Ho, Wo};
-            tg_tensor *dy = tensor4(ys, NULL, false);
-            fill_uniform(dy, 34);
-            conv_result r = conv_run(false, x, w, b, dy, s, 2, 1, NULL);
-            /* Each input tile loaded once for the rows it feeds (stride 1), or once per row and
-             * tap: the same sums in the same order. */
-            tg_conv_direct_shared_loads = 0;
-            conv_result r0 = conv_run(false, x, w, b, dy, s, 2, 1, NULL);
-            tg_conv_direct_shared_loads = 1;
-            assert_same_bits(r.y, r0.y, "y", "shared loads or not");
-            assert_same_bits(r.dx, r0.dx, "dx", "shared loads or not");
-            conv_result_release(&r0);
-            for (int64_t n = 0; n < 2; n++)
-                for (int64_t oh = 0; oh < Ho; oh++)
-                    for (int64_t ow = 0; ow < Wo; ow++) {
-                        const double want = direct_conv2d(x, w, b, n, 0, oh, ow, s, 2, 1);
-                        assert_true(fabs(r.y->data[(n * Ho + oh) * Wo + ow] - want) < 1e-4);
-                    }
-            for (int64_t c = 0; c < 6; c++)
-                for (int64_t i = 0; i < 5; i++)
-                    for (int64_t j = 0; j < 5; j++) {
-                        double want = 0.0;
-                        for (int64_t n = 0; n < 2; n++)
-                            for (int64_t oh = 0; oh < Ho; oh++)
-                                for (int64_t ow = 0; ow < Wo; ow++) {
-                                    const int64_t h = oh * s + i - 2, v = ow * s + j - 2;
-                                    if (h >= 0 && h < xs[2] && v >= 0 && v < xs[3])
-                                        want += (double)dy->data[(n * Ho + oh) * Wo + ow] *
-                                                x->data[((n * 6 + c) * xs[2] + h) * xs[3] + v];
-                                }
-                        assert_true(fabs(r.dw->data[(c * 5 + i) * 5 + j] - want) < 1e-3);
-                    }
-            conv_result_release(&r);
-            tg_tensor_release(x), tg_tensor_release(w), tg_tensor_release(b);
-            tg_tensor_release(dy);
-        }
+    for (int ks = 5; ks >= 3; ks -= 2)
+        for (int k = 0; k < 2; k++)
+            for (int s = 1; s <= 2; s++)
+                check_direct_blocks(planes[k], ks, s);
 }
 
 /* backward twice on one tape: the second must not depend on what forward left in the working
