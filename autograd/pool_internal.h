@@ -16,11 +16,9 @@
 typedef float pool_vec __attribute__((vector_size(8 * sizeof(float))));
 typedef int32_t pool_ivec __attribute__((vector_size(8 * sizeof(int32_t))));
 
-/* m ? a : b per lane (C has no vector ?:). */
-static inline pool_ivec pool_select(pool_ivec m, pool_ivec a, pool_ivec b)
-{
-    return (a & m) | (b & ~m);
-}
+/* m ? a : b per lane (C has no vector ?:). A macro: a function taking and returning 32-byte
+ * vectors draws GCC's -Wpsabi note in the copies built without AVX. */
+#define POOL_SELECT(m, a, b) (((a) & (m)) | ((b) & ~(m)))
 
 /* One output row of 2 x 2 windows from input rows r0 and r1 = r0 + W, whose first element has
  * the flat in-plane index base: the general loop's rule (the first maximum in row-major window
@@ -52,13 +50,13 @@ static inline void max_pool_2x2_row(const float *r0, const float *r1, const floa
         pool_ivec best = (pool_ivec)v[0], off = w0;
         for (int k = 1; k < 4; k++) {
             const pool_ivec gt = v[k] > (pool_vec)best;
-            best = pool_select(gt, (pool_ivec)v[k], best);
-            off = pool_select(gt, at[k], off);
+            best = POOL_SELECT(gt, (pool_ivec)v[k], best);
+            off = POOL_SELECT(gt, at[k], off);
         }
         for (int k = 0; k < 4; k++) {
             const pool_ivec nan = v[k] != v[k];
-            best = pool_select(nan, (pool_ivec)v[k], best);
-            off = pool_select(nan, at[k], off);
+            best = POOL_SELECT(nan, (pool_ivec)v[k], best);
+            off = POOL_SELECT(nan, at[k], off);
         }
         const pool_ivec idx = off + even + (int32_t)(base + 2 * ow);
         memcpy(y + ow, &best, (size_t)nw * sizeof(float));
