@@ -374,6 +374,13 @@ static void direct_block_s1_sized(const conv_geom *g, float *acc, const float *i
         direct_block_s1(g, acc, img, taps, init, first, oh, q, g->kh, g->kw);
 }
 
+/* Whether g's loops load each input tile once for all it feeds (direct_block_s1 and
+ * direct_dw_plane_s1): stride 1 and dilation 1, unless tg_conv_direct_shared_loads is 0. */
+static bool direct_shared_loads(const conv_geom *g)
+{
+    return g->stride == 1 && g->dil == 1 && tg_conv_direct_shared_loads;
+}
+
 /* acc [Ho, Wt] = first + one output channel's sums over xp's Ci planes (weights w_oc). */
 static void direct_channel(const direct_ctx *c, const float *xp, const float *w_oc, float first,
                            float *acc)
@@ -385,8 +392,7 @@ static void direct_channel(const direct_ctx *c, const float *xp, const float *w_
                       Wt / (DIRECT_TILES * CONV_DIRECT_TILE) * DIRECT_TILES * CONV_DIRECT_TILE;
     /* The shared loads take the taps in order: the data gradient's flipped into taps. */
     const int64_t last = g->kh * g->kw - 1;
-    const bool shared = g->stride == 1 && g->dil == 1 && tg_conv_direct_shared_loads &&
-                        (!c->flip || last < DIRECT_S1_TAPS);
+    const bool shared = direct_shared_loads(g) && (!c->flip || last < DIRECT_S1_TAPS);
     float taps[DIRECT_S1_TAPS];
     for (int64_t ch = 0; ch < g->Ci; ch++) {
         const float *img = xp + ch * plane, *wc = w_oc + ch * c->w_c;
@@ -567,7 +573,7 @@ static void conv2d_direct_dw(const conv_geom *g, const float *xp, const float *d
                              float *dw)
 {
     const int64_t kk = g->kh * g->kw, plane = g->Hp * g->Wq, rows = g->Ho * g->Wt;
-    const bool shared = g->stride == 1 && g->dil == 1 && tg_conv_direct_shared_loads;
+    const bool shared = direct_shared_loads(g);
     TG_PARALLEL_FOR_WORK(g->Co * g->Ci, B * kk * rows)
     for (int64_t oc = 0; oc < g->Co * g->Ci; oc++) {
         const int64_t o = oc / g->Ci, c = oc % g->Ci;
@@ -579,7 +585,7 @@ static void conv2d_direct_dw(const conv_geom *g, const float *xp, const float *d
                 direct_dw_plane_s1(g, img, dyb, 3, 3, dw + oc * kk);
             else
                 for (int64_t i = 0; i < g->kh; i++)
-                    if (g->stride == 1) /* the GAN's layers */
+                    if (g->stride == 1) /* inlined with the stride constant */
                         direct_dw_row(g, img, dyb, i, 1, dw + oc * kk);
                     else
                         direct_dw_row(g, img, dyb, i, g->stride, dw + oc * kk);
