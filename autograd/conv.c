@@ -989,6 +989,23 @@ static dgrad_axis dgrad_axis_of(const conv_geom *g, int64_t r, bool along_w)
     return a;
 }
 
+/* The largest stride the implicit data gradient takes (dgrad_group); col2im runs above it. */
+#define DGRAD_MAX_STRIDE 8
+
+/* Every phase's axes, made once a call: dgrad_spread took them again for every plane, and
+ * their divisions cost as much as spreading a 14 x 14 plane (1.4% of a WGAN-GP iteration). */
+typedef struct {
+    dgrad_axis h[DGRAD_MAX_STRIDE], w[DGRAD_MAX_STRIDE];
+} dgrad_axes;
+
+static void dgrad_axes_of(const conv_geom *g, dgrad_axes *ax)
+{
+    for (int64_t r = 0; r < g->stride; r++) {
+        ax->h[r] = dgrad_axis_of(g, r, false);
+        ax->w[r] = dgrad_axis_of(g, r, true);
+    }
+}
+
 /* The columns of one phase of nb images of flat from src, whose planes have rows ld floats
  * apart (see conv_gather). */
 static conv_gather dgrad_gather(const conv_geom *g, const dgrad_axis *ah, const dgrad_axis *aw,
@@ -1035,13 +1052,14 @@ static int64_t dgrad_group(const conv_geom *g)
 {
 #if CONV_IMPLICIT
     if (!conv_implicit_on() || !tg_conv_implicit_dx || g->Ci < CONV_DGRAD_MIN_CI ||
-        g->Co > g->Ci * (g->stride > 1 ? 2 : 1) || g->stride > g->kh || g->stride > g->kw)
+        g->Co > g->Ci * (g->stride > 1 ? 2 : 1) || g->stride > g->kh || g->stride > g->kw ||
+        g->stride > DGRAD_MAX_STRIDE)
         return 0;
-    for (int64_t r = 0; r < g->stride; r++) {
-        dgrad_axis ah = dgrad_axis_of(g, r, false), aw = dgrad_axis_of(g, r, true);
-        if ((ah.n > 0 && ah.nt == 0) || (aw.n > 0 && aw.nt == 0))
+    dgrad_axes ax;
+    dgrad_axes_of(g, &ax);
+    for (int64_t r = 0; r < g->stride; r++)
+        if ((ax.h[r].n > 0 && ax.h[r].nt == 0) || (ax.w[r].n > 0 && ax.w[r].nt == 0))
             return 0;
-    }
     int64_t B = 1, img_bytes = g->Ci * g->H * g->W * (int64_t)sizeof(float);
     if (g->stride > 1 || g->H * g->W < CONV_STAGE_MAX_P)
         B = max64(1, min64(g->N, CONV_CHUNK_BYTES / img_bytes));
@@ -1065,8 +1083,8 @@ static int64_t dgrad_group(const conv_geom *g)
 /* The points of every phase of nb images' planes dst [nb, Ci, H, W] from the buffer F, where
  * phase after phase holds [Ci, nb * points]: dst = F + bias[c] when assign (bias may be NULL),
  * else dst += F. Each (image, channel) plane is one thread's. */
-static void dgrad_spread(const conv_geom *g, const float *F, int64_t nb, float *dst, bool assign,
-                         const float *bias)
+static void dgrad_spread(const conv_geom *g, const dgrad_axes *ax, const float *F, int64_t nb,
+                         float *dst, bool assign, const float *bias)
 {
     const int64_t s = g->stride, W = g->W, items = nb * g->Ci;
     TG_PARALLEL_FOR_WORK(items, g->H * W)
@@ -1076,18 +1094,18 @@ static void dgrad_spread(const conv_geom *g, const float *F, int64_t nb, float *
         float *restrict plane = dst + t * g->H * W;
         const float *phase = F;
         for (int64_t rh = 0; rh < s; rh++) {
-            dgrad_axis ah = dgrad_axis_of(g, rh, false);
+            const dgrad_axis *ah = &ax->h[rh];
             for (int64_t rw = 0; rw < s; rw++) {
-                dgrad_axis aw = dgrad_axis_of(g, rw, true);
-                const int64_t pts = ah.n * aw.n;
+                const dgrad_axis *aw = &ax->w[rw];
+                const int64_t pts = ah->n * aw->n;
                 const float *restrict src = phase + (c * nb + b) * pts;
-                for (int64_t y = 0; y < ah.n; y++) {
-                    float *restrict row = plane + (ah.first + s * y) * W + aw.first;
-                    for (int64_t x = 0; x < aw.n; x++) {
+                for (int64_t y = 0; y < ah->n; y++) {
+                    float *restrict row = plane + (ah->first + s * y) * W + aw->first;
+                    for (int64_t x = 0; x < aw->n; x++) {
                         if (assign)
-                            row[s * x] = src[y * aw.n + x] + add;
+                            row[s * x] = src[y * aw->n + x] + add;
                         else
-                            row[s * x] += src[y * aw.n + x];
+                            row[s * x] += src[y * aw->n + x];
                     }
                 }
                 phase += g->Ci * nb * pts;
@@ -1135,12 +1153,14 @@ static void dgrad_implicit(const conv_geom *g, int64_t B, const float *Wm, const
     const int64_t s = g->stride, kk = g->kh * g->kw, HW = g->H * g->W;
     const int64_t img_floats = g->Ci * HW, flat_floats = g->Co * g->P;
     float *F = buf + g->Co * g->Kc;
+    dgrad_axes ax;
+    dgrad_axes_of(g, &ax);
     /* Wp of each phase, one after the other: Wp[c][(o, ti, tj)] = Wm[o][(c, i, j)]. */
     float *wp = buf;
     for (int64_t rh = 0; rh < s; rh++) {
-        dgrad_axis ah = dgrad_axis_of(g, rh, false);
+        const dgrad_axis ah = ax.h[rh];
         for (int64_t rw = 0; rw < s; rw++) {
-            dgrad_axis aw = dgrad_axis_of(g, rw, true);
+            const dgrad_axis aw = ax.w[rw];
             if (!ah.n || !aw.n)
                 continue;
             const int64_t taps = ah.nt * aw.nt;
@@ -1168,7 +1188,7 @@ static void dgrad_implicit(const conv_geom *g, int64_t B, const float *Wm, const
         }
         if (dgrad_in_place(g, B)) {
             /* One phase, the plane itself, and one image: its GEMM writes img in place. */
-            dgrad_axis ah = dgrad_axis_of(g, 0, false), aw = dgrad_axis_of(g, 0, true);
+            const dgrad_axis ah = ax.h[0], aw = ax.w[0];
             const int64_t K = g->Co * ah.nt * aw.nt;
             float *dst = img + b0 * img_floats;
             if (assign && bias)
@@ -1184,9 +1204,9 @@ static void dgrad_implicit(const conv_geom *g, int64_t B, const float *Wm, const
         const float *w_phase = buf;
         float *f_phase = F;
         for (int64_t rh = 0; rh < s && ok; rh++) {
-            dgrad_axis ah = dgrad_axis_of(g, rh, false);
+            const dgrad_axis ah = ax.h[rh];
             for (int64_t rw = 0; rw < s && ok; rw++) {
-                dgrad_axis aw = dgrad_axis_of(g, rw, true);
+                const dgrad_axis aw = ax.w[rw];
                 if (!ah.n || !aw.n)
                     continue;
                 const int64_t K = g->Co * ah.nt * aw.nt;
@@ -1198,7 +1218,7 @@ static void dgrad_implicit(const conv_geom *g, int64_t B, const float *Wm, const
             }
         }
         if (ok)
-            dgrad_spread(g, F, nb, img + b0 * img_floats, assign, bias);
+            dgrad_spread(g, &ax, F, nb, img + b0 * img_floats, assign, bias);
         else
             col2im_range(g, Wm, flat, b0, b0 + nb, img, assign, bias, scratch);
     }
