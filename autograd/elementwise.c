@@ -41,7 +41,9 @@
  * dy * 1 folds to dy) and keeps the branch because the other arm's multiply "might trap".
  * -fno-trapping-math changes no computed value (we never read the FP exception flags; it is
  * not -ffast-math, which we do not use). With AVX-512 masking GCC vectorises them regardless. */
+#if defined(__GNUC__) && !defined(__clang__) /* clang assumes no traps already */
 #pragma GCC optimize("no-trapping-math")
+#endif
 
 /* Elements per run: a task big enough to amortise the call and the offset arithmetic, small
  * enough to balance threads and stay in L1/L2. */

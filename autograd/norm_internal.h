@@ -91,11 +91,9 @@ static inline int64_t batch_norm_spatial(const tg_tensor *x)
 #define BN_LANES 8
 #define BN_FLANES 16
 #define BN_CHUNK 512
-/* GCC warns that a 64-byte vector changes the ABI where AVX-512 is off: only static, inlined
+/* GCC and clang warn that a 64-byte vector changes the ABI where AVX-512 is off: only static, inlined
  * functions here take or return one. */
-#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"
-#endif
 typedef float bn_vec __attribute__((vector_size(BN_FLANES * sizeof(float))));
 
 static inline bn_vec bn_load(const float *p)

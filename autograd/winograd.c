@@ -149,11 +149,9 @@ typedef struct {
  * whatever the chunk, batch or thread: y and dx are the same bit for bit at any thread count.
  * Threads take whole groups (tg_team_run over them): a short group costs a full one. */
 #define WINO_LANES 16
-/* GCC warns that a 64-byte vector returned by value changes the ABI where AVX-512 is off (the
+/* GCC and clang warn that a 64-byte vector returned by value changes the ABI where AVX-512 is off (the
  * baseline and AVX2 compilations): only static, inlined functions here return one. */
-#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"
-#endif
 typedef float wino_vec __attribute__((vector_size(WINO_LANES * sizeof(float))));
 
 /* A thread's batch of groups (images [b0, b0 + n)) and chunk: its columns [cs, ce) of the

@@ -374,7 +374,7 @@ int main(int argc, char **argv)
     gan_step_mode step = GAN_STEP_ACCUMULATE; /* see the top comment */
     int threads = 2, iters = 20, warmup = 3, reps = 20;
     const char *only = NULL;
-    for (int i = 2; i < argc; i++) {
+    for (int i = 2; i < argc; i += 2) { /* flag, value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             return usage();
@@ -396,7 +396,6 @@ int main(int argc, char **argv)
             tg_set_matmul_precision(!strcmp(v, "bf16") ? TG_MATMUL_BF16 : TG_MATMUL_FP32);
         else
             return usage();
-        i++;
     }
     if (tg_set_num_threads(threads) != TG_OK)
         die("threads");

@@ -38,7 +38,7 @@ static inline double median(double *v, int n)
 }
 
 /* A failed library call: its message, exit 1 (benchmarks never continue half-measured). */
-static inline void die(const char *what)
+_Noreturn static inline void die(const char *what)
 {
     fprintf(stderr, "%s: %s: %s\n", BENCH_NAME, what, tg_last_error());
     exit(1);

@@ -53,7 +53,7 @@ static inline const char *fixture_meta(const tg_state_dict *fx, const char *key)
 static inline int64_t fixture_meta_int(const tg_state_dict *fx, const char *key)
 {
     const char *v = tg_state_dict_meta(fx, key);
-    int64_t x;
+    int64_t x = 0; /* cmocka's fail_msg is not declared noreturn */
     if (!v || tg_parse_int(v, 1, 1 << 20, &x) != TG_OK)
         fail_msg("the fixture's metadata \"%s\" is %s, not a size", key, v ? v : "missing");
     return x;

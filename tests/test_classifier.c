@@ -156,8 +156,8 @@ static int64_t printed_correct(int64_t *total)
     const char *p = out_text, *last = NULL;
     while ((p = strstr(p, "test accuracy ")))
         last = p++;
-    long long c, t;
-    double pct;
+    long long c = 0, t = 0; /* cmocka's fail_msg is not declared noreturn */
+    double pct = 0.0;
     if (!last || sscanf(last, "test accuracy %lf%% (%lld/%lld)", &pct, &c, &t) != 3)
         fail_msg("no accuracy line in the output:\n%s", out_text);
     *total = t;

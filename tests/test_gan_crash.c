@@ -103,7 +103,7 @@ static void train_to_end(const char *data, const char *out, int iters, bool resu
 static long long ckpt_iteration(const tg_state_dict *sd, const char *path)
 {
     const char *v = tg_state_dict_meta(sd, "iteration");
-    long long it;
+    long long it = 0; /* cmocka's fail_msg is not declared noreturn */
     if (!v || sscanf(v, "%lld", &it) != 1)
         fail_msg("%s: metadata \"iteration\" is %s", path, v ? v : "missing");
     return it;

@@ -42,7 +42,7 @@ static void last_epoch(const char *out, double *loss, double *acc)
     for (const char *p = out; (p = strstr(p, "epoch ")); p++)
         if (p == out || p[-1] == '\n')
             line = p;
-    double pct;
+    double pct = 0.0; /* cmocka's fail_msg is not declared noreturn */
     if (!line || sscanf(line, "epoch %*d/%*d train loss %lf test accuracy %lf%%", loss, &pct) != 2)
         fail_msg("no epoch line in the output:\n%s", out);
     *acc = pct / 100.0;

@@ -572,7 +572,8 @@ static int append_json(const options *o, FILE *f, const run_result *r)
             ", \"test_accuracy\": %.6f, \"test_correct\": %lld, \"test_total\": %lld, "
             "\"seconds\": %.3f}\n",
             r->accuracy, (long long)r->correct, (long long)r->total, r->seconds);
-    const bool built = !ferror(ms) & (fclose(ms) == 0);
+    const bool stream_ok = !ferror(ms); /* read before fclose, which runs either way */
+    const bool built = fclose(ms) == 0 && stream_ok;
     const ssize_t wrote = built ? write(fileno(f), line, len) : -1;
     const int err = errno;
     free(line);
