@@ -1057,7 +1057,8 @@ static void check_dgrad_layer(const dgrad_layer *D, int threads)
  * phases of 2 and 1 taps for k3; a dilation that visits the phases in another order; more
  * than one group); conv_transpose2d's forward with its bias, in groups and in place; and the
  * layers that keep col2im: a single image channel, more flat channels than image channels at
- * stride 1, a stride above the kernel, a dilation that leaves a phase with no tap. */
+ * stride 1, a stride above the kernel, a dilation that leaves a phase with no tap, a stride
+ * above 8. */
 static void test_implicit_dgrad(void **state)
 {
     (void)state;
@@ -1074,6 +1075,9 @@ static void test_implicit_dgrad(void **state)
         {{"2x3 s2 p1 dil 3", false, {2, 9, 11, 16}, {4, 9, 2, 3}, 2, 1, 3}, true},
         /* 1 MB of phase buffer per image: groups of 2, 2 + 1 images. */
         {{"k4 s2 p1, two groups", false, {3, 64, 64, 64}, {8, 64, 4, 4}, 2, 1, 1}, true},
+        /* The largest stride the implicit path takes (conv.c's DGRAD_MAX_STRIDE): phases of
+         * two taps and of one; the next stride keeps col2im (below). */
+        {{"k10 s8", false, {2, 8, 34, 34}, {6, 8, 10, 10}, 8, 0, 1}, true},
         {{"convT k4 s2 p1", true, {3, 12, 7, 7}, {12, 8, 4, 4}, 2, 1, 0}, true},
         {{"convT k3 s2 p1 op1", true, {2, 10, 5, 5}, {10, 9, 3, 3}, 2, 1, 1}, true},
         {{"convT k3 s1 p1, in place", true, {2, 8, 16, 16}, {8, 8, 3, 3}, 1, 1, 0}, true},
@@ -1081,6 +1085,7 @@ static void test_implicit_dgrad(void **state)
         {{"one image channel", false, {2, 1, 12, 12}, {8, 1, 3, 3}, 1, 1, 1}, false},
         {{"1x1 s2", false, {2, 8, 9, 9}, {4, 8, 1, 1}, 2, 0, 1}, false},
         {{"3x3 s2 dil 2", false, {2, 8, 9, 9}, {4, 8, 3, 3}, 2, 1, 2}, false},
+        {{"k10 s9", false, {2, 8, 37, 37}, {6, 8, 10, 10}, 9, 0, 1}, false},
     };
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++)
         for (int threads = 1; threads <= 2; threads++)
