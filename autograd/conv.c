@@ -1519,11 +1519,14 @@ static bool conv2d_forward_team(const conv_geom *g, const float *x, const float 
     return true;
 }
 
-/* Whether conv2d runs as Winograd convolutions (autograd/winograd.c), with their shape in *s. */
-static bool conv2d_winograd(const conv_geom *g, tg_wino_shape *s)
+/* Whether conv2d runs as Winograd convolutions (autograd/winograd.c), with their shape in *s:
+ * at stride 1 (*s2 false) or, for 4 x 4 kernels at stride 2, over the input's phases (*s2). */
+static bool conv2d_winograd(const conv_geom *g, tg_wino_shape *s, bool *s2)
 {
-    if (!tg_winograd_applies(g->N, g->Ci, g->H, g->W, g->Co, g->Ho, g->Wo, g->kh, g->kw, g->stride,
-                             g->pad, g->dil))
+    *s2 = tg_winograd_s2_applies(g->N, g->Ci, g->Co, g->Ho, g->Wo, g->kh, g->kw, g->stride, g->pad,
+                                 g->dil);
+    if (!*s2 && !tg_winograd_applies(g->N, g->Ci, g->H, g->W, g->Co, g->Ho, g->Wo, g->kh, g->kw,
+                                     g->stride, g->pad, g->dil))
         return false;
     *s = (tg_wino_shape){g->N, g->Ci, g->H, g->W, g->Co, g->Ho, g->Wo, (int)g->kh, (int)g->pad};
     return true;
@@ -1546,7 +1549,9 @@ TG_ISA_KERNEL(conv2d_forward, (tg_node * n), (n))
         return;
     }
     tg_wino_shape ws;
-    if (conv2d_winograd(&g, &ws) && tg_winograd_forward(&ws, x, w, bias, y))
+    bool s2;
+    if (conv2d_winograd(&g, &ws, &s2) &&
+        (s2 ? tg_winograd_s2_forward(&ws, x, w, bias, y) : tg_winograd_forward(&ws, x, w, bias, y)))
         return;
     float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);
     const int64_t x_img = g.Ci * g.H * g.W, y_img = g.Co * g.P;
@@ -1587,8 +1592,10 @@ TG_ISA_KERNEL(conv2d_backward, (tg_node * n), (n))
         return;
     }
     tg_wino_shape ws;
-    if ((dx || dw) && conv2d_winograd(&g, &ws) &&
-        tg_winograd_backward(&ws, x, w, dy, dx, dx_set, dw)) {
+    bool s2;
+    if ((dx || dw) && conv2d_winograd(&g, &ws, &s2) &&
+        (s2 ? tg_winograd_s2_backward(&ws, x, w, dy, dx, dx_set, dw)
+            : tg_winograd_backward(&ws, x, w, dy, dx, dx_set, dw))) {
         if (db)
             channel_sums(dy, g.N, g.Co, g.P, db);
         return;

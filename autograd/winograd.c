@@ -1,9 +1,11 @@
 /* Winograd convolutions: conv2d's forward and both gradients for stride 1, dilation 1 and a
- * square 3x3 or 5x5 kernel (autograd/conv.c calls them where tg_winograd_applies).
+ * square 3x3 or 5x5 kernel (autograd/conv.c calls them where tg_winograd_applies), and for a
+ * 4x4 kernel at stride 2 as a 2x2 one at stride 1 over the input's four phases (the end of this
+ * file; tg_winograd_s2_applies).
  *
- * F(4x4, r x r): m = 4 outputs per side from tiles of t = m + r - 1 inputs, F(4x4, 3x3) on
- * 6 x 6 tiles and F(4x4, 5x5) on 8 x 8 ones. The interpolation points are 0, 1, -1, 2, -2 (and
- * 1/2, -1/2 for t = 8) and infinity; the matrices come from the points (winograd_matrices.c,
+ * F(4x4, r x r): m = 4 outputs per side from tiles of t = m + r - 1 inputs, F(4x4, 2x2) on 5 x 5
+ * tiles, F(4x4, 3x3) on 6 x 6 and F(4x4, 5x5) on 8 x 8 ones. The interpolation points are 0, 1,
+ * -1, 2 (and -2 for t >= 6, 1/2 and -1/2 for t = 8) and infinity; the matrices come from the points (winograd_matrices.c,
  * Toom-Cook), with the Lagrange denominators in G, so that B and A hold binary fractions
  * (small integers for t = 6, quarters for t = 8), exact in float, and only the weight
  * transform, done once per call in double, holds other fractions. In 1-D,
@@ -81,18 +83,33 @@
 #if TG_ISA_BASE
 int tg_conv_winograd = 1;
 
+/* The sizes that pay, for a stride-1 r x r convolution with r = 2, 3 or 5. */
+static bool wino_pays(int64_t N, int64_t Ci, int64_t Co, int64_t Ho, int64_t Wo, int64_t r,
+                      int64_t pad)
+{
+    /* A group of 16 lanes costs the same whatever images fill it: at most a quarter of the
+     * lanes may be empty (batch 128 or 96: none; batch 1 would do 16x the GEMM work). */
+    const int64_t empty = (16 - N % 16) % 16; /* WINO_LANES, defined below */
+    return tg_conv_winograd && N > 0 && empty * 4 <= N && pad >= 0 && pad < r &&
+           Ci >= WINO_MIN_CHANNELS && Co >= WINO_MIN_CHANNELS && Ho >= WINO_MIN_OUT &&
+           Wo >= WINO_MIN_OUT && tg_sgemm_avx512_active();
+}
+
 bool tg_winograd_applies(int64_t N, int64_t Ci, int64_t H, int64_t W, int64_t Co, int64_t Ho,
                          int64_t Wo, int64_t kh, int64_t kw, int64_t stride, int64_t pad,
                          int64_t dil)
 {
     (void)H, (void)W;
-    /* A group of 16 lanes costs the same whatever images fill it: at most a quarter of the
-     * lanes may be empty (batch 128 or 96: none; batch 1 would do 16x the GEMM work). */
-    const int64_t empty = (16 - N % 16) % 16; /* WINO_LANES, defined below */
-    return tg_conv_winograd && N > 0 && empty * 4 <= N && stride == 1 && dil == 1 && kh == kw &&
-           (kh == 3 || kh == 5) && pad >= 0 && pad < kh && Ci >= WINO_MIN_CHANNELS &&
-           Co >= WINO_MIN_CHANNELS && Ho >= WINO_MIN_OUT && Wo >= WINO_MIN_OUT &&
-           tg_sgemm_avx512_active();
+    return stride == 1 && dil == 1 && kh == kw && (kh == 3 || kh == 5) &&
+           wino_pays(N, Ci, Co, Ho, Wo, kh, pad);
+}
+
+bool tg_winograd_s2_applies(int64_t N, int64_t Ci, int64_t Co, int64_t Ho, int64_t Wo, int64_t kh,
+                            int64_t kw, int64_t stride, int64_t pad, int64_t dil)
+{
+    return stride == 2 && dil == 1 && kh == 4 && kw == 4 && pad >= 0 && pad < 4 &&
+           Ci <= INT64_MAX / 4 && Ho < INT64_MAX && Wo < INT64_MAX &&
+           wino_pays(N, 4 * Ci, Co, Ho, Wo, 2, 0);
 }
 #endif
 
@@ -315,7 +332,12 @@ static void batch_from_lanes(const wino_layout *L, const float *lanes, const win
 #define WINO_NZ_B8 0x807ffe7ffe7ffe01ull
 #define WINO_NZ_AT8 0xfe7e7e7full
 #define WINO_NZ_A8 0x8ffffff1ull
-#define WINO_NZ(name, t) ((t) == 8 ? WINO_NZ_##name##8 : WINO_NZ_##name##6)
+#define WINO_NZ_BT5 0x1e539cfull
+#define WINO_NZ_B5 0x10fdfe1ull
+#define WINO_NZ_AT5 0xf39cfull
+#define WINO_NZ_A5 0x8fff1ull
+#define WINO_NZ(name, t)                                                                           \
+    ((t) == 8 ? WINO_NZ_##name##8 : (t) == 6 ? WINO_NZ_##name##6 : WINO_NZ_##name##5)
 
 /* out = L in L^T for L [na, ni] with its nonzeros nz, in [ni, ni], out [na, na]: one tile
  * transform of every lane, the right factor first: row by row of in, then column by column of
@@ -369,8 +391,10 @@ tile_product(int na, int ni, const float *L, uint64_t nz, const wino_vec *in, wi
     do {                                                                                           \
         if ((c)->mt.t == 8)                                                                        \
             fn(c, __VA_ARGS__, 8);                                                                 \
-        else                                                                                       \
+        else if ((c)->mt.t == 6)                                                                   \
             fn(c, __VA_ARGS__, 6);                                                                 \
+        else                                                                                       \
+            fn(c, __VA_ARGS__, 5);                                                                 \
     } while (0)
 
 /* The first position of a tile in a lanes copy laid out as L: channel ch of the batch's group
@@ -951,5 +975,124 @@ bool tg_winograd_backward(const tg_wino_shape *s, const float *x, const float *w
     wino_backward_kernel(&c);
     wino_release(&c);
     return true;
+}
+
+/* ---- stride 2, 4 x 4 kernels: four phases of 2 x 2 taps -----------------------------------
+ * y[oh][ow] = sum w[co][ci][kh][kw] x[ci][2 oh + kh - p][2 ow + kw - p]. With kh = 2 dh + a and
+ * kw = 2 dw + b, the row read is 2 (oh + dh) + a - p: row oh + dh of the phase plane
+ *   xs[(ci, a, b)][i][j] = x[ci][2 i + a - p][2 j + b - p]  (0 outside x), Ho + 1 by Wo + 1,
+ * correlated at stride 1 with the 2 x 2 kernel ws[co][(ci, a, b)][dh][dw] = w[co][ci][2 dh +
+ * a][2 dw + b]. So this conv2d is a stride-1 one over 4 Ci channels, which F(4x4, 2x2) runs
+ * with 25 products per 16 outputs where the lowering does 64 (the DCGAN discriminator's and
+ * WGAN-GP critic's 64 -> 128 layer on 14 x 14: 1.96x fewer, the tiles' overhang counted). Its
+ * gradients come back through the same rearrangements: each element of x lies in one phase
+ * plane at most (h + p fixes a and i), so dx is dxs put back, 0 where no output reads x. */
+static tg_wino_shape s2_shape(const tg_wino_shape *s)
+{
+    return (tg_wino_shape){s->N, 4 * s->Ci, s->Ho + 1, s->Wo + 1, s->Co, s->Ho, s->Wo, 2, 0};
+}
+
+/* xs from x (to_phases) or dx from dxs (from_phases: dx = dxs where set, else dx += dxs). */
+static void s2_phases(const tg_wino_shape *s, const float *x, float *xs, bool to_phases, float *dx,
+                      const float *dxs, bool set)
+{
+    const int64_t H = s->H, W = s->W, Hq = s->Ho + 1, Wq = s->Wo + 1, p = s->pad;
+    TG_PARALLEL_FOR_WORK(s->N * s->Ci, 4 * Hq * Wq)
+    for (int64_t nc = 0; nc < s->N * s->Ci; nc++) {
+        if (!to_phases && set)
+            memset(dx + nc * H * W, 0, (size_t)(H * W) * sizeof(float));
+        for (int64_t ab = 0; ab < 4; ab++)
+            for (int64_t i = 0; i < Hq; i++)
+                for (int64_t j = 0; j < Wq; j++) {
+                    const int64_t h = 2 * i + ab / 2 - p, v = 2 * j + ab % 2 - p;
+                    const int64_t q = ((nc * 4 + ab) * Hq + i) * Wq + j;
+                    const bool in = h >= 0 && h < H && v >= 0 && v < W;
+                    if (to_phases)
+                        xs[q] = in ? x[(nc * H + h) * W + v] : 0.0f;
+                    else if (in)
+                        dx[(nc * H + h) * W + v] += dxs[q];
+                }
+    }
+}
+
+/* ws from w (to_phases), or dw += dws. */
+static void s2_weights(const tg_wino_shape *s, const float *w, float *ws, bool to_phases, float *dw,
+                       const float *dws)
+{
+    for (int64_t oc = 0; oc < s->Co * s->Ci; oc++)
+        for (int64_t k = 0; k < 16; k++) {
+            const int64_t kh = k / 4, kw = k % 4;
+            const int64_t q = (oc * 4 + kh % 2 * 2 + kw % 2) * 4 + kh / 2 * 2 + kw / 2;
+            if (to_phases)
+                ws[q] = w[oc * 16 + k];
+            else
+                dw[oc * 16 + k] += dws[q];
+        }
+}
+
+/* Floats of xs; false when they overflow. */
+static bool s2_floats(const tg_wino_shape *s, int64_t *xs, int64_t *ws)
+{
+    const tg_wino_shape q = s2_shape(s);
+    return mul_add(q.N, q.Ci, 0, xs) && mul_add(*xs, q.H, 0, xs) && mul_add(*xs, q.W, 0, xs) &&
+           mul_add(q.Co, q.Ci, 0, ws) && mul_add(*ws, 4, 0, ws) &&
+           *xs <= (int64_t)(SIZE_MAX / sizeof(float)) && *ws <= (int64_t)(SIZE_MAX / sizeof(float));
+}
+
+bool tg_winograd_s2_forward(const tg_wino_shape *s, const float *x, const float *w,
+                            const float *bias, float *y)
+{
+    int64_t nx, nw;
+    if (s->N == 0 || !s2_floats(s, &nx, &nw))
+        return false;
+    float *xs = tg_try_alloc((size_t)nx * sizeof(float));
+    float *ws = xs ? tg_try_alloc((size_t)nw * sizeof(float)) : NULL;
+    bool ok = false;
+    if (ws) {
+        const tg_wino_shape q = s2_shape(s);
+        s2_phases(s, x, xs, true, NULL, NULL, false);
+        s2_weights(s, w, ws, true, NULL, NULL);
+        ok = tg_winograd_forward(&q, xs, ws, bias, y);
+    }
+    if (ws)
+        tg_free(ws, (size_t)nw * sizeof(float));
+    if (xs)
+        tg_free(xs, (size_t)nx * sizeof(float));
+    return ok;
+}
+
+bool tg_winograd_s2_backward(const tg_wino_shape *s, const float *x, const float *w,
+                             const float *dy, float *dx, bool dx_set, float *dw)
+{
+    int64_t nx, nw;
+    if (s->N == 0 || (!dx && !dw) || !s2_floats(s, &nx, &nw))
+        return false;
+    /* xs, ws, then dxs (dx) and dws (dw, zeros: the backward adds to it) */
+    const size_t bx = (size_t)nx * sizeof(float), bw = (size_t)nw * sizeof(float);
+    float *xs = tg_try_alloc(bx), *ws = xs ? tg_try_alloc(bw) : NULL;
+    float *dxs = ws && dx ? tg_try_alloc(bx) : NULL;
+    float *dws = ws && dw ? tg_try_alloc(bw) : NULL;
+    bool ok = false;
+    if (ws && (dxs || !dx) && (dws || !dw)) {
+        const tg_wino_shape q = s2_shape(s);
+        s2_phases(s, x, xs, true, NULL, NULL, false);
+        s2_weights(s, w, ws, true, NULL, NULL);
+        if (dws)
+            memset(dws, 0, bw);
+        ok = tg_winograd_backward(&q, xs, ws, dy, dxs, true, dws);
+        if (ok && dx)
+            s2_phases(s, NULL, NULL, false, dx, dxs, dx_set);
+        if (ok && dw)
+            s2_weights(s, NULL, NULL, false, dw, dws);
+    }
+    if (dws)
+        tg_free(dws, bw);
+    if (dxs)
+        tg_free(dxs, bx);
+    if (ws)
+        tg_free(ws, bw);
+    if (xs)
+        tg_free(xs, bx);
+    return ok;
 }
 #endif

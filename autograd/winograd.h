@@ -14,8 +14,8 @@ typedef struct {
     int r, pad;
 } tg_wino_shape;
 
-/* The tile: m x m = 4 x 4 outputs from t x t inputs, t = m + r - 1: F(4x4, 3x3) on 6 x 6
- * tiles and F(4x4, 5x5) on 8 x 8 ones. */
+/* The tile: m x m = 4 x 4 outputs from t x t inputs, t = m + r - 1: F(4x4, 2x2) on 5 x 5
+ * tiles (the stride-2 path's), F(4x4, 3x3) on 6 x 6 and F(4x4, 5x5) on 8 x 8 ones. */
 #define TG_WINO_M 4
 #define TG_WINO_TMAX 8
 
@@ -36,10 +36,23 @@ bool tg_winograd_forward(const tg_wino_shape *s, const float *x, const float *w,
 bool tg_winograd_backward(const tg_wino_shape *s, const float *x, const float *w, const float *dy,
                           float *dx, bool dx_set, float *dw);
 
-/* The tile size t for an r x r kernel: 6 for r = 3, 8 for r = 5, 0 for another r. */
+/* Whether the stride-2 path takes this conv2d: a 4 x 4 kernel at stride 2, dilation 1, padding
+ * below 4, as a stride-1 2 x 2 one over the input's four phases (4 Ci channels) on which the
+ * Winograd path would run. */
+bool tg_winograd_s2_applies(int64_t N, int64_t Ci, int64_t Co, int64_t Ho, int64_t Wo, int64_t kh,
+                            int64_t kw, int64_t stride, int64_t pad, int64_t dil);
+
+/* tg_winograd_forward and tg_winograd_backward for that conv2d: s->r is 4 (the kernel's side),
+ * s->pad its padding, the rest as there. */
+bool tg_winograd_s2_forward(const tg_wino_shape *s, const float *x, const float *w,
+                            const float *bias, float *y);
+bool tg_winograd_s2_backward(const tg_wino_shape *s, const float *x, const float *w,
+                             const float *dy, float *dx, bool dx_set, float *dw);
+
+/* The tile size t for an r x r kernel: 5 for r = 2, 6 for r = 3, 8 for r = 5, 0 for another r. */
 int tg_winograd_tile(int r);
 
-/* The transforms of F(4 x 4, r x r) for r = 3 or 5, row-major in double: A [t, 4], B [t, t],
+/* The transforms of F(4 x 4, r x r) for r = 2, 3 or 5, row-major in double: A [t, 4], B [t, t],
  * G [t, r] for t = tg_winograd_tile(r); 1-D: y = A^T ((G g) .* (B^T d)). False for another
  * r. For the tests. */
 bool tg_winograd_matrices(int r, double *A, double *B, double *G);

@@ -24,7 +24,7 @@ static void poly_of_roots(const double *a, int n, int skip, double *c)
 
 int tg_winograd_tile(int r)
 {
-    return r == 3 || r == 5 ? TG_WINO_M + r - 1 : 0;
+    return r == 2 || r == 3 || r == 5 ? TG_WINO_M + r - 1 : 0;
 }
 
 bool tg_winograd_matrices(int r, double *A, double *B, double *G)
@@ -32,8 +32,8 @@ bool tg_winograd_matrices(int r, double *A, double *B, double *G)
     const int T = tg_winograd_tile(r), NF = T - 1, m = TG_WINO_M;
     if (!T)
         return false;
-    /* the first 5 for 6 x 6 tiles, all 7 for 8 x 8 ones: powers of two, so A and B hold
-     * binary fractions exact in float (B's from 1/4 to 21/4) */
+    /* the first 4 for 5 x 5 tiles, 5 for 6 x 6 ones, all 7 for 8 x 8 ones: powers of two, so
+     * A and B hold binary fractions exact in float (B's from 1/4 to 21/4) */
     static const double a[TG_WINO_TMAX - 1] = {0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5};
     double c[TG_WINO_TMAX + 1];
     /* Finite points: rows of values a^i (A) and a^k / f (G), with f = prod (a_j - a_l); the

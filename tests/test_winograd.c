@@ -49,6 +49,7 @@ static void check_matrices_1d(int r)
 static void test_matrices(void **state)
 {
     (void)state;
+    check_matrices_1d(2);
     check_matrices_1d(3);
     check_matrices_1d(5);
     double A[32], B[64], G[40];
@@ -70,10 +71,17 @@ static tg_tensor *tensor4(const int64_t shape[4], bool grad, uint64_t seed)
     return t;
 }
 
+/* r = 4 stands for the stride-2 path's layers: a 4 x 4 kernel at stride 2
+ * (tg_winograd_s2_applies); every other r is at stride 1. */
 typedef struct {
     int64_t N, Ci, H, W, Co;
     int r, pad;
 } shape;
+
+static int stride_of(const shape *s)
+{
+    return s->r == 4 ? 2 : 1;
+}
 
 typedef struct {
     tg_tensor *x, *w, *b, *dy;
@@ -82,7 +90,9 @@ typedef struct {
 static inputs inputs_new(const shape *s, uint64_t seed)
 {
     const int64_t xs[4] = {s->N, s->Ci, s->H, s->W}, ws[4] = {s->Co, s->Ci, s->r, s->r};
-    const int64_t ys[4] = {s->N, s->Co, s->H + 2 * s->pad - s->r + 1, s->W + 2 * s->pad - s->r + 1};
+    const int st = stride_of(s);
+    const int64_t ys[4] = {s->N, s->Co, (s->H + 2 * s->pad - s->r) / st + 1,
+                           (s->W + 2 * s->pad - s->r) / st + 1};
     inputs in = {tensor4(xs, true, seed), tensor4(ws, true, seed + 1), NULL,
                  tensor4(ys, false, seed + 3)};
     in.b = tg_tensor_new(1, &s->Co);
@@ -117,7 +127,7 @@ static result run(const shape *s, const inputs *in, int winograd, int threads, i
     tg_tensor_zero_grad(in->w);
     tg_tensor_zero_grad(in->b);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y = tg_conv2d(in->x, in->w, in->b, 1, s->pad, 1);
+    tg_tensor *y = tg_conv2d(in->x, in->w, in->b, stride_of(s), s->pad, 1);
     if (!y)
         fail_msg("%s", tg_last_error());
     result res = {tg_tensor_retain(y), NULL, NULL, NULL};
@@ -160,7 +170,11 @@ static bool same_bits(const tg_tensor *a, const tg_tensor *b)
 
 static bool applies(const shape *s)
 {
-    const int64_t Ho = s->H + 2 * s->pad - s->r + 1, Wo = s->W + 2 * s->pad - s->r + 1;
+    const int st = stride_of(s);
+    const int64_t Ho = (s->H + 2 * s->pad - s->r) / st + 1,
+                  Wo = (s->W + 2 * s->pad - s->r) / st + 1;
+    if (st == 2)
+        return tg_winograd_s2_applies(s->N, s->Ci, s->Co, Ho, Wo, s->r, s->r, 2, s->pad, 1);
     return tg_winograd_applies(s->N, s->Ci, s->H, s->W, s->Co, Ho, Wo, s->r, s->r, 1, s->pad, 1);
 }
 
@@ -300,6 +314,46 @@ static void test_lane_groups(void **state)
     }
 }
 
+/* 4 x 4 kernels at stride 2, as F(4x4, 2x2) over the input's four phases: against the
+ * lowering at every padding the path takes (0 to 3), odd and even sizes, outputs of one tile
+ * and of several, batches that end inside a lane group, one and two backwards; y and dx bit for
+ * bit at 1, 2 and 3 threads; and a layer it does not take (4 Ci below the channel threshold),
+ * which must be the lowering's bits. */
+static void test_stride2(void **state)
+{
+    (void)state;
+    const shape shapes[] = {
+        {16, 8, 14, 14, 32, 4, 1}, {13, 16, 15, 13, 40, 4, 0}, {29, 9, 12, 16, 32, 4, 2},
+        {16, 8, 9, 9, 36, 4, 3},   {30, 8, 28, 28, 33, 4, 1},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        if (tg_sgemm_avx512_active() && !applies(&shapes[i]))
+            fail_msg("stride-2 shape %zu: the path does not take it", i);
+        check_shape(&shapes[i], 1 + i % 2, 1 + (i / 2) % 2);
+        if (!tg_sgemm_avx512_active())
+            continue;
+        inputs in = inputs_new(&shapes[i], 150 + i);
+        result a = run(&shapes[i], &in, 1, 1, 1);
+        for (int threads = 2; threads <= 3; threads++) {
+            result b = run(&shapes[i], &in, 1, threads, 1);
+            if (!same_bits(a.y, b.y) || !same_bits(a.dx, b.dx))
+                fail_msg("stride-2 shape %zu: y or dx differ between 1 and %d threads", i, threads);
+            result_release(&b);
+        }
+        result_release(&a);
+        inputs_release(&in);
+    }
+    const shape below = {16, 7, 14, 14, 32, 4, 1};
+    assert_false(applies(&below));
+    inputs in = inputs_new(&below, 160);
+    result a = run(&below, &in, 1, 1, 1), b = run(&below, &in, 0, 1, 1);
+    if (!same_bits(a.y, b.y) || !same_bits(a.dx, b.dx) || !same_bits(a.dw, b.dw))
+        fail_msg("4 Ci = 28 channels: the stride-2 path ran");
+    result_release(&a);
+    result_release(&b);
+    inputs_release(&in);
+}
+
 /* An image's y and dx do not depend on the rest of the batch (data-parallel ranks each get a
  * part of it): the first two images alone against the same two within a batch of five. */
 static void test_batch_split(void **state)
@@ -424,6 +478,7 @@ int main(void)
         TG_TEST(test_matrices),        TG_TEST(test_against_lowering), TG_TEST(test_accumulate),
         TG_TEST(test_threads_bitwise), TG_TEST(test_batch_split),      TG_TEST(test_adjoints),
         TG_TEST(test_gan_layers),      TG_TEST(test_lane_groups),      TG_TEST(test_deep_channels),
+        TG_TEST(test_stride2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
