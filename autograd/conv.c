@@ -1913,6 +1913,45 @@ static tg_status conv_transpose2d_check(tg_node *n, int *ndim, int64_t shape[])
     return conv_check_output(n, fn, true, &g, ndim, shape);
 }
 
+/* Whether conv_transpose2d takes the stride-2 Winograd path (tg_winograd_s2_applies) for the
+ * conv2d it runs backwards, with that conv2d's shape in *s. */
+static bool convt_winograd_s2(const conv_geom *g, tg_wino_shape *s)
+{
+    if (!tg_winograd_s2_applies(g->N, g->Ci, g->Co, g->Ho, g->Wo, g->kh, g->kw, g->stride, g->pad,
+                                g->dil))
+        return false;
+    *s = (tg_wino_shape){g->N, g->Ci, g->H, g->W, g->Co, g->Ho, g->Wo, (int)g->kh, (int)g->pad};
+    return true;
+}
+
+/* y [N, C, S] += bias[c]. */
+static void planes_add(float *y, int64_t N, int64_t C, int64_t S, const float *bias)
+{
+    TG_PARALLEL_FOR_WORK(N * C, S)
+    for (int64_t t = 0; t < N * C; t++) {
+        const float b = bias[t % C];
+        for (int64_t s = 0; s < S; s++)
+            y[t * S + s] += b;
+    }
+}
+
+/* conv_transpose2d's dx = conv2d(dy, w) on the stride-2 path: assigned when set, else added
+ * (through a copy). False, having written nothing, without the memory. */
+static bool convt_s2_dx(const tg_wino_shape *s, const float *dy, const float *w, float *dx,
+                        bool set)
+{
+    if (set)
+        return tg_winograd_s2_forward(s, dy, w, NULL, dx);
+    const int64_t count = s->N * s->Co * s->Ho * s->Wo;
+    float *t = tg_try_alloc((size_t)count * sizeof(float));
+    const bool ok = t && tg_winograd_s2_forward(s, dy, w, NULL, t);
+    for (int64_t i = 0; ok && i < count; i++)
+        dx[i] += t[i];
+    if (t)
+        tg_free(t, (size_t)count * sizeof(float));
+    return ok;
+}
+
 TG_ISA_KERNEL(conv_transpose2d_forward, (tg_node * n), (n))
 {
     conv_geom g;
@@ -1927,6 +1966,12 @@ TG_ISA_KERNEL(conv_transpose2d_forward, (tg_node * n), (n))
          * is the bias alone, with no working space (conv_geom_finish), and x's data pointer is
          * not one to offset. */
         fill_planes(y, g.N, g.Ci, g.H * g.W, bias);
+        return;
+    }
+    tg_wino_shape ws;
+    if (convt_winograd_s2(&g, &ws) && tg_winograd_s2_backward(&ws, NULL, w, x, y, true, NULL)) {
+        if (bias)
+            planes_add(y, g.N, g.Ci, g.H * g.W, bias);
         return;
     }
     conv_dgrad(&g, w, x, y, true, bias, n->scratch);
@@ -1949,6 +1994,18 @@ TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node * n), (n))
     if ((!dx && !dw) || conv_transpose2d_empty(&g) || n->in[0]->numel == 0) {
         zero_fresh(n, 0, dx, n->in[0]->numel);
         return; /* no output, or an empty x: nothing flows back into x or w */
+    }
+    /* The stride-2 Winograd path: dx is conv2d(dy, w), dw the weight gradient of the conv2d
+     * whose image is dy and whose output gradient is x. Each part the path cannot take (no
+     * memory) is left to the lowering below. */
+    tg_wino_shape ws;
+    if (convt_winograd_s2(&g, &ws)) {
+        if (dw && tg_winograd_s2_backward(&ws, dy, w, x, NULL, false, dw))
+            dw = NULL;
+        if (dx && convt_s2_dx(&ws, dy, w, dx, dx_set))
+            dx = NULL;
+        if (!dx && !dw)
+            return;
     }
     /* Working space only, as in conv2d_backward. */
     float *cols = n->scratch, *F = conv_flat_buf(&g, n->scratch);

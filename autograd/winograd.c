@@ -1,7 +1,7 @@
 /* Winograd convolutions: conv2d's forward and both gradients for stride 1, dilation 1 and a
  * square 3x3 or 5x5 kernel (autograd/conv.c calls them where tg_winograd_applies), and for a
  * 4x4 kernel at stride 2 as a 2x2 one at stride 1 over the input's four phases (the end of this
- * file; tg_winograd_s2_applies).
+ * file; tg_winograd_s2_applies), which conv_transpose2d's k4 s2 layers run backwards.
  *
  * F(4x4, r x r): m = 4 outputs per side from tiles of t = m + r - 1 inputs, F(4x4, 2x2) on 5 x 5
  * tiles, F(4x4, 3x3) on 6 x 6 and F(4x4, 5x5) on 8 x 8 ones. The interpolation points are 0, 1,
@@ -986,7 +986,9 @@ bool tg_winograd_backward(const tg_wino_shape *s, const float *x, const float *w
  * with 25 products per 16 outputs where the lowering does 64 (the DCGAN discriminator's and
  * WGAN-GP critic's 64 -> 128 layer on 14 x 14: 1.96x fewer, the tiles' overhang counted). Its
  * gradients come back through the same rearrangements: each element of x lies in one phase
- * plane at most (h + p fixes a and i), so dx is dxs put back, 0 where no output reads x. */
+ * plane at most (h + p fixes a and i), so dx is dxs put back, 0 where no output reads x.
+ * conv_transpose2d with such a kernel is this conv2d run backwards (conv.c): its y is the
+ * data gradient, its dx the forward, its dw the weight gradient with x and dy swapped. */
 static tg_wino_shape s2_shape(const tg_wino_shape *s)
 {
     return (tg_wino_shape){s->N, 4 * s->Ci, s->Ho + 1, s->Wo + 1, s->Co, s->Ho, s->Wo, 2, 0};
@@ -1067,15 +1069,17 @@ bool tg_winograd_s2_backward(const tg_wino_shape *s, const float *x, const float
     int64_t nx, nw;
     if (s->N == 0 || (!dx && !dw) || !s2_floats(s, &nx, &nw))
         return false;
-    /* xs, ws, then dxs (dx) and dws (dw, zeros: the backward adds to it) */
+    /* ws, xs (dw only: the data gradient does not read x), then dxs (dx) and dws (dw, zeros:
+     * the backward adds to it) */
     const size_t bx = (size_t)nx * sizeof(float), bw = (size_t)nw * sizeof(float);
-    float *xs = tg_try_alloc(bx), *ws = xs ? tg_try_alloc(bw) : NULL;
+    float *ws = tg_try_alloc(bw), *xs = ws && dw ? tg_try_alloc(bx) : NULL;
     float *dxs = ws && dx ? tg_try_alloc(bx) : NULL;
     float *dws = ws && dw ? tg_try_alloc(bw) : NULL;
     bool ok = false;
-    if (ws && (dxs || !dx) && (dws || !dw)) {
+    if (ws && (dxs || !dx) && ((dws && xs) || !dw)) {
         const tg_wino_shape q = s2_shape(s);
-        s2_phases(s, x, xs, true, NULL, NULL, false);
+        if (xs)
+            s2_phases(s, x, xs, true, NULL, NULL, false);
         s2_weights(s, w, ws, true, NULL, NULL);
         if (dws)
             memset(dws, 0, bw);

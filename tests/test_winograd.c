@@ -118,7 +118,12 @@ typedef struct {
     tg_tensor *y, *dx, *dw, *db;
 } result;
 
-static result run(const shape *s, const inputs *in, int winograd, int threads, int backwards)
+/* The op's y of in under a tape: conv2d for a shape, conv_transpose2d for a convt_shape. */
+typedef tg_tensor *(*conv_op)(const void *s, const inputs *in);
+
+/* run's body for either op. */
+static result run_op(conv_op op, const void *s, const inputs *in, int winograd, int threads,
+                     int backwards)
 {
     int saved = tg_get_num_threads(), saved_mode = tg_conv_winograd;
     tg_set_num_threads(threads);
@@ -127,7 +132,7 @@ static result run(const shape *s, const inputs *in, int winograd, int threads, i
     tg_tensor_zero_grad(in->w);
     tg_tensor_zero_grad(in->b);
     tg_tape *tape = tg_tape_begin(TG_GRAD);
-    tg_tensor *y = tg_conv2d(in->x, in->w, in->b, stride_of(s), s->pad, 1);
+    tg_tensor *y = op(s, in);
     if (!y)
         fail_msg("%s", tg_last_error());
     result res = {tg_tensor_retain(y), NULL, NULL, NULL};
@@ -141,6 +146,17 @@ static result run(const shape *s, const inputs *in, int winograd, int threads, i
     tg_conv_winograd = saved_mode;
     tg_set_num_threads(saved);
     return res;
+}
+
+static tg_tensor *conv2d_of(const void *sp, const inputs *in)
+{
+    const shape *s = sp;
+    return tg_conv2d(in->x, in->w, in->b, stride_of(s), s->pad, 1);
+}
+
+static result run(const shape *s, const inputs *in, int winograd, int threads, int backwards)
+{
+    return run_op(conv2d_of, s, in, winograd, threads, backwards);
 }
 
 static void result_release(result *r)
@@ -354,6 +370,70 @@ static void test_stride2(void **state)
     inputs_release(&in);
 }
 
+/* conv_transpose2d with a 4 x 4 kernel at stride 2 runs the conv2d of test_stride2 backwards
+ * (its y is that conv2d's dx, its dx that conv2d's y, its dw that conv2d's weight gradient
+ * with x and dy swapped): y, dx, dw and db against the lowering after backwards backward
+ * calls, the path seen to run, and y and dx bit for bit at 1 and 2 threads. */
+typedef struct {
+    int64_t N, C, H, W, O;
+    int pad, op;
+} convt_shape;
+
+static tg_tensor *convt_of(const void *sp, const inputs *in)
+{
+    const convt_shape *s = sp;
+    return tg_conv_transpose2d(in->x, in->w, in->b, 2, s->pad, s->op);
+}
+
+static result run_convt(const convt_shape *s, const inputs *in, int winograd, int threads,
+                        int backwards)
+{
+    return run_op(convt_of, s, in, winograd, threads, backwards);
+}
+
+static void test_stride2_transposed(void **state)
+{
+    (void)state;
+    const convt_shape shapes[] = {
+        {16, 32, 7, 7, 16, 1, 0}, {13, 40, 6, 5, 9, 2, 1}, {16, 33, 9, 8, 8, 0, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const convt_shape *s = &shapes[i];
+        const int64_t Hy = 2 * s->H - 2 * s->pad + 2 + s->op,
+                      Wy = 2 * s->W - 2 * s->pad + 2 + s->op;
+        const int64_t xs[4] = {s->N, s->C, s->H, s->W}, ws[4] = {s->C, s->O, 4, 4};
+        const int64_t ys[4] = {s->N, s->O, Hy, Wy};
+        inputs in = {tensor4(xs, true, 170 + i), tensor4(ws, true, 180 + i), NULL,
+                     tensor4(ys, false, 190 + i)};
+        in.b = tg_tensor_new(1, &s->O);
+        assert_non_null(in.b);
+        assert_int_equal(tg_tensor_fill_(in.b, 0.25f), TG_OK);
+        assert_int_equal(tg_tensor_set_requires_grad(in.b, true), TG_OK);
+        const bool takes = tg_winograd_s2_applies(s->N, s->O, s->C, s->H, s->W, 4, 4, 2, s->pad, 1);
+        if (tg_sgemm_avx512_active() && !takes)
+            fail_msg("convT shape %zu: the path does not take it", i);
+        const int backwards = 1 + (int)(i % 2);
+        result a = run_convt(s, &in, 1, 1, backwards), b = run_convt(s, &in, 0, 1, backwards);
+        const double dy = max_rel_diff(a.y, b.y), ddx = max_rel_diff(a.dx, b.dx),
+                     ddw = max_rel_diff(a.dw, b.dw), ddb = max_rel_diff(a.db, b.db);
+        if (!(dy <= 2e-5 && ddx <= 2e-5 && ddw <= 2e-5 && ddb <= 2e-5))
+            fail_msg("convT shape %zu, %d backward(s): Winograd vs lowering off by y %.3g dx %.3g "
+                     "dw %.3g db %.3g",
+                     i, backwards, dy, ddx, ddw, ddb);
+        if (takes && (same_bits(a.y, b.y) || same_bits(a.dx, b.dx) || same_bits(a.dw, b.dw)))
+            fail_msg("convT shape %zu: y, dx or dw are the lowering's bits: the path did not run",
+                     i);
+        if (takes) {
+            result c = run_convt(s, &in, 1, 2, backwards);
+            if (!same_bits(a.y, c.y) || !same_bits(a.dx, c.dx))
+                fail_msg("convT shape %zu: y or dx differ between 1 and 2 threads", i);
+            result_release(&c);
+        }
+        result_release(&a);
+        result_release(&b);
+        inputs_release(&in);
+    }
+}
+
 /* An image's y and dx do not depend on the rest of the batch (data-parallel ranks each get a
  * part of it): the first two images alone against the same two within a batch of five. */
 static void test_batch_split(void **state)
@@ -475,10 +555,12 @@ static void test_deep_channels(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        TG_TEST(test_matrices),        TG_TEST(test_against_lowering), TG_TEST(test_accumulate),
-        TG_TEST(test_threads_bitwise), TG_TEST(test_batch_split),      TG_TEST(test_adjoints),
-        TG_TEST(test_gan_layers),      TG_TEST(test_lane_groups),      TG_TEST(test_deep_channels),
-        TG_TEST(test_stride2),
+        TG_TEST(test_matrices),           TG_TEST(test_against_lowering),
+        TG_TEST(test_accumulate),         TG_TEST(test_threads_bitwise),
+        TG_TEST(test_batch_split),        TG_TEST(test_adjoints),
+        TG_TEST(test_gan_layers),         TG_TEST(test_lane_groups),
+        TG_TEST(test_deep_channels),      TG_TEST(test_stride2),
+        TG_TEST(test_stride2_transposed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
