@@ -91,8 +91,8 @@ static inline int64_t batch_norm_spatial(const tg_tensor *x)
 #define BN_LANES 8
 #define BN_FLANES 16
 #define BN_CHUNK 512
-/* GCC and clang warn that a 64-byte vector changes the ABI where AVX-512 is off: only static, inlined
- * functions here take or return one. */
+/* GCC and clang warn that a 64-byte vector changes the ABI where AVX-512 is off: only static,
+ * inlined functions here take or return one. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef float bn_vec __attribute__((vector_size(BN_FLANES * sizeof(float))));
 

@@ -3,12 +3,13 @@
  * 4x4 kernel at stride 2 as a 2x2 one at stride 1 over the input's four phases (the end of this
  * file; tg_winograd_s2_applies), which conv_transpose2d's k4 s2 layers run backwards.
  *
- * F(4x4, r x r): m = 4 outputs per side from tiles of t = m + r - 1 inputs, F(4x4, 2x2) on 5 x 5
- * tiles, F(4x4, 3x3) on 6 x 6 and F(4x4, 5x5) on 8 x 8 ones. The interpolation points are 0, 1,
- * -1, 2 (and -2 for t >= 6, 1/2 and -1/2 for t = 8) and infinity; the matrices come from the points (winograd_matrices.c,
- * Toom-Cook), with the Lagrange denominators in G, so that B and A hold binary fractions
- * (small integers for t = 6, quarters for t = 8), exact in float, and only the weight
- * transform, done once per call in double, holds other fractions. In 1-D,
+ * F(4x4, r x r): m = 4 outputs per side from tiles of t = m + r - 1 inputs, F(4x4, 2x2) on
+ * 5 x 5 tiles, F(4x4, 3x3) on 6 x 6 and F(4x4, 5x5) on 8 x 8 ones. The interpolation points are
+ * 0, 1, -1, 2 (and -2 for t >= 6, 1/2 and -1/2 for t = 8) and infinity; the matrices come from
+ * the points (winograd_matrices.c, Toom-Cook), with the Lagrange denominators in G, so that B
+ * and A hold binary fractions (small integers for t = 5 and 6, quarters for t = 8), exact in
+ * float, and only the weight transform, done once per call in double, holds other fractions.
+ * In 1-D,
  * y = A^T ((G g) .* (B^T d)); in 2-D, per t x t input tile d at tile stride m:
  *   U[xi][co][ci] = G w G^T     V[xi][ci][p] = B^T d B     Z[xi][co][p] = A dy A^T
  *   forward:      M[xi] = U[xi] @ V[xi],      y  = A^T M A (+ bias), per (co, tile)
@@ -166,8 +167,8 @@ typedef struct {
  * whatever the chunk, batch or thread: y and dx are the same bit for bit at any thread count.
  * Threads take whole groups (tg_team_run over them): a short group costs a full one. */
 #define WINO_LANES 16
-/* GCC and clang warn that a 64-byte vector returned by value changes the ABI where AVX-512 is off (the
- * baseline and AVX2 compilations): only static, inlined functions here return one. */
+/* GCC and clang warn that a 64-byte vector returned by value changes the ABI where AVX-512 is
+ * off (the baseline and AVX2 compilations): only static, inlined functions here return one. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef float wino_vec __attribute__((vector_size(WINO_LANES * sizeof(float))));
 
@@ -847,8 +848,7 @@ TG_ISA_KERNEL(wino_backward_kernel, (wino_run * c), (c))
  * into dx (tg_winograd_s2_forward, below): src x [N, Ci, H, W] into dst xs [N, Ci, 4, Hq, Wq]
  * (to_phases: zeros where a phase point lies outside x), or src dxs into dst dx (= where set,
  * else +=; zeros where x lies in no phase plane). Row by row of x, each row's even and odd
- * columns to or from their two phase rows: a pass in memory order on both sides (a loop over
- * the phase points, with a test and x's index math for each, took 8% of a WGAN-GP iteration). */
+ * columns to or from their two phase rows, so that both sides are walked in memory order. */
 typedef struct {
     const tg_wino_shape *s;
     const float *src;
