@@ -1519,17 +1519,22 @@ static bool conv2d_forward_team(const conv_geom *g, const float *x, const float 
     return true;
 }
 
+/* Whether g's conv2d (or the conv2d that conv_transpose2d runs backwards) takes the stride-2
+ * Winograd path (tg_winograd_s2_applies), with its shape in *s. */
+static bool conv_winograd_s2(const conv_geom *g, tg_wino_shape *s)
+{
+    *s = (tg_wino_shape){g->N, g->Ci, g->H, g->W, g->Co, g->Ho, g->Wo, (int)g->kh, (int)g->pad};
+    return tg_winograd_s2_applies(g->N, g->Ci, g->Co, g->Ho, g->Wo, g->kh, g->kw, g->stride, g->pad,
+                                  g->dil);
+}
+
 /* Whether conv2d runs as Winograd convolutions (autograd/winograd.c), with their shape in *s:
  * at stride 1 (*s2 false) or, for 4 x 4 kernels at stride 2, over the input's phases (*s2). */
 static bool conv2d_winograd(const conv_geom *g, tg_wino_shape *s, bool *s2)
 {
-    *s2 = tg_winograd_s2_applies(g->N, g->Ci, g->Co, g->Ho, g->Wo, g->kh, g->kw, g->stride, g->pad,
-                                 g->dil);
-    if (!*s2 && !tg_winograd_applies(g->N, g->Ci, g->H, g->W, g->Co, g->Ho, g->Wo, g->kh, g->kw,
-                                     g->stride, g->pad, g->dil))
-        return false;
-    *s = (tg_wino_shape){g->N, g->Ci, g->H, g->W, g->Co, g->Ho, g->Wo, (int)g->kh, (int)g->pad};
-    return true;
+    *s2 = conv_winograd_s2(g, s);
+    return *s2 || tg_winograd_applies(g->N, g->Ci, g->H, g->W, g->Co, g->Ho, g->Wo, g->kh, g->kw,
+                                      g->stride, g->pad, g->dil);
 }
 
 TG_ISA_KERNEL(conv2d_forward, (tg_node * n), (n))
@@ -1913,28 +1918,6 @@ static tg_status conv_transpose2d_check(tg_node *n, int *ndim, int64_t shape[])
     return conv_check_output(n, fn, true, &g, ndim, shape);
 }
 
-/* Whether conv_transpose2d takes the stride-2 Winograd path (tg_winograd_s2_applies) for the
- * conv2d it runs backwards, with that conv2d's shape in *s. */
-static bool convt_winograd_s2(const conv_geom *g, tg_wino_shape *s)
-{
-    if (!tg_winograd_s2_applies(g->N, g->Ci, g->Co, g->Ho, g->Wo, g->kh, g->kw, g->stride, g->pad,
-                                g->dil))
-        return false;
-    *s = (tg_wino_shape){g->N, g->Ci, g->H, g->W, g->Co, g->Ho, g->Wo, (int)g->kh, (int)g->pad};
-    return true;
-}
-
-/* y [N, C, S] += bias[c]. */
-static void planes_add(float *y, int64_t N, int64_t C, int64_t S, const float *bias)
-{
-    TG_PARALLEL_FOR_WORK(N * C, S)
-    for (int64_t t = 0; t < N * C; t++) {
-        const float b = bias[t % C];
-        for (int64_t s = 0; s < S; s++)
-            y[t * S + s] += b;
-    }
-}
-
 /* conv_transpose2d's dx = conv2d(dy, w) on the stride-2 path: assigned when set, else added
  * (through a copy). False, having written nothing, without the memory. */
 static bool convt_s2_dx(const tg_wino_shape *s, const float *dy, const float *w, float *dx,
@@ -1968,11 +1951,14 @@ TG_ISA_KERNEL(conv_transpose2d_forward, (tg_node * n), (n))
         fill_planes(y, g.N, g.Ci, g.H * g.W, bias);
         return;
     }
+    /* The stride-2 path adds the data gradient onto the bias, as conv_dgrad's in-place GEMMs
+     * do (a failed call writes nothing: conv_dgrad then assigns y whole). */
     tg_wino_shape ws;
-    if (convt_winograd_s2(&g, &ws) && tg_winograd_s2_backward(&ws, NULL, w, x, y, true, NULL)) {
+    if (conv_winograd_s2(&g, &ws)) {
         if (bias)
-            planes_add(y, g.N, g.Ci, g.H * g.W, bias);
-        return;
+            fill_planes(y, g.N, g.Ci, g.H * g.W, bias);
+        if (tg_winograd_s2_backward(&ws, NULL, w, x, y, !bias, NULL))
+            return;
     }
     conv_dgrad(&g, w, x, y, true, bias, n->scratch);
 }
@@ -1999,7 +1985,7 @@ TG_ISA_KERNEL(conv_transpose2d_backward, (tg_node * n), (n))
      * whose image is dy and whose output gradient is x. Each part the path cannot take (no
      * memory) is left to the lowering below. */
     tg_wino_shape ws;
-    if (convt_winograd_s2(&g, &ws)) {
+    if (conv_winograd_s2(&g, &ws)) {
         if (dw && tg_winograd_s2_backward(&ws, dy, w, x, NULL, false, dw))
             dw = NULL;
         if (dx && convt_s2_dx(&ws, dy, w, dx, dx_set))
