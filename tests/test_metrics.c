@@ -462,29 +462,47 @@ static void test_diversity_identical_zero_halves_one(void **state)
     assert_close(f.diversity, 1.0, 0.1);
     assert_int_equal(gan_evaluate_images(clf, one, &ref, &f, NULL), TG_OK);
     assert_close(f.diversity, 0.0, 1e-3);
-    assert_int_equal(gan_collapse(f.white, f.diversity), GAN_COLLAPSE_SINGLE_MODE);
+    assert_int_equal(gan_collapse(f.white, f.diversity, NAN), GAN_COLLAPSE_SINGLE_MODE);
     gan_stats_free(&ref);
     clf_free(clf);
     tg_tensor_release(i1), tg_tensor_release(i2), tg_tensor_release(one);
     tg_tensor_release(img), tg_tensor_release(lab);
 }
 
-/* The verdicts on each side of the thresholds; an unknown diversity is never single mode. */
+/* The verdicts on each side of the thresholds, black before single mode before off digit; an
+ * unknown diversity is never single mode, an unknown digit share never off digit. */
 static void test_collapse_definitions(void **state)
 {
     (void)state;
     const double below = nextafter(GAN_BLACK_WHITE, 0), low = GAN_SINGLE_MODE_DIVERSITY * 0.99;
-    assert_int_equal(gan_collapse(below, 1.0), GAN_COLLAPSE_BLACK);
-    assert_int_equal(gan_collapse(0.0, NAN), GAN_COLLAPSE_BLACK);
-    assert_int_equal(gan_collapse(below, low), GAN_COLLAPSE_BLACK); /* black comes first */
-    assert_int_equal(gan_collapse(GAN_BLACK_WHITE, low), GAN_COLLAPSE_SINGLE_MODE);
-    assert_int_equal(gan_collapse(0.13, 0.0), GAN_COLLAPSE_SINGLE_MODE);
-    assert_int_equal(gan_collapse(0.13, GAN_SINGLE_MODE_DIVERSITY), GAN_COLLAPSE_NONE);
-    assert_int_equal(gan_collapse(0.13, NAN), GAN_COLLAPSE_NONE);
-    assert_int_equal(gan_collapse(0.5, 1.5), GAN_COLLAPSE_NONE);
+    const double off = nextafter(GAN_OFF_DIGIT_SHARE, 0);
+    assert_int_equal(gan_collapse(below, 1.0, NAN), GAN_COLLAPSE_BLACK);
+    assert_int_equal(gan_collapse(0.0, NAN, NAN), GAN_COLLAPSE_BLACK);
+    assert_int_equal(gan_collapse(below, low, 0.0), GAN_COLLAPSE_BLACK); /* black comes first */
+    assert_int_equal(gan_collapse(GAN_BLACK_WHITE, low, NAN), GAN_COLLAPSE_SINGLE_MODE);
+    assert_int_equal(gan_collapse(0.13, 0.0, 1.0), GAN_COLLAPSE_SINGLE_MODE);
+    assert_int_equal(gan_collapse(0.13, low, off), GAN_COLLAPSE_SINGLE_MODE); /* before off */
+    assert_int_equal(gan_collapse(0.13, GAN_SINGLE_MODE_DIVERSITY, NAN), GAN_COLLAPSE_NONE);
+    assert_int_equal(gan_collapse(0.13, NAN, NAN), GAN_COLLAPSE_NONE);
+    assert_int_equal(gan_collapse(0.5, 1.5, NAN), GAN_COLLAPSE_NONE);
+    assert_int_equal(gan_collapse(0.47, 1.8, off), GAN_COLLAPSE_OFF_DIGIT);
+    assert_int_equal(gan_collapse(0.47, NAN, 0.0), GAN_COLLAPSE_OFF_DIGIT);
+    assert_int_equal(gan_collapse(0.15, 1.0, GAN_OFF_DIGIT_SHARE), GAN_COLLAPSE_NONE);
     assert_string_equal(gan_collapse_name(GAN_COLLAPSE_BLACK), "black");
     assert_string_equal(gan_collapse_name(GAN_COLLAPSE_SINGLE_MODE), "single-mode");
+    assert_string_equal(gan_collapse_name(GAN_COLLAPSE_OFF_DIGIT), "off-digit");
     assert_string_equal(gan_collapse_name(GAN_COLLAPSE_NONE), "none");
+
+    /* The digit share: the digit's count over n; NAN for no digit, a digit the classifier does
+     * not have, or no images. */
+    gan_figures f = {.n = 8, .classes = 10, .counts = {1, 0, 0, 6, 0, 0, 0, 0, 0, 1}};
+    assert_close(gan_digit_share(&f, 3), 0.75, 0);
+    assert_close(gan_digit_share(&f, 0), 0.125, 0);
+    assert_close(gan_digit_share(&f, 1), 0.0, 0);
+    assert_true(isnan(gan_digit_share(&f, -1)));
+    assert_true(isnan(gan_digit_share(&f, 10)));
+    f.n = 0;
+    assert_true(isnan(gan_digit_share(&f, 3)));
 }
 
 /* ---- classifier figures --------------------------------------------------------------- */
@@ -927,6 +945,7 @@ static void test_eval_command(void **state)
     assert_close(json_number_after(train, "diversity"), 1.0, 0.2);
     assert_true(json_number_after(gen, "diversity") > 0);
     assert_non_null(strstr(json, "\"collapse\": \""));
+    assert_null(strstr(json, "\"digit_share\"")); /* a G of every digit has none */
 
     /* --images measures an idx file as eval measures G: G's own images through sample --idx
      * give G's figures (up to the file's 8-bit rounding), and the real test images themselves

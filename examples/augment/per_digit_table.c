@@ -6,10 +6,11 @@
  * into OUT/<run>/per_digit_eval.jsonl (`mnist_gan eval`'s JSON line) first. The grid is
  * per_digit_train.sh's: RECIPES, DIGITS and SEEDS from the environment with its defaults, plus
  * any run folder found beyond it. Writes OUT/per_digit.md: per digit and recipe, how many seeds
- * are black, single mode or healthy by metrics.h's gan_collapse, the means of white, diversity
- * and FID, and for each collapsed run the first measurement of its eval.csv (train
- * --eval-every) with the same verdict; then every run, and the runs not finished or not
- * measured. Exit status: 0 written, 2 bad input (OUT, the environment), 1 other failures. */
+ * are black, single mode, off digit or healthy by metrics.h's gan_collapse, the means of white,
+ * diversity, digit share and FID, and for each collapsed run the first measurement of its
+ * eval.csv (train --eval-every) with the same verdict; then every run, and the runs not
+ * finished or not measured. Exit status: 0 written, 2 bad input (OUT, the environment), 1 other
+ * failures. */
 #include "metrics.h"
 #include "table_util.h"
 #include "tapegrad.h"
@@ -37,6 +38,7 @@ typedef struct {
     long long progress;     /* the last iteration in losses.csv; -1 none */
     long long iteration, n; /* of the measurement */
     double white, diversity, fid;
+    double share; /* gan_digit_share of the generated images; NAN unknown */
     gan_collapse_kind kind;
     long long first;        /* the first eval.csv iteration with the same verdict; -1 none */
     bool csv_has_diversity; /* eval.csv has the column (runs of builds before it do not) */
@@ -44,6 +46,29 @@ typedef struct {
 
 /* The program name its messages start with. */
 static const char prog[] = "per_digit_table";
+
+/* The digit share of eval's JSON line: its digit_share, or (lines of builds before it) the
+ * generated images' count of the line's digit over their n; NAN when the line has neither. */
+static double digit_share(const char *line, const char *gen)
+{
+    const double share = tbl_json_number(line, "digit_share");
+    if (!isnan(share))
+        return share;
+    const double digit = tbl_json_number(line, "digit"), n = tbl_json_number(gen, "n");
+    const char *p = strstr(gen, "\"counts\": [");
+    if (!p || isnan(digit) || digit < 0 || digit >= GAN_MAX_CLASSES || !(n > 0))
+        return NAN;
+    p += strlen("\"counts\": [");
+    for (int k = 0; k < (int)digit; k++) {
+        p += strcspn(p, ",]");
+        if (*p != ',')
+            return NAN;
+        p++;
+    }
+    char *end;
+    const double count = strtod(p, &end);
+    return end > p ? count / n : NAN;
+}
 
 /* The run's measurement from its cache: false when the line is not eval's. */
 static bool read_measurement(const char *json, run_info *r)
@@ -57,9 +82,10 @@ static bool read_measurement(const char *json, run_info *r)
     r->white = tbl_json_number(gen, "white");
     r->diversity = tbl_json_number(gen, "diversity");
     r->fid = tbl_json_number(gen, "fid");
+    r->share = digit_share(line, gen);
     if (isnan(r->white))
         return false;
-    r->kind = gan_collapse(r->white, r->diversity);
+    r->kind = gan_collapse(r->white, r->diversity, r->share);
     return true;
 }
 
@@ -93,7 +119,8 @@ static double field(const char *line, int col)
     return end > line ? v : NAN;
 }
 
-/* r->first: the first row of the run's eval.csv whose own verdict is r->kind. */
+/* r->first: the first row of the run's eval.csv whose own verdict is r->kind (eval.csv has no
+ * digit share: off digit is never found there). */
 static void first_crossing(const char *dir, run_info *r)
 {
     char path[4200];
@@ -110,7 +137,7 @@ static void first_crossing(const char *dir, run_info *r)
          line = strchr(line + 1, '\n')) {
         const double it = field(line + 1, c_it), white = field(line + 1, c_white);
         const double div = c_div >= 0 ? field(line + 1, c_div) : NAN;
-        if (!isnan(it) && !isnan(white) && gan_collapse(white, div) == r->kind) {
+        if (!isnan(it) && !isnan(white) && gan_collapse(white, div, NAN) == r->kind) {
             r->first = (long long)it;
             break;
         }
@@ -177,6 +204,8 @@ static const char *crossing(char *buf, size_t size, const char *seed, const run_
         snprintf(buf, size, "s%.31s at %lld", seed, r->first);
     else if (r->kind == GAN_COLLAPSE_SINGLE_MODE && !r->csv_has_diversity)
         snprintf(buf, size, "s%.31s (eval.csv has no diversity)", seed);
+    else if (r->kind == GAN_COLLAPSE_OFF_DIGIT) /* eval.csv has no digit share: the seed only */
+        snprintf(buf, size, "s%.31s", seed);
     else
         snprintf(buf, size, "s%.31s (not in eval.csv)", seed);
     return buf;
@@ -242,25 +271,29 @@ int main(int argc, char **argv)
             "Written by `per_digit_table` from `%s`: %d of %d runs measured (`mnist_gan eval`, "
             "%lld generated images against as many real test images of the digit; "
             "examples/augment/README.md). A run is **black** when its images' mean white is "
-            "below %g, **single mode** when, not black, its diversity is below %g, "
-            "**healthy** otherwise (metrics.h, `gan_collapse`).\n\n",
-            out, measured, nd * nr * ns, n_eval, GAN_BLACK_WHITE, GAN_SINGLE_MODE_DIVERSITY);
-    fputs("| digit | recipe | measured | black | single mode | healthy | white | diversity | "
-          "FID | collapsed: seed at the first eval.csv iteration with that verdict |\n"
-          "|---|---|---|---|---|---|---|---|---|---|\n",
+            "below %g, **single mode** when, not black, its diversity is below %g, **off "
+            "digit** when, neither, its digit share (the share of its images the classifier "
+            "puts in the digit it was trained on) is below %g, **healthy** otherwise "
+            "(metrics.h, `gan_collapse`).\n\n",
+            out, measured, nd * nr * ns, n_eval, GAN_BLACK_WHITE, GAN_SINGLE_MODE_DIVERSITY,
+            GAN_OFF_DIGIT_SHARE);
+    fputs("| digit | recipe | measured | black | single mode | off digit | healthy | white | "
+          "diversity | digit share | FID | collapsed: seed at the first eval.csv iteration "
+          "with that verdict (off digit: the seed; eval.csv has no digit share) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|\n",
           f);
-    int totals[MAX_RECIPES][3] = {{0}}, total_measured[MAX_RECIPES] = {0};
+    int totals[MAX_RECIPES][GAN_COLLAPSE_KINDS] = {{0}}, total_measured[MAX_RECIPES] = {0};
     for (int d = 0; d < nd; d++)
         for (int r = 0; r < nr; r++) {
-            int count[3] = {0}, m = 0;
-            double white = 0, div = 0, fid = 0;
+            int count[GAN_COLLAPSE_KINDS] = {0}, m = 0;
+            double white = 0, div = 0, share = 0, fid = 0;
             char when[1024] = "", buf[256];
             for (int s = 0; s < ns; s++) {
                 const run_info *x = &runs[d][r][s];
                 if (x->state != RUN_MEASURED)
                     continue;
                 m++, count[x->kind]++;
-                white += x->white, div += x->diversity, fid += x->fid;
+                white += x->white, div += x->diversity, share += x->share, fid += x->fid;
                 if (x->kind != GAN_COLLAPSE_NONE) {
                     size_t len = strlen(when);
                     snprintf(when + len, sizeof when - len, "%s%s: %s", len ? "; " : "",
@@ -268,23 +301,27 @@ int main(int argc, char **argv)
                 }
             }
             total_measured[r] += m;
-            for (int k = 0; k < 3; k++)
+            for (int k = 0; k < GAN_COLLAPSE_KINDS; k++)
                 totals[r][k] += count[k];
-            char w[32], v[32], q[32];
-            fprintf(f, "| %s | %s | %d/%d | %d | %d | %d | %s | %s | %s | %s |\n", digits[d],
-                    recipes[r], m, ns, count[GAN_COLLAPSE_BLACK], count[GAN_COLLAPSE_SINGLE_MODE],
+            char w[32], v[32], h[32], q[32];
+            fprintf(f, "| %s | %s | %d/%d | %d | %d | %d | %d | %s | %s | %s | %s | %s |\n",
+                    digits[d], recipes[r], m, ns, count[GAN_COLLAPSE_BLACK],
+                    count[GAN_COLLAPSE_SINGLE_MODE], count[GAN_COLLAPSE_OFF_DIGIT],
                     count[GAN_COLLAPSE_NONE], num(w, sizeof w, "%.3f", m ? white / m : NAN),
                     num(v, sizeof v, "%.3f", m ? div / m : NAN),
+                    num(h, sizeof h, "%.3f", m ? share / m : NAN),
                     num(q, sizeof q, "%.1f", m ? fid / m : NAN), *when ? when : "-");
         }
-    fputs("\n| recipe | measured | black | single mode | healthy |\n|---|---|---|---|---|\n", f);
-    for (int r = 0; r < nr; r++)
-        fprintf(f, "| %s | %d/%d | %d | %d | %d |\n", recipes[r], total_measured[r], nd * ns,
-                totals[r][GAN_COLLAPSE_BLACK], totals[r][GAN_COLLAPSE_SINGLE_MODE],
-                totals[r][GAN_COLLAPSE_NONE]);
-
-    fputs("\n## Every run\n\n| run | iteration | white | diversity | FID | verdict |\n"
+    fputs("\n| recipe | measured | black | single mode | off digit | healthy |\n"
           "|---|---|---|---|---|---|\n",
+          f);
+    for (int r = 0; r < nr; r++)
+        fprintf(f, "| %s | %d/%d | %d | %d | %d | %d |\n", recipes[r], total_measured[r], nd * ns,
+                totals[r][GAN_COLLAPSE_BLACK], totals[r][GAN_COLLAPSE_SINGLE_MODE],
+                totals[r][GAN_COLLAPSE_OFF_DIGIT], totals[r][GAN_COLLAPSE_NONE]);
+
+    fputs("\n## Every run\n\n| run | iteration | white | diversity | digit share | FID | "
+          "verdict |\n|---|---|---|---|---|---|---|\n",
           f);
     for (int d = 0; d < nd; d++)
         for (int r = 0; r < nr; r++)
@@ -292,11 +329,11 @@ int main(int argc, char **argv)
                 const run_info *x = &runs[d][r][s];
                 if (x->state != RUN_MEASURED)
                     continue;
-                char w[32], v[32], q[32];
-                fprintf(f, "| %s-d%s-s%s | %lld | %s | %s | %s | %s |\n", recipes[r], digits[d],
-                        seeds[s], x->iteration, num(w, sizeof w, "%.4f", x->white),
-                        num(v, sizeof v, "%.3f", x->diversity), num(q, sizeof q, "%.1f", x->fid),
-                        gan_collapse_name(x->kind));
+                char w[32], v[32], h[32], q[32];
+                fprintf(f, "| %s-d%s-s%s | %lld | %s | %s | %s | %s | %s |\n", recipes[r],
+                        digits[d], seeds[s], x->iteration, num(w, sizeof w, "%.4f", x->white),
+                        num(v, sizeof v, "%.3f", x->diversity), num(h, sizeof h, "%.3f", x->share),
+                        num(q, sizeof q, "%.1f", x->fid), gan_collapse_name(x->kind));
             }
     fprintf(f, "\n## Not finished or not measured (%d)\n\n", pending);
     for (int d = 0; d < nd; d++)

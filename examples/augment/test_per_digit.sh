@@ -27,16 +27,20 @@ sh "$src/examples/augment/per_digit_table.sh" "$build" "$out" >"$tmp/table.log" 
 md=$out/per_digit.md
 [ -f "$md" ] || fail "no $md"
 grep -q "3 of 3 runs measured" "$md" || fail "not 3 of 3 runs measured"
-# One row per recipe for digit 3: 1/1 measured, its seed counted once, the three figures numbers.
+# One row per recipe for digit 3: 1/1 measured, its seed counted once, the four figures numbers
+# (white, diversity, digit share, FID).
 for recipe in tutorial dcgan wgan-gp; do
     awk -F'|' -v r="$recipe" '
         function num(s) { gsub(/ /, "", s); return s ~ /^-?[0-9]+(\.[0-9]+)?$/ }
         $2 == " 3 " && $3 == " " r " " {
             found = 1
-            if ($4 != " 1/1 " || $5 + $6 + $7 != 1 || !num($8) || !num($9) || !num($10))
+            if ($4 != " 1/1 " || $5 + $6 + $7 + $8 != 1 || !num($9) || !num($10) || !num($11) ||
+                !num($12))
                 bad = 1
         }
         END { exit !(found && !bad) }' "$md" || fail "row for digit 3, $recipe: missing or wrong"
+    grep -q '"digit_share": ' "$out/$recipe-d3-s1/per_digit_eval.jsonl" ||
+        fail "$recipe-d3-s1: eval wrote no digit share for a G of one digit"
     grep -q "^| $recipe-d3-s1 | 4 | " "$md" || fail "no line for run $recipe-d3-s1 at iteration 4"
     [ -f "$out/$recipe-d3-s1/per_digit_eval.jsonl" ] || fail "$recipe-d3-s1: no cached measurement"
 done
@@ -73,11 +77,32 @@ printf 'iteration,fid,score,rarest_share,rarest_class,classes_5pct,confidence,wh
 SEEDS="1 7 8 9" sh "$src/examples/augment/per_digit_table.sh" "$build" "$out" \
     >"$tmp/table.log" 2>&1 || fail "per_digit_table.sh failed: $(tail -n 5 "$tmp/table.log")"
 awk -F'|' '$2 == " 3 " && $3 == " tutorial " && $4 == " 2/4 " && $5 >= 1 &&
-    $5 + $6 + $7 == 2 && $11 ~ /black: s9 at 8( |;|$)/ { found = 1 } END { exit !found }' "$md" ||
-    fail "the hand-made black run is not counted black from iteration 8"
+    $5 + $6 + $7 + $8 == 2 && $13 ~ /black: s9 at 8( |;|$)/ { found = 1 } END { exit !found }' \
+    "$md" || fail "the hand-made black run is not counted black from iteration 8"
 grep -q "^| tutorial-d3-s9 | 4 | 0.0100 | .* | black |$" "$md" || fail "no line for tutorial-d3-s9"
 grep -q "^- dcgan-d3-s7: unfinished, at iteration 3$" "$md" || fail "dcgan-d3-s7 not unfinished"
 grep -q "^- tutorial-d3-s8: not started$" "$md" || fail "tutorial-d3-s8 not listed"
+# Two runs off digit made by hand, neither black nor single mode: seed 4 by its digit_share
+# (10%), seed 5 by the counts of a line from before eval wrote one (20 of 50 images a 3: 40%).
+gen_white='s/"generated": {\([^}]*\)"white": [^,]*,/"generated": {\1"white": 0.5,/'
+gen_div='s/"generated": {\([^}]*\)"diversity": [^,}]*/"generated": {\1"diversity": 1.0/'
+for seed in 4 5; do
+    mkdir "$out/wgan-gp-d3-s$seed"
+    touch "$out/wgan-gp-d3-s$seed/done"
+done
+sed -e "$gen_white" -e "$gen_div" -e 's/"digit_share": [^,]*/"digit_share": 0.1/' \
+    "$out/wgan-gp-d3-s1/per_digit_eval.jsonl" >"$out/wgan-gp-d3-s4/per_digit_eval.jsonl"
+sed -e "$gen_white" -e "$gen_div" -e 's/, "digit_share": [^,]*//' \
+    -e 's/"counts": \[[^]]*\]/"counts": [0, 0, 0, 20, 30, 0, 0, 0, 0, 0]/' \
+    "$out/wgan-gp-d3-s1/per_digit_eval.jsonl" >"$out/wgan-gp-d3-s5/per_digit_eval.jsonl"
+SEEDS="4 5" sh "$src/examples/augment/per_digit_table.sh" "$build" "$out" \
+    >"$tmp/table.log" 2>&1 || fail "per_digit_table.sh failed: $(tail -n 5 "$tmp/table.log")"
+grep -q "^| wgan-gp-d3-s4 | 4 | 0.5000 | 1.000 | 0.100 | .* | off-digit |$" "$md" &&
+    grep -q "^| wgan-gp-d3-s5 | 4 | 0.5000 | 1.000 | 0.400 | .* | off-digit |$" "$md" ||
+    fail "the hand-made runs are not off digit: $(grep 'wgan-gp-d3-s[45]' "$md")"
+awk -F'|' '$2 == " 3 " && $3 == " wgan-gp " && $4 == " 2/2 " && $7 == 2 && $11 == " 0.250 " &&
+    $13 ~ /off-digit: s4; off-digit: s5 / { found = 1 } END { exit !found }' \
+    "$md" || fail "the wgan-gp row of digit 3 does not count two runs off digit"
 # A finished run whose checkpoint eval cannot read (seed 6): said, listed as not measured, the
 # table written all the same, exit 1.
 mkdir "$out/dcgan-d3-s6"

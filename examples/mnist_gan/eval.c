@@ -164,11 +164,20 @@ int evaluate(const gan_options *o)
            o->classifier, 100.0 * info.test_accuracy, (long long)o->n, dir);
     static const char *const names[3] = {"generated", "real train (reference)", "real test"};
     gan_figures_table(stdout, 3, names, figs);
-    /* The verdict of metrics.h's collapse definitions on the generated set. */
-    const char *collapse = gan_collapse_name(gan_collapse(figs[0].white, figs[0].diversity));
+    /* The verdict of metrics.h's collapse definitions on the generated set; the digit share
+     * for a G of one digit (of the images eval made, not of --images). */
+    const double share = o->images ? NAN : gan_digit_share(&figs[0], rs.digit);
+    const char *collapse = gan_collapse_name(gan_collapse(figs[0].white, figs[0].diversity, share));
     printf("\ncollapse of the generated set: %s (white below %g: black; diversity below %g: "
-           "single mode)\n",
+           "single mode",
            collapse, GAN_BLACK_WHITE, GAN_SINGLE_MODE_DIVERSITY);
+    if (!isnan(share))
+        printf("; digit share below %g: off digit", GAN_OFF_DIGIT_SHARE);
+    puts(")");
+    if (!isnan(share))
+        printf("digit share: %.2f%% of the generated images are classified as %d, the digit G "
+               "was trained on\n",
+               100.0 * share, rs.digit);
 
     if (!isnan(label_acc))
         printf("label accuracy (conditional G, labels %s): %.2f%% of the generated images are "
@@ -192,6 +201,8 @@ int evaluate(const gan_options *o)
             (long long)o->n, (unsigned long long)o->seed, collapse);
     if (!isnan(label_acc))
         fprintf(jf, ", \"label_accuracy\": %.6f", label_acc);
+    if (!isnan(share))
+        fprintf(jf, ", \"digit_share\": %.6f", share);
     static const char *const keys[3] = {"generated", "real_train", "real_test"};
     for (int i = 0; i < 3; i++) {
         fprintf(jf, ", \"%s\": ", keys[i]);

@@ -103,12 +103,14 @@ double gan_diversity(const gan_stats *set, const gan_stats *ref)
     return set && ref && ref->spread > 0 ? sqrt(set->spread / ref->spread) : NAN;
 }
 
-gan_collapse_kind gan_collapse(double white, double diversity)
+gan_collapse_kind gan_collapse(double white, double diversity, double digit_share)
 {
     if (white < GAN_BLACK_WHITE)
         return GAN_COLLAPSE_BLACK;
     if (diversity < GAN_SINGLE_MODE_DIVERSITY) /* false for NAN */
         return GAN_COLLAPSE_SINGLE_MODE;
+    if (digit_share < GAN_OFF_DIGIT_SHARE) /* false for NAN */
+        return GAN_COLLAPSE_OFF_DIGIT;
     return GAN_COLLAPSE_NONE;
 }
 
@@ -116,7 +118,15 @@ const char *gan_collapse_name(gan_collapse_kind k)
 {
     return k == GAN_COLLAPSE_BLACK         ? "black"
            : k == GAN_COLLAPSE_SINGLE_MODE ? "single-mode"
+           : k == GAN_COLLAPSE_OFF_DIGIT   ? "off-digit"
                                            : "none";
+}
+
+double gan_digit_share(const gan_figures *f, int digit)
+{
+    if (digit < 0 || digit >= f->classes || digit >= GAN_MAX_CLASSES || f->n <= 0)
+        return NAN;
+    return (double)f->counts[digit] / (double)f->n;
 }
 
 /* ---- linear algebra ------------------------------------------------------------------------ */

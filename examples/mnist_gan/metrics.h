@@ -87,14 +87,29 @@ double gan_diversity(const gan_stats *set, const gan_stats *ref);
  *                pixel 0.26, by -1..1 whole pixels (and noise) 0.98; two distinct 3s repeated
  *                0.88. So below 0.3 is "one image, up to sub-pixel changes"; two images or
  *                more are far above.
- *   none         neither. A set of noise or of another digit is neither: FID shows that. */
+ *   off digit    neither, for a G trained on one digit: fewer than GAN_OFF_DIGIT_SHARE of its
+ *                images are classified as that digit (gan_digit_share). The classifier gives
+ *                800 real test or training images of a digit their own class 98.8-100% of the
+ *                time, each digit; images of noise or of no digit spread over the classes.
+ *                The tutorial recipe's per-digit runs drew gray textures that are neither
+ *                black nor single mode (examples/augment/README.md, "Collapse").
+ *   none         none of these. A set of noise of a G trained on all digits is none: FID
+ *                shows that. */
 #define GAN_BLACK_WHITE 0.02
 #define GAN_SINGLE_MODE_DIVERSITY 0.3
-typedef enum { GAN_COLLAPSE_NONE, GAN_COLLAPSE_BLACK, GAN_COLLAPSE_SINGLE_MODE } gan_collapse_kind;
-/* The collapse of a set of mean white `white` and diversity `diversity` (NAN: unknown, which
- * is never single mode). */
-gan_collapse_kind gan_collapse(double white, double diversity);
-/* "none", "black" or "single-mode". */
+#define GAN_OFF_DIGIT_SHARE 0.5
+typedef enum {
+    GAN_COLLAPSE_NONE,
+    GAN_COLLAPSE_BLACK,
+    GAN_COLLAPSE_SINGLE_MODE,
+    GAN_COLLAPSE_OFF_DIGIT,
+    GAN_COLLAPSE_KINDS
+} gan_collapse_kind;
+/* The collapse of a set of mean white `white`, diversity `diversity` and digit share
+ * `digit_share` (gan_digit_share; NAN: unknown or no digit, which is never off digit; a NAN
+ * diversity is never single mode). The first that applies of black, single mode, off digit. */
+gan_collapse_kind gan_collapse(double white, double diversity, double digit_share);
+/* "none", "black", "single-mode" or "off-digit". */
 const char *gan_collapse_name(gan_collapse_kind k);
 
 #define GAN_MAX_CLASSES 16
@@ -117,6 +132,9 @@ typedef struct gan_figures {
 /* Score, coverage and confidence of logits [N, K] (K <= GAN_MAX_CLASSES) into f; the other
  * fields are left as they are. */
 tg_status gan_class_figures(const tg_tensor *logits, gan_figures *f);
+/* The share of f's images classified as digit (f->counts[digit] / f->n): NAN when digit is
+ * not one of f's classes (-1: a G of every digit) or f has no images. */
+double gan_digit_share(const gan_figures *f, int digit);
 /* rarest_share, rarest_class and classes_5pct of f->counts[0 .. f->classes) over f->n images. */
 void gan_coverage(gan_figures *f);
 /* Mean (x + 1) / 2 over every element of images in [-1, 1]. */
