@@ -112,6 +112,8 @@ static void test_same_bits_as_two_ops(void **state)
         {{2, 17, 7, 4}, false, true, false, false, false, L, 1}, /* the same, eval */
         {{4, 3, 6, 10}, true, true, true, false, true, R, 2},    /* ties */
         {{4, 3, 6, 10}, true, true, true, false, true, L, 1},    /* ties, leaky */
+        {{2, 3, 30, 34}, true, true, true, false, false, R, 1},  /* rows of 17 windows */
+        {{2, 3, 27, 35}, true, true, true, false, true, L, 2},   /* the same, odd, ties */
     };
     static const char *const what[6] = {"y",     "dx",           "dweight",
                                         "dbias", "running_mean", "running_var"};
