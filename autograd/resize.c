@@ -200,7 +200,7 @@ typedef struct {
 } col_plan;
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
+#include "../tensor/avx512.h"
 
 /* Fills plan from the column table of an upsampling of rows of W to Wo. */
 static void col_plan_fill(col_plan *plan, const lerp_entry *cols, int64_t W, int64_t Wo)
@@ -231,19 +231,13 @@ static void col_plan_fill(col_plan *plan, const lerp_entry *cols, int64_t W, int
     }
 }
 
-/* The first n lanes (all for n >= 16, none for n <= 0). */
-static inline __mmask16 lanes(int64_t n)
-{
-    return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
-}
-
 /* lerp_cols on plan (fwd): t[0..n) from the row xr of W floats. */
 static void lerp_cols_short(const col_plan *plan, int64_t n, const float *xr, int64_t W, float *t)
 {
-    const __m512 lo = _mm512_maskz_loadu_ps(lanes(W), xr);
-    const __m512 hi = _mm512_maskz_loadu_ps(lanes(W - 16), xr + 16);
+    const __m512 lo = _mm512_maskz_loadu_ps(tg_lanes16(W), xr);
+    const __m512 hi = _mm512_maskz_loadu_ps(tg_lanes16(W - 16), xr + 16);
     for (int64_t j = 0; j < n; j += 16) {
-        const __mmask16 m = lanes(n - j);
+        const __mmask16 m = tg_lanes16(n - j);
         const __m512 a = _mm512_permutex2var_ps(lo, _mm512_maskz_loadu_epi32(m, plan->i0 + j), hi);
         const __m512 b = _mm512_permutex2var_ps(lo, _mm512_maskz_loadu_epi32(m, plan->i1 + j), hi);
         const __m512 wb = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, plan->w1 + j), b);
@@ -256,10 +250,10 @@ static void lerp_cols_short(const col_plan *plan, int64_t n, const float *xr, in
 static void scatter_cols_short(const col_plan *plan, int64_t n, const float *g, float *dxr,
                                int64_t W)
 {
-    const __m512 lo = _mm512_maskz_loadu_ps(lanes(n), g);
-    const __m512 hi = _mm512_maskz_loadu_ps(lanes(n - 16), g + 16);
+    const __m512 lo = _mm512_maskz_loadu_ps(tg_lanes16(n), g);
+    const __m512 hi = _mm512_maskz_loadu_ps(tg_lanes16(n - 16), g + 16);
     for (int64_t e = 0; e < W; e += 16) {
-        const __mmask16 m = lanes(W - e);
+        const __mmask16 m = tg_lanes16(W - e);
         __m512 acc = _mm512_maskz_loadu_ps(m, dxr + e);
         for (int k = 0; k < plan->terms; k++) {
             const __mmask16 mk = (__mmask16)(plan->tm[k] >> e) & m;

@@ -87,44 +87,11 @@ static inline int64_t round_up(int64_t M, int64_t n)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
+#include "avx512.h"
 #define GEMM_AVX512 __attribute__((target("avx512f")))
 /* The bf16 kernels: VCVTNE2PS2BF16 and VDPBF16PS, plus AVX512BW's 16-bit permutes. Reached
  * only when tg_isa_has_bf16(). */
 #define GEMM_BF16 __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl")))
-
-/* The first n lanes of a vector (none for n <= 0, all for n >= 16). */
-static inline __mmask16 lane_mask(int64_t n)
-{
-    return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
-}
-
-/* r[i] = row i of a 16 x 16 block -> r[j] = column j: the packing's gathers of one value
- * from each of many rows, 16 values per instruction instead of one. */
-GEMM_AVX512 static inline void transpose16(__m512 r[16])
-{
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
-        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xdd);
-        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
-        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xdd);
-    }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
-        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
-    }
-}
 
 /* dst[kk * ld_dst + c] = src[c][k0 + kk] for kk < 16 and c < n (n <= 16): n rows' next 16
  * values, transposed. */
@@ -134,9 +101,9 @@ GEMM_AVX512 static inline void gather16(const float *const *src, int n, int64_t 
     __m512 r[16];
     for (int c = 0; c < 16; c++)
         r[c] = c < n ? _mm512_loadu_ps(src[c] + k0) : _mm512_setzero_ps();
-    transpose16(r);
+    tg_transpose16(r);
     for (int kk = 0; kk < 16; kk++)
-        _mm512_mask_storeu_ps(dst + kk * ld_dst, lane_mask(n), r[kk]);
+        _mm512_mask_storeu_ps(dst + kk * ld_dst, tg_lanes16(n), r[kk]);
 }
 
 /* Element (i, k) of a not transposed op(A): in row i of the storage, or in the caller's
@@ -163,8 +130,8 @@ GEMM_AVX512 static void pack_a(const gemm_a *a, int64_t i0, int64_t mc, int64_t 
              * which packs the whole weight again for every image. */
             for (int64_t k = 0; k < kc; k++)
                 _mm512_mask_storeu_ps(
-                    panel + k * GEMM_MR, lane_mask(GEMM_MR),
-                    _mm512_maskz_loadu_ps(lane_mask(rows), A + (p0 + k) * lda + i));
+                    panel + k * GEMM_MR, tg_lanes16(GEMM_MR),
+                    _mm512_maskz_loadu_ps(tg_lanes16(rows), A + (p0 + k) * lda + i));
             continue;
         }
         /* The rows' next 16 depths at a time, a pointer to each (a_at: the caller's panels
@@ -201,7 +168,7 @@ GEMM_AVX512 static void pack_b(bool trans, const float *B, int64_t ldb, int64_t 
                 const float *src = B + (p0 + k) * ldb + j;
                 for (int v = 0; v < GEMM_NR / 16; v++)
                     _mm512_store_ps(panel + k * GEMM_NR + 16 * v,
-                                    _mm512_maskz_loadu_ps(lane_mask(cols - 16 * v), src + 16 * v));
+                                    _mm512_maskz_loadu_ps(tg_lanes16(cols - 16 * v), src + 16 * v));
             }
             continue;
         }
@@ -227,7 +194,7 @@ store_tile(int nv, __m512 acc[2][GEMM_MR], float *C, int64_t ldc, int64_t rows, 
 {
     __mmask16 m[2];
     for (int v = 0; v < nv; v++)
-        m[v] = lane_mask(cols - 16 * v);
+        m[v] = tg_lanes16(cols - 16 * v);
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     for (int r = 0; r < rows; r++) {
         float *c = C + r * ldc;
@@ -328,7 +295,7 @@ GEMM_BF16 static void bf16_pairs_a(const float *src, int64_t mc, int64_t kc, uin
         for (int64_t k = 0; k < kc; k += 2) {
             /* At an odd kc's last depth only its MR values are read: the pair's second half
              * is the zero padding. */
-            __m512 v = _mm512_maskz_loadu_ps(lane_mask((kc - k) * GEMM_MR), panel + k * GEMM_MR);
+            __m512 v = _mm512_maskz_loadu_ps(tg_lanes16((kc - k) * GEMM_MR), panel + k * GEMM_MR);
             __m256bh h = _mm512_cvtneps_pbh(_mm512_permutexvar_ps(idx, v));
             _mm256_storeu_si256((__m256i *)(out + k * GEMM_MR), (__m256i)h);
         }
@@ -443,8 +410,8 @@ GEMM_AMX static void amx_pack_a(const gemm_a *a, int64_t i0, int64_t mc, int64_t
             for (int64_t k = 0; k < kcp; k += 32) {
                 /* 32 depths from p0 + k, a multiple of 32: one run of the caller's panels */
                 const float *src = a_at(a, i0 + i, p0 + k);
-                __m512 lo = _mm512_maskz_loadu_ps(lane_mask(n - k), src);
-                __m512 hi = _mm512_maskz_loadu_ps(lane_mask(n - k - 16), src + 16);
+                __m512 lo = _mm512_maskz_loadu_ps(tg_lanes16(n - k), src);
+                __m512 hi = _mm512_maskz_loadu_ps(tg_lanes16(n - k - 16), src + 16);
                 _mm512_store_si512(dst + i * kcp + k, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
             }
         }
@@ -456,11 +423,11 @@ GEMM_AMX static void amx_pack_a(const gemm_a *a, int64_t i0, int64_t mc, int64_t
             for (int h = 0; h < 2; h++) {
                 for (int d = 0; d < 16; d++) {
                     const int64_t depth = k + 16 * h + d;
-                    r[h][d] = depth < kc ? _mm512_maskz_loadu_ps(lane_mask(mc - i),
+                    r[h][d] = depth < kc ? _mm512_maskz_loadu_ps(tg_lanes16(mc - i),
                                                                  A + (p0 + depth) * lda + i0 + i)
                                          : _mm512_setzero_ps();
                 }
-                transpose16(r[h]); /* r[h][c]: row i + c, depths k + 16 h ... */
+                tg_transpose16(r[h]); /* r[h][c]: row i + c, depths k + 16 h ... */
             }
             for (int c = 0; c < 16; c++)
                 _mm512_store_si512(dst + (i + c) * kcp + k,
@@ -534,7 +501,7 @@ GEMM_BF16 static void pack_stored_b_bf16(const stored_b *s, int64_t j0, int64_t 
             for (int64_t k = 0; k < kc2; k += 2) {
                 const float *r0 = s->B + (p0 + k) * s->ldb + j, *r1 = r0 + s->ldb;
                 for (int v = 0; v < GEMM_NR / 16; v++) {
-                    const __mmask16 m = lane_mask(cols - 16 * v);
+                    const __mmask16 m = tg_lanes16(cols - 16 * v);
                     __m512 a = k < kc ? _mm512_maskz_loadu_ps(m, r0 + 16 * v) : _mm512_setzero_ps();
                     __m512 b =
                         k + 1 < kc ? _mm512_maskz_loadu_ps(m, r1 + 16 * v) : _mm512_setzero_ps();
@@ -551,11 +518,11 @@ GEMM_BF16 static void pack_stored_b_bf16(const stored_b *s, int64_t j0, int64_t 
                     const float *src = s->B + (j + h + c) * s->ldb + p0 + k;
                     const int64_t n = h + c < cols ? kc - k : 0;
                     __m512bh pairs =
-                        _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(lane_mask(n - 16), src + 16),
-                                            _mm512_maskz_loadu_ps(lane_mask(n), src));
+                        _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(tg_lanes16(n - 16), src + 16),
+                                            _mm512_maskz_loadu_ps(tg_lanes16(n), src));
                     r[c] = _mm512_castsi512_ps((__m512i)pairs);
                 }
-                transpose16(r); /* r[p]: depth pair k / 2 + p of the 16 columns */
+                tg_transpose16(r); /* r[p]: depth pair k / 2 + p of the 16 columns */
                 for (int p = 0; p < 16 && k + 2 * p < kc2; p++)
                     _mm512_store_ps((float *)(panel + (k + 2 * p) * GEMM_NR + 2 * h), r[p]);
             }
@@ -669,7 +636,7 @@ GEMM_AVX512 static float thin_dot(const float *a, const float *b, int64_t n)
         s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16), s1);
     }
     for (; k < n; k += 16) {
-        const __mmask16 m = lane_mask(n - k);
+        const __mmask16 m = tg_lanes16(n - k);
         s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k), s0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
@@ -680,7 +647,7 @@ GEMM_AVX512 static void thin_axpy(float a, const float *x, float *y, int64_t n)
 {
     const __m512 va = _mm512_set1_ps(a);
     for (int64_t j = 0; j < n; j += 16) {
-        const __mmask16 m = lane_mask(n - j);
+        const __mmask16 m = tg_lanes16(n - j);
         _mm512_mask_storeu_ps(
             y + j, m,
             _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_loadu_ps(m, y + j)));
