@@ -440,13 +440,14 @@ static int64_t conv_unit_cols(const conv_geom *g, int64_t B)
  * images too large for them. */
 #if defined(__AVX512F__) && defined(__x86_64__) && defined(__GNUC__)
 #define CONV_IMPLICIT 1
-#include <immintrin.h>
+#include "../tensor/avx512.h"
 #else
 #define CONV_IMPLICIT 0
 #endif
 
 #if TG_ISA_BASE
 int tg_conv_implicit = 1;
+int tg_conv_wgrad_taps = 1;
 #endif
 
 /* A coordinate that no tap brings inside a plane (see conv_implicit_fits): for lanes past the
@@ -654,6 +655,94 @@ static void pack_cols_t(const void *ctx, int64_t j0, int64_t nc, int64_t p0, int
         }
     }
 }
+
+/* ---- the weight gradient of few taps, direct ----------------------------------------------
+ * dW [Co, Kc] += dy [Co, P] @ cols^T for a unit of one image whose Kc = Ci*kh*kw is at most
+ * WGRAD_TAPS_MAX, without padding (D's first convolution: 1 -> 64 channels, 3x3 on 28x28, Kc
+ * 9). The GEMM has the taps in its lanes there (its N is Kc: 9 of 16 used), and pack_cols_t
+ * gathers the columns' transpose with about as many loads as the products. Here the lanes are
+ * 16 output channels, dy transposed 16 x 16 positions at a time in registers, and each tap's
+ * input value is broadcast from the image into its own accumulator. Each dW element gets the
+ * GEMM's terms in the GEMM's order: a chain of fused multiply-adds from +0 over the positions of
+ * each depth block of TG_GEMM_KC, whose sum is then added to dW (the GEMM's beta 1): the same
+ * bits. test_conv's implicit layers compare the two. D's first conv (bench_conv, batch 128, 1
+ * thread) went from 7.5 to 4.7 ms backward; bench_gan's D.0 row, forward + backward, from 10.4
+ * to 8.3 ms of CPU (medians of 8 interleaved rounds). Its forward stays a GEMM: the same kind of
+ * loop ran it no faster, bound by writing y (22 MB). */
+#define WGRAD_TAPS_MAX 12
+
+/* Whether gemm_weight_grad of unit columns n takes wgrad_taps. FP32 only: in bf16 mode the
+ * GEMM rounds its inputs. */
+static bool wgrad_taps_fit(const conv_geom *g, int64_t n)
+{
+    return tg_conv_wgrad_taps && g->Kc <= WGRAD_TAPS_MAX && g->pad == 0 && n == g->P &&
+           !tg_matmul_bf16_active();
+}
+
+/* The kc taps' terms of positions q .. q + np of the image at rows of dy r[p] (16 channels),
+ * into acc; (oh, ow) is position q's output point, moved past the last. np constant where the
+ * caller unrolls it (16), r in registers. */
+static inline __attribute__((always_inline)) void
+wgrad_taps_positions(const conv_geom *g, const float *img, const int64_t *off, int kc,
+                     const __m512 *r, int np, int64_t *oh, int64_t *ow, __m512 *acc)
+{
+    for (int p = 0; p < np; p++) {
+        const float *x = img + *oh * g->stride * g->W + *ow * g->stride;
+        for (int t = 0; t < kc; t++)
+            acc[t] = _mm512_fmadd_ps(r[p], _mm512_set1_ps(x[off[t]]), acc[t]);
+        if (++*ow == g->Wo)
+            *ow = 0, ++*oh;
+    }
+}
+
+/* dW += the weight gradient of image img (dy rows f [Co, P]) with kc = g->Kc taps, a constant
+ * where inlined. */
+static inline __attribute__((always_inline)) void
+wgrad_taps_kc(const conv_geom *g, const float *img, const float *f, float *dW, int kc)
+{
+    const int64_t Co = g->Co, P = g->P, kk = g->kh * g->kw;
+    int64_t off[WGRAD_TAPS_MAX]; /* tap t = (c, i, j): its offset from the window's corner */
+    for (int t = 0; t < kc; t++)
+        off[t] = t / kk * g->H * g->W + t % kk / g->kw * g->dil * g->W + t % g->kw * g->dil;
+    for (int64_t co0 = 0; co0 < Co; co0 += 16) {
+        const int64_t nco = min64(16, Co - co0);
+        for (int64_t p0 = 0; p0 < P; p0 += TG_GEMM_KC) {
+            const int64_t p1 = min64(p0 + TG_GEMM_KC, P);
+            int64_t oh = p0 / g->Wo, ow = p0 % g->Wo;
+            __m512 acc[WGRAD_TAPS_MAX];
+            for (int t = 0; t < kc; t++)
+                acc[t] = _mm512_setzero_ps();
+            for (int64_t q = p0; q < p1; q += 16) {
+                const int64_t nq = min64(16, p1 - q);
+                __m512 r[16];
+                for (int c = 0; c < 16; c++)
+                    r[c] = c < nco ? _mm512_maskz_loadu_ps(tg_lanes16(nq), f + (co0 + c) * P + q)
+                                   : _mm512_setzero_ps();
+                tg_transpose16(r); /* r[p]: dy at position q + p, channels co0 .. co0 + 15 */
+                if (nq == 16)
+                    wgrad_taps_positions(g, img, off, kc, r, 16, &oh, &ow, acc);
+                else
+                    wgrad_taps_positions(g, img, off, kc, r, (int)nq, &oh, &ow, acc);
+            }
+            float sums[WGRAD_TAPS_MAX][16];
+            for (int t = 0; t < kc; t++)
+                _mm512_storeu_ps(sums[t], acc[t]);
+            for (int64_t c = 0; c < nco; c++)
+                for (int t = 0; t < kc; t++)
+                    dW[(co0 + c) * kc + t] += sums[t][c];
+        }
+    }
+}
+
+/* wgrad_taps_kc inlined with the GAN's Kc constant (9: a 3x3 kernel on one channel), and
+ * once for the others. */
+static void wgrad_taps(const conv_geom *g, const float *img, const float *f, float *dW)
+{
+    if (g->Kc == 9)
+        wgrad_taps_kc(g, img, f, dW, 9);
+    else
+        wgrad_taps_kc(g, img, f, dW, (int)g->Kc);
+}
 #endif
 
 /* Whether the GEMMs that read the columns pack them from the image (tg_conv_implicit). Both
@@ -813,6 +902,10 @@ static void gemm_weight_grad(const conv_geom *g, int64_t B, int64_t u, const flo
 #if CONV_IMPLICIT
     if (cc->pack) {
         conv_pack pk = unit_pack(cc, u);
+        if (wgrad_taps_fit(g, n)) {
+            wgrad_taps(g, pk.img, f, dWm);
+            return;
+        }
         if (tg_sgemm_avx512_packb(false, g->Co, g->Kc, n, 1.0f, f, n, pack_cols_t, &pk, 1.0f, dWm,
                                   g->Kc))
             return;

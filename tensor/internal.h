@@ -160,6 +160,10 @@ int tg_sgemm_avx512_threads(int64_t M, int64_t N, int64_t K);
  * from the image (implicit GEMM, at the AVX-512 level); 0: they read columns written by im2col.
  * Both give bit-identical results; tests and bench_conv set it to compare the two. */
 extern int tg_conv_implicit;
+/* Nonzero (the default): where the implicit GEMMs run, the weight gradient of an image whose
+ * columns have at most 12 rows (Ci*kh*kw) and no padding runs direct loops with the GEMM's
+ * bits (autograd/conv.c, wgrad_taps); 0: the GEMM. Tests set it to compare the two. */
+extern int tg_conv_wgrad_taps;
 /* Nonzero (the default): conv2d's data gradient and conv_transpose2d's forward run as implicit
  * GEMMs over the output gradient (or x), without col2im (at the AVX-512 level, where
  * autograd/conv.c's conv_dgrad applies); 0: through col2im. The two differ by rounding only;

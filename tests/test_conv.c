@@ -748,10 +748,60 @@ static void test_implicit_bit_identical(void **state)
         {"same 3x3 p1, per image, threads", false, {2, 16, 28, 28}, {32, 16, 3, 3}, 1, 1, 1},
         {"convT k4 s2 p1, staged", true, {4, 10, 7, 7}, {10, 8, 4, 4}, 2, 1, 0},
         {"convT k3 s3 p1 op2", true, {2, 3, 5, 4}, {3, 2, 3, 3}, 3, 1, 2},
+        /* The weight gradient of few taps (wgrad_taps): D's first conv (a partial a thread),
+         * 1x1 on 3 channels at stride 2, 3x3 dilated on a plane of odd sides with 33
+         * channels, and on rows of 40. */
+        {"1 -> 64 3x3 valid, threads", false, {4, 1, 28, 28}, {64, 1, 3, 3}, 1, 0, 1},
+        {"1x1 on 3 channels, s2", false, {3, 3, 9, 9}, {20, 3, 1, 1}, 2, 0, 1},
+        {"3x3 s2 dil 2, 33 channels", false, {2, 1, 15, 17}, {33, 1, 3, 3}, 2, 0, 2},
+        {"3x3 dil 2, rows of 40, 11 channels", false, {2, 1, 9, 44}, {11, 1, 3, 3}, 1, 0, 2},
     };
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++)
         for (int threads = 1; threads <= 2; threads++)
             check_implicit_layer(&layers[i], threads);
+}
+
+/* The weight gradient of few taps (wgrad_taps) on a layer without a bias, 10 output channels
+ * (a partial vector of 16): y, dx and dw the same bits as the GEMMs on written columns, and so
+ * with tg_conv_wgrad_taps 0, where the implicit GEMM takes the weight gradient. */
+static void test_taps_without_bias(void **state)
+{
+    (void)state;
+    const int64_t xs[4] = {3, 1, 12, 41}, ws[4] = {10, 1, 3, 3};
+    tg_tensor *x = tensor4(xs, NULL, true), *w = tensor4(ws, NULL, true);
+    fill_uniform(x, 31);
+    fill_uniform(w, 32);
+    const int64_t ys[4] = {3, 10, 10, 39};
+    tg_tensor *dy = tensor4(ys, NULL, false);
+    fill_uniform(dy, 33);
+    const int saved = tg_conv_implicit, saved_taps = tg_conv_wgrad_taps;
+    tg_tensor *r[3][3];
+    for (int m = 0; m < 3; m++) {
+        tg_conv_implicit = m > 0;
+        tg_conv_wgrad_taps = m == 1;
+        tg_tensor_zero_grad(x);
+        tg_tensor_zero_grad(w);
+        tg_tape *tape = tg_tape_begin(TG_GRAD);
+        tg_tensor *y = tg_conv2d(x, w, TG_NONE, 1, 0, 1);
+        assert_non_null(y);
+        assert_int_equal(tg_backward_grad(y, dy), TG_OK);
+        r[m][0] = tg_tensor_clone(y);
+        assert_int_equal(tg_tape_end(tape), TG_OK);
+        r[m][1] = tg_tensor_clone(x->grad);
+        r[m][2] = tg_tensor_clone(w->grad);
+    }
+    tg_conv_implicit = saved;
+    tg_conv_wgrad_taps = saved_taps;
+    static const char *const what[3] = {"y", "dx", "dw"};
+    for (int m = 1; m < 3; m++)
+        for (int q = 0; q < 3; q++)
+            assert_same_bits(r[m][q], r[0][q], what[q],
+                             m == 1 ? "direct taps vs written columns, no bias"
+                                    : "implicit GEMMs vs written columns, no bias");
+    for (int m = 0; m < 3; m++)
+        for (int q = 0; q < 3; q++)
+            tg_tensor_release(r[m][q]);
+    tg_tensor_release(x), tg_tensor_release(w), tg_tensor_release(dy);
 }
 
 /* The second order's conv2d_weight_grad op packs too: its forward (the weight gradient) and
@@ -1480,6 +1530,7 @@ int main(void)
         TG_TEST(test_direct_blocks),
         TG_TEST(test_second_backward),
         TG_TEST(test_implicit_bit_identical),
+        TG_TEST(test_taps_without_bias),
         TG_TEST(test_implicit_weight_grad_op),
         TG_TEST(test_image_team),
         TG_TEST(test_forward_team),
