@@ -47,6 +47,21 @@ typedef struct {
 /* The program name its messages start with. */
 static const char prog[] = "per_digit_table";
 
+/* Field col of a list as a number: fields end at a comma, the list at any other character of
+ * stop (a CSV line's ",\n", a JSON array's ",]"); NAN when missing. */
+static double field(const char *list, int col, const char *stop)
+{
+    for (int c = 0; c < col; c++) {
+        list += strcspn(list, stop);
+        if (*list != ',')
+            return NAN;
+        list++;
+    }
+    char *end;
+    const double v = strtod(list, &end);
+    return end > list ? v : NAN;
+}
+
 /* The digit share of eval's JSON line: its digit_share, or (lines of builds before it) the
  * generated images' count of the line's digit over their n; NAN when the line has neither. */
 static double digit_share(const char *line, const char *gen)
@@ -58,16 +73,7 @@ static double digit_share(const char *line, const char *gen)
     const char *p = strstr(gen, "\"counts\": [");
     if (!p || isnan(digit) || digit < 0 || digit >= GAN_MAX_CLASSES || !(n > 0))
         return NAN;
-    p += strlen("\"counts\": [");
-    for (int k = 0; k < (int)digit; k++) {
-        p += strcspn(p, ",]");
-        if (*p != ',')
-            return NAN;
-        p++;
-    }
-    char *end;
-    const double count = strtod(p, &end);
-    return end > p ? count / n : NAN;
+    return field(p + strlen("\"counts\": ["), (int)digit, ",]") / n;
 }
 
 /* The run's measurement from its cache: false when the line is not eval's. */
@@ -105,20 +111,6 @@ static int column(const char *header, const char *name)
     return -1;
 }
 
-/* Field col of a CSV line as a number (NAN when missing). */
-static double field(const char *line, int col)
-{
-    for (int c = 0; c < col; c++) {
-        line += strcspn(line, ",\n");
-        if (*line != ',')
-            return NAN;
-        line++;
-    }
-    char *end;
-    const double v = strtod(line, &end);
-    return end > line ? v : NAN;
-}
-
 /* r->first: the first row of the run's eval.csv whose own verdict is r->kind (eval.csv has no
  * digit share: off digit is never found there). */
 static void first_crossing(const char *dir, run_info *r)
@@ -135,8 +127,8 @@ static void first_crossing(const char *dir, run_info *r)
     r->csv_has_diversity = c_div >= 0;
     for (const char *line = strchr(csv, '\n'); c_it >= 0 && c_white >= 0 && line && line[1];
          line = strchr(line + 1, '\n')) {
-        const double it = field(line + 1, c_it), white = field(line + 1, c_white);
-        const double div = c_div >= 0 ? field(line + 1, c_div) : NAN;
+        const double it = field(line + 1, c_it, ",\n"), white = field(line + 1, c_white, ",\n");
+        const double div = c_div >= 0 ? field(line + 1, c_div, ",\n") : NAN;
         if (!isnan(it) && !isnan(white) && gan_collapse(white, div, NAN) == r->kind) {
             r->first = (long long)it;
             break;
@@ -154,7 +146,7 @@ static long long progress(const char *dir)
     if (!csv)
         return -1;
     const char *line = tbl_last_line(csv);
-    const double it = *line >= '0' && *line <= '9' ? field(line, 0) : NAN;
+    const double it = *line >= '0' && *line <= '9' ? field(line, 0, ",\n") : NAN;
     free(csv);
     return isnan(it) ? -1 : (long long)it;
 }
