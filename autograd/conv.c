@@ -596,18 +596,27 @@ static void pack_gather(const void *ctx, int64_t j0, int64_t nc, int64_t p0, int
     }
 }
 
-/* The 16 row lanes of cols from r0: the tap's row and column shifts i*dil, j*dil and the offset
- * of (c, i*dil, j*dil) in an image. Rows past Kc are outside every plane. */
-static void tap_lanes(const conv_geom *g, int64_t r0, __m512i *dh, __m512i *dw, __m512i *off)
+/* Row r = (c, i, j) of cols, a tap: its row and column shifts i*dil, j*dil into *dh and *dw,
+ * and the offset of (c, i*dil, j*dil) in an image. */
+static inline int64_t tap_offset(const conv_geom *g, int64_t r, int64_t *dh, int64_t *dw)
 {
     const int64_t kk = g->kh * g->kw;
+    *dh = r % kk / g->kw * g->dil;
+    *dw = r % g->kw * g->dil;
+    return r / kk * g->H * g->W + *dh * g->W + *dw;
+}
+
+/* The 16 row lanes of cols from r0 (tap_offset's shifts and offsets). Rows past Kc are outside
+ * every plane. */
+static void tap_lanes(const conv_geom *g, int64_t r0, __m512i *dh, __m512i *dw, __m512i *off)
+{
     int32_t h[16], w[16], o[16];
     for (int l = 0; l < 16; l++) {
-        int64_t r = r0 + l;
+        int64_t r = r0 + l, th, tw;
         if (r < g->Kc) {
-            h[l] = (int32_t)(r % kk / g->kw * g->dil);
-            w[l] = (int32_t)(r % g->kw * g->dil);
-            o[l] = (int32_t)(r / kk * g->H * g->W + (int64_t)h[l] * g->W + w[l]);
+            o[l] = (int32_t)tap_offset(g, r, &th, &tw);
+            h[l] = (int32_t)th;
+            w[l] = (int32_t)tw;
         } else {
             h[l] = CONV_LANE_OUT;
             w[l] = 0;
@@ -700,10 +709,10 @@ wgrad_taps_positions(const conv_geom *g, const float *img, const int64_t *off, i
 static inline __attribute__((always_inline)) void
 wgrad_taps_kc(const conv_geom *g, const float *img, const float *f, float *dW, int kc)
 {
-    const int64_t Co = g->Co, P = g->P, kk = g->kh * g->kw;
-    int64_t off[WGRAD_TAPS_MAX]; /* tap t = (c, i, j): its offset from the window's corner */
+    const int64_t Co = g->Co, P = g->P;
+    int64_t off[WGRAD_TAPS_MAX], dh, dw; /* tap t's offset from the window's corner */
     for (int t = 0; t < kc; t++)
-        off[t] = t / kk * g->H * g->W + t % kk / g->kw * g->dil * g->W + t % g->kw * g->dil;
+        off[t] = tap_offset(g, t, &dh, &dw);
     for (int64_t co0 = 0; co0 < Co; co0 += 16) {
         const int64_t nco = min64(16, Co - co0);
         for (int64_t p0 = 0; p0 < P; p0 += TG_GEMM_KC) {
