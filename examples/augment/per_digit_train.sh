@@ -15,11 +15,19 @@
 # measures G (mnist_classifier's defaults, seed 1) is trained first if OUT has none. Each
 # finished run is measured at once (per_digit_measure.sh, the figures per_digit_table.sh
 # reads), so a run's small files are its whole result.
+# FROM (a folder of this script's runs, for a longer budget) starts each run OUT lacks from
+# FROM's finished run of the same name: a copy of it but its done mark and measurement, which
+# then resumes to ITERS (at least FROM's budget), bit-exactly the run trained to ITERS from
+# the start. OUT takes FROM's classifier if it has none, so that both are measured alike.
 set -eu
 build=$1 out=$2 worker=${3:-0} workers=${4:-1}
 iters=${ITERS:-1000}
 mkdir -p "$out"
 clf=$out/classifier.safetensors
+from=${FROM:-}
+if [ -n "$from" ] && [ ! -f "$clf" ] && [ -f "$from/classifier.safetensors" ]; then
+    cp "$from/classifier.safetensors" "$clf.part" && mv "$clf.part" "$clf"
+fi
 if [ ! -f "$clf" ]; then
     if [ "$worker" = 0 ]; then
         # shellcheck disable=SC2086 # the flag list splits on purpose
@@ -34,7 +42,16 @@ for seed in ${SEEDS:-1 2 3}; do
     for digit in ${DIGITS:-0 1 2 3 4 5 6 7 8 9}; do
         for recipe in ${RECIPES:-tutorial dcgan wgan-gp}; do
             if [ $((i % workers)) -eq "$worker" ]; then
-                dir=$out/$recipe-d$digit-s$seed
+                run=$recipe-d$digit-s$seed
+                dir=$out/$run
+                # Only a finished run is copied: one still training could change under cp.
+                if [ -n "$from" ] && [ ! -e "$dir" ] && [ -f "$from/$run/done" ] &&
+                    [ -f "$from/$run/checkpoint.safetensors" ]; then
+                    rm -rf "$dir.part"
+                    cp -R "$from/$run" "$dir.part"
+                    rm -f "$dir.part/done" "$dir.part"/per_digit_eval.*
+                    mv "$dir.part" "$dir"
+                fi
                 if [ ! -f "$dir/done" ]; then
                     resume=
                     [ -f "$dir/checkpoint.safetensors" ] && resume=--resume

@@ -2,7 +2,8 @@
 # The per-digit experiment end to end at toy size (meson's test 'per_digit', suite e2e):
 # per_digit_train.sh trains digit 3 with every recipe for 4 iterations (small models, a
 # classifier of one epoch on 500 images), per_digit_table.sh measures the runs and writes
-# per_digit.md, and the table is checked: its rows, its figures, the runs counted; a second
+# per_digit.md, and the table is checked: its rows, its figures, the runs counted; a longer
+# budget started FROM these runs is bit-exact with one trained to it from the start; a second
 # call measures nothing again; a hand-made collapsed run gets its verdict and the eval.csv
 # iteration where it began; runs not finished or not started are listed as such; a run eval
 # cannot read is listed as not measured (exit 1); a missing OUT is refused (exit 2); a run
@@ -45,6 +46,39 @@ for recipe in tutorial dcgan wgan-gp; do
     [ -f "$out/$recipe-d3-s1/per_digit_eval.jsonl" ] || fail "$recipe-d3-s1: no cached measurement"
 done
 grep -q "^## Not finished or not measured (0)" "$md" || fail "runs left unmeasured"
+
+# A longer budget from these runs (FROM): the tutorial run copied at 4 iterations and resumed to
+# 8 is the run trained to 8 from the start, bit for bit (its losses, and its eval.csv: G
+# measured every 2 iterations, but at 2 in FROM's run); the copy is measured anew and FROM's
+# run is left as it was.
+cp "$out/tutorial-d3-s1/per_digit_eval.jsonl" "$tmp/from_eval"
+mkdir "$tmp/fresh"
+cp "$out/classifier.safetensors" "$tmp/fresh/"
+for o in longer fresh; do
+    from=
+    [ "$o" = longer ] && from=$out
+    FROM=$from ITERS=8 RECIPES=tutorial MNIST_GAN_FLAGS="$MNIST_GAN_FLAGS --eval-every 2" \
+        sh "$src/examples/augment/per_digit_train.sh" "$build" "$tmp/$o" >"$tmp/$o.log" 2>&1 ||
+        fail "per_digit_train.sh ($o) failed: $(tail -n 5 "$tmp/$o.log")"
+done
+grep -q "from 4" "$tmp/longer.log" ||
+    fail "the longer run did not resume from 4: $(cat "$tmp/longer.log")"
+for f in eval.csv losses.csv; do
+    skip='^$'
+    [ "$f" = eval.csv ] && skip='^2,'
+    grep -v "$skip" "$tmp/fresh/tutorial-d3-s1/$f" | cut -d, -f1-6 >"$tmp/fresh.$f"
+    cut -d, -f1-6 "$tmp/longer/tutorial-d3-s1/$f" >"$tmp/longer.$f"
+    [ "$(wc -l <"$tmp/fresh.$f")" -ge 4 ] && cmp -s "$tmp/fresh.$f" "$tmp/longer.$f" ||
+        fail "$f of the longer run differs from the run trained to 8:" \
+            "$(diff "$tmp/fresh.$f" "$tmp/longer.$f")"
+done
+grep -q '"iteration": 8,' "$tmp/longer/tutorial-d3-s1/per_digit_eval.jsonl" &&
+    cmp -s "$tmp/longer/classifier.safetensors" "$out/classifier.safetensors" ||
+    fail "the longer run is not measured at 8 with FROM's classifier"
+from_run=$out/tutorial-d3-s1
+cmp -s "$tmp/from_eval" "$from_run/per_digit_eval.jsonl" && [ -f "$from_run/done" ] &&
+    grep -q "^4," "$from_run/losses.csv" && ! grep -q "^5," "$from_run/losses.csv" ||
+    fail "FROM's run changed"
 
 # A run kept without its checkpoint (the results in git) still counts, by its measurement.
 rm "$out/wgan-gp-d3-s1/checkpoint.safetensors"
