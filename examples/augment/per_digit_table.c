@@ -9,8 +9,9 @@
  * are black, single mode, off digit or healthy by metrics.h's gan_collapse, the means of white,
  * diversity, digit share and FID, and for each collapsed run the first measurement of its
  * eval.csv (train --eval-every) with the same verdict; then every run, and the runs not
- * finished or not measured. Exit status: 0 written, 2 bad input (OUT, the environment), 1 other
- * failures. */
+ * finished or not measured. And OUT/per_digit.svg: a panel per recipe, each run's white over its
+ * eval.csv in its verdict's colour. Exit status: 0 written, 2 bad input (OUT, the
+ * environment), 1 other failures. */
 #include "metrics.h"
 #include "table_util.h"
 #include "tapegrad.h"
@@ -40,8 +41,12 @@ typedef struct {
     double white, diversity, fid;
     double share; /* gan_digit_share of the generated images; NAN unknown */
     gan_collapse_kind kind;
-    long long first;        /* the first eval.csv iteration with the same verdict; -1 none */
-    bool csv_has_diversity; /* eval.csv has the column (runs of builds before it do not) */
+    long long first; /* the first eval.csv iteration with the same verdict; -1 none */
+    /* eval.csv's rows (train --eval-every): n of them, each an iteration, white and diversity
+     * (NAN where eval.csv has no such column: runs of builds before it). */
+    int rows;
+    double *it, *row_white, *row_div;
+    bool csv_has_diversity;
 } run_info;
 
 /* The program name its messages start with. */
@@ -111,30 +116,44 @@ static int column(const char *header, const char *name)
     return -1;
 }
 
-/* r->first: the first row of the run's eval.csv whose own verdict is r->kind (eval.csv has no
- * digit share: off digit is never found there). */
-static void first_crossing(const char *dir, run_info *r)
+/* r's rows of the run's eval.csv; none when it has none, or no iteration or white column. */
+static void read_curve(const char *dir, run_info *r)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/eval.csv", dir);
     char *csv = tbl_slurp(path);
-    r->first = -1;
-    r->csv_has_diversity = false;
+    r->rows = 0;
     if (!csv)
         return;
     const int c_it = column(csv, "iteration"), c_white = column(csv, "white"),
               c_div = column(csv, "diversity");
+    int lines = 0;
+    for (const char *p = strchr(csv, '\n'); p; p = strchr(p + 1, '\n'))
+        lines++;
     r->csv_has_diversity = c_div >= 0;
-    for (const char *line = strchr(csv, '\n'); c_it >= 0 && c_white >= 0 && line && line[1];
-         line = strchr(line + 1, '\n')) {
-        const double it = field(line + 1, c_it, ",\n"), white = field(line + 1, c_white, ",\n");
-        const double div = c_div >= 0 ? field(line + 1, c_div, ",\n") : NAN;
-        if (!isnan(it) && !isnan(white) && gan_collapse(white, div, NAN) == r->kind) {
-            r->first = (long long)it;
-            break;
+    if (c_it >= 0 && c_white >= 0 && lines > 0 && (r->it = malloc(3 * lines * sizeof(double)))) {
+        r->row_white = r->it + lines, r->row_div = r->it + 2 * lines;
+        for (const char *line = strchr(csv, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+            const double it = field(line + 1, c_it, ",\n"), white = field(line + 1, c_white, ",\n");
+            if (isnan(it) || isnan(white))
+                continue;
+            r->it[r->rows] = it, r->row_white[r->rows] = white;
+            r->row_div[r->rows++] = c_div >= 0 ? field(line + 1, c_div, ",\n") : NAN;
         }
     }
     free(csv);
+}
+
+/* r->first: the first row of the run's eval.csv whose own verdict is r->kind (eval.csv has no
+ * digit share: off digit is never found there). */
+static void first_crossing(run_info *r)
+{
+    r->first = -1;
+    for (int i = 0; i < r->rows; i++)
+        if (gan_collapse(r->row_white[i], r->row_div[i], NAN) == r->kind) {
+            r->first = (long long)r->it[i];
+            return;
+        }
 }
 
 /* The last iteration in the run's losses.csv, or -1. */
@@ -165,6 +184,7 @@ static void read_run(const char *out, const char *name, run_info *r)
     if (!exists(dir))
         return;
     r->progress = progress(dir);
+    read_curve(dir, r);
     snprintf(path, sizeof path, "%s/done", dir);
     if (!exists(path)) {
         r->state = RUN_RUNNING;
@@ -175,7 +195,7 @@ static void read_run(const char *out, const char *name, run_info *r)
     r->state = json && read_measurement(json, r) ? RUN_MEASURED : RUN_NOT_MEASURED;
     free(json);
     if (r->state == RUN_MEASURED && r->kind != GAN_COLLAPSE_NONE)
-        first_crossing(dir, r);
+        first_crossing(r);
 }
 
 /* A figure for the page: "-" when unknown. */
@@ -201,6 +221,85 @@ static const char *crossing(char *buf, size_t size, const char *seed, const run_
     else
         snprintf(buf, size, "s%.31s (not in eval.csv)", seed);
     return buf;
+}
+
+/* The colour of a run's line: its verdict's, grey while not measured. */
+static const char *verdict_color(const run_info *r)
+{
+    static const char *const colors[GAN_COLLAPSE_KINDS] = {
+        [GAN_COLLAPSE_NONE] = "#2ca02c",
+        [GAN_COLLAPSE_BLACK] = "#000000",
+        [GAN_COLLAPSE_SINGLE_MODE] = "#ff7f0e",
+        [GAN_COLLAPSE_OFF_DIGIT] = "#d62728",
+    };
+    return r->state == RUN_MEASURED ? colors[r->kind] : "#999999";
+}
+
+/* The plot: one panel per recipe, white against the iteration for every run's eval.csv, a
+ * line per run in its verdict's colour, and the black threshold dashed. */
+static void write_svg(FILE *f, int nd, int nr, int ns, char recipes[][TBL_NAME_MAX],
+                      char digits[][TBL_NAME_MAX], char seeds[][TBL_NAME_MAX],
+                      run_info (*runs)[MAX_RECIPES][MAX_SEEDS])
+{
+    enum { PW = 240, PH = 220, L = 60, GAP = 50, T = 30, B = 55, R = 120 };
+    double xmax = 0, ymax = 0;
+    for (int d = 0; d < nd; d++)
+        for (int r = 0; r < nr; r++)
+            for (int s = 0; s < ns; s++)
+                for (int i = 0; i < runs[d][r][s].rows; i++)
+                    xmax = fmax(xmax, runs[d][r][s].it[i]),
+                    ymax = fmax(ymax, runs[d][r][s].row_white[i]);
+    xmax = xmax > 0 ? xmax : 1;
+    const int ticks = (int)fmin(10, fmax(2, ceil(ymax * 10 - 1e-9)));
+    const int W = L + nr * PW + (nr - 1) * GAP + R, H = T + PH + B;
+    tbl_svg_begin(f, W, H);
+    for (int r = 0; r < nr; r++) {
+        const tbl_plot p = {L + r * (PW + GAP), T, PW, PH, 0, ticks / 10.0};
+        fprintf(f, "<g class=\"panel\" data-recipe=\"%s\">\n", recipes[r]);
+        tbl_svg_axes(f, &p, ticks, "%.1f", "generator iteration",
+                     r == 0 ? "white (mean pixel)" : NULL);
+        fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"13\" text-anchor=\"middle\">%s</text>\n",
+                p.x + PW / 2, T - 10, recipes[r]);
+        for (int k = 0; k <= 4; k++)
+            fprintf(f,
+                    "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">"
+                    "%.0f</text>\n",
+                    p.x + PW * k / 4.0, T + PH + 15, xmax * k / 4);
+        fprintf(f,
+                "<line class=\"black-threshold\" x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" "
+                "stroke=\"#000\" stroke-dasharray=\"4 3\"/>\n",
+                p.x, tbl_plot_y(&p, GAN_BLACK_WHITE), p.x + PW, tbl_plot_y(&p, GAN_BLACK_WHITE));
+        for (int d = 0; d < nd; d++)
+            for (int s = 0; s < ns; s++) {
+                const run_info *x = &runs[d][r][s];
+                if (!x->rows)
+                    continue;
+                fprintf(f,
+                        "<polyline data-run=\"%s-d%s-s%s\" data-verdict=\"%s\" fill=\"none\" "
+                        "stroke=\"%s\" stroke-opacity=\"0.6\" stroke-width=\"1.2\" points=\"",
+                        recipes[r], digits[d], seeds[s],
+                        x->state == RUN_MEASURED ? gan_collapse_name(x->kind) : "unmeasured",
+                        verdict_color(x));
+                for (int i = 0; i < x->rows; i++)
+                    fprintf(f, "%s%.1f,%.1f", i ? " " : "", p.x + PW * x->it[i] / xmax,
+                            tbl_plot_y(&p, fmin(x->row_white[i], p.yhi)));
+                fputs("\"/>\n", f);
+            }
+        fputs("</g>\n", f);
+    }
+    /* The legend, in the table's words; the lines' data-verdict is gan_collapse_name's. */
+    static const gan_collapse_kind legend[] = {GAN_COLLAPSE_NONE, GAN_COLLAPSE_OFF_DIGIT,
+                                               GAN_COLLAPSE_SINGLE_MODE, GAN_COLLAPSE_BLACK};
+    static const char *const titles[] = {"healthy", "off digit", "single mode", "black",
+                                         "not measured"};
+    const int lx = L + nr * PW + (nr - 1) * GAP + 12;
+    for (int k = 0; k <= 4; k++) {
+        const run_info shown = {.state = k < 4 ? RUN_MEASURED : RUN_RUNNING,
+                                .kind = k < 4 ? legend[k] : GAN_COLLAPSE_NONE};
+        fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"%s\">%s</text>\n", lx,
+                T + 14 + 18 * k, verdict_color(&shown), titles[k]);
+    }
+    fputs("</svg>\n", f);
 }
 
 int main(int argc, char **argv)
@@ -349,5 +448,16 @@ int main(int argc, char **argv)
         return tbl_fail(prog, 1, "%s", tg_last_error());
     printf("per_digit_table: %s: %d runs measured, %d not finished or not measured\n", path,
            measured, pending);
+    snprintf(path, sizeof path, "%s/per_digit.svg", out);
+    if (!(af = tg_atomic_open(path)))
+        return tbl_fail(prog, 1, "%s", tg_last_error());
+    write_svg(tg_atomic_stream(af), nd, nr, ns, recipes, digits, seeds, runs);
+    if (tg_atomic_commit(af) != TG_OK)
+        return tbl_fail(prog, 1, "%s", tg_last_error());
+    printf("per_digit_table: %s\n", path);
+    for (int d = 0; d < nd; d++)
+        for (int r = 0; r < nr; r++)
+            for (int s = 0; s < ns; s++)
+                free(runs[d][r][s].it);
     return 0;
 }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The per-digit experiment (issue 16), the measuring half: measures every finished run of a
-# per_digit_train.sh folder with `mnist_gan eval`, then writes OUT/per_digit.md with
-# per_digit_table (examples/augment/README.md).
+# per_digit_train.sh folder with `mnist_gan eval`, then writes OUT/per_digit.md and
+# OUT/per_digit.svg with per_digit_table (examples/augment/README.md).
 #
 #   examples/augment/per_digit_table.sh BUILD OUT
 #

@@ -105,34 +105,14 @@ static void write_svg(FILE *f, int n_ns, const long *ns, summary (*sum)[N_ARMS])
     if (yhi <= ylo)
         yhi = ylo + 5;
     const double xlo = log10((double)ns[0]), xhi = log10((double)ns[n_ns - 1]);
+    const tbl_plot p = {L, T, pw, ph, ylo, yhi};
 #define PX(n) (L + (xhi > xlo ? pw * (log10((double)(n)) - xlo) / (xhi - xlo) : pw / 2.0))
-#define PY(v) (T + ph * (1.0 - ((v)-ylo) / (yhi - ylo)))
-    fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-            "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\">\n",
-            W, H, W, H);
-    fprintf(f,
-            "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
-            "stroke=\"#999\"/>\n",
-            L, T, pw, ph);
-    for (int k = 0; k <= 5; k++) {
-        const double v = ylo + (yhi - ylo) * k / 5;
-        fprintf(f,
-                "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>"
-                "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.0f%%</text>\n",
-                L, PY(v), L + pw, PY(v), L - 4, PY(v) + 4, v);
-    }
+#define PY(v) tbl_plot_y(&p, v)
+    tbl_svg_begin(f, W, H);
+    tbl_svg_axes(f, &p, 5, "%.0f%%", "real training images per class (log scale)", "test accuracy");
     for (int i = 0; i < n_ns; i++)
         fprintf(f, "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%ld</text>\n",
                 PX(ns[i]), T + ph + 15, ns[i]);
-    fprintf(f,
-            "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">real training "
-            "images per class (log scale)</text>\n",
-            L + pw / 2, H - 12);
-    fprintf(f,
-            "<text x=\"14\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" "
-            "transform=\"rotate(-90 14 %d)\">test accuracy</text>\n",
-            T + ph / 2, T + ph / 2);
     for (int a = 0; a < N_ARMS; a++) {
         /* a small sideways offset per arm keeps the bars apart */
         const double dx = (a - 1.5) * 4;

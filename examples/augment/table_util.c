@@ -87,3 +87,42 @@ const char *tbl_last_line(const char *s)
         p--;
     return p;
 }
+
+double tbl_plot_y(const tbl_plot *p, double v)
+{
+    return p->y + p->h * (1.0 - (v - p->ylo) / (p->yhi - p->ylo));
+}
+
+void tbl_svg_begin(FILE *f, int w, int h)
+{
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\">\n",
+            w, h, w, h);
+}
+
+void tbl_svg_axes(FILE *f, const tbl_plot *p, int ticks, const char *label_fmt, const char *xtitle,
+                  const char *ytitle)
+{
+    fprintf(f,
+            "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
+            "stroke=\"#999\"/>\n",
+            p->x, p->y, p->w, p->h);
+    for (int k = 0; k <= ticks; k++) {
+        const double v = p->ylo + (p->yhi - p->ylo) * k / ticks, y = tbl_plot_y(p, v);
+        char label[64];
+        snprintf(label, sizeof label, label_fmt, v);
+        fprintf(f,
+                "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>"
+                "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%s</text>\n",
+                p->x, y, p->x + p->w, y, p->x - 4, y + 4, label);
+    }
+    if (xtitle)
+        fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">%s</text>\n",
+                p->x + p->w / 2, p->y + p->h + 38, xtitle);
+    if (ytitle)
+        fprintf(f,
+                "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" "
+                "transform=\"rotate(-90 %d %d)\">%s</text>\n",
+                p->x - 46, p->y + p->h / 2, p->x - 46, p->y + p->h / 2, ytitle);
+}

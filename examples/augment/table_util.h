@@ -1,10 +1,12 @@
 /* What examples/augment's table programs (per_digit_table, study_table) share: the run grid
- * from the environment, whole files, and numbers out of the one-line JSON records that
- * mnist_gan eval and mnist_classifier --json append (flat `"key": value` pairs). */
+ * from the environment, whole files, numbers out of the one-line JSON records that
+ * mnist_gan eval and mnist_classifier --json append (flat `"key": value` pairs), and the axes
+ * of their SVG plots. */
 #ifndef AUGMENT_TABLE_UTIL_H
 #define AUGMENT_TABLE_UTIL_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 enum { TBL_NAME_MAX = 32 };
 
@@ -20,5 +22,21 @@ char *tbl_slurp(const char *path);
 double tbl_json_number(const char *from, const char *key);
 /* The start of the last non-empty line of s. */
 const char *tbl_last_line(const char *s);
+
+/* A plot's area in pixels, [x, x + w] x [y, y + h], and its y range [ylo, yhi]. */
+typedef struct {
+    int x, y, w, h;
+    double ylo, yhi;
+} tbl_plot;
+
+/* The y pixel of value v. */
+double tbl_plot_y(const tbl_plot *p, double v);
+/* The opening tag of an SVG document of w x h pixels. */
+void tbl_svg_begin(FILE *f, int w, int h);
+/* The plot's frame; ticks + 1 grid lines from ylo to yhi, each labelled on the left with
+ * label_fmt (a printf format of the value, a double); xtitle under the frame and ytitle along
+ * its left side, where not NULL. */
+void tbl_svg_axes(FILE *f, const tbl_plot *p, int ticks, const char *label_fmt, const char *xtitle,
+                  const char *ytitle);
 
 #endif

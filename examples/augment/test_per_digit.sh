@@ -2,9 +2,10 @@
 # The per-digit experiment end to end at toy size (meson's test 'per_digit', suite e2e):
 # per_digit_train.sh trains digit 3 with every recipe for 4 iterations (small models, a
 # classifier of one epoch on 500 images), per_digit_table.sh measures the runs and writes
-# per_digit.md, and the table is checked: its rows, its figures, the runs counted; a longer
-# budget started FROM these runs is bit-exact with one trained to it from the start; a second
-# call measures nothing again; a hand-made collapsed run gets its verdict and the eval.csv
+# per_digit.md and per_digit.svg, and both are checked: the table's rows, its figures, the runs
+# counted, the plot's line per run with its points and verdict; a longer budget started FROM
+# these runs is bit-exact with one trained to it from the start; a second call measures
+# nothing again; a hand-made collapsed run gets its verdict and the eval.csv
 # iteration where it began; runs not finished or not started are listed as such; a run eval
 # cannot read is listed as not measured (exit 1); a missing OUT is refused (exit 2); a run
 # without its checkpoint counts by its cached measurement.
@@ -46,6 +47,19 @@ for recipe in tutorial dcgan wgan-gp; do
     [ -f "$out/$recipe-d3-s1/per_digit_eval.jsonl" ] || fail "$recipe-d3-s1: no cached measurement"
 done
 grep -q "^## Not finished or not measured (0)" "$md" || fail "runs left unmeasured"
+# The plot: a panel per recipe, in it a line per run with a point per row of its eval.csv.
+svg=$out/per_digit.svg
+points() { # the points of run $1's line in the plot, and its verdict
+    line=".*<polyline data-run=\"$1\" data-verdict=\"\([^\"]*\)\".* points=\"\([^\"]*\)\".*"
+    sed -n "s/$line/\2 \1/p" "$svg" | awk '{ print NF - 1, $NF }'
+}
+for recipe in tutorial dcgan wgan-gp; do
+    grep -q "<g class=\"panel\" data-recipe=\"$recipe\">" "$svg" || fail "no panel for $recipe"
+    rows=$(($(wc -l <"$out/$recipe-d3-s1/eval.csv") - 1))
+    verdict=$(grep "^| $recipe-d3-s1 | " "$md" | sed 's/.* | \([a-z-]*\) |$/\1/')
+    [ "$rows" -ge 1 ] && [ "$(points "$recipe-d3-s1")" = "$rows $verdict" ] ||
+        fail "$recipe-d3-s1's line: $(points "$recipe-d3-s1"), not $rows points and its verdict"
+done
 
 # A longer budget from these runs (FROM): the tutorial run copied at 4 iterations and resumed to
 # 8 is the run trained to 8 from the start, bit for bit (its losses, and its eval.csv: G
@@ -114,6 +128,9 @@ awk -F'|' '$2 == " 3 " && $3 == " tutorial " && $4 == " 2/4 " && $5 >= 1 &&
     $5 + $6 + $7 + $8 == 2 && $13 ~ /black: s9 at 8( |;|$)/ { found = 1 } END { exit !found }' \
     "$md" || fail "the hand-made black run is not counted black from iteration 8"
 grep -q "^| tutorial-d3-s9 | 4 | 0.0100 | .* | black |$" "$md" || fail "no line for tutorial-d3-s9"
+[ "$(points tutorial-d3-s9)" = "3 black" ] && ! grep -q 'data-run="dcgan-d3-s7"' "$svg" &&
+    grep -q 'data-run="tutorial-d3-s9" data-verdict="black" fill="none" stroke="#000000"' "$svg" ||
+    fail "the plot's line of tutorial-d3-s9 is not black with 3 points, or s7 has one"
 grep -q "^- dcgan-d3-s7: unfinished, at iteration 3$" "$md" || fail "dcgan-d3-s7 not unfinished"
 grep -q "^- tutorial-d3-s8: not started$" "$md" || fail "tutorial-d3-s8 not listed"
 # Two runs off digit made by hand, neither black nor single mode: seed 4 by its digit_share
