@@ -721,6 +721,39 @@ static void test_sample(void **state)
     tg_dataset_free(ds);
 }
 
+/* --generator upsample-relu: the tutorial's G before its P.S., relu where upsample has tanh. Its
+ * images are never darker than mid-gray (relu's 0 is byte 128 at the least), where the tanh G's
+ * are; the checkpoint names the generator, so --resume and sample rebuild it. */
+static void test_upsample_relu(void **state)
+{
+    (void)state;
+    const char *dir = fmt("%s/relu", root);
+    const char *const relu[] = {"--generator", "upsample-relu", NULL};
+    run_result r = train(dir, 3, false, relu);
+    if (!strstr(r.out, "generator upsample-relu") && !strstr(r.err, "generator upsample-relu"))
+        fail_msg("the log does not name the generator: %s", r.out);
+    run_free(&r);
+    train_ok(dir, 5, true, NULL);
+    const char *const ck[2] = {fmt("%s/checkpoint.safetensors", run_dir),
+                               fmt("%s/checkpoint.safetensors", dir)};
+    for (int k = 0; k < 2; k++) {
+        const char *prefix = fmt("%s/relu_idx%d", root, k);
+        r = GAN("sample", "--checkpoint", ck[k], "--n", "64", "--out", fmt("%s.png", prefix),
+                "--idx", prefix);
+        assert_ran(&r, "sample --n 64 --idx");
+        run_free(&r);
+        tg_tensor *t = tg_data_read_idx(fmt("%s-images-idx3-ubyte", prefix));
+        if (!t)
+            fail_msg("%s", tg_last_error());
+        float lo = 255.0f;
+        for (int64_t i = 0; i < t->numel; i++)
+            lo = fminf(lo, t->data[i]);
+        tg_tensor_release(t);
+        if (k ? lo < 128.0f : lo >= 128.0f)
+            fail_msg("%s: darkest pixel %g (relu G: 128 at the least; tanh G: below)", ck[k], lo);
+    }
+}
+
 /* ---- one train per folder, and a file size limit ----------------------------------------- */
 
 /* Issue 19: two trains on one --out both ran, interleaving losses.csv. The second is refused,
@@ -976,6 +1009,9 @@ static const bad_input bad_inputs[] = {
      "--matmul is not an option of 'sample'"},
     {{"train", "--data", "@DATA", "--out", "@NEW", "--recipe", "dcgan", "--generator", "upsample"},
      "--generator upsample belongs to the tutorial recipe"},
+    {{"train", "--data", "@DATA", "--out", "@NEW", "--recipe", "wgan-gp", "--generator",
+      "upsample-relu"},
+     "--generator upsample-relu belongs to the tutorial recipe"},
     {{"train", "--data", "@DATA", "--dataset", "mnist"}, "give --data DIR or --dataset NAME"},
     {{"train", "--data", "@DATA", "--checkpoint", "@RUN/checkpoint.safetensors"},
      "--checkpoint is not an option of 'train'"},
@@ -1696,13 +1732,13 @@ int main(int argc, char **argv)
         return failed == 0 && !chromium[0] ? 77 : failed;
     }
     const struct CMUnitTest tests[] = {
-        TG_TEST(test_train_outputs),     TG_TEST(test_resume_tutorial),
-        TG_TEST(test_resume_accumulate), TG_TEST(test_resume_clean),
-        TG_TEST(test_resume_dcgan),      TG_TEST(test_resume_after_crash),
-        TG_TEST(test_resume_after_kill), TG_TEST(test_sample),
-        TG_TEST(test_bad_input),         TG_TEST(test_one_train_per_folder),
-        TG_TEST(test_file_size_limit),   TG_TEST(test_wgan_gp_trains),
-        TG_TEST(test_wgan_gp_resume),
+        TG_TEST(test_train_outputs),        TG_TEST(test_resume_tutorial),
+        TG_TEST(test_resume_accumulate),    TG_TEST(test_resume_clean),
+        TG_TEST(test_resume_dcgan),         TG_TEST(test_resume_after_crash),
+        TG_TEST(test_resume_after_kill),    TG_TEST(test_sample),
+        TG_TEST(test_upsample_relu),        TG_TEST(test_bad_input),
+        TG_TEST(test_one_train_per_folder), TG_TEST(test_file_size_limit),
+        TG_TEST(test_wgan_gp_trains),       TG_TEST(test_wgan_gp_resume),
     };
     double t0 = now();
     int failed =

@@ -76,7 +76,7 @@ int load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_sta
 
 /* ---- the commands (train.c, sample.c, eval.c) ------------------------------------------------ */
 
-extern const char *const gen_names[]; /* "upsample", "convt" */
+extern const char *const gen_names[]; /* "upsample", "convt", "upsample-relu" */
 /* True when something exists at path. */
 bool file_exists(const char *p);
 /* Whether the output file path (the value of flag) can be written, checked before any work:

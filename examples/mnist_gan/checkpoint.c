@@ -352,7 +352,7 @@ bool settings_get(const tg_state_dict *sd, const char *path, run_settings *r, ch
     int adam = TG_ADAM_EPS_AFTER_CORRECTION, n_critic = 5, critic_norm = GAN_CRITIC_NONE;
     bool ok =
         meta_get_small(sd, path, "recipe", 0, v1 ? 1 : GAN_RECIPE_CGAN, &recipe, err, n) &&
-        meta_get_small(sd, path, "generator", 0, 1, &generator, err, n) &&
+        meta_get_small(sd, path, "generator", 0, GAN_GEN_UPSAMPLE_RELU, &generator, err, n) &&
         meta_get_small(sd, path, "digit", -1, 9, &r->digit, err, n) &&
         meta_get_small(sd, path, "width_div", 1, GAN_WIDTH_DIV_MAX, &r->width_div, err, n) &&
         meta_get_int(sd, path, "batch", GAN_BATCH_MIN, GAN_BATCH_MAX, &batch, err, n) &&

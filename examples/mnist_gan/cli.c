@@ -34,7 +34,9 @@ static const char usage[] =
     "                        G(z, y) and D(x, y), with dcgan's settings; the fake images are\n"
     "                        drawn for the real batch's labels; its grids show a row per digit\n"
     "  --generator NAME      upsample (default): bilinear x2 + conv, or convt: transposed\n"
-    "                        convolutions (tutorial recipe only)\n"
+    "                        convolutions, or upsample-relu: upsample with relu where it has\n"
+    "                        tanh, the tutorial's generator before its P.S. (tutorial recipe\n"
+    "                        only)\n"
     "  --step NAME           tutorial (default for the tutorial recipe): the tutorial's loop\n"
     "                        as Paddle 1.8 ran it (each backward overwrites the gradients);\n"
     "                        accumulate: the same code with gradients accumulating (Paddle\n"
@@ -304,7 +306,7 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
                  quoted(argv[1], q, sizeof q));
         return false;
     }
-    static const char *const generators[] = {"upsample", "convt", NULL};
+    static const char *const generators[] = {"upsample", "convt", "upsample-relu", NULL};
     static const char *const *const steps = gan_step_names;
     static const char *const shuffles[] = {"paddle", "full", NULL};
     static const char *const scales[] = {"fixed", "per-image", "both", NULL};
@@ -480,9 +482,9 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
         if (o->recipe != GAN_RECIPE_TUTORIAL && (o->given & GIVEN_GENERATOR) &&
             o->generator != GAN_GEN_CONVT) {
             snprintf(err, n,
-                     "--generator upsample belongs to the tutorial recipe; the "
+                     "--generator %s belongs to the tutorial recipe; the "
                      "%s recipe has its own transposed-convolution generator",
-                     gan_recipe_names[o->recipe]);
+                     generators[o->generator], gan_recipe_names[o->recipe]);
             return false;
         }
         /* resumed, the checkpoint names the recipe: train checks them then */

@@ -282,7 +282,7 @@ static void progress(int64_t it, int64_t total, double secs, int64_t it0)
     fflush(stderr);
 }
 
-const char *const gen_names[] = {"upsample", "convt"};
+const char *const gen_names[] = {"upsample", "convt", "upsample-relu"};
 
 /* The noise of the generated images measured during training: the same at every measurement,
  * from the run's seed. */

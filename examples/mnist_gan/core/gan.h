@@ -27,8 +27,10 @@ typedef enum {
  * wanted: the penalty is per sample, so no norm may mix the samples of a batch, as BatchNorm
  * does). */
 typedef enum { GAN_CRITIC_NONE, GAN_CRITIC_LAYER } gan_critic_norm;
-/* The tutorial's two generators: bilinear upsampling + conv, or transposed convolutions. */
-typedef enum { GAN_GEN_UPSAMPLE, GAN_GEN_CONVT } gan_generator;
+/* The tutorial's two generators: bilinear upsampling + conv, or transposed convolutions; and
+ * the first one as it was before the tutorial's P.S., relu where the published code has tanh
+ * (models.c). */
+typedef enum { GAN_GEN_UPSAMPLE, GAN_GEN_CONVT, GAN_GEN_UPSAMPLE_RELU } gan_generator;
 /* The tutorial's step as PaddlePaddle 1.8 ran it, the textbook step, or the tutorial's code
  * with gradients accumulating across backward calls (Paddle >= 2.0, PyTorch): see step.c. */
 typedef enum { GAN_STEP_TUTORIAL, GAN_STEP_CLEAN, GAN_STEP_ACCUMULATE } gan_step_mode;

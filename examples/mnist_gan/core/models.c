@@ -25,17 +25,23 @@ gan_widths gan_widths_default(int div)
 
 /* Tutorial G, upsampling variant:
  * fc(nz->1024) bn tanh, fc(1024->128*7*7) bn tanh, reshape, [bilinear x2 (aligned corners, as
- * PaddlePaddle's image_resize), conv 5x5 pad 2, bn, tanh] twice, the last conv to 1 channel. */
-static tg_module *tutorial_g_upsample(const gan_widths *w, tg_rng *rng)
+ * PaddlePaddle's image_resize), conv 5x5 pad 2, bn, tanh] twice, the last conv to 1 channel.
+ * With relu, the same with relu at those four places: the generator before the tutorial's P.S.,
+ * which says that tanh in place of "the original relu" ended its all-black output. The original
+ * code is not published; relu at all four is our reading of that sentence (a relu output can
+ * draw nothing darker than mid-gray, 0 in the data's [-1, 1], and all of it 0, a dead output,
+ * is a flat image: black in the tutorial's per-image scaled grids). */
+static tg_module *tutorial_g_upsample(const gan_widths *w, tg_rng *rng, bool relu)
 {
     const int64_t c1 = w->g_ch1, c2 = w->g_ch2;
+    tg_module *(*act)(void) = relu ? tg_nn_relu : tg_nn_tanh;
     return TG_NN_SEQUENTIAL(
-        tg_nn_linear(w->nz, w->g_fc, true, rng), tg_nn_batch_norm1d(w->g_fc), tg_nn_tanh(),
-        tg_nn_linear(w->g_fc, c1 * 7 * 7, true, rng), tg_nn_batch_norm1d(c1 * 7 * 7), tg_nn_tanh(),
+        tg_nn_linear(w->nz, w->g_fc, true, rng), tg_nn_batch_norm1d(w->g_fc), act(),
+        tg_nn_linear(w->g_fc, c1 * 7 * 7, true, rng), tg_nn_batch_norm1d(c1 * 7 * 7), act(),
         tg_nn_reshape(TG_DIMS(-1, c1, 7, 7)), tg_nn_upsample(2, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS),
-        tg_nn_conv2d(c1, c2, 5, 1, 2, 1, true, rng), tg_nn_batch_norm2d(c2), tg_nn_tanh(),
+        tg_nn_conv2d(c1, c2, 5, 1, 2, 1, true, rng), tg_nn_batch_norm2d(c2), act(),
         tg_nn_upsample(2, TG_UPSAMPLE_BILINEAR_ALIGN_CORNERS),
-        tg_nn_conv2d(c2, 1, 5, 1, 2, 1, true, rng), tg_nn_tanh());
+        tg_nn_conv2d(c2, 1, 5, 1, 2, 1, true, rng), act());
 }
 
 /* Tutorial G, transposed-convolution variant: the same fully connected part with leaky_relu
@@ -124,7 +130,8 @@ tg_module *gan_build_generator(gan_recipe recipe, gan_generator gen, const gan_w
     }
     if (recipe != GAN_RECIPE_TUTORIAL) /* dcgan, and wgan-gp's generator */
         return dcgan_g(w, rng);
-    return gen == GAN_GEN_CONVT ? tutorial_g_convt(w, rng) : tutorial_g_upsample(w, rng);
+    return gen == GAN_GEN_CONVT ? tutorial_g_convt(w, rng)
+                                : tutorial_g_upsample(w, rng, gen == GAN_GEN_UPSAMPLE_RELU);
 }
 
 tg_module *gan_build_discriminator(gan_recipe recipe, const gan_widths *w, tg_rng *rng)
