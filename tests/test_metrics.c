@@ -946,6 +946,8 @@ static void test_eval_command(void **state)
     assert_true(json_number_after(gen, "diversity") > 0);
     assert_non_null(strstr(json, "\"collapse\": \""));
     assert_null(strstr(json, "\"digit_share\"")); /* a G of every digit has none */
+    /* the checkpoint's recipe and its generator, named */
+    assert_non_null(strstr(json, ", \"recipe\": \"dcgan\", \"generator\": \"dcgan\", "));
 
     /* --images measures an idx file as eval measures G: G's own images through sample --idx
      * give G's figures (up to the file's 8-bit rounding), and the real test images themselves

@@ -39,7 +39,8 @@ typedef struct {
     long long progress;     /* the last iteration in losses.csv; -1 none */
     long long iteration, n; /* of the measurement */
     double white, diversity, fid;
-    double share; /* gan_digit_share of the generated images; NAN unknown */
+    double share;                 /* gan_digit_share of the generated images; NAN unknown */
+    char generator[TBL_NAME_MAX]; /* the tutorial recipe's generator, as eval names it; "" */
     gan_collapse_kind kind;
     long long first; /* the first eval.csv iteration with the same verdict; -1 none */
     /* eval.csv's rows (train --eval-every): n of them, each an iteration, white and diversity
@@ -94,6 +95,7 @@ static bool read_measurement(const char *json, run_info *r)
     r->diversity = tbl_json_number(gen, "diversity");
     r->fid = tbl_json_number(gen, "fid");
     r->share = digit_share(line, gen);
+    tbl_json_string(line, "generator", r->generator, sizeof r->generator);
     if (isnan(r->white))
         return false;
     r->kind = gan_collapse(r->white, r->diversity, r->share);
@@ -221,6 +223,17 @@ static const char *crossing(char *buf, size_t size, const char *seed, const run_
     else
         snprintf(buf, size, "s%.31s (not in eval.csv)", seed);
     return buf;
+}
+
+/* Whether name is an item of list, items separated by ", ". */
+static bool listed(const char *list, const char *name)
+{
+    const size_t n = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == list || (p - list >= 2 && p[-2] == ',' && p[-1] == ' ')) &&
+            (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
 }
 
 /* The colour of a run's line: its verdict's, grey while not measured. */
@@ -403,13 +416,24 @@ int main(int argc, char **argv)
                     num(h, sizeof h, "%.3f", m ? share / m : NAN),
                     num(q, sizeof q, "%.1f", m ? fid / m : NAN), *when ? when : "-");
         }
-    fputs("\n| recipe | measured | black | single mode | off digit | healthy |\n"
-          "|---|---|---|---|---|---|\n",
+    fputs("\n| recipe | generator (eval's; - measured before eval named it) | measured | black | "
+          "single mode | off digit | healthy |\n|---|---|---|---|---|---|---|\n",
           f);
-    for (int r = 0; r < nr; r++)
-        fprintf(f, "| %s | %d/%d | %d | %d | %d | %d |\n", recipes[r], total_measured[r], nd * ns,
-                totals[r][GAN_COLLAPSE_BLACK], totals[r][GAN_COLLAPSE_SINGLE_MODE],
-                totals[r][GAN_COLLAPSE_OFF_DIGIT], totals[r][GAN_COLLAPSE_NONE]);
+    for (int r = 0; r < nr; r++) {
+        char gens[256] = "";
+        for (int d = 0; d < nd; d++)
+            for (int s = 0; s < ns; s++) {
+                const char *g = runs[d][r][s].generator;
+                if (runs[d][r][s].state != RUN_MEASURED || !*g || listed(gens, g))
+                    continue;
+                const size_t len = strlen(gens);
+                snprintf(gens + len, sizeof gens - len, "%s%s", len ? ", " : "", g);
+            }
+        fprintf(f, "| %s | %s | %d/%d | %d | %d | %d | %d |\n", recipes[r], *gens ? gens : "-",
+                total_measured[r], nd * ns, totals[r][GAN_COLLAPSE_BLACK],
+                totals[r][GAN_COLLAPSE_SINGLE_MODE], totals[r][GAN_COLLAPSE_OFF_DIGIT],
+                totals[r][GAN_COLLAPSE_NONE]);
+    }
 
     fputs("\n## Every run\n\n| run | iteration | white | diversity | digit share | FID | "
           "verdict |\n|---|---|---|---|---|---|---|\n",

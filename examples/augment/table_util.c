@@ -77,6 +77,20 @@ double tbl_json_number(const char *from, const char *key)
     return end > p + strlen(pat) ? v : NAN;
 }
 
+bool tbl_json_string(const char *from, const char *key, char *buf, size_t size)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": \"", key);
+    const char *p = from ? strstr(from, pat) : NULL;
+    const size_t len = p ? strcspn(p += strlen(pat), "\"\\\n") : 0;
+    buf[0] = '\0';
+    if (!p || p[len] != '"' || len >= size)
+        return false;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    return true;
+}
+
 const char *tbl_last_line(const char *s)
 {
     const char *end = s + strlen(s);

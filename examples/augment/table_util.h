@@ -5,6 +5,7 @@
 #ifndef AUGMENT_TABLE_UTIL_H
 #define AUGMENT_TABLE_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -20,6 +21,9 @@ int tbl_words(const char *var, const char *def, int max, char names[][TBL_NAME_M
 char *tbl_slurp(const char *path);
 /* The number after "key": at or after from (`"key": value`); NAN when it is absent or null. */
 double tbl_json_number(const char *from, const char *key);
+/* The string after "key": at or after from (`"key": "value"`, no escapes) into buf; false
+ * (buf "") when it is absent, not a string, or longer than size - 1 bytes. */
+bool tbl_json_string(const char *from, const char *key, char *buf, size_t size);
 /* The start of the last non-empty line of s. */
 const char *tbl_last_line(const char *s);
 

@@ -47,6 +47,9 @@ for recipe in tutorial dcgan wgan-gp; do
     [ -f "$out/$recipe-d3-s1/per_digit_eval.jsonl" ] || fail "$recipe-d3-s1: no cached measurement"
 done
 grep -q "^## Not finished or not measured (0)" "$md" || fail "runs left unmeasured"
+# The totals name each recipe's generator, as eval read it from the checkpoints.
+grep -q "^| tutorial | upsample | 1/1 | " "$md" && grep -q "^| dcgan | dcgan | 1/1 | " "$md" &&
+    grep -q "^| wgan-gp | dcgan | 1/1 | " "$md" || fail "the totals do not name the generators"
 # The plot: a panel per recipe, in it a line per run with a point per row of its eval.csv.
 svg=$out/per_digit.svg
 points() { # the points of run $1's line in the plot, and its verdict

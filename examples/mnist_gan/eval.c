@@ -157,9 +157,10 @@ int evaluate(const gan_options *o)
     if (o->images)
         printf("mnist_gan eval: the first %lld images of %s", (long long)o->n, o->images);
     else
-        printf("mnist_gan eval: %s (iteration %lld, recipe %s%s), seed %llu", o->checkpoint,
-               iteration, gan_recipe_names[rs.cfg.recipe], rs.digit >= 0 ? ", one digit" : "",
-               (unsigned long long)o->seed);
+        printf("mnist_gan eval: %s (iteration %lld, recipe %s, generator %s%s), seed %llu",
+               o->checkpoint, iteration, gan_recipe_names[rs.cfg.recipe],
+               gan_generator_label(rs.cfg.recipe, rs.cfg.generator),
+               rs.digit >= 0 ? ", one digit" : "", (unsigned long long)o->seed);
     printf(", classifier %s (test accuracy %.2f%%), %lld images per set, data %s\n\n",
            o->classifier, 100.0 * info.test_accuracy, (long long)o->n, dir);
     static const char *const names[3] = {"generated", "real train (reference)", "real test"};
@@ -192,7 +193,9 @@ int evaluate(const gan_options *o)
     fprintf(jf, "{\"%s\": ", o->images ? "images" : "checkpoint");
     gan_json_string(jf, measured);
     if (!o->images)
-        fprintf(jf, ", \"iteration\": %lld", iteration);
+        fprintf(jf, ", \"iteration\": %lld, \"recipe\": \"%s\", \"generator\": \"%s\"", iteration,
+                gan_recipe_names[rs.cfg.recipe],
+                gan_generator_label(rs.cfg.recipe, rs.cfg.generator));
     fputs(", \"classifier\": ", jf);
     gan_json_string(jf, o->classifier);
     fprintf(jf, ", \"classifier_test_accuracy\": %.6f, \"data\": ", info.test_accuracy);

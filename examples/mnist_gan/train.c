@@ -284,6 +284,13 @@ static void progress(int64_t it, int64_t total, double secs, int64_t it0)
 
 const char *const gen_names[] = {"upsample", "convt", "upsample-relu"};
 
+const char *gan_generator_label(gan_recipe recipe, gan_generator gen)
+{
+    return GAN_CONDITIONAL(recipe)         ? "conditional dcgan"
+           : recipe != GAN_RECIPE_TUTORIAL ? "dcgan"
+                                           : gen_names[gen];
+}
+
 /* The noise of the generated images measured during training: the same at every measurement,
  * from the run's seed. */
 #define EVAL_NOISE_STREAM 0xe7a1ull
@@ -610,13 +617,11 @@ agreed:
     else
         snprintf(step, sizeof step, "step %s", gan_step_names[o->step]);
     snprintf(title, sizeof title,
-             "recipe %s, generator %s, %s, init %s, adam %s, shuffle "
+             "recipe %s, generator %s%s, %s, init %s, adam %s, shuffle "
              "%s, batch %lld, lr %g, beta1 %g, seed %llu, %lld images%s%s%s",
-             gan_recipe_names[o->recipe],
-             conditional ? "conditional dcgan (fakes for the real batch's labels)"
-             : o->recipe != GAN_RECIPE_TUTORIAL ? "dcgan"
-                                                : gen_names[o->generator],
-             step, gan_init_names[o->init], gan_adam_names[o->adam_eps],
+             gan_recipe_names[o->recipe], gan_generator_label(o->recipe, o->generator),
+             conditional ? " (fakes for the real batch's labels)" : "", step,
+             gan_init_names[o->init], gan_adam_names[o->adam_eps],
              o->shuffle_block ? "paddle" : "full", (long long)o->batch, o->lr, o->beta1,
              (unsigned long long)o->seed, (long long)ds->images->shape[0],
              o->digit >= 0 ? " (one digit)" : "", per_class,
