@@ -40,11 +40,11 @@ typedef struct {
     long long iteration, n; /* of the measurement */
     double white, diversity, fid;
     double share;                 /* gan_digit_share of the generated images; NAN unknown */
-    char generator[TBL_NAME_MAX]; /* the tutorial recipe's generator, as eval names it; "" */
+    char generator[TBL_NAME_MAX]; /* as eval names it; "" in lines from before it did */
     gan_collapse_kind kind;
     long long first; /* the first eval.csv iteration with the same verdict; -1 none */
-    /* eval.csv's rows (train --eval-every): n of them, each an iteration, white and diversity
-     * (NAN where eval.csv has no such column: runs of builds before it). */
+    /* eval.csv's rows (train --eval-every), each an iteration, white and diversity (NAN where
+     * eval.csv has no such column: runs of builds before it); none when it cannot be read. */
     int rows;
     double *it, *row_white, *row_div;
     bool csv_has_diversity;
