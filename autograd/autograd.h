@@ -327,6 +327,14 @@ tg_tensor *tg_batch_norm_act_pool2d(tg_tensor *x, tg_tensor *weight, tg_tensor *
  * it from the main thread, between steps. */
 typedef void (*tg_batch_norm_reduce_fn)(void *ctx, double *values, int64_t n);
 void tg_batch_norm_set_reduce(tg_batch_norm_reduce_fn fn, void *ctx);
+/* How many times a training-mode batch norm forward applies its running-statistics update
+ * (default 1; k below 1 is refused): for a loop that computes once what its reference computed
+ * k times on the same batch, such as mnist_gan's tutorial step, where Paddle ran G's forward
+ * twice on one z. Each update rounds as its own forward would, so the running statistics are
+ * those of k forwards bit for bit. Process-wide, read when a forward is recorded, as the hook
+ * above; nn's BatchNorm counts k batches in num_batches_tracked. */
+tg_status tg_batch_norm_set_running_updates(int k);
+int tg_batch_norm_running_updates(void);
 /* training with 0 < p < 1: zeroes element i when the i-th uniform draw from rng is below p
  * and scales the others by 1/(1-p); rng advances by one draw per element, so a seed
  * reproduces the mask. Not training, or p == 0: a copy of x (rng may be NULL). p must be in

@@ -534,6 +534,23 @@ tg_batch_norm_reduce_fn tg_batch_norm_reduce_hook(void)
     return bn_reduce;
 }
 
+/* Running-statistics updates per training forward (tg_batch_norm_set_running_updates). */
+static int bn_running_updates = 1;
+
+tg_status tg_batch_norm_set_running_updates(int k)
+{
+    if (k < 1)
+        return tg_set_error(TG_ERR_ARG,
+                            "tg_batch_norm_set_running_updates: k = %d; need at least 1", k);
+    bn_running_updates = k;
+    return TG_OK;
+}
+
+int tg_batch_norm_running_updates(void)
+{
+    return bn_running_updates;
+}
+
 /* The synchronised forward's statistics, before the op runs: x's per-channel sums and its
  * count per channel, summed over the processes, then the sums of squared deviations from that
  * global mean, likewise (two passes, as the kernel's, for the same cancellation reason). *out
@@ -606,7 +623,8 @@ tg_tensor *tg_batch_norm_apply(const tg_op *op, const char *fn, tg_tensor *x, tg
                            .has_weight = weight != TG_NONE,
                            .has_bias = bias != TG_NONE,
                            .act = (int)act,
-                           .slope = slope};
+                           .slope = slope,
+                           .extra_updates = training ? bn_running_updates - 1 : 0};
     tg_tensor *in[3];
     double *sync = NULL;
     if (training && bn_reduce) {

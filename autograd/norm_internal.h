@@ -57,6 +57,9 @@ typedef struct {
      * slope; TG_ACT_NONE for tg_batch_norm. */
     int act;
     float slope;
+    /* Training: the running statistics' update is applied 1 + extra_updates times
+     * (tg_batch_norm_set_running_updates when the forward ran). */
+    int extra_updates;
 } batch_norm_params;
 
 /* The affine parameters' data, NULL when absent. */
@@ -307,7 +310,8 @@ static inline void batch_norm_stats(const batch_norm_params *p, int64_t c, int64
         const double var = ss / (double)m;
         mean[c] = (float)mu;
         invstd[c] = (float)(1.0 / sqrt(var + (double)p->eps));
-        if (rm) {
+        /* each update rounds to float, as that many forwards on this batch would */
+        for (int u = 0; rm && u <= p->extra_updates; u++) {
             const double mom = p->momentum;
             rm[c] = (float)((1.0 - mom) * rm[c] + mom * mu);
             rv[c] = (float)((1.0 - mom) * rv[c] + mom * var * (double)m / (double)(m - 1));

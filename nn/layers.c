@@ -222,7 +222,7 @@ static tg_tensor *batch_norm_run(tg_module *m, tg_tensor *x, tg_act act, float s
     if (y && tg_module_is_training(m)) {
         /* Counted as PyTorch does; a float holds every count up to 2^24 exactly. */
         tg_tensor *count = tg_module_buffer(m, "num_batches_tracked");
-        count->data[0] += 1.0f;
+        count->data[0] += (float)tg_batch_norm_running_updates();
         tg_tensor_bump_version(count);
     }
     return y;

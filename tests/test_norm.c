@@ -895,6 +895,59 @@ static void test_layer_norm_module(void **state)
     tg_tensor_release(dy);
 }
 
+/* tg_batch_norm_set_running_updates(k): one training forward leaves the running statistics of
+ * k forwards on the same batch, bit for bit, and nn's BatchNorm counts k batches; k < 1 is
+ * refused, naming the function and the value, and changes nothing. */
+static void test_batch_norm_running_updates(void **state)
+{
+    (void)state;
+    tg_rng rng;
+    tg_rng_seed(&rng, 5);
+    tg_tensor *x = tg_tensor_new(TG_DIMS(4, 3, 5, 5));
+    assert_non_null(x);
+    tg_tensor_uniform_(x, &rng, -2.0f, 3.0f);
+    tg_tensor *rm[2], *rv[2];
+    for (int k = 0; k < 2; k++) {
+        rm[k] = tg_tensor_zeros(TG_DIMS(3));
+        rv[k] = tg_tensor_ones(TG_DIMS(3));
+        assert_non_null(rm[k]);
+        assert_non_null(rv[k]);
+    }
+    /* [0]: three forwards; [1]: one forward with k = 3 */
+    for (int f = 0; f < 4; f++) {
+        const int k = f < 3 ? 0 : 1;
+        if (k == 1)
+            assert_int_equal(tg_batch_norm_set_running_updates(3), TG_OK);
+        tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+        assert_non_null(tg_batch_norm(x, TG_NONE, TG_NONE, rm[k], rv[k], true, 0.1f, 1e-5f));
+        tg_tape_end(tape);
+    }
+    assert_int_equal(tg_batch_norm_running_updates(), 3);
+    assert_memory_equal(rm[0]->data, rm[1]->data, 3 * sizeof(float));
+    assert_memory_equal(rv[0]->data, rv[1]->data, 3 * sizeof(float));
+    tg_module *bn = tg_nn_batch_norm2d(3);
+    assert_non_null(bn);
+    tg_tape *tape = tg_tape_begin(TG_NO_GRAD);
+    assert_non_null(tg_module_forward(bn, x));
+    tg_tape_end(tape);
+    assert_float_equal(tg_module_buffer(bn, "num_batches_tracked")->data[0], 3.0f, 0.0f);
+    assert_int_equal(tg_batch_norm_set_running_updates(1), TG_OK);
+    /* one forward at k = 1 is not three */
+    tg_tape *one = tg_tape_begin(TG_NO_GRAD);
+    assert_non_null(tg_batch_norm(x, TG_NONE, TG_NONE, rm[1], rv[1], true, 0.1f, 1e-5f));
+    tg_tape_end(one);
+    assert_true(memcmp(rm[0]->data, rm[1]->data, 3 * sizeof(float)) != 0);
+    assert_int_equal(tg_batch_norm_set_running_updates(0), TG_ERR_ARG);
+    assert_non_null(strstr(tg_last_error(), "tg_batch_norm_set_running_updates: k = 0"));
+    assert_int_equal(tg_batch_norm_running_updates(), 1);
+    tg_module_free(bn);
+    for (int k = 0; k < 2; k++) {
+        tg_tensor_release(rm[k]);
+        tg_tensor_release(rv[k]);
+    }
+    tg_tensor_release(x);
+}
+
 int main(void)
 {
     tg_set_num_threads(2);
@@ -909,7 +962,7 @@ int main(void)
         TG_TEST(test_layer_norm_errors),       TG_TEST(test_layer_norm_empty),
         TG_TEST(test_layer_norm_module),       TG_TEST(test_batch_norm_long_channels),
         TG_TEST(test_layer_norm_long_rows),    TG_TEST(test_batch_norm_act_matches_two_ops),
-        TG_TEST(test_batch_norm_act_errors),
+        TG_TEST(test_batch_norm_act_errors),   TG_TEST(test_batch_norm_running_updates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
