@@ -696,6 +696,64 @@ static void test_tutorial_skip_convt(void **state)
     run_tutorial_skip(GAN_GEN_CONVT);
 }
 
+/* The tutorial step's one G forward (step.c), kept for both updates with BatchNorm's running
+ * statistics updated twice, against the two forwards the loop ran (g_forward_twice): the same
+ * losses and the same states to the bit, buffers included, over SKIP_ITERS iterations; and G's
+ * BatchNorms have counted two batches an iteration either way. */
+static void run_one_g_forward(gan_generator gen)
+{
+    const int threads = tg_get_num_threads();
+    assert_int_equal(tg_set_num_threads(1), TG_OK);
+    gan_state s[2]; /* [0]: as the program runs it; [1]: G's forward twice */
+    tutorial_state_init(&s[0], gen, false);
+    tutorial_state_init(&s[1], gen, false);
+    assert_false(s[0].g_forward_twice); /* the default, which the program runs */
+    s[1].g_forward_twice = true;
+    tg_rng rng;
+    tg_rng_seed(&rng, 78);
+    tg_tensor *real = tg_tensor_new(TG_DIMS(SKIP_BATCH, 1, 28, 28));
+    assert_non_null(real);
+    for (int it = 1; it <= SKIP_ITERS; it++) {
+        tg_tensor_uniform_(real, &rng, -1.0f, 1.0f);
+        gan_losses l[2];
+        for (int k = 0; k < 2; k++)
+            if (gan_step(&s[k], real, NULL, &l[k]) != TG_OK)
+                fail_msg("gan_step: %s", tg_last_error());
+        check_losses_identical(&l[0], &l[1], it);
+        check_states_identical(&s[0], &s[1], it);
+    }
+    tg_state_dict *sd = tg_state_dict_new();
+    assert_non_null(sd);
+    assert_int_equal(gan_state_dict(&s[0], sd), TG_OK);
+    int counters = 0;
+    for (int64_t i = 0; i < tg_state_dict_size(sd); i++) {
+        const char *name = tg_state_dict_name(sd, i);
+        if (strncmp(name, "G.", 2) || !strstr(name, "num_batches_tracked"))
+            continue;
+        counters++;
+        assert_float_equal(tg_state_dict_tensor(sd, i)->data[0], 2.0f * SKIP_ITERS, 0.0f);
+    }
+    assert_true(counters > 0);
+    assert_int_equal(tg_batch_norm_running_updates(), 1); /* restored after the forward */
+    tg_state_dict_free(sd);
+    for (int k = 0; k < 2; k++)
+        gan_state_free(&s[k]);
+    tg_tensor_release(real);
+    assert_int_equal(tg_set_num_threads(threads), TG_OK);
+}
+
+static void test_one_g_forward_upsample(void **state)
+{
+    (void)state;
+    run_one_g_forward(GAN_GEN_UPSAMPLE);
+}
+
+static void test_one_g_forward_convt(void **state)
+{
+    (void)state;
+    run_one_g_forward(GAN_GEN_CONVT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -704,6 +762,7 @@ int main(void)
         TG_TEST(test_accumulate_step_convt),   TG_TEST(test_clean_step_convt),
         TG_TEST(test_separations_are_visible), TG_TEST(test_modes_differ),
         TG_TEST(test_tutorial_skip_upsample),  TG_TEST(test_tutorial_skip_convt),
+        TG_TEST(test_one_g_forward_upsample),  TG_TEST(test_one_g_forward_convt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

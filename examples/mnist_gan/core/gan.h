@@ -124,6 +124,9 @@ typedef struct gan_state {
      * backward also runs through G, whose gradient the G step then discards, as the loop did
      * before that dead work was skipped (step.c). */
     bool fake_d_reaches_g;
+    /* Tests only, likewise: the tutorial step runs G's forward twice, once for the fake-D update
+     * and once for the G update, as the loop did before it kept one (step.c). */
+    bool g_forward_twice;
 } gan_state;
 
 /* Models and optimizers for the config (Adam lr, beta1, beta2, eps 1e-8, the config's eps
