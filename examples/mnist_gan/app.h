@@ -76,9 +76,8 @@ int load_trained(const char *path, tg_state_dict **sd, run_settings *rs, gan_sta
 
 /* ---- the commands (train.c, sample.c, eval.c) ------------------------------------------------ */
 
-extern const char *const gen_names[]; /* "upsample", "convt", "upsample-relu" */
 /* The generator a run of recipe has, as the log and eval's JSON name it: the tutorial recipe's
- * choice (gen_names), dcgan's G for dcgan and wgan-gp, its conditional form for cgan. */
+ * choice (gan_generator_names), dcgan's G for dcgan and wgan-gp, its conditional form for cgan. */
 const char *gan_generator_label(gan_recipe recipe, gan_generator gen);
 /* True when something exists at path. */
 bool file_exists(const char *p);

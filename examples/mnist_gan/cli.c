@@ -306,7 +306,7 @@ bool gan_parse_args(int argc, char **argv, gan_options *o, char *err, size_t n)
                  quoted(argv[1], q, sizeof q));
         return false;
     }
-    static const char *const generators[] = {"upsample", "convt", "upsample-relu", NULL};
+    static const char *const *const generators = gan_generator_names;
     static const char *const *const steps = gan_step_names;
     static const char *const shuffles[] = {"paddle", "full", NULL};
     static const char *const scales[] = {"fixed", "per-image", "both", NULL};

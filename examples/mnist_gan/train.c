@@ -282,13 +282,11 @@ static void progress(int64_t it, int64_t total, double secs, int64_t it0)
     fflush(stderr);
 }
 
-const char *const gen_names[] = {"upsample", "convt", "upsample-relu"};
-
 const char *gan_generator_label(gan_recipe recipe, gan_generator gen)
 {
     return GAN_CONDITIONAL(recipe)         ? "conditional dcgan"
            : recipe != GAN_RECIPE_TUTORIAL ? "dcgan"
-                                           : gen_names[gen];
+                                           : gan_generator_names[gen];
 }
 
 /* The noise of the generated images measured during training: the same at every measurement,

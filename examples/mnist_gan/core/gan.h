@@ -39,6 +39,7 @@ typedef enum { GAN_INIT_PADDLE, GAN_INIT_TORCH } gan_init;
 /* The names of the values above, as the command line and the checkpoint spell them. */
 extern const char *const gan_recipe_names[];      /* "tutorial", "dcgan", "wgan-gp", "cgan" */
 extern const char *const gan_step_names[];        /* "tutorial", "clean", "accumulate" */
+extern const char *const gan_generator_names[];   /* "upsample", "convt", "upsample-relu" */
 extern const char *const gan_init_names[];        /* "paddle", "torch" */
 extern const char *const gan_adam_names[];        /* tg_adam_eps: "torch", "paddle" */
 extern const char *const gan_critic_norm_names[]; /* "none", "layer" */

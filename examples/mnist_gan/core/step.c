@@ -55,6 +55,7 @@
 
 const char *const gan_recipe_names[] = {"tutorial", "dcgan", "wgan-gp", "cgan", NULL};
 const char *const gan_step_names[] = {"tutorial", "clean", "accumulate", NULL};
+const char *const gan_generator_names[] = {"upsample", "convt", "upsample-relu", NULL};
 const char *const gan_init_names[] = {"paddle", "torch", NULL};
 const char *const gan_adam_names[] = {"torch", "paddle", NULL};
 const char *const gan_critic_norm_names[] = {"none", "layer", NULL};
