@@ -326,10 +326,11 @@ tg_status gan_step_labels(gan_state *s, tg_tensor *real, tg_tensor *labels,
     const bool one_g = s->step == GAN_STEP_TUTORIAL && !s->fake_d_reaches_g && !s->g_forward_twice;
     tg_tape *g_tape = NULL;
     tg_tensor *g_fake = NULL;
+    const int updates = tg_batch_norm_running_updates(); /* the caller's, restored after */
     if (one_g && (g_tape = tg_tape_begin(TG_GRAD)) &&
-        tg_batch_norm_set_running_updates(2) == TG_OK) {
+        tg_batch_norm_set_running_updates(2 * updates) == TG_OK) {
         g_fake = forward_xy(s->G, z, labels);
-        tg_batch_norm_set_running_updates(1);
+        tg_batch_norm_set_running_updates(updates);
     }
     if (one_g && !g_fake)
         st = tg_last_status();
