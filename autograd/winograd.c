@@ -3,12 +3,15 @@
  * 4x4 kernel at stride 2 as a 2x2 one at stride 1 over the input's four phases (the end of this
  * file; tg_winograd_s2_applies), which conv_transpose2d's k4 s2 layers run backwards.
  *
- * F(4x4, r x r): m = 4 outputs per side from tiles of t = m + r - 1 inputs, F(4x4, 2x2) on
- * 5 x 5 tiles, F(4x4, 3x3) on 6 x 6 and F(4x4, 5x5) on 8 x 8 ones. The interpolation points are
+ * F(m x m, r x r): m outputs per side from tiles of t = m + r - 1 inputs, F(4x4, 2x2) on
+ * 5 x 5 tiles, F(4x4, 3x3) on 6 x 6, F(4x4, 5x5) and F(6x6, 3x3) on 8 x 8 ones (a 3x3 layer
+ * takes F(6x6) where its output needs fewer points so: tg_winograd_out_tile; D's 11 x 11
+ * output, 4 tiles of 64 points against 9 of 36, its layer forward + backward 33.5 -> 28.6 ms,
+ * bench_conv at 1 thread, 3 interleaved rounds). The interpolation points are
  * 0, 1, -1, 2 (and -2 for t >= 6, 1/2 and -1/2 for t = 8) and infinity; the matrices come from
  * the points (winograd_matrices.c, Toom-Cook), with the Lagrange denominators in G, so that B
- * and A hold binary fractions (small integers for t = 5 and 6, quarters for t = 8), exact in
- * float, and only the weight transform, done once per call in double, holds other fractions.
+ * and A hold binary fractions (small integers for t = 5 and 6, quarters for t = 8, and in
+ * F(6x6, 3x3)'s A powers of two from 1/32 to 32), exact in float, and only the weight transform, done once per call in double, holds other fractions.
  * In 1-D,
  * y = A^T ((G g) .* (B^T d)); in 2-D, per t x t input tile d at tile stride m:
  *   U[xi][co][ci] = G w G^T     V[xi][ci][p] = B^T d B     Z[xi][co][p] = A dy A^T
@@ -17,8 +20,8 @@
  *                                             by r - 1) inside the image
  *   weight grad:  dU[xi] += Z[xi] @ V[xi]^T over the tiles,  dw += G^T dU G
  * with xi the t * t points of the tile's domain: t * t GEMMs where the lowering makes one, but
- * t * t products per tile and channel pair instead of 16 r r (36 for 144 with 3x3, 64 for 400
- * with 5x5). Until 2026-12-06 5x5 ran F(2x2, 5x5) on 6 x 6 tiles (36 for 100); on G's layer
+ * t * t products per tile and channel pair instead of m m r r (36 for 144 with 3x3, 64 for 400
+ * with 5x5, 64 for 324 with F(6x6, 3x3)). Until 2026-12-06 5x5 ran F(2x2, 5x5) on 6 x 6 tiles (36 for 100); on G's layer
  * (14 x 14 outputs: 16 tiles of 8 x 8 against 49 of 6 x 6 a channel pair) F(4x4, 5x5) does 58%
  * of its multiplications. Its error in float, measured in numpy for the same points over
  * 128-channel sums of N(0, 1) data, is within 2x of F(2x2, 5x5)'s (median 4.9e-6 against
@@ -118,10 +121,10 @@ bool tg_winograd_s2_applies(int64_t N, int64_t Ci, int64_t Co, int64_t Ho, int64
  * B (input), A^T and A (output), A and A^T (output gradient), B and B^T (data gradient), in
  * float; G [6, r] in double for the weights; m = 7 - r. */
 typedef struct {
-    int t, m, r;                                                     /* tile t x t, m = 4 */
-    float BT[WINO_XI_MAX], B[WINO_XI_MAX];                           /* [t, t] */
-    float AT[TG_WINO_TMAX * TG_WINO_M], A[TG_WINO_TMAX * TG_WINO_M]; /* [m, t] and [t, m] */
-    double G[TG_WINO_TMAX * 5];                                      /* [t, r] */
+    int t, m, r;                                                           /* tile t x t */
+    float BT[WINO_XI_MAX], B[WINO_XI_MAX];                                 /* [t, t] */
+    float AT[TG_WINO_TMAX * TG_WINO_MMAX], A[TG_WINO_TMAX * TG_WINO_MMAX]; /* [m, t], [t, m] */
+    double G[TG_WINO_TMAX * 5];                                            /* [t, r] */
 } wino_mats;
 
 /* How a copy holds an image: C planes of h x w at rows and columns [off, off + h) and [off,
@@ -337,8 +340,13 @@ static void batch_from_lanes(const wino_layout *L, const float *lanes, const win
 #define WINO_NZ_B5 0x10fdfe1ull
 #define WINO_NZ_AT5 0xf39cfull
 #define WINO_NZ_A5 0x8fff1ull
+/* F(6x6, 3x3): B^T and B are F(4x4, 5x5)'s (the same 8 points), A has 6 columns. */
+#define WINO_NZ_AT86 0xfe7e7e7e7e7full
+#define WINO_NZ_A86 0x83ffffffffc1ull
 #define WINO_NZ(name, t)                                                                           \
     ((t) == 8 ? WINO_NZ_##name##8 : (t) == 6 ? WINO_NZ_##name##6 : WINO_NZ_##name##5)
+/* A^T's or A's for t x t tiles of m x m outputs. */
+#define WINO_NZ_OUT(name, t, m) ((m) == 6 ? WINO_NZ_##name##86 : WINO_NZ(name, t))
 
 /* out = L in L^T for L [na, ni] with its nonzeros nz, in [ni, ni], out [na, na]: one tile
  * transform of every lane, the right factor first: row by row of in, then column by column of
@@ -387,7 +395,8 @@ tile_product(int na, int ni, const float *L, uint64_t nz, const wino_vec *in, wi
          lg_++, col += WINO_LANES)
 
 /* Each transform is written once for a constant tile size t (inlined, so its loops unroll)
- * and called through a switch on the run's. */
+ * and called through a switch on the run's; those of the outputs' side also for a constant m
+ * (WINO_BY_TILE_OUT). */
 #define WINO_BY_TILE(fn, c, ...)                                                                   \
     do {                                                                                           \
         if ((c)->mt.t == 8)                                                                        \
@@ -396,6 +405,17 @@ tile_product(int na, int ni, const float *L, uint64_t nz, const wino_vec *in, wi
             fn(c, __VA_ARGS__, 6);                                                                 \
         else                                                                                       \
             fn(c, __VA_ARGS__, 5);                                                                 \
+    } while (0)
+#define WINO_BY_TILE_OUT(fn, c, ...)                                                               \
+    do {                                                                                           \
+        if ((c)->mt.m == 6)                                                                        \
+            fn(c, __VA_ARGS__, 8, 6);                                                              \
+        else if ((c)->mt.t == 8)                                                                   \
+            fn(c, __VA_ARGS__, 8, 4);                                                              \
+        else if ((c)->mt.t == 6)                                                                   \
+            fn(c, __VA_ARGS__, 6, 4);                                                              \
+        else                                                                                       \
+            fn(c, __VA_ARGS__, 5, 4);                                                              \
     } while (0)
 
 /* The first position of a tile in a lanes copy laid out as L: channel ch of the batch's group
@@ -511,18 +531,17 @@ static void input_transform(const wino_run *c, const wino_part *pt, bool packed)
 
 /* ys's channel co from M[:, co, chunk]: A^T M A + bias. */
 static inline __attribute__((always_inline)) void
-output_transform_t(const wino_run *c, const wino_part *pt, int64_t co, int t)
+output_transform_t(const wino_run *c, const wino_part *pt, int64_t co, int t, int m)
 {
-    enum { m = TG_WINO_M };
     const wino_layout *L = &c->yl;
     const int64_t ld = c->ld;
     const float bias = c->bias ? c->bias[co] : 0.0f;
     FOR_LANE_GROUPS(c, pt, g, oh, ow, col)
     {
         float *ys = lanes_tile(L, pt->ys, g, co, oh, ow);
-        wino_vec M[WINO_XI_MAX], y[m * m];
+        wino_vec M[WINO_XI_MAX], y[TG_WINO_MMAX * TG_WINO_MMAX];
         points_load(pt->Z + co * ld + col, c->s.Co * ld, t * t, M);
-        tile_product(m, t, c->mt.AT, WINO_NZ(AT, t), M, y);
+        tile_product(m, t, c->mt.AT, WINO_NZ_OUT(AT, t, m), M, y);
         for (int a = 0; a < m; a++)
             for (int b = 0; b < m; b++)
                 *(wino_vec *)(ys + (a * L->wp + b) * WINO_LANES) = y[a * m + b] + bias;
@@ -531,7 +550,7 @@ output_transform_t(const wino_run *c, const wino_part *pt, int64_t co, int t)
 
 static void output_transform(const wino_run *c, const wino_part *pt, int64_t co)
 {
-    WINO_BY_TILE(output_transform_t, c, pt, co);
+    WINO_BY_TILE_OUT(output_transform_t, c, pt, co);
 }
 
 /* Z[:, co, chunk] = A e A^T for an m x m tile e of dy's channel co at lane group (g, oh, ow,
@@ -539,28 +558,27 @@ static void output_transform(const wino_run *c, const wino_part *pt, int64_t co)
 static inline __attribute__((always_inline)) void grad_tile(const wino_run *c, const wino_part *pt,
                                                             bool packed, int64_t co, int64_t g,
                                                             int64_t oh, int64_t ow, int64_t col,
-                                                            int t)
+                                                            int t, int m)
 {
-    enum { m = TG_WINO_M };
     const wino_layout *L = &c->yl;
     const int64_t Co = c->s.Co;
-    wino_vec e[m * m], z[WINO_XI_MAX];
+    wino_vec e[TG_WINO_MMAX * TG_WINO_MMAX], z[WINO_XI_MAX];
     lanes_block_load(L, lanes_tile(L, pt->ys, g, co, oh, ow), m, e);
-    tile_product(t, m, c->mt.A, WINO_NZ(A, t), e, z);
+    tile_product(t, m, c->mt.A, WINO_NZ_OUT(A, t, m), e, z);
     points_store(pt->Z + operand_at(c, pt, packed, Co, co, col), Co * c->ld, t * t, z);
 }
 
 /* Z[:, :, chunk] for the chunk's tiles of dy, in panels where packed. */
 static inline __attribute__((always_inline)) void
-grad_transform_t(const wino_run *c, const wino_part *pt, bool packed, int t)
+grad_transform_t(const wino_run *c, const wino_part *pt, bool packed, int t, int m)
 {
     FOR_CHANNEL_TILES(c, pt, c->s.Co, packed, pt->Z, t * t,
-                      grad_tile(c, pt, packed, ch, g, oh, ow, col, t));
+                      grad_tile(c, pt, packed, ch, g, oh, ow, col, t, m));
 }
 
 static void grad_transform(const wino_run *c, const wino_part *pt, bool packed)
 {
-    WINO_BY_TILE(grad_transform_t, c, pt, packed);
+    WINO_BY_TILE_OUT(grad_transform_t, c, pt, packed);
 }
 
 /* dxs's channel ch += B dV B^T for dV = V[:, ch, chunk]: tile position after tile position,
@@ -918,7 +936,8 @@ static bool matrices_fit(const wino_mats *mt)
 {
     const int t = mt->t, m = mt->m;
     return zero_outside(mt->BT, t, t, WINO_NZ(BT, t)) && zero_outside(mt->B, t, t, WINO_NZ(B, t)) &&
-           zero_outside(mt->AT, m, t, WINO_NZ(AT, t)) && zero_outside(mt->A, t, m, WINO_NZ(A, t));
+           zero_outside(mt->AT, m, t, WINO_NZ_OUT(AT, t, m)) &&
+           zero_outside(mt->A, t, m, WINO_NZ_OUT(A, t, m));
 }
 
 /* Sets up c for s (its team, batch, chunk and buffers: U unless a backward without dx, the
@@ -928,13 +947,17 @@ static bool wino_setup(wino_run *c, const tg_wino_shape *s, bool backward, bool 
 {
     memset(c, 0, sizeof *c);
     c->s = *s;
-    double A[TG_WINO_TMAX * TG_WINO_M], B[WINO_XI_MAX];
-    if (!tg_winograd_matrices(s->r, A, B, c->mt.G))
+    double A[TG_WINO_TMAX * TG_WINO_MMAX], B[WINO_XI_MAX];
+    /* bf16 mode keeps F(4x4): F(6x6, 3x3)'s larger A (up to 32) costs its rounded products
+     * more (test_deep_channels' y 0.064 -> 0.103 from the FP32 result), and the mode's
+     * quality was measured with F(4x4). */
+    const int m0 = tg_matmul_bf16_active() ? 4 : tg_winograd_out_tile(s->Ho, s->Wo, s->r);
+    if (!tg_winograd_matrices(m0, s->r, A, B, c->mt.G))
         return false;
-    const int t = tg_winograd_tile(s->r);
+    const int t = tg_winograd_tile(m0, s->r);
     c->mt.r = s->r;
     c->mt.t = t;
-    c->mt.m = TG_WINO_M;
+    c->mt.m = m0;
     c->xi = t * t;
     const int64_t m = c->mt.m;
     for (int j = 0; j < t; j++) {

@@ -14,9 +14,9 @@ typedef struct {
     int r, pad;
 } tg_wino_shape;
 
-/* The tile: m x m = 4 x 4 outputs from t x t inputs, t = m + r - 1: F(4x4, 2x2) on 5 x 5
- * tiles (the stride-2 path's), F(4x4, 3x3) on 6 x 6 and F(4x4, 5x5) on 8 x 8 ones. */
-#define TG_WINO_M 4
+/* The tile: m x m outputs from t x t inputs, t = m + r - 1: F(4x4, 2x2) on 5 x 5 tiles (the
+ * stride-2 path's), F(4x4, 3x3) on 6 x 6, F(6x6, 3x3) and F(4x4, 5x5) on 8 x 8 ones. */
+#define TG_WINO_MMAX 6
 #define TG_WINO_TMAX 8
 
 /* Whether the Winograd path takes this conv2d (kernel 3 or 5, stride and dilation 1, padding
@@ -49,12 +49,21 @@ bool tg_winograd_s2_forward(const tg_wino_shape *s, const float *x, const float 
 bool tg_winograd_s2_backward(const tg_wino_shape *s, const float *x, const float *w,
                              const float *dy, float *dx, bool dx_set, float *dw);
 
-/* The tile size t for an r x r kernel: 5 for r = 2, 6 for r = 3, 8 for r = 5, 0 for another r. */
-int tg_winograd_tile(int r);
+/* The tile size t = m + r - 1 of F(m x m, r x r) for the variants the path has: m = 4 with
+ * r = 2, 3 or 5, and m = 6 with r = 3; 0 for another pair. */
+int tg_winograd_tile(int m, int r);
 
-/* The transforms of F(4 x 4, r x r) for r = 2, 3 or 5, row-major in double: A [t, 4], B [t, t],
- * G [t, r] for t = tg_winograd_tile(r); 1-D: y = A^T ((G g) .* (B^T d)). False for another
- * r. For the tests. */
-bool tg_winograd_matrices(int r, double *A, double *B, double *G);
+/* The outputs per tile side m the path takes for an r x r kernel and an Ho x Wo output: the
+ * variant with the fewest transformed points over the output (ties to m = 4, the more
+ * accurate one). */
+int tg_winograd_out_tile(int64_t Ho, int64_t Wo, int r);
+/* 0 keeps every r x r layer on m = 4 (tests and benchmarks compare the two); 1 by default.
+ * Like tg_conv_winograd, set it only while no convolution runs. */
+extern int tg_winograd_m6;
+
+/* The transforms of F(m x m, r x r), row-major in double: A [t, m], B [t, t], G [t, r] for
+ * t = tg_winograd_tile(m, r); 1-D: y = A^T ((G g) .* (B^T d)). False for another pair. For
+ * the path and its tests. */
+bool tg_winograd_matrices(int m, int r, double *A, double *B, double *G);
 
 #endif

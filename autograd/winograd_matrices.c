@@ -1,4 +1,4 @@
-/* The transforms of Winograd's F(4x4, r x r) (autograd/winograd.c), built from the
+/* The transforms of Winograd's F(m x m, r x r) (autograd/winograd.c), built from the
  * interpolation points by Toom-Cook: A and B hold binary fractions, exact in float, the
  * Lagrange denominators go into G. Apart from the kernels because they are plain setup code,
  * compiled once (winograd.c is compiled once per ISA level). */
@@ -22,18 +22,30 @@ static void poly_of_roots(const double *a, int n, int skip, double *c)
     }
 }
 
-int tg_winograd_tile(int r)
+int tg_winograd_tile(int m, int r)
 {
-    return r == 2 || r == 3 || r == 5 ? TG_WINO_M + r - 1 : 0;
+    return (m == 4 && (r == 2 || r == 3 || r == 5)) || (m == 6 && r == 3) ? m + r - 1 : 0;
 }
 
-bool tg_winograd_matrices(int r, double *A, double *B, double *G)
+int tg_winograd_m6 = 1;
+
+int tg_winograd_out_tile(int64_t Ho, int64_t Wo, int r)
 {
-    const int T = tg_winograd_tile(r), NF = T - 1, m = TG_WINO_M;
+    if (r != 3 || !tg_winograd_m6)
+        return 4;
+    /* tiles of each kind times their points: F(6x6, 3x3)'s 64 against F(4x4, 3x3)'s 36 */
+    const int64_t p4 = (Ho + 3) / 4 * ((Wo + 3) / 4) * 36, p6 = (Ho + 5) / 6 * ((Wo + 5) / 6) * 64;
+    return p6 < p4 ? 6 : 4;
+}
+
+bool tg_winograd_matrices(int m, int r, double *A, double *B, double *G)
+{
+    const int T = tg_winograd_tile(m, r), NF = T - 1;
     if (!T)
         return false;
     /* the first 4 for 5 x 5 tiles, 5 for 6 x 6 ones, all 7 for 8 x 8 ones: powers of two, so
-     * A and B hold binary fractions exact in float (B's from 1/4 to 21/4) */
+     * A and B hold binary fractions exact in float (B's from 1/4 to 21/4, A's powers of the
+     * points: up to 32 and 1/32 for F(6x6, 3x3)) */
     static const double a[TG_WINO_TMAX - 1] = {0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5};
     double c[TG_WINO_TMAX + 1];
     /* Finite points: rows of values a^i (A) and a^k / f (G), with f = prod (a_j - a_l); the

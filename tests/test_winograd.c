@@ -13,13 +13,13 @@
 
 /* y = A^T ((G g) .* (B^T d)) is the correlation y_i = sum_k d[i + k] g[k], in double, for
  * integer data (every product exact, so only the fractions in G round). */
-static void check_matrices_1d(int r)
+static void check_matrices_1d(int m, int r)
 {
     enum { TM = TG_WINO_TMAX };
-    const int T = tg_winograd_tile(r), m = TG_WINO_M;
+    const int T = tg_winograd_tile(m, r);
     assert_int_equal(T, m + r - 1);
-    double A[TM * TG_WINO_M], B[TM * TM], G[TM * 5];
-    assert_true(tg_winograd_matrices(r, A, B, G));
+    double A[TM * TG_WINO_MMAX], B[TM * TM], G[TM * 5];
+    assert_true(tg_winograd_matrices(m, r, A, B, G));
     uint64_t s = 12345;
     for (int trial = 0; trial < 200; trial++) {
         double d[TM], g[5], u[TM], v[TM];
@@ -49,12 +49,24 @@ static void check_matrices_1d(int r)
 static void test_matrices(void **state)
 {
     (void)state;
-    check_matrices_1d(2);
-    check_matrices_1d(3);
-    check_matrices_1d(5);
-    double A[32], B[64], G[40];
-    assert_false(tg_winograd_matrices(4, A, B, G));
-    assert_int_equal(tg_winograd_tile(4), 0);
+    check_matrices_1d(4, 2);
+    check_matrices_1d(4, 3);
+    check_matrices_1d(4, 5);
+    check_matrices_1d(6, 3);
+    double A[48], B[64], G[40];
+    assert_false(tg_winograd_matrices(4, 4, A, B, G));
+    assert_false(tg_winograd_matrices(6, 5, A, B, G));
+    assert_int_equal(tg_winograd_tile(4, 4), 0);
+    assert_int_equal(tg_winograd_tile(6, 2), 0);
+    /* The variant taken: the fewest points, ties to F(4x4, 3x3) (D's 11 x 11 output: 4 tiles
+     * of 64 points against 9 of 36; 12 x 12: 4 of 64 against 9 of 36; 13 x 13 and 14 x 14: 9
+     * of 64 against 16 of 36, a tie; 28 x 28: 25 of 64 against 49 of 36). */
+    assert_int_equal(tg_winograd_out_tile(11, 11, 3), 6);
+    assert_int_equal(tg_winograd_out_tile(13, 13, 3), 4);
+    assert_int_equal(tg_winograd_out_tile(14, 14, 3), 4);
+    assert_int_equal(tg_winograd_out_tile(28, 28, 3), 6);
+    assert_int_equal(tg_winograd_out_tile(4, 4, 3), 4);
+    assert_int_equal(tg_winograd_out_tile(11, 11, 5), 4);
 }
 
 /* ---- against the lowering -------------------------------------------------------------------- */
@@ -519,6 +531,41 @@ static void test_gan_layers(void **state)
         check_shape(&one[i], 2, 1);
 }
 
+/* F(6x6, 3x3) where it has fewer points than F(4x4, 3x3), against the lowering and against
+ * F(4x4) (tg_winograd_m6 0): its own bits (it ran), both within the tolerance, with the
+ * errors printed; batches ending inside a lane group, 1 and 2 threads. */
+static void test_out_tile_six(void **state)
+{
+    (void)state;
+    const shape shapes[] = {
+        {16, 64, 13, 13, 128, 3, 0}, {29, 33, 9, 9, 40, 3, 1}, {13, 32, 28, 28, 32, 3, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const shape *s = &shapes[i];
+        const int64_t Ho = s->H + 2 * s->pad - 2;
+        assert_int_equal(tg_winograd_out_tile(Ho, Ho, 3), 6);
+        if (!applies(s))
+            skip(); /* below the AVX-512 level the path is off */
+        check_shape(s, 1 + (int)(i % 2), 1 + (int)(i % 2));
+        inputs in = inputs_new(s, 200 + i);
+        result six = run(s, &in, 1, 2, 1), low = run(s, &in, 0, 2, 1);
+        tg_winograd_m6 = 0;
+        result four = run(s, &in, 1, 2, 1);
+        tg_winograd_m6 = 1;
+        if (same_bits(six.y, four.y) || same_bits(six.dx, four.dx) || same_bits(six.dw, four.dw))
+            fail_msg("shape %zu: F(6x6, 3x3) gave F(4x4, 3x3)'s bits: it did not run", i);
+        print_message("%lldx%lld, Ci %lld: F(6x6, 3x3) y %.2g dx %.2g dw %.2g, F(4x4, 3x3) y %.2g "
+                      "dx %.2g dw %.2g from the lowering\n",
+                      (long long)s->H, (long long)s->W, (long long)s->Ci,
+                      max_rel_diff(six.y, low.y), max_rel_diff(six.dx, low.dx),
+                      max_rel_diff(six.dw, low.dw), max_rel_diff(four.y, low.y),
+                      max_rel_diff(four.dx, low.dx), max_rel_diff(four.dw, low.dw));
+        result_release(&six);
+        result_release(&four);
+        result_release(&low);
+        inputs_release(&in);
+    }
+}
+
 /* Channels past the GEMM's depth block of 256 (tensor/gemm.c): U packed whole and V and Z in
  * the kernel's panels over more than one block (Ci 261 and Co 270 are also off the 8-row and
  * 32-column panels), against the lowering at 1 and 2 threads. Then bf16 mode
@@ -560,7 +607,7 @@ int main(void)
         TG_TEST(test_batch_split),        TG_TEST(test_adjoints),
         TG_TEST(test_gan_layers),         TG_TEST(test_lane_groups),
         TG_TEST(test_deep_channels),      TG_TEST(test_stride2),
-        TG_TEST(test_stride2_transposed),
+        TG_TEST(test_stride2_transposed), TG_TEST(test_out_tile_six),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
