@@ -11,7 +11,8 @@
  * 0, 1, -1, 2 (and -2 for t >= 6, 1/2 and -1/2 for t = 8) and infinity; the matrices come from
  * the points (winograd_matrices.c, Toom-Cook), with the Lagrange denominators in G, so that B
  * and A hold binary fractions (small integers for t = 5 and 6, quarters for t = 8, and in
- * F(6x6, 3x3)'s A powers of two from 1/32 to 32), exact in float, and only the weight transform, done once per call in double, holds other fractions.
+ * F(6x6, 3x3)'s A powers of two from 1/32 to 32), exact in float, and only the weight
+ * transform, done once per call in double, holds other fractions.
  * In 1-D,
  * y = A^T ((G g) .* (B^T d)); in 2-D, per t x t input tile d at tile stride m:
  *   U[xi][co][ci] = G w G^T     V[xi][ci][p] = B^T d B     Z[xi][co][p] = A dy A^T
@@ -21,11 +22,12 @@
  *   weight grad:  dU[xi] += Z[xi] @ V[xi]^T over the tiles,  dw += G^T dU G
  * with xi the t * t points of the tile's domain: t * t GEMMs where the lowering makes one, but
  * t * t products per tile and channel pair instead of m m r r (36 for 144 with 3x3, 64 for 400
- * with 5x5, 64 for 324 with F(6x6, 3x3)). Until 2026-12-06 5x5 ran F(2x2, 5x5) on 6 x 6 tiles (36 for 100); on G's layer
- * (14 x 14 outputs: 16 tiles of 8 x 8 against 49 of 6 x 6 a channel pair) F(4x4, 5x5) does 58%
- * of its multiplications. Its error in float, measured in numpy for the same points over
- * 128-channel sums of N(0, 1) data, is within 2x of F(2x2, 5x5)'s (median 4.9e-6 against
- * 2.6e-6 of the largest output, worst 1.5e-5 for both), as is F(4x4, 3x3)'s (2.5e-6).
+ * with 5x5, 64 for 324 with F(6x6, 3x3)). Until 2026-12-06 5x5 ran F(2x2, 5x5) on 6 x 6 tiles
+ * (36 for 100); on G's layer (14 x 14 outputs: 16 tiles of 8 x 8 against 49 of 6 x 6 a channel
+ * pair) F(4x4, 5x5) does 58% of its multiplications. Its error in float, measured in numpy
+ * for the same points over 128-channel sums of N(0, 1) data, is within 2x of F(2x2, 5x5)'s
+ * (median 4.9e-6 against 2.6e-6 of the largest output, worst 1.5e-5 for both), as is F(4x4,
+ * 3x3)'s (2.5e-6).
  *
  * The transforms take 16 tiles at once, one per vector lane, and the lanes are 16 images at the
  * same tile position (a group of images; WINO_LANES): the columns of V, M and Z are numbered
@@ -119,7 +121,7 @@ bool tg_winograd_s2_applies(int64_t N, int64_t Ci, int64_t Co, int64_t Ho, int64
 
 /* The transforms, each as the left and right factor of a product L d R of one tile: B^T and
  * B (input), A^T and A (output), A and A^T (output gradient), B and B^T (data gradient), in
- * float; G [6, r] in double for the weights; m = 7 - r. */
+ * float; G [t, r] in double for the weights. */
 typedef struct {
     int t, m, r;                                                           /* tile t x t */
     float BT[WINO_XI_MAX], B[WINO_XI_MAX];                                 /* [t, t] */
@@ -134,7 +136,7 @@ typedef struct {
 } wino_layout;
 
 /* One call's work, shared by its team. Every thread has per_thread floats of work at
- * work + t * per_thread: V [36, Ci, ld], M or Z [36, Co, ld], the GEMM's buffer, then the
+ * work + t * per_thread: V [xi, Ci, ld], M or Z [xi, Co, ld], the GEMM's buffer, then the
  * lanes-minor copies of its current batch of groups (wino_part). */
 typedef struct {
     tg_wino_shape s;
@@ -150,7 +152,7 @@ typedef struct {
     const float *x, *w, *bias, *dy;
     float *y, *dx, *dw;
     bool dx_set;
-    float *U; /* [36, Co, Ci] */
+    float *U; /* [xi, Co, Ci] */
     /* Whether U goes to the GEMMs packed ahead (Up: U[xi] for the forward, U[xi]^T for the data
      * gradient, up floats each) and V and Z in the GEMM's panels: in FP32 mode. In bf16 mode
      * the AMX kernel packs A from U itself and converts B in one pass from rows
@@ -158,7 +160,7 @@ typedef struct {
     bool packed;
     float *Up;
     int64_t up;
-    float *dU; /* [team, 36, Co, Ci] */
+    float *dU; /* [team, xi, Co, Ci] */
     float *work;
     int64_t per_thread;
 } wino_run;
@@ -177,7 +179,7 @@ typedef float wino_vec __attribute__((vector_size(WINO_LANES * sizeof(float))));
 
 /* A thread's batch of groups (images [b0, b0 + n)) and chunk: its columns [cs, ce) of the
  * batch's, multiples of 16. The copies, lanes minor, group after group: xs [batch, Ci, Hp,
- * Wp, 16] of x with its padding (forward, weight gradient), so that every tile's 6 x 6 inputs
+ * Wp, 16] of x with its padding (forward, weight gradient), so that every tile's t x t inputs
  * are inside (Hp = Th m + r - 1); ys [batch, Co, Th m, Tw m, 16] of y (forward) or dy
  * (backward), whole tiles; dxs like xs, dx's terms (data gradient). The transforms then load
  * and store without a test. Padding and lanes past the batch's images are zero in xs and dy's
