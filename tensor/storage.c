@@ -15,7 +15,7 @@
  * ever live at once in the mnist_gan iteration (459 against 374 MiB). First fit in address
  * order keeps the touched part of the arena close to that most; its free ranges stay resident
  * (touched pages), so a step reuses them without page faults, and tg_allocator_trim hands them
- * back. */
+ * back. The arena asks for transparent huge pages (arena_grow). */
 #include "internal.h"
 
 #include <pthread.h>
@@ -138,6 +138,15 @@ static bool arena_grow(arena *a, size_t size)
     if (!a->base || len > a->reserved - a->committed ||
         mprotect(a->base + a->committed, len, PROT_READ | PROT_WRITE) != 0)
         return false;
+#ifdef MADV_HUGEPAGE
+    /* Transparent huge pages where the system gives them on request (Debian's default:
+     * "madvise"): 2 MB pages for activations and weights that are streamed through, where 4 KB
+     * ones cost a TLB miss every page (a linear layer's packing reads each weight row from its
+     * own page). The clean step at 1 thread 0.496 -> 0.479 s, the tutorial step 0.426 -> 0.415
+     * at 1 thread and 0.229 -> 0.220 at 2 (medians of 5-6 interleaved rounds); peak RSS 1-3 MB
+     * more. A refusal changes nothing. */
+    madvise(a->base + a->committed, len, MADV_HUGEPAGE);
+#endif
     a->committed += len;
     arena_put(a, a->base + a->committed - len, len);
     return true;
