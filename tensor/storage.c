@@ -144,7 +144,9 @@ static bool arena_grow(arena *a, size_t size)
      * ones cost a TLB miss every page (a linear layer's packing reads each weight row from its
      * own page). The clean step at 1 thread 0.496 -> 0.479 s, the tutorial step 0.426 -> 0.415
      * at 1 thread and 0.229 -> 0.220 at 2 (medians of 5-6 interleaved rounds); peak RSS 1-3 MB
-     * more. A refusal changes nothing. */
+     * more. First touch costs more (the kernel zeroes 2 MB a fault: a 3-iteration mnist_gan
+     * run took 2.2-2.7 s against 2.0), which a few tens of iterations repay. A refusal changes
+     * nothing. */
     madvise(a->base + a->committed, len, MADV_HUGEPAGE);
 #endif
     a->committed += len;
