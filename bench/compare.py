@@ -99,36 +99,43 @@ def servers(args, mode, threads, generator=None, step=None, precision="fp32"):
     return Server("tapegrad", tg, threads), Server("torch", th, threads)
 
 
-def steps(args, step, generator, threads, precision="fp32"):
-    """Interleaved iterations of both sides; medians and memory."""
-    a, b = servers(args, "serve", threads, generator, step, precision)
-    res = {s.side: {"rss_start_kb": int(s.head[2]), "wall": [], "cpu": []} for s in (a, b)}
+def steps(args, step, generator, thread_counts, precision="fp32"):
+    """Iterations of both sides at every thread count, interleaved: one server per side and
+    count, each asked for one step in turn, the order rotating every iteration. Medians and
+    memory, one result per thread count. The 1- and 2-thread rows, and so the thread scaling,
+    come from the same minutes: on a shared host each vCPU's speed drifts by up to a third for
+    seconds at a time (bench/README.md, fifteenth session), and counts timed minutes apart
+    compared different machines."""
+    srv = []
+    for threads in thread_counts:
+        srv += [(threads, s) for s in servers(args, "serve", threads, generator, step, precision)]
+    res = {(t, s.side): {"rss_start_kb": int(s.head[2]), "wall": [], "cpu": []} for t, s in srv}
     loads = [load1()]
     for i in range(args.warmup + args.iters):
-        order = (a, b) if i % 2 == 0 else (b, a)
-        this = {}  # this iteration's wall time of each side (warm-up ones too, for the log)
-        for s in order:
+        k = i % len(srv)
+        this = {}  # this iteration's wall time of each server (warm-up ones too, for the log)
+        for t, s in srv[k:] + srv[:k]:
             wall, cpu = (float(v) for v in s.ask("step"))
-            this[s.side] = wall
+            this[t, s.side] = wall
             if i >= args.warmup:
-                res[s.side]["wall"].append(wall)
-                res[s.side]["cpu"].append(cpu)
+                res[t, s.side]["wall"].append(wall)
+                res[t, s.side]["cpu"].append(cpu)
         loads.append(load1())
-        log("  %s step, %s G, %d thread(s), %s, iteration %d/%d: tapegrad %.3f s, torch %.3f s "
-            "(load %.1f)" % (step, generator, threads, precision, i + 1,
-                             args.warmup + args.iters, this["tapegrad"], this["torch"],
-                             loads[-1]))
-    for s in (a, b):
+        log("  %s step, %s G, %s, iteration %d/%d: %s (load %.1f)" % (
+            step, generator, precision, i + 1, args.warmup + args.iters,
+            ", ".join("%s %dt %.3f s" % (side, t, w) for (t, side), w in this.items()),
+            loads[-1]))
+    for t, s in srv:
         peak, now = (int(v) for v in s.ask("rss"))
-        r = res[s.side]
+        r = res[t, s.side]
         r.update(peak_rss_kb=peak, rss_end_kb=now,
                  sec_per_iter=statistics.median(r["wall"]),
                  cpu_sec_per_iter=statistics.median(r["cpu"]))
         s.close()
-    return {"step": step, "generator": generator, "threads": threads, "precision": precision,
-            "iters": args.iters,
-            "warmup": args.warmup, "load_min": min(loads), "load_max": max(loads),
-            "tapegrad": res["tapegrad"], "torch": res["torch"]}
+    return [{"step": step, "generator": generator, "threads": t, "precision": precision,
+             "iters": args.iters, "warmup": args.warmup, "interleaved": list(thread_counts),
+             "load_min": min(loads), "load_max": max(loads),
+             "tapegrad": res[t, "tapegrad"], "torch": res[t, "torch"]} for t in thread_counts]
 
 
 def layers(args, threads):
@@ -265,6 +272,32 @@ def table_rows(res):
     return rows
 
 
+def scaling_rows(res):
+    """(row, tapegrad, torch) for every step whose thread counts ran interleaved: the wall time
+    at the lowest count over that at each other (the speed-up), and the CPU time at each other
+    over that at the lowest (1.00: the added threads waste nothing)."""
+    rows = []
+    for s in res["steps"]:
+        counts = s.get("interleaved") or []
+        if len(counts) < 2 or s["threads"] == min(counts):
+            continue
+        base = next(b for b in res["steps"] if b.get("interleaved") == counts and
+                    b["threads"] == min(counts) and
+                    (b["step"], b["generator"], b["precision"]) ==
+                    (s["step"], s["generator"], s["precision"]))
+        t = "%s step, %s G%s" % (s["step"], s["generator"], precision_note(s))
+        pair = "%d -> %d threads" % (base["threads"], s["threads"])
+        rows.append(("speed-up %s, %s: wall at %d / wall at %d" % (
+            pair, t, base["threads"], s["threads"]),
+            base["tapegrad"]["sec_per_iter"] / s["tapegrad"]["sec_per_iter"],
+            base["torch"]["sec_per_iter"] / s["torch"]["sec_per_iter"]))
+        rows.append(("CPU time %s, %s: CPU at %d / CPU at %d" % (
+            pair, t, s["threads"], base["threads"]),
+            s["tapegrad"]["cpu_sec_per_iter"] / base["tapegrad"]["cpu_sec_per_iter"],
+            s["torch"]["cpu_sec_per_iter"] / base["torch"]["cpu_sec_per_iter"]))
+    return rows
+
+
 def fmt(v):
     return "%.4g" % v if v < 1000 else "%.0f" % v
 
@@ -302,7 +335,8 @@ def markdown(res, rows):
         "running). %s" % (res["load_min"], res["load_max"], res["load_note"]),
         "- Iterations: tutorial recipe, batch 128, Adam lr 2e-4 beta1 0.9, the steps named in "
         "each row (bench/README.md, \"Which step is timed\"): %s; median of %d after %d "
-        "warm-up; layers: median of %d forward+backward passes; both sides interleaved." % (
+        "warm-up, both sides and every thread count taking turns (one process each); layers: "
+        "median of %d forward+backward passes, both sides interleaved." % (
             res["args"].get("steps", "accumulate"), res["args"]["iters"],
             res["args"]["warmup"], res["args"]["reps"]),
         "",
@@ -312,6 +346,12 @@ def markdown(res, rows):
     for name, a, b, _ in rows:
         lines.append("| %s | %s | %s | %.2f |" % (name, fmt(a), fmt(b),
                                                  b / a if a else float("nan")))
+    scaling = scaling_rows(res)
+    if scaling:
+        lines += ["", "Thread scaling, from the same interleaved iterations as the rows above "
+                  "(each side's own ratio; the counts took turns, so host drift hits both):", "",
+                  "| row | tapegrad | PyTorch |", "| --- | ---: | ---: |"]
+        lines += ["| %s | %.2f | %.2f |" % r for r in scaling]
     return "\n".join(lines) + "\n"
 
 
@@ -352,12 +392,12 @@ def main():
                                                ob.get("corename", "?"), ob.get("flavour", "?")))
     for precision in args.precisions.split(","):
         for step in args.steps.split(","):
-            for threads in (int(t) for t in args.threads.split(",")):
-                for g in args.generators.split(","):
-                    log("iterations: %s step, %s G, %d thread(s), %s" % (step, g, threads,
-                                                                        precision))
-                    res["steps"].append(steps(args, step, g, threads, precision))
-                    loads += [res["steps"][-1]["load_min"], res["steps"][-1]["load_max"]]
+            counts = [int(t) for t in args.threads.split(",")]
+            for g in args.generators.split(","):
+                log("iterations: %s step, %s G, %s thread(s) interleaved, %s" % (
+                    step, g, args.threads, precision))
+                res["steps"] += steps(args, step, g, counts, precision)
+                loads += [res["steps"][-1]["load_min"], res["steps"][-1]["load_max"]]
     if not args.no_layers:
         for threads in (int(t) for t in args.layer_threads.split(",")):
             log("layers, %d thread(s)" % threads)
@@ -379,6 +419,9 @@ def main():
                      "ratio_torch_over_tapegrad": (r[2] / r[1]) if r[1] else None}
                     for r in rows]
     print_table(rows)
+    res["scaling"] = [{"row": r[0], "tapegrad": r[1], "torch": r[2]} for r in scaling_rows(res)]
+    for r in res["scaling"]:
+        print("%s: tapegrad %.2f, PyTorch %.2f" % (r["row"], r["tapegrad"], r["torch"]))
     print("load average %.1f .. %.1f; %s" % (res["load_min"], res["load_max"], res["load_note"]))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -6,10 +6,11 @@
 #                    [-- compare.py options]
 #
 # Builds bench_gan and bench_core (in DIR if it is a build directory already, else with
-# scripts/tg build; default DIR: $TG_BUILD or build), then runs bench/compare.py: both sides
-# interleaved (tapegrad, torch, tapegrad, torch ...) at 1 and 2 threads, the iteration with each
-# step of LIST, one table printed (each iteration row names its step), PREFIX.json and PREFIX.md
-# written (default bench/results/latest).
+# scripts/tg build; default DIR: $TG_BUILD or build), then runs bench/compare.py: the iteration
+# with each step of LIST, tapegrad and torch at 1 and at 2 threads taking turns (one process each,
+# the order rotating, so the thread scaling compares the same minutes), one table printed (each
+# iteration row names its step, thread scaling after it), PREFIX.json and PREFIX.md written
+# (default bench/results/latest).
 #
 #   --steps LIST      the steps both sides run, in order (default tutorial,clean): tutorial
 #                     (Paddle 1.8's, mnist_gan's default), clean (textbook), accumulate (the
