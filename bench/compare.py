@@ -346,7 +346,7 @@ def markdown(res, rows):
     for name, a, b, _ in rows:
         lines.append("| %s | %s | %s | %.2f |" % (name, fmt(a), fmt(b),
                                                  b / a if a else float("nan")))
-    scaling = scaling_rows(res)
+    scaling = [(r["row"], r["tapegrad"], r["torch"]) for r in res["scaling"]]
     if scaling:
         lines += ["", "Thread scaling, from the same interleaved iterations as the rows above "
                   "(each side's own ratio; the counts took turns, so host drift hits both):", "",
@@ -390,9 +390,9 @@ def main():
     ob = res["machine"]["torch"].get("openblas") or {}
     log("torch %s: OpenBLAS %s kernels, %s" % (res["machine"]["torch"]["torch"],
                                                ob.get("corename", "?"), ob.get("flavour", "?")))
+    counts = [int(t) for t in args.threads.split(",")]
     for precision in args.precisions.split(","):
         for step in args.steps.split(","):
-            counts = [int(t) for t in args.threads.split(",")]
             for g in args.generators.split(","):
                 log("iterations: %s step, %s G, %s thread(s) interleaved, %s" % (
                     step, g, args.threads, precision))
