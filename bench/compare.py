@@ -295,7 +295,26 @@ def scaling_rows(res):
             pair, t, s["threads"], base["threads"]),
             s["tapegrad"]["cpu_sec_per_iter"] / base["tapegrad"]["cpu_sec_per_iter"],
             s["torch"]["cpu_sec_per_iter"] / base["torch"]["cpu_sec_per_iter"]))
+        # The same two ratios taken iteration by iteration, then their median. Each iteration
+        # asked every count once within about a second, so a ratio of one iteration's pair
+        # cancels the host's drift (20% over seconds on some hosts), which a ratio of the two
+        # columns' medians, taken from different iterations, does not.
+        rows.append(("speed-up %s, %s: median over iterations of the same iteration's wall at "
+                     "%d / wall at %d" % (pair, t, base["threads"], s["threads"]),
+                     paired_median(base, s, "tapegrad", "wall", False),
+                     paired_median(base, s, "torch", "wall", False)))
+        rows.append(("CPU time %s, %s: median over iterations of the same iteration's CPU at "
+                     "%d / CPU at %d" % (pair, t, s["threads"], base["threads"]),
+                     paired_median(base, s, "tapegrad", "cpu", True),
+                     paired_median(base, s, "torch", "cpu", True)))
     return rows
+
+
+def paired_median(base, other, side, what, other_over_base):
+    """Median over the iterations of base's time over other's in the same iteration (or other's
+    over base's)."""
+    pairs = zip(base[side][what], other[side][what])
+    return statistics.median(o / b if other_over_base else b / o for b, o in pairs)
 
 
 def fmt(v):
@@ -349,7 +368,9 @@ def markdown(res, rows):
     scaling = [(r["row"], r["tapegrad"], r["torch"]) for r in res["scaling"]]
     if scaling:
         lines += ["", "Thread scaling, from the same interleaved iterations as the rows above "
-                  "(each side's own ratio; the counts took turns, so host drift hits both):", "",
+                  "(each side's own ratio; the counts took turns, so host drift hits both): first the "
+                  "ratio of the two columns' medians, then the median of each iteration's own "
+                  "ratio, which also cancels drift between iterations:", "",
                   "| row | tapegrad | PyTorch |", "| --- | ---: | ---: |"]
         lines += ["| %s | %.2f | %.2f |" % r for r in scaling]
     return "\n".join(lines) + "\n"
