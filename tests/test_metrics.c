@@ -462,7 +462,7 @@ static void test_diversity_identical_zero_halves_one(void **state)
     assert_close(f.diversity, 1.0, 0.1);
     assert_int_equal(gan_evaluate_images(clf, one, &ref, &f, NULL), TG_OK);
     assert_close(f.diversity, 0.0, 1e-3);
-    assert_int_equal(gan_collapse(f.white, f.diversity, NAN), GAN_COLLAPSE_SINGLE_MODE);
+    assert_int_equal(gan_collapse(f.white, 0.0, f.diversity, NAN), GAN_COLLAPSE_SINGLE_MODE);
     gan_stats_free(&ref);
     clf_free(clf);
     tg_tensor_release(i1), tg_tensor_release(i2), tg_tensor_release(one);
@@ -476,18 +476,31 @@ static void test_collapse_definitions(void **state)
     (void)state;
     const double below = nextafter(GAN_BLACK_WHITE, 0), low = GAN_SINGLE_MODE_DIVERSITY * 0.99;
     const double off = nextafter(GAN_OFF_DIGIT_SHARE, 0);
-    assert_int_equal(gan_collapse(below, 1.0, NAN), GAN_COLLAPSE_BLACK);
-    assert_int_equal(gan_collapse(0.0, NAN, NAN), GAN_COLLAPSE_BLACK);
-    assert_int_equal(gan_collapse(below, low, 0.0), GAN_COLLAPSE_BLACK); /* black comes first */
-    assert_int_equal(gan_collapse(GAN_BLACK_WHITE, low, NAN), GAN_COLLAPSE_SINGLE_MODE);
-    assert_int_equal(gan_collapse(0.13, 0.0, 1.0), GAN_COLLAPSE_SINGLE_MODE);
-    assert_int_equal(gan_collapse(0.13, low, off), GAN_COLLAPSE_SINGLE_MODE); /* before off */
-    assert_int_equal(gan_collapse(0.13, GAN_SINGLE_MODE_DIVERSITY, NAN), GAN_COLLAPSE_NONE);
-    assert_int_equal(gan_collapse(0.13, NAN, NAN), GAN_COLLAPSE_NONE);
-    assert_int_equal(gan_collapse(0.5, 1.5, NAN), GAN_COLLAPSE_NONE);
-    assert_int_equal(gan_collapse(0.47, 1.8, off), GAN_COLLAPSE_OFF_DIGIT);
-    assert_int_equal(gan_collapse(0.47, NAN, 0.0), GAN_COLLAPSE_OFF_DIGIT);
-    assert_int_equal(gan_collapse(0.15, 1.0, GAN_OFF_DIGIT_SHARE), GAN_COLLAPSE_NONE);
+    assert_int_equal(gan_collapse(below, 0.0, 1.0, NAN), GAN_COLLAPSE_BLACK);
+    assert_int_equal(gan_collapse(0.0, 0.0, NAN, NAN), GAN_COLLAPSE_BLACK);
+    assert_int_equal(gan_collapse(below, 0.0, low, 0.0),
+                     GAN_COLLAPSE_BLACK); /* black comes first */
+    assert_int_equal(gan_collapse(GAN_BLACK_WHITE, 0.0, low, NAN), GAN_COLLAPSE_SINGLE_MODE);
+    assert_int_equal(gan_collapse(0.13, 0.0, 0.0, 1.0), GAN_COLLAPSE_SINGLE_MODE);
+    assert_int_equal(gan_collapse(0.13, 0.0, low, off), GAN_COLLAPSE_SINGLE_MODE); /* before off */
+    assert_int_equal(gan_collapse(0.13, 0.0, GAN_SINGLE_MODE_DIVERSITY, NAN), GAN_COLLAPSE_NONE);
+    assert_int_equal(gan_collapse(0.13, 0.0, NAN, NAN), GAN_COLLAPSE_NONE);
+    assert_int_equal(gan_collapse(0.5, 0.0, 1.5, NAN), GAN_COLLAPSE_NONE);
+    assert_int_equal(gan_collapse(0.47, 0.0, 1.8, off), GAN_COLLAPSE_OFF_DIGIT);
+    assert_int_equal(gan_collapse(0.47, 0.0, NAN, 0.0), GAN_COLLAPSE_OFF_DIGIT);
+    assert_int_equal(gan_collapse(0.15, 0.0, 1.0, GAN_OFF_DIGIT_SHARE), GAN_COLLAPSE_NONE);
+    /* A relu G draws nothing below 0.5: black is 2% of its range (0.01) above that floor. The
+     * relu sweep's dead-but-for-specks run (white 0.5001, diversity 0.376, every image a "1")
+     * is black; its run drawing real 0s on gray (0.5315) is not, nor is mid-gray for tanh. */
+    const double relu = gan_white_floor("upsample-relu");
+    assert_true(relu == 0.5);
+    assert_true(gan_white_floor("upsample") == 0.0 && gan_white_floor("convt") == 0.0);
+    assert_true(gan_white_floor(NULL) == 0.0 && gan_white_floor("") == 0.0);
+    assert_int_equal(gan_collapse(0.5001, relu, 0.376, 1.0), GAN_COLLAPSE_BLACK);
+    assert_int_equal(gan_collapse(nextafter(0.51, 0), relu, 1.0, NAN), GAN_COLLAPSE_BLACK);
+    assert_int_equal(gan_collapse(0.511, relu, 1.0, NAN), GAN_COLLAPSE_NONE);
+    assert_int_equal(gan_collapse(0.5315, relu, 1.003, 0.994), GAN_COLLAPSE_NONE);
+    assert_int_equal(gan_collapse(0.5001, 0.0, 0.376, 1.0), GAN_COLLAPSE_NONE);
     assert_string_equal(gan_collapse_name(GAN_COLLAPSE_BLACK), "black");
     assert_string_equal(gan_collapse_name(GAN_COLLAPSE_SINGLE_MODE), "single-mode");
     assert_string_equal(gan_collapse_name(GAN_COLLAPSE_OFF_DIGIT), "off-digit");

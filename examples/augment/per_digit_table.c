@@ -98,7 +98,7 @@ static bool read_measurement(const char *json, run_info *r)
     tbl_json_string(line, "generator", r->generator, sizeof r->generator);
     if (isnan(r->white))
         return false;
-    r->kind = gan_collapse(r->white, r->diversity, r->share);
+    r->kind = gan_collapse(r->white, gan_white_floor(r->generator), r->diversity, r->share);
     return true;
 }
 
@@ -152,7 +152,8 @@ static void first_crossing(run_info *r)
 {
     r->first = -1;
     for (int i = 0; i < r->rows; i++)
-        if (gan_collapse(r->row_white[i], r->row_div[i], NAN) == r->kind) {
+        if (gan_collapse(r->row_white[i], gan_white_floor(r->generator), r->row_div[i], NAN) ==
+            r->kind) {
             r->first = (long long)r->it[i];
             return;
         }

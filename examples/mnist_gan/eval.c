@@ -168,10 +168,14 @@ int evaluate(const gan_options *o)
     /* The verdict of metrics.h's collapse definitions on the generated set; the digit share
      * for a G of one digit (of the images eval made, not of --images). */
     const double share = o->images ? NAN : gan_digit_share(&figs[0], rs.digit);
-    const char *collapse = gan_collapse_name(gan_collapse(figs[0].white, figs[0].diversity, share));
+    const double white_floor =
+        o->images ? 0.0 : gan_white_floor(gan_generator_label(rs.cfg.recipe, rs.cfg.generator));
+    const char *collapse =
+        gan_collapse_name(gan_collapse(figs[0].white, white_floor, figs[0].diversity, share));
     printf("\ncollapse of the generated set: %s (white below %g: black; diversity below %g: "
            "single mode",
-           collapse, GAN_BLACK_WHITE, GAN_SINGLE_MODE_DIVERSITY);
+           collapse, white_floor + GAN_BLACK_WHITE * (1.0 - white_floor),
+           GAN_SINGLE_MODE_DIVERSITY);
     if (!isnan(share))
         printf("; digit share below %g: off digit", GAN_OFF_DIGIT_SHARE);
     puts(")");

@@ -103,15 +103,22 @@ double gan_diversity(const gan_stats *set, const gan_stats *ref)
     return set && ref && ref->spread > 0 ? sqrt(set->spread / ref->spread) : NAN;
 }
 
-gan_collapse_kind gan_collapse(double white, double diversity, double digit_share)
+gan_collapse_kind gan_collapse(double white, double white_floor, double diversity,
+                               double digit_share)
 {
-    if (white < GAN_BLACK_WHITE)
+    if (white - white_floor < GAN_BLACK_WHITE * (1.0 - white_floor))
         return GAN_COLLAPSE_BLACK;
     if (diversity < GAN_SINGLE_MODE_DIVERSITY) /* false for NAN */
         return GAN_COLLAPSE_SINGLE_MODE;
     if (digit_share < GAN_OFF_DIGIT_SHARE) /* false for NAN */
         return GAN_COLLAPSE_OFF_DIGIT;
     return GAN_COLLAPSE_NONE;
+}
+
+double gan_white_floor(const char *generator)
+{
+    return generator && strcmp(generator, gan_generator_names[GAN_GEN_UPSAMPLE_RELU]) == 0 ? 0.5
+                                                                                           : 0.0;
 }
 
 const char *gan_collapse_name(gan_collapse_kind k)

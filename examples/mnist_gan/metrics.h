@@ -79,7 +79,12 @@ double gan_diversity(const gan_stats *set, const gan_stats *ref);
  *                darkest) to 0.172 (0), MNIST 0.13, and the darkest single real image of any
  *                digit is at 0.028; an untrained G draws gray (0.5-0.6), trained ones
  *                0.13-0.18. What the tutorial called "all-black output" is G at (nearly) -1
- *                everywhere, white ~0.00x: 0.02 is below every real image.
+ *                everywhere, white ~0.00x: 0.02 is below every real image. Measured from the
+ *                generator's floor (gan_white_floor): a G whose output is a relu's draws
+ *                nothing below 0.5, and its "all black" is 0 (nearly) everywhere, a flat image
+ *                the tutorial's grids (scaled per image) show black: black is then white less
+ *                than 2% of the range above the floor, 0.01 above 0.5 (a relu G dead but for a
+ *                few specks: 0.5001; one drawing real 0s on its gray: 0.53).
  *   single mode  not black, and diversity below GAN_SINGLE_MODE_DIVERSITY. Real training
  *                images of one digit against its test images: 0.95-1.10 (800 each, every
  *                digit); an untrained G: 1.06-1.54. Made-up sets of one real 3, against the
@@ -105,10 +110,15 @@ typedef enum {
     GAN_COLLAPSE_OFF_DIGIT,
     GAN_COLLAPSE_KINDS
 } gan_collapse_kind;
-/* The collapse of a set of mean white `white`, diversity `diversity` and digit share
- * `digit_share` (gan_digit_share; NAN: unknown or no digit, which is never off digit; a NAN
- * diversity is never single mode). The first that applies of black, single mode, off digit. */
-gan_collapse_kind gan_collapse(double white, double diversity, double digit_share);
+/* The collapse of a set of mean white `white` from a generator whose lowest white is `white_floor`
+ * (gan_white_floor), diversity `diversity` and digit share `digit_share` (gan_digit_share;
+ * NAN: unknown or no digit, which is never off digit; a NAN diversity is never single mode).
+ * The first that applies of black, single mode, off digit. */
+gan_collapse_kind gan_collapse(double white, double white_floor, double diversity,
+                               double digit_share);
+/* The lowest white the generator named `generator` (gan_generator_label's name; NULL: images
+ * of unknown origin) can draw: 0.5 for upsample-relu, whose output is a relu's, else 0. */
+double gan_white_floor(const char *generator);
 /* "none", "black", "single-mode" or "off-digit". */
 const char *gan_collapse_name(gan_collapse_kind k);
 
