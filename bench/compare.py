@@ -368,9 +368,9 @@ def markdown(res, rows):
     scaling = [(r["row"], r["tapegrad"], r["torch"]) for r in res["scaling"]]
     if scaling:
         lines += ["", "Thread scaling, from the same interleaved iterations as the rows above "
-                  "(each side's own ratio; the counts took turns, so host drift hits both): first the "
-                  "ratio of the two columns' medians, then the median of each iteration's own "
-                  "ratio, which also cancels drift between iterations:", "",
+                  "(each side's own ratio; the counts took turns, so host drift hits both): "
+                  "first the ratio of the two columns' medians, then the median of each "
+                  "iteration's own ratio, which also cancels drift between iterations:", "",
                   "| row | tapegrad | PyTorch |", "| --- | ---: | ---: |"]
         lines += ["| %s | %.2f | %.2f |" % r for r in scaling]
     return "\n".join(lines) + "\n"
