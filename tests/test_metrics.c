@@ -496,6 +496,8 @@ static void test_collapse_definitions(void **state)
     assert_true(relu == 0.5);
     assert_true(gan_white_floor("upsample") == 0.0 && gan_white_floor("convt") == 0.0);
     assert_true(gan_white_floor(NULL) == 0.0 && gan_white_floor("") == 0.0);
+    assert_true(gan_black_white(0.0) == GAN_BLACK_WHITE); /* what eval prints as the bound */
+    assert_true(gan_black_white(relu) == 0.5 + GAN_BLACK_WHITE / 2);
     assert_int_equal(gan_collapse(0.5001, relu, 0.376, 1.0), GAN_COLLAPSE_BLACK);
     assert_int_equal(gan_collapse(nextafter(0.51, 0), relu, 1.0, NAN), GAN_COLLAPSE_BLACK);
     assert_int_equal(gan_collapse(0.511, relu, 1.0, NAN), GAN_COLLAPSE_NONE);

@@ -151,9 +151,9 @@ static void read_curve(const char *dir, run_info *r)
 static void first_crossing(run_info *r)
 {
     r->first = -1;
+    const double white_floor = gan_white_floor(r->generator);
     for (int i = 0; i < r->rows; i++)
-        if (gan_collapse(r->row_white[i], gan_white_floor(r->generator), r->row_div[i], NAN) ==
-            r->kind) {
+        if (gan_collapse(r->row_white[i], white_floor, r->row_div[i], NAN) == r->kind) {
             r->first = (long long)r->it[i];
             return;
         }

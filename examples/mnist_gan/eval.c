@@ -174,8 +174,7 @@ int evaluate(const gan_options *o)
         gan_collapse_name(gan_collapse(figs[0].white, white_floor, figs[0].diversity, share));
     printf("\ncollapse of the generated set: %s (white below %g: black; diversity below %g: "
            "single mode",
-           collapse, white_floor + GAN_BLACK_WHITE * (1.0 - white_floor),
-           GAN_SINGLE_MODE_DIVERSITY);
+           collapse, gan_black_white(white_floor), GAN_SINGLE_MODE_DIVERSITY);
     if (!isnan(share))
         printf("; digit share below %g: off digit", GAN_OFF_DIGIT_SHARE);
     puts(")");

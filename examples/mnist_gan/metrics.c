@@ -106,13 +106,18 @@ double gan_diversity(const gan_stats *set, const gan_stats *ref)
 gan_collapse_kind gan_collapse(double white, double white_floor, double diversity,
                                double digit_share)
 {
-    if (white - white_floor < GAN_BLACK_WHITE * (1.0 - white_floor))
+    if (white < gan_black_white(white_floor))
         return GAN_COLLAPSE_BLACK;
     if (diversity < GAN_SINGLE_MODE_DIVERSITY) /* false for NAN */
         return GAN_COLLAPSE_SINGLE_MODE;
     if (digit_share < GAN_OFF_DIGIT_SHARE) /* false for NAN */
         return GAN_COLLAPSE_OFF_DIGIT;
     return GAN_COLLAPSE_NONE;
+}
+
+double gan_black_white(double white_floor)
+{
+    return white_floor + GAN_BLACK_WHITE * (1.0 - white_floor);
 }
 
 double gan_white_floor(const char *generator)

@@ -119,6 +119,9 @@ gan_collapse_kind gan_collapse(double white, double white_floor, double diversit
 /* The lowest white the generator named `generator` (gan_generator_label's name; NULL: images
  * of unknown origin) can draw: 0.5 for upsample-relu, whose output is a relu's, else 0. */
 double gan_white_floor(const char *generator);
+/* The white below which a set from a generator whose lowest white is `white_floor` is black:
+ * GAN_BLACK_WHITE of the range above the floor (0.02 for a floor of 0, 0.51 for 0.5). */
+double gan_black_white(double white_floor);
 /* "none", "black", "single-mode" or "off-digit". */
 const char *gan_collapse_name(gan_collapse_kind k);
 
